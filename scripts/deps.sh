@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs the Debian packages aios needs, if any are missing.
+# As root it runs apt-get itself; otherwise it prints the exact command and
+# stops with status 1. Called by `make`, `make test` and `make run`.
+set -eu
+
+PKGS="build-essential cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libcmocka-dev bubblewrap curl"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        # nodejs/npm may come from elsewhere (nvm, nodesource): accept any on PATH
+        case "$p" in
+            nodejs) command -v node >/dev/null 2>&1 && continue ;;
+            npm) command -v npm >/dev/null 2>&1 && continue ;;
+        esac
+        missing="$missing $p"
+    fi
+done
+
+[ -z "$missing" ] && exit 0
+
+echo "deps: missing Debian packages:$missing" >&2
+if [ "$(id -u)" -eq 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2 || true
+    apt-get install -y -q --no-install-recommends $missing >&2
+else
+    echo "deps: run this as root, then retry:" >&2
+    echo "  sudo apt-get install -y$missing" >&2
+    exit 1
+fi

@@ -1,0 +1,118 @@
+/* Small shared helpers: error strings, logging, monotonic and wall clocks.
+ *
+ * Logging writes each line with one write(2) so lines from the HTTP threads
+ * and the engine thread never interleave; no lock is needed. The level is a
+ * process global set once at start-up (AIOS_LOG or log_set_level). */
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *aios_strerror(int err)
+{
+    switch (err) {
+    case AIOS_OK: return "ok";
+    case AIOS_EINVAL: return "invalid argument";
+    case AIOS_ENOMEM: return "out of memory";
+    case AIOS_EIO: return "input/output error";
+    case AIOS_ENOTFOUND: return "not found";
+    case AIOS_ETOOBIG: return "too large";
+    case AIOS_EBUSY: return "busy";
+    case AIOS_ESHUTDOWN: return "shutting down";
+    case AIOS_ECANCELLED: return "cancelled";
+    case AIOS_EENGINE: return "engine error";
+    case AIOS_EPERM: return "permission denied";
+    case AIOS_ECONFIG: return "configuration error";
+    default: return "unknown error";
+    }
+}
+
+static int g_level = -1;
+
+void log_set_level(enum log_level lvl) { g_level = (int)lvl; }
+
+enum log_level log_get_level(void)
+{
+    if (g_level < 0) {
+        const char *e = getenv("AIOS_LOG");
+        g_level = LOG_LEVEL_INFO;
+        if (e) {
+            if (!strcasecmp(e, "debug")) g_level = LOG_LEVEL_DEBUG;
+            else if (!strcasecmp(e, "warn")) g_level = LOG_LEVEL_WARN;
+            else if (!strcasecmp(e, "error")) g_level = LOG_LEVEL_ERROR;
+        }
+    }
+    return (enum log_level)g_level;
+}
+
+void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    if ((int)lvl < (int)log_get_level()) return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %-6s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, names[lvl], mod);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2) len = sizeof line - 2;
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
+int64_t util_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t util_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int util_mkdirs(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof tmp) return AIOS_EINVAL;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return AIOS_EIO;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return AIOS_EIO;
+    return 0;
+}
+
+char *util_cache_dir(void)
+{
+    const char *x = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    char buf[4096];
+    if (x && *x) snprintf(buf, sizeof buf, "%s/aios", x);
+    else if (home && *home) snprintf(buf, sizeof buf, "%s/.cache/aios", home);
+    else snprintf(buf, sizeof buf, "/tmp/aios-cache");
+    return strdup(buf);
+}
