@@ -1,0 +1,65 @@
+/* The HTTP API on libmicrohttpd. See http.c for the request lifecycle. */
+#ifndef AIOS_API_API_H
+#define AIOS_API_API_H
+
+#include "kernel/kernel.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+
+struct api_server;
+struct api_req;
+
+int api_start(struct api_server **out, struct kernel *k, char *err, size_t errlen);
+int api_port(struct api_server *s);
+/* stop accepting new connections (in-flight ones keep going) */
+void api_quiesce(struct api_server *s);
+void api_stop(struct api_server *s);
+/* requests in flight (parsed but not completed) */
+int api_active(struct api_server *s);
+
+/* ---- for route handlers ---- */
+typedef enum MHD_Result (*api_handler_fn)(struct api_req *r);
+
+struct api_req {
+    struct api_server *srv;
+    struct kernel *k;
+    struct MHD_Connection *conn;
+    const char *method;
+    char *url;
+    char *body;
+    size_t n_body, cap_body;
+    bool too_big;
+    bool dispatched;
+    api_handler_fn resume; /* called again after a parked syscall finished */
+    struct syscall *sc;    /* the syscall this request waits on, if any */
+    void *state;           /* handler state, freed with state_free */
+    void (*state_free)(void *);
+    void *stream;          /* streaming state (http.c) */
+};
+
+enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */
+enum MHD_Result api_send_error(struct api_req *r, unsigned status, const char *type,
+                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Parse the body as a JSON object; on failure sends a 400 and returns NULL
+ * with *sent set. */
+json_t *api_parse_body(struct api_req *r, enum MHD_Result *sent);
+/* Submit sc and park the connection until it is final; then `resume` runs
+ * on an HTTP thread. Takes over the caller's reference to sc. */
+enum MHD_Result api_submit_and_wait(struct api_req *r, struct syscall *sc, api_handler_fn resume);
+/* Submit sc and answer with a stream: `format` turns stream output and the
+ * final state into bytes (SSE). Takes over the caller's reference. */
+typedef int (*api_stream_fmt_fn)(struct api_req *r, const char *delta, size_t n,
+                                 bool final, char **out, size_t *n_out, size_t *cap_out);
+enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
+                                      const char *content_type, api_stream_fmt_fn format);
+/* Map an AIOS_E* code to an HTTP status and OpenAI error type. */
+unsigned api_status_for(int err, const char **type);
+
+/* routes (openai.c, kernel_routes.c) */
+enum MHD_Result api_openai_models(struct api_req *r);
+enum MHD_Result api_openai_chat(struct api_req *r);
+enum MHD_Result api_route_status(struct api_req *r);
+
+#endif

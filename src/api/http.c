@@ -1,0 +1,517 @@
+/* The HTTP server (libmicrohttpd) and the request lifecycle.
+ *
+ * MHD runs a small pool of polling threads (epoll); no thread per request
+ * and no thread ever blocks on a syscall. A request goes through these
+ * steps, all on an MHD thread:
+ *
+ *  1. First call: allocate struct api_req, find the route (404/405 early),
+ *     reject a declared Content-Length over server.max_body_bytes (413).
+ *  2. Upload calls: append to the body; past the limit, keep draining but
+ *     remember it is too big (413 at the end).
+ *  3. Final call: run the route handler. A handler answers at once, or
+ *     submits a syscall with api_submit_and_wait() (the connection is
+ *     suspended; the syscall's notify callback resumes it when the call is
+ *     final and the handler's `resume` function answers), or with
+ *     api_submit_and_stream() (a 200 with a chunked body whose reader
+ *     suspends the connection whenever no output is ready).
+ *  4. Completion (MHD_OPTION_NOTIFY_COMPLETED): free the api_req. If the
+ *     syscall is not final the client went away: ask it to cancel.
+ *
+ * Suspension and wake-up use the syscall's mutex and its `waiter_parked`
+ * flag: the MHD thread sets the flag and suspends the connection while
+ * holding sc->mu, the worker clears the flag under sc->mu and resumes after
+ * releasing it. MHD_suspend_connection only takes MHD's own internal lock,
+ * which never calls back into us, so this cannot deadlock; and a wake-up can
+ * never be lost between "nothing ready" and "suspended".
+ *
+ * The api_req outlives the parked period: MHD never completes a suspended
+ * connection, so the notify callback may touch it only after seeing the
+ * flag set. */
+#include "api/api.h"
+
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct api_server {
+    struct kernel *k;
+    struct MHD_Daemon *d;
+    int port;
+    size_t max_body;
+    int n_active; /* requests between first call and completion (atomic) */
+};
+
+struct route {
+    const char *method;
+    const char *path;
+    api_handler_fn fn;
+};
+
+static const struct route g_routes[] = {
+    {"GET", "/status", api_route_status},
+    {"GET", "/v1/models", api_openai_models},
+    {"POST", "/v1/chat/completions", api_openai_chat},
+    {"POST", "/chat/completions", api_openai_chat},
+};
+#define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
+
+unsigned api_status_for(int err, const char **type)
+{
+    const char *t = "server_error";
+    unsigned st = 500;
+    switch (err) {
+    case AIOS_EINVAL: st = 400; t = "invalid_request_error"; break;
+    case AIOS_ETOOBIG: st = 400; t = "invalid_request_error"; break;
+    case AIOS_ENOTFOUND: st = 404; t = "not_found_error"; break;
+    case AIOS_EPERM: st = 403; t = "permission_error"; break;
+    case AIOS_EBUSY: st = 429; t = "rate_limit_error"; break;
+    case AIOS_ESHUTDOWN: st = 503; t = "service_unavailable"; break;
+    case AIOS_ECANCELLED: st = 499; t = "cancelled"; break;
+    default: break;
+    }
+    if (type) *type = t;
+    return st;
+}
+
+static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, size_t len,
+                             const char *ctype)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 405) {
+        for (size_t i = 0; i < N_ROUTES; i++)
+            if (!strcmp(g_routes[i].path, r->url))
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, g_routes[i].method);
+    }
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body)
+{
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!s) {
+        s = strdup("{\"error\":{\"message\":\"could not encode the response\",\"type\":\"server_error\"}}");
+        status = 500;
+        if (!s) return MHD_NO;
+    }
+    size_t n = strlen(s);
+    /* newline-terminated, friendlier for curl users */
+    char *t = realloc(s, n + 2);
+    if (t) {
+        s = t;
+        s[n++] = '\n';
+        s[n] = 0;
+    }
+    return queue(r, status, s, n, "application/json");
+}
+
+enum MHD_Result api_send_error(struct api_req *r, unsigned status, const char *type,
+                               const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (status >= 500) LOG_WARN("api", "%s %s -> %u: %s", r->method, r->url, status, msg);
+    else LOG_DEBUG("api", "%s %s -> %u: %s", r->method, r->url, status, msg);
+    json_t *e = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code");
+    if (!e) { /* msg was not valid UTF-8 */
+        e = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", "invalid request", "type", type,
+                      "code");
+    }
+    return api_send_json(r, status, e);
+}
+
+json_t *api_parse_body(struct api_req *r, enum MHD_Result *sent)
+{
+    json_error_t je;
+    if (r->n_body == 0) {
+        *sent = api_send_error(r, 400, "invalid_request_error",
+                               "the request body is empty; send a JSON object");
+        return NULL;
+    }
+    json_t *j = json_loadb(r->body, r->n_body, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        *sent = api_send_error(r, 400, "invalid_request_error",
+                               "the request body is not valid JSON: %s (line %d, column %d)",
+                               je.text, je.line, je.column);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        *sent = api_send_error(r, 400, "invalid_request_error",
+                               "the request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* ---- waiting on a syscall ---- */
+
+static void on_syscall_event(struct syscall *sc, void *ud)
+{
+    struct api_req *r = ud;
+    bool wake = false;
+    pthread_mutex_lock(&sc->mu);
+    if (sc->waiter_parked && (sc->stream || syscall_status_final(sc->status))) {
+        sc->waiter_parked = false;
+        wake = true;
+    }
+    pthread_mutex_unlock(&sc->mu);
+    if (wake) MHD_resume_connection(r->conn);
+}
+
+enum MHD_Result api_submit_and_wait(struct api_req *r, struct syscall *sc, api_handler_fn resume)
+{
+    r->sc = sc;
+    r->resume = resume;
+    sc->notify = on_syscall_event;
+    sc->notify_ud = r;
+    int rc = sched_submit(r->k->sched, sc);
+    if (rc) {
+        const char *type;
+        unsigned st = api_status_for(rc, &type);
+        return api_send_error(r, st, type, "could not queue the request: %s", aios_strerror(rc));
+    }
+    pthread_mutex_lock(&sc->mu);
+    if (syscall_status_final(sc->status)) {
+        pthread_mutex_unlock(&sc->mu);
+        r->resume = NULL;
+        return resume(r);
+    }
+    sc->waiter_parked = true;
+    MHD_suspend_connection(r->conn);
+    pthread_mutex_unlock(&sc->mu);
+    return MHD_YES;
+}
+
+struct stream_state {
+    api_stream_fmt_fn format;
+    char *out; /* formatted bytes not yet handed to MHD */
+    size_t n_out, off_out, cap_out;
+    char *delta;
+    size_t n_delta, cap_delta;
+    bool done;
+};
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct api_req *r = cls;
+    struct stream_state *ss = r->stream;
+    struct syscall *sc = r->sc;
+    (void)pos;
+    for (;;) {
+        if (ss->off_out < ss->n_out) {
+            size_t n = ss->n_out - ss->off_out;
+            if (n > max) n = max;
+            memcpy(buf, ss->out + ss->off_out, n);
+            ss->off_out += n;
+            return (ssize_t)n;
+        }
+        ss->n_out = ss->off_out = 0;
+        if (ss->done) return MHD_CONTENT_READER_END_OF_STREAM;
+
+        /* take new output, or park until there is some */
+        ss->n_delta = 0;
+        pthread_mutex_lock(&sc->mu);
+        if (sc->n_out) {
+            if (ss->cap_delta < sc->n_out + 1) {
+                char *p = realloc(ss->delta, sc->n_out + 1);
+                if (!p) {
+                    pthread_mutex_unlock(&sc->mu);
+                    return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+                ss->delta = p;
+                ss->cap_delta = sc->n_out + 1;
+            }
+            memcpy(ss->delta, sc->out, sc->n_out);
+            ss->n_delta = sc->n_out;
+            sc->n_out = 0;
+        }
+        bool final = syscall_status_final(sc->status);
+        if (!ss->n_delta && !final) {
+            sc->waiter_parked = true;
+            MHD_suspend_connection(r->conn);
+            pthread_mutex_unlock(&sc->mu);
+            return 0;
+        }
+        pthread_mutex_unlock(&sc->mu);
+        if (ss->format(r, ss->delta, ss->n_delta, final, &ss->out, &ss->n_out, &ss->cap_out))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (final) ss->done = true;
+    }
+}
+
+static void stream_state_free(void *p)
+{
+    struct stream_state *ss = p;
+    if (!ss) return;
+    free(ss->out);
+    free(ss->delta);
+    free(ss);
+}
+
+enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
+                                      const char *content_type, api_stream_fmt_fn format)
+{
+    struct stream_state *ss = calloc(1, sizeof *ss);
+    if (!ss) {
+        syscall_unref(sc);
+        return api_send_error(r, 500, "server_error", "out of memory");
+    }
+    ss->format = format;
+    r->stream = ss;
+    r->sc = sc;
+    sc->stream = true;
+    sc->notify = on_syscall_event;
+    sc->notify_ud = r;
+    int rc = sched_submit(r->k->sched, sc);
+    if (rc) {
+        const char *type;
+        unsigned st = api_status_for(rc, &type);
+        return api_send_error(r, st, type, "could not queue the request: %s", aios_strerror(rc));
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, r, NULL);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- MHD callbacks ---- */
+
+static const struct route *find_route(const char *method, const char *url, bool *path_known)
+{
+    *path_known = false;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        if (strcmp(g_routes[i].path, url)) continue;
+        *path_known = true;
+        if (!strcmp(g_routes[i].method, method)) return &g_routes[i];
+    }
+    return NULL;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls)
+{
+    struct api_server *srv = cls;
+    struct api_req *r = *con_cls;
+    (void)version;
+
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->srv = srv;
+        r->k = srv->k;
+        r->conn = conn;
+        r->method = method;
+        r->url = strdup(url);
+        if (!r->url) {
+            free(r);
+            return MHD_NO;
+        }
+        *con_cls = r;
+        __atomic_add_fetch(&srv->n_active, 1, __ATOMIC_ACQ_REL);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (*end == 0 && v > srv->max_body) {
+                r->dispatched = true;
+                return api_send_error(r, 413, "invalid_request_error",
+                                      "the request body is %llu bytes; the limit is %zu bytes "
+                                      "(server.max_body_bytes)", v, srv->max_body);
+            }
+        }
+        return MHD_YES;
+    }
+
+    if (r->dispatched) {
+        /* resumed after a parked syscall finished */
+        if (r->resume) {
+            api_handler_fn fn = r->resume;
+            r->resume = NULL;
+            return fn(r);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_big || r->n_body + n > srv->max_body) {
+            r->too_big = true;
+            return MHD_YES;
+        }
+        if (r->n_body + n + 1 > r->cap_body) {
+            size_t c = r->cap_body ? r->cap_body : 4096;
+            while (c < r->n_body + n + 1) c *= 2;
+            char *p = realloc(r->body, c);
+            if (!p) {
+                r->too_big = true;
+                return MHD_YES;
+            }
+            r->body = p;
+            r->cap_body = c;
+        }
+        memcpy(r->body + r->n_body, upload_data, n);
+        r->n_body += n;
+        r->body[r->n_body] = 0;
+        return MHD_YES;
+    }
+
+    r->dispatched = true;
+    if (r->too_big)
+        return api_send_error(r, 413, "invalid_request_error",
+                              "the request body exceeds the limit of %zu bytes (server.max_body_bytes)",
+                              srv->max_body);
+    bool known;
+    const struct route *rt = find_route(method, url, &known);
+    if (!rt) {
+        if (known)
+            return api_send_error(r, 405, "invalid_request_error", "method %s is not allowed on %s",
+                                  method, url);
+        return api_send_error(r, 404, "not_found_error", "no route %s %s", method, url);
+    }
+    return rt->fn(r);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct api_req *r = *con_cls;
+    struct api_server *srv = cls;
+    (void)conn;
+    if (!r) return;
+    *con_cls = NULL;
+    if (r->sc) {
+        bool final;
+        pthread_mutex_lock(&r->sc->mu);
+        final = syscall_status_final(r->sc->status);
+        pthread_mutex_unlock(&r->sc->mu);
+        if (!final) {
+            LOG_INFO("api", "client went away (%d); cancelling syscall %llu", (int)toe,
+                     (unsigned long long)r->sc->id);
+            syscall_request_cancel(r->sc);
+        }
+        syscall_unref(r->sc);
+    }
+    if (r->state_free) r->state_free(r->state);
+    stream_state_free(r->stream);
+    free(r->body);
+    free(r->url);
+    free(r);
+    __atomic_sub_fetch(&srv->n_active, 1, __ATOMIC_ACQ_REL);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+    (void)cls;
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '\n') buf[--n] = 0;
+    LOG_DEBUG("mhd", "%s", buf);
+}
+
+int api_start(struct api_server **out, struct kernel *k, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct api_server *s = calloc(1, sizeof *s);
+    if (!s) return AIOS_ENOMEM;
+    s->k = k;
+    s->max_body = k->cfg.max_body_bytes;
+
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", k->cfg.port);
+    int gai = getaddrinfo(k->cfg.host, portstr, &hints, &ai);
+    if (gai != 0 || !ai) {
+        snprintf(err, errlen, "cannot resolve server.host '%s': %s", k->cfg.host, gai_strerror(gai));
+        free(s);
+        return AIOS_ECONFIG;
+    }
+    /* prefer IPv4 (localhost resolves to both) */
+    struct addrinfo *pick = ai;
+    for (struct addrinfo *p = ai; p; p = p->ai_next)
+        if (p->ai_family == AF_INET) {
+            pick = p;
+            break;
+        }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (pick->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->d = MHD_start_daemon(flags, (uint16_t)k->cfg.port, NULL, NULL, handler, s,
+                            MHD_OPTION_SOCK_ADDR, pick->ai_addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
+                            MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                            MHD_OPTION_END);
+    char hostbuf[64] = "";
+    if (pick->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)pick->ai_addr)->sin_addr, hostbuf, sizeof hostbuf);
+    else
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr, hostbuf, sizeof hostbuf);
+    freeaddrinfo(ai);
+    if (!s->d) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this machine?)",
+                 k->cfg.host, k->cfg.port);
+        free(s);
+        return AIOS_EIO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : k->cfg.port;
+    LOG_INFO("api", "listening on http://%s:%d", hostbuf, s->port);
+    *out = s;
+    return 0;
+}
+
+int api_port(struct api_server *s) { return s ? s->port : 0; }
+
+void api_quiesce(struct api_server *s)
+{
+    if (s && s->d) {
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+    }
+}
+
+int api_active(struct api_server *s)
+{
+    return s ? __atomic_load_n(&s->n_active, __ATOMIC_ACQUIRE) : 0;
+}
+
+void api_stop(struct api_server *s)
+{
+    if (!s) return;
+    if (s->d) MHD_stop_daemon(s->d);
+    free(s);
+}

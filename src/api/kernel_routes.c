@@ -1,0 +1,30 @@
+/* Kernel routes: GET /status (health, version, models, scheduler queues).
+ * Later issues add the AIOS /core and /agents routes here. */
+#include "api/api.h"
+
+#include "util/util.h"
+
+enum MHD_Result api_route_status(struct api_req *r)
+{
+    struct kernel *k = r->k;
+    struct sched_stats st;
+    sched_get_stats(k->sched, &st);
+    json_t *models = json_array();
+    for (size_t i = 0; i < k->n_cores; i++) {
+        struct llm_core *c = k->cores[i];
+        json_t *o = json_pack("{s:s,s:s}", "name", c->name, "backend", c->backend);
+        if (c->ops->describe) c->ops->describe(c, o);
+        json_array_append_new(models, o);
+    }
+    json_t *queued = json_object(), *running = json_object();
+    for (int i = 0; i < SYSCALL_KIND__COUNT; i++) {
+        json_object_set_new(queued, syscall_kind_name(i), json_integer((json_int_t)st.n_queued[i]));
+        json_object_set_new(running, syscall_kind_name(i), json_integer((json_int_t)st.n_running[i]));
+    }
+    json_t *body = json_pack(
+        "{s:s,s:s,s:f,s:o,s:{s:s,s:o,s:o,s:I,s:I}}", "status", "ok", "version", k->version,
+        "uptime_s", (double)(util_now_us() - k->t_start_us) / 1e6, "models", models, "scheduler",
+        "policy", st.policy, "queued", queued, "running", running, "submitted",
+        (json_int_t)st.n_submitted, "finished", (json_int_t)st.n_finished);
+    return api_send_json(r, 200, body);
+}

@@ -1,0 +1,410 @@
+/* OpenAI-compatible routes: GET /v1/models, POST /v1/chat/completions.
+ *
+ * The request is parsed and checked completely on the HTTP thread (types,
+ * ranges, model, prompt length) so that every client mistake is a 4xx with a
+ * message naming the field, before anything is queued. A valid request
+ * becomes an LLM syscall; the answer is built when the syscall is final
+ * (chat_finish) or streamed as Server-Sent Events (chat_stream_fmt):
+ * a first chunk with the role, content deltas, a last chunk with
+ * finish_reason (and usage when stream_options.include_usage), then
+ * `data: [DONE]`. An error after the stream started is sent as an SSE event
+ * with an `error` object, then [DONE]. */
+#include "api/api.h"
+
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum MHD_Result api_openai_models(struct api_req *r)
+{
+    json_t *data = json_array();
+    for (size_t i = 0; i < r->k->n_cores; i++) {
+        struct llm_core *c = r->k->cores[i];
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", c->name, "object",
+                                              "model", "created", (json_int_t)c->created,
+                                              "owned_by", "aios", "backend", c->backend));
+    }
+    return api_send_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+/* ---- request parsing ---- */
+
+#define BAD(...)                                         \
+    do {                                                 \
+        snprintf(err, errlen, __VA_ARGS__);              \
+        return AIOS_EINVAL;                              \
+    } while (0)
+
+static int get_number(json_t *body, const char *key, double lo, double hi, double *out, char *err,
+                      size_t errlen)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) return 1;
+    if (!json_is_number(v)) BAD("'%s' must be a number", key);
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < lo || d > hi) BAD("'%s' must be between %g and %g", key, lo, hi);
+    *out = d;
+    return 0;
+}
+
+static int get_int(json_t *body, const char *key, json_int_t lo, json_int_t hi, json_int_t *out,
+                   char *err, size_t errlen)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) return 1;
+    if (!json_is_integer(v)) BAD("'%s' must be an integer", key);
+    json_int_t i = json_integer_value(v);
+    if (i < lo || i > hi) BAD("'%s' must be between %lld and %lld", key, (long long)lo, (long long)hi);
+    *out = i;
+    return 0;
+}
+
+/* message content: a string, null, or an array of {type:"text", text} parts */
+static int content_text(json_t *c, size_t idx, char **out, char *err, size_t errlen)
+{
+    if (!c || json_is_null(c)) {
+        *out = strdup("");
+        return *out ? 0 : AIOS_ENOMEM;
+    }
+    if (json_is_string(c)) {
+        *out = strndup(json_string_value(c), json_string_length(c));
+        if (*out && strlen(*out) != json_string_length(c))
+            BAD("messages[%zu].content contains a NUL character", idx);
+        return *out ? 0 : AIOS_ENOMEM;
+    }
+    if (!json_is_array(c)) BAD("messages[%zu].content must be a string or an array of parts", idx);
+    size_t len = 0, i;
+    json_t *part;
+    json_array_foreach(c, i, part) {
+        json_t *t = json_object_get(part, "type"), *tx = json_object_get(part, "text");
+        if (!json_is_object(part) || !json_is_string(t) || strcmp(json_string_value(t), "text") ||
+            !json_is_string(tx))
+            BAD("messages[%zu].content[%zu] must be {\"type\":\"text\",\"text\":\"...\"} "
+                "(only text parts are supported)", idx, i);
+        len += json_string_length(tx);
+    }
+    char *s = malloc(len + 1);
+    if (!s) return AIOS_ENOMEM;
+    size_t off = 0;
+    json_array_foreach(c, i, part) {
+        json_t *tx = json_object_get(part, "text");
+        memcpy(s + off, json_string_value(tx), json_string_length(tx));
+        off += json_string_length(tx);
+    }
+    s[off] = 0;
+    if (strlen(s) != off) {
+        free(s);
+        BAD("messages[%zu].content contains a NUL character", idx);
+    }
+    *out = s;
+    return 0;
+}
+
+/* Parse an OpenAI chat request into req (fields other than the prompt). */
+static int parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(body, "model");
+    if (!v) BAD("missing required field 'model'");
+    if (!json_is_string(v)) BAD("'model' must be a string");
+    req->model = strdup(json_string_value(v));
+
+    json_t *msgs = json_object_get(body, "messages");
+    if (!msgs) BAD("missing required field 'messages'");
+    if (!json_is_array(msgs)) BAD("'messages' must be an array");
+    if (json_array_size(msgs) == 0) BAD("'messages' must contain at least one message");
+    req->msgs = calloc(json_array_size(msgs), sizeof *req->msgs);
+    if (!req->msgs) return AIOS_ENOMEM;
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        if (!json_is_object(m)) BAD("messages[%zu] must be an object", i);
+        json_t *role = json_object_get(m, "role");
+        if (!json_is_string(role)) BAD("messages[%zu].role must be a string", i);
+        const char *rs = json_string_value(role);
+        if (!strcmp(rs, "developer")) rs = "system";
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") &&
+            strcmp(rs, "tool"))
+            BAD("messages[%zu].role must be one of system, developer, user, assistant, tool", i);
+        json_t *c = json_object_get(m, "content");
+        if (!c && strcmp(rs, "assistant")) BAD("messages[%zu].content is required", i);
+        req->msgs[i].role = strdup(rs);
+        req->n_msgs = i + 1;
+        int rc = content_text(c, i, &req->msgs[i].content, err, errlen);
+        if (rc) return rc;
+        if (!req->msgs[i].role) return AIOS_ENOMEM;
+    }
+
+    struct llm_params *p = &req->p;
+    p->temperature = 1.0f;
+    p->top_p = 1.0f;
+    double d;
+    json_int_t n;
+    int rc;
+    if ((rc = get_number(body, "temperature", 0, 2, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->temperature = (float)d;
+    if ((rc = get_number(body, "top_p", 0, 1, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->top_p = (float)d;
+    if ((rc = get_number(body, "min_p", 0, 1, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->min_p = (float)d;
+    if ((rc = get_int(body, "top_k", 0, 1000000, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) p->top_k = (int)n;
+    if ((rc = get_int(body, "max_completion_tokens", 1, 1 << 24, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) p->max_tokens = (int)n;
+    if ((rc = get_int(body, "max_tokens", 1, 1 << 24, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) p->max_tokens = (int)n;
+    if ((rc = get_int(body, "seed", INT64_MIN, INT64_MAX, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) {
+        p->has_seed = true;
+        p->seed = (uint32_t)((uint64_t)n ^ ((uint64_t)n >> 32));
+    }
+    if ((rc = get_int(body, "n", 1, 1, &n, err, errlen)) < 0) BAD("only 'n': 1 is supported");
+
+    v = json_object_get(body, "stop");
+    if (v && !json_is_null(v)) {
+        if (json_is_string(v)) {
+            if (json_string_length(v) == 0) BAD("'stop' strings must not be empty");
+            p->stop[p->n_stop++] = strdup(json_string_value(v));
+        } else if (json_is_array(v)) {
+            if (json_array_size(v) > LLM_MAX_STOP) BAD("'stop' may hold at most %d strings", LLM_MAX_STOP);
+            json_t *s;
+            json_array_foreach(v, i, s) {
+                if (!json_is_string(s) || json_string_length(s) == 0)
+                    BAD("'stop'[%zu] must be a non-empty string", i);
+                p->stop[p->n_stop++] = strdup(json_string_value(s));
+            }
+        } else {
+            BAD("'stop' must be a string or an array of strings");
+        }
+        for (int k = 0; k < p->n_stop; k++)
+            if (!p->stop[k]) return AIOS_ENOMEM;
+    }
+
+    v = json_object_get(body, "stream");
+    *stream = false;
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v)) BAD("'stream' must be a boolean");
+        *stream = json_is_true(v);
+    }
+    v = json_object_get(body, "stream_options");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v)) BAD("'stream_options' must be an object");
+        json_t *u = json_object_get(v, "include_usage");
+        if (u && !json_is_boolean(u)) BAD("'stream_options.include_usage' must be a boolean");
+        req->include_usage = json_is_true(u);
+    }
+    v = json_object_get(body, "tools");
+    if (v && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0))
+        BAD("'tools' is not supported yet by this kernel");
+    v = json_object_get(body, "response_format");
+    if (v && !json_is_null(v)) {
+        json_t *t = json_object_get(v, "type");
+        if (!json_is_object(v) || !json_is_string(t)) BAD("'response_format' must be an object with a 'type'");
+        if (strcmp(json_string_value(t), "text")) BAD("'response_format' type '%s' is not supported yet", json_string_value(t));
+    }
+    return 0;
+}
+
+/* ---- responses ---- */
+
+struct chat_state {
+    char id[40];
+    int64_t created;
+    char *model;
+    bool include_usage;
+    bool sent_role;
+};
+
+static void chat_state_free(void *p)
+{
+    struct chat_state *cs = p;
+    if (!cs) return;
+    free(cs->model);
+    free(cs);
+}
+
+static json_t *usage_json(const struct llm_res *res)
+{
+    return json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", res->n_prompt, "completion_tokens",
+                     res->n_gen, "total_tokens", res->n_prompt + res->n_gen,
+                     "prompt_tokens_details", "cached_tokens",
+                     res->n_prompt - res->n_prompt_computed);
+}
+
+static json_t *timing_json(struct syscall *sc)
+{
+    double wait = (double)(sc->t_start_us - sc->t_created_us) / 1e6;
+    double turn = (double)(sc->t_end_us - sc->t_created_us) / 1e6;
+    return json_pack("{s:I,s:s,s:f,s:f}", "syscall_id", (json_int_t)sc->id, "agent", sc->agent,
+                     "waiting_time", wait, "turnaround_time", turn);
+}
+
+static enum MHD_Result send_syscall_error(struct api_req *r)
+{
+    struct syscall *sc = r->sc;
+    const char *type;
+    unsigned st = api_status_for(sc->err, &type);
+    if (sc->http_status) st = (unsigned)sc->http_status;
+    return api_send_error(r, st, type, "%s", sc->errmsg);
+}
+
+static enum MHD_Result chat_finish(struct api_req *r)
+{
+    struct chat_state *cs = r->state;
+    struct syscall *sc = r->sc;
+    pthread_mutex_lock(&sc->mu);
+    enum syscall_status st = sc->status;
+    pthread_mutex_unlock(&sc->mu);
+    if (st != SYSCALL_STATUS_DONE) return send_syscall_error(r);
+    struct llm_res *res = sc->res;
+    json_t *choice = json_pack("{s:i,s:{s:s,s:s%},s:s}", "index", 0, "message", "role",
+                               "assistant", "content", res->text, res->len, "finish_reason",
+                               res->finish_reason);
+    json_t *body = json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o,s:o}", "id", cs->id, "object",
+                             "chat.completion", "created", (json_int_t)cs->created, "model",
+                             cs->model, "choices", choice, "usage", usage_json(res), "aios",
+                             timing_json(sc));
+    return api_send_json(r, 200, body);
+}
+
+static int append(char **out, size_t *n, size_t *cap, const char *s, size_t len)
+{
+    if (*n + len + 1 > *cap) {
+        size_t c = *cap ? *cap : 1024;
+        while (c < *n + len + 1) c *= 2;
+        char *p = realloc(*out, c);
+        if (!p) return AIOS_ENOMEM;
+        *out = p;
+        *cap = c;
+    }
+    memcpy(*out + *n, s, len);
+    *n += len;
+    (*out)[*n] = 0;
+    return 0;
+}
+
+static int append_event(char **out, size_t *n, size_t *cap, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) return AIOS_ENOMEM;
+    int rc = append(out, n, cap, "data: ", 6);
+    if (!rc) rc = append(out, n, cap, s, strlen(s));
+    if (!rc) rc = append(out, n, cap, "\n\n", 2);
+    free(s);
+    return rc;
+}
+
+static json_t *chunk(struct chat_state *cs, json_t *delta, const char *finish)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:s?}]}", "id", cs->id, "object",
+                     "chat.completion.chunk", "created", (json_int_t)cs->created, "model",
+                     cs->model, "choices", "index", 0, "delta", delta, "finish_reason", finish);
+}
+
+static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool final, char **out,
+                           size_t *n_out, size_t *cap_out)
+{
+    struct chat_state *cs = r->state;
+    struct syscall *sc = r->sc;
+    int rc = 0;
+    if (!cs->sent_role) {
+        cs->sent_role = true;
+        rc = append_event(out, n_out, cap_out,
+                          chunk(cs, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
+        if (rc) return rc;
+    }
+    if (n) {
+        rc = append_event(out, n_out, cap_out,
+                          chunk(cs, json_pack("{s:s%}", "content", delta, n), NULL));
+        if (rc) return rc;
+    }
+    if (!final) return 0;
+    /* final: the status was read under sc->mu by the caller; the fields
+     * below are immutable once final */
+    if (sc->status == SYSCALL_STATUS_DONE) {
+        struct llm_res *res = sc->res;
+        json_t *c = chunk(cs, json_object(), res->finish_reason);
+        if (c) json_object_set_new(c, "aios", timing_json(sc));
+        rc = append_event(out, n_out, cap_out, c);
+        if (!rc && cs->include_usage) {
+            json_t *u = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", cs->id, "object",
+                                  "chat.completion.chunk", "created", (json_int_t)cs->created,
+                                  "model", cs->model, "choices", "usage", usage_json(res));
+            rc = append_event(out, n_out, cap_out, u);
+        }
+    } else {
+        const char *type;
+        api_status_for(sc->err, &type);
+        json_t *e = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", sc->errmsg, "type", type, "code");
+        rc = append_event(out, n_out, cap_out, e);
+    }
+    if (!rc) rc = append(out, n_out, cap_out, "data: [DONE]\n\n", 14);
+    return rc;
+}
+
+enum MHD_Result api_openai_chat(struct api_req *r)
+{
+    char err[1024] = "";
+    enum MHD_Result sent;
+    json_t *body = api_parse_body(r, &sent);
+    if (!body) return sent;
+
+    struct llm_req *req = calloc(1, sizeof *req);
+    struct chat_state *cs = calloc(1, sizeof *cs);
+    bool stream = false;
+    int rc;
+    if (!req || !cs) {
+        rc = AIOS_ENOMEM;
+        goto fail;
+    }
+    rc = parse_chat(body, req, &stream, err, sizeof err);
+    if (rc) goto fail;
+    struct llm_core *core = kernel_find_core(r->k, req->model);
+    if (!core) {
+        json_decref(body);
+        body = NULL;
+        enum MHD_Result ret = api_send_error(r, 404, "not_found_error",
+                                             "model '%s' does not exist; GET /v1/models lists the "
+                                             "models this kernel serves", req->model);
+        llm_req_free(req);
+        free(cs);
+        return ret;
+    }
+    rc = core->ops->prepare(core, req, err, sizeof err);
+    if (rc) goto fail;
+
+    const char *agent = NULL;
+    json_t *u = json_object_get(body, "user");
+    if (json_is_string(u)) agent = json_string_value(u);
+    const char *hdr = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent");
+    if (hdr && *hdr) agent = hdr;
+
+    struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);
+    req = NULL;
+    if (!sc) {
+        rc = AIOS_ENOMEM;
+        goto fail;
+    }
+    snprintf(cs->id, sizeof cs->id, "chatcmpl-%llu", (unsigned long long)sc->id);
+    cs->created = (int64_t)time(NULL);
+    cs->model = strdup(core->name);
+    cs->include_usage = ((struct llm_req *)sc->req)->include_usage;
+    r->state = cs;
+    r->state_free = chat_state_free;
+    json_decref(body);
+    if (stream) return api_submit_and_stream(r, sc, "text/event-stream", chat_stream_fmt);
+    return api_submit_and_wait(r, sc, chat_finish);
+
+fail:
+    json_decref(body);
+    llm_req_free(req);
+    free(cs);
+    if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
+    return api_send_error(r, 400, "invalid_request_error", "%s", err);
+}

@@ -1,0 +1,15 @@
+/* Subcommands of the aios command line. Each takes the argv that starts at
+ * its own name (argv[0] is "model", "serve", ...) and returns the process
+ * exit code: 0 ok, 1 failure, 2 bad usage. */
+#ifndef AIOS_CLI_CLI_H
+#define AIOS_CLI_CLI_H
+
+/* aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N] [--threads N]
+ * aios model info FILE.gguf */
+int cli_model_main(int argc, char **argv);
+
+/* aios demo: start a kernel on the built-in test model, make a few calls
+ * over HTTP (one streamed), print what happened, stop it. */
+int cli_demo_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,195 @@
+/* HTTP client and child-process helpers for the CLI, benchmarks and tests.
+ *
+ * Each call makes its own CURL easy handle: simple and thread safe (the
+ * process calls curl_global_init once via pthread_once). Not used inside
+ * the kernel's request path. */
+#include "cli/client.h"
+
+#include "util/err.h"
+#include "util/util.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+struct sink {
+    char *buf;
+    size_t len, cap;
+    hc_chunk_fn fn;
+    void *ud;
+};
+
+static size_t on_data(char *p, size_t sz, size_t n, void *ud)
+{
+    struct sink *s = ud;
+    size_t len = sz * n;
+    if (s->fn) return s->fn(p, len, s->ud) ? 0 : len;
+    if (s->len + len + 1 > s->cap) {
+        size_t c = s->cap ? s->cap : 4096;
+        while (c < s->len + len + 1) c *= 2;
+        char *q = realloc(s->buf, c);
+        if (!q) return 0;
+        s->buf = q;
+        s->cap = c;
+    }
+    memcpy(s->buf + s->len, p, len);
+    s->len += len;
+    s->buf[s->len] = 0;
+    return len;
+}
+
+static int perform(const char *method, const char *url, const char *body, size_t body_len,
+                   struct sink *s, long *status, char *ctype, size_t ctlen, int timeout_s)
+{
+    pthread_once(&g_curl_once, curl_init_once);
+    CURL *h = curl_easy_init();
+    if (!h) return AIOS_ENOMEM;
+    struct curl_slist *hdrs = NULL;
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)timeout_s);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
+    CURLcode cc = curl_easy_perform(h);
+    int rc = 0;
+    if (cc != CURLE_OK && !(s->fn && cc == CURLE_WRITE_ERROR)) rc = AIOS_EIO;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+    if (ctype) {
+        char *ct = NULL;
+        curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
+        snprintf(ctype, ctlen, "%s", ct ? ct : "");
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    return rc;
+}
+
+int hc_call(const char *method, const char *url, const char *body, size_t body_len,
+            struct hc_resp *out, int timeout_s)
+{
+    memset(out, 0, sizeof *out);
+    struct sink s = {0};
+    int rc = perform(method, url, body, body_len, &s, &out->status, out->ctype, sizeof out->ctype,
+                     timeout_s);
+    out->body = s.buf ? s.buf : strdup("");
+    out->len = s.len;
+    return rc;
+}
+
+void hc_resp_free(struct hc_resp *r)
+{
+    if (!r) return;
+    free(r->body);
+    r->body = NULL;
+}
+
+int hc_stream(const char *url, const char *body, hc_chunk_fn fn, void *ud, long *status,
+              int timeout_s)
+{
+    struct sink s = {.fn = fn, .ud = ud};
+    return perform("POST", url, body, body ? strlen(body) : 0, &s, status, NULL, 0, timeout_s);
+}
+
+int child_start(struct aios_child *c, const char *bin, const char *data_dir,
+                const char *const *extra, int timeout_s)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", data_dir);
+    snprintf(c->log_path, sizeof c->log_path, "%s/aios.log", data_dir);
+    if (util_mkdirs(data_dir)) return AIOS_EIO;
+    char ready[4200];
+    snprintf(ready, sizeof ready, "%s/ready", data_dir);
+    unlink(ready);
+
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = bin;
+    argv[n++] = "serve";
+    argv[n++] = "--host";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "--port";
+    argv[n++] = "0";
+    argv[n++] = "--data-dir";
+    argv[n++] = data_dir;
+    argv[n++] = "--ready-file";
+    argv[n++] = ready;
+    for (int i = 0; extra && extra[i] && n < 62; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+
+    pid_t pid = fork();
+    if (pid < 0) return AIOS_EIO;
+    if (pid == 0) {
+        int fd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            close(nul);
+        }
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    c->pid = pid;
+    int64_t deadline = util_now_us() + (int64_t)timeout_s * 1000000;
+    while (util_now_us() < deadline) {
+        FILE *f = fopen(ready, "r");
+        if (f) {
+            int port = 0;
+            if (fscanf(f, "%d", &port) == 1 && port > 0) {
+                fclose(f);
+                c->port = port;
+                snprintf(c->base, sizeof c->base, "http://127.0.0.1:%d", port);
+                return 0;
+            }
+            fclose(f);
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            c->pid = 0;
+            return AIOS_EIO;
+        }
+        usleep(20000);
+    }
+    child_stop(c, 5);
+    return AIOS_EIO;
+}
+
+int child_stop(struct aios_child *c, int timeout_s)
+{
+    if (c->pid <= 0) return -1;
+    kill(c->pid, SIGTERM);
+    int64_t deadline = util_now_us() + (int64_t)timeout_s * 1000000;
+    int st = -1;
+    while (util_now_us() < deadline) {
+        if (waitpid(c->pid, &st, WNOHANG) == c->pid) {
+            c->pid = 0;
+            return st;
+        }
+        usleep(10000);
+    }
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, &st, 0);
+    c->pid = 0;
+    return -1;
+}

@@ -1,0 +1,44 @@
+/* A small HTTP client (libcurl) and a helper that runs `aios serve` as a
+ * child process; used by `aios demo`, `aios bench` and the tests. */
+#ifndef AIOS_CLI_CLIENT_H
+#define AIOS_CLI_CLIENT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct hc_resp {
+    long status;
+    char *body;
+    size_t len;
+    char ctype[128];
+};
+
+/* One request. body may be NULL. 0 or AIOS_EIO (connection failed). */
+int hc_call(const char *method, const char *url, const char *body, size_t body_len,
+            struct hc_resp *out, int timeout_s);
+void hc_resp_free(struct hc_resp *r);
+
+/* POST and hand each received piece of the body to fn as it arrives
+ * (return non-zero from fn to abort). */
+typedef int (*hc_chunk_fn)(const char *data, size_t n, void *ud);
+int hc_stream(const char *url, const char *body, hc_chunk_fn fn, void *ud, long *status,
+              int timeout_s);
+
+struct aios_child {
+    pid_t pid;
+    int port;
+    char base[64]; /* http://127.0.0.1:PORT */
+    char data_dir[4096];
+    char log_path[4200];
+};
+
+/* Start `bin serve --host 127.0.0.1 --port 0 --data-dir DATA --ready-file ...`
+ * plus extra args (NULL-terminated, may be NULL), stderr to DATA/aios.log,
+ * and wait up to timeout_s for it to listen. */
+int child_start(struct aios_child *c, const char *bin, const char *data_dir,
+                const char *const *extra, int timeout_s);
+/* SIGTERM, wait up to timeout_s (then SIGKILL); returns the exit status
+ * (as from waitpid) or -1. */
+int child_stop(struct aios_child *c, int timeout_s);
+
+#endif

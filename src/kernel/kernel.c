@@ -1,0 +1,151 @@
+/* Kernel lifecycle.
+ *
+ * kernel_start() builds the parts in dependency order: scheduler, LLM cores
+ * (loading models; with none configured, the built-in random-weight test
+ * model, created once into the user cache), engine threads, then the HTTP
+ * server last so no request arrives before everything it needs exists.
+ * kernel_stop() tears down in the reverse order: stop accepting
+ * connections, shut the scheduler (queued calls fail with 503, running ones
+ * see the stop flag and end), wait briefly for in-flight HTTP requests to be
+ * answered, join the engines, stop the HTTP server, free the models.
+ *
+ * struct kernel is the only global state; it lives in main(). Its fields are
+ * written only during start and stop, when no worker runs; in between they
+ * are read-only and every thread may read them without a lock. */
+#include "kernel/kernel.h"
+
+#include "api/api.h"
+#include "llm/testmodel.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Ensure the built-in test model exists in the cache; returns its path. */
+static int builtin_model_path(char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    char *cache = util_cache_dir();
+    if (!cache) return AIOS_ENOMEM;
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s/models", cache);
+    free(cache);
+    if (util_mkdirs(dir)) {
+        snprintf(err, errlen, "cannot create the model cache %s", dir);
+        return AIOS_EIO;
+    }
+    snprintf(path, sizeof path, "%s/aios-test-tiny-seed0.gguf", dir);
+    if (access(path, R_OK) != 0) {
+        LOG_INFO("kernel", "creating the built-in test model at %s (once)", path);
+        int rc = testmodel_create(path, TESTMODEL_SHAPE_TINY, 0, 0, err, errlen);
+        if (rc) return rc;
+    }
+    *out = strdup(path);
+    return *out ? 0 : AIOS_ENOMEM;
+}
+
+int kernel_start(struct kernel *k, char *err, size_t errlen)
+{
+    int rc;
+    k->t_start_us = util_now_us();
+    k->version = AIOS_VERSION;
+
+    const struct sched_policy *pol = sched_policy_find(k->cfg.sched_policy);
+    if (!pol) {
+        LOG_WARN("kernel", "scheduler policy '%s' is not implemented yet; using fifo",
+                 k->cfg.sched_policy);
+        pol = &sched_policy_fifo;
+    }
+    rc = sched_create(&k->sched, pol);
+    if (rc) goto fail;
+
+    if (k->cfg.n_models == 0) {
+        char *path = NULL;
+        rc = builtin_model_path(&path, err, errlen);
+        if (rc) goto fail;
+        struct cfg_model *m = calloc(1, sizeof *m);
+        if (!m) {
+            free(path);
+            rc = AIOS_ENOMEM;
+            goto fail;
+        }
+        m->name = strdup("aios-tiny");
+        m->backend = strdup("llamacpp");
+        m->path = path;
+        m->n_ctx = 4096;
+        free(k->cfg.models);
+        k->cfg.models = m;
+        k->cfg.n_models = 1;
+        LOG_WARN("kernel", "no model configured: serving the built-in test model 'aios-tiny' "
+                 "(random weights, real tokenizer; its answers are noise)");
+    }
+
+    k->cores = calloc(k->cfg.n_models, sizeof *k->cores);
+    if (!k->cores) {
+        rc = AIOS_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < k->cfg.n_models; i++) {
+        const struct cfg_model *m = &k->cfg.models[i];
+        if (strcmp(m->backend, "llamacpp") != 0) {
+            LOG_WARN("kernel", "model %s: backend '%s' is not supported yet; skipped", m->name,
+                     m->backend);
+            continue;
+        }
+        struct llm_core *c = NULL;
+        rc = llm_llama_create(&c, m, err, errlen);
+        if (rc) goto fail;
+        k->cores[k->n_cores++] = c;
+    }
+    if (k->n_cores == 0) {
+        snprintf(err, errlen, "no usable model: configure a llamacpp model (llms.models[] with "
+                 "backend: llamacpp and path) or pass --model FILE.gguf");
+        rc = AIOS_ECONFIG;
+        goto fail;
+    }
+    for (size_t i = 0; i < k->n_cores; i++) {
+        rc = k->cores[i]->ops->start(k->cores[i], k->sched);
+        if (rc) {
+            snprintf(err, errlen, "cannot start the engine for %s", k->cores[i]->name);
+            goto fail;
+        }
+    }
+    rc = api_start(&k->api, k, err, errlen);
+    if (rc) goto fail;
+    return 0;
+fail:
+    if (!err[0]) snprintf(err, errlen, "%s", aios_strerror(rc));
+    kernel_stop(k);
+    return rc;
+}
+
+void kernel_stop(struct kernel *k)
+{
+    if (k->api) api_quiesce(k->api);
+    if (k->sched) sched_shutdown(k->sched);
+    /* give in-flight requests a moment to receive their (error) answers */
+    for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
+    for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->stop(k->cores[i]);
+    for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
+    if (k->api) api_stop(k->api);
+    k->api = NULL;
+    for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->destroy(k->cores[i]);
+    free(k->cores);
+    k->cores = NULL;
+    k->n_cores = 0;
+    sched_destroy(k->sched);
+    k->sched = NULL;
+}
+
+struct llm_core *kernel_find_core(struct kernel *k, const char *name)
+{
+    for (size_t i = 0; i < k->n_cores; i++)
+        if (!strcmp(k->cores[i]->name, name)) return k->cores[i];
+    return NULL;
+}
+
+int kernel_port(struct kernel *k) { return api_port(k->api); }

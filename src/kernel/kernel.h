@@ -1,0 +1,35 @@
+/* The kernel: the one global object tying config, scheduler, LLM cores and
+ * the API server together. See kernel.c. */
+#ifndef AIOS_KERNEL_KERNEL_H
+#define AIOS_KERNEL_KERNEL_H
+
+#include "kernel/config.h"
+#include "llm/core.h"
+#include "sched/sched.h"
+
+#include <stdint.h>
+
+struct api_server;
+
+struct kernel {
+    struct aios_config cfg;
+    struct sched *sched;
+    struct llm_core **cores;
+    size_t n_cores;
+    struct api_server *api;
+    int64_t t_start_us;
+    const char *version;
+};
+
+/* Build everything from k->cfg (already loaded) and start serving.
+ * 0 or negative AIOS_E* with a message in err. */
+int kernel_start(struct kernel *k, char *err, size_t errlen);
+/* Stop accepting, finish or fail in-flight calls, join threads, free. */
+void kernel_stop(struct kernel *k);
+struct llm_core *kernel_find_core(struct kernel *k, const char *name);
+/* bound port (useful with port 0) */
+int kernel_port(struct kernel *k);
+
+#define AIOS_VERSION "0.1.0"
+
+#endif

@@ -1,0 +1,213 @@
+/* The syscall object.
+ *
+ * Every request an agent makes (LLM, memory, storage, tool) becomes one
+ * struct syscall. The HTTP thread that parsed the request creates it, fills
+ * the immutable part (kind, agent, target, req, notify), and hands it to the
+ * scheduler. A worker (the LLM engine thread, or a pool thread for the other
+ * kinds) takes it from its queue, runs it, streams output with
+ * syscall_emit(), and ends it with syscall_finish() or syscall_fail().
+ *
+ * Ownership: reference counted. The creator holds one reference, the
+ * scheduler takes one while the call is queued or running. Whoever drops the
+ * last one frees it (and req/res through their destructors).
+ *
+ * Locking: `mu` guards the mutable part. It is a leaf lock: no other lock is
+ * taken while it is held, except that the API layer may suspend its own
+ * connection under it (see api/http.c), which takes only libmicrohttpd's
+ * internal lock and never calls back into us. The notify callback is always
+ * called with no lock held.
+ *
+ * Final status before wake-up: syscall_finish() sets the status, result and
+ * end time under mu, releases mu, and only then calls notify. A waiter that
+ * is woken (or polls) therefore always sees the final state; a call is never
+ * observed as running after it finished, so nothing runs it twice. */
+#include "kernel/syscall.h"
+
+#include "util/err.h"
+#include "util/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_next_id = 1;
+
+const char *syscall_kind_name(enum syscall_kind k)
+{
+    switch (k) {
+    case SYSCALL_KIND_LLM: return "llm";
+    case SYSCALL_KIND_MEMORY: return "memory";
+    case SYSCALL_KIND_STORAGE: return "storage";
+    case SYSCALL_KIND_TOOL: return "tool";
+    default: return "?";
+    }
+}
+
+const char *syscall_status_name(enum syscall_status s)
+{
+    switch (s) {
+    case SYSCALL_STATUS_NEW: return "new";
+    case SYSCALL_STATUS_QUEUED: return "queued";
+    case SYSCALL_STATUS_RUNNING: return "running";
+    case SYSCALL_STATUS_SUSPENDED: return "suspended";
+    case SYSCALL_STATUS_AWAITING_APPROVAL: return "awaiting_approval";
+    case SYSCALL_STATUS_DONE: return "done";
+    case SYSCALL_STATUS_ERROR: return "error";
+    case SYSCALL_STATUS_CANCELLED: return "cancelled";
+    }
+    return "?";
+}
+
+bool syscall_status_final(enum syscall_status s)
+{
+    return s == SYSCALL_STATUS_DONE || s == SYSCALL_STATUS_ERROR || s == SYSCALL_STATUS_CANCELLED;
+}
+
+struct syscall *syscall_new(enum syscall_kind kind, const char *agent, void *target,
+                            void *req, void (*req_free)(void *))
+{
+    struct syscall *sc = calloc(1, sizeof *sc);
+    if (!sc) goto fail;
+    sc->agent = strdup(agent && *agent ? agent : "anonymous");
+    if (!sc->agent) goto fail;
+    sc->id = __atomic_fetch_add(&g_next_id, 1, __ATOMIC_RELAXED);
+    sc->kind = kind;
+    sc->target = target;
+    sc->req = req;
+    sc->req_free = req_free;
+    sc->t_created_us = util_now_us();
+    sc->status = SYSCALL_STATUS_NEW;
+    sc->refs = 1;
+    pthread_mutex_init(&sc->mu, NULL);
+    return sc;
+fail:
+    if (sc) free(sc->agent);
+    free(sc);
+    if (req && req_free) req_free(req);
+    return NULL;
+}
+
+void syscall_ref(struct syscall *sc) { __atomic_add_fetch(&sc->refs, 1, __ATOMIC_ACQ_REL); }
+
+void syscall_unref(struct syscall *sc)
+{
+    if (!sc) return;
+    if (__atomic_sub_fetch(&sc->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+    if (sc->req && sc->req_free) sc->req_free(sc->req);
+    if (sc->res && sc->res_free) sc->res_free(sc->res);
+    pthread_mutex_destroy(&sc->mu);
+    free(sc->out);
+    free(sc->agent);
+    free(sc);
+}
+
+static void notify(struct syscall *sc)
+{
+    if (sc->notify) sc->notify(sc, sc->notify_ud);
+}
+
+int syscall_emit(struct syscall *sc, const char *text, size_t len)
+{
+    if (len == 0) return 0;
+    pthread_mutex_lock(&sc->mu);
+    if (sc->n_out + len + 1 > sc->cap_out) {
+        size_t cap = sc->cap_out ? sc->cap_out : 256;
+        while (cap < sc->n_out + len + 1) cap *= 2;
+        char *p = realloc(sc->out, cap);
+        if (!p) {
+            pthread_mutex_unlock(&sc->mu);
+            return AIOS_ENOMEM;
+        }
+        sc->out = p;
+        sc->cap_out = cap;
+    }
+    memcpy(sc->out + sc->n_out, text, len);
+    sc->n_out += len;
+    sc->out[sc->n_out] = 0;
+    pthread_mutex_unlock(&sc->mu);
+    notify(sc);
+    return 0;
+}
+
+static bool finish_locked(struct syscall *sc, enum syscall_status st)
+{
+    if (syscall_status_final(sc->status)) return false;
+    sc->status = st;
+    sc->t_end_us = util_now_us();
+    if (!sc->t_start_us) sc->t_start_us = sc->t_end_us;
+    return true;
+}
+
+void syscall_finish(struct syscall *sc, void *res, void (*res_free)(void *))
+{
+    pthread_mutex_lock(&sc->mu);
+    bool first = finish_locked(sc, SYSCALL_STATUS_DONE);
+    if (first) {
+        sc->res = res;
+        sc->res_free = res_free;
+    }
+    pthread_mutex_unlock(&sc->mu);
+    if (!first) {
+        if (res && res_free) res_free(res);
+        return;
+    }
+    notify(sc);
+}
+
+void syscall_fail(struct syscall *sc, int err, int http_status, const char *fmt, ...)
+{
+    pthread_mutex_lock(&sc->mu);
+    bool first = finish_locked(sc, err == AIOS_ECANCELLED ? SYSCALL_STATUS_CANCELLED
+                                                          : SYSCALL_STATUS_ERROR);
+    if (first) {
+        sc->err = err;
+        sc->http_status = http_status;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(sc->errmsg, sizeof sc->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&sc->mu);
+    if (first) notify(sc);
+}
+
+bool syscall_cancel_requested(struct syscall *sc)
+{
+    pthread_mutex_lock(&sc->mu);
+    bool c = sc->cancel_requested;
+    pthread_mutex_unlock(&sc->mu);
+    return c;
+}
+
+void syscall_request_cancel(struct syscall *sc)
+{
+    pthread_mutex_lock(&sc->mu);
+    sc->cancel_requested = true;
+    pthread_mutex_unlock(&sc->mu);
+}
+
+enum syscall_status syscall_take_output(struct syscall *sc, char **buf, size_t *len, size_t *cap)
+{
+    pthread_mutex_lock(&sc->mu);
+    if (sc->n_out) {
+        if (*len + sc->n_out + 1 > *cap) {
+            size_t c = *cap ? *cap : 256;
+            while (c < *len + sc->n_out + 1) c *= 2;
+            char *p = realloc(*buf, c);
+            if (p) {
+                *buf = p;
+                *cap = c;
+            }
+        }
+        if (*len + sc->n_out + 1 <= *cap) {
+            memcpy(*buf + *len, sc->out, sc->n_out);
+            *len += sc->n_out;
+            (*buf)[*len] = 0;
+            sc->n_out = 0;
+        }
+    }
+    enum syscall_status st = sc->status;
+    pthread_mutex_unlock(&sc->mu);
+    return st;
+}

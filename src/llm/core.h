@@ -1,0 +1,87 @@
+/* The LLM core interface: what the kernel knows about a model, whatever
+ * runs it. The embedded llama.cpp engine (llama.c) is the first backend;
+ * remote HTTP backends implement the same operations. */
+#ifndef AIOS_LLM_CORE_H
+#define AIOS_LLM_CORE_H
+
+#include "kernel/config.h"
+#include "sched/sched.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LLM_MAX_STOP 4
+
+struct llm_message {
+    char *role;
+    char *content;
+};
+
+struct llm_params {
+    int max_tokens;    /* <= 0: until the context is full */
+    float temperature; /* <= 0: greedy */
+    float top_p;       /* 1: off */
+    int top_k;         /* 0: off */
+    float min_p;       /* 0: off */
+    bool has_seed;
+    uint32_t seed;
+    char *stop[LLM_MAX_STOP];
+    int n_stop;
+};
+
+struct llm_req {
+    char *model;
+    struct llm_message *msgs;
+    size_t n_msgs;
+    struct llm_params p;
+    bool include_usage;
+    /* filled by prepare() */
+    char *prompt;
+    int32_t *tokens;
+    int n_tokens;
+};
+
+struct llm_res {
+    char *text;             /* valid UTF-8, exactly what was streamed */
+    size_t len;
+    const char *finish_reason; /* "stop" or "length" */
+    int n_prompt;           /* prompt tokens */
+    int n_prompt_computed;  /* of which were prefilled by this call */
+    int n_gen;              /* generated tokens */
+    int64_t t_prefill_us, t_decode_us;
+};
+
+void llm_req_free(void *req);
+void llm_res_free(void *res);
+
+struct llm_core;
+
+struct llm_core_ops {
+    /* HTTP thread, before queueing: format and tokenize the prompt and check
+     * it fits. 0 or AIOS_EINVAL / AIOS_ETOOBIG with a message in err. */
+    int (*prepare)(struct llm_core *c, struct llm_req *req, char *err, size_t errlen);
+    /* start the engine thread(s), taking work from sched */
+    int (*start)(struct llm_core *c, struct sched *s);
+    /* join threads (after sched_shutdown) */
+    void (*stop)(struct llm_core *c);
+    void (*destroy)(struct llm_core *c);
+    /* add backend details to a JSON object (for /status) */
+    void (*describe)(struct llm_core *c, json_t *obj);
+};
+
+struct llm_core {
+    char *name;
+    char *backend;
+    int64_t created; /* unix seconds */
+    const struct llm_core_ops *ops;
+    void *impl;
+};
+
+/* Embedded llama.cpp engine for a local GGUF file. */
+int llm_llama_create(struct llm_core **out, const struct cfg_model *m, char *err, size_t errlen);
+/* llama.cpp process-wide init (logging, backends); idempotent. */
+void llm_llama_global_init(void);
+void llm_llama_global_free(void);
+
+#endif
