@@ -140,7 +140,7 @@ static int cmd_serve(int argc, char **argv)
             config_free(&k.cfg);
             return 1;
         }
-        memcpy(ms + 1, k.cfg.models, k.cfg.n_models * sizeof *ms);
+        if (k.cfg.n_models) memcpy(ms + 1, k.cfg.models, k.cfg.n_models * sizeof *ms);
         ms[0].name = model_name_from_path(abs);
         ms[0].backend = strdup("llamacpp");
         ms[0].path = abs;

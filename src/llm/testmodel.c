@@ -14,11 +14,13 @@
  *      fill_tensor() for each tensor; llama_model_save_to_file() writes it
  *      (F32) to "<out>.raw-XXXXXX";
  *   3. rewrite to "<out>.tmp-XXXXXX": add tokenizer.chat_template (the saver
- *      writes no template) and drop output.weight. With no file to read,
- *      llama.cpp's loader creates every optional tensor, so qwen2 always gets
- *      an untied output.weight; dropping it gives tied embeddings like the
- *      real Qwen2.5-0.5B (tie_word_embeddings) and halves the file. Tensor
- *      bytes are copied unchanged; offsets are recomputed by gguf itself;
+ *      writes no template) and keep only the tensors a real Qwen2.5 GGUF has
+ *      (qwen2_keeps()). With no file to read, llama.cpp's loader creates
+ *      every optional tensor: an untied output.weight, output.bias and
+ *      per-matmul scales. Dropping output.weight gives tied embeddings like
+ *      the real Qwen2.5-0.5B (tie_word_embeddings) and halves the file; the
+ *      scales would distort every projection. Tensor bytes are copied
+ *      unchanged; gguf recomputes the offsets;
  *   4. qwen2.5-0.5b only: llama_model_quantize() to Q8_0 into "<out>.q8-XXXXXX"
  *      (quantize copies every key, the template included);
  *   5. load the result with llama_model_load_from_file() and check shape and
@@ -143,6 +145,32 @@ static bool quiet_progress(float progress, void *ud)
     return true;
 }
 
+/* ---- which tensors a Qwen2 file has ---------------------------------- */
+
+/* With no file to read, llama.cpp's loader creates every optional tensor of
+ * the architecture: output.weight (untied head), output.bias, and per-matmul
+ * "scale" / "input_scale" tensors meant for FP8/NVFP4 checkpoints. Random
+ * values there would scale every projection by a small random number, which
+ * no real Qwen2 does, so only the tensors of a real Qwen2.5 GGUF are kept. */
+static bool qwen2_keeps(const char *name)
+{
+    static const char *const per_layer[] = {
+        "attn_norm.weight", "attn_q.weight",  "attn_k.weight",   "attn_v.weight",
+        "attn_q.bias",      "attn_k.bias",    "attn_v.bias",     "attn_output.weight",
+        "ffn_norm.weight",  "ffn_gate.weight", "ffn_up.weight",  "ffn_down.weight",
+    };
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output_norm.weight")) return true;
+    if (strncmp(name, "blk.", 4) != 0) return false;
+    const char *p = name + 4;
+    if (*p < '0' || *p > '9') return false;
+    while (*p >= '0' && *p <= '9') p++;
+    if (*p++ != '.') return false;
+    for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++)
+        if (!strcmp(p, per_layer[i])) return true;
+    return false;
+}
+#define QWEN2_TENSORS_PER_LAYER 12
+
 /* ---- deterministic weights ------------------------------------------ */
 
 static uint64_t splitmix64(uint64_t *s)
@@ -240,7 +268,7 @@ static void fill_tensor(struct ggml_tensor *t, void *ud)
     struct fill_ctx *fc = ud;
     if (fc->err) return;
     size_t nbytes = ggml_nbytes(t);
-    if (!strcmp(t->name, "output.weight")) {
+    if (!qwen2_keeps(t->name)) {
         /* dropped by the rewrite step; zero it so no stale memory is written */
         ggml_backend_tensor_memset(t, 0, 0, nbytes);
         return;
@@ -390,11 +418,12 @@ static int write_zeros(FILE *f, size_t n)
     return 0;
 }
 
-/* Copies src to dst with tokenizer.chat_template set to tmpl and the tensor
- * named drop (if any) left out. Tensor bytes are copied as they are; gguf
- * recomputes the offsets (each tensor padded to the file's alignment). */
-static int gguf_rewrite(const char *src, const char *dst, const char *tmpl, const char *drop,
-                        char *err, size_t errlen)
+/* Copies src to dst with tokenizer.chat_template set to tmpl and only the
+ * tensors keep() accepts, which must be n_expect. Tensor bytes are copied as
+ * they are; gguf recomputes the offsets (each padded to the alignment). */
+static int gguf_rewrite(const char *src, const char *dst, const char *tmpl,
+                        bool (*keep)(const char *name), int64_t n_expect, char *err,
+                        size_t errlen)
 {
     int rc = 0;
     struct ggml_context *tctx = NULL;
@@ -418,10 +447,14 @@ static int gguf_rewrite(const char *src, const char *dst, const char *tmpl, cons
     }
     gguf_set_kv(out, in);
     gguf_set_val_str(out, "tokenizer.chat_template", tmpl);
+    /* the saver writes no file type; every kept tensor is F32 here (the
+     * quantizer overwrites this) */
+    if (gguf_find_key(out, "general.file_type") < 0)
+        gguf_set_val_u32(out, "general.file_type", LLAMA_FTYPE_ALL_F32);
     int64_t n_tensors = gguf_get_n_tensors(in);
     for (int64_t i = 0; i < n_tensors; i++) {
         const char *name = gguf_get_tensor_name(in, i);
-        if (drop && !strcmp(name, drop)) continue;
+        if (!keep(name)) continue;
         struct ggml_tensor *t = ggml_get_tensor(tctx, name);
         if (!t) {
             set_err(err, errlen, "%s: tensor %s has no metadata", src, name);
@@ -429,6 +462,12 @@ static int gguf_rewrite(const char *src, const char *dst, const char *tmpl, cons
             goto fail;
         }
         gguf_add_tensor(out, t);
+    }
+    if (gguf_get_n_tensors(out) != n_expect) {
+        set_err(err, errlen, "%s has %lld of the %lld expected qwen2 tensors", src,
+                (long long)gguf_get_n_tensors(out), (long long)n_expect);
+        rc = AIOS_EENGINE;
+        goto fail;
     }
 
     fi = fopen(src, "rb");
@@ -630,7 +669,8 @@ int testmodel_create(const char *out_path, enum testmodel_shape shape, uint64_t 
 
     rc = make_temp(out_path, "tmp", &tmp, err, errlen);
     if (rc) goto fail;
-    rc = gguf_rewrite(raw, tmp, CHATML_TEMPLATE, "output.weight", err, errlen);
+    rc = gguf_rewrite(raw, tmp, CHATML_TEMPLATE, qwen2_keeps,
+                      2 + (int64_t)QWEN2_TENSORS_PER_LAYER * d->n_layer, err, errlen);
     if (rc) goto fail;
     drop_temp(&raw);
     LOG_DEBUG("model", "%s: rewrite %.0f ms", d->name, (util_now_us() - t) / 1e3);

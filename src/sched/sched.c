@@ -96,13 +96,21 @@ int sched_submit(struct sched *s, struct syscall *sc)
 {
     if ((unsigned)sc->kind >= SYSCALL_KIND__COUNT) return AIOS_EINVAL;
     syscall_ref(sc);
+    /* QUEUED must be set before a worker can see the call (it sets RUNNING
+     * after picking it), and sc->mu is never held with ours, so set it
+     * first and undo it if the call is refused: a refused call is in no
+     * queue, and nobody would ever move it out of QUEUED. */
     pthread_mutex_lock(&sc->mu);
+    enum syscall_status prev = sc->status;
     sc->status = SYSCALL_STATUS_QUEUED;
     pthread_mutex_unlock(&sc->mu);
 
     pthread_mutex_lock(&s->mu);
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&sc->mu);
+        if (sc->status == SYSCALL_STATUS_QUEUED) sc->status = prev;
+        pthread_mutex_unlock(&sc->mu);
         syscall_unref(sc);
         return AIOS_ESHUTDOWN;
     }

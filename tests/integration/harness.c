@@ -1,0 +1,188 @@
+/* Integration test harness; see harness.h. */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char *aios_bin(void)
+{
+    const char *b = getenv("AIOS_BIN");
+    return b && *b ? b : "build/aios";
+}
+
+void kf_print_log(struct kernel_fixture *kf)
+{
+    FILE *f = fopen(kf->child.log_path, "r");
+    if (!f) return;
+    char line[1024];
+    fprintf(stderr, "---- kernel log %s ----\n", kf->child.log_path);
+    while (fgets(line, sizeof line, f)) fputs(line, stderr);
+    fprintf(stderr, "---- end of log ----\n");
+    fclose(f);
+}
+
+struct kernel_fixture *kf_start(const char *const *extra)
+{
+    struct kernel_fixture *kf = calloc(1, sizeof *kf);
+    assert_non_null(kf);
+    snprintf(kf->dir, sizeof kf->dir, "/tmp/aios-it-XXXXXX");
+    assert_non_null(mkdtemp(kf->dir));
+    if (child_start(&kf->child, aios_bin(), kf->dir, extra, 300) != 0) {
+        kf_print_log(kf);
+        fail_msg("aios serve did not start (binary %s)", aios_bin());
+    }
+    return kf;
+}
+
+void kf_stop(struct kernel_fixture *kf)
+{
+    if (!kf) return;
+    int st = child_stop(&kf->child, 60);
+    bool clean = st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (!clean) kf_print_log(kf);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", kf->dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", kf->dir);
+    free(kf);
+    assert_true(clean);
+}
+
+long kf_call_n(struct kernel_fixture *kf, const char *method, const char *path, const char *body,
+               size_t len, json_t **json, char *ctype, size_t ctlen)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", kf->child.base, path);
+    struct hc_resp r;
+    int rc = hc_call(method, url, body, len, &r, 300);
+    if (rc != 0) {
+        hc_resp_free(&r);
+        kf_print_log(kf);
+        fail_msg("%s %s: connection failed", method, path);
+    }
+    if (json) *json = json_loadb(r.body, r.len, 0, NULL);
+    if (ctype) snprintf(ctype, ctlen, "%s", r.ctype);
+    long st = r.status;
+    hc_resp_free(&r);
+    return st;
+}
+
+long kf_call(struct kernel_fixture *kf, const char *method, const char *path, const char *body,
+             json_t **json)
+{
+    return kf_call_n(kf, method, path, body, body ? strlen(body) : 0, json, NULL, 0);
+}
+
+void assert_error_body(json_t *j, const char *needle)
+{
+    assert_non_null(j);
+    json_t *e = json_object_get(j, "error");
+    assert_true(json_is_object(e));
+    json_t *m = json_object_get(e, "message");
+    assert_true(json_is_string(m));
+    assert_true(json_string_length(m) > 0);
+    assert_true(json_is_string(json_object_get(e, "type")));
+    if (needle && !strstr(json_string_value(m), needle))
+        fail_msg("error message \"%s\" does not mention \"%s\"", json_string_value(m), needle);
+}
+
+const char *chat_content(json_t *j)
+{
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    return json_string_value(json_object_get(json_object_get(c, "message"), "content"));
+}
+
+struct sse_ctx {
+    struct sse_result *r;
+    char *buf;
+    size_t n, cap;
+    size_t n_text, cap_text;
+    int abort_after;
+};
+
+static int on_chunk(const char *d, size_t n, void *ud)
+{
+    struct sse_ctx *c = ud;
+    if (c->n + n + 1 > c->cap) {
+        c->cap = (c->n + n + 1) * 2;
+        c->buf = realloc(c->buf, c->cap);
+        if (!c->buf) return 1;
+    }
+    memcpy(c->buf + c->n, d, n);
+    c->n += n;
+    c->buf[c->n] = 0;
+    char *ev;
+    while ((ev = strstr(c->buf, "\n\n"))) {
+        *ev = 0;
+        struct sse_result *r = c->r;
+        if (strncmp(c->buf, "data: ", 6) != 0) {
+            r->bad_event = true;
+        } else if (!strcmp(c->buf + 6, "[DONE]")) {
+            r->done = true;
+        } else {
+            json_t *j = json_loads(c->buf + 6, 0, NULL);
+            if (!j) {
+                r->bad_event = true;
+            } else {
+                r->n_events++;
+                json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+                json_t *delta = json_object_get(ch, "delta");
+                if (r->n_events == 1 && json_is_string(json_object_get(delta, "role")))
+                    r->first_has_role = true;
+                json_t *ct = json_object_get(delta, "content");
+                if (json_is_string(ct) && json_string_length(ct)) {
+                    size_t l = json_string_length(ct);
+                    if (c->n_text + l + 1 > c->cap_text) {
+                        c->cap_text = (c->n_text + l + 1) * 2;
+                        r->text = realloc(r->text, c->cap_text);
+                    }
+                    memcpy(r->text + c->n_text, json_string_value(ct), l);
+                    c->n_text += l;
+                    r->text[c->n_text] = 0;
+                    r->n_content++;
+                }
+                json_t *f = json_object_get(ch, "finish_reason");
+                if (json_is_string(f)) snprintf(r->finish, sizeof r->finish, "%s", json_string_value(f));
+                json_t *u = json_object_get(j, "usage");
+                if (json_is_object(u)) r->usage = json_incref(u);
+                json_t *e = json_object_get(j, "error");
+                if (json_is_object(e)) r->error = json_incref(e);
+                json_decref(j);
+            }
+        }
+        size_t used = (size_t)(ev + 2 - c->buf);
+        memmove(c->buf, ev + 2, c->n - used + 1);
+        c->n -= used;
+        if (c->abort_after > 0 && r->n_events >= c->abort_after) return 1;
+    }
+    return 0;
+}
+
+int kf_stream(struct kernel_fixture *kf, const char *body, struct sse_result *out,
+              int abort_after_events)
+{
+    memset(out, 0, sizeof *out);
+    out->text = calloc(1, 1);
+    struct sse_ctx c = {.r = out, .abort_after = abort_after_events, .cap_text = 1};
+    char url[512];
+    snprintf(url, sizeof url, "%s/v1/chat/completions", kf->child.base);
+    int rc = hc_stream(url, body, on_chunk, &c, &out->status, 300);
+    free(c.buf);
+    return rc;
+}
+
+void sse_result_free(struct sse_result *r)
+{
+    free(r->text);
+    json_decref(r->usage);
+    json_decref(r->error);
+    memset(r, 0, sizeof *r);
+}

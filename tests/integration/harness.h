@@ -1,0 +1,57 @@
+/* Integration test harness: starts the real `aios serve` (path from the
+ * AIOS_BIN environment variable) on a free loopback port with a temporary
+ * data directory, and small helpers for HTTP + JSON assertions. */
+#ifndef AIOS_TEST_HARNESS_H
+#define AIOS_TEST_HARNESS_H
+
+#include "cli/client.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct kernel_fixture {
+    struct aios_child child;
+    char dir[256];
+};
+
+/* Start a kernel; extra args NULL-terminated (may be NULL). Aborts the test
+ * (fail_msg) if it does not come up, printing its log. */
+struct kernel_fixture *kf_start(const char *const *extra);
+/* Stop it, assert a clean exit (status 0), remove the data directory. */
+void kf_stop(struct kernel_fixture *kf);
+void kf_print_log(struct kernel_fixture *kf);
+
+const char *aios_bin(void);
+
+/* Request against the fixture; path like "/v1/models". Response JSON is
+ * parsed into *json when non-NULL (NULL if not JSON). */
+long kf_call(struct kernel_fixture *kf, const char *method, const char *path, const char *body,
+             json_t **json);
+long kf_call_n(struct kernel_fixture *kf, const char *method, const char *path, const char *body,
+               size_t len, json_t **json, char *ctype, size_t ctlen);
+
+/* Assert that j is {"error":{"message":<non-empty string>,"type":<string>}}
+ * and the message contains `needle` (when non-NULL). */
+void assert_error_body(json_t *j, const char *needle);
+
+/* Streamed chat: collects the SSE events. */
+struct sse_result {
+    long status;
+    int n_events;       /* data: events, excluding [DONE] */
+    int n_content;      /* events with non-empty delta.content */
+    bool done;          /* saw data: [DONE] */
+    bool first_has_role;
+    char *text;         /* concatenated delta.content */
+    char finish[32];
+    json_t *usage;      /* from the usage chunk, if any */
+    json_t *error;      /* error event, if any */
+    bool bad_event;     /* an event that was not valid JSON */
+};
+int kf_stream(struct kernel_fixture *kf, const char *body, struct sse_result *out,
+              int abort_after_events);
+void sse_result_free(struct sse_result *r);
+
+/* content of choices[0].message.content, or NULL */
+const char *chat_content(json_t *j);
+
+#endif

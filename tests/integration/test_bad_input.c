@@ -1,0 +1,218 @@
+/* Integration: every kind of bad input gets the right 4xx with a JSON error
+ * body naming the problem, and the kernel keeps serving afterwards. Also
+ * bad command lines and configs make `aios serve` exit with a clear message
+ * instead of starting half-configured. */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static struct kernel_fixture *g_kf;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_kf = kf_start(NULL);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    kf_stop(g_kf);
+    return 0;
+}
+
+static void expect(const char *method, const char *path, const char *body, long status,
+                   const char *needle)
+{
+    json_t *j = NULL;
+    char ctype[128] = "";
+    long st = kf_call_n(g_kf, method, path, body, body ? strlen(body) : 0, &j, ctype, sizeof ctype);
+    if (st != status)
+        fail_msg("%s %s %s: expected %ld, got %ld", method, path, body ? body : "", status, st);
+    assert_non_null(strstr(ctype, "application/json"));
+    assert_error_body(j, needle);
+    json_decref(j);
+}
+
+#define CHAT "/v1/chat/completions"
+#define MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
+
+static void test_malformed_json(void **state)
+{
+    (void)state;
+    expect("POST", CHAT, "{\"model\": \"aios-tiny\", ", 400, "not valid JSON");
+    expect("POST", CHAT, "not json at all", 400, "not valid JSON");
+    expect("POST", CHAT, "", 400, "empty");
+    expect("POST", CHAT, "[1,2,3]", 400, "JSON object");
+    expect("POST", CHAT, "\"just a string\"", 400, NULL);
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"model\":\"x\"," MSGS "}", 400, "duplicate");
+    /* invalid UTF-8 inside a JSON string */
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", 400, "JSON");
+}
+
+static void test_missing_and_mistyped(void **state)
+{
+    (void)state;
+    expect("POST", CHAT, "{" MSGS "}", 400, "'model'");
+    expect("POST", CHAT, "{\"model\":42," MSGS "}", 400, "'model' must be a string");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"}", 400, "'messages'");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":{}}", 400, "array");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[]}", 400, "at least one");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[7]}", 400, "messages[0]");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400, "role");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[{\"content\":\"x\"}]}", 400, "role");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\"}]}", 400, "content");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "content");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", 400, "NUL");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"temperature\":\"hot\"}", 400, "temperature");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"temperature\":9}", 400, "temperature");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"top_p\":1.5}", 400, "top_p");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"max_tokens\":0}", 400, "max_tokens");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"max_tokens\":\"10\"}", 400, "max_tokens");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"max_tokens\":2.5}", 400, "max_tokens");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"seed\":\"x\"}", 400, "seed");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"stop\":7}", 400, "stop");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "stop");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"stop\":[\"\"]}", 400, "stop");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"stream\":\"yes\"}", 400, "stream");
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"n\":3}", 400, "'n'");
+}
+
+static void test_unknown_model(void **state)
+{
+    (void)state;
+    expect("POST", CHAT, "{\"model\":\"gpt-17\"," MSGS "}", 404, "gpt-17");
+}
+
+static void test_context_overflow(void **state)
+{
+    (void)state;
+    /* ~6000 words: more tokens than the 4096-token context */
+    size_t cap = 80000;
+    char *b = malloc(cap);
+    size_t n = (size_t)snprintf(b, cap, "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"");
+    for (int i = 0; i < 6000; i++) n += (size_t)snprintf(b + n, cap - n, "word%d ", i);
+    n += (size_t)snprintf(b + n, cap - n, "\"}]}");
+    expect("POST", CHAT, b, 400, "context");
+    free(b);
+    expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"max_tokens\":100000}", 400, "max_tokens");
+}
+
+static void test_body_too_big(void **state)
+{
+    (void)state;
+    size_t n = (size_t)9 << 20; /* over the 8 MiB default */
+    char *b = malloc(n + 1);
+    memset(b, ' ', n);
+    b[0] = '{';
+    b[n - 1] = '}';
+    b[n] = 0;
+    json_t *j = NULL;
+    long st = kf_call_n(g_kf, "POST", CHAT, b, n, &j, NULL, 0);
+    assert_int_equal(st, 413);
+    assert_error_body(j, "limit");
+    json_decref(j);
+    free(b);
+}
+
+static void test_routes(void **state)
+{
+    (void)state;
+    expect("GET", "/no/such/route", NULL, 404, "no route");
+    expect("GET", CHAT, NULL, 405, "not allowed");
+    expect("DELETE", "/v1/models", NULL, 405, "not allowed");
+    expect("POST", "/status", "{}", 405, NULL);
+    expect("GET", "/../../etc/passwd", NULL, 404, NULL);
+}
+
+static void test_still_serving(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_kf, "POST", CHAT, "{\"model\":\"aios-tiny\",\"max_tokens\":4," MSGS "}", &j), 200);
+    assert_non_null(chat_content(j));
+    json_decref(j);
+    assert_int_equal(kf_call(g_kf, "GET", "/status", NULL, &j), 200);
+    /* nothing that was refused was ever queued */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "scheduler"), "submitted")), 1);
+    json_decref(j);
+}
+
+/* run `aios serve ARGS` expecting it to fail fast; returns exit code, fills log */
+static int serve_fails(const char *const *args, char *log, size_t loglen)
+{
+    char dir[] = "/tmp/aios-it-cli-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[4096];
+    size_t n = (size_t)snprintf(cmd, sizeof cmd, "timeout 60 '%s' serve --port 0 --data-dir %s", aios_bin(), dir);
+    for (int i = 0; args[i]; i++) n += (size_t)snprintf(cmd + n, sizeof cmd - n, " '%s'", args[i]);
+    snprintf(cmd + n, sizeof cmd - n, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(log, 1, loglen - 1, p);
+    log[got] = 0;
+    int st = pclose(p);
+    char rm[256];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    if (system(rm) != 0) fprintf(stderr, "cannot remove %s\n", dir);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_bad_command_lines(void **state)
+{
+    (void)state;
+    char log[8192];
+    const char *a1[] = {"--model", "/nonexistent/model.gguf", NULL};
+    assert_int_equal(serve_fails(a1, log, sizeof log), 1);
+    assert_non_null(strstr(log, "/nonexistent/model.gguf"));
+
+    const char *a2[] = {"--config", "/nonexistent/aios.yaml", NULL};
+    assert_int_equal(serve_fails(a2, log, sizeof log), 1);
+    assert_non_null(strstr(log, "/nonexistent/aios.yaml"));
+
+    char cfg[] = "/tmp/aios-it-cfg-XXXXXX";
+    int fd = mkstemp(cfg);
+    assert_true(fd >= 0);
+    const char *bad = "server:\n  port: \"eighty\"\n";
+    assert_int_equal(write(fd, bad, strlen(bad)), (ssize_t)strlen(bad));
+    close(fd);
+    const char *a3[] = {"--config", cfg, NULL};
+    assert_int_equal(serve_fails(a3, log, sizeof log), 1);
+    assert_non_null(strstr(log, "server.port"));
+
+    /* a file that is not a GGUF model */
+    const char *a4[] = {"--model", cfg, NULL};
+    assert_int_equal(serve_fails(a4, log, sizeof log), 1);
+    assert_non_null(strstr(log, "GGUF"));
+    unlink(cfg);
+
+    const char *a5[] = {"--bogus", NULL};
+    assert_int_equal(serve_fails(a5, log, sizeof log), 2);
+    assert_non_null(strstr(log, "--bogus"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_malformed_json),
+        cmocka_unit_test(test_missing_and_mistyped),
+        cmocka_unit_test(test_unknown_model),
+        cmocka_unit_test(test_context_overflow),
+        cmocka_unit_test(test_body_too_big),
+        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_still_serving),
+        cmocka_unit_test(test_bad_command_lines),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
