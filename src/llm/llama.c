@@ -235,6 +235,20 @@ static int batch_fill(struct llama_batch *b, const int32_t *toks, int n, int pos
     return n;
 }
 
+/* Between batches: stop if the caller went away or the kernel is stopping. */
+static bool should_stop(struct llama_engine *e, struct syscall *sc)
+{
+    if (syscall_cancel_requested(sc)) {
+        syscall_fail(sc, AIOS_ECANCELLED, 499, "the client went away");
+        return true;
+    }
+    if (sched_stopping(e->sched)) {
+        syscall_fail(sc, AIOS_ESHUTDOWN, 503, "the kernel is shutting down");
+        return true;
+    }
+    return false;
+}
+
 static void run_call(struct llama_engine *e, struct syscall *sc, struct llama_batch *batch)
 {
     struct llm_req *req = sc->req;
@@ -263,10 +277,7 @@ static void run_call(struct llama_engine *e, struct syscall *sc, struct llama_ba
     int64_t t0 = util_now_us();
     int pos = 0;
     for (int i = 0; i < req->n_tokens; i += e->n_batch) {
-        if (syscall_cancel_requested(sc)) {
-            syscall_fail(sc, AIOS_ECANCELLED, 499, "the client went away");
-            goto out;
-        }
+        if (should_stop(e, sc)) goto out;
         int n = req->n_tokens - i < e->n_batch ? req->n_tokens - i : e->n_batch;
         batch_fill(batch, req->tokens + i, n, pos, i + n == req->n_tokens);
         rc = llama_decode(e->ctx, *batch);
@@ -284,10 +295,7 @@ static void run_call(struct llama_engine *e, struct syscall *sc, struct llama_ba
     int max_new = req->p.max_tokens > 0 ? req->p.max_tokens : e->n_ctx - req->n_tokens;
     char piece[256];
     for (;;) {
-        if (syscall_cancel_requested(sc)) {
-            syscall_fail(sc, AIOS_ECANCELLED, 499, "the client went away");
-            goto out;
-        }
+        if (should_stop(e, sc)) goto out;
         llama_token tok = llama_sampler_sample(smpl, e->ctx, -1);
         if (llama_vocab_is_eog(e->vocab, tok)) {
             res->finish_reason = "stop";
