@@ -31,7 +31,8 @@
 static void model_usage(FILE *f)
 {
     fprintf(f,
-            "usage: aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N] [--threads N]\n"
+            "usage: aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N]\n"
+            "                              [--threads N]\n"
             "       aios model info FILE.gguf\n"
             "\n"
             "create-test  write a GGUF with the real Qwen2 tokenizer and random weights\n"
