@@ -11,6 +11,8 @@
 struct api_server;
 struct api_req;
 
+#define API_MAX_PARAMS 4
+
 int api_start(struct api_server **out, struct kernel *k, char *err, size_t errlen);
 int api_port(struct api_server *s);
 /* stop accepting new connections (in-flight ones keep going) */
@@ -37,6 +39,8 @@ struct api_req {
     void *state;           /* handler state, freed with state_free */
     void (*state_free)(void *);
     void *stream;          /* streaming state (http.c) */
+    char *params[API_MAX_PARAMS]; /* values of {name} segments of the route, in order */
+    int n_params;
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */
@@ -57,7 +61,20 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
 /* Map an AIOS_E* code to an HTTP status and OpenAI error type. */
 unsigned api_status_for(int err, const char **type);
 
-/* routes (openai.c, kernel_routes.c) */
+/* The route table lives in routes.c. A path segment written {name}
+ * matches any one non-empty segment; its value lands in r->params. */
+struct api_route {
+    const char *method;
+    const char *path;
+    api_handler_fn fn;
+};
+const struct api_route *api_route_find(const char *method, const char *url,
+                                       char *params[API_MAX_PARAMS], int *n_params,
+                                       bool *path_known);
+/* comma-separated methods allowed on url (for 405's Allow header) */
+void api_routes_allowed(const char *url, char *out, size_t outlen);
+
+/* route handlers (openai.c, kernel_routes.c) */
 enum MHD_Result api_openai_models(struct api_req *r);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_route_status(struct api_req *r);

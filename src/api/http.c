@@ -50,19 +50,7 @@ struct api_server {
     int n_active; /* requests between first call and completion (atomic) */
 };
 
-struct route {
-    const char *method;
-    const char *path;
-    api_handler_fn fn;
-};
 
-static const struct route g_routes[] = {
-    {"GET", "/status", api_route_status},
-    {"GET", "/v1/models", api_openai_models},
-    {"POST", "/v1/chat/completions", api_openai_chat},
-    {"POST", "/chat/completions", api_openai_chat},
-};
-#define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
 
 unsigned api_status_for(int err, const char **type)
 {
@@ -93,9 +81,9 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (status == 405) {
-        for (size_t i = 0; i < N_ROUTES; i++)
-            if (!strcmp(g_routes[i].path, r->url))
-                MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, g_routes[i].method);
+        char allow[128] = "";
+        api_routes_allowed(r->url, allow, sizeof allow);
+        if (allow[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     }
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
@@ -301,17 +289,6 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
 
 /* ---- MHD callbacks ---- */
 
-static const struct route *find_route(const char *method, const char *url, bool *path_known)
-{
-    *path_known = false;
-    for (size_t i = 0; i < N_ROUTES; i++) {
-        if (strcmp(g_routes[i].path, url)) continue;
-        *path_known = true;
-        if (!strcmp(g_routes[i].method, method)) return &g_routes[i];
-    }
-    return NULL;
-}
-
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
                                const char *method, const char *version, const char *upload_data,
                                size_t *upload_data_size, void **con_cls)
@@ -389,7 +366,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                               "the request body exceeds the limit of %zu bytes (server.max_body_bytes)",
                               srv->max_body);
     bool known;
-    const struct route *rt = find_route(method, url, &known);
+    const struct api_route *rt = api_route_find(method, url, r->params, &r->n_params, &known);
     if (!rt) {
         if (known)
             return api_send_error(r, 405, "invalid_request_error", "method %s is not allowed on %s",
@@ -421,6 +398,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (r->state_free) r->state_free(r->state);
     stream_state_free(r->stream);
+    for (int i = 0; i < r->n_params; i++) free(r->params[i]);
     free(r->body);
     free(r->url);
     free(r);

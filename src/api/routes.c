@@ -1,0 +1,126 @@
+/* The route table and its matcher.
+ *
+ * Every HTTP route of the kernel is one line in g_routes: method, path
+ * pattern, handler. A pattern segment written {name} matches one non-empty
+ * path segment whose (percent-decoded) value is handed to the handler in
+ * r->params. Matching is linear: the table is small and it runs once per
+ * request. Modules add their routes here, one line each. */
+#include "api/api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const struct api_route g_routes[] = {
+    /* kernel */
+    {"GET", "/status", api_route_status},
+    /* OpenAI-compatible */
+    {"GET", "/v1/models", api_openai_models},
+    {"POST", "/v1/chat/completions", api_openai_chat},
+    {"POST", "/chat/completions", api_openai_chat},
+};
+#define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* decode %XX; NULL if malformed or it would contain NUL or '/' */
+static char *seg_decode(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            if (i + 2 >= n) goto bad;
+            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0) goto bad;
+            c = (char)(hi * 16 + lo);
+            if (c == 0 || c == '/') goto bad;
+            i += 2;
+        }
+        out[o++] = c;
+    }
+    out[o] = 0;
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+/* match url against pattern; fills params (caller frees) */
+static bool match(const char *pat, const char *url, char *params[API_MAX_PARAMS], int *n_params)
+{
+    int np = 0;
+    const char *p = pat, *u = url;
+    while (*p && *u) {
+        if (*p != '/' || *u != '/') return false;
+        p++;
+        u++;
+        const char *pe = strchr(p, '/'), *ue = strchr(u, '/');
+        size_t pl = pe ? (size_t)(pe - p) : strlen(p);
+        size_t ul = ue ? (size_t)(ue - u) : strlen(u);
+        if (pl >= 2 && p[0] == '{' && p[pl - 1] == '}') {
+            if (ul == 0 || np >= API_MAX_PARAMS) goto fail;
+            if (params) {
+                params[np] = seg_decode(u, ul);
+                if (!params[np]) goto fail;
+            }
+            np++;
+        } else if (pl != ul || memcmp(p, u, pl) != 0) {
+            goto fail;
+        }
+        p += pl;
+        u += ul;
+    }
+    if (*p || *u) goto fail;
+    if (n_params) *n_params = np;
+    return true;
+fail:
+    if (params)
+        for (int i = 0; i < np; i++) {
+            free(params[i]);
+            params[i] = NULL;
+        }
+    return false;
+}
+
+const struct api_route *api_route_find(const char *method, const char *url,
+                                       char *params[API_MAX_PARAMS], int *n_params,
+                                       bool *path_known)
+{
+    *path_known = false;
+    *n_params = 0;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        if (!match(g_routes[i].path, url, NULL, NULL)) continue;
+        *path_known = true;
+        if (strcmp(g_routes[i].method, method) != 0) continue;
+        if (!match(g_routes[i].path, url, params, n_params)) continue;
+        return &g_routes[i];
+    }
+    return NULL;
+}
+
+void api_routes_allowed(const char *url, char *out, size_t outlen)
+{
+    size_t n = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        if (!match(g_routes[i].path, url, NULL, NULL)) continue;
+        if (strstr(out, g_routes[i].method)) continue;
+        size_t l = strlen(g_routes[i].method);
+        if (n + l + 3 >= outlen) break;
+        if (n) {
+            memcpy(out + n, ", ", 2);
+            n += 2;
+        }
+        memcpy(out + n, g_routes[i].method, l);
+        n += l;
+        out[n] = 0;
+    }
+}
