@@ -74,6 +74,12 @@ const struct api_route *api_route_find(const char *method, const char *url,
 /* comma-separated methods allowed on url (for 405's Allow header) */
 void api_routes_allowed(const char *url, char *out, size_t outlen);
 
+/* Parse an OpenAI chat-completions body into req (everything but the
+ * prompt, which core->ops->prepare fills). 0, AIOS_EINVAL with a message
+ * naming the field, or AIOS_ENOMEM. Shared by every route that makes LLM
+ * calls (OpenAI, AIOS /query). */
+int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen);
+
 /* route handlers (openai.c, kernel_routes.c) */
 enum MHD_Result api_openai_models(struct api_req *r);
 enum MHD_Result api_openai_chat(struct api_req *r);

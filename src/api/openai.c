@@ -107,7 +107,7 @@ static int content_text(json_t *c, size_t idx, char **out, char *err, size_t err
 }
 
 /* Parse an OpenAI chat request into req (fields other than the prompt). */
-static int parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen)
+int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen)
 {
     json_t *v = json_object_get(body, "model");
     if (!v) BAD("missing required field 'model'");
@@ -363,7 +363,7 @@ enum MHD_Result api_openai_chat(struct api_req *r)
         rc = AIOS_ENOMEM;
         goto fail;
     }
-    rc = parse_chat(body, req, &stream, err, sizeof err);
+    rc = api_openai_parse_chat(body, req, &stream, err, sizeof err);
     if (rc) goto fail;
     struct llm_core *core = kernel_find_core(r->k, req->model);
     if (!core) {

@@ -130,6 +130,10 @@ void kernel_stop(struct kernel *k)
     /* give in-flight requests a moment to receive their (error) answers */
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->stop(k->cores[i]);
+    for (int i = 0; i < SYSCALL_KIND__COUNT; i++) {
+        sched_pool_stop(k->pools[i]);
+        k->pools[i] = NULL;
+    }
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
@@ -149,3 +153,11 @@ struct llm_core *kernel_find_core(struct kernel *k, const char *name)
 }
 
 int kernel_port(struct kernel *k) { return api_port(k->api); }
+
+int kernel_register_executor(struct kernel *k, enum syscall_kind kind, int n_threads,
+                             sched_exec_fn fn, void *ud)
+{
+    if ((unsigned)kind >= SYSCALL_KIND__COUNT || kind == SYSCALL_KIND_LLM) return AIOS_EINVAL;
+    if (k->pools[kind]) return AIOS_EBUSY;
+    return sched_pool_start(&k->pools[kind], k->sched, kind, n_threads, fn, ud);
+}

@@ -17,6 +17,9 @@ struct kernel {
     struct llm_core **cores;
     size_t n_cores;
     struct api_server *api;
+    /* worker pools for memory, storage, tool syscalls (NULL where no
+     * manager registered one); see kernel_register_executor() */
+    struct sched_pool *pools[SYSCALL_KIND__COUNT];
     int64_t t_start_us;
     const char *version;
 };
@@ -27,6 +30,10 @@ int kernel_start(struct kernel *k, char *err, size_t errlen);
 /* Stop accepting, finish or fail in-flight calls, join threads, free. */
 void kernel_stop(struct kernel *k);
 struct llm_core *kernel_find_core(struct kernel *k, const char *name);
+/* For managers, during kernel_start: serve syscalls of `kind` with
+ * n_threads workers calling fn(sc, ud). One executor per kind. */
+int kernel_register_executor(struct kernel *k, enum syscall_kind kind, int n_threads,
+                             sched_exec_fn fn, void *ud);
 /* bound port (useful with port 0) */
 int kernel_port(struct kernel *k);
 

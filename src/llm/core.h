@@ -36,6 +36,8 @@ struct llm_req {
     size_t n_msgs;
     struct llm_params p;
     bool include_usage;
+    /* GBNF grammar constraining the output (root rule "root"), or NULL */
+    char *grammar;
     /* filled by prepare() */
     char *prompt;
     int32_t *tokens;

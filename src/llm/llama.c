@@ -85,6 +85,7 @@ void llm_req_free(void *p)
     }
     free(r->msgs);
     for (int i = 0; i < r->p.n_stop; i++) free(r->p.stop[i]);
+    free(r->grammar);
     free(r->prompt);
     free(r->tokens);
     free(r);
@@ -182,12 +183,22 @@ fail:
 
 /* ---- the engine thread ---- */
 
-static struct llama_sampler *make_sampler(const struct llm_params *p)
+static struct llama_sampler *make_sampler(struct llama_engine *e, const struct llm_req *req)
 {
+    const struct llm_params *p = &req->p;
     struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
     struct llama_sampler *ch = llama_sampler_chain_init(cp);
     if (!ch) return NULL;
+    if (req->grammar) {
+        /* first, so every later stage only sees tokens the grammar allows */
+        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, req->grammar, "root");
+        if (!g) {
+            llama_sampler_free(ch);
+            return NULL;
+        }
+        llama_sampler_chain_add(ch, g);
+    }
     if (p->temperature <= 0.0f) {
         llama_sampler_chain_add(ch, llama_sampler_init_greedy());
         return ch;
@@ -265,9 +276,10 @@ static void run_call(struct llama_engine *e, struct syscall *sc, struct llama_ba
     res->n_prompt = req->n_tokens;
     res->finish_reason = "length";
 
-    smpl = make_sampler(&req->p);
+    smpl = make_sampler(e, req);
     if (!smpl) {
-        syscall_fail(sc, AIOS_ENOMEM, 500, "could not create a sampler");
+        syscall_fail(sc, AIOS_EINVAL, 400, "could not create a sampler%s",
+                     req->grammar ? " (the output grammar does not parse)" : "");
         goto out;
     }
 

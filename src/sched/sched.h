@@ -58,4 +58,16 @@ bool sched_stopping(struct sched *s);
 
 void sched_get_stats(struct sched *s, struct sched_stats *out);
 
+/* A small pool of worker threads for one resource kind (memory, storage,
+ * tool). Each thread takes the next syscall of that kind and calls fn, which
+ * must end it with syscall_finish() or syscall_fail() (the pool fails it
+ * with a 500 if fn forgot). fn may block (disk, subprocess), which is why
+ * these kinds get threads of their own and never run on HTTP threads. */
+typedef void (*sched_exec_fn)(struct syscall *sc, void *ud);
+struct sched_pool;
+int sched_pool_start(struct sched_pool **out, struct sched *s, enum syscall_kind kind,
+                     int n_threads, sched_exec_fn fn, void *ud);
+/* join the threads; call after sched_shutdown() */
+void sched_pool_stop(struct sched_pool *p);
+
 #endif
