@@ -84,5 +84,6 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
 enum MHD_Result api_openai_models(struct api_req *r);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_route_status(struct api_req *r);
+enum MHD_Result api_aios_query(struct api_req *r);
 
 #endif

@@ -92,7 +92,7 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body)
 {
-    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(body);
     if (!s) {
         s = strdup("{\"error\":{\"message\":\"could not encode the response\",\"type\":\"server_error\"}}");

@@ -290,7 +290,7 @@ static int append(char **out, size_t *n, size_t *cap, const char *s, size_t len)
 
 static int append_event(char **out, size_t *n, size_t *cap, json_t *j)
 {
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(j);
     if (!s) return AIOS_ENOMEM;
     int rc = append(out, n, cap, "data: ", 6);

@@ -1,0 +1,221 @@
+/* The AIOS wire protocol: POST /query, as Cerebrum agents send it.
+ *
+ *   {"agent_name": "...", "query_type": "llm"|"memory"|"storage"|"tool",
+ *    "query_data": {...}}
+ *
+ * Each query becomes one syscall of the matching kind. LLM queries are
+ * translated into the OpenAI request the engine already understands
+ * (messages, temperature, max_new_tokens -> max_tokens, response_format,
+ * tools; `llms[0].name` picks the model, else the first one). Memory and
+ * storage queries carry {operation_type, params}; tool queries carry
+ * {tool_calls}. They go to the executor the matching manager registered
+ * (kernel_register_executor); without one the answer is 501.
+ *
+ * The answer has the reference's shape:
+ *   {"response": {...}, "start_times": [s], "end_times": [s],
+ *    "waiting_times": [s], "turnaround_times": [s]}
+ * with wall-clock seconds, filled for every call. Failures are a real HTTP
+ * status with {"error": {...}}, never a 200 carrying an error (the
+ * reference's client retries those forever). */
+#include "api/api.h"
+
+#include "kernel/query.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double mono_to_wall_s(int64_t t_mono_us)
+{
+    int64_t now_mono = util_now_us(), now_wall = util_wall_us();
+    return (double)(now_wall - (now_mono - t_mono_us)) / 1e6;
+}
+
+static json_t *with_times(struct syscall *sc, json_t *response)
+{
+    double created = mono_to_wall_s(sc->t_created_us);
+    double start = mono_to_wall_s(sc->t_start_us), end = mono_to_wall_s(sc->t_end_us);
+    return json_pack("{s:o,s:[f],s:[f],s:[f],s:[f]}", "response", response, "start_times", start,
+                     "end_times", end, "waiting_times", start - created, "turnaround_times",
+                     end - created);
+}
+
+static enum MHD_Result query_error(struct api_req *r)
+{
+    struct syscall *sc = r->sc;
+    const char *type;
+    unsigned st = api_status_for(sc->err, &type);
+    if (sc->http_status) st = (unsigned)sc->http_status;
+    return api_send_error(r, st, type, "%s", sc->errmsg);
+}
+
+static enum MHD_Result llm_finish(struct api_req *r)
+{
+    struct syscall *sc = r->sc;
+    if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
+    struct llm_res *res = sc->res;
+    json_t *resp = json_pack("{s:s,s:s%,s:n,s:b,s:n,s:i,s:{s:i,s:i,s:i}}", "response_class", "llm",
+                             "response_message", res->text, res->len, "tool_calls", "finished", 1,
+                             "error", "status_code", 200, "usage", "prompt_tokens", res->n_prompt,
+                             "completion_tokens", res->n_gen, "cached_tokens",
+                             res->n_prompt - res->n_prompt_computed);
+    return api_send_json(r, 200, with_times(sc, resp));
+}
+
+static enum MHD_Result kq_finish(struct api_req *r)
+{
+    struct syscall *sc = r->sc;
+    if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
+    struct kq_res *res = sc->res;
+    return api_send_json(r, 200, with_times(sc, json_incref(res->response)));
+}
+
+/* query_data of an llm query -> OpenAI chat body */
+static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t errlen)
+{
+    json_t *body = json_object();
+    const char *model = k->n_cores ? k->cores[0]->name : "";
+    json_t *llms = json_object_get(qd, "llms");
+    if (llms && !json_is_null(llms)) {
+        if (!json_is_array(llms)) {
+            snprintf(err, errlen, "query_data.llms must be a list of {\"name\", \"backend\"} or null");
+            goto fail;
+        }
+        json_t *first = json_array_get(llms, 0);
+        json_t *name = json_object_get(first, "name");
+        if (first && !json_is_string(name)) {
+            snprintf(err, errlen, "query_data.llms[0].name must be a string");
+            goto fail;
+        }
+        if (name) model = json_string_value(name);
+    }
+    json_object_set_new(body, "model", json_string(model));
+    json_t *msgs = json_object_get(qd, "messages");
+    if (msgs) json_object_set(body, "messages", msgs);
+    static const char *copy[] = {"temperature", "response_format", "tools", "tool_choice", "seed",
+                                 "top_p", "stop"};
+    for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
+        json_t *v = json_object_get(qd, copy[i]);
+        if (v && !json_is_null(v)) json_object_set(body, copy[i], v);
+    }
+    json_t *mnt = json_object_get(qd, "max_new_tokens");
+    if (mnt && !json_is_null(mnt)) json_object_set(body, "max_tokens", mnt);
+    return body;
+fail:
+    json_decref(body);
+    return NULL;
+}
+
+static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *qd)
+{
+    char err[1024] = "";
+    json_t *action = json_object_get(qd, "action_type");
+    if (action && !json_is_null(action)) {
+        if (!json_is_string(action))
+            return api_send_error(r, 400, "invalid_request_error", "query_data.action_type must be a string");
+        const char *a = json_string_value(action);
+        if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output"))
+            return api_send_error(r, 400, "invalid_request_error",
+                                  "action_type '%s' is not supported yet by this kernel", a);
+    }
+    json_t *body = llm_to_openai(r->k, qd, err, sizeof err);
+    if (!body) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+    struct llm_req *req = calloc(1, sizeof *req);
+    bool stream = false;
+    int rc = req ? api_openai_parse_chat(body, req, &stream, err, sizeof err) : AIOS_ENOMEM;
+    json_decref(body);
+    if (rc) {
+        llm_req_free(req);
+        if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
+        return api_send_error(r, 400, "invalid_request_error", "query_data: %s", err);
+    }
+    struct llm_core *core = kernel_find_core(r->k, req->model);
+    if (!core) {
+        enum MHD_Result ret = api_send_error(r, 404, "not_found_error",
+                                             "model '%s' is not served by this kernel; "
+                                             "GET /v1/models lists them", req->model);
+        llm_req_free(req);
+        return ret;
+    }
+    rc = core->ops->prepare(core, req, err, sizeof err);
+    if (rc) {
+        llm_req_free(req);
+        return api_send_error(r, 400, "invalid_request_error", "%s", err);
+    }
+    struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);
+    if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
+    return api_submit_and_wait(r, sc, llm_finish);
+}
+
+static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum syscall_kind kind,
+                                json_t *qd)
+{
+    const char *op;
+    json_t *params;
+    if (kind == SYSCALL_KIND_TOOL) {
+        json_t *calls = json_object_get(qd, "tool_calls");
+        if (!json_is_array(calls))
+            return api_send_error(r, 400, "invalid_request_error",
+                                  "query_data.tool_calls must be a list of {\"name\", \"parameters\"}");
+        op = "call";
+        params = json_pack("{s:O}", "tool_calls", calls);
+    } else {
+        json_t *o = json_object_get(qd, "operation_type");
+        if (!json_is_string(o))
+            return api_send_error(r, 400, "invalid_request_error",
+                                  "query_data.operation_type must be a string");
+        json_t *p = json_object_get(qd, "params");
+        if (p && !json_is_null(p) && !json_is_object(p))
+            return api_send_error(r, 400, "invalid_request_error", "query_data.params must be an object");
+        op = json_string_value(o);
+        params = json_is_object(p) ? json_deep_copy(p) : json_object();
+    }
+    if (!r->k->pools[kind]) {
+        json_decref(params);
+        return api_send_error(r, 501, "not_implemented",
+                              "the %s manager is not available in this kernel yet",
+                              syscall_kind_name(kind));
+    }
+    struct kq_req *req = kq_req_new(op, params);
+    struct syscall *sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;
+    if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
+    return api_submit_and_wait(r, sc, kq_finish);
+}
+
+enum MHD_Result api_aios_query(struct api_req *r)
+{
+    enum MHD_Result sent;
+    json_t *body = api_parse_body(r, &sent);
+    if (!body) return sent;
+    enum MHD_Result ret;
+    json_t *an = json_object_get(body, "agent_name");
+    json_t *qt = json_object_get(body, "query_type");
+    json_t *qd = json_object_get(body, "query_data");
+    if (!json_is_string(an) || json_string_length(an) == 0) {
+        ret = api_send_error(r, 400, "invalid_request_error", "'agent_name' must be a non-empty string");
+        goto out;
+    }
+    if (!json_is_string(qt)) {
+        ret = api_send_error(r, 400, "invalid_request_error",
+                             "'query_type' must be one of llm, memory, storage, tool");
+        goto out;
+    }
+    if (!json_is_object(qd)) {
+        ret = api_send_error(r, 400, "invalid_request_error", "'query_data' must be an object");
+        goto out;
+    }
+    const char *agent = json_string_value(an), *t = json_string_value(qt);
+    if (!strcmp(t, "llm")) ret = query_llm(r, agent, qd);
+    else if (!strcmp(t, "memory")) ret = query_kq(r, agent, SYSCALL_KIND_MEMORY, qd);
+    else if (!strcmp(t, "storage")) ret = query_kq(r, agent, SYSCALL_KIND_STORAGE, qd);
+    else if (!strcmp(t, "tool")) ret = query_kq(r, agent, SYSCALL_KIND_TOOL, qd);
+    else
+        ret = api_send_error(r, 400, "invalid_request_error",
+                             "'query_type' must be one of llm, memory, storage, tool (got '%s')", t);
+out:
+    json_decref(body);
+    return ret;
+}
