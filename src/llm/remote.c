@@ -797,7 +797,7 @@ static int setting_str(json_t *entry, size_t idx, const char *key, const char **
 /* base URL -> endpoint: a bare host gets /v1/chat/completions (/v1/messages
  * for Anthropic); a base with a path (…/v1, …/openai/v1) gets
  * /chat/completions (/messages); a full endpoint is kept. */
-static char *endpoint_url(const char *base, enum remote_dialect d)
+char *remote_endpoint_url(const char *base, enum remote_dialect d)
 {
     size_t n = strlen(base);
     while (n && base[n - 1] == '/') n--;
@@ -878,7 +878,7 @@ int llm_remote_create(struct llm_core **out, const struct aios_config *cfg,
                      "https://", idx, base);
             goto fail;
         }
-        rc->reps[i].url = endpoint_url(base, bi->dialect);
+        rc->reps[i].url = remote_endpoint_url(base, bi->dialect);
         if (!rc->reps[i].url) goto nomem;
         /* key: model entry, api_keys.<backend>, environment */
         const char *key = NULL;

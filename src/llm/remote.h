@@ -36,6 +36,12 @@ bool llm_backend_is_remote(const char *backend);
 int llm_remote_create(struct llm_core **out, const struct aios_config *cfg,
                       const struct cfg_model *const *models, size_t n, char *err, size_t errlen);
 
+/* Endpoint URL for a configured base (malloc'd; NULL on OOM): a bare host
+ * gets /v1/chat/completions (/v1/messages for Anthropic), a base with a
+ * path such as .../v1 or .../openai gets /chat/completions (/messages), a
+ * full endpoint is kept. */
+char *remote_endpoint_url(const char *base, enum remote_dialect d);
+
 /* Text snapshot for remote context switching: turn req into the request
  * that continues an answer of which `partial` (n bytes) was already
  * produced. The partial text becomes a final assistant message (merged with
