@@ -12,7 +12,8 @@
  * stop_reason -> finish_reason, usage input/output tokens), streamed
  * answers parsed from Anthropic's SSE events (delivered in small pieces so
  * events split across reads), error statuses (404, 401), a retry after 529
- * overloaded, and an error event in the middle of a stream. */
+ * overloaded, an error event in the middle of a stream, and 200 calls in
+ * flight at once on the one remote thread. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- recorded exchanges ---- */
@@ -103,6 +105,10 @@ static int g_mock_port;
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct seen g_last; /* the last request, guarded by g_mu */
 static int g_busy_requests;
+/* claude-slow: every request is held until N_SLOW are in flight at once */
+enum { N_SLOW = 200 };
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static int g_slow_arrived;
 
 struct upload {
     char *buf;
@@ -169,6 +175,18 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
 
     if (strcmp(url, "/v1/messages") || strcmp(method, "POST") || !model)
         return reply(c, 404, REC_NOT_FOUND, false);
+    if (!strcmp(model, "claude-slow")) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60;
+        pthread_mutex_lock(&g_mu);
+        if (++g_slow_arrived >= N_SLOW) pthread_cond_broadcast(&g_cv);
+        while (g_slow_arrived < N_SLOW && pthread_cond_timedwait(&g_cv, &g_mu, &until) == 0) {}
+        bool all = g_slow_arrived >= N_SLOW;
+        pthread_mutex_unlock(&g_mu);
+        if (!all) return reply(c, 400, REC_NOT_FOUND, false); /* fails the test */
+        return reply(c, 200, REC_MESSAGE, false);
+    }
     if (!strcmp(model, "claude-missing")) return reply(c, 404, REC_NOT_FOUND, false);
     if (!strcmp(model, "claude-badkey")) return reply(c, 401, REC_BAD_KEY, false);
     if (busy == 1) return reply(c, 529, REC_OVERLOADED, false);
@@ -196,9 +214,10 @@ static char g_cfg[64];
 static int group_setup(void **state)
 {
     (void)state;
-    g_mock = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+    g_mock = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                                  MHD_USE_POLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                               mock_handler, NULL, MHD_OPTION_NOTIFY_COMPLETED, mock_done, NULL,
-                              MHD_OPTION_END);
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)(N_SLOW + 50), MHD_OPTION_END);
     assert_non_null(g_mock);
     g_mock_port = MHD_get_daemon_info(g_mock, MHD_DAEMON_INFO_BIND_PORT)->port;
     snprintf(g_cfg, sizeof g_cfg, "/tmp/aios-it-anthropic-XXXXXX");
@@ -208,7 +227,7 @@ static int group_setup(void **state)
     fprintf(f, "api_keys:\n  anthropic: \"sk-ant-recorded-test\"\n"
                "llms:\n  remote: {retry_backoff_ms: 10}\n  models:\n");
     const char *names[] = {"claude-ok", "claude-missing", "claude-badkey", "claude-busy",
-                           "claude-midfail"};
+                           "claude-midfail", "claude-slow"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fprintf(f, "    - {name: %s, backend: anthropic, hostname: \"http://127.0.0.1:%d\"}\n",
                 names[i], g_mock_port);
@@ -364,12 +383,66 @@ static void test_error_statuses(void **state)
     json_decref(j);
 }
 
+struct slow_client {
+    const char *base;
+    long status;
+};
+
+static void *slow_client_main(void *arg)
+{
+    struct slow_client *c = arg;
+    char url[128];
+    snprintf(url, sizeof url, "%s/v1/chat/completions", c->base);
+    const char *body = "{\"model\":\"claude-slow\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}";
+    struct hc_resp r;
+    if (hc_call("POST", url, body, strlen(body), &r, 120) == 0) c->status = r.status;
+    hc_resp_free(&r);
+    return NULL;
+}
+
+/* The mock answers claude-slow only once N_SLOW requests are in flight at
+ * the same time, so all of them succeeding shows that the one remote
+ * thread keeps N_SLOW transfers going at once (and /status saw them). */
+static void test_hundreds_in_flight(void **state)
+{
+    (void)state;
+    static struct slow_client c[N_SLOW];
+    static pthread_t th[N_SLOW];
+    for (int i = 0; i < N_SLOW; i++) {
+        c[i] = (struct slow_client){.base = g_k->child.base};
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, 256 * 1024);
+        assert_int_equal(pthread_create(&th[i], &a, slow_client_main, &c[i]), 0);
+        pthread_attr_destroy(&a);
+    }
+    int ok = 0;
+    for (int i = 0; i < N_SLOW; i++) {
+        pthread_join(th[i], NULL);
+        ok += c[i].status == 200;
+    }
+    assert_int_equal(ok, N_SLOW);
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "GET", "/status", NULL, &j), 200);
+    json_t *m, *slow = NULL;
+    size_t i;
+    json_array_foreach(json_object_get(j, "models"), i, m) {
+        if (!strcmp(json_string_value(json_object_get(m, "name")), "claude-slow")) slow = m;
+    }
+    assert_non_null(slow);
+    json_t *r0 = json_array_get(json_object_get(slow, "replicas"), 0);
+    assert_int_equal(json_integer_value(json_object_get(r0, "max_outstanding")), N_SLOW);
+    assert_int_equal(json_integer_value(json_object_get(r0, "outstanding")), 0);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_message_mapping),
         cmocka_unit_test(test_streamed_events),
         cmocka_unit_test(test_error_statuses),
+        cmocka_unit_test(test_hundreds_in_flight),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
