@@ -138,6 +138,9 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned st, const char *
     return ret;
 }
 
+static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const char *method,
+                              const char *model, bool stream, int busy);
+
 static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const char *url,
                                     const char *method, const char *version, const char *data,
                                     size_t *n_data, void **con_cls)
@@ -171,8 +174,14 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
     snprintf(g_last.version, sizeof g_last.version, "%s", ver ? ver : "");
     int busy = model && !strcmp(model, "claude-busy") ? ++g_busy_requests : 0;
     pthread_mutex_unlock(&g_mu);
-    json_decref(body);
+    enum MHD_Result ret = answer(c, url, method, model, stream, busy);
+    json_decref(body); /* model points into it */
+    return ret;
+}
 
+static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const char *method,
+                              const char *model, bool stream, int busy)
+{
     if (strcmp(url, "/v1/messages") || strcmp(method, "POST") || !model)
         return reply(c, 404, REC_NOT_FOUND, false);
     if (!strcmp(model, "claude-slow")) {
