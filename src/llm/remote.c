@@ -264,18 +264,7 @@ static int buf_append(struct rcall *cl, const char *p, size_t n)
         cl->too_big = true;
         return AIOS_ETOOBIG;
     }
-    if (cl->n_buf + n + 1 > cl->cap_buf) {
-        size_t c = cl->cap_buf ? cl->cap_buf : 4096;
-        while (c < cl->n_buf + n + 1) c *= 2;
-        char *b = realloc(cl->buf, c);
-        if (!b) return AIOS_ENOMEM;
-        cl->buf = b;
-        cl->cap_buf = c;
-    }
-    memcpy(cl->buf + cl->n_buf, p, n);
-    cl->n_buf += n;
-    cl->buf[cl->n_buf] = 0;
-    return 0;
+    return util_buf_append(&cl->buf, &cl->n_buf, &cl->cap_buf, p, n);
 }
 
 static int on_sse_event(void *ud, const char *event, const char *data, size_t n)

@@ -22,6 +22,7 @@
 #include "llm/remote.h"
 
 #include "util/err.h"
+#include "util/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,31 +104,11 @@ nomem:
     return NULL;
 }
 
-static int grow(char **s, size_t *cap, size_t need)
-{
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    char *p = realloc(*s, c);
-    if (!p) return AIOS_ENOMEM;
-    *s = p;
-    *cap = c;
-    return 0;
-}
-
-/* append "\n\n" + text to a malloc'd string */
+/* append "\n\n" + text to a growable string */
 static int join(char **dst, size_t *n, size_t *cap, const char *text)
 {
-    size_t t = strlen(text);
-    if (grow(dst, cap, *n + t + 3)) return AIOS_ENOMEM;
-    if (*n) {
-        memcpy(*dst + *n, "\n\n", 2);
-        *n += 2;
-    }
-    memcpy(*dst + *n, text, t);
-    *n += t;
-    (*dst)[*n] = 0;
-    return 0;
+    if (*n && util_buf_append(dst, n, cap, "\n\n", 2)) return AIOS_ENOMEM;
+    return util_buf_append(dst, n, cap, text, strlen(text));
 }
 
 static json_t *request_anthropic(const struct llm_req *req, const struct remote_wire_opts *o,
@@ -167,10 +148,6 @@ static json_t *request_anthropic(const struct llm_req *req, const struct remote_
             if (rc) goto nomem;
         } else if (join(&cur, &n_cur, &cap_cur, text)) {
             goto nomem;
-        }
-        if (!cur) { /* empty first text: keep a valid string */
-            if (grow(&cur, &cap_cur, 1)) goto nomem;
-            cur[0] = 0;
         }
         cur_role = role;
     }
@@ -239,11 +216,7 @@ void remote_answer_free(struct remote_answer *a)
 
 int remote_answer_append(struct remote_answer *a, const char *s, size_t n)
 {
-    if (grow(&a->text, &a->cap, a->len + n + 1)) return AIOS_ENOMEM;
-    memcpy(a->text + a->len, s, n);
-    a->len += n;
-    a->text[a->len] = 0;
-    return 0;
+    return util_buf_append(&a->text, &a->len, &a->cap, s, n);
 }
 
 static const char *map_finish_openai(const char *f)
@@ -485,12 +458,9 @@ static int sse_line(struct sse_parser *p, const char *l, size_t n, sse_event_fn 
         vl--;
     }
     if (fl == 4 && !memcmp(l, "data", 4)) {
-        size_t need = p->n_data + vl + 2;
-        if (grow(&p->data, &p->cap_data, need)) return AIOS_ENOMEM;
-        if (p->has_data) p->data[p->n_data++] = '\n';
-        memcpy(p->data + p->n_data, v, vl);
-        p->n_data += vl;
-        p->data[p->n_data] = 0;
+        if (p->has_data && util_buf_append(&p->data, &p->n_data, &p->cap_data, "\n", 1))
+            return AIOS_ENOMEM;
+        if (util_buf_append(&p->data, &p->n_data, &p->cap_data, v, vl)) return AIOS_ENOMEM;
         p->has_data = true;
     } else if (fl == 5 && !memcmp(l, "event", 5)) {
         size_t k = vl < sizeof p->event - 1 ? vl : sizeof p->event - 1;
@@ -502,18 +472,18 @@ static int sse_line(struct sse_parser *p, const char *l, size_t n, sse_event_fn 
 
 int sse_feed(struct sse_parser *p, const char *bytes, size_t n, sse_event_fn fn, void *ud)
 {
-    for (size_t i = 0; i < n; i++) {
-        char c = bytes[i];
-        if (c == '\n') {
-            size_t ln = p->n_line;
-            if (ln && p->line[ln - 1] == '\r') ln--;
-            p->n_line = 0;
-            int rc = sse_line(p, p->line, ln, fn, ud);
-            if (rc) return rc;
-            continue;
-        }
-        if (grow(&p->line, &p->cap_line, p->n_line + 2)) return AIOS_ENOMEM;
-        p->line[p->n_line++] = c;
+    while (n) {
+        const char *nl = memchr(bytes, '\n', n);
+        size_t take = nl ? (size_t)(nl - bytes) : n;
+        if (util_buf_append(&p->line, &p->n_line, &p->cap_line, bytes, take)) return AIOS_ENOMEM;
+        if (!nl) break;
+        bytes += take + 1;
+        n -= take + 1;
+        size_t ln = p->n_line;
+        if (ln && p->line[ln - 1] == '\r') ln--;
+        p->n_line = 0;
+        int rc = sse_line(p, p->line, ln, fn, ud);
+        if (rc) return rc;
     }
     return 0;
 }
