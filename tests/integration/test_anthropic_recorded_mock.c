@@ -12,8 +12,9 @@
  * stop_reason -> finish_reason, usage input/output tokens), streamed
  * answers parsed from Anthropic's SSE events (delivered in small pieces so
  * events split across reads), error statuses (404, 401), a retry after 529
- * overloaded, an error event in the middle of a stream, and 200 calls in
- * flight at once on the one remote thread. */
+ * overloaded, an error event in the middle of a stream, 200 calls in
+ * flight at once on the one remote thread, a timeout (408), and a client
+ * that leaves mid-stream. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -115,6 +116,29 @@ struct upload {
     size_t n;
 };
 
+/* claude-hang, streamed: one delta, then keep-alive comments every 50 ms
+ * for up to 10 s (a write to a client that left ends it sooner) */
+static const char REC_HANG_START[] =
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Partial\"}}\n"
+    "\n";
+
+static ssize_t hang_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    size_t n0 = sizeof REC_HANG_START - 1;
+    if (pos < n0) {
+        size_t n = n0 - pos < max ? n0 - pos : max;
+        memcpy(buf, REC_HANG_START + pos, n);
+        return (ssize_t)n;
+    }
+    if (pos > n0 + 200 * 3) return MHD_CONTENT_READER_END_OF_STREAM;
+    usleep(50000);
+    if (max < 3) return 0;
+    memcpy(buf, ":\n\n", 3);
+    return 3;
+}
+
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     const char *s = cls;
@@ -196,6 +220,18 @@ static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const c
         if (!all) return reply(c, 400, REC_NOT_FOUND, false); /* fails the test */
         return reply(c, 200, REC_MESSAGE, false);
     }
+    if (!strcmp(model, "claude-hang")) {
+        if (!stream) {
+            sleep(3); /* the kernel's timeout_s for this model is 1 */
+            return reply(c, 200, REC_MESSAGE, false);
+        }
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256,
+                                                                   hang_reader, NULL, NULL);
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        enum MHD_Result ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     if (!strcmp(model, "claude-missing")) return reply(c, 404, REC_NOT_FOUND, false);
     if (!strcmp(model, "claude-badkey")) return reply(c, 401, REC_BAD_KEY, false);
     if (busy == 1) return reply(c, 529, REC_OVERLOADED, false);
@@ -240,6 +276,8 @@ static int group_setup(void **state)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fprintf(f, "    - {name: %s, backend: anthropic, hostname: \"http://127.0.0.1:%d\"}\n",
                 names[i], g_mock_port);
+    fprintf(f, "    - {name: claude-hang, backend: anthropic, hostname: \"http://127.0.0.1:%d\", "
+               "timeout_s: 1, max_retries: 0}\n", g_mock_port);
     fclose(f);
     const char *extra[] = {"--config", g_cfg, NULL};
     unsetenv("ANTHROPIC_API_KEY");
@@ -392,6 +430,54 @@ static void test_error_statuses(void **state)
     json_decref(j);
 }
 
+static json_t *status_of(const char *name)
+{
+    json_t *j = NULL, *m, *found = NULL;
+    assert_int_equal(kf_call(g_k, "GET", "/status", NULL, &j), 200);
+    size_t i;
+    json_array_foreach(json_object_get(j, "models"), i, m) {
+        if (!strcmp(json_string_value(json_object_get(m, "name")), name)) found = json_incref(m);
+    }
+    json_decref(j);
+    assert_non_null(found);
+    return found;
+}
+
+/* A call slower than timeout_s is a 408 (not retried, replica not marked
+ * down); a client that leaves mid-stream ends the upstream transfer. */
+static void test_timeout_and_cancel(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-hang\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                             &j), 408);
+    assert_error_body(j, "timeout_s");
+    json_decref(j);
+    json_t *m = status_of("claude-hang");
+    json_t *r0 = json_array_get(json_object_get(m, "replicas"), 0);
+    assert_true(json_is_true(json_object_get(r0, "up")));
+    assert_int_equal(json_integer_value(json_object_get(r0, "sent")), 1);
+    json_decref(m);
+
+    struct sse_result r;
+    kf_stream(g_k, "{\"model\":\"claude-hang\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+              &r, 2); /* role chunk, "Partial", then hang up */
+    assert_string_equal(r.text, "Partial");
+    sse_result_free(&r);
+    /* the kernel notices, drops the transfer, and counts the call as ended */
+    json_int_t failed = 0, outstanding = 1;
+    for (int i = 0; i < 200 && (failed < 2 || outstanding); i++) {
+        usleep(25000);
+        m = status_of("claude-hang");
+        failed = json_integer_value(json_object_get(json_object_get(m, "calls"), "failed"));
+        outstanding = json_integer_value(json_object_get(json_array_get(json_object_get(m, "replicas"), 0), "outstanding"));
+        json_decref(m);
+    }
+    assert_int_equal(failed, 2);
+    assert_int_equal(outstanding, 0);
+}
+
 struct slow_client {
     const char *base;
     long status;
@@ -452,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_streamed_events),
         cmocka_unit_test(test_error_statuses),
         cmocka_unit_test(test_hundreds_in_flight),
+        cmocka_unit_test(test_timeout_and_cancel),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
