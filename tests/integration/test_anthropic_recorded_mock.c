@@ -288,7 +288,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    kf_stop(g_k);
+    if (g_k) kf_stop(g_k);
     MHD_stop_daemon(g_mock);
     json_decref(g_last.body);
     unlink(g_cfg);
@@ -478,6 +478,44 @@ static void test_timeout_and_cancel(void **state)
     assert_int_equal(outstanding, 0);
 }
 
+struct hang_client {
+    struct sse_result r;
+};
+
+static void *hang_client_main(void *arg)
+{
+    struct hang_client *h = arg;
+    kf_stream(g_k, "{\"model\":\"claude-hang\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+              &h->r, 0);
+    return NULL;
+}
+
+/* SIGTERM with a remote call in flight: the call ends with a 503 error
+ * event after its partial text, and the kernel exits cleanly (last test:
+ * it stops the kernel). */
+static void test_shutdown_with_call_in_flight(void **state)
+{
+    (void)state;
+    static struct hang_client h;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, hang_client_main, &h), 0);
+    json_int_t outstanding = 0;
+    for (int i = 0; i < 200 && !outstanding; i++) {
+        usleep(25000);
+        json_t *m = status_of("claude-hang");
+        outstanding = json_integer_value(json_object_get(json_array_get(json_object_get(m, "replicas"), 0), "outstanding"));
+        json_decref(m);
+    }
+    assert_int_equal(outstanding, 1);
+    kf_stop(g_k); /* asserts exit status 0 */
+    g_k = NULL;
+    pthread_join(th, NULL);
+    assert_string_equal(h.r.text, "Partial");
+    assert_non_null(h.r.error);
+    assert_non_null(strstr(json_string_value(json_object_get(h.r.error, "message")), "shutting down"));
+    sse_result_free(&h.r);
+}
+
 struct slow_client {
     const char *base;
     long status;
@@ -539,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_error_statuses),
         cmocka_unit_test(test_hundreds_in_flight),
         cmocka_unit_test(test_timeout_and_cancel),
+        cmocka_unit_test(test_shutdown_with_call_in_flight), /* last: stops the kernel */
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
