@@ -92,28 +92,19 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     for (size_t i = 0; i < k->cfg.n_models; i++) {
         const struct cfg_model *m = &k->cfg.models[i];
-        struct llm_core *c = NULL;
-        if (llm_backend_is_remote(m->backend)) {
-            /* entries sharing a name are replicas of one remote core */
-            const struct cfg_model *reps[64];
-            size_t n_reps = 0;
-            bool seen = false;
-            for (size_t j = 0; j < k->cfg.n_models; j++) {
-                if (strcmp(k->cfg.models[j].name, m->name)) continue;
-                if (j < i) seen = true;
-                if (n_reps < sizeof reps / sizeof reps[0]) reps[n_reps++] = &k->cfg.models[j];
-            }
-            if (seen) continue;
-            rc = llm_remote_create(&c, &k->cfg, reps, n_reps, err, errlen);
+        if (llm_backend_is_remote(m->backend)) { /* llm/remote.c: same-name entries are replicas */
+            struct llm_core *r = NULL;
+            rc = llm_remote_create_entry(&r, &k->cfg, i, err, errlen);
             if (rc) goto fail;
-            k->cores[k->n_cores++] = c;
+            if (r) k->cores[k->n_cores++] = r;
             continue;
         }
         if (strcmp(m->backend, "llamacpp") != 0) {
-            LOG_WARN("kernel", "model %s: backend '%s' is not supported; skipped", m->name,
+            LOG_WARN("kernel", "model %s: backend '%s' is not supported yet; skipped", m->name,
                      m->backend);
             continue;
         }
+        struct llm_core *c = NULL;
         rc = llm_llama_create(&c, m, err, errlen);
         if (rc) goto fail;
         k->cores[k->n_cores++] = c;

@@ -900,3 +900,22 @@ fail:
     rem_destroy(&rc->core);
     return rc_ ? rc_ : AIOS_ECONFIG;
 }
+
+int llm_remote_create_entry(struct llm_core **out, const struct aios_config *cfg, size_t idx,
+                            char *err, size_t errlen)
+{
+    *out = NULL;
+    const struct cfg_model *m = &cfg->models[idx];
+    const struct cfg_model *reps[64];
+    size_t n = 0;
+    for (size_t j = 0; j < cfg->n_models; j++) {
+        if (strcmp(cfg->models[j].name, m->name)) continue;
+        if (j < idx) return 0; /* served by the core of its first entry */
+        if (n == sizeof reps / sizeof reps[0]) {
+            snprintf(err, errlen, "model %s: more than %zu replicas", m->name, n);
+            return AIOS_ECONFIG;
+        }
+        reps[n++] = &cfg->models[j];
+    }
+    return llm_remote_create(out, cfg, reps, n, err, errlen);
+}

@@ -42,6 +42,12 @@ int llm_remote_create(struct llm_core **out, const struct aios_config *cfg,
  * full endpoint is kept. */
 char *remote_endpoint_url(const char *base, enum remote_dialect d);
 
+/* For kernel_start: the core for llms.models[idx] and every later entry
+ * with the same name (its replicas). *out is NULL (and 0 returned) when an
+ * earlier entry has that name: its core already serves this one. */
+int llm_remote_create_entry(struct llm_core **out, const struct aios_config *cfg, size_t idx,
+                            char *err, size_t errlen);
+
 /* Text snapshot for remote context switching: turn req into the request
  * that continues an answer of which `partial` (n bytes) was already
  * produced. The partial text becomes a final assistant message (merged with
