@@ -476,9 +476,21 @@ int tool_mcp_call(struct tool_mcp *s, const char *tool, json_t *args, int64_t de
     json_decref(req);
 
     pthread_mutex_lock(&s->mu);
-    while (!rc && !p->done)
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) break;
-    bool done = p->done, timed_out = !rc && !done;
+    bool aborted = false;
+    while (!rc && !p->done) {
+        /* wake every 100 ms to notice a kernel shutdown */
+        struct timespec slice;
+        int64_t left = deadline_us - util_now_us();
+        abs_deadline(&slice, util_now_us() + (left < 100000 ? left : 100000));
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &slice) == ETIMEDOUT) {
+            if (util_now_us() >= deadline_us) break;
+            pthread_mutex_unlock(&s->mu);
+            aborted = tool_mgr_stopping(s->m);
+            pthread_mutex_lock(&s->mu);
+            if (aborted) break;
+        }
+    }
+    bool done = p->done, timed_out = !rc && !done && !aborted;
     /* unlink */
     for (struct mcp_pending **pp = &s->pending; *pp; pp = &(*pp)->next)
         if (*pp == p) {
@@ -494,6 +506,9 @@ int tool_mcp_call(struct tool_mcp *s, const char *tool, json_t *args, int64_t de
 
     if (rc) {
         snprintf(err, errlen, "cannot send the call to MCP server %s: %s", s->name, aios_strerror(rc));
+    } else if (aborted && !done) {
+        snprintf(err, errlen, "the kernel is shutting down");
+        rc = AIOS_ESHUTDOWN;
     } else if (timed_out) {
         snprintf(err, errlen, "%s/%s did not answer within its timeout of %d ms; the server was "
                  "killed and is being restarted", s->name, tool, s->props.timeout_ms);

@@ -40,6 +40,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,12 +91,20 @@ struct tool_mgr {
     pthread_cond_t cv_work;
     struct tool_job *q_head, *q_tail;
     bool stopping;
+    atomic_bool aborting; /* set at stop: running tools are killed */
     pthread_t *workers;
     int n_workers;       /* configured */
     int n_started;       /* threads running */
 };
 
 struct kernel *tool_mgr_kernel(struct tool_mgr *m) { return m->k; }
+
+bool tool_mgr_stopping(void *ud)
+{
+    struct tool_mgr *m = ud;
+    if (atomic_load(&m->aborting)) return true;
+    return m->k && m->k->sched && sched_stopping(m->k->sched);
+}
 const char *tool_mgr_storage_root(struct tool_mgr *m) { return m->storage_root; }
 const char *tool_mgr_data_dir(struct tool_mgr *m) { return m->data_dir; }
 
@@ -624,10 +633,21 @@ static json_t *call_error(const char *type, const char *msg)
 static char *agent_root(struct tool_mgr *m, const char *agent, char *err, size_t errlen)
 {
     if (!m->storage_root) return NULL;
-    /* agent names are "author/name"; keep that as two directory levels,
-     * refuse anything that could climb out */
-    if (!agent[0] || agent[0] == '/' || strstr(agent, "..") || strchr(agent, '\n')) {
-        snprintf(err, errlen, "agent name '%s' cannot name a storage directory", agent);
+    /* agent names are "author/name": path components below the storage
+     * root; refuse anything that could name the root itself or climb out */
+    bool bad = !agent[0] || strlen(agent) > 255;
+    for (const char *c = agent; !bad && *c;) {
+        size_t n = strcspn(c, "/");
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) bad = true;
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)c[i] < 0x20) bad = true;
+        c += n;
+        if (*c == '/') c++;
+        if (!*c && c[-1] == '/') bad = true;
+    }
+    if (bad) {
+        snprintf(err, errlen, "agent name '%.300s' cannot name a storage directory (use "
+                 "author/name without empty, '.' or '..' parts)", agent);
         return NULL;
     }
     char *p;
@@ -647,7 +667,9 @@ static json_t *run_exec(struct tool_mgr *m, struct tool *t, const char *agent, j
     if (!root && err[0]) return call_error("tool_error", err);
     char *input = json_dumps(args, JSON_COMPACT);
     struct tool_spawn_opts o = {.argv = t->argv, .cwd = t->dir, .rw_dir = root,
-                                .network = t->network, .sandbox = true, .limits = t->limits};
+                                .network = t->network, .sandbox = true, .limits = t->limits,
+                                .agent = agent, .tool = t->name,
+                                .should_abort = tool_mgr_stopping, .abort_ud = m};
     char *out = NULL, *errout = NULL;
     size_t n_out = 0;
     bool trunc = false;
@@ -659,7 +681,9 @@ static json_t *run_exec(struct tool_mgr *m, struct tool *t, const char *agent, j
     free(input);
     free(root);
     json_t *res;
-    if (rc == AIOS_EBUSY) {
+    if (rc == AIOS_ESHUTDOWN) {
+        res = call_error("shutdown", err);
+    } else if (rc == AIOS_EBUSY) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s did not finish within its timeout of %d ms and was killed",
                  t->name, t->timeout_ms);
@@ -705,9 +729,15 @@ static json_t *run_job(struct tool_mgr *m, struct tool_job *j)
 {
     struct tool *t = j->t;
     char err[1024] = "";
-    if (t->irreversible && m->approval) {
-        int rc = m->approval(m->approval_ud, j->b->sc, t, j->args, err, sizeof err);
-        if (rc) return call_error("permission_denied", err[0] ? err : "not approved");
+    if (tool_mgr_stopping(m)) return call_error("shutdown", "the kernel is shutting down");
+    if (t->irreversible) {
+        if (m->approval) {
+            int rc = m->approval(m->approval_ud, j->b->sc, t, j->args, err, sizeof err);
+            if (rc) return call_error("permission_denied", err[0] ? err : "not approved");
+        } else {
+            LOG_WARN("tools", "%s is irreversible but no approval hook is installed (no access "
+                     "manager); running it for %s", t->name, j->b->agent);
+        }
     }
     switch (t->kind) {
     case TOOL_KIND_BUILTIN: {
@@ -726,6 +756,7 @@ static json_t *run_job(struct tool_mgr *m, struct tool_job *j)
         int rc = tool_mcp_call(t->mcp, t->remote_name, j->args,
                                util_now_us() + (int64_t)t->timeout_ms * 1000, &res, err, sizeof err);
         if (rc == AIOS_EBUSY) return call_error("timeout", err);
+        if (rc == AIOS_ESHUTDOWN) return call_error("shutdown", err);
         if (rc) return call_error("tool_error", err);
         /* cut oversized text content */
         char *s = json_dumps(res, JSON_COMPACT);
@@ -970,6 +1001,7 @@ void tool_exec_syscall(struct syscall *sc, void *ud)
     if (n_ok == 0) {
         const char *type = json_string_value(json_object_get(json_object_get(json_array_get(results, 0), "error"), "type"));
         int st = !type ? 500 : !strcmp(type, "not_found") ? 404 : !strcmp(type, "timeout") ? 504
+               : !strcmp(type, "shutdown") ? 503
                : !strcmp(type, "unavailable") ? 501
                : !strcmp(type, "permission_denied") ? 403 : !strcmp(type, "tool_error") ? 502 : 400;
         char *all = json_dumps(results, JSON_COMPACT);
@@ -1071,6 +1103,7 @@ int tool_mgr_start(struct tool_mgr **out, struct kernel *k, char *err, size_t er
 void tool_mgr_stop(struct tool_mgr *m)
 {
     if (!m) return;
+    atomic_store(&m->aborting, true);
     pthread_mutex_lock(&m->mu);
     m->stopping = true;
     pthread_cond_broadcast(&m->cv_work);

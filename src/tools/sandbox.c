@@ -349,6 +349,15 @@ int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *
     sv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin");
     sv_push(&env, "HOME=/tmp");
     sv_push(&env, "LANG=C.UTF-8");
+    char kv[600];
+    if (o->agent) {
+        snprintf(kv, sizeof kv, "AIOS_AGENT=%.500s", o->agent);
+        sv_push(&env, kv);
+    }
+    if (o->tool) {
+        snprintf(kv, sizeof kv, "AIOS_TOOL=%.500s", o->tool);
+        sv_push(&env, kv);
+    }
     if (av.oom || env.oom || !av.v) {
         rc = AIOS_ENOMEM;
         goto fail;
@@ -492,7 +501,7 @@ int tool_proc_run(const struct tool_spawn_opts *o, const char *input, size_t n_i
     int rc = tool_proc_spawn(&p, o, err, errlen);
     if (rc) return rc;
     size_t cap_out = 0, n_err = 0, cap_err = 0, written = 0;
-    bool out_eof = false, err_eof = false, timed_out = false;
+    bool out_eof = false, err_eof = false, timed_out = false, aborted = false;
     if (n_input == 0) {
         close(p.fd_in);
         p.fd_in = -1;
@@ -517,6 +526,11 @@ int tool_proc_run(const struct tool_spawn_opts *o, const char *input, size_t n_i
             timed_out = true;
             break;
         }
+        if (o->should_abort && o->should_abort(o->abort_ud)) {
+            aborted = true;
+            break;
+        }
+        if (left > 100000) left = 100000;
         int pr = poll(pf, (nfds_t)np, (int)((left + 999) / 1000));
         if (pr < 0 && errno != EINTR) break;
         if (pr <= 0) continue;
@@ -536,7 +550,7 @@ int tool_proc_run(const struct tool_spawn_opts *o, const char *input, size_t n_i
             }
         }
     }
-    if (timed_out) tool_proc_kill(&p);
+    if (timed_out || aborted) tool_proc_kill(&p);
     else if (p.pid > 0) {
         /* output closed: give it until the deadline to exit */
         for (;;) {
@@ -547,7 +561,7 @@ int tool_proc_run(const struct tool_spawn_opts *o, const char *input, size_t n_i
                 p.pid = -1;
                 break;
             }
-            if (util_now_us() >= deadline_us) {
+            if (util_now_us() >= deadline_us || (o->should_abort && o->should_abort(o->abort_ud))) {
                 timed_out = true;
                 tool_proc_kill(&p);
                 break;
@@ -557,6 +571,10 @@ int tool_proc_run(const struct tool_spawn_opts *o, const char *input, size_t n_i
     }
     int st = tool_proc_reap(&p);
     if (*wstatus == -1) *wstatus = st;
+    if (aborted) {
+        snprintf(err, errlen, "the kernel is shutting down; the tool was stopped");
+        return AIOS_ESHUTDOWN;
+    }
     if (timed_out) {
         snprintf(err, errlen, "timed out and was killed");
         return AIOS_EBUSY;

@@ -122,6 +122,7 @@ int tool_validate_args(const struct tool *t, json_t *args, char *err, size_t err
 int tool_calc_eval(const char *expr, double *out, char *err, size_t errlen);
 
 /* manager accessors for the other sources */
+bool tool_mgr_stopping(void *m); /* the kernel is shutting down */
 struct kernel *tool_mgr_kernel(struct tool_mgr *m);
 const char *tool_mgr_storage_root(struct tool_mgr *m);
 const char *tool_mgr_data_dir(struct tool_mgr *m);
@@ -139,6 +140,12 @@ struct tool_spawn_opts {
     bool network;
     bool sandbox;          /* false: run directly (tests of the runner only) */
     struct tool_limits limits;
+    const char *agent;     /* exported as AIOS_AGENT (may be NULL) */
+    const char *tool;      /* exported as AIOS_TOOL (may be NULL) */
+    /* polled at least every 100 ms while running; true kills the process
+     * (kernel shutdown). May be NULL. */
+    bool (*should_abort)(void *ud);
+    void *abort_ud;
 };
 /* 0 or negative AIOS_E* (message in err). */
 int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *err, size_t errlen);
@@ -164,7 +171,8 @@ int tool_proc_run(const struct tool_spawn_opts *o, const char *input, size_t n_i
 /* mcp.c */
 int tool_mcp_start(struct tool_mgr *m, const char *name, json_t *cfg, struct tool_mcp **out,
                    char *err, size_t errlen);
-/* Call a tool; blocks until the result, an error or deadline_us. */
+/* Call a tool; blocks until the result, an error or deadline_us (or the
+ * manager is stopping). */
 int tool_mcp_call(struct tool_mcp *s, const char *tool, json_t *args, int64_t deadline_us,
                   json_t **result, char *err, size_t errlen);
 void tool_mcp_stop(struct tool_mcp *s);

@@ -17,8 +17,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "util/util.h"
+
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +48,7 @@ static const char *CONFIG =
     "      parameters: {type: object, properties: {msg: {type: string}, n: {type: integer}},"
     " required: [msg], additionalProperties: false}\n"
     "    - {name: test/sleepy, command: " FIX "/sleepy.sh, timeout_ms: 500}\n"
+    "    - {name: test/sleepy_long, command: " FIX "/sleepy.sh, timeout_ms: 120000}\n"
     "    - {name: test/bigout, command: " FIX "/bigout.sh, max_output_bytes: 1000}\n"
     "    - {name: test/fail, command: " FIX "/fail.sh}\n"
     "    - {name: test/escape, command: " FIX "/escape.sh}\n"
@@ -451,6 +455,48 @@ static void test_limits(void **state)
     assert_int_equal(read_counter("conc/grp", "max"), 1);
 }
 
+struct longcall {
+    long status;
+    json_t *j;
+};
+
+static void *long_thread(void *arg)
+{
+    struct longcall *c = arg;
+    c->status = tool_query("t/g", "[{\"name\":\"test/sleepy_long\",\"parameters\":{}},"
+                                  "{\"name\":\"testmcp/slow\",\"parameters\":{\"ms\":1200}}]", &c->j);
+    return NULL;
+}
+
+/* SIGTERM while a tool hangs (timeout 120 s): the tool is killed, the
+ * caller gets an answer, the kernel exits cleanly and soon. Runs last. */
+static void test_shutdown_kills_tools(void **state)
+{
+    (void)state;
+    if (!g_bwrap) skip();
+    struct longcall c = {0};
+    pthread_t th;
+    int before = count_descendants(g_kf->child.pid);
+    assert_int_equal(pthread_create(&th, NULL, long_thread, &c), 0);
+    for (int i = 0; i < 500 && count_descendants(g_kf->child.pid) <= before; i++) usleep(10000);
+    int64_t t0 = util_now_us();
+    struct kernel_fixture *kf = g_kf;
+    g_kf = NULL;
+    kill(kf->child.pid, SIGTERM);
+    pthread_join(th, NULL);
+    kf_stop(kf); /* asserts exit status 0 */
+    double secs = (double)(util_now_us() - t0) / 1e6;
+    fprintf(stderr, "shutdown with a hung tool took %.2f s; the call got %ld\n", secs, c.status);
+    /* every call ended (503 for the killed one), long before the 120 s timeout */
+    assert_true(c.status == 503 || c.status == 200);
+    if (c.status == 200) {
+        json_t *e = json_object_get(result_of(c.j, 0), "error");
+        assert_string_equal(json_string_value(json_object_get(e, "type")), "shutdown");
+    }
+    json_decref(c.j);
+    assert_true(secs < 30);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_sandbox_net),
         cmocka_unit_test(test_sandbox_forkbomb),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_shutdown_kills_tools),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
