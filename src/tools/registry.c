@@ -804,7 +804,9 @@ static void *worker_main(void *arg)
         acquire(m, j->t, +1);
         pthread_mutex_unlock(&m->mu);
 
+        int64_t t0 = util_now_us();
         json_t *res = run_job(m, j);
+        if (res) json_object_set_new(res, "duration_ms", json_real((double)(util_now_us() - t0) / 1000.0));
 
         pthread_mutex_lock(&m->mu);
         acquire(m, j->t, -1);

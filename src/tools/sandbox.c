@@ -20,6 +20,9 @@
  * enforced); otherwise by RLIMIT_NPROC when not root; otherwise it is not
  * bounded and start-up logs a warning. tool_sandbox_pids_mode() says which.
  *
+ * Inherited descriptors: the child closes every fd above 2 before exec,
+ * so the kernel's listening socket and open files never reach a tool.
+ *
  * Killing: SIGKILL to bwrap's process group and to every pid in the
  * cgroup; the pid namespace takes the rest with it.
  *
@@ -388,6 +391,10 @@ int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *
         dup2(in[0], 0);
         dup2(out[1], 1);
         dup2(er[1], 2);
+        /* nothing of the kernel's leaks in: listening socket, model files,
+         * databases (not every library sets O_CLOEXEC) */
+        if (close_range(3, ~0U, 0) != 0)
+            for (int fd = 3; fd < 4096; fd++) close(fd);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

@@ -11,7 +11,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <math.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +225,49 @@ static void test_runner(void **state)
     assert_non_null(strstr(err, "timed out"));
     free(out);
     free(errout);
+
+    /* descriptors of the kernel do not leak into a tool */
+    int fd = open("/dev/null", O_RDONLY); /* no O_CLOEXEC on purpose */
+    assert_true(fd >= 0);
+    assert_int_equal(dup2(fd, 200), 200);
+    char *const argv_ls[] = {"/bin/ls", "/proc/self/fd", NULL};
+    o.argv = argv_ls;
+    assert_int_equal(tool_proc_run(&o, NULL, 0, 4096, util_now_us() + 5000000, &out, &n, &trunc,
+                                   &errout, &st, err, sizeof err), 0);
+    assert_non_null(out);
+    assert_null(strstr(out, "200"));
+    assert_non_null(strstr(out, "0\n1\n2\n"));
+    free(out);
+    free(errout);
+    close(200);
+    close(fd);
+}
+
+static void test_calc_fuzz(void **state)
+{
+    (void)state;
+    /* random expressions over the grammar's alphabet: an answer or an
+     * error with a position, never a crash (run under ASan in asan-test) */
+    const char alpha[] = "0123456789+-*/%^().,e pisqrtminaxlogfl";
+    unsigned seed = 12345;
+    for (int i = 0; i < 20000; i++) {
+        char e[64];
+        int len = (int)((seed = seed * 1103515245 + 12345) >> 16) % 40;
+        for (int k = 0; k < len; k++) {
+            seed = seed * 1103515245 + 12345;
+            e[k] = alpha[(seed >> 16) % (sizeof alpha - 1)];
+        }
+        e[len] = 0;
+        double v;
+        char err[256] = "";
+        int rc = tool_calc_eval(e, &v, err, sizeof err);
+        if (rc) {
+            assert_int_equal(rc, AIOS_EINVAL);
+            assert_non_null(strstr(err, "at position "));
+        } else {
+            assert_true(isfinite(v));
+        }
+    }
 }
 
 int main(void)
@@ -232,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_registry_and_validation),
         cmocka_unit_test(test_runner),
+        cmocka_unit_test(test_calc_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
