@@ -931,8 +931,6 @@ int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, js
     while (b.n_left > 0) pthread_cond_wait(&b.cv, &m->mu);
     pthread_mutex_unlock(&m->mu);
 
-    /* the AIOS shape: response_message is the first call's result for a
-     * single call (what Cerebrum reads), a list otherwise */
     json_t *results = json_array(), *msgs = json_array();
     size_t n_fail = 0;
     char first_err[1024] = "";
@@ -952,7 +950,21 @@ int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, js
         json_array_append_new(results, r);
         b.results[i] = NULL;
     }
-    json_t *msg = n == 1 ? json_incref(json_array_get(msgs, 0)) : json_incref(msgs);
+    /* response_message is a string, as the reference's ToolResponse types
+     * it: the result itself when it is text, else its JSON text; for
+     * several calls the JSON text of the list. Structured results are in
+     * tool_results. */
+    json_t *m0 = n == 1 ? json_array_get(msgs, 0) : msgs;
+    json_t *msg;
+    if (json_is_string(m0)) {
+        msg = json_incref(m0);
+    } else if (json_is_null(m0)) {
+        msg = json_null();
+    } else {
+        char *txt = json_dumps(m0, JSON_COMPACT | JSON_ENCODE_ANY);
+        msg = txt ? json_string_nocheck(txt) : NULL;
+        free(txt);
+    }
     json_t *e = json_null();
     if (n_fail) {
         char line[1200];
