@@ -629,29 +629,41 @@ static json_t *call_error(const char *type, const char *msg)
     return json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "type", type, "message", msg);
 }
 
-/* storage root of the agent, created; NULL when it cannot be */
+int tool_agent_dirname(const char *agent, char *out, size_t outlen)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    size_t n = agent ? strlen(agent) : 0, o = 0;
+    if (n == 0 || n > 128) return AIOS_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)agent[i];
+        bool keep = isalnum(c) || c == '_' || c == '-' || (c == '.' && i > 0);
+        if (o + 4 > outlen) return AIOS_EINVAL;
+        if (keep) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hx[c >> 4];
+            out[o++] = hx[c & 15];
+        }
+    }
+    out[o] = 0;
+    return 0;
+}
+
+/* The agent's storage root (storage.root_dir/<dirname>), created; NULL
+ * with a message when it cannot be, NULL without one when the manager has
+ * no storage root (unit tests). */
 static char *agent_root(struct tool_mgr *m, const char *agent, char *err, size_t errlen)
 {
     if (!m->storage_root) return NULL;
-    /* agent names are "author/name": path components below the storage
-     * root; refuse anything that could name the root itself or climb out */
-    bool bad = !agent[0] || strlen(agent) > 255;
-    for (const char *c = agent; !bad && *c;) {
-        size_t n = strcspn(c, "/");
-        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) bad = true;
-        for (size_t i = 0; i < n; i++)
-            if ((unsigned char)c[i] < 0x20) bad = true;
-        c += n;
-        if (*c == '/') c++;
-        if (!*c && c[-1] == '/') bad = true;
-    }
-    if (bad) {
-        snprintf(err, errlen, "agent name '%.300s' cannot name a storage directory (use "
-                 "author/name without empty, '.' or '..' parts)", agent);
+    char dn[128 * 3 + 1];
+    if (tool_agent_dirname(agent, dn, sizeof dn)) {
+        snprintf(err, errlen, "agent name '%.200s' cannot name a storage directory (1 to 128 bytes)",
+                 agent);
         return NULL;
     }
     char *p;
-    if (asprintf(&p, "%s/%s", m->storage_root, agent) < 0) return NULL;
+    if (asprintf(&p, "%s/%s", m->storage_root, dn) < 0) return NULL;
     if (util_mkdirs(p) != 0) {
         snprintf(err, errlen, "cannot create the agent's storage root %s", p);
         free(p);

@@ -121,6 +121,13 @@ int tool_validate_args(const struct tool *t, json_t *args, char *err, size_t err
  * "at position N: ..." in err. */
 int tool_calc_eval(const char *expr, double *out, char *err, size_t errlen);
 
+/* The agent's directory name under storage.root_dir, the storage
+ * manager's rule (sto_agent_dirname): bytes outside [A-Za-z0-9_.-] and a
+ * leading '.' become %XX, so "author/name" is "author%2Fname" and no name
+ * can be ".", "..", hidden or nested. 0 or AIOS_EINVAL (empty, over 128
+ * bytes, or out too small). */
+int tool_agent_dirname(const char *agent, char *out, size_t outlen);
+
 /* manager accessors for the other sources */
 bool tool_mgr_stopping(void *m); /* the kernel is shutting down */
 struct kernel *tool_mgr_kernel(struct tool_mgr *m);

@@ -17,6 +17,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "tools/tools.h"
 #include "util/util.h"
 
 #include <dirent.h>
@@ -308,7 +309,7 @@ static void test_sandbox_fs(void **state)
     assert_int_not_equal(access(outside, F_OK), 0);
     assert_int_not_equal(access("/usr/aios-escape.txt", F_OK), 0);
     char inside[512];
-    snprintf(inside, sizeof inside, "%s/root/sand/box/inside.txt", g_kf->dir);
+    snprintf(inside, sizeof inside, "%s/root/sand%%2Fbox/inside.txt", g_kf->dir);
     assert_int_equal(access(inside, F_OK), 0);
 }
 
@@ -418,8 +419,10 @@ static void test_sandbox_forkbomb(void **state)
 /* read a counter file the conc.sh tool keeps in the agent's root */
 static int read_counter(const char *agent, const char *file)
 {
-    char p[512];
-    snprintf(p, sizeof p, "%s/root/%s/%s", g_kf->dir, agent, file);
+    char p[1024];
+    char dn[256];
+    assert_int_equal(tool_agent_dirname(agent, dn, sizeof dn), 0);
+    snprintf(p, sizeof p, "%s/root/%s/%s", g_kf->dir, dn, file);
     FILE *f = fopen(p, "r");
     if (!f) return -1;
     int v = -1;

@@ -243,6 +243,27 @@ static void test_runner(void **state)
     close(fd);
 }
 
+static void test_agent_dirname(void **state)
+{
+    (void)state;
+    char dn[64];
+    assert_int_equal(tool_agent_dirname("author/name", dn, sizeof dn), 0);
+    assert_string_equal(dn, "author%2Fname");
+    assert_int_equal(tool_agent_dirname("..", dn, sizeof dn), 0);
+    assert_string_equal(dn, "%2E.");
+    assert_int_equal(tool_agent_dirname(".hidden", dn, sizeof dn), 0);
+    assert_string_equal(dn, "%2Ehidden");
+    assert_int_equal(tool_agent_dirname("a b\n", dn, sizeof dn), 0);
+    assert_string_equal(dn, "a%20b%0A");
+    assert_int_equal(tool_agent_dirname("", dn, sizeof dn), AIOS_EINVAL);
+    char long_name[200];
+    memset(long_name, 'x', 199);
+    long_name[199] = 0;
+    char big[1024];
+    assert_int_equal(tool_agent_dirname(long_name, big, sizeof big), AIOS_EINVAL);
+    assert_int_equal(tool_agent_dirname("abcdefghijklmnopqrstuvwxyz", dn, 8), AIOS_EINVAL);
+}
+
 static void test_calc_fuzz(void **state)
 {
     (void)state;
@@ -278,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_registry_and_validation),
         cmocka_unit_test(test_runner),
         cmocka_unit_test(test_calc_fuzz),
+        cmocka_unit_test(test_agent_dirname),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
