@@ -7,13 +7,13 @@
  *   aios/list_files    {"path"?}            -> idem
  *
  * The file tools never touch the disk themselves: each submits a STORAGE
- * syscall (kq_req op "read"/"write"/"list", params {"file_path",
- * "content"}) in the calling agent's name, so the storage manager applies
- * that agent's rights, and waits for it (bounded by the tool's deadline).
- * While no storage manager is registered in this kernel, they answer what
- * /query answers for storage: not available (501). The op names follow the
- * storage manager's AIOS operation names and may be aligned with it when it
- * lands.
+ * syscall (kq_req op "read"/"write"/"list", params {"path", "content"},
+ * the storage manager's operation names) in the calling agent's name, so
+ * the storage manager applies that agent's rights (paths stay inside the
+ * agent's root unless a share grant says otherwise), and waits for it
+ * (bounded by the tool's deadline). The result is the storage manager's
+ * response object. While no storage manager is registered in this kernel
+ * they answer what /query answers for storage: not available (501).
  *
  * Threads: any tool worker; no state of their own. */
 #include "tools/tools.h"
@@ -169,7 +169,7 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
 static int b_read(const struct tool_call_env *env, json_t *args, json_t **result, char *err,
                   size_t errlen)
 {
-    return storage_call(env, "read", json_pack("{s:O}", "file_path", json_object_get(args, "path")),
+    return storage_call(env, "read", json_pack("{s:O}", "path", json_object_get(args, "path")),
                         result, err, errlen);
 }
 
@@ -177,7 +177,7 @@ static int b_write(const struct tool_call_env *env, json_t *args, json_t **resul
                    size_t errlen)
 {
     return storage_call(env, "write",
-                        json_pack("{s:O,s:O}", "file_path", json_object_get(args, "path"),
+                        json_pack("{s:O,s:O}", "path", json_object_get(args, "path"),
                                   "content", json_object_get(args, "content")),
                         result, err, errlen);
 }
@@ -186,8 +186,8 @@ static int b_list(const struct tool_call_env *env, json_t *args, json_t **result
                   size_t errlen)
 {
     json_t *p = json_object_get(args, "path");
-    return storage_call(env, "list", json_pack("{s:O}", "file_path", p ? p : json_string("/")),
-                        result, err, errlen);
+    json_t *params = p ? json_pack("{s:O}", "path", p) : json_object();
+    return storage_call(env, "list", params, result, err, errlen);
 }
 
 static int add(struct tool_mgr *m, const char *name, const char *desc, const char *schema,
