@@ -107,7 +107,7 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
         json_decref(params);
         snprintf(err, errlen, "the storage manager is not available in this kernel yet (storage "
                  "syscalls answer 501); file tools need it");
-        return AIOS_ENOTFOUND;
+        return TOOL_EUNAVAILABLE;
     }
     struct sto_wait *w = calloc(1, sizeof *w);
     struct kq_req *req = w ? kq_req_new(op, params) : (json_decref(params), NULL);

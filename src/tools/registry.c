@@ -758,8 +758,12 @@ static json_t *run_job(struct tool_mgr *m, struct tool_job *j)
         int rc = t->builtin(&env, j->args, &res, err, sizeof err);
         if (rc)
             return call_error(rc == AIOS_EINVAL ? "invalid_arguments"
-                              : rc == AIOS_ENOTFOUND ? "unavailable" : rc == AIOS_EBUSY ? "timeout"
-                              : "tool_error", err);
+                              : rc == AIOS_ENOTFOUND ? "not_found"
+                              : rc == AIOS_EPERM ? "permission_denied"
+                              : rc == AIOS_ETOOBIG ? "too_large"
+                              : rc == TOOL_EUNAVAILABLE ? "unavailable"
+                              : rc == AIOS_EBUSY ? "timeout"
+                              : rc == AIOS_ESHUTDOWN ? "shutdown" : "tool_error", err);
         return json_pack("{s:b,s:o}", "ok", 1, "result", res ? res : json_null());
     }
     case TOOL_KIND_EXEC: return run_exec(m, t, j->b->agent, j->args);
@@ -1028,10 +1032,12 @@ void tool_exec_syscall(struct syscall *sc, void *ud)
         const char *type = json_string_value(json_object_get(json_object_get(json_array_get(results, 0), "error"), "type"));
         int st = !type ? 500 : !strcmp(type, "not_found") ? 404 : !strcmp(type, "timeout") ? 504
                : !strcmp(type, "shutdown") ? 503
-               : !strcmp(type, "unavailable") ? 501
+               : !strcmp(type, "unavailable") ? 501 : !strcmp(type, "too_large") ? 413
                : !strcmp(type, "permission_denied") ? 403 : !strcmp(type, "tool_error") ? 502 : 400;
         char *all = json_dumps(results, JSON_COMPACT);
-        syscall_fail(sc, st == 404 ? AIOS_ENOTFOUND : st == 403 ? AIOS_EPERM : AIOS_EINVAL, st,
+        int code = st == 404 ? AIOS_ENOTFOUND : st == 403 ? AIOS_EPERM : st == 503 ? AIOS_ESHUTDOWN
+                 : st >= 500 ? AIOS_EIO : AIOS_EINVAL; /* EIO: "server_error" */
+        syscall_fail(sc, code, st,
                      "%s; tool_results: %.400s", json_string_value(json_object_get(out, "error")),
                      all ? all : "");
         free(all);

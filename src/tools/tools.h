@@ -32,6 +32,9 @@ struct tool_call_env {
     const char *agent;
     int64_t deadline_us;
 };
+/* A built-in may also return TOOL_EUNAVAILABLE: what it needs (e.g. the
+ * storage manager) is not in this kernel (the call answers 501). */
+#define TOOL_EUNAVAILABLE (-100)
 typedef int (*tool_builtin_fn)(const struct tool_call_env *env, json_t *args, json_t **result,
                                char *err, size_t errlen);
 
