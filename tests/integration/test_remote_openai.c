@@ -35,7 +35,10 @@
 static struct kernel_fixture *g_up_a, *g_up_b, *g_k;
 static char g_cfg[64];
 
-/* a loopback port nobody listens on */
+/* a loopback port nobody listens on: bound but not listening, and kept
+ * bound for the whole test so no other process on this machine can take it
+ * (connections to it are refused) */
+static int g_dead_fd = -1;
 static int closed_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -44,7 +47,7 @@ static int closed_port(void)
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     socklen_t l = sizeof a;
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    close(fd);
+    g_dead_fd = fd;
     return ntohs(a.sin_port);
 }
 
@@ -87,6 +90,7 @@ static int group_teardown(void **state)
     kf_stop(g_up_b);
     kf_stop(g_up_a);
     unlink(g_cfg);
+    if (g_dead_fd >= 0) close(g_dead_fd);
     return 0;
 }
 
