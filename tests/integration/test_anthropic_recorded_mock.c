@@ -266,6 +266,7 @@ static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const c
     if (busy == 1) return reply(c, 529, REC_OVERLOADED, false);
     if (!strcmp(model, "claude-midfail"))
         return reply(c, 200, resumed ? REC_STREAM_ERROR_AT_ONCE : REC_STREAM_ERROR, true);
+    if (!strcmp(model, "claude-nostream")) return reply(c, 200, REC_MESSAGE, false);
     if (!strcmp(model, "claude-resume"))
         return reply(c, 200, resumed ? REC_STREAM_RESUMED : REC_STREAM_ERROR, true);
     return stream ? reply(c, 200, REC_STREAM, true) : reply(c, 200, REC_MESSAGE, false);
@@ -304,7 +305,7 @@ static int group_setup(void **state)
     fprintf(f, "api_keys:\n  anthropic: \"sk-ant-recorded-test\"\n"
                "llms:\n  remote: {retry_backoff_ms: 10}\n  models:\n");
     const char *names[] = {"claude-ok", "claude-missing", "claude-badkey", "claude-busy",
-                           "claude-midfail", "claude-slow", "claude-resume"};
+                           "claude-midfail", "claude-slow", "claude-resume", "claude-nostream"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fprintf(f, "    - {name: %s, backend: anthropic, hostname: \"http://127.0.0.1:%d\"}\n",
                 names[i], g_mock_port);
@@ -440,6 +441,15 @@ static void test_streamed_events(void **state)
     assert_string_equal(r.text, "Partial answer, resumed.");
     assert_string_equal(r.finish, "stop");
     assert_int_equal(json_integer_value(json_object_get(r.usage, "completion_tokens")), 1 + 4);
+    sse_result_free(&r);
+
+    /* a server that ignores "stream" and answers with one JSON body */
+    assert_int_equal(kf_stream(g_k, "{\"model\":\"claude-nostream\",\"stream\":true,"
+                                    "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                               &r, 0), 0);
+    assert_null(r.error);
+    assert_string_equal(r.text, "Hello! How can I help you today?");
+    assert_string_equal(r.finish, "stop");
     sse_result_free(&r);
 }
 
