@@ -686,20 +686,23 @@ static int parse_time(const char *t, int64_t *us)
 static int op_rollback(struct opctx *c, json_t **out)
 {
     char norm[STO_PATH_MAX + 1], e[512], sha[65];
-    const char *owner, *ts;
+    const char *owner;
     static const char *const nk[] = {"n", "k", "versions", NULL};
-    static const char *const tk[] = {"time", "timestamp", NULL};
     int64_t n, t_us = 0, from;
     int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
     if (!rc) rc = param_int(c, nk, 1, 1, 1000000, &n);
-    if (!rc) rc = param_str(c, tk, false, &ts, NULL);
     if (rc) return rc;
-    if (!ts) {
-        json_t *tj = json_object_get(c->params, "time");
-        if (json_is_number(tj)) t_us = (int64_t)(json_number_value(tj) * 1e6);
-    } else if (parse_time(ts, &t_us) || t_us <= 0) {
-        return fail(c, 400, AIOS_EINVAL, "params.time '%s' is not a time: use ISO 8601 "
-                    "(2025-01-31T12:00:00Z) or seconds since the epoch", ts);
+    json_t *tj = json_object_get(c->params, "time");
+    if (!tj || json_is_null(tj)) tj = json_object_get(c->params, "timestamp");
+    if (json_is_number(tj)) {
+        t_us = (int64_t)(json_number_value(tj) * 1e6);
+        if (t_us <= 0) return fail(c, 400, AIOS_EINVAL, "params.time must be after the epoch");
+    } else if (json_is_string(tj)) {
+        if (parse_time(json_string_value(tj), &t_us) || t_us <= 0)
+            return fail(c, 400, AIOS_EINVAL, "params.time '%s' is not a time: use ISO 8601 "
+                        "(2025-01-31T12:00:00Z) or seconds since the epoch", json_string_value(tj));
+    } else if (tj && !json_is_null(tj)) {
+        return fail(c, 400, AIOS_EINVAL, "params.time must be an ISO 8601 string or epoch seconds");
     }
     rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
