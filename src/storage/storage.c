@@ -43,6 +43,7 @@
 #include "util/util.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -655,7 +656,7 @@ static int parse_time(const char *t, int64_t *us)
     char *end;
     double d = strtod(t, &end);
     if (end != t && !*end) {
-        *us = (int64_t)(d * 1e6);
+        *us = llround(d * 1e6);
         return 0;
     }
     struct tm tm;
@@ -695,7 +696,7 @@ static int op_rollback(struct opctx *c, json_t **out)
     json_t *tj = json_object_get(c->params, "time");
     if (!tj || json_is_null(tj)) tj = json_object_get(c->params, "timestamp");
     if (json_is_number(tj)) {
-        t_us = (int64_t)(json_number_value(tj) * 1e6);
+        t_us = llround(json_number_value(tj) * 1e6);
         if (t_us <= 0) return fail(c, 400, AIOS_EINVAL, "params.time must be after the epoch");
     } else if (json_is_string(tj)) {
         if (parse_time(json_string_value(tj), &t_us) || t_us <= 0)

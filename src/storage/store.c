@@ -447,11 +447,12 @@ int sto_st_history(struct sto *s, int64_t file_id, json_t **out)
     json_t *arr = json_array();
     while (sqlite3_step(st) == SQLITE_ROW) {
         int64_t t = sqlite3_column_int64(st, 3);
-        json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:o,s:f,s:s}", "version",
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:o,s:f,s:I,s:s}", "version",
                                              (json_int_t)sqlite3_column_int64(st, 0), "sha256",
                                              sqlite3_column_text(st, 1), "size",
                                              (json_int_t)sqlite3_column_int64(st, 2), "time",
-                                             iso_time(t), "timestamp", (double)t / 1e6, "kind",
+                                             iso_time(t), "timestamp", (double)t / 1e6, "t_us",
+                                             (json_int_t)t, "kind",
                                              sqlite3_column_text(st, 4)));
     }
     sqlite3_finalize(st);
