@@ -65,17 +65,18 @@ int sto_sql_err(sqlite3 *db, const char *what, char *err, size_t errlen);
 struct sto_file_info {
     int64_t id;
     char sha[65];
-    int64_t size, t_created_us, t_modified_us;
+    int64_t size, t_created_us, t_modified_us, next_seq;
     int n_versions;
     bool dirty;
 };
 int sto_st_file(struct sto *s, const char *owner, const char *path, struct sto_file_info *fi);
 /* Commit a new version of owner/path with content data (sha = its digest)
  * in one transaction: quota check, blob (deduplicated), version row, prune
- * beyond max_versions, file row marked dirty, search index, usage. On a
+ * beyond max_versions, file row marked dirty, search index (the first
+ * n_index bytes, 0 = none), usage. On a
  * quota refusal AIOS_ETOOBIG with *http 507. *seq = the new version. */
 int sto_st_put(struct sto *s, const char *owner, const char *path, const char *data, size_t n,
-               const char *sha, const char *kind, bool index_text, int64_t *seq, int *http,
+               const char *sha, const char *kind, size_t n_index, int64_t *seq, int *http,
                char *err, size_t errlen);
 /* The rename happened: the file on disk is the version the row names. */
 int sto_st_clean(struct sto *s, int64_t file_id, const char *sha);

@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define INDEX_MAX_BYTES ((size_t)1 << 20) /* text indexed per file */
+#define INDEX_MAX_BYTES ((size_t)256 << 10) /* text indexed per file: its first 256 KiB */
 #define MOUNT_IMPORT_MAX 10000
 
 /* ------------------------------------------------------------------ config */
@@ -125,6 +125,15 @@ static bool utf8_ok(const unsigned char *p, size_t n)
         i += k + 1;
     }
     return true;
+}
+
+/* how many leading bytes of data go into the search index: UTF-8 text
+ * only, at most INDEX_MAX_BYTES, cut at a character boundary */
+static size_t index_len(const char *data, size_t n)
+{
+    size_t k = n < INDEX_MAX_BYTES ? n : INDEX_MAX_BYTES;
+    while (k > 0 && k < n && ((unsigned char)data[k] & 0xc0) == 0x80) k--;
+    return utf8_ok((const unsigned char *)data, k) ? k : 0;
 }
 
 static json_t *response(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -319,8 +328,8 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
             int64_t oseq;
             int http;
             sto_sha256_hex(old, on, osha);
-            if (sto_st_put(s, owner, norm, old, on, osha, "import", on <= INDEX_MAX_BYTES &&
-                           utf8_ok((const unsigned char *)old, on), &oseq, &http, e, sizeof e) == 0) {
+            if (sto_st_put(s, owner, norm, old, on, osha, "import", index_len(old, on), &oseq,
+                           &http, e, sizeof e) == 0) {
                 struct sto_file_info f2;
                 if (sto_st_file(s, owner, norm, &f2) == 0) sto_st_clean(s, f2.id, osha);
             }
@@ -336,8 +345,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
     }
     sto_sha256_hex(data, n, sha);
     int http;
-    rc = sto_st_put(s, owner, norm, data, n, sha, kind,
-                    n <= INDEX_MAX_BYTES && utf8_ok((const unsigned char *)data, n), seq, &http, e,
+    rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), seq, &http, e,
                     sizeof e);
     if (rc) {
         if (tmp[0]) unlinkat(dirfd, tmp, 0);
@@ -501,18 +509,15 @@ static int op_read(struct opctx *c, json_t **out)
     struct sto_file_info fi;
     bool tracked = sto_st_file(c->s, owner, norm, &fi) == 0;
     const char *base = strrchr(norm, '/');
-    *out = response("%s", data);
+    /* the content itself is the message, as agents written for the
+     * reference read it */
+    *out = response("%s", "");
+    json_object_set(*out, "response_message", content);
     json_object_set_new(*out, "content", content);
     json_object_set_new(*out, "file_path", json_string(norm));
     json_object_set_new(*out, "file_name", json_string(base ? base + 1 : norm));
     json_object_set_new(*out, "size", json_integer((json_int_t)n));
-    json_object_set_new(*out, "version", json_null());
-    if (tracked) {
-        json_t *h = NULL;
-        sto_st_history(c->s, fi.id, &h);
-        json_object_set_new(*out, "version", json_incref(json_object_get(json_array_get(h, 0), "version")));
-        json_decref(h);
-    }
+    json_object_set_new(*out, "version", tracked ? json_integer(fi.next_seq - 1) : json_null());
     json_object_set_new(*out, "owner", json_string(owner));
 out:
     free(data);

@@ -226,7 +226,7 @@ int sto_st_file(struct sto *s, const char *owner, const char *path, struct sto_f
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db,
                             "SELECT f.id, f.sha, f.size, f.t_created_us, f.t_modified_us, f.dirty,"
-                            " (SELECT count(*) FROM versions v WHERE v.file_id = f.id)"
+                            " (SELECT count(*) FROM versions v WHERE v.file_id = f.id), f.next_seq"
                             " FROM files f WHERE owner = ? AND path = ?",
                             "tt", owner, path);
     if (!st) return AIOS_EIO;
@@ -239,6 +239,7 @@ int sto_st_file(struct sto *s, const char *owner, const char *path, struct sto_f
         fi->t_modified_us = sqlite3_column_int64(st, 4);
         fi->dirty = sqlite3_column_int(st, 5) != 0;
         fi->n_versions = sqlite3_column_int(st, 6);
+        fi->next_seq = sqlite3_column_int64(st, 7);
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? AIOS_ENOTFOUND : AIOS_EIO;
@@ -264,7 +265,7 @@ int sto_st_usage(struct sto *s, const char *owner, int64_t *bytes, int64_t *file
 }
 
 int sto_st_put(struct sto *s, const char *owner, const char *path, const char *data, size_t n,
-               const char *sha, const char *kind, bool index_text, int64_t *seq, int *http,
+               const char *sha, const char *kind, size_t n_index, int64_t *seq, int *http,
                char *err, size_t errlen)
 {
     sqlite3 *db = sto_db(s);
@@ -342,10 +343,16 @@ int sto_st_put(struct sto *s, const char *owner, const char *path, const char *d
     }
     sqlite3_finalize(st);
     if (EXEC(db, "DELETE FROM fts WHERE rowid = ?", "i", id)) goto sqlfail;
-    if (index_text && n > 0 &&
-        EXEC(db, "INSERT INTO fts(rowid, body, owner, path) VALUES(?, ?, ?, ?)", "ittt", id, data,
-             owner, path))
-        goto sqlfail;
+    if (n_index > 0) {
+        st = prep(db, "INSERT INTO fts(rowid, body, owner, path) VALUES(?, ?, ?, ?)", "i", id);
+        if (!st) goto sqlfail;
+        sqlite3_bind_text64(st, 2, data, n_index, SQLITE_STATIC, SQLITE_UTF8);
+        sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, path, -1, SQLITE_STATIC);
+        int src = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (src != SQLITE_DONE) goto sqlfail;
+    }
     if (EXEC(db, "INSERT INTO usage(owner, n_bytes, n_files) VALUES(?, ?, ?) ON CONFLICT(owner)"
              " DO UPDATE SET n_bytes = excluded.n_bytes, n_files = excluded.n_files",
              "tii", owner, nb, nf))
