@@ -93,7 +93,8 @@ static sqlite3 *conn_open(struct sto *s, char *err, size_t errlen)
     }
     sqlite3_busy_timeout(db, 30000);
     char *msg = NULL;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;",
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+                     " PRAGMA journal_size_limit=67108864;",
                      NULL, NULL, &msg) != SQLITE_OK) {
         if (err) snprintf(err, errlen, "cannot configure %s: %s", s->db_path, msg ? msg : "?");
         sqlite3_free(msg);
