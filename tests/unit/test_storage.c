@@ -10,10 +10,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -451,6 +453,131 @@ static void test_bad_params(void **state)
     fx_close(f);
 }
 
+/* ---- concurrency ---- */
+
+struct same_file {
+    struct fx *f;
+    int t;
+};
+
+static void *same_file_writer(void *arg)
+{
+    struct same_file *w = arg;
+    for (int i = 0; i < 15; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "{\"file_path\":\"shared.txt\",\"content\":\"writer %d write %d\"}", w->t, i);
+        json_t *j = json_loads(p, 0, NULL), *o = NULL;
+        int http;
+        char e[1536];
+        if (sto_exec(w->f->s, "a", "write", j, &o, &http, e, sizeof e) != 0) abort();
+        json_decref(o);
+        json_decref(j);
+    }
+    return NULL;
+}
+
+/* Several threads write one file: every write is a distinct version, and
+ * the newest version is what is on disk (the stripe orders commit and
+ * rename together). */
+static void test_concurrent_writes(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(100, 0, 0);
+    pthread_t th[4];
+    struct same_file w[4];
+    for (int t = 0; t < 4; t++) {
+        w[t].f = f;
+        w[t].t = t;
+        assert_int_equal(pthread_create(&th[t], NULL, same_file_writer, &w[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+    json_t *o;
+    assert_int_equal(run(f, "a", "history", "{\"file_path\":\"shared.txt\"}", &o, NULL), 200);
+    json_t *v = json_object_get(o, "versions");
+    assert_int_equal(json_array_size(v), 60);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(v, 0), "version")), 60);
+    const char *disk = content_of(f, "a", "shared.txt");
+    char hex[65];
+    sto_sha256_hex(disk, strlen(disk), hex);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(v, 0), "sha256")), hex);
+    json_decref(o);
+    fx_close(f);
+}
+
+struct racer {
+    char root[256], outside[256];
+    volatile int stop;
+    int swaps;
+};
+
+static void *swap_racer(void *arg)
+{
+    struct racer *r = arg;
+    char d[300], lnk[300];
+    snprintf(d, sizeof d, "%s/d", r->root);
+    snprintf(lnk, sizeof lnk, "%s/lnk", r->root);
+    if (symlink(r->outside, lnk) != 0) return NULL;
+    while (!r->stop) {
+        /* atomically: d becomes the link to outside, lnk the real directory */
+        if (renameat2(AT_FDCWD, d, AT_FDCWD, lnk, RENAME_EXCHANGE) != 0) { perror("exchange 1"); break; }
+        usleep(300);
+        if (renameat2(AT_FDCWD, d, AT_FDCWD, lnk, RENAME_EXCHANGE) != 0) { perror("exchange 2"); break; }
+        r->swaps++;
+        usleep(300);
+    }
+    return NULL;
+}
+
+/* TOCTOU: while writes and reads go to d/..., another thread keeps
+ * exchanging d with a link to a directory outside the root (atomically, with
+ * renameat2 RENAME_EXCHANGE). Calls succeed or are refused, but nothing
+ * lands outside and nothing is read from there. */
+static void test_swap_race(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    assert_int_equal(run(f, "a", "create_dir", "{\"dir_path\":\"d\"}", NULL, NULL), 200);
+    struct racer r = {.stop = 0};
+    snprintf(r.root, sizeof r.root, "%s/root/a", f->dir);
+    snprintf(r.outside, sizeof r.outside, "%s/outside", f->dir);
+    assert_int_equal(mkdir(r.outside, 0755), 0);
+    char known[400];
+    snprintf(known, sizeof known, "%s/known.txt", r.outside);
+    FILE *kf = fopen(known, "w");
+    fputs("OUTSIDE", kf);
+    fclose(kf);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"d/known.txt\",\"content\":\"inside\"}", NULL, NULL), 200);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, swap_racer, &r), 0);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 150; i++) {
+        char p[128];
+        if (i % 3) {
+            snprintf(p, sizeof p, "{\"file_path\":\"d/f%d.txt\",\"content\":\"x\"}", i);
+            if (run(f, "a", "write", p, NULL, NULL) == 200) ok++;
+            else refused++;
+        } else {
+            const char *c = content_of(f, "a", "d/known.txt");
+            if (c) {
+                assert_string_equal(c, "inside"); /* never the file outside */
+                ok++;
+            } else {
+                refused++;
+            }
+        }
+    }
+    r.stop = 1;
+    pthread_join(th, NULL);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "test \"$(ls -A %s)\" = known.txt", r.outside);
+    if (system(cmd) != 0) fail_msg("a write landed outside the root (%d swaps)", r.swaps);
+    assert_true(ok > 0);
+    assert_true(refused > 0);
+    assert_true(r.swaps > 0);
+    fprintf(stderr, "swap race: %d swaps, %d calls succeeded, %d refused\n", r.swaps, ok, refused);
+    fx_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -459,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_symlinks_inside_root), cmocka_unit_test(test_quotas),
         cmocka_unit_test(test_shares),          cmocka_unit_test(test_crash_repair),
         cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_concurrent_writes), cmocka_unit_test(test_swap_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
