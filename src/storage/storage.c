@@ -822,10 +822,28 @@ static int op_retrieve(struct opctx *c, json_t **out)
     char match[6200];
     if (nq && nk) snprintf(match, sizeof match, "(%s) AND %s", q, kw);
     else snprintf(match, sizeof match, "%s", nq ? q : kw);
+    /* params.owner: search another agent's files, keeping only those a
+     * live grant lets the caller read (nothing else is even counted) */
+    const char *owner = json_string_value(json_object_get(c->params, "owner"));
+    bool foreign = owner && owner[0] && strcmp(owner, c->agent);
     json_t *res = NULL;
     char e[512];
-    rc = sto_st_search(c->s, c->agent, match, (int)k, &res, e, sizeof e);
+    rc = sto_st_search(c->s, foreign ? owner : c->agent, match, foreign ? (int)k * 5 + 20 : (int)k,
+                       &res, e, sizeof e);
     if (rc) return fail(c, 500, rc, "%s", e);
+    if (foreign) {
+        json_t *kept = json_array();
+        size_t i;
+        json_t *r;
+        json_array_foreach(res, i, r) {
+            const char *fp = json_string_value(json_object_get(r, "file_path"));
+            if (json_array_size(kept) < (size_t)k &&
+                sto_share_check(c->s, owner, fp, c->agent, STO_MODE_READ) == 0)
+                json_array_append(kept, r);
+        }
+        json_decref(res);
+        res = kept;
+    }
     size_t n = json_array_size(res);
     if (n == 0) {
         *out = response("No documents found");

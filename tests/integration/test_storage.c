@@ -361,6 +361,16 @@ static void test_share(void **state)
     c = read_ok("owner", "proj/plan.md", NULL);
     assert_string_equal(c, "the better plan");
     free(c);
+    /* retrieve over the owner's files finds only the shared ones */
+    write_ok("owner", "private/plans.md", "secret plan for the owner only");
+    assert_int_equal(sq("guest", "retrieve", json_pack("{s:s,s:s,s:i}", "query_text", "plan", "owner", "owner", "k", 5), &r), 200);
+    json_t *found = json_object_get(r, "results");
+    assert_int_equal(json_array_size(found), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(found, 0), "file_path")), "proj/plan.md");
+    json_decref(r);
+    assert_int_equal(sq("third", "retrieve", json_pack("{s:s,s:s}", "query_text", "plan", "owner", "owner"), &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r, "results")), 0);
+    json_decref(r);
     assert_int_equal(sq("guest", "shares", json_pack("{}"), &r), 200);
     assert_int_equal(json_array_size(json_object_get(r, "received")), 1);
     json_decref(r);
