@@ -15,6 +15,7 @@
 #include "kernel/kernel.h"
 
 #include "api/api.h"
+#include "llm/remote.h"
 #include "llm/testmodel.h"
 #include "storage/storage.h"
 #include "tools/tools.h"
@@ -95,6 +96,13 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     for (size_t i = 0; i < k->cfg.n_models; i++) {
         const struct cfg_model *m = &k->cfg.models[i];
+        if (llm_backend_is_remote(m->backend)) { /* llm/remote.c: same-name entries are replicas */
+            struct llm_core *r = NULL;
+            rc = llm_remote_create_entry(&r, &k->cfg, i, err, errlen);
+            if (rc) goto fail;
+            if (r) k->cores[k->n_cores++] = r;
+            continue;
+        }
         if (strcmp(m->backend, "llamacpp") != 0) {
             LOG_WARN("kernel", "model %s: backend '%s' is not supported yet; skipped", m->name,
                      m->backend);
@@ -107,7 +115,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     if (k->n_cores == 0) {
         snprintf(err, errlen, "no usable model: configure a llamacpp model (llms.models[] with "
-                 "backend: llamacpp and path) or pass --model FILE.gguf");
+                 "backend: llamacpp and path), a remote one (backend: openai, vllm, anthropic, "
+                 "...) or pass --model FILE.gguf");
         rc = AIOS_ECONFIG;
         goto fail;
     }
