@@ -101,6 +101,7 @@ static int cmd_serve(int argc, char **argv)
 
     struct kernel k;
     memset(&k, 0, sizeof k);
+    k.config_path = config;
     char err[1024] = "";
     int rc;
     if (config) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct api_server;
+struct agent_factory;
 
 struct kernel {
     struct aios_config cfg;
@@ -22,6 +23,10 @@ struct kernel {
     struct sched_pool *pools[SYSCALL_KIND__COUNT];
     int64_t t_start_us;
     const char *version;
+    /* agents as processes (src/agents/): process table, accounting */
+    struct agent_factory *agents;
+    /* the config file given with --config, or NULL (POST /core/refresh) */
+    const char *config_path;
 };
 
 /* Build everything from k->cfg (already loaded) and start serving.
