@@ -80,6 +80,12 @@ enum MHD_Result api_route_select_llms(struct api_req *r)
                               "the request body is not valid JSON: %s (line %d)", je.text, je.line);
     json_t *list = json_is_object(body) ? json_object_get(body, "llms") : body;
     enum MHD_Result ret;
+    if (json_is_object(body) && !list) {
+        ret = api_send_error(r, 400, "invalid_request_error",
+                             "send a list of {\"name\": ..., \"backend\": ...} objects "
+                             "(or {\"llms\": [...]})");
+        goto out;
+    }
     if (!list || json_is_null(list) || (json_is_array(list) && json_array_size(list) == 0)) {
         agent_select_llms(r->k->agents, NULL);
         ret = api_send_json(r, 200, json_pack("{s:s,s:s}", "status", "warning", "message",
@@ -448,9 +454,10 @@ enum MHD_Result api_route_agent_kill(struct api_req *r)
         else if (!strcmp(v, "KILL") || !strcmp(v, "SIGKILL")) sig = SIGKILL;
         else if (!strcmp(v, "INT") || !strcmp(v, "SIGINT")) sig = SIGINT;
         else {
+            enum MHD_Result ret = api_send_error(r, 400, "invalid_request_error",
+                                                 "signal must be TERM, KILL or INT, got '%s'", v);
             json_decref(b);
-            return api_send_error(r, 400, "invalid_request_error",
-                                  "signal must be TERM, KILL or INT, got '%s'", v);
+            return ret;
         }
         json_decref(b);
     }
