@@ -40,7 +40,7 @@ int main(int argc, char **argv)
     printf("file_agent: task: %s\n", task);
     struct aios_message m[] = {{"system", "You write short reports."}, {"user", task}};
     struct aios_llm_opts o = AIOS_LLM_OPTS_INIT;
-    o.max_new_tokens = 16;
+    o.max_new_tokens = 8;
     o.has_seed = true;
     o.seed = 5;
     struct aios_llm_result r;

@@ -45,7 +45,7 @@ int main(int argc, char **argv)
     printf("note_agent: task: %s\n", task);
     struct aios_message m[] = {{"system", "You take short notes."}, {"user", task}};
     struct aios_llm_opts o = AIOS_LLM_OPTS_INIT;
-    o.max_new_tokens = 16;
+    o.max_new_tokens = 8;
     o.has_seed = true;
     o.seed = 11;
     struct aios_llm_result r;

@@ -17,7 +17,7 @@ class PyAgent:
         print("py_agent: task:", task, flush=True)
         messages = [{"role": "system", "content": "You are a helpful agent."},
                     {"role": "user", "content": task}]
-        r = llm_chat(self.agent_name, messages, max_new_tokens=16, temperature=0.7, seed=3)
+        r = llm_chat(self.agent_name, messages, max_new_tokens=8, temperature=0.7, seed=3)
         resp = r["response"]
         text = resp["response_message"]
         print("py_agent: llm answered %d tokens in %.3fs"

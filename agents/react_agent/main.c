@@ -72,7 +72,7 @@ int main(int argc, char **argv)
              "aios/current_time {}. Task: %s", task);
     int steps = 0, tool_calls = 0, rc = 0;
     struct aios_llm_opts o = AIOS_LLM_OPTS_INIT;
-    o.max_new_tokens = 24;
+    o.max_new_tokens = 12;
     o.temperature = 0.7;
     o.has_seed = true;
     o.seed = 7;
