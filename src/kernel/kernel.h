@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 struct api_server;
-struct agent_factory;
 
 struct kernel {
     struct aios_config cfg;
