@@ -127,7 +127,11 @@ int main(int argc, char **argv)
                    te ? aios_client_error(c) : res ? res : "(none)");
             fflush(stdout);
             snprintf(obs, sizeof obs, "Observation from %s: %s", name, te ? aios_client_error(c) : res ? res : "");
-            if (!te && res) snprintf(answer, sizeof answer, "%s", res);
+            if (!te && res) { /* the calculator's {"expression","value"}: keep the value */
+                const char *v = strstr(res, "\"value\":");
+                snprintf(answer, sizeof answer, "%s", v ? v + 8 : res);
+                answer[strcspn(answer, ",}")] = v ? 0 : answer[strcspn(answer, ",}")];
+            }
             free(res);
         }
         aios_llm_result_free(&r);

@@ -119,7 +119,9 @@ int aios_storage_create_dir(struct aios_client *c, const char *path, char **mess
 int aios_storage_write(struct aios_client *c, const char *path, const char *content, char **message);
 int aios_storage_retrieve(struct aios_client *c, const char *query, int k, char **message);
 int aios_storage_rollback(struct aios_client *c, const char *path, int n, char **message);
-int aios_storage_share(struct aios_client *c, const char *path, char **message);
+/* share path with another agent (with_agent), or as Cerebrum does (NULL) */
+int aios_storage_share(struct aios_client *c, const char *path, const char *with_agent,
+                       char **message);
 
 /* ---- tools ---- */
 /* run one tool; result: response_message (malloc'd) */

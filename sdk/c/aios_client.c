@@ -531,9 +531,12 @@ int aios_storage_rollback(struct aios_client *c, const char *path, int n, char *
                message);
 }
 
-int aios_storage_share(struct aios_client *c, const char *path, char **message)
+int aios_storage_share(struct aios_client *c, const char *path, const char *with_agent,
+                       char **message)
 {
-    return sto(c, "share", path ? json_pack("{s:s}", "file_path", path) : NULL, message);
+    json_t *p = path ? json_pack("{s:s}", "file_path", path) : NULL;
+    if (p && with_agent) json_object_set_new(p, "agent", json_string(with_agent));
+    return sto(c, "share", p, message);
 }
 
 int aios_tool_call(struct aios_client *c, const char *name, const char *parameters_json,

@@ -191,8 +191,11 @@ def rollback_file(agent_name, file_path, n=1, time=None, base_url=None):
     return _sto(agent_name, "rollback", dict({"file_path": file_path, "n": n}, **({"time": time} if time else {})), base_url)
 
 
-def share_file(agent_name, file_path, base_url=None):
-    return _sto(agent_name, "share", {"file_path": file_path}, base_url)
+def share_file(agent_name, file_path, base_url=None, with_agent=None):
+    p = {"file_path": file_path}
+    if with_agent:
+        p["agent"] = with_agent
+    return _sto(agent_name, "share", p, base_url)
 
 
 # ---- tools -----------------------------------------------------------------
