@@ -130,7 +130,7 @@ int main(int argc, char **argv)
             if (!te && res) { /* the calculator's {"expression","value"}: keep the value */
                 const char *v = strstr(res, "\"value\":");
                 snprintf(answer, sizeof answer, "%s", v ? v + 8 : res);
-                answer[strcspn(answer, ",}")] = v ? 0 : answer[strcspn(answer, ",}")];
+                if (v) answer[strcspn(answer, ",}")] = 0;
             }
             free(res);
         }
