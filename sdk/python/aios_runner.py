@@ -1,7 +1,9 @@
 """aios_runner: runs a Cerebrum-style agent package the way AIOS's agent
 factory does: import build.entry, take the class named build.module,
 construct it with the agent's name, call .run(task), print the result as
-the last line of stdout (JSON when it is a dict or list).
+the last line of stdout (JSON when it is a dict or list). Without an
+installed Cerebrum SDK, `import cerebrum.llm.apis` and friends resolve to
+the stand-in in compat/ (aios_client under Cerebrum's module names).
 
     python3 aios_runner.py ENTRY.py MODULE TASK
 """
@@ -19,6 +21,12 @@ def main(argv):
         return 2
     entry, module, task = argv[1], argv[2], argv[3]
     sys.path.insert(0, os.path.dirname(os.path.abspath(entry)))
+    # agents written for AIOS import cerebrum.*: without the real SDK, use
+    # the stand-in in compat/ (appended, so an installed cerebrum wins)
+    try:
+        import cerebrum  # noqa: F401
+    except ImportError:
+        sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat"))
     spec = importlib.util.spec_from_file_location("aios_agent_entry", entry)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

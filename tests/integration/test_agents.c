@@ -82,6 +82,21 @@ static int group_setup(void **state)
     make_agent("stubborn", "run.sh", "trap '' TERM\necho started\nwhile :; do sleep 1; done\n", NULL);
     make_agent("binary", "agent", "#!/bin/sh\necho \"direct exec: $1\"\n", NULL);
     make_agent("noexec", "agent", "#!/bin/sh\necho hi\n", NULL);
+    /* written for AIOS/Cerebrum, unchanged: a class with run(task), cerebrum.* imports */
+    make_agent("cerebrum_style", "agent.py",
+               "from cerebrum.llm.apis import list_available_llms\n"
+               "from cerebrum.config.config_manager import config\n"
+               "\n"
+               "class DemoAgent:\n"
+               "    def __init__(self, agent_name):\n"
+               "        self.agent_name = agent_name\n"
+               "\n"
+               "    def run(self, task):\n"
+               "        llms = list_available_llms()\n"
+               "        return {\"agent\": self.agent_name, \"task\": task,\n"
+               "                \"url\": config.get_kernel_url(),\n"
+               "                \"llms\": [m[\"name\"] for m in llms[\"llms\"]]}\n",
+               "\"DemoAgent\"");
     char p[900];
     snprintf(p, sizeof p, "%s/noexec/agent", g_agents);
     chmod(p, 0644);
@@ -217,6 +232,28 @@ static void test_submit_run_result(void **state)
     id = submit("someone/echo", "x");
     j = wait_final(id);
     assert_string_equal(json_string_value(json_object_get(j, "status")), "completed");
+    json_decref(j);
+}
+
+static void test_cerebrum_style_python_agent(void **state)
+{
+    (void)state;
+    if (system("python3 -c 'import json' >/dev/null 2>&1") != 0) {
+        printf("SKIP cerebrum_style: python3 is not installed on this machine\n");
+        return;
+    }
+    long long id = submit("cerebrum_style", "list the models");
+    json_t *j = wait_final(id);
+    json_t *res = json_object_get(j, "result");
+    if (!json_is_object(res)) {
+        char *out = logs(id, "stderr");
+        fail_msg("cerebrum_style: no JSON result; stderr:\n%s", out);
+    }
+    assert_string_equal(json_string_value(json_object_get(res, "agent")), "cerebrum_style");
+    assert_string_equal(json_string_value(json_object_get(res, "task")), "list the models");
+    assert_string_equal(json_string_value(json_object_get(res, "url")), g_kf->child.base);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(res, "llms"), 0)), "aios-tiny");
+    assert_int_equal(json_integer_value(json_object_get(j, "exit_code")), 0);
     json_decref(j);
 }
 
@@ -562,6 +599,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_run_result),
         cmocka_unit_test(test_exit_codes_and_result_file),
+        cmocka_unit_test(test_cerebrum_style_python_agent),
         cmocka_unit_test(test_kill),
         cmocka_unit_test(test_bad_submits),
         cmocka_unit_test(test_core_routes),
