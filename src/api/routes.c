@@ -31,6 +31,8 @@ static const struct api_route g_routes[] = {
     {"GET", "/agents/{id}/status", api_route_agent_status},
     {"POST", "/agents/{id}/kill", api_route_agent_kill},
     {"GET", "/agents/{id}/logs", api_route_agent_logs},
+    /* tools */
+    {"GET", "/tools", api_tools_list},
     /* OpenAI-compatible */
     {"GET", "/v1/models", api_openai_models},
     {"POST", "/v1/chat/completions", api_openai_chat},
