@@ -14,6 +14,7 @@
  * are read-only and every thread may read them without a lock. */
 #include "kernel/kernel.h"
 
+#include "agents/agent.h"
 #include "api/api.h"
 #include "llm/remote.h"
 #include "llm/testmodel.h"
@@ -127,6 +128,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    rc = agent_factory_create(&k->agents, &k->cfg, err, errlen);
+    if (rc) goto fail;
     rc = tool_mgr_start(&k->tools, k, err, errlen);
     if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
@@ -155,6 +158,10 @@ void kernel_stop(struct kernel *k)
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
+    /* agents are this kernel's processes: they end with it (after the API,
+     * whose handlers use the process table) */
+    agent_factory_destroy(k->agents);
+    k->agents = NULL;
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->destroy(k->cores[i]);
     free(k->cores);
     k->cores = NULL;
