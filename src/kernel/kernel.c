@@ -14,9 +14,11 @@
  * are read-only and every thread may read them without a lock. */
 #include "kernel/kernel.h"
 
+#include "agents/agent.h"
 #include "api/api.h"
 #include "llm/remote.h"
 #include "llm/testmodel.h"
+#include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -63,6 +65,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
         pol = &sched_policy_fifo;
     }
     rc = sched_create(&k->sched, pol);
+    if (rc) goto fail;
+    rc = sto_kernel_start(k, err, errlen);
     if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
@@ -124,6 +128,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    rc = agent_factory_create(&k->agents, &k->cfg, err, errlen);
+    if (rc) goto fail;
     rc = tool_mgr_start(&k->tools, k, err, errlen);
     if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
@@ -146,11 +152,16 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    sto_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
+    /* agents are this kernel's processes: they end with it (after the API,
+     * whose handlers use the process table) */
+    agent_factory_destroy(k->agents);
+    k->agents = NULL;
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->destroy(k->cores[i]);
     free(k->cores);
     k->cores = NULL;
