@@ -262,6 +262,14 @@ static void replica_result(struct remote_core *rc, int i, bool ok, bool mark_dow
     if (came_up) LOG_INFO("remote", "model %s: replica %s is up again", rc->core.name, r->url);
 }
 
+/* a transfer ended without a verdict on the replica (cancelled, shutdown) */
+static void replica_release(struct remote_core *rc, int i)
+{
+    pthread_mutex_lock(&rc->stats_mu);
+    if (rc->reps[i].n_outstanding > 0) rc->reps[i].n_outstanding--;
+    pthread_mutex_unlock(&rc->stats_mu);
+}
+
 /* ---- transfers ---- */
 
 static int buf_append(struct rcall *cl, const char *p, size_t n)
@@ -694,7 +702,7 @@ static void fail_all(struct remote_core *rc, int err, int http, const char *why)
 {
     while (rc->calls) {
         struct rcall *cl = rc->calls;
-        if (cl->easy) replica_result(rc, cl->rep, false, false, NULL);
+        if (cl->easy) replica_release(rc, cl->rep);
         if (err == AIOS_ECANCELLED) syscall_fail(cl->sc, err, http, "%s", why);
         else syscall_fail(cl->sc, err, http, "model '%s': %s", rc->core.name, why);
         call_end(rc, cl, false);
@@ -719,7 +727,7 @@ static void *remote_main(void *arg)
         for (struct rcall *cl = rc->calls, *nx; cl; cl = nx) {
             nx = cl->next;
             if (syscall_cancel_requested(cl->sc)) {
-                if (cl->easy) replica_result(rc, cl->rep, false, false, NULL);
+                if (cl->easy) replica_release(rc, cl->rep);
                 syscall_fail(cl->sc, AIOS_ECANCELLED, 499, "the caller went away");
                 call_end(rc, cl, false);
                 continue;
