@@ -15,6 +15,7 @@
 #include "kernel/kernel.h"
 
 #include "api/api.h"
+#include "llm/structured.h"
 #include "llm/testmodel.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -53,6 +54,9 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     int rc;
     k->t_start_us = util_now_us();
     k->version = AIOS_VERSION;
+
+    struct grammar_opts go; /* llms.structured_output: checked once here */
+    if ((rc = llm_structured_opts(&k->cfg, &go, err, errlen))) return rc;
 
     const struct sched_policy *pol = sched_policy_find(k->cfg.sched_policy);
     if (!pol) {
