@@ -221,8 +221,8 @@ json_t *api_openai_tool_calls(struct syscall *sc, json_t *calls)
     json_t *c;
     json_array_foreach(calls, i, c) {
         char id[64];
-        snprintf(id, sizeof id, "call_%llx%llx%zx", (unsigned long long)util_wall_us(),
-                 (unsigned long long)sc->id, i);
+        snprintf(id, sizeof id, "call_%013llx%06llx%02zx", (unsigned long long)util_wall_us(),
+                 (unsigned long long)sc->id & 0xffffffULL, i & 0xff);
         char *args = json_dumps(json_object_get(c, "arguments"), JSON_COMPACT);
         json_array_append_new(out, json_pack("{s:s,s:s,s:{s:O,s:s}}", "id", id, "type", "function",
                                              "function", "name", json_object_get(c, "name"),
