@@ -309,6 +309,11 @@ int llm_structured_parse(json_t *body, struct llm_structured **out, char *err, s
         rc = bad(err, errlen, "'tool_choice' needs 'tools'");
         goto fail;
     }
+    if (st->kind == LLM_OUTPUT_TEXT && !st->messages) {
+        /* valid, and nothing to render or constrain */
+        llm_structured_free(st);
+        return 0;
+    }
     *out = st;
     return 0;
 fail:
