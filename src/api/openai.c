@@ -360,7 +360,7 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
                                   src == AIOS_ENOMEM ? "out of memory" : err, "type",
                                   "server_error", "code");
             rc = append_event(out, n_out, cap_out, e);
-            if (!rc) rc = append(out, n_out, cap_out, "data: [DONE]\n\n", 14);
+            if (!rc) rc = util_buf_append(out, n_out, cap_out, "data: [DONE]\n\n", 14);
             return rc;
         }
         if (hold && (sr.content_len || !sr.calls)) {
