@@ -24,7 +24,8 @@
  *     call's arguments are validated against the tool's schema. A finished
  *     output that fails is an engine error (the grammar should make it
  *     impossible); an output cut by max_tokens is returned as text with
- *     finish_reason "length" (the OpenAI convention), never as a half call.
+ *     finish_reason "length" (the OpenAI convention), never as a half call;
+ *     the same for one cut by a stop string of the request (finish "stop").
  *
  * Ownership: struct llm_structured owns its strings and holds references
  * to the body's JSON (functions, schema, messages); freed with the
@@ -558,6 +559,7 @@ int llm_structured_prepare(struct llm_req *req, const struct grammar_opts *o, ch
 {
     struct llm_structured *st = req->structured;
     if (!st) return 0;
+    st->has_stop = req->p.n_stop > 0;
     int rc = rewrite_messages(st, req);
     if (rc) return rc;
     char *g = NULL;
@@ -693,7 +695,8 @@ int llm_structured_result(const struct llm_structured *st, const struct llm_res 
     out->content_len = res->len;
     out->finish = res->finish_reason;
     if (!st) return 0;
-    bool finished = res->finish_reason && !strcmp(res->finish_reason, "stop");
+    /* a stop string may end the text anywhere: then it is only text */
+    bool finished = res->finish_reason && !strcmp(res->finish_reason, "stop") && !st->has_stop;
     const char *text = res->text ? res->text : "";
     if (st->kind == LLM_OUTPUT_JSON_OBJECT || st->kind == LLM_OUTPUT_JSON_SCHEMA) {
         if (!finished) return 0;

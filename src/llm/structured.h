@@ -44,6 +44,7 @@ struct llm_structured {
     size_t forced;         /* LLM_TOOL_CHOICE_NAMED: index into tools */
     int max_calls;         /* 1 when parallel_tool_calls is false */
     json_t *messages;      /* the request's messages (for tool history) */
+    bool has_stop;         /* the request has stop strings (set by prepare) */
 };
 
 #define LLM_MAX_TOOL_CALLS 8
@@ -76,7 +77,8 @@ struct llm_structured_result {
 };
 
 /* Interpret res->text. With finish "length" an unfinished structure is
- * returned as plain text with finish "length". A finished output that does
+ * returned as plain text with finish "length"; so is one ended by one of
+ * the request's stop strings (finish "stop"). A finished output that does
  * not parse or validate (a kernel bug: the grammar should make it
  * impossible) is AIOS_EENGINE with a message. */
 int llm_structured_result(const struct llm_structured *st, const struct llm_res *res,

@@ -163,6 +163,9 @@ static int result(const char *fields, const char *text, const char *finish,
                   struct llm_structured_result *out, char *err, size_t errlen)
 {
     struct llm_req *r = parse(fields, 0, err, errlen);
+    struct grammar_opts o;
+    grammar_opts_default(&o);
+    assert_int_equal(llm_structured_prepare(r, &o, err, errlen), 0);
     struct llm_res res = {.text = (char *)text, .len = strlen(text), .finish_reason = finish};
     int rc = llm_structured_result(r->structured, &res, out, err, errlen);
     llm_req_free(r);
@@ -220,6 +223,12 @@ static void test_result(void **state)
                             "stop", &sr, err, sizeof err), AIOS_EENGINE);
     assert_non_null(strstr(err, "names no offered tool"));
 
+    /* ended by the request's own stop string: text, not an error */
+    assert_int_equal(result(USER "," TOOLS ",\"tool_choice\":\"required\",\"stop\":[\"\\n\"]",
+                            "<tool_call>", "stop", &sr, err, sizeof err), 0);
+    assert_null(sr.calls);
+    assert_string_equal(sr.finish, "stop");
+
     /* JSON modes */
     const char *js = USER ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":"
                      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]}}}";
@@ -228,6 +237,10 @@ static void test_result(void **state)
     assert_int_equal(result(js, "{\"a\": \"x\"}", "stop", &sr, err, sizeof err), AIOS_EENGINE);
     assert_non_null(strstr(err, "$.a: expected integer"));
     assert_int_equal(result(js, "{\"a\": ", "length", &sr, err, sizeof err), 0);
+    char *jss = NULL;
+    assert_true(asprintf(&jss, "%s,\"stop\":\"}\"", js) > 0);
+    assert_int_equal(result(jss, "{\"a\": 1", "stop", &sr, err, sizeof err), 0);
+    free(jss);
     assert_int_equal(result(USER ",\"response_format\":{\"type\":\"json_object\"}", "[1]", "stop", &sr,
                             err, sizeof err), AIOS_EENGINE);
     assert_non_null(strstr(err, "not a JSON object"));
