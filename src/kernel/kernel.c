@@ -17,6 +17,7 @@
 #include "agents/agent.h"
 #include "api/api.h"
 #include "llm/remote.h"
+#include "llm/structured.h"
 #include "llm/testmodel.h"
 #include "storage/storage.h"
 #include "tools/tools.h"
@@ -57,6 +58,9 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     int rc;
     k->t_start_us = util_now_us();
     k->version = AIOS_VERSION;
+
+    struct grammar_opts go; /* llms.structured_output: checked once here */
+    if ((rc = llm_structured_opts(&k->cfg, &go, err, errlen))) return rc;
 
     const struct sched_policy *pol = sched_policy_find(k->cfg.sched_policy);
     if (!pol) {
