@@ -16,6 +16,7 @@
 
 #include "api/api.h"
 #include "llm/testmodel.h"
+#include "memory/mem.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -61,6 +62,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
         pol = &sched_policy_fifo;
     }
     rc = sched_create(&k->sched, pol);
+    if (rc) goto fail;
+    rc = mem_start(k, err, errlen);
     if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
@@ -134,6 +137,7 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    mem_stop(k);
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
