@@ -46,6 +46,8 @@ enum {
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
+    ST_SYNC_NORMAL,
+    ST_SYNC_FULL,
     ST__COUNT
 };
 
@@ -70,6 +72,8 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+    [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
 };
 
 static const char k_schema[] =
@@ -403,6 +407,10 @@ int mem_store_touch(struct mem_store *s, const char *agent, const char *const *i
     if (n == 0) return 0;
     struct mem_conn *c = conn_take(s);
     if (!c) return AIOS_EIO;
+    /* retrieval statistics are not worth an fsync per search: commit them
+     * without one (in WAL mode they still survive a crash of the kernel;
+     * the next synchronous commit makes them power-safe too) */
+    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_NORMAL]), sqlite3_reset(c->st[ST_SYNC_NORMAL]);
     int rc = run(c, ST_BEGIN);
     if (rc) goto out;
     sqlite3_stmt *st = c->st[ST_TOUCH];
@@ -417,6 +425,7 @@ int mem_store_touch(struct mem_store *s, const char *agent, const char *const *i
     if (rc) run(c, ST_ROLLBACK);
     else rc = run(c, ST_COMMIT);
 out:
+    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_FULL]), sqlite3_reset(c->st[ST_SYNC_FULL]);
     conn_give(s, c);
     return rc;
 }
