@@ -7,8 +7,11 @@
  *             or fault from SQLite)
  *   retrieve  mem retrieve_memory, k=5  vs  a bare FTS5 MATCH ... ORDER BY rank LIMIT 5
  *
- * Notes are 20 words drawn (Zipf-like) from a 5,000-word synthetic
- * vocabulary; queries are 3 such words. Each size gets fresh database
+ * Notes are 20 words drawn by Zipf's law (s = 1) from a 5,000-word
+ * vocabulary whose 60 commonest words are English function words ("the",
+ * "of", ...) and the rest synthetic; queries are a function word and 3
+ * content words. Both sides search with the same FTS query string
+ * (mem_fts_query: stop words dropped). Each size gets fresh database
  * files; the store is prefilled in bulk transactions, then `--ops`
  * operations of each kind are timed one by one with a monotonic clock. The
  * manager calls are mem_manager_exec(), exactly what the kernel's memory
@@ -19,7 +22,9 @@
  * Usage: bench_memory [--sizes 1000,10000,100000] [--ops 1000]
  *                     [--sync full|normal] [--dir DIR] [--http]
  * Prints one table row per size and kind: p50 and p99 in microseconds and
- * the ratio of the manager to the baseline. */
+ * the ratio of the manager to the baseline. "retr cpu" is the retrieve's
+ * on-CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID): on a shared
+ * machine the wall-clock tail is mostly time spent descheduled. */
 #include "cli/client.h"
 #include "memory/mem.h"
 #include "util/err.h"
@@ -30,12 +35,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define VOCAB 5000
+#define N_STOP 60
 #define WORDS_PER_NOTE 20
 
-static char g_vocab[VOCAB][12];
+/* rank order: the commonest English function words first, then synthetic
+ * content words; frequencies follow Zipf's law (s = 1), as in text */
+static const char *const k_function_words[N_STOP] = {
+    "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on",
+    "are", "with", "as", "i", "his", "they", "be", "at", "one", "have", "this", "from", "or",
+    "had", "by", "not", "word", "but", "what", "some", "we", "can", "out", "other", "were",
+    "all", "there", "when", "up", "use", "your", "how", "said", "an", "each", "she", "which",
+    "do", "their", "time", "if", "will", "way", "about", "many", "then"};
+static char g_vocab[VOCAB][16];
+static double g_cdf[VOCAB];
 static uint64_t g_rng = 88172645463325252ull;
 
 static uint64_t rnd(void)
@@ -46,36 +62,53 @@ static uint64_t rnd(void)
     return g_rng;
 }
 
-/* skewed toward low ranks, like word frequencies */
-static int word_index(void)
+/* a rank >= lo drawn by Zipf's law */
+static int word_index(int lo)
 {
-    double u = (double)(rnd() % 1000000) / 1000000.0;
-    int i = (int)(pow(u, 2.5) * VOCAB);
-    return i < VOCAB ? i : VOCAB - 1;
+    double base = lo ? g_cdf[lo - 1] : 0;
+    double u = base + (double)(rnd() % 1000000007ull) / 1000000007.0 * (1.0 - base);
+    int a = lo, b = VOCAB - 1;
+    while (a < b) {
+        int m = (a + b) / 2;
+        if (g_cdf[m] < u) a = m + 1;
+        else b = m;
+    }
+    return a;
 }
 
 static void make_vocab(void)
 {
     static const char *syl[] = {"ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ve", "da",
                                 "gri", "zo", "fen", "bar", "qui", "mon"};
+    double h = 0;
     for (int i = 0; i < VOCAB; i++) {
-        int x = i;
         char *w = g_vocab[i];
-        w[0] = 0;
-        for (int s = 0; s < 3; s++) {
-            strcat(w, syl[x % 16]);
-            x /= 16;
+        if (i < N_STOP) {
+            snprintf(w, sizeof g_vocab[i], "%s", k_function_words[i]);
+        } else {
+            int x = i;
+            w[0] = 0;
+            for (int s = 0; s < 3; s++) {
+                strcat(w, syl[x % 16]);
+                x /= 16;
+            }
+            if (x) snprintf(w + strlen(w), 3, "%d", x % 10);
         }
-        if (x) snprintf(w + strlen(w), 3, "%d", x % 10);
+        h += 1.0 / (i + 1);
+        g_cdf[i] = h;
     }
+    for (int i = 0; i < VOCAB; i++) g_cdf[i] /= h;
 }
 
-static void make_text(char *buf, size_t cap, int words)
+/* note text: any word; query text (lo = N_STOP): content words, and a
+ * function word in front as people type them */
+static void make_text(char *buf, size_t cap, int words, int lo)
 {
     size_t o = 0;
     buf[0] = 0;
-    for (int i = 0; i < words && o + 16 < cap; i++)
-        o += (size_t)snprintf(buf + o, cap - o, i ? " %s" : "%s", g_vocab[word_index()]);
+    if (lo) o += (size_t)snprintf(buf, cap, "%s", g_vocab[word_index(0) % N_STOP]);
+    for (int i = 0; i < words && o + 20 < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, o ? " %s" : "%s", g_vocab[word_index(lo)]);
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -93,6 +126,13 @@ static struct pct pcts(int64_t *v, int n)
     qsort(v, (size_t)n, sizeof *v, cmp_i64);
     struct pct p = {(double)v[n / 2], (double)v[(int)((n - 1) * 0.99)]};
     return p;
+}
+
+static int64_t cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void die(const char *what)
@@ -162,6 +202,7 @@ int main(int argc, char **argv)
     }
     make_vocab();
     int64_t *tm = malloc(sizeof *tm * (size_t)ops), *tb = malloc(sizeof *tb * (size_t)ops);
+    int64_t *cm = malloc(sizeof *cm * (size_t)ops), *cb = malloc(sizeof *cb * (size_t)ops);
     char text[512], path[512], id[64];
     printf("synchronous=%s, %d timed operations per kind and size, latencies in microseconds\n\n",
            full ? "FULL" : "NORMAL", ops);
@@ -183,7 +224,7 @@ int main(int argc, char **argv)
             for (; b < BATCH && done < N; b++, done++) {
                 struct mem_note *n = mem_note_new();
                 snprintf(id, sizeof id, "pre-%ld", done);
-                make_text(text, sizeof text, WORDS_PER_NOTE);
+                make_text(text, sizeof text, WORDS_PER_NOTE, 0);
                 n->id = strdup(id);
                 n->content = strdup(text);
                 mem_ts_now(n->timestamp);
@@ -211,7 +252,7 @@ int main(int argc, char **argv)
         sql(db, "BEGIN");
         for (long i = 0; i < N; i++) {
             snprintf(id, sizeof id, "pre-%ld", i);
-            make_text(text, sizeof text, WORDS_PER_NOTE);
+            make_text(text, sizeof text, WORDS_PER_NOTE, 0);
             sqlite3_bind_text(ins, 1, id, -1, SQLITE_TRANSIENT);
             sqlite3_bind_text(ins, 2, text, -1, SQLITE_TRANSIENT);
             sqlite3_step(ins);
@@ -224,7 +265,7 @@ int main(int argc, char **argv)
 
         /* add */
         for (int i = 0; i < ops; i++) {
-            make_text(text, sizeof text, WORDS_PER_NOTE);
+            make_text(text, sizeof text, WORDS_PER_NOTE, 0);
             json_t *p = json_pack("{s:s}", "content", text);
             int64_t t0 = util_now_us();
             json_decref(exec(m, "add_memory", p));
@@ -257,26 +298,31 @@ int main(int argc, char **argv)
         /* retrieve */
         long hits = 0;
         for (int i = 0; i < ops; i++) {
-            make_text(text, sizeof text, 3);
+            make_text(text, sizeof text, 3, N_STOP);
             json_t *p = json_pack("{s:s,s:i}", "content", text, "k", 5);
-            int64_t t0 = util_now_us();
+            int64_t c0 = cpu_us(), t0 = util_now_us();
             json_t *r = exec(m, "retrieve_memory", p);
             tm[i] = util_now_us() - t0;
+            cm[i] = cpu_us() - c0;
             hits += (long)json_array_size(json_object_get(r, "search_results"));
             json_decref(r);
             json_decref(p);
             char *q = mem_fts_query(text);
+            c0 = cpu_us();
             t0 = util_now_us();
             sqlite3_bind_text(fts, 1, q, -1, SQLITE_TRANSIENT);
             while (sqlite3_step(fts) == SQLITE_ROW) {}
             sqlite3_reset(fts);
             tb[i] = util_now_us() - t0;
+            cb[i] = cpu_us() - c0;
             free(q);
         }
         struct pct rm = pcts(tm, ops), rb = pcts(tb, ops);
+        struct pct rcm = pcts(cm, ops), rcb = pcts(cb, ops);
         row("add", N, am, ab);
         row("get", N, gm, gb);
         row("retrieve", N, rm, rb);
+        row("retr cpu", N, rcm, rcb);
         if (hits < ops) fprintf(stderr, "note: only %ld hits in %d retrievals\n", hits, ops);
         sqlite3_finalize(ins);
         sqlite3_finalize(fins);
@@ -303,7 +349,7 @@ int main(int argc, char **argv)
             char url[128], body[700];
             snprintf(url, sizeof url, "%s/query", c.base);
             for (int i = 0; i < ops; i++) {
-                make_text(text, sizeof text, 3);
+                make_text(text, sizeof text, 3, N_STOP);
                 int len = snprintf(body, sizeof body,
                                    "{\"agent_name\":\"bench\",\"query_type\":\"memory\",\"query_data\":"
                                    "{\"operation_type\":\"retrieve_memory\",\"params\":"
@@ -322,6 +368,8 @@ int main(int argc, char **argv)
     }
     free(tm);
     free(tb);
+    free(cm);
+    free(cb);
     if (own_dir) {
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

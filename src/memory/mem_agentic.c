@@ -27,6 +27,7 @@
  * fails the queued call with 503, which also ends the wait. */
 #include "kernel/kernel.h"
 #include "memory/mem.h"
+#include "memory/mem_note.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -60,23 +61,6 @@ void mem_analysis_free(struct mem_analysis *a)
 
 /* ---- keyword extraction ---- */
 
-static const char *const k_stop[] = {
-    "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
-    "one", "our", "out", "has", "him", "his", "how", "its", "may", "new", "now", "old", "see",
-    "two", "who", "did", "get", "let", "say", "she", "too", "use", "that", "with", "have",
-    "this", "will", "your", "from", "they", "know", "want", "been", "good", "much", "some",
-    "time", "very", "when", "come", "here", "just", "like", "long", "make", "many", "more",
-    "only", "over", "such", "take", "than", "them", "well", "were", "what", "which", "would",
-    "there", "their", "about", "into", "then", "these", "those", "also", "each", "other",
-    "should", "could", "being", "because", "while", "where", "after", "before", "does", "doing"};
-
-static bool is_stop(const char *w)
-{
-    for (size_t i = 0; i < sizeof k_stop / sizeof k_stop[0]; i++)
-        if (!strcmp(w, k_stop[i])) return true;
-    return false;
-}
-
 struct word {
     char *w;
     int count, first;
@@ -105,7 +89,7 @@ json_t *mem_extract_keywords(const char *text, int max)
         char w[65];
         for (size_t i = 0; i < len; i++) w[i] = (char)tolower(b[i]);
         w[len] = 0;
-        if (is_stop(w) || isdigit((unsigned char)w[0])) continue;
+        if (mem_is_stop_word(w, len) || isdigit((unsigned char)w[0])) continue;
         int i;
         for (i = 0; i < n && strcmp(ws[i].w, w); i++) {}
         if (i < n) {

@@ -176,3 +176,31 @@ int mem_str_list(json_t *v, const char *field, json_t **out, char *err, size_t e
     *out = a;
     return 0;
 }
+
+static const char *const k_stop[] = {
+    "a", "about", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
+    "be", "because", "been", "before", "being", "but", "by", "can", "could", "did", "do", "does",
+    "doing", "for", "from", "had", "has", "have", "he", "her", "here", "him", "his", "how", "i",
+    "if", "in", "into", "is", "it", "its", "just", "me", "more", "most", "my", "no", "nor", "not",
+    "now", "of", "on", "only", "or", "other", "our", "out", "over", "own", "same", "she",
+    "should", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there",
+    "these", "they", "this", "those", "to", "too", "under", "until", "up", "very", "was", "we",
+    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with",
+    "would", "you", "your"};
+
+bool mem_is_stop_word(const char *w, size_t len)
+{
+    if (len == 0 || len > 7) return false;
+    char low[8];
+    for (size_t i = 0; i < len; i++) low[i] = (char)tolower((unsigned char)w[i]);
+    low[len] = 0;
+    size_t lo = 0, hi = sizeof k_stop / sizeof k_stop[0];
+    while (lo < hi) { /* the list is sorted */
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(low, k_stop[mid]);
+        if (!c) return true;
+        if (c < 0) hi = mid;
+        else lo = mid + 1;
+    }
+    return false;
+}

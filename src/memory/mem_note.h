@@ -4,6 +4,7 @@
 #define AIOS_MEMORY_MEM_NOTE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,10 @@ json_t *mem_note_raw(const struct mem_note *n, double score);
 void mem_ts_now(char out[MEM_TS_LEN]);
 /* random UUID v4 text (37 bytes with NUL) */
 int mem_uuid(char out[37]);
+
+/* An English stop word ("the", "is", "of", ...)? w is len bytes, any case.
+ * Retrieval drops them from queries; keyword extraction skips them. */
+bool mem_is_stop_word(const char *w, size_t len);
 
 /* Normalise a list-of-strings field: a JSON array of strings is copied, a
  * string is split at commas (trimmed, empties dropped). *out is a new array.

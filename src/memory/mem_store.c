@@ -64,10 +64,12 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_DELETE] = "DELETE FROM notes WHERE agent=?1 AND id=?2",
     [ST_TOUCH] = "UPDATE notes SET retrieval_count=retrieval_count+1, last_accessed=?3 "
                  "WHERE agent=?1 AND id=?2",
+    /* FTS5 hands rows over in rank (BM25) order, so the join and the agent
+     * filter stop after the first k of this agent's notes */
     [ST_SEARCH] = "SELECT n.id, n.content, n.keywords, n.tags, n.category, n.context, n.timestamp, "
-                  "n.last_accessed, n.links, n.retrieval_count, n.extra, bm25(notes_fts) AS s "
-                  "FROM notes_fts JOIN notes n ON n.nid = notes_fts.rowid "
-                  "WHERE notes_fts MATCH ?2 AND n.agent = ?1 ORDER BY s LIMIT ?3",
+                  "n.last_accessed, n.links, n.retrieval_count, n.extra, f.rank "
+                  "FROM notes_fts f JOIN notes n ON n.nid = f.rowid "
+                  "WHERE notes_fts MATCH ?2 AND n.agent = ?1 ORDER BY f.rank LIMIT ?3",
     [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -443,27 +445,38 @@ static int is_word_byte(unsigned char ch)
            ch >= 0x80;
 }
 
+static const unsigned char *next_word(const unsigned char *p, size_t *len)
+{
+    while (*p && !is_word_byte(*p)) p++;
+    const unsigned char *b = p;
+    while (*p && is_word_byte(*p)) p++;
+    *len = (size_t)(p - b);
+    return b;
+}
+
 char *mem_fts_query(const char *text)
 {
-    size_t len = strlen(text);
+    /* stop words carry no meaning and match nearly every note: leave them
+     * out, unless the query has nothing else */
+    bool content_word = false;
+    size_t len;
+    for (const unsigned char *p = (const unsigned char *)text; *(p = next_word(p, &len)); p += len)
+        if (!mem_is_stop_word((const char *)p, len)) content_word = true;
     /* each word grows by at most 2 quotes and " OR " */
-    char *q = malloc(len * 7 + 1);
+    char *q = malloc(strlen(text) * 7 + 1);
     if (!q) return NULL;
     size_t o = 0;
     int words = 0;
-    const unsigned char *p = (const unsigned char *)text;
-    while (*p && words < 32) {
-        while (*p && !is_word_byte(*p)) p++;
-        if (!*p) break;
-        const unsigned char *b = p;
-        while (*p && is_word_byte(*p)) p++;
+    for (const unsigned char *p = (const unsigned char *)text; words < 32 && *(p = next_word(p, &len));
+         p += len) {
+        if (content_word && mem_is_stop_word((const char *)p, len)) continue;
         if (words++) {
             memcpy(q + o, " OR ", 4);
             o += 4;
         }
         q[o++] = '"';
-        memcpy(q + o, b, (size_t)(p - b));
-        o += (size_t)(p - b);
+        memcpy(q + o, p, len);
+        o += len;
         q[o++] = '"';
     }
     q[o] = 0;

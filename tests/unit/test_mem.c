@@ -56,7 +56,14 @@ static void test_fts_query(void **state)
 {
     (void)state;
     char *q = mem_fts_query("cat, \"dog\" OR fish* -x NEAR(");
-    assert_string_equal(q, "\"cat\" OR \"dog\" OR \"OR\" OR \"fish\" OR \"x\" OR \"NEAR\"");
+    assert_string_equal(q, "\"cat\" OR \"dog\" OR \"fish\" OR \"x\" OR \"NEAR\"");
+    free(q);
+    /* stop words go, unless nothing else is left */
+    q = mem_fts_query("When is THE launch review?");
+    assert_string_equal(q, "\"launch\" OR \"review\"");
+    free(q);
+    q = mem_fts_query("to be or not to be");
+    assert_string_equal(q, "\"to\" OR \"be\" OR \"or\" OR \"not\" OR \"to\" OR \"be\"");
     free(q);
     q = mem_fts_query(" ,.;!? ");
     assert_string_equal(q, "");
@@ -177,6 +184,7 @@ static void test_store_search_ranking_and_scope(void **state)
     mem_hits_free(h, nh);
     assert_int_equal(mem_store_search(s, "a", "kernel", 1, &h, &nh), 0);
     assert_int_equal(nh, 1);
+    assert_string_equal(h[0].note->id, "t4"); /* b's better match takes no slot */
     mem_hits_free(h, nh);
     /* porter stemming: "scheduling" finds "schedules" */
     assert_int_equal(mem_store_search(s, "a", "scheduling", 5, &h, &nh), 0);
