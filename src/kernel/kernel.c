@@ -17,6 +17,7 @@
 #include "api/api.h"
 #include "llm/testmodel.h"
 #include "memory/mem.h"
+#include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -117,6 +118,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    rc = tool_mgr_start(&k->tools, k, err, errlen);
+    if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
     if (rc) goto fail;
     return 0;
@@ -138,6 +141,8 @@ void kernel_stop(struct kernel *k)
         k->pools[i] = NULL;
     }
     mem_stop(k);
+    tool_mgr_stop(k->tools);
+    k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
