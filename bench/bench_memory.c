@@ -206,7 +206,7 @@ int main(int argc, char **argv)
     char text[512], path[512], id[64];
     printf("synchronous=%s, %d timed operations per kind and size, latencies in microseconds\n\n",
            full ? "FULL" : "NORMAL", ops);
-    printf("| op       | notes   | mem p50   | mem p99   | base p50  | base p99  | x p50 | x p99 |\n");
+    printf("| op        | notes   | mem p50   | mem p99   | base p50  | base p99  | x p50 | x p99 |\n");
     printf("|----------|---------|-----------|-----------|-----------|-----------|-------|-------|\n");
     for (int si = 0; si < n_sizes; si++) {
         long N = sizes[si];
@@ -362,8 +362,8 @@ int main(int argc, char **argv)
             }
             child_stop(&c, 30);
             struct pct hm = pcts(tm, ops);
-            printf("| retrieve over HTTP | %7ld | %9.1f | %9.1f | (POST /query on loopback, whole round trip) |\n",
-                   N, hm.p50, hm.p99);
+            printf("| retr HTTP | %7ld | %9.1f | %9.1f |           |           |       |       |\n", N,
+                   hm.p50, hm.p99);
         }
     }
     free(tm);
