@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "memory/mem.h"
@@ -439,6 +440,100 @@ static void test_agentic_without_model(void **state)
     mem_manager_close(m);
 }
 
+
+/* ---- concurrency: threads on their own agents and on a shared one ---- */
+
+#define N_OPS 60
+
+struct worker {
+    struct mem_manager *m;
+    const char *agent;
+    int tag, n_added, n_removed, failures;
+};
+
+static void *work(void *arg)
+{
+    struct worker *w = arg;
+    char p[256];
+    for (int i = 0; i < N_OPS; i++) {
+        json_t *params, *r = NULL;
+        int st;
+        char err[256];
+        snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\",\"content\":\"worker %d writes note %d about apples\"}",
+                 w->tag, i, w->tag, i);
+        params = json_loads(p, 0, NULL);
+        if (mem_manager_exec(w->m, w->agent, "add_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        else w->n_added++;
+        json_decref(params);
+        json_decref(r);
+        r = NULL;
+        snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\"}", w->tag, i);
+        params = json_loads(p, 0, NULL);
+        if (mem_manager_exec(w->m, w->agent, "get_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        json_decref(r);
+        r = NULL;
+        json_decref(params);
+        /* remove an older note of this worker: ids i/2 for i = 4, 9, 14, ... */
+        snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\"}", w->tag, i / 2);
+        params = json_loads(p, 0, NULL);
+        if (i % 5 == 4) {
+            if (mem_manager_exec(w->m, w->agent, "remove_memory", params, &r, &st, err, sizeof err)) w->failures++;
+            else w->n_removed++;
+            json_decref(r);
+            r = NULL;
+        }
+        json_decref(params);
+        params = json_pack("{s:s,s:i}", "content", "apples note", "k", 3);
+        if (mem_manager_exec(w->m, w->agent, "retrieve_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        json_decref(r);
+        json_decref(params);
+    }
+    return NULL;
+}
+
+static void test_concurrent_agents(void **state)
+{
+    (void)state;
+    struct mem_manager *m = open_mgr("conc.db", 4096); /* a few notes per agent: evictions */
+    struct worker w[6] = {
+        {m, "solo-0", 0, 0, 0, 0}, {m, "solo-1", 1, 0, 0, 0}, {m, "solo-2", 2, 0, 0, 0},
+        {m, "shared", 3, 0, 0, 0}, {m, "shared", 4, 0, 0, 0}, {m, "shared", 5, 0, 0, 0},
+    };
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++) assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    for (int i = 0; i < 6; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(w[i].failures, 0);
+        assert_int_equal(w[i].n_added, N_OPS);
+    }
+    /* every count adds up, in the store and through get */
+    const char *agents[] = {"solo-0", "solo-1", "solo-2", "shared"};
+    int expect[] = {N_OPS - N_OPS / 5, N_OPS - N_OPS / 5, N_OPS - N_OPS / 5, 3 * (N_OPS - N_OPS / 5)};
+    for (int a = 0; a < 4; a++) {
+        json_t *md = stats(m, agents[a]);
+        assert_int_equal(json_integer_value(json_object_get(md, "n_notes")), expect[a]);
+        assert_true(json_integer_value(json_object_get(md, "resident_bytes")) <= 4096);
+        assert_true(json_integer_value(json_object_get(md, "n_evictions")) > 0);
+        json_decref(md);
+    }
+    char p[64];
+    for (int i = 0; i < N_OPS; i++) {
+        snprintf(p, sizeof p, "{\"memory_id\":\"w4-%d\"}", i);
+        json_t *params = json_loads(p, 0, NULL), *r = NULL;
+        int st;
+        char err[256];
+        int rc = mem_manager_exec(m, "shared", "get_memory", params, &r, &st, err, sizeof err);
+        /* removed: ids i/2 for i % 5 == 4, i.e. 2, 4, 7, 9, ... */
+        bool removed = false;
+        for (int j = 4; j < N_OPS; j += 5)
+            if (j / 2 == i) removed = true;
+        assert_int_equal(rc == 0, !removed);
+        json_decref(r);
+        json_decref(params);
+    }
+    mem_manager_close(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_namespaces_and_retrieval),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_agentic_without_model),
+        cmocka_unit_test(test_concurrent_agents),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
