@@ -17,6 +17,7 @@
 #include "api/api.h"
 #include "llm/testmodel.h"
 #include "memory/mem.h"
+#include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -65,6 +66,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     rc = sched_create(&k->sched, pol);
     if (rc) goto fail;
     rc = mem_start(k, err, errlen);
+    if (rc) goto fail;
+    rc = sto_kernel_start(k, err, errlen);
     if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
@@ -141,6 +144,7 @@ void kernel_stop(struct kernel *k)
         k->pools[i] = NULL;
     }
     mem_stop(k);
+    sto_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
