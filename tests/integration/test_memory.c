@@ -4,7 +4,7 @@
  * ids are 404 and never in its search results), LRU-K eviction and
  * transparent fault-back with nothing lost, add_agentic_memory making a real
  * LLM syscall, bad params -> 400 with a message, and notes surviving a
- * kernel restart. */
+ * kernel restart and a SIGKILL. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static struct kernel_fixture *g_kf;
@@ -305,6 +307,38 @@ static void test_restart_keeps_notes(void **state)
     json_decref(t);
 }
 
+static void test_sigkill_keeps_acknowledged_notes(void **state)
+{
+    (void)state;
+    json_t *t;
+    char p[160];
+    for (int i = 0; i < 20; i++) {
+        snprintf(p, sizeof p, "{\"content\":\"acknowledged note %d before the crash\",\"memory_id\":\"k%d\"}", i, i);
+        ok("crash", "add_memory", p, &t);
+        json_decref(t);
+    }
+    /* no clean shutdown: the kernel dies at once */
+    assert_int_equal(kill(g_kf->child.pid, SIGKILL), 0);
+    int st = 0;
+    assert_int_equal(waitpid(g_kf->child.pid, &st, 0), g_kf->child.pid);
+    assert_true(WIFSIGNALED(st));
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_kf->dir);
+    assert_int_equal(system(cmd), 0);
+    free(g_kf);
+    g_kf = start();
+    for (int i = 0; i < 20; i++) {
+        snprintf(p, sizeof p, "{\"memory_id\":\"k%d\"}", i);
+        json_t *r = ok("crash", "get_memory", p, &t);
+        snprintf(p, sizeof p, "acknowledged note %d before the crash", i);
+        assert_string_equal(json_string_value(json_object_get(r, "content")), p);
+        json_decref(t);
+    }
+    json_t *r = ok("crash", "retrieve_memory", "{\"content\":\"crash\",\"k\":50}", &t);
+    assert_int_equal(json_array_size(json_object_get(r, "search_results")), 20);
+    json_decref(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_agentic_uses_the_model),
         cmocka_unit_test(test_restart_keeps_notes),
+        cmocka_unit_test(test_sigkill_keeps_acknowledged_notes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
