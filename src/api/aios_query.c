@@ -20,6 +20,7 @@
 #include "api/api.h"
 
 #include "kernel/query.h"
+#include "memory/mem.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -62,6 +63,7 @@ static enum MHD_Result llm_finish(struct api_req *r)
                              "error", "status_code", 200, "usage", "prompt_tokens", res->n_prompt,
                              "completion_tokens", res->n_gen, "cached_tokens",
                              res->n_prompt - res->n_prompt_computed);
+    mem_auto_extract(r->k, sc); /* memory.auto_extract: store the turn as a note */
     return api_send_json(r, 200, with_times(sc, resp));
 }
 

@@ -868,6 +868,17 @@ int mem_opts_from_config(const struct aios_config *cfg, struct mem_opts *o, char
         }
         db = json_string_value(v);
     }
+    v = config_lookup(cfg, "memory.auto_extract");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v)) {
+            snprintf(err, errlen, "memory.auto_extract: expected true or false");
+            return AIOS_ECONFIG;
+        }
+        o->auto_extract = json_is_true(v);
+    }
+    v = config_lookup(cfg, "memory.auto_inject");
+    if (v && json_is_true(v))
+        LOG_WARN("memory", "memory.auto_inject is not implemented in this kernel yet; ignored");
     o->db_path = config_resolve_path(cfg, db);
     return o->db_path ? 0 : AIOS_ENOMEM;
 }
@@ -913,6 +924,43 @@ int mem_start(struct kernel *k, char *err, size_t errlen)
     }
     mem_opts_free(&o);
     return rc;
+}
+
+void mem_auto_extract(struct kernel *k, struct syscall *sc)
+{
+    struct mem_manager *m = k ? k->memory : NULL;
+    if (!m || !m->o.auto_extract || sc->kind != SYSCALL_KIND_LLM || !sc->req || !sc->res) return;
+    struct llm_req *req = sc->req;
+    struct llm_res *res = sc->res;
+    const char *user = NULL;
+    for (size_t i = req->n_msgs; i-- > 0;) {
+        if (!strcmp(req->msgs[i].role, "user")) {
+            user = req->msgs[i].content;
+            break;
+        }
+    }
+    if (!user) return;
+    /* keep the note under max_note_bytes: each side gets at most a third */
+    int cap = (int)(m->o.max_note_bytes / 3);
+    int ul = (int)strnlen(user, (size_t)cap), al = (int)(res->len < (size_t)cap ? res->len : (size_t)cap);
+    while (ul > 0 && user[ul] && ((unsigned char)user[ul] & 0xC0) == 0x80) ul--;
+    while (al > 0 && (size_t)al < res->len && ((unsigned char)res->text[al] & 0xC0) == 0x80) al--;
+    size_t n = (size_t)ul + (size_t)al + 32;
+    char *content = malloc(n);
+    if (!content) return;
+    snprintf(content, n, "User: %.*s\nAssistant: %.*s", ul, user, al, res->text ? res->text : "");
+    json_t *params = json_pack("{s:s,s:s,s:s}", "content", content, "category", "conversation",
+                               "context", "conversation");
+    free(content);
+    struct kq_req *kq = params ? kq_req_new("add_memory", params) : NULL;
+    struct syscall *mc = kq ? syscall_new(SYSCALL_KIND_MEMORY, sc->agent, NULL, kq, kq_req_free) : NULL;
+    if (!mc) {
+        LOG_WARN("memory", "auto_extract: out of memory; the turn of %s is not stored", sc->agent);
+        return;
+    }
+    if (sched_submit(k->sched, mc))
+        LOG_WARN("memory", "auto_extract: cannot queue the note for %s (shutting down)", sc->agent);
+    syscall_unref(mc); /* the scheduler holds its own reference until it is done */
 }
 
 void mem_stop(struct kernel *k)

@@ -13,6 +13,7 @@
 
 struct kernel;
 struct mem_manager;
+struct syscall;
 
 struct mem_opts {
     size_t quota_bytes;     /* working-set bytes per agent (memory.quota_bytes) */
@@ -21,6 +22,7 @@ struct mem_opts {
     int agentic_max_tokens; /* tokens the model may spend analysing a note */
     int workers;            /* executor threads (memory.workers) */
     char *db_path;          /* resolved path of the database file (owned) */
+    bool auto_extract;      /* memory.auto_extract: chat turns become notes */
 };
 
 #define MEM_DEFAULT_QUOTA ((size_t)4 << 20)
@@ -53,6 +55,15 @@ int mem_manager_exec(struct mem_manager *m, const char *agent, const char *op, j
  * the executor for SYSCALL_KIND_MEMORY. mem_stop() after the pools stopped. */
 int mem_start(struct kernel *k, char *err, size_t errlen);
 void mem_stop(struct kernel *k);
+
+/* memory.auto_extract (AIOS personalisation): after a chat call through
+ * POST /query finished, store "User: <last user message>\nAssistant:
+ * <answer>" as a note of the calling agent (category and context
+ * "conversation"). Queues a memory syscall and returns at once, so the
+ * HTTP thread never waits on SQLite; failures are only logged. No-op when
+ * the option is off or there is no memory manager. sc is a finished LLM
+ * syscall (borrowed). */
+void mem_auto_extract(struct kernel *k, struct syscall *sc);
 
 /* add_agentic_memory's analysis (mem_agentic.c). Asks the kernel's first
  * LLM core for keywords, tags and a one-sentence context; whatever the

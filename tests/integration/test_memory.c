@@ -3,8 +3,8 @@
  * every operation in the AIOS shapes, per-agent isolation (another agent's
  * ids are 404 and never in its search results), LRU-K eviction and
  * transparent fault-back with nothing lost, add_agentic_memory making a real
- * LLM syscall, bad params -> 400 with a message, and notes surviving a
- * kernel restart and a SIGKILL. */
+ * LLM syscall, memory.auto_extract storing chat turns, bad params -> 400
+ * with a message, and notes surviving a kernel restart and a SIGKILL. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -39,6 +39,7 @@ static int group_setup(void **state)
     if (!f) return -1;
     /* the database outside the fixture's data dir, so a restart finds it */
     fprintf(f, "memory:\n  quota_bytes: 2048\n  agentic_max_tokens: 4\n  synchronous: normal\n"
+               "  auto_extract: true\n"
                "  db_path: %s/memory.db\n", g_tmp);
     fclose(f);
     g_kf = start();
@@ -339,6 +340,40 @@ static void test_sigkill_keeps_acknowledged_notes(void **state)
     json_decref(t);
 }
 
+static void test_auto_extract(void **state)
+{
+    (void)state;
+    const char *q = "{\"agent_name\":\"chatty\",\"query_type\":\"llm\",\"query_data\":{\"messages\":"
+                    "[{\"role\":\"system\",\"content\":\"be brief\"},"
+                    "{\"role\":\"user\",\"content\":\"Remember that my cat is called Miso\"}],"
+                    "\"max_new_tokens\":3,\"action_type\":\"chat\"}}";
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_kf, "POST", "/query", q, &j), 200);
+    const char *answer = json_string_value(json_object_get(json_object_get(j, "response"), "response_message"));
+    assert_non_null(answer);
+    char want[512];
+    snprintf(want, sizeof want, "User: Remember that my cat is called Miso\nAssistant: %s", answer);
+    json_decref(j);
+    /* stored asynchronously, by a memory syscall of its own */
+    json_t *t = NULL, *r = NULL;
+    for (int i = 0; i < 100; i++) {
+        r = ok("chatty", "retrieve_memory", "{\"content\":\"cat Miso\"}", &t);
+        if (json_array_size(json_object_get(r, "search_results")) > 0) break;
+        json_decref(t);
+        t = NULL;
+        usleep(50000);
+    }
+    assert_non_null(t);
+    json_t *hit = json_array_get(json_object_get(r, "search_results"), 0);
+    assert_string_equal(json_string_value(json_object_get(hit, "content")), want);
+    assert_string_equal(json_string_value(json_object_get(hit, "category")), "conversation");
+    json_decref(t);
+    /* only in the caller's namespace */
+    r = ok("someone-else", "retrieve_memory", "{\"content\":\"cat Miso\"}", &t);
+    assert_int_equal(json_array_size(json_object_get(r, "search_results")), 0);
+    json_decref(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_eviction_and_fault_back),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_agentic_uses_the_model),
+        cmocka_unit_test(test_auto_extract),
         cmocka_unit_test(test_restart_keeps_notes),
         cmocka_unit_test(test_sigkill_keeps_acknowledged_notes),
     };
