@@ -204,6 +204,12 @@ static void ws_evict(struct mem_manager *m, struct mem_agent *a)
  * access. On allocation failure the note is freed: the store has it. */
 static void ws_put(struct mem_manager *m, struct mem_agent *a, struct mem_note *n)
 {
+    if (mem_note_bytes(n) > m->o.quota_bytes) {
+        /* it could never stay; do not flush the working set trying */
+        ws_drop(a, n->id);
+        mem_note_free(n);
+        return;
+    }
     struct mem_entry *e = ws_find(a, n->id);
     if (e) {
         a->bytes -= e->bytes;

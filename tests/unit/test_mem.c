@@ -441,6 +441,30 @@ static void test_agentic_without_model(void **state)
 }
 
 
+static void test_note_larger_than_quota(void **state)
+{
+    (void)state;
+    struct mem_manager *m = open_mgr("big.db", 1500);
+    add(m, "a", "s1");
+    add(m, "a", "s2");
+    char *p = malloc(3000), big[2100];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    snprintf(p, 3000, "{\"memory_id\":\"big\",\"content\":\"%s\"}", big);
+    json_decref(exec_ok(m, "a", "add_memory", p));
+    free(p);
+    /* stored, served from SQLite, and the small notes stay resident */
+    json_t *r = exec_ok(m, "a", "get_memory", "{\"memory_id\":\"big\"}");
+    assert_int_equal(json_string_length(json_object_get(r, "content")), sizeof big - 1);
+    json_decref(r);
+    json_t *md = stats(m, "a");
+    assert_order(md, (const char *[]){"s1", "s2"}, 2);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_notes")), 3);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_evictions")), 0);
+    json_decref(md);
+    mem_manager_close(m);
+}
+
 /* ---- concurrency: threads on their own agents and on a shared one ---- */
 
 #define N_OPS 60
@@ -541,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_store_search_ranking_and_scope),
         cmocka_unit_test(test_eviction_order_and_fault_back),
+        cmocka_unit_test(test_note_larger_than_quota),
         cmocka_unit_test(test_namespaces_and_retrieval),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_agentic_without_model),
