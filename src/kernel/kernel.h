@@ -28,6 +28,10 @@ struct kernel {
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     int64_t t_start_us;
     const char *version;
+    /* agents as processes (src/agents/): process table, accounting */
+    struct agent_factory *agents;
+    /* the config file given with --config, or NULL (POST /core/refresh) */
+    const char *config_path;
 };
 
 /* Build everything from k->cfg (already loaded) and start serving.
