@@ -22,6 +22,7 @@
 #include "agents/agent.h"
 #include "kernel/query.h"
 #include "llm/structured.h"
+#include "memory/mem.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -102,6 +103,7 @@ static enum MHD_Result llm_finish(struct api_req *r)
         else json_object_set_new(resp, "response_message", json_stringn(res->text, sr.content_len));
     }
     json_object_set_new(resp, "finish_reason", json_string(sr.finish));
+    mem_auto_extract(r->k, sc); /* memory.auto_extract: store the turn as a note */
     return api_send_json(r, 200, with_times(sc, resp));
 }
 

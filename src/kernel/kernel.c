@@ -19,6 +19,7 @@
 #include "llm/remote.h"
 #include "llm/structured.h"
 #include "llm/testmodel.h"
+#include "memory/mem.h"
 #include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
@@ -69,6 +70,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
         pol = &sched_policy_fifo;
     }
     rc = sched_create(&k->sched, pol);
+    if (rc) goto fail;
+    rc = mem_start(k, err, errlen);
     if (rc) goto fail;
     rc = sto_kernel_start(k, err, errlen);
     if (rc) goto fail;
@@ -156,6 +159,7 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    mem_stop(k);
     sto_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;
