@@ -333,6 +333,10 @@ static void test_sandbox_fs(void **state)
     json_t *r = json_object_get(result_of(j, 0), "result");
     assert_true(json_is_true(json_object_get(r, "inside")));
     assert_false(json_is_true(json_object_get(r, "usr")));
+    /* a root kernel never gives a tool root */
+    assert_false(json_is_true(json_object_get(r, "shadow")));
+    if (geteuid() == 0) assert_int_equal(json_integer_value(json_object_get(r, "uid")), 65534);
+    else assert_int_equal(json_integer_value(json_object_get(r, "uid")), (json_int_t)geteuid());
     json_decref(j);
     /* whatever the tool believed, nothing landed outside its root */
     assert_int_not_equal(access(outside, F_OK), 0);
