@@ -26,8 +26,9 @@
  * a user namespace as well).
  * Limits, set in the child between fork and exec so they bind bwrap and
  * everything below it: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0.
- * The process count is bounded by a pids cgroup made per process (v1
- * /sys/fs/cgroup/pids or a v2 hierarchy with the pids controller) when we
+ * The process count is bounded by a pids cgroup made per process
+ * (aios-tools/<kernel pid>-<seq> under v1 /sys/fs/cgroup/pids or a v2
+ * hierarchy with the pids controller; removed when reaped) when we
  * may create one, which also works for root (for whom RLIMIT_NPROC is not
  * enforced); otherwise by RLIMIT_NPROC when not root; otherwise it is not
  * bounded and start-up logs a warning. tool_sandbox_pids_mode() says which.
@@ -48,6 +49,7 @@
 #include "util/log.h"
 #include "util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -85,16 +87,39 @@ static int write_file(const char *path, const char *s)
     return n == (ssize_t)strlen(s) ? 0 : -1;
 }
 
+/* Remove empty cgroups that dead kernels left in dir: entries named
+ * "<prefix><pid>..." whose pid no longer exists (rmdir fails on a cgroup
+ * that still holds processes, so a live one is never removed). */
+static void sweep(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    size_t pl = strlen(prefix);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, pl) != 0) continue;
+        int pid = atoi(e->d_name + pl);
+        if (pid <= 0 || pid == (int)getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%.3000s/%.250s", dir, e->d_name);
+        rmdir(p);
+    }
+    closedir(d);
+}
+
 static void probe_cgroup(void)
 {
     char dir[PATH_MAX];
-    /* cgroup v1 pids hierarchy */
-    snprintf(dir, sizeof dir, "/sys/fs/cgroup/pids/aios-tools-%d", (int)getpid());
+    /* cgroup v1 pids hierarchy; one directory shared by every kernel on the
+     * machine, a child "<pid>-<seq>" per sandboxed process */
+    sweep("/sys/fs/cgroup/pids", "aios-tools-"); /* per-kernel layout of older builds */
+    snprintf(dir, sizeof dir, "/sys/fs/cgroup/pids/aios-tools");
     if (access("/sys/fs/cgroup/pids/cgroup.procs", W_OK) == 0 && (mkdir(dir, 0755) == 0 || errno == EEXIST)) {
         char f[PATH_MAX + 16];
         snprintf(f, sizeof f, "%s/pids.max", dir);
         if (access(f, W_OK) == 0) {
             snprintf(g_cg_base, sizeof g_cg_base, "%s", dir);
+            sweep(dir, "");
             return;
         }
         rmdir(dir);
@@ -111,8 +136,7 @@ static void probe_cgroup(void)
     if (!own[0]) return;
     const char *roots[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
     for (int i = 0; i < 2; i++) {
-        snprintf(dir, sizeof dir, "%s%s/aios-tools-%d", roots[i], strcmp(own, "/") ? own : "",
-                 (int)getpid());
+        snprintf(dir, sizeof dir, "%s%s/aios-tools", roots[i], strcmp(own, "/") ? own : "");
         if (mkdir(dir, 0755) != 0 && errno != EEXIST) continue;
         char f[PATH_MAX + 32];
         snprintf(f, sizeof f, "%s/cgroup.subtree_control", dir);
@@ -120,13 +144,14 @@ static void probe_cgroup(void)
         snprintf(f, sizeof f, "%s/pids.max", dir);
         /* children of dir get pids.max only if pids is enabled in dir */
         char probe[PATH_MAX + 8];
-        snprintf(probe, sizeof probe, "%s/probe", dir);
+        snprintf(probe, sizeof probe, "%s/probe-%d", dir, (int)getpid());
         if (mkdir(probe, 0755) == 0) {
             snprintf(f, sizeof f, "%s/pids.max", probe);
             bool ok = access(f, W_OK) == 0;
             rmdir(probe);
             if (ok) {
                 snprintf(g_cg_base, sizeof g_cg_base, "%s", dir);
+                sweep(dir, "");
                 return;
             }
         }
@@ -338,7 +363,9 @@ static int stage(int fd, const char *at)
 
 void tool_sandbox_cleanup(void)
 {
-    if (g_cg_base[0]) rmdir(g_cg_base); /* fails (EBUSY) while a call runs: fine */
+    /* the base directory is shared by every kernel on the machine and
+     * stays; per-process cgroups are removed when reaped, and ones a killed
+     * kernel left behind are swept by the next kernel's probe */
 }
 
 static int make_cgroup(struct tool_proc *p, int max_procs)
@@ -346,12 +373,12 @@ static int make_cgroup(struct tool_proc *p, int max_procs)
     p->cgroup[0] = 0;
     if (!g_cg_base[0] || max_procs <= 0) return 0;
     char dir[256], f[300], v[32];
-    /* the base may have been removed by tool_sandbox_cleanup */
+    /* the base may have been removed by someone else */
     if (mkdir(g_cg_base, 0755) == 0) {
         snprintf(f, sizeof f, "%.250s/cgroup.subtree_control", g_cg_base);
         write_file(f, "+pids");
     }
-    snprintf(dir, sizeof dir, "%.200s/p%u", g_cg_base, atomic_fetch_add(&g_cg_seq, 1));
+    snprintf(dir, sizeof dir, "%.200s/%d-%u", g_cg_base, (int)getpid(), atomic_fetch_add(&g_cg_seq, 1));
     if (mkdir(dir, 0755) != 0) return AIOS_EIO;
     snprintf(f, sizeof f, "%s/pids.max", dir);
     snprintf(v, sizeof v, "%d", max_procs);
