@@ -16,7 +16,9 @@
 
 #include "agents/agent.h"
 #include "api/api.h"
+#include "llm/remote.h"
 #include "llm/testmodel.h"
+#include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -64,6 +66,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     rc = sched_create(&k->sched, pol);
     if (rc) goto fail;
+    rc = sto_kernel_start(k, err, errlen);
+    if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
         char *path = NULL;
@@ -93,6 +97,13 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     for (size_t i = 0; i < k->cfg.n_models; i++) {
         const struct cfg_model *m = &k->cfg.models[i];
+        if (llm_backend_is_remote(m->backend)) { /* llm/remote.c: same-name entries are replicas */
+            struct llm_core *r = NULL;
+            rc = llm_remote_create_entry(&r, &k->cfg, i, err, errlen);
+            if (rc) goto fail;
+            if (r) k->cores[k->n_cores++] = r;
+            continue;
+        }
         if (strcmp(m->backend, "llamacpp") != 0) {
             LOG_WARN("kernel", "model %s: backend '%s' is not supported yet; skipped", m->name,
                      m->backend);
@@ -105,7 +116,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     if (k->n_cores == 0) {
         snprintf(err, errlen, "no usable model: configure a llamacpp model (llms.models[] with "
-                 "backend: llamacpp and path) or pass --model FILE.gguf");
+                 "backend: llamacpp and path), a remote one (backend: openai, vllm, anthropic, "
+                 "...) or pass --model FILE.gguf");
         rc = AIOS_ECONFIG;
         goto fail;
     }
@@ -140,6 +152,7 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    sto_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
