@@ -85,7 +85,8 @@ static enum MHD_Result llm_finish(struct api_req *r)
     int rc = llm_structured_result(((struct llm_req *)sc->req)->structured, res, &sr, err, sizeof err);
     if (rc) {
         json_decref(resp);
-        return api_send_error(r, 500, "server_error", "%s", rc == AIOS_ENOMEM ? "out of memory" : err);
+        return api_send_error(r, rc == AIOS_EIO ? 502 : 500, rc == AIOS_EIO ? "upstream_error" : "server_error",
+                              "%s", rc == AIOS_ENOMEM ? "out of memory" : err);
     }
     if (sr.calls) {
         json_t *oc = api_openai_tool_calls(sc, sr.calls), *calls = json_array();

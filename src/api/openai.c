@@ -11,6 +11,7 @@
  * with an `error` object, then [DONE]. */
 #include "api/api.h"
 
+#include "llm/remote.h"
 #include "llm/structured.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -209,7 +210,12 @@ int api_llm_prepare(struct kernel *k, struct llm_core *core, struct llm_req *req
     struct grammar_opts go;
     int rc = llm_structured_opts(&k->cfg, &go, err, errlen);
     if (rc) return rc == AIOS_ECONFIG ? AIOS_EINVAL : rc;
-    if ((rc = llm_structured_prepare(req, &go, err, errlen))) return rc;
+    if (llm_backend_is_remote(core->backend)) {
+        /* remote: tools / response_format go upstream natively (remote_wire.c) */
+        if (req->structured) req->structured->has_stop = req->p.n_stop > 0;
+    } else if ((rc = llm_structured_prepare(req, &go, err, errlen))) {
+        return rc;
+    }
     return core->ops->prepare(core, req, err, errlen);
 }
 
@@ -220,9 +226,11 @@ json_t *api_openai_tool_calls(struct syscall *sc, json_t *calls)
     size_t i;
     json_t *c;
     json_array_foreach(calls, i, c) {
-        char id[64];
+        char id[128];
         snprintf(id, sizeof id, "call_%013llx%06llx%02zx", (unsigned long long)util_wall_us(),
                  (unsigned long long)sc->id & 0xffffffULL, i & 0xff);
+        json_t *uid = json_object_get(c, "id"); /* the upstream's id (remote cores) */
+        if (json_is_string(uid)) snprintf(id, sizeof id, "%s", json_string_value(uid));
         char *args = json_dumps(json_object_get(c, "arguments"), JSON_COMPACT);
         json_array_append_new(out, json_pack("{s:s,s:s,s:{s:O,s:s}}", "id", id, "type", "function",
                                              "function", "name", json_object_get(c, "name"),
@@ -288,6 +296,7 @@ static enum MHD_Result chat_finish(struct api_req *r)
     char err[512];
     int rc = llm_structured_result(((struct llm_req *)sc->req)->structured, res, &sr, err, sizeof err);
     if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
+    if (rc == AIOS_EIO) return api_send_error(r, 502, "upstream_error", "%s", err);
     if (rc) return api_send_error(r, 500, "server_error", "%s", err);
     json_t *choice = json_pack("{s:i,s:{s:s,s:s%},s:s}", "index", 0, "message", "role",
                                "assistant", "content", res->text, sr.content_len, "finish_reason",
@@ -358,7 +367,7 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
         if (src) {
             json_t *e = json_pack("{s:{s:s,s:s,s:n}}", "error", "message",
                                   src == AIOS_ENOMEM ? "out of memory" : err, "type",
-                                  "server_error", "code");
+                                  src == AIOS_EIO ? "upstream_error" : "server_error", "code");
             rc = append_event(out, n_out, cap_out, e);
             if (!rc) rc = util_buf_append(out, n_out, cap_out, "data: [DONE]\n\n", 14);
             return rc;

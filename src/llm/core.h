@@ -54,6 +54,11 @@ struct llm_res {
     int n_prompt_computed;  /* of which were prefilled by this call */
     int n_gen;              /* generated tokens */
     int64_t t_prefill_us, t_decode_us;
+    /* remote cores: tool calls the upstream model made natively, as
+     * [{"id", "name" (as sent upstream), "arguments" (JSON text)}], or
+     * NULL; llm_structured_result maps and validates them */
+    json_t *tool_calls;
+    bool upstream; /* produced by a remote core (not grammar-constrained) */
 };
 
 void llm_req_free(void *req);

@@ -98,6 +98,7 @@ void llm_res_free(void *p)
     struct llm_res *r = p;
     if (!r) return;
     free(r->text);
+    json_decref(r->tool_calls);
     free(r);
 }
 

@@ -429,13 +429,25 @@ static void call_succeed(struct remote_core *rc, struct rcall *cl)
         return;
     }
     struct remote_answer *a = &cl->ans;
+    size_t before = a->len;
+    if (remote_wire_finish(rc->bi->dialect, cl->sc->req, a)) {
+        free(res);
+        syscall_fail(cl->sc, AIOS_ENOMEM, 500, "out of memory");
+        call_end(rc, cl, false);
+        return;
+    }
+    /* text made from a forced tool's input was not streamed yet */
+    if (cl->sc->stream && a->len > before) syscall_emit(cl->sc, a->text + before, a->len - before);
     if (!a->text) remote_answer_append(a, "", 0);
+    res->upstream = true;
+    res->tool_calls = a->tool_calls;
+    a->tool_calls = NULL;
     res->text = a->text;
     res->len = a->len;
     a->text = NULL;
     a->len = a->cap = 0;
     if (!res->text) {
-        free(res);
+        llm_res_free(res);
         syscall_fail(cl->sc, AIOS_ENOMEM, 500, "out of memory");
         call_end(rc, cl, false);
         return;

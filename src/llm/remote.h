@@ -81,6 +81,10 @@ struct remote_answer {
     const char *finish_reason; /* static string or NULL while unknown */
     int n_prompt, n_cached, n_gen;
     bool done;                 /* end of message seen */
+    /* tool calls the upstream made: [{"id","name","arguments" (JSON text)}],
+     * or NULL; streamed ones are assembled here from their deltas */
+    json_t *tool_calls;
+    bool in_tool_block;        /* Anthropic stream: inside a tool_use block */
     char error[512];           /* error event in a stream ("" if none) */
     char error_type[64];
 };
@@ -98,6 +102,17 @@ int remote_wire_parse_response(enum remote_dialect d, const char *body, size_t l
 int remote_wire_stream_event(enum remote_dialect d, const char *event, const char *data,
                              size_t n, struct remote_answer *a, size_t *delta_off,
                              size_t *n_delta);
+
+/* Name of the tool through which a JSON response_format is asked of
+ * Anthropic (which has no response_format): forced with tool_choice; its
+ * input is the answer. */
+#define REMOTE_JSON_TOOL "json_response"
+
+/* After a complete answer: for Anthropic with a JSON response_format, the
+ * forced REMOTE_JSON_TOOL call becomes the answer's text (unwrapped from
+ * {"value": ...} when the schema's root is not an object). 0 or
+ * AIOS_ENOMEM. */
+int remote_wire_finish(enum remote_dialect d, const struct llm_req *req, struct remote_answer *a);
 
 /* A person-readable message from an upstream error body (JSON error object
  * of either dialect, or the first bytes of whatever it is). */

@@ -20,6 +20,7 @@
  *   stop, max_tokens -> length, tool_use -> tool_calls, refusal ->
  *   content_filter. */
 #include "llm/remote.h"
+#include "llm/structured.h"
 
 #include "util/err.h"
 #include "util/util.h"
@@ -85,15 +86,122 @@ static int set_sampling_openai(json_t *b, const struct llm_req *req, const struc
     return rc ? AIOS_ENOMEM : 0;
 }
 
+/* The client's JSON message i when it is the one req->msgs[i] came from
+ * (tool history: assistant tool_calls, tool_call_id), else NULL. */
+static json_t *history_msg(const struct llm_req *req, size_t i)
+{
+    const struct llm_structured *st = req->structured;
+    if (!st || !st->messages || i >= json_array_size(st->messages)) return NULL;
+    json_t *jm = json_array_get(st->messages, i);
+    const char *r = json_string_value(json_object_get(jm, "role"));
+    if (!r) return NULL;
+    if (!strcmp(r, "developer")) r = "system";
+    return strcmp(r, req->msgs[i].role) ? NULL : jm;
+}
+
+/* arguments of a history call as JSON text (OpenAI) or object (Anthropic) */
+static json_t *call_args(json_t *fn, bool as_object)
+{
+    json_t *args = json_object_get(fn, "arguments");
+    if (as_object) {
+        json_t *a = json_is_string(args) ? json_loads(json_string_value(args), 0, NULL)
+                                         : json_incref(args);
+        if (!json_is_object(a)) {
+            json_decref(a);
+            a = json_object();
+        }
+        return a;
+    }
+    if (json_is_string(args)) return json_incref(args);
+    if (!args) return json_string("{}");
+    char *t = json_dumps(args, JSON_COMPACT);
+    json_t *r = json_string(t ? t : "{}");
+    free(t);
+    return r;
+}
+
+static int wire_name_of(const struct llm_req *req, json_t *fn, json_t **out)
+{
+    const char *n = json_string_value(json_object_get(fn, "name"));
+    char *w = llm_structured_wire_name(req->structured, n ? n : "");
+    *out = w ? json_string(w) : NULL;
+    free(w);
+    return *out ? 0 : AIOS_ENOMEM;
+}
+
+static json_t *message_openai(const struct llm_req *req, size_t i)
+{
+    const struct llm_message *m = &req->msgs[i];
+    json_t *jm = history_msg(req, i);
+    json_t *calls = json_object_get(jm, "tool_calls");
+    json_t *id = json_object_get(jm, "tool_call_id");
+    json_t *o = json_pack("{s:s,s:s}", "role", m->role, "content", m->content ? m->content : "");
+    if (!o) return NULL;
+    if (!strcmp(m->role, "tool") && json_is_string(id)) json_object_set(o, "tool_call_id", id);
+    if (!strcmp(m->role, "assistant") && json_is_array(calls) && json_array_size(calls)) {
+        json_t *tcs = json_array();
+        size_t k;
+        json_t *c;
+        json_array_foreach(calls, k, c) {
+            json_t *fn = json_object_get(c, "function"), *name = NULL;
+            json_t *cid = json_object_get(c, "id");
+            if (wire_name_of(req, fn, &name)) break;
+            json_t *tc = json_pack("{s:s,s:{s:o,s:o}}", "type", "function", "function", "name", name,
+                                   "arguments", call_args(fn, false));
+            if (tc && json_is_string(cid)) json_object_set(tc, "id", cid);
+            if (!tc || json_array_append_new(tcs, tc)) break;
+        }
+        if (json_array_size(tcs) != json_array_size(calls)) {
+            json_decref(tcs);
+            json_decref(o);
+            return NULL;
+        }
+        json_object_set_new(o, "tool_calls", tcs);
+        if (!m->content || !*m->content) json_object_set_new(o, "content", json_null());
+    }
+    return o;
+}
+
+/* tools, tool_choice, parallel_tool_calls, response_format */
+static int structured_openai(json_t *b, const struct llm_req *req)
+{
+    const struct llm_structured *st = req->structured;
+    if (!st) return 0;
+    int rc = 0;
+    if (st->response_format) rc |= json_object_set(b, "response_format", st->response_format);
+    if (!st->n_tools) return rc ? AIOS_ENOMEM : 0;
+    json_t *tools = json_array();
+    for (size_t i = 0; i < st->n_tools; i++) {
+        json_t *fn = json_deep_copy(st->tools[i].function);
+        if (!fn || json_object_set_new(fn, "name", json_string(st->tools[i].wire)) ||
+            json_array_append_new(tools, json_pack("{s:s,s:o}", "type", "function", "function", fn)))
+            rc = -1;
+    }
+    rc |= json_object_set_new(b, "tools", tools);
+    json_t *tc = NULL;
+    switch (st->choice) {
+    case LLM_TOOL_CHOICE_AUTO: tc = json_string("auto"); break;
+    case LLM_TOOL_CHOICE_REQUIRED: tc = json_string("required"); break;
+    case LLM_TOOL_CHOICE_NONE: tc = json_string("none"); break;
+    case LLM_TOOL_CHOICE_NAMED:
+        tc = json_pack("{s:s,s:{s:s}}", "type", "function", "function", "name",
+                       st->tools[st->forced].wire);
+        break;
+    }
+    rc |= json_object_set_new(b, "tool_choice", tc);
+    if (st->max_calls == 1) rc |= json_object_set_new(b, "parallel_tool_calls", json_false());
+    return rc ? AIOS_ENOMEM : 0;
+}
+
 static json_t *request_openai(const struct llm_req *req, const struct remote_wire_opts *o)
 {
     json_t *msgs = json_array();
     for (size_t i = 0; i < req->n_msgs; i++)
-        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", req->msgs[i].role, "content",
-                                              req->msgs[i].content ? req->msgs[i].content : ""));
+        json_array_append_new(msgs, message_openai(req, i));
     json_t *b = json_pack("{s:s,s:o}", "model", o->model, "messages", msgs);
     if (!b || json_array_size(msgs) != req->n_msgs) goto nomem;
     if (set_sampling_openai(b, req, o)) goto nomem;
+    if (structured_openai(b, req)) goto nomem;
     if (o->continue_final && req->n_msgs && !strcmp(req->msgs[req->n_msgs - 1].role, "assistant")) {
         json_object_set_new(b, "continue_final_message", json_true());
         json_object_set_new(b, "add_generation_prompt", json_false());
@@ -111,12 +219,138 @@ static int join(char **dst, size_t *n, size_t *cap, const char *text)
     return util_buf_append(dst, n, cap, text, strlen(text));
 }
 
+/* Is the schema's root an object (Anthropic input_schema must be one)? */
+static bool schema_root_object(json_t *schema)
+{
+    json_t *t = json_object_get(schema, "type");
+    return json_is_string(t) && !strcmp(json_string_value(t), "object");
+}
+
+/* tools / tool_choice for Anthropic; a JSON response_format becomes the
+ * forced REMOTE_JSON_TOOL */
+static int structured_anthropic(json_t *b, const struct llm_req *req)
+{
+    const struct llm_structured *st = req->structured;
+    if (!st) return 0;
+    int rc = 0;
+    json_t *tools = json_array(), *tc = NULL;
+    if (!tools) return AIOS_ENOMEM;
+    if (st->kind == LLM_OUTPUT_JSON_OBJECT || st->kind == LLM_OUTPUT_JSON_SCHEMA) {
+        json_t *schema;
+        if (st->kind == LLM_OUTPUT_JSON_OBJECT)
+            schema = json_pack("{s:s}", "type", "object");
+        else if (schema_root_object(st->schema))
+            schema = json_incref(st->schema);
+        else
+            schema = json_pack("{s:s,s:{s:O},s:[s]}", "type", "object", "properties", "value",
+                               st->schema, "required", "value");
+        rc |= json_array_append_new(tools, json_pack("{s:s,s:s,s:o}", "name", REMOTE_JSON_TOOL,
+                                                     "description", "Give the answer as this tool's input.",
+                                                     "input_schema", schema));
+        tc = json_pack("{s:s,s:s}", "type", "tool", "name", REMOTE_JSON_TOOL);
+    } else if (st->n_tools) {
+        for (size_t i = 0; i < st->n_tools; i++) {
+            const struct llm_tool *t = &st->tools[i];
+            json_t *d = json_object_get(t->function, "description");
+            json_t *o = json_pack("{s:s,s:o}", "name", t->wire, "input_schema",
+                                  t->params ? json_incref(t->params) : json_pack("{s:s}", "type", "object"));
+            if (o && json_is_string(d)) json_object_set(o, "description", d);
+            rc |= json_array_append_new(tools, o);
+        }
+        switch (st->choice) {
+        case LLM_TOOL_CHOICE_AUTO: tc = json_pack("{s:s}", "type", "auto"); break;
+        case LLM_TOOL_CHOICE_REQUIRED: tc = json_pack("{s:s}", "type", "any"); break;
+        case LLM_TOOL_CHOICE_NONE: tc = json_pack("{s:s}", "type", "none"); break;
+        case LLM_TOOL_CHOICE_NAMED:
+            tc = json_pack("{s:s,s:s}", "type", "tool", "name", st->tools[st->forced].wire);
+            break;
+        }
+        if (tc && st->max_calls == 1 && st->choice != LLM_TOOL_CHOICE_NONE)
+            json_object_set_new(tc, "disable_parallel_tool_use", json_true());
+    }
+    if (json_array_size(tools)) {
+        rc |= json_object_set(b, "tools", tools);
+        rc |= tc ? json_object_set_new(b, "tool_choice", tc) : -1;
+    } else {
+        json_decref(tc);
+    }
+    json_decref(tools);
+    return rc ? AIOS_ENOMEM : 0;
+}
+
+/* one Anthropic message being assembled: text runs are joined with "\n\n"
+ * (consecutive messages of one role merge); tool_use / tool_result blocks
+ * turn the content into a block array */
+struct amsg {
+    const char *role;
+    char *text;
+    size_t n, cap;
+    json_t *blocks; /* NULL while text only */
+};
+
+static int amsg_flush_text(struct amsg *m)
+{
+    if (!m->blocks || !m->n) return 0;
+    int rc = json_array_append_new(m->blocks, json_pack("{s:s,s:s%}", "type", "text", "text", m->text, m->n));
+    m->n = 0;
+    return rc ? AIOS_ENOMEM : 0;
+}
+
+static int amsg_block(struct amsg *m, json_t *blk)
+{
+    if (!blk) return AIOS_ENOMEM;
+    if (!m->blocks && !(m->blocks = json_array())) {
+        json_decref(blk);
+        return AIOS_ENOMEM;
+    }
+    if (amsg_flush_text(m)) {
+        json_decref(blk);
+        return AIOS_ENOMEM;
+    }
+    return json_array_append_new(m->blocks, blk) ? AIOS_ENOMEM : 0;
+}
+
+/* append the finished message to msgs and reset m */
+static int amsg_emit(struct amsg *m, json_t *msgs)
+{
+    json_t *content;
+    if (m->blocks) {
+        if (amsg_flush_text(m)) return AIOS_ENOMEM;
+        content = m->blocks;
+        m->blocks = NULL;
+    } else {
+        content = json_stringn(m->text ? m->text : "", m->n);
+    }
+    m->n = 0;
+    if (!content) return AIOS_ENOMEM;
+    return json_array_append_new(msgs, json_pack("{s:s,s:o}", "role", m->role, "content", content))
+               ? AIOS_ENOMEM : 0;
+}
+
+/* the assistant's tool calls of history message jm as tool_use blocks */
+static int amsg_tool_uses(struct amsg *m, const struct llm_req *req, json_t *calls, size_t i)
+{
+    size_t k;
+    json_t *c;
+    json_array_foreach(calls, k, c) {
+        json_t *fn = json_object_get(c, "function"), *name = NULL, *id = json_object_get(c, "id");
+        if (wire_name_of(req, fn, &name)) return AIOS_ENOMEM;
+        char gen[48];
+        snprintf(gen, sizeof gen, "toolu_aios_%zu_%zu", i, k);
+        int rc = amsg_block(m, json_pack("{s:s,s:s,s:o,s:o}", "type", "tool_use", "id",
+                                         json_is_string(id) ? json_string_value(id) : gen, "name",
+                                         name, "input", call_args(fn, true)));
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static json_t *request_anthropic(const struct llm_req *req, const struct remote_wire_opts *o,
                                  char *err, size_t errlen)
 {
-    char *sys = NULL, *cur = NULL;
-    size_t n_sys = 0, cap_sys = 0, n_cur = 0, cap_cur = 0;
-    const char *cur_role = NULL;
+    char *sys = NULL;
+    size_t n_sys = 0, cap_sys = 0;
+    struct amsg cur = {0};
     json_t *msgs = json_array(), *b = NULL;
     if (!msgs) goto nomem;
     for (size_t i = 0; i <= req->n_msgs; i++) {
@@ -130,26 +364,30 @@ static json_t *request_anthropic(const struct llm_req *req, const struct remote_
             }
             if (strcmp(role, "assistant")) role = "user"; /* user, tool */
         }
-        if (cur_role && (!role || strcmp(role, cur_role))) {
-            if (json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", cur_role, "content", cur)))
-                goto nomem;
-            n_cur = 0;
-            cur[0] = 0;
-        }
+        if (cur.role && (!role || strcmp(role, cur.role)) && amsg_emit(&cur, msgs)) goto nomem;
         if (!role) break;
+        cur.role = role;
+        json_t *jm = history_msg(req, i);
+        json_t *id = json_object_get(jm, "tool_call_id");
+        json_t *calls = json_object_get(jm, "tool_calls");
         bool tool = !strcmp(req->msgs[i].role, "tool");
-        if (tool) {
+        if (tool && json_is_string(id)) {
+            if (amsg_block(&cur, json_pack("{s:s,s:O,s:s}", "type", "tool_result", "tool_use_id", id,
+                                           "content", text)))
+                goto nomem;
+        } else if (tool) {
+            /* no id to pair it with: plain text */
             size_t need = strlen(text) + 32;
             char *t = malloc(need);
             if (!t) goto nomem;
             snprintf(t, need, "Tool result:\n%s", text);
-            int rc = join(&cur, &n_cur, &cap_cur, t);
+            int rc = join(&cur.text, &cur.n, &cur.cap, t);
             free(t);
             if (rc) goto nomem;
-        } else if (join(&cur, &n_cur, &cap_cur, text)) {
-            goto nomem;
+        } else {
+            if ((*text || !json_array_size(calls)) && join(&cur.text, &cur.n, &cur.cap, text)) goto nomem;
+            if (json_array_size(calls) && amsg_tool_uses(&cur, req, calls, i)) goto nomem;
         }
-        cur_role = role;
     }
     if (json_array_size(msgs) == 0) {
         snprintf(err, errlen, "Anthropic needs at least one user or assistant message besides the "
@@ -160,8 +398,9 @@ static json_t *request_anthropic(const struct llm_req *req, const struct remote_
         /* Anthropic refuses a final assistant message that ends in
          * whitespace; a prefix is continued from its last visible byte */
         json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
-        if (!strcmp(json_string_value(json_object_get(last, "role")), "assistant")) {
-            const char *t = json_string_value(json_object_get(last, "content"));
+        json_t *lc = json_object_get(last, "content");
+        if (!strcmp(json_string_value(json_object_get(last, "role")), "assistant") && json_is_string(lc)) {
+            const char *t = json_string_value(lc);
             size_t n = strlen(t);
             while (n && (t[n - 1] == ' ' || t[n - 1] == '\n' || t[n - 1] == '\t' || t[n - 1] == '\r')) n--;
             json_object_set_new(last, "content", json_stringn(t, n));
@@ -182,10 +421,11 @@ static json_t *request_anthropic(const struct llm_req *req, const struct remote_
         rc |= json_object_set_new(b, "stop_sequences", st);
     }
     if (o->stream) rc |= json_object_set_new(b, "stream", json_true());
-    if (rc) goto nomem;
+    if (rc || structured_anthropic(b, req)) goto nomem;
     json_decref(msgs);
     free(sys);
-    free(cur);
+    free(cur.text);
+    json_decref(cur.blocks);
     return b;
 nomem:
     snprintf(err, errlen, "out of memory");
@@ -193,7 +433,8 @@ fail:
     json_decref(b);
     json_decref(msgs);
     free(sys);
-    free(cur);
+    free(cur.text);
+    json_decref(cur.blocks);
     return NULL;
 }
 
@@ -211,12 +452,105 @@ json_t *remote_wire_request(enum remote_dialect d, const struct llm_req *req,
 void remote_answer_free(struct remote_answer *a)
 {
     free(a->text);
+    json_decref(a->tool_calls);
     memset(a, 0, sizeof *a);
 }
 
 int remote_answer_append(struct remote_answer *a, const char *s, size_t n)
 {
     return util_buf_append(&a->text, &a->len, &a->cap, s, n);
+}
+
+/* add a call {"id","name","arguments"} to a->tool_calls */
+static json_t *add_call(struct remote_answer *a, const char *id, const char *name, const char *args)
+{
+    if (!a->tool_calls && !(a->tool_calls = json_array())) return NULL;
+    json_t *c = json_pack("{s:s,s:s,s:s}", "id", id ? id : "", "name", name ? name : "", "arguments",
+                          args ? args : "");
+    if (!c || json_array_append_new(a->tool_calls, c)) return NULL;
+    return c;
+}
+
+/* append text to the string member k of o */
+static int append_member(json_t *o, const char *k, const char *t, size_t n)
+{
+    json_t *v = json_object_get(o, k);
+    size_t m = json_string_length(v);
+    char *s = malloc(m + n + 1);
+    if (!s) return AIOS_ENOMEM;
+    memcpy(s, json_string_value(v) ? json_string_value(v) : "", m);
+    memcpy(s + m, t, n);
+    s[m + n] = 0;
+    int rc = json_object_set_new(o, k, json_stringn(s, m + n));
+    free(s);
+    return rc ? AIOS_ENOMEM : 0;
+}
+
+/* OpenAI tool_calls (whole message) -> a->tool_calls */
+static int calls_openai(json_t *tcs, struct remote_answer *a)
+{
+    size_t i;
+    json_t *tc;
+    json_array_foreach(tcs, i, tc) {
+        json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
+        char *dumped = NULL;
+        if (args && !json_is_string(args)) dumped = json_dumps(args, JSON_COMPACT);
+        json_t *c = add_call(a, json_string_value(json_object_get(tc, "id")),
+                             json_string_value(json_object_get(fn, "name")),
+                             dumped ? dumped : json_string_value(args));
+        free(dumped);
+        if (!c) return AIOS_ENOMEM;
+    }
+    return 0;
+}
+
+/* OpenAI streamed delta.tool_calls: entries by index, pieces appended */
+static int calls_openai_delta(json_t *tcs, struct remote_answer *a)
+{
+    size_t i;
+    json_t *tc;
+    json_array_foreach(tcs, i, tc) {
+        json_t *ix = json_object_get(tc, "index");
+        size_t k = json_is_integer(ix) ? (size_t)json_integer_value(ix) : i;
+        if (k > 64) return AIOS_EINVAL;
+        while (json_array_size(a->tool_calls) <= k)
+            if (!add_call(a, NULL, NULL, NULL)) return AIOS_ENOMEM;
+        json_t *c = json_array_get(a->tool_calls, k);
+        json_t *id = json_object_get(tc, "id"), *fn = json_object_get(tc, "function");
+        json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+        if (json_is_string(id)) json_object_set(c, "id", id);
+        if (json_is_string(name) && append_member(c, "name", json_string_value(name), json_string_length(name)))
+            return AIOS_ENOMEM;
+        if (json_is_string(args) && append_member(c, "arguments", json_string_value(args), json_string_length(args)))
+            return AIOS_ENOMEM;
+    }
+    return 0;
+}
+
+int remote_wire_finish(enum remote_dialect d, const struct llm_req *req, struct remote_answer *a)
+{
+    const struct llm_structured *st = req->structured;
+    if (d != REMOTE_DIALECT_ANTHROPIC || !st ||
+        (st->kind != LLM_OUTPUT_JSON_OBJECT && st->kind != LLM_OUTPUT_JSON_SCHEMA))
+        return 0;
+    json_t *c = json_array_get(a->tool_calls, 0);
+    if (!c || strcmp(json_string_value(json_object_get(c, "name")), REMOTE_JSON_TOOL)) return 0;
+    const char *args = json_string_value(json_object_get(c, "arguments"));
+    json_t *v = json_loads(args ? args : "", JSON_DECODE_ANY, NULL);
+    if (v && st->kind == LLM_OUTPUT_JSON_SCHEMA && !schema_root_object(st->schema)) {
+        json_t *inner = json_incref(json_object_get(v, "value"));
+        json_decref(v);
+        v = inner;
+    }
+    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    /* an input that does not parse goes on as text: validation reports it */
+    int rc = remote_answer_append(a, t ? t : (args ? args : ""), strlen(t ? t : (args ? args : "")));
+    free(t);
+    json_decref(a->tool_calls);
+    a->tool_calls = NULL;
+    if (a->finish_reason && !strcmp(a->finish_reason, "tool_calls")) a->finish_reason = "stop";
+    return rc;
 }
 
 static const char *map_finish_openai(const char *f)
@@ -301,6 +635,11 @@ int remote_wire_parse_response(enum remote_dialect d, const char *body, size_t l
             rc = AIOS_ENOMEM;
             goto out;
         }
+        json_t *tcs = json_object_get(msg, "tool_calls");
+        if (json_is_array(tcs) && calls_openai(tcs, a)) {
+            rc = AIOS_ENOMEM;
+            goto out;
+        }
         json_t *f = json_object_get(c0, "finish_reason");
         a->finish_reason = map_finish_openai(json_is_string(f) ? json_string_value(f) : "stop");
         usage_openai(json_object_get(j, "usage"), a);
@@ -318,6 +657,16 @@ int remote_wire_parse_response(enum remote_dialect d, const char *body, size_t l
                 remote_answer_append(a, json_string_value(tx), json_string_length(tx))) {
                 rc = AIOS_ENOMEM;
                 goto out;
+            }
+            if (json_is_string(t) && !strcmp(json_string_value(t), "tool_use")) {
+                char *in = json_dumps(json_object_get(blk, "input"), JSON_COMPACT);
+                json_t *c = add_call(a, json_string_value(json_object_get(blk, "id")),
+                                     json_string_value(json_object_get(blk, "name")), in ? in : "{}");
+                free(in);
+                if (!c) {
+                    rc = AIOS_ENOMEM;
+                    goto out;
+                }
             }
         }
         json_t *f = json_object_get(j, "stop_reason");
@@ -365,6 +714,8 @@ int remote_wire_stream_event(enum remote_dialect d, const char *event, const cha
             text = json_string_value(c);
             tn = json_string_length(c);
         }
+        json_t *tcs = json_object_get(json_object_get(c0, "delta"), "tool_calls");
+        if (json_is_array(tcs) && (rc = calls_openai_delta(tcs, a))) goto out;
         json_t *f = json_object_get(c0, "finish_reason");
         if (json_is_string(f)) a->finish_reason = map_finish_openai(json_string_value(f));
         usage_openai(json_object_get(j, "usage"), a);
@@ -373,10 +724,31 @@ int remote_wire_stream_event(enum remote_dialect d, const char *event, const cha
         const char *type = json_is_string(t) ? json_string_value(t) : event;
         if (!strcmp(type, "message_start")) {
             usage_anthropic(json_object_get(json_object_get(j, "message"), "usage"), a);
+        } else if (!strcmp(type, "content_block_start")) {
+            json_t *cb = json_object_get(j, "content_block");
+            json_t *ct = json_object_get(cb, "type");
+            if (json_is_string(ct) && !strcmp(json_string_value(ct), "tool_use")) {
+                /* input arrives as input_json_delta pieces */
+                if (!add_call(a, json_string_value(json_object_get(cb, "id")),
+                              json_string_value(json_object_get(cb, "name")), "")) {
+                    rc = AIOS_ENOMEM;
+                    goto out;
+                }
+                a->in_tool_block = true;
+            } else {
+                a->in_tool_block = false;
+            }
         } else if (!strcmp(type, "content_block_delta")) {
             json_t *dl = json_object_get(j, "delta");
             json_t *tx = json_object_get(dl, "text");
-            if (json_is_string(tx)) {
+            json_t *pj = json_object_get(dl, "partial_json");
+            if (json_is_string(pj) && a->in_tool_block) {
+                json_t *c = json_array_get(a->tool_calls, json_array_size(a->tool_calls) - 1);
+                if (append_member(c, "arguments", json_string_value(pj), json_string_length(pj))) {
+                    rc = AIOS_ENOMEM;
+                    goto out;
+                }
+            } else if (json_is_string(tx)) {
                 text = json_string_value(tx);
                 tn = json_string_length(tx);
             }

@@ -65,6 +65,7 @@ void llm_structured_free(struct llm_structured *st)
     }
     free(st->tools);
     json_decref(st->schema);
+    json_decref(st->response_format);
     json_decref(st->messages);
     free(st);
 }
@@ -201,6 +202,7 @@ static int parse_response_format(json_t *rf, struct llm_structured *st, char *er
     if (!strcmp(ts, "text")) return 0;
     if (!strcmp(ts, "json_object")) {
         st->kind = LLM_OUTPUT_JSON_OBJECT;
+        st->response_format = json_incref(rf);
         return 0;
     }
     if (strcmp(ts, "json_schema"))
@@ -223,6 +225,7 @@ static int parse_response_format(json_t *rf, struct llm_structured *st, char *er
         return bad(err, errlen, "response_format.json_schema.schema: %s", serr);
     st->kind = LLM_OUTPUT_JSON_SCHEMA;
     st->schema = json_incref(schema);
+    st->response_format = json_incref(rf);
     return 0;
 }
 
@@ -428,6 +431,12 @@ static char *history_wire(const struct llm_structured *st, const char *name)
     for (size_t i = 0; i < st->n_tools; i++)
         if (!strcmp(st->tools[i].name, name)) return strdup(st->tools[i].wire);
     return wire_name(name);
+}
+
+char *llm_structured_wire_name(const struct llm_structured *st, const char *name)
+{
+    if (!st) return wire_name(name);
+    return history_wire(st, name);
 }
 
 static int render_calls(const struct llm_structured *st, json_t *calls, const char *content,
@@ -688,6 +697,87 @@ static const char *find_lit(const char *s, size_t n, const char *lit)
     return NULL;
 }
 
+/* A remote core's answer: the upstream model was asked natively (tools,
+ * response_format) and nothing constrained it, so what it returned is
+ * checked here; a mismatch is the upstream's fault (AIOS_EIO -> 502). */
+static int upstream_result(const struct llm_structured *st, const struct llm_res *res,
+                           struct llm_structured_result *out, char *err, size_t errlen)
+{
+    bool finished = res->finish_reason && strcmp(res->finish_reason, "length") && !st->has_stop;
+    const char *text = res->text ? res->text : "";
+    if (st->kind == LLM_OUTPUT_JSON_OBJECT || st->kind == LLM_OUTPUT_JSON_SCHEMA) {
+        if (!finished) return 0;
+        json_error_t je;
+        json_t *v = json_loadb(text, res->len, JSON_DECODE_ANY, &je);
+        char verr[300] = "";
+        int rc = 0;
+        if (!v) rc = bad(err, errlen, "the upstream model's answer to response_format is not JSON (%s)", je.text);
+        else if (st->kind == LLM_OUTPUT_JSON_OBJECT && !json_is_object(v))
+            rc = bad(err, errlen, "the upstream model's answer to response_format json_object is not a JSON object");
+        else if (st->kind == LLM_OUTPUT_JSON_SCHEMA && schema_validate(st->schema, v, verr, sizeof verr))
+            rc = bad(err, errlen, "the upstream model's answer does not match response_format's schema: %s", verr);
+        json_decref(v);
+        return rc ? AIOS_EIO : 0;
+    }
+    if (st->kind != LLM_OUTPUT_TOOLS) return 0;
+    bool must_call = st->choice == LLM_TOOL_CHOICE_REQUIRED || st->choice == LLM_TOOL_CHOICE_NAMED;
+    size_t n = json_array_size(res->tool_calls);
+    if (n == 0) {
+        if (must_call && finished) {
+            bad(err, errlen, "the upstream model answered without a tool call although tool_choice "
+                "requires one");
+            return AIOS_EIO;
+        }
+        return 0;
+    }
+    json_t *arr = json_array();
+    if (!arr) return AIOS_ENOMEM;
+    for (size_t k = 0; k < n; k++) {
+        json_t *c = json_array_get(res->tool_calls, k);
+        const char *name = json_string_value(json_object_get(c, "name"));
+        json_t *args = json_object_get(c, "arguments");
+        const struct llm_tool *tool = NULL;
+        for (size_t i = 0; name && i < st->n_tools; i++)
+            if (!strcmp(st->tools[i].wire, name) || !strcmp(st->tools[i].name, name)) tool = &st->tools[i];
+        if (!tool || (st->choice == LLM_TOOL_CHOICE_NAMED && tool != &st->tools[st->forced])) {
+            json_decref(arr);
+            bad(err, errlen, "the upstream model called tool '%s', which %s", name ? name : "(no name)",
+                tool ? "tool_choice did not allow" : "is not in 'tools'");
+            return AIOS_EIO;
+        }
+        json_t *a = NULL;
+        json_error_t je = {.text = "not a string"};
+        if (json_is_string(args)) {
+            const char *as = json_string_value(args);
+            a = *as ? json_loads(as, JSON_DECODE_ANY, &je) : json_object();
+        } else if (json_is_object(args)) {
+            a = json_incref(args);
+        }
+        char verr[300] = "";
+        if (!json_is_object(a) || (tool->params && schema_validate(tool->params, a, verr, sizeof verr))) {
+            bad(err, errlen, "the upstream model's call %zu of tool '%s' has arguments that %s%s", k,
+                tool->name, json_is_object(a) ? "do not match its parameters schema: " :
+                (a ? "are not a JSON object" : "are not JSON: "), json_is_object(a) ? verr : (a ? "" : je.text));
+            json_decref(a);
+            json_decref(arr);
+            return AIOS_EIO;
+        }
+        json_t *id = json_object_get(c, "id");
+        json_t *o = json_pack("{s:s,s:o}", "name", tool->name, "arguments", a);
+        if (o && json_is_string(id) && json_string_length(id)) json_object_set(o, "id", id);
+        if (!o || json_array_append_new(arr, o)) {
+            json_decref(arr);
+            return AIOS_ENOMEM;
+        }
+    }
+    out->calls = arr;
+    out->content_len = res->len;
+    while (out->content_len > 0 && isspace((unsigned char)text[out->content_len - 1]))
+        out->content_len--;
+    out->finish = "tool_calls";
+    return 0;
+}
+
 int llm_structured_result(const struct llm_structured *st, const struct llm_res *res,
                           struct llm_structured_result *out, char *err, size_t errlen)
 {
@@ -695,6 +785,7 @@ int llm_structured_result(const struct llm_structured *st, const struct llm_res 
     out->content_len = res->len;
     out->finish = res->finish_reason;
     if (!st) return 0;
+    if (res->upstream) return upstream_result(st, res, out, err, errlen);
     /* a stop string may end the text anywhere: then it is only text */
     bool finished = res->finish_reason && !strcmp(res->finish_reason, "stop") && !st->has_stop;
     const char *text = res->text ? res->text : "";

@@ -38,6 +38,7 @@ struct llm_tool {
 struct llm_structured {
     enum llm_output_kind kind;
     json_t *schema;        /* LLM_OUTPUT_JSON_SCHEMA */
+    json_t *response_format; /* the client's response_format (JSON kinds), for remote cores */
     struct llm_tool *tools;
     size_t n_tools;
     enum llm_tool_choice choice;
@@ -69,9 +70,14 @@ int llm_structured_opts(const struct aios_config *cfg, struct grammar_opts *o, c
 int llm_structured_prepare(struct llm_req *req, const struct grammar_opts *o, char *err,
                            size_t errlen);
 
+/* The name a tool reaches a model under ("author/name" -> "author__name",
+ * or the table's wire name for an offered tool); st may be NULL. malloc'd,
+ * NULL on OOM. */
+char *llm_structured_wire_name(const struct llm_structured *st, const char *name);
+
 /* The generated text read back. */
 struct llm_structured_result {
-    json_t *calls;      /* [{"name": client name, "arguments": object}], or NULL */
+    json_t *calls;      /* [{"name": client name, "arguments": object, "id"?: upstream id}], or NULL */
     size_t content_len; /* text before the first call (all text when no calls) */
     const char *finish; /* "stop", "length" or "tool_calls" */
 };
@@ -80,7 +86,11 @@ struct llm_structured_result {
  * returned as plain text with finish "length"; so is one ended by one of
  * the request's stop strings (finish "stop"). A finished output that does
  * not parse or validate (a kernel bug: the grammar should make it
- * impossible) is AIOS_EENGINE with a message. */
+ * impossible) is AIOS_EENGINE with a message. For a remote core's answer
+ * (res->upstream) the upstream's native tool_calls are mapped back to the
+ * client's names and their arguments validated, and JSON answers are
+ * validated against response_format; a mismatch is AIOS_EIO (the upstream
+ * model's fault: 502) with a message. */
 int llm_structured_result(const struct llm_structured *st, const struct llm_res *res,
                           struct llm_structured_result *out, char *err, size_t errlen);
 
