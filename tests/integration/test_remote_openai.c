@@ -14,8 +14,17 @@
  * for an unknown upstream model, 503 with a clear message when the upstream
  * is down (plain and streamed), failover with the dead replica marked down
  * in /status, and least-outstanding balancing over two live replicas
- * visible in /status counters. */
+ * visible in /status counters.
+ *
+ * Structured output through the remote (the upstream aios constrains its
+ * tiny model with a grammar, so its answers are valid): tools with
+ * tool_choice "required" and a named tool (with tool-call history) come back
+ * as OpenAI tool_calls whose arguments validate against the tool's schema,
+ * with "author/name" restored from the "author__name" sent upstream, plain
+ * and streamed; response_format json_schema comes back as JSON that
+ * validates. */
 #include "harness.h"
+#include "llm/schema.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -300,6 +309,148 @@ struct worker {
     char *content;
 };
 
+/* ---- structured output through the remote ---- */
+
+#define R_WEATHER                                                                           \
+    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},\"days\":{\"type\":"  \
+    "\"integer\",\"minimum\":1,\"maximum\":7}},\"required\":[\"city\",\"days\"]}"
+#define R_SEARCH                                                                            \
+    "{\"type\":\"object\",\"properties\":{\"query\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":8}},"  \
+    "\"required\":[\"query\"],\"additionalProperties\":false}"
+#define R_TOOLS                                                                              \
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":" \
+    R_WEATHER "}},{\"type\":\"function\",\"function\":{\"name\":\"demo_author/web_search\","   \
+    "\"parameters\":" R_SEARCH "}}]"
+
+static void assert_valid_args(const char *schema_text, const char *args)
+{
+    json_t *schema = json_loads(schema_text, 0, NULL), *a = json_loads(args, 0, NULL);
+    assert_non_null(schema);
+    assert_true(json_is_object(a));
+    char err[300] = "";
+    if (schema_validate(schema, a, err, sizeof err)) fail_msg("arguments %s: %s", args, err);
+    json_decref(schema);
+    json_decref(a);
+}
+
+/* every call names an offered tool (client spelling) with valid arguments */
+static size_t check_remote_calls(json_t *calls, const char *only)
+{
+    assert_true(json_is_array(calls));
+    assert_true(json_array_size(calls) >= 1);
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c) {
+        assert_true(json_string_length(json_object_get(c, "id")) > 0);
+        json_t *fn = json_object_get(c, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        assert_non_null(name);
+        assert_non_null(args);
+        if (only) assert_string_equal(name, only);
+        if (!strcmp(name, "get_weather")) assert_valid_args(R_WEATHER, args);
+        else if (!strcmp(name, "demo_author/web_search")) assert_valid_args(R_SEARCH, args);
+        else fail_msg("unexpected tool name '%s' (author__name not mapped back?)", name);
+    }
+    return json_array_size(calls);
+}
+
+static void test_remote_tools_required(void **state)
+{
+    (void)state;
+    for (int seed = 1; seed <= 1; seed++) {
+        char *b = NULL;
+        assert_true(asprintf(&b, "{\"model\":\"remote-tiny\",\"seed\":%d,\"max_tokens\":150,"
+                                 "\"parallel_tool_calls\":false,"
+                                 "\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],"
+                                 R_TOOLS ",\"tool_choice\":\"required\"}", seed) > 0);
+        json_t *j = NULL;
+        assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", b, &j), 200);
+        json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+        json_t *m = json_object_get(c0, "message");
+        const char *fin = json_string_value(json_object_get(c0, "finish_reason"));
+        if (!strcmp(fin, "length")) { /* the tiny model ran out of tokens: text, no calls */
+            assert_null(json_object_get(m, "tool_calls"));
+        } else {
+            assert_string_equal(fin, "tool_calls");
+            check_remote_calls(json_object_get(m, "tool_calls"), NULL);
+        }
+        json_decref(j);
+        free(b);
+    }
+}
+
+static void test_remote_named_tool_with_history(void **state)
+{
+    (void)state;
+    const char *b =
+        "{\"model\":\"remote-tiny\",\"seed\":5,\"max_tokens\":150,\"parallel_tool_calls\":false,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"Search for cats\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_prev1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"demo_author/web_search\",\"arguments\":"
+        "\"{\\\"query\\\":\\\"cats\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_prev1\",\"content\":\"cats are mammals\"},"
+        "{\"role\":\"user\",\"content\":\"Now search for dogs\"}]," R_TOOLS ","
+        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"demo_author/web_search\"}}}";
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", b, &j), 200);
+    json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "finish_reason")), "tool_calls");
+    json_t *m = json_object_get(c0, "message");
+    assert_true(json_is_null(json_object_get(m, "content")));
+    assert_int_equal(check_remote_calls(json_object_get(m, "tool_calls"), "demo_author/web_search"), 1);
+    json_decref(j);
+
+    /* streamed: the calls arrive at the end, same shape */
+    const char *sb =
+        "{\"model\":\"remote-tiny\",\"seed\":5,\"max_tokens\":150,\"stream\":true,\"parallel_tool_calls\":false,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"}]," R_TOOLS ","
+        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}}";
+    struct sse_result s;
+    assert_int_equal(kf_stream(g_k, sb, &s, 0), 0);
+    assert_int_equal(s.status, 200);
+    assert_true(s.done);
+    assert_null(s.error);
+    assert_string_equal(s.finish, "tool_calls");
+    sse_result_free(&s);
+}
+
+static void test_remote_json_schema(void **state)
+{
+    (void)state;
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":8},"
+                         "\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":120}},"
+                         "\"required\":[\"name\",\"age\"],\"additionalProperties\":false}";
+    char *b = NULL;
+    assert_true(asprintf(&b, "{\"model\":\"remote-tiny\",\"seed\":3,\"max_tokens\":150,"
+                             "\"messages\":[{\"role\":\"user\",\"content\":\"A person as JSON\"}],"
+                             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                             "{\"name\":\"person\",\"strict\":true,\"schema\":%s}}}", schema) > 0);
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", b, &j), 200);
+    json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+    const char *fin = json_string_value(json_object_get(c0, "finish_reason"));
+    if (strcmp(fin, "length")) {
+        assert_string_equal(fin, "stop");
+        assert_valid_args(schema, chat_content(j));
+    }
+    json_decref(j);
+    free(b);
+    /* json_object too */
+    json_t *o = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"remote-tiny\",\"seed\":4,\"max_tokens\":40,"
+                             "\"messages\":[{\"role\":\"user\",\"content\":\"JSON please\"}],"
+                             "\"response_format\":{\"type\":\"json_object\"}}", &o), 200);
+    c0 = json_array_get(json_object_get(o, "choices"), 0);
+    if (strcmp(json_string_value(json_object_get(c0, "finish_reason")), "length")) {
+        json_t *v = json_loads(chat_content(o), 0, NULL);
+        assert_true(json_is_object(v));
+        json_decref(v);
+    }
+    json_decref(o);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -361,6 +512,9 @@ int main(void)
         cmocka_unit_test(test_plain_chat_matches_upstream),
         cmocka_unit_test(test_streamed_chat),
         cmocka_unit_test(test_aios_query_routes_by_llms),
+        cmocka_unit_test(test_remote_tools_required),
+        cmocka_unit_test(test_remote_named_tool_with_history),
+        cmocka_unit_test(test_remote_json_schema),
         cmocka_unit_test(test_unknown_upstream_model_is_404),
         cmocka_unit_test(test_upstream_down_is_503),
         cmocka_unit_test(test_failover_to_live_replica),
