@@ -15,7 +15,16 @@
  * events split across reads), error statuses (404, 401), a retry after 529
  * overloaded, an error event in the middle of a stream, 200 calls in
  * flight at once on the one remote thread, a timeout (408), and a client
- * that leaves mid-stream. */
+ * that leaves mid-stream.
+ *
+ * Tools (recorded tool_use exchanges): OpenAI tools/tool_choice become
+ * Anthropic tools with input_schema and tool_choice {"type":"tool"}, the
+ * name "demo_author/web_search" goes as "demo_author__web_search" and comes
+ * back restored; tool-call history becomes tool_use / tool_result blocks;
+ * a tool_use answer (whole and streamed with input_json_delta) comes back as
+ * OpenAI tool_calls with the upstream id; arguments that do not match the
+ * schema are a 502 naming the tool; response_format json_schema goes as a
+ * forced json_response tool whose input becomes the content. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -106,6 +115,59 @@ static const char REC_STREAM_ERROR_AT_ONCE[] =
     "event: error\n"
     "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n"
     "\n";
+
+static const char REC_TOOL_USE[] =
+    "{\"id\":\"msg_01Aq9w938a90dw8q\",\"type\":\"message\",\"role\":\"assistant\","
+    "\"model\":\"claude-tools\",\"content\":[{\"type\":\"text\",\"text\":\"I'll search for that.\"},"
+    "{\"type\":\"tool_use\",\"id\":\"toolu_01A09q90qw90lq917835lq9\",\"name\":\"demo_author__web_search\","
+    "\"input\":{\"query\":\"dogs\"}}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,"
+    "\"usage\":{\"input_tokens\":384,\"output_tokens\":57}}";
+
+/* the same, with arguments that break the schema (query must be a string) */
+static const char REC_TOOL_USE_BAD[] =
+    "{\"id\":\"msg_01Aq9w938a90dw8r\",\"type\":\"message\",\"role\":\"assistant\","
+    "\"model\":\"claude-toolsbad\",\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_01B\","
+    "\"name\":\"demo_author__web_search\",\"input\":{\"query\":42}}],\"stop_reason\":\"tool_use\","
+    "\"stop_sequence\":null,\"usage\":{\"input_tokens\":380,\"output_tokens\":40}}";
+
+static const char REC_TOOL_STREAM[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_014p7gG3wDgGV9EUtLvnow3U\","
+    "\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-tools\",\"stop_sequence\":null,"
+    "\"usage\":{\"input_tokens\":472,\"output_tokens\":2},\"content\":[],\"stop_reason\":null}}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\","
+    "\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"demo_author__web_search\",\"input\":{}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"{\\\"query\\\": \\\"do\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"gs\\\"}\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},"
+    "\"usage\":{\"output_tokens\":89}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+
+static const char REC_JSON_TOOL[] =
+    "{\"id\":\"msg_01J\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-tools\","
+    "\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_01J\",\"name\":\"json_response\","
+    "\"input\":{\"name\":\"Ada\",\"age\":36}}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,"
+    "\"usage\":{\"input_tokens\":120,\"output_tokens\":20}}";
 
 static const char REC_NOT_FOUND[] =
     "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: claude-missing\"}}";
@@ -267,6 +329,15 @@ static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const c
     if (!strcmp(model, "claude-midfail"))
         return reply(c, 200, resumed ? REC_STREAM_ERROR_AT_ONCE : REC_STREAM_ERROR, true);
     if (!strcmp(model, "claude-nostream")) return reply(c, 200, REC_MESSAGE, false);
+    if (!strcmp(model, "claude-toolsbad")) return reply(c, 200, REC_TOOL_USE_BAD, false);
+    if (!strcmp(model, "claude-tools")) {
+        pthread_mutex_lock(&g_mu);
+        bool json = json_object_get(g_last.body, "tools") &&
+                    !strcmp(json_string_value(json_object_get(json_array_get(json_object_get(g_last.body, "tools"), 0), "name")), "json_response");
+        pthread_mutex_unlock(&g_mu);
+        if (json) return reply(c, 200, REC_JSON_TOOL, false);
+        return stream ? reply(c, 200, REC_TOOL_STREAM, true) : reply(c, 200, REC_TOOL_USE, false);
+    }
     if (!strcmp(model, "claude-resume"))
         return reply(c, 200, resumed ? REC_STREAM_RESUMED : REC_STREAM_ERROR, true);
     return stream ? reply(c, 200, REC_STREAM, true) : reply(c, 200, REC_MESSAGE, false);
@@ -305,7 +376,8 @@ static int group_setup(void **state)
     fprintf(f, "api_keys:\n  anthropic: \"sk-ant-recorded-test\"\n"
                "llms:\n  remote: {retry_backoff_ms: 10}\n  models:\n");
     const char *names[] = {"claude-ok", "claude-missing", "claude-badkey", "claude-busy",
-                           "claude-midfail", "claude-slow", "claude-resume", "claude-nostream"};
+                           "claude-midfail", "claude-slow", "claude-resume", "claude-nostream",
+                           "claude-tools", "claude-toolsbad"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fprintf(f, "    - {name: %s, backend: anthropic, hostname: \"http://127.0.0.1:%d\"}\n",
                 names[i], g_mock_port);
@@ -390,6 +462,119 @@ static void test_message_mapping(void **state)
                              &j), 400);
     assert_error_body(j, "at least one user or assistant message");
     json_decref(j);
+}
+
+#define A_TOOLS                                                                                   \
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"demo_author/web_search\","         \
+    "\"description\":\"Search the web\",\"parameters\":{\"type\":\"object\",\"properties\":"      \
+    "{\"query\":{\"type\":\"string\"}},\"required\":[\"query\"]}}},{\"type\":\"function\","      \
+    "\"function\":{\"name\":\"now\"}}]"
+#define A_HISTORY                                                                                 \
+    "\"messages\":[{\"role\":\"system\",\"content\":\"Use tools.\"},"                              \
+    "{\"role\":\"user\",\"content\":\"Search cats\"},{\"role\":\"assistant\",\"content\":null,"   \
+    "\"tool_calls\":[{\"id\":\"toolu_prev\",\"type\":\"function\",\"function\":{\"name\":"        \
+    "\"demo_author/web_search\",\"arguments\":\"{\\\"query\\\":\\\"cats\\\"}\"}}]},"              \
+    "{\"role\":\"tool\",\"tool_call_id\":\"toolu_prev\",\"content\":\"cats are mammals\"},"       \
+    "{\"role\":\"user\",\"content\":\"Now dogs\"}]"
+
+static void test_tool_use_mapping(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-tools\",\"max_tokens\":100," A_HISTORY "," A_TOOLS ","
+                             "\"parallel_tool_calls\":false,\"tool_choice\":{\"type\":\"function\","
+                             "\"function\":{\"name\":\"demo_author/web_search\"}}}", &j), 200);
+    json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "finish_reason")), "tool_calls");
+    json_t *m = json_object_get(c0, "message");
+    assert_string_equal(json_string_value(json_object_get(m, "content")), "I'll search for that.");
+    json_t *tc = json_array_get(json_object_get(m, "tool_calls"), 0);
+    assert_string_equal(json_string_value(json_object_get(tc, "id")), "toolu_01A09q90qw90lq917835lq9");
+    assert_string_equal(json_string_value(json_object_get(tc, "type")), "function");
+    json_t *fn = json_object_get(tc, "function");
+    assert_string_equal(json_string_value(json_object_get(fn, "name")), "demo_author/web_search");
+    json_t *args = json_loads(json_string_value(json_object_get(fn, "arguments")), 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(args, "query")), "dogs");
+    json_decref(args);
+    json_decref(j);
+
+    /* what went upstream */
+    struct seen s = last_request();
+    json_t *tools = json_object_get(s.body, "tools");
+    assert_int_equal(json_array_size(tools), 2);
+    json_t *t0 = json_array_get(tools, 0), *t1 = json_array_get(tools, 1);
+    assert_string_equal(json_string_value(json_object_get(t0, "name")), "demo_author__web_search");
+    assert_string_equal(json_string_value(json_object_get(t0, "description")), "Search the web");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(t0, "input_schema"), "type")), "object");
+    assert_non_null(json_object_get(json_object_get(json_object_get(t0, "input_schema"), "properties"), "query"));
+    assert_string_equal(json_string_value(json_object_get(t1, "name")), "now");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(t1, "input_schema"), "type")), "object");
+    json_t *tch = json_object_get(s.body, "tool_choice");
+    assert_string_equal(json_string_value(json_object_get(tch, "type")), "tool");
+    assert_string_equal(json_string_value(json_object_get(tch, "name")), "demo_author__web_search");
+    assert_true(json_is_true(json_object_get(tch, "disable_parallel_tool_use")));
+    assert_string_equal(json_string_value(json_object_get(s.body, "system")), "Use tools.");
+    /* user, assistant [tool_use], user [tool_result, text] */
+    json_t *msgs = json_object_get(s.body, "messages");
+    assert_int_equal(json_array_size(msgs), 3);
+    json_t *a = json_object_get(json_array_get(msgs, 1), "content");
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), 1);
+    json_t *tu = json_array_get(a, 0);
+    assert_string_equal(json_string_value(json_object_get(tu, "type")), "tool_use");
+    assert_string_equal(json_string_value(json_object_get(tu, "id")), "toolu_prev");
+    assert_string_equal(json_string_value(json_object_get(tu, "name")), "demo_author__web_search");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(tu, "input"), "query")), "cats");
+    json_t *u = json_object_get(json_array_get(msgs, 2), "content");
+    assert_true(json_is_array(u));
+    assert_int_equal(json_array_size(u), 2);
+    json_t *tr = json_array_get(u, 0);
+    assert_string_equal(json_string_value(json_object_get(tr, "type")), "tool_result");
+    assert_string_equal(json_string_value(json_object_get(tr, "tool_use_id")), "toolu_prev");
+    assert_string_equal(json_string_value(json_object_get(tr, "content")), "cats are mammals");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(u, 1), "text")), "Now dogs");
+    json_decref(s.body);
+
+    /* "required" -> {"type":"any"}; streamed tool_use with input_json_delta */
+    struct sse_result r;
+    assert_int_equal(kf_stream(g_k, "{\"model\":\"claude-tools\",\"stream\":true,"
+                                    "\"messages\":[{\"role\":\"user\",\"content\":\"dogs\"}],"
+                                    A_TOOLS ",\"tool_choice\":\"required\"}", &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(r.done);
+    assert_null(r.error);
+    assert_string_equal(r.finish, "tool_calls");
+    sse_result_free(&r);
+    s = last_request();
+    assert_string_equal(json_string_value(json_object_get(json_object_get(s.body, "tool_choice"), "type")), "any");
+    json_decref(s.body);
+
+    /* arguments that break the schema: 502 naming the tool */
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-toolsbad\",\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"dogs\"}]," A_TOOLS "}", &j), 502);
+    assert_error_body(j, "demo_author/web_search");
+    json_decref(j);
+
+    /* response_format json_schema: a forced json_response tool; its input is the content */
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-tools\",\"messages\":[{\"role\":\"user\",\"content\":"
+                             "\"A person\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                             "{\"name\":\"person\",\"schema\":{\"type\":\"object\",\"properties\":{\"name\":"
+                             "{\"type\":\"string\"},\"age\":{\"type\":\"integer\"}},\"required\":[\"name\","
+                             "\"age\"]}}}}", &j), 200);
+    c0 = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "finish_reason")), "stop");
+    json_t *v = json_loads(chat_content(j), 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(v, "name")), "Ada");
+    assert_int_equal(json_integer_value(json_object_get(v, "age")), 36);
+    json_decref(v);
+    json_decref(j);
+    s = last_request();
+    tch = json_object_get(s.body, "tool_choice");
+    assert_string_equal(json_string_value(json_object_get(tch, "name")), "json_response");
+    json_decref(s.body);
 }
 
 static void test_streamed_events(void **state)
@@ -634,6 +819,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_message_mapping),
         cmocka_unit_test(test_streamed_events),
+        cmocka_unit_test(test_tool_use_mapping),
         cmocka_unit_test(test_error_statuses),
         cmocka_unit_test(test_hundreds_in_flight),
         cmocka_unit_test(test_timeout_and_cancel),
