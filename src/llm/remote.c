@@ -16,7 +16,10 @@
  * the client with syscall_emit(); a call ends with syscall_finish() (an
  * llm_res with text, finish_reason and upstream usage) or syscall_fail().
  * prepare() runs on HTTP threads: it only builds the upstream body once to
- * validate the request (no tokenizer here).
+ * validate the request (no tokenizer here). Tools and response_format are
+ * sent natively (api_llm_prepare builds no grammar for remote cores); the
+ * upstream's tool calls go back in llm_res.tool_calls (res->upstream set),
+ * checked by llm_structured_result.
  *
  * Routing and replicas: a call goes to the replica with the fewest
  * outstanding requests among those that are up (ties rotate). A replica

@@ -18,7 +18,19 @@
  *   become stop_sequences; seed is not supported by the API and is dropped.
  *   stop_reason maps to finish_reason: end_turn/stop_sequence/pause_turn ->
  *   stop, max_tokens -> length, tool_use -> tool_calls, refusal ->
- *   content_filter. */
+ *   content_filter.
+ * - Structured output (req->structured, no grammar for remote cores):
+ *   OpenAI-compatible gets tools / tool_choice / parallel_tool_calls /
+ *   response_format as they are, tool names as the wire name
+ *   ("author/name" -> "author__name"), and tool history (assistant
+ *   tool_calls, tool_call_id) from the client's JSON messages. Anthropic
+ *   gets tools with input_schema, tool_choice auto/any/none/tool, history
+ *   as tool_use / tool_result blocks (a message of blocks instead of a
+ *   string only when it holds such a block), and a JSON response_format as
+ *   the forced tool REMOTE_JSON_TOOL (remote_wire_finish turns its input
+ *   into the text). Answers' tool calls (whole or streamed deltas) are
+ *   collected in remote_answer.tool_calls as {"id","name","arguments"
+ *   text}; llm_structured_result maps names back and validates. */
 #include "llm/remote.h"
 #include "llm/structured.h"
 
