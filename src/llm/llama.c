@@ -106,7 +106,7 @@ struct llama_engine {
     int n_ctx;        /* per sequence: prompt + output */
     int kv_size, n_parallel, n_batch, prefill_chunk, n_threads;
     int prefix_share_min, debug_preempt_every;
-    bool retain;
+    bool retain, batch_invariant;
     bool random_weights;
     char desc[128];
     struct sched *sched;
@@ -1007,6 +1007,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "n_batch", json_integer(e->n_batch));
     json_object_set_new(en, "prefill_chunk", json_integer(e->prefill_chunk));
     json_object_set_new(en, "retain", json_boolean(e->retain));
+    json_object_set_new(en, "batch_invariant", json_boolean(e->batch_invariant));
     json_object_set_new(en, "running", json_integer(st.n_running));
     json_object_set_new(en, "switched_out", json_integer(st.n_swapped));
     json_object_set_new(en, "retained", json_integer(st.n_retained));
@@ -1084,7 +1085,7 @@ static int knob_int(json_t *v, const char *what, long long lo, long long hi, lon
 struct eng_knobs {
     long long n_parallel, kv_size, n_batch, prefill_chunk, share_min, debug_preempt;
     long long snap_ram;
-    bool retain;
+    bool retain, batch_invariant;
     char *spill_dir;
 };
 
@@ -1102,6 +1103,7 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     k->share_min = 16;
     k->debug_preempt = 0;
     k->retain = true;
+    k->batch_invariant = true;
     k->snap_ram = 256LL << 20;
 #define KNOB(key, lo, hi, dst)                                                              \
     do {                                                                                   \
@@ -1116,14 +1118,18 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     KNOB("prefix_share_min", 1, 1LL << 24, &k->share_min);
     KNOB("debug_preempt_every_tokens", 0, 1LL << 24, &k->debug_preempt);
 #undef KNOB
-    json_t *v = ent ? json_object_get(ent, "retain") : NULL;
-    if (v && !json_is_null(v)) {
+    static const char *bkeys[] = {"retain", "batch_invariant"};
+    bool *bdst[] = {&k->retain, &k->batch_invariant};
+    json_t *v;
+    for (int i = 0; i < 2; i++) {
+        v = ent ? json_object_get(ent, bkeys[i]) : NULL;
+        if (!v || json_is_null(v)) continue;
         if (!json_is_boolean(v)) {
-            snprintf(err, errlen, "llms.models[%zu].retain: expected true or false, got %s", idx,
-                     json_kind(v));
+            snprintf(err, errlen, "llms.models[%zu].%s: expected true or false, got %s", idx,
+                     bkeys[i], json_kind(v));
             return AIOS_ECONFIG;
         }
-        k->retain = json_is_true(v);
+        *bdst[i] = json_is_true(v);
     }
     rc = knob_int(cfg ? config_lookup(cfg, "context.snapshot_ram_bytes") : NULL,
                   "context.snapshot_ram_bytes", 0, INT64_MAX, &k->snap_ram, err, errlen);
@@ -1174,6 +1180,7 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     e->prefix_share_min = (int)kn.share_min;
     e->debug_preempt_every = (int)kn.debug_preempt;
     e->retain = kn.retain;
+    e->batch_invariant = kn.batch_invariant;
     if (ctx_store_create(&e->store, (size_t)kn.snap_ram, kn.spill_dir)) goto nomem;
 
     if (access(e->path, R_OK) != 0) {
@@ -1203,7 +1210,12 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)e->kv_size;
     cp.n_batch = (uint32_t)e->n_batch;
-    cp.n_ubatch = (uint32_t)e->n_batch;
+    /* ggml's CPU flash attention switches to a tiled kernel (F32 K/V
+     * tiles, different rounding) once a micro-batch has 64 or more query
+     * rows, so a sequence's logits would depend on what else is in the
+     * batch. Below that every query row is computed on its own, over its
+     * own cells only (masked cells are skipped). */
+    cp.n_ubatch = (uint32_t)(e->batch_invariant && e->n_batch > 63 ? 63 : e->n_batch);
     cp.n_seq_max = (uint32_t)e->n_parallel;
     cp.kv_unified = true;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
