@@ -1207,6 +1207,9 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
 
     e->n_threads = m->n_threads > 0 ? m->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (e->n_threads <= 0) e->n_threads = 2;
+    /* a model this small is all synchronisation overhead with more threads
+     * (each graph node ends in a barrier), badly so on a busy machine */
+    if (m->n_threads <= 0 && llama_model_n_params(e->model) < 50000000) e->n_threads = 1;
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)e->kv_size;
     cp.n_batch = (uint32_t)e->n_batch;
