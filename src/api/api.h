@@ -85,5 +85,6 @@ enum MHD_Result api_openai_models(struct api_req *r);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_route_status(struct api_req *r);
 enum MHD_Result api_aios_query(struct api_req *r);
+enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
 
 #endif

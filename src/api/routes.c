@@ -15,6 +15,8 @@ static const struct api_route g_routes[] = {
     {"GET", "/status", api_route_status},
     /* AIOS protocol (Cerebrum) */
     {"POST", "/query", api_aios_query},
+    /* tools */
+    {"GET", "/tools", api_tools_list},
     /* OpenAI-compatible */
     {"GET", "/v1/models", api_openai_models},
     {"POST", "/v1/chat/completions", api_openai_chat},

@@ -16,6 +16,7 @@
 
 #include "api/api.h"
 #include "llm/testmodel.h"
+#include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -114,6 +115,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    rc = tool_mgr_start(&k->tools, k, err, errlen);
+    if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
     if (rc) goto fail;
     return 0;
@@ -134,6 +137,8 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    tool_mgr_stop(k->tools);
+    k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct api_server;
+struct tool_mgr;
 
 struct kernel {
     struct aios_config cfg;
@@ -20,6 +21,7 @@ struct kernel {
     /* worker pools for memory, storage, tool syscalls (NULL where no
      * manager registered one); see kernel_register_executor() */
     struct sched_pool *pools[SYSCALL_KIND__COUNT];
+    struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     int64_t t_start_us;
     const char *version;
 };
