@@ -1141,6 +1141,12 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     }
     const char *sd = json_is_string(v) ? json_string_value(v) : "kv-spill";
     k->spill_dir = cfg ? config_resolve_path(cfg, sd) : NULL;
+    if (k->n_batch < k->n_parallel) {
+        /* every running sequence must get its decode token each step */
+        snprintf(err, errlen, "llms.models[%zu].n_batch: %lld is smaller than n_parallel (%lld)",
+                 idx, k->n_batch, k->n_parallel);
+        return AIOS_ECONFIG;
+    }
     if (k->prefill_chunk < 0 || k->prefill_chunk > k->n_batch) k->prefill_chunk = k->n_batch;
     if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 2;
     if (k->kv_size < n_ctx) {
