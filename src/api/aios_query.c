@@ -19,7 +19,10 @@
  * reference's client retries those forever). */
 #include "api/api.h"
 
+#include "agents/agent.h"
 #include "kernel/query.h"
+#include "llm/structured.h"
+#include "memory/mem.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -43,9 +46,21 @@ static json_t *with_times(struct syscall *sc, json_t *response)
                      end - created);
 }
 
+/* Per-agent accounting (src/agents/): to the agent name, and to the
+ * process whose token came in X-Aios-Agent-Token. */
+static void account(struct api_req *r, struct syscall *sc, bool ok, int n_prompt, int n_gen)
+{
+    if (!r->k->agents) return;
+    const char *tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent-Token");
+    double wait = sc->t_start_us ? (double)(sc->t_start_us - sc->t_created_us) / 1e6 : 0;
+    double turn = sc->t_end_us ? (double)(sc->t_end_us - sc->t_created_us) / 1e6 : 0;
+    agent_account(r->k->agents, tok, sc->agent, sc->kind, ok, wait, turn, n_prompt, n_gen);
+}
+
 static enum MHD_Result query_error(struct api_req *r)
 {
     struct syscall *sc = r->sc;
+    account(r, sc, false, 0, 0);
     const char *type;
     unsigned st = api_status_for(sc->err, &type);
     if (sc->http_status) st = (unsigned)sc->http_status;
@@ -57,11 +72,38 @@ static enum MHD_Result llm_finish(struct api_req *r)
     struct syscall *sc = r->sc;
     if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
     struct llm_res *res = sc->res;
+    account(r, sc, true, res->n_prompt, res->n_gen);
     json_t *resp = json_pack("{s:s,s:s%,s:n,s:b,s:n,s:i,s:{s:i,s:i,s:i}}", "response_class", "llm",
                              "response_message", res->text, res->len, "tool_calls", "finished", 1,
                              "error", "status_code", 200, "usage", "prompt_tokens", res->n_prompt,
                              "completion_tokens", res->n_gen, "cached_tokens",
                              res->n_prompt - res->n_prompt_computed);
+    /* tool calls in the AIOS shape [{"name","parameters","id"}]; the
+     * message is null when the answer is only calls */
+    struct llm_structured_result sr;
+    char err[512];
+    int rc = llm_structured_result(((struct llm_req *)sc->req)->structured, res, &sr, err, sizeof err);
+    if (rc) {
+        json_decref(resp);
+        return api_send_error(r, 500, "server_error", "%s", rc == AIOS_ENOMEM ? "out of memory" : err);
+    }
+    if (sr.calls) {
+        json_t *oc = api_openai_tool_calls(sc, sr.calls), *calls = json_array();
+        size_t i;
+        json_t *c;
+        json_array_foreach(sr.calls, i, c) {
+            json_array_append_new(calls, json_pack("{s:O,s:O,s:O}", "name", json_object_get(c, "name"),
+                                                   "parameters", json_object_get(c, "arguments"),
+                                                   "id", json_object_get(json_array_get(oc, i), "id")));
+        }
+        json_decref(oc);
+        json_decref(sr.calls);
+        json_object_set_new(resp, "tool_calls", calls);
+        if (sr.content_len == 0) json_object_set_new(resp, "response_message", json_null());
+        else json_object_set_new(resp, "response_message", json_stringn(res->text, sr.content_len));
+    }
+    json_object_set_new(resp, "finish_reason", json_string(sr.finish));
+    mem_auto_extract(r->k, sc); /* memory.auto_extract: store the turn as a note */
     return api_send_json(r, 200, with_times(sc, resp));
 }
 
@@ -70,6 +112,7 @@ static enum MHD_Result kq_finish(struct api_req *r)
     struct syscall *sc = r->sc;
     if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
     struct kq_res *res = sc->res;
+    account(r, sc, true, 0, 0);
     return api_send_json(r, 200, with_times(sc, json_incref(res->response)));
 }
 
@@ -79,6 +122,9 @@ static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t err
     json_t *body = json_object();
     const char *model = k->n_cores ? k->cores[0]->name : "";
     json_t *llms = json_object_get(qd, "llms");
+    /* no llms in the query: the ones chosen with POST /user/select/llms */
+    json_t *selected = k->agents ? agent_selected_llms(k->agents) : NULL;
+    if ((!llms || json_is_null(llms)) && json_array_size(selected)) llms = selected;
     if (llms && !json_is_null(llms)) {
         if (!json_is_array(llms)) {
             snprintf(err, errlen, "query_data.llms must be a list of {\"name\", \"backend\"} or null");
@@ -93,10 +139,11 @@ static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t err
         if (name) model = json_string_value(name);
     }
     json_object_set_new(body, "model", json_string(model));
+    json_decref(selected);
     json_t *msgs = json_object_get(qd, "messages");
     if (msgs) json_object_set(body, "messages", msgs);
     static const char *copy[] = {"temperature", "response_format", "tools", "tool_choice", "seed",
-                                 "top_p", "stop"};
+                                 "top_p", "stop", "parallel_tool_calls"};
     for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
         json_t *v = json_object_get(qd, copy[i]);
         if (v && !json_is_null(v)) json_object_set(body, copy[i], v);
@@ -105,6 +152,7 @@ static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t err
     if (mnt && !json_is_null(mnt)) json_object_set(body, "max_tokens", mnt);
     return body;
 fail:
+    json_decref(selected);
     json_decref(body);
     return NULL;
 }
@@ -117,12 +165,33 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         if (!json_is_string(action))
             return api_send_error(r, 400, "invalid_request_error", "query_data.action_type must be a string");
         const char *a = json_string_value(action);
-        if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output"))
+        if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output") &&
+            strcmp(a, "chat_with_tool_call_output"))
             return api_send_error(r, 400, "invalid_request_error",
                                   "action_type '%s' is not supported yet by this kernel", a);
     }
     json_t *body = llm_to_openai(r->k, qd, err, sizeof err);
     if (!body) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+    /* JSON output: the given response_format, else any JSON object;
+     * tool call output: tools are required and a call is forced unless
+     * tool_choice says otherwise */
+    const char *act = json_string_value(action);
+    json_t *mrt = json_object_get(qd, "message_return_type");
+    bool want_json = (act && !strcmp(act, "chat_with_json_output")) ||
+                     (json_is_string(mrt) && !strcmp(json_string_value(mrt), "json"));
+    if (want_json && !json_object_get(body, "response_format"))
+        json_object_set_new(body, "response_format", json_pack("{s:s}", "type", "json_object"));
+    if (act && !strcmp(act, "chat_with_tool_call_output")) {
+        json_t *tl = json_object_get(body, "tools");
+        if (!json_is_array(tl) || json_array_size(tl) == 0) {
+            json_decref(body);
+            return api_send_error(r, 400, "invalid_request_error",
+                                  "query_data.tools must list at least one tool for "
+                                  "chat_with_tool_call_output");
+        }
+        if (!json_object_get(body, "tool_choice"))
+            json_object_set_new(body, "tool_choice", json_string("required"));
+    }
     struct llm_req *req = calloc(1, sizeof *req);
     bool stream = false;
     int rc = req ? api_openai_parse_chat(body, req, &stream, err, sizeof err) : AIOS_ENOMEM;
@@ -140,9 +209,10 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         llm_req_free(req);
         return ret;
     }
-    rc = core->ops->prepare(core, req, err, sizeof err);
+    rc = api_llm_prepare(r->k, core, req, err, sizeof err);
     if (rc) {
         llm_req_free(req);
+        if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
         return api_send_error(r, 400, "invalid_request_error", "%s", err);
     }
     struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);

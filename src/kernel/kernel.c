@@ -14,8 +14,13 @@
  * are read-only and every thread may read them without a lock. */
 #include "kernel/kernel.h"
 
+#include "agents/agent.h"
 #include "api/api.h"
+#include "llm/remote.h"
+#include "llm/structured.h"
 #include "llm/testmodel.h"
+#include "memory/mem.h"
+#include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -55,6 +60,9 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     k->t_start_us = util_now_us();
     k->version = AIOS_VERSION;
 
+    struct grammar_opts go; /* llms.structured_output: checked once here */
+    if ((rc = llm_structured_opts(&k->cfg, &go, err, errlen))) return rc;
+
     const struct sched_policy *pol = sched_policy_find(k->cfg.sched_policy);
     if (!pol) {
         LOG_WARN("kernel", "scheduler policy '%s' is not implemented yet; using fifo",
@@ -62,6 +70,10 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
         pol = &sched_policy_fifo;
     }
     rc = sched_create(&k->sched, pol);
+    if (rc) goto fail;
+    rc = mem_start(k, err, errlen);
+    if (rc) goto fail;
+    rc = sto_kernel_start(k, err, errlen);
     if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
@@ -92,6 +104,13 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     for (size_t i = 0; i < k->cfg.n_models; i++) {
         const struct cfg_model *m = &k->cfg.models[i];
+        if (llm_backend_is_remote(m->backend)) { /* llm/remote.c: same-name entries are replicas */
+            struct llm_core *r = NULL;
+            rc = llm_remote_create_entry(&r, &k->cfg, i, err, errlen);
+            if (rc) goto fail;
+            if (r) k->cores[k->n_cores++] = r;
+            continue;
+        }
         if (strcmp(m->backend, "llamacpp") != 0) {
             LOG_WARN("kernel", "model %s: backend '%s' is not supported yet; skipped", m->name,
                      m->backend);
@@ -104,7 +123,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     if (k->n_cores == 0) {
         snprintf(err, errlen, "no usable model: configure a llamacpp model (llms.models[] with "
-                 "backend: llamacpp and path) or pass --model FILE.gguf");
+                 "backend: llamacpp and path), a remote one (backend: openai, vllm, anthropic, "
+                 "...) or pass --model FILE.gguf");
         rc = AIOS_ECONFIG;
         goto fail;
     }
@@ -115,6 +135,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    rc = agent_factory_create(&k->agents, &k->cfg, err, errlen);
+    if (rc) goto fail;
     rc = tool_mgr_start(&k->tools, k, err, errlen);
     if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
@@ -137,11 +159,17 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    mem_stop(k);
+    sto_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
+    /* agents are this kernel's processes: they end with it (after the API,
+     * whose handlers use the process table) */
+    agent_factory_destroy(k->agents);
+    k->agents = NULL;
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->destroy(k->cores[i]);
     free(k->cores);
     k->cores = NULL;
