@@ -140,7 +140,7 @@ static void test_call_tool_bad(void **state)
     /* a tool the kernel does not have: the tool manager's 404 */
     assert_int_equal(query("demo/calc_agent", "llm",
                            "{\"action_type\":\"call_tool\",\"messages\":[{\"role\":\"user\","
-                           "\"content\":\"x\"}],\"max_new_tokens\":100,\"tools\":[{\"type\":"
+                           "\"content\":\"x\"}],\"max_new_tokens\":300,\"seed\":1,\"parallel_tool_calls\":false,\"tools\":[{\"type\":"
                            "\"function\",\"function\":{\"name\":\"nobody/missing\",\"parameters\":"
                            "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}}}]}", &j), 404);
     assert_error_body(j, "nobody/missing");
@@ -166,7 +166,7 @@ static void test_operate_file(void **state)
     long st = query("demo/file_agent", "llm",
                     "{\"query_class\":\"llm\",\"action_type\":\"operate_file\",\"messages\":[{\"role\":"
                     "\"user\",\"content\":\"write 'buy milk' to todo.txt\"}],\"max_new_tokens\":300,"
-                    "\"tools\":" WRITE_TOOL "}", &j);
+                    "\"seed\":2,\"parallel_tool_calls\":false,\"tools\":" WRITE_TOOL "}", &j);
     assert_int_equal(st, 200);
     json_t *r = json_object_get(j, "response");
     assert_string_equal(json_string_value(json_object_get(r, "response_class")), "llm");
