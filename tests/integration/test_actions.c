@@ -22,6 +22,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,36 @@ static void test_operate_file_bad(void **state)
     assert_int_equal(kf_call(g_kf, "GET", "/status", NULL, NULL), 200);
 }
 
+/* several chains at once (each parks its HTTP request between steps):
+ * all answer, and the kernel serves other requests meanwhile */
+static void *calc_thread(void *p)
+{
+    json_t *j = NULL;
+    long st = query("demo/calc_agent", "llm",
+                    "{\"action_type\":\"call_tool\",\"messages\":[{\"role\":\"user\",\"content\":"
+                    "\"6*7?\"}],\"max_new_tokens\":200,\"parallel_tool_calls\":false,\"tools\":"
+                    CALC_TOOL "}", &j);
+    json_t *r = json_object_get(j, "response");
+    json_t *res = json_object_get(json_array_get(json_object_get(r, "tool_results"), 0), "result");
+    *(int *)p = st == 200 && json_number_value(json_object_get(res, "value")) == 42.0;
+    json_decref(j);
+    return NULL;
+}
+
+static void test_concurrent_chains(void **state)
+{
+    (void)state;
+    enum { N = 3 };
+    pthread_t th[N];
+    int ok[N] = {0};
+    for (int i = 0; i < N; i++) assert_int_equal(pthread_create(&th[i], NULL, calc_thread, &ok[i]), 0);
+    assert_int_equal(kf_call(g_kf, "GET", "/status", NULL, NULL), 200);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(ok[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -224,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_call_tool_bad),
         cmocka_unit_test(test_operate_file),
         cmocka_unit_test(test_operate_file_bad),
+        cmocka_unit_test(test_concurrent_chains),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
