@@ -463,7 +463,7 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         const char *a = json_string_value(action);
         if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output") &&
             strcmp(a, "chat_with_tool_call_output") && strcmp(a, "call_tool") &&
-            strcmp(a, "operate_file"))
+            strcmp(a, "tool_use") && strcmp(a, "operate_file"))
             return api_send_error(r, 400, "invalid_request_error",
                                   "action_type '%s' is not known; one of chat, "
                                   "chat_with_json_output, chat_with_tool_call_output, call_tool, "
@@ -480,7 +480,8 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
                      (json_is_string(mrt) && !strcmp(json_string_value(mrt), "json"));
     if (want_json && !json_object_get(body, "response_format"))
         json_object_set_new(body, "response_format", json_pack("{s:s}", "type", "json_object"));
-    bool call_tool = act && !strcmp(act, "call_tool");
+    /* "tool_use": the older Cerebrum name of call_tool */
+    bool call_tool = act && (!strcmp(act, "call_tool") || !strcmp(act, "tool_use"));
     bool operate_file = act && !strcmp(act, "operate_file");
     if (call_tool || operate_file) {
         enum syscall_kind need = call_tool ? SYSCALL_KIND_TOOL : SYSCALL_KIND_STORAGE;

@@ -138,6 +138,12 @@ static void test_call_tool_bad(void **state)
                            "\"content\":\"x\"}],\"tools\":null}", &j), 400);
     assert_error_body(j, "tools");
     json_decref(j);
+    /* the older Cerebrum name, same rules */
+    assert_int_equal(query("demo/calc_agent", "llm",
+                           "{\"action_type\":\"tool_use\",\"messages\":[{\"role\":\"user\","
+                           "\"content\":\"x\"}]}", &j), 400);
+    assert_error_body(j, "one tool for tool_use");
+    json_decref(j);
     /* a tool the kernel does not have: the tool manager's 404 */
     assert_int_equal(query("demo/calc_agent", "llm",
                            "{\"action_type\":\"call_tool\",\"messages\":[{\"role\":\"user\","
