@@ -3,7 +3,9 @@
  *   {"agent_name": "...", "query_type": "llm"|"memory"|"storage"|"tool",
  *    "query_data": {...}}
  *
- * Each query becomes one syscall of the matching kind. LLM queries are
+ * Each query becomes one syscall of the matching kind, except the LLM
+ * actions call_tool and operate_file, which chain an LLM syscall with
+ * tool / storage syscalls (see "LLM actions" below). LLM queries are
  * translated into the OpenAI request the engine already understands
  * (messages, temperature, max_new_tokens -> max_tokens, response_format,
  * tools; `llms[0].name` picks the model, else the first one). Memory and
