@@ -6,8 +6,8 @@
  * remote.c owns the transfers and calls in here.
  *
  * Mapping choices:
- * - OpenAI-compatible: messages go as they are; temperature, top_p, seed and
- *   stop pass through (seed is what makes an upstream aios or vLLM answer
+ * - OpenAI-compatible: messages go as they are; temperature, top_p, seed,
+ *   frequency/presence penalties and stop pass through (seed is what makes an upstream aios or vLLM answer
  *   reproducible); top_k/min_p only to servers that accept them; streamed
  *   calls ask for stream_options.include_usage so usage is known at the end.
  * - Anthropic: system messages are joined into the top-level "system"; tool
@@ -86,6 +86,10 @@ static int set_sampling_openai(json_t *b, const struct llm_req *req, const struc
     if (o->extra_sampling && p->top_k > 0) rc |= json_object_set_new(b, "top_k", json_integer(p->top_k));
     if (o->extra_sampling && p->min_p > 0) rc |= json_object_set_new(b, "min_p", json_real(p->min_p));
     if (p->has_seed) rc |= json_object_set_new(b, "seed", json_integer((json_int_t)p->seed));
+    if (p->frequency_penalty != 0.0f)
+        rc |= json_object_set_new(b, "frequency_penalty", json_real(p->frequency_penalty));
+    if (p->presence_penalty != 0.0f)
+        rc |= json_object_set_new(b, "presence_penalty", json_real(p->presence_penalty));
     if (p->n_stop) {
         json_t *st = json_array();
         for (int i = 0; i < p->n_stop; i++) json_array_append_new(st, json_string(p->stop[i]));

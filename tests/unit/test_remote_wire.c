@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "llm/remote.h"
+#include "llm/structured.h"
 #include "util/err.h"
 
 #include <stdlib.h>
@@ -38,6 +39,7 @@ static void test_openai_request(void **state)
     r->p.seed = 42;
     r->p.top_k = 5;
     r->p.stop[r->p.n_stop++] = strdup("\n\n");
+    r->p.frequency_penalty = 0.5f;
     char err[256] = "";
     struct remote_wire_opts o = {.model = "up", .stream = true};
     json_t *b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
@@ -51,6 +53,8 @@ static void test_openai_request(void **state)
     assert_true(json_is_true(json_object_get(b, "stream")));
     assert_true(json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")));
     assert_string_equal(json_string_value(json_array_get(json_object_get(b, "stop"), 0)), "\n\n");
+    assert_true(json_number_value(json_object_get(b, "frequency_penalty")) == 0.5);
+    assert_null(json_object_get(b, "presence_penalty")); /* 0 = off: not sent */
     json_decref(b);
 
     o.stream = false;
@@ -278,6 +282,65 @@ static void test_error_messages_and_backends(void **state)
 /* Robustness: truncated and byte-flipped answers and streams, cut at every
  * position, never crash or leak (run under ASan by make asan-test) and
  * never produce text that was not in the input. */
+/* upstream tool calls: OpenAI deltas assembled by index, then mapped back
+ * and validated by llm_structured_result */
+static void test_upstream_tool_calls(void **state)
+{
+    (void)state;
+    struct remote_answer a = {0};
+    size_t off, nd;
+    const char *ev[] = {
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"a__b\",\"arguments\":\"\"}}]}}]}",
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"q\\\":\"}}]}}]}",
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"x\\\"}\"}}]}}]}",
+        "{\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}",
+    };
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(remote_wire_stream_event(REMOTE_DIALECT_OPENAI, "", ev[i], strlen(ev[i]), &a, &off, &nd), 0);
+    assert_int_equal(json_array_size(a.tool_calls), 1);
+    json_t *c = json_array_get(a.tool_calls, 0);
+    assert_string_equal(json_string_value(json_object_get(c, "name")), "a__b");
+    assert_string_equal(json_string_value(json_object_get(c, "arguments")), "{\"q\":\"x\"}");
+
+    json_t *body = json_loads("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+                              "\"function\",\"function\":{\"name\":\"a/b\",\"parameters\":{\"type\":\"object\","
+                              "\"properties\":{\"q\":{\"type\":\"string\"}},\"required\":[\"q\"]}}}],"
+                              "\"tool_choice\":\"required\"}", 0, NULL);
+    struct llm_structured *st = NULL;
+    char err[400] = "";
+    assert_int_equal(llm_structured_parse(body, &st, err, sizeof err), 0);
+    assert_non_null(st);
+    struct llm_res res = {.text = "", .len = 0, .finish_reason = "tool_calls", .upstream = true,
+                          .tool_calls = a.tool_calls};
+    struct llm_structured_result sr;
+    assert_int_equal(llm_structured_result(st, &res, &sr, err, sizeof err), 0);
+    assert_string_equal(sr.finish, "tool_calls");
+    json_t *k = json_array_get(sr.calls, 0);
+    assert_string_equal(json_string_value(json_object_get(k, "name")), "a/b");
+    assert_string_equal(json_string_value(json_object_get(k, "id")), "call_1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(k, "arguments"), "q")), "x");
+    json_decref(sr.calls);
+
+    /* arguments that break the schema: AIOS_EIO naming the tool and the problem */
+    json_object_set_new(c, "arguments", json_string("{\"q\":1}"));
+    assert_int_equal(llm_structured_result(st, &res, &sr, err, sizeof err), AIOS_EIO);
+    assert_non_null(strstr(err, "a/b"));
+    json_object_set_new(c, "arguments", json_string("{\"q\":"));
+    assert_int_equal(llm_structured_result(st, &res, &sr, err, sizeof err), AIOS_EIO);
+    assert_non_null(strstr(err, "not JSON"));
+    /* a tool that was not offered */
+    json_object_set_new(c, "name", json_string("rm_rf"));
+    assert_int_equal(llm_structured_result(st, &res, &sr, err, sizeof err), AIOS_EIO);
+    assert_non_null(strstr(err, "rm_rf"));
+    /* required, and no call */
+    res.tool_calls = NULL;
+    res.finish_reason = "stop";
+    assert_int_equal(llm_structured_result(st, &res, &sr, err, sizeof err), AIOS_EIO);
+    llm_structured_free(st);
+    json_decref(body);
+    remote_answer_free(&a);
+}
+
 static void test_truncated_and_mangled_input(void **state)
 {
     (void)state;
@@ -344,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_sse_anthropic_multiline),
         cmocka_unit_test(test_error_messages_and_backends),
         cmocka_unit_test(test_truncated_and_mangled_input),
+        cmocka_unit_test(test_upstream_tool_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
