@@ -533,6 +533,10 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
         }
     }
     json_decref(body);
+    /* an agent's chat call that names no agent is its own: the OpenAI route
+     * reads X-Aios-Agent (r->acc_agent lives as long as the request) */
+    if (id == ID_AGENT && chat && !claims[0] && !claims[2])
+        MHD_set_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent", r->acc_agent);
     audit(m, r->acc_agent, 0, url, action, "allowed",
           r->acc_compat ? "compat mode: tokenless loopback request trusted"
           : id == ID_ADMIN ? "admin token" : "agent token");

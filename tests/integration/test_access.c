@@ -297,6 +297,9 @@ static void test_groups(void **state)
     assert_int_equal(call_as(g_alice, NULL, "POST", "/v1/chat/completions",
                              "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\","
                              "\"content\":\"hi\"}],\"max_tokens\":2}", &j), 200);
+    /* accounted to the token's agent though the request names none */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "aios"), "agent")),
+                        "alice");
     json_decref(j);
     assert_true(audit_count("alice", "denied", "may not call tool") >= 1);
     assert_true(audit_count("carol", "denied", "may not use model") >= 2);
