@@ -157,7 +157,7 @@ static int admin_token_load(struct acc_mgr *m, const char *path, char *err, size
                      "get a new one", path);
             return AIOS_ECONFIG;
         }
-        snprintf(m->admin_token, sizeof m->admin_token, "%s", buf);
+        memcpy(m->admin_token, buf, (size_t)n + 1); /* n <= 64 */
         return 0;
     }
     if (errno != ENOENT) {
