@@ -270,6 +270,51 @@ static void test_other_agents_data(void **state)
     json_decref(j);
 }
 
+/* share grants through the kernel with agent tokens: granted, revoked,
+ * expired; only the owner can share */
+static void test_share_grants(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    const char *rd = "{\"file_path\":\"shared/notes.md\",\"owner\":\"alice\"}";
+    assert_int_equal(storage_as(g_alice, "alice", "write",
+                                "{\"file_path\":\"shared/notes.md\",\"content\":\"for bob\"}",
+                                &j), 200);
+    json_decref(j);
+    assert_int_equal(storage_as(g_bob, "bob", "read", rd, &j), 404); /* no grant yet */
+    json_decref(j);
+    assert_int_equal(storage_as(g_alice, "alice", "share",
+                                "{\"file_path\":\"shared\",\"agent\":\"bob\"}", &j), 200);
+    json_decref(j);
+    assert_int_equal(storage_as(g_bob, "bob", "read", rd, &j), 200);
+    json_decref(j);
+    /* bob cannot pass alice's file on, nor share it as alice */
+    assert_int_equal(storage_as(g_bob, "bob", "share",
+                                "{\"file_path\":\"shared\",\"owner\":\"alice\",\"agent\":\"carol\"}",
+                                &j), 403);
+    json_decref(j);
+    expect_error(storage_as(g_bob, "alice", "share",
+                            "{\"file_path\":\"shared\",\"agent\":\"carol\"}", &j), 403, &j,
+                 "may not act as 'alice'");
+    /* revoked */
+    assert_int_equal(storage_as(g_alice, "alice", "unshare",
+                                "{\"file_path\":\"shared\",\"agent\":\"bob\"}", &j), 200);
+    json_decref(j);
+    assert_int_equal(storage_as(g_bob, "bob", "read", rd, &j), 404);
+    json_decref(j);
+    /* expired */
+    assert_int_equal(storage_as(g_alice, "alice", "share",
+                                "{\"file_path\":\"shared\",\"agent\":\"bob\",\"expires_in\":1}",
+                                &j), 200);
+    json_decref(j);
+    assert_int_equal(storage_as(g_bob, "bob", "read", rd, &j), 200);
+    json_decref(j);
+    usleep(1100000);
+    assert_int_equal(storage_as(g_bob, "bob", "read", rd, &j), 404);
+    json_decref(j);
+    assert_true(audit_count("bob", "denied", "may not act as 'alice'") >= 1);
+}
+
 static void test_groups(void **state)
 {
     (void)state;
@@ -477,6 +522,7 @@ int main(void)
         cmocka_unit_test(test_admin_routes),
         cmocka_unit_test(test_impersonation),
         cmocka_unit_test(test_other_agents_data),
+        cmocka_unit_test(test_share_grants),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_approval_approve_and_deny),
         cmocka_unit_test(test_approval_timeout),
