@@ -514,10 +514,16 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
             json_decref(body);
             return ret;
         }
-        if (qt && !strcmp(qt, "tool")) {
+        /* tool calls, and the tools offered to the model of an LLM query
+         * (its call_tool action runs what the model picks among them) */
+        const char *act = json_string_value(json_object_get(qd, "action_type"));
+        json_t *tcalls = qt && !strcmp(qt, "tool") ? json_object_get(qd, "tool_calls")
+                         : act && !strcmp(act, "call_tool") ? json_object_get(qd, "tools")
+                                                            : NULL;
+        if (tcalls) {
             size_t i;
             json_t *c;
-            json_array_foreach(json_object_get(qd, "tool_calls"), i, c) {
+            json_array_foreach(tcalls, i, c) {
                 const char *tn = json_string_value(json_object_get(c, "name"));
                 if (!tn) tn = json_string_value(
                     json_object_get(json_object_get(c, "function"), "name"));

@@ -324,6 +324,14 @@ static void test_groups(void **state)
                     "{\"tool_calls\":[{\"name\":\"aios/current_time\",\"parameters\":{}}]}}";
     expect_error(call_as(g_alice, NULL, "POST", "/query", q, &j), 403, &j,
                  "may not call tool 'aios/current_time'");
+    /* nor can the model call it for her (call_tool runs what the model picks) */
+    expect_error(call_as(g_alice, NULL, "POST", "/query",
+                         "{\"agent_name\":\"alice\",\"query_type\":\"llm\",\"query_data\":"
+                         "{\"messages\":[{\"role\":\"user\",\"content\":\"time?\"}],"
+                         "\"action_type\":\"call_tool\",\"tools\":[{\"type\":\"function\","
+                         "\"function\":{\"name\":\"aios/current_time\",\"parameters\":"
+                         "{\"type\":\"object\"}}}]}}", &j), 403, &j,
+                 "may not call tool 'aios/current_time'");
     /* bob has no group: unrestricted */
     const char *qb = "{\"agent_name\":\"bob\",\"query_type\":\"tool\",\"query_data\":"
                      "{\"tool_calls\":[{\"name\":\"aios/current_time\",\"parameters\":{}}]}}";
