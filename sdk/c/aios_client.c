@@ -75,6 +75,7 @@ int aios_client_new(struct aios_client **out, const char *base_url, const char *
     if (!agent_name) agent_name = getenv("AIOS_AGENT_NAME");
     if (!agent_name || !*agent_name) agent_name = "agent";
     const char *tok = getenv("AIOS_AGENT_TOKEN");
+    if (!tok || !*tok) tok = getenv("AIOS_TOKEN"); /* the operator's token */
     c->base = strdup(base_url);
     c->agent = strdup(agent_name);
     c->token = tok && *tok ? strdup(tok) : NULL;

@@ -51,7 +51,7 @@ def _http(method, base_url, path, body=None, timeout=300):
     data = None if body is None else json.dumps(body).encode("utf-8")
     req = urllib.request.Request(kernel_url(base_url) + path, data=data, method=method)
     req.add_header("Content-Type", "application/json")
-    token = os.environ.get("AIOS_AGENT_TOKEN")
+    token = os.environ.get("AIOS_AGENT_TOKEN") or os.environ.get("AIOS_TOKEN")
     if token:
         req.add_header("X-Aios-Agent-Token", token)
     try:

@@ -41,6 +41,10 @@ struct api_req {
     void *stream;          /* streaming state (http.c) */
     char *params[API_MAX_PARAMS]; /* values of {name} segments of the route, in order */
     int n_params;
+    /* set by the access manager's gate (src/access/): the acting agent
+     * ("admin" for the operator), whether the admin token was used */
+    char acc_agent[128];
+    bool acc_admin, acc_compat;
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */

@@ -29,6 +29,8 @@
  * flag set. */
 #include "api/api.h"
 
+#include "access/access.h"
+
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -359,6 +361,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                                   method, url);
         return api_send_error(r, 404, "not_found_error", "no route %s %s", method, url);
     }
+    enum MHD_Result denied;
+    if (!acc_gate(r, &denied)) return denied; /* access manager: 401/403 */
     return rt->fn(r);
 }
 

@@ -17,5 +17,13 @@ int cli_run_main(int argc, char **argv);
 int cli_ps_main(int argc, char **argv);
 int cli_kill_main(int argc, char **argv);
 int cli_logs_main(int argc, char **argv);
+/* access manager (access_cli.c): audit, approvals, approve, deny,
+ * register-agent; cli_load_token sets the operator's token for hc_* */
+int cli_audit_main(int argc, char **argv);
+int cli_approvals_main(int argc, char **argv);
+int cli_approve_main(int argc, char **argv);
+int cli_deny_main(int argc, char **argv);
+int cli_register_agent_main(int argc, char **argv);
+void cli_load_token(void);
 
 #endif

@@ -36,8 +36,47 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
     return util_buf_append(&s->buf, &s->len, &s->cap, p, len) ? 0 : len;
 }
 
-static int perform(const char *method, const char *url, const char *body, size_t body_len,
-                   struct sink *s, long *status, char *ctype, size_t ctlen, int timeout_s)
+/* The token sent as "Authorization: Bearer" (access manager): set with
+ * hc_set_token (child_start sets the kernel's admin token), else
+ * $AIOS_TOKEN, else $AIOS_AGENT_TOKEN. */
+static pthread_mutex_t g_tok_mu = PTHREAD_MUTEX_INITIALIZER;
+static char g_token[256];
+
+void hc_set_token(const char *token)
+{
+    pthread_mutex_lock(&g_tok_mu);
+    snprintf(g_token, sizeof g_token, "%s", token ? token : "");
+    pthread_mutex_unlock(&g_tok_mu);
+}
+
+static void auth_header(char *out, size_t outlen)
+{
+    out[0] = 0;
+    pthread_mutex_lock(&g_tok_mu);
+    const char *t = g_token[0] ? g_token : NULL;
+    if (!t) t = getenv("AIOS_TOKEN");
+    if (!t || !*t) t = getenv("AIOS_AGENT_TOKEN");
+    if (t && *t) snprintf(out, outlen, "Authorization: Bearer %.200s", t);
+    pthread_mutex_unlock(&g_tok_mu);
+}
+
+int hc_read_token_file(const char *path, char *out, size_t outlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return AIOS_ENOTFOUND;
+    char buf[256] = "";
+    int ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = 0;
+    if (!ok || !n) return AIOS_EINVAL;
+    snprintf(out, outlen, "%s", buf);
+    return 0;
+}
+
+static int perform_h(const char *method, const char *url, const char *body, size_t body_len,
+                     struct sink *s, long *status, char *ctype, size_t ctlen, int timeout_s,
+                     const char *const *extra)
 {
     pthread_once(&g_curl_once, curl_init_once);
     CURL *h = curl_easy_init();
@@ -45,6 +84,13 @@ static int perform(const char *method, const char *url, const char *body, size_t
     struct curl_slist *hdrs = NULL;
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     hdrs = curl_slist_append(hdrs, "Expect:");
+    if (extra) {
+        for (int i = 0; extra[i]; i++) hdrs = curl_slist_append(hdrs, extra[i]);
+    } else {
+        char auth[300];
+        auth_header(auth, sizeof auth);
+        if (auth[0]) hdrs = curl_slist_append(hdrs, auth);
+    }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
@@ -67,6 +113,25 @@ static int perform(const char *method, const char *url, const char *body, size_t
     }
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
+    return rc;
+}
+
+static int perform(const char *method, const char *url, const char *body, size_t body_len,
+                   struct sink *s, long *status, char *ctype, size_t ctlen, int timeout_s)
+{
+    return perform_h(method, url, body, body_len, s, status, ctype, ctlen, timeout_s, NULL);
+}
+
+int hc_call_h(const char *method, const char *url, const char *body, size_t body_len,
+              const char *const *headers, struct hc_resp *out, int timeout_s)
+{
+    memset(out, 0, sizeof *out);
+    struct sink s = {0};
+    static const char *const none[] = {NULL};
+    int rc = perform_h(method, url, body, body_len, &s, &out->status, out->ctype,
+                       sizeof out->ctype, timeout_s, headers ? headers : none);
+    out->body = s.buf ? s.buf : strdup("");
+    out->len = s.len;
     return rc;
 }
 
@@ -94,6 +159,15 @@ int hc_stream(const char *url, const char *body, hc_chunk_fn fn, void *ud, long 
 {
     struct sink s = {.fn = fn, .ud = ud};
     return perform("POST", url, body, body ? strlen(body) : 0, &s, status, NULL, 0, timeout_s);
+}
+
+int hc_stream_h(const char *url, const char *body, const char *const *headers, hc_chunk_fn fn,
+                void *ud, long *status, int timeout_s)
+{
+    struct sink s = {.fn = fn, .ud = ud};
+    static const char *const none[] = {NULL};
+    return perform_h("POST", url, body, body ? strlen(body) : 0, &s, status, NULL, 0, timeout_s,
+                     headers ? headers : none);
 }
 
 int child_start(struct aios_child *c, const char *bin, const char *data_dir,
@@ -149,6 +223,13 @@ int child_start(struct aios_child *c, const char *bin, const char *data_dir,
                 fclose(f);
                 c->port = port;
                 snprintf(c->base, sizeof c->base, "http://127.0.0.1:%d", port);
+                /* the kernel's admin token (access manager): later calls send it */
+                char tokpath[4200], tok[256];
+                snprintf(tokpath, sizeof tokpath, "%s/admin.token", data_dir);
+                if (hc_read_token_file(tokpath, tok, sizeof tok) == 0) {
+                    snprintf(c->token, sizeof c->token, "%s", tok);
+                    hc_set_token(tok);
+                }
                 return 0;
             }
             fclose(f);

@@ -39,6 +39,9 @@ static void usage(FILE *f)
             "  aios ps [--url URL]            agent processes\n"
             "  aios kill ID [--signal TERM|KILL|INT] [--url URL]\n"
             "  aios logs ID [-f] [--url URL]\n"
+            "  aios audit [--agent A] [--since T|10m|2h|1d] [--url URL]\n"
+            "  aios approvals | approve ID | deny ID [--reason R] [--url URL]\n"
+            "  aios register-agent NAME [--url URL]   (prints the agent's token)\n"
             "  aios version\n",
             AIOS_VERSION);
 }
@@ -198,6 +201,12 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "demo")) return cli_demo_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "model")) return cli_model_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") && strcmp(cmd, "demo")) cli_load_token(); /* access manager */
+    if (!strcmp(cmd, "audit")) return cli_audit_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "approvals")) return cli_approvals_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "approve")) return cli_approve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "deny")) return cli_deny_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "register-agent")) return cli_register_agent_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "ps")) return cli_ps_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "kill")) return cli_kill_main(argc - 1, argv + 1);

@@ -14,6 +14,7 @@
  * are read-only and every thread may read them without a lock. */
 #include "kernel/kernel.h"
 
+#include "access/access.h"
 #include "agents/agent.h"
 #include "api/api.h"
 #include "llm/remote.h"
@@ -139,6 +140,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (rc) goto fail;
     rc = tool_mgr_start(&k->tools, k, err, errlen);
     if (rc) goto fail;
+    rc = acc_start(k, err, errlen);
+    if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
     if (rc) goto fail;
     return 0;
@@ -152,6 +155,7 @@ void kernel_stop(struct kernel *k)
 {
     if (k->api) api_quiesce(k->api);
     if (k->sched) sched_shutdown(k->sched);
+    acc_quiesce(k); /* pending approvals end denied before the tool pool joins */
     /* give in-flight requests a moment to receive their (error) answers */
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->stop(k->cores[i]);
@@ -166,6 +170,7 @@ void kernel_stop(struct kernel *k)
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
+    acc_stop(k);
     /* agents are this kernel's processes: they end with it (after the API,
      * whose handlers use the process table) */
     agent_factory_destroy(k->agents);

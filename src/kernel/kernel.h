@@ -13,6 +13,7 @@ struct api_server;
 struct mem_manager;
 struct sto;
 struct tool_mgr;
+struct acc_mgr;
 
 struct kernel {
     struct aios_config cfg;
@@ -26,6 +27,7 @@ struct kernel {
     struct mem_manager *memory; /* memory manager (src/memory), NULL until started */
     struct sto *storage; /* storage manager (src/storage), NULL until started */
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
+    struct acc_mgr *access; /* access manager (src/access), NULL until started */
     int64_t t_start_us;
     const char *version;
     /* agents as processes (src/agents/): process table, accounting */

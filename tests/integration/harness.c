@@ -40,6 +40,9 @@ struct kernel_fixture *kf_start(const char *const *extra)
         kf_print_log(kf);
         fail_msg("aios serve did not start (binary %s)", aios_bin());
     }
+    /* the admin token: hc_* send it (child_start), and so do subprocesses
+     * (the aios CLI) and the SDKs through $AIOS_TOKEN */
+    if (kf->child.token[0]) setenv("AIOS_TOKEN", kf->child.token, 1);
     return kf;
 }
 
@@ -62,7 +65,12 @@ long kf_call_n(struct kernel_fixture *kf, const char *method, const char *path, 
     char url[512];
     snprintf(url, sizeof url, "%s%s", kf->child.base, path);
     struct hc_resp r;
-    int rc = hc_call(method, url, body, len, &r, 300);
+    /* this kernel's own admin token (several kernels may run at once) */
+    char auth[300];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", kf->child.token);
+    const char *hdrs[] = {auth, NULL};
+    int rc = kf->child.token[0] ? hc_call_h(method, url, body, len, hdrs, &r, 300)
+                                : hc_call(method, url, body, len, &r, 300);
     if (rc != 0) {
         hc_resp_free(&r);
         kf_print_log(kf);
@@ -174,7 +182,11 @@ int kf_stream(struct kernel_fixture *kf, const char *body, struct sse_result *ou
     struct sse_ctx c = {.r = out, .abort_after = abort_after_events, .cap_text = 1};
     char url[512];
     snprintf(url, sizeof url, "%s/v1/chat/completions", kf->child.base);
-    int rc = hc_stream(url, body, on_chunk, &c, &out->status, 300);
+    char auth[300];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", kf->child.token);
+    const char *hdrs[] = {auth, NULL};
+    int rc = kf->child.token[0] ? hc_stream_h(url, body, hdrs, on_chunk, &c, &out->status, 300)
+                                : hc_stream(url, body, on_chunk, &c, &out->status, 300);
     free(c.buf);
     return rc;
 }

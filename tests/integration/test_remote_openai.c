@@ -71,21 +71,23 @@ static int group_setup(void **state)
     assert_true(fd >= 0);
     FILE *f = fdopen(fd, "w");
     const char *a = g_up_a->child.base, *b = g_up_b->child.base;
+    const char *ta = g_up_a->child.token, *tb = g_up_b->child.token;
     fprintf(f,
             "llms:\n"
             "  remote:\n"
             "    retry_backoff_ms: 20\n"
             "    replica_down_s: 60\n" /* long enough that a slow machine never sees the dead replica retried */
             "  models:\n"
-            "    - {name: remote-tiny, backend: openai-compatible, hostname: \"%s\", upstream_model: aios-tiny}\n"
-            "    - {name: aios-tiny, backend: vllm, hostname: \"%s/v1\"}\n"
-            "    - {name: ghost, backend: openai-compatible, hostname: \"%s\"}\n"
+            "    - {name: remote-tiny, backend: openai-compatible, hostname: \"%s\", upstream_model: aios-tiny, api_key: %s}\n"
+            "    - {name: aios-tiny, backend: vllm, hostname: \"%s/v1\", api_key: %s}\n"
+            "    - {name: ghost, backend: openai-compatible, hostname: \"%s\", api_key: %s}\n"
             "    - {name: down, backend: openai-compatible, hostname: \"http://127.0.0.1:%d\"}\n"
             "    - {name: pair, backend: openai-compatible, hostname: \"http://127.0.0.1:%d\", upstream_model: aios-tiny}\n"
-            "    - {name: pair, backend: openai-compatible, hostname: \"%s\", upstream_model: aios-tiny}\n"
-            "    - {name: duo, backend: openai-compatible, hostname: \"%s\", upstream_model: aios-tiny}\n"
-            "    - {name: duo, backend: openai-compatible, hostname: \"%s/v1/chat/completions\", upstream_model: aios-tiny}\n",
-            a, a, a, dead, dead, a, a, b);
+            "    - {name: pair, backend: openai-compatible, hostname: \"%s\", upstream_model: aios-tiny, api_key: %s}\n"
+            "    - {name: duo, backend: openai-compatible, hostname: \"%s\", upstream_model: aios-tiny, api_key: %s}\n"
+            "    - {name: duo, backend: openai-compatible, hostname: \"%s/v1/chat/completions\", upstream_model: aios-tiny, api_key: %s}\n",
+            /* the upstreams are aios kernels: their admin tokens are the keys */
+            a, ta, a, ta, a, ta, dead, dead, a, ta, a, ta, b, tb);
     fclose(f);
     const char *extra[] = {"--config", g_cfg, NULL};
     g_k = kf_start(extra);

@@ -1,0 +1,885 @@
+/* The access manager: who is calling, may they, and the record of it.
+ *
+ * Identities. The operator holds the admin token, created on first start
+ * in data_dir/admin.token (mode 0600, 64 hex digits). Agents the kernel
+ * launches get a per-run token from the agent factory (AIOS_AGENT_TOKEN);
+ * agents started elsewhere are registered by the operator with
+ * POST /access/agents and get a token whose SHA-256 is kept in the
+ * `agents` table of audit.db (the token itself is never stored). A request
+ * carries its token as `Authorization: Bearer T` or `X-Aios-Agent-Token: T`.
+ *
+ * The gate (acc_gate) runs on the HTTP thread for every routed request,
+ * after the body arrived and before the handler:
+ *   - GET /status and GET /v1/models are open;
+ *   - no or unknown token: 401 (in `compat` mode a tokenless request from
+ *     loopback is trusted as the operator, as the reference does);
+ *   - an agent token may use only the agent routes (/query, chat
+ *     completions, GET /tools, GET /access/whoami and the read-only GET
+ *     /core/llms/list and /user/selected/llms); everything else (/core/...,
+ *     /agents/..., /access/...) needs the admin token: 403;
+ *   - an agent token claiming another name (agent_name, the `user` field of
+ *     a chat request, X-Aios-Agent) is 403: impersonation;
+ *   - the agent's privilege group (access.agents -> access.groups) must
+ *     list the model and every tool called: else 403.
+ * Every decision of the gate except the open routes is one audit row.
+ * Memory and storage isolation is done by their managers in the agent's
+ * name (which the gate has just proven); share grants are storage's.
+ *
+ * Approvals. The tool manager calls approval_hook (on a tool pool thread)
+ * before a tool marked irreversible runs: the call becomes a pending
+ * approval, its syscall's status awaiting_approval, and the thread waits
+ * (in 200 ms slices, so a cancelled call or a kernel shutdown ends the
+ * wait) until the operator approves or denies it, or
+ * access.approval_timeout_s passes (denied). Each step is audited.
+ *
+ * Locks: m->mu guards the registered agents and the approval list; it is
+ * never held while taking another lock (the audit queue's lock, sc->mu,
+ * the agent factory's lock are taken after releasing it).
+ * Ownership: the manager owns copies of its config (groups, agent map). */
+#include "access/access.h"
+
+#include "agents/agent.h"
+#include "api/api.h"
+#include "kernel/kernel.h"
+#include "storage/sha256.h"
+#include "tools/tools.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACC_NAME_MAX 128
+
+struct reg_agent {
+    char name[ACC_NAME_MAX];
+    char sha[65];
+};
+
+enum appr_state { APPR_PENDING, APPR_APPROVED, APPR_DENIED };
+
+struct approval {
+    struct approval *next;
+    uint64_t id, sc_id;
+    char agent[ACC_NAME_MAX];
+    char tool[ACC_NAME_MAX];
+    char *args; /* compact JSON */
+    double created, deadline;
+    enum appr_state state;
+    char reason[256];
+};
+
+struct acc_mgr {
+    struct kernel *k;
+    bool compat;
+    char admin_token[65];
+    struct acc_audit *audit;
+    json_t *groups; /* access.groups (copy) or NULL */
+    json_t *agent_groups; /* access.agents (copy) or NULL */
+    char *default_group;
+    int approval_timeout_s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* approvals decided (CLOCK_MONOTONIC) */
+    struct reg_agent *reg;
+    size_t n_reg, cap_reg;
+    struct approval *approvals;
+    uint64_t next_approval;
+    bool stopping;
+};
+
+static double wall_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static int random_hex(char *out, size_t n_bytes)
+{
+    unsigned char buf[64];
+    if (n_bytes > sizeof buf) return AIOS_EINVAL;
+    size_t got = 0;
+    while (got < n_bytes) {
+        ssize_t n = getrandom(buf + got, n_bytes - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return AIOS_EIO;
+        }
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < n_bytes; i++) sprintf(out + 2 * i, "%02x", buf[i]);
+    out[2 * n_bytes] = 0;
+    return 0;
+}
+
+static bool ct_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la != lb) return false;
+    unsigned char d = 0;
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* ---- the admin token ---- */
+
+static int admin_token_load(struct acc_mgr *m, const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
+            LOG_WARN("access", "%s was readable by others (mode %o); set to 0600", path,
+                     (unsigned)(st.st_mode & 0777));
+            if (fchmod(fd, 0600)) LOG_WARN("access", "cannot chmod %s", path);
+        }
+        char buf[128] = "";
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n < 0) n = 0;
+        buf[n] = 0;
+        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = 0;
+        if (n < 32 || n > 64) {
+            snprintf(err, errlen, "%s does not hold a token (32 to 64 characters); delete it to "
+                     "get a new one", path);
+            return AIOS_ECONFIG;
+        }
+        memcpy(m->admin_token, buf, (size_t)n + 1); /* n <= 64 */
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return AIOS_EIO;
+    }
+    if (random_hex(m->admin_token, 32)) {
+        snprintf(err, errlen, "cannot draw a random admin token");
+        return AIOS_EIO;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return AIOS_EIO;
+    }
+    char line[80];
+    int len = snprintf(line, sizeof line, "%s\n", m->admin_token);
+    bool ok = write(fd, line, (size_t)len) == len && fsync(fd) == 0;
+    close(fd);
+    if (!ok) {
+        unlink(path);
+        snprintf(err, errlen, "cannot write %s", path);
+        return AIOS_EIO;
+    }
+    LOG_INFO("access", "created the operator's admin token in %s (mode 0600)", path);
+    return 0;
+}
+
+/* ---- registered agents ---- */
+
+static int reg_load(struct acc_mgr *m, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT name, token_sha256 FROM agents", -1, &st, NULL) !=
+            SQLITE_OK) {
+        snprintf(err, errlen, "cannot read registered agents: %s", db ? sqlite3_errmsg(db) : "?");
+        rc = AIOS_EIO;
+        goto out;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (m->n_reg == m->cap_reg) {
+            size_t nc = m->cap_reg ? m->cap_reg * 2 : 8;
+            struct reg_agent *n = realloc(m->reg, nc * sizeof *n);
+            if (!n) {
+                rc = AIOS_ENOMEM;
+                goto out;
+            }
+            m->reg = n;
+            m->cap_reg = nc;
+        }
+        snprintf(m->reg[m->n_reg].name, ACC_NAME_MAX, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(m->reg[m->n_reg].sha, 65, "%s", (const char *)sqlite3_column_text(st, 1));
+        m->n_reg++;
+    }
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+static bool valid_agent_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= ACC_NAME_MAX) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.' || c == '/' || c == '@'))
+            return false;
+    }
+    return strcmp(s, "admin") != 0;
+}
+
+int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, size_t toklen,
+                       char *err, size_t errlen)
+{
+    if (!valid_agent_name(name)) {
+        snprintf(err, errlen, "'name' must be 1 to %d characters of letters, digits and _ - . / @ "
+                 "(and not 'admin')", ACC_NAME_MAX - 1);
+        return AIOS_EINVAL;
+    }
+    char tok[65], sha[65];
+    if (toklen < sizeof tok || random_hex(tok, 32)) return AIOS_EIO;
+    sto_sha256_hex(tok, strlen(tok), sha);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        rc = AIOS_EIO;
+        goto out;
+    }
+    sqlite3_busy_timeout(db, 30000);
+    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO agents(name, token_sha256, created) "
+                           "VALUES(?,?,?)", -1, &st, NULL) != SQLITE_OK) {
+        rc = AIOS_EIO;
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, wall_s());
+    if (sqlite3_step(st) != SQLITE_DONE) rc = AIOS_EIO;
+out:
+    if (rc == AIOS_EIO)
+        snprintf(err, errlen, "cannot store the agent: %s", db ? sqlite3_errmsg(db) : "no database");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (rc) return rc;
+    pthread_mutex_lock(&m->mu);
+    size_t i;
+    for (i = 0; i < m->n_reg; i++)
+        if (!strcmp(m->reg[i].name, name)) break;
+    if (i == m->n_reg) {
+        if (m->n_reg == m->cap_reg) {
+            size_t nc = m->cap_reg ? m->cap_reg * 2 : 8;
+            struct reg_agent *n = realloc(m->reg, nc * sizeof *n);
+            if (!n) {
+                pthread_mutex_unlock(&m->mu);
+                return AIOS_ENOMEM;
+            }
+            m->reg = n;
+            m->cap_reg = nc;
+        }
+        m->n_reg++;
+    }
+    snprintf(m->reg[i].name, ACC_NAME_MAX, "%s", name);
+    memcpy(m->reg[i].sha, sha, 65);
+    pthread_mutex_unlock(&m->mu);
+    snprintf(token_out, toklen, "%s", tok);
+    return 0;
+}
+
+/* ---- identities ---- */
+
+enum ident { ID_NONE, ID_ADMIN, ID_AGENT };
+
+static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_t namelen)
+{
+    name[0] = 0;
+    if (!tok || !*tok) return ID_NONE;
+    if (ct_equal(tok, m->admin_token)) {
+        snprintf(name, namelen, "admin");
+        return ID_ADMIN;
+    }
+    if (m->k->agents) {
+        uint64_t id = agent_find_token(m->k->agents, tok);
+        if (id) {
+            json_t *p = agent_proc_json(m->k->agents, id);
+            const char *an = json_string_value(json_object_get(p, "agent_name"));
+            if (an) snprintf(name, namelen, "%s", an);
+            json_decref(p);
+            if (name[0]) return ID_AGENT;
+        }
+    }
+    char sha[65];
+    sto_sha256_hex(tok, strlen(tok), sha);
+    enum ident r = ID_NONE;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->n_reg; i++) {
+        if (ct_equal(sha, m->reg[i].sha)) {
+            snprintf(name, namelen, "%s", m->reg[i].name);
+            r = ID_AGENT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    return r;
+}
+
+static const char *request_token(struct api_req *r)
+{
+    const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (a && !strncasecmp(a, "Bearer ", 7)) {
+        a += 7;
+        while (*a == ' ') a++;
+        if (*a) return a;
+    }
+    const char *t = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent-Token");
+    return t && *t ? t : NULL;
+}
+
+static bool from_loopback(struct api_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a6) ||
+               (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+/* ---- privilege groups ---- */
+
+/* the agent's group object, or NULL (unrestricted) */
+static json_t *group_of(struct acc_mgr *m, const char *agent, const char **gname)
+{
+    const char *g = json_string_value(json_object_get(m->agent_groups, agent));
+    if (!g) g = m->default_group;
+    *gname = g;
+    return g ? json_object_get(m->groups, g) : NULL;
+}
+
+/* is `what` in the group's list `key`? A missing list allows everything;
+ * "*" in the list too. */
+static bool group_allows(json_t *grp, const char *key, const char *what)
+{
+    json_t *l = json_object_get(grp, key);
+    if (!grp || !l) return true;
+    size_t i;
+    json_t *v;
+    json_array_foreach(l, i, v) {
+        const char *s = json_string_value(v);
+        if (s && (!strcmp(s, "*") || !strcmp(s, what))) return true;
+    }
+    return false;
+}
+
+/* ---- the gate ---- */
+
+static void audit(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
+                  const char *action, const char *decision, const char *reason)
+{
+    struct acc_audit_row row = {agent, sc_id, resource, action, decision, reason};
+    acc_audit_add(m->audit, &row);
+}
+
+static bool is_agent_route(const char *method, const char *url)
+{
+    if (!strcmp(method, "POST"))
+        return !strcmp(url, "/query") || !strcmp(url, "/v1/chat/completions") ||
+               !strcmp(url, "/chat/completions");
+    /* read-only discovery the Cerebrum SDK does from inside agents */
+    if (!strcmp(method, "GET"))
+        return !strcmp(url, "/tools") || !strcmp(url, "/access/whoami") ||
+               !strcmp(url, "/core/llms/list") || !strcmp(url, "/user/selected/llms");
+    return false;
+}
+
+static bool deny(struct api_req *r, enum MHD_Result *sent, unsigned status, const char *agent,
+                 const char *resource, const char *action, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
+static bool deny(struct api_req *r, enum MHD_Result *sent, unsigned status, const char *agent,
+                 const char *resource, const char *action, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    audit(r->k->access, agent, 0, resource, action, "denied", msg);
+    LOG_INFO("access", "denied %s %s for %s: %s", r->method, r->url, agent, msg);
+    *sent = api_send_error(r, status, status == 401 ? "authentication_error" : "permission_error",
+                           "%s", msg);
+    return false;
+}
+
+static const char *default_model(struct kernel *k)
+{
+    return k->n_cores ? k->cores[0]->name : (k->cfg.n_models ? k->cfg.models[0].name : "");
+}
+
+bool acc_gate(struct api_req *r, enum MHD_Result *sent)
+{
+    struct acc_mgr *m = r->k->access;
+    if (!m) return true;
+    const char *method = r->method, *url = r->url;
+    if (!strcmp(method, "GET") && (!strcmp(url, "/status") || !strcmp(url, "/v1/models")))
+        return true;
+    char action[160];
+    snprintf(action, sizeof action, "%s %s", method, url);
+
+    const char *tok = request_token(r);
+    char name[ACC_NAME_MAX];
+    enum ident id = identify(m, tok, name, sizeof name);
+    if (id == ID_NONE) {
+        if (m->compat && !tok && from_loopback(r)) {
+            id = ID_ADMIN;
+            snprintf(name, sizeof name, "admin");
+            r->acc_compat = true;
+        } else if (!tok) {
+            return deny(r, sent, 401, "-", url, action,
+                        "this request carries no token: send 'Authorization: Bearer TOKEN' (the "
+                        "operator's token is in data_dir/admin.token; agents get "
+                        "AIOS_AGENT_TOKEN)");
+        } else {
+            return deny(r, sent, 401, "-", url, action,
+                        "the token is not valid (not the admin token, not a running agent's, not "
+                        "a registered agent's)");
+        }
+    }
+    r->acc_admin = id == ID_ADMIN;
+    snprintf(r->acc_agent, sizeof r->acc_agent, "%s", name);
+
+    if (id == ID_AGENT && !is_agent_route(method, url))
+        return deny(r, sent, 403, name, url, action,
+                    "%s %s needs the operator's admin token; agent '%s' may use /query, "
+                    "/v1/chat/completions, GET /tools, GET /core/llms/list, GET "
+                    "/user/selected/llms and GET /access/whoami", method, url, name);
+
+    /* what the request says about itself */
+    json_t *body = NULL;
+    if (r->n_body && strcmp(method, "GET")) body = json_loadb(r->body, r->n_body, 0, NULL);
+    bool chat = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions");
+    bool query = !strcmp(url, "/query");
+    const char *claims[3] = {
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent"),
+        query ? json_string_value(json_object_get(body, "agent_name")) : NULL,
+        chat ? json_string_value(json_object_get(body, "user")) : NULL,
+    };
+    const char *acting = id == ID_AGENT ? name : NULL;
+    for (int i = 0; i < 3; i++) {
+        if (!claims[i] || !*claims[i]) continue;
+        if (id == ID_AGENT && strcmp(claims[i], name) != 0) {
+            char claimed[ACC_NAME_MAX];
+            snprintf(claimed, sizeof claimed, "%s", claims[i]);
+            json_decref(body);
+            return deny(r, sent, 403, name, url, action,
+                        "the token belongs to agent '%s', which may not act as '%s'", name,
+                        claimed);
+        }
+        if (!acting) acting = claims[i];
+    }
+    if (!acting) acting = name;
+    if (id == ID_ADMIN && acting != name) /* the operator acting as an agent */
+        snprintf(r->acc_agent, sizeof r->acc_agent, "%s", acting);
+
+    /* privilege group (agents only; the operator may do anything) */
+    const char *gname = NULL;
+    json_t *grp = id == ID_AGENT ? group_of(m, name, &gname) : NULL;
+    char res[256];
+    if (grp && body) {
+        json_t *qd = query ? json_object_get(body, "query_data") : NULL;
+        const char *qt = query ? json_string_value(json_object_get(body, "query_type")) : NULL;
+        const char *model = NULL;
+        bool llm = chat || (qt && !strcmp(qt, "llm"));
+        if (chat) model = json_string_value(json_object_get(body, "model"));
+        else if (llm)
+            model = json_string_value(
+                json_object_get(json_array_get(json_object_get(qd, "llms"), 0), "name"));
+        if (llm && !model) model = default_model(r->k);
+        if (llm && model && !group_allows(grp, "models", model)) {
+            snprintf(res, sizeof res, "model:%s", model);
+            bool ret = deny(r, sent, 403, name, res, action,
+                            "agent '%s' (group '%s') may not use model '%s'", name, gname, model);
+            json_decref(body);
+            return ret;
+        }
+        /* tool calls, and the tools offered to the model of an LLM query
+         * (its call_tool action runs what the model picks among them) */
+        const char *act = json_string_value(json_object_get(qd, "action_type"));
+        json_t *tcalls = qt && !strcmp(qt, "tool") ? json_object_get(qd, "tool_calls")
+                         : act && !strcmp(act, "call_tool") ? json_object_get(qd, "tools")
+                                                            : NULL;
+        if (tcalls) {
+            size_t i;
+            json_t *c;
+            json_array_foreach(tcalls, i, c) {
+                const char *tn = json_string_value(json_object_get(c, "name"));
+                if (!tn) tn = json_string_value(
+                    json_object_get(json_object_get(c, "function"), "name"));
+                if (tn && !group_allows(grp, "tools", tn)) {
+                    snprintf(res, sizeof res, "tool:%s", tn);
+                    bool ret = deny(r, sent, 403, name, res, action,
+                                    "agent '%s' (group '%s') may not call tool '%s'", name, gname,
+                                    tn);
+                    json_decref(body);
+                    return ret;
+                }
+            }
+        }
+    }
+    json_decref(body);
+    /* an agent's chat call that names no agent is its own: the OpenAI route
+     * reads X-Aios-Agent (r->acc_agent lives as long as the request) */
+    if (id == ID_AGENT && chat && !claims[0] && !claims[2])
+        MHD_set_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent", r->acc_agent);
+    audit(m, r->acc_agent, 0, url, action, "allowed",
+          r->acc_compat ? "compat mode: tokenless loopback request trusted"
+          : id == ID_ADMIN ? "admin token" : "agent token");
+    return true;
+}
+
+json_t *acc_whoami(struct api_req *r)
+{
+    return json_pack("{s:s,s:b,s:b}", "agent", r->acc_agent, "admin", r->acc_admin, "compat",
+                     r->acc_compat);
+}
+
+/* ---- approvals ---- */
+
+static void appr_unlink_locked(struct acc_mgr *m, struct approval *a)
+{
+    for (struct approval **p = &m->approvals; *p; p = &(*p)->next)
+        if (*p == a) {
+            *p = a->next;
+            return;
+        }
+}
+
+static void set_status(struct syscall *sc, enum syscall_status s)
+{
+    if (!sc) return;
+    pthread_mutex_lock(&sc->mu);
+    if (!syscall_status_final(sc->status)) sc->status = s;
+    pthread_mutex_unlock(&sc->mu);
+}
+
+static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, json_t *args,
+                         char *err, size_t errlen)
+{
+    struct acc_mgr *m = ud;
+    const char *agent = sc && sc->agent ? sc->agent : "-";
+    uint64_t sc_id = sc ? sc->id : 0;
+    struct approval *a = calloc(1, sizeof *a);
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return AIOS_ENOMEM;
+    }
+    a->sc_id = sc_id;
+    snprintf(a->agent, sizeof a->agent, "%s", agent);
+    snprintf(a->tool, sizeof a->tool, "%s", t->name);
+    a->args = json_dumps(args, JSON_COMPACT);
+    a->created = wall_s();
+    a->deadline = a->created + m->approval_timeout_s;
+    char res[256];
+    snprintf(res, sizeof res, "tool:%s", t->name);
+
+    pthread_mutex_lock(&m->mu);
+    if (m->stopping) {
+        pthread_mutex_unlock(&m->mu);
+        free(a->args);
+        free(a);
+        snprintf(err, errlen, "denied: the kernel is shutting down");
+        audit(m, agent, sc_id, res, "tool_call", "denied", err);
+        return AIOS_EPERM;
+    }
+    a->id = ++m->next_approval;
+    a->next = m->approvals;
+    m->approvals = a;
+    uint64_t aid = a->id;
+    pthread_mutex_unlock(&m->mu);
+
+    char why[300];
+    snprintf(why, sizeof why, "approval %llu: %s is irreversible; waiting up to %d s for the operator",
+             (unsigned long long)aid, t->name, m->approval_timeout_s);
+    audit(m, agent, sc_id, res, "tool_call", "awaiting_approval", why);
+    LOG_WARN("access", "%s wants to run %s (irreversible): `aios approve %llu` or `aios deny %llu`",
+             agent, t->name, (unsigned long long)aid, (unsigned long long)aid);
+    set_status(sc, SYSCALL_STATUS_AWAITING_APPROVAL);
+
+    enum appr_state st;
+    bool timed_out = false, cancelled = false;
+    pthread_mutex_lock(&m->mu);
+    for (;;) {
+        st = a->state;
+        if (st != APPR_PENDING || m->stopping) break;
+        if (wall_s() >= a->deadline) {
+            timed_out = true;
+            break;
+        }
+        pthread_mutex_unlock(&m->mu);
+        cancelled = sc && syscall_cancel_requested(sc);
+        pthread_mutex_lock(&m->mu);
+        if (cancelled) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (a->state == APPR_PENDING && !m->stopping) pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    }
+    st = a->state;
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s", a->reason);
+    appr_unlink_locked(m, a);
+    bool stopping = m->stopping;
+    pthread_mutex_unlock(&m->mu);
+    free(a->args);
+    free(a);
+    set_status(sc, SYSCALL_STATUS_RUNNING);
+
+    if (st == APPR_APPROVED) {
+        snprintf(why, sizeof why, "approval %llu approved by the operator%s%s",
+                 (unsigned long long)aid, reason[0] ? ": " : "", reason);
+        audit(m, agent, sc_id, res, "tool_call", "approved", why);
+        return 0;
+    }
+    const char *decision = "denied";
+    if (st == APPR_DENIED)
+        snprintf(err, errlen, "approval %llu: the operator denied %s%s%s", (unsigned long long)aid,
+                 t->name, reason[0] ? ": " : "", reason);
+    else if (timed_out) {
+        decision = "denied_timeout";
+        snprintf(err, errlen, "approval %llu: %s was denied because no operator approved it "
+                 "within %d s (access.approval_timeout_s)", (unsigned long long)aid, t->name,
+                 m->approval_timeout_s);
+    } else if (cancelled)
+        snprintf(err, errlen, "approval %llu: the caller went away", (unsigned long long)aid);
+    else if (stopping)
+        snprintf(err, errlen, "approval %llu: denied, the kernel is shutting down",
+                 (unsigned long long)aid);
+    else
+        snprintf(err, errlen, "approval %llu: denied", (unsigned long long)aid);
+    audit(m, agent, sc_id, res, "tool_call", decision, err);
+    return AIOS_EPERM;
+}
+
+json_t *acc_approvals_json(struct acc_mgr *m)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&m->mu);
+    for (struct approval *a = m->approvals; a; a = a->next) {
+        if (a->state != APPR_PENDING) continue;
+        json_t *args = a->args ? json_loads(a->args, 0, NULL) : NULL;
+        json_array_append_new(arr, json_pack("{s:I,s:I,s:s,s:s,s:o,s:f,s:f,s:s}", "id",
+                                             (json_int_t)a->id, "syscall_id", (json_int_t)a->sc_id,
+                                             "agent", a->agent, "tool", a->tool, "arguments",
+                                             args ? args : json_null(), "created", a->created,
+                                             "deadline", a->deadline, "status",
+                                             "awaiting_approval"));
+    }
+    pthread_mutex_unlock(&m->mu);
+    return arr;
+}
+
+int acc_decide(struct acc_mgr *m, uint64_t id, bool approve, const char *reason)
+{
+    int rc = AIOS_ENOTFOUND;
+    pthread_mutex_lock(&m->mu);
+    for (struct approval *a = m->approvals; a; a = a->next) {
+        if (a->id != id) continue;
+        if (a->state != APPR_PENDING) {
+            rc = AIOS_EINVAL;
+            break;
+        }
+        a->state = approve ? APPR_APPROVED : APPR_DENIED;
+        snprintf(a->reason, sizeof a->reason, "%s", reason ? reason : "");
+        pthread_cond_broadcast(&m->cv);
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+struct acc_audit *acc_mgr_audit(struct acc_mgr *m) { return m ? m->audit : NULL; }
+
+/* ---- lifecycle ---- */
+
+static int read_config(struct acc_mgr *m, const struct aios_config *cfg, char *err, size_t errlen)
+{
+    json_t *mode = config_lookup(cfg, "access.mode");
+    m->compat = false;
+    if (mode) {
+        const char *s = json_string_value(mode);
+        if (!s || (strcmp(s, "enforce") && strcmp(s, "compat"))) {
+            snprintf(err, errlen, "access.mode must be \"enforce\" or \"compat\"");
+            return AIOS_ECONFIG;
+        }
+        m->compat = !strcmp(s, "compat");
+    }
+    m->approval_timeout_s = 300;
+    json_t *to = config_lookup(cfg, "access.approval_timeout_s");
+    if (to) {
+        if (!json_is_integer(to) || json_integer_value(to) < 1 ||
+            json_integer_value(to) > 7 * 86400) {
+            snprintf(err, errlen, "access.approval_timeout_s must be an integer from 1 to 604800");
+            return AIOS_ECONFIG;
+        }
+        m->approval_timeout_s = (int)json_integer_value(to);
+    }
+    json_t *groups = config_lookup(cfg, "access.groups");
+    if (groups) {
+        if (!json_is_object(groups)) {
+            snprintf(err, errlen, "access.groups must be a mapping of group name to "
+                     "{models: [...], tools: [...]}");
+            return AIOS_ECONFIG;
+        }
+        const char *gn;
+        json_t *g;
+        json_object_foreach(groups, gn, g) {
+            if (!json_is_object(g)) {
+                snprintf(err, errlen, "access.groups.%s must be a mapping", gn);
+                return AIOS_ECONFIG;
+            }
+            static const char *const lists[] = {"models", "tools"};
+            for (int i = 0; i < 2; i++) {
+                json_t *l = json_object_get(g, lists[i]);
+                bool ok = !l || json_is_array(l);
+                size_t j;
+                json_t *v;
+                if (ok) json_array_foreach(l, j, v) if (!json_is_string(v)) ok = false;
+                if (!ok) {
+                    snprintf(err, errlen, "access.groups.%s.%s must be a list of names", gn,
+                             lists[i]);
+                    return AIOS_ECONFIG;
+                }
+            }
+            for (int i = 0; i < 2; i++) { /* memory / storage: own or a list */
+                const char *key = i ? "storage" : "memory";
+                json_t *v = json_object_get(g, key);
+                if (v && !json_is_array(v) &&
+                    !(json_is_string(v) && !strcmp(json_string_value(v), "own"))) {
+                    snprintf(err, errlen, "access.groups.%s.%s must be \"own\" or a list", gn, key);
+                    return AIOS_ECONFIG;
+                }
+            }
+        }
+        m->groups = json_deep_copy(groups);
+    }
+    json_t *agents = config_lookup(cfg, "access.agents");
+    if (agents) {
+        const char *an;
+        json_t *g;
+        if (!json_is_object(agents)) {
+            snprintf(err, errlen, "access.agents must be a mapping of agent name to group name");
+            return AIOS_ECONFIG;
+        }
+        json_object_foreach(agents, an, g) {
+            if (!json_is_string(g) || !json_object_get(m->groups, json_string_value(g))) {
+                snprintf(err, errlen, "access.agents.%s names no group of access.groups", an);
+                return AIOS_ECONFIG;
+            }
+        }
+        m->agent_groups = json_deep_copy(agents);
+    }
+    json_t *dg = config_lookup(cfg, "access.default_group");
+    if (dg) {
+        if (!json_is_string(dg) || !json_object_get(m->groups, json_string_value(dg))) {
+            snprintf(err, errlen, "access.default_group must name a group of access.groups");
+            return AIOS_ECONFIG;
+        }
+        m->default_group = strdup(json_string_value(dg));
+    }
+    return 0;
+}
+
+static void mgr_free(struct acc_mgr *m)
+{
+    if (!m) return;
+    acc_audit_close(m->audit);
+    json_decref(m->groups);
+    json_decref(m->agent_groups);
+    free(m->default_group);
+    free(m->reg);
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->cv);
+    free(m);
+}
+
+int acc_start(struct kernel *k, char *err, size_t errlen)
+{
+    struct acc_mgr *m = calloc(1, sizeof *m);
+    if (!m) return AIOS_ENOMEM;
+    m->k = k;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    char *tokpath = NULL, *dbpath = NULL;
+    int rc = read_config(m, &k->cfg, err, errlen);
+    if (rc) goto fail;
+    if (util_mkdirs(k->cfg.data_dir)) {
+        snprintf(err, errlen, "cannot create data_dir %s", k->cfg.data_dir);
+        rc = AIOS_EIO;
+        goto fail;
+    }
+    tokpath = config_resolve_path(&k->cfg, "admin.token");
+    dbpath = config_resolve_path(&k->cfg, "audit.db");
+    if (!tokpath || !dbpath) {
+        rc = AIOS_ENOMEM;
+        goto fail;
+    }
+    if ((rc = admin_token_load(m, tokpath, err, errlen))) goto fail;
+    if ((rc = acc_audit_open(&m->audit, dbpath, err, errlen))) goto fail;
+    if ((rc = reg_load(m, err, errlen))) goto fail;
+    if (k->tools) tool_mgr_set_approval(k->tools, approval_hook, m);
+    if (m->compat)
+        LOG_WARN("access", "!!! access.mode is COMPAT: requests without a token from loopback are "
+                 "trusted as the operator and may act as any agent. Use only with unmodified "
+                 "AIOS clients on a single-user machine. !!!");
+    else
+        LOG_INFO("access", "access control enforced: admin token in %s, audit log %s", tokpath,
+                 dbpath);
+    free(tokpath);
+    free(dbpath);
+    k->access = m;
+    return 0;
+fail:
+    free(tokpath);
+    free(dbpath);
+    mgr_free(m);
+    return rc;
+}
+
+void acc_quiesce(struct kernel *k)
+{
+    struct acc_mgr *m = k ? k->access : NULL;
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    m->stopping = true;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void acc_stop(struct kernel *k)
+{
+    if (!k || !k->access) return;
+    if (k->tools) tool_mgr_set_approval(k->tools, NULL, NULL);
+    mgr_free(k->access);
+    k->access = NULL;
+}

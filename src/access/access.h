@@ -1,0 +1,73 @@
+/* The access manager: identities (admin and agent tokens), the request
+ * gate, privilege groups, approvals of irreversible tool calls, and the
+ * audit log. See access.c (gate, identities, groups, approvals) and
+ * audit.c (the SQLite audit log). docs/security.md is the model. */
+#ifndef AIOS_ACCESS_ACCESS_H
+#define AIOS_ACCESS_ACCESS_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct kernel;
+struct api_req;
+struct acc_mgr;
+struct acc_audit;
+
+/* From k->cfg (`access:`), during kernel_start after the tool manager:
+ * creates data_dir/admin.token (0600) on first start, opens
+ * data_dir/audit.db, installs the tool approval hook. Sets k->access. */
+int acc_start(struct kernel *k, char *err, size_t errlen);
+/* Deny every pending approval and refuse new ones (before tool pools are
+ * joined). NULL-safe. */
+void acc_quiesce(struct kernel *k);
+/* After the API stopped: flush the audit log, free. NULL-safe. */
+void acc_stop(struct kernel *k);
+
+/* The gate, run by http.c before every route handler (body complete).
+ * Returns true when the request may go on; false when it answered it
+ * (401/403) and *sent holds MHD's result. */
+bool acc_gate(struct api_req *r, enum MHD_Result *sent);
+
+/* ---- audit log (audit.c) ---- */
+struct acc_audit_row {
+    const char *agent;    /* acting agent, or "admin" / "-" */
+    uint64_t syscall_id;  /* 0 when none */
+    const char *resource; /* route, model:NAME, tool:NAME, approval:ID */
+    const char *action;   /* e.g. "POST /query", "llm", "tool_call" */
+    const char *decision; /* allowed, denied, approved, denied_timeout, awaiting_approval */
+    const char *reason;
+};
+int acc_audit_open(struct acc_audit **out, const char *path, char *err, size_t errlen);
+/* queue a row (copied); written by the audit thread */
+void acc_audit_add(struct acc_audit *a, const struct acc_audit_row *row);
+/* wait until every queued row is written */
+void acc_audit_flush(struct acc_audit *a);
+/* rows, newest last; agent may be NULL, since_s 0 for all, limit > 0 */
+json_t *acc_audit_query(struct acc_audit *a, const char *agent, double since_s, int limit,
+                        char *err, size_t errlen);
+void acc_audit_close(struct acc_audit *a);
+const char *acc_audit_path(struct acc_audit *a);
+
+/* ---- route handlers (acc_routes.c) ---- */
+enum MHD_Result acc_route_agents_register(struct api_req *r); /* POST /access/agents */
+enum MHD_Result acc_route_whoami(struct api_req *r);          /* GET /access/whoami */
+enum MHD_Result acc_route_audit(struct api_req *r);           /* GET /access/audit */
+enum MHD_Result acc_route_approvals(struct api_req *r);       /* GET /access/approvals */
+enum MHD_Result acc_route_approve(struct api_req *r);  /* POST /access/approvals/{id}/approve */
+enum MHD_Result acc_route_deny(struct api_req *r);     /* POST /access/approvals/{id}/deny */
+enum MHD_Result acc_route_core_approval(struct api_req *r); /* POST /core/approvals/{id} */
+
+/* for the routes: */
+int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, size_t toklen,
+                       char *err, size_t errlen);
+json_t *acc_approvals_json(struct acc_mgr *m);
+/* approve (true) or deny a pending approval; 0, AIOS_ENOTFOUND, AIOS_EINVAL (decided) */
+int acc_decide(struct acc_mgr *m, uint64_t id, bool approve, const char *reason);
+struct acc_audit *acc_mgr_audit(struct acc_mgr *m);
+/* the identity the gate found for the current request, as JSON */
+json_t *acc_whoami(struct api_req *r);
+
+#endif
