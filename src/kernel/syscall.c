@@ -108,6 +108,12 @@ static void notify(struct syscall *sc)
     if (sc->notify) sc->notify(sc, sc->notify_ud);
 }
 
+static void notify_final(struct syscall *sc)
+{
+    if (sc->on_final) sc->on_final(sc, sc->on_final_ud);
+    notify(sc);
+}
+
 int syscall_emit(struct syscall *sc, const char *text, size_t len)
 {
     if (len == 0) return 0;
@@ -198,7 +204,7 @@ void syscall_finish(struct syscall *sc, void *res, void (*res_free)(void *))
         if (res && res_free) res_free(res);
         return;
     }
-    notify(sc);
+    notify_final(sc);
 }
 
 void syscall_fail(struct syscall *sc, int err, int http_status, const char *fmt, ...)
@@ -215,7 +221,7 @@ void syscall_fail(struct syscall *sc, int err, int http_status, const char *fmt,
         va_end(ap);
     }
     pthread_mutex_unlock(&sc->mu);
-    if (first) notify(sc);
+    if (first) notify_final(sc);
 }
 
 bool syscall_cancel_requested(struct syscall *sc)

@@ -96,6 +96,10 @@ struct syscall {
     struct syscall *next;         /* queue link, owned by the scheduler */
     /* owned by the scheduler, guarded by its lock */
     void *sched_agent;            /* the agent's record, set at submit */
+    /* called once when the call becomes final, with no lock held, before
+     * notify wakes the waiter (so accounting is never behind the answer) */
+    void (*on_final)(struct syscall *sc, void *ud);
+    void *on_final_ud;
     int64_t sched_slice_tokens;   /* tokens charged in the current slice */
     int64_t sched_t_enq_us;       /* when it last entered the queue */
     int64_t sched_t_run_us;       /* when its current slice began */

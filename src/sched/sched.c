@@ -27,8 +27,10 @@
  *
  * Accounting: the same per-agent record holds the counters reported by
  * /agents/{id}/stats and /metrics (calls, tokens computed vs reused,
- * generated, engine/queue/tool time, KV bytes, context switches). Records
- * live until the scheduler is destroyed (one per agent name ever seen).
+ * generated, engine/queue/tool time, KV bytes, context switches), written
+ * by the syscall's on_final hook, i.e. before its waiter is woken, so a
+ * client that reads its stats right after an answer sees that call.
+ * Records live until the scheduler is destroyed (one per agent name seen).
  *
  * Locking: one mutex for the whole scheduler plus one condvar per kind. The
  * mutex is never held while calling out (notify callbacks, workers) or
@@ -388,6 +390,8 @@ int sched_configure(struct sched *s, const void *vcfg, char *err, size_t errlen)
 
 /* ---- submit / next / done ---- */
 
+static void account_final(struct syscall *sc, void *ud);
+
 /* lift an agent that becomes active to the least service among the active */
 static void agent_activate(struct sched *s, struct sched_agent *a)
 {
@@ -435,6 +439,8 @@ int sched_submit(struct sched *s, struct syscall *sc)
     a->st.n_calls++;
     a->st.n_calls_kind[sc->kind]++;
     sc->sched_agent = a;
+    sc->on_final = account_final;
+    sc->on_final_ud = s;
     sc->sched_t_enq_us = now;
     s->policy->push(&s->q[sc->kind], sc);
     s->n_submitted++;
@@ -488,7 +494,8 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
 }
 
 /* What a final call consumed, read under its own lock. For workers that
- * filled no usage (the one-sequence engine), take it from the LLM result. */
+ * filled no usage (the one-sequence engine), take it from the LLM result.
+ * The slice the call was running in was closed when it became final. */
 struct done_info {
     enum syscall_status status;
     struct syscall_usage u;
@@ -521,17 +528,16 @@ static void read_done_info(struct syscall *sc, struct done_info *d)
     pthread_mutex_unlock(&sc->mu);
 }
 
-void sched_done(struct sched *s, struct syscall *sc)
+/* on_final hook: the call just became final (worker thread, or the thread
+ * that failed it); record it before its waiter is woken */
+static void account_final(struct syscall *sc, void *ud)
 {
-    syscall_slice_end(sc, util_now_us());
+    struct sched *s = ud;
     struct done_info d;
     read_done_info(sc, &d);
     pthread_mutex_lock(&s->mu);
-    if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
-    s->n_finished++;
     struct sched_agent *a = sc->sched_agent;
     if (a) {
-        if (a->n_running) a->n_running--;
         if (!sc->sched_charged && sc->kind == SYSCALL_KIND_LLM)
             a->service += (double)(d.u.n_prompt_computed + d.u.n_gen) +
                           (double)d.u.t_engine_us / 1000.0 * s->tun.ms_weight;
@@ -547,6 +553,17 @@ void sched_done(struct sched *s, struct syscall *sc)
         st->t_queue_us += d.t_wait_us;
         st->n_ctx_switches += d.u.n_ctx_switches;
     }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_done(struct sched *s, struct syscall *sc)
+{
+    syscall_slice_end(sc, util_now_us());
+    pthread_mutex_lock(&s->mu);
+    if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
+    s->n_finished++;
+    struct sched_agent *a = sc->sched_agent;
+    if (a && a->n_running) a->n_running--;
     pthread_mutex_unlock(&s->mu);
     syscall_unref(sc);
 }
@@ -680,7 +697,6 @@ void sched_shutdown(struct sched *s)
             queue_unlink(&s->q[k], sc);
             struct sched_agent *a = sc->sched_agent;
             if (a && a->n_queued) a->n_queued--;
-            if (a) a->st.n_error++;
             sc->next = drained;
             drained = sc;
         }
