@@ -76,6 +76,7 @@ struct sched {
     struct sched_queue q[SYSCALL_KIND__COUNT];
     size_t n_running[SYSCALL_KIND__COUNT];
     uint64_t n_submitted, n_finished, n_preempted;
+    uint64_t seq; /* enqueue counter: arrival order, even within a microsecond */
     bool stopping;
     struct sched_agent *buckets[N_BUCKETS], *agents;
 };
@@ -208,8 +209,7 @@ static bool fair_before(int pa, const struct syscall *a, int pb, const struct sy
     if (pa != pb) return pa > pb;
     double sa = service_of(a), sb = service_of(b);
     if (sa != sb) return sa < sb;
-    if (a->sched_t_enq_us != b->sched_t_enq_us) return a->sched_t_enq_us < b->sched_t_enq_us;
-    return a->id < b->id;
+    return a->sched_seq < b->sched_seq;
 }
 
 static struct syscall *fair_peek(struct sched_queue *q, void *target)
@@ -442,6 +442,7 @@ int sched_submit(struct sched *s, struct syscall *sc)
     sc->on_final = account_final;
     sc->on_final_ud = s;
     sc->sched_t_enq_us = now;
+    sc->sched_seq = ++s->seq;
     s->policy->push(&s->q[sc->kind], sc);
     s->n_submitted++;
     pthread_cond_broadcast(&s->cv[sc->kind]);
@@ -660,6 +661,7 @@ int sched_preempt(struct sched *s, struct syscall *sc)
             a->n_queued++;
         }
         sc->sched_t_enq_us = now;
+        sc->sched_seq = ++s->seq;
         s->n_preempted++;
         s->policy->push(&s->q[sc->kind], sc);
         pthread_cond_broadcast(&s->cv[sc->kind]);
