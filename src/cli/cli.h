@@ -12,4 +12,7 @@ int cli_model_main(int argc, char **argv);
  * over HTTP (one streamed), print what happened, stop it. */
 int cli_demo_main(int argc, char **argv);
 
+/* aios bench agents [...]: the multi-agent workload (bench.c) */
+int cli_bench_main(int argc, char **argv);
+
 #endif

@@ -5,6 +5,7 @@
  *   aios demo                 the main job: a short tour over HTTP
  *   aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N]
  *   aios model info FILE.gguf
+ *   aios bench agents ...     the multi-agent benchmark (bench.c)
  *   aios version
  *
  * `serve` blocks SIGINT/SIGTERM in every thread before any is created and
@@ -35,6 +36,7 @@ static void usage(FILE *f)
             "  aios demo                      start a kernel on the built-in model and tour it\n"
             "  aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N]\n"
             "  aios model info FILE.gguf\n"
+            "  aios bench agents [--kernel M.gguf|--llama-server M.gguf|--url U] [...]\n"
             "  aios version\n",
             AIOS_VERSION);
 }
@@ -193,6 +195,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "demo")) return cli_demo_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "model")) return cli_model_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cli_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("aios %s\n", AIOS_VERSION);
         return 0;
