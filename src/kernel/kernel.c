@@ -100,7 +100,7 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             continue;
         }
         struct llm_core *c = NULL;
-        rc = llm_llama_create(&c, m, err, errlen);
+        rc = llm_llama_create(&c, m, &k->cfg, err, errlen);
         if (rc) goto fail;
         k->cores[k->n_cores++] = c;
     }

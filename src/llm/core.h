@@ -26,6 +26,10 @@ struct llm_params {
     float min_p;       /* 0: off */
     bool has_seed;
     uint32_t seed;
+    float repeat_penalty;    /* <= 0 or 1: off (llama.cpp's repeat penalty) */
+    float frequency_penalty; /* 0: off (OpenAI semantics, -2..2) */
+    float presence_penalty;  /* 0: off (OpenAI semantics, -2..2) */
+    int penalty_last_n;      /* tokens the penalties look back; <= 0: 64 */
     char *stop[LLM_MAX_STOP];
     int n_stop;
 };
@@ -80,8 +84,11 @@ struct llm_core {
     void *impl;
 };
 
-/* Embedded llama.cpp engine for a local GGUF file. */
-int llm_llama_create(struct llm_core **out, const struct cfg_model *m, char *err, size_t errlen);
+/* Embedded llama.cpp engine for a local GGUF file. cfg (may be NULL: all
+ * defaults) gives the engine knobs of the model's llms.models[] entry and
+ * the context.* settings; see llama.c and README. */
+int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
+                     const struct aios_config *cfg, char *err, size_t errlen);
 /* llama.cpp process-wide init (logging, backends); idempotent. */
 void llm_llama_global_init(void);
 void llm_llama_global_free(void);

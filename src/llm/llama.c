@@ -1,16 +1,53 @@
-/* The embedded llama.cpp engine.
+/* The embedded llama.cpp engine: continuous batching over one unified KV
+ * cache, with context switching, per-agent KV retention and shared
+ * prefixes.
  *
- * One engine per loaded GGUF model. It owns the llama_model (immutable and
+ * One engine per loaded GGUF model. It owns the llama_model (immutable,
  * shared read-only with HTTP threads for tokenising) and one llama_context
- * (touched only by the engine thread). The engine thread pulls LLM syscalls
- * for this core from the scheduler and runs them to completion, one sequence
- * at a time in this first version: clear the KV cache, prefill the prompt in
- * chunks of n_batch, then decode token by token with a per-request sampler
- * chain, streaming text through syscall_emit().
+ * (touched only by the engine thread) whose KV cache is one unified pool of
+ * kv_size cells shared by up to n_parallel sequence slots.
+ *
+ * The engine thread runs a loop; every iteration is one step:
+ *   1. control: preemption requests (llm_engine_preempt), cancelled calls,
+ *      kernel stop;
+ *   2. resume: sequences switched out earlier get a slot back and their KV
+ *      snapshot restored (context/kvsnap.c), ahead of new calls;
+ *   3. admission: while a slot is free (or held only by a retained
+ *      conversation), take the next LLM syscall for this core from the
+ *      scheduler (blocking only when the engine has nothing else to do);
+ *   4. one llama_batch: first one decode token for every generating
+ *      sequence, then prefill chunks (at most prefill_chunk tokens per
+ *      sequence, n_batch in all) of sequences still reading their prompt;
+ *      one llama_decode;
+ *   5. sample each sequence that got logits with its own sampler chain,
+ *      stream the text, finish sequences that are done.
+ * If llama_decode finds no room in the KV cache, retained conversations are
+ * evicted (least recently used first), then the youngest running sequence
+ * is switched out, and the step is retried.
+ *
+ * Reuse of KV cells, the point of it all:
+ * - retention: a finished call leaves its tokens in its slot, keyed by the
+ *   agent and the token sequence. A new call of that agent whose prompt
+ *   starts with those tokens takes the slot over and prefills only the rest.
+ * - sharing: before a sequence prefills, the longest common prefix with any
+ *   other slot (running or retained) is copied with llama_memory_seq_cp,
+ *   which in a unified cache only adds the sequence id to the same cells:
+ *   the prefix is stored and computed once. A sequence whose prefix is being
+ *   prefilled right now by an earlier one waits for it instead of computing
+ *   it again.
+ * Reused tokens are reported in llm_res.n_prompt_computed.
+ *
+ * Determinism: each sequence has its own sampler chain (seeded), and its
+ * logits depend only on its own tokens and KV cells (CPU kernels compute a
+ * row's dot products the same way whatever else is in the batch; flash
+ * attention skips masked cells). Tests check that a seeded call gives the
+ * same tokens alone, in a batch of 16, and when preempted several times.
  *
  * Threads: llm_llama_create() and destroy() run on the main thread; prepare()
- * on HTTP threads (it only reads the model and vocab); everything touching
- * the context runs on the engine thread.
+ * on HTTP threads (it only reads the model and vocab); llm_engine_preempt()
+ * and the statistics on any thread (mutexes req_mu and stats_mu, leaf locks,
+ * never held together or with another lock); everything else on the engine
+ * thread, which alone owns the slots, the sequences and the context.
  *
  * Output text: pieces are accumulated as raw bytes; the part that cannot be
  * affected by later tokens (no pending stop-string prefix, no unfinished
@@ -18,6 +55,9 @@
  * concatenation of what was emitted, so streamed and non-streamed results of
  * the same seed are byte-identical. */
 #include "llm/core.h"
+
+#include "context/kvsnap.h"
+#include "llm/engine.h"
 
 #include "llm/chat.h"
 #include "util/err.h"
@@ -33,6 +73,29 @@
 #include <time.h>
 #include <unistd.h>
 
+#define ENGINE_MAX_SEQ 256
+
+struct seq;
+
+enum slot_kind { SLOT_FREE, SLOT_SEQ, SLOT_RETAINED };
+
+/* One llama sequence id. A retained slot holds a finished conversation:
+ * its tokens are exactly the KV cells of that sequence id, positions
+ * 0..n_toks-1. */
+struct slot {
+    enum slot_kind kind;
+    struct seq *seq; /* SLOT_SEQ */
+    char *agent;     /* SLOT_RETAINED */
+    int32_t *toks;
+    int n_toks;
+    int64_t t_used_us;
+};
+
+struct preempt_req {
+    uint64_t id;
+    int hold_steps;
+};
+
 struct llama_engine {
     struct llm_core core;
     char *path;
@@ -40,14 +103,30 @@ struct llama_engine {
     const struct llama_vocab *vocab;
     struct llama_context *ctx;
     const char *tmpl; /* owned by the model */
-    int n_ctx, n_batch, n_threads;
+    int n_ctx;        /* per sequence: prompt + output */
+    int kv_size, n_parallel, n_batch, prefill_chunk, n_threads;
+    int prefix_share_min, debug_preempt_every;
+    bool retain, batch_invariant;
     bool random_weights;
     char desc[128];
     struct sched *sched;
     pthread_t thread;
     bool thread_started;
-    /* engine-thread statistics */
-    uint64_t n_calls, n_tokens_prefilled, n_tokens_generated;
+    struct ctx_store *store;
+
+    /* engine thread only */
+    struct slot slots[ENGINE_MAX_SEQ];
+    struct seq *seqs, *seqs_tail; /* admission order */
+    uint64_t n_admitted, n_finished_seqs;
+    struct llama_batch batch;
+    struct llm_engine_stats st; /* working copy */
+
+    pthread_mutex_t req_mu; /* guards reqs */
+    struct preempt_req *reqs;
+    int n_reqs, cap_reqs;
+
+    pthread_mutex_t stats_mu; /* guards pub */
+    struct llm_engine_stats pub;
 };
 
 static void log_cb(enum ggml_log_level level, const char *text, void *ud)
@@ -161,7 +240,7 @@ static int eng_prepare(struct llm_core *c, struct llm_req *req, char *err, size_
         rc = AIOS_ETOOBIG;
         goto fail;
     }
-    if (req->p.max_tokens > 0 && nt + req->p.max_tokens > e->n_ctx) {
+    if (req->p.max_tokens > 0 && (int64_t)nt + req->p.max_tokens > e->n_ctx) {
         snprintf(err, errlen,
                  "prompt (%d tokens) plus max_tokens (%d) exceeds the context of model %s "
                  "(%d tokens); lower max_tokens to at most %d",
@@ -199,6 +278,12 @@ static struct llama_sampler *make_sampler(struct llama_engine *e, const struct l
         }
         llama_sampler_chain_add(ch, g);
     }
+    float rep = p->repeat_penalty > 0.0f ? p->repeat_penalty : 1.0f;
+    if (rep != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f) {
+        int last_n = p->penalty_last_n > 0 ? p->penalty_last_n : 64;
+        llama_sampler_chain_add(ch, llama_sampler_init_penalties(llama_vocab_n_tokens(e->vocab), last_n, rep, p->frequency_penalty,
+                                                                 p->presence_penalty));
+    }
     if (p->temperature <= 0.0f) {
         llama_sampler_chain_add(ch, llama_sampler_init_greedy());
         return ch;
@@ -216,183 +301,620 @@ struct gen_state {
     char *raw; /* generated bytes (before sanitising) */
     size_t n_raw, cap_raw;
     size_t n_done;  /* raw bytes already emitted */
-    struct llm_res *res;
     size_t cap_text;
 };
 
-/* Emit raw[n_done..upto) sanitised, to the result text and the stream. */
-static int gen_emit(struct syscall *sc, struct gen_state *g, size_t upto)
+/* One call being served. Tokens toks[0..n_past) are in the KV cache of slot
+ * `id` (or in `snap` while switched out); toks[n_past..n_toks) are still to
+ * be fed: the rest of the prompt, or the one token just sampled. */
+struct seq {
+    struct seq *next;
+    uint64_t order; /* admission order */
+    struct syscall *sc;
+    const struct llm_req *req;
+    int id;         /* slot / llama seq id; -1 while switched out */
+    int32_t *toks;
+    int n_toks, cap_toks;
+    int n_past, n_prompt, n_reused;
+    bool matched;   /* shared-prefix lookup done */
+    struct llama_sampler *smpl;
+    struct gen_state g;
+    struct llm_res *res;
+    int max_new;
+    int i_out, n_feed; /* this step: batch index of its logits (-1: none), tokens fed */
+    struct ctx_snap *snap;
+    int hold_steps;          /* switched out: steps to stay out */
+    bool hold_for_room;      /* switched out for lack of KV room */
+    uint64_t hold_mark;      /* ... until a sequence finishes after this */
+    int n_since_switch;      /* tokens generated since admission or resume */
+    int64_t t_first_feed, t_first_tok;
+};
+
+static void set_status(struct syscall *sc, enum syscall_status st)
 {
-    if (upto <= g->n_done) return 0;
-    size_t before = g->res->len;
-    int rc = chat_utf8_append_sanitized(&g->res->text, &g->res->len, &g->cap_text,
-                                        g->raw + g->n_done, upto - g->n_done);
-    if (rc) return rc;
-    g->n_done = upto;
-    if (sc->stream) return syscall_emit(sc, g->res->text + before, g->res->len - before);
-    return 0;
+    pthread_mutex_lock(&sc->mu);
+    if (!syscall_status_final(sc->status)) sc->status = st;
+    pthread_mutex_unlock(&sc->mu);
 }
 
-static int batch_fill(struct llama_batch *b, const int32_t *toks, int n, int pos0, bool logits_last)
+static llama_memory_t mem(struct llama_engine *e) { return llama_get_memory(e->ctx); }
+
+static void slot_clear(struct llama_engine *e, int i)
 {
-    b->n_tokens = n;
-    for (int i = 0; i < n; i++) {
-        b->token[i] = toks[i];
-        b->pos[i] = pos0 + i;
-        b->n_seq_id[i] = 1;
-        b->seq_id[i][0] = 0;
-        b->logits[i] = (int8_t)(logits_last && i == n - 1);
-    }
+    struct slot *sl = &e->slots[i];
+    if (sl->kind != SLOT_FREE) llama_memory_seq_rm(mem(e), i, -1, -1);
+    free(sl->agent);
+    free(sl->toks);
+    memset(sl, 0, sizeof *sl);
+}
+
+static int n_running(struct llama_engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_parallel; i++) n += e->slots[i].kind == SLOT_SEQ;
     return n;
 }
 
-/* Between batches: stop if the caller went away or the kernel is stopping. */
-static bool should_stop(struct llama_engine *e, struct syscall *sc)
+/* A slot for a new or resuming sequence: a free one, else the least
+ * recently used retained one (evicted). -1 if every slot runs a sequence. */
+static int slot_take(struct llama_engine *e)
 {
-    if (syscall_cancel_requested(sc)) {
-        syscall_fail(sc, AIOS_ECANCELLED, 499, "the client went away");
-        return true;
+    int lru = -1;
+    for (int i = 0; i < e->n_parallel; i++) {
+        if (e->slots[i].kind == SLOT_FREE) return i;
+        if (e->slots[i].kind == SLOT_RETAINED &&
+            (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
+            lru = i;
     }
-    if (sched_stopping(e->sched)) {
-        syscall_fail(sc, AIOS_ESHUTDOWN, 503, "the kernel is shutting down");
-        return true;
+    if (lru >= 0) {
+        slot_clear(e, lru);
+        e->st.n_evictions++;
     }
-    return false;
+    return lru;
 }
 
-static void run_call(struct llama_engine *e, struct syscall *sc, struct llama_batch *batch)
+static bool evict_one_retained(struct llama_engine *e)
 {
-    struct llm_req *req = sc->req;
-    struct llm_res *res = calloc(1, sizeof *res);
-    struct gen_state g = {0};
-    struct llama_sampler *smpl = NULL;
-    int rc;
+    int lru = -1;
+    for (int i = 0; i < e->n_parallel; i++)
+        if (e->slots[i].kind == SLOT_RETAINED &&
+            (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
+            lru = i;
+    if (lru < 0) return false;
+    slot_clear(e, lru);
+    e->st.n_evictions++;
+    return true;
+}
 
-    if (!res) {
-        syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
+static void seq_unlink(struct llama_engine *e, struct seq *s)
+{
+    struct seq *prev = NULL;
+    for (struct seq *x = e->seqs; x; prev = x, x = x->next) {
+        if (x != s) continue;
+        if (prev) prev->next = x->next;
+        else e->seqs = x->next;
+        if (e->seqs_tail == x) e->seqs_tail = prev;
+        x->next = NULL;
         return;
     }
-    g.res = res;
-    res->n_prompt = req->n_tokens;
-    res->finish_reason = "length";
+}
 
-    smpl = make_sampler(e, req);
-    if (!smpl) {
+/* Free everything of s; the syscall must already be final. With keep, a
+ * successful sequence's slot becomes a retained conversation. */
+static void seq_end(struct llama_engine *e, struct seq *s, bool keep)
+{
+    seq_unlink(e, s);
+    if (s->id >= 0) {
+        struct slot *sl = &e->slots[s->id];
+        if (keep && e->retain && s->n_past > 0) {
+            sl->kind = SLOT_RETAINED;
+            sl->seq = NULL;
+            sl->agent = strdup(s->sc->agent ? s->sc->agent : "");
+            sl->toks = s->toks;
+            sl->n_toks = s->n_past;
+            sl->t_used_us = util_now_us();
+            s->toks = NULL;
+            /* cells past n_past do not exist; nothing to trim */
+        } else {
+            sl->kind = SLOT_SEQ; /* so slot_clear removes the cells */
+            slot_clear(e, s->id);
+        }
+    }
+    if (s->snap) ctx_snap_free(e->store, s->snap);
+    if (s->smpl) llama_sampler_free(s->smpl);
+    free(s->g.raw);
+    free(s->toks);
+    llm_res_free(s->res);
+    e->n_finished_seqs++;
+    sched_done(e->sched, s->sc);
+    free(s);
+}
+
+static void seq_fail(struct llama_engine *e, struct seq *s, int err, int http, const char *msg)
+{
+    syscall_fail(s->sc, err, http, "%s", msg);
+    seq_end(e, s, false);
+}
+
+/* Emit raw[n_done..upto) sanitised, to the result text and the stream. */
+static int gen_emit(struct seq *s, size_t upto)
+{
+    struct gen_state *g = &s->g;
+    if (upto <= g->n_done) return 0;
+    size_t before = s->res->len;
+    int rc = chat_utf8_append_sanitized(&s->res->text, &s->res->len, &g->cap_text,
+                                        g->raw + g->n_done, upto - g->n_done);
+    if (rc) return rc;
+    g->n_done = upto;
+    if (s->sc->stream) return syscall_emit(s->sc, s->res->text + before, s->res->len - before);
+    return 0;
+}
+
+static void seq_finish(struct llama_engine *e, struct seq *s, const char *reason)
+{
+    struct llm_res *res = s->res;
+    res->finish_reason = reason;
+    if (gen_emit(s, s->g.n_raw)) {
+        seq_fail(e, s, AIOS_ENOMEM, 500, "out of memory");
+        return;
+    }
+    if (!res->text && !(res->text = strdup(""))) {
+        seq_fail(e, s, AIOS_ENOMEM, 500, "out of memory");
+        return;
+    }
+    int64_t now = util_now_us();
+    res->n_prompt_computed = s->n_prompt - s->n_reused;
+    res->t_decode_us = s->t_first_tok ? now - s->t_first_tok : 0;
+    e->st.n_tokens_generated += (uint64_t)res->n_gen;
+    e->st.n_tokens_reused += (uint64_t)s->n_reused;
+    e->st.n_calls++;
+    LOG_DEBUG("engine", "%s: call %llu agent=%s prompt=%d (reused %d) gen=%d prefill=%.1fms "
+              "decode=%.1fms", e->core.name, (unsigned long long)s->sc->id, s->sc->agent,
+              res->n_prompt, s->n_reused, res->n_gen, res->t_prefill_us / 1000.0,
+              res->t_decode_us / 1000.0);
+    s->res = NULL;
+    syscall_finish(s->sc, res, llm_res_free);
+    seq_end(e, s, true);
+}
+
+/* ---- context switch ---- */
+
+/* Save s's KV state and free its slot. 0 or negative AIOS_E* (then s runs
+ * on unchanged). */
+static int seq_switch_out(struct llama_engine *e, struct seq *s, int hold_steps, bool for_room)
+{
+    if (s->id < 0) return 0;
+    if (s->n_past > 0) {
+        int rc = ctx_snap_save(e->store, e->ctx, s->id, &s->snap);
+        if (rc) {
+            LOG_WARN("engine", "%s: cannot snapshot call %llu (%s); it keeps running",
+                     e->core.name, (unsigned long long)s->sc->id, aios_strerror(rc));
+            return rc;
+        }
+    }
+    e->slots[s->id].kind = SLOT_SEQ;
+    slot_clear(e, s->id);
+    s->id = -1;
+    s->hold_steps = hold_steps;
+    s->hold_for_room = for_room;
+    s->hold_mark = e->n_finished_seqs;
+    e->st.n_preemptions++;
+    set_status(s->sc, SYSCALL_STATUS_SUSPENDED);
+    LOG_DEBUG("engine", "%s: call %llu switched out at %d tokens (%zu bytes%s)", e->core.name,
+              (unsigned long long)s->sc->id, s->n_past, ctx_snap_bytes(s->snap),
+              ctx_snap_spilled(s->snap) ? ", spilled to disk" : "");
+    return 0;
+}
+
+/* Give switched-out sequences their slots back, oldest first. Returns true
+ * when one is still waiting for a slot (then nothing new is admitted). */
+static bool resume_switched(struct llama_engine *e)
+{
+    bool waiting = false;
+    for (struct seq *s = e->seqs; s; s = s->next) {
+        if (s->id >= 0) continue;
+        if (s->hold_steps > 0) {
+            s->hold_steps--;
+            continue;
+        }
+        if (s->hold_for_room && e->n_finished_seqs == s->hold_mark && n_running(e) > 0) {
+            waiting = true;
+            continue;
+        }
+        int slot = slot_take(e);
+        if (slot < 0) return true;
+        if (s->snap) {
+            int rc;
+            while ((rc = ctx_snap_restore(e->store, e->ctx, s->snap, slot)) == AIOS_EBUSY &&
+                   evict_one_retained(e))
+                ;
+            if (rc == AIOS_EBUSY) {
+                if (n_running(e) == 0) {
+                    seq_fail(e, s, AIOS_EENGINE, 500, "could not restore the context of this call");
+                    return true; /* the list changed; look again next step */
+                }
+                s->hold_for_room = true;
+                s->hold_mark = e->n_finished_seqs;
+                waiting = true;
+                continue;
+            }
+            if (rc) {
+                seq_fail(e, s, rc, 500, "could not read back the saved context of this call");
+                return true;
+            }
+            ctx_snap_free(e->store, s->snap);
+            s->snap = NULL;
+        }
+        s->id = slot;
+        e->slots[slot].kind = SLOT_SEQ;
+        e->slots[slot].seq = s;
+        s->hold_for_room = false;
+        s->n_since_switch = 0;
+        e->st.n_resumes++;
+        set_status(s->sc, SYSCALL_STATUS_RUNNING);
+    }
+    return waiting;
+}
+
+/* ---- admission ---- */
+
+/* The slot for a new sequence: a retained conversation of the same agent
+ * that its prompt extends (taken over, tail trimmed), else any free slot,
+ * else the retained slot sharing the longest prefix, else the least
+ * recently used retained slot. Sets s->n_past to the tokens reused. */
+static int slot_for_new(struct llama_engine *e, struct seq *s)
+{
+    const char *agent = s->sc->agent ? s->sc->agent : "";
+    int best = -1, best_len = 0, any = -1, any_len = 0;
+    for (int i = 0; i < e->n_parallel; i++) {
+        struct slot *sl = &e->slots[i];
+        if (sl->kind != SLOT_RETAINED) continue;
+        int l = ctx_prefix_len(sl->toks, sl->n_toks, s->toks, s->n_prompt);
+        if (l > s->n_prompt - 1) l = s->n_prompt - 1; /* one token must be computed for logits */
+        if (!strcmp(sl->agent, agent) && l > best_len) best = i, best_len = l;
+        if (l > any_len) any = i, any_len = l;
+    }
+    int slot = -1, reuse = 0;
+    if (best >= 0) {
+        slot = best, reuse = best_len;
+        e->st.n_retained_hits++;
+    } else {
+        for (int i = 0; i < e->n_parallel && slot < 0; i++)
+            if (e->slots[i].kind == SLOT_FREE) slot = i;
+        if (slot < 0 && any >= 0 && any_len >= e->prefix_share_min) {
+            slot = any, reuse = any_len;
+            e->st.n_retained_hits++;
+        }
+        if (slot < 0) return slot_take(e);
+    }
+    struct slot *sl = &e->slots[slot];
+    if (sl->kind == SLOT_RETAINED) {
+        if (!llama_memory_seq_rm(mem(e), slot, reuse, -1)) {
+            slot_clear(e, slot);
+            reuse = 0;
+        }
+        free(sl->agent);
+        free(sl->toks);
+        memset(sl, 0, sizeof *sl);
+    }
+    s->n_past = reuse;
+    return slot;
+}
+
+static void seq_start(struct llama_engine *e, struct syscall *sc)
+{
+    struct llm_req *req = sc->req;
+    struct seq *s = calloc(1, sizeof *s);
+    if (!s) {
+        syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
+        sched_done(e->sched, sc);
+        return;
+    }
+    s->sc = sc;
+    s->req = req;
+    s->id = -1;
+    s->i_out = -1;
+    s->order = ++e->n_admitted;
+    s->n_prompt = req->n_tokens;
+    s->max_new = req->p.max_tokens > 0 ? req->p.max_tokens : e->n_ctx - req->n_tokens;
+    s->cap_toks = req->n_tokens + 2;
+    s->toks = malloc(sizeof *s->toks * (size_t)s->cap_toks);
+    s->res = calloc(1, sizeof *s->res);
+    /* link first so seq_end()/seq_fail() can take it out again */
+    if (e->seqs_tail) e->seqs_tail->next = s;
+    else e->seqs = s;
+    e->seqs_tail = s;
+    if (!s->toks || !s->res) {
+        seq_fail(e, s, AIOS_ENOMEM, 500, "out of memory");
+        return;
+    }
+    memcpy(s->toks, req->tokens, sizeof *s->toks * (size_t)req->n_tokens);
+    s->n_toks = req->n_tokens;
+    s->res->n_prompt = req->n_tokens;
+    s->res->finish_reason = "length";
+    s->smpl = make_sampler(e, req);
+    if (!s->smpl) {
         syscall_fail(sc, AIOS_EINVAL, 400, "could not create a sampler%s",
                      req->grammar ? " (the output grammar does not parse)" : "");
-        goto out;
+        seq_end(e, s, false);
+        return;
     }
+    int slot = slot_for_new(e, s);
+    /* admission only happens with a slot available */
+    s->id = slot;
+    e->slots[slot].kind = SLOT_SEQ;
+    e->slots[slot].seq = s;
+    s->n_reused = s->n_past;
+}
 
-    /* one sequence at a time: start from an empty cache */
-    llama_memory_clear(llama_get_memory(e->ctx), true);
-
-    int64_t t0 = util_now_us();
-    int pos = 0;
-    for (int i = 0; i < req->n_tokens; i += e->n_batch) {
-        if (should_stop(e, sc)) goto out;
-        int n = req->n_tokens - i < e->n_batch ? req->n_tokens - i : e->n_batch;
-        batch_fill(batch, req->tokens + i, n, pos, i + n == req->n_tokens);
-        rc = llama_decode(e->ctx, *batch);
-        if (rc != 0) {
-            syscall_fail(sc, AIOS_EENGINE, 500, "llama_decode failed during prefill (%d)", rc);
-            goto out;
-        }
-        pos += n;
+/* Share the longest prefix another slot already holds. Returns false when
+ * s should wait because an earlier sequence is prefilling a longer common
+ * prefix right now (it will be shared when done). */
+static bool seq_match(struct llama_engine *e, struct seq *s)
+{
+    int lim = s->n_prompt - 1;
+    int best = s->n_past, src = -1;
+    for (int i = 0; i < e->n_parallel; i++) {
+        struct slot *sl = &e->slots[i];
+        if (i == s->id) continue;
+        int l = 0;
+        if (sl->kind == SLOT_RETAINED) l = ctx_prefix_len(sl->toks, sl->n_toks, s->toks, lim);
+        else if (sl->kind == SLOT_SEQ)
+            l = ctx_prefix_len(sl->seq->toks, sl->seq->n_past, s->toks, lim);
+        if (l > best) best = l, src = i;
     }
-    res->n_prompt_computed = req->n_tokens;
-    e->n_tokens_prefilled += (uint64_t)req->n_tokens;
-    int64_t t1 = util_now_us();
-    res->t_prefill_us = t1 - t0;
+    /* an earlier sequence still prefilling a longer common prefix? */
+    for (struct seq *x = e->seqs; x && x != s; x = x->next) {
+        if (x->id < 0 || x->n_past >= x->n_prompt) continue;
+        int l = ctx_prefix_len(x->toks, x->n_prompt, s->toks, lim);
+        if (l >= best + e->prefix_share_min && x->n_past < l) return false;
+    }
+    if (src >= 0 && best - s->n_past >= e->prefix_share_min) {
+        llama_memory_seq_cp(mem(e), src, s->id, s->n_past, best);
+        if (e->slots[src].kind == SLOT_RETAINED) e->slots[src].t_used_us = util_now_us();
+        s->n_past = best;
+        s->n_reused = best;
+        e->st.n_shared_hits++;
+    }
+    s->matched = true;
+    return true;
+}
 
-    int max_new = req->p.max_tokens > 0 ? req->p.max_tokens : e->n_ctx - req->n_tokens;
+/* ---- one step ---- */
+
+static void batch_add(struct llama_batch *b, int32_t tok, int pos, int seq, bool logits)
+{
+    int i = b->n_tokens++;
+    b->token[i] = tok;
+    b->pos[i] = pos;
+    b->n_seq_id[i] = 1;
+    b->seq_id[i][0] = seq;
+    b->logits[i] = (int8_t)logits;
+}
+
+static void seq_feed(struct llama_engine *e, struct seq *s, int n)
+{
+    struct llama_batch *b = &e->batch;
+    bool last = s->n_past + n == s->n_toks;
+    for (int k = 0; k < n; k++)
+        batch_add(b, s->toks[s->n_past + k], s->n_past + k, s->id, last && k == n - 1);
+    s->n_feed = n;
+    s->i_out = last ? b->n_tokens - 1 : -1;
+    if (!s->t_first_feed) s->t_first_feed = util_now_us();
+}
+
+static int grow_toks(struct seq *s)
+{
+    if (s->n_toks < s->cap_toks) return 0;
+    int c = s->cap_toks * 2;
+    int32_t *p = realloc(s->toks, sizeof *p * (size_t)c);
+    if (!p) return AIOS_ENOMEM;
+    s->toks = p;
+    s->cap_toks = c;
+    return 0;
+}
+
+/* After a decode that produced s's logits: sample, stream, maybe finish. */
+static void seq_sample(struct llama_engine *e, struct seq *s)
+{
+    struct llm_res *res = s->res;
+    const struct llm_req *req = s->req;
+    llama_token tok = llama_sampler_sample(s->smpl, e->ctx, s->i_out);
+    if (!s->t_first_tok) {
+        s->t_first_tok = util_now_us();
+        res->t_prefill_us = s->t_first_tok - s->t_first_feed;
+    }
+    if (llama_vocab_is_eog(e->vocab, tok)) {
+        seq_finish(e, s, "stop");
+        return;
+    }
+    res->n_gen++;
     char piece[256];
-    for (;;) {
-        if (should_stop(e, sc)) goto out;
-        llama_token tok = llama_sampler_sample(smpl, e->ctx, -1);
-        if (llama_vocab_is_eog(e->vocab, tok)) {
-            res->finish_reason = "stop";
-            break;
+    int np = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
+    if (np < 0) np = 0;
+    struct gen_state *g = &s->g;
+    if (g->n_raw + (size_t)np + 1 > g->cap_raw) {
+        size_t c = g->cap_raw ? g->cap_raw * 2 : 1024;
+        while (c < g->n_raw + (size_t)np + 1) c *= 2;
+        char *p = realloc(g->raw, c);
+        if (!p) {
+            seq_fail(e, s, AIOS_ENOMEM, 500, "out of memory");
+            return;
         }
-        res->n_gen++;
-        int np = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
-        if (np < 0) np = 0;
-        if (g.n_raw + (size_t)np + 1 > g.cap_raw) {
-            size_t c = g.cap_raw ? g.cap_raw * 2 : 1024;
-            while (c < g.n_raw + (size_t)np + 1) c *= 2;
-            char *p = realloc(g.raw, c);
-            if (!p) {
-                syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
-                goto out;
-            }
-            g.raw = p;
-            g.cap_raw = c;
-        }
-        memcpy(g.raw + g.n_raw, piece, (size_t)np);
-        size_t prev = g.n_raw;
-        g.n_raw += (size_t)np;
+        g->raw = p;
+        g->cap_raw = c;
+    }
+    memcpy(g->raw + g->n_raw, piece, (size_t)np);
+    size_t prev = g->n_raw;
+    g->n_raw += (size_t)np;
 
-        if (req->p.n_stop) {
-            size_t maxl = 0;
-            for (int k = 0; k < req->p.n_stop; k++) {
-                size_t l = strlen(req->p.stop[k]);
-                if (l > maxl) maxl = l;
-            }
-            size_t from = prev >= maxl ? prev - maxl + 1 : 0;
-            if (from < g.n_done) from = g.n_done;
-            long at = chat_stop_find(g.raw, g.n_raw, from, req->p.stop, req->p.n_stop);
-            if (at >= 0) {
-                g.n_raw = (size_t)at;
-                res->finish_reason = "stop";
+    if (req->p.n_stop) {
+        size_t maxl = 0;
+        for (int k = 0; k < req->p.n_stop; k++) {
+            size_t l = strlen(req->p.stop[k]);
+            if (l > maxl) maxl = l;
+        }
+        size_t from = prev >= maxl ? prev - maxl + 1 : 0;
+        if (from < g->n_done) from = g->n_done;
+        long at = chat_stop_find(g->raw, g->n_raw, from, req->p.stop, req->p.n_stop);
+        if (at >= 0) {
+            g->n_raw = (size_t)at;
+            seq_finish(e, s, "stop");
+            return;
+        }
+    }
+    size_t safe = g->n_raw - chat_stop_holdback(g->raw, g->n_raw, req->p.stop, req->p.n_stop);
+    safe = chat_utf8_stable_len(g->raw, safe);
+    if (gen_emit(s, safe)) {
+        seq_fail(e, s, AIOS_ENOMEM, 500, "out of memory");
+        return;
+    }
+    if (res->n_gen >= s->max_new || s->n_past + 1 >= e->n_ctx) {
+        seq_finish(e, s, "length");
+        return;
+    }
+    if (grow_toks(s)) {
+        seq_fail(e, s, AIOS_ENOMEM, 500, "out of memory");
+        return;
+    }
+    s->toks[s->n_toks++] = tok;
+    s->n_since_switch++;
+    if (e->debug_preempt_every > 0 && s->n_since_switch >= e->debug_preempt_every)
+        seq_switch_out(e, s, 0, false);
+}
+
+/* No room in the KV cache for this batch: free some. false when nothing
+ * could be freed (a single sequence that does not fit). */
+static bool make_room(struct llama_engine *e)
+{
+    if (evict_one_retained(e)) return true;
+    if (n_running(e) < 2) return false;
+    struct seq *victim = NULL;
+    for (struct seq *s = e->seqs; s; s = s->next)
+        if (s->id >= 0) victim = s; /* the youngest running */
+    return victim && seq_switch_out(e, victim, 0, true) == 0;
+}
+
+static void handle_requests(struct llama_engine *e)
+{
+    pthread_mutex_lock(&e->req_mu);
+    struct preempt_req *reqs = e->reqs;
+    int n = e->n_reqs;
+    e->reqs = NULL;
+    e->n_reqs = e->cap_reqs = 0;
+    pthread_mutex_unlock(&e->req_mu);
+    for (int i = 0; i < n; i++)
+        for (struct seq *s = e->seqs; s; s = s->next)
+            if (s->sc->id == reqs[i].id && s->id >= 0) {
+                seq_switch_out(e, s, reqs[i].hold_steps, false);
                 break;
             }
-        }
-        size_t safe = g.n_raw - chat_stop_holdback(g.raw, g.n_raw, req->p.stop, req->p.n_stop);
-        safe = chat_utf8_stable_len(g.raw, safe);
-        if (gen_emit(sc, &g, safe)) {
-            syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
-            goto out;
-        }
-        if (res->n_gen >= max_new || pos + 1 >= e->n_ctx) {
-            res->finish_reason = "length";
-            break;
-        }
-        batch_fill(batch, &tok, 1, pos, true);
-        rc = llama_decode(e->ctx, *batch);
-        if (rc != 0) {
-            syscall_fail(sc, AIOS_EENGINE, 500, "llama_decode failed (%d)", rc);
-            goto out;
-        }
-        pos++;
+    free(reqs);
+}
+
+static void publish_stats(struct llama_engine *e)
+{
+    int run = 0, sw = 0, ret = 0;
+    for (int i = 0; i < e->n_parallel; i++) {
+        run += e->slots[i].kind == SLOT_SEQ;
+        ret += e->slots[i].kind == SLOT_RETAINED;
     }
-    if (gen_emit(sc, &g, g.n_raw)) {
-        syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
-        goto out;
+    for (struct seq *s = e->seqs; s; s = s->next) sw += s->id < 0;
+    e->st.n_running = run;
+    e->st.n_swapped = sw;
+    e->st.n_retained = ret;
+    pthread_mutex_lock(&e->stats_mu);
+    e->pub = e->st;
+    pthread_mutex_unlock(&e->stats_mu);
+}
+
+static void step(struct llama_engine *e)
+{
+    /* cancelled calls free their sequence now */
+    for (struct seq *s = e->seqs, *nx; s; s = nx) {
+        nx = s->next;
+        s->n_feed = 0;
+        s->i_out = -1;
+        if (syscall_cancel_requested(s->sc)) seq_fail(e, s, AIOS_ECANCELLED, 499, "the client went away");
     }
-    if (!res->text) res->text = strdup("");
-    res->t_decode_us = util_now_us() - t1;
-    e->n_tokens_generated += (uint64_t)res->n_gen;
-    e->n_calls++;
-    LOG_DEBUG("engine", "%s: call %llu agent=%s prompt=%d gen=%d prefill=%.1fms decode=%.1fms",
-              e->core.name, (unsigned long long)sc->id, sc->agent, res->n_prompt, res->n_gen,
-              res->t_prefill_us / 1000.0, res->t_decode_us / 1000.0);
-    syscall_finish(sc, res, llm_res_free);
-    res = NULL;
-out:
-    if (smpl) llama_sampler_free(smpl);
-    free(g.raw);
-    llm_res_free(res);
+    struct llama_batch *b = &e->batch;
+    b->n_tokens = 0;
+    /* one decode token for every generating sequence */
+    for (struct seq *s = e->seqs; s; s = s->next)
+        if (s->id >= 0 && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1 &&
+            b->n_tokens < e->n_batch)
+            seq_feed(e, s, 1);
+    /* then prefill chunks, oldest first */
+    for (struct seq *s = e->seqs; s && b->n_tokens < e->n_batch; s = s->next) {
+        if (s->id < 0 || s->n_feed || s->n_toks == s->n_past) continue;
+        if (!s->matched && !seq_match(e, s)) continue;
+        int n = s->n_toks - s->n_past;
+        if (n > e->prefill_chunk) n = e->prefill_chunk;
+        if (n > e->n_batch - b->n_tokens) n = e->n_batch - b->n_tokens;
+        seq_feed(e, s, n);
+    }
+    if (b->n_tokens == 0) return;
+
+    int rc = llama_decode(e->ctx, *b);
+    e->st.n_steps++;
+    if (rc == 1) {
+        /* no KV room: nothing was applied; free some and rebuild the step */
+        for (struct seq *s = e->seqs; s; s = s->next) s->n_feed = 0, s->i_out = -1;
+        if (!make_room(e)) {
+            for (struct seq *s = e->seqs, *nx; s; s = nx) {
+                nx = s->next;
+                if (s->id >= 0)
+                    seq_fail(e, s, AIOS_ETOOBIG, 500,
+                             "the KV cache is full (kv_size is too small for this call)");
+            }
+        }
+        return;
+    }
+    if (rc != 0) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "llama_decode failed (%d)", rc);
+        for (struct seq *s = e->seqs, *nx; s; s = nx) {
+            nx = s->next;
+            if (s->n_feed) seq_fail(e, s, AIOS_EENGINE, 500, msg);
+        }
+        return;
+    }
+    for (struct seq *s = e->seqs, *nx; s; s = nx) {
+        nx = s->next;
+        if (!s->n_feed) continue;
+        bool prompt = s->n_past < s->n_prompt;
+        s->n_past += s->n_feed;
+        if (prompt) e->st.n_tokens_prefilled += (uint64_t)s->n_feed;
+        if (s->i_out >= 0) seq_sample(e, s);
+    }
+}
+
+static void end_all(struct llama_engine *e)
+{
+    while (e->seqs) seq_fail(e, e->seqs, AIOS_ESHUTDOWN, 503, "the kernel is shutting down");
 }
 
 static void *engine_main(void *arg)
 {
     struct llama_engine *e = arg;
-    struct llama_batch batch = llama_batch_init(e->n_batch, 0, 1);
-    struct syscall *sc;
-    while ((sc = sched_next(e->sched, SYSCALL_KIND_LLM, &e->core, -1))) {
-        run_call(e, sc, &batch);
-        sched_done(e->sched, sc);
+    for (;;) {
+        if (sched_stopping(e->sched)) break;
+        handle_requests(e);
+        bool waiting = resume_switched(e);
+        /* admission: new calls while a slot can be had */
+        while (!waiting && n_running(e) < e->n_parallel) {
+            bool idle = e->seqs == NULL;
+            if (idle) publish_stats(e);
+            struct syscall *sc = sched_next(e->sched, SYSCALL_KIND_LLM, &e->core, idle ? -1 : 0);
+            if (!sc) break;
+            seq_start(e, sc);
+        }
+        if (!e->seqs) continue; /* shutting down, or every new call failed at once */
+        step(e);
+        publish_stats(e);
     }
-    llama_batch_free(batch);
+    end_all(e);
+    publish_stats(e);
     return NULL;
 }
 
@@ -414,10 +936,52 @@ static void eng_stop(struct llm_core *c)
     }
 }
 
+static const struct llm_core_ops eng_ops;
+
+bool llm_engine_is_local(const struct llm_core *c) { return c && c->ops == &eng_ops; }
+
+int llm_engine_preempt(struct llm_core *c, uint64_t syscall_id, int hold_steps)
+{
+    if (!llm_engine_is_local(c)) return AIOS_EINVAL;
+    struct llama_engine *e = c->impl;
+    int rc = 0;
+    pthread_mutex_lock(&e->req_mu);
+    if (e->n_reqs == e->cap_reqs) {
+        int cap = e->cap_reqs ? e->cap_reqs * 2 : 8;
+        struct preempt_req *p = realloc(e->reqs, sizeof *p * (size_t)cap);
+        if (!p) rc = AIOS_ENOMEM;
+        else e->reqs = p, e->cap_reqs = cap;
+    }
+    if (!rc) e->reqs[e->n_reqs++] = (struct preempt_req){syscall_id, hold_steps < 0 ? 0 : hold_steps};
+    pthread_mutex_unlock(&e->req_mu);
+    return rc;
+}
+
+int llm_engine_get_stats(struct llm_core *c, struct llm_engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!llm_engine_is_local(c)) return AIOS_EINVAL;
+    struct llama_engine *e = c->impl;
+    pthread_mutex_lock(&e->stats_mu);
+    *out = e->pub;
+    pthread_mutex_unlock(&e->stats_mu);
+    ctx_store_get_stats(e->store, &out->snaps);
+    return 0;
+}
+
 static void eng_destroy(struct llm_core *c)
 {
     struct llama_engine *e = c->impl;
     eng_stop(c);
+    for (int i = 0; i < ENGINE_MAX_SEQ; i++) {
+        free(e->slots[i].agent);
+        free(e->slots[i].toks);
+    }
+    if (e->batch.token) llama_batch_free(e->batch);
+    ctx_store_destroy(e->store);
+    free(e->reqs);
+    pthread_mutex_destroy(&e->req_mu);
+    pthread_mutex_destroy(&e->stats_mu);
     if (e->ctx) llama_free(e->ctx);
     if (e->model) llama_model_free(e->model);
     free(e->path);
@@ -435,6 +999,33 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(o, "n_threads", json_integer(e->n_threads));
     json_object_set_new(o, "n_params", json_integer((json_int_t)llama_model_n_params(e->model)));
     json_object_set_new(o, "random_weights", json_boolean(e->random_weights));
+    struct llm_engine_stats st;
+    llm_engine_get_stats(c, &st);
+    json_t *en = json_object();
+    json_object_set_new(en, "n_parallel", json_integer(e->n_parallel));
+    json_object_set_new(en, "kv_size", json_integer(e->kv_size));
+    json_object_set_new(en, "n_batch", json_integer(e->n_batch));
+    json_object_set_new(en, "prefill_chunk", json_integer(e->prefill_chunk));
+    json_object_set_new(en, "retain", json_boolean(e->retain));
+    json_object_set_new(en, "batch_invariant", json_boolean(e->batch_invariant));
+    json_object_set_new(en, "running", json_integer(st.n_running));
+    json_object_set_new(en, "switched_out", json_integer(st.n_swapped));
+    json_object_set_new(en, "retained", json_integer(st.n_retained));
+    json_object_set_new(en, "steps", json_integer((json_int_t)st.n_steps));
+    json_object_set_new(en, "calls", json_integer((json_int_t)st.n_calls));
+    json_object_set_new(en, "prompt_tokens_computed", json_integer((json_int_t)st.n_tokens_prefilled));
+    json_object_set_new(en, "prompt_tokens_reused", json_integer((json_int_t)st.n_tokens_reused));
+    json_object_set_new(en, "tokens_generated", json_integer((json_int_t)st.n_tokens_generated));
+    json_object_set_new(en, "preemptions", json_integer((json_int_t)st.n_preemptions));
+    json_object_set_new(en, "resumes", json_integer((json_int_t)st.n_resumes));
+    json_object_set_new(en, "retained_hits", json_integer((json_int_t)st.n_retained_hits));
+    json_object_set_new(en, "shared_prefix_hits", json_integer((json_int_t)st.n_shared_hits));
+    json_object_set_new(en, "evictions", json_integer((json_int_t)st.n_evictions));
+    json_object_set_new(en, "snapshots", json_pack("{s:I,s:I,s:I,s:I,s:I}", "saved",
+                        (json_int_t)st.snaps.n_saved, "restored", (json_int_t)st.snaps.n_restored,
+                        "spilled", (json_int_t)st.snaps.n_spilled, "bytes_ram",
+                        (json_int_t)st.snaps.bytes_ram, "bytes_disk", (json_int_t)st.snaps.bytes_disk));
+    json_object_set_new(o, "engine", en);
 }
 
 static const struct llm_core_ops eng_ops = {
@@ -445,12 +1036,133 @@ static const struct llm_core_ops eng_ops = {
     .describe = eng_describe,
 };
 
-int llm_llama_create(struct llm_core **out, const struct cfg_model *m, char *err, size_t errlen)
+/* ---- configuration ---- */
+
+/* The llms.models[] entry named `name` in the raw config, and its index. */
+static json_t *model_entry(const struct aios_config *cfg, const char *name, size_t *idx)
+{
+    json_t *list = cfg ? config_lookup(cfg, "llms.models") : NULL, *m;
+    size_t i;
+    if (!json_is_array(list)) return NULL;
+    json_array_foreach(list, i, m) {
+        json_t *n = json_object_get(m, "name");
+        if (json_is_string(n) && !strcmp(json_string_value(n), name)) {
+            *idx = i;
+            return m;
+        }
+    }
+    return NULL;
+}
+
+static const char *json_kind(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "a mapping";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+/* 1: absent (v unchanged), 0: set, AIOS_ECONFIG with a message */
+static int knob_int(json_t *v, const char *what, long long lo, long long hi, long long *out,
+                    char *err, size_t errlen)
+{
+    if (!v || json_is_null(v)) return 1;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        snprintf(err, errlen, "%s: expected an integer in %lld..%lld, got %s", what, lo, hi,
+                 json_is_integer(v) ? "a value out of range" : json_kind(v));
+        return AIOS_ECONFIG;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+struct eng_knobs {
+    long long n_parallel, kv_size, n_batch, prefill_chunk, share_min, debug_preempt;
+    long long snap_ram;
+    bool retain, batch_invariant;
+    char *spill_dir;
+};
+
+static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, int n_ctx,
+                      struct eng_knobs *k, char *err, size_t errlen)
+{
+    size_t idx = 0;
+    json_t *ent = model_entry(cfg, m->name, &idx);
+    char what[160];
+    int rc;
+    k->n_parallel = 8;
+    k->n_batch = 512;
+    k->prefill_chunk = -1;
+    k->kv_size = -1;
+    k->share_min = 16;
+    k->debug_preempt = 0;
+    k->retain = true;
+    k->batch_invariant = true;
+    k->snap_ram = 256LL << 20;
+#define KNOB(key, lo, hi, dst)                                                              \
+    do {                                                                                   \
+        snprintf(what, sizeof what, "llms.models[%zu].%s", idx, key);                      \
+        rc = knob_int(ent ? json_object_get(ent, key) : NULL, what, lo, hi, dst, err, errlen); \
+        if (rc < 0) return rc;                                                             \
+    } while (0)
+    KNOB("n_parallel", 1, ENGINE_MAX_SEQ, &k->n_parallel);
+    KNOB("n_batch", 16, 65536, &k->n_batch);
+    KNOB("prefill_chunk", 1, 65536, &k->prefill_chunk);
+    KNOB("kv_size", 16, 1LL << 24, &k->kv_size);
+    KNOB("prefix_share_min", 1, 1LL << 24, &k->share_min);
+    KNOB("debug_preempt_every_tokens", 0, 1LL << 24, &k->debug_preempt);
+#undef KNOB
+    static const char *bkeys[] = {"retain", "batch_invariant"};
+    bool *bdst[] = {&k->retain, &k->batch_invariant};
+    json_t *v;
+    for (int i = 0; i < 2; i++) {
+        v = ent ? json_object_get(ent, bkeys[i]) : NULL;
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_boolean(v)) {
+            snprintf(err, errlen, "llms.models[%zu].%s: expected true or false, got %s", idx,
+                     bkeys[i], json_kind(v));
+            return AIOS_ECONFIG;
+        }
+        *bdst[i] = json_is_true(v);
+    }
+    rc = knob_int(cfg ? config_lookup(cfg, "context.snapshot_ram_bytes") : NULL,
+                  "context.snapshot_ram_bytes", 0, INT64_MAX, &k->snap_ram, err, errlen);
+    if (rc < 0) return rc;
+    v = cfg ? config_lookup(cfg, "context.spill_dir") : NULL;
+    if (v && !json_is_null(v) && !json_is_string(v)) {
+        snprintf(err, errlen, "context.spill_dir: expected a path, got %s", json_kind(v));
+        return AIOS_ECONFIG;
+    }
+    const char *sd = json_is_string(v) ? json_string_value(v) : "kv-spill";
+    k->spill_dir = cfg ? config_resolve_path(cfg, sd) : NULL;
+    if (k->prefill_chunk < 0 || k->prefill_chunk > k->n_batch) k->prefill_chunk = k->n_batch;
+    if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 2;
+    if (k->kv_size < n_ctx) {
+        snprintf(err, errlen, "llms.models[%zu].kv_size: %lld is smaller than n_ctx (%d); one "
+                 "sequence must fit", idx, k->kv_size, n_ctx);
+        free(k->spill_dir);
+        k->spill_dir = NULL;
+        return AIOS_ECONFIG;
+    }
+    return 0;
+}
+
+int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
+                     const struct aios_config *cfg, char *err, size_t errlen)
 {
     *out = NULL;
     llm_llama_global_init();
+    struct eng_knobs kn = {0};
     struct llama_engine *e = calloc(1, sizeof *e);
     if (!e) return AIOS_ENOMEM;
+    pthread_mutex_init(&e->req_mu, NULL);
+    pthread_mutex_init(&e->stats_mu, NULL);
     e->core.impl = e;
     e->core.ops = &eng_ops;
     e->core.name = strdup(m->name);
@@ -458,6 +1170,18 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m, char *err
     e->core.created = (int64_t)time(NULL);
     e->path = strdup(m->path ? m->path : "");
     if (!e->core.name || !e->core.backend || !e->path) goto nomem;
+
+    e->n_ctx = m->n_ctx > 0 ? m->n_ctx : 4096;
+    if (read_knobs(cfg, m, e->n_ctx, &kn, err, errlen)) goto fail;
+    e->n_parallel = (int)kn.n_parallel;
+    e->kv_size = (int)kn.kv_size;
+    e->n_batch = (int)kn.n_batch;
+    e->prefill_chunk = (int)kn.prefill_chunk;
+    e->prefix_share_min = (int)kn.share_min;
+    e->debug_preempt_every = (int)kn.debug_preempt;
+    e->retain = kn.retain;
+    e->batch_invariant = kn.batch_invariant;
+    if (ctx_store_create(&e->store, (size_t)kn.snap_ram, kn.spill_dir)) goto nomem;
 
     if (access(e->path, R_OK) != 0) {
         snprintf(err, errlen, "model %s: cannot read GGUF file %s", m->name, e->path);
@@ -483,31 +1207,53 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m, char *err
 
     e->n_threads = m->n_threads > 0 ? m->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (e->n_threads <= 0) e->n_threads = 2;
+    /* a model this small is all synchronisation overhead with more threads
+     * (each graph node ends in a barrier), badly so on a busy machine */
+    if (m->n_threads <= 0 && llama_model_n_params(e->model) < 50000000) e->n_threads = 1;
     struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t)(m->n_ctx > 0 ? m->n_ctx : 4096);
-    cp.n_batch = 512;
-    cp.n_ubatch = 512;
-    cp.n_seq_max = 1;
+    cp.n_ctx = (uint32_t)e->kv_size;
+    cp.n_batch = (uint32_t)e->n_batch;
+    /* ggml's CPU flash attention switches to a tiled kernel (F32 K/V
+     * tiles, different rounding) once a micro-batch has 64 or more query
+     * rows, so a sequence's logits would depend on what else is in the
+     * batch. Below that every query row is computed on its own, over its
+     * own cells only (masked cells are skipped). */
+    cp.n_ubatch = (uint32_t)(e->batch_invariant && e->n_batch > 63 ? 63 : e->n_batch);
+    cp.n_seq_max = (uint32_t)e->n_parallel;
+    cp.kv_unified = true;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     cp.n_threads = e->n_threads;
     cp.n_threads_batch = e->n_threads;
     cp.no_perf = true;
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
-        snprintf(err, errlen, "model %s: could not create a context of %u tokens", m->name, cp.n_ctx);
+        snprintf(err, errlen, "model %s: could not create a context of %u tokens for %d sequences",
+                 m->name, cp.n_ctx, e->n_parallel);
         goto fail;
     }
-    e->n_ctx = (int)llama_n_ctx(e->ctx);
-    e->n_batch = (int)llama_n_batch(e->ctx);
-    LOG_INFO("engine", "loaded %s from %s (%s, %.1fM params, n_ctx=%d, threads=%d)", m->name,
-             e->path, e->desc, llama_model_n_params(e->model) / 1e6, e->n_ctx, e->n_threads);
+    e->kv_size = (int)llama_n_ctx(e->ctx);
+    e->batch = llama_batch_init(e->n_batch, 0, 1);
+    e->st.n_parallel = e->n_parallel;
+    e->st.kv_size = e->kv_size;
+    e->st.n_ctx = e->n_ctx;
+    e->st.n_batch = e->n_batch;
+    e->st.prefill_chunk = e->prefill_chunk;
+    e->st.retain = e->retain;
+    e->pub = e->st;
+    LOG_INFO("engine", "loaded %s from %s (%s, %.1fM params, n_ctx=%d per call, kv_size=%d, "
+             "n_parallel=%d, n_batch=%d, threads=%d)", m->name, e->path, e->desc,
+             llama_model_n_params(e->model) / 1e6, e->n_ctx, e->kv_size, e->n_parallel,
+             e->n_batch, e->n_threads);
     if (e->random_weights)
         LOG_WARN("engine", "model %s is a built-in TEST model with RANDOM weights: its text is "
                  "noise; use --model FILE.gguf for real answers", m->name);
+    free(kn.spill_dir);
     *out = &e->core;
     return 0;
 nomem:
     snprintf(err, errlen, "out of memory");
 fail:
+    free(kn.spill_dir);
     eng_destroy(&e->core);
     return AIOS_ECONFIG;
 }

@@ -1,0 +1,44 @@
+/* Control and statistics of the embedded llama.cpp engine (llama.c) beyond
+ * the generic llm_core_ops: what the scheduler uses to switch contexts. */
+#ifndef AIOS_LLM_ENGINE_H
+#define AIOS_LLM_ENGINE_H
+
+#include "context/kvsnap.h"
+#include "llm/core.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct llm_engine_stats {
+    /* configuration */
+    int n_parallel, kv_size, n_ctx, n_batch, prefill_chunk;
+    bool retain;
+    /* now */
+    int n_running;   /* sequences holding a KV slot */
+    int n_swapped;   /* preempted, KV state in the snapshot store */
+    int n_retained;  /* finished conversations kept in the KV cache */
+    /* totals */
+    uint64_t n_steps, n_calls;
+    uint64_t n_tokens_prefilled; /* prompt tokens computed */
+    uint64_t n_tokens_reused;    /* prompt tokens taken from the cache */
+    uint64_t n_tokens_generated;
+    uint64_t n_preemptions, n_resumes;
+    uint64_t n_retained_hits, n_shared_hits, n_evictions;
+    struct ctx_store_stats snaps;
+};
+
+/* True when c is an embedded llama.cpp engine. */
+bool llm_engine_is_local(const struct llm_core *c);
+
+/* Ask the engine to switch the running call syscall_id out at its next
+ * step: its KV state is saved (RAM, or disk past the budget), its cells
+ * freed, and it waits at least hold_steps engine steps before it resumes
+ * (restored, not recomputed) ahead of new admissions. Any thread.
+ * 0 (queued), AIOS_EINVAL when c is not a local engine. A call that is
+ * not running there by then is left alone. */
+int llm_engine_preempt(struct llm_core *c, uint64_t syscall_id, int hold_steps);
+
+/* Any thread. AIOS_EINVAL when c is not a local engine. */
+int llm_engine_get_stats(struct llm_core *c, struct llm_engine_stats *out);
+
+#endif

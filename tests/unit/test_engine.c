@@ -1,0 +1,509 @@
+/* Unit tests for the embedded engine (llm/llama.c) and the context manager
+ * (context/kvsnap.c), driving real llama.cpp on the tiny random-weight test
+ * model through the scheduler, as the kernel does:
+ * - a seeded call gives the same text alone and in a batch of 16;
+ * - a call preempted every few tokens (KV snapshot out and back in, in RAM
+ *   or spilled to disk) gives exactly the text of an uninterrupted run;
+ * - llm_engine_preempt() switches a running call out and back;
+ * - the second turn of a conversation reuses the first turn's KV cells and
+ *   answers exactly as a cold engine does;
+ * - 4 agents with one long system prompt compute it once;
+ * - penalties change the output and stay deterministic;
+ * - a cancelled call frees its sequence, a stop ends everything with 503;
+ * - bad engine knobs are refused with the key in the message. */
+#include "context/kvsnap.h"
+#include "kernel/config.h"
+#include "llm/core.h"
+#include "llm/engine.h"
+#include "llm/testmodel.h"
+#include "sched/sched.h"
+#include "util/err.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char g_dir[256], g_model[300];
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+
+struct eng {
+    struct aios_config cfg;
+    struct sched *sched;
+    struct llm_core *core;
+};
+
+static void eng_open(struct eng *t, const char *knobs, const char *extra_top)
+{
+    char yaml[2048], err[512] = "";
+    snprintf(yaml, sizeof yaml,
+             "llms:\n  models:\n    - name: t\n      backend: llamacpp\n      path: %s\n"
+             "      n_ctx: 2048\n      n_threads: 1\n%s%s\ndata_dir: %s\n",
+             g_model, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
+    assert_int_equal(config_load_string(&t->cfg, yaml, strlen(yaml), err, sizeof err), 0);
+    int rc = llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err);
+    if (rc) fail_msg("llm_llama_create: %s", err);
+    assert_int_equal(sched_create(&t->sched, NULL), 0);
+    assert_int_equal(t->core->ops->start(t->core, t->sched), 0);
+}
+
+static void eng_close(struct eng *t)
+{
+    sched_shutdown(t->sched);
+    t->core->ops->stop(t->core);
+    t->core->ops->destroy(t->core);
+    sched_destroy(t->sched);
+    config_free(&t->cfg);
+}
+
+static void on_notify(struct syscall *sc, void *ud)
+{
+    (void)sc;
+    (void)ud;
+    pthread_mutex_lock(&g_mu);
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+struct call_opts {
+    const char *agent;
+    const char *system;
+    const char *user;
+    const char *assistant; /* previous turn, with user2 */
+    const char *user2;
+    int max_tokens;
+    float temperature;
+    uint32_t seed;
+    float repeat_penalty, frequency_penalty, presence_penalty;
+};
+
+static struct syscall *submit(struct eng *t, const struct call_opts *o)
+{
+    struct llm_req *req = calloc(1, sizeof *req);
+    assert_non_null(req);
+    req->model = strdup("t");
+    req->msgs = calloc(4, sizeof *req->msgs);
+    size_t n = 0;
+    if (o->system) {
+        req->msgs[n].role = strdup("system");
+        req->msgs[n++].content = strdup(o->system);
+    }
+    req->msgs[n].role = strdup("user");
+    req->msgs[n++].content = strdup(o->user);
+    if (o->assistant) {
+        req->msgs[n].role = strdup("assistant");
+        req->msgs[n++].content = strdup(o->assistant);
+        req->msgs[n].role = strdup("user");
+        req->msgs[n++].content = strdup(o->user2);
+    }
+    req->n_msgs = n;
+    req->p.max_tokens = o->max_tokens ? o->max_tokens : 24;
+    req->p.temperature = o->temperature;
+    req->p.top_p = 1.0f;
+    req->p.has_seed = true;
+    req->p.seed = o->seed;
+    req->p.repeat_penalty = o->repeat_penalty;
+    req->p.frequency_penalty = o->frequency_penalty;
+    req->p.presence_penalty = o->presence_penalty;
+    char err[256];
+    assert_int_equal(t->core->ops->prepare(t->core, req, err, sizeof err), 0);
+    struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, o->agent ? o->agent : "a", t->core, req,
+                                     llm_req_free);
+    assert_non_null(sc);
+    sc->notify = on_notify;
+    assert_int_equal(sched_submit(t->sched, sc), 0);
+    return sc;
+}
+
+static enum syscall_status wait_final(struct syscall *sc)
+{
+    enum syscall_status st;
+    pthread_mutex_lock(&g_mu);
+    for (;;) {
+        pthread_mutex_lock(&sc->mu);
+        st = sc->status;
+        pthread_mutex_unlock(&sc->mu);
+        if (syscall_status_final(st)) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&g_cv, &g_mu, &ts);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return st;
+}
+
+/* run to completion; returns the result (owned by sc) */
+static struct llm_res *run(struct syscall *sc)
+{
+    enum syscall_status st = wait_final(sc);
+    if (st != SYSCALL_STATUS_DONE) fail_msg("call failed: %s", sc->errmsg);
+    return sc->res;
+}
+
+static char *run_text(struct eng *t, const struct call_opts *o)
+{
+    struct syscall *sc = submit(t, o);
+    char *s = strdup(run(sc)->text);
+    syscall_unref(sc);
+    return s;
+}
+
+static const char *g_users[16] = {
+    "hello", "tell me a story about a cat", "2+2?", "write a haiku on the sea",
+    "list three colors", "what is an operating system kernel", "translate 'dog' to French",
+    "why is the sky blue", "sort 5 3 9 1", "name a prime number larger than 100",
+    "summarise the plot of Hamlet in one line", "a", "bb cc", "what day is it",
+    "describe continuous batching in LLM serving in two sentences", "ok"};
+
+/* ---- tests ---- */
+
+static void test_batch_determinism(void **state)
+{
+    (void)state;
+    struct eng t;
+    eng_open(&t, "      n_parallel: 16\n      retain: false\n", NULL);
+    char *alone[16];
+    for (int i = 0; i < 16; i++) {
+        struct call_opts o = {.user = g_users[i], .temperature = 0.9f, .seed = 100u + (uint32_t)i,
+                              .max_tokens = 32};
+        alone[i] = run_text(&t, &o);
+    }
+    struct syscall *sc[16];
+    for (int i = 0; i < 16; i++) {
+        struct call_opts o = {.user = g_users[i], .temperature = 0.9f, .seed = 100u + (uint32_t)i,
+                              .max_tokens = 32};
+        sc[i] = submit(&t, &o);
+    }
+    int n_nonempty = 0;
+    for (int i = 0; i < 16; i++) {
+        struct llm_res *r = run(sc[i]);
+        assert_string_equal(r->text, alone[i]);
+        n_nonempty += r->n_gen > 0;
+        syscall_unref(sc[i]);
+        free(alone[i]);
+    }
+    assert_true(n_nonempty > 8);
+    /* statistics are published after the step that finished the calls */
+    struct llm_engine_stats st = {0};
+    for (int i = 0; i < 200 && st.n_calls < 32; i++) {
+        assert_int_equal(llm_engine_get_stats(t.core, &st), 0);
+        usleep(5000);
+    }
+    assert_int_equal(st.n_calls, 32);
+    assert_int_equal(st.n_running, 0);
+    eng_close(&t);
+}
+
+static void test_preempt_identical(void **state)
+{
+    (void)state;
+    struct call_opts o = {.user = "count from one to one hundred, slowly", .temperature = 1.0f,
+                          .seed = 7, .max_tokens = 60};
+    struct eng t;
+    eng_open(&t, "      retain: false\n", NULL);
+    char *ref = run_text(&t, &o);
+    eng_close(&t);
+
+    /* preempted every 7 tokens, snapshots in RAM */
+    eng_open(&t, "      retain: false\n      debug_preempt_every_tokens: 7\n", NULL);
+    char *got = run_text(&t, &o);
+    struct llm_engine_stats st;
+    llm_engine_get_stats(t.core, &st);
+    assert_string_equal(got, ref);
+    assert_true(st.n_preemptions >= 5);
+    assert_int_equal(st.n_resumes, st.n_preemptions);
+    assert_true(st.snaps.n_saved >= 5);
+    assert_int_equal(st.snaps.n_spilled, 0);
+    assert_int_equal(st.snaps.n_snaps, 0);
+    free(got);
+    eng_close(&t);
+
+    /* the same with a zero RAM budget: every snapshot goes through a file */
+    eng_open(&t, "      retain: false\n      debug_preempt_every_tokens: 5\n",
+             "context:\n  snapshot_ram_bytes: 0\n  spill_dir: spill\n");
+    got = run_text(&t, &o);
+    llm_engine_get_stats(t.core, &st);
+    assert_string_equal(got, ref);
+    assert_true(st.snaps.n_spilled >= 5);
+    assert_int_equal(st.snaps.bytes_disk, 0); /* all read back and removed */
+    char sp[600];
+    snprintf(sp, sizeof sp, "%s/spill", g_dir);
+    DIR *d = opendir(sp);
+    assert_non_null(d);
+    struct dirent *de;
+    int n_files = 0;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.') n_files++;
+    closedir(d);
+    assert_int_equal(n_files, 0);
+    free(got);
+    eng_close(&t);
+
+    /* and several sequences preempted while batched together */
+    eng_open(&t, "      retain: false\n      debug_preempt_every_tokens: 3\n      n_parallel: 4\n",
+             NULL);
+    struct syscall *sc[6];
+    char *alone[6];
+    for (int i = 0; i < 6; i++) {
+        struct call_opts oi = {.user = g_users[i], .temperature = 0.9f, .seed = 5u + (uint32_t)i,
+                               .max_tokens = 20};
+        sc[i] = submit(&t, &oi);
+    }
+    for (int i = 0; i < 6; i++) alone[i] = strdup(run(sc[i])->text);
+    eng_close(&t);
+    eng_open(&t, "      retain: false\n      n_parallel: 1\n", NULL);
+    for (int i = 0; i < 6; i++) {
+        struct call_opts oi = {.user = g_users[i], .temperature = 0.9f, .seed = 5u + (uint32_t)i,
+                               .max_tokens = 20};
+        char *r = run_text(&t, &oi);
+        assert_string_equal(alone[i], r);
+        free(r);
+        free(alone[i]);
+        syscall_unref(sc[i]);
+    }
+    eng_close(&t);
+    free(ref);
+}
+
+static void test_preempt_api(void **state)
+{
+    (void)state;
+    struct call_opts o = {.user = "write a long essay", .temperature = 1.0f, .seed = 11,
+                          .max_tokens = 400};
+    struct eng t;
+    eng_open(&t, "      retain: false\n", NULL);
+    char *ref = run_text(&t, &o);
+    struct syscall *sc = submit(&t, &o);
+    /* switch it out a few times while it runs */
+    struct llm_engine_stats st = {0};
+    for (int i = 0; i < 200 && st.n_resumes < 3; i++) {
+        pthread_mutex_lock(&sc->mu);
+        bool fin = syscall_status_final(sc->status);
+        pthread_mutex_unlock(&sc->mu);
+        if (fin) break;
+        assert_int_equal(llm_engine_preempt(t.core, sc->id, 2), 0);
+        usleep(2000);
+        llm_engine_get_stats(t.core, &st);
+    }
+    struct llm_res *r = run(sc);
+    assert_string_equal(r->text, ref);
+    llm_engine_get_stats(t.core, &st);
+    print_message("preempt api: %llu preemptions, %llu resumes\n",
+                  (unsigned long long)st.n_preemptions, (unsigned long long)st.n_resumes);
+    assert_true(st.n_preemptions >= 1);
+    assert_int_equal(st.n_resumes, st.n_preemptions);
+    syscall_unref(sc);
+    free(ref);
+    eng_close(&t);
+}
+
+static void test_retention(void **state)
+{
+    (void)state;
+    const char *sys = "You are a helpful assistant that answers briefly and precisely.";
+    struct call_opts o1 = {.agent = "alice", .system = sys, .user = "what is a kernel?",
+                           .temperature = 0.8f, .seed = 3, .max_tokens = 16};
+    struct eng t;
+    eng_open(&t, "", NULL);
+    struct syscall *s1 = submit(&t, &o1);
+    struct llm_res *r1 = run(s1);
+    assert_int_equal(r1->n_prompt_computed, r1->n_prompt);
+    struct call_opts o2 = o1;
+    o2.assistant = r1->text;
+    o2.user2 = "and what is a scheduler?";
+    o2.seed = 4;
+    struct syscall *s2 = submit(&t, &o2);
+    struct llm_res *r2 = run(s2);
+    print_message("turn 2: prompt %d, computed %d\n", r2->n_prompt, r2->n_prompt_computed);
+    assert_true(r2->n_prompt_computed < r2->n_prompt);
+    assert_true(r2->n_prompt - r2->n_prompt_computed >= r1->n_prompt - 1);
+    char *warm = strdup(r2->text);
+    struct llm_engine_stats st;
+    llm_engine_get_stats(t.core, &st);
+    assert_true(st.n_retained_hits >= 1);
+    eng_close(&t);
+
+    /* a cold engine gives the same answer to turn 2 */
+    eng_open(&t, "      retain: false\n", NULL);
+    struct syscall *c2 = submit(&t, &o2);
+    struct llm_res *rc2 = run(c2);
+    assert_int_equal(rc2->n_prompt_computed, rc2->n_prompt);
+    assert_string_equal(rc2->text, warm);
+    syscall_unref(c2);
+    eng_close(&t);
+    syscall_unref(s1);
+    syscall_unref(s2);
+    free(warm);
+}
+
+static void test_shared_prefix(void **state)
+{
+    (void)state;
+    char sys[4096] = "You are one of many agents. Rules: ";
+    for (int i = 0; i < 40; i++) {
+        char b[64];
+        snprintf(b, sizeof b, "rule %d says be kind and exact; ", i);
+        strcat(sys, b);
+    }
+    struct eng t;
+    eng_open(&t, "      n_parallel: 4\n      retain: false\n", NULL);
+    struct syscall *sc[4];
+    const char *agents[4] = {"a1", "a2", "a3", "a4"};
+    for (int i = 0; i < 4; i++) {
+        struct call_opts o = {.agent = agents[i], .system = sys, .user = g_users[i],
+                              .temperature = 0.7f, .seed = 9, .max_tokens = 8};
+        sc[i] = submit(&t, &o);
+    }
+    int computed = 0, total = 0;
+    char *text[4];
+    for (int i = 0; i < 4; i++) {
+        struct llm_res *r = run(sc[i]);
+        computed += r->n_prompt_computed;
+        total += r->n_prompt;
+        text[i] = strdup(r->text);
+    }
+    int n_sys = sc[0] ? ((struct llm_res *)sc[0]->res)->n_prompt - 10 : 0;
+    print_message("shared prefix: %d prompt tokens, %d computed (system part ~%d)\n", total,
+                  computed, n_sys);
+    /* the system prompt (hundreds of tokens) is computed once, not 4 times */
+    assert_true(computed < total - 2 * n_sys);
+    eng_close(&t);
+    /* and the answers are those of unshared runs */
+    eng_open(&t, "      n_parallel: 1\n      retain: false\n", NULL);
+    for (int i = 0; i < 4; i++) {
+        struct call_opts o = {.agent = agents[i], .system = sys, .user = g_users[i],
+                              .temperature = 0.7f, .seed = 9, .max_tokens = 8};
+        char *r = run_text(&t, &o);
+        assert_string_equal(r, text[i]);
+        free(r);
+        free(text[i]);
+        syscall_unref(sc[i]);
+    }
+    eng_close(&t);
+}
+
+static void test_penalties(void **state)
+{
+    (void)state;
+    struct eng t;
+    eng_open(&t, "      retain: false\n", NULL);
+    struct call_opts o = {.user = "repeat after me: la la la la", .temperature = 0.0f,
+                          .max_tokens = 40};
+    char *plain = run_text(&t, &o);
+    o.repeat_penalty = 1.5f;
+    o.frequency_penalty = 1.0f;
+    o.presence_penalty = 1.0f;
+    char *pen1 = run_text(&t, &o);
+    char *pen2 = run_text(&t, &o);
+    assert_string_equal(pen1, pen2);
+    assert_string_not_equal(plain, pen1);
+    free(plain);
+    free(pen1);
+    free(pen2);
+    eng_close(&t);
+}
+
+static void test_cancel_and_stop(void **state)
+{
+    (void)state;
+    struct eng t;
+    eng_open(&t, "      n_parallel: 2\n", NULL);
+    struct call_opts o = {.user = "go on forever", .temperature = 1.0f, .seed = 1,
+                          .max_tokens = 1500};
+    struct syscall *a = submit(&t, &o);
+    struct syscall *b = submit(&t, &o);
+    struct syscall *c = submit(&t, &o); /* waits for a slot */
+    usleep(20000);
+    syscall_request_cancel(a);
+    assert_int_equal(wait_final(a), SYSCALL_STATUS_CANCELLED);
+    assert_int_equal(a->http_status, 499);
+    /* c gets a's slot */
+    struct llm_engine_stats st;
+    for (int i = 0; i < 100; i++) {
+        pthread_mutex_lock(&c->mu);
+        enum syscall_status s = c->status;
+        pthread_mutex_unlock(&c->mu);
+        if (s == SYSCALL_STATUS_RUNNING || syscall_status_final(s)) break;
+        usleep(5000);
+    }
+    sched_shutdown(t.sched);
+    assert_int_equal(wait_final(b), SYSCALL_STATUS_ERROR);
+    assert_int_equal(b->http_status, 503);
+    assert_int_equal(wait_final(c), SYSCALL_STATUS_ERROR);
+    assert_int_equal(c->http_status, 503);
+    t.core->ops->stop(t.core);
+    llm_engine_get_stats(t.core, &st);
+    assert_int_equal(st.n_running, 0);
+    syscall_unref(a);
+    syscall_unref(b);
+    syscall_unref(c);
+    eng_close(&t);
+}
+
+static void test_bad_knobs(void **state)
+{
+    (void)state;
+    const char *bad[] = {"      n_parallel: 0\n", "      n_parallel: many\n",
+                         "      kv_size: 100\n", "      retain: 3\n", "      n_batch: 4\n"};
+    const char *key[] = {"n_parallel", "n_parallel", "kv_size", "retain", "n_batch"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct aios_config cfg;
+        char yaml[1024], err[512] = "";
+        snprintf(yaml, sizeof yaml,
+                 "llms:\n  models:\n    - name: t\n      backend: llamacpp\n      path: %s\n%s",
+                 g_model, bad[i]);
+        assert_int_equal(config_load_string(&cfg, yaml, strlen(yaml), err, sizeof err), 0);
+        struct llm_core *c = NULL;
+        assert_int_equal(llm_llama_create(&c, &cfg.models[0], &cfg, err, sizeof err), AIOS_ECONFIG);
+        assert_null(c);
+        assert_non_null(strstr(err, key[i]));
+        assert_non_null(strstr(err, "llms.models[0]"));
+        config_free(&cfg);
+    }
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *t = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/aios-engine-XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(g_dir)) return -1;
+    snprintf(g_model, sizeof g_model, "%s/tiny.gguf", g_dir);
+    char err[256];
+    llm_llama_global_init();
+    return testmodel_create(g_model, TESTMODEL_SHAPE_TINY, 0, 2, err, sizeof err) ? -1 : 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_knobs),
+        cmocka_unit_test(test_batch_determinism),
+        cmocka_unit_test(test_preempt_identical),
+        cmocka_unit_test(test_preempt_api),
+        cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_shared_prefix),
+        cmocka_unit_test(test_penalties),
+        cmocka_unit_test(test_cancel_and_stop),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
