@@ -49,7 +49,8 @@
 
 struct bench_opts {
     const char *kernel_model, *server_model, *url, *model, *policy, *server_bin, *out_dir;
-    int threads, ctx, slots;
+    int threads, ctx, slots, kv_size;
+    bool slots_set;
     int n_agents, n_turns, sys_words, task_words, obs_words, gen, tool_ms;
     bool sequential, json;
     unsigned seed;
@@ -357,7 +358,7 @@ static void usage_bench(FILE *f)
             "usage: aios bench agents [target] [workload] [--json]\n"
             "target (one of):\n"
             "  --kernel MODEL.gguf     start `aios serve` on it [--policy fifo|rr|fair] [--threads N]\n"
-            "                          [--ctx N]\n"
+            "                          [--ctx N per sequence] [--slots N (n_parallel)] [--kv-size N]\n"
             "  --llama-server MODEL.gguf  start llama.cpp's llama-server on it [--server-bin PATH]\n"
             "                          [--slots N (default: agents)] [--threads N] [--ctx N per slot]\n"
             "  --url URL               any OpenAI-compatible server [--model NAME]\n"
@@ -403,7 +404,8 @@ static int bench_agents(int argc, char **argv)
         else if (!strcmp(a, "--out-dir")) o.out_dir = v;
         else if (!strcmp(a, "--threads")) iv = &o.threads, lo = 1, hi = 256;
         else if (!strcmp(a, "--ctx")) iv = &o.ctx, lo = 256;
-        else if (!strcmp(a, "--slots")) iv = &o.slots, lo = 1, hi = 1024;
+        else if (!strcmp(a, "--slots")) iv = &o.slots, lo = 1, hi = 1024, o.slots_set = true;
+        else if (!strcmp(a, "--kv-size")) iv = &o.kv_size, lo = 16;
         else if (!strcmp(a, "--agents")) iv = &o.n_agents, lo = 1, hi = 4096;
         else if (!strcmp(a, "--turns")) iv = &o.n_turns, lo = 1, hi = 1000;
         else if (!strcmp(a, "--sys-words")) iv = &o.sys_words, lo = 0, hi = 100000;
@@ -472,8 +474,11 @@ static int bench_agents(int argc, char **argv)
             goto out;
         }
         fprintf(f, "llms:\n  models:\n    - name: bench\n      backend: llamacpp\n"
-                   "      path: \"%s\"\n      n_ctx: %d\n      n_threads: %d\n"
-                   "scheduler:\n  policy: %s\n", abs, o.ctx, o.threads, o.policy);
+                   "      path: \"%s\"\n      n_ctx: %d\n      n_threads: %d\n", abs, o.ctx,
+                o.threads);
+        if (o.slots_set) fprintf(f, "      n_parallel: %d\n", o.slots);
+        if (o.kv_size) fprintf(f, "      kv_size: %d\n", o.kv_size);
+        fprintf(f, "scheduler:\n  policy: %s\n", o.policy);
         fclose(f);
         free(abs);
         char self[4096];

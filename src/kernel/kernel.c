@@ -117,6 +117,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    rc = sched_preemptor_start(k->sched, k->cores, k->n_cores);
+    if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
     if (rc) goto fail;
     return 0;

@@ -103,6 +103,8 @@ struct syscall {
     int64_t sched_slice_tokens;   /* tokens charged in the current slice */
     int64_t sched_t_enq_us;       /* when it last entered the queue */
     uint64_t sched_seq;           /* order in which it last entered a queue */
+    int64_t sched_charged_us;     /* engine time already charged to its agent */
+    struct syscall *sched_run_prev, *sched_run_next; /* list of running calls */
     int64_t sched_t_run_us;       /* when its current slice began */
     bool sched_charged;           /* the worker called sched_charge() */
     /* owned by the worker that runs the call (e.g. the engine's saved KV

@@ -77,6 +77,8 @@ struct sched {
     size_t n_running[SYSCALL_KIND__COUNT];
     uint64_t n_submitted, n_finished, n_preempted;
     uint64_t seq; /* enqueue counter: arrival order, even within a microsecond */
+    struct syscall *running[SYSCALL_KIND__COUNT]; /* handed out, not done: newest first */
+    struct sched_preemptor *pre; /* preempt.c, or NULL */
     bool stopping;
     struct sched_agent *buckets[N_BUCKETS], *agents;
 };
@@ -115,6 +117,37 @@ static double service_of(const struct syscall *sc)
 {
     const struct sched_agent *a = sc->sched_agent;
     return a ? a->service : 0.0;
+}
+
+/* ---- running list (lock held) ---- */
+
+static void run_link(struct sched *s, struct syscall *sc)
+{
+    sc->sched_run_prev = NULL;
+    sc->sched_run_next = s->running[sc->kind];
+    if (sc->sched_run_next) sc->sched_run_next->sched_run_prev = sc;
+    s->running[sc->kind] = sc;
+}
+
+/* false when sc was not linked */
+static bool run_unlink(struct sched *s, struct syscall *sc)
+{
+    if (sc->sched_run_prev) sc->sched_run_prev->sched_run_next = sc->sched_run_next;
+    else if (s->running[sc->kind] == sc) s->running[sc->kind] = sc->sched_run_next;
+    else return false;
+    if (sc->sched_run_next) sc->sched_run_next->sched_run_prev = sc->sched_run_prev;
+    sc->sched_run_prev = sc->sched_run_next = NULL;
+    return true;
+}
+
+/* a running call stops counting as running (at its final state, or when
+ * requeued) */
+static void run_release(struct sched *s, struct syscall *sc)
+{
+    if (!run_unlink(s, sc)) return;
+    if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
+    struct sched_agent *a = sc->sched_agent;
+    if (a && a->n_running) a->n_running--;
 }
 
 /* ---- queue primitives (lock held) ---- */
@@ -274,7 +307,7 @@ int sched_create(struct sched **out, const struct sched_policy *policy)
     s->tun.time_slice_us = 200 * 1000;
     s->tun.slice_tokens = 0;
     s->tun.aging_us = 5 * 1000 * 1000;
-    s->tun.preempt_margin = 256;
+    s->tun.preempt_margin = 1024;
     s->tun.ms_weight = 1.0;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
@@ -476,6 +509,7 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
             struct sched_agent *a = sc->sched_agent;
             a->n_queued--;
             a->n_running++;
+            run_link(s, sc);
             break;
         }
         if (timeout_ms < 0) {
@@ -537,11 +571,14 @@ static void account_final(struct syscall *sc, void *ud)
     struct done_info d;
     read_done_info(sc, &d);
     pthread_mutex_lock(&s->mu);
+    run_release(s, sc);
     struct sched_agent *a = sc->sched_agent;
     if (a) {
         if (!sc->sched_charged && sc->kind == SYSCALL_KIND_LLM)
-            a->service += (double)(d.u.n_prompt_computed + d.u.n_gen) +
-                          (double)d.u.t_engine_us / 1000.0 * s->tun.ms_weight;
+            a->service += (double)(d.u.n_prompt_computed + d.u.n_gen);
+        if (sc->kind == SYSCALL_KIND_LLM && d.u.t_engine_us > sc->sched_charged_us)
+            a->service += (double)(d.u.t_engine_us - sc->sched_charged_us) / 1000.0 *
+                          s->tun.ms_weight;
         struct sched_agent_stats *st = &a->st;
         if (d.status == SYSCALL_STATUS_DONE) st->n_done++;
         else if (d.status == SYSCALL_STATUS_CANCELLED) st->n_cancelled++;
@@ -561,10 +598,8 @@ void sched_done(struct sched *s, struct syscall *sc)
 {
     syscall_slice_end(sc, util_now_us());
     pthread_mutex_lock(&s->mu);
-    if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
     s->n_finished++;
-    struct sched_agent *a = sc->sched_agent;
-    if (a && a->n_running) a->n_running--;
+    run_release(s, sc); /* normally done already when it became final */
     pthread_mutex_unlock(&s->mu);
     syscall_unref(sc);
 }
@@ -584,8 +619,9 @@ struct syscall *sched_peek(struct sched *s, enum syscall_kind kind, void *target
 void sched_charge(struct sched *s, struct syscall *sc, int64_t n_tokens, int64_t t_us)
 {
     pthread_mutex_lock(&s->mu);
-    sc->sched_charged = true;
+    if (n_tokens > 0) sc->sched_charged = true;
     sc->sched_slice_tokens += n_tokens;
+    sc->sched_charged_us += t_us;
     struct sched_agent *a = sc->sched_agent;
     if (a) a->service += (double)n_tokens + (double)t_us / 1000.0 * s->tun.ms_weight;
     pthread_mutex_unlock(&s->mu);
@@ -653,21 +689,15 @@ int sched_preempt(struct sched *s, struct syscall *sc)
     }
     pthread_mutex_lock(&s->mu);
     bool stopping = s->stopping;
-    if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
-    struct sched_agent *a = sc->sched_agent;
     if (!stopping) {
-        if (a) {
-            a->n_running--;
-            a->n_queued++;
-        }
+        run_release(s, sc);
+        struct sched_agent *a = sc->sched_agent;
+        if (a) a->n_queued++;
         sc->sched_t_enq_us = now;
         sc->sched_seq = ++s->seq;
         s->n_preempted++;
         s->policy->push(&s->q[sc->kind], sc);
         pthread_cond_broadcast(&s->cv[sc->kind]);
-    } else {
-        /* counted back as running so sched_done below balances */
-        s->n_running[sc->kind]++;
     }
     pthread_mutex_unlock(&s->mu);
     if (stopping) {
@@ -676,6 +706,47 @@ int sched_preempt(struct sched *s, struct syscall *sc)
         return AIOS_ESHUTDOWN;
     }
     return 0;
+}
+
+size_t sched_running_calls(struct sched *s, enum syscall_kind kind, void *target,
+                           struct syscall **out, size_t cap)
+{
+    if ((unsigned)kind >= SYSCALL_KIND__COUNT) return 0;
+    size_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    struct syscall *last = s->running[kind];
+    while (last && last->sched_run_next) last = last->sched_run_next;
+    for (struct syscall *sc = last; sc && n < cap; sc = sc->sched_run_prev) {
+        if (target && sc->target != target) continue;
+        syscall_ref(sc);
+        out[n++] = sc;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void sched_note_switch(struct sched *s, struct syscall *sc)
+{
+    pthread_mutex_lock(&s->mu);
+    sc->sched_t_run_us = util_now_us();
+    sc->sched_slice_tokens = 0;
+    s->n_preempted++;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&sc->mu);
+    sc->usage.n_ctx_switches++;
+    pthread_mutex_unlock(&sc->mu);
+}
+
+void sched_attach_preemptor(struct sched *s, struct sched_preemptor *p)
+{
+    pthread_mutex_lock(&s->mu);
+    s->pre = p;
+    pthread_mutex_unlock(&s->mu);
+}
+
+const struct sched_policy *sched_get_policy(struct sched *s)
+{
+    return s->policy; /* immutable after create */
 }
 
 void sched_set_agent_kv(struct sched *s, const char *agent, int64_t bytes)
@@ -691,6 +762,12 @@ void sched_set_agent_kv(struct sched *s, const char *agent, int64_t bytes)
 void sched_shutdown(struct sched *s)
 {
     struct syscall *drained = NULL;
+    /* the driver calls into the scheduler: join it without our lock */
+    pthread_mutex_lock(&s->mu);
+    struct sched_preemptor *pre = s->pre;
+    s->pre = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (pre) sched_preemptor_stop(pre);
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++) {

@@ -123,6 +123,30 @@ int sched_preempt(struct sched *s, struct syscall *sc);
  * accounting; the engine sets it as it allocates and frees. */
 void sched_set_agent_kv(struct sched *s, const char *agent, int64_t bytes);
 
+/* The calls of `kind` for `target` (NULL: any) handed to a worker and not
+ * yet done, oldest first: up to cap of them into out, each with a
+ * reference the caller drops. Returns how many. */
+size_t sched_running_calls(struct sched *s, enum syscall_kind kind, void *target,
+                           struct syscall **out, size_t cap);
+/* The engine was asked to switch sc out (it keeps it and resumes it
+ * itself): count a context switch and start its next slice now. */
+void sched_note_switch(struct sched *s, struct syscall *sc);
+
+/* The preemption driver (preempt.c): for rr and fair, a thread that every
+ * few milliseconds looks at each embedded engine whose batch is full while
+ * a call waits for it, and asks the engine (llm_engine_preempt) to switch
+ * out the call the policy names: under rr every call whose slice expired,
+ * under fair the victim of sched_pick_victim(). It also charges running
+ * calls their share of engine time, so the fair order sees service while
+ * calls run. No thread for fifo. Stopped by sched_shutdown(). */
+struct llm_core;
+struct sched_preemptor;
+int sched_preemptor_start(struct sched *s, struct llm_core **cores, size_t n_cores);
+/* internal to sched.c / preempt.c */
+void sched_preemptor_stop(struct sched_preemptor *p);
+void sched_attach_preemptor(struct sched *s, struct sched_preemptor *p);
+const struct sched_policy *sched_get_policy(struct sched *s);
+
 /* ---- accounting (per agent, since start) ---- */
 struct sched_agent_stats {
     char name[128];

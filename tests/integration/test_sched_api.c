@@ -6,6 +6,8 @@
  * TYPE before every family, label values escaped). */
 #include "harness.h"
 
+#include "util/util.h"
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,17 +25,36 @@
 static struct kernel_fixture *g_kf;
 static char g_cfg[64];
 
+/* A config on the built-in model with one sequence slot, so calls queue in
+ * the scheduler rather than all joining the batch; `slice_ms` is the fair
+ * policy's minimum run before it preempts. Returns the fixture. */
+static struct kernel_fixture *start_kernel(char *cfg_path, size_t n, int slice_ms)
+{
+    char *cache = util_cache_dir();
+    snprintf(cfg_path, n, "/tmp/aios-it-sched-XXXXXX");
+    int fd = mkstemp(cfg_path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f,
+            "llms:\n  models:\n    - name: aios-tiny\n      backend: llamacpp\n"
+            "      path: \"%s/models/aios-test-tiny-seed0.gguf\"\n      n_parallel: 1\n"
+            "scheduler:\n  policy: fair\n  time_slice_ms: %d\n"
+            "  priorities: {vip: 5, \"batch\": -2}\n",
+            cache, slice_ms);
+    fclose(f);
+    free(cache);
+    const char *extra[] = {"--config", cfg_path, NULL};
+    return kf_start(extra);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(g_cfg, sizeof g_cfg, "/tmp/aios-it-sched-XXXXXX");
-    int fd = mkstemp(g_cfg);
-    if (fd < 0) return -1;
-    FILE *f = fdopen(fd, "w");
-    fprintf(f, "scheduler:\n  policy: fair\n  priorities: {vip: 5, \"batch\": -2}\n");
-    fclose(f);
-    const char *extra[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(extra);
+    /* make sure the built-in model exists (the first start creates it) */
+    struct kernel_fixture *warm = kf_start(NULL);
+    kf_stop(warm);
+    /* no preemption here: a one-hour minimum slice */
+    g_kf = start_kernel(g_cfg, sizeof g_cfg, 3600000);
     return 0;
 }
 
@@ -288,6 +309,54 @@ static void test_priority_order(void **state)
     json_decref(s);
 }
 
+/* fair with a 100 ms slice on a one-slot engine: a high-priority call
+ * arriving while a long call runs gets the slot (the long call is switched
+ * out through a KV snapshot and resumes afterwards) */
+static void test_preemption(void **state)
+{
+    (void)state;
+    struct kernel_fixture *saved = g_kf;
+    char cfg[64];
+    g_kf = start_kernel(cfg, sizeof cfg, 100);
+    int abort_hog = 0;
+    pthread_t hog;
+    pthread_create(&hog, NULL, hog_main, &abort_hog);
+    assert_true(wait_queued(0, 60000));
+    struct qcall urgent = {"urgent", 2, "9", NULL, NULL, 0, 0, 0};
+    qcall_main(&urgent);
+    assert_int_equal(urgent.status, 200);
+    /* the hog is still there (running again, or switched out) */
+    /* (the urgent call leaves the running count just after its answer) */
+    assert_true(wait_queued(0, 5000));
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_kf, "GET", "/status", NULL, &j), 200);
+    json_t *sch = json_object_get(j, "scheduler");
+    assert_true(json_integer_value(json_object_get(sch, "preempted")) >= 1);
+    json_decref(j);
+    json_t *s = stats("hog", 200);
+    assert_int_equal(jint(s, "calls", "done") + jint(s, "calls", "cancelled"), 0);
+    assert_int_equal(jint(s, "running", NULL), 1);
+    json_decref(s);
+    __atomic_store_n(&abort_hog, 1, __ATOMIC_RELEASE);
+    pthread_join(hog, NULL);
+    /* the switch is accounted once the hog ends */
+    for (int i = 0; i < 200; i++) {
+        s = stats("hog", 200);
+        json_int_t c = jint(s, "calls", "cancelled");
+        json_int_t cs = jint(s, "context_switches", NULL);
+        json_decref(s);
+        if (c == 1) {
+            assert_true(cs >= 1);
+            break;
+        }
+        assert_true(i < 199);
+        sleep_ms(50);
+    }
+    kf_stop(g_kf);
+    unlink(cfg);
+    g_kf = saved;
+}
+
 static void test_metrics(void **state)
 {
     (void)state;
@@ -364,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_bad_priority),
         cmocka_unit_test(test_priority_order),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_preemption), /* last: it swaps g_kf */
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     curl_global_cleanup();

@@ -462,6 +462,57 @@ static void test_accounting(void **state)
     sched_destroy(s);
 }
 
+/* the list of running calls the preemption driver reads */
+static void test_running_list(void **state)
+{
+    (void)state;
+    struct sched *s = mksched(&sched_policy_fair, 0, 0);
+    int ta, tb;
+    int *t1 = malloc(sizeof *t1), *t2 = malloc(sizeof *t2), *t3 = malloc(sizeof *t3);
+    *t1 = 1, *t2 = 2, *t3 = 3;
+    struct syscall *a = syscall_new(SYSCALL_KIND_LLM, "A", &ta, t1, free);
+    struct syscall *b = syscall_new(SYSCALL_KIND_LLM, "B", &ta, t2, free);
+    struct syscall *c = syscall_new(SYSCALL_KIND_LLM, "C", &tb, t3, free);
+    assert_int_equal(sched_submit(s, a), 0);
+    assert_int_equal(sched_submit(s, b), 0);
+    assert_int_equal(sched_submit(s, c), 0);
+    struct syscall *out[8];
+    assert_int_equal(sched_running_calls(s, SYSCALL_KIND_LLM, NULL, out, 8), 0);
+    for (int i = 0; i < 3; i++) assert_non_null(sched_next(s, SYSCALL_KIND_LLM, NULL, 0));
+    size_t n = sched_running_calls(s, SYSCALL_KIND_LLM, &ta, out, 8);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], a); /* oldest first */
+    assert_ptr_equal(out[1], b);
+    for (size_t i = 0; i < n; i++) syscall_unref(out[i]);
+    assert_int_equal(sched_running_calls(s, SYSCALL_KIND_LLM, NULL, out, 1), 1);
+    syscall_unref(out[0]);
+    /* an engine-side switch: counted, slice restarted */
+    sched_note_switch(s, a);
+    assert_int_equal(a->usage.n_ctx_switches, 1);
+    struct sched_stats st;
+    sched_get_stats(s, &st);
+    assert_int_equal(st.n_preempted, 1);
+    syscall_finish(a, NULL, NULL);
+    sched_done(s, a);
+    n = sched_running_calls(s, SYSCALL_KIND_LLM, NULL, out, 8);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], b);
+    assert_ptr_equal(out[1], c);
+    for (size_t i = 0; i < n; i++) syscall_unref(out[i]);
+    struct sched_agent_stats as;
+    assert_int_equal(sched_agent_stats(s, "A", &as), 0);
+    assert_int_equal(as.n_ctx_switches, 1);
+    syscall_finish(b, NULL, NULL);
+    sched_done(s, b);
+    syscall_finish(c, NULL, NULL);
+    sched_done(s, c);
+    assert_int_equal(sched_running_calls(s, SYSCALL_KIND_LLM, NULL, out, 8), 0);
+    syscall_unref(a);
+    syscall_unref(b);
+    syscall_unref(c);
+    sched_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_fair_no_starvation),
         cmocka_unit_test(test_configure),
         cmocka_unit_test(test_accounting),
+        cmocka_unit_test(test_running_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
