@@ -4,7 +4,7 @@
 # stops with status 1. Called by `make`, `make test` and `make run`.
 set -eu
 
-PKGS="build-essential cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libcmocka-dev bubblewrap curl"
+PKGS="build-essential cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libcmocka-dev bubblewrap curl python3"
 
 missing=""
 for p in $PKGS; do
@@ -13,6 +13,8 @@ for p in $PKGS; do
         case "$p" in
             nodejs) command -v node >/dev/null 2>&1 && continue ;;
             npm) command -v npm >/dev/null 2>&1 && continue ;;
+            # python3 (for Python agents) may come from pyenv or elsewhere
+            python3) command -v python3 >/dev/null 2>&1 && continue ;;
         esac
         missing="$missing $p"
     fi

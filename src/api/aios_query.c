@@ -19,6 +19,7 @@
  * reference's client retries those forever). */
 #include "api/api.h"
 
+#include "agents/agent.h"
 #include "kernel/query.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -60,9 +61,21 @@ static json_t *with_times(struct syscall *sc, json_t *response)
                      "end_times", et, "waiting_times", wt, "turnaround_times", tt);
 }
 
+/* Per-agent accounting (src/agents/): to the agent name, and to the
+ * process whose token came in X-Aios-Agent-Token. */
+static void account(struct api_req *r, struct syscall *sc, bool ok, int n_prompt, int n_gen)
+{
+    if (!r->k->agents) return;
+    const char *tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent-Token");
+    double wait = sc->t_start_us ? (double)(sc->t_start_us - sc->t_created_us) / 1e6 : 0;
+    double turn = sc->t_end_us ? (double)(sc->t_end_us - sc->t_created_us) / 1e6 : 0;
+    agent_account(r->k->agents, tok, sc->agent, sc->kind, ok, wait, turn, n_prompt, n_gen);
+}
+
 static enum MHD_Result query_error(struct api_req *r)
 {
     struct syscall *sc = r->sc;
+    account(r, sc, false, 0, 0);
     const char *type;
     unsigned st = api_status_for(sc->err, &type);
     if (sc->http_status) st = (unsigned)sc->http_status;
@@ -74,6 +87,7 @@ static enum MHD_Result llm_finish(struct api_req *r)
     struct syscall *sc = r->sc;
     if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
     struct llm_res *res = sc->res;
+    account(r, sc, true, res->n_prompt, res->n_gen);
     json_t *resp = json_pack("{s:s,s:s%,s:n,s:b,s:n,s:i,s:{s:i,s:i,s:i}}", "response_class", "llm",
                              "response_message", res->text, res->len, "tool_calls", "finished", 1,
                              "error", "status_code", 200, "usage", "prompt_tokens", res->n_prompt,
@@ -87,6 +101,7 @@ static enum MHD_Result kq_finish(struct api_req *r)
     struct syscall *sc = r->sc;
     if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
     struct kq_res *res = sc->res;
+    account(r, sc, true, 0, 0);
     return api_send_json(r, 200, with_times(sc, json_incref(res->response)));
 }
 
@@ -96,6 +111,9 @@ static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t err
     json_t *body = json_object();
     const char *model = k->n_cores ? k->cores[0]->name : "";
     json_t *llms = json_object_get(qd, "llms");
+    /* no llms in the query: the ones chosen with POST /user/select/llms */
+    json_t *selected = k->agents ? agent_selected_llms(k->agents) : NULL;
+    if ((!llms || json_is_null(llms)) && json_array_size(selected)) llms = selected;
     if (llms && !json_is_null(llms)) {
         if (!json_is_array(llms)) {
             snprintf(err, errlen, "query_data.llms must be a list of {\"name\", \"backend\"} or null");
@@ -110,6 +128,7 @@ static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t err
         if (name) model = json_string_value(name);
     }
     json_object_set_new(body, "model", json_string(model));
+    json_decref(selected);
     json_t *msgs = json_object_get(qd, "messages");
     if (msgs) json_object_set(body, "messages", msgs);
     static const char *copy[] = {"temperature", "response_format", "tools", "tool_choice", "seed",
@@ -122,6 +141,7 @@ static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t err
     if (mnt && !json_is_null(mnt)) json_object_set(body, "max_tokens", mnt);
     return body;
 fail:
+    json_decref(selected);
     json_decref(body);
     return NULL;
 }

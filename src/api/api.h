@@ -93,5 +93,6 @@ enum MHD_Result api_metrics(struct api_req *r);
  * message for a bad value. */
 int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, char *err,
                        size_t errlen);
+enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
 
 #endif

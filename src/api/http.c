@@ -167,17 +167,29 @@ static void on_syscall_event(struct syscall *sc, void *ud)
     if (wake) MHD_resume_connection(r->conn);
 }
 
-enum MHD_Result api_submit_and_wait(struct api_req *r, struct syscall *sc, api_handler_fn resume)
+/* Attach sc to r (r owns the caller's reference from now on) and queue it.
+ * On failure the error answer is already queued and *sent holds it. */
+static int attach_and_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
 {
     r->sc = sc;
-    r->resume = resume;
     sc->notify = on_syscall_event;
     sc->notify_ud = r;
     int rc = sched_submit(r->k->sched, sc);
     if (rc) {
         const char *type;
         unsigned st = api_status_for(rc, &type);
-        return api_send_error(r, st, type, "could not queue the request: %s", aios_strerror(rc));
+        *sent = api_send_error(r, st, type, "could not queue the request: %s", aios_strerror(rc));
+    }
+    return rc;
+}
+
+enum MHD_Result api_submit_and_wait(struct api_req *r, struct syscall *sc, api_handler_fn resume)
+{
+    enum MHD_Result sent;
+    r->resume = resume;
+    if (attach_and_submit(r, sc, &sent)) {
+        r->resume = NULL;
+        return sent;
     }
     pthread_mutex_lock(&sc->mu);
     if (syscall_status_final(sc->status)) {
@@ -221,17 +233,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         ss->n_delta = 0;
         pthread_mutex_lock(&sc->mu);
         if (sc->n_out) {
-            if (ss->cap_delta < sc->n_out + 1) {
-                char *p = realloc(ss->delta, sc->n_out + 1);
-                if (!p) {
-                    pthread_mutex_unlock(&sc->mu);
-                    return MHD_CONTENT_READER_END_WITH_ERROR;
-                }
-                ss->delta = p;
-                ss->cap_delta = sc->n_out + 1;
+            if (util_buf_append(&ss->delta, &ss->n_delta, &ss->cap_delta, sc->out, sc->n_out)) {
+                pthread_mutex_unlock(&sc->mu);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
             }
-            memcpy(ss->delta, sc->out, sc->n_out);
-            ss->n_delta = sc->n_out;
             sc->n_out = 0;
         }
         bool final = syscall_status_final(sc->status);
@@ -267,16 +272,9 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
     }
     ss->format = format;
     r->stream = ss;
-    r->sc = sc;
     sc->stream = true;
-    sc->notify = on_syscall_event;
-    sc->notify_ud = r;
-    int rc = sched_submit(r->k->sched, sc);
-    if (rc) {
-        const char *type;
-        unsigned st = api_status_for(rc, &type);
-        return api_send_error(r, st, type, "could not queue the request: %s", aios_strerror(rc));
-    }
+    enum MHD_Result sent;
+    if (attach_and_submit(r, sc, &sent)) return sent;
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, r, NULL);
     if (!resp) return MHD_NO;
@@ -343,20 +341,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             r->too_big = true;
             return MHD_YES;
         }
-        if (r->n_body + n + 1 > r->cap_body) {
-            size_t c = r->cap_body ? r->cap_body : 4096;
-            while (c < r->n_body + n + 1) c *= 2;
-            char *p = realloc(r->body, c);
-            if (!p) {
-                r->too_big = true;
-                return MHD_YES;
-            }
-            r->body = p;
-            r->cap_body = c;
-        }
-        memcpy(r->body + r->n_body, upload_data, n);
-        r->n_body += n;
-        r->body[r->n_body] = 0;
+        if (util_buf_append(&r->body, &r->n_body, &r->cap_body, upload_data, n))
+            r->too_big = true;
         return MHD_YES;
     }
 

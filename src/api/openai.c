@@ -280,30 +280,15 @@ static enum MHD_Result chat_finish(struct api_req *r)
     return api_send_json(r, 200, body);
 }
 
-static int append(char **out, size_t *n, size_t *cap, const char *s, size_t len)
-{
-    if (*n + len + 1 > *cap) {
-        size_t c = *cap ? *cap : 1024;
-        while (c < *n + len + 1) c *= 2;
-        char *p = realloc(*out, c);
-        if (!p) return AIOS_ENOMEM;
-        *out = p;
-        *cap = c;
-    }
-    memcpy(*out + *n, s, len);
-    *n += len;
-    (*out)[*n] = 0;
-    return 0;
-}
 
 static int append_event(char **out, size_t *n, size_t *cap, json_t *j)
 {
     char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(j);
     if (!s) return AIOS_ENOMEM;
-    int rc = append(out, n, cap, "data: ", 6);
-    if (!rc) rc = append(out, n, cap, s, strlen(s));
-    if (!rc) rc = append(out, n, cap, "\n\n", 2);
+    int rc = util_buf_append(out, n, cap, "data: ", 6);
+    if (!rc) rc = util_buf_append(out, n, cap, s, strlen(s));
+    if (!rc) rc = util_buf_append(out, n, cap, "\n\n", 2);
     free(s);
     return rc;
 }
@@ -352,7 +337,7 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
         json_t *e = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", sc->errmsg, "type", type, "code");
         rc = append_event(out, n_out, cap_out, e);
     }
-    if (!rc) rc = append(out, n_out, cap_out, "data: [DONE]\n\n", 14);
+    if (!rc) rc = util_buf_append(out, n_out, cap_out, "data: [DONE]\n\n", 14);
     return rc;
 }
 

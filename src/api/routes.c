@@ -6,6 +6,7 @@
  * r->params. Matching is linear: the table is small and it runs once per
  * request. Modules add their routes here, one line each. */
 #include "api/api.h"
+#include "api/aios_routes.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,23 @@ static const struct api_route g_routes[] = {
     {"GET", "/agents/{id}/stats", api_agent_stats},
     /* AIOS protocol (Cerebrum) */
     {"POST", "/query", api_aios_query},
+    /* AIOS kernel routes (aios_routes.c) */
+    {"GET", "/core/status", api_route_core_status},
+    {"GET", "/core/llms/list", api_route_llms_list},
+    {"POST", "/user/select/llms", api_route_select_llms},
+    {"GET", "/user/selected/llms", api_route_selected_llms},
+    {"POST", "/core/refresh", api_route_core_refresh},
+    {"POST", "/core/config/update", api_route_config_update},
+    {"POST", "/core/cleanup", api_route_core_cleanup},
+    {"GET", "/get/mcp/server", api_route_mcp_server},
+    {"POST", "/agents/submit", api_route_agents_submit},
+    {"GET", "/agents/ps", api_route_agents_ps},
+    {"GET", "/agents/accounting", api_route_agents_accounting},
+    {"GET", "/agents/{id}/status", api_route_agent_status},
+    {"POST", "/agents/{id}/kill", api_route_agent_kill},
+    {"GET", "/agents/{id}/logs", api_route_agent_logs},
+    /* tools */
+    {"GET", "/tools", api_tools_list},
     /* OpenAI-compatible */
     {"GET", "/v1/models", api_openai_models},
     {"POST", "/v1/chat/completions", api_openai_chat},

@@ -33,18 +33,7 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
     struct sink *s = ud;
     size_t len = sz * n;
     if (s->fn) return s->fn(p, len, s->ud) ? 0 : len;
-    if (s->len + len + 1 > s->cap) {
-        size_t c = s->cap ? s->cap : 4096;
-        while (c < s->len + len + 1) c *= 2;
-        char *q = realloc(s->buf, c);
-        if (!q) return 0;
-        s->buf = q;
-        s->cap = c;
-    }
-    memcpy(s->buf + s->len, p, len);
-    s->len += len;
-    s->buf[s->len] = 0;
-    return len;
+    return util_buf_append(&s->buf, &s->len, &s->cap, p, len) ? 0 : len;
 }
 
 static int perform(const char *method, const char *url, const char *body, size_t body_len,

@@ -8,6 +8,7 @@
  * serving). Prints what it did and exits 0 only if every step behaved. */
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/demo_agents.h"
 #include "kernel/kernel.h"
 
 #include <jansson.h>
@@ -126,8 +127,22 @@ int cli_demo_main(int argc, char **argv)
            "  text is noise; everything else (HTTP, scheduling, llama.cpp compute,\n"
            "  sampling, streaming) is real. Use `aios serve --model FILE.gguf` for a real model.\n");
     fflush(stdout);
+    /* the example agents live next to the binary (build/agents/) */
+    char agents_dir[PATH_MAX + 16], probe[PATH_MAX + 64], cfg[PATH_MAX + 64];
+    snprintf(agents_dir, sizeof agents_dir, "%s", self);
+    char *slash = strrchr(agents_dir, '/');
+    if (slash) strcpy(slash, "/agents");
+    snprintf(probe, sizeof probe, "%s/react_agent/config.json", agents_dir);
+    bool have_agents = access(probe, R_OK) == 0;
+    snprintf(cfg, sizeof cfg, "%s/config.yaml", tmpl);
+    FILE *cf = fopen(cfg, "w");
+    if (cf) {
+        fprintf(cf, "agent_factory:\n  agents_dir: \"%s\"\n", agents_dir);
+        fclose(cf);
+    }
+    const char *extra[] = {"--config", cfg, NULL};
     struct aios_child c;
-    if (child_start(&c, self, tmpl, NULL, 300)) {
+    if (child_start(&c, self, tmpl, cf ? extra : NULL, 300)) {
         fprintf(stderr, "aios demo: the kernel did not start; see %s/aios.log\n", tmpl);
         return 1;
     }
@@ -153,6 +168,17 @@ int cli_demo_main(int argc, char **argv)
     snprintf(detail, sizeof detail, "%zu model(s)", json_array_size(json_object_get(j, "data")));
     step("GET /v1/models", st == 200 && json_array_size(json_object_get(j, "data")) > 0, detail);
     json_decref(j);
+
+    if (have_agents) {
+        printf("\n");
+        int n_failed = 0;
+        demo_run_agents(c.base, agents_dir, 240, &n_failed);
+        snprintf(detail, sizeof detail, "%d failed", n_failed);
+        printf("\n");
+        step("example agents ran concurrently as processes", n_failed == 0, detail);
+    } else {
+        step("example agents", true, "not found next to the binary (build them with make); skipped");
+    }
 
     char body[1024];
     snprintf(body, sizeof body,

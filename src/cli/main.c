@@ -37,6 +37,10 @@ static void usage(FILE *f)
             "  aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N]\n"
             "  aios model info FILE.gguf\n"
             "  aios bench agents [--kernel M.gguf|--llama-server M.gguf|--url U] [...]\n"
+            "  aios run PATH_OR_NAME --task \"...\" [--url URL]   run an agent, follow its output\n"
+            "  aios ps [--url URL]            agent processes\n"
+            "  aios kill ID [--signal TERM|KILL|INT] [--url URL]\n"
+            "  aios logs ID [-f] [--url URL]\n"
             "  aios version\n",
             AIOS_VERSION);
 }
@@ -103,6 +107,7 @@ static int cmd_serve(int argc, char **argv)
 
     struct kernel k;
     memset(&k, 0, sizeof k);
+    k.config_path = config;
     char err[1024] = "";
     int rc;
     if (config) {
@@ -196,6 +201,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "demo")) return cli_demo_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "model")) return cli_model_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cli_bench_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ps")) return cli_ps_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "kill")) return cli_kill_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "logs")) return cli_logs_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("aios %s\n", AIOS_VERSION);
         return 0;

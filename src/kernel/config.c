@@ -724,10 +724,13 @@ static int cfg_model_parse(const struct cfg_ctx *cx, struct aios_config *cfg, co
                         md->name);
     }
     for (size_t j = 0; j < i; j++) {
-        if (!strcmp(cfg->models[j].name, md->name)) {
+        /* same name and same remote backend: replicas of one model */
+        if (!strcmp(cfg->models[j].name, md->name) &&
+            (strcmp(cfg->models[j].backend, md->backend) || !strcmp(md->backend, "llamacpp"))) {
             snprintf(path, sizeof(path), "llms.models[%zu].name", i);
             return cfg_fail(cx, m, "name", 0, path,
-                            "duplicate model name \"%.60s\" (also llms.models[%zu])", md->name,
+                            "duplicate model name \"%.60s\" (also llms.models[%zu]; entries "
+                            "may share a name only as replicas of one remote backend)", md->name,
                             j);
         }
     }

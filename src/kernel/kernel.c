@@ -14,8 +14,12 @@
  * are read-only and every thread may read them without a lock. */
 #include "kernel/kernel.h"
 
+#include "agents/agent.h"
 #include "api/api.h"
+#include "llm/remote.h"
 #include "llm/testmodel.h"
+#include "storage/storage.h"
+#include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -65,6 +69,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (rc) goto fail;
     rc = sched_configure(k->sched, &k->cfg, err, errlen);
     if (rc) goto fail;
+    rc = sto_kernel_start(k, err, errlen);
+    if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
         char *path = NULL;
@@ -94,6 +100,13 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     for (size_t i = 0; i < k->cfg.n_models; i++) {
         const struct cfg_model *m = &k->cfg.models[i];
+        if (llm_backend_is_remote(m->backend)) { /* llm/remote.c: same-name entries are replicas */
+            struct llm_core *r = NULL;
+            rc = llm_remote_create_entry(&r, &k->cfg, i, err, errlen);
+            if (rc) goto fail;
+            if (r) k->cores[k->n_cores++] = r;
+            continue;
+        }
         if (strcmp(m->backend, "llamacpp") != 0) {
             LOG_WARN("kernel", "model %s: backend '%s' is not supported yet; skipped", m->name,
                      m->backend);
@@ -106,7 +119,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     if (k->n_cores == 0) {
         snprintf(err, errlen, "no usable model: configure a llamacpp model (llms.models[] with "
-                 "backend: llamacpp and path) or pass --model FILE.gguf");
+                 "backend: llamacpp and path), a remote one (backend: openai, vllm, anthropic, "
+                 "...) or pass --model FILE.gguf");
         rc = AIOS_ECONFIG;
         goto fail;
     }
@@ -118,6 +132,10 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
         }
     }
     rc = sched_preemptor_start(k->sched, k->cores, k->n_cores);
+    if (rc) goto fail;
+    rc = agent_factory_create(&k->agents, &k->cfg, err, errlen);
+    if (rc) goto fail;
+    rc = tool_mgr_start(&k->tools, k, err, errlen);
     if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
     if (rc) goto fail;
@@ -139,9 +157,16 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    sto_kernel_stop(k);
+    tool_mgr_stop(k->tools);
+    k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
+    /* agents are this kernel's processes: they end with it (after the API,
+     * whose handlers use the process table) */
+    agent_factory_destroy(k->agents);
+    k->agents = NULL;
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->destroy(k->cores[i]);
     free(k->cores);
     k->cores = NULL;

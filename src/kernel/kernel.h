@@ -10,6 +10,8 @@
 #include <stdint.h>
 
 struct api_server;
+struct sto;
+struct tool_mgr;
 
 struct kernel {
     struct aios_config cfg;
@@ -20,8 +22,14 @@ struct kernel {
     /* worker pools for memory, storage, tool syscalls (NULL where no
      * manager registered one); see kernel_register_executor() */
     struct sched_pool *pools[SYSCALL_KIND__COUNT];
+    struct sto *storage; /* storage manager (src/storage), NULL until started */
+    struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     int64_t t_start_us;
     const char *version;
+    /* agents as processes (src/agents/): process table, accounting */
+    struct agent_factory *agents;
+    /* the config file given with --config, or NULL (POST /core/refresh) */
+    const char *config_path;
 };
 
 /* Build everything from k->cfg (already loaded) and start serving.

@@ -118,21 +118,9 @@ int syscall_emit(struct syscall *sc, const char *text, size_t len)
 {
     if (len == 0) return 0;
     pthread_mutex_lock(&sc->mu);
-    if (sc->n_out + len + 1 > sc->cap_out) {
-        size_t cap = sc->cap_out ? sc->cap_out : 256;
-        while (cap < sc->n_out + len + 1) cap *= 2;
-        char *p = realloc(sc->out, cap);
-        if (!p) {
-            pthread_mutex_unlock(&sc->mu);
-            return AIOS_ENOMEM;
-        }
-        sc->out = p;
-        sc->cap_out = cap;
-    }
-    memcpy(sc->out + sc->n_out, text, len);
-    sc->n_out += len;
-    sc->out[sc->n_out] = 0;
+    int rc = util_buf_append(&sc->out, &sc->n_out, &sc->cap_out, text, len);
     pthread_mutex_unlock(&sc->mu);
+    if (rc) return rc;
     notify(sc);
     return 0;
 }
@@ -242,23 +230,7 @@ void syscall_request_cancel(struct syscall *sc)
 enum syscall_status syscall_take_output(struct syscall *sc, char **buf, size_t *len, size_t *cap)
 {
     pthread_mutex_lock(&sc->mu);
-    if (sc->n_out) {
-        if (*len + sc->n_out + 1 > *cap) {
-            size_t c = *cap ? *cap : 256;
-            while (c < *len + sc->n_out + 1) c *= 2;
-            char *p = realloc(*buf, c);
-            if (p) {
-                *buf = p;
-                *cap = c;
-            }
-        }
-        if (*len + sc->n_out + 1 <= *cap) {
-            memcpy(*buf + *len, sc->out, sc->n_out);
-            *len += sc->n_out;
-            (*buf)[*len] = 0;
-            sc->n_out = 0;
-        }
-    }
+    if (sc->n_out && util_buf_append(buf, len, cap, sc->out, sc->n_out) == 0) sc->n_out = 0;
     enum syscall_status st = sc->status;
     pthread_mutex_unlock(&sc->mu);
     return st;

@@ -116,3 +116,19 @@ char *util_cache_dir(void)
     else snprintf(buf, sizeof buf, "/tmp/aios-cache");
     return strdup(buf);
 }
+
+int util_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *len + n + 1) c *= 2;
+        char *p = realloc(*buf, c);
+        if (!p) return AIOS_ENOMEM;
+        *buf = p;
+        *cap = c;
+    }
+    if (n) memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = 0;
+    return 0;
+}

@@ -3,6 +3,7 @@
 #define AIOS_UTIL_UTIL_H
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -12,5 +13,8 @@ int64_t util_wall_us(void); /* wall-clock microseconds since the epoch */
 int util_mkdirs(const char *path);
 /* ${XDG_CACHE_HOME:-$HOME/.cache}/aios, malloc'd */
 char *util_cache_dir(void);
+/* Append n bytes to a growable, NUL-terminated buffer (*buf, *len, *cap),
+ * doubling its capacity as needed. 0 or AIOS_ENOMEM (buffer unchanged). */
+int util_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
 
 #endif

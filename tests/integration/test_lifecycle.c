@@ -106,13 +106,23 @@ static void test_config_file(void **state)
             path);
     fclose(f);
     const char *extra[] = {"--config", cfg, NULL};
+    unsetenv("OPENAI_API_KEY");
     struct kernel_fixture *kf = kf_start(extra);
 
     json_t *j = NULL;
     assert_int_equal(kf_call(kf, "GET", "/v1/models", NULL, &j), 200);
     json_t *d = json_object_get(j, "data");
-    assert_int_equal(json_array_size(d), 1); /* the remote one is skipped for now */
+    assert_int_equal(json_array_size(d), 2); /* local and remote */
     assert_string_equal(json_string_value(json_object_get(json_array_get(d, 0), "id")), "my-agent-model");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(d, 1), "id")), "gpt-4o-mini");
+    json_decref(j);
+
+    /* the remote model has no key (empty api_keys.openai, no environment
+     * variable): a 401 that says where to put one, without any network */
+    assert_int_equal(kf_call(kf, "POST", "/v1/chat/completions",
+                             "{\"model\":\"gpt-4o-mini\","
+                             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &j), 401);
+    assert_error_body(j, "OPENAI_API_KEY");
     json_decref(j);
 
     assert_int_equal(kf_call(kf, "GET", "/status", NULL, &j), 200);

@@ -1,0 +1,1 @@
+from aios_client import call_tool  # noqa: F401

@@ -1,0 +1,1267 @@
+/* The storage manager (LSFS): the operations of the AIOS `storage` query
+ * type over per-agent sandboxed directories, with versions, search and
+ * sharing.
+ *
+ * Layout under storage.root_dir:
+ *   <agent>/...        each agent's files, real files on disk (so tools that
+ *                      get the agent's directory bound into their sandbox see
+ *                      them); directory name from sto_agent_dirname()
+ *   .lsfs/lsfs.db      the SQLite store (store.c): versions as
+ *                      content-addressed blobs, quotas, grants, search index
+ *
+ * A write (write, create_file, rollback) is atomic and durable, in this
+ * order: (1) the content goes to a temp file in the target directory and is
+ * fsynced; (2) one SQLite transaction checks the quota, stores the blob,
+ * adds the version, prunes beyond max_versions, updates the index, and marks
+ * the file dirty; (3) the temp file is renamed over the file and the
+ * directory fsynced; (4) the dirty mark is cleared; only then is the call
+ * answered. A crash before (2) commits leaves the old file and an orphan
+ * temp file (swept at start); after (2) the start-up repair rewrites the file
+ * from its blob. So an acknowledged write is always intact, a file is never
+ * torn (it is only ever replaced by rename), and the history on disk always
+ * matches the file.
+ *
+ * Isolation: every path goes through sto_path_norm() and descriptor-relative
+ * walking (path.c) inside the owner's directory. Another agent's files are
+ * reachable only through a share grant (param "owner"); without one the
+ * answer is the same 404 a missing file gets, so nothing leaks. A read-only
+ * grant answers 403 to a write, because the caller already knows the path.
+ *
+ * Threads: sto_exec is called by the storage worker pool (several threads)
+ * and by other managers. Mutations of one owner's tree hold that owner's
+ * stripe mutex from (1) to (4), so versions commit in the order files are
+ * renamed; reads take no lock (rename is atomic). Each thread uses its own
+ * SQLite connection (store.c). No thread holds two of our locks. */
+#include "storage/sto_int.h"
+
+#include "kernel/config.h"
+#include "kernel/kernel.h"
+#include "kernel/query.h"
+#include "storage/sha256.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INDEX_MAX_BYTES ((size_t)256 << 10) /* text indexed per file: its first 256 KiB */
+#define MOUNT_IMPORT_MAX 10000
+
+/* ------------------------------------------------------------------ config */
+
+static int cfg_int(const struct aios_config *cfg, const char *key, int64_t lo, int64_t hi,
+                   int64_t *v, char *err, size_t errlen)
+{
+    json_t *j = config_lookup(cfg, key);
+    if (!j || json_is_null(j)) return 0;
+    if (!json_is_integer(j) || json_integer_value(j) < lo || json_integer_value(j) > hi) {
+        snprintf(err, errlen, "%s: expected an integer in %lld..%lld", key, (long long)lo,
+                 (long long)hi);
+        return AIOS_ECONFIG;
+    }
+    *v = json_integer_value(j);
+    return 0;
+}
+
+int sto_config_from(const struct aios_config *cfg, struct sto_config *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int64_t mv = STO_DEFAULT_MAX_VERSIONS, qb = STO_DEFAULT_QUOTA_BYTES,
+            qf = STO_DEFAULT_QUOTA_FILES, mf = STO_DEFAULT_MAX_FILE_BYTES, nt = STO_DEFAULT_THREADS;
+    int rc;
+    if ((rc = cfg_int(cfg, "storage.max_versions", 1, 100000, &mv, err, errlen)) ||
+        (rc = cfg_int(cfg, "storage.quota_bytes", 0, INT64_MAX, &qb, err, errlen)) ||
+        (rc = cfg_int(cfg, "storage.quota_files", 0, INT64_MAX, &qf, err, errlen)) ||
+        (rc = cfg_int(cfg, "storage.max_file_bytes", 1, (int64_t)1 << 30, &mf, err, errlen)) ||
+        (rc = cfg_int(cfg, "storage.n_threads", 1, 64, &nt, err, errlen)))
+        return rc;
+    out->root_dir = config_resolve_path(cfg, cfg->storage_root ? cfg->storage_root : "root");
+    if (!out->root_dir) return AIOS_ENOMEM;
+    out->max_versions = (int)mv;
+    out->quota_bytes = qb;
+    out->quota_files = qf;
+    out->max_file_bytes = mf;
+    out->n_threads = (int)nt;
+    return 0;
+}
+
+void sto_config_free(struct sto_config *c)
+{
+    if (!c) return;
+    free(c->root_dir);
+    c->root_dir = NULL;
+}
+
+/* ------------------------------------------------------------ small helpers */
+
+static bool utf8_ok(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t k;
+        uint32_t cp;
+        if (c < 0x80) { i++; continue; }
+        else if ((c & 0xe0) == 0xc0) { k = 1; cp = c & 0x1f; }
+        else if ((c & 0xf0) == 0xe0) { k = 2; cp = c & 0x0f; }
+        else if ((c & 0xf8) == 0xf0) { k = 3; cp = c & 0x07; }
+        else return false;
+        for (size_t j = 1; j <= k; j++) {
+            if (i + j >= n || (p[i + j] & 0xc0) != 0x80) return false;
+            cp = cp << 6 | (p[i + j] & 0x3f);
+        }
+        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+/* how many leading bytes of data go into the search index: UTF-8 text
+ * only, at most INDEX_MAX_BYTES, cut at a character boundary */
+static size_t index_len(const char *data, size_t n)
+{
+    size_t k = n < INDEX_MAX_BYTES ? n : INDEX_MAX_BYTES;
+    while (k > 0 && k < n && ((unsigned char)data[k] & 0xc0) == 0x80) k--;
+    return utf8_ok((const unsigned char *)data, k) ? k : 0;
+}
+
+static json_t *response(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static json_t *response(const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return json_pack("{s:s,s:s,s:b,s:n,s:i}", "response_class", "storage", "response_message", msg,
+                     "finished", 1, "error", "status_code", 200);
+}
+
+struct opctx {
+    struct sto *s;
+    const char *agent;
+    json_t *params;
+    int http;
+    char *err;
+    size_t errlen;
+};
+
+static int fail(struct opctx *c, int http, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(struct opctx *c, int http, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, c->errlen, fmt, ap);
+    va_end(ap);
+    c->http = http;
+    return rc;
+}
+
+/* the first of the aliases present; must be a string (with its length) */
+static int param_str(struct opctx *c, const char *const *names, bool required, const char **v,
+                     size_t *len)
+{
+    *v = NULL;
+    if (len) *len = 0;
+    for (int i = 0; names[i]; i++) {
+        json_t *j = json_object_get(c->params, names[i]);
+        if (!j || json_is_null(j)) continue;
+        if (!json_is_string(j))
+            return fail(c, 400, AIOS_EINVAL, "params.%s must be a string", names[i]);
+        *v = json_string_value(j);
+        if (len) *len = json_string_length(j);
+        return 0;
+    }
+    if (required) {
+        char list[256] = "";
+        size_t o = 0;
+        for (int i = 0; names[i] && o < sizeof list; i++)
+            o += (size_t)snprintf(list + o, sizeof list - o, "%s'%s'", i ? " or " : "", names[i]);
+        return fail(c, 400, AIOS_EINVAL, "params needs %s (a string)", list);
+    }
+    return 0;
+}
+
+/* an integer given as a number or a numeric string (the reference sends both) */
+static int param_int(struct opctx *c, const char *const *names, int64_t def, int64_t lo, int64_t hi,
+                     int64_t *v)
+{
+    *v = def;
+    for (int i = 0; names[i]; i++) {
+        json_t *j = json_object_get(c->params, names[i]);
+        if (!j || json_is_null(j)) continue;
+        int64_t x;
+        if (json_is_integer(j)) {
+            x = json_integer_value(j);
+        } else if (json_is_string(j) && json_string_length(j) > 0) {
+            char *end;
+            errno = 0;
+            long long y = strtoll(json_string_value(j), &end, 10);
+            if (*end || errno) goto bad;
+            x = y;
+        } else {
+            goto bad;
+        }
+        if (x < lo || x > hi) goto bad;
+        *v = x;
+        return 0;
+    bad:
+        return fail(c, 400, AIOS_EINVAL, "params.%s must be an integer in %lld..%lld", names[i],
+                    (long long)lo, (long long)hi);
+    }
+    return 0;
+}
+
+static const char *const FILE_KEYS[] = {"file_path", "file_name", "path", "name", NULL};
+static const char *const DIR_KEYS[] = {"dir_path", "dir_name", "path", "name", NULL};
+static const char *const ANY_KEYS[] = {"file_path", "dir_path", "path", "file_name", "dir_name", "name", NULL};
+
+/* normalise the path param into norm */
+static int get_path(struct opctx *c, const char *const *keys, bool allow_root, bool required,
+                    char *norm, size_t normlen)
+{
+    const char *p;
+    size_t n;
+    int rc = param_str(c, keys, required, &p, &n);
+    if (rc) return rc;
+    if (!p) {
+        norm[0] = 0;
+        return 0;
+    }
+    char e[512];
+    rc = sto_path_norm(p, n, allow_root, norm, normlen, e, sizeof e);
+    if (rc) return fail(c, 400, rc, "%s", e);
+    return 0;
+}
+
+/* Whose tree: params.owner (another agent, through a share) or the caller.
+ * Returns 0 with *owner set, or fails with 404 / 403. */
+static int get_owner(struct opctx *c, const char *norm, enum sto_mode mode, const char **owner,
+                     const char *shown)
+{
+    const char *o = NULL;
+    static const char *const keys[] = {"owner", NULL};
+    int rc = param_str(c, keys, false, &o, NULL);
+    if (rc) return rc;
+    if (!o || !o[0] || !strcmp(o, c->agent)) {
+        *owner = c->agent;
+        return 0;
+    }
+    rc = sto_share_check(c->s, o, norm, c->agent, mode);
+    if (rc == AIOS_ENOTFOUND)
+        return fail(c, 404, AIOS_ENOTFOUND, "no such file or directory: '%s'", shown);
+    if (rc == AIOS_EPERM)
+        return fail(c, 403, AIOS_EPERM, "agent '%s' shared '%s' with you read-only; writing "
+                    "needs a read-write share", o, shown);
+    if (rc) return fail(c, 500, rc, "cannot check the share");
+    *owner = o;
+    return 0;
+}
+
+static pthread_mutex_t *stripe(struct sto *s, const char *owner)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)owner; *p; p++) h = (h ^ *p) * 16777619u;
+    return &s->stripes[h % STO_N_STRIPES];
+}
+
+/* map an error from path.c to an HTTP status */
+static int path_fail(struct opctx *c, int rc, const char *e)
+{
+    int http = rc == AIOS_ENOTFOUND ? 404 : rc == AIOS_EINVAL ? 400 : rc == AIOS_ETOOBIG ? 400 : 500;
+    return fail(c, http, rc, "%s", e);
+}
+
+/* ------------------------------------------------------------ writing */
+
+/* Put data as the new version of owner/norm (steps 1-4 in the design
+ * comment). Caller holds the owner's stripe. excl: fail with 409 if it
+ * exists (create_file answers "already exists" itself before this). */
+static int put_locked(struct opctx *c, const char *owner, const char *norm, const char *data,
+                      size_t n, const char *kind, int64_t *seq)
+{
+    struct sto *s = c->s;
+    char e[1024] = "", tmp[32] = "", sha[65];
+    int rootfd = -1, dirfd = -1, rc;
+    const char *leaf;
+    if ((int64_t)n > s->cfg.max_file_bytes)
+        return fail(c, 413, AIOS_ETOOBIG, "content is %zu bytes; a file may hold at most %lld "
+                    "(storage.max_file_bytes)", n, (long long)s->cfg.max_file_bytes);
+    rc = sto_root_open(s, owner, true, &rootfd, e, sizeof e);
+    if (rc) return path_fail(c, rc, e);
+    rc = sto_walk(rootfd, norm, true, &dirfd, &leaf, e, sizeof e);
+    if (rc) {
+        rc = path_fail(c, rc, e);
+        goto out;
+    }
+    struct stat st;
+    enum sto_kind k = sto_leaf_kind(dirfd, leaf, &st);
+    if (k == STO_KIND_DIR) {
+        rc = fail(c, 409, AIOS_EINVAL, "'%s' is a directory", norm);
+        goto out;
+    }
+    if (k == STO_KIND_LINK || k == STO_KIND_OTHER) {
+        rc = fail(c, 400, AIOS_EINVAL, "'%s' is a %s; storage only writes regular files", norm,
+                  k == STO_KIND_LINK ? "symbolic link" : "special file");
+        goto out;
+    }
+    struct sto_file_info fi;
+    if (k == STO_KIND_FILE && strcmp(kind, "import") &&
+        sto_st_file(s, owner, norm, &fi) == AIOS_ENOTFOUND) {
+        /* placed here by someone else (a tool): keep its content as a version first */
+        char *old = NULL;
+        size_t on = 0;
+        if (sto_read_leaf(dirfd, leaf, s->cfg.max_file_bytes, &old, &on, e, sizeof e) == 0) {
+            char osha[65];
+            int64_t oseq;
+            int http;
+            sto_sha256_hex(old, on, osha);
+            if (sto_st_put(s, owner, norm, old, on, osha, "import", index_len(old, on), &oseq,
+                           &http, e, sizeof e) == 0) {
+                struct sto_file_info f2;
+                if (sto_st_file(s, owner, norm, &f2) == 0) sto_st_clean(s, f2.id, osha);
+            }
+        }
+        free(old);
+    }
+    if (strcmp(kind, "import")) {
+        rc = sto_tmp_write(dirfd, data, n, tmp, e, sizeof e);
+        if (rc) {
+            rc = fail(c, 500, rc, "writing '%s': %s", norm, e);
+            goto out;
+        }
+    }
+    sto_sha256_hex(data, n, sha);
+    int http;
+    rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), seq, &http, e,
+                    sizeof e);
+    if (rc) {
+        if (tmp[0]) unlinkat(dirfd, tmp, 0);
+        rc = fail(c, http, rc, "%s", e);
+        goto out;
+    }
+    if (tmp[0]) {
+        rc = sto_tmp_commit(dirfd, tmp, leaf, e, sizeof e);
+        if (rc) {
+            rc = fail(c, 500, rc, "writing '%s': %s (the new version is recorded and will be "
+                      "restored at the next start)", norm, e);
+            goto out;
+        }
+    }
+    if (sto_st_file(s, owner, norm, &fi) == 0) sto_st_clean(s, fi.id, sha);
+    rc = 0;
+out:
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    return rc;
+}
+
+static int put(struct opctx *c, const char *owner, const char *norm, const char *data, size_t n,
+               const char *kind, int64_t *seq)
+{
+    pthread_mutex_t *m = stripe(c->s, owner);
+    pthread_mutex_lock(m);
+    int rc = put_locked(c, owner, norm, data, n, kind, seq);
+    pthread_mutex_unlock(m);
+    return rc;
+}
+
+/* ------------------------------------------------------------ operations */
+
+static int op_write(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1];
+    const char *owner, *content;
+    size_t n;
+    static const char *const ck[] = {"content", "data", NULL};
+    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
+    if (!rc) rc = param_str(c, ck, true, &content, &n);
+    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    if (rc) return rc;
+    int64_t seq;
+    rc = put(c, owner, norm, content, n, "write", &seq);
+    if (rc) return rc;
+    *out = response("Content has been written to file: %s (version %lld, %zu bytes)", norm,
+                    (long long)seq, n);
+    json_object_set_new(*out, "file_path", json_string(norm));
+    json_object_set_new(*out, "version", json_integer(seq));
+    json_object_set_new(*out, "size", json_integer((json_int_t)n));
+    return 0;
+}
+
+static int op_create_file(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1], e[1024];
+    const char *owner;
+    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
+    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    if (rc) return rc;
+    pthread_mutex_t *m = stripe(c->s, owner);
+    pthread_mutex_lock(m);
+    int rootfd = -1, dirfd = -1;
+    const char *leaf;
+    bool exists = false;
+    rc = sto_root_open(c->s, owner, true, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_walk(rootfd, norm, true, &dirfd, &leaf, e, sizeof e);
+    if (rc) {
+        rc = path_fail(c, rc, e);
+    } else {
+        enum sto_kind k = sto_leaf_kind(dirfd, leaf, NULL);
+        if (k == STO_KIND_FILE) exists = true;
+        else if (k != STO_KIND_NONE)
+            rc = fail(c, 409, AIOS_EINVAL, "'%s' exists and is not a regular file", norm);
+    }
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    int64_t seq = 0;
+    if (!rc && !exists) rc = put_locked(c, owner, norm, "", 0, "create", &seq);
+    pthread_mutex_unlock(m);
+    if (rc) return rc;
+    *out = exists ? response("File already exists at: %s", norm)
+                  : response("File has been created successfully at: %s", norm);
+    json_object_set_new(*out, "file_path", json_string(norm));
+    json_object_set_new(*out, "created", json_boolean(!exists));
+    return 0;
+}
+
+static int op_create_dir(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1], e[1024];
+    const char *owner, *leaf;
+    int rc = get_path(c, DIR_KEYS, false, true, norm, sizeof norm);
+    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    if (rc) return rc;
+    int rootfd = -1, dirfd = -1;
+    bool created = false;
+    rc = sto_root_open(c->s, owner, true, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_walk(rootfd, norm, true, &dirfd, &leaf, e, sizeof e);
+    if (rc) {
+        rc = path_fail(c, rc, e);
+        goto out;
+    }
+    if (mkdirat(dirfd, leaf, 0755) == 0) {
+        created = true;
+        fsync(dirfd);
+    } else if (errno != EEXIST) {
+        rc = fail(c, 500, AIOS_EIO, "cannot create '%s': %s", norm, strerror(errno));
+        goto out;
+    } else if (sto_leaf_kind(dirfd, leaf, NULL) != STO_KIND_DIR) {
+        rc = fail(c, 409, AIOS_EINVAL, "'%s' exists and is not a directory", norm);
+        goto out;
+    }
+    *out = created ? response("Directory has been created successfully at: %s", norm)
+                   : response("Directory already exists at: %s", norm);
+    json_object_set_new(*out, "dir_path", json_string(norm));
+    json_object_set_new(*out, "created", json_boolean(created));
+out:
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    return rc;
+}
+
+static int op_read(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1], e[1024];
+    const char *owner, *leaf;
+    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
+    if (!rc) rc = get_owner(c, norm, STO_MODE_READ, &owner, norm);
+    if (rc) return rc;
+    int rootfd = -1, dirfd = -1;
+    char *data = NULL;
+    size_t n = 0;
+    rc = sto_root_open(c->s, owner, false, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e);
+    if (!rc) rc = sto_read_leaf(dirfd, leaf, c->s->cfg.max_file_bytes, &data, &n, e, sizeof e);
+    if (rc == AIOS_ENOTFOUND) {
+        rc = fail(c, 404, rc, "no such file or directory: '%s'", norm);
+        goto out;
+    }
+    if (rc == AIOS_EBUSY) {
+        rc = fail(c, 409, rc, "'%s' is a directory; use list", norm);
+        goto out;
+    }
+    if (rc == AIOS_ETOOBIG) {
+        rc = fail(c, 413, rc, "%s", e);
+        goto out;
+    }
+    if (rc) {
+        rc = path_fail(c, rc, e);
+        goto out;
+    }
+    json_t *content = json_stringn(data, n);
+    if (!content) {
+        rc = fail(c, 422, AIOS_EINVAL, "'%s' is not UTF-8 text (%zu bytes) and cannot be returned "
+                  "as a JSON string", norm, n);
+        goto out;
+    }
+    struct sto_file_info fi;
+    bool tracked = sto_st_file(c->s, owner, norm, &fi) == 0;
+    const char *base = strrchr(norm, '/');
+    /* the content itself is the message, as agents written for the
+     * reference read it */
+    *out = response("%s", "");
+    json_object_set(*out, "response_message", content);
+    json_object_set_new(*out, "content", content);
+    json_object_set_new(*out, "file_path", json_string(norm));
+    json_object_set_new(*out, "file_name", json_string(base ? base + 1 : norm));
+    json_object_set_new(*out, "size", json_integer((json_int_t)n));
+    json_object_set_new(*out, "version", tracked ? json_integer(fi.next_seq - 1) : json_null());
+    json_object_set_new(*out, "owner", json_string(owner));
+out:
+    free(data);
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    return rc;
+}
+
+static int op_list(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1], e[1024];
+    const char *owner;
+    int rc = get_path(c, DIR_KEYS, true, false, norm, sizeof norm);
+    if (!rc) rc = get_owner(c, norm, STO_MODE_READ, &owner, norm[0] ? norm : ".");
+    if (rc) return rc;
+    int rootfd = -1, fd = -1;
+    rc = sto_root_open(c->s, owner, owner == c->agent, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_open_dir(rootfd, norm, &fd, e, sizeof e);
+    if (rootfd >= 0) close(rootfd);
+    if (rc == AIOS_ENOTFOUND) return fail(c, 404, rc, "no such file or directory: '%s'", norm);
+    if (rc) return path_fail(c, rc, e);
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return fail(c, 500, AIOS_EIO, "cannot list '%s'", norm);
+    }
+    json_t *entries = json_array();
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (!strncmp(de->d_name, STO_TMP_PREFIX, strlen(STO_TMP_PREFIX))) continue;
+        struct stat st;
+        enum sto_kind k = sto_leaf_kind(dirfd(d), de->d_name, &st);
+        const char *type = k == STO_KIND_FILE ? "file" : k == STO_KIND_DIR ? "dir"
+                         : k == STO_KIND_LINK ? "link" : "other";
+        json_t *name = json_string(de->d_name);
+        if (!name) continue; /* not UTF-8 */
+        json_array_append_new(entries, json_pack("{s:o,s:s,s:I,s:f}", "name", name, "type", type,
+                                                 "size", (json_int_t)(k == STO_KIND_FILE ? st.st_size : 0),
+                                                 "modified", (double)st.st_mtim.tv_sec +
+                                                 st.st_mtim.tv_nsec / 1e9));
+    }
+    closedir(d);
+    /* stable order for agents and tests */
+    size_t n = json_array_size(entries);
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0; j--) {
+            json_t *a = json_array_get(entries, j - 1), *b = json_array_get(entries, j);
+            if (strcmp(json_string_value(json_object_get(a, "name")),
+                       json_string_value(json_object_get(b, "name"))) <= 0)
+                break;
+            json_incref(a);
+            json_array_set(entries, j - 1, b);
+            json_array_set_new(entries, j, a);
+        }
+    *out = response("%zu entries in '%s'", n, norm[0] ? norm : ".");
+    json_object_set_new(*out, "dir_path", json_string(norm));
+    json_object_set_new(*out, "entries", entries);
+    return 0;
+}
+
+static int op_delete(struct opctx *c, json_t **out, bool dir)
+{
+    char norm[STO_PATH_MAX + 1], e[1024];
+    const char *owner, *leaf;
+    int rc = get_path(c, dir ? DIR_KEYS : FILE_KEYS, false, true, norm, sizeof norm);
+    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    if (rc) return rc;
+    bool recursive = json_is_true(json_object_get(c->params, "recursive"));
+    pthread_mutex_t *m = stripe(c->s, owner);
+    pthread_mutex_lock(m);
+    int rootfd = -1, dirfd = -1, n_files = 0;
+    rc = sto_root_open(c->s, owner, false, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e);
+    if (rc == AIOS_ENOTFOUND) {
+        rc = fail(c, 404, rc, "no such file or directory: '%s'", norm);
+        goto out;
+    }
+    if (rc) {
+        rc = path_fail(c, rc, e);
+        goto out;
+    }
+    enum sto_kind k = sto_leaf_kind(dirfd, leaf, NULL);
+    if (k == STO_KIND_NONE) {
+        rc = fail(c, 404, AIOS_ENOTFOUND, "no such file or directory: '%s'", norm);
+        goto out;
+    }
+    if (dir && k != STO_KIND_DIR) {
+        rc = fail(c, 409, AIOS_EINVAL, "'%s' is not a directory; use delete_file", norm);
+        goto out;
+    }
+    if (!dir && k == STO_KIND_DIR) {
+        rc = fail(c, 409, AIOS_EINVAL, "'%s' is a directory; use delete_dir", norm);
+        goto out;
+    }
+    if (dir) {
+        if (unlinkat(dirfd, leaf, AT_REMOVEDIR) != 0) {
+            if (errno != ENOTEMPTY && errno != EEXIST) {
+                rc = fail(c, 500, AIOS_EIO, "cannot remove '%s': %s", norm, strerror(errno));
+                goto out;
+            }
+            if (!recursive) {
+                rc = fail(c, 409, AIOS_EINVAL, "directory '%s' is not empty; pass \"recursive\": "
+                          "true to delete it with everything in it", norm);
+                goto out;
+            }
+            if (sto_st_forget(c->s, owner, norm, true, &n_files)) {
+                rc = fail(c, 500, AIOS_EIO, "storage database error while deleting '%s'", norm);
+                goto out;
+            }
+            if (sto_rmtree(dirfd, leaf)) {
+                rc = fail(c, 500, AIOS_EIO, "could not remove all of '%s'", norm);
+                goto out;
+            }
+        }
+    } else {
+        if (sto_st_forget(c->s, owner, norm, false, &n_files)) {
+            rc = fail(c, 500, AIOS_EIO, "storage database error while deleting '%s'", norm);
+            goto out;
+        }
+        if (unlinkat(dirfd, leaf, 0) != 0 && errno != ENOENT) {
+            rc = fail(c, 500, AIOS_EIO, "cannot remove '%s': %s", norm, strerror(errno));
+            goto out;
+        }
+    }
+    fsync(dirfd);
+    *out = dir ? response("Directory has been deleted: %s (%d files)", norm, n_files)
+               : response("File has been deleted: %s", norm);
+    json_object_set_new(*out, dir ? "dir_path" : "file_path", json_string(norm));
+    json_object_set_new(*out, "deleted_files", json_integer(dir ? n_files : 1));
+out:
+    pthread_mutex_unlock(m);
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    return rc;
+}
+
+/* ISO 8601 (naive = UTC, like the reference's datetime.isoformat()) or epoch seconds */
+static int parse_time(const char *t, int64_t *us)
+{
+    char *end;
+    double d = strtod(t, &end);
+    if (end != t && !*end) {
+        *us = llround(d * 1e6);
+        return 0;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *p = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p) p = strptime(t, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!p) return AIOS_EINVAL;
+    int64_t frac = 0;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; isdigit((unsigned char)*p); p++)
+            if (digits < 6) { frac = frac * 10 + (*p - '0'); digits++; }
+        while (digits++ < 6) frac *= 10;
+    }
+    int64_t off = 0;
+    if (*p == 'Z') p++;
+    else if (*p == '+' || *p == '-') {
+        int hh, mm;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) return AIOS_EINVAL;
+        off = (int64_t)(hh * 3600 + mm * 60) * (*p == '-' ? -1 : 1);
+        p += 6;
+    }
+    if (*p) return AIOS_EINVAL;
+    *us = ((int64_t)timegm(&tm) - off) * 1000000 + frac;
+    return 0;
+}
+
+static int op_rollback(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1], e[512], sha[65];
+    const char *owner;
+    static const char *const nk[] = {"n", "k", "versions", NULL};
+    int64_t n, t_us = 0, from;
+    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
+    if (!rc) rc = param_int(c, nk, 1, 1, 1000000, &n);
+    if (rc) return rc;
+    json_t *tj = json_object_get(c->params, "time");
+    if (!tj || json_is_null(tj)) tj = json_object_get(c->params, "timestamp");
+    if (json_is_number(tj)) {
+        t_us = llround(json_number_value(tj) * 1e6);
+        if (t_us <= 0) return fail(c, 400, AIOS_EINVAL, "params.time must be after the epoch");
+    } else if (json_is_string(tj)) {
+        if (parse_time(json_string_value(tj), &t_us) || t_us <= 0)
+            return fail(c, 400, AIOS_EINVAL, "params.time '%s' is not a time: use ISO 8601 "
+                        "(2025-01-31T12:00:00Z) or seconds since the epoch", json_string_value(tj));
+    } else if (tj && !json_is_null(tj)) {
+        return fail(c, 400, AIOS_EINVAL, "params.time must be an ISO 8601 string or epoch seconds");
+    }
+    rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    if (rc) return rc;
+    pthread_mutex_t *m = stripe(c->s, owner);
+    pthread_mutex_lock(m);
+    struct sto_file_info fi;
+    char *data = NULL;
+    size_t len = 0;
+    int64_t seq = 0;
+    rc = sto_st_file(c->s, owner, norm, &fi);
+    if (rc == AIOS_ENOTFOUND) {
+        rc = fail(c, 404, rc, "no such file or directory: '%s' (or it has no versions)", norm);
+        goto out;
+    }
+    if (rc) {
+        rc = fail(c, 500, rc, "storage database error");
+        goto out;
+    }
+    rc = sto_st_pick(c->s, fi.id, (int)n, t_us, sha, &from, e, sizeof e);
+    if (rc) {
+        rc = fail(c, rc == AIOS_ENOTFOUND ? 404 : 500, rc, "'%s': %s", norm, e);
+        goto out;
+    }
+    rc = sto_st_blob(c->s, sha, &data, &len);
+    if (rc) {
+        rc = fail(c, 500, AIOS_EIO, "version blob of '%s' is missing", norm);
+        goto out;
+    }
+    rc = put_locked(c, owner, norm, data, len, "rollback", &seq);
+out:
+    pthread_mutex_unlock(m);
+    free(data);
+    if (rc) return rc;
+    *out = response("Successfully rolled back the file: %s to version %lld (now version %lld)",
+                    norm, (long long)from, (long long)seq);
+    json_object_set_new(*out, "file_path", json_string(norm));
+    json_object_set_new(*out, "restored_version", json_integer(from));
+    json_object_set_new(*out, "version", json_integer(seq));
+    json_object_set_new(*out, "size", json_integer((json_int_t)len));
+    return 0;
+}
+
+static int op_history(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1];
+    const char *owner;
+    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
+    if (!rc) rc = get_owner(c, norm, STO_MODE_READ, &owner, norm);
+    if (rc) return rc;
+    struct sto_file_info fi;
+    rc = sto_st_file(c->s, owner, norm, &fi);
+    if (rc == AIOS_ENOTFOUND) return fail(c, 404, rc, "no such file or directory: '%s'", norm);
+    json_t *v = NULL;
+    if (rc || sto_st_history(c->s, fi.id, &v)) return fail(c, 500, AIOS_EIO, "storage database error");
+    *out = response("%zu versions of %s", json_array_size(v), norm);
+    json_object_set_new(*out, "file_path", json_string(norm));
+    json_object_set_new(*out, "versions", v);
+    return 0;
+}
+
+/* words of s as FTS5 string literals joined by sep, appended to q */
+static size_t fts_terms(const char *s, const char *sep, char *q, size_t cap, size_t o, int *n_terms)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        while (*p && !(isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
+        const unsigned char *b = p;
+        while (*p && (isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
+        if (p == b) continue;
+        size_t n = (size_t)(p - b);
+        if (o + n + strlen(sep) + 4 >= cap) break;
+        if (*n_terms) o += (size_t)snprintf(q + o, cap - o, "%s", sep);
+        q[o++] = '"';
+        memcpy(q + o, b, n);
+        o += n;
+        q[o++] = '"';
+        q[o] = 0;
+        (*n_terms)++;
+    }
+    return o;
+}
+
+static int op_retrieve(struct opctx *c, json_t **out)
+{
+    static const char *const qk[] = {"query_text", "query", NULL};
+    static const char *const kk[] = {"k", "n", "top_k", NULL};
+    const char *qt;
+    int64_t k;
+    int rc = param_str(c, qk, true, &qt, NULL);
+    if (!rc) rc = param_int(c, kk, 3, 1, 100, &k);
+    if (rc) return rc;
+    char q[4096] = "", kw[2048] = "";
+    int nq = 0, nk = 0;
+    fts_terms(qt, " OR ", q, sizeof q, 0, &nq);
+    json_t *kwj = json_object_get(c->params, "keywords");
+    if (json_is_string(kwj)) {
+        fts_terms(json_string_value(kwj), " AND ", kw, sizeof kw, 0, &nk);
+    } else if (json_is_array(kwj)) {
+        size_t i, o = 0;
+        json_t *v;
+        json_array_foreach(kwj, i, v) {
+            if (!json_is_string(v))
+                return fail(c, 400, AIOS_EINVAL, "params.keywords must be a string or a list of strings");
+            o = fts_terms(json_string_value(v), " AND ", kw, sizeof kw, o, &nk);
+        }
+    } else if (kwj && !json_is_null(kwj)) {
+        return fail(c, 400, AIOS_EINVAL, "params.keywords must be a string or a list of strings");
+    }
+    if (nq == 0 && nk == 0)
+        return fail(c, 400, AIOS_EINVAL, "params.query_text has no words to search for");
+    char match[6200];
+    if (nq && nk) snprintf(match, sizeof match, "(%s) AND %s", q, kw);
+    else snprintf(match, sizeof match, "%s", nq ? q : kw);
+    /* params.owner: search another agent's files, keeping only those a
+     * live grant lets the caller read (nothing else is even counted) */
+    const char *owner = json_string_value(json_object_get(c->params, "owner"));
+    bool foreign = owner && owner[0] && strcmp(owner, c->agent);
+    json_t *res = NULL;
+    char e[512];
+    rc = sto_st_search(c->s, foreign ? owner : c->agent, match, foreign ? (int)k * 5 + 20 : (int)k,
+                       &res, e, sizeof e);
+    if (rc) return fail(c, 500, rc, "%s", e);
+    if (foreign) {
+        json_t *kept = json_array();
+        size_t i;
+        json_t *r;
+        json_array_foreach(res, i, r) {
+            const char *fp = json_string_value(json_object_get(r, "file_path"));
+            if (json_array_size(kept) < (size_t)k &&
+                sto_share_check(c->s, owner, fp, c->agent, STO_MODE_READ) == 0)
+                json_array_append(kept, r);
+        }
+        json_decref(res);
+        res = kept;
+    }
+    size_t n = json_array_size(res);
+    if (n == 0) {
+        *out = response("No documents found");
+    } else {
+        char *dump = json_dumps(res, JSON_COMPACT);
+        *out = response("%s", dump ? dump : "");
+        free(dump);
+    }
+    json_object_set_new(*out, "results", res);
+    return 0;
+}
+
+static int parse_duration(json_t *j, int64_t *secs)
+{
+    if (json_is_integer(j)) {
+        *secs = json_integer_value(j);
+        return *secs > 0 ? 0 : AIOS_EINVAL;
+    }
+    if (!json_is_string(j)) return AIOS_EINVAL;
+    char unit[32] = "";
+    double v;
+    int nread = sscanf(json_string_value(j), "%lf %31s", &v, unit);
+    if (nread < 1 || v <= 0) return AIOS_EINVAL;
+    double mul = 1;
+    if (nread == 2) {
+        size_t l = strlen(unit);
+        if (l > 1 && unit[l - 1] == 's') unit[l - 1] = 0;
+        if (!strcmp(unit, "s") || !strcmp(unit, "sec") || !strcmp(unit, "second")) mul = 1;
+        else if (!strcmp(unit, "m") || !strcmp(unit, "min") || !strcmp(unit, "minute")) mul = 60;
+        else if (!strcmp(unit, "h") || !strcmp(unit, "hour")) mul = 3600;
+        else if (!strcmp(unit, "d") || !strcmp(unit, "day")) mul = 86400;
+        else return AIOS_EINVAL;
+    }
+    *secs = (int64_t)(v * mul);
+    return *secs > 0 ? 0 : AIOS_EINVAL;
+}
+
+static const char *const GRANTEE_KEYS[] = {"agent", "grantee", "share_with", "to", "agent_name", NULL};
+
+static int op_share(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1], e[1024];
+    const char *grantee, *mode_s, *leaf;
+    static const char *const mk[] = {"mode", "access", NULL};
+    int rc = get_path(c, ANY_KEYS, true, false, norm, sizeof norm);
+    if (!rc) rc = param_str(c, GRANTEE_KEYS, false, &grantee, NULL);
+    if (!rc) rc = param_str(c, mk, false, &mode_s, NULL);
+    if (rc) return rc;
+    if (!grantee || !grantee[0])
+        return fail(c, 400, AIOS_EINVAL, "share needs params.agent: the agent to share with "
+                    "(this kernel shares between agents; it never uploads files to public services)");
+    if (!strcmp(grantee, c->agent))
+        return fail(c, 400, AIOS_EINVAL, "an agent cannot share with itself");
+    if (strlen(grantee) > STO_AGENT_MAX)
+        return fail(c, 400, AIOS_EINVAL, "params.agent is longer than %d bytes", STO_AGENT_MAX);
+    const char *o = json_string_value(json_object_get(c->params, "owner"));
+    if (o && strcmp(o, c->agent))
+        return fail(c, 403, AIOS_EPERM, "only the owner of a file can share it");
+    enum sto_mode mode = STO_MODE_READ;
+    if (mode_s) {
+        if (!strcmp(mode_s, "r") || !strcmp(mode_s, "read") || !strcmp(mode_s, "ro"))
+            mode = STO_MODE_READ;
+        else if (!strcmp(mode_s, "rw") || !strcmp(mode_s, "write") || !strcmp(mode_s, "read-write") ||
+                 !strcmp(mode_s, "read_write"))
+            mode = STO_MODE_RW;
+        else
+            return fail(c, 400, AIOS_EINVAL, "params.mode must be \"r\" (read) or \"rw\" (read-write)");
+    }
+    int64_t exp = 0, secs;
+    json_t *ej = json_object_get(c->params, "expires_in");
+    if (ej && !json_is_null(ej)) {
+        if (parse_duration(ej, &secs))
+            return fail(c, 400, AIOS_EINVAL, "params.expires_in must be seconds or a string like "
+                        "\"7 days\", \"12 hours\", \"30 minutes\"");
+        exp = util_wall_us() + secs * 1000000;
+    }
+    /* the path must exist in the owner's tree */
+    int rootfd = -1, dirfd = -1;
+    rc = sto_root_open(c->s, c->agent, true, &rootfd, e, sizeof e);
+    if (!rc && norm[0]) {
+        rc = sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e);
+        if (!rc && sto_leaf_kind(dirfd, leaf, NULL) == STO_KIND_NONE) rc = AIOS_ENOTFOUND;
+    }
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    if (rc == AIOS_ENOTFOUND) return fail(c, 404, rc, "no such file or directory: '%s'", norm);
+    if (rc) return path_fail(c, rc, e);
+    rc = sto_share_grant(c->s, c->agent, norm, grantee, mode, exp, e, sizeof e);
+    if (rc) return fail(c, 500, rc, "%s", e);
+    *out = response("'%s' is shared with agent '%s' (%s)%s", norm[0] ? norm : ".", grantee,
+                    mode == STO_MODE_RW ? "read-write" : "read-only",
+                    exp ? " until it expires" : "");
+    json_object_set_new(*out, "file_path", json_string(norm));
+    json_object_set_new(*out, "owner", json_string(c->agent));
+    json_object_set_new(*out, "agent", json_string(grantee));
+    json_object_set_new(*out, "mode", json_string(mode == STO_MODE_RW ? "rw" : "r"));
+    json_object_set_new(*out, "expires_in_s", exp ? json_integer((exp - util_wall_us()) / 1000000 + 1) : json_null());
+    return 0;
+}
+
+static int op_unshare(struct opctx *c, json_t **out)
+{
+    char norm[STO_PATH_MAX + 1], e[512];
+    const char *grantee;
+    int rc = get_path(c, ANY_KEYS, true, false, norm, sizeof norm);
+    if (!rc) rc = param_str(c, GRANTEE_KEYS, true, &grantee, NULL);
+    if (rc) return rc;
+    rc = sto_share_revoke(c->s, c->agent, norm, grantee, e, sizeof e);
+    if (rc) return fail(c, rc == AIOS_ENOTFOUND ? 404 : 500, rc, "%s", e);
+    *out = response("'%s' is no longer shared with agent '%s'", norm[0] ? norm : ".", grantee);
+    return 0;
+}
+
+static int op_shares(struct opctx *c, json_t **out)
+{
+    json_t *l = NULL;
+    if (sto_share_list(c->s, c->agent, &l)) return fail(c, 500, AIOS_EIO, "storage database error");
+    *out = response("%zu shares given, %zu received", json_array_size(json_object_get(l, "given")),
+                    json_array_size(json_object_get(l, "received")));
+    json_object_update(*out, l);
+    json_decref(l);
+    return 0;
+}
+
+static int op_usage(struct opctx *c, json_t **out)
+{
+    int64_t b, f;
+    if (sto_st_usage(c->s, c->agent, &b, &f)) return fail(c, 500, AIOS_EIO, "storage database error");
+    *out = response("%lld bytes in %lld files", (long long)b, (long long)f);
+    json_object_set_new(*out, "bytes", json_integer(b));
+    json_object_set_new(*out, "files", json_integer(f));
+    json_object_set_new(*out, "quota_bytes", json_integer(c->s->cfg.quota_bytes));
+    json_object_set_new(*out, "quota_files", json_integer(c->s->cfg.quota_files));
+    return 0;
+}
+
+/* import files found in dirfd (placed by tools) that have no versions yet */
+static void import_tree(struct opctx *c, int dirfd, char *rel, size_t rlen, int *n, int depth)
+{
+    if (depth > STO_DEPTH_MAX || *n >= MOUNT_IMPORT_MAX) return;
+    int fd = dup(dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) && *n < MOUNT_IMPORT_MAX) {
+        if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..") ||
+                                     !strncmp(de->d_name, STO_TMP_PREFIX, strlen(STO_TMP_PREFIX))))
+            continue;
+        size_t nl = strlen(de->d_name);
+        if (rlen + nl + 2 > STO_PATH_MAX) continue;
+        size_t o = rlen;
+        if (o) rel[o++] = '/';
+        memcpy(rel + o, de->d_name, nl + 1);
+        enum sto_kind k = sto_leaf_kind(dirfd, de->d_name, NULL);
+        if (k == STO_KIND_DIR) {
+            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0) {
+                import_tree(c, sub, rel, o + nl, n, depth + 1);
+                close(sub);
+            }
+        } else if (k == STO_KIND_FILE) {
+            struct sto_file_info fi;
+            char *data = NULL, e[256];
+            size_t len;
+            if (sto_st_file(c->s, c->agent, rel, &fi) == AIOS_ENOTFOUND &&
+                sto_read_leaf(dirfd, de->d_name, c->s->cfg.max_file_bytes, &data, &len, e, sizeof e) == 0) {
+                int64_t seq;
+                if (put_locked(c, c->agent, rel, data, len, "import", &seq) == 0) (*n)++;
+            }
+            free(data);
+        }
+        rel[rlen] = 0;
+    }
+    closedir(d);
+}
+
+static int op_mount(struct opctx *c, json_t **out)
+{
+    static const char *const rk[] = {"root", "root_dir", "mount_dir", NULL};
+    const char *root;
+    char e[512];
+    int rc = param_str(c, rk, false, &root, NULL);
+    if (rc) return rc;
+    int rootfd;
+    pthread_mutex_t *m = stripe(c->s, c->agent);
+    pthread_mutex_lock(m);
+    rc = sto_root_open(c->s, c->agent, true, &rootfd, e, sizeof e);
+    int n = 0;
+    if (!rc) {
+        char rel[STO_PATH_MAX + 2] = "";
+        import_tree(c, rootfd, rel, 0, &n, 0);
+        close(rootfd);
+    }
+    pthread_mutex_unlock(m);
+    if (rc) return path_fail(c, rc, e);
+    char dn[STO_AGENT_MAX * 3 + 1];
+    sto_agent_dirname(c->agent, dn, sizeof dn);
+    *out = response("File system mounted successfully for agent: %s%s", c->agent,
+                    root ? " (each agent has its own root; the root given was not used)" : "");
+    json_object_set_new(*out, "root_dir", json_pack("s++", c->s->agents_dir, "/", dn));
+    json_object_set_new(*out, "imported", json_integer(n));
+    return 0;
+}
+
+int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,
+             int *http_status, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct opctx c = {.s = s, .agent = agent, .params = params, .http = 500, .err = err, .errlen = errlen};
+    err[0] = 0;
+    char dn[STO_AGENT_MAX * 3 + 1];
+    int rc;
+    if (!agent || sto_agent_dirname(agent, dn, sizeof dn)) {
+        rc = fail(&c, 400, AIOS_EINVAL, "agent_name must be 1..%d bytes", STO_AGENT_MAX);
+        goto done;
+    }
+    if (!params || !json_is_object(params)) {
+        rc = fail(&c, 400, AIOS_EINVAL, "params must be an object");
+        goto done;
+    }
+    if (!op) op = "";
+    if (!strcmp(op, "write") || !strcmp(op, "write_file")) rc = op_write(&c, out);
+    else if (!strcmp(op, "read") || !strcmp(op, "read_file")) rc = op_read(&c, out);
+    else if (!strcmp(op, "create_file")) rc = op_create_file(&c, out);
+    else if (!strcmp(op, "create_dir") || !strcmp(op, "create_directory")) rc = op_create_dir(&c, out);
+    else if (!strcmp(op, "list") || !strcmp(op, "list_dir") || !strcmp(op, "ls")) rc = op_list(&c, out);
+    else if (!strcmp(op, "delete_file") || !strcmp(op, "remove_file")) rc = op_delete(&c, out, false);
+    else if (!strcmp(op, "delete_dir") || !strcmp(op, "remove_dir")) rc = op_delete(&c, out, true);
+    else if (!strcmp(op, "rollback") || !strcmp(op, "rollback_file")) rc = op_rollback(&c, out);
+    else if (!strcmp(op, "history")) rc = op_history(&c, out);
+    else if (!strcmp(op, "retrieve") || !strcmp(op, "retrieve_file") || !strcmp(op, "search")) rc = op_retrieve(&c, out);
+    else if (!strcmp(op, "share") || !strcmp(op, "share_file")) rc = op_share(&c, out);
+    else if (!strcmp(op, "unshare") || !strcmp(op, "revoke")) rc = op_unshare(&c, out);
+    else if (!strcmp(op, "shares") || !strcmp(op, "list_shares")) rc = op_shares(&c, out);
+    else if (!strcmp(op, "usage")) rc = op_usage(&c, out);
+    else if (!strcmp(op, "mount")) rc = op_mount(&c, out);
+    else
+        rc = fail(&c, 400, AIOS_EINVAL, "unknown storage operation_type '%s'; one of mount, "
+                  "create_file, create_dir, write, read, list, delete_file, delete_dir, rollback, "
+                  "history, retrieve, share, unshare, shares, usage", op);
+done:
+    if (!rc && !*out) rc = fail(&c, 500, AIOS_ENOMEM, "out of memory");
+    if (rc) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    *http_status = rc ? c.http : 200;
+    return rc;
+}
+
+/* ------------------------------------------------------------ open / repair */
+
+static int repair_one(struct sto *s, const char *owner, const char *path, int64_t id,
+                      const char *sha, void *ud)
+{
+    (void)ud;
+    char e[512], tmp[32];
+    char *data = NULL;
+    size_t n;
+    int rootfd = -1, dirfd = -1, rc;
+    const char *leaf;
+    rc = sto_st_blob(s, sha, &data, &n);
+    if (!rc) rc = sto_root_open(s, owner, true, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_walk(rootfd, path, true, &dirfd, &leaf, e, sizeof e);
+    if (!rc && sto_leaf_kind(dirfd, leaf, NULL) == STO_KIND_DIR) rc = AIOS_EBUSY;
+    if (!rc) rc = sto_tmp_write(dirfd, data, n, tmp, e, sizeof e);
+    if (!rc) rc = sto_tmp_commit(dirfd, tmp, leaf, e, sizeof e);
+    if (!rc) rc = sto_st_clean(s, id, sha);
+    if (rc) LOG_ERROR("storage", "could not restore %s/%s after a crash (%s)", owner, path, aios_strerror(rc));
+    else LOG_INFO("storage", "restored %s/%s to its last committed version after a crash", owner, path);
+    free(data);
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    return 0;
+}
+
+/* remove temp files a crash left behind */
+static void sweep_tmp(int dirfd, int depth)
+{
+    if (depth > STO_DEPTH_MAX + 1) return;
+    int fd = dup(dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, ".lsfs"))
+            continue;
+        enum sto_kind k = sto_leaf_kind(dirfd, de->d_name, NULL);
+        if (k == STO_KIND_FILE && !strncmp(de->d_name, STO_TMP_PREFIX, strlen(STO_TMP_PREFIX))) {
+            unlinkat(dirfd, de->d_name, 0);
+        } else if (k == STO_KIND_DIR) {
+            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0) {
+                sweep_tmp(sub, depth + 1);
+                close(sub);
+            }
+        }
+    }
+    closedir(d);
+}
+
+int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t errlen)
+{
+    *out = NULL;
+    int rc;
+    struct sto *s = calloc(1, sizeof *s);
+    if (!s) return AIOS_ENOMEM;
+    s->cfg = *c;
+    s->cfg.root_dir = NULL;
+    pthread_mutex_init(&s->conns_mu, NULL);
+    for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_init(&s->stripes[i], NULL);
+    if (s->cfg.max_versions < 1) s->cfg.max_versions = STO_DEFAULT_MAX_VERSIONS;
+    if (s->cfg.max_file_bytes <= 0) s->cfg.max_file_bytes = STO_DEFAULT_MAX_FILE_BYTES;
+    if (s->cfg.n_threads <= 0) s->cfg.n_threads = STO_DEFAULT_THREADS;
+    char meta[4200];
+    if (!c->root_dir || !c->root_dir[0]) {
+        snprintf(err, errlen, "storage.root_dir is empty");
+        rc = AIOS_ECONFIG;
+        goto fail_early;
+    }
+    snprintf(meta, sizeof meta, "%s/.lsfs", c->root_dir);
+    if (util_mkdirs(meta)) {
+        snprintf(err, errlen, "storage.root_dir: cannot create %s: %s", meta, strerror(errno));
+        rc = AIOS_EIO;
+        goto fail_early;
+    }
+    s->agents_dir = realpath(c->root_dir, NULL);
+    s->cfg.root_dir = s->agents_dir ? strdup(s->agents_dir) : NULL;
+    if (!s->agents_dir || !s->cfg.root_dir) {
+        rc = AIOS_ENOMEM;
+        goto fail_early;
+    }
+    if (asprintf(&s->db_path, "%s/.lsfs/lsfs.db", s->agents_dir) < 0) {
+        s->db_path = NULL;
+        rc = AIOS_ENOMEM;
+        goto fail_early;
+    }
+    rc = sto_store_init(s, err, errlen);
+    if (rc) goto fail;
+    int top = open(s->agents_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (top >= 0) {
+        sweep_tmp(top, 0);
+        close(top);
+    }
+    sto_st_each_dirty(s, repair_one, NULL);
+    *out = s;
+    return 0;
+fail:
+    sto_close(s);
+    return rc;
+fail_early:
+    sto_store_close_all(s);
+    free(s->agents_dir);
+    free(s->cfg.root_dir);
+    free(s->db_path);
+    free(s);
+    return rc;
+}
+
+void sto_close(struct sto *s)
+{
+    if (!s) return;
+    sto_store_close_all(s);
+    pthread_mutex_destroy(&s->conns_mu);
+    for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_destroy(&s->stripes[i]);
+    free(s->agents_dir);
+    free(s->cfg.root_dir);
+    free(s->db_path);
+    free(s);
+}
+
+/* ------------------------------------------------------------ kernel hook */
+
+static void sto_executor(struct syscall *sc, void *ud)
+{
+    struct sto *s = ud;
+    struct kq_req *q = sc->req;
+    json_t *out = NULL;
+    int http = 500;
+    char err[1536];
+    int rc = sto_exec(s, sc->agent, q->op, q->params, &out, &http, err, sizeof err);
+    if (rc) {
+        syscall_fail(sc, rc, http, "%s", err);
+        return;
+    }
+    struct kq_res *r = kq_res_new(out);
+    if (!r) syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
+    else syscall_finish(sc, r, kq_res_free);
+}
+
+int sto_kernel_start(struct kernel *k, char *err, size_t errlen)
+{
+    struct sto_config c;
+    int rc = sto_config_from(&k->cfg, &c, err, errlen);
+    if (rc) return rc;
+    rc = sto_open(&k->storage, &c, err, errlen);
+    sto_config_free(&c);
+    if (rc) return rc;
+    rc = kernel_register_executor(k, SYSCALL_KIND_STORAGE, k->storage->cfg.n_threads, sto_executor,
+                                  k->storage);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the storage workers: %s", aios_strerror(rc));
+        return rc;
+    }
+    LOG_INFO("storage", "storage at %s (max_versions %d, quota %lld bytes / %lld files per agent)",
+             k->storage->agents_dir, k->storage->cfg.max_versions,
+             (long long)k->storage->cfg.quota_bytes, (long long)k->storage->cfg.quota_files);
+    return 0;
+}
+
+void sto_kernel_stop(struct kernel *k)
+{
+    sto_close(k->storage);
+    k->storage = NULL;
+}

@@ -1,0 +1,681 @@
+/* The storage manager's SQLite store: the only code that touches SQLite.
+ *
+ * One database, root_dir/.lsfs/lsfs.db, in WAL mode with synchronous=FULL,
+ * so a commit is on disk when sqlite3_step returns. Tables:
+ *   blobs(sha, size, refs, data)    content-addressed version contents; one
+ *                                   row per distinct content (dedup), refs =
+ *                                   versions pointing at it, deleted at 0
+ *   files(owner, path, sha, size, ..., next_seq, dirty)
+ *                                   the current version of each file
+ *   versions(file_id, seq, sha, size, t_us, kind)
+ *                                   the history, newest max_versions kept
+ *   usage(owner, n_bytes, n_files)  quota accounting (current contents)
+ *   grants(owner, path, grantee, mode, t_created_us, t_expires_us)
+ *   fts (FTS5: body, owner, path)   search over current text contents,
+ *                                   rowid = files.id
+ * Invariant: after every committed transaction usage equals the sums over
+ * files and blobs.refs equals the number of versions naming each sha.
+ * files.dirty = 1 means "this version committed, the rename on disk may not
+ * have happened yet"; sto_open rewrites such files from their blob.
+ *
+ * Threads: each thread gets its own connection through a pthread key
+ * (opened on first use, closed when the thread exits or at sto_close).
+ * Writers use BEGIN IMMEDIATE, so they queue on SQLite's write lock with a
+ * busy timeout instead of failing; readers never block in WAL mode. conns_mu
+ * only guards the list of connections and is never held with another lock. */
+#include "storage/sto_int.h"
+
+#include "util/err.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct sto_conn {
+    sqlite3 *db;
+    struct sto *s;
+    struct sto_conn *prev, *next;
+};
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS blobs(id INTEGER PRIMARY KEY, sha TEXT NOT NULL UNIQUE,"
+    "  size INTEGER NOT NULL, refs INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS files(id INTEGER PRIMARY KEY, owner TEXT NOT NULL,"
+    "  path TEXT NOT NULL, sha TEXT NOT NULL, size INTEGER NOT NULL,"
+    "  t_created_us INTEGER NOT NULL, t_modified_us INTEGER NOT NULL,"
+    "  next_seq INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 0, UNIQUE(owner, path));"
+    "CREATE INDEX IF NOT EXISTS files_dirty ON files(dirty) WHERE dirty = 1;"
+    "CREATE TABLE IF NOT EXISTS versions(file_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    "  sha TEXT NOT NULL, size INTEGER NOT NULL, t_us INTEGER NOT NULL, kind TEXT NOT NULL,"
+    "  PRIMARY KEY(file_id, seq));"
+    "CREATE TABLE IF NOT EXISTS usage(owner TEXT PRIMARY KEY, n_bytes INTEGER NOT NULL,"
+    "  n_files INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS grants(owner TEXT NOT NULL, path TEXT NOT NULL,"
+    "  grantee TEXT NOT NULL, mode INTEGER NOT NULL, t_created_us INTEGER NOT NULL,"
+    "  t_expires_us INTEGER NOT NULL, PRIMARY KEY(owner, path, grantee));"
+    "CREATE INDEX IF NOT EXISTS grants_grantee ON grants(grantee, owner);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, owner UNINDEXED, path UNINDEXED,"
+    "  tokenize = 'unicode61');";
+
+int sto_sql_err(sqlite3 *db, const char *what, char *err, size_t errlen)
+{
+    if (err) snprintf(err, errlen, "storage database: %s: %s", what, db ? sqlite3_errmsg(db) : "no connection");
+    return AIOS_EIO;
+}
+
+static void conn_destroy(void *p)
+{
+    struct sto_conn *c = p;
+    if (!c) return;
+    struct sto *s = c->s;
+    pthread_mutex_lock(&s->conns_mu);
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&s->conns_mu);
+    sqlite3_close_v2(c->db);
+    free(c);
+}
+
+static sqlite3 *conn_open(struct sto *s, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(s->db_path, &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        if (err) snprintf(err, errlen, "cannot open %s: %s", s->db_path, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close_v2(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 30000);
+    char *msg = NULL;
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+                     " PRAGMA journal_size_limit=67108864;",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        if (err) snprintf(err, errlen, "cannot configure %s: %s", s->db_path, msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite3_close_v2(db);
+        return NULL;
+    }
+    return db;
+}
+
+sqlite3 *sto_db(struct sto *s)
+{
+    struct sto_conn *c = pthread_getspecific(s->key);
+    if (c) return c->db;
+    char err[512] = "";
+    sqlite3 *db = conn_open(s, err, sizeof err);
+    if (!db) {
+        LOG_ERROR("storage", "%s", err);
+        return NULL;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        sqlite3_close_v2(db);
+        return NULL;
+    }
+    c->db = db;
+    c->s = s;
+    pthread_mutex_lock(&s->conns_mu);
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    pthread_mutex_unlock(&s->conns_mu);
+    pthread_setspecific(s->key, c);
+    return db;
+}
+
+int sto_store_init(struct sto *s, char *err, size_t errlen)
+{
+    if (pthread_key_create(&s->key, conn_destroy) != 0) {
+        snprintf(err, errlen, "out of thread keys");
+        return AIOS_ENOMEM;
+    }
+    sqlite3 *db = sto_db(s);
+    if (!db) {
+        snprintf(err, errlen, "cannot open the storage database %s", s->db_path);
+        return AIOS_EIO;
+    }
+    char *msg = NULL;
+    if (sqlite3_exec(db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "storage database %s: %s (is FTS5 available?)", s->db_path,
+                 msg ? msg : "?");
+        sqlite3_free(msg);
+        return AIOS_EIO;
+    }
+    return 0;
+}
+
+void sto_store_close_all(struct sto *s)
+{
+    pthread_key_delete(s->key);
+    struct sto_conn *c = s->conns;
+    while (c) {
+        struct sto_conn *n = c->next;
+        sqlite3_close_v2(c->db);
+        free(c);
+        c = n;
+    }
+    s->conns = NULL;
+}
+
+/* ---- small helpers: prepare + bind from a type string ----
+ * t: const char * (text), i: int64_t, b: const void *, size_t (blob) */
+static sqlite3_stmt *vprep(sqlite3 *db, const char *sql, const char *types, va_list ap)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        LOG_ERROR("storage", "prepare failed: %s: %s", sqlite3_errmsg(db), sql);
+        return NULL;
+    }
+    for (int i = 0; types[i]; i++) {
+        switch (types[i]) {
+        case 't': sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT); break;
+        case 'i': sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t)); break;
+        case 'b': {
+            const void *p = va_arg(ap, const void *);
+            size_t n = va_arg(ap, size_t);
+            sqlite3_bind_blob64(st, i + 1, n ? p : "", n, SQLITE_STATIC);
+            break;
+        }
+        }
+    }
+    return st;
+}
+
+static sqlite3_stmt *prep(sqlite3 *db, const char *sql, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    sqlite3_stmt *st = vprep(db, sql, types, ap);
+    va_end(ap);
+    return st;
+}
+
+/* run a statement with no result rows; 0 or AIOS_EIO */
+static int EXEC(sqlite3 *db, const char *sql, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    sqlite3_stmt *st = vprep(db, sql, types, ap);
+    va_end(ap);
+    int rc = st && sqlite3_step(st) == SQLITE_DONE ? 0 : AIOS_EIO;
+    if (rc) LOG_ERROR("storage", "%s: %s", sql, sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int begin(sqlite3 *db) { return sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : AIOS_EIO; }
+static int commit(sqlite3 *db) { return sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : AIOS_EIO; }
+static void rollback(sqlite3 *db) { sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL); }
+
+static int blob_unref(sqlite3 *db, const char *sha)
+{
+    if (EXEC(db, "UPDATE blobs SET refs = refs - 1 WHERE sha = ?", "t", sha)) return AIOS_EIO;
+    return EXEC(db, "DELETE FROM blobs WHERE sha = ? AND refs <= 0", "t", sha);
+}
+
+int sto_st_file(struct sto *s, const char *owner, const char *path, struct sto_file_info *fi)
+{
+    memset(fi, 0, sizeof *fi);
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db,
+                            "SELECT f.id, f.sha, f.size, f.t_created_us, f.t_modified_us, f.dirty,"
+                            " (SELECT count(*) FROM versions v WHERE v.file_id = f.id), f.next_seq"
+                            " FROM files f WHERE owner = ? AND path = ?",
+                            "tt", owner, path);
+    if (!st) return AIOS_EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        fi->id = sqlite3_column_int64(st, 0);
+        snprintf(fi->sha, sizeof fi->sha, "%s", (const char *)sqlite3_column_text(st, 1));
+        fi->size = sqlite3_column_int64(st, 2);
+        fi->t_created_us = sqlite3_column_int64(st, 3);
+        fi->t_modified_us = sqlite3_column_int64(st, 4);
+        fi->dirty = sqlite3_column_int(st, 5) != 0;
+        fi->n_versions = sqlite3_column_int(st, 6);
+        fi->next_seq = sqlite3_column_int64(st, 7);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? AIOS_ENOTFOUND : AIOS_EIO;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int sto_st_usage(struct sto *s, const char *owner, int64_t *bytes, int64_t *files)
+{
+    *bytes = *files = 0;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT n_bytes, n_files FROM usage WHERE owner = ?", "t", owner);
+    if (!st) return AIOS_EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *bytes = sqlite3_column_int64(st, 0);
+        *files = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : AIOS_EIO;
+}
+
+int sto_st_put(struct sto *s, const char *owner, const char *path, const char *data, size_t n,
+               const char *sha, const char *kind, size_t n_index, int64_t *seq, int *http,
+               char *err, size_t errlen)
+{
+    sqlite3 *db = sto_db(s);
+    *http = 500;
+    if (!db) {
+        snprintf(err, errlen, "storage database unavailable");
+        return AIOS_EIO;
+    }
+    if (begin(db)) return sto_sql_err(db, "begin", err, errlen);
+    int64_t now = util_wall_us(), id = 0, old_size = 0, next_seq = 1;
+    bool exists = false;
+    sqlite3_stmt *st = prep(db, "SELECT id, size, next_seq FROM files WHERE owner = ? AND path = ?",
+                            "tt", owner, path);
+    if (!st) goto sqlfail;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        exists = true;
+        id = sqlite3_column_int64(st, 0);
+        old_size = sqlite3_column_int64(st, 1);
+        next_seq = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+
+    int64_t ub, uf;
+    if (sto_st_usage(s, owner, &ub, &uf)) goto sqlfail;
+    int64_t nb = ub - old_size + (int64_t)n, nf = uf + (exists ? 0 : 1);
+    if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && nb > ub) {
+        snprintf(err, errlen, "storage quota exceeded: this write would make %lld bytes, the "
+                 "agent's limit is %lld (storage.quota_bytes); delete files or write less",
+                 (long long)nb, (long long)s->cfg.quota_bytes);
+        rollback(db);
+        *http = 507;
+        return AIOS_ETOOBIG;
+    }
+    if (s->cfg.quota_files > 0 && nf > s->cfg.quota_files && !exists) {
+        snprintf(err, errlen, "file quota exceeded: the agent already has %lld files, the limit "
+                 "is %lld (storage.quota_files); delete files first",
+                 (long long)uf, (long long)s->cfg.quota_files);
+        rollback(db);
+        *http = 507;
+        return AIOS_ETOOBIG;
+    }
+
+    if (EXEC(db, "UPDATE blobs SET refs = refs + 1 WHERE sha = ?", "t", sha)) goto sqlfail;
+    if (sqlite3_changes(db) == 0 &&
+        EXEC(db, "INSERT INTO blobs(sha, size, refs, data) VALUES(?, ?, 1, ?)", "tib", sha,
+             (int64_t)n, data, n))
+        goto sqlfail;
+    if (exists) {
+        if (EXEC(db, "UPDATE files SET sha = ?, size = ?, t_modified_us = ?, next_seq = ?,"
+                 " dirty = 1 WHERE id = ?", "tiiii", sha, (int64_t)n, now, next_seq + 1, id))
+            goto sqlfail;
+    } else {
+        if (EXEC(db, "INSERT INTO files(owner, path, sha, size, t_created_us, t_modified_us,"
+                 " next_seq, dirty) VALUES(?, ?, ?, ?, ?, ?, 2, 1)", "tttiii", owner, path, sha,
+                 (int64_t)n, now, now))
+            goto sqlfail;
+        id = sqlite3_last_insert_rowid(db);
+    }
+    if (EXEC(db, "INSERT INTO versions(file_id, seq, sha, size, t_us, kind) VALUES(?, ?, ?, ?, ?, ?)",
+             "iitiit", id, next_seq, sha, (int64_t)n, now, kind))
+        goto sqlfail;
+    /* prune: keep the newest max_versions */
+    st = prep(db, "SELECT seq, sha FROM versions WHERE file_id = ? ORDER BY seq DESC LIMIT -1 OFFSET ?",
+              "ii", id, (int64_t)s->cfg.max_versions);
+    if (!st) goto sqlfail;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t old = sqlite3_column_int64(st, 0);
+        char osha[65];
+        snprintf(osha, sizeof osha, "%s", (const char *)sqlite3_column_text(st, 1));
+        if (EXEC(db, "DELETE FROM versions WHERE file_id = ? AND seq = ?", "ii", id, old) ||
+            blob_unref(db, osha)) {
+            sqlite3_finalize(st);
+            goto sqlfail;
+        }
+    }
+    sqlite3_finalize(st);
+    if (EXEC(db, "DELETE FROM fts WHERE rowid = ?", "i", id)) goto sqlfail;
+    if (n_index > 0) {
+        st = prep(db, "INSERT INTO fts(rowid, body, owner, path) VALUES(?, ?, ?, ?)", "i", id);
+        if (!st) goto sqlfail;
+        sqlite3_bind_text64(st, 2, data, n_index, SQLITE_STATIC, SQLITE_UTF8);
+        sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, path, -1, SQLITE_STATIC);
+        int src = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (src != SQLITE_DONE) goto sqlfail;
+    }
+    if (EXEC(db, "INSERT INTO usage(owner, n_bytes, n_files) VALUES(?, ?, ?) ON CONFLICT(owner)"
+             " DO UPDATE SET n_bytes = excluded.n_bytes, n_files = excluded.n_files",
+             "tii", owner, nb, nf))
+        goto sqlfail;
+    if (commit(db)) goto sqlfail;
+    *seq = next_seq;
+    *http = 200;
+    return 0;
+sqlfail:
+    sto_sql_err(db, "write", err, errlen);
+    rollback(db);
+    return AIOS_EIO;
+}
+
+int sto_st_clean(struct sto *s, int64_t file_id, const char *sha)
+{
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    /* Not durable on purpose: losing this update only makes the start-up
+     * repair rewrite the same content, so it skips the WAL fsync. */
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    int rc = EXEC(db, "UPDATE files SET dirty = 0 WHERE id = ? AND sha = ?", "it", file_id, sha);
+    sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    return rc;
+}
+
+int sto_st_each_dirty(struct sto *s, sto_dirty_fn fn, void *ud)
+{
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT owner, path, id, sha FROM files WHERE dirty = 1", "");
+    if (!st) return AIOS_EIO;
+    /* collect first: fn writes to the same tables */
+    json_t *rows = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(rows, json_pack("[s,s,I,s]", sqlite3_column_text(st, 0),
+                                              sqlite3_column_text(st, 1),
+                                              (json_int_t)sqlite3_column_int64(st, 2),
+                                              sqlite3_column_text(st, 3)));
+    sqlite3_finalize(st);
+    size_t i;
+    json_t *r;
+    int rc = 0;
+    json_array_foreach(rows, i, r) {
+        int e = fn(s, json_string_value(json_array_get(r, 0)), json_string_value(json_array_get(r, 1)),
+                   json_integer_value(json_array_get(r, 2)), json_string_value(json_array_get(r, 3)), ud);
+        if (e) rc = e;
+    }
+    json_decref(rows);
+    return rc;
+}
+
+int sto_st_blob(struct sto *s, const char *sha, char **data, size_t *n)
+{
+    *data = NULL;
+    *n = 0;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT data FROM blobs WHERE sha = ?", "t", sha);
+    if (!st) return AIOS_EIO;
+    int rc = AIOS_ENOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        const void *p = sqlite3_column_blob(st, 0);
+        char *buf = malloc(len + 1);
+        if (!buf) {
+            rc = AIOS_ENOMEM;
+        } else {
+            if (len) memcpy(buf, p, len);
+            buf[len] = 0;
+            *data = buf;
+            *n = len;
+            rc = 0;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static json_t *iso_time(int64_t t_us)
+{
+    time_t t = (time_t)(t_us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(t_us % 1000000));
+    return json_string(buf);
+}
+
+int sto_st_history(struct sto *s, int64_t file_id, json_t **out)
+{
+    *out = NULL;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT seq, sha, size, t_us, kind FROM versions WHERE file_id = ?"
+                            " ORDER BY seq DESC", "i", file_id);
+    if (!st) return AIOS_EIO;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t t = sqlite3_column_int64(st, 3);
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:o,s:f,s:I,s:s}", "version",
+                                             (json_int_t)sqlite3_column_int64(st, 0), "sha256",
+                                             sqlite3_column_text(st, 1), "size",
+                                             (json_int_t)sqlite3_column_int64(st, 2), "time",
+                                             iso_time(t), "timestamp", (double)t / 1e6, "t_us",
+                                             (json_int_t)t, "kind",
+                                             sqlite3_column_text(st, 4)));
+    }
+    sqlite3_finalize(st);
+    *out = arr;
+    return 0;
+}
+
+int sto_st_pick(struct sto *s, int64_t file_id, int n, int64_t t_us, char *sha, int64_t *seq,
+                char *err, size_t errlen)
+{
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st;
+    if (t_us > 0)
+        st = prep(db, "SELECT sha, seq FROM versions WHERE file_id = ? AND t_us <= ?"
+                  " ORDER BY seq DESC LIMIT 1", "ii", file_id, t_us);
+    else
+        st = prep(db, "SELECT sha, seq FROM versions WHERE file_id = ? ORDER BY seq DESC"
+                  " LIMIT 1 OFFSET ?", "ii", file_id, (int64_t)n);
+    if (!st) return AIOS_EIO;
+    int rc = AIOS_ENOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(sha, 65, "%s", (const char *)sqlite3_column_text(st, 0));
+        *seq = sqlite3_column_int64(st, 1);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    if (rc == AIOS_ENOTFOUND) {
+        if (t_us > 0) snprintf(err, errlen, "the file has no version at or before that time");
+        else snprintf(err, errlen, "cannot go back %d version(s): the history holds fewer "
+                      "(see the history operation; storage.max_versions limits it)", n);
+    }
+    return rc;
+}
+
+int sto_st_forget(struct sto *s, const char *owner, const char *path, bool prefix, int *n_files)
+{
+    *n_files = 0;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    if (begin(db)) return AIOS_EIO;
+    char pfx[STO_PATH_MAX + 2];
+    snprintf(pfx, sizeof pfx, "%s/", path);
+    sqlite3_stmt *st = prefix
+        ? prep(db, "SELECT id, size FROM files WHERE owner = ? AND substr(path, 1, ?) = ?", "tit",
+               owner, (int64_t)strlen(pfx), pfx)
+        : prep(db, "SELECT id, size FROM files WHERE owner = ? AND path = ?", "tt", owner, path);
+    if (!st) goto fail;
+    int64_t bytes = 0;
+    json_t *ids = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_array_append_new(ids, json_integer(sqlite3_column_int64(st, 0)));
+        bytes += sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) {
+        int64_t id = json_integer_value(v);
+        st = prep(db, "SELECT sha FROM versions WHERE file_id = ?", "i", id);
+        json_t *shas = json_array();
+        while (st && sqlite3_step(st) == SQLITE_ROW)
+            json_array_append_new(shas, json_string((const char *)sqlite3_column_text(st, 0)));
+        sqlite3_finalize(st);
+        size_t j;
+        json_t *h;
+        int bad = 0;
+        json_array_foreach(shas, j, h) bad |= blob_unref(db, json_string_value(h));
+        json_decref(shas);
+        if (bad || EXEC(db, "DELETE FROM versions WHERE file_id = ?", "i", id) ||
+            EXEC(db, "DELETE FROM fts WHERE rowid = ?", "i", id) ||
+            EXEC(db, "DELETE FROM files WHERE id = ?", "i", id)) {
+            json_decref(ids);
+            goto fail;
+        }
+    }
+    int nf = (int)json_array_size(ids);
+    json_decref(ids);
+    if (nf && EXEC(db, "UPDATE usage SET n_bytes = n_bytes - ?, n_files = n_files - ? WHERE owner = ?",
+                   "iit", bytes, (int64_t)nf, owner))
+        goto fail;
+    if (commit(db)) goto fail;
+    *n_files = nf;
+    return 0;
+fail:
+    rollback(db);
+    return AIOS_EIO;
+}
+
+int sto_st_search(struct sto *s, const char *owner, const char *match, int k, json_t **out,
+                  char *err, size_t errlen)
+{
+    *out = NULL;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT f.path, f.size, f.t_modified_us, bm25(fts),"
+                           " snippet(fts, 0, '[', ']', '...', 16), substr(fts.body, 1, 2000)"
+                           " FROM fts JOIN files f ON f.id = fts.rowid"
+                           " WHERE fts MATCH ? AND fts.owner = ? ORDER BY bm25(fts) LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sto_sql_err(db, "search", err, errlen);
+    sqlite3_bind_text(st, 1, match, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, owner, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 3, k);
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *path = (const char *)sqlite3_column_text(st, 0);
+        const char *base = strrchr(path, '/');
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:I,s:o,s:f,s:s,s:s,s:{s:s,s:s,s:o}}", "file_path", path,
+                           "file_name", base ? base + 1 : path, "size",
+                           (json_int_t)sqlite3_column_int64(st, 1), "last_modified",
+                           iso_time(sqlite3_column_int64(st, 2)), "score",
+                           -sqlite3_column_double(st, 3), "snippet",
+                           (const char *)sqlite3_column_text(st, 4), "document_summary",
+                           (const char *)sqlite3_column_text(st, 5), "metadata", "file_path",
+                           path, "file_name", base ? base + 1 : path, "last_modified",
+                           iso_time(sqlite3_column_int64(st, 2))));
+    }
+    if (rc != SQLITE_DONE) {
+        sto_sql_err(db, "search", err, errlen);
+        sqlite3_finalize(st);
+        json_decref(arr);
+        return AIOS_EIO;
+    }
+    sqlite3_finalize(st);
+    *out = arr;
+    return 0;
+}
+
+/* ---- share grants ---- */
+
+int sto_share_grant(struct sto *s, const char *owner, const char *path, const char *grantee,
+                    enum sto_mode mode, int64_t t_expires_us, char *err, size_t errlen)
+{
+    sqlite3 *db = sto_db(s);
+    if (!db) return sto_sql_err(NULL, "grant", err, errlen);
+    if (EXEC(db, "INSERT INTO grants(owner, path, grantee, mode, t_created_us, t_expires_us)"
+             " VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(owner, path, grantee) DO UPDATE SET"
+             " mode = excluded.mode, t_created_us = excluded.t_created_us,"
+             " t_expires_us = excluded.t_expires_us",
+             "tttiii", owner, path, grantee, (int64_t)mode, util_wall_us(), t_expires_us))
+        return sto_sql_err(db, "grant", err, errlen);
+    return 0;
+}
+
+int sto_share_revoke(struct sto *s, const char *owner, const char *path, const char *grantee,
+                     char *err, size_t errlen)
+{
+    sqlite3 *db = sto_db(s);
+    if (!db) return sto_sql_err(NULL, "revoke", err, errlen);
+    if (EXEC(db, "DELETE FROM grants WHERE owner = ? AND path = ? AND grantee = ?", "ttt", owner,
+             path, grantee))
+        return sto_sql_err(db, "revoke", err, errlen);
+    if (sqlite3_changes(db) == 0) {
+        snprintf(err, errlen, "there is no share of '%s' with agent '%s'", path, grantee);
+        return AIOS_ENOTFOUND;
+    }
+    return 0;
+}
+
+int sto_share_check(struct sto *s, const char *owner, const char *path, const char *agent,
+                    enum sto_mode mode)
+{
+    if (!strcmp(owner, agent)) return 0;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db,
+                            "SELECT max(mode) FROM grants WHERE owner = ? AND grantee = ?"
+                            " AND (t_expires_us = 0 OR t_expires_us > ?)"
+                            " AND (path = '' OR path = ?4 OR substr(?4, 1, length(path) + 1) = path || '/')",
+                            "ttit", owner, agent, util_wall_us(), path);
+    if (!st) return AIOS_EIO;
+    int rc = AIOS_ENOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        int m = sqlite3_column_int(st, 0);
+        rc = (m & (int)mode) == (int)mode ? 0 : AIOS_EPERM;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static json_t *grants_query(sqlite3 *db, const char *sql, const char *agent)
+{
+    json_t *arr = json_array();
+    sqlite3_stmt *st = prep(db, sql, "ti", agent, util_wall_us());
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        int64_t exp = sqlite3_column_int64(st, 5);
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:o,s:o}", "owner",
+                                             sqlite3_column_text(st, 0), "path",
+                                             sqlite3_column_text(st, 1), "grantee",
+                                             sqlite3_column_text(st, 2), "mode",
+                                             sqlite3_column_int(st, 3) == STO_MODE_RW ? "rw" : "r",
+                                             "created", iso_time(sqlite3_column_int64(st, 4)),
+                                             "expires", exp ? iso_time(exp) : json_null()));
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+int sto_share_list(struct sto *s, const char *agent, json_t **out)
+{
+    *out = NULL;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    const char *cols = "SELECT owner, path, grantee, mode, t_created_us, t_expires_us FROM grants";
+    char q1[512], q2[512];
+    snprintf(q1, sizeof q1, "%s WHERE owner = ? AND (t_expires_us = 0 OR t_expires_us > ?)"
+             " ORDER BY path, grantee", cols);
+    snprintf(q2, sizeof q2, "%s WHERE grantee = ? AND (t_expires_us = 0 OR t_expires_us > ?)"
+             " ORDER BY owner, path", cols);
+    *out = json_pack("{s:o,s:o}", "given", grants_query(db, q1, agent), "received",
+                     grants_query(db, q2, agent));
+    return *out ? 0 : AIOS_ENOMEM;
+}

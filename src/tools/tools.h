@@ -1,0 +1,190 @@
+/* The tool manager: a registry of tools (OpenAI function schemas plus an
+ * executor and limits), built-in C tools, external executables and MCP
+ * servers run under a bubblewrap sandbox, and the executor of TOOL
+ * syscalls. See registry.c (registry, limits, the call executor),
+ * builtin.c, calc.c, sandbox.c, mcp.c. */
+#ifndef AIOS_TOOLS_TOOLS_H
+#define AIOS_TOOLS_TOOLS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct kernel;
+struct syscall;
+struct tool_mgr;
+struct tool;
+struct tool_mcp;
+
+enum tool_kind {
+    TOOL_KIND_BUILTIN, /* C function in this binary */
+    TOOL_KIND_EXEC,    /* external executable: JSON args on stdin, result on stdout */
+    TOOL_KIND_MCP,     /* a tool of an MCP server (stdio JSON-RPC) */
+};
+
+/* A built-in tool. Runs on a tool pool thread; must finish quickly or honour
+ * deadline_us (monotonic). On success *result is a new JSON value; on error
+ * returns negative AIOS_E* with a message in err. */
+struct tool_call_env {
+    struct tool_mgr *m;
+    const char *agent;
+    int64_t deadline_us;
+};
+/* A built-in may also return TOOL_EUNAVAILABLE: what it needs (e.g. the
+ * storage manager) is not in this kernel (the call answers 501). */
+#define TOOL_EUNAVAILABLE (-100)
+typedef int (*tool_builtin_fn)(const struct tool_call_env *env, json_t *args, json_t **result,
+                               char *err, size_t errlen);
+
+/* Approval hook for tools marked irreversible (the access manager sets it).
+ * Called on the tool pool thread before such a tool runs, may block until
+ * an operator decides (the call's status is then awaiting_approval).
+ * Return 0 to run the tool, or a negative AIOS_E* (AIOS_EPERM: denied) with
+ * a reason in err that is passed to the agent. */
+typedef int (*tool_approval_fn)(void *ud, struct syscall *sc, const struct tool *t,
+                                json_t *args, char *err, size_t errlen);
+
+#define TOOL_DEFAULT_TIMEOUT_MS 30000
+#define TOOL_DEFAULT_MAX_OUTPUT ((size_t)64 << 10)
+#define TOOL_MAX_CONFLICTS 8
+#define TOOL_TRUNC_MARKER "\n[aios: output truncated at %zu bytes]"
+
+/* Sandbox limits for subprocesses (per tool or per MCP server). */
+struct tool_limits {
+    int cpu_s;           /* RLIMIT_CPU seconds */
+    size_t mem_bytes;    /* RLIMIT_AS */
+    int max_procs;       /* pids.max of the call's cgroup, and RLIMIT_NPROC */
+    size_t max_file_bytes; /* RLIMIT_FSIZE */
+};
+
+struct tool {
+    char *name;        /* "author/name" */
+    char *description;
+    json_t *parameters; /* JSON Schema of the arguments (an object schema) */
+    enum tool_kind kind;
+    /* executor */
+    tool_builtin_fn builtin;
+    char **argv;       /* EXEC: program and arguments (NULL-terminated) */
+    char *dir;         /* EXEC: working directory (tool folder), bound read-only */
+    struct tool_mcp *mcp; /* MCP: the server */
+    char *remote_name; /* MCP: the tool's name on its server */
+    /* properties */
+    int max_concurrency; /* 0: unlimited */
+    char *conflicts[TOOL_MAX_CONFLICTS]; /* conflict groups: members never run at once */
+    int n_conflicts;
+    int timeout_ms;
+    size_t max_output_bytes;
+    bool irreversible; /* needs approval (see tool_approval_fn) */
+    bool network;      /* may use the network (off by default) */
+    struct tool_limits limits;
+    /* guarded by the manager's lock */
+    int n_running;
+};
+
+/* Start the tool manager from k->cfg (the `tools:` section) and register
+ * the TOOL executor pool. 0 or negative AIOS_E* with a message in err. */
+int tool_mgr_start(struct tool_mgr **out, struct kernel *k, char *err, size_t errlen);
+/* After the pools were joined: stop MCP servers, free. NULL is ignored. */
+void tool_mgr_stop(struct tool_mgr *m);
+/* For tests and embedders without a kernel: a manager from a `tools:`
+ * JSON section (may be NULL), storage root dir for agents, no pool. */
+int tool_mgr_create(struct tool_mgr **out, json_t *section, const char *storage_root,
+                    const char *data_dir, char *err, size_t errlen);
+
+void tool_mgr_set_approval(struct tool_mgr *m, tool_approval_fn fn, void *ud);
+
+/* The TOOL syscall executor (op "call", params {"tool_calls":[...]}). */
+void tool_exec_syscall(struct syscall *sc, void *ud);
+
+/* Run every call of a request (a JSON array of {"id"?, "name",
+ * "parameters"|"arguments"}) for agent; *out gets the AIOS tool response
+ * object. Per-call failures are inside it; returns negative AIOS_E* only
+ * for a malformed request (message in err). */
+int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, json_t *calls,
+                   json_t **out, char *err, size_t errlen);
+
+/* All registered tools as OpenAI function schemas:
+ * [{"type":"function","function":{"name","description","parameters"},
+ *   "aios":{kind, max_concurrency, conflicts, timeout_ms, ...}}] */
+json_t *tool_list_json(struct tool_mgr *m);
+struct tool *tool_find(struct tool_mgr *m, const char *name);
+
+/* ---- internal, shared between the tool sources ---- */
+
+/* Register t (takes ownership; freed on failure). */
+int tool_register(struct tool_mgr *m, struct tool *t, char *err, size_t errlen);
+void tool_free(struct tool *t);
+int tool_builtins_register(struct tool_mgr *m, char *err, size_t errlen);
+/* Validate args against t->parameters. 0 or AIOS_EINVAL with a message. */
+int tool_validate_args(const struct tool *t, json_t *args, char *err, size_t errlen);
+
+/* calc.c: evaluate an arithmetic expression. 0, or AIOS_EINVAL with
+ * "at position N: ..." in err. */
+int tool_calc_eval(const char *expr, double *out, char *err, size_t errlen);
+
+/* The agent's directory name under storage.root_dir, the storage
+ * manager's rule (sto_agent_dirname): bytes outside [A-Za-z0-9_.-] and a
+ * leading '.' become %XX, so "author/name" is "author%2Fname" and no name
+ * can be ".", "..", hidden or nested. 0 or AIOS_EINVAL (empty, over 128
+ * bytes, or out too small). */
+int tool_agent_dirname(const char *agent, char *out, size_t outlen);
+
+/* manager accessors for the other sources */
+bool tool_mgr_stopping(void *m); /* the kernel is shutting down */
+struct kernel *tool_mgr_kernel(struct tool_mgr *m);
+const char *tool_mgr_storage_root(struct tool_mgr *m);
+const char *tool_mgr_data_dir(struct tool_mgr *m);
+
+/* sandbox.c: a sandboxed child process with pipes. */
+struct tool_proc {
+    pid_t pid;
+    int fd_in, fd_out, fd_err; /* our ends; -1 when closed */
+    char cgroup[256];          /* pids cgroup dir, "" if none */
+};
+struct tool_spawn_opts {
+    char *const *argv;     /* program inside the sandbox and its arguments */
+    const char *cwd;       /* bound read-only and used as working dir (may be NULL) */
+    const char *rw_dir;    /* bound writable at the same path (may be NULL) */
+    bool network;
+    bool sandbox;          /* false: run directly (tests of the runner only) */
+    struct tool_limits limits;
+    const char *agent;     /* exported as AIOS_AGENT (may be NULL) */
+    const char *tool;      /* exported as AIOS_TOOL (may be NULL) */
+    /* polled at least every 100 ms while running; true kills the process
+     * (kernel shutdown). May be NULL. */
+    bool (*should_abort)(void *ud);
+    void *abort_ud;
+};
+/* 0 or negative AIOS_E* (message in err). */
+int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *err, size_t errlen);
+/* SIGKILL the whole sandbox (process group and cgroup). */
+void tool_proc_kill(struct tool_proc *p);
+/* Reap (blocking; after kill or EOF); returns wait status; closes fds, removes cgroup. */
+int tool_proc_reap(struct tool_proc *p);
+/* Which mechanism bounds the process count: "cgroup", "rlimit" or "none". */
+const char *tool_sandbox_pids_mode(void);
+/* Remove this process's cgroup directory (at manager stop). */
+void tool_sandbox_cleanup(void);
+/* Whether bwrap is usable here (checked once). */
+bool tool_sandbox_available(char *why, size_t whylen);
+
+/* Run a one-shot process: write input to stdin, collect stdout up to
+ * max_out bytes (more is drained and discarded, *truncated set), stderr up
+ * to 4 KiB, kill at deadline_us. Returns 0 (with *wstatus) or AIOS_EBUSY on
+ * timeout (process killed), or other AIOS_E*. Out buffers malloc'd. */
+int tool_proc_run(const struct tool_spawn_opts *o, const char *input, size_t n_input,
+                  size_t max_out, int64_t deadline_us, char **out, size_t *n_out,
+                  bool *truncated, char **errout, int *wstatus, char *err, size_t errlen);
+
+/* mcp.c */
+int tool_mcp_start(struct tool_mgr *m, const char *name, json_t *cfg, struct tool_mcp **out,
+                   char *err, size_t errlen);
+/* Call a tool; blocks until the result, an error or deadline_us (or the
+ * manager is stopping). */
+int tool_mcp_call(struct tool_mcp *s, const char *tool, json_t *args, int64_t deadline_us,
+                  json_t **result, char *err, size_t errlen);
+void tool_mcp_stop(struct tool_mcp *s);
+
+#endif

@@ -1,0 +1,583 @@
+/* Integration, with a MOCK upstream: Anthropic's Messages API cannot be
+ * reached from here, so this test serves recorded Anthropic exchanges (the
+ * JSON and SSE literals below, in the shapes of Anthropic's API reference)
+ * from a small libmicrohttpd server on loopback inside the test process.
+ * The kernel under test is the real `aios serve`, configured with backend
+ * anthropic and that server as its hostname.
+ *
+ * Checked: the request mapping (path /v1/messages, x-api-key and
+ * anthropic-version headers, system messages lifted to "system",
+ * max_tokens always sent, temperature clamped to 0..1, stop ->
+ * stop_sequences, no seed), the answer mapping (content text,
+ * stop_reason -> finish_reason, usage input/output tokens), streamed
+ * answers parsed from Anthropic's SSE events (delivered in small pieces so
+ * events split across reads), error statuses (404, 401), a retry after 529
+ * overloaded, an error event in the middle of a stream, 200 calls in
+ * flight at once on the one remote thread, a timeout (408), and a client
+ * that leaves mid-stream. */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- recorded exchanges ---- */
+
+static const char REC_MESSAGE[] =
+    "{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\","
+    "\"model\":\"claude-ok\",\"content\":[{\"type\":\"text\",\"text\":\"Hello! How can I help you "
+    "today?\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
+    "\"usage\":{\"input_tokens\":12,\"output_tokens\":9}}";
+
+static const char REC_STREAM[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\","
+    "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-ok\","
+    "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n"
+    "\n"
+    "event: ping\n"
+    "data: {\"type\": \"ping\"}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Red, \"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"green \\u00e9t \"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"blue\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\",\"stop_sequence\":null},"
+    "\"usage\":{\"output_tokens\":15}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+
+static const char REC_STREAM_ERROR[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"type\":\"message\","
+    "\"role\":\"assistant\",\"content\":[],\"model\":\"claude-midfail\",\"usage\":{\"input_tokens\":7,"
+    "\"output_tokens\":1}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Partial\"}}\n"
+    "\n"
+    "event: error\n"
+    "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n"
+    "\n";
+
+static const char REC_NOT_FOUND[] =
+    "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: claude-missing\"}}";
+static const char REC_BAD_KEY[] =
+    "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"invalid x-api-key\"}}";
+static const char REC_OVERLOADED[] =
+    "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
+
+/* ---- the mock server ---- */
+
+struct seen {
+    char model[64];
+    char path[128];
+    char api_key[128];
+    char version[64];
+    json_t *body;
+};
+
+static struct MHD_Daemon *g_mock;
+static int g_mock_port;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct seen g_last; /* the last request, guarded by g_mu */
+static int g_busy_requests;
+/* claude-slow: every request is held until N_SLOW are in flight at once */
+enum { N_SLOW = 200 };
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static int g_slow_arrived;
+
+struct upload {
+    char *buf;
+    size_t n;
+};
+
+/* claude-hang, streamed: one delta, then keep-alive comments every 50 ms
+ * for up to 10 s (a write to a client that left ends it sooner) */
+static const char REC_HANG_START[] =
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Partial\"}}\n"
+    "\n";
+
+static ssize_t hang_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    size_t n0 = sizeof REC_HANG_START - 1;
+    if (pos < n0) {
+        size_t n = n0 - pos < max ? n0 - pos : max;
+        memcpy(buf, REC_HANG_START + pos, n);
+        return (ssize_t)n;
+    }
+    if (pos > n0 + 200 * 3) return MHD_CONTENT_READER_END_OF_STREAM;
+    usleep(50000);
+    if (max < 3) return 0;
+    memcpy(buf, ":\n\n", 3);
+    return 3;
+}
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    const char *s = cls;
+    size_t len = strlen(s);
+    if (pos >= len) return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t n = len - pos;
+    if (n > 13) n = 13; /* small pieces: events and lines split across reads */
+    if (n > max) n = max;
+    memcpy(buf, s + pos, n);
+    return (ssize_t)n;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned st, const char *body, bool sse)
+{
+    struct MHD_Response *r =
+        sse ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256, sse_reader, (void *)body, NULL)
+            : MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Content-Type", sse ? "text/event-stream" : "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, st, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const char *method,
+                              const char *model, bool stream, int busy);
+
+static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version, const char *data,
+                                    size_t *n_data, void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    struct upload *u = *con_cls;
+    if (!u) {
+        *con_cls = calloc(1, sizeof *u);
+        return MHD_YES;
+    }
+    if (*n_data) {
+        u->buf = realloc(u->buf, u->n + *n_data + 1);
+        memcpy(u->buf + u->n, data, *n_data);
+        u->n += *n_data;
+        u->buf[u->n] = 0;
+        *n_data = 0;
+        return MHD_YES;
+    }
+    json_t *body = json_loadb(u->buf ? u->buf : "", u->n, 0, NULL);
+    const char *model = json_string_value(json_object_get(body, "model"));
+    bool stream = json_is_true(json_object_get(body, "stream"));
+    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    const char *ver = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version");
+    pthread_mutex_lock(&g_mu);
+    json_decref(g_last.body);
+    g_last.body = json_incref(body);
+    snprintf(g_last.model, sizeof g_last.model, "%s", model ? model : "");
+    snprintf(g_last.path, sizeof g_last.path, "%s %s", method, url);
+    snprintf(g_last.api_key, sizeof g_last.api_key, "%s", key ? key : "");
+    snprintf(g_last.version, sizeof g_last.version, "%s", ver ? ver : "");
+    int busy = model && !strcmp(model, "claude-busy") ? ++g_busy_requests : 0;
+    pthread_mutex_unlock(&g_mu);
+    enum MHD_Result ret = answer(c, url, method, model, stream, busy);
+    json_decref(body); /* model points into it */
+    return ret;
+}
+
+static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const char *method,
+                              const char *model, bool stream, int busy)
+{
+    if (strcmp(url, "/v1/messages") || strcmp(method, "POST") || !model)
+        return reply(c, 404, REC_NOT_FOUND, false);
+    if (!strcmp(model, "claude-slow")) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60;
+        pthread_mutex_lock(&g_mu);
+        if (++g_slow_arrived >= N_SLOW) pthread_cond_broadcast(&g_cv);
+        while (g_slow_arrived < N_SLOW && pthread_cond_timedwait(&g_cv, &g_mu, &until) == 0) {}
+        bool all = g_slow_arrived >= N_SLOW;
+        pthread_mutex_unlock(&g_mu);
+        if (!all) return reply(c, 400, REC_NOT_FOUND, false); /* fails the test */
+        return reply(c, 200, REC_MESSAGE, false);
+    }
+    if (!strcmp(model, "claude-hang")) {
+        if (!stream) {
+            sleep(3); /* the kernel's timeout_s for this model is 1 */
+            return reply(c, 200, REC_MESSAGE, false);
+        }
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256,
+                                                                   hang_reader, NULL, NULL);
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        enum MHD_Result ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    if (!strcmp(model, "claude-missing")) return reply(c, 404, REC_NOT_FOUND, false);
+    if (!strcmp(model, "claude-badkey")) return reply(c, 401, REC_BAD_KEY, false);
+    if (busy == 1) return reply(c, 529, REC_OVERLOADED, false);
+    if (!strcmp(model, "claude-midfail")) return reply(c, 200, REC_STREAM_ERROR, true);
+    return stream ? reply(c, 200, REC_STREAM, true) : reply(c, 200, REC_MESSAGE, false);
+}
+
+static void mock_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct upload *u = *con_cls;
+    if (u) free(u->buf);
+    free(u);
+    *con_cls = NULL;
+}
+
+/* ---- fixture ---- */
+
+static struct kernel_fixture *g_k;
+static char g_cfg[64];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_mock = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                                  MHD_USE_POLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+                              mock_handler, NULL, MHD_OPTION_NOTIFY_COMPLETED, mock_done, NULL,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)(N_SLOW + 50), MHD_OPTION_END);
+    assert_non_null(g_mock);
+    g_mock_port = MHD_get_daemon_info(g_mock, MHD_DAEMON_INFO_BIND_PORT)->port;
+    snprintf(g_cfg, sizeof g_cfg, "/tmp/aios-it-anthropic-XXXXXX");
+    int fd = mkstemp(g_cfg);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "api_keys:\n  anthropic: \"sk-ant-recorded-test\"\n"
+               "llms:\n  remote: {retry_backoff_ms: 10}\n  models:\n");
+    const char *names[] = {"claude-ok", "claude-missing", "claude-badkey", "claude-busy",
+                           "claude-midfail", "claude-slow"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        fprintf(f, "    - {name: %s, backend: anthropic, hostname: \"http://127.0.0.1:%d\"}\n",
+                names[i], g_mock_port);
+    fprintf(f, "    - {name: claude-hang, backend: anthropic, hostname: \"http://127.0.0.1:%d\", "
+               "timeout_s: 1, max_retries: 0}\n", g_mock_port);
+    fclose(f);
+    const char *extra[] = {"--config", g_cfg, NULL};
+    unsetenv("ANTHROPIC_API_KEY");
+    g_k = kf_start(extra);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (g_k) kf_stop(g_k);
+    MHD_stop_daemon(g_mock);
+    json_decref(g_last.body);
+    unlink(g_cfg);
+    return 0;
+}
+
+static struct seen last_request(void)
+{
+    pthread_mutex_lock(&g_mu);
+    struct seen s = g_last;
+    json_incref(s.body);
+    pthread_mutex_unlock(&g_mu);
+    return s;
+}
+
+/* ---- tests ---- */
+
+static void test_message_mapping(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-ok\",\"max_tokens\":50,\"temperature\":1.5,"
+                             "\"seed\":3,\"stop\":[\"END\"],\"messages\":["
+                             "{\"role\":\"system\",\"content\":\"You are terse.\"},"
+                             "{\"role\":\"user\",\"content\":\"Hi\"}]}", &j), 200);
+    assert_string_equal(chat_content(j), "Hello! How can I help you today?");
+    json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "finish_reason")), "stop");
+    json_t *u = json_object_get(j, "usage");
+    assert_int_equal(json_integer_value(json_object_get(u, "prompt_tokens")), 12);
+    assert_int_equal(json_integer_value(json_object_get(u, "completion_tokens")), 9);
+    assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), 21);
+    json_decref(j);
+
+    struct seen s = last_request();
+    assert_string_equal(s.path, "POST /v1/messages");
+    assert_string_equal(s.api_key, "sk-ant-recorded-test");
+    assert_string_equal(s.version, "2023-06-01");
+    assert_string_equal(json_string_value(json_object_get(s.body, "model")), "claude-ok");
+    assert_string_equal(json_string_value(json_object_get(s.body, "system")), "You are terse.");
+    json_t *msgs = json_object_get(s.body, "messages");
+    assert_int_equal(json_array_size(msgs), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 0), "role")), "user");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 0), "content")), "Hi");
+    assert_int_equal(json_integer_value(json_object_get(s.body, "max_tokens")), 50);
+    assert_true(json_number_value(json_object_get(s.body, "temperature")) == 1.0); /* clamped */
+    assert_string_equal(json_string_value(json_array_get(json_object_get(s.body, "stop_sequences"), 0)), "END");
+    assert_null(json_object_get(s.body, "seed"));
+    assert_null(json_object_get(s.body, "stream"));
+    json_decref(s.body);
+
+    /* max_tokens is required by Anthropic: a default is sent */
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-ok\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                             &j), 200);
+    json_decref(j);
+    s = last_request();
+    assert_int_equal(json_integer_value(json_object_get(s.body, "max_tokens")), 4096);
+    assert_null(json_object_get(s.body, "system"));
+    json_decref(s.body);
+
+    /* only a system message: refused before anything is sent */
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-ok\",\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
+                             &j), 400);
+    assert_error_body(j, "at least one user or assistant message");
+    json_decref(j);
+}
+
+static void test_streamed_events(void **state)
+{
+    (void)state;
+    struct sse_result r;
+    assert_int_equal(kf_stream(g_k, "{\"model\":\"claude-ok\",\"stream\":true,"
+                                    "\"stream_options\":{\"include_usage\":true},"
+                                    "\"messages\":[{\"role\":\"user\",\"content\":\"Colours?\"}]}",
+                               &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(r.done);
+    assert_null(r.error);
+    assert_false(r.bad_event);
+    assert_string_equal(r.text, "Red, green \xc3\xa9t blue");
+    assert_true(r.n_content >= 1); /* the API may merge deltas that arrive together */
+    assert_string_equal(r.finish, "length"); /* stop_reason max_tokens */
+    assert_non_null(r.usage);
+    assert_int_equal(json_integer_value(json_object_get(r.usage, "prompt_tokens")), 25);
+    assert_int_equal(json_integer_value(json_object_get(r.usage, "completion_tokens")), 15);
+    sse_result_free(&r);
+    struct seen s = last_request();
+    assert_true(json_is_true(json_object_get(s.body, "stream")));
+    json_decref(s.body);
+
+    /* an error event after some text: the text arrives, then the error */
+    assert_int_equal(kf_stream(g_k, "{\"model\":\"claude-midfail\",\"stream\":true,"
+                                    "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                               &r, 0), 0);
+    assert_string_equal(r.text, "Partial");
+    assert_non_null(r.error);
+    assert_non_null(strstr(json_string_value(json_object_get(r.error, "message")), "Overloaded"));
+    assert_true(r.done);
+    sse_result_free(&r);
+}
+
+static void test_error_statuses(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-missing\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                             &j), 404);
+    assert_error_body(j, "model: claude-missing");
+    json_decref(j);
+
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-badkey\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                             &j), 401);
+    assert_error_body(j, "invalid x-api-key");
+    assert_error_body(j, "ANTHROPIC_API_KEY");
+    json_decref(j);
+
+    /* 529 overloaded is retried; the second answer is a success */
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-busy\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                             &j), 200);
+    assert_string_equal(chat_content(j), "Hello! How can I help you today?");
+    json_decref(j);
+    pthread_mutex_lock(&g_mu);
+    int n = g_busy_requests;
+    pthread_mutex_unlock(&g_mu);
+    assert_int_equal(n, 2);
+
+    /* no key in /status, only whether there is one */
+    assert_int_equal(kf_call(g_k, "GET", "/status", NULL, &j), 200);
+    char *dump = json_dumps(j, 0);
+    assert_null(strstr(dump, "sk-ant-recorded-test"));
+    assert_non_null(strstr(dump, "\"has_key\": true"));
+    free(dump);
+    json_decref(j);
+}
+
+static json_t *status_of(const char *name)
+{
+    json_t *j = NULL, *m, *found = NULL;
+    assert_int_equal(kf_call(g_k, "GET", "/status", NULL, &j), 200);
+    size_t i;
+    json_array_foreach(json_object_get(j, "models"), i, m) {
+        if (!strcmp(json_string_value(json_object_get(m, "name")), name)) found = json_incref(m);
+    }
+    json_decref(j);
+    assert_non_null(found);
+    return found;
+}
+
+/* A call slower than timeout_s is a 408 (not retried, replica not marked
+ * down); a client that leaves mid-stream ends the upstream transfer. */
+static void test_timeout_and_cancel(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-hang\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                             &j), 408);
+    assert_error_body(j, "timeout_s");
+    json_decref(j);
+    json_t *m = status_of("claude-hang");
+    json_t *r0 = json_array_get(json_object_get(m, "replicas"), 0);
+    assert_true(json_is_true(json_object_get(r0, "up")));
+    assert_int_equal(json_integer_value(json_object_get(r0, "sent")), 1);
+    json_decref(m);
+
+    struct sse_result r;
+    kf_stream(g_k, "{\"model\":\"claude-hang\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+              &r, 2); /* role chunk, "Partial", then hang up */
+    assert_string_equal(r.text, "Partial");
+    sse_result_free(&r);
+    /* the kernel notices, drops the transfer, and counts the call as ended */
+    json_int_t failed = 0, outstanding = 1;
+    for (int i = 0; i < 200 && (failed < 2 || outstanding); i++) {
+        usleep(25000);
+        m = status_of("claude-hang");
+        failed = json_integer_value(json_object_get(json_object_get(m, "calls"), "failed"));
+        outstanding = json_integer_value(json_object_get(json_array_get(json_object_get(m, "replicas"), 0), "outstanding"));
+        json_decref(m);
+    }
+    assert_int_equal(failed, 2);
+    assert_int_equal(outstanding, 0);
+}
+
+struct hang_client {
+    struct sse_result r;
+};
+
+static void *hang_client_main(void *arg)
+{
+    struct hang_client *h = arg;
+    kf_stream(g_k, "{\"model\":\"claude-hang\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+              &h->r, 0);
+    return NULL;
+}
+
+/* SIGTERM with a remote call in flight: the call ends with a 503 error
+ * event after its partial text, and the kernel exits cleanly (last test:
+ * it stops the kernel). */
+static void test_shutdown_with_call_in_flight(void **state)
+{
+    (void)state;
+    static struct hang_client h;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, hang_client_main, &h), 0);
+    json_int_t outstanding = 0;
+    for (int i = 0; i < 200 && !outstanding; i++) {
+        usleep(25000);
+        json_t *m = status_of("claude-hang");
+        outstanding = json_integer_value(json_object_get(json_array_get(json_object_get(m, "replicas"), 0), "outstanding"));
+        json_decref(m);
+    }
+    assert_int_equal(outstanding, 1);
+    kf_stop(g_k); /* asserts exit status 0 */
+    g_k = NULL;
+    pthread_join(th, NULL);
+    assert_string_equal(h.r.text, "Partial");
+    assert_non_null(h.r.error);
+    assert_non_null(strstr(json_string_value(json_object_get(h.r.error, "message")), "shutting down"));
+    sse_result_free(&h.r);
+}
+
+struct slow_client {
+    const char *base;
+    long status;
+};
+
+static void *slow_client_main(void *arg)
+{
+    struct slow_client *c = arg;
+    char url[128];
+    snprintf(url, sizeof url, "%s/v1/chat/completions", c->base);
+    const char *body = "{\"model\":\"claude-slow\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}";
+    struct hc_resp r;
+    if (hc_call("POST", url, body, strlen(body), &r, 120) == 0) c->status = r.status;
+    hc_resp_free(&r);
+    return NULL;
+}
+
+/* The mock answers claude-slow only once N_SLOW requests are in flight at
+ * the same time, so all of them succeeding shows that the one remote
+ * thread keeps N_SLOW transfers going at once (and /status saw them). */
+static void test_hundreds_in_flight(void **state)
+{
+    (void)state;
+    static struct slow_client c[N_SLOW];
+    static pthread_t th[N_SLOW];
+    for (int i = 0; i < N_SLOW; i++) {
+        c[i] = (struct slow_client){.base = g_k->child.base};
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, 256 * 1024);
+        assert_int_equal(pthread_create(&th[i], &a, slow_client_main, &c[i]), 0);
+        pthread_attr_destroy(&a);
+    }
+    int ok = 0;
+    for (int i = 0; i < N_SLOW; i++) {
+        pthread_join(th[i], NULL);
+        ok += c[i].status == 200;
+    }
+    assert_int_equal(ok, N_SLOW);
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_k, "GET", "/status", NULL, &j), 200);
+    json_t *m, *slow = NULL;
+    size_t i;
+    json_array_foreach(json_object_get(j, "models"), i, m) {
+        if (!strcmp(json_string_value(json_object_get(m, "name")), "claude-slow")) slow = m;
+    }
+    assert_non_null(slow);
+    json_t *r0 = json_array_get(json_object_get(slow, "replicas"), 0);
+    assert_int_equal(json_integer_value(json_object_get(r0, "max_outstanding")), N_SLOW);
+    assert_int_equal(json_integer_value(json_object_get(r0, "outstanding")), 0);
+    json_decref(j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_message_mapping),
+        cmocka_unit_test(test_streamed_events),
+        cmocka_unit_test(test_error_statuses),
+        cmocka_unit_test(test_hundreds_in_flight),
+        cmocka_unit_test(test_timeout_and_cancel),
+        cmocka_unit_test(test_shutdown_with_call_in_flight), /* last: stops the kernel */
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,290 @@
+/* Unit: wire formats of the remote backends (remote_wire.c) and the text
+ * snapshot (remote.c): request bodies for both dialects, answers, SSE fed
+ * one byte at a time, error messages, backend table. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "llm/remote.h"
+#include "util/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static struct llm_req *mkreq(const char *const *pairs, size_t n)
+{
+    struct llm_req *r = calloc(1, sizeof *r);
+    r->model = strdup("m");
+    r->msgs = calloc(n, sizeof *r->msgs);
+    for (size_t i = 0; i < n; i++) {
+        r->msgs[i].role = strdup(pairs[2 * i]);
+        r->msgs[i].content = strdup(pairs[2 * i + 1]);
+    }
+    r->n_msgs = n;
+    r->p.temperature = 0.7f;
+    r->p.top_p = 1.0f;
+    return r;
+}
+
+static void test_openai_request(void **state)
+{
+    (void)state;
+    const char *m[] = {"system", "be brief", "user", "hi"};
+    struct llm_req *r = mkreq(m, 2);
+    r->p.max_tokens = 12;
+    r->p.has_seed = true;
+    r->p.seed = 42;
+    r->p.top_k = 5;
+    r->p.stop[r->p.n_stop++] = strdup("\n\n");
+    char err[256] = "";
+    struct remote_wire_opts o = {.model = "up", .stream = true};
+    json_t *b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_non_null(b);
+    assert_string_equal(json_string_value(json_object_get(b, "model")), "up");
+    assert_int_equal(json_array_size(json_object_get(b, "messages")), 2);
+    assert_int_equal(json_integer_value(json_object_get(b, "max_tokens")), 12);
+    assert_int_equal(json_integer_value(json_object_get(b, "seed")), 42);
+    assert_null(json_object_get(b, "top_k")); /* not every server accepts it */
+    assert_null(json_object_get(b, "top_p")); /* 1 = off: not sent */
+    assert_true(json_is_true(json_object_get(b, "stream")));
+    assert_true(json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(b, "stop"), 0)), "\n\n");
+    json_decref(b);
+
+    o.stream = false;
+    o.extra_sampling = true;
+    o.max_completion_tokens = true;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_int_equal(json_integer_value(json_object_get(b, "top_k")), 5);
+    assert_int_equal(json_integer_value(json_object_get(b, "max_completion_tokens")), 12);
+    assert_null(json_object_get(b, "max_tokens"));
+    assert_null(json_object_get(b, "stream"));
+    json_decref(b);
+    llm_req_free(r);
+}
+
+static void test_anthropic_request_roles(void **state)
+{
+    (void)state;
+    const char *m[] = {"system", "rule one", "user", "a", "system", "rule two", "user", "b",
+                       "assistant", "c", "tool", "42", "user", "d"};
+    struct llm_req *r = mkreq(m, 7);
+    r->p.temperature = 2.0f;
+    char err[256] = "";
+    struct remote_wire_opts o = {.model = "claude", .default_max_tokens = 1000};
+    json_t *b = remote_wire_request(REMOTE_DIALECT_ANTHROPIC, r, &o, err, sizeof err);
+    assert_non_null(b);
+    assert_string_equal(json_string_value(json_object_get(b, "system")), "rule one\n\nrule two");
+    json_t *msgs = json_object_get(b, "messages");
+    assert_int_equal(json_array_size(msgs), 3); /* user(a+b), assistant(c), user(tool+d) */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 0), "content")), "a\n\nb");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 1), "role")), "assistant");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 2), "content")),
+                        "Tool result:\n42\n\nd");
+    assert_int_equal(json_integer_value(json_object_get(b, "max_tokens")), 1000);
+    assert_true(json_number_value(json_object_get(b, "temperature")) == 1.0);
+    json_decref(b);
+    llm_req_free(r);
+
+    const char *only_sys[] = {"system", "x"};
+    r = mkreq(only_sys, 1);
+    assert_null(remote_wire_request(REMOTE_DIALECT_ANTHROPIC, r, &o, err, sizeof err));
+    assert_non_null(strstr(err, "at least one user or assistant"));
+    llm_req_free(r);
+}
+
+static void test_text_snapshot_resume(void **state)
+{
+    (void)state;
+    const char *m[] = {"user", "count to five"};
+    struct llm_req *r = mkreq(m, 1);
+    r->p.max_tokens = 20;
+    assert_int_equal(llm_text_snapshot_resume(r, "one, two, ", 10, 4), 0);
+    assert_int_equal(r->n_msgs, 2);
+    assert_string_equal(r->msgs[1].role, "assistant");
+    assert_string_equal(r->msgs[1].content, "one, two, ");
+    assert_int_equal(r->p.max_tokens, 16);
+    /* a second switch extends the same prefix */
+    assert_int_equal(llm_text_snapshot_resume(r, "three", 5, 1), 0);
+    assert_int_equal(r->n_msgs, 2);
+    assert_string_equal(r->msgs[1].content, "one, two, three");
+
+    char err[256];
+    struct remote_wire_opts o = {.model = "claude"};
+    json_t *b = remote_wire_request(REMOTE_DIALECT_ANTHROPIC, r, &o, err, sizeof err);
+    json_t *last = json_array_get(json_object_get(b, "messages"), 1);
+    assert_string_equal(json_string_value(json_object_get(last, "role")), "assistant");
+    assert_string_equal(json_string_value(json_object_get(last, "content")), "one, two, three");
+    json_decref(b);
+    o.continue_final = true; /* vLLM / SGLang */
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_true(json_is_true(json_object_get(b, "continue_final_message")));
+    assert_true(json_is_false(json_object_get(b, "add_generation_prompt")));
+    json_decref(b);
+    llm_req_free(r);
+}
+
+static void test_parse_responses(void **state)
+{
+    (void)state;
+    char err[256];
+    struct remote_answer a = {0};
+    const char *oa = "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hey\"},"
+                     "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,"
+                     "\"prompt_tokens_details\":{\"cached_tokens\":4}}}";
+    assert_int_equal(remote_wire_parse_response(REMOTE_DIALECT_OPENAI, oa, strlen(oa), &a, err, sizeof err), 0);
+    assert_string_equal(a.text, "hey");
+    assert_string_equal(a.finish_reason, "length");
+    assert_int_equal(a.n_prompt, 7);
+    assert_int_equal(a.n_cached, 4);
+    assert_int_equal(a.n_gen, 3);
+    remote_answer_free(&a);
+
+    const char *an = "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"A\"},"
+                     "{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}},{\"type\":\"text\",\"text\":\"B\"}],"
+                     "\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":10,"
+                     "\"output_tokens\":2}}";
+    assert_int_equal(remote_wire_parse_response(REMOTE_DIALECT_ANTHROPIC, an, strlen(an), &a, err, sizeof err), 0);
+    assert_string_equal(a.text, "AB");
+    assert_string_equal(a.finish_reason, "tool_calls");
+    assert_int_equal(a.n_prompt, 15);
+    assert_int_equal(a.n_cached, 10);
+    assert_int_equal(a.n_gen, 2);
+    remote_answer_free(&a);
+
+    assert_int_equal(remote_wire_parse_response(REMOTE_DIALECT_OPENAI, "<html>", 6, &a, err, sizeof err),
+                     AIOS_EINVAL);
+    assert_non_null(strstr(err, "not a JSON object"));
+    assert_int_equal(remote_wire_parse_response(REMOTE_DIALECT_OPENAI, "{}", 2, &a, err, sizeof err),
+                     AIOS_EINVAL);
+    remote_answer_free(&a);
+}
+
+struct collect {
+    enum remote_dialect d;
+    struct remote_answer a;
+    int n_events;
+    char events[512];
+};
+
+static int on_event(void *ud, const char *event, const char *data, size_t n)
+{
+    struct collect *c = ud;
+    c->n_events++;
+    strncat(c->events, event[0] ? event : "-", sizeof c->events - strlen(c->events) - 2);
+    strcat(c->events, ",");
+    size_t off, nd;
+    return remote_wire_stream_event(c->d, event, data, n, &c->a, &off, &nd) == AIOS_ENOMEM;
+}
+
+static void feed_bytewise(struct collect *c, const char *s)
+{
+    struct sse_parser p = {0};
+    for (size_t i = 0; s[i]; i++) assert_int_equal(sse_feed(&p, s + i, 1, on_event, c), 0);
+    sse_parser_free(&p);
+}
+
+static void test_sse_openai_bytewise(void **state)
+{
+    (void)state;
+    struct collect c = {.d = REMOTE_DIALECT_OPENAI};
+    feed_bytewise(&c, ": keep-alive comment\r\n\r\n"
+                      "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\r\n\r\n"
+                      "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n"
+                      "data: {\"choices\":[{\"delta\":{\"content\":\"lo \\u00e9\"},\"finish_reason\":null}]}\n\n"
+                      "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+                      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n"
+                      "data: [DONE]\n\n");
+    assert_int_equal(c.n_events, 6);
+    assert_string_equal(c.a.text, "Hello \xc3\xa9");
+    assert_string_equal(c.a.finish_reason, "stop");
+    assert_int_equal(c.a.n_prompt, 3);
+    assert_int_equal(c.a.n_gen, 2);
+    assert_true(c.a.done);
+    remote_answer_free(&c.a);
+
+    /* an error object in the stream (as aios and vLLM send it) */
+    struct collect e = {.d = REMOTE_DIALECT_OPENAI};
+    feed_bytewise(&e, "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n");
+    assert_string_equal(e.a.error, "boom");
+    remote_answer_free(&e.a);
+}
+
+static void test_sse_anthropic_multiline(void **state)
+{
+    (void)state;
+    struct collect c = {.d = REMOTE_DIALECT_ANTHROPIC};
+    /* a data field split over two data: lines is joined with \n (valid JSON) */
+    feed_bytewise(&c, "event: message_start\n"
+                      "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n"
+                      "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+                      "event: content_block_delta\n"
+                      "data: {\"type\":\"content_block_delta\",\n"
+                      "data: \"delta\":{\"type\":\"text_delta\",\"text\":\"ok\"}}\n\n"
+                      "event: message_delta\n"
+                      "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"stop_sequence\"},\"usage\":{\"output_tokens\":4}}\n\n"
+                      "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    assert_string_equal(c.events, "message_start,ping,content_block_delta,message_delta,message_stop,");
+    assert_string_equal(c.a.text, "ok");
+    assert_string_equal(c.a.finish_reason, "stop");
+    assert_int_equal(c.a.n_prompt, 9);
+    assert_int_equal(c.a.n_gen, 4);
+    assert_true(c.a.done);
+    remote_answer_free(&c.a);
+}
+
+static void test_error_messages_and_backends(void **state)
+{
+    (void)state;
+    char m[128];
+    const char *an = "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: x\"}}";
+    remote_wire_error_message(an, strlen(an), m, sizeof m);
+    assert_string_equal(m, "model: x");
+    const char *oll = "{\"error\":\"model 'llama9' not found\"}";
+    remote_wire_error_message(oll, strlen(oll), m, sizeof m);
+    assert_string_equal(m, "model 'llama9' not found");
+    remote_wire_error_message("<html>\nBad Gateway</html>", 25, m, sizeof m);
+    assert_string_equal(m, "<html>");
+    remote_wire_error_message(NULL, 0, m, sizeof m);
+    assert_string_equal(m, "(empty body)");
+
+    assert_true(llm_backend_is_remote("openai"));
+    assert_true(llm_backend_is_remote("llama-server"));
+    assert_true(llm_backend_is_remote("gemini"));
+    assert_false(llm_backend_is_remote("llamacpp"));
+    assert_int_equal(remote_backend_find("anthropic")->dialect, REMOTE_DIALECT_ANTHROPIC);
+    assert_string_equal(remote_backend_find("groq")->key_env, "GROQ_API_KEY");
+    assert_null(remote_backend_find("openai-compatible")->default_base);
+
+    struct { const char *base; enum remote_dialect d; const char *want; } u[] = {
+        {"http://10.0.0.5:8000", REMOTE_DIALECT_OPENAI, "http://10.0.0.5:8000/v1/chat/completions"},
+        {"http://10.0.0.5:8000/", REMOTE_DIALECT_OPENAI, "http://10.0.0.5:8000/v1/chat/completions"},
+        {"http://h:11434/v1", REMOTE_DIALECT_OPENAI, "http://h:11434/v1/chat/completions"},
+        {"https://generativelanguage.googleapis.com/v1beta/openai/", REMOTE_DIALECT_OPENAI,
+         "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"},
+        {"http://h/v1/chat/completions", REMOTE_DIALECT_OPENAI, "http://h/v1/chat/completions"},
+        {"https://api.anthropic.com", REMOTE_DIALECT_ANTHROPIC, "https://api.anthropic.com/v1/messages"},
+        {"https://proxy/anthropic/v1", REMOTE_DIALECT_ANTHROPIC, "https://proxy/anthropic/v1/messages"},
+    };
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        char *got = remote_endpoint_url(u[i].base, u[i].d);
+        assert_string_equal(got, u[i].want);
+        free(got);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_openai_request),
+        cmocka_unit_test(test_anthropic_request_roles),
+        cmocka_unit_test(test_text_snapshot_resume),
+        cmocka_unit_test(test_parse_responses),
+        cmocka_unit_test(test_sse_openai_bytewise),
+        cmocka_unit_test(test_sse_anthropic_multiline),
+        cmocka_unit_test(test_error_messages_and_backends),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,592 @@
+/* Unit tests for src/storage: SHA-256 against the FIPS vectors, the path
+ * rules (every way out of the root refused with a clear message), agent
+ * directory names, and the manager through sto_exec on a temp directory:
+ * versions, pruning at max_versions, dedup of equal contents, rollback by
+ * count and by time, symlinks planted inside a root, quotas, share grants
+ * with expiry, and the crash repair of a file whose rename never happened. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "storage/sha256.h"
+#include "storage/storage.h"
+#include "util/err.h"
+#include "util/util.h"
+
+/* ---- sha256 ---- */
+
+static void test_sha256(void **state)
+{
+    (void)state;
+    char hex[65];
+    sto_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sto_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sto_sha256_hex(m, strlen(m), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* one million 'a', fed in odd-sized pieces */
+    struct sto_sha256 c;
+    char buf[997];
+    memset(buf, 'a', sizeof buf);
+    sto_sha256_init(&c);
+    size_t left = 1000000;
+    while (left) {
+        size_t n = left < sizeof buf ? left : sizeof buf;
+        sto_sha256_update(&c, buf, n);
+        left -= n;
+    }
+    uint8_t d[32];
+    sto_sha256_final(&c, d);
+    char h2[65];
+    for (int i = 0; i < 32; i++) snprintf(h2 + 2 * i, 3, "%02x", d[i]);
+    assert_string_equal(h2, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+/* ---- path rules ---- */
+
+static int norm(const char *p, size_t len, char *out, char *err)
+{
+    return sto_path_norm(p, len, false, out, STO_PATH_MAX + 1, err, 512);
+}
+
+static void expect_refused(const char *p, size_t len, const char *needle)
+{
+    char out[STO_PATH_MAX + 1], err[512] = "";
+    int rc = norm(p, len, out, err);
+    if (rc == 0) fail_msg("path '%.*s' was accepted as '%s'", (int)len, p, out);
+    if (!strstr(err, needle)) fail_msg("message '%s' does not mention '%s'", err, needle);
+}
+
+static void test_path_norm(void **state)
+{
+    (void)state;
+    char out[STO_PATH_MAX + 1], err[512];
+    assert_int_equal(norm("./a//b/", 7, out, err), 0);
+    assert_string_equal(out, "a/b");
+    assert_int_equal(norm("notes/x.txt", 11, out, err), 0);
+    assert_string_equal(out, "notes/x.txt");
+    assert_int_equal(norm("a/.hidden/..b", 13, out, err), 0); /* "..b" is a name, not ".." */
+    assert_string_equal(out, "a/.hidden/..b");
+    assert_int_equal(sto_path_norm(".", 1, true, out, sizeof out, err, sizeof err), 0);
+    assert_string_equal(out, "");
+
+    expect_refused("..", 2, "'..'");
+    expect_refused("a/../../etc/passwd", 18, "'..'");
+    expect_refused("a/..", 4, "'..'");
+    expect_refused("/etc/passwd", 11, "absolute");
+    expect_refused("a\0b", 3, "NUL");
+    expect_refused("a\nb", 3, "control character");
+    expect_refused("", 0, "empty");
+    expect_refused("./", 2, "empty");
+    expect_refused(".~lsfs-123", 10, "reserved");
+
+    char longname[300];
+    memset(longname, 'x', sizeof longname);
+    expect_refused(longname, 256, "limit is 255");
+    assert_int_equal(norm(longname, 255, out, err), 0);
+
+    char longpath[1100];
+    for (size_t i = 0; i < sizeof longpath; i++) longpath[i] = i % 10 == 9 ? '/' : 'p';
+    expect_refused(longpath, sizeof longpath, "limit is 1024");
+
+    char deep[200] = "";
+    for (int i = 0; i < 65; i++) strcat(deep, "d/");
+    expect_refused(deep, strlen(deep), "more than 64");
+}
+
+static void test_agent_dirname(void **state)
+{
+    (void)state;
+    char out[512];
+    assert_int_equal(sto_agent_dirname("example/academic_agent", out, sizeof out), 0);
+    assert_string_equal(out, "example%2Facademic_agent");
+    assert_int_equal(sto_agent_dirname("..", out, sizeof out), 0);
+    assert_string_equal(out, "%2E.");
+    assert_int_equal(sto_agent_dirname(".lsfs", out, sizeof out), 0);
+    assert_string_equal(out, "%2Elsfs");
+    assert_int_equal(sto_agent_dirname("a b", out, sizeof out), 0);
+    assert_string_equal(out, "a%20b");
+    assert_int_equal(sto_agent_dirname("", out, sizeof out), AIOS_EINVAL);
+    char big[200];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(sto_agent_dirname(big, out, sizeof out), AIOS_EINVAL);
+}
+
+/* ---- the manager ---- */
+
+struct fx {
+    char dir[64];
+    struct sto *s;
+    struct sto_config c;
+};
+
+static struct fx *fx_open(int max_versions, int64_t quota_bytes, int64_t quota_files)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/aios-sto-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    char root[128];
+    snprintf(root, sizeof root, "%s/root", f->dir);
+    f->c.root_dir = strdup(root);
+    f->c.max_versions = max_versions;
+    f->c.quota_bytes = quota_bytes;
+    f->c.quota_files = quota_files;
+    f->c.max_file_bytes = 1 << 20;
+    f->c.n_threads = 1;
+    char err[512] = "";
+    int rc = sto_open(&f->s, &f->c, err, sizeof err);
+    if (rc) fail_msg("sto_open: %s", err);
+    return f;
+}
+
+static void fx_reopen(struct fx *f)
+{
+    sto_close(f->s);
+    char err[512] = "";
+    if (sto_open(&f->s, &f->c, err, sizeof err)) fail_msg("sto_open: %s", err);
+}
+
+static void fx_close(struct fx *f)
+{
+    sto_close(f->s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f->c.root_dir);
+    free(f);
+}
+
+/* run an op; params as JSON text; returns the http status; *out kept if asked */
+static int run(struct fx *f, const char *agent, const char *op, const char *params, json_t **out,
+               char *err)
+{
+    json_t *p = json_loads(params, 0, NULL);
+    assert_non_null(p);
+    json_t *o = NULL;
+    int http = 0;
+    char e[1536] = "";
+    int rc = sto_exec(f->s, agent, op, p, &o, &http, e, sizeof e);
+    json_decref(p);
+    if (rc) assert_int_not_equal(http, 200);
+    if (err) snprintf(err, 1536, "%s", e);
+    if (out) *out = o;
+    else json_decref(o);
+    return http;
+}
+
+static const char *content_of(struct fx *f, const char *agent, const char *path)
+{
+    static char buf[4096];
+    char p[512];
+    json_t *o;
+    snprintf(p, sizeof p, "{\"file_path\":\"%s\"}", path);
+    if (run(f, agent, "read", p, &o, NULL) != 200) return NULL;
+    snprintf(buf, sizeof buf, "%s", json_string_value(json_object_get(o, "content")));
+    json_decref(o);
+    return buf;
+}
+
+static int count_rows(struct fx *f, const char *sql)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/root/.lsfs/lsfs.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_versions(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(3, 0, 0);
+    char p[256];
+    for (int i = 1; i <= 5; i++) {
+        snprintf(p, sizeof p, "{\"file_path\":\"d/v.txt\",\"content\":\"version %d\"}", i);
+        assert_int_equal(run(f, "a", "write", p, NULL, NULL), 200);
+    }
+    assert_string_equal(content_of(f, "a", "d/v.txt"), "version 5");
+    json_t *o;
+    assert_int_equal(run(f, "a", "history", "{\"file_path\":\"d/v.txt\"}", &o, NULL), 200);
+    json_t *v = json_object_get(o, "versions");
+    assert_int_equal(json_array_size(v), 3); /* pruned to max_versions */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(v, 0), "version")), 5);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(v, 2), "version")), 3);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(v, 0), "size")), 9);
+    json_decref(o);
+    /* pruned blobs are gone: 3 distinct contents left */
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM blobs"), 3);
+
+    /* rollback 2 back: version 3's content, as a new version 6 */
+    assert_int_equal(run(f, "a", "rollback", "{\"file_path\":\"d/v.txt\",\"n\":\"2\"}", &o, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(o, "version")), 6);
+    assert_int_equal(json_integer_value(json_object_get(o, "restored_version")), 3);
+    json_decref(o);
+    assert_string_equal(content_of(f, "a", "d/v.txt"), "version 3");
+    /* versions 4, 5, 6 remain (3 was pruned); 6 reuses 3's blob, which
+     * therefore survived the pruning with one reference */
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM blobs"), 3);
+    assert_int_equal(count_rows(f, "SELECT refs FROM blobs WHERE CAST(data AS TEXT) = 'version 3'"), 1);
+    /* dedup: writing content that exists adds a reference, not a blob */
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"other.txt\",\"content\":\"version 5\"}", NULL, NULL), 200);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM blobs"), 3);
+    assert_int_equal(count_rows(f, "SELECT refs FROM blobs WHERE CAST(data AS TEXT) = 'version 5'"), 2);
+    /* too far back */
+    char err[1536];
+    assert_int_equal(run(f, "a", "rollback", "{\"file_path\":\"d/v.txt\",\"n\":5}", NULL, err), 404);
+    assert_non_null(strstr(err, "cannot go back 5"));
+    assert_int_equal(run(f, "a", "rollback", "{\"file_path\":\"nope.txt\"}", NULL, err), 404);
+    assert_int_equal(run(f, "a", "rollback", "{\"file_path\":\"d/v.txt\",\"time\":\"yesterday\"}", NULL, err), 400);
+
+    /* by time: the newest version at or before t */
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"t.txt\",\"content\":\"old\"}", NULL, NULL), 200);
+    usleep(20000);
+    double t = (double)util_wall_us() / 1e6;
+    usleep(20000);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"t.txt\",\"content\":\"new\"}", NULL, NULL), 200);
+    snprintf(p, sizeof p, "{\"file_path\":\"t.txt\",\"time\":%.6f}", t);
+    assert_int_equal(run(f, "a", "rollback", p, NULL, NULL), 200);
+    assert_string_equal(content_of(f, "a", "t.txt"), "old");
+    /* ISO 8601 form */
+    assert_int_equal(run(f, "a", "rollback", "{\"file_path\":\"t.txt\",\"time\":\"2001-01-01T00:00:00Z\"}", NULL, err), 404);
+    assert_non_null(strstr(err, "no version at or before"));
+    fx_close(f);
+}
+
+static void test_symlinks_inside_root(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"ok.txt\",\"content\":\"x\"}", NULL, NULL), 200);
+    char outside[128], link[256], cmd[512];
+    snprintf(outside, sizeof outside, "%s/outside", f->dir);
+    assert_int_equal(mkdir(outside, 0755), 0);
+    snprintf(cmd, sizeof cmd, "echo secret > %s/secret.txt", outside);
+    assert_int_equal(system(cmd), 0);
+    snprintf(link, sizeof link, "%s/root/a/evil", f->dir);
+    assert_int_equal(symlink(outside, link), 0);
+    snprintf(link, sizeof link, "%s/root/a/leak.txt", f->dir);
+    snprintf(cmd, sizeof cmd, "%s/secret.txt", outside);
+    assert_int_equal(symlink(cmd, link), 0);
+
+    char err[1536];
+    assert_int_equal(run(f, "a", "read", "{\"file_path\":\"evil/secret.txt\"}", NULL, err), 400);
+    assert_non_null(strstr(err, "symbolic link"));
+    assert_int_equal(run(f, "a", "read", "{\"file_path\":\"leak.txt\"}", NULL, err), 400);
+    assert_non_null(strstr(err, "symbolic link"));
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"evil/new.txt\",\"content\":\"x\"}", NULL, err), 400);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"leak.txt\",\"content\":\"x\"}", NULL, err), 400);
+    assert_int_equal(run(f, "a", "list", "{\"dir_path\":\"evil\"}", NULL, err), 400);
+    assert_int_equal(run(f, "a", "delete_dir", "{\"dir_path\":\"evil/x\"}", NULL, err), 400);
+    /* nothing happened outside */
+    snprintf(cmd, sizeof cmd, "%s/new.txt", outside);
+    assert_int_equal(access(cmd, F_OK), -1);
+    snprintf(cmd, sizeof cmd, "%s/secret.txt", outside);
+    struct stat st;
+    assert_int_equal(stat(cmd, &st), 0);
+    assert_int_equal(st.st_size, 7);
+    /* deleting the link itself is fine and does not touch the target */
+    assert_int_equal(run(f, "a", "delete_file", "{\"file_path\":\"leak.txt\"}", NULL, err), 200);
+    assert_int_equal(stat(cmd, &st), 0);
+    fx_close(f);
+}
+
+static void test_quotas(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 100, 3);
+    char err[1536], p[512], body[120];
+    memset(body, 'x', 60);
+    body[60] = 0;
+    snprintf(p, sizeof p, "{\"file_path\":\"a\",\"content\":\"%s\"}", body);
+    assert_int_equal(run(f, "q", "write", p, NULL, err), 200);
+    snprintf(p, sizeof p, "{\"file_path\":\"b\",\"content\":\"%s\"}", body);
+    assert_int_equal(run(f, "q", "write", p, NULL, err), 507);
+    assert_non_null(strstr(err, "storage.quota_bytes"));
+    assert_null(content_of(f, "q", "b")); /* refused write left nothing */
+    /* replacing a file counts the difference */
+    memset(body, 'y', 95);
+    body[95] = 0;
+    snprintf(p, sizeof p, "{\"file_path\":\"a\",\"content\":\"%s\"}", body);
+    assert_int_equal(run(f, "q", "write", p, NULL, err), 200);
+    /* other agents have their own quota */
+    assert_int_equal(run(f, "r", "write", p, NULL, err), 200);
+    /* files quota */
+    assert_int_equal(run(f, "q", "create_file", "{\"file_path\":\"e1\"}", NULL, err), 200);
+    assert_int_equal(run(f, "q", "create_file", "{\"file_path\":\"e2\"}", NULL, err), 200);
+    assert_int_equal(run(f, "q", "create_file", "{\"file_path\":\"e3\"}", NULL, err), 507);
+    assert_non_null(strstr(err, "storage.quota_files"));
+    /* deleting frees quota */
+    assert_int_equal(run(f, "q", "delete_file", "{\"file_path\":\"e1\"}", NULL, err), 200);
+    assert_int_equal(run(f, "q", "create_file", "{\"file_path\":\"e3\"}", NULL, err), 200);
+    json_t *o;
+    assert_int_equal(run(f, "q", "usage", "{}", &o, err), 200);
+    assert_int_equal(json_integer_value(json_object_get(o, "bytes")), 95);
+    assert_int_equal(json_integer_value(json_object_get(o, "files")), 3);
+    json_decref(o);
+    fx_close(f);
+}
+
+static void test_shares(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    char err[1536];
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"p/x.txt\",\"content\":\"shared\"}", NULL, err), 200);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"q/y.txt\",\"content\":\"private\"}", NULL, err), 200);
+    assert_int_equal(sto_share_check(f->s, "a", "p/x.txt", "b", STO_MODE_READ), AIOS_ENOTFOUND);
+    assert_int_equal(sto_share_grant(f->s, "a", "p", "b", STO_MODE_READ, 0, err, sizeof err), 0);
+    assert_int_equal(sto_share_check(f->s, "a", "p/x.txt", "b", STO_MODE_READ), 0);
+    assert_int_equal(sto_share_check(f->s, "a", "p", "b", STO_MODE_READ), 0);
+    assert_int_equal(sto_share_check(f->s, "a", "p/x.txt", "b", STO_MODE_RW), AIOS_EPERM);
+    assert_int_equal(sto_share_check(f->s, "a", "pp/x.txt", "b", STO_MODE_READ), AIOS_ENOTFOUND);
+    assert_int_equal(sto_share_check(f->s, "a", "q/y.txt", "b", STO_MODE_READ), AIOS_ENOTFOUND);
+    assert_int_equal(sto_share_check(f->s, "a", "p/x.txt", "c", STO_MODE_READ), AIOS_ENOTFOUND);
+    /* expired grants count for nothing */
+    assert_int_equal(sto_share_grant(f->s, "a", "q", "b", STO_MODE_RW, util_wall_us() - 1, err, sizeof err), 0);
+    assert_int_equal(sto_share_check(f->s, "a", "q/y.txt", "b", STO_MODE_READ), AIOS_ENOTFOUND);
+    assert_int_equal(sto_share_revoke(f->s, "a", "p", "b", err, sizeof err), 0);
+    assert_int_equal(sto_share_check(f->s, "a", "p/x.txt", "b", STO_MODE_READ), AIOS_ENOTFOUND);
+    assert_int_equal(sto_share_revoke(f->s, "a", "p", "b", err, sizeof err), AIOS_ENOTFOUND);
+    fx_close(f);
+}
+
+static void test_crash_repair(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"d/f.txt\",\"content\":\"committed\"}", NULL, NULL), 200);
+    /* simulate a crash after the commit, before the rename: the file on disk
+     * is still the previous content and the row is marked dirty; plus a
+     * stray temp file */
+    char path[256], cmd[512];
+    snprintf(path, sizeof path, "%s/root/a/d/f.txt", f->dir);
+    FILE *fp = fopen(path, "w");
+    fputs("torn-or-old", fp);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "touch %s/root/a/d/.~lsfs-0000000000000001", f->dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/root/.lsfs/lsfs.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(cmd, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE files SET dirty = 1", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    fx_reopen(f);
+    assert_string_equal(content_of(f, "a", "d/f.txt"), "committed");
+    snprintf(cmd, sizeof cmd, "%s/root/a/d/.~lsfs-0000000000000001", f->dir);
+    assert_int_equal(access(cmd, F_OK), -1);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM files WHERE dirty = 1"), 0);
+    fx_close(f);
+}
+
+static void test_mount_imports(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/root/t/sub && echo tool output > %s/root/t/sub/out.txt", f->dir, f->dir);
+    assert_int_equal(system(cmd), 0);
+    json_t *o;
+    assert_int_equal(run(f, "t", "mount", "{\"root\":\"/anywhere\"}", &o, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(o, "imported")), 1);
+    json_decref(o);
+    assert_int_equal(run(f, "t", "retrieve", "{\"query_text\":\"tool\",\"k\":2}", &o, NULL), 200);
+    assert_int_equal(json_array_size(json_object_get(o, "results")), 1);
+    json_decref(o);
+    assert_int_equal(run(f, "t", "history", "{\"file_path\":\"sub/out.txt\"}", &o, NULL), 200);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(o, "versions"), 0), "kind")), "import");
+    json_decref(o);
+    fx_close(f);
+}
+
+static void test_bad_params(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    char err[1536];
+    assert_int_equal(run(f, "a", "write", "{\"content\":\"x\"}", NULL, err), 400);
+    assert_non_null(strstr(err, "file_path"));
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"x\"}", NULL, err), 400);
+    assert_non_null(strstr(err, "content"));
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":7,\"content\":\"x\"}", NULL, err), 400);
+    assert_int_equal(run(f, "a", "dance", "{}", NULL, err), 400);
+    assert_non_null(strstr(err, "unknown storage operation_type"));
+    assert_int_equal(run(f, "a", "retrieve", "{\"query_text\":\"!!!\"}", NULL, err), 400);
+    assert_int_equal(run(f, "a", "retrieve", "{\"query_text\":\"x\",\"k\":0}", NULL, err), 400);
+    assert_int_equal(run(f, "a", "share", "{\"file_path\":\"x\"}", NULL, err), 400);
+    assert_non_null(strstr(err, "params.agent"));
+    assert_int_equal(run(f, "a", "create_dir", "{\"dir_path\":\"d\"}", NULL, err), 200);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"d\",\"content\":\"x\"}", NULL, err), 409);
+    assert_int_equal(run(f, "a", "read", "{\"file_path\":\"d\"}", NULL, err), 409);
+    assert_int_equal(run(f, "a", "delete_file", "{\"file_path\":\"d\"}", NULL, err), 409);
+    char big[64];
+    snprintf(big, sizeof big, "%s", "{\"file_path\":\"big\",\"content\":\"");
+    json_t *p = json_pack("{s:s,s:s%}", "file_path", "big", "content", "", (size_t)0);
+    char *blob = malloc((1 << 20) + 2);
+    memset(blob, 'z', (1 << 20) + 1);
+    json_object_set_new(p, "content", json_stringn(blob, (1 << 20) + 1));
+    free(blob);
+    json_t *o = NULL;
+    int http;
+    assert_int_equal(sto_exec(f->s, "a", "write", p, &o, &http, err, 1536), AIOS_ETOOBIG);
+    assert_int_equal(http, 413);
+    json_decref(p);
+    fx_close(f);
+}
+
+/* ---- concurrency ---- */
+
+struct same_file {
+    struct fx *f;
+    int t;
+};
+
+static void *same_file_writer(void *arg)
+{
+    struct same_file *w = arg;
+    for (int i = 0; i < 15; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "{\"file_path\":\"shared.txt\",\"content\":\"writer %d write %d\"}", w->t, i);
+        json_t *j = json_loads(p, 0, NULL), *o = NULL;
+        int http;
+        char e[1536];
+        if (sto_exec(w->f->s, "a", "write", j, &o, &http, e, sizeof e) != 0) abort();
+        json_decref(o);
+        json_decref(j);
+    }
+    return NULL;
+}
+
+/* Several threads write one file: every write is a distinct version, and
+ * the newest version is what is on disk (the stripe orders commit and
+ * rename together). */
+static void test_concurrent_writes(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(100, 0, 0);
+    pthread_t th[4];
+    struct same_file w[4];
+    for (int t = 0; t < 4; t++) {
+        w[t].f = f;
+        w[t].t = t;
+        assert_int_equal(pthread_create(&th[t], NULL, same_file_writer, &w[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+    json_t *o;
+    assert_int_equal(run(f, "a", "history", "{\"file_path\":\"shared.txt\"}", &o, NULL), 200);
+    json_t *v = json_object_get(o, "versions");
+    assert_int_equal(json_array_size(v), 60);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(v, 0), "version")), 60);
+    const char *disk = content_of(f, "a", "shared.txt");
+    char hex[65];
+    sto_sha256_hex(disk, strlen(disk), hex);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(v, 0), "sha256")), hex);
+    json_decref(o);
+    fx_close(f);
+}
+
+struct racer {
+    char root[256], outside[256];
+    volatile int stop;
+    int swaps;
+};
+
+static void *swap_racer(void *arg)
+{
+    struct racer *r = arg;
+    char d[300], lnk[300];
+    snprintf(d, sizeof d, "%s/d", r->root);
+    snprintf(lnk, sizeof lnk, "%s/lnk", r->root);
+    if (symlink(r->outside, lnk) != 0) return NULL;
+    while (!r->stop) {
+        /* atomically: d becomes the link to outside, lnk the real directory */
+        if (renameat2(AT_FDCWD, d, AT_FDCWD, lnk, RENAME_EXCHANGE) != 0) { perror("exchange 1"); break; }
+        usleep(300);
+        if (renameat2(AT_FDCWD, d, AT_FDCWD, lnk, RENAME_EXCHANGE) != 0) { perror("exchange 2"); break; }
+        r->swaps++;
+        usleep(300);
+    }
+    return NULL;
+}
+
+/* TOCTOU: while writes and reads go to d/..., another thread keeps
+ * exchanging d with a link to a directory outside the root (atomically, with
+ * renameat2 RENAME_EXCHANGE). Calls succeed or are refused, but nothing
+ * lands outside and nothing is read from there. */
+static void test_swap_race(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    assert_int_equal(run(f, "a", "create_dir", "{\"dir_path\":\"d\"}", NULL, NULL), 200);
+    struct racer r = {.stop = 0};
+    snprintf(r.root, sizeof r.root, "%s/root/a", f->dir);
+    snprintf(r.outside, sizeof r.outside, "%s/outside", f->dir);
+    assert_int_equal(mkdir(r.outside, 0755), 0);
+    char known[400];
+    snprintf(known, sizeof known, "%s/known.txt", r.outside);
+    FILE *kf = fopen(known, "w");
+    fputs("OUTSIDE", kf);
+    fclose(kf);
+    assert_int_equal(run(f, "a", "write", "{\"file_path\":\"d/known.txt\",\"content\":\"inside\"}", NULL, NULL), 200);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, swap_racer, &r), 0);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 150; i++) {
+        char p[128];
+        if (i % 3) {
+            snprintf(p, sizeof p, "{\"file_path\":\"d/f%d.txt\",\"content\":\"x\"}", i);
+            if (run(f, "a", "write", p, NULL, NULL) == 200) ok++;
+            else refused++;
+        } else {
+            const char *c = content_of(f, "a", "d/known.txt");
+            if (c) {
+                assert_string_equal(c, "inside"); /* never the file outside */
+                ok++;
+            } else {
+                refused++;
+            }
+        }
+    }
+    r.stop = 1;
+    pthread_join(th, NULL);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "test \"$(ls -A %s)\" = known.txt", r.outside);
+    if (system(cmd) != 0) fail_msg("a write landed outside the root (%d swaps)", r.swaps);
+    assert_true(ok > 0);
+    assert_true(refused > 0);
+    assert_true(r.swaps > 0);
+    fprintf(stderr, "swap race: %d swaps, %d calls succeeded, %d refused\n", r.swaps, ok, refused);
+    fx_close(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256),          cmocka_unit_test(test_path_norm),
+        cmocka_unit_test(test_agent_dirname),   cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_symlinks_inside_root), cmocka_unit_test(test_quotas),
+        cmocka_unit_test(test_shares),          cmocka_unit_test(test_crash_repair),
+        cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_concurrent_writes), cmocka_unit_test(test_swap_race),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
