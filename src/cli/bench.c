@@ -52,6 +52,7 @@ struct bench_opts {
     int threads, ctx, slots, kv_size;
     bool slots_set;
     int n_agents, n_turns, sys_words, task_words, obs_words, gen, tool_ms;
+    int inter_ms, inter_prio; /* the interactive agent: period (0: none), priority */
     bool sequential, json;
     unsigned seed;
 };
@@ -73,7 +74,11 @@ struct agent {
     double t_done;
     int n_errors;
     char err[256];
+    bool interactive; /* its calls carry a priority and are not counted */
+    int n_calls;
 };
+
+static int g_batch_done; /* atomic: the batch agents have all finished */
 
 static int64_t g_t0_us;
 static int g_calls_done; /* atomic */
@@ -161,10 +166,12 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
 {
     const struct bench_opts *o = a->o;
     char user[64];
-    snprintf(user, sizeof user, "agent-%d", a->idx);
+    if (a->interactive) snprintf(user, sizeof user, "interactive");
+    else snprintf(user, sizeof user, "agent-%d", a->idx);
     json_t *body = json_pack("{s:s,s:O,s:i,s:f,s:i,s:s,s:b}", "model", a->model, "messages", msgs,
-                             "max_tokens", o->gen, "temperature", 0.0, "seed", (int)o->seed, "user",
-                             user, "stream", 0);
+                             "max_tokens", a->interactive ? 4 : o->gen, "temperature", 0.0,
+                             "seed", (int)o->seed, "user", user, "stream", 0);
+    if (body && a->interactive) json_object_set_new(body, "priority", json_integer(o->inter_prio));
     char *txt = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!txt) return AIOS_ENOMEM;
@@ -173,6 +180,11 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
     char agent_hdr[96];
     snprintf(agent_hdr, sizeof agent_hdr, "X-Aios-Agent: %s", user);
     h = curl_slist_append(h, agent_hdr);
+    if (a->interactive) {
+        char ph[64];
+        snprintf(ph, sizeof ph, "X-Aios-Priority: %d", o->inter_prio);
+        h = curl_slist_append(h, ph);
+    }
     curl_easy_setopt(c, CURLOPT_URL, a->chat_url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, txt);
@@ -211,8 +223,31 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
     json_decref(j);
 out:
     free(b.s);
-    __atomic_add_fetch(&g_calls_done, 1, __ATOMIC_RELAXED);
+    if (!a->interactive) __atomic_add_fetch(&g_calls_done, 1, __ATOMIC_RELAXED);
     return rc;
+}
+
+/* one short high-priority call every inter_ms while the batch runs */
+static void *interactive_main(void *p)
+{
+    struct agent *a = p;
+    const struct bench_opts *o = a->o;
+    CURL *c = curl_easy_init();
+    while (c && !__atomic_load_n(&g_batch_done, __ATOMIC_ACQUIRE) && a->n_calls < 100000) {
+        double t0 = now_s();
+        char q[64];
+        snprintf(q, sizeof q, "Quick question %d: what time is it?", a->n_calls);
+        json_t *msgs = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
+                                 "You are a helpful assistant.", "role", "user", "content", q);
+        if (!msgs) break;
+        if (agent_turn(a, c, msgs, a->n_calls)) a->n_errors++;
+        a->n_calls++;
+        json_decref(msgs);
+        double left = (double)o->inter_ms / 1000.0 - (now_s() - t0);
+        if (left > 0) usleep((useconds_t)(left * 1e6));
+    }
+    if (c) curl_easy_cleanup(c);
+    return NULL;
 }
 
 static void *agent_main(void *p)
@@ -365,7 +400,9 @@ static void usage_bench(FILE *f)
             "workload:\n"
             "  --agents N (8) --turns T (4) --sys-words S (600) --task-words W (30)\n"
             "  --obs-words O (40) --gen G (24) --tool-ms MS (0) --seed N (1)\n"
-            "  --sequential            agents one after another (baseline)\n");
+            "  --sequential            agents one after another (baseline)\n"
+            "  --interactive-ms MS     plus an interactive agent: one short call every MS while\n"
+            "                          the others run, with --interactive-priority P (10)\n");
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -380,7 +417,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 
 static int bench_agents(int argc, char **argv)
 {
-    struct bench_opts o = {.policy = "fair", .threads = 2, .ctx = 4096, .slots = 0,
+    struct bench_opts o = {.policy = "fair", .threads = 2, .ctx = 4096, .slots = 0, .inter_prio = 10,
                            .n_agents = 8, .n_turns = 4, .sys_words = 600, .task_words = 30,
                            .obs_words = 40, .gen = 24, .seed = 1};
     for (int i = 1; i < argc; i++) {
@@ -413,6 +450,8 @@ static int bench_agents(int argc, char **argv)
         else if (!strcmp(a, "--obs-words")) iv = &o.obs_words, lo = 0, hi = 1000;
         else if (!strcmp(a, "--gen")) iv = &o.gen, lo = 1, hi = 100000;
         else if (!strcmp(a, "--tool-ms")) iv = &o.tool_ms, lo = 0, hi = 3600000;
+        else if (!strcmp(a, "--interactive-ms")) iv = &o.inter_ms, lo = 0, hi = 3600000;
+        else if (!strcmp(a, "--interactive-priority")) iv = &o.inter_prio, lo = -100, hi = 100;
         else if (!strcmp(a, "--seed")) {
             int s;
             if (parse_int(v, 0, 1 << 30, &s)) goto badnum;
@@ -552,7 +591,16 @@ static int bench_agents(int argc, char **argv)
 
     int total = o.n_agents * o.n_turns;
     g_calls_done = 0;
+    g_batch_done = 0;
     g_t0_us = util_now_us();
+    struct agent inter = {.idx = -1, .o = &o, .chat_url = chat_url, .model = model,
+                          .interactive = true};
+    pthread_t inter_th;
+    bool inter_on = false;
+    if (o.inter_ms > 0) {
+        inter.calls = calloc(100000, sizeof *inter.calls);
+        inter_on = inter.calls && pthread_create(&inter_th, NULL, interactive_main, &inter) == 0;
+    }
     if (o.sequential) {
         /* each agent on its own thread in turn, so the main thread can
          * draw progress */
@@ -578,6 +626,22 @@ static int bench_agents(int argc, char **argv)
         for (int i = 0; i < o.n_agents; i++) pthread_join(th[i], NULL);
     }
     progress(total, total, true);
+    __atomic_store_n(&g_batch_done, 1, __ATOMIC_RELEASE);
+    if (inter_on) pthread_join(inter_th, NULL);
+    double ip50 = 0, ip95 = 0;
+    int n_inter = 0;
+    if (inter_on) {
+        double *il = calloc((size_t)inter.n_calls + 1, sizeof *il);
+        for (int i = 0; il && i < inter.n_calls; i++)
+            if (inter.calls[i].status == 200) il[n_inter++] = inter.calls[i].t_end - inter.calls[i].t_start;
+        if (il) {
+            qsort(il, (size_t)n_inter, sizeof *il, cmp_double);
+            ip50 = percentile(il, (size_t)n_inter, 0.5);
+            ip95 = percentile(il, (size_t)n_inter, 0.95);
+        }
+        free(il);
+    }
+    free(inter.calls);
 
     /* ---- results ---- */
     double makespan = 0;
@@ -631,6 +695,11 @@ static int bench_agents(int argc, char **argv)
             (json_int_t)(prompt - cached), "completion", (json_int_t)completion, "calls", n_lat,
             "errors", n_err);
         if (o.server_model) json_object_set_new(j, "slots", json_integer(o.slots));
+        if (inter_on)
+            json_object_set_new(j, "interactive",
+                                json_pack("{s:i,s:i,s:i,s:f,s:f,s:i}", "period_ms", o.inter_ms,
+                                          "priority", o.inter_prio, "calls", n_inter, "p50_s",
+                                          ip50, "p95_s", ip95, "errors", inter.n_errors));
         char *s = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         printf("%s\n", s ? s : "{}");
         free(s);
@@ -650,6 +719,9 @@ static int bench_agents(int argc, char **argv)
         printf("  %-28s %10lld\n", "  reused (cached)", (long long)cached);
         printf("  %-28s %10lld\n", "generated tokens", (long long)completion);
         printf("  %-28s %10d of %d\n", "calls ok", n_lat, total);
+        if (inter_on)
+            printf("  %-28s %6.2f / %.2f s over %d calls (priority %d)\n",
+                   "interactive p50/p95", ip50, ip95, n_inter, o.inter_prio);
     }
     free(lat);
     free(done);

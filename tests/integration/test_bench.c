@@ -67,7 +67,7 @@ static void test_bench_kernel(void **state)
     char args[4096], err[8192] = "";
     snprintf(args, sizeof args,
              "--kernel %s/models/aios-test-tiny-seed0.gguf --policy fair --agents 3 --turns 2 "
-             "--sys-words 40 --task-words 5 --obs-words 6 --gen 3 --json",
+             "--sys-words 40 --task-words 5 --obs-words 6 --gen 3 --interactive-ms 100 --json",
              cache);
     free(cache);
     json_t *j = NULL;
@@ -87,6 +87,12 @@ static void test_bench_kernel(void **state)
     assert_true(prompt > 6 * 40);
     assert_true(num(j, "tokens", "prompt_computed") + num(j, "tokens", "prompt_cached") == prompt);
     assert_true(num(j, "tokens", "completion") <= 6 * 3);
+    /* the interactive agent ran alongside, at priority 10 */
+    json_t *in = json_object_get(j, "interactive");
+    assert_true(num(in, "calls", NULL) >= 1);
+    assert_int_equal((int)num(in, "priority", NULL), 10);
+    assert_int_equal((int)num(in, "errors", NULL), 0);
+    assert_true(num(in, "p50_s", NULL) <= num(in, "p95_s", NULL));
     /* the progress bar went to stderr */
     assert_non_null(strstr(err, "6/6 calls"));
     json_decref(j);
