@@ -1,0 +1,422 @@
+/* Benchmarks of the embedded engine, each measured side by side with a
+ * baseline in the same run (ratios; the machine may be shared):
+ *
+ *   bench_engine decode [MODEL] [--threads T] [--gen G] [--sizes 1,4,8,16,32] [--reps R]
+ *     decode throughput of the engine (through the scheduler, as the kernel
+ *     runs it) at N concurrent sequences, against llama.cpp's own batched
+ *     decode of the same model (one llama_batch of N tokens per step, one
+ *     sampler chain per sequence: what llama.cpp's examples/batched does).
+ *   bench_engine switch [MODEL] [--threads T] [--lens 256,1024,4096]
+ *     context switch: KV snapshot + restore of one sequence (context/
+ *     kvsnap.c, in RAM and spilled to disk) against prefilling the same
+ *     context again.
+ *   bench_engine prefix [MODEL] [--threads T] [--seqs 16] [--prefix 1000]
+ *     16 sequences with one shared 1000-token prefix, engine with prefix
+ *     sharing against the same engine with sharing off: prompt tokens
+ *     computed and wall time.
+ *
+ * MODEL defaults to /tmp/q05.gguf (aios model create-test /tmp/q05.gguf
+ * --shape qwen2.5-0.5b). Prompts are synthetic token ids (a random-weight
+ * model's text is noise anyway); sampling is temperature 1 with a seed. */
+#include "context/kvsnap.h"
+#include "kernel/config.h"
+#include "llm/core.h"
+#include "llm/engine.h"
+#include "sched/sched.h"
+#include "util/err.h"
+#include "util/util.h"
+
+#include <llama.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *g_model = "/tmp/q05.gguf";
+static int g_threads = 2;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+
+static void quiet(enum ggml_log_level l, const char *t, void *u)
+{
+    (void)t;
+    (void)u;
+    if (l == GGML_LOG_LEVEL_ERROR) fputs(t, stderr);
+}
+
+static double now_s(void) { return (double)util_now_us() / 1e6; }
+
+static int parse_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        out[n++] = atoi(s);
+        s = strchr(s, ',');
+        if (s) s++;
+    }
+    return n;
+}
+
+static void prompt_tokens(int32_t *t, int n, int salt)
+{
+    for (int k = 0; k < n; k++) t[k] = 1000 + (int32_t)((k * 7919 + salt * 104729) % 30000);
+}
+
+/* ---- engine driver ---- */
+
+struct eng {
+    struct aios_config cfg;
+    struct sched *sched;
+    struct llm_core *core;
+    char dir[128];
+};
+
+static int eng_open(struct eng *t, int n_parallel, int kv_size, const char *extra)
+{
+    char yaml[2048], err[512] = "";
+    snprintf(t->dir, sizeof t->dir, "/tmp/aios-bench-XXXXXX");
+    if (!mkdtemp(t->dir)) return -1;
+    snprintf(yaml, sizeof yaml,
+             "llms:\n  models:\n    - name: m\n      backend: llamacpp\n      path: %s\n"
+             "      n_ctx: 4096\n      n_threads: %d\n      n_parallel: %d\n      kv_size: %d\n%s"
+             "data_dir: %s\n",
+             g_model, g_threads, n_parallel, kv_size, extra ? extra : "", t->dir);
+    if (config_load_string(&t->cfg, yaml, strlen(yaml), err, sizeof err) ||
+        llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err)) {
+        fprintf(stderr, "engine: %s\n", err);
+        return -1;
+    }
+    sched_create(&t->sched, NULL);
+    return 0;
+}
+
+/* start after submitting, so the calls are admitted together */
+static void eng_go(struct eng *t) { t->core->ops->start(t->core, t->sched); }
+
+static void eng_close(struct eng *t)
+{
+    sched_shutdown(t->sched);
+    t->core->ops->stop(t->core);
+    t->core->ops->destroy(t->core);
+    sched_destroy(t->sched);
+    config_free(&t->cfg);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", t->dir);
+}
+
+static void on_notify(struct syscall *sc, void *ud)
+{
+    (void)sc;
+    (void)ud;
+    pthread_mutex_lock(&g_mu);
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+static struct syscall *submit_tokens(struct eng *t, const int32_t *toks, int n, int max_tokens,
+                                     uint32_t seed, const char *agent)
+{
+    struct llm_req *req = calloc(1, sizeof *req);
+    req->model = strdup("m");
+    req->tokens = malloc(sizeof *req->tokens * (size_t)n);
+    memcpy(req->tokens, toks, sizeof *toks * (size_t)n);
+    req->n_tokens = n;
+    req->p.max_tokens = max_tokens;
+    req->p.temperature = 1.0f;
+    req->p.top_p = 1.0f;
+    req->p.has_seed = true;
+    req->p.seed = seed;
+    struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, t->core, req, llm_req_free);
+    sc->notify = on_notify;
+    sched_submit(t->sched, sc);
+    return sc;
+}
+
+static void wait_all(struct syscall **sc, int n)
+{
+    pthread_mutex_lock(&g_mu);
+    for (int i = 0; i < n; i++) {
+        for (;;) {
+            pthread_mutex_lock(&sc[i]->mu);
+            bool fin = syscall_status_final(sc[i]->status);
+            pthread_mutex_unlock(&sc[i]->mu);
+            if (fin) break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 20 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&g_cv, &g_mu, &ts);
+        }
+        if (sc[i]->status != SYSCALL_STATUS_DONE)
+            fprintf(stderr, "call %d failed: %s\n", i, sc[i]->errmsg);
+    }
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* ---- decode ---- */
+
+static double baseline_decode(struct llama_model *m, int n, int gen, int plen)
+{
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 8192;
+    cp.n_batch = 512;
+    cp.n_ubatch = 512;
+    cp.n_seq_max = (uint32_t)n;
+    cp.kv_unified = true;
+    cp.n_threads = g_threads;
+    cp.n_threads_batch = g_threads;
+    cp.no_perf = true;
+    struct llama_context *ctx = llama_init_from_model(m, cp);
+    struct llama_batch b = llama_batch_init(512, 0, 1);
+    struct llama_sampler **sm = calloc((size_t)n, sizeof *sm);
+    int32_t *tok = calloc((size_t)n, sizeof *tok), *p = malloc(sizeof *p * (size_t)plen);
+    for (int i = 0; i < n; i++) {
+        sm[i] = llama_sampler_chain_init(llama_sampler_chain_default_params());
+        llama_sampler_chain_add(sm[i], llama_sampler_init_temp(1.0f));
+        llama_sampler_chain_add(sm[i], llama_sampler_init_dist(100u + (uint32_t)i));
+    }
+    /* prefill all prompts (not timed) */
+    int out[64];
+    b.n_tokens = 0;
+    for (int i = 0; i < n; i++) {
+        prompt_tokens(p, plen, i);
+        for (int k = 0; k < plen; k++) {
+            int j = b.n_tokens++;
+            b.token[j] = p[k], b.pos[j] = k, b.n_seq_id[j] = 1, b.seq_id[j][0] = i;
+            b.logits[j] = k == plen - 1;
+            if (k == plen - 1) out[i] = j;
+        }
+    }
+    llama_decode(ctx, b);
+    for (int i = 0; i < n; i++) tok[i] = llama_sampler_sample(sm[i], ctx, out[i]);
+    double t0 = now_s();
+    for (int s = 1; s < gen; s++) {
+        b.n_tokens = 0;
+        for (int i = 0; i < n; i++) {
+            int j = b.n_tokens++;
+            b.token[j] = tok[i], b.pos[j] = plen + s - 1, b.n_seq_id[j] = 1, b.seq_id[j][0] = i;
+            b.logits[j] = 1;
+        }
+        if (llama_decode(ctx, b)) fprintf(stderr, "baseline decode failed\n");
+        for (int i = 0; i < n; i++) tok[i] = llama_sampler_sample(sm[i], ctx, i);
+    }
+    double dt = now_s() - t0;
+    for (int i = 0; i < n; i++) llama_sampler_free(sm[i]);
+    free(sm);
+    free(tok);
+    free(p);
+    llama_batch_free(b);
+    llama_free(ctx);
+    return (double)n * (gen - 1) / dt;
+}
+
+static double engine_decode(int n, int gen, int plen)
+{
+    struct eng t;
+    if (eng_open(&t, n, 8192, "      retain: false\n")) exit(1);
+    struct syscall *sc[64];
+    int32_t *p = malloc(sizeof *p * (size_t)plen);
+    for (int i = 0; i < n; i++) {
+        prompt_tokens(p, plen, i);
+        sc[i] = submit_tokens(&t, p, plen, gen, 100u + (uint32_t)i, "bench");
+    }
+    eng_go(&t);
+    wait_all(sc, n);
+    int64_t tmax = 0;
+    long toks = 0;
+    for (int i = 0; i < n; i++) {
+        struct llm_res *r = sc[i]->res;
+        if (r) {
+            if (r->t_decode_us > tmax) tmax = r->t_decode_us;
+            toks += r->n_gen > 0 ? r->n_gen - 1 : 0;
+        }
+        syscall_unref(sc[i]);
+    }
+    free(p);
+    eng_close(&t);
+    return (double)toks / ((double)tmax / 1e6);
+}
+
+static int bench_decode(int argc, char **argv)
+{
+    int sizes[8] = {1, 4, 8, 16, 32}, ns = 5, gen = 32, plen = 16, reps = 2;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = parse_list(argv[++i], sizes, 8);
+        else if (!strcmp(argv[i], "--gen") && i + 1 < argc) gen = atoi(argv[++i]);
+    }
+    struct llama_model *m = llama_model_load_from_file(g_model, llama_model_default_params());
+    if (!m) return 1;
+    printf("decode throughput, %s, %d threads, %d-token prompts, %d tokens each, best of %d "
+           "alternating runs\n", g_model, g_threads, plen, gen, reps);
+    printf("%4s %14s %14s %7s\n", "seqs", "llama.cpp t/s", "engine t/s", "ratio");
+    for (int i = 0; i < ns; i++) {
+        double base = 0, eng = 0;
+        for (int r = 0; r < reps; r++) {
+            double b = baseline_decode(m, sizes[i], gen, plen);
+            double e = engine_decode(sizes[i], gen, plen);
+            if (b > base) base = b;
+            if (e > eng) eng = e;
+        }
+        printf("%4d %14.1f %14.1f %7.2f\n", sizes[i], base, eng, eng / base);
+        fflush(stdout);
+    }
+    llama_model_free(m);
+    return 0;
+}
+
+/* ---- context switch ---- */
+
+static int bench_switch(int argc, char **argv)
+{
+    int lens[8] = {256, 1024, 4096}, nl = 3;
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--lens") && i + 1 < argc) nl = parse_list(argv[++i], lens, 8);
+    struct llama_model *m = llama_model_load_from_file(g_model, llama_model_default_params());
+    if (!m) return 1;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 8192;
+    cp.n_batch = 512;
+    cp.n_ubatch = 512;
+    cp.n_seq_max = 2;
+    cp.kv_unified = true;
+    cp.n_threads = g_threads;
+    cp.n_threads_batch = g_threads;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    cp.no_perf = true;
+    struct llama_context *ctx = llama_init_from_model(m, cp);
+    struct llama_batch b = llama_batch_init(512, 0, 1);
+    struct ctx_store *ram = NULL, *disk = NULL;
+    char dir[] = "/tmp/aios-bench-spill-XXXXXX";
+    if (!mkdtemp(dir)) return 1;
+    ctx_store_create(&ram, (size_t)1 << 40, NULL);
+    ctx_store_create(&disk, 0, dir);
+    printf("context switch, %s, %d threads\n", g_model, g_threads);
+    printf("%6s %12s %10s %14s %16s %9s %10s\n", "tokens", "prefill ms", "snap MB", "save+restore ms",
+           "spilled s+r ms", "ratio", "ratio disk");
+    for (int li = 0; li < nl; li++) {
+        int L = lens[li];
+        int32_t *p = malloc(sizeof *p * (size_t)L);
+        prompt_tokens(p, L, li);
+        llama_memory_clear(llama_get_memory(ctx), true);
+        double t0 = now_s();
+        for (int i = 0; i < L; i += 512) {
+            int n = L - i < 512 ? L - i : 512;
+            b.n_tokens = 0;
+            for (int k = 0; k < n; k++) {
+                int j = b.n_tokens++;
+                b.token[j] = p[i + k], b.pos[j] = i + k, b.n_seq_id[j] = 1, b.seq_id[j][0] = 0;
+                b.logits[j] = i + k == L - 1;
+            }
+            llama_decode(ctx, b);
+        }
+        double t_prefill = now_s() - t0;
+        double best[2] = {1e9, 1e9};
+        size_t bytes = 0;
+        for (int rep = 0; rep < 3; rep++) {
+            for (int d = 0; d < 2; d++) {
+                struct ctx_store *st = d ? disk : ram;
+                struct ctx_snap *sn = NULL;
+                double s0 = now_s();
+                if (ctx_snap_save(st, ctx, 0, &sn)) return 1;
+                llama_memory_seq_rm(llama_get_memory(ctx), 0, -1, -1);
+                if (ctx_snap_restore(st, ctx, sn, 0)) return 1;
+                double dt = now_s() - s0;
+                bytes = ctx_snap_bytes(sn);
+                ctx_snap_free(st, sn);
+                if (dt < best[d]) best[d] = dt;
+            }
+        }
+        if (llama_memory_seq_pos_max(llama_get_memory(ctx), 0) != L - 1)
+            fprintf(stderr, "restore lost tokens\n");
+        printf("%6d %12.1f %10.1f %14.2f %16.2f %8.1fx %9.1fx\n", L, t_prefill * 1e3,
+               (double)bytes / 1e6, best[0] * 1e3, best[1] * 1e3, t_prefill / best[0],
+               t_prefill / best[1]);
+        fflush(stdout);
+        free(p);
+    }
+    ctx_store_destroy(ram);
+    ctx_store_destroy(disk);
+    rmdir(dir);
+    llama_batch_free(b);
+    llama_free(ctx);
+    llama_model_free(m);
+    return 0;
+}
+
+/* ---- shared prefix ---- */
+
+static void prefix_run(int seqs, int plen, bool share, double *wall, uint64_t *computed)
+{
+    struct eng t;
+    const char *extra = share ? "      retain: false\n"
+                              : "      retain: false\n      prefix_share_min: 16777216\n";
+    if (eng_open(&t, seqs, seqs * (plen + 64), extra)) exit(1);
+    int n = plen + 16;
+    int32_t *p = malloc(sizeof *p * (size_t)n);
+    struct syscall *sc[64];
+    double t0 = now_s();
+    for (int i = 0; i < seqs; i++) {
+        prompt_tokens(p, plen, 0); /* the shared prefix */
+        for (int k = 0; k < 16; k++) p[plen + k] = 2000 + i * 16 + k;
+        char agent[32];
+        snprintf(agent, sizeof agent, "agent-%d", i);
+        sc[i] = submit_tokens(&t, p, n, 4, 7u + (uint32_t)i, agent);
+    }
+    eng_go(&t);
+    wait_all(sc, seqs);
+    *wall = now_s() - t0;
+    *computed = 0;
+    for (int i = 0; i < seqs; i++) {
+        struct llm_res *r = sc[i]->res;
+        if (r) *computed += (uint64_t)r->n_prompt_computed;
+        syscall_unref(sc[i]);
+    }
+    free(p);
+    eng_close(&t);
+}
+
+static int bench_prefix(int argc, char **argv)
+{
+    int seqs = 16, plen = 1000;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--seqs") && i + 1 < argc) seqs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--prefix") && i + 1 < argc) plen = atoi(argv[++i]);
+    }
+    if (seqs > 64) seqs = 64;
+    double w_share, w_plain;
+    uint64_t c_share, c_plain;
+    prefix_run(seqs, plen, true, &w_share, &c_share);
+    prefix_run(seqs, plen, false, &w_plain, &c_plain);
+    printf("prefix sharing, %s, %d threads: %d sequences, %d-token shared prefix + 16 own tokens, "
+           "4 generated\n", g_model, g_threads, seqs, plen);
+    printf("%10s %16s %10s\n", "", "prompt computed", "wall s");
+    printf("%10s %16llu %10.2f\n", "sharing", (unsigned long long)c_share, w_share);
+    printf("%10s %16llu %10.2f\n", "no sharing", (unsigned long long)c_plain, w_plain);
+    printf("ratios (no sharing / sharing): computed %.1fx, wall %.1fx\n",
+           (double)c_plain / (double)c_share, w_plain / w_share);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_engine decode|switch|prefix [MODEL] [--threads T] ...\n");
+        return 2;
+    }
+    int rest = 2;
+    if (argc > 2 && argv[2][0] != '-') g_model = argv[rest++];
+    for (int i = rest; i < argc; i++)
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = atoi(argv[i + 1]);
+    llm_llama_global_init();
+    llama_log_set(quiet, NULL);
+    if (!strcmp(argv[1], "decode")) return bench_decode(argc - rest, argv + rest);
+    if (!strcmp(argv[1], "switch")) return bench_switch(argc - rest, argv + rest);
+    if (!strcmp(argv[1], "prefix")) return bench_prefix(argc - rest, argv + rest);
+    fprintf(stderr, "unknown benchmark %s\n", argv[1]);
+    return 2;
+}
