@@ -1,7 +1,9 @@
 /* Agents as OS processes: the agent factory and its process table.
  *
  * Purpose. An agent is a package folder (config.json in AIOS's layout plus
- * an entry). agent_submit() launches it as its own OS process with
+ * an entry), found by name under the agents directory, then under the
+ * example agents built next to the binary (<bin dir>/agents), or by
+ * absolute path. agent_submit() launches it as its own OS process with
  * posix_spawn: its own process group, an empty signal mask, default
  * SIGPIPE, every inherited descriptor above 2 closed, cwd its run folder
  * (data_dir/agents/runs/<id>/), stdout and stderr to stdout.log and
@@ -696,9 +698,18 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
     pthread_mutex_unlock(&f->mu);
 
     char *dir = resolve_ref(agents_dir, ref);
+    /* then the example agents built next to the binary (build/agents) */
+    char *ed = dir ? NULL : exe_dir(), bundled[PATH_MAX + 16] = "";
+    if (ed) {
+        snprintf(bundled, sizeof bundled, "%s/agents", ed);
+        free(ed);
+        if (strcmp(bundled, agents_dir) != 0 && is_dir(bundled)) dir = resolve_ref(bundled, ref);
+        else bundled[0] = 0;
+    }
     if (!dir) {
-        snprintf(err, errlen, "no agent package '%s' (looked in %s; give a folder name there or "
-                 "an absolute path to a folder with config.json)", ref, agents_dir);
+        snprintf(err, errlen, "no agent package '%s' (looked in %s%s%s; give a folder name there or "
+                 "an absolute path to a folder with config.json)", ref, agents_dir,
+                 bundled[0] ? " and " : "", bundled);
         return AIOS_ENOTFOUND;
     }
     rc = agent_pkg_load(&pkg, dir, err, errlen);

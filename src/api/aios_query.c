@@ -21,6 +21,8 @@
 
 #include "agents/agent.h"
 #include "kernel/query.h"
+#include "llm/structured.h"
+#include "memory/mem.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -93,6 +95,32 @@ static enum MHD_Result llm_finish(struct api_req *r)
                              "error", "status_code", 200, "usage", "prompt_tokens", res->n_prompt,
                              "completion_tokens", res->n_gen, "cached_tokens",
                              res->n_prompt - res->n_prompt_computed);
+    /* tool calls in the AIOS shape [{"name","parameters","id"}]; the
+     * message is null when the answer is only calls */
+    struct llm_structured_result sr;
+    char err[512];
+    int rc = llm_structured_result(((struct llm_req *)sc->req)->structured, res, &sr, err, sizeof err);
+    if (rc) {
+        json_decref(resp);
+        return api_send_error(r, 500, "server_error", "%s", rc == AIOS_ENOMEM ? "out of memory" : err);
+    }
+    if (sr.calls) {
+        json_t *oc = api_openai_tool_calls(sc, sr.calls), *calls = json_array();
+        size_t i;
+        json_t *c;
+        json_array_foreach(sr.calls, i, c) {
+            json_array_append_new(calls, json_pack("{s:O,s:O,s:O}", "name", json_object_get(c, "name"),
+                                                   "parameters", json_object_get(c, "arguments"),
+                                                   "id", json_object_get(json_array_get(oc, i), "id")));
+        }
+        json_decref(oc);
+        json_decref(sr.calls);
+        json_object_set_new(resp, "tool_calls", calls);
+        if (sr.content_len == 0) json_object_set_new(resp, "response_message", json_null());
+        else json_object_set_new(resp, "response_message", json_stringn(res->text, sr.content_len));
+    }
+    json_object_set_new(resp, "finish_reason", json_string(sr.finish));
+    mem_auto_extract(r->k, sc); /* memory.auto_extract: store the turn as a note */
     return api_send_json(r, 200, with_times(sc, resp));
 }
 
@@ -132,7 +160,7 @@ static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t err
     json_t *msgs = json_object_get(qd, "messages");
     if (msgs) json_object_set(body, "messages", msgs);
     static const char *copy[] = {"temperature", "response_format", "tools", "tool_choice", "seed",
-                                 "top_p", "stop"};
+                                 "top_p", "stop", "parallel_tool_calls"};
     for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
         json_t *v = json_object_get(qd, copy[i]);
         if (v && !json_is_null(v)) json_object_set(body, copy[i], v);
@@ -155,12 +183,33 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         if (!json_is_string(action))
             return api_send_error(r, 400, "invalid_request_error", "query_data.action_type must be a string");
         const char *a = json_string_value(action);
-        if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output"))
+        if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output") &&
+            strcmp(a, "chat_with_tool_call_output"))
             return api_send_error(r, 400, "invalid_request_error",
                                   "action_type '%s' is not supported yet by this kernel", a);
     }
     json_t *body = llm_to_openai(r->k, qd, err, sizeof err);
     if (!body) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+    /* JSON output: the given response_format, else any JSON object;
+     * tool call output: tools are required and a call is forced unless
+     * tool_choice says otherwise */
+    const char *act = json_string_value(action);
+    json_t *mrt = json_object_get(qd, "message_return_type");
+    bool want_json = (act && !strcmp(act, "chat_with_json_output")) ||
+                     (json_is_string(mrt) && !strcmp(json_string_value(mrt), "json"));
+    if (want_json && !json_object_get(body, "response_format"))
+        json_object_set_new(body, "response_format", json_pack("{s:s}", "type", "json_object"));
+    if (act && !strcmp(act, "chat_with_tool_call_output")) {
+        json_t *tl = json_object_get(body, "tools");
+        if (!json_is_array(tl) || json_array_size(tl) == 0) {
+            json_decref(body);
+            return api_send_error(r, 400, "invalid_request_error",
+                                  "query_data.tools must list at least one tool for "
+                                  "chat_with_tool_call_output");
+        }
+        if (!json_object_get(body, "tool_choice"))
+            json_object_set_new(body, "tool_choice", json_string("required"));
+    }
     struct llm_req *req = calloc(1, sizeof *req);
     bool stream = false;
     int rc = req ? api_openai_parse_chat(body, req, &stream, err, sizeof err) : AIOS_ENOMEM;
@@ -178,9 +227,10 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         llm_req_free(req);
         return ret;
     }
-    rc = core->ops->prepare(core, req, err, sizeof err);
+    rc = api_llm_prepare(r->k, core, req, err, sizeof err);
     if (rc) {
         llm_req_free(req);
+        if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
         return api_send_error(r, 400, "invalid_request_error", "%s", err);
     }
     struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);

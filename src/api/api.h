@@ -79,6 +79,13 @@ void api_routes_allowed(const char *url, char *out, size_t outlen);
  * naming the field, or AIOS_ENOMEM. Shared by every route that makes LLM
  * calls (OpenAI, AIOS /query). */
 int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen);
+/* Render structured output / tools for the core (llm/structured.c) and run
+ * core->ops->prepare: what every LLM route does after parsing. */
+int api_llm_prepare(struct kernel *k, struct llm_core *core, struct llm_req *req, char *err,
+                    size_t errlen);
+/* [{"name","arguments":object}] -> OpenAI tool_calls (ids, arguments as a
+ * JSON string); new reference */
+json_t *api_openai_tool_calls(struct syscall *sc, json_t *calls);
 
 /* route handlers (openai.c, kernel_routes.c) */
 enum MHD_Result api_openai_models(struct api_req *r);

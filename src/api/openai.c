@@ -11,6 +11,7 @@
  * with an `error` object, then [DONE]. */
 #include "api/api.h"
 
+#include "llm/structured.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -206,16 +207,37 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
         if (u && !json_is_boolean(u)) BAD("'stream_options.include_usage' must be a boolean");
         req->include_usage = json_is_true(u);
     }
-    v = json_object_get(body, "tools");
-    if (v && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0))
-        BAD("'tools' is not supported yet by this kernel");
-    v = json_object_get(body, "response_format");
-    if (v && !json_is_null(v)) {
-        json_t *t = json_object_get(v, "type");
-        if (!json_is_object(v) || !json_is_string(t)) BAD("'response_format' must be an object with a 'type'");
-        if (strcmp(json_string_value(t), "text")) BAD("'response_format' type '%s' is not supported yet", json_string_value(t));
+    /* response_format, tools, tool_choice (llm/structured.c) */
+    return llm_structured_parse(body, &req->structured, err, errlen);
+}
+
+int api_llm_prepare(struct kernel *k, struct llm_core *core, struct llm_req *req, char *err,
+                    size_t errlen)
+{
+    struct grammar_opts go;
+    int rc = llm_structured_opts(&k->cfg, &go, err, errlen);
+    if (rc) return rc == AIOS_ECONFIG ? AIOS_EINVAL : rc;
+    if ((rc = llm_structured_prepare(req, &go, err, errlen))) return rc;
+    return core->ops->prepare(core, req, err, errlen);
+}
+
+/* Tool calls of a finished call in OpenAI's shape, ids "call_..." */
+json_t *api_openai_tool_calls(struct syscall *sc, json_t *calls)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c) {
+        char id[64];
+        snprintf(id, sizeof id, "call_%013llx%06llx%02zx", (unsigned long long)util_wall_us(),
+                 (unsigned long long)sc->id & 0xffffffULL, i & 0xff);
+        char *args = json_dumps(json_object_get(c, "arguments"), JSON_COMPACT);
+        json_array_append_new(out, json_pack("{s:s,s:s,s:{s:O,s:s}}", "id", id, "type", "function",
+                                             "function", "name", json_object_get(c, "name"),
+                                             "arguments", args ? args : "{}"));
+        free(args);
     }
-    return 0;
+    return out;
 }
 
 /* ---- responses ---- */
@@ -270,9 +292,20 @@ static enum MHD_Result chat_finish(struct api_req *r)
     pthread_mutex_unlock(&sc->mu);
     if (st != SYSCALL_STATUS_DONE) return send_syscall_error(r);
     struct llm_res *res = sc->res;
+    struct llm_structured_result sr;
+    char err[512];
+    int rc = llm_structured_result(((struct llm_req *)sc->req)->structured, res, &sr, err, sizeof err);
+    if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
+    if (rc) return api_send_error(r, 500, "server_error", "%s", err);
     json_t *choice = json_pack("{s:i,s:{s:s,s:s%},s:s}", "index", 0, "message", "role",
-                               "assistant", "content", res->text, res->len, "finish_reason",
-                               res->finish_reason);
+                               "assistant", "content", res->text, sr.content_len, "finish_reason",
+                               sr.finish);
+    if (sr.calls) {
+        json_t *msg = json_object_get(choice, "message");
+        if (sr.content_len == 0) json_object_set_new(msg, "content", json_null());
+        json_object_set_new(msg, "tool_calls", api_openai_tool_calls(sc, sr.calls));
+        json_decref(sr.calls);
+    }
     json_t *body = json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o,s:o}", "id", cs->id, "object",
                              "chat.completion", "created", (json_int_t)cs->created, "model",
                              cs->model, "choices", choice, "usage", usage_json(res), "aios",
@@ -306,6 +339,11 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
     struct chat_state *cs = r->state;
     struct syscall *sc = r->sc;
     int rc = 0;
+    /* with tools the text is only known to be text or calls at the end:
+     * it goes out in one delta then */
+    const struct llm_structured *sst = ((struct llm_req *)sc->req)->structured;
+    bool hold = sst && sst->kind == LLM_OUTPUT_TOOLS;
+    if (hold) n = 0;
     if (!cs->sent_role) {
         cs->sent_role = true;
         rc = append_event(out, n_out, cap_out,
@@ -322,7 +360,35 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
      * below are immutable once final */
     if (sc->status == SYSCALL_STATUS_DONE) {
         struct llm_res *res = sc->res;
-        json_t *c = chunk(cs, json_object(), res->finish_reason);
+        struct llm_structured_result sr = {.finish = res->finish_reason};
+        char err[512];
+        int src = llm_structured_result(sst, res, &sr, err, sizeof err);
+        if (src) {
+            json_t *e = json_pack("{s:{s:s,s:s,s:n}}", "error", "message",
+                                  src == AIOS_ENOMEM ? "out of memory" : err, "type",
+                                  "server_error", "code");
+            rc = append_event(out, n_out, cap_out, e);
+            if (!rc) rc = util_buf_append(out, n_out, cap_out, "data: [DONE]\n\n", 14);
+            return rc;
+        }
+        if (hold && (sr.content_len || !sr.calls)) {
+            rc = append_event(out, n_out, cap_out,
+                              chunk(cs, json_pack("{s:s%}", "content", res->text, sr.content_len), NULL));
+            if (rc) {
+                json_decref(sr.calls);
+                return rc;
+            }
+        }
+        if (sr.calls) {
+            json_t *tcs = api_openai_tool_calls(sc, sr.calls);
+            json_decref(sr.calls);
+            size_t i;
+            json_t *tc;
+            json_array_foreach(tcs, i, tc) json_object_set_new(tc, "index", json_integer((json_int_t)i));
+            rc = append_event(out, n_out, cap_out, chunk(cs, json_pack("{s:o}", "tool_calls", tcs), NULL));
+            if (rc) return rc;
+        }
+        json_t *c = chunk(cs, json_object(), sr.finish);
         if (c) json_object_set_new(c, "aios", timing_json(sc));
         rc = append_event(out, n_out, cap_out, c);
         if (!rc && cs->include_usage) {
@@ -369,7 +435,7 @@ enum MHD_Result api_openai_chat(struct api_req *r)
         free(cs);
         return ret;
     }
-    rc = core->ops->prepare(core, req, err, sizeof err);
+    rc = api_llm_prepare(r->k, core, req, err, sizeof err);
     if (rc) goto fail;
 
     const char *agent = NULL;

@@ -52,6 +52,11 @@ static void show_output(struct run *r, const char *text)
     for (const char *p = text; *p; p++) {
         if (*p == '\n' || r->n_line + 1 >= sizeof r->line) {
             r->line[r->n_line] = 0;
+            if (r->n_line > 150) { /* long observations: keep the table readable */
+                size_t cut = 147;
+                while (cut > 0 && ((unsigned char)r->line[cut] & 0xC0) == 0x80) cut--;
+                strcpy(r->line + cut, "...");
+            }
             printf("    %-12s | %s\n", r->agent, r->line);
             r->n_line = 0;
             if (*p == '\n') continue;

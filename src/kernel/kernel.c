@@ -17,7 +17,9 @@
 #include "agents/agent.h"
 #include "api/api.h"
 #include "llm/remote.h"
+#include "llm/structured.h"
 #include "llm/testmodel.h"
+#include "memory/mem.h"
 #include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
@@ -58,6 +60,9 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     k->t_start_us = util_now_us();
     k->version = AIOS_VERSION;
 
+    struct grammar_opts go; /* llms.structured_output: checked once here */
+    if ((rc = llm_structured_opts(&k->cfg, &go, err, errlen))) return rc;
+
     const struct sched_policy *pol = sched_policy_find(k->cfg.sched_policy);
     if (!pol) {
         snprintf(err, errlen, "scheduler.policy: unknown policy '%s' (use fifo, rr or fair)",
@@ -68,6 +73,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     rc = sched_create(&k->sched, pol);
     if (rc) goto fail;
     rc = sched_configure(k->sched, &k->cfg, err, errlen);
+    if (rc) goto fail;
+    rc = mem_start(k, err, errlen);
     if (rc) goto fail;
     rc = sto_kernel_start(k, err, errlen);
     if (rc) goto fail;
@@ -157,6 +164,7 @@ void kernel_stop(struct kernel *k)
         sched_pool_stop(k->pools[i]);
         k->pools[i] = NULL;
     }
+    mem_stop(k);
     sto_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct api_server;
+struct mem_manager;
 struct sto;
 struct tool_mgr;
 
@@ -22,6 +23,7 @@ struct kernel {
     /* worker pools for memory, storage, tool syscalls (NULL where no
      * manager registered one); see kernel_register_executor() */
     struct sched_pool *pools[SYSCALL_KIND__COUNT];
+    struct mem_manager *memory; /* memory manager (src/memory), NULL until started */
     struct sto *storage; /* storage manager (src/storage), NULL until started */
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     int64_t t_start_us;

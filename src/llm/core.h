@@ -42,6 +42,8 @@ struct llm_req {
     bool include_usage;
     /* GBNF grammar constraining the output (root rule "root"), or NULL */
     char *grammar;
+    /* response_format / tools of the request (llm/structured.h), or NULL */
+    struct llm_structured *structured;
     /* filled by prepare() */
     char *prompt;
     int32_t *tokens;

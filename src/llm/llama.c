@@ -60,6 +60,7 @@
 #include "llm/engine.h"
 
 #include "llm/chat.h"
+#include "llm/structured.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -165,6 +166,7 @@ void llm_req_free(void *p)
     free(r->msgs);
     for (int i = 0; i < r->p.n_stop; i++) free(r->p.stop[i]);
     free(r->grammar);
+    llm_structured_free(r->structured);
     free(r->prompt);
     free(r->tokens);
     free(r);
@@ -730,7 +732,9 @@ static void seq_sample(struct llama_engine *e, struct seq *s)
     }
     res->n_gen++;
     char piece[256];
-    int np = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
+    /* under a grammar, special tokens are text the grammar matched:
+     * render them, or the output would differ from what it checked */
+    int np = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, req->grammar != NULL);
     if (np < 0) np = 0;
     struct gen_state *g = &s->g;
     if (g->n_raw + (size_t)np + 1 > g->cap_raw) {
@@ -1141,6 +1145,12 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     }
     const char *sd = json_is_string(v) ? json_string_value(v) : "kv-spill";
     k->spill_dir = cfg ? config_resolve_path(cfg, sd) : NULL;
+    if (k->n_batch < k->n_parallel) {
+        /* every running sequence must get its decode token each step */
+        snprintf(err, errlen, "llms.models[%zu].n_batch: %lld is smaller than n_parallel (%lld)",
+                 idx, k->n_batch, k->n_parallel);
+        return AIOS_ECONFIG;
+    }
     if (k->prefill_chunk < 0 || k->prefill_chunk > k->n_batch) k->prefill_chunk = k->n_batch;
     if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 2;
     if (k->kv_size < n_ctx) {

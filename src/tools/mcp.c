@@ -74,6 +74,7 @@ struct tool_mcp {
     int wfd; /* the server's stdin; guarded by wmu, -1 while down */
 
     /* reader-only */
+    char last_err[512]; /* the server's last stderr line */
     char *rbuf;
     size_t n_rbuf, cap_rbuf;
     pthread_t reader;
@@ -123,6 +124,7 @@ static void drain_stderr(struct tool_mcp *s)
     if (r > 0) {
         buf[r] = 0;
         buf[strcspn(buf, "\n")] = 0;
+        if (buf[0]) snprintf(s->last_err, sizeof s->last_err, "%.500s", buf);
         LOG_DEBUG("tools", "mcp %s stderr: %s", s->name, buf);
     } else if (r == 0) {
         close(s->proc.fd_err);
@@ -274,6 +276,7 @@ static int spawn_and_handshake(struct tool_mcp *s, json_t **tools_out, char *err
     s->wfd = p.fd_in;
     pthread_mutex_unlock(&s->wmu);
     s->n_rbuf = 0;
+    s->last_err[0] = 0;
     int64_t dl = util_now_us() + (int64_t)MCP_START_TIMEOUT_MS * 1000;
     json_t *res = NULL;
     json_t *params = json_pack("{s:s,s:{},s:{s:s,s:s}}", "protocolVersion", MCP_PROTOCOL_VERSION,
@@ -307,6 +310,25 @@ static int spawn_and_handshake(struct tool_mcp *s, json_t **tools_out, char *err
     }
     return 0;
 fail:
+    /* what the server (or the sandbox) said on its way out helps most */
+    if (s->proc.fd_err >= 0) {
+        char tail[600];
+        size_t n = 0;
+        for (int64_t t0 = util_now_us(); n < sizeof tail - 1 && util_now_us() - t0 < 500000;) {
+            struct pollfd pf = {s->proc.fd_err, POLLIN, 0};
+            if (poll(&pf, 1, 100) <= 0) continue;
+            ssize_t r = read(s->proc.fd_err, tail + n, sizeof tail - 1 - n);
+            if (r <= 0) break;
+            n += (size_t)r;
+        }
+        tail[n] = 0;
+        while (n && (tail[n - 1] == '\n' || tail[n - 1] == '\r')) tail[--n] = 0;
+        if (!n && s->last_err[0]) n = (size_t)snprintf(tail, sizeof tail, "%s", s->last_err);
+        if (n) {
+            size_t l = strlen(err);
+            snprintf(err + l, errlen > l ? errlen - l : 0, "; its stderr: %s", tail);
+        }
+    }
     pthread_mutex_lock(&s->mu);
     tool_proc_kill(&s->proc);
     pthread_mutex_unlock(&s->mu);

@@ -37,6 +37,7 @@
 #include "util/util.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -666,6 +667,14 @@ static char *agent_root(struct tool_mgr *m, const char *agent, char *err, size_t
     if (asprintf(&p, "%s/%s", m->storage_root, dn) < 0) return NULL;
     if (util_mkdirs(p) != 0) {
         snprintf(err, errlen, "cannot create the agent's storage root %s", p);
+        free(p);
+        return NULL;
+    }
+    /* under a root kernel tools run as TOOL_SANDBOX_UID: let them write
+     * here (files the storage manager wrote stay root's, read-only to tools) */
+    if (geteuid() == 0 && chown(p, TOOL_SANDBOX_UID, TOOL_SANDBOX_UID) != 0) {
+        snprintf(err, errlen, "cannot hand the agent's storage root %s to the sandbox uid: %s", p,
+                 strerror(errno));
         free(p);
         return NULL;
     }

@@ -12,10 +12,23 @@
  *     injection), and --die-with-parent so nothing outlives us;
  *   - a scrubbed environment: PATH, HOME=/tmp, LANG, plus what the caller
  *     adds (AIOS_AGENT, AIOS_TOOL).
+ * Identity: a kernel running as root never gives a tool root. The child
+ * drops to uid/gid 65534 (nobody, no groups) before exec'ing bwrap, which
+ * then builds the sandbox unprivileged in a user namespace: the tool has
+ * no capabilities anywhere and cannot read root-only files (/etc/shadow).
+ * Because an unprivileged bwrap cannot reach bind sources below
+ * directories only root may traverse (a 0700 data dir), the child first
+ * opens those directories as root, enters a private mount namespace,
+ * mounts a tmpfs on /tmp there and bind-mounts them to STAGE/{rw,prog,cwd},
+ * and bwrap binds from there to the original paths. The agent's directory
+ * is chowned to 65534 by the tool manager so the tool may write in it.
+ * A kernel not running as root runs tools as its own uid (bwrap then uses
+ * a user namespace as well).
  * Limits, set in the child between fork and exec so they bind bwrap and
  * everything below it: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0.
- * The process count is bounded by a pids cgroup made per process (v1
- * /sys/fs/cgroup/pids or a v2 hierarchy with the pids controller) when we
+ * The process count is bounded by a pids cgroup made per process
+ * (aios-tools/<kernel pid>-<seq> under v1 /sys/fs/cgroup/pids or a v2
+ * hierarchy with the pids controller; removed when reaped) when we
  * may create one, which also works for root (for whom RLIMIT_NPROC is not
  * enforced); otherwise by RLIMIT_NPROC when not root; otherwise it is not
  * bounded and start-up logs a warning. tool_sandbox_pids_mode() says which.
@@ -36,6 +49,7 @@
 #include "util/log.h"
 #include "util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -46,6 +60,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -70,16 +87,39 @@ static int write_file(const char *path, const char *s)
     return n == (ssize_t)strlen(s) ? 0 : -1;
 }
 
+/* Remove empty cgroups that dead kernels left in dir: entries named
+ * "<prefix><pid>..." whose pid no longer exists (rmdir fails on a cgroup
+ * that still holds processes, so a live one is never removed). */
+static void sweep(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    size_t pl = strlen(prefix);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, pl) != 0) continue;
+        int pid = atoi(e->d_name + pl);
+        if (pid <= 0 || pid == (int)getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%.3000s/%.250s", dir, e->d_name);
+        rmdir(p);
+    }
+    closedir(d);
+}
+
 static void probe_cgroup(void)
 {
     char dir[PATH_MAX];
-    /* cgroup v1 pids hierarchy */
-    snprintf(dir, sizeof dir, "/sys/fs/cgroup/pids/aios-tools-%d", (int)getpid());
+    /* cgroup v1 pids hierarchy; one directory shared by every kernel on the
+     * machine, a child "<pid>-<seq>" per sandboxed process */
+    sweep("/sys/fs/cgroup/pids", "aios-tools-"); /* per-kernel layout of older builds */
+    snprintf(dir, sizeof dir, "/sys/fs/cgroup/pids/aios-tools");
     if (access("/sys/fs/cgroup/pids/cgroup.procs", W_OK) == 0 && (mkdir(dir, 0755) == 0 || errno == EEXIST)) {
         char f[PATH_MAX + 16];
         snprintf(f, sizeof f, "%s/pids.max", dir);
         if (access(f, W_OK) == 0) {
             snprintf(g_cg_base, sizeof g_cg_base, "%s", dir);
+            sweep(dir, "");
             return;
         }
         rmdir(dir);
@@ -96,8 +136,7 @@ static void probe_cgroup(void)
     if (!own[0]) return;
     const char *roots[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
     for (int i = 0; i < 2; i++) {
-        snprintf(dir, sizeof dir, "%s%s/aios-tools-%d", roots[i], strcmp(own, "/") ? own : "",
-                 (int)getpid());
+        snprintf(dir, sizeof dir, "%s%s/aios-tools", roots[i], strcmp(own, "/") ? own : "");
         if (mkdir(dir, 0755) != 0 && errno != EEXIST) continue;
         char f[PATH_MAX + 32];
         snprintf(f, sizeof f, "%s/cgroup.subtree_control", dir);
@@ -105,19 +144,24 @@ static void probe_cgroup(void)
         snprintf(f, sizeof f, "%s/pids.max", dir);
         /* children of dir get pids.max only if pids is enabled in dir */
         char probe[PATH_MAX + 8];
-        snprintf(probe, sizeof probe, "%s/probe", dir);
+        snprintf(probe, sizeof probe, "%s/probe-%d", dir, (int)getpid());
         if (mkdir(probe, 0755) == 0) {
             snprintf(f, sizeof f, "%s/pids.max", probe);
             bool ok = access(f, W_OK) == 0;
             rmdir(probe);
             if (ok) {
                 snprintf(g_cg_base, sizeof g_cg_base, "%s", dir);
+                sweep(dir, "");
                 return;
             }
         }
         rmdir(dir);
     }
 }
+
+static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool probing,
+                      char *err, size_t errlen);
+static int buf_read(int fd, char **b, size_t *n, size_t *cap, size_t limit, bool *trunc, bool *eof);
 
 static void probe(void)
 {
@@ -131,30 +175,38 @@ static void probe(void)
         snprintf(g_bwrap_why, sizeof g_bwrap_why,
                  "bubblewrap (bwrap) is not installed; scripts/deps.sh installs it");
     } else {
-        /* a real trial run: namespaces may be forbidden here */
-        char cmd[PATH_MAX + 256];
-        snprintf(cmd, sizeof cmd,
-                 "%s --ro-bind / / --proc /proc --dev /dev --unshare-pid --unshare-net "
-                 "--die-with-parent /bin/true >/dev/null 2>&1",
-                 g_bwrap);
-        int st = system(cmd);
+        /* a real trial run, the way tools run: namespaces (or the
+         * unprivileged user namespace bwrap needs) may be forbidden here */
+        char *const argv[] = {"/bin/true", NULL};
+        struct tool_spawn_opts o = {.argv = argv, .sandbox = true};
+        struct tool_proc p;
+        char err[256] = "";
+        int rc = spawn_impl(&p, &o, true, err, sizeof err);
+        char *errout = NULL;
+        size_t n_err = 0, cap_err = 0;
+        bool eof = false;
+        while (!rc && !eof && p.fd_err >= 0) {
+            struct pollfd pf = {p.fd_err, POLLIN, 0};
+            if (poll(&pf, 1, 5000) <= 0) break;
+            if (buf_read(p.fd_err, &errout, &n_err, &cap_err, 512, NULL, &eof) < 0) break;
+        }
+        int st = rc ? -1 : tool_proc_reap(&p);
         if (st == 0) g_bwrap_ok = true;
         else
             snprintf(g_bwrap_why, sizeof g_bwrap_why,
-                     "bwrap cannot create namespaces here (exit status %d); tools that need the "
-                     "sandbox are refused", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+                     "bwrap cannot build the sandbox here (exit status %d%s%.150s); tools that "
+                     "need the sandbox are refused", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+                     errout ? ": " : "", errout ? errout : err);
+        free(errout);
     }
     probe_cgroup();
-    if (g_cg_base[0]) g_pids_mode = "cgroup";
-    else if (geteuid() != 0) g_pids_mode = "rlimit";
-    else g_pids_mode = "none";
-    if (!strcmp(g_pids_mode, "none"))
-        LOG_WARN("tools", "cannot create a pids cgroup and RLIMIT_NPROC does not bind root: "
-                 "the number of processes of a sandboxed tool is NOT bounded");
-    else
-        LOG_INFO("tools", "sandbox: bwrap %s, process count bounded by %s%s%s",
-                 g_bwrap_ok ? "ok" : "unavailable", g_pids_mode, g_cg_base[0] ? " under " : "",
-                 g_cg_base);
+    /* without a cgroup, RLIMIT_NPROC: per uid, so shared by every tool
+     * running as that uid (and, for a non-root kernel, by the kernel) */
+    g_pids_mode = g_cg_base[0] ? "cgroup" : "rlimit";
+    LOG_INFO("tools", "sandbox: bwrap %s%s%s, tools run as uid %d, process count bounded by %s%s%s",
+             g_bwrap_ok ? "ok" : "unavailable: ", g_bwrap_ok ? "" : g_bwrap_why,
+             "", geteuid() == 0 ? TOOL_SANDBOX_UID : (int)geteuid(), g_pids_mode,
+             g_cg_base[0] ? " under " : " (shared by all tools of that uid)", g_cg_base);
 }
 
 bool tool_sandbox_available(char *why, size_t whylen)
@@ -214,13 +266,39 @@ static bool under_system(const char *p)
     return false;
 }
 
-static void build_argv(struct strv *s, const struct tool_spawn_opts *o)
+#define STAGE "/tmp"
+#define STAGE_RW STAGE "/rw"
+#define STAGE_PROG STAGE "/prog"
+#define STAGE_CWD STAGE "/cwd"
+
+/* the program's folder when it must be bound (not a system path, not cwd) */
+static bool prog_dir(const struct tool_spawn_opts *o, char *d, size_t dlen)
+{
+    const char *prog = o->argv[0];
+    if (prog[0] != '/' || under_system(prog)) return false;
+    snprintf(d, dlen, "%s", prog);
+    char *sl = strrchr(d, '/');
+    if (!sl || sl == d) return false;
+    *sl = 0;
+    return !o->cwd || strcmp(d, o->cwd) != 0;
+}
+
+static void bind(struct strv *s, const char *how, const char *src, const char *dst)
+{
+    sv_push(s, how);
+    sv_push(s, src);
+    sv_push(s, dst);
+}
+
+/* drop: sources come from the child's staging mounts (see the top) */
+static void build_argv(struct strv *s, const struct tool_spawn_opts *o, bool drop)
 {
     if (!o->sandbox) {
         for (size_t i = 0; o->argv[i]; i++) sv_push(s, o->argv[i]);
         return;
     }
     sv_push(s, g_bwrap);
+    if (drop || geteuid() != 0) sv_push(s, "--unshare-user");
     const char *ro[] = {"/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc"};
     for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++) {
         struct stat st;
@@ -230,13 +308,9 @@ static void build_argv(struct strv *s, const struct tool_spawn_opts *o)
             ssize_t n = readlink(ro[i], tgt, sizeof tgt - 1);
             if (n <= 0) continue;
             tgt[n] = 0;
-            sv_push(s, "--symlink");
-            sv_push(s, tgt);
-            sv_push(s, ro[i]);
+            bind(s, "--symlink", tgt, ro[i]);
         } else {
-            sv_push(s, "--ro-bind");
-            sv_push(s, ro[i]);
-            sv_push(s, ro[i]);
+            bind(s, "--ro-bind", ro[i], ro[i]);
         }
     }
     static const char *fixed[] = {"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
@@ -245,31 +319,10 @@ static void build_argv(struct strv *s, const struct tool_spawn_opts *o)
                                   "--die-with-parent", "--hostname", "aios-tool"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) sv_push(s, fixed[i]);
     if (!o->network) sv_push(s, "--unshare-net");
-    /* the program's own folder, read-only, when it is not a system path */
-    const char *prog = o->argv[0];
-    if (prog[0] == '/' && !under_system(prog)) {
-        char d[PATH_MAX];
-        snprintf(d, sizeof d, "%s", prog);
-        char *sl = strrchr(d, '/');
-        if (sl && sl != d) {
-            *sl = 0;
-            if (!o->cwd || strcmp(d, o->cwd)) {
-                sv_push(s, "--ro-bind");
-                sv_push(s, d);
-                sv_push(s, d);
-            }
-        }
-    }
-    if (o->cwd) {
-        sv_push(s, "--ro-bind");
-        sv_push(s, o->cwd);
-        sv_push(s, o->cwd);
-    }
-    if (o->rw_dir) {
-        sv_push(s, "--bind");
-        sv_push(s, o->rw_dir);
-        sv_push(s, o->rw_dir);
-    }
+    char d[PATH_MAX];
+    if (prog_dir(o, d, sizeof d)) bind(s, "--ro-bind", drop ? STAGE_PROG : d, d);
+    if (o->cwd) bind(s, "--ro-bind", drop ? STAGE_CWD : o->cwd, o->cwd);
+    if (o->rw_dir) bind(s, "--bind", drop ? STAGE_RW : o->rw_dir, o->rw_dir);
     const char *wd = o->rw_dir ? o->rw_dir : o->cwd ? o->cwd : "/tmp";
     sv_push(s, "--chdir");
     sv_push(s, wd);
@@ -277,9 +330,42 @@ static void build_argv(struct strv *s, const struct tool_spawn_opts *o)
     for (size_t i = 0; o->argv[i]; i++) sv_push(s, o->argv[i]);
 }
 
+/* child only: say why on stderr (async-signal-safe) and exit 125 */
+static void child_die(const char *what)
+{
+    const char *pre = "aios sandbox: cannot ";
+    const char *e = strerror(errno); /* not async-signal-safe in theory; glibc's is a table lookup */
+    if (write(2, pre, strlen(pre)) < 0 || write(2, what, strlen(what)) < 0 || write(2, ": ", 2) < 0 ||
+        write(2, e, strlen(e)) < 0 || write(2, "\n", 1) < 0)
+        _exit(125);
+    _exit(125);
+}
+
+/* child only (async-signal-safe): bind an open directory at a staging path */
+static int stage(int fd, const char *at)
+{
+    char src[64];
+    /* "/proc/self/fd/N" without snprintf */
+    const char *pre = "/proc/self/fd/";
+    size_t n = 0;
+    while (pre[n]) {
+        src[n] = pre[n];
+        n++;
+    }
+    char dig[16];
+    int nd = 0;
+    for (int v = fd; v > 0 || nd == 0; v /= 10) dig[nd++] = (char)('0' + v % 10);
+    while (nd) src[n++] = dig[--nd];
+    src[n] = 0;
+    if (mkdir(at, 0755) != 0) return -1;
+    return mount(src, at, NULL, MS_BIND | MS_REC, NULL);
+}
+
 void tool_sandbox_cleanup(void)
 {
-    if (g_cg_base[0]) rmdir(g_cg_base); /* fails (EBUSY) while a call runs: fine */
+    /* the base directory is shared by every kernel on the machine and
+     * stays; per-process cgroups are removed when reaped, and ones a killed
+     * kernel left behind are swept by the next kernel's probe */
 }
 
 static int make_cgroup(struct tool_proc *p, int max_procs)
@@ -287,12 +373,12 @@ static int make_cgroup(struct tool_proc *p, int max_procs)
     p->cgroup[0] = 0;
     if (!g_cg_base[0] || max_procs <= 0) return 0;
     char dir[256], f[300], v[32];
-    /* the base may have been removed by tool_sandbox_cleanup */
+    /* the base may have been removed by someone else */
     if (mkdir(g_cg_base, 0755) == 0) {
         snprintf(f, sizeof f, "%.250s/cgroup.subtree_control", g_cg_base);
         write_file(f, "+pids");
     }
-    snprintf(dir, sizeof dir, "%.200s/p%u", g_cg_base, atomic_fetch_add(&g_cg_seq, 1));
+    snprintf(dir, sizeof dir, "%.200s/%d-%u", g_cg_base, (int)getpid(), atomic_fetch_add(&g_cg_seq, 1));
     if (mkdir(dir, 0755) != 0) return AIOS_EIO;
     snprintf(f, sizeof f, "%s/pids.max", dir);
     snprintf(v, sizeof v, "%d", max_procs);
@@ -337,18 +423,30 @@ int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *
     p->pid = -1;
     p->fd_in = p->fd_out = p->fd_err = -1;
     pthread_once(&g_probe_once, probe);
-    if (!o->argv || !o->argv[0]) {
-        snprintf(err, errlen, "no program to run");
-        return AIOS_EINVAL;
-    }
     if (o->sandbox && !g_bwrap_ok) {
         snprintf(err, errlen, "the tool sandbox is unavailable: %s", g_bwrap_why);
         return AIOS_EPERM;
     }
+    return spawn_impl(p, o, false, err, errlen);
+}
+
+static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool probing,
+                      char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    p->fd_in = p->fd_out = p->fd_err = -1;
+    if (!o->argv || !o->argv[0]) {
+        snprintf(err, errlen, "no program to run");
+        return AIOS_EINVAL;
+    }
+    bool drop = o->sandbox && geteuid() == 0;
+    char pdir[PATH_MAX];
+    bool has_pdir = o->sandbox && prog_dir(o, pdir, sizeof pdir);
     int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1};
     struct strv av = {0}, env = {0};
     int rc = AIOS_EIO;
-    build_argv(&av, o);
+    build_argv(&av, o, drop);
     sv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin");
     sv_push(&env, "HOME=/tmp");
     sv_push(&env, "LANG=C.UTF-8");
@@ -369,12 +467,12 @@ int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
     }
-    if (make_cgroup(p, o->limits.max_procs) != 0)
+    if (!probing && make_cgroup(p, o->limits.max_procs) != 0)
         LOG_WARN("tools", "could not create a pids cgroup under %s; process count unbounded for "
                  "this call", g_cg_base);
     char cgprocs[300] = "";
     if (p->cgroup[0]) snprintf(cgprocs, sizeof cgprocs, "%s/cgroup.procs", p->cgroup);
-    bool nproc = !p->cgroup[0] && geteuid() != 0 && o->limits.max_procs > 0;
+    bool nproc = !p->cgroup[0] && (drop || geteuid() != 0) && o->limits.max_procs > 0;
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
@@ -385,12 +483,33 @@ int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *
         setpgid(0, 0);
         if (cgprocs[0]) {
             int fd = open(cgprocs, O_WRONLY);
-            if (fd < 0 || write(fd, "0", 1) != 1) _exit(126);
+            if (fd < 0 || write(fd, "0", 1) != 1) child_die("join the pids cgroup");
             close(fd);
         }
         dup2(in[0], 0);
         dup2(out[1], 1);
         dup2(er[1], 2);
+        if (drop) {
+            /* open the bind sources as root, stage them in a private mount
+             * namespace where nobody can reach them, then become nobody */
+            if (unshare(CLONE_NEWNS) != 0) child_die("unshare the mount namespace");
+            if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) child_die("make mounts private");
+            /* opened inside the new namespace (a bind from another one is
+             * EINVAL) and before the tmpfs may hide them */
+            int f_rw = o->rw_dir ? open(o->rw_dir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+            int f_pg = has_pdir ? open(pdir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+            int f_cw = o->cwd ? open(o->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+            if ((o->rw_dir && f_rw < 0) || (has_pdir && f_pg < 0) || (o->cwd && f_cw < 0))
+                child_die("open a directory to bind");
+            if (mount("aios-stage", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") != 0)
+                child_die("mount the staging tmpfs");
+            if (f_rw >= 0 && stage(f_rw, STAGE_RW) != 0) child_die("stage the agent's directory");
+            if (f_pg >= 0 && stage(f_pg, STAGE_PROG) != 0) child_die("stage the program's folder");
+            if (f_cw >= 0 && stage(f_cw, STAGE_CWD) != 0) child_die("stage the tool's folder");
+            if (setgroups(0, NULL) != 0) child_die("drop groups");
+            if (setresgid(TOOL_SANDBOX_UID, TOOL_SANDBOX_UID, TOOL_SANDBOX_UID) != 0) child_die("setresgid");
+            if (setresuid(TOOL_SANDBOX_UID, TOOL_SANDBOX_UID, TOOL_SANDBOX_UID) != 0) child_die("setresuid");
+        }
         /* nothing of the kernel's leaks in: listening socket, model files,
          * databases (not every library sets O_CLOEXEC) */
         if (close_range(3, ~0U, 0) != 0)

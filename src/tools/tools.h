@@ -49,6 +49,7 @@ typedef int (*tool_approval_fn)(void *ud, struct syscall *sc, const struct tool 
 #define TOOL_DEFAULT_TIMEOUT_MS 30000
 #define TOOL_DEFAULT_MAX_OUTPUT ((size_t)64 << 10)
 #define TOOL_MAX_CONFLICTS 8
+#define TOOL_SANDBOX_UID 65534 /* "nobody": what tools run as under a root kernel */
 #define TOOL_TRUNC_MARKER "\n[aios: output truncated at %zu bytes]"
 
 /* Sandbox limits for subprocesses (per tool or per MCP server). */

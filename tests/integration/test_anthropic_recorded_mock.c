@@ -10,7 +10,8 @@
  * max_tokens always sent, temperature clamped to 0..1, stop ->
  * stop_sequences, no seed), the answer mapping (content text,
  * stop_reason -> finish_reason, usage input/output tokens), streamed
- * answers parsed from Anthropic's SSE events (delivered in small pieces so
+ * answers parsed from Anthropic's SSE events, a broken stream resumed from
+ * its text snapshot, (delivered in small pieces so
  * events split across reads), error statuses (404, 401), a retry after 529
  * overloaded, an error event in the middle of a stream, 200 calls in
  * flight at once on the one remote thread, a timeout (408), and a client
@@ -80,6 +81,28 @@ static const char REC_STREAM_ERROR[] =
     "event: content_block_delta\n"
     "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Partial\"}}\n"
     "\n"
+    "event: error\n"
+    "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n"
+    "\n";
+
+/* the continuation of REC_STREAM_ERROR's "Partial", asked for with that
+ * text as the final assistant message */
+static const char REC_STREAM_RESUMED[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_3\",\"type\":\"message\","
+    "\"role\":\"assistant\",\"content\":[],\"model\":\"claude-resume\",\"usage\":{\"input_tokens\":9,"
+    "\"output_tokens\":1}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" answer, resumed.\"}}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":4}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+static const char REC_STREAM_ERROR_AT_ONCE[] =
     "event: error\n"
     "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n"
     "\n";
@@ -163,7 +186,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned st, const char *
 }
 
 static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const char *method,
-                              const char *model, bool stream, int busy);
+                              const char *model, bool stream, int busy, bool resumed);
 
 static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const char *url,
                                     const char *method, const char *version, const char *data,
@@ -186,6 +209,12 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
     }
     json_t *body = json_loadb(u->buf ? u->buf : "", u->n, 0, NULL);
     const char *model = json_string_value(json_object_get(body, "model"));
+    /* a resumed call ends with the text so far as an assistant message */
+    json_t *msgs = json_object_get(body, "messages");
+    json_t *lastm = json_array_get(msgs, json_array_size(msgs) - 1);
+    const char *lrole = json_string_value(json_object_get(lastm, "role"));
+    const char *ltext = json_string_value(json_object_get(lastm, "content"));
+    bool resumed = lrole && !strcmp(lrole, "assistant") && ltext && !strcmp(ltext, "Partial");
     bool stream = json_is_true(json_object_get(body, "stream"));
     const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
     const char *ver = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version");
@@ -198,13 +227,13 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
     snprintf(g_last.version, sizeof g_last.version, "%s", ver ? ver : "");
     int busy = model && !strcmp(model, "claude-busy") ? ++g_busy_requests : 0;
     pthread_mutex_unlock(&g_mu);
-    enum MHD_Result ret = answer(c, url, method, model, stream, busy);
+    enum MHD_Result ret = answer(c, url, method, model, stream, busy, resumed);
     json_decref(body); /* model points into it */
     return ret;
 }
 
 static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const char *method,
-                              const char *model, bool stream, int busy)
+                              const char *model, bool stream, int busy, bool resumed)
 {
     if (strcmp(url, "/v1/messages") || strcmp(method, "POST") || !model)
         return reply(c, 404, REC_NOT_FOUND, false);
@@ -235,7 +264,11 @@ static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const c
     if (!strcmp(model, "claude-missing")) return reply(c, 404, REC_NOT_FOUND, false);
     if (!strcmp(model, "claude-badkey")) return reply(c, 401, REC_BAD_KEY, false);
     if (busy == 1) return reply(c, 529, REC_OVERLOADED, false);
-    if (!strcmp(model, "claude-midfail")) return reply(c, 200, REC_STREAM_ERROR, true);
+    if (!strcmp(model, "claude-midfail"))
+        return reply(c, 200, resumed ? REC_STREAM_ERROR_AT_ONCE : REC_STREAM_ERROR, true);
+    if (!strcmp(model, "claude-nostream")) return reply(c, 200, REC_MESSAGE, false);
+    if (!strcmp(model, "claude-resume"))
+        return reply(c, 200, resumed ? REC_STREAM_RESUMED : REC_STREAM_ERROR, true);
     return stream ? reply(c, 200, REC_STREAM, true) : reply(c, 200, REC_MESSAGE, false);
 }
 
@@ -272,7 +305,7 @@ static int group_setup(void **state)
     fprintf(f, "api_keys:\n  anthropic: \"sk-ant-recorded-test\"\n"
                "llms:\n  remote: {retry_backoff_ms: 10}\n  models:\n");
     const char *names[] = {"claude-ok", "claude-missing", "claude-badkey", "claude-busy",
-                           "claude-midfail", "claude-slow"};
+                           "claude-midfail", "claude-slow", "claude-resume", "claude-nostream"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fprintf(f, "    - {name: %s, backend: anthropic, hostname: \"http://127.0.0.1:%d\"}\n",
                 names[i], g_mock_port);
@@ -390,6 +423,33 @@ static void test_streamed_events(void **state)
     assert_non_null(r.error);
     assert_non_null(strstr(json_string_value(json_object_get(r.error, "message")), "Overloaded"));
     assert_true(r.done);
+    sse_result_free(&r);
+    struct seen s2 = last_request(); /* the retries carried the text snapshot */
+    json_t *msgs = json_object_get(s2.body, "messages");
+    assert_int_equal(json_array_size(msgs), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 1), "content")), "Partial");
+    json_decref(s2.body);
+
+    /* the stream breaks after "Partial"; the call resumes with that text
+     * as the assistant prefix and the client gets one seamless answer */
+    assert_int_equal(kf_stream(g_k, "{\"model\":\"claude-resume\",\"stream\":true,"
+                                    "\"stream_options\":{\"include_usage\":true},"
+                                    "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                               &r, 0), 0);
+    assert_null(r.error);
+    assert_true(r.done);
+    assert_string_equal(r.text, "Partial answer, resumed.");
+    assert_string_equal(r.finish, "stop");
+    assert_int_equal(json_integer_value(json_object_get(r.usage, "completion_tokens")), 1 + 4);
+    sse_result_free(&r);
+
+    /* a server that ignores "stream" and answers with one JSON body */
+    assert_int_equal(kf_stream(g_k, "{\"model\":\"claude-nostream\",\"stream\":true,"
+                                    "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                               &r, 0), 0);
+    assert_null(r.error);
+    assert_string_equal(r.text, "Hello! How can I help you today?");
+    assert_string_equal(r.finish, "stop");
     sse_result_free(&r);
 }
 

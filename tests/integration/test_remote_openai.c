@@ -66,7 +66,7 @@ static int group_setup(void **state)
             "llms:\n"
             "  remote:\n"
             "    retry_backoff_ms: 20\n"
-            "    replica_down_s: 30\n"
+            "    replica_down_s: 60\n" /* long enough that a slow machine never sees the dead replica retried */
             "  models:\n"
             "    - {name: remote-tiny, backend: openai-compatible, hostname: \"%s\", upstream_model: aios-tiny}\n"
             "    - {name: aios-tiny, backend: vllm, hostname: \"%s/v1\"}\n"

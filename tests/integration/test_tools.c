@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,16 +99,22 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* POST /query with query_type tool; returns the status */
-static long tool_query(const char *agent, const char *calls_json, json_t **out)
+/* POST /query with query_type tool to kf; returns the status */
+static long tool_query_kf(struct kernel_fixture *kf, const char *agent, const char *calls_json,
+                          json_t **out)
 {
     size_t n = strlen(calls_json) + strlen(agent) + 128;
     char *body = malloc(n);
     snprintf(body, n, "{\"agent_name\":\"%s\",\"query_type\":\"tool\",\"query_data\":{\"tool_calls\":%s}}",
              agent, calls_json);
-    long st = kf_call(g_kf, "POST", "/query", body, out);
+    long st = kf_call(kf, "POST", "/query", body, out);
     free(body);
     return st;
+}
+
+static long tool_query(const char *agent, const char *calls_json, json_t **out)
+{
+    return tool_query_kf(g_kf, agent, calls_json, out);
 }
 
 static json_t *result_of(json_t *j, size_t i)
@@ -333,6 +340,10 @@ static void test_sandbox_fs(void **state)
     json_t *r = json_object_get(result_of(j, 0), "result");
     assert_true(json_is_true(json_object_get(r, "inside")));
     assert_false(json_is_true(json_object_get(r, "usr")));
+    /* a root kernel never gives a tool root */
+    assert_false(json_is_true(json_object_get(r, "shadow")));
+    if (geteuid() == 0) assert_int_equal(json_integer_value(json_object_get(r, "uid")), 65534);
+    else assert_int_equal(json_integer_value(json_object_get(r, "uid")), (json_int_t)geteuid());
     json_decref(j);
     /* whatever the tool believed, nothing landed outside its root */
     assert_int_not_equal(access(outside, F_OK), 0);
@@ -398,7 +409,7 @@ static int count_descendants(pid_t root)
 
 struct bomb {
     long status;
-    volatile int done;
+    atomic_int done;
 };
 
 static void *bomb_thread(void *arg)
@@ -407,7 +418,7 @@ static void *bomb_thread(void *arg)
     json_t *j = NULL;
     b->status = tool_query("t/f", "[{\"name\":\"test/forkbomb\",\"parameters\":{}}]", &j);
     json_decref(j);
-    b->done = 1;
+    atomic_store(&b->done, 1);
     return NULL;
 }
 
@@ -423,7 +434,7 @@ static void test_sandbox_forkbomb(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, bomb_thread, &b), 0);
     int peak = 0, n_status = 0;
-    while (!b.done) {
+    while (!atomic_load(&b.done)) {
         int c = count_descendants(g_kf->child.pid);
         if (c > peak) peak = c;
         /* the kernel keeps serving during the bomb */
@@ -494,6 +505,7 @@ static void test_limits(void **state)
 }
 
 struct longcall {
+    struct kernel_fixture *kf;
     long status;
     json_t *j;
 };
@@ -501,7 +513,7 @@ struct longcall {
 static void *long_thread(void *arg)
 {
     struct longcall *c = arg;
-    c->status = tool_query("t/g", "[{\"name\":\"test/sleepy_long\",\"parameters\":{}},"
+    c->status = tool_query_kf(c->kf, "t/g", "[{\"name\":\"test/sleepy_long\",\"parameters\":{}},"
                                   "{\"name\":\"testmcp/slow\",\"parameters\":{\"ms\":1200}}]", &c->j);
     return NULL;
 }
@@ -512,7 +524,7 @@ static void test_shutdown_kills_tools(void **state)
 {
     (void)state;
     if (!g_bwrap) skip();
-    struct longcall c = {0};
+    struct longcall c = {.kf = g_kf};
     pthread_t th;
     int before = count_descendants(g_kf->child.pid);
     assert_int_equal(pthread_create(&th, NULL, long_thread, &c), 0);

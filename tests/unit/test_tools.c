@@ -264,6 +264,54 @@ static void test_agent_dirname(void **state)
     assert_int_equal(tool_agent_dirname("abcdefghijklmnopqrstuvwxyz", dn, 8), AIOS_EINVAL);
 }
 
+static int g_hook_calls;
+static int deny_hook(void *ud, struct syscall *sc, const struct tool *t, json_t *args, char *err,
+                     size_t errlen)
+{
+    (void)sc;
+    g_hook_calls++;
+    if (ud) return 0; /* approve */
+    snprintf(err, errlen, "operator denied %s with %s", t->name,
+             json_string_value(json_object_get(args, "msg")));
+    return AIOS_EPERM;
+}
+
+static void test_approval_hook(void **state)
+{
+    (void)state;
+    if (!tool_sandbox_available(NULL, 0)) skip();
+    json_t *s = yaml_like("{\"builtins\": false, \"external\": [{\"name\": \"a/rm\", \"command\": \"/bin/cat\","
+                          "\"irreversible\": true}, {\"name\": \"a/safe\", \"command\": \"/bin/cat\"}]}");
+    struct tool_mgr *m = NULL;
+    char err[1024] = "";
+    assert_int_equal(tool_mgr_create(&m, s, NULL, NULL, err, sizeof err), 0);
+    json_decref(s);
+    assert_true(tool_find(m, "a/rm")->irreversible);
+    assert_null(tool_find(m, "aios/calculator"));
+    tool_mgr_set_approval(m, deny_hook, NULL);
+    json_t *calls = yaml_like("[{\"name\": \"a/rm\", \"parameters\": {\"msg\": \"x\"}},"
+                              "{\"name\": \"a/safe\", \"parameters\": {\"msg\": \"y\"}}]");
+    json_t *out = NULL;
+    g_hook_calls = 0;
+    assert_int_equal(tool_run_calls(m, NULL, "ag/one", calls, &out, err, sizeof err), 0);
+    json_t *res = json_object_get(out, "tool_results");
+    json_t *e = json_object_get(json_array_get(res, 0), "error");
+    assert_string_equal(json_string_value(json_object_get(e, "type")), "permission_denied");
+    assert_string_equal(json_string_value(json_object_get(e, "message")), "operator denied a/rm with x");
+    /* the reversible tool never asks */
+    assert_true(json_is_true(json_object_get(json_array_get(res, 1), "ok")));
+    assert_int_equal(g_hook_calls, 1);
+    json_decref(out);
+    tool_mgr_set_approval(m, deny_hook, (void *)1);
+    assert_int_equal(tool_run_calls(m, NULL, "ag/one", calls, &out, err, sizeof err), 0);
+    res = json_object_get(out, "tool_results");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(res, 0), "result"), "msg")), "x");
+    assert_int_equal(g_hook_calls, 2);
+    json_decref(out);
+    json_decref(calls);
+    tool_mgr_stop(m);
+}
+
 static void test_calc_fuzz(void **state)
 {
     (void)state;
@@ -300,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_runner),
         cmocka_unit_test(test_calc_fuzz),
         cmocka_unit_test(test_agent_dirname),
+        cmocka_unit_test(test_approval_hook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

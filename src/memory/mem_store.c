@@ -1,0 +1,653 @@
+/* The durable tier of agent memory.
+ *
+ * One SQLite database (memory.db under data_dir by default) in WAL mode:
+ *
+ *   notes(nid INTEGER PRIMARY KEY, agent, id, content, keywords, tags,
+ *         category, context, timestamp, last_accessed, links,
+ *         retrieval_count, extra, UNIQUE(agent, id))
+ *   notes_fts: FTS5 over (content, keywords, tags, context), external
+ *         content = notes, porter stemming, kept in step by triggers
+ *
+ * keywords, tags, links and extra are JSON text. Every statement names the
+ * agent, so one agent's rows are never read or changed for another: the
+ * namespace is (agent, id), and an id of another agent is simply absent.
+ * BM25 term statistics are computed over the whole table (all agents); the
+ * scores an agent sees are therefore influenced by the size of other agents'
+ * corpora, never by their text reaching it. Documented in docs/memory.md.
+ *
+ * Connections: SQLite connections must not be shared between threads that
+ * run at the same time, so the store keeps a free list. A call takes one
+ * (opening a new one when the list is empty), uses it alone, and puts it
+ * back. There are never more connections than threads that ever called at
+ * the same time. Each connection has its statements prepared once.
+ *
+ * Locking: `mu` guards only the free list and is never held during SQL.
+ * Writes use BEGIN IMMEDIATE so two writers queue on SQLite's busy handler
+ * (busy_wait: short sleeps, 5 s in all) instead of deadlocking on a lock
+ * upgrade. */
+#include "memory/mem_store.h"
+
+#include "util/err.h"
+#include "util/log.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum {
+    ST_INSERT,
+    ST_GET,
+    ST_UPDATE,
+    ST_DELETE,
+    ST_TOUCH,
+    ST_SEARCH,
+    ST_COUNT,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SYNC_NORMAL,
+    ST_SYNC_FULL,
+    ST__COUNT
+};
+
+#define NOTE_COLS \
+    "id, content, keywords, tags, category, context, timestamp, last_accessed, links, " \
+    "retrieval_count, extra"
+
+static const char *const k_sql[ST__COUNT] = {
+    [ST_INSERT] = "INSERT INTO notes(agent, " NOTE_COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+    [ST_GET] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND id=?2",
+    [ST_UPDATE] = "UPDATE notes SET content=?3, keywords=?4, tags=?5, category=?6, context=?7, "
+                  "timestamp=?8, last_accessed=?9, links=?10, retrieval_count=?11, extra=?12 "
+                  "WHERE agent=?1 AND id=?2",
+    [ST_DELETE] = "DELETE FROM notes WHERE agent=?1 AND id=?2",
+    [ST_TOUCH] = "UPDATE notes SET retrieval_count=retrieval_count+1, last_accessed=?3 "
+                 "WHERE agent=?1 AND id=?2",
+    /* FTS5 hands rows over in rank (BM25) order, so the join and the agent
+     * filter stop after the first k of this agent's notes */
+    [ST_SEARCH] = "SELECT n.id, n.content, n.keywords, n.tags, n.category, n.context, n.timestamp, "
+                  "n.last_accessed, n.links, n.retrieval_count, n.extra, f.rank "
+                  "FROM notes_fts f JOIN notes n ON n.nid = f.rowid "
+                  "WHERE notes_fts MATCH ?2 AND f.rank MATCH 'aios_bm25()' AND n.agent = ?1 "
+                  "ORDER BY f.rank LIMIT ?3",
+    [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+    [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
+};
+
+static const char k_schema[] =
+    "CREATE TABLE IF NOT EXISTS notes("
+    " nid INTEGER PRIMARY KEY, agent TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL,"
+    " keywords TEXT NOT NULL, tags TEXT NOT NULL, category TEXT NOT NULL, context TEXT NOT NULL,"
+    " timestamp TEXT NOT NULL, last_accessed TEXT NOT NULL, links TEXT NOT NULL,"
+    " retrieval_count INTEGER NOT NULL DEFAULT 0, extra TEXT NOT NULL, UNIQUE(agent, id));"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS notes_fts USING fts5(content, keywords, tags, context,"
+    " content='notes', content_rowid='nid', tokenize='porter unicode61');"
+    "CREATE TRIGGER IF NOT EXISTS notes_ai AFTER INSERT ON notes BEGIN"
+    " INSERT INTO notes_fts(rowid, content, keywords, tags, context)"
+    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;"
+    "CREATE TRIGGER IF NOT EXISTS notes_ad AFTER DELETE ON notes BEGIN"
+    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context)"
+    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context); END;"
+    "CREATE TRIGGER IF NOT EXISTS notes_au AFTER UPDATE OF content, keywords, tags, context"
+    " ON notes BEGIN"
+    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context)"
+    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context);"
+    " INSERT INTO notes_fts(rowid, content, keywords, tags, context)"
+    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;";
+
+struct mem_conn {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST__COUNT];
+    struct mem_conn *next;
+};
+
+struct mem_store {
+    char *path;
+    bool full_sync;
+    pthread_mutex_t mu; /* guards `free_list` only */
+    struct mem_conn *free_list;
+};
+
+/* ---- ranking ----
+ * aios_bm25(): Okapi BM25 over all columns with k1 = 1.2 and b = 0, i.e.
+ * the IDF and term-frequency saturation of FTS5's built-in bm25() (same
+ * IDF formula) without document-length normalisation, negated so that
+ * ORDER BY rank puts the best first. Why b = 0: the length of a row comes
+ * from FTS5's docsize table, one lookup per matching row, and at 100k
+ * notes that lookup was 60% of the CPU time and most of the wall time of a
+ * retrieval (bench_memory: p50 3.5 ms CPU / 15 ms wall with it, 1.4 / 1.8
+ * without). Notes are short and of similar length, where normalisation
+ * matters least. Per-query data (IDF of each phrase) is computed once and
+ * kept as aux data. */
+
+struct rank_data {
+    int n_phrase;
+    double idf[];
+};
+
+static int rank_count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud)
+{
+    (void)api;
+    (void)fts;
+    (*(sqlite3_int64 *)ud)++;
+    return SQLITE_OK;
+}
+
+static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx,
+                      int n_val, sqlite3_value **vals)
+{
+    (void)n_val;
+    (void)vals;
+    const double k1 = 1.2;
+    struct rank_data *d = api->xGetAuxdata(fts, 0);
+    if (!d) {
+        int n = api->xPhraseCount(fts);
+        d = sqlite3_malloc64(sizeof *d + (size_t)n * sizeof(double));
+        if (!d) {
+            sqlite3_result_error_nomem(ctx);
+            return;
+        }
+        d->n_phrase = n;
+        sqlite3_int64 n_row = 0;
+        int rc = api->xRowCount(fts, &n_row);
+        for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+            sqlite3_int64 hits = 0;
+            rc = api->xQueryPhrase(fts, i, &hits, rank_count_cb);
+            double idf = log(((double)n_row - (double)hits + 0.5) / ((double)hits + 0.5));
+            d->idf[i] = idf > 1e-6 ? idf : 1e-6;
+        }
+        if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, d, sqlite3_free);
+        else sqlite3_free(d);
+        if (rc != SQLITE_OK) {
+            sqlite3_result_error_code(ctx, rc);
+            return;
+        }
+    }
+    double score = 0;
+    for (int i = 0; i < d->n_phrase; i++) {
+        Fts5PhraseIter it;
+        int col = -1, off = 0, tf = 0;
+        if (api->xPhraseFirst(fts, i, &it, &col, &off) != SQLITE_OK) continue;
+        for (; col >= 0; api->xPhraseNext(fts, &it, &col, &off)) tf++;
+        if (tf) score += d->idf[i] * ((double)tf * (k1 + 1.0)) / ((double)tf + k1);
+    }
+    sqlite3_result_double(ctx, -score);
+}
+
+static int rank_register(sqlite3 *db)
+{
+    fts5_api *api = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &st, NULL) != SQLITE_OK) return AIOS_EIO;
+    sqlite3_bind_pointer(st, 1, (void *)&api, "fts5_api_ptr", NULL);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (!api || api->iVersion < 2) return AIOS_EIO;
+    return api->xCreateFunction(api, "aios_bm25", NULL, aios_bm25, NULL) == SQLITE_OK ? 0 : AIOS_EIO;
+}
+
+/* SQLite has one writer at a time; another connection that wants to write
+ * is told "busy" and retries. The stock handler sleeps 1, 2, 5, 10 ... 100
+ * ms between tries, which for our short write transactions (well under a
+ * millisecond without fsync) turned two concurrent writers into tens of
+ * milliseconds of sleeping. Retry every 50 us for the first 5 ms, then
+ * every millisecond, and give up after about 5 s. */
+static int busy_wait(void *ud, int n)
+{
+    (void)ud;
+    if (n >= 5100) return 0;
+    struct timespec ts = {0, n < 100 ? 50000L : 1000000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+static void conn_close(struct mem_conn *c)
+{
+    if (!c) return;
+    for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(c->st[i]);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+static int conn_open(struct mem_store *s, struct mem_conn **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct mem_conn *c = calloc(1, sizeof *c);
+    if (!c) return AIOS_ENOMEM;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(s->path, &c->db, flags, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open the memory database %s: %s", s->path,
+                 c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_handler(c->db, busy_wait, NULL);
+    if (rank_register(c->db)) {
+        snprintf(err, errlen, "memory database %s: this SQLite has no FTS5 (it is needed for retrieval)",
+                 s->path);
+        goto fail;
+    }
+    char pragmas[128];
+    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+             s->full_sync ? "FULL" : "NORMAL");
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(c->db, k_schema, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "memory database %s: %s%s", s->path, msg ? msg : "error",
+                 msg && strstr(msg, "fts5") ? " (this SQLite lacks FTS5; install a build with it)" : "");
+        sqlite3_free(msg);
+        goto fail;
+    }
+    for (int i = 0; i < ST__COUNT; i++) {
+        if (sqlite3_prepare_v3(c->db, k_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i], NULL) !=
+            SQLITE_OK) {
+            snprintf(err, errlen, "memory database %s: %s", s->path, sqlite3_errmsg(c->db));
+            goto fail;
+        }
+    }
+    *out = c;
+    return 0;
+fail:
+    conn_close(c);
+    return AIOS_EIO;
+}
+
+static struct mem_conn *conn_take(struct mem_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct mem_conn *c = s->free_list;
+    if (c) s->free_list = c->next;
+    pthread_mutex_unlock(&s->mu);
+    if (c) return c;
+    char err[512] = "";
+    if (conn_open(s, &c, err, sizeof err)) {
+        LOG_ERROR("memory", "%s", err[0] ? err : "cannot open a database connection");
+        return NULL;
+    }
+    return c;
+}
+
+static void conn_give(struct mem_store *s, struct mem_conn *c)
+{
+    pthread_mutex_lock(&s->mu);
+    c->next = s->free_list;
+    s->free_list = c;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int mem_store_open(struct mem_store **out, const char *path, bool full_sync, char *err,
+                   size_t errlen)
+{
+    *out = NULL;
+    struct mem_store *s = calloc(1, sizeof *s);
+    if (!s) return AIOS_ENOMEM;
+    s->path = strdup(path);
+    if (!s->path) {
+        free(s);
+        return AIOS_ENOMEM;
+    }
+    s->full_sync = full_sync;
+    pthread_mutex_init(&s->mu, NULL);
+    struct mem_conn *c = NULL;
+    int rc = conn_open(s, &c, err, errlen); /* creates the schema; proves it works */
+    if (rc) {
+        mem_store_close(s);
+        return rc;
+    }
+    conn_give(s, c);
+    *out = s;
+    return 0;
+}
+
+void mem_store_close(struct mem_store *s)
+{
+    if (!s) return;
+    struct mem_conn *c = s->free_list;
+    while (c) {
+        struct mem_conn *n = c->next;
+        conn_close(c);
+        c = n;
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s->path);
+    free(s);
+}
+
+/* ---- rows <-> notes ---- */
+
+static char *dump(json_t *j)
+{
+    return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+/* bind ?1 agent, ?2..?12 the note's fields (as in NOTE_COLS order) */
+static int bind_note(sqlite3_stmt *st, const char *agent, const struct mem_note *n, char **bufs)
+{
+    bufs[0] = dump(n->keywords);
+    bufs[1] = dump(n->tags);
+    bufs[2] = dump(n->links);
+    bufs[3] = dump(n->extra);
+    if (!bufs[0] || !bufs[1] || !bufs[2] || !bufs[3]) return AIOS_ENOMEM;
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, n->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, n->content, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, bufs[0], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, bufs[1], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, n->category, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, n->context, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, n->timestamp, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, n->last_accessed, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 10, bufs[2], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 11, n->retrieval_count);
+    sqlite3_bind_text(st, 12, bufs[3], -1, SQLITE_STATIC);
+    return 0;
+}
+
+static void free_bufs(char **bufs)
+{
+    for (int i = 0; i < 4; i++) free(bufs[i]);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? (const char *)t : "";
+}
+
+static json_t *col_json(sqlite3_stmt *st, int i, json_t *(*make)(void))
+{
+    json_t *j = json_loads(col_text(st, i), JSON_DECODE_ANY, NULL);
+    if (!j) j = make();
+    return j;
+}
+
+/* the row's columns 0..10 as NOTE_COLS */
+static struct mem_note *row_note(sqlite3_stmt *st)
+{
+    struct mem_note *n = calloc(1, sizeof *n);
+    if (!n) return NULL;
+    n->id = strdup(col_text(st, 0));
+    n->content = strdup(col_text(st, 1));
+    n->keywords = col_json(st, 2, json_array);
+    n->tags = col_json(st, 3, json_array);
+    n->category = strdup(col_text(st, 4));
+    n->context = strdup(col_text(st, 5));
+    snprintf(n->timestamp, sizeof n->timestamp, "%s", col_text(st, 6));
+    snprintf(n->last_accessed, sizeof n->last_accessed, "%s", col_text(st, 7));
+    n->links = col_json(st, 8, json_array);
+    n->retrieval_count = sqlite3_column_int64(st, 9);
+    n->extra = col_json(st, 10, json_object);
+    if (!n->id || !n->content || !n->keywords || !n->tags || !n->category || !n->context ||
+        !n->links || !n->extra) {
+        mem_note_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+static int sql_fail(struct mem_conn *c, const char *what)
+{
+    LOG_ERROR("memory", "%s: %s", what, sqlite3_errmsg(c->db));
+    return AIOS_EIO;
+}
+
+static int run(struct mem_conn *c, int which)
+{
+    sqlite3_stmt *st = c->st[which];
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    return r == SQLITE_DONE ? 0 : sql_fail(c, k_sql[which]);
+}
+
+/* ---- operations ---- */
+
+static int insert_one(struct mem_conn *c, const char *agent, const struct mem_note *n)
+{
+    sqlite3_stmt *st = c->st[ST_INSERT];
+    char *bufs[4] = {0};
+    int rc = bind_note(st, agent, n, bufs);
+    if (rc) goto out;
+    int r = sqlite3_step(st);
+    if (r == SQLITE_CONSTRAINT) rc = MEM_EEXISTS;
+    else if (r != SQLITE_DONE) rc = sql_fail(c, "insert a note");
+out:
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    free_bufs(bufs);
+    return rc;
+}
+
+int mem_store_insert(struct mem_store *s, const char *agent, const struct mem_note *n)
+{
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    int rc = insert_one(c, agent, n);
+    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_insert_many(struct mem_store *s, const char *agent, struct mem_note *const *n,
+                          size_t count)
+{
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    int rc = run(c, ST_BEGIN);
+    if (rc) goto out;
+    for (size_t i = 0; i < count && !rc; i++) rc = insert_one(c, agent, n[i]);
+    if (rc) run(c, ST_ROLLBACK);
+    else rc = run(c, ST_COMMIT);
+out:
+    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_get(struct mem_store *s, const char *agent, const char *id, struct mem_note **out)
+{
+    *out = NULL;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = c->st[ST_GET];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int rc = 0, r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        *out = row_note(st);
+        if (!*out) rc = AIOS_ENOMEM;
+    } else if (r == SQLITE_DONE) {
+        rc = AIOS_ENOTFOUND;
+    } else {
+        rc = sql_fail(c, "read a note");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_update(struct mem_store *s, const char *agent, const struct mem_note *n)
+{
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = c->st[ST_UPDATE];
+    char *bufs[4] = {0};
+    int rc = bind_note(st, agent, n, bufs);
+    if (!rc) {
+        if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "update a note");
+        else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    free_bufs(bufs);
+    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_delete(struct mem_store *s, const char *agent, const char *id)
+{
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = c->st[ST_DELETE];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int rc = 0;
+    if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "delete a note");
+    else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_touch(struct mem_store *s, const char *agent, const char *const *ids, size_t n,
+                    const char *ts)
+{
+    if (n == 0) return 0;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    /* retrieval statistics are not worth an fsync per search: commit them
+     * without one (in WAL mode they still survive a crash of the kernel;
+     * the next synchronous commit makes them power-safe too) */
+    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_NORMAL]), sqlite3_reset(c->st[ST_SYNC_NORMAL]);
+    int rc = run(c, ST_BEGIN);
+    if (rc) goto out;
+    sqlite3_stmt *st = c->st[ST_TOUCH];
+    for (size_t i = 0; i < n && !rc; i++) {
+        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, ids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, ts, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "record a retrieval");
+        sqlite3_reset(st);
+    }
+    sqlite3_clear_bindings(st);
+    if (rc) run(c, ST_ROLLBACK);
+    else rc = run(c, ST_COMMIT);
+out:
+    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_FULL]), sqlite3_reset(c->st[ST_SYNC_FULL]);
+    conn_give(s, c);
+    return rc;
+}
+
+void mem_hits_free(struct mem_hit *hits, size_t n)
+{
+    if (!hits) return;
+    for (size_t i = 0; i < n; i++) mem_note_free(hits[i].note);
+    free(hits);
+}
+
+static int is_word_byte(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           ch >= 0x80;
+}
+
+static const unsigned char *next_word(const unsigned char *p, size_t *len)
+{
+    while (*p && !is_word_byte(*p)) p++;
+    const unsigned char *b = p;
+    while (*p && is_word_byte(*p)) p++;
+    *len = (size_t)(p - b);
+    return b;
+}
+
+char *mem_fts_query(const char *text)
+{
+    /* stop words carry no meaning and match nearly every note: leave them
+     * out, unless the query has nothing else */
+    bool content_word = false;
+    size_t len;
+    for (const unsigned char *p = (const unsigned char *)text; *(p = next_word(p, &len)); p += len)
+        if (!mem_is_stop_word((const char *)p, len)) content_word = true;
+    /* each word grows by at most 2 quotes and " OR " */
+    char *q = malloc(strlen(text) * 7 + 1);
+    if (!q) return NULL;
+    size_t o = 0;
+    int words = 0;
+    for (const unsigned char *p = (const unsigned char *)text; words < 32 && *(p = next_word(p, &len));
+         p += len) {
+        if (content_word && mem_is_stop_word((const char *)p, len)) continue;
+        if (words++) {
+            memcpy(q + o, " OR ", 4);
+            o += 4;
+        }
+        q[o++] = '"';
+        memcpy(q + o, p, len);
+        o += len;
+        q[o++] = '"';
+    }
+    q[o] = 0;
+    return q;
+}
+
+int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
+                     struct mem_hit **hits, size_t *n_hits)
+{
+    *hits = NULL;
+    *n_hits = 0;
+    char *q = mem_fts_query(text);
+    if (!q) return AIOS_ENOMEM;
+    if (!q[0] || k <= 0) {
+        free(q);
+        return 0;
+    }
+    struct mem_hit *h = calloc((size_t)k, sizeof *h);
+    if (!h) {
+        free(q);
+        return AIOS_ENOMEM;
+    }
+    struct mem_conn *c = conn_take(s);
+    if (!c) {
+        free(q);
+        free(h);
+        return AIOS_EIO;
+    }
+    sqlite3_stmt *st = c->st[ST_SEARCH];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, k);
+    int rc = 0, r;
+    size_t n = 0;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)k) {
+        h[n].note = row_note(st);
+        if (!h[n].note) {
+            rc = AIOS_ENOMEM;
+            break;
+        }
+        h[n].score = -sqlite3_column_double(st, 11);
+        n++;
+    }
+    if (!rc && r != SQLITE_ROW && r != SQLITE_DONE) rc = sql_fail(c, "search notes");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    free(q);
+    if (rc) {
+        mem_hits_free(h, n);
+        return rc;
+    }
+    *hits = h;
+    *n_hits = n;
+    return 0;
+}
+
+int mem_store_count(struct mem_store *s, const char *agent, long long *out)
+{
+    *out = 0;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = c->st[ST_COUNT];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) *out = sqlite3_column_int64(st, 0);
+    else rc = sql_fail(c, "count notes");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    return rc;
+}

@@ -1,0 +1,55 @@
+/* The durable tier of agent memory: notes in one SQLite database (WAL) with
+ * an FTS5 index for BM25 retrieval. See mem_store.c. */
+#ifndef AIOS_MEMORY_MEM_STORE_H
+#define AIOS_MEMORY_MEM_STORE_H
+
+#include "memory/mem_note.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* returned by mem_store_insert when the agent already has a note with that id */
+#define MEM_EEXISTS AIOS_EBUSY
+
+struct mem_store;
+
+struct mem_hit {
+    struct mem_note *note; /* owned */
+    double score;          /* BM25 relevance, higher is better (-bm25()) */
+};
+
+/* Open (creating) the database at path. full_sync: PRAGMA synchronous=FULL
+ * (each commit survives power loss) instead of NORMAL (survives a crash of
+ * the process). 0 or AIOS_EIO / AIOS_ENOMEM with a message. */
+int mem_store_open(struct mem_store **out, const char *path, bool full_sync, char *err,
+                   size_t errlen);
+/* Close every connection. No other call may be running. */
+void mem_store_close(struct mem_store *s);
+
+/* All calls below are thread safe: each takes a connection of its own for
+ * the duration of the call. They return 0 or negative AIOS_E*. */
+int mem_store_insert(struct mem_store *s, const char *agent, const struct mem_note *n);
+/* one transaction for all (bulk load; benchmarks) */
+int mem_store_insert_many(struct mem_store *s, const char *agent, struct mem_note *const *n,
+                          size_t count);
+/* AIOS_ENOTFOUND when the agent has no such note */
+int mem_store_get(struct mem_store *s, const char *agent, const char *id, struct mem_note **out);
+/* replace every field of the agent's note n->id; AIOS_ENOTFOUND if absent */
+int mem_store_update(struct mem_store *s, const char *agent, const struct mem_note *n);
+int mem_store_delete(struct mem_store *s, const char *agent, const char *id);
+/* retrieval_count += 1 and last_accessed = ts for each id, one transaction */
+int mem_store_touch(struct mem_store *s, const char *agent, const char *const *ids, size_t n,
+                    const char *ts);
+/* BM25 search of the agent's notes (content, keywords, tags, context) for
+ * any word of `text`; best first, at most k. *hits is a new array (free with
+ * mem_hits_free); *n_hits may be 0. */
+int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
+                     struct mem_hit **hits, size_t *n_hits);
+void mem_hits_free(struct mem_hit *hits, size_t n);
+int mem_store_count(struct mem_store *s, const char *agent, long long *out);
+
+/* The FTS5 query used for `text`: every word quoted, joined with OR; at most
+ * 32 words. Empty string when text has no word. malloc'd. */
+char *mem_fts_query(const char *text);
+
+#endif

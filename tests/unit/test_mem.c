@@ -1,0 +1,575 @@
+/* Unit tests for src/memory: the SQLite store (round trip of every field,
+ * duplicate ids, update/delete/not-found, BM25 search scoped to one agent,
+ * retrieval counting, persistence across reopen, the FTS query builder) and
+ * the manager (working-set eviction order by LRU-K and fault-back with
+ * nothing lost, namespaces, parameter errors, agentic analysis without a
+ * model). Real SQLite files in a temporary directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "memory/mem.h"
+#include "util/err.h"
+
+static char g_dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/aios-mem-XXXXXX");
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static char *path_in(const char *name)
+{
+    static char p[128];
+    snprintf(p, sizeof p, "%s/%s", g_dir, name);
+    return p;
+}
+
+static struct mem_note *mk(const char *id, const char *content)
+{
+    struct mem_note *n = mem_note_new();
+    n->id = strdup(id);
+    n->content = strdup(content);
+    mem_ts_now(n->timestamp);
+    memcpy(n->last_accessed, n->timestamp, sizeof n->timestamp);
+    return n;
+}
+
+static void test_fts_query(void **state)
+{
+    (void)state;
+    char *q = mem_fts_query("cat, \"dog\" OR fish* -x NEAR(");
+    assert_string_equal(q, "\"cat\" OR \"dog\" OR \"fish\" OR \"x\" OR \"NEAR\"");
+    free(q);
+    /* stop words go, unless nothing else is left */
+    q = mem_fts_query("When is THE launch review?");
+    assert_string_equal(q, "\"launch\" OR \"review\"");
+    free(q);
+    q = mem_fts_query("to be or not to be");
+    assert_string_equal(q, "\"to\" OR \"be\" OR \"or\" OR \"not\" OR \"to\" OR \"be\"");
+    free(q);
+    q = mem_fts_query(" ,.;!? ");
+    assert_string_equal(q, "");
+    free(q);
+    q = mem_fts_query("café über");
+    assert_string_equal(q, "\"café\" OR \"über\"");
+    free(q);
+}
+
+static void test_store_round_trip(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct mem_store *s = NULL;
+    assert_int_equal(mem_store_open(&s, path_in("rt.db"), false, err, sizeof err), 0);
+    struct mem_note *n = mk("n1", "Alice likes green tea");
+    json_array_append_new(n->keywords, json_string("tea"));
+    json_array_append_new(n->tags, json_string("preferences"));
+    json_array_append_new(n->links, json_string("n0"));
+    free(n->category);
+    n->category = strdup("Personal");
+    free(n->context);
+    n->context = strdup("drinks");
+    n->retrieval_count = 3;
+    json_object_set_new(n->extra, "priority", json_string("high"));
+    assert_int_equal(mem_store_insert(s, "a", n), 0);
+    assert_int_equal(mem_store_insert(s, "a", n), MEM_EEXISTS);
+    assert_int_equal(mem_store_insert(s, "b", n), 0); /* same id, other namespace */
+
+    struct mem_note *g = NULL;
+    assert_int_equal(mem_store_get(s, "a", "n1", &g), 0);
+    assert_string_equal(g->content, n->content);
+    assert_true(json_equal(g->keywords, n->keywords));
+    assert_true(json_equal(g->tags, n->tags));
+    assert_true(json_equal(g->links, n->links));
+    assert_true(json_equal(g->extra, n->extra));
+    assert_string_equal(g->category, "Personal");
+    assert_string_equal(g->context, "drinks");
+    assert_string_equal(g->timestamp, n->timestamp);
+    assert_int_equal(g->retrieval_count, 3);
+    mem_note_free(g);
+    assert_int_equal(mem_store_get(s, "a", "zz", &g), AIOS_ENOTFOUND);
+    assert_int_equal(mem_store_get(s, "c", "n1", &g), AIOS_ENOTFOUND);
+
+    free(n->content);
+    n->content = strdup("Alice now prefers black coffee");
+    assert_int_equal(mem_store_update(s, "a", n), 0);
+    assert_int_equal(mem_store_get(s, "a", "n1", &g), 0);
+    assert_string_equal(g->content, "Alice now prefers black coffee");
+    mem_note_free(g);
+    assert_int_equal(mem_store_get(s, "b", "n1", &g), 0);
+    assert_string_equal(g->content, "Alice likes green tea"); /* b's copy untouched */
+    mem_note_free(g);
+
+    /* the FTS index follows the update */
+    struct mem_hit *h = NULL;
+    size_t nh = 0;
+    assert_int_equal(mem_store_search(s, "a", "coffee", 5, &h, &nh), 0);
+    assert_int_equal(nh, 1);
+    assert_true(h[0].score > 0);
+    mem_hits_free(h, nh);
+    assert_int_equal(mem_store_search(s, "a", "green", 5, &h, &nh), 0);
+    assert_int_equal(nh, 0);
+    mem_hits_free(h, nh);
+
+    const char *ids[] = {"n1"};
+    assert_int_equal(mem_store_touch(s, "a", ids, 1, "209901010000"), 0);
+    assert_int_equal(mem_store_get(s, "a", "n1", &g), 0);
+    assert_int_equal(g->retrieval_count, 4);
+    assert_string_equal(g->last_accessed, "209901010000");
+    mem_note_free(g);
+
+    assert_int_equal(mem_store_delete(s, "a", "n1"), 0);
+    assert_int_equal(mem_store_delete(s, "a", "n1"), AIOS_ENOTFOUND);
+    assert_int_equal(mem_store_search(s, "a", "coffee", 5, &h, &nh), 0);
+    assert_int_equal(nh, 0);
+    mem_hits_free(h, nh);
+    long long c = -1;
+    assert_int_equal(mem_store_count(s, "b", &c), 0);
+    assert_int_equal(c, 1);
+    mem_note_free(n);
+    mem_store_close(s);
+
+    /* durable: a new connection on the same file sees b's note */
+    assert_int_equal(mem_store_open(&s, path_in("rt.db"), true, err, sizeof err), 0);
+    assert_int_equal(mem_store_get(s, "b", "n1", &g), 0);
+    mem_note_free(g);
+    mem_store_close(s);
+}
+
+static void test_store_search_ranking_and_scope(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct mem_store *s = NULL;
+    assert_int_equal(mem_store_open(&s, path_in("rank.db"), false, err, sizeof err), 0);
+    const char *texts[] = {"the kernel schedules agents", "agents share the kernel memory",
+                           "bananas are yellow", "apples and pears", "kernel kernel kernel panic",
+                           "rivers flow to the sea", "mountains are tall", "clouds drift slowly"};
+    struct mem_note *ns[8];
+    char id[8];
+    for (int i = 0; i < 8; i++) {
+        snprintf(id, sizeof id, "t%d", i);
+        ns[i] = mk(id, texts[i]);
+    }
+    assert_int_equal(mem_store_insert_many(s, "a", ns, 8), 0);
+    struct mem_note *other = mk("secret", "kernel kernel kernel kernel secret of agent b");
+    assert_int_equal(mem_store_insert(s, "b", other), 0);
+    struct mem_hit *h = NULL;
+    size_t nh = 0;
+    assert_int_equal(mem_store_search(s, "a", "kernel", 10, &h, &nh), 0);
+    assert_int_equal(nh, 3);
+    assert_string_equal(h[0].note->id, "t4"); /* most occurrences */
+    for (size_t i = 0; i < nh; i++) {
+        assert_string_not_equal(h[i].note->id, "secret");
+        if (i) assert_true(h[i - 1].score >= h[i].score);
+    }
+    mem_hits_free(h, nh);
+    assert_int_equal(mem_store_search(s, "a", "kernel", 1, &h, &nh), 0);
+    assert_int_equal(nh, 1);
+    assert_string_equal(h[0].note->id, "t4"); /* b's better match takes no slot */
+    mem_hits_free(h, nh);
+    /* porter stemming: "scheduling" finds "schedules" */
+    assert_int_equal(mem_store_search(s, "a", "scheduling", 5, &h, &nh), 0);
+    assert_int_equal(nh, 1);
+    assert_string_equal(h[0].note->id, "t0");
+    mem_hits_free(h, nh);
+    /* FTS syntax in the query is just words */
+    assert_int_equal(mem_store_search(s, "a", "\"NEAR(* ) OR", 5, &h, &nh), 0);
+    mem_hits_free(h, nh);
+    for (int i = 0; i < 8; i++) mem_note_free(ns[i]);
+    mem_note_free(other);
+    mem_store_close(s);
+}
+
+/* ---- manager ---- */
+
+static json_t *exec_ok(struct mem_manager *m, const char *agent, const char *op, const char *params)
+{
+    json_t *p = json_loads(params, 0, NULL), *r = NULL;
+    assert_non_null(p);
+    int st = 0;
+    char err[512] = "";
+    int rc = mem_manager_exec(m, agent, op, p, &r, &st, err, sizeof err);
+    json_decref(p);
+    if (rc) fail_msg("%s %s: %d %s", op, params, st, err);
+    assert_string_equal(json_string_value(json_object_get(r, "response_class")), "memory");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    return r;
+}
+
+static void exec_err(struct mem_manager *m, const char *agent, const char *op, const char *params,
+                     int status, const char *needle)
+{
+    json_t *p = json_loads(params, 0, NULL), *r = NULL;
+    assert_non_null(p);
+    int st = 0;
+    char err[512] = "";
+    int rc = mem_manager_exec(m, agent, op, p, &r, &st, err, sizeof err);
+    json_decref(p);
+    assert_true(rc < 0);
+    assert_null(r);
+    if (st != status) fail_msg("%s %s: expected %d, got %d (%s)", op, params, status, st, err);
+    if (!strstr(err, needle)) fail_msg("message \"%s\" lacks \"%s\"", err, needle);
+}
+
+static json_t *stats(struct mem_manager *m, const char *agent)
+{
+    json_t *r = exec_ok(m, agent, "memory_stats", "{}");
+    json_t *md = json_incref(json_object_get(r, "metadata"));
+    json_decref(r);
+    return md;
+}
+
+static void assert_order(json_t *md, const char *const *ids, size_t n)
+{
+    json_t *o = json_object_get(md, "eviction_order");
+    if (json_array_size(o) != n) {
+        char *s = json_dumps(o, 0);
+        fail_msg("eviction order %s, expected %zu ids", s, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(json_string_value(json_array_get(o, i)), ids[i]);
+}
+
+static struct mem_manager *open_mgr(const char *db, size_t quota)
+{
+    struct mem_opts o = {.quota_bytes = quota, .max_note_bytes = 4096, .full_sync = false,
+                         .agentic_max_tokens = 4, .workers = 1, .db_path = path_in(db)};
+    struct mem_manager *m = NULL;
+    char err[256] = "";
+    if (mem_manager_open(&m, &o, NULL, err, sizeof err)) fail_msg("open: %s", err);
+    return m;
+}
+
+static void add(struct mem_manager *m, const char *agent, const char *id)
+{
+    char p[256];
+    snprintf(p, sizeof p, "{\"memory_id\":\"%s\",\"content\":\"note %s about topic%s\"}", id, id, id);
+    json_decref(exec_ok(m, agent, "add_memory", p));
+}
+
+static void get(struct mem_manager *m, const char *agent, const char *id)
+{
+    char p[128], want[128];
+    snprintf(p, sizeof p, "{\"memory_id\":\"%s\"}", id);
+    snprintf(want, sizeof want, "note %s about topic%s", id, id);
+    json_t *r = exec_ok(m, agent, "get_memory", p);
+    assert_string_equal(json_string_value(json_object_get(r, "content")), want);
+    json_decref(r);
+}
+
+static void test_eviction_order_and_fault_back(void **state)
+{
+    (void)state;
+    /* measure one note's size, then allow three and a half */
+    struct mem_manager *m = open_mgr("size.db", 1 << 20);
+    add(m, "a", "n1");
+    json_t *md = stats(m, "a");
+    size_t one = (size_t)json_integer_value(json_object_get(md, "resident_bytes"));
+    json_decref(md);
+    mem_manager_close(m);
+    assert_true(one > 100);
+
+    m = open_mgr("evict.db", one * 3 + one / 2);
+    add(m, "a", "n1");
+    add(m, "a", "n2");
+    add(m, "a", "n3");
+    get(m, "a", "n1"); /* n1 now has two accesses */
+    md = stats(m, "a");
+    assert_order(md, (const char *[]){"n2", "n3", "n1"}, 3);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_evictions")), 0);
+    json_decref(md);
+
+    add(m, "a", "n4"); /* over quota: n2 (once, oldest) leaves RAM */
+    md = stats(m, "a");
+    assert_order(md, (const char *[]){"n3", "n4", "n1"}, 3);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_evictions")), 1);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_notes")), 4);
+    assert_true((size_t)json_integer_value(json_object_get(md, "resident_bytes")) <= one * 3 + one / 2);
+    json_decref(md);
+
+    get(m, "a", "n2"); /* fault back from SQLite, intact; n3 goes */
+    md = stats(m, "a");
+    assert_int_equal(json_integer_value(json_object_get(md, "n_faults")), 1);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_evictions")), 2);
+    assert_order(md, (const char *[]){"n4", "n2", "n1"}, 3);
+    json_decref(md);
+
+    /* a scan of once-read notes cannot push out the twice-read n1 */
+    for (int i = 5; i < 12; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "n%d", i);
+        add(m, "a", id);
+    }
+    md = stats(m, "a");
+    json_t *o = json_object_get(md, "eviction_order");
+    assert_string_equal(json_string_value(json_array_get(o, json_array_size(o) - 1)), "n1");
+    assert_int_equal(json_integer_value(json_object_get(md, "n_notes")), 11);
+    json_decref(md);
+
+    /* nothing lost: every note reads back, update and remove work on evicted ones */
+    const char *all[] = {"n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9", "n10", "n11"};
+    for (int i = 0; i < 11; i++) get(m, "a", all[i]);
+    json_decref(exec_ok(m, "a", "update_memory", "{\"memory_id\":\"n3\",\"content\":null,"
+                                                 "\"metadata\":{\"tags\":[\"x\"]}}"));
+    json_t *r = exec_ok(m, "a", "get_memory", "{\"memory_id\":\"n3\"}");
+    assert_string_equal(json_string_value(json_object_get(r, "content")), "note n3 about topicn3");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(r, "metadata"), "tags"), 0)), "x");
+    json_decref(r);
+    json_decref(exec_ok(m, "a", "remove_memory", "{\"memory_id\":\"n5\"}"));
+    exec_err(m, "a", "get_memory", "{\"memory_id\":\"n5\"}", 404, "n5");
+    mem_manager_close(m);
+
+    /* and after a restart (the working set is empty) */
+    m = open_mgr("evict.db", one * 3 + one / 2);
+    for (int i = 0; i < 11; i++)
+        if (strcmp(all[i], "n5")) get(m, "a", all[i]);
+    mem_manager_close(m);
+}
+
+static void test_namespaces_and_retrieval(void **state)
+{
+    (void)state;
+    struct mem_manager *m = open_mgr("ns.db", 1 << 20);
+    json_t *r = exec_ok(m, "alice", "add_memory",
+                        "{\"content\":\"Alice's bank PIN hint is the river\",\"metadata\":{\"priority\":\"high\"}}");
+    const char *id = json_string_value(json_object_get(r, "memory_id"));
+    assert_int_equal(strlen(id), 36);
+    char p[128];
+    snprintf(p, sizeof p, "{\"memory_id\":\"%s\"}", id);
+    exec_err(m, "bob", "get_memory", p, 404, "no memory");
+    exec_err(m, "bob", "remove_memory", p, 404, "no memory");
+    snprintf(p, sizeof p, "{\"memory_id\":\"%s\",\"content\":\"pwned\"}", id);
+    exec_err(m, "bob", "update_memory", p, 404, "no memory");
+    json_t *s = exec_ok(m, "bob", "retrieve_memory", "{\"content\":\"bank PIN river\",\"k\":5}");
+    assert_int_equal(json_array_size(json_object_get(s, "search_results")), 0);
+    json_decref(s);
+    s = exec_ok(m, "alice", "retrieve_memory", "{\"query\":\"river\",\"n\":5}");
+    json_t *hit = json_array_get(json_object_get(s, "search_results"), 0);
+    assert_string_equal(json_string_value(json_object_get(hit, "memory_id")), id);
+    assert_true(json_is_real(json_object_get(hit, "score")));
+    json_decref(s);
+    /* retrieval is counted; the raw form shows the whole note */
+    s = exec_ok(m, "alice", "retrieve_memory_raw", "{\"content\":\"river\"}");
+    hit = json_array_get(json_object_get(s, "search_results"), 0);
+    assert_int_equal(json_integer_value(json_object_get(hit, "retrieval_count")), 1);
+    assert_true(json_is_array(json_object_get(hit, "links")));
+    json_decref(s);
+    snprintf(p, sizeof p, "{\"memory_id\":\"%s\"}", id);
+    s = exec_ok(m, "alice", "get_memory", p);
+    json_t *md = json_object_get(s, "metadata");
+    assert_string_equal(json_string_value(json_object_get(md, "priority")), "high");
+    assert_int_equal(json_integer_value(json_object_get(md, "retrieval_count")), 1);
+    json_decref(s);
+    json_decref(r);
+    mem_manager_close(m);
+}
+
+static void test_bad_params(void **state)
+{
+    (void)state;
+    struct mem_manager *m = open_mgr("bad.db", 1 << 20);
+    exec_err(m, "a", "add_memory", "{}", 400, "params.content");
+    exec_err(m, "a", "add_memory", "{\"content\":\"\"}", 400, "empty");
+    exec_err(m, "a", "add_memory", "{\"content\":5}", 400, "params.content");
+    exec_err(m, "a", "add_memory", "{\"content\":\"x\",\"metadata\":[]}", 400, "metadata");
+    exec_err(m, "a", "add_memory", "{\"content\":\"x\",\"tags\":[1]}", 400, "tags");
+    exec_err(m, "a", "add_memory", "{\"content\":\"x\",\"links\":\"n1\"}", 400, "links");
+    exec_err(m, "a", "add_memory", "{\"content\":\"x\",\"memory_id\":\"\"}", 400, "memory_id");
+    exec_err(m, "a", "get_memory", "{}", 400, "memory_id");
+    exec_err(m, "a", "get_memory", "{\"memory_id\":7}", 400, "memory_id");
+    exec_err(m, "a", "remove_memory", "{}", 400, "memory_id");
+    exec_err(m, "a", "update_memory", "{\"content\":\"x\"}", 400, "memory_id");
+    exec_err(m, "a", "retrieve_memory", "{}", 400, "params.content");
+    exec_err(m, "a", "retrieve_memory", "{\"content\":\"x\",\"k\":0}", 400, "params.k");
+    exec_err(m, "a", "retrieve_memory", "{\"content\":\"x\",\"k\":\"5\"}", 400, "params.k");
+    exec_err(m, "a", "forget_everything", "{}", 400, "unknown memory operation_type");
+    char big[5000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    char *p = malloc(sizeof big + 32);
+    snprintf(p, sizeof big + 32, "{\"content\":\"%s\"}", big);
+    exec_err(m, "a", "add_memory", p, 413, "max_note_bytes");
+    free(p);
+    json_decref(exec_ok(m, "a", "add_memory", "{\"content\":\"x\",\"memory_id\":\"dup\"}"));
+    exec_err(m, "a", "add_memory", "{\"content\":\"y\",\"memory_id\":\"dup\"}", 409, "already");
+    /* tags as a comma string are accepted */
+    json_decref(exec_ok(m, "a", "add_memory", "{\"content\":\"x\",\"tags\":\"a, b,,c\"}"));
+    mem_manager_close(m);
+}
+
+static void test_agentic_without_model(void **state)
+{
+    (void)state;
+    struct mem_manager *m = open_mgr("ag.db", 1 << 20);
+    json_t *r = exec_ok(m, "a", "add_agentic_memory",
+                        "{\"content\":\"Budget meeting: the budget for the robot project grows. "
+                        "Robot parts arrive Monday.\"}");
+    json_t *md = json_object_get(r, "metadata");
+    assert_string_equal(json_string_value(json_object_get(md, "analysis")), "keywords");
+    json_t *kw = json_object_get(md, "keywords");
+    assert_string_equal(json_string_value(json_array_get(kw, 0)), "budget");
+    assert_string_equal(json_string_value(json_array_get(kw, 1)), "robot");
+    assert_int_equal(json_array_size(json_object_get(md, "tags")), 3);
+    assert_string_equal(json_string_value(json_object_get(md, "context")),
+                        "Budget meeting: the budget for the robot project grows.");
+    /* stored with them: retrievable by a keyword */
+    json_t *s = exec_ok(m, "a", "retrieve_memory", "{\"content\":\"robot\"}");
+    assert_int_equal(json_array_size(json_object_get(s, "search_results")), 1);
+    json_decref(s);
+    json_decref(r);
+    mem_manager_close(m);
+}
+
+
+static void test_note_larger_than_quota(void **state)
+{
+    (void)state;
+    struct mem_manager *m = open_mgr("big.db", 1500);
+    add(m, "a", "s1");
+    add(m, "a", "s2");
+    char *p = malloc(3000), big[2100];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    snprintf(p, 3000, "{\"memory_id\":\"big\",\"content\":\"%s\"}", big);
+    json_decref(exec_ok(m, "a", "add_memory", p));
+    free(p);
+    /* stored, served from SQLite, and the small notes stay resident */
+    json_t *r = exec_ok(m, "a", "get_memory", "{\"memory_id\":\"big\"}");
+    assert_int_equal(json_string_length(json_object_get(r, "content")), sizeof big - 1);
+    json_decref(r);
+    json_t *md = stats(m, "a");
+    assert_order(md, (const char *[]){"s1", "s2"}, 2);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_notes")), 3);
+    assert_int_equal(json_integer_value(json_object_get(md, "n_evictions")), 0);
+    json_decref(md);
+    mem_manager_close(m);
+}
+
+/* ---- concurrency: threads on their own agents and on a shared one ---- */
+
+#define N_OPS 60
+
+struct worker {
+    struct mem_manager *m;
+    const char *agent;
+    int tag, n_added, n_removed, failures;
+};
+
+static void *work(void *arg)
+{
+    struct worker *w = arg;
+    char p[256];
+    for (int i = 0; i < N_OPS; i++) {
+        json_t *params, *r = NULL;
+        int st;
+        char err[256];
+        snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\",\"content\":\"worker %d writes note %d about apples\"}",
+                 w->tag, i, w->tag, i);
+        params = json_loads(p, 0, NULL);
+        if (mem_manager_exec(w->m, w->agent, "add_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        else w->n_added++;
+        json_decref(params);
+        json_decref(r);
+        r = NULL;
+        snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\"}", w->tag, i);
+        params = json_loads(p, 0, NULL);
+        if (mem_manager_exec(w->m, w->agent, "get_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        json_decref(r);
+        r = NULL;
+        json_decref(params);
+        /* remove an older note of this worker: ids i/2 for i = 4, 9, 14, ... */
+        snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\"}", w->tag, i / 2);
+        params = json_loads(p, 0, NULL);
+        if (i % 5 == 4) {
+            if (mem_manager_exec(w->m, w->agent, "remove_memory", params, &r, &st, err, sizeof err)) w->failures++;
+            else w->n_removed++;
+            json_decref(r);
+            r = NULL;
+        }
+        json_decref(params);
+        params = json_pack("{s:s,s:i}", "content", "apples note", "k", 3);
+        if (mem_manager_exec(w->m, w->agent, "retrieve_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        json_decref(r);
+        json_decref(params);
+    }
+    return NULL;
+}
+
+static void test_concurrent_agents(void **state)
+{
+    (void)state;
+    struct mem_manager *m = open_mgr("conc.db", 4096); /* a few notes per agent: evictions */
+    struct worker w[6] = {
+        {m, "solo-0", 0, 0, 0, 0}, {m, "solo-1", 1, 0, 0, 0}, {m, "solo-2", 2, 0, 0, 0},
+        {m, "shared", 3, 0, 0, 0}, {m, "shared", 4, 0, 0, 0}, {m, "shared", 5, 0, 0, 0},
+    };
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++) assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    for (int i = 0; i < 6; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(w[i].failures, 0);
+        assert_int_equal(w[i].n_added, N_OPS);
+    }
+    /* every count adds up, in the store and through get */
+    const char *agents[] = {"solo-0", "solo-1", "solo-2", "shared"};
+    int expect[] = {N_OPS - N_OPS / 5, N_OPS - N_OPS / 5, N_OPS - N_OPS / 5, 3 * (N_OPS - N_OPS / 5)};
+    for (int a = 0; a < 4; a++) {
+        json_t *md = stats(m, agents[a]);
+        assert_int_equal(json_integer_value(json_object_get(md, "n_notes")), expect[a]);
+        assert_true(json_integer_value(json_object_get(md, "resident_bytes")) <= 4096);
+        assert_true(json_integer_value(json_object_get(md, "n_evictions")) > 0);
+        json_decref(md);
+    }
+    char p[64];
+    for (int i = 0; i < N_OPS; i++) {
+        snprintf(p, sizeof p, "{\"memory_id\":\"w4-%d\"}", i);
+        json_t *params = json_loads(p, 0, NULL), *r = NULL;
+        int st;
+        char err[256];
+        int rc = mem_manager_exec(m, "shared", "get_memory", params, &r, &st, err, sizeof err);
+        /* removed: ids i/2 for i % 5 == 4, i.e. 2, 4, 7, 9, ... */
+        bool removed = false;
+        for (int j = 4; j < N_OPS; j += 5)
+            if (j / 2 == i) removed = true;
+        assert_int_equal(rc == 0, !removed);
+        json_decref(r);
+        json_decref(params);
+    }
+    mem_manager_close(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fts_query),
+        cmocka_unit_test(test_store_round_trip),
+        cmocka_unit_test(test_store_search_ranking_and_scope),
+        cmocka_unit_test(test_eviction_order_and_fault_back),
+        cmocka_unit_test(test_note_larger_than_quota),
+        cmocka_unit_test(test_namespaces_and_retrieval),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_agentic_without_model),
+        cmocka_unit_test(test_concurrent_agents),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
