@@ -3,7 +3,9 @@
  *   {"agent_name": "...", "query_type": "llm"|"memory"|"storage"|"tool",
  *    "query_data": {...}}
  *
- * Each query becomes one syscall of the matching kind. LLM queries are
+ * Each query becomes one syscall of the matching kind, except the LLM
+ * actions call_tool and operate_file, which chain an LLM syscall with
+ * tool / storage syscalls (see "LLM actions" below). LLM queries are
  * translated into the OpenAI request the engine already understands
  * (messages, temperature, max_new_tokens -> max_tokens, response_format,
  * tools; `llms[0].name` picks the model, else the first one). Memory and
@@ -84,6 +86,21 @@ static enum MHD_Result query_error(struct api_req *r)
     return api_send_error(r, st, type, "%s", sc->errmsg);
 }
 
+/* the model's calls [{"name","arguments"}] -> AIOS [{"name","parameters","id"}] */
+static json_t *aios_calls(struct syscall *sc, json_t *model_calls)
+{
+    json_t *oc = api_openai_tool_calls(sc, model_calls), *calls = json_array();
+    size_t i;
+    json_t *c;
+    json_array_foreach(model_calls, i, c) {
+        json_array_append_new(calls, json_pack("{s:O,s:O,s:O}", "name", json_object_get(c, "name"),
+                                               "parameters", json_object_get(c, "arguments"),
+                                               "id", json_object_get(json_array_get(oc, i), "id")));
+    }
+    json_decref(oc);
+    return calls;
+}
+
 static enum MHD_Result llm_finish(struct api_req *r)
 {
     struct syscall *sc = r->sc;
@@ -105,15 +122,7 @@ static enum MHD_Result llm_finish(struct api_req *r)
         return api_send_error(r, 500, "server_error", "%s", rc == AIOS_ENOMEM ? "out of memory" : err);
     }
     if (sr.calls) {
-        json_t *oc = api_openai_tool_calls(sc, sr.calls), *calls = json_array();
-        size_t i;
-        json_t *c;
-        json_array_foreach(sr.calls, i, c) {
-            json_array_append_new(calls, json_pack("{s:O,s:O,s:O}", "name", json_object_get(c, "name"),
-                                                   "parameters", json_object_get(c, "arguments"),
-                                                   "id", json_object_get(json_array_get(oc, i), "id")));
-        }
-        json_decref(oc);
+        json_t *calls = aios_calls(sc, sr.calls);
         json_decref(sr.calls);
         json_object_set_new(resp, "tool_calls", calls);
         if (sr.content_len == 0) json_object_set_new(resp, "response_message", json_null());
@@ -174,6 +183,295 @@ fail:
     return NULL;
 }
 
+/* ---- LLM actions that run what the model asked for ----
+ *
+ * call_tool: the model answers with tool calls (forced, grammar
+ * constrained), then one TOOL syscall runs them; the answer is the tool
+ * executor's response ({"response_class":"tool",...}) plus the model's
+ * tool_calls, as the reference's call_tool returns the tool response.
+ *
+ * operate_file: the model gets the storage operations as tools and a
+ * system prompt, answers with calls, and each call becomes one STORAGE
+ * syscall for the calling agent, run in the model's order. The answer is
+ * {"response_class":"llm","response_message": summary, "tool_calls",
+ * "operations": [per-call result]}; the summary is written by the kernel
+ * (the reference asks the model a second time; a kernel-written one is
+ * exact and costs no tokens).
+ *
+ * Nothing blocks an HTTP thread: each step is a syscall submitted with
+ * api_submit_and_wait whose resume function submits the next one. The
+ * request owns one syscall at a time in r->sc; finished ones are kept in
+ * the action state (timings, released in action_free). The answer's
+ * start/end/waiting/turnaround times list every syscall of the chain. */
+enum action_kind { ACT_CALL_TOOL, ACT_OPERATE_FILE };
+
+#define ACT_MAX_STEPS (1 + LLM_MAX_TOOL_CALLS)
+
+struct action_state {
+    enum action_kind kind;
+    const char *agent; /* borrowed from the first syscall (kept alive in done[0]) */
+    struct syscall *done[ACT_MAX_STEPS];
+    int n_done;
+    json_t *calls; /* AIOS-shaped model calls */
+    json_t *ops;   /* operate_file: results so far */
+    size_t next;   /* operate_file: next call to run */
+    size_t n_fail;
+    char first_err[512];
+    int first_status;
+};
+
+static void action_free(void *p)
+{
+    struct action_state *st = p;
+    if (!st) return;
+    for (int i = 0; i < st->n_done; i++) syscall_unref(st->done[i]);
+    json_decref(st->calls);
+    json_decref(st->ops);
+    free(st);
+}
+
+/* move the finished r->sc into the state */
+static void action_keep(struct api_req *r, struct action_state *st)
+{
+    if (st->n_done < ACT_MAX_STEPS) st->done[st->n_done++] = r->sc;
+    else syscall_unref(r->sc);
+    r->sc = NULL;
+}
+
+static json_t *action_times(struct action_state *st, json_t *response)
+{
+    json_t *s = json_array(), *e = json_array(), *w = json_array(), *t = json_array();
+    for (int i = 0; i < st->n_done; i++) {
+        struct syscall *sc = st->done[i];
+        double created = mono_to_wall_s(sc->t_created_us);
+        double start = mono_to_wall_s(sc->t_start_us), end = mono_to_wall_s(sc->t_end_us);
+        json_array_append_new(s, json_real(start));
+        json_array_append_new(e, json_real(end));
+        json_array_append_new(w, json_real(start - created));
+        json_array_append_new(t, json_real(end - created));
+    }
+    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "response", response, "start_times", s, "end_times",
+                     e, "waiting_times", w, "turnaround_times", t);
+}
+
+static enum MHD_Result action_tool_done(struct api_req *r)
+{
+    struct action_state *st = r->state;
+    struct syscall *sc = r->sc;
+    if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
+    account(r, sc, true, 0, 0);
+    json_t *resp = json_deep_copy(((struct kq_res *)sc->res)->response);
+    action_keep(r, st);
+    if (!resp) return api_send_error(r, 500, "server_error", "out of memory");
+    json_object_set(resp, "tool_calls", st->calls);
+    return api_send_json(r, 200, action_times(st, resp));
+}
+
+static enum MHD_Result action_sto_done(struct api_req *r);
+
+/* run the next storage call of operate_file, or answer */
+static enum MHD_Result action_sto_next(struct api_req *r)
+{
+    struct action_state *st = r->state;
+    size_t n = json_array_size(st->calls);
+    if (st->next < n) {
+        json_t *c = json_array_get(st->calls, st->next);
+        json_t *p = json_object_get(c, "parameters");
+        struct kq_req *req = kq_req_new(json_string_value(json_object_get(c, "name")),
+                                        json_is_object(p) ? json_deep_copy(p) : json_object());
+        struct syscall *sc = req ? syscall_new(SYSCALL_KIND_STORAGE, st->agent, NULL, req, kq_req_free) : NULL;
+        if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
+        return api_submit_and_wait(r, sc, action_sto_done);
+    }
+    /* the summary: one line per operation */
+    char *sum = NULL;
+    size_t ns = 0, cap = 0;
+    char line[1024];
+    int w = snprintf(line, sizeof line, "Ran %zu file operation%s for agent %s (%zu succeeded).", n,
+                     n == 1 ? "" : "s", st->agent, n - st->n_fail);
+    util_buf_append(&sum, &ns, &cap, line, (size_t)w < sizeof line ? (size_t)w : sizeof line - 1);
+    size_t i;
+    json_t *o;
+    json_array_foreach(st->ops, i, o) {
+        json_t *res = json_object_get(o, "response");
+        const char *msg = json_is_true(json_object_get(o, "ok"))
+                              ? json_string_value(json_object_get(res, "response_message"))
+                              : json_string_value(json_object_get(o, "error"));
+        char *args = json_dumps(json_object_get(o, "parameters"), JSON_COMPACT);
+        w = snprintf(line, sizeof line, "\n%zu. %s %.200s: %s%.300s", i + 1,
+                     json_string_value(json_object_get(o, "name")), args ? args : "{}",
+                     json_is_true(json_object_get(o, "ok")) ? "" : "failed: ", msg ? msg : "done");
+        free(args);
+        util_buf_append(&sum, &ns, &cap, line, (size_t)w < sizeof line ? (size_t)w : sizeof line - 1);
+    }
+    if (n > 0 && st->n_fail == n) {
+        unsigned hs = st->first_status ? (unsigned)st->first_status : 400;
+        const char *type = hs == 404 ? "not_found_error" : hs == 403 ? "permission_error"
+                         : hs >= 500 ? "server_error" : "invalid_request_error";
+        enum MHD_Result ret = api_send_error(r, hs, type,
+                                             "every file operation the model produced failed; "
+                                             "first: %s. %.600s", st->first_err, sum ? sum : "");
+        free(sum);
+        return ret;
+    }
+    json_t *err = json_null();
+    if (st->n_fail) {
+        snprintf(line, sizeof line, "%zu of %zu file operations failed; first: %s", st->n_fail, n,
+                 st->first_err);
+        err = json_string(line);
+    }
+    json_t *resp = json_pack("{s:s,s:s%,s:O,s:O,s:b,s:o,s:i}", "response_class", "llm",
+                             "response_message", sum ? sum : "", ns, "tool_calls", st->calls,
+                             "operations", st->ops, "finished", 1, "error", err ? err : json_null(),
+                             "status_code", 200);
+    free(sum);
+    if (!resp) return api_send_error(r, 500, "server_error", "out of memory");
+    return api_send_json(r, 200, action_times(st, resp));
+}
+
+static enum MHD_Result action_sto_done(struct api_req *r)
+{
+    struct action_state *st = r->state;
+    struct syscall *sc = r->sc;
+    json_t *c = json_array_get(st->calls, st->next++);
+    json_t *o = json_pack("{s:O,s:O,s:O}", "id", json_object_get(c, "id"), "name",
+                          json_object_get(c, "name"), "parameters", json_object_get(c, "parameters"));
+    bool ok = sc->status == SYSCALL_STATUS_DONE;
+    if (o && ok) {
+        json_object_set_new(o, "ok", json_true());
+        json_object_set_new(o, "status_code", json_integer(200));
+        json_object_set(o, "response", ((struct kq_res *)sc->res)->response);
+    } else if (o) {
+        unsigned hs = api_status_for(sc->err, NULL);
+        if (sc->http_status) hs = (unsigned)sc->http_status;
+        json_object_set_new(o, "ok", json_false());
+        json_object_set_new(o, "status_code", json_integer(hs));
+        json_object_set_new(o, "error", json_string(sc->errmsg));
+        if (!st->n_fail++) {
+            st->first_status = (int)hs;
+            snprintf(st->first_err, sizeof st->first_err, "%.64s: %.400s",
+                     json_string_value(json_object_get(c, "name")), sc->errmsg);
+        }
+    }
+    account(r, sc, ok, 0, 0);
+    action_keep(r, st);
+    if (!o) return api_send_error(r, 500, "server_error", "out of memory");
+    json_array_append_new(st->ops, o);
+    return action_sto_next(r);
+}
+
+/* the model's calls are in: run them */
+static enum MHD_Result action_llm_done(struct api_req *r)
+{
+    struct action_state *st = r->state;
+    struct syscall *sc = r->sc;
+    if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
+    struct llm_res *res = sc->res;
+    account(r, sc, true, res->n_prompt, res->n_gen);
+    struct llm_structured_result sr;
+    char err[512];
+    int rc = llm_structured_result(((struct llm_req *)sc->req)->structured, res, &sr, err, sizeof err);
+    if (rc) return api_send_error(r, 500, "server_error", "%s", rc == AIOS_ENOMEM ? "out of memory" : err);
+    if (!sr.calls || json_array_size(sr.calls) == 0) {
+        json_decref(sr.calls);
+        /* with tool_choice "required" this happens only when the output
+         * was cut (max_new_tokens) or stopped by a stop string */
+        return api_send_error(r, 400, "invalid_request_error",
+                              "the model produced no complete tool call (finish_reason '%s' after "
+                              "%d tokens); raise query_data.max_new_tokens",
+                              sr.finish, res->n_gen);
+    }
+    st->calls = aios_calls(sc, sr.calls);
+    json_decref(sr.calls);
+    st->agent = sc->agent;
+    action_keep(r, st);
+    if (!st->calls) return api_send_error(r, 500, "server_error", "out of memory");
+    if (st->kind == ACT_OPERATE_FILE) {
+        st->ops = json_array();
+        if (!st->ops) return api_send_error(r, 500, "server_error", "out of memory");
+        return action_sto_next(r);
+    }
+    json_t *tc = json_array();
+    size_t i;
+    json_t *c;
+    json_array_foreach(st->calls, i, c) {
+        json_array_append_new(tc, json_pack("{s:O,s:O}", "name", json_object_get(c, "name"),
+                                            "parameters", json_object_get(c, "parameters")));
+    }
+    struct kq_req *req = kq_req_new("call", json_pack("{s:o}", "tool_calls", tc));
+    struct syscall *tsc = req ? syscall_new(SYSCALL_KIND_TOOL, st->agent, NULL, req, kq_req_free) : NULL;
+    if (!tsc) return api_send_error(r, 500, "server_error", "out of memory");
+    return api_submit_and_wait(r, tsc, action_tool_done);
+}
+
+/* the storage operations operate_file offers the model; names are
+ * sto_exec operation types */
+static const char STORAGE_TOOLS[] =
+    "[{\"type\":\"function\",\"function\":{\"name\":\"create_file\",\"description\":"
+    "\"Create a file (optionally with content) in the agent's storage.\",\"parameters\":"
+    "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1},"
+    "\"content\":{\"type\":\"string\"}},\"required\":[\"file_path\"],\"additionalProperties\":false}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"create_dir\",\"description\":"
+    "\"Create a directory.\",\"parameters\":{\"type\":\"object\",\"properties\":{\"dir_path\":"
+    "{\"type\":\"string\",\"minLength\":1}},\"required\":[\"dir_path\"],\"additionalProperties\":false}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"write\",\"description\":"
+    "\"Write content to a file (a new version; old versions are kept).\",\"parameters\":"
+    "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1},"
+    "\"content\":{\"type\":\"string\"}},\"required\":[\"file_path\",\"content\"],"
+    "\"additionalProperties\":false}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"read\",\"description\":\"Read a file.\","
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\","
+    "\"minLength\":1}},\"required\":[\"file_path\"],\"additionalProperties\":false}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"list\",\"description\":"
+    "\"List a directory ('' is the agent's root).\",\"parameters\":{\"type\":\"object\","
+    "\"properties\":{\"dir_path\":{\"type\":\"string\"}},\"additionalProperties\":false}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"delete_file\",\"description\":\"Delete a file.\","
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\","
+    "\"minLength\":1}},\"required\":[\"file_path\"],\"additionalProperties\":false}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"rollback\",\"description\":"
+    "\"Roll a file back n versions.\",\"parameters\":{\"type\":\"object\",\"properties\":"
+    "{\"file_path\":{\"type\":\"string\",\"minLength\":1},\"n\":{\"type\":\"integer\",\"minimum\":1,"
+    "\"maximum\":100}},\"required\":[\"file_path\"],\"additionalProperties\":false}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"retrieve\",\"description\":"
+    "\"Search the agent's files by content.\",\"parameters\":{\"type\":\"object\",\"properties\":"
+    "{\"query_text\":{\"type\":\"string\",\"minLength\":1},\"k\":{\"type\":\"integer\",\"minimum\":1,"
+    "\"maximum\":20}},\"required\":[\"query_text\"],\"additionalProperties\":false}}}]";
+
+static const char *tool_def_name(json_t *t)
+{
+    json_t *fn = json_object_get(t, "function");
+    return json_string_value(json_object_get(fn ? fn : t, "name"));
+}
+
+/* operate_file's tools: the storage operations, or the subset (possibly
+ * with narrower parameters) the query sent; new reference or NULL + err */
+static json_t *operate_file_tools(json_t *given, char *err, size_t errlen)
+{
+    json_t *all = json_loads(STORAGE_TOOLS, 0, NULL);
+    if (!all) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (!json_is_array(given) || json_array_size(given) == 0) return all;
+    size_t i, j;
+    json_t *t, *d;
+    json_array_foreach(given, i, t) {
+        const char *name = tool_def_name(t);
+        bool known = false;
+        json_array_foreach(all, j, d) if (name && !strcmp(name, tool_def_name(d))) known = true;
+        if (!known) {
+            snprintf(err, errlen, "query_data.tools[%zu] ('%s') is not a storage operation; "
+                     "operate_file offers create_file, create_dir, write, read, list, "
+                     "delete_file, rollback, retrieve (send no tools to offer them all)",
+                     i, name ? name : "?");
+            json_decref(all);
+            return NULL;
+        }
+    }
+    json_decref(all);
+    return json_incref(given);
+}
+
 static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *qd, int prio,
                                  bool prio_set)
 {
@@ -184,9 +482,12 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
             return api_send_error(r, 400, "invalid_request_error", "query_data.action_type must be a string");
         const char *a = json_string_value(action);
         if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output") &&
-            strcmp(a, "chat_with_tool_call_output"))
+            strcmp(a, "chat_with_tool_call_output") && strcmp(a, "call_tool") &&
+            strcmp(a, "tool_use") && strcmp(a, "operate_file"))
             return api_send_error(r, 400, "invalid_request_error",
-                                  "action_type '%s' is not supported yet by this kernel", a);
+                                  "action_type '%s' is not known; one of chat, "
+                                  "chat_with_json_output, chat_with_tool_call_output, call_tool, "
+                                  "operate_file", a);
     }
     json_t *body = llm_to_openai(r->k, qd, err, sizeof err);
     if (!body) return api_send_error(r, 400, "invalid_request_error", "%s", err);
@@ -199,15 +500,47 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
                      (json_is_string(mrt) && !strcmp(json_string_value(mrt), "json"));
     if (want_json && !json_object_get(body, "response_format"))
         json_object_set_new(body, "response_format", json_pack("{s:s}", "type", "json_object"));
-    if (act && !strcmp(act, "chat_with_tool_call_output")) {
+    /* "tool_use": the older Cerebrum name of call_tool */
+    bool call_tool = act && (!strcmp(act, "call_tool") || !strcmp(act, "tool_use"));
+    bool operate_file = act && !strcmp(act, "operate_file");
+    if (call_tool || operate_file) {
+        enum syscall_kind need = call_tool ? SYSCALL_KIND_TOOL : SYSCALL_KIND_STORAGE;
+        if (!r->k->pools[need]) {
+            json_decref(body);
+            return api_send_error(r, 501, "not_implemented",
+                                  "action_type '%s' needs the %s manager, which is not available "
+                                  "in this kernel", act, syscall_kind_name(need));
+        }
+        if (want_json) json_object_del(body, "response_format"); /* the output is tool calls */
+    }
+    if (operate_file) {
+        /* the storage operations as tools, and a system prompt first */
+        json_t *tl = operate_file_tools(json_object_get(body, "tools"), err, sizeof err);
+        json_t *msgs = json_object_get(body, "messages");
+        if (!tl || !json_is_array(msgs)) {
+            json_decref(tl);
+            json_decref(body);
+            if (!tl) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+            return api_send_error(r, 400, "invalid_request_error",
+                                  "query_data.messages must be a list of {\"role\", \"content\"}");
+        }
+        json_object_set_new(body, "tools", tl);
+        json_t *nm = json_array();
+        json_array_append_new(nm, json_pack("{s:s,s:s}", "role", "system", "content",
+                                            "You turn the user's file request into calls of the "
+                                            "storage operations given as tools. Paths are "
+                                            "relative to the agent's own storage root."));
+        json_array_extend(nm, msgs);
+        json_object_set_new(body, "messages", nm);
+    }
+    if (act && (!strcmp(act, "chat_with_tool_call_output") || call_tool || operate_file)) {
         json_t *tl = json_object_get(body, "tools");
         if (!json_is_array(tl) || json_array_size(tl) == 0) {
             json_decref(body);
             return api_send_error(r, 400, "invalid_request_error",
-                                  "query_data.tools must list at least one tool for "
-                                  "chat_with_tool_call_output");
+                                  "query_data.tools must list at least one tool for %s", act);
         }
-        if (!json_object_get(body, "tool_choice"))
+        if (!json_object_get(body, "tool_choice") || call_tool || operate_file)
             json_object_set_new(body, "tool_choice", json_string("required"));
     }
     struct llm_req *req = calloc(1, sizeof *req);
@@ -233,10 +566,20 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
         return api_send_error(r, 400, "invalid_request_error", "%s", err);
     }
+    if (call_tool || operate_file) {
+        struct action_state *st = calloc(1, sizeof *st);
+        if (!st) {
+            llm_req_free(req);
+            return api_send_error(r, 500, "server_error", "out of memory");
+        }
+        st->kind = call_tool ? ACT_CALL_TOOL : ACT_OPERATE_FILE;
+        r->state = st;
+        r->state_free = action_free;
+    }
     struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);
     if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
     if (prio_set) syscall_set_priority(sc, prio);
-    return api_submit_and_wait(r, sc, llm_finish);
+    return api_submit_and_wait(r, sc, call_tool || operate_file ? action_llm_done : llm_finish);
 }
 
 static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum syscall_kind kind,
