@@ -39,13 +39,30 @@ static double mono_to_wall_s(int64_t t_mono_us)
     return (double)(now_wall - (now_mono - t_mono_us)) / 1e6;
 }
 
+/* one entry per run slice (a preempted call runs in several); the call is
+ * final, so the slice fields no longer change */
 static json_t *with_times(struct syscall *sc, json_t *response)
 {
     double created = mono_to_wall_s(sc->t_created_us);
     double start = mono_to_wall_s(sc->t_start_us), end = mono_to_wall_s(sc->t_end_us);
-    return json_pack("{s:o,s:[f],s:[f],s:[f],s:[f]}", "response", response, "start_times", start,
-                     "end_times", end, "waiting_times", start - created, "turnaround_times",
-                     end - created);
+    int n = sc->n_slices < SYSCALL_MAX_SLICES ? sc->n_slices : SYSCALL_MAX_SLICES;
+    if (n == 0)
+        return json_pack("{s:o,s:[f],s:[f],s:[f],s:[f]}", "response", response, "start_times",
+                         start, "end_times", end, "waiting_times", start - created,
+                         "turnaround_times", end - created);
+    json_t *st = json_array(), *et = json_array(), *wt = json_array(), *tt = json_array();
+    double prev_end = created;
+    for (int i = 0; i < n; i++) {
+        double s0 = mono_to_wall_s(sc->t_slice_start_us[i]);
+        double e0 = sc->t_slice_end_us[i] ? mono_to_wall_s(sc->t_slice_end_us[i]) : end;
+        json_array_append_new(st, json_real(s0));
+        json_array_append_new(et, json_real(e0));
+        json_array_append_new(wt, json_real(s0 - prev_end));
+        json_array_append_new(tt, json_real(e0 - created));
+        prev_end = e0;
+    }
+    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "response", response, "start_times", st,
+                     "end_times", et, "waiting_times", wt, "turnaround_times", tt);
 }
 
 /* Per-agent accounting (src/agents/): to the agent name, and to the
@@ -456,7 +473,8 @@ static json_t *operate_file_tools(json_t *given, char *err, size_t errlen)
     return json_incref(given);
 }
 
-static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *qd)
+static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *qd, int prio,
+                                 bool prio_set)
 {
     char err[1024] = "";
     json_t *action = json_object_get(qd, "action_type");
@@ -561,11 +579,12 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
     }
     struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);
     if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
+    if (prio_set) syscall_set_priority(sc, prio);
     return api_submit_and_wait(r, sc, call_tool || operate_file ? action_llm_done : llm_finish);
 }
 
 static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum syscall_kind kind,
-                                json_t *qd)
+                                json_t *qd, int prio, bool prio_set)
 {
     const char *op;
     json_t *params;
@@ -596,6 +615,7 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
     struct kq_req *req = kq_req_new(op, params);
     struct syscall *sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;
     if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
+    if (prio_set) syscall_set_priority(sc, prio);
     return api_submit_and_wait(r, sc, kq_finish);
 }
 
@@ -622,10 +642,19 @@ enum MHD_Result api_aios_query(struct api_req *r)
         goto out;
     }
     const char *agent = json_string_value(an), *t = json_string_value(qt);
-    if (!strcmp(t, "llm")) ret = query_llm(r, agent, qd);
-    else if (!strcmp(t, "memory")) ret = query_kq(r, agent, SYSCALL_KIND_MEMORY, qd);
-    else if (!strcmp(t, "storage")) ret = query_kq(r, agent, SYSCALL_KIND_STORAGE, qd);
-    else if (!strcmp(t, "tool")) ret = query_kq(r, agent, SYSCALL_KIND_TOOL, qd);
+    /* priority: header, or top-level "priority", or query_data.priority */
+    char perr[256];
+    int prio;
+    bool ps;
+    if (api_parse_priority(r, json_object_get(body, "priority") ? body : qd, &prio, &ps, perr,
+                           sizeof perr)) {
+        ret = api_send_error(r, 400, "invalid_request_error", "%s", perr);
+        goto out;
+    }
+    if (!strcmp(t, "llm")) ret = query_llm(r, agent, qd, prio, ps);
+    else if (!strcmp(t, "memory")) ret = query_kq(r, agent, SYSCALL_KIND_MEMORY, qd, prio, ps);
+    else if (!strcmp(t, "storage")) ret = query_kq(r, agent, SYSCALL_KIND_STORAGE, qd, prio, ps);
+    else if (!strcmp(t, "tool")) ret = query_kq(r, agent, SYSCALL_KIND_TOOL, qd, prio, ps);
     else
         ret = api_send_error(r, 400, "invalid_request_error",
                              "'query_type' must be one of llm, memory, storage, tool (got '%s')", t);

@@ -96,6 +96,14 @@ enum MHD_Result api_openai_models(struct api_req *r);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_route_status(struct api_req *r);
 enum MHD_Result api_aios_query(struct api_req *r);
+/* scheduler routes (sched_routes.c) */
+enum MHD_Result api_agent_stats(struct api_req *r);
+enum MHD_Result api_metrics(struct api_req *r);
+/* Per-call priority from the X-Aios-Priority header (wins) or the body's
+ * "priority" field; *set false when neither is given. AIOS_EINVAL with a
+ * message for a bad value. */
+int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, char *err,
+                       size_t errlen);
 enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
 
 #endif

@@ -26,5 +26,7 @@ enum MHD_Result api_route_status(struct api_req *r)
         "uptime_s", (double)(util_now_us() - k->t_start_us) / 1e6, "models", models, "scheduler",
         "policy", st.policy, "queued", queued, "running", running, "submitted",
         (json_int_t)st.n_submitted, "finished", (json_int_t)st.n_finished);
+    json_object_set_new(json_object_get(body, "scheduler"), "preempted",
+                        json_integer((json_int_t)st.n_preempted));
     return api_send_json(r, 200, body);
 }

@@ -452,6 +452,10 @@ enum MHD_Result api_openai_chat(struct api_req *r)
     if (json_is_string(u)) agent = json_string_value(u);
     const char *hdr = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent");
     if (hdr && *hdr) agent = hdr;
+    int prio;
+    bool prio_set;
+    rc = api_parse_priority(r, body, &prio, &prio_set, err, sizeof err);
+    if (rc) goto fail;
 
     struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);
     req = NULL;
@@ -459,6 +463,7 @@ enum MHD_Result api_openai_chat(struct api_req *r)
         rc = AIOS_ENOMEM;
         goto fail;
     }
+    if (prio_set) syscall_set_priority(sc, prio);
     snprintf(cs->id, sizeof cs->id, "chatcmpl-%llu", (unsigned long long)sc->id);
     cs->created = (int64_t)time(NULL);
     cs->model = strdup(core->name);

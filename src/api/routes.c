@@ -15,6 +15,8 @@
 static const struct api_route g_routes[] = {
     /* kernel */
     {"GET", "/status", api_route_status},
+    {"GET", "/metrics", api_metrics},
+    {"GET", "/agents/{id}/stats", api_agent_stats},
     /* AIOS protocol (Cerebrum) */
     {"POST", "/query", api_aios_query},
     /* AIOS kernel routes (aios_routes.c) */

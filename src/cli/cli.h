@@ -12,6 +12,8 @@ int cli_model_main(int argc, char **argv);
  * over HTTP (one streamed), print what happened, stop it. */
 int cli_demo_main(int argc, char **argv);
 
+/* aios bench agents [...]: the multi-agent workload (bench.c) */
+int cli_bench_main(int argc, char **argv);
 /* agents_cli.c: aios run PATH_OR_NAME --task T [--url U] | ps | kill ID | logs ID [-f] */
 int cli_run_main(int argc, char **argv);
 int cli_ps_main(int argc, char **argv);

@@ -5,6 +5,7 @@
  *   aios demo                 the main job: a short tour over HTTP
  *   aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N]
  *   aios model info FILE.gguf
+ *   aios bench agents ...     the multi-agent benchmark (bench.c)
  *   aios version
  *
  * `serve` blocks SIGINT/SIGTERM in every thread before any is created and
@@ -35,6 +36,7 @@ static void usage(FILE *f)
             "  aios demo                      start a kernel on the built-in model and tour it\n"
             "  aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N]\n"
             "  aios model info FILE.gguf\n"
+            "  aios bench agents [--kernel M.gguf|--llama-server M.gguf|--url U] [...]\n"
             "  aios run PATH_OR_NAME --task \"...\" [--url URL]   run an agent, follow its output\n"
             "  aios ps [--url URL]            agent processes\n"
             "  aios kill ID [--signal TERM|KILL|INT] [--url URL]\n"
@@ -207,6 +209,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "approve")) return cli_approve_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "deny")) return cli_deny_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "register-agent")) return cli_register_agent_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cli_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "ps")) return cli_ps_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "kill")) return cli_kill_main(argc - 1, argv + 1);

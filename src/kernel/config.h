@@ -23,7 +23,7 @@ struct aios_config {
     int port;              /* server.port, default 8000 */
     char *data_dir;        /* top-level data_dir, default "./aios-data" */
     size_t max_body_bytes; /* server.max_body_bytes, default 8 MiB */
-    char *sched_policy;    /* scheduler.policy, default "fifo"; fifo, rr or fair */
+    char *sched_policy;    /* scheduler.policy, default "fair"; fifo, rr or fair */
     char *storage_root;    /* storage.root_dir as written, default "root";
                             * resolve with config_resolve_path() */
     struct cfg_model *models;
@@ -36,7 +36,7 @@ struct aios_config {
 #define CONFIG_DEFAULT_PORT 8000
 #define CONFIG_DEFAULT_DATA_DIR "./aios-data"
 #define CONFIG_DEFAULT_MAX_BODY ((size_t)8 << 20)
-#define CONFIG_DEFAULT_POLICY "fifo"
+#define CONFIG_DEFAULT_POLICY "fair"
 #define CONFIG_DEFAULT_STORAGE_ROOT "root"
 #define CONFIG_DEFAULT_N_CTX 4096
 #define CONFIG_MAX_FILE_BYTES ((size_t)16 << 20)

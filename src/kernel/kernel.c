@@ -66,11 +66,14 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
 
     const struct sched_policy *pol = sched_policy_find(k->cfg.sched_policy);
     if (!pol) {
-        LOG_WARN("kernel", "scheduler policy '%s' is not implemented yet; using fifo",
+        snprintf(err, errlen, "scheduler.policy: unknown policy '%s' (use fifo, rr or fair)",
                  k->cfg.sched_policy);
-        pol = &sched_policy_fifo;
+        rc = AIOS_ECONFIG;
+        goto fail;
     }
     rc = sched_create(&k->sched, pol);
+    if (rc) goto fail;
+    rc = sched_configure(k->sched, &k->cfg, err, errlen);
     if (rc) goto fail;
     rc = mem_start(k, err, errlen);
     if (rc) goto fail;
@@ -136,6 +139,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    rc = sched_preemptor_start(k->sched, k->cores, k->n_cores);
+    if (rc) goto fail;
     rc = agent_factory_create(&k->agents, &k->cfg, err, errlen);
     if (rc) goto fail;
     rc = tool_mgr_start(&k->tools, k, err, errlen);

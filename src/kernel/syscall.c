@@ -96,6 +96,7 @@ void syscall_unref(struct syscall *sc)
     if (__atomic_sub_fetch(&sc->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
     if (sc->req && sc->req_free) sc->req_free(sc->req);
     if (sc->res && sc->res_free) sc->res_free(sc->res);
+    if (sc->worker_state && sc->worker_state_free) sc->worker_state_free(sc->worker_state);
     pthread_mutex_destroy(&sc->mu);
     free(sc->out);
     free(sc->agent);
@@ -105,6 +106,12 @@ void syscall_unref(struct syscall *sc)
 static void notify(struct syscall *sc)
 {
     if (sc->notify) sc->notify(sc, sc->notify_ud);
+}
+
+static void notify_final(struct syscall *sc)
+{
+    if (sc->on_final) sc->on_final(sc, sc->on_final_ud);
+    notify(sc);
 }
 
 int syscall_emit(struct syscall *sc, const char *text, size_t len)
@@ -118,12 +125,57 @@ int syscall_emit(struct syscall *sc, const char *text, size_t len)
     return 0;
 }
 
+static int slice_idx(int n) { return n < SYSCALL_MAX_SLICES ? n : SYSCALL_MAX_SLICES - 1; }
+
+static void slice_end_locked(struct syscall *sc, int64_t now)
+{
+    if (sc->n_slices == 0) return;
+    int i = slice_idx(sc->n_slices - 1);
+    if (!sc->t_slice_end_us[i]) sc->t_slice_end_us[i] = now;
+}
+
+void syscall_slice_begin(struct syscall *sc, int64_t now)
+{
+    pthread_mutex_lock(&sc->mu);
+    slice_end_locked(sc, now);
+    int i = slice_idx(sc->n_slices);
+    sc->t_slice_start_us[i] = now;
+    sc->t_slice_end_us[i] = 0;
+    sc->n_slices++;
+    if (!sc->t_start_us) sc->t_start_us = now;
+    if (sc->t_queued_us) {
+        sc->t_wait_us += now - sc->t_queued_us;
+        sc->t_queued_us = 0;
+    }
+    pthread_mutex_unlock(&sc->mu);
+}
+
+void syscall_slice_end(struct syscall *sc, int64_t now)
+{
+    pthread_mutex_lock(&sc->mu);
+    slice_end_locked(sc, now);
+    pthread_mutex_unlock(&sc->mu);
+}
+
+void syscall_set_priority(struct syscall *sc, int priority)
+{
+    if (priority < SYSCALL_PRIORITY_MIN) priority = SYSCALL_PRIORITY_MIN;
+    if (priority > SYSCALL_PRIORITY_MAX) priority = SYSCALL_PRIORITY_MAX;
+    sc->priority = priority;
+    sc->priority_set = true;
+}
+
 static bool finish_locked(struct syscall *sc, enum syscall_status st)
 {
     if (syscall_status_final(sc->status)) return false;
     sc->status = st;
     sc->t_end_us = util_now_us();
     if (!sc->t_start_us) sc->t_start_us = sc->t_end_us;
+    slice_end_locked(sc, sc->t_end_us);
+    if (sc->t_queued_us) { /* failed while queued (shutdown) */
+        sc->t_wait_us += sc->t_end_us - sc->t_queued_us;
+        sc->t_queued_us = 0;
+    }
     return true;
 }
 
@@ -140,7 +192,7 @@ void syscall_finish(struct syscall *sc, void *res, void (*res_free)(void *))
         if (res && res_free) res_free(res);
         return;
     }
-    notify(sc);
+    notify_final(sc);
 }
 
 void syscall_fail(struct syscall *sc, int err, int http_status, const char *fmt, ...)
@@ -157,7 +209,7 @@ void syscall_fail(struct syscall *sc, int err, int http_status, const char *fmt,
         va_end(ap);
     }
     pthread_mutex_unlock(&sc->mu);
-    if (first) notify(sc);
+    if (first) notify_final(sc);
 }
 
 bool syscall_cancel_requested(struct syscall *sc)

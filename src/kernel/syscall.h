@@ -34,13 +34,32 @@ struct syscall;
 typedef void (*syscall_notify_fn)(struct syscall *sc, void *ud);
 
 #define SYSCALL_ERRMSG_MAX 512
+/* slices recorded per call; later slices overwrite the last entry and only
+ * n_slices keeps counting */
+#define SYSCALL_MAX_SLICES 32
+
+/* What one call consumed. The worker fills it (the batching engine as it
+ * goes; sched_done() fills it from the LLM result for engines that do
+ * not); the scheduler copies it into the per-agent accounting when the
+ * call ends. Guarded by the syscall's mu. */
+struct syscall_usage {
+    bool filled;                  /* the worker set the token fields itself */
+    int64_t n_prompt_computed;    /* prompt tokens prefilled by this call */
+    int64_t n_prompt_reused;      /* prompt tokens found in a retained KV state */
+    int64_t n_gen;                /* generated tokens */
+    int64_t t_engine_us;          /* time the engine spent on this call */
+    int64_t t_tool_us;            /* time a tool executor spent */
+    int64_t kv_bytes;             /* KV cache bytes the call holds (gauge) */
+    int n_ctx_switches;           /* times it was preempted and restored */
+};
 
 struct syscall {
     /* immutable after syscall_new / before submit */
     uint64_t id;
     enum syscall_kind kind;
     char *agent;
-    int priority;
+    int priority;                 /* higher runs first; see sched.c */
+    bool priority_set;            /* set per call (else the agent's default) */
     void *target;                 /* resource instance, e.g. the llm core */
     void *req;                    /* kind-specific request, owned */
     void (*req_free)(void *);
@@ -54,6 +73,15 @@ struct syscall {
     enum syscall_status status;
     int64_t t_start_us;           /* first time it ran (0 if never) */
     int64_t t_end_us;
+    int64_t t_queued_us;          /* last time it entered a queue */
+    int64_t t_wait_us;            /* total time spent queued, all slices */
+    /* each run slice: [t_slice_start_us[i], t_slice_end_us[i]) (end 0 while
+     * running); n_slices counts every slice, the arrays keep the first
+     * SYSCALL_MAX_SLICES - 1 and the latest */
+    int64_t t_slice_start_us[SYSCALL_MAX_SLICES];
+    int64_t t_slice_end_us[SYSCALL_MAX_SLICES];
+    int n_slices;
+    struct syscall_usage usage;
     void *res;                    /* kind-specific result, owned */
     void (*res_free)(void *);
     int err;                      /* AIOS_E* when status is ERROR */
@@ -66,6 +94,23 @@ struct syscall {
 
     int refs;                     /* atomic */
     struct syscall *next;         /* queue link, owned by the scheduler */
+    /* owned by the scheduler, guarded by its lock */
+    void *sched_agent;            /* the agent's record, set at submit */
+    /* called once when the call becomes final, with no lock held, before
+     * notify wakes the waiter (so accounting is never behind the answer) */
+    void (*on_final)(struct syscall *sc, void *ud);
+    void *on_final_ud;
+    int64_t sched_slice_tokens;   /* tokens charged in the current slice */
+    int64_t sched_t_enq_us;       /* when it last entered the queue */
+    uint64_t sched_seq;           /* order in which it last entered a queue */
+    int64_t sched_charged_us;     /* engine time already charged to its agent */
+    struct syscall *sched_run_prev, *sched_run_next; /* list of running calls */
+    int64_t sched_t_run_us;       /* when its current slice began */
+    bool sched_charged;           /* the worker called sched_charge() */
+    /* owned by the worker that runs the call (e.g. the engine's saved KV
+     * state of a preempted sequence); freed with the syscall */
+    void *worker_state;
+    void (*worker_state_free)(void *);
 };
 
 const char *syscall_kind_name(enum syscall_kind k);
@@ -87,6 +132,14 @@ void syscall_finish(struct syscall *sc, void *res, void (*res_free)(void *));
 void syscall_fail(struct syscall *sc, int err, int http_status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 bool syscall_cancel_requested(struct syscall *sc);
+/* Run slices (sc->mu taken inside). The scheduler begins one when it hands
+ * the call to a worker and ends it when the call is preempted or final. */
+void syscall_slice_begin(struct syscall *sc, int64_t now_us);
+void syscall_slice_end(struct syscall *sc, int64_t now_us);
+/* Per-call priority, before submit: clamps to SYSCALL_PRIORITY_MIN..MAX. */
+void syscall_set_priority(struct syscall *sc, int priority);
+#define SYSCALL_PRIORITY_MIN (-100)
+#define SYSCALL_PRIORITY_MAX 100
 
 /* Caller side. */
 void syscall_request_cancel(struct syscall *sc);

@@ -2,40 +2,157 @@
  *
  * Four resource queues (llm, memory, storage, tool), each an intrusive list
  * of syscalls ordered by the configured policy. HTTP threads submit; worker
- * threads (an LLM engine per model, later small pools for the other kinds)
- * block in sched_next() until their queue has work for them.
+ * threads (an LLM engine per model, small pools for the other kinds) block
+ * in sched_next() until their queue has work for them.
+ *
+ * Policies (config scheduler.policy, chosen at start):
+ *   fifo  arrival order, never preempts (the AIOS reference's default).
+ *   rr    arrival order; a running call whose slice (time_slice_ms, or
+ *         slice_tokens) expired while another call waits is preempted by
+ *         the engine (sched_preempt) and goes to the back of the queue.
+ *   fair  (default) program-level least-attained-service, as in Autellix:
+ *         each agent accumulates service (tokens computed + ms of engine
+ *         time x ms_weight); among waiting calls the highest effective
+ *         priority wins, then the least-served agent, then arrival order.
+ *         Effective priority = the call's priority (per call, else the
+ *         agent's from scheduler.priorities, else 0) plus one level per
+ *         aging_ms spent waiting, capped at the highest priority waiting,
+ *         so a low-priority call rises to the top class and then wins on
+ *         service: nothing starves. An agent that becomes active again is
+ *         lifted to the least service among active agents (as CFS does
+ *         with vruntime), so idling banks no credit. The engine preempts a
+ *         running call when a waiting one has a higher effective priority,
+ *         or the same and its agent is less served by more than
+ *         preempt_margin, and the running call has had one time slice.
+ *
+ * Accounting: the same per-agent record holds the counters reported by
+ * /agents/{id}/stats and /metrics (calls, tokens computed vs reused,
+ * generated, engine/queue/tool time, KV bytes, context switches), written
+ * by the syscall's on_final hook, i.e. before its waiter is woken, so a
+ * client that reads its stats right after an answer sees that call.
+ * Records live until the scheduler is destroyed (one per agent name seen).
  *
  * Locking: one mutex for the whole scheduler plus one condvar per kind. The
- * mutex is never held while calling out (notify callbacks, workers); a
- * syscall's own mutex is taken only after releasing ours, so no two locks
- * are held at once.
+ * mutex is never held while calling out (notify callbacks, workers) or
+ * while a syscall's own mutex is held: what the scheduler needs from a
+ * syscall under its lock lives in the sched_* fields, which only the
+ * scheduler touches.
  *
- * Status: sched_submit sets QUEUED; sched_next sets RUNNING and the first
- * start time before returning. Final states are set by the worker through
- * syscall_finish/syscall_fail; sched_shutdown fails what is still queued. */
+ * Status: sched_submit sets QUEUED; sched_next sets RUNNING and begins a
+ * slice; sched_preempt sets SUSPENDED and requeues. Final states are set by
+ * the worker through syscall_finish/syscall_fail; sched_shutdown fails what
+ * is still queued. */
 #include "sched/sched.h"
 
+#include "kernel/config.h"
+#include "llm/core.h"
 #include "util/err.h"
+#include "util/log.h"
 #include "util/util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#define N_BUCKETS 64
+
+struct sched_agent {
+    struct sched_agent *next_hash, *next_all;
+    char *name;
+    int priority;       /* default for its calls */
+    bool priority_set;
+    double service;     /* attained service, see the top */
+    int64_t n_queued, n_running;
+    struct sched_agent_stats st;
+};
+
 struct sched {
     const struct sched_policy *policy;
+    struct sched_tuning tun;
     pthread_mutex_t mu;
     pthread_cond_t cv[SYSCALL_KIND__COUNT];
     struct sched_queue q[SYSCALL_KIND__COUNT];
     size_t n_running[SYSCALL_KIND__COUNT];
-    uint64_t n_submitted, n_finished;
+    uint64_t n_submitted, n_finished, n_preempted;
+    uint64_t seq; /* enqueue counter: arrival order, even within a microsecond */
+    struct syscall *running[SYSCALL_KIND__COUNT]; /* handed out, not done: newest first */
+    struct sched_preemptor *pre; /* preempt.c, or NULL */
     bool stopping;
+    struct sched_agent *buckets[N_BUCKETS], *agents;
 };
 
-/* ---- FIFO: arrival order, no preemption (AIOS's default) ---- */
+/* ---- agent records (lock held) ---- */
 
-static void fifo_push(struct sched_queue *q, struct syscall *sc)
+static unsigned hash_str(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static struct sched_agent *agent_get(struct sched *s, const char *name, bool create)
+{
+    unsigned b = hash_str(name) % N_BUCKETS;
+    for (struct sched_agent *a = s->buckets[b]; a; a = a->next_hash)
+        if (!strcmp(a->name, name)) return a;
+    if (!create) return NULL;
+    struct sched_agent *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->name = strdup(name);
+    if (!a->name) {
+        free(a);
+        return NULL;
+    }
+    snprintf(a->st.name, sizeof a->st.name, "%s", name);
+    a->next_hash = s->buckets[b];
+    s->buckets[b] = a;
+    a->next_all = s->agents;
+    s->agents = a;
+    return a;
+}
+
+static double service_of(const struct syscall *sc)
+{
+    const struct sched_agent *a = sc->sched_agent;
+    return a ? a->service : 0.0;
+}
+
+/* ---- running list (lock held) ---- */
+
+static void run_link(struct sched *s, struct syscall *sc)
+{
+    sc->sched_run_prev = NULL;
+    sc->sched_run_next = s->running[sc->kind];
+    if (sc->sched_run_next) sc->sched_run_next->sched_run_prev = sc;
+    s->running[sc->kind] = sc;
+}
+
+/* false when sc was not linked */
+static bool run_unlink(struct sched *s, struct syscall *sc)
+{
+    if (sc->sched_run_prev) sc->sched_run_prev->sched_run_next = sc->sched_run_next;
+    else if (s->running[sc->kind] == sc) s->running[sc->kind] = sc->sched_run_next;
+    else return false;
+    if (sc->sched_run_next) sc->sched_run_next->sched_run_prev = sc->sched_run_prev;
+    sc->sched_run_prev = sc->sched_run_next = NULL;
+    return true;
+}
+
+/* a running call stops counting as running (at its final state, or when
+ * requeued) */
+static void run_release(struct sched *s, struct syscall *sc)
+{
+    if (!run_unlink(s, sc)) return;
+    if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
+    struct sched_agent *a = sc->sched_agent;
+    if (a && a->n_running) a->n_running--;
+}
+
+/* ---- queue primitives (lock held) ---- */
+
+static void queue_append(struct sched_queue *q, struct syscall *sc)
 {
     sc->next = NULL;
     if (q->tail) q->tail->next = sc;
@@ -44,28 +161,142 @@ static void fifo_push(struct sched_queue *q, struct syscall *sc)
     q->n++;
 }
 
-static struct syscall *fifo_pick(struct sched_queue *q, void *target)
+static bool queue_unlink(struct sched_queue *q, struct syscall *sc)
 {
     struct syscall *prev = NULL;
-    for (struct syscall *sc = q->head; sc; prev = sc, sc = sc->next) {
-        if (target && sc->target != target) continue;
-        if (prev) prev->next = sc->next;
-        else q->head = sc->next;
-        if (q->tail == sc) q->tail = prev;
-        sc->next = NULL;
+    for (struct syscall *x = q->head; x; prev = x, x = x->next) {
+        if (x != sc) continue;
+        if (prev) prev->next = x->next;
+        else q->head = x->next;
+        if (q->tail == x) q->tail = prev;
+        x->next = NULL;
         q->n--;
-        return sc;
+        return true;
     }
+    return false;
+}
+
+/* ---- FIFO: arrival order, no preemption (AIOS's default) ---- */
+
+static struct syscall *fifo_peek(struct sched_queue *q, void *target)
+{
+    for (struct syscall *sc = q->head; sc; sc = sc->next)
+        if (!target || sc->target == target) return sc;
     return NULL;
 }
 
-const struct sched_policy sched_policy_fifo = {"fifo", fifo_push, fifo_pick};
+static struct syscall *fifo_pick(struct sched_queue *q, void *target)
+{
+    struct syscall *sc = fifo_peek(q, target);
+    if (sc) queue_unlink(q, sc);
+    return sc;
+}
+
+const struct sched_policy sched_policy_fifo = {
+    .name = "fifo", .push = queue_append, .pick = fifo_pick, .peek = fifo_peek,
+};
+
+/* ---- RR: arrival order, preempted calls go to the back ---- */
+
+static bool rr_slice_expired(struct sched_queue *q, struct syscall *sc)
+{
+    const struct sched_tuning *t = &q->s->tun;
+    if (t->slice_tokens > 0 && sc->sched_slice_tokens >= t->slice_tokens) return true;
+    return t->time_slice_us > 0 && sc->sched_t_run_us &&
+           util_now_us() - sc->sched_t_run_us >= t->time_slice_us;
+}
+
+static bool rr_should_preempt(struct sched_queue *q, struct syscall *running, struct syscall *waiting)
+{
+    (void)waiting;
+    return rr_slice_expired(q, running);
+}
+
+const struct sched_policy sched_policy_rr = {
+    .name = "rr", .push = queue_append, .pick = fifo_pick, .peek = fifo_peek,
+    .should_preempt = rr_should_preempt, .slice_expired = rr_slice_expired,
+};
+
+/* ---- fair: least attained service per agent, priorities, aging ---- */
+
+static int top_priority(struct sched_queue *q, void *target)
+{
+    int top = SYSCALL_PRIORITY_MIN;
+    for (struct syscall *sc = q->head; sc; sc = sc->next)
+        if ((!target || sc->target == target) && sc->priority > top) top = sc->priority;
+    return top;
+}
+
+static int eff_priority(struct sched_queue *q, const struct syscall *sc, int top, int64_t now)
+{
+    int64_t aging = q->s->tun.aging_us;
+    if (aging <= 0 || sc->priority >= top) return sc->priority;
+    int64_t lv = (now - sc->sched_t_enq_us) / aging;
+    int64_t e = (int64_t)sc->priority + lv;
+    return e > top ? top : (int)e;
+}
+
+/* a before b? */
+static bool fair_before(int pa, const struct syscall *a, int pb, const struct syscall *b)
+{
+    if (pa != pb) return pa > pb;
+    double sa = service_of(a), sb = service_of(b);
+    if (sa != sb) return sa < sb;
+    return a->sched_seq < b->sched_seq;
+}
+
+static struct syscall *fair_peek(struct sched_queue *q, void *target)
+{
+    int top = top_priority(q, target);
+    int64_t now = util_now_us();
+    struct syscall *best = NULL;
+    int best_p = 0;
+    for (struct syscall *sc = q->head; sc; sc = sc->next) {
+        if (target && sc->target != target) continue;
+        int p = eff_priority(q, sc, top, now);
+        if (!best || fair_before(p, sc, best_p, best)) {
+            best = sc;
+            best_p = p;
+        }
+    }
+    return best;
+}
+
+static struct syscall *fair_pick(struct sched_queue *q, void *target)
+{
+    struct syscall *sc = fair_peek(q, target);
+    if (sc) queue_unlink(q, sc);
+    return sc;
+}
+
+static bool fair_should_preempt(struct sched_queue *q, struct syscall *r, struct syscall *w)
+{
+    const struct sched_tuning *t = &q->s->tun;
+    if (r->sched_agent == w->sched_agent) return false;
+    /* one slice of guaranteed progress, so two calls cannot thrash */
+    if (t->time_slice_us > 0 && util_now_us() - r->sched_t_run_us < t->time_slice_us) return false;
+    int top = top_priority(q, w->target);
+    if (r->priority > top) top = r->priority;
+    int pw = eff_priority(q, w, top, util_now_us());
+    if (pw != r->priority) return pw > r->priority;
+    return service_of(w) + t->preempt_margin < service_of(r);
+}
+
+const struct sched_policy sched_policy_fair = {
+    .name = "fair", .push = queue_append, .pick = fair_pick, .peek = fair_peek,
+    .should_preempt = fair_should_preempt, .slice_expired = NULL,
+};
 
 const struct sched_policy *sched_policy_find(const char *name)
 {
-    if (!name || !strcmp(name, "fifo")) return &sched_policy_fifo;
+    if (!name) return &sched_policy_fair;
+    if (!strcmp(name, "fifo")) return &sched_policy_fifo;
+    if (!strcmp(name, "rr")) return &sched_policy_rr;
+    if (!strcmp(name, "fair")) return &sched_policy_fair;
     return NULL;
 }
+
+/* ---- lifecycle and configuration ---- */
 
 int sched_create(struct sched **out, const struct sched_policy *policy)
 {
@@ -73,11 +304,19 @@ int sched_create(struct sched **out, const struct sched_policy *policy)
     struct sched *s = calloc(1, sizeof *s);
     if (!s) return AIOS_ENOMEM;
     s->policy = policy ? policy : &sched_policy_fifo;
+    s->tun.time_slice_us = 200 * 1000;
+    s->tun.slice_tokens = 0;
+    s->tun.aging_us = 5 * 1000 * 1000;
+    s->tun.preempt_margin = 1024;
+    s->tun.ms_weight = 1.0;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    for (int k = 0; k < SYSCALL_KIND__COUNT; k++) pthread_cond_init(&s->cv[k], &ca);
+    for (int k = 0; k < SYSCALL_KIND__COUNT; k++) {
+        pthread_cond_init(&s->cv[k], &ca);
+        s->q[k].s = s;
+    }
     pthread_condattr_destroy(&ca);
     *out = s;
     return 0;
@@ -89,13 +328,122 @@ void sched_destroy(struct sched *s)
     sched_shutdown(s);
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++) pthread_cond_destroy(&s->cv[k]);
     pthread_mutex_destroy(&s->mu);
+    struct sched_agent *a = s->agents;
+    while (a) {
+        struct sched_agent *n = a->next_all;
+        free(a->name);
+        free(a);
+        a = n;
+    }
     free(s);
+}
+
+void sched_get_tuning(struct sched *s, struct sched_tuning *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->tun;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_set_tuning(struct sched *s, const struct sched_tuning *t)
+{
+    pthread_mutex_lock(&s->mu);
+    s->tun = *t;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int sched_set_agent_priority(struct sched *s, const char *agent, int priority)
+{
+    if (priority < SYSCALL_PRIORITY_MIN || priority > SYSCALL_PRIORITY_MAX) return AIOS_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    struct sched_agent *a = agent_get(s, agent, true);
+    if (a) {
+        a->priority = priority;
+        a->priority_set = true;
+        a->st.priority = priority;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return a ? 0 : AIOS_ENOMEM;
+}
+
+static int cfg_num(const struct aios_config *cfg, const char *key, double lo, double hi,
+                   double *out, char *err, size_t errlen)
+{
+    json_t *v = config_lookup(cfg, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi) {
+        snprintf(err, errlen, "%s must be a number between %g and %g", key, lo, hi);
+        return AIOS_ECONFIG;
+    }
+    *out = json_number_value(v);
+    return 0;
+}
+
+int sched_configure(struct sched *s, const void *vcfg, char *err, size_t errlen)
+{
+    const struct aios_config *cfg = vcfg;
+    struct sched_tuning t;
+    sched_get_tuning(s, &t);
+    double slice_ms = (double)t.time_slice_us / 1000, aging_ms = (double)t.aging_us / 1000;
+    double slice_tok = (double)t.slice_tokens;
+    int rc;
+    if ((rc = cfg_num(cfg, "scheduler.time_slice_ms", 0, 3600e3, &slice_ms, err, errlen))) return rc;
+    if ((rc = cfg_num(cfg, "scheduler.slice_tokens", 0, 1e9, &slice_tok, err, errlen))) return rc;
+    if ((rc = cfg_num(cfg, "scheduler.aging_ms", 0, 86400e3, &aging_ms, err, errlen))) return rc;
+    if ((rc = cfg_num(cfg, "scheduler.preempt_margin", 0, 1e12, &t.preempt_margin, err, errlen)))
+        return rc;
+    if ((rc = cfg_num(cfg, "scheduler.ms_weight", 0, 1e6, &t.ms_weight, err, errlen))) return rc;
+    t.time_slice_us = (int64_t)(slice_ms * 1000);
+    t.aging_us = (int64_t)(aging_ms * 1000);
+    t.slice_tokens = (int64_t)slice_tok;
+    sched_set_tuning(s, &t);
+
+    json_t *pr = config_lookup(cfg, "scheduler.priorities");
+    if (pr && !json_is_null(pr)) {
+        if (!json_is_object(pr)) {
+            snprintf(err, errlen, "scheduler.priorities must be a mapping of agent name to an "
+                                  "integer priority (higher runs first)");
+            return AIOS_ECONFIG;
+        }
+        const char *name;
+        json_t *v;
+        json_object_foreach(pr, name, v) {
+            if (!json_is_integer(v) || json_integer_value(v) < SYSCALL_PRIORITY_MIN ||
+                json_integer_value(v) > SYSCALL_PRIORITY_MAX) {
+                snprintf(err, errlen, "scheduler.priorities.%.100s must be an integer between %d "
+                         "and %d", name, SYSCALL_PRIORITY_MIN, SYSCALL_PRIORITY_MAX);
+                return AIOS_ECONFIG;
+            }
+            rc = sched_set_agent_priority(s, name, (int)json_integer_value(v));
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- submit / next / done ---- */
+
+static void account_final(struct syscall *sc, void *ud);
+
+/* lift an agent that becomes active to the least service among the active */
+static void agent_activate(struct sched *s, struct sched_agent *a)
+{
+    if (a->n_queued + a->n_running > 0) return;
+    bool any = false;
+    double min = 0;
+    for (struct sched_agent *x = s->agents; x; x = x->next_all) {
+        if (x == a || x->n_queued + x->n_running == 0) continue;
+        if (!any || x->service < min) min = x->service;
+        any = true;
+    }
+    if (any && a->service < min) a->service = min;
 }
 
 int sched_submit(struct sched *s, struct syscall *sc)
 {
     if ((unsigned)sc->kind >= SYSCALL_KIND__COUNT) return AIOS_EINVAL;
     syscall_ref(sc);
+    int64_t now = util_now_us();
     /* QUEUED must be set before a worker can see the call (it sets RUNNING
      * after picking it), and sc->mu is never held with ours, so set it
      * first and undo it if the call is refused: a refused call is in no
@@ -103,17 +451,31 @@ int sched_submit(struct sched *s, struct syscall *sc)
     pthread_mutex_lock(&sc->mu);
     enum syscall_status prev = sc->status;
     sc->status = SYSCALL_STATUS_QUEUED;
+    sc->t_queued_us = now;
     pthread_mutex_unlock(&sc->mu);
 
     pthread_mutex_lock(&s->mu);
-    if (s->stopping) {
+    struct sched_agent *a = s->stopping ? NULL : agent_get(s, sc->agent, true);
+    if (!a) {
+        bool stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_lock(&sc->mu);
         if (sc->status == SYSCALL_STATUS_QUEUED) sc->status = prev;
+        sc->t_queued_us = 0;
         pthread_mutex_unlock(&sc->mu);
         syscall_unref(sc);
-        return AIOS_ESHUTDOWN;
+        return stopping ? AIOS_ESHUTDOWN : AIOS_ENOMEM;
     }
+    if (!sc->priority_set) sc->priority = a->priority;
+    agent_activate(s, a);
+    a->n_queued++;
+    a->st.n_calls++;
+    a->st.n_calls_kind[sc->kind]++;
+    sc->sched_agent = a;
+    sc->on_final = account_final;
+    sc->on_final_ud = s;
+    sc->sched_t_enq_us = now;
+    sc->sched_seq = ++s->seq;
     s->policy->push(&s->q[sc->kind], sc);
     s->n_submitted++;
     pthread_cond_broadcast(&s->cv[sc->kind]);
@@ -134,12 +496,20 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
         }
     }
     struct syscall *sc = NULL;
+    int64_t now = 0;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         if (s->stopping) break;
         sc = s->policy->pick(&s->q[kind], target);
         if (sc) {
             s->n_running[kind]++;
+            now = util_now_us();
+            sc->sched_t_run_us = now;
+            sc->sched_slice_tokens = 0;
+            struct sched_agent *a = sc->sched_agent;
+            a->n_queued--;
+            a->n_running++;
+            run_link(s, sc);
             break;
         }
         if (timeout_ms < 0) {
@@ -151,30 +521,261 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
     pthread_mutex_unlock(&s->mu);
     if (!sc) return NULL;
 
+    syscall_slice_begin(sc, now);
     pthread_mutex_lock(&sc->mu);
     if (!syscall_status_final(sc->status)) sc->status = SYSCALL_STATUS_RUNNING;
-    if (!sc->t_start_us) sc->t_start_us = util_now_us();
     pthread_mutex_unlock(&sc->mu);
     return sc;
 }
 
+/* What a final call consumed, read under its own lock. For workers that
+ * filled no usage (the one-sequence engine), take it from the LLM result.
+ * The slice the call was running in was closed when it became final. */
+struct done_info {
+    enum syscall_status status;
+    struct syscall_usage u;
+    int64_t t_wait_us, t_run_us;
+};
+
+static void read_done_info(struct syscall *sc, struct done_info *d)
+{
+    memset(d, 0, sizeof *d);
+    pthread_mutex_lock(&sc->mu);
+    d->status = sc->status;
+    if (!sc->usage.filled && sc->kind == SYSCALL_KIND_LLM && sc->res &&
+        d->status == SYSCALL_STATUS_DONE) {
+        const struct llm_res *r = sc->res;
+        sc->usage.n_prompt_computed = r->n_prompt_computed;
+        sc->usage.n_prompt_reused = r->n_prompt - r->n_prompt_computed;
+        sc->usage.n_gen = r->n_gen;
+        if (!sc->usage.t_engine_us) sc->usage.t_engine_us = r->t_prefill_us + r->t_decode_us;
+        sc->usage.filled = true;
+    }
+    int n = sc->n_slices < SYSCALL_MAX_SLICES ? sc->n_slices : SYSCALL_MAX_SLICES;
+    for (int i = 0; i < n; i++)
+        if (sc->t_slice_end_us[i] > sc->t_slice_start_us[i])
+            d->t_run_us += sc->t_slice_end_us[i] - sc->t_slice_start_us[i];
+    if (sc->kind != SYSCALL_KIND_LLM && sc->kind != SYSCALL_KIND_TOOL) d->t_run_us = 0;
+    if (sc->kind == SYSCALL_KIND_TOOL && !sc->usage.t_tool_us) sc->usage.t_tool_us = d->t_run_us;
+    if (sc->kind == SYSCALL_KIND_LLM && !sc->usage.t_engine_us) sc->usage.t_engine_us = d->t_run_us;
+    d->u = sc->usage;
+    d->t_wait_us = sc->t_wait_us;
+    pthread_mutex_unlock(&sc->mu);
+}
+
+/* on_final hook: the call just became final (worker thread, or the thread
+ * that failed it); record it before its waiter is woken */
+static void account_final(struct syscall *sc, void *ud)
+{
+    struct sched *s = ud;
+    struct done_info d;
+    read_done_info(sc, &d);
+    pthread_mutex_lock(&s->mu);
+    run_release(s, sc);
+    struct sched_agent *a = sc->sched_agent;
+    if (a) {
+        if (!sc->sched_charged && sc->kind == SYSCALL_KIND_LLM)
+            a->service += (double)(d.u.n_prompt_computed + d.u.n_gen);
+        if (sc->kind == SYSCALL_KIND_LLM && d.u.t_engine_us > sc->sched_charged_us)
+            a->service += (double)(d.u.t_engine_us - sc->sched_charged_us) / 1000.0 *
+                          s->tun.ms_weight;
+        struct sched_agent_stats *st = &a->st;
+        if (d.status == SYSCALL_STATUS_DONE) st->n_done++;
+        else if (d.status == SYSCALL_STATUS_CANCELLED) st->n_cancelled++;
+        else st->n_error++;
+        st->n_prompt_computed += d.u.n_prompt_computed;
+        st->n_prompt_reused += d.u.n_prompt_reused;
+        st->n_gen += d.u.n_gen;
+        st->t_engine_us += sc->kind == SYSCALL_KIND_LLM ? d.u.t_engine_us : 0;
+        st->t_tool_us += d.u.t_tool_us;
+        st->t_queue_us += d.t_wait_us;
+        st->n_ctx_switches += d.u.n_ctx_switches;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 void sched_done(struct sched *s, struct syscall *sc)
 {
+    syscall_slice_end(sc, util_now_us());
     pthread_mutex_lock(&s->mu);
-    if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
     s->n_finished++;
+    run_release(s, sc); /* normally done already when it became final */
     pthread_mutex_unlock(&s->mu);
     syscall_unref(sc);
 }
 
+/* ---- the engine's side ---- */
+
+struct syscall *sched_peek(struct sched *s, enum syscall_kind kind, void *target)
+{
+    if ((unsigned)kind >= SYSCALL_KIND__COUNT) return NULL;
+    pthread_mutex_lock(&s->mu);
+    struct syscall *sc = s->stopping ? NULL : s->policy->peek(&s->q[kind], target);
+    if (sc) syscall_ref(sc);
+    pthread_mutex_unlock(&s->mu);
+    return sc;
+}
+
+void sched_charge(struct sched *s, struct syscall *sc, int64_t n_tokens, int64_t t_us)
+{
+    pthread_mutex_lock(&s->mu);
+    if (n_tokens > 0) sc->sched_charged = true;
+    sc->sched_slice_tokens += n_tokens;
+    sc->sched_charged_us += t_us;
+    struct sched_agent *a = sc->sched_agent;
+    if (a) a->service += (double)n_tokens + (double)t_us / 1000.0 * s->tun.ms_weight;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static bool others_waiting(struct sched *s, struct syscall *sc)
+{
+    return s->policy->peek(&s->q[sc->kind], sc->target) != NULL;
+}
+
+bool sched_slice_expired(struct sched *s, struct syscall *running)
+{
+    pthread_mutex_lock(&s->mu);
+    bool r = s->policy->slice_expired && others_waiting(s, running) &&
+             s->policy->slice_expired(&s->q[running->kind], running);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+bool sched_should_preempt(struct sched *s, struct syscall *running, struct syscall *waiting)
+{
+    if (!running || !waiting || running == waiting) return false;
+    pthread_mutex_lock(&s->mu);
+    bool r = s->policy->should_preempt &&
+             s->policy->should_preempt(&s->q[running->kind], running, waiting);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+struct syscall *sched_pick_victim(struct sched *s, struct syscall *const *running, size_t n,
+                                  struct syscall *waiting)
+{
+    if (!waiting) return NULL;
+    struct syscall *victim = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->policy->should_preempt) {
+        for (size_t i = 0; i < n; i++) {
+            struct syscall *r = running[i];
+            if (!r || r == waiting) continue;
+            if (!s->policy->should_preempt(&s->q[r->kind], r, waiting)) continue;
+            if (!victim || r->priority < victim->priority ||
+                (r->priority == victim->priority && service_of(r) > service_of(victim)))
+                victim = r;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return victim;
+}
+
+int sched_preempt(struct sched *s, struct syscall *sc)
+{
+    int64_t now = util_now_us();
+    syscall_slice_end(sc, now);
+    pthread_mutex_lock(&sc->mu);
+    bool final = syscall_status_final(sc->status);
+    if (!final) {
+        sc->status = SYSCALL_STATUS_SUSPENDED;
+        sc->t_queued_us = now;
+        sc->usage.n_ctx_switches++;
+    }
+    pthread_mutex_unlock(&sc->mu);
+    if (final) {
+        sched_done(s, sc);
+        return 0;
+    }
+    pthread_mutex_lock(&s->mu);
+    bool stopping = s->stopping;
+    if (!stopping) {
+        run_release(s, sc);
+        struct sched_agent *a = sc->sched_agent;
+        if (a) a->n_queued++;
+        sc->sched_t_enq_us = now;
+        sc->sched_seq = ++s->seq;
+        s->n_preempted++;
+        s->policy->push(&s->q[sc->kind], sc);
+        pthread_cond_broadcast(&s->cv[sc->kind]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (stopping) {
+        syscall_fail(sc, AIOS_ESHUTDOWN, 503, "the kernel is shutting down");
+        sched_done(s, sc);
+        return AIOS_ESHUTDOWN;
+    }
+    return 0;
+}
+
+size_t sched_running_calls(struct sched *s, enum syscall_kind kind, void *target,
+                           struct syscall **out, size_t cap)
+{
+    if ((unsigned)kind >= SYSCALL_KIND__COUNT) return 0;
+    size_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    struct syscall *last = s->running[kind];
+    while (last && last->sched_run_next) last = last->sched_run_next;
+    for (struct syscall *sc = last; sc && n < cap; sc = sc->sched_run_prev) {
+        if (target && sc->target != target) continue;
+        syscall_ref(sc);
+        out[n++] = sc;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void sched_note_switch(struct sched *s, struct syscall *sc)
+{
+    pthread_mutex_lock(&s->mu);
+    sc->sched_t_run_us = util_now_us();
+    sc->sched_slice_tokens = 0;
+    s->n_preempted++;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&sc->mu);
+    sc->usage.n_ctx_switches++;
+    pthread_mutex_unlock(&sc->mu);
+}
+
+void sched_attach_preemptor(struct sched *s, struct sched_preemptor *p)
+{
+    pthread_mutex_lock(&s->mu);
+    s->pre = p;
+    pthread_mutex_unlock(&s->mu);
+}
+
+const struct sched_policy *sched_get_policy(struct sched *s)
+{
+    return s->policy; /* immutable after create */
+}
+
+void sched_set_agent_kv(struct sched *s, const char *agent, int64_t bytes)
+{
+    pthread_mutex_lock(&s->mu);
+    struct sched_agent *a = agent_get(s, agent, true);
+    if (a) a->st.kv_bytes = bytes;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- shutdown and stats ---- */
+
 void sched_shutdown(struct sched *s)
 {
     struct syscall *drained = NULL;
+    /* the driver calls into the scheduler: join it without our lock */
+    pthread_mutex_lock(&s->mu);
+    struct sched_preemptor *pre = s->pre;
+    s->pre = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (pre) sched_preemptor_stop(pre);
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++) {
         struct syscall *sc;
-        while ((sc = s->policy->pick(&s->q[k], NULL))) {
+        while ((sc = s->q[k].head)) {
+            queue_unlink(&s->q[k], sc);
+            struct sched_agent *a = sc->sched_agent;
+            if (a && a->n_queued) a->n_queued--;
             sc->next = drained;
             drained = sc;
         }
@@ -208,6 +809,46 @@ void sched_get_stats(struct sched *s, struct sched_stats *out)
     }
     out->n_submitted = s->n_submitted;
     out->n_finished = s->n_finished;
+    out->n_preempted = s->n_preempted;
     out->policy = s->policy->name;
     pthread_mutex_unlock(&s->mu);
+}
+
+static void fill_stats(const struct sched_agent *a, struct sched_agent_stats *o)
+{
+    *o = a->st;
+    o->priority = a->priority;
+    o->n_queued = a->n_queued;
+    o->n_running = a->n_running;
+    o->service = a->service;
+}
+
+int sched_agent_stats(struct sched *s, const char *agent, struct sched_agent_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&s->mu);
+    struct sched_agent *a = agent_get(s, agent, false);
+    if (a) fill_stats(a, out);
+    pthread_mutex_unlock(&s->mu);
+    return a ? 0 : AIOS_ENOTFOUND;
+}
+
+int sched_all_agent_stats(struct sched *s, struct sched_agent_stats **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    size_t cnt = 0;
+    for (struct sched_agent *a = s->agents; a; a = a->next_all) cnt++;
+    struct sched_agent_stats *arr = calloc(cnt ? cnt : 1, sizeof *arr);
+    if (arr) {
+        size_t i = cnt;
+        /* the list is newest first; report in first-seen order */
+        for (struct sched_agent *a = s->agents; a; a = a->next_all) fill_stats(a, &arr[--i]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!arr) return AIOS_ENOMEM;
+    *out = arr;
+    *n = cnt;
+    return 0;
 }

@@ -9,36 +9,65 @@
 #include <stdint.h>
 
 struct sched_queue;
+struct sched;
 
-/* A policy decides order. push() links a syscall in; pick() unlinks and
- * returns the next one for `target` (any target when NULL), or NULL. Both
- * are called with the queue lock held and must not block. */
+/* A policy decides order and preemption. push() links a syscall in (a new
+ * call, or a preempted one coming back); pick() unlinks and returns the next
+ * one for `target` (any target when NULL), or NULL; peek() returns it
+ * without unlinking. should_preempt() says whether running call R should
+ * give way to waiting call W (NULL: never preempts); slice_expired()
+ * whether R used up its time slice (NULL: slices never expire). All are
+ * called with the scheduler lock held and must not block. */
 struct sched_policy {
     const char *name;
     void (*push)(struct sched_queue *q, struct syscall *sc);
     struct syscall *(*pick)(struct sched_queue *q, void *target);
+    struct syscall *(*peek)(struct sched_queue *q, void *target);
+    bool (*should_preempt)(struct sched_queue *q, struct syscall *running, struct syscall *waiting);
+    bool (*slice_expired)(struct sched_queue *q, struct syscall *running);
 };
 
 struct sched_queue {
     struct syscall *head, *tail;
     size_t n;
+    struct sched *s; /* owner, for policies that read agent state/tuning */
+};
+
+/* Tuning (config `scheduler.*`; see sched_configure). */
+struct sched_tuning {
+    int64_t time_slice_us;     /* rr slice / fair minimum run before preemption */
+    int64_t slice_tokens;      /* rr: tokens per slice (0: time only) */
+    int64_t aging_us;          /* fair: waiting this long raises a call one priority level (0: off) */
+    double preempt_margin;     /* fair: service gap needed to preempt an equal-priority call */
+    double ms_weight;          /* fair: service units per ms of engine time (tokens count 1) */
 };
 
 struct sched_stats {
     size_t n_queued[SYSCALL_KIND__COUNT];
     size_t n_running[SYSCALL_KIND__COUNT];
-    uint64_t n_submitted, n_finished;
+    uint64_t n_submitted, n_finished, n_preempted;
     const char *policy;
 };
 
-struct sched;
-
 extern const struct sched_policy sched_policy_fifo;
-/* "fifo" (the only policy so far); NULL for an unknown name */
+extern const struct sched_policy sched_policy_rr;
+extern const struct sched_policy sched_policy_fair;
+/* "fifo", "rr" or "fair"; NULL for an unknown name */
 const struct sched_policy *sched_policy_find(const char *name);
 
 int sched_create(struct sched **out, const struct sched_policy *policy);
 void sched_destroy(struct sched *s);
+
+/* Read scheduler.time_slice_ms, scheduler.slice_tokens, scheduler.aging_ms,
+ * scheduler.preempt_margin, scheduler.priorities {agent: int} from the
+ * config. Before any submit. 0 or AIOS_ECONFIG with a message naming the
+ * key. cfg is `const struct aios_config *` (void to keep this header free
+ * of the config module). */
+int sched_configure(struct sched *s, const void *cfg, char *err, size_t errlen);
+void sched_get_tuning(struct sched *s, struct sched_tuning *out);
+void sched_set_tuning(struct sched *s, const struct sched_tuning *t);
+/* default priority for calls of `agent` that carry none of their own */
+int sched_set_agent_priority(struct sched *s, const char *agent, int priority);
 
 /* Queue a syscall. The scheduler takes its own reference. Returns
  * AIOS_ESHUTDOWN once sched_shutdown() was called. */
@@ -49,7 +78,92 @@ int sched_submit(struct sched *s, struct syscall *sc);
  * the scheduler's reference and must call sched_done() when it is final.
  * NULL on timeout or shutdown. */
 struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target, int timeout_ms);
+/* The call is final (the worker ended it). Ends its last slice, records
+ * its usage in the agent's accounting (from the LLM result when the worker
+ * filled none) and drops the scheduler's reference. */
 void sched_done(struct sched *s, struct syscall *sc);
+
+/* ---- the engine's side of preemption and admission ----
+ *
+ * The batching engine admits calls with sched_next(.., 0) while its KV
+ * budget allows, using sched_peek() to see the next one first (and its
+ * request's token counts) without taking it. Each step it reports what
+ * every running call consumed with sched_charge(). When a call waits and
+ * the batch is full, it asks sched_pick_victim() (or sched_should_preempt()
+ * pairwise) which running call gives way; under rr it asks
+ * sched_slice_expired() for each running call. To preempt, it saves the
+ * sequence's state (e.g. a KV snapshot in sc->worker_state) and calls
+ * sched_preempt(): the call is SUSPENDED, its slice ends, and it goes back
+ * in the queue (rr: at the back); a later sched_next() returns it again
+ * RUNNING with a new slice, and the engine resumes it where it stopped. */
+
+/* The call sched_next() would return now, with a reference the caller
+ * drops (syscall_unref), or NULL. */
+struct syscall *sched_peek(struct sched *s, enum syscall_kind kind, void *target);
+/* Charge work to a running call and its agent's attained service. */
+void sched_charge(struct sched *s, struct syscall *sc, int64_t n_tokens, int64_t t_us);
+/* Has sc used up its slice (time or tokens) while another call for its
+ * target waits? Always false under fifo. */
+bool sched_slice_expired(struct sched *s, struct syscall *running);
+/* Should running call R give way to waiting call W (policy decides; fifo:
+ * never; rr: when R's slice expired; fair: when W's effective priority is
+ * higher, or equal and W's agent is less served by more than the margin,
+ * and R has run at least one time slice). */
+bool sched_should_preempt(struct sched *s, struct syscall *running, struct syscall *waiting);
+/* Of running[0..n), the call to preempt for `waiting` (the most served of
+ * the lowest priority among those should_preempt allows), or NULL. */
+struct syscall *sched_pick_victim(struct sched *s, struct syscall *const *running, size_t n,
+                                  struct syscall *waiting);
+/* Put a running call back in its queue (SUSPENDED, one more context
+ * switch). The worker keeps no claim on it; the scheduler's reference
+ * stays with the queue. AIOS_ESHUTDOWN (the call is failed) when
+ * stopping. */
+int sched_preempt(struct sched *s, struct syscall *sc);
+/* KV bytes an agent holds now (retained or running sequences), for
+ * accounting; the engine sets it as it allocates and frees. */
+void sched_set_agent_kv(struct sched *s, const char *agent, int64_t bytes);
+
+/* The calls of `kind` for `target` (NULL: any) handed to a worker and not
+ * yet done, oldest first: up to cap of them into out, each with a
+ * reference the caller drops. Returns how many. */
+size_t sched_running_calls(struct sched *s, enum syscall_kind kind, void *target,
+                           struct syscall **out, size_t cap);
+/* The engine was asked to switch sc out (it keeps it and resumes it
+ * itself): count a context switch and start its next slice now. */
+void sched_note_switch(struct sched *s, struct syscall *sc);
+
+/* The preemption driver (preempt.c): for rr and fair, a thread that every
+ * few milliseconds looks at each embedded engine whose batch is full while
+ * a call waits for it, and asks the engine (llm_engine_preempt) to switch
+ * out the call the policy names: under rr every call whose slice expired,
+ * under fair the victim of sched_pick_victim(). It also charges running
+ * calls their share of engine time, so the fair order sees service while
+ * calls run. No thread for fifo. Stopped by sched_shutdown(). */
+struct llm_core;
+struct sched_preemptor;
+int sched_preemptor_start(struct sched *s, struct llm_core **cores, size_t n_cores);
+/* internal to sched.c / preempt.c */
+void sched_preemptor_stop(struct sched_preemptor *p);
+void sched_attach_preemptor(struct sched *s, struct sched_preemptor *p);
+const struct sched_policy *sched_get_policy(struct sched *s);
+
+/* ---- accounting (per agent, since start) ---- */
+struct sched_agent_stats {
+    char name[128];
+    int priority;
+    int64_t n_calls, n_done, n_error, n_cancelled;
+    int64_t n_calls_kind[SYSCALL_KIND__COUNT];
+    int64_t n_prompt_computed, n_prompt_reused, n_gen;
+    int64_t t_engine_us, t_queue_us, t_tool_us;
+    int64_t kv_bytes;
+    int64_t n_ctx_switches;
+    int64_t n_queued, n_running;
+    double service;
+};
+/* one agent's stats; AIOS_ENOTFOUND for an agent never seen */
+int sched_agent_stats(struct sched *s, const char *agent, struct sched_agent_stats *out);
+/* every agent's, malloc'd array in *out (caller frees) */
+int sched_all_agent_stats(struct sched *s, struct sched_agent_stats **out, size_t *n);
 
 /* Stop accepting work, fail everything still queued with AIOS_ESHUTDOWN,
  * and wake every waiting worker. Running calls finish on their own. */

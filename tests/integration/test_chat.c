@@ -54,7 +54,7 @@ static void test_status_and_models(void **state)
     json_t *m = json_array_get(json_object_get(j, "models"), 0);
     assert_string_equal(json_string_value(json_object_get(m, "name")), "aios-tiny");
     assert_true(json_is_true(json_object_get(m, "random_weights")));
-    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "scheduler"), "policy")), "fifo");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "scheduler"), "policy")), "fair");
     json_decref(j);
 
     assert_int_equal(kf_call(g_kf, "GET", "/v1/models", NULL, &j), 200);

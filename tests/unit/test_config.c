@@ -50,7 +50,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.port, 8000);
     assert_string_equal(cfg.data_dir, "./aios-data");
     assert_int_equal(cfg.max_body_bytes, 8u << 20);
-    assert_string_equal(cfg.sched_policy, "fifo");
+    assert_string_equal(cfg.sched_policy, "fair");
     assert_string_equal(cfg.storage_root, "root");
     assert_int_equal(cfg.n_models, 0);
     assert_non_null(cfg.raw);
