@@ -31,6 +31,7 @@
 
 #include "llm/schema.h"
 #include "util/err.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -62,20 +63,7 @@ struct sb {
 static void sb_add(struct sb *b, const char *s, size_t n)
 {
     if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 1024;
-        while (c < b->n + n + 1) c *= 2;
-        char *p = realloc(b->s, c);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->s = p;
-        b->cap = c;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
+    if (util_buf_append(&b->s, &b->n, &b->cap, s, n)) b->oom = true;
 }
 
 static void sb_puts(struct sb *b, const char *s) { sb_add(b, s, strlen(s)); }

@@ -34,6 +34,7 @@
 
 #include "llm/schema.h"
 #include "util/err.h"
+#include "util/util.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -366,20 +367,7 @@ struct buf {
 static void buf_add(struct buf *b, const char *s, size_t n)
 {
     if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1) c *= 2;
-        char *p = realloc(b->s, c);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->s = p;
-        b->cap = c;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
+    if (util_buf_append(&b->s, &b->n, &b->cap, s, n)) b->oom = true;
 }
 
 static void buf_puts(struct buf *b, const char *s) { buf_add(b, s, strlen(s)); }
