@@ -34,31 +34,6 @@ void cli_load_token(void)
     if (hc_read_token_file("aios-data/admin.token", tok, sizeof tok) == 0) hc_set_token(tok);
 }
 
-static const char *base_url(const char *url)
-{
-    if (url) return url;
-    const char *e = getenv("AIOS_KERNEL_URL");
-    return e && *e ? e : "http://127.0.0.1:8000";
-}
-
-static long call(const char *base, const char *method, const char *path, const char *body,
-                 json_t **out)
-{
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s", base, path);
-    struct hc_resp r;
-    *out = NULL;
-    if (hc_call(method, url, body, body ? strlen(body) : 0, &r, 60)) {
-        fprintf(stderr, "aios: cannot reach the kernel at %s (is `aios serve` running? set --url "
-                "or AIOS_KERNEL_URL)\n", base);
-        hc_resp_free(&r);
-        return 0;
-    }
-    *out = json_loadb(r.body, r.len, 0, NULL);
-    long st = r.status;
-    hc_resp_free(&r);
-    return st;
-}
 
 static int fail_http(const char *what, long st, json_t *j)
 {
@@ -134,7 +109,7 @@ int cli_audit_main(int argc, char **argv)
         snprintf(path + n, sizeof path - (size_t)n, "&since=%.3f", s);
     }
     json_t *j;
-    long st = call(base_url(url), "GET", path, NULL, &j);
+    long st = hc_call_json(hc_kernel_url(url), "GET", path, NULL, &j);
     if (st != 200) return fail_http("audit", st, j);
     json_t *rows = json_object_get(j, "audit");
     if (as_json) {
@@ -178,7 +153,7 @@ int cli_approvals_main(int argc, char **argv)
         }
     }
     json_t *j;
-    long st = call(base_url(url), "GET", "/access/approvals", NULL, &j);
+    long st = hc_call_json(hc_kernel_url(url), "GET", "/access/approvals", NULL, &j);
     if (st != 200) return fail_http("approvals", st, j);
     size_t i;
     json_t *a;
@@ -220,7 +195,7 @@ static int decide_main(int argc, char **argv, const char *verb)
     char path[256];
     snprintf(path, sizeof path, "/access/approvals/%s/%s", id, verb);
     json_t *j;
-    long st = call(base_url(url), "POST", path, body, &j);
+    long st = hc_call_json(hc_kernel_url(url), "POST", path, body, &j);
     free(body);
     if (st != 200) return fail_http(verb, st, j);
     printf("approval %s: %s\n", id, json_string_value(json_object_get(j, "decision")));
@@ -247,7 +222,7 @@ int cli_register_agent_main(int argc, char **argv)
     char *body = json_dumps(b, JSON_COMPACT);
     json_decref(b);
     json_t *j;
-    long st = call(base_url(url), "POST", "/access/agents", body, &j);
+    long st = hc_call_json(hc_kernel_url(url), "POST", "/access/agents", body, &j);
     free(body);
     if (st != 201) return fail_http("register-agent", st, j);
     printf("%s\n", json_string_value(json_object_get(j, "token")));

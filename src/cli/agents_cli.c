@@ -34,33 +34,6 @@ static void on_sigint(int sig)
     g_interrupted = 1;
 }
 
-static const char *default_url(const char *url)
-{
-    if (url) return url;
-    const char *e = getenv("AIOS_KERNEL_URL");
-    return e && *e ? e : "http://127.0.0.1:8000";
-}
-
-/* request; JSON body in *out (NULL if none). Returns the HTTP status, or 0
- * when the kernel could not be reached (message printed). */
-static long call(const char *base, const char *method, const char *path, const char *body,
-                 json_t **out)
-{
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s", base, path);
-    struct hc_resp r;
-    *out = NULL;
-    if (hc_call(method, url, body, body ? strlen(body) : 0, &r, 60)) {
-        fprintf(stderr, "aios: cannot reach the kernel at %s (is `aios serve` running? set --url "
-                "or AIOS_KERNEL_URL)\n", base);
-        hc_resp_free(&r);
-        return 0;
-    }
-    *out = json_loadb(r.body, r.len, 0, NULL);
-    long st = r.status;
-    hc_resp_free(&r);
-    return st;
-}
 
 static void print_error(const char *what, long st, json_t *j)
 {
@@ -89,7 +62,7 @@ static int follow(const char *base, unsigned long long id, bool follow_on, bool 
         snprintf(path, sizeof path, "/agents/%llu/logs?stdout_offset=%lld&stderr_offset=%lld", id,
                  oo, eo);
         json_t *j = NULL;
-        long st = call(base, "GET", path, NULL, &j);
+        long st = hc_call_json(base, "GET", path, NULL, &j);
         if (st != 200) {
             if (st) print_error("logs", st, j);
             json_decref(j);
@@ -117,7 +90,7 @@ static int follow(const char *base, unsigned long long id, bool follow_on, bool 
             if (final) {
                 json_t *s = NULL;
                 snprintf(path, sizeof path, "/agents/%llu/status", id);
-                if (call(base, "GET", path, NULL, &s) == 200) {
+                if (hc_call_json(base, "GET", path, NULL, &s) == 200) {
                     json_t *ec = json_object_get(s, "exit_code"), *sig = json_object_get(s, "signal");
                     code = json_is_integer(ec) ? (int)json_integer_value(ec)
                            : json_is_integer(sig) ? 128 + (int)json_integer_value(sig)
@@ -142,7 +115,7 @@ static int follow(const char *base, unsigned long long id, bool follow_on, bool 
         if (g_interrupted && kill_on_int && !killed_sent) {
             snprintf(path, sizeof path, "/agents/%llu/kill", id);
             json_t *k = NULL;
-            call(base, "POST", path, NULL, &k);
+            hc_call_json(base, "POST", path, NULL, &k);
             json_decref(k);
             fprintf(stderr, "[aios] interrupted: asked the kernel to terminate execution %llu\n", id);
             killed_sent = 1;
@@ -173,7 +146,7 @@ int cli_run_main(int argc, char **argv)
         }
     }
     if (!ref || !task) goto usage;
-    const char *base = default_url(url);
+    const char *base = hc_kernel_url(url);
     /* a local package folder travels as an absolute path */
     char abs[PATH_MAX], cfgp[PATH_MAX + 16];
     snprintf(cfgp, sizeof cfgp, "%s/config.json", ref);
@@ -187,7 +160,7 @@ int cli_run_main(int argc, char **argv)
         return 2;
     }
     json_t *j = NULL;
-    long code = call(base, "POST", "/agents/submit", s, &j);
+    long code = hc_call_json(base, "POST", "/agents/submit", s, &j);
     free(s);
     if (code != 200) {
         if (code) print_error("run", code, j);
@@ -219,7 +192,7 @@ int cli_ps_main(int argc, char **argv)
         }
     }
     json_t *j = NULL;
-    long st = call(default_url(url), "GET", "/agents/ps", NULL, &j);
+    long st = hc_call_json(hc_kernel_url(url), "GET", "/agents/ps", NULL, &j);
     if (st != 200) {
         if (st) print_error("ps", st, j);
         json_decref(j);
@@ -274,7 +247,7 @@ int cli_kill_main(int argc, char **argv)
     snprintf(path, sizeof path, "/agents/%s/kill", id);
     if (sig) snprintf(body, sizeof body, "{\"signal\":\"%.16s\"}", sig);
     json_t *j = NULL;
-    long st = call(default_url(url), "POST", path, sig ? body : NULL, &j);
+    long st = hc_call_json(hc_kernel_url(url), "POST", path, sig ? body : NULL, &j);
     if (st != 200) {
         if (st) print_error("kill", st, j);
         json_decref(j);
@@ -311,7 +284,7 @@ int cli_logs_main(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
-    int rc = follow(default_url(url), n, f, false);
+    int rc = follow(hc_kernel_url(url), n, f, false);
     return rc < 0 ? 1 : 0;
 usage:
     fprintf(stderr, "usage: aios logs ID [-f] [--url URL]\n");

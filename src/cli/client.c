@@ -263,3 +263,29 @@ int child_stop(struct aios_child *c, int timeout_s)
     c->pid = 0;
     return -1;
 }
+
+const char *hc_kernel_url(const char *url)
+{
+    if (url) return url;
+    const char *e = getenv("AIOS_KERNEL_URL");
+    return e && *e ? e : "http://127.0.0.1:8000";
+}
+
+long hc_call_json(const char *base, const char *method, const char *path, const char *body,
+                  json_t **out)
+{
+    char url[2048];
+    snprintf(url, sizeof url, "%s%s", base, path);
+    struct hc_resp r;
+    *out = NULL;
+    if (hc_call(method, url, body, body ? strlen(body) : 0, &r, 60)) {
+        fprintf(stderr, "aios: cannot reach the kernel at %s (is `aios serve` running? set --url "
+                "or AIOS_KERNEL_URL)\n", base);
+        hc_resp_free(&r);
+        return 0;
+    }
+    *out = json_loadb(r.body, r.len, 0, NULL);
+    long st = r.status;
+    hc_resp_free(&r);
+    return st;
+}

@@ -3,6 +3,7 @@
 #ifndef AIOS_CLI_CLIENT_H
 #define AIOS_CLI_CLIENT_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -17,6 +18,13 @@ struct hc_resp {
 int hc_call(const char *method, const char *url, const char *body, size_t body_len,
             struct hc_resp *out, int timeout_s);
 void hc_resp_free(struct hc_resp *r);
+/* The kernel's base URL for the CLI: url if given, else $AIOS_KERNEL_URL,
+ * else http://127.0.0.1:8000. */
+const char *hc_kernel_url(const char *url);
+/* base+path; JSON answer in *out (NULL if none). Returns the HTTP status,
+ * or 0 when the kernel could not be reached (a message is printed). */
+long hc_call_json(const char *base, const char *method, const char *path, const char *body,
+                  json_t **out);
 /* The same with exactly these extra headers ("Name: value", NULL-ended;
  * NULL: none): no token is added (for tests of the access manager). */
 int hc_call_h(const char *method, const char *url, const char *body, size_t body_len,

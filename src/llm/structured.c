@@ -685,6 +685,29 @@ static const char *find_lit(const char *s, size_t n, const char *lit)
     return NULL;
 }
 
+/* Check a finished JSON answer against response_format (json_object or
+ * json_schema). true, with a message in err, when it does not fit; the
+ * wording says whether an upstream model or our constrained decoding made it. */
+static bool json_output_mismatch(const struct llm_structured *st, const char *text, size_t len,
+                                 bool upstream, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *v = json_loadb(text, len, JSON_DECODE_ANY, &je);
+    char verr[300] = "";
+    int rc = 0;
+    if (!v)
+        rc = upstream ? bad(err, errlen, "the upstream model's answer to response_format is not JSON (%s)", je.text)
+                      : bad(err, errlen, "the constrained output is not JSON (%s)", je.text);
+    else if (st->kind == LLM_OUTPUT_JSON_OBJECT && !json_is_object(v))
+        rc = upstream ? bad(err, errlen, "the upstream model's answer to response_format json_object is not a JSON object")
+                      : bad(err, errlen, "the constrained output is not a JSON object");
+    else if (st->kind == LLM_OUTPUT_JSON_SCHEMA && schema_validate(st->schema, v, verr, sizeof verr))
+        rc = upstream ? bad(err, errlen, "the upstream model's answer does not match response_format's schema: %s", verr)
+                      : bad(err, errlen, "the constrained output does not match the schema: %s", verr);
+    json_decref(v);
+    return rc != 0;
+}
+
 /* A remote core's answer: the upstream model was asked natively (tools,
  * response_format) and nothing constrained it, so what it returned is
  * checked here; a mismatch is the upstream's fault (AIOS_EIO -> 502). */
@@ -695,17 +718,7 @@ static int upstream_result(const struct llm_structured *st, const struct llm_res
     const char *text = res->text ? res->text : "";
     if (st->kind == LLM_OUTPUT_JSON_OBJECT || st->kind == LLM_OUTPUT_JSON_SCHEMA) {
         if (!finished) return 0;
-        json_error_t je;
-        json_t *v = json_loadb(text, res->len, JSON_DECODE_ANY, &je);
-        char verr[300] = "";
-        int rc = 0;
-        if (!v) rc = bad(err, errlen, "the upstream model's answer to response_format is not JSON (%s)", je.text);
-        else if (st->kind == LLM_OUTPUT_JSON_OBJECT && !json_is_object(v))
-            rc = bad(err, errlen, "the upstream model's answer to response_format json_object is not a JSON object");
-        else if (st->kind == LLM_OUTPUT_JSON_SCHEMA && schema_validate(st->schema, v, verr, sizeof verr))
-            rc = bad(err, errlen, "the upstream model's answer does not match response_format's schema: %s", verr);
-        json_decref(v);
-        return rc ? AIOS_EIO : 0;
+        return json_output_mismatch(st, text, res->len, true, err, errlen) ? AIOS_EIO : 0;
     }
     if (st->kind != LLM_OUTPUT_TOOLS) return 0;
     bool must_call = st->choice == LLM_TOOL_CHOICE_REQUIRED || st->choice == LLM_TOOL_CHOICE_NAMED;
@@ -779,17 +792,7 @@ int llm_structured_result(const struct llm_structured *st, const struct llm_res 
     const char *text = res->text ? res->text : "";
     if (st->kind == LLM_OUTPUT_JSON_OBJECT || st->kind == LLM_OUTPUT_JSON_SCHEMA) {
         if (!finished) return 0;
-        json_error_t je;
-        json_t *v = json_loadb(text, res->len, JSON_DECODE_ANY, &je);
-        char verr[300] = "";
-        int rc = 0;
-        if (!v) rc = bad(err, errlen, "the constrained output is not JSON (%s)", je.text);
-        else if (st->kind == LLM_OUTPUT_JSON_OBJECT && !json_is_object(v))
-            rc = bad(err, errlen, "the constrained output is not a JSON object");
-        else if (st->kind == LLM_OUTPUT_JSON_SCHEMA && schema_validate(st->schema, v, verr, sizeof verr))
-            rc = bad(err, errlen, "the constrained output does not match the schema: %s", verr);
-        json_decref(v);
-        return rc ? AIOS_EENGINE : 0;
+        return json_output_mismatch(st, text, res->len, false, err, errlen) ? AIOS_EENGINE : 0;
     }
     if (st->kind != LLM_OUTPUT_TOOLS) return 0;
     const char *first = find_lit(text, res->len, "<tool_call>");
