@@ -1,6 +1,6 @@
 /* `aios model`: make and inspect model files.
  *
- *   aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N] [--threads N]
+ *   aios model create-test OUT [--shape tiny|qwen2.5-0.5b|embed] [--seed N] [--threads N]
  *   aios model info FILE.gguf
  *
  * create-test wraps testmodel_create() (llm/testmodel.c) and reports what it
@@ -31,7 +31,7 @@
 static void model_usage(FILE *f)
 {
     fprintf(f,
-            "usage: aios model create-test OUT [--shape tiny|qwen2.5-0.5b] [--seed N]\n"
+            "usage: aios model create-test OUT [--shape tiny|qwen2.5-0.5b|embed] [--seed N]\n"
             "                              [--threads N]\n"
             "       aios model info FILE.gguf\n"
             "\n"
@@ -94,7 +94,7 @@ static int cmd_create_test(int argc, char **argv)
         int r;
         if ((r = take_opt(argc, argv, &i, "--shape", &v)) != 0) {
             if (r < 0 || testmodel_shape_parse(v, &shape) != 0) {
-                fprintf(stderr, "aios model create-test: --shape must be tiny or qwen2.5-0.5b\n");
+                fprintf(stderr, "aios model create-test: --shape must be tiny, qwen2.5-0.5b or embed\n");
                 return EXIT_USAGE;
             }
         } else if ((r = take_opt(argc, argv, &i, "--seed", &v)) != 0) {

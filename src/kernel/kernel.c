@@ -17,6 +17,7 @@
 #include "access/access.h"
 #include "agents/agent.h"
 #include "api/api.h"
+#include "llm/embed.h"
 #include "llm/remote.h"
 #include "llm/structured.h"
 #include "llm/testmodel.h"
@@ -74,6 +75,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     rc = sched_create(&k->sched, pol);
     if (rc) goto fail;
     rc = sched_configure(k->sched, &k->cfg, err, errlen);
+    if (rc) goto fail;
+    rc = emb_kernel_start(k, err, errlen); /* embedding.model, before memory and storage */
     if (rc) goto fail;
     rc = mem_start(k, err, errlen);
     if (rc) goto fail;
@@ -170,6 +173,7 @@ void kernel_stop(struct kernel *k)
     }
     mem_stop(k);
     sto_kernel_stop(k);
+    emb_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);

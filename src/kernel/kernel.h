@@ -14,6 +14,7 @@ struct mem_manager;
 struct sto;
 struct tool_mgr;
 struct acc_mgr;
+struct emb;
 
 struct kernel {
     struct aios_config cfg;
@@ -28,6 +29,7 @@ struct kernel {
     struct sto *storage; /* storage manager (src/storage), NULL until started */
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     struct acc_mgr *access; /* access manager (src/access), NULL until started */
+    struct emb *embed; /* embedding model (src/llm/embed.c), NULL when none is configured */
     int64_t t_start_us;
     const char *version;
     /* agents as processes (src/agents/): process table, accounting */

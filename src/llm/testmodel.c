@@ -86,12 +86,17 @@ struct shape_def {
     uint32_t n_head_kv;
     uint32_t n_ff;
     bool quantize_q8_0;
+    uint32_t pooling; /* qwen2.pooling_type (llama_pooling_type); 0 = none written */
 };
 
 static const struct shape_def g_shapes[] = {
-    [TESTMODEL_SHAPE_TINY] = {"tiny", "aios-test-tiny", 4096, 64, 2, 4, 2, 128, false},
+    [TESTMODEL_SHAPE_TINY] = {"tiny", "aios-test-tiny", 4096, 64, 2, 4, 2, 128, false, 0},
     [TESTMODEL_SHAPE_QWEN05B] = {"qwen2.5-0.5b", "aios-test-qwen2.5-0.5b", 32768, 896, 24, 14, 2,
-                                 4864, true},
+                                 4864, true, 0},
+    /* an embedding model for the hybrid retrieval of memory and storage:
+     * the tiny geometry, mean pooling in the metadata, so llama.cpp run in
+     * embeddings mode pools real (if meaningless) vectors */
+    [TESTMODEL_SHAPE_EMBED] = {"embed", "aios-test-embed", 512, 64, 2, 4, 2, 128, false, 1},
 };
 #define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
 
@@ -351,6 +356,7 @@ static int build_meta(const struct shape_def *d, struct gguf_context **out, uint
     gguf_set_val_u32(meta, "qwen2.attention.head_count_kv", d->n_head_kv);
     gguf_set_val_f32(meta, "qwen2.attention.layer_norm_rms_epsilon", 1e-6f);
     gguf_set_val_f32(meta, "qwen2.rope.freq_base", 1000000.0f);
+    if (d->pooling) gguf_set_val_u32(meta, "qwen2.pooling_type", d->pooling);
 
     /* A tensor info in the metadata overrides the type init_from_user gives
      * that tensor (F32 otherwise). output.weight is dropped later, so make it
@@ -570,6 +576,16 @@ static int verify(const char *path, const struct shape_def *d, uint32_t n_vocab,
         rc = AIOS_EENGINE;
         goto fail;
     }
+    if (d->pooling) {
+        char pt[16] = "";
+        if (llama_model_meta_val_str(model, "qwen2.pooling_type", pt, sizeof pt) < 0 ||
+            (uint32_t)atoi(pt) != d->pooling) {
+            set_err(err, errlen, "written model has qwen2.pooling_type '%s', expected %u", pt,
+                    d->pooling);
+            rc = AIOS_EENGINE;
+            goto fail;
+        }
+    }
     const char *tmpl = llama_model_chat_template(model, NULL);
     if (!tmpl || !strstr(tmpl, "<|im_start|>")) {
         set_err(err, errlen, "written model has no ChatML chat template");
@@ -720,4 +736,26 @@ fail:
     if (meta) gguf_free(meta);
     llama_log_set(prev_log, prev_log_ud);
     return rc;
+}
+
+int testmodel_cached(enum testmodel_shape shape, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if ((unsigned)shape >= N_SHAPES) return AIOS_EINVAL;
+    char *cache = util_cache_dir();
+    if (!cache) return AIOS_ENOMEM;
+    char dir[4096], path[4300];
+    snprintf(dir, sizeof dir, "%s/models", cache);
+    free(cache);
+    if (util_mkdirs(dir)) {
+        set_err(err, errlen, "cannot create the model cache %s", dir);
+        return AIOS_EIO;
+    }
+    snprintf(path, sizeof path, "%s/aios-test-%s-seed0.gguf", dir, g_shapes[shape].name);
+    if (access(path, R_OK) != 0) {
+        int rc = testmodel_create(path, shape, 0, 0, err, errlen);
+        if (rc) return rc;
+    }
+    *out = strdup(path);
+    return *out ? 0 : AIOS_ENOMEM;
 }

@@ -1,0 +1,336 @@
+/* Text embeddings for hybrid retrieval.
+ *
+ * Purpose: the memory manager (notes) and the storage manager (file
+ * contents) rank by BM25 alone, unless config.yaml names an embedding model:
+ *
+ *   embedding:
+ *     model: /path/to/any-embedding-model.gguf
+ *     pooling: mean        # mean | cls | last; default: the model's own
+ *     threads: 2           # llama.cpp threads (default 1)
+ *     n_ctx: 512           # tokens per text; longer texts are cut
+ *     weight: 0.5          # cosine's share of the hybrid score
+ *
+ * Then both add a vector per document and rank by a mix of BM25 and cosine
+ * similarity (emb_hybrid). This file loads the model with llama.cpp into a
+ * context of its own in embeddings mode (llama_context_params.embeddings,
+ * pooling from the model or the config) and turns a text into an
+ * L2-normalised vector with llama_get_embeddings_seq().
+ *
+ * Invariants: one text per llama_decode, sequence 0, the context's memory
+ * cleared before each, and the whole (cut) text in one micro-batch (n_batch
+ * = n_ubatch = n_ctx, as pooling needs). So a text's vector does not depend
+ * on what else was embedded before or at the same time: same text, same
+ * bits. Vectors have unit length (or are all zero for an empty text), so a
+ * dot product is the cosine.
+ *
+ * Threads: emb_text() may be called from any thread; `mu` serialises use of
+ * the one context (llama.cpp contexts are not thread safe). This is not the
+ * chat engine's thread or context: an embedding never waits for a batch of
+ * generation and the other way round. mu is a leaf lock: nothing else is
+ * taken while it is held. Callers (memory and storage workers) embed before
+ * they take their own locks where they can.
+ *
+ * Ownership: struct emb owns the model, the context, the batch. The kernel
+ * owns the struct (k->embed), opened before the memory and storage managers
+ * and closed after them. */
+#include "llm/embed.h"
+
+#include "kernel/config.h"
+#include "kernel/kernel.h"
+#include "llm/core.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <llama.h>
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct emb {
+    struct llama_model *model;
+    struct llama_context *ctx;
+    const struct llama_vocab *vocab;
+    int dim, n_ctx;
+    double weight;
+    char fingerprint[512];
+    pthread_mutex_t mu; /* guards ctx, batch, tokens */
+    struct llama_batch batch;
+    llama_token *tokens;
+};
+
+static const char *pooling_name(int p)
+{
+    switch (p) {
+    case LLAMA_POOLING_TYPE_MEAN: return "mean";
+    case LLAMA_POOLING_TYPE_CLS: return "cls";
+    case LLAMA_POOLING_TYPE_LAST: return "last";
+    case LLAMA_POOLING_TYPE_NONE: return "none";
+    default: return "?";
+    }
+}
+
+int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char *err,
+                         size_t errlen)
+{
+    memset(o, 0, sizeof *o);
+    o->pooling = LLAMA_POOLING_TYPE_UNSPECIFIED;
+    o->threads = 1;
+    o->n_ctx = EMB_DEFAULT_N_CTX;
+    o->weight = EMB_DEFAULT_WEIGHT;
+    json_t *e = config_lookup(cfg, "embedding");
+    if (!e || json_is_null(e)) return 0;
+    if (!json_is_object(e)) {
+        snprintf(err, errlen, "embedding: expected a mapping such as {model: FILE.gguf}");
+        return AIOS_ECONFIG;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(e, k, v) {
+        if (strcmp(k, "model") && strcmp(k, "pooling") && strcmp(k, "threads") &&
+            strcmp(k, "n_ctx") && strcmp(k, "weight")) {
+            snprintf(err, errlen, "embedding.%s: unknown key (use model, pooling, threads, n_ctx, "
+                     "weight)", k);
+            return AIOS_ECONFIG;
+        }
+    }
+    v = json_object_get(e, "model");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        snprintf(err, errlen, "embedding.model: expected the path of a GGUF embedding model");
+        return AIOS_ECONFIG;
+    }
+    v = json_object_get(e, "pooling");
+    if (v && !json_is_null(v)) {
+        const char *s = json_string_value(v);
+        if (s && !strcmp(s, "mean")) o->pooling = LLAMA_POOLING_TYPE_MEAN;
+        else if (s && !strcmp(s, "cls")) o->pooling = LLAMA_POOLING_TYPE_CLS;
+        else if (s && !strcmp(s, "last")) o->pooling = LLAMA_POOLING_TYPE_LAST;
+        else if (!s || strcmp(s, "model")) {
+            snprintf(err, errlen, "embedding.pooling: expected mean, cls, last or model");
+            return AIOS_ECONFIG;
+        }
+    }
+    static const struct {
+        const char *key;
+        long long lo, hi;
+    } ints[] = {{"threads", 1, 256}, {"n_ctx", 8, 131072}};
+    for (int i = 0; i < 2; i++) {
+        v = json_object_get(e, ints[i].key);
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_integer(v) || json_integer_value(v) < ints[i].lo ||
+            json_integer_value(v) > ints[i].hi) {
+            snprintf(err, errlen, "embedding.%s: expected an integer in %lld..%lld", ints[i].key,
+                     ints[i].lo, ints[i].hi);
+            return AIOS_ECONFIG;
+        }
+        if (i == 0) o->threads = (int)json_integer_value(v);
+        else o->n_ctx = (int)json_integer_value(v);
+    }
+    v = json_object_get(e, "weight");
+    if (v && !json_is_null(v)) {
+        if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1) {
+            snprintf(err, errlen, "embedding.weight: expected a number from 0 (BM25 only) to 1 "
+                     "(cosine only)");
+            return AIOS_ECONFIG;
+        }
+        o->weight = json_number_value(v);
+    }
+    o->model = strdup(json_string_value(json_object_get(e, "model")));
+    return o->model ? 0 : AIOS_ENOMEM;
+}
+
+void emb_opts_free(struct emb_opts *o)
+{
+    free(o->model);
+    o->model = NULL;
+}
+
+static bool quiet_progress(float progress, void *ud)
+{
+    (void)progress;
+    (void)ud;
+    return true;
+}
+
+int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!o->model) {
+        snprintf(err, errlen, "embedding.model: no model given");
+        return AIOS_ECONFIG;
+    }
+    struct stat st;
+    errno = 0;
+    if (stat(o->model, &st) != 0 || !S_ISREG(st.st_mode) || access(o->model, R_OK) != 0) {
+        snprintf(err, errlen, "embedding.model: cannot read '%s': %s", o->model,
+                 errno ? strerror(errno) : "not a regular file");
+        return AIOS_ECONFIG;
+    }
+    struct emb *e = calloc(1, sizeof *e);
+    if (!e) return AIOS_ENOMEM;
+    pthread_mutex_init(&e->mu, NULL);
+    int rc = 0;
+    llm_llama_global_init();
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    mp.progress_callback = quiet_progress;
+    e->model = llama_model_load_from_file(o->model, mp);
+    if (!e->model) {
+        snprintf(err, errlen, "embedding.model: llama.cpp cannot load '%s' (is it a GGUF model?)",
+                 o->model);
+        rc = AIOS_ECONFIG;
+        goto fail;
+    }
+    e->vocab = llama_model_get_vocab(e->model);
+    int n_train = llama_model_n_ctx_train(e->model);
+    e->n_ctx = o->n_ctx > 0 ? o->n_ctx : EMB_DEFAULT_N_CTX;
+    if (n_train > 0 && e->n_ctx > n_train) e->n_ctx = n_train;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.embeddings = true;
+    cp.pooling_type = (enum llama_pooling_type)o->pooling;
+    cp.n_ctx = (uint32_t)e->n_ctx;
+    cp.n_batch = cp.n_ubatch = (uint32_t)e->n_ctx;
+    cp.n_seq_max = 1;
+    cp.n_threads = cp.n_threads_batch = o->threads > 0 ? o->threads : 1;
+    e->ctx = llama_init_from_model(e->model, cp);
+    if (!e->ctx) {
+        snprintf(err, errlen, "embedding.model: llama.cpp cannot make an embeddings context for "
+                 "'%s'", o->model);
+        rc = AIOS_EENGINE;
+        goto fail;
+    }
+    int pool = llama_pooling_type(e->ctx);
+    if (pool != LLAMA_POOLING_TYPE_MEAN && pool != LLAMA_POOLING_TYPE_CLS &&
+        pool != LLAMA_POOLING_TYPE_LAST) {
+        snprintf(err, errlen, "embedding.model: '%s' has pooling type %s, not an embedding model's; "
+                 "set embedding.pooling to mean, cls or last to pool its outputs", o->model,
+                 pooling_name(pool));
+        rc = AIOS_ECONFIG;
+        goto fail;
+    }
+    e->dim = llama_model_n_embd(e->model);
+    e->weight = o->weight;
+    e->batch = llama_batch_init(e->n_ctx, 0, 1);
+    e->tokens = malloc((size_t)e->n_ctx * sizeof *e->tokens);
+    if (!e->tokens || !e->batch.token) {
+        rc = AIOS_ENOMEM;
+        goto fail;
+    }
+    char desc[128] = "";
+    llama_model_desc(e->model, desc, sizeof desc);
+    const char *base = strrchr(o->model, '/');
+    snprintf(e->fingerprint, sizeof e->fingerprint, "%s|%lld bytes|%s|%s|dim %d|n_ctx %d",
+             base ? base + 1 : o->model, (long long)st.st_size, desc, pooling_name(pool), e->dim,
+             e->n_ctx);
+    LOG_INFO("embed", "embedding model %s: %d dimensions, %s pooling, %d tokens per text, "
+             "cosine weight %.2f", o->model, e->dim, pooling_name(pool), e->n_ctx, e->weight);
+    *out = e;
+    return 0;
+fail:
+    emb_close(e);
+    return rc;
+}
+
+void emb_close(struct emb *e)
+{
+    if (!e) return;
+    if (e->batch.token) llama_batch_free(e->batch);
+    free(e->tokens);
+    if (e->ctx) llama_free(e->ctx);
+    if (e->model) llama_model_free(e->model);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+int emb_dim(const struct emb *e) { return e->dim; }
+const char *emb_fingerprint(const struct emb *e) { return e->fingerprint; }
+double emb_weight(const struct emb *e) { return e->weight; }
+
+double emb_dot(const float *a, const float *b, int dim)
+{
+    double s = 0;
+    for (int i = 0; i < dim; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+double emb_hybrid(double weight, double cosine, double bm25_norm)
+{
+    return weight * (cosine > 0 ? cosine : 0) + (1.0 - weight) * bm25_norm;
+}
+
+int emb_text(struct emb *e, const char *text, size_t len, float *out)
+{
+    memset(out, 0, (size_t)e->dim * sizeof *out);
+    if (len > (size_t)INT32_MAX / 2) len = (size_t)INT32_MAX / 2;
+    int rc = 0;
+    pthread_mutex_lock(&e->mu);
+    int32_t n = llama_tokenize(e->vocab, text, (int32_t)len, e->tokens, e->n_ctx, true, false);
+    if (n < 0) {
+        /* longer than n_ctx tokens: tokenize all of it, keep the first n_ctx */
+        llama_token *all = malloc((size_t)(-n) * sizeof *all);
+        if (!all) {
+            rc = AIOS_ENOMEM;
+            goto out;
+        }
+        n = llama_tokenize(e->vocab, text, (int32_t)len, all, -n, true, false);
+        if (n > 0) memcpy(e->tokens, all, (size_t)e->n_ctx * sizeof *all);
+        free(all);
+        if (n < 0) {
+            rc = AIOS_EENGINE;
+            goto out;
+        }
+        n = e->n_ctx;
+    }
+    if (n == 0) goto out;
+    llama_memory_clear(llama_get_memory(e->ctx), true);
+    e->batch.n_tokens = n;
+    for (int32_t i = 0; i < n; i++) {
+        e->batch.token[i] = e->tokens[i];
+        e->batch.pos[i] = i;
+        e->batch.n_seq_id[i] = 1;
+        e->batch.seq_id[i][0] = 0;
+        e->batch.logits[i] = 1;
+    }
+    if (llama_decode(e->ctx, e->batch) != 0) {
+        LOG_ERROR("embed", "llama_decode failed for a text of %d tokens", n);
+        rc = AIOS_EENGINE;
+        goto out;
+    }
+    const float *v = llama_get_embeddings_seq(e->ctx, 0);
+    if (!v) {
+        rc = AIOS_EENGINE;
+        goto out;
+    }
+    double norm = 0;
+    for (int i = 0; i < e->dim; i++) norm += (double)v[i] * (double)v[i];
+    norm = sqrt(norm);
+    for (int i = 0; i < e->dim; i++) out[i] = norm > 0 ? (float)(v[i] / norm) : 0.0f;
+out:
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int emb_kernel_start(struct kernel *k, char *err, size_t errlen)
+{
+    struct emb_opts o;
+    int rc = emb_opts_from_config(&k->cfg, &o, err, errlen);
+    if (rc || !o.model) {
+        emb_opts_free(&o);
+        return rc;
+    }
+    rc = emb_open(&k->embed, &o, err, errlen);
+    emb_opts_free(&o);
+    return rc;
+}
+
+void emb_kernel_stop(struct kernel *k)
+{
+    emb_close(k->embed);
+    k->embed = NULL;
+}

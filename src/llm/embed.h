@@ -1,0 +1,61 @@
+/* Text embeddings with a GGUF embedding model run by llama.cpp, for the
+ * hybrid (BM25 + cosine) retrieval of memory and storage. See embed.c. */
+#ifndef AIOS_LLM_EMBED_H
+#define AIOS_LLM_EMBED_H
+
+#include <stddef.h>
+
+struct aios_config;
+struct kernel;
+struct emb;
+
+struct emb_opts {
+    char *model;   /* GGUF path (owned); NULL: no embedding model configured */
+    int pooling;   /* llama_pooling_type; -1 (unspecified): the model's own */
+    int threads;   /* llama.cpp threads; default 1 */
+    int n_ctx;     /* tokens per text (longer texts are cut); default 512 */
+    double weight; /* cosine's share of the hybrid score, 0..1; default 0.5 */
+};
+
+#define EMB_DEFAULT_N_CTX 512
+#define EMB_DEFAULT_WEIGHT 0.5
+
+/* Read and validate embedding.* ({model, pooling, threads, n_ctx, weight}).
+ * No `embedding` key (or no model): 0 with o->model NULL. Otherwise 0 or
+ * AIOS_ECONFIG with "embedding.key: what is wrong" in err. */
+int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char *err,
+                         size_t errlen);
+void emb_opts_free(struct emb_opts *o);
+
+/* Load the model and make an embeddings context. 0, or AIOS_ECONFIG /
+ * AIOS_EENGINE / AIOS_ENOMEM with a message naming the file. */
+int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errlen);
+void emb_close(struct emb *e);
+
+/* Vector width. */
+int emb_dim(const struct emb *e);
+/* Identifies model + pooling + width (stores drop vectors made by another). */
+const char *emb_fingerprint(const struct emb *e);
+double emb_weight(const struct emb *e);
+
+/* The L2-normalised embedding of text[0..len) into out[emb_dim()]. Texts
+ * longer than n_ctx tokens are cut. The same text always gives the same
+ * vector (one sequence per decode, nothing batched with it). Thread safe
+ * (one mutex around the context). An empty text gives the zero vector.
+ * 0 or AIOS_EENGINE / AIOS_ENOMEM. */
+int emb_text(struct emb *e, const char *text, size_t len, float *out);
+
+/* Dot product (cosine of normalised vectors), in double. */
+double emb_dot(const float *a, const float *b, int dim);
+
+/* The hybrid score: weight * max(cosine, 0) + (1 - weight) * bm25_norm,
+ * where bm25_norm is the BM25 score divided by the best BM25 among the
+ * candidates (0 when the text did not match the query's words). */
+double emb_hybrid(double weight, double cosine, double bm25_norm);
+
+/* Kernel glue: open the model of embedding.model into k->embed (NULL when
+ * none is configured) before the memory and storage managers start. */
+int emb_kernel_start(struct kernel *k, char *err, size_t errlen);
+void emb_kernel_stop(struct kernel *k);
+
+#endif
