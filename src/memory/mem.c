@@ -39,6 +39,7 @@
 
 #include "kernel/kernel.h"
 #include "kernel/query.h"
+#include "llm/embed.h"
 #include "memory/mem_lruk.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -438,6 +439,131 @@ static void not_found(const char *agent, const char *id, char *err, size_t errle
     snprintf(err, errlen, "no memory '%s' in the namespace of agent '%s'", id, agent);
 }
 
+/* ---- embeddings (hybrid retrieval; only with m->o.emb) ---- */
+
+/* Embed the texts and store them as the vectors of notes ids (agent lock
+ * held: the notes cannot change meanwhile). A failure only logs: a note
+ * without a vector gets one at the next retrieval. */
+static void embed_notes(struct mem_manager *m, struct mem_agent *a, const char *const *ids,
+                        char *const *texts, size_t n)
+{
+    int dim = emb_dim(m->o.emb);
+    float *v = malloc(n * (size_t)dim * sizeof *v);
+    size_t ok = 0;
+    const char **okid = calloc(n ? n : 1, sizeof *okid);
+    if (!v || !okid) goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (emb_text(m->o.emb, texts[i], strlen(texts[i]), v + ok * (size_t)dim)) continue;
+        okid[ok++] = ids[i];
+    }
+    if (mem_store_vec_set(m->store, a->name, okid, v, ok, dim) == 0 && ok == n) goto out;
+    LOG_WARN("memory", "agent %s: %zu of %zu vectors not stored; retried at the next retrieval",
+             a->name, n - ok, n);
+out:
+    free(v);
+    free(okid);
+}
+
+#define MEM_BACKFILL_MAX 256 /* notes embedded per retrieval that lack a vector */
+
+static int cmp_hit(const void *x, const void *y)
+{
+    const struct mem_hit *a = x, *b = y;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    return a->nid < b->nid ? -1 : a->nid > b->nid;
+}
+
+/* Hybrid retrieval (agent lock held): the best C notes by BM25 and the best
+ * C by cosine with qv (C = max(4k, 32)), each candidate scored with both
+ * (the exact BM25 of a vector-only candidate, the stored vector of a
+ * BM25-only one), score = emb_hybrid(weight, cosine, bm25 / best bm25),
+ * best k first. Notes without a vector (added before the model was
+ * configured, or by a bulk load) are embedded first, up to
+ * MEM_BACKFILL_MAX per call. */
+static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char *text,
+                         const float *qv, int k, struct mem_hit **out, size_t *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    int dim = emb_dim(m->o.emb);
+    json_t *miss = NULL;
+    int rc = mem_store_vec_missing(m->store, a->name, MEM_BACKFILL_MAX, &miss);
+    if (rc) return rc;
+    size_t nm = json_array_size(miss);
+    if (nm) {
+        const char **ids = calloc(nm, sizeof *ids);
+        char **texts = calloc(nm, sizeof *texts);
+        if (ids && texts) {
+            for (size_t i = 0; i < nm; i++) {
+                ids[i] = json_string_value(json_array_get(json_array_get(miss, i), 0));
+                texts[i] = (char *)json_string_value(json_array_get(json_array_get(miss, i), 1));
+            }
+            embed_notes(m, a, ids, texts, nm);
+        }
+        free(ids);
+        free(texts);
+    }
+    json_decref(miss);
+
+    int c = k * 4 > 32 ? k * 4 : 32;
+    struct mem_hit *bh = NULL, *all = NULL;
+    struct mem_vhit *vh = NULL;
+    size_t nb = 0, nv = 0, n = 0;
+    float *tmp = malloc((size_t)dim * sizeof *tmp);
+    if (!tmp) return AIOS_ENOMEM;
+    if ((rc = mem_store_search(m->store, a->name, text, c, &bh, &nb))) goto out;
+    if ((rc = mem_store_vec_search(m->store, a->name, qv, dim, c, &vh, &nv))) goto out;
+    all = calloc(nb + nv + 1, sizeof *all);
+    if (!all) {
+        rc = AIOS_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        all[n] = bh[i];
+        bh[i].note = NULL;
+        all[n].cosine = 0;
+        bool found = false;
+        for (size_t j = 0; j < nv; j++) {
+            if (vh[j].nid == all[n].nid) {
+                all[n].cosine = vh[j].cosine;
+                vh[j].nid = -1; /* taken */
+                found = true;
+                break;
+            }
+        }
+        if (!found && mem_store_vec_get(m->store, a->name, all[n].note->id, tmp, dim) == 0)
+            all[n].cosine = emb_dot(qv, tmp, dim);
+        n++;
+    }
+    for (size_t j = 0; j < nv; j++) {
+        if (vh[j].nid < 0) continue;
+        double bm = 0;
+        struct mem_note *note = NULL;
+        rc = mem_store_get_nid(m->store, a->name, vh[j].nid, text, &note, &bm);
+        if (rc == AIOS_ENOTFOUND) continue;
+        if (rc) goto out;
+        all[n++] = (struct mem_hit){.note = note, .bm25 = bm, .cosine = vh[j].cosine,
+                                    .nid = vh[j].nid};
+    }
+    double best = 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i].bm25 > best) best = all[i].bm25;
+    double w = emb_weight(m->o.emb);
+    for (size_t i = 0; i < n; i++)
+        all[i].score = emb_hybrid(w, all[i].cosine, best > 0 ? all[i].bm25 / best : 0);
+    qsort(all, n, sizeof *all, cmp_hit);
+    while (n > (size_t)k) mem_note_free(all[--n].note);
+    *out = all;
+    *n_out = n;
+    all = NULL;
+out:
+    if (all) mem_hits_free(all, n);
+    mem_hits_free(bh, nb);
+    free(vh);
+    free(tmp);
+    return rc;
+}
+
 /* ---- operations ---- */
 
 static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
@@ -446,6 +572,7 @@ static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
     const char *id = NULL;
     int rc = note_id_param(params, false, &id, err, errlen);
     if (rc) return rc;
+    float *vec = NULL;
     struct mem_note *n = mem_note_new();
     if (!n) return AIOS_ENOMEM;
     mem_ts_now(n->timestamp);
@@ -476,10 +603,27 @@ static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
         goto fail;
     }
     if ((rc = check_size(m, n, err, errlen))) goto fail;
+    /* the vector before the lock: embedding may take a while */
+    if (m->o.emb && !(vec = malloc((size_t)emb_dim(m->o.emb) * sizeof *vec))) {
+        rc = AIOS_ENOMEM;
+        goto fail;
+    }
+    if (vec && emb_text(m->o.emb, n->content, strlen(n->content), vec)) {
+        LOG_WARN("memory", "agent %s: cannot embed note %s now; the next retrieval will", a->name,
+                 n->id);
+        free(vec);
+        vec = NULL;
+    }
 
     pthread_mutex_lock(&a->mu);
     rc = mem_store_insert(m->store, a->name, n);
     json_t *r = NULL;
+    if (!rc && vec) {
+        const char *ids[1] = {n->id};
+        if (mem_store_vec_set(m->store, a->name, ids, vec, 1, emb_dim(m->o.emb)))
+            LOG_WARN("memory", "agent %s: vector of %s not stored; the next retrieval makes it",
+                     a->name, n->id);
+    }
     if (!rc) {
         r = resp_new(n->id);
         if (an) {
@@ -495,10 +639,12 @@ static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
         snprintf(err, errlen, "agent '%s' already has a memory '%s'; use update_memory to change it",
                  a->name, id);
     if (rc) goto fail;
+    free(vec);
     if (!r) return AIOS_ENOMEM;
     *resp = r;
     return 0;
 fail:
+    free(vec);
     mem_note_free(n);
     return rc;
 }
@@ -545,7 +691,9 @@ static int op_update(struct mem_manager *m, struct mem_agent *a, json_t *params,
     }
     if ((rc = apply_fields(params, n, false, err, errlen))) goto out;
     if ((rc = check_size(m, n, err, errlen))) goto out;
+    bool new_text = strcmp(cur->content, n->content) != 0;
     if ((rc = mem_store_update(m->store, a->name, n))) goto out;
+    if (new_text && m->o.emb) embed_notes(m, a, (const char *const *)&n->id, &n->content, 1);
     ws_put(m, a, n);
     n = NULL;
 out:
@@ -601,8 +749,20 @@ static int op_retrieve(struct mem_manager *m, struct mem_agent *a, json_t *param
     const char **ids = NULL;
     json_t *list = json_array(), *r = NULL;
     if (!list) return AIOS_ENOMEM;
+    float *qv = NULL;
+    if (m->o.emb) {
+        /* the query's vector before the lock */
+        qv = malloc((size_t)emb_dim(m->o.emb) * sizeof *qv);
+        if (!qv || emb_text(m->o.emb, json_string_value(q), json_string_length(q), qv)) {
+            free(qv);
+            json_decref(list);
+            snprintf(err, errlen, "the embedding model failed on the query; see the kernel log");
+            return qv ? AIOS_EENGINE : AIOS_ENOMEM;
+        }
+    }
     pthread_mutex_lock(&a->mu);
-    int rc = mem_store_search(m->store, a->name, json_string_value(q), (int)k, &hits, &n_hits);
+    int rc = qv ? hybrid_search(m, a, json_string_value(q), qv, (int)k, &hits, &n_hits)
+                : mem_store_search(m->store, a->name, json_string_value(q), (int)k, &hits, &n_hits);
     if (rc) goto out;
     if (!raw && n_hits) {
         /* a retrieval is an access: count it durably, then in RAM */
@@ -624,6 +784,11 @@ static int op_retrieve(struct mem_manager *m, struct mem_agent *a, json_t *param
     for (size_t i = 0; i < n_hits; i++) {
         json_t *e = raw ? mem_note_raw(hits[i].note, hits[i].score)
                         : mem_note_result(hits[i].note, hits[i].score);
+        if (e && qv) {
+            /* hybrid: the parts of the score */
+            json_object_set_new(e, "bm25", json_real(hits[i].bm25));
+            json_object_set_new(e, "cosine", json_real(hits[i].cosine));
+        }
         if (!e || json_array_append_new(list, e)) {
             rc = AIOS_ENOMEM;
             goto out;
@@ -635,6 +800,7 @@ static int op_retrieve(struct mem_manager *m, struct mem_agent *a, json_t *param
     }
 out:
     pthread_mutex_unlock(&a->mu);
+    free(qv);
     free(ids);
     mem_hits_free(hits, n_hits);
     if (!rc) {
@@ -795,10 +961,15 @@ int mem_manager_open(struct mem_manager **out, const struct mem_opts *o, struct 
         free(dir);
     }
     int rc = mem_store_open(&m->store, m->o.db_path, m->o.full_sync, err, errlen);
+    bool reset = false;
+    if (!rc && m->o.emb) rc = mem_store_vec_model(m->store, emb_fingerprint(m->o.emb), &reset);
     if (rc) {
+        if (!err[0]) snprintf(err, errlen, "memory database %s: cannot set up vectors", m->o.db_path);
         mem_manager_close(m);
         return rc;
     }
+    if (reset) LOG_INFO("memory", "embedding model changed or new: note vectors are rebuilt as "
+                        "agents retrieve");
     *out = m;
     return 0;
 }
@@ -921,6 +1092,7 @@ int mem_start(struct kernel *k, char *err, size_t errlen)
     struct mem_opts o;
     int rc = mem_opts_from_config(&k->cfg, &o, err, errlen);
     if (rc) return rc;
+    o.emb = k->embed;
     rc = mem_manager_open(&k->memory, &o, k, err, errlen);
     if (!rc) {
         rc = kernel_register_executor(k, SYSCALL_KIND_MEMORY, o.workers, mem_exec, k->memory);

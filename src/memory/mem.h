@@ -14,6 +14,7 @@
 struct kernel;
 struct mem_manager;
 struct syscall;
+struct emb;
 
 struct mem_opts {
     size_t quota_bytes;     /* working-set bytes per agent (memory.quota_bytes) */
@@ -23,6 +24,7 @@ struct mem_opts {
     int workers;            /* executor threads (memory.workers) */
     char *db_path;          /* resolved path of the database file (owned) */
     bool auto_extract;      /* memory.auto_extract: chat turns become notes */
+    struct emb *emb;        /* embedding model for hybrid retrieval, or NULL (borrowed) */
 };
 
 #define MEM_DEFAULT_QUOTA ((size_t)4 << 20)

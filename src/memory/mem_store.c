@@ -51,6 +51,11 @@ enum {
     ST_ROLLBACK,
     ST_SYNC_NORMAL,
     ST_SYNC_FULL,
+    ST_VEC_SET,
+    ST_VEC_GET,
+    ST_VEC_SCAN,
+    ST_VEC_MISSING,
+    ST_BM25_ONE,
     ST__COUNT
 };
 
@@ -70,7 +75,7 @@ static const char *const k_sql[ST__COUNT] = {
     /* FTS5 hands rows over in rank (BM25) order, so the join and the agent
      * filter stop after the first k of this agent's notes */
     [ST_SEARCH] = "SELECT n.id, n.content, n.keywords, n.tags, n.category, n.context, n.timestamp, "
-                  "n.last_accessed, n.links, n.retrieval_count, n.extra, f.rank "
+                  "n.last_accessed, n.links, n.retrieval_count, n.extra, f.rank, n.nid "
                   "FROM notes_fts f JOIN notes n ON n.nid = f.rowid "
                   "WHERE notes_fts MATCH ?2 AND f.rank MATCH 'aios_bm25()' AND n.agent = ?1 "
                   "ORDER BY f.rank LIMIT ?3",
@@ -80,6 +85,17 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [ST_VEC_SET] = "INSERT OR REPLACE INTO notes_vec(nid, agent, vec) "
+                   "SELECT nid, agent, ?3 FROM notes WHERE agent=?1 AND id=?2",
+    [ST_VEC_GET] = "SELECT v.vec FROM notes n JOIN notes_vec v ON v.nid = n.nid "
+                   "WHERE n.agent=?1 AND n.id=?2",
+    [ST_VEC_SCAN] = "SELECT v.nid, v.vec FROM notes_vec v WHERE v.agent=?1",
+    [ST_VEC_MISSING] = "SELECT n.id, n.content FROM notes n WHERE n.agent=?1 AND NOT EXISTS "
+                       "(SELECT 1 FROM notes_vec v WHERE v.nid = n.nid) LIMIT ?2",
+    /* the BM25 score of one row for a query (a vector hit outside the
+     * BM25 candidates); no row when it matches none of the words */
+    [ST_BM25_ONE] = "SELECT f.rank FROM notes_fts f WHERE notes_fts MATCH ?1 "
+                    "AND f.rank MATCH 'aios_bm25()' AND f.rowid = ?2",
 };
 
 static const char k_schema[] =
@@ -101,7 +117,20 @@ static const char k_schema[] =
     " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context)"
     " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context);"
     " INSERT INTO notes_fts(rowid, content, keywords, tags, context)"
-    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;";
+    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;"
+    /* embedding vectors (hybrid retrieval, when embedding.model is set):
+     * one per note, dropped with the note and when its content changes, so
+     * a vector never describes other text; vec_meta.model names the model
+     * that made them */
+    "CREATE TABLE IF NOT EXISTS notes_vec(nid INTEGER PRIMARY KEY, agent TEXT NOT NULL,"
+    " vec BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS notes_vec_agent ON notes_vec(agent);"
+    "CREATE TABLE IF NOT EXISTS vec_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS notes_vd AFTER DELETE ON notes BEGIN"
+    " DELETE FROM notes_vec WHERE nid = old.nid; END;"
+    "CREATE TRIGGER IF NOT EXISTS notes_vu AFTER UPDATE OF content ON notes"
+    " WHEN old.content IS NOT new.content BEGIN"
+    " DELETE FROM notes_vec WHERE nid = old.nid; END;";
 
 struct mem_conn {
     sqlite3 *db;
@@ -620,6 +649,8 @@ int mem_store_search(struct mem_store *s, const char *agent, const char *text, i
             break;
         }
         h[n].score = -sqlite3_column_double(st, 11);
+        h[n].bm25 = h[n].score;
+        h[n].nid = sqlite3_column_int64(st, 12);
         n++;
     }
     if (!rc && r != SQLITE_ROW && r != SQLITE_DONE) rc = sql_fail(c, "search notes");
@@ -648,6 +679,220 @@ int mem_store_count(struct mem_store *s, const char *agent, long long *out)
     else rc = sql_fail(c, "count notes");
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    return rc;
+}
+
+/* ---- embedding vectors ----
+ * Vectors are derived data: they are written after the note (without an
+ * fsync of their own) and a note without one gets it at the next
+ * retrieval (mem_store_vec_missing), so losing one costs only time. */
+
+int mem_store_vec_model(struct mem_store *s, const char *fingerprint, bool *reset)
+{
+    *reset = false;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(c->db, "SELECT value FROM vec_meta WHERE key='model'", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = sql_fail(c, "read vec_meta");
+        goto out;
+    }
+    bool same = sqlite3_step(st) == SQLITE_ROW && !strcmp(col_text(st, 0), fingerprint);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (same) goto out;
+    if ((rc = run(c, ST_BEGIN))) goto out;
+    if (sqlite3_exec(c->db, "DELETE FROM notes_vec", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO vec_meta(key, value) VALUES('model', ?1)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = sql_fail(c, "reset vectors");
+        run(c, ST_ROLLBACK);
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, fingerprint, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        rc = sql_fail(c, "record the embedding model");
+        run(c, ST_ROLLBACK);
+        goto out;
+    }
+    rc = run(c, ST_COMMIT);
+    *reset = true;
+out:
+    sqlite3_finalize(st);
+    conn_give(s, c);
+    return rc;
+}
+
+static int vec_set(struct mem_conn *c, const char *agent, const char *id, const float *v, int dim)
+{
+    sqlite3_stmt *st = c->st[ST_VEC_SET];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, v, dim * (int)sizeof *v, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(c, "store a vector");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int mem_store_vec_set(struct mem_store *s, const char *agent, const char *const *ids,
+                      const float *vecs, size_t n, int dim)
+{
+    if (n == 0) return 0;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_NORMAL]), sqlite3_reset(c->st[ST_SYNC_NORMAL]);
+    int rc = run(c, ST_BEGIN);
+    for (size_t i = 0; i < n && !rc; i++) rc = vec_set(c, agent, ids[i], vecs + i * (size_t)dim, dim);
+    if (rc) run(c, ST_ROLLBACK);
+    else rc = run(c, ST_COMMIT);
+    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_FULL]), sqlite3_reset(c->st[ST_SYNC_FULL]);
+    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_vec_get(struct mem_store *s, const char *agent, const char *id, float *out, int dim)
+{
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = c->st[ST_VEC_GET];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int rc = AIOS_ENOTFOUND, r = sqlite3_step(st);
+    if (r == SQLITE_ROW && sqlite3_column_bytes(st, 0) == dim * (int)sizeof *out) {
+        memcpy(out, sqlite3_column_blob(st, 0), (size_t)dim * sizeof *out);
+        rc = 0;
+    } else if (r != SQLITE_ROW && r != SQLITE_DONE) {
+        rc = sql_fail(c, "read a vector");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, json_t **out)
+{
+    *out = NULL;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    json_t *arr = json_array();
+    sqlite3_stmt *st = c->st[ST_VEC_MISSING];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, limit);
+    int rc = arr ? 0 : AIOS_ENOMEM, r;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW)
+        if (json_array_append_new(arr, json_pack("[s,s]", col_text(st, 0), col_text(st, 1))))
+            rc = AIOS_ENOMEM;
+    if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "find notes without vectors");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+static int cmp_vhit(const void *x, const void *y)
+{
+    const struct mem_vhit *a = x, *b = y;
+    if (a->cosine != b->cosine) return a->cosine > b->cosine ? -1 : 1;
+    return a->nid < b->nid ? -1 : a->nid > b->nid;
+}
+
+int mem_store_vec_search(struct mem_store *s, const char *agent, const float *q, int dim, int k,
+                         struct mem_vhit **hits, size_t *n_hits)
+{
+    *hits = NULL;
+    *n_hits = 0;
+    if (k <= 0) return 0;
+    /* keep the best k in an array, sorted at the end; replace the worst
+     * when a better one comes (k is small, a scan is linear) */
+    struct mem_vhit *h = calloc((size_t)k, sizeof *h);
+    if (!h) return AIOS_ENOMEM;
+    struct mem_conn *c = conn_take(s);
+    if (!c) {
+        free(h);
+        return AIOS_EIO;
+    }
+    sqlite3_stmt *st = c->st[ST_VEC_SCAN];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    size_t n = 0, worst = 0;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) continue;
+        const float *v = sqlite3_column_blob(st, 1);
+        double cos = 0;
+        for (int i = 0; i < dim; i++) cos += (double)v[i] * (double)q[i];
+        struct mem_vhit cand = {sqlite3_column_int64(st, 0), cos};
+        if (n < (size_t)k) {
+            h[n++] = cand;
+        } else if (cmp_vhit(&cand, &h[worst]) < 0) {
+            h[worst] = cand;
+        } else {
+            continue;
+        }
+        if (n == (size_t)k) {
+            worst = 0;
+            for (size_t i = 1; i < n; i++)
+                if (cmp_vhit(&h[i], &h[worst]) > 0) worst = i;
+        }
+    }
+    int rc = r == SQLITE_DONE ? 0 : sql_fail(c, "scan vectors");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    qsort(h, n, sizeof *h, cmp_vhit);
+    *hits = h;
+    *n_hits = n;
+    return 0;
+}
+
+int mem_store_get_nid(struct mem_store *s, const char *agent, int64_t nid, const char *text,
+                      struct mem_note **out, double *bm25)
+{
+    *out = NULL;
+    *bm25 = 0;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(c->db, "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2", -1,
+                           &st, NULL) != SQLITE_OK) {
+        rc = sql_fail(c, "read a note");
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, nid);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        if (!(*out = row_note(st))) rc = AIOS_ENOMEM;
+    } else {
+        rc = r == SQLITE_DONE ? AIOS_ENOTFOUND : sql_fail(c, "read a note");
+    }
+    if (rc) goto out;
+    char *q = text ? mem_fts_query(text) : NULL;
+    if (q && q[0]) {
+        sqlite3_stmt *b = c->st[ST_BM25_ONE];
+        sqlite3_bind_text(b, 1, q, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(b, 2, nid);
+        if (sqlite3_step(b) == SQLITE_ROW) *bm25 = -sqlite3_column_double(b, 0);
+        sqlite3_reset(b);
+        sqlite3_clear_bindings(b);
+    }
+    free(q);
+out:
+    sqlite3_finalize(st);
     conn_give(s, c);
     return rc;
 }

@@ -16,6 +16,15 @@ struct mem_store;
 struct mem_hit {
     struct mem_note *note; /* owned */
     double score;          /* BM25 relevance, higher is better (-bm25()) */
+    /* hybrid retrieval (mem.c): the BM25 part, the cosine, the row */
+    double bm25, cosine;
+    int64_t nid;
+};
+
+/* a vector search hit: the note's row id and its cosine with the query */
+struct mem_vhit {
+    int64_t nid;
+    double cosine;
 };
 
 /* Open (creating) the database at path. full_sync: PRAGMA synchronous=FULL
@@ -47,6 +56,28 @@ int mem_store_search(struct mem_store *s, const char *agent, const char *text, i
                      struct mem_hit **hits, size_t *n_hits);
 void mem_hits_free(struct mem_hit *hits, size_t n);
 int mem_store_count(struct mem_store *s, const char *agent, long long *out);
+
+/* ---- embedding vectors (hybrid retrieval) ----
+ * One unit vector (float[dim]) per note in notes_vec; a note's vector is
+ * dropped with it and whenever its content changes. */
+/* Record the embedding model; when it differs from the one that made the
+ * stored vectors, drop them all (*reset true). */
+int mem_store_vec_model(struct mem_store *s, const char *fingerprint, bool *reset);
+/* vectors for the agent's notes ids[i] (vecs: n * dim floats), one
+ * transaction without an fsync (derived data) */
+int mem_store_vec_set(struct mem_store *s, const char *agent, const char *const *ids,
+                      const float *vecs, size_t n, int dim);
+/* AIOS_ENOTFOUND when the note has no vector of this width */
+int mem_store_vec_get(struct mem_store *s, const char *agent, const char *id, float *out, int dim);
+/* up to limit of the agent's notes without a vector: [[id, content], ...] */
+int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, json_t **out);
+/* The agent's k notes most similar to q (a linear scan), best first. */
+int mem_store_vec_search(struct mem_store *s, const char *agent, const float *q, int dim, int k,
+                         struct mem_vhit **hits, size_t *n_hits);
+/* The agent's note with row id nid and its BM25 score for text (0 when it
+ * matches none of the words). */
+int mem_store_get_nid(struct mem_store *s, const char *agent, int64_t nid, const char *text,
+                      struct mem_note **out, double *bm25);
 
 /* The FTS5 query used for `text`: every word quoted, joined with OR; at most
  * 32 words. Empty string when text has no word. malloc'd. */
