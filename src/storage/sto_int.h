@@ -96,3 +96,19 @@ int sto_st_forget(struct sto *s, const char *owner, const char *path, bool prefi
 int sto_st_search(struct sto *s, const char *owner, const char *match, int k, json_t **out,
                   char *err, size_t errlen);
 int sto_st_usage(struct sto *s, const char *owner, int64_t *bytes, int64_t *files);
+/* ---- embedding vectors of indexed contents (hybrid search) ---- */
+/* record the model; drop every vector when it differs (*reset true) */
+int sto_st_vec_model(struct sto *s, const char *fingerprint, bool *reset);
+/* the vector of file_id's current indexed text (kept only if it is still indexed) */
+int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim);
+/* up to limit indexed files of owner without a vector: [[id, first max_bytes of text]] */
+int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_bytes, json_t **out);
+/* owner's k files most similar to q: [[id, cosine]], best first (a linear scan) */
+int sto_st_vec_search(struct sto *s, const char *owner, const float *q, int dim, int k,
+                      json_t **out);
+/* AIOS_ENOTFOUND when owner/path has no vector of this width */
+int sto_st_vec_get(struct sto *s, const char *owner, const char *path, float *out, int dim);
+/* one file as a search result (the shape sto_st_search gives), its score
+ * the BM25 of match (0 when it matches none of the words) */
+int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const char *match,
+                      json_t **out);

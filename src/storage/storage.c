@@ -37,6 +37,7 @@
 #include "kernel/config.h"
 #include "kernel/kernel.h"
 #include "kernel/query.h"
+#include "llm/embed.h"
 #include "storage/sha256.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -289,6 +290,27 @@ static int path_fail(struct opctx *c, int rc, const char *e)
 /* Put data as the new version of owner/norm (steps 1-4 in the design
  * comment). Caller holds the owner's stripe. excl: fail with 409 if it
  * exists (create_file answers "already exists" itself before this). */
+/* ---- embeddings (hybrid search; only with cfg.emb) ---- */
+
+#define EMBED_TEXT_MAX ((size_t)32 << 10) /* bytes of a file given to the embedding model */
+#define EMBED_BACKFILL_MAX 128            /* files without a vector embedded per search */
+
+/* The vector of a file's indexed text (n_index bytes of data). A failure
+ * only logs: the next search embeds files that lack one. */
+static void embed_file(struct sto *s, const char *owner, int64_t file_id, const char *data,
+                       size_t n_index)
+{
+    if (!s->cfg.emb || n_index == 0) return;
+    int dim = emb_dim(s->cfg.emb);
+    float *v = malloc((size_t)dim * sizeof *v);
+    size_t n = n_index < EMBED_TEXT_MAX ? n_index : EMBED_TEXT_MAX;
+    while (n > 0 && n < n_index && ((unsigned char)data[n] & 0xc0) == 0x80) n--;
+    if (!v || emb_text(s->cfg.emb, data, n, v) || sto_st_vec_set(s, file_id, owner, v, dim))
+        LOG_WARN("storage", "%s: no vector for file %lld yet; the next search makes it", owner,
+                 (long long)file_id);
+    free(v);
+}
+
 static int put_locked(struct opctx *c, const char *owner, const char *norm, const char *data,
                       size_t n, const char *kind, int64_t *seq)
 {
@@ -360,7 +382,10 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
             goto out;
         }
     }
-    if (sto_st_file(s, owner, norm, &fi) == 0) sto_st_clean(s, fi.id, sha);
+    if (sto_st_file(s, owner, norm, &fi) == 0) {
+        sto_st_clean(s, fi.id, sha);
+        embed_file(s, owner, fi.id, data, index_len(data, n));
+    }
     rc = 0;
 out:
     if (dirfd >= 0) close(dirfd);
@@ -791,6 +816,115 @@ static size_t fts_terms(const char *s, const char *sep, char *q, size_t cap, siz
     return o;
 }
 
+static int cmp_score(const void *x, const void *y)
+{
+    double a = json_real_value(json_object_get(*(json_t *const *)x, "score"));
+    double b = json_real_value(json_object_get(*(json_t *const *)y, "score"));
+    return a > b ? -1 : a < b;
+}
+
+/* Hybrid search of owner's files: the best C by BM25 (FTS5 bm25()) and
+ * the best C by cosine with the query's vector (C = max(4k, 32)); each
+ * candidate scored with both parts (the exact BM25 of a vector-only one,
+ * the stored vector of a BM25-only one), "score" = emb_hybrid(weight,
+ * cosine, bm25 / best bm25), "bm25" and "cosine" returned too, best k
+ * first. With keywords (filter) only BM25 candidates, which satisfy it,
+ * are ranked. Indexed files without a vector are embedded first, up to
+ * EMBED_BACKFILL_MAX per search. */
+static int hybrid_search(struct opctx *c, const char *owner, const char *qt, const char *match,
+                         bool filtered, int k, json_t **out, char *e, size_t elen)
+{
+    struct sto *s = c->s;
+    struct emb *em = s->cfg.emb;
+    int dim = emb_dim(em);
+    json_t *bm = NULL, *vh = NULL, *miss = NULL;
+    float *qv = malloc((size_t)dim * sizeof *qv), *tmp = malloc((size_t)dim * sizeof *tmp);
+    int rc = 0;
+    *out = NULL;
+    if (!qv || !tmp) {
+        rc = AIOS_ENOMEM;
+        snprintf(e, elen, "out of memory");
+        goto out;
+    }
+    if ((rc = emb_text(em, qt, strlen(qt), qv))) {
+        snprintf(e, elen, "the embedding model failed on the query; see the kernel log");
+        goto out;
+    }
+    if (sto_st_vec_missing(s, owner, EMBED_BACKFILL_MAX, EMBED_TEXT_MAX, &miss) == 0) {
+        size_t i;
+        json_t *r;
+        json_array_foreach(miss, i, r) {
+            const char *t = json_string_value(json_array_get(r, 1));
+            embed_file(s, owner, json_integer_value(json_array_get(r, 0)), t, strlen(t));
+        }
+    }
+    int cand = k * 4 > 32 ? k * 4 : 32;
+    if ((rc = sto_st_search(s, owner, match, cand, &bm, e, elen))) goto out;
+    if (!filtered && (rc = sto_st_vec_search(s, owner, qv, dim, cand, &vh))) {
+        snprintf(e, elen, "storage database: vector search failed");
+        goto out;
+    }
+    /* the BM25 candidates with their cosines */
+    size_t i;
+    json_t *r;
+    json_array_foreach(bm, i, r) {
+        const char *path = json_string_value(json_object_get(r, "file_path"));
+        double cos = 0;
+        if (sto_st_vec_get(s, owner, path, tmp, dim) == 0) cos = emb_dot(qv, tmp, dim);
+        json_object_set(r, "bm25", json_object_get(r, "score"));
+        json_object_set_new(r, "cosine", json_real(cos));
+    }
+    /* the vector candidates not among them */
+    json_array_foreach(vh, i, r) {
+        json_t *row = NULL;
+        if (sto_st_search_row(s, owner, json_integer_value(json_array_get(r, 0)), match, &row))
+            continue;
+        const char *path = json_string_value(json_object_get(row, "file_path"));
+        bool dup = false;
+        size_t j;
+        json_t *b;
+        json_array_foreach(bm, j, b)
+            if (!strcmp(json_string_value(json_object_get(b, "file_path")), path)) dup = true;
+        if (dup) {
+            json_decref(row);
+            continue;
+        }
+        json_object_set(row, "bm25", json_object_get(row, "score"));
+        json_object_set(row, "cosine", json_array_get(r, 1));
+        json_array_append_new(bm, row);
+    }
+    double best = 0, w = emb_weight(em);
+    json_array_foreach(bm, i, r)
+        if (json_real_value(json_object_get(r, "bm25")) > best) best = json_real_value(json_object_get(r, "bm25"));
+    json_array_foreach(bm, i, r) {
+        double b = json_real_value(json_object_get(r, "bm25"));
+        json_object_set_new(r, "score", json_real(emb_hybrid(w, json_real_value(json_object_get(r, "cosine")),
+                                                             best > 0 ? b / best : 0)));
+    }
+    size_t n = json_array_size(bm);
+    json_t **v = calloc(n ? n : 1, sizeof *v);
+    json_t *sorted = json_array();
+    if (!v || !sorted) {
+        free(v);
+        json_decref(sorted);
+        rc = AIOS_ENOMEM;
+        snprintf(e, elen, "out of memory");
+        goto out;
+    }
+    for (i = 0; i < n; i++) v[i] = json_array_get(bm, i);
+    qsort(v, n, sizeof *v, cmp_score);
+    for (i = 0; i < n && i < (size_t)k; i++) json_array_append(sorted, v[i]);
+    free(v);
+    *out = sorted;
+out:
+    json_decref(bm);
+    json_decref(vh);
+    json_decref(miss);
+    free(qv);
+    free(tmp);
+    return rc;
+}
+
 static int op_retrieve(struct opctx *c, json_t **out)
 {
     static const char *const qk[] = {"query_text", "query", NULL};
@@ -828,9 +962,14 @@ static int op_retrieve(struct opctx *c, json_t **out)
     bool foreign = owner && owner[0] && strcmp(owner, c->agent);
     json_t *res = NULL;
     char e[512];
-    rc = sto_st_search(c->s, foreign ? owner : c->agent, match, foreign ? (int)k * 5 + 20 : (int)k,
-                       &res, e, sizeof e);
-    if (rc) return fail(c, 500, rc, "%s", e);
+    if (c->s->cfg.emb) {
+        rc = hybrid_search(c, foreign ? owner : c->agent, qt, match, nk > 0,
+                           foreign ? (int)k * 5 + 20 : (int)k, &res, e, sizeof e);
+    } else {
+        rc = sto_st_search(c->s, foreign ? owner : c->agent, match,
+                           foreign ? (int)k * 5 + 20 : (int)k, &res, e, sizeof e);
+    }
+    if (rc) return fail(c, rc == AIOS_EENGINE ? 503 : 500, rc, "%s", e);
     if (foreign) {
         json_t *kept = json_array();
         size_t i;
@@ -1189,6 +1328,13 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
     }
     rc = sto_store_init(s, err, errlen);
     if (rc) goto fail;
+    bool reset = false;
+    if (s->cfg.emb && (rc = sto_st_vec_model(s, emb_fingerprint(s->cfg.emb), &reset))) {
+        snprintf(err, errlen, "storage database %s: cannot set up vectors", s->db_path);
+        goto fail;
+    }
+    if (reset) LOG_INFO("storage", "embedding model changed or new: file vectors are rebuilt as "
+                        "agents search");
     int top = open(s->agents_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (top >= 0) {
         sweep_tmp(top, 0);
@@ -1245,6 +1391,7 @@ int sto_kernel_start(struct kernel *k, char *err, size_t errlen)
     struct sto_config c;
     int rc = sto_config_from(&k->cfg, &c, err, errlen);
     if (rc) return rc;
+    c.emb = k->embed;
     rc = sto_open(&k->storage, &c, err, errlen);
     sto_config_free(&c);
     if (rc) return rc;

@@ -12,6 +12,7 @@
 struct aios_config;
 struct kernel;
 struct sto;
+struct emb;
 
 /* Limits on names and paths (bytes). */
 #define STO_NAME_MAX 255   /* one path component */
@@ -26,6 +27,7 @@ struct sto_config {
     int64_t quota_files;     /* per agent, number of files; 0 = unlimited */
     int64_t max_file_bytes;  /* one file; default 16 MiB */
     int n_threads;           /* executor threads; default 2 */
+    struct emb *emb;         /* embedding model for hybrid search, or NULL (borrowed) */
 };
 
 #define STO_DEFAULT_MAX_VERSIONS 20

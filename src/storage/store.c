@@ -59,7 +59,14 @@ static const char *SCHEMA =
     "  t_expires_us INTEGER NOT NULL, PRIMARY KEY(owner, path, grantee));"
     "CREATE INDEX IF NOT EXISTS grants_grantee ON grants(grantee, owner);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, owner UNINDEXED, path UNINDEXED,"
-    "  tokenize = 'unicode61');";
+    "  tokenize = 'unicode61');"
+    /* embedding vectors of indexed contents (hybrid search, when
+     * embedding.model is set): rowid = files.id, dropped whenever the fts
+     * row is (a new version, a delete); vec_meta.model names the model */
+    "CREATE TABLE IF NOT EXISTS fts_vec(rowid INTEGER PRIMARY KEY, owner TEXT NOT NULL,"
+    "  vec BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS fts_vec_owner ON fts_vec(owner);"
+    "CREATE TABLE IF NOT EXISTS vec_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 int sto_sql_err(sqlite3 *db, const char *what, char *err, size_t errlen)
 {
@@ -344,6 +351,7 @@ int sto_st_put(struct sto *s, const char *owner, const char *path, const char *d
     }
     sqlite3_finalize(st);
     if (EXEC(db, "DELETE FROM fts WHERE rowid = ?", "i", id)) goto sqlfail;
+    if (EXEC(db, "DELETE FROM fts_vec WHERE rowid = ?", "i", id)) goto sqlfail;
     if (n_index > 0) {
         st = prep(db, "INSERT INTO fts(rowid, body, owner, path) VALUES(?, ?, ?, ?)", "i", id);
         if (!st) goto sqlfail;
@@ -532,6 +540,7 @@ int sto_st_forget(struct sto *s, const char *owner, const char *path, bool prefi
         json_decref(shas);
         if (bad || EXEC(db, "DELETE FROM versions WHERE file_id = ?", "i", id) ||
             EXEC(db, "DELETE FROM fts WHERE rowid = ?", "i", id) ||
+            EXEC(db, "DELETE FROM fts_vec WHERE rowid = ?", "i", id) ||
             EXEC(db, "DELETE FROM files WHERE id = ?", "i", id)) {
             json_decref(ids);
             goto fail;
@@ -592,6 +601,165 @@ int sto_st_search(struct sto *s, const char *owner, const char *match, int k, js
     sqlite3_finalize(st);
     *out = arr;
     return 0;
+}
+
+/* ---- embedding vectors (hybrid search) ----
+ * Derived data: written after the version commits, without an fsync of
+ * their own; an indexed file without one gets it at the next search. */
+
+int sto_st_vec_model(struct sto *s, const char *fingerprint, bool *reset)
+{
+    *reset = false;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT value FROM vec_meta WHERE key = 'model'", "");
+    if (!st) return AIOS_EIO;
+    bool same = sqlite3_step(st) == SQLITE_ROW &&
+                !strcmp((const char *)sqlite3_column_text(st, 0), fingerprint);
+    sqlite3_finalize(st);
+    if (same) return 0;
+    if (begin(db)) return AIOS_EIO;
+    if (EXEC(db, "DELETE FROM fts_vec", "") ||
+        EXEC(db, "INSERT OR REPLACE INTO vec_meta(key, value) VALUES('model', ?)", "t", fingerprint) ||
+        commit(db)) {
+        rollback(db);
+        return AIOS_EIO;
+    }
+    *reset = true;
+    return 0;
+}
+
+int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim)
+{
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    /* only while the file's index row exists (a newer write or a delete
+     * since the text was read drops it) */
+    int rc = EXEC(db, "INSERT OR REPLACE INTO fts_vec(rowid, owner, vec) SELECT rowid, ?, ? FROM fts"
+                  " WHERE rowid = ?", "tbi", owner, (const void *)v, (size_t)dim * sizeof *v, file_id);
+    sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    return rc;
+}
+
+int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_bytes, json_t **out)
+{
+    *out = NULL;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT f.rowid, substr(f.body, 1, ?) FROM fts f WHERE f.owner = ?"
+                            " AND NOT EXISTS (SELECT 1 FROM fts_vec v WHERE v.rowid = f.rowid) LIMIT ?",
+                            "iti", (int64_t)max_bytes, owner, (int64_t)limit);
+    if (!st) return AIOS_EIO;
+    json_t *arr = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("[I,s]", (json_int_t)sqlite3_column_int64(st, 0),
+                                             (const char *)sqlite3_column_text(st, 1)));
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE) {
+        json_decref(arr);
+        return AIOS_EIO;
+    }
+    *out = arr;
+    return 0;
+}
+
+int sto_st_vec_search(struct sto *s, const char *owner, const float *q, int dim, int k,
+                      json_t **out)
+{
+    *out = NULL;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT rowid, vec FROM fts_vec WHERE owner = ?", "t", owner);
+    if (!st) return AIOS_EIO;
+    /* [[id, cosine], ...]: all of the owner's, sorted below, cut to k */
+    json_t *arr = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) continue;
+        const float *v = sqlite3_column_blob(st, 1);
+        double cos = 0;
+        for (int i = 0; i < dim; i++) cos += (double)v[i] * (double)q[i];
+        json_array_append_new(arr, json_pack("[I,f]", (json_int_t)sqlite3_column_int64(st, 0), cos));
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE) {
+        json_decref(arr);
+        return AIOS_EIO;
+    }
+    size_t n = json_array_size(arr);
+    /* selection of the best k (k is small) */
+    for (size_t i = 0; i < n && i < (size_t)k; i++) {
+        size_t b = i;
+        for (size_t j = i + 1; j < n; j++)
+            if (json_real_value(json_array_get(json_array_get(arr, j), 1)) >
+                json_real_value(json_array_get(json_array_get(arr, b), 1)))
+                b = j;
+        if (b != i) {
+            json_t *x = json_incref(json_array_get(arr, i));
+            json_array_set(arr, i, json_array_get(arr, b));
+            json_array_set_new(arr, b, x);
+        }
+    }
+    while (json_array_size(arr) > (size_t)k) json_array_remove(arr, json_array_size(arr) - 1);
+    *out = arr;
+    return 0;
+}
+
+int sto_st_vec_get(struct sto *s, const char *owner, const char *path, float *out, int dim)
+{
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT v.vec FROM fts_vec v JOIN files f ON f.id = v.rowid"
+                            " WHERE f.owner = ? AND f.path = ?", "tt", owner, path);
+    if (!st) return AIOS_EIO;
+    int rc = AIOS_ENOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == dim * (int)sizeof *out) {
+        memcpy(out, sqlite3_column_blob(st, 0), (size_t)dim * sizeof *out);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const char *match,
+                      json_t **out)
+{
+    *out = NULL;
+    sqlite3 *db = sto_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT f.path, f.size, f.t_modified_us, substr(fts.body, 1, 2000)"
+                            " FROM files f JOIN fts ON fts.rowid = f.id WHERE f.id = ? AND f.owner = ?",
+                            "it", file_id, owner);
+    if (!st) return AIOS_EIO;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return AIOS_ENOTFOUND;
+    }
+    const char *path = (const char *)sqlite3_column_text(st, 0);
+    const char *base = strrchr(path, '/');
+    const char *body = (const char *)sqlite3_column_text(st, 3);
+    /* a snippet as FTS5's would look without a match: the first words */
+    char snip[200];
+    size_t sn = strlen(body) < 120 ? strlen(body) : 120;
+    while (sn > 0 && sn < strlen(body) && ((unsigned char)body[sn] & 0xc0) == 0x80) sn--;
+    snprintf(snip, sizeof snip, "%.*s%s", (int)sn, body, sn < strlen(body) ? "..." : "");
+    double bm = 0;
+    sqlite3_stmt *b = match && match[0]
+                          ? prep(db, "SELECT bm25(fts) FROM fts WHERE fts MATCH ? AND rowid = ?",
+                                 "ti", match, file_id)
+                          : NULL;
+    if (b && sqlite3_step(b) == SQLITE_ROW) bm = -sqlite3_column_double(b, 0);
+    sqlite3_finalize(b);
+    *out = json_pack("{s:s,s:s,s:I,s:o,s:f,s:s,s:s,s:{s:s,s:s,s:o}}", "file_path", path,
+                     "file_name", base ? base + 1 : path, "size",
+                     (json_int_t)sqlite3_column_int64(st, 1), "last_modified",
+                     iso_time(sqlite3_column_int64(st, 2)), "score", bm, "snippet", snip,
+                     "document_summary", body, "metadata", "file_path", path, "file_name",
+                     base ? base + 1 : path, "last_modified", iso_time(sqlite3_column_int64(st, 2)));
+    sqlite3_finalize(st);
+    return *out ? 0 : AIOS_ENOMEM;
 }
 
 /* ---- share grants ---- */
