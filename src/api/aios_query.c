@@ -130,6 +130,8 @@ static enum MHD_Result llm_finish(struct api_req *r)
         else json_object_set_new(resp, "response_message", json_stringn(res->text, sr.content_len));
     }
     json_object_set_new(resp, "finish_reason", json_string(sr.finish));
+    if (((struct llm_req *)sc->req)->memory) /* what memory.auto_inject added */
+        json_object_set(resp, "memory_injected", ((struct llm_req *)sc->req)->memory);
     mem_auto_extract(r->k, sc); /* memory.auto_extract: store the turn as a note */
     return api_send_json(r, 200, with_times(sc, resp));
 }
@@ -561,6 +563,7 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         llm_req_free(req);
         return ret;
     }
+    mem_auto_inject(r->k, agent, req); /* memory.auto_inject: the agent's relevant notes */
     rc = api_llm_prepare(r->k, core, req, err, sizeof err);
     if (rc) {
         llm_req_free(req);

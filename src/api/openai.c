@@ -13,6 +13,7 @@
 
 #include "llm/remote.h"
 #include "llm/structured.h"
+#include "memory/mem.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -256,6 +257,7 @@ struct chat_state {
     char *model;
     bool include_usage;
     bool sent_role;
+    bool named_agent; /* `user` or X-Aios-Agent named the agent (memory.auto_* apply) */
 };
 
 static void chat_state_free(void *p)
@@ -291,6 +293,17 @@ static enum MHD_Result send_syscall_error(struct api_req *r)
     return api_send_error(r, st, type, "%s", sc->errmsg);
 }
 
+/* memory personalisation of a finished chat of a named agent: report what
+ * auto_inject added (in the "aios" object) and let auto_extract store the
+ * turn */
+static void chat_memory(struct api_req *r, json_t *aios)
+{
+    struct chat_state *cs = r->state;
+    struct llm_req *req = r->sc->req;
+    if (req->memory && aios) json_object_set(aios, "memory_injected", req->memory);
+    if (cs->named_agent) mem_auto_extract(r->k, r->sc);
+}
+
 static enum MHD_Result chat_finish(struct api_req *r)
 {
     struct chat_state *cs = r->state;
@@ -319,6 +332,7 @@ static enum MHD_Result chat_finish(struct api_req *r)
                              "chat.completion", "created", (json_int_t)cs->created, "model",
                              cs->model, "choices", choice, "usage", usage_json(res), "aios",
                              timing_json(sc));
+    chat_memory(r, json_object_get(body, "aios"));
     return api_send_json(r, 200, body);
 }
 
@@ -399,6 +413,7 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
         }
         json_t *c = chunk(cs, json_object(), sr.finish);
         if (c) json_object_set_new(c, "aios", timing_json(sc));
+        if (c) chat_memory(r, json_object_get(c, "aios"));
         rc = append_event(out, n_out, cap_out, c);
         if (!rc && cs->include_usage) {
             json_t *u = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", cs->id, "object",
@@ -444,14 +459,15 @@ enum MHD_Result api_openai_chat(struct api_req *r)
         free(cs);
         return ret;
     }
-    rc = api_llm_prepare(r->k, core, req, err, sizeof err);
-    if (rc) goto fail;
-
     const char *agent = NULL;
     json_t *u = json_object_get(body, "user");
     if (json_is_string(u)) agent = json_string_value(u);
     const char *hdr = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent");
     if (hdr && *hdr) agent = hdr;
+    cs->named_agent = agent != NULL;
+    mem_auto_inject(r->k, agent, req); /* memory.auto_inject: the named agent's notes */
+    rc = api_llm_prepare(r->k, core, req, err, sizeof err);
+    if (rc) goto fail;
     int prio;
     bool prio_set;
     rc = api_parse_priority(r, body, &prio, &prio_set, err, sizeof err);

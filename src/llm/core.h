@@ -44,6 +44,9 @@ struct llm_req {
     char *grammar;
     /* response_format / tools of the request (llm/structured.h), or NULL */
     struct llm_structured *structured;
+    /* notes memory.auto_inject added to the messages (memory/mem_inject.c),
+     * reported with the answer; NULL when none */
+    json_t *memory;
     /* filled by prepare() */
     char *prompt;
     int32_t *tokens;

@@ -167,6 +167,7 @@ void llm_req_free(void *p)
     for (int i = 0; i < r->p.n_stop; i++) free(r->p.stop[i]);
     free(r->grammar);
     llm_structured_free(r->structured);
+    json_decref(r->memory);
     free(r->prompt);
     free(r->tokens);
     free(r);

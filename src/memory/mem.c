@@ -992,6 +992,7 @@ void mem_manager_close(struct mem_manager *m)
 }
 
 struct mem_store *mem_manager_store(struct mem_manager *m) { return m->store; }
+const struct mem_opts *mem_manager_opts(const struct mem_manager *m) { return &m->o; }
 
 static int cfg_int(const struct aios_config *cfg, const char *key, long long lo, long long hi,
                    long long *out, char *err, size_t errlen)
@@ -1053,9 +1054,41 @@ int mem_opts_from_config(const struct aios_config *cfg, struct mem_opts *o, char
         }
         o->auto_extract = json_is_true(v);
     }
+    o->inject_k = MEM_DEFAULT_INJECT_K;
+    o->inject_max_tokens = MEM_DEFAULT_INJECT_TOKENS;
     v = config_lookup(cfg, "memory.auto_inject");
-    if (v && json_is_true(v))
-        LOG_WARN("memory", "memory.auto_inject is not implemented in this kernel yet; ignored");
+    if (v && !json_is_null(v)) {
+        /* AIOS writes a boolean; ours may also be {enabled, k, max_tokens} */
+        if (json_is_boolean(v)) {
+            o->auto_inject = json_is_true(v);
+        } else if (json_is_object(v)) {
+            const char *key;
+            json_t *x;
+            json_object_foreach(v, key, x) {
+                if (strcmp(key, "enabled") && strcmp(key, "k") && strcmp(key, "max_tokens")) {
+                    snprintf(err, errlen, "memory.auto_inject.%s: unknown key (use enabled, k, "
+                             "max_tokens)", key);
+                    return AIOS_ECONFIG;
+                }
+            }
+            x = json_object_get(v, "enabled");
+            if (x && !json_is_boolean(x)) {
+                snprintf(err, errlen, "memory.auto_inject.enabled: expected true or false");
+                return AIOS_ECONFIG;
+            }
+            o->auto_inject = !x || json_is_true(x);
+            long long ik = o->inject_k, it = o->inject_max_tokens;
+            if ((rc = cfg_int(cfg, "memory.auto_inject.k", 1, 50, &ik, err, errlen))) return rc;
+            if ((rc = cfg_int(cfg, "memory.auto_inject.max_tokens", 16, 32768, &it, err, errlen)))
+                return rc;
+            o->inject_k = (int)ik;
+            o->inject_max_tokens = (int)it;
+        } else {
+            snprintf(err, errlen, "memory.auto_inject: expected true, false or {enabled, k, "
+                     "max_tokens}");
+            return AIOS_ECONFIG;
+        }
+    }
     o->db_path = config_resolve_path(cfg, db);
     return o->db_path ? 0 : AIOS_ENOMEM;
 }

@@ -15,6 +15,7 @@ struct kernel;
 struct mem_manager;
 struct syscall;
 struct emb;
+struct llm_req;
 
 struct mem_opts {
     size_t quota_bytes;     /* working-set bytes per agent (memory.quota_bytes) */
@@ -25,7 +26,13 @@ struct mem_opts {
     char *db_path;          /* resolved path of the database file (owned) */
     bool auto_extract;      /* memory.auto_extract: chat turns become notes */
     struct emb *emb;        /* embedding model for hybrid retrieval, or NULL (borrowed) */
+    bool auto_inject;       /* memory.auto_inject: relevant notes join a chat's prompt */
+    int inject_k;           /* memory.auto_inject.k: notes retrieved at most */
+    int inject_max_tokens;  /* memory.auto_inject.max_tokens: budget of the injected text */
 };
+
+#define MEM_DEFAULT_INJECT_K 3
+#define MEM_DEFAULT_INJECT_TOKENS 256
 
 #define MEM_DEFAULT_QUOTA ((size_t)4 << 20)
 #define MEM_DEFAULT_MAX_NOTE ((size_t)64 << 10)
@@ -40,6 +47,8 @@ void mem_opts_free(struct mem_opts *o);
 
 /* k may be NULL (no LLM: add_agentic_memory uses keyword extraction).
  * Copies what it needs from o. */
+/* the manager's options (db_path, auto_* switches) */
+const struct mem_opts *mem_manager_opts(const struct mem_manager *m);
 int mem_manager_open(struct mem_manager **out, const struct mem_opts *o, struct kernel *k,
                      char *err, size_t errlen);
 void mem_manager_close(struct mem_manager *m);
@@ -59,13 +68,34 @@ int mem_start(struct kernel *k, char *err, size_t errlen);
 void mem_stop(struct kernel *k);
 
 /* memory.auto_extract (AIOS personalisation): after a chat call through
- * POST /query finished, store "User: <last user message>\nAssistant:
+ * POST /query, or through /v1/chat/completions by an agent named with
+ * `user` or X-Aios-Agent, finished, store "User: <last user message>\nAssistant:
  * <answer>" as a note of the calling agent (category and context
  * "conversation"). Queues a memory syscall and returns at once, so the
  * HTTP thread never waits on SQLite; failures are only logged. No-op when
  * the option is off or there is no memory manager. sc is a finished LLM
  * syscall (borrowed). */
 void mem_auto_extract(struct kernel *k, struct syscall *sc);
+
+/* memory.auto_inject (AIOS personalisation): before a chat's prompt is
+ * made, retrieve up to inject_k notes of `agent` relevant to the last user
+ * message (the same ranking as retrieve_memory: BM25, or hybrid with an
+ * embedding model; read-only, nothing counted) and add them to the chat
+ * as a system message of at most inject_max_tokens (estimated as one
+ * token per 3 bytes): appended to the first message when that is a system
+ * message, else inserted before everything. req->memory records what was
+ * added ({"memory_ids", "n_notes", "est_tokens", "text"}) for the
+ * response. Runs on the calling (HTTP) thread. No-op (0) when the option
+ * is off, agent is NULL, there is no user message or nothing matches;
+ * a failed retrieval is logged and the chat goes on without notes. */
+int mem_auto_inject(struct kernel *k, const char *agent, struct llm_req *req);
+/* Text of the injected system message for the notes' contents: a header
+ * and "- <note>" lines, stopping before the estimate passes max_tokens (a
+ * first note alone that does not fit is cut). malloc'd; *n_used = notes in
+ * it (0: NULL returned). mem_inject.c; exposed for unit tests. */
+char *mem_inject_text(const char *const *notes, size_t n, int max_tokens, size_t *n_used);
+/* the estimate: ceil(bytes / 3) */
+int mem_inject_est_tokens(size_t bytes);
 
 /* add_agentic_memory's analysis (mem_agentic.c). Asks the kernel's first
  * LLM core for keywords, tags and a one-sentence context; whatever the
