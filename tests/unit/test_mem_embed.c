@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernel/config.h"
 #include "llm/embed.h"
 #include "llm/testmodel.h"
 #include "memory/mem.h"
@@ -207,9 +208,75 @@ static void test_backfill_and_plain(void **state)
     mem_manager_close(m);
 }
 
+/* auto_inject's text: best notes first, within the estimated budget */
+static void test_inject_text(void **state)
+{
+    (void)state;
+    const char *notes[] = {"My favourite colour is teal.", "The cat is called Miso.",
+                           "A third note that is rather long and will not fit the budget at all."};
+    size_t used = 0;
+    char *t = mem_inject_text(notes, 3, 40, &used); /* 120 bytes */
+    assert_non_null(t);
+    assert_int_equal(used, 2);
+    assert_string_equal(t, "Notes from your memory that may be relevant:\n- My favourite colour is "
+                           "teal.\n- The cat is called Miso.");
+    assert_true(mem_inject_est_tokens(strlen(t)) <= 40);
+    free(t);
+    /* a first note alone too long: its head, cut at a character boundary */
+    const char *big[] = {"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"};
+    t = mem_inject_text(big, 1, 17, &used); /* 51 bytes: header 44 + "\n- " + 4 bytes */
+    assert_non_null(t);
+    assert_int_equal(used, 1);
+    assert_true(strlen(t) <= 51);
+    assert_int_equal(strlen(t) % 2, 1); /* 47 + whole 2-byte characters */
+    free(t);
+    assert_null(mem_inject_text(notes, 0, 100, &used));
+    assert_null(mem_inject_text(notes, 3, 15, &used)); /* no room after the header */
+    assert_int_equal(used, 0);
+}
+
+static int mem_cfg(const char *yaml, struct mem_opts *o, char *err)
+{
+    struct aios_config cfg;
+    char e2[256];
+    memset(&cfg, 0, sizeof cfg);
+    assert_int_equal(config_load_string(&cfg, yaml, strlen(yaml), e2, sizeof e2), 0);
+    err[0] = 0;
+    int rc = mem_opts_from_config(&cfg, o, err, 256);
+    config_free(&cfg);
+    mem_opts_free(o);
+    return rc;
+}
+
+static void test_inject_config(void **state)
+{
+    (void)state;
+    struct mem_opts o;
+    char err[256];
+    assert_int_equal(mem_cfg("memory: {auto_inject: true}\n", &o, err), 0);
+    assert_true(o.auto_inject);
+    assert_int_equal(o.inject_k, MEM_DEFAULT_INJECT_K);
+    assert_int_equal(o.inject_max_tokens, MEM_DEFAULT_INJECT_TOKENS);
+    assert_int_equal(mem_cfg("memory: {auto_inject: {k: 5, max_tokens: 100}}\n", &o, err), 0);
+    assert_true(o.auto_inject);
+    assert_int_equal(o.inject_k, 5);
+    assert_int_equal(o.inject_max_tokens, 100);
+    assert_int_equal(mem_cfg("memory: {auto_inject: {enabled: false}}\n", &o, err), 0);
+    assert_false(o.auto_inject);
+    assert_int_equal(mem_cfg("memory: {auto_inject: {k: 0}}\n", &o, err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "memory.auto_inject.k"));
+    assert_int_equal(mem_cfg("memory: {auto_inject: {budget: 9}}\n", &o, err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "memory.auto_inject.budget: unknown key"));
+    assert_int_equal(mem_cfg("memory: {auto_inject: yes please}\n", &o, err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "memory.auto_inject"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_inject_text),
+        cmocka_unit_test(test_inject_config),
         cmocka_unit_test(test_hybrid),
         cmocka_unit_test(test_backfill_and_plain),
     };
