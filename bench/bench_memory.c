@@ -19,13 +19,23 @@
  * with --http the retrieve is also timed end to end through a real kernel
  * on loopback, AIOS_BIN or build/aios).
  *
+ * With --embed [MODEL.gguf] (default: the `embed` test model, made in the
+ * user cache), the same store is then opened with that embedding model:
+ * every prefilled note gets its vector first (not timed), then
+ *
+ *   embed     one emb_text() of a note's text (no baseline)
+ *   add+emb   add_memory with the vector  vs  the plain INSERT above
+ *   retr hyb  hybrid retrieve_memory, k=5 vs  the BM25 retrieve_memory above
+ *
  * Usage: bench_memory [--sizes 1000,10000,100000] [--ops 1000]
- *                     [--sync full|normal] [--dir DIR] [--http]
+ *                     [--sync full|normal] [--dir DIR] [--http] [--embed [MODEL]]
  * Prints one table row per size and kind: p50 and p99 in microseconds and
  * the ratio of the manager to the baseline. "retr cpu" is the retrieve's
  * on-CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID): on a shared
  * machine the wall-clock tail is mostly time spent descheduled. */
 #include "cli/client.h"
+#include "llm/embed.h"
+#include "llm/testmodel.h"
 #include "memory/mem.h"
 #include "util/err.h"
 #include "util/util.h"
@@ -174,7 +184,7 @@ int main(int argc, char **argv)
     long sizes[8] = {1000, 10000, 100000};
     int n_sizes = 3, ops = 1000;
     bool full = true, http = false;
-    char dir[256] = "";
+    char dir[256] = "", *embed_model = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
             n_sizes = 0;
@@ -188,9 +198,13 @@ int main(int argc, char **argv)
             snprintf(dir, sizeof dir, "%s", argv[++i]);
         } else if (!strcmp(argv[i], "--http")) {
             http = true;
+        } else if (!strcmp(argv[i], "--embed")) {
+            char e[512] = "";
+            if (i + 1 < argc && argv[i + 1][0] != '-') embed_model = strdup(argv[++i]);
+            else if (testmodel_cached(TESTMODEL_SHAPE_EMBED, &embed_model, e, sizeof e)) die(e);
         } else {
             fprintf(stderr, "usage: %s [--sizes 1000,10000,100000] [--ops N] [--sync full|normal] "
-                            "[--dir DIR] [--http]\n", argv[0]);
+                            "[--dir DIR] [--http] [--embed [MODEL.gguf]]\n", argv[0]);
             return 2;
         }
     }
@@ -201,6 +215,14 @@ int main(int argc, char **argv)
         if (!mkdtemp(dir)) die("mkdtemp");
     }
     make_vocab();
+    struct emb *emb = NULL;
+    if (embed_model) {
+        struct emb_opts eo = {.model = embed_model, .pooling = -1, .threads = 1,
+                              .n_ctx = EMB_DEFAULT_N_CTX, .weight = EMB_DEFAULT_WEIGHT};
+        char e[512] = "";
+        if (emb_open(&emb, &eo, e, sizeof e)) die(e);
+        printf("embedding model %s, %d dimensions\n", embed_model, emb_dim(emb));
+    }
     int64_t *tm = malloc(sizeof *tm * (size_t)ops), *tb = malloc(sizeof *tb * (size_t)ops);
     int64_t *cm = malloc(sizeof *cm * (size_t)ops), *cb = malloc(sizeof *cb * (size_t)ops);
     char text[512], path[512], id[64];
@@ -331,6 +353,65 @@ int main(int argc, char **argv)
         sqlite3_close(db);
         mem_manager_close(m);
 
+        if (emb) {
+            /* the same store with the embedding model: vectors for every
+             * prefilled note (untimed), then embed / add / hybrid retrieve */
+            snprintf(path, sizeof path, "%s/mem-%ld.db", dir, N);
+            o.emb = emb;
+            if (mem_manager_open(&m, &o, NULL, err, sizeof err)) die(err);
+            int dim = emb_dim(emb);
+            float *v = malloc(sizeof *v * (size_t)dim * 256);
+            int64_t t_fill = util_now_us();
+            for (;;) {
+                json_t *miss = NULL;
+                if (mem_store_vec_missing(mem_manager_store(m), "bench", 256, &miss)) die("missing");
+                size_t nm = json_array_size(miss);
+                const char *ids[256];
+                for (size_t i = 0; i < nm; i++) {
+                    const char *t = json_string_value(json_array_get(json_array_get(miss, i), 1));
+                    ids[i] = json_string_value(json_array_get(json_array_get(miss, i), 0));
+                    if (emb_text(emb, t, strlen(t), v + i * (size_t)dim)) die("embed");
+                }
+                if (nm && mem_store_vec_set(mem_manager_store(m), "bench", ids, v, nm, dim)) die("vec set");
+                json_decref(miss);
+                if (nm == 0) break;
+            }
+            fprintf(stderr, "embedded %ld + %d notes in %.1f s\n", N, ops,
+                    (double)(util_now_us() - t_fill) / 1e6);
+            for (int i = 0; i < ops; i++) {
+                make_text(text, sizeof text, WORDS_PER_NOTE, 0);
+                int64_t t0 = util_now_us();
+                if (emb_text(emb, text, strlen(text), v)) die("embed");
+                tm[i] = util_now_us() - t0;
+            }
+            struct pct em = pcts(tm, ops);
+            for (int i = 0; i < ops; i++) {
+                make_text(text, sizeof text, WORDS_PER_NOTE, 0);
+                json_t *p = json_pack("{s:s}", "content", text);
+                int64_t t0 = util_now_us();
+                json_decref(exec(m, "add_memory", p));
+                tm[i] = util_now_us() - t0;
+                json_decref(p);
+            }
+            struct pct aem = pcts(tm, ops);
+            for (int i = 0; i < ops; i++) {
+                make_text(text, sizeof text, 3, N_STOP);
+                json_t *p = json_pack("{s:s,s:i}", "content", text, "k", 5);
+                int64_t t0 = util_now_us();
+                json_decref(exec(m, "retrieve_memory", p));
+                tm[i] = util_now_us() - t0;
+                json_decref(p);
+            }
+            struct pct hm = pcts(tm, ops);
+            printf("| embed    | %7ld | %9.1f | %9.1f |           |           |       |       |\n", N,
+                   em.p50, em.p99);
+            row("add+emb", N, aem, ab);
+            row("retr hyb", N, hm, rm);
+            free(v);
+            mem_manager_close(m);
+            o.emb = NULL;
+        }
+
         if (http) {
             /* the same retrieve end to end through a kernel */
             char cfg[600], kdir[600];
@@ -366,6 +447,8 @@ int main(int argc, char **argv)
                    hm.p50, hm.p99);
         }
     }
+    emb_close(emb);
+    free(embed_model);
     free(tm);
     free(tb);
     free(cm);
