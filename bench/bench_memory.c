@@ -23,9 +23,13 @@
  * user cache), the same store is then opened with that embedding model:
  * every prefilled note gets its vector first (not timed), then
  *
- *   embed     one emb_text() of a note's text (no baseline)
+ *   embed     one emb_text() of a note's text (20 words; no baseline)
+ *   embed q   one emb_text() of a query's text (4 words; no baseline)
+ *   eq cpu    its on-CPU time
  *   add+emb   add_memory with the vector  vs  the plain INSERT above
  *   retr hyb  hybrid retrieve_memory, k=5 vs  the BM25 retrieve_memory above
+ *   hyb cpu   its on-CPU time               vs  that of the BM25 retrieve
+ * (the hybrid retrieve embeds its query: hyb cpu - eq cpu is the ranking)
  *
  * Usage: bench_memory [--sizes 1000,10000,100000] [--ops 1000]
  *                     [--sync full|normal] [--dir DIR] [--http] [--embed [MODEL]]
@@ -386,6 +390,14 @@ int main(int argc, char **argv)
             }
             struct pct em = pcts(tm, ops);
             for (int i = 0; i < ops; i++) {
+                make_text(text, sizeof text, 3, N_STOP);
+                int64_t c0 = cpu_us(), t0 = util_now_us();
+                if (emb_text(emb, text, strlen(text), v)) die("embed");
+                tm[i] = util_now_us() - t0;
+                cm[i] = cpu_us() - c0;
+            }
+            struct pct eq = pcts(tm, ops), eqc = pcts(cm, ops);
+            for (int i = 0; i < ops; i++) {
                 make_text(text, sizeof text, WORDS_PER_NOTE, 0);
                 json_t *p = json_pack("{s:s}", "content", text);
                 int64_t t0 = util_now_us();
@@ -397,16 +409,22 @@ int main(int argc, char **argv)
             for (int i = 0; i < ops; i++) {
                 make_text(text, sizeof text, 3, N_STOP);
                 json_t *p = json_pack("{s:s,s:i}", "content", text, "k", 5);
-                int64_t t0 = util_now_us();
+                int64_t c0 = cpu_us(), t0 = util_now_us();
                 json_decref(exec(m, "retrieve_memory", p));
                 tm[i] = util_now_us() - t0;
+                cm[i] = cpu_us() - c0;
                 json_decref(p);
             }
-            struct pct hm = pcts(tm, ops);
+            struct pct hm = pcts(tm, ops), hcm = pcts(cm, ops);
             printf("| embed    | %7ld | %9.1f | %9.1f |           |           |       |       |\n", N,
                    em.p50, em.p99);
+            printf("| embed q  | %7ld | %9.1f | %9.1f |           |           |       |       |\n", N,
+                   eq.p50, eq.p99);
+            printf("| eq cpu   | %7ld | %9.1f | %9.1f |           |           |       |       |\n", N,
+                   eqc.p50, eqc.p99);
             row("add+emb", N, aem, ab);
             row("retr hyb", N, hm, rm);
+            row("hyb cpu", N, hcm, rcm);
             free(v);
             mem_manager_close(m);
             o.emb = NULL;

@@ -473,13 +473,25 @@ static int cmp_hit(const void *x, const void *y)
     return a->nid < b->nid ? -1 : a->nid > b->nid;
 }
 
+static int cmp_vcos(const void *x, const void *y)
+{
+    const struct mem_vhit *a = x, *b = y;
+    if (a->cosine != b->cosine) return a->cosine > b->cosine ? -1 : 1;
+    return a->nid < b->nid ? -1 : a->nid > b->nid;
+}
+
+static int cmp_vnid(const void *x, const void *y)
+{
+    const struct mem_vhit *a = x, *b = y;
+    return a->nid < b->nid ? -1 : a->nid > b->nid;
+}
+
 /* Hybrid retrieval (agent lock held): the best C notes by BM25 and the best
  * C by cosine with qv (C = max(4k, 32)), each candidate scored with both
- * (the exact BM25 of a vector-only candidate, the stored vector of a
- * BM25-only one), score = emb_hybrid(weight, cosine, bm25 / best bm25),
- * best k first. Notes without a vector (added before the model was
- * configured, or by a bulk load) are embedded first, up to
- * MEM_BACKFILL_MAX per call. */
+ * (the exact BM25 of a vector-only candidate, the cosine of a BM25-only
+ * one), score = emb_hybrid(weight, cosine, bm25 / best bm25), best k
+ * first. Notes without a vector (added before the model was configured, or
+ * by a bulk load) are embedded first, up to MEM_BACKFILL_MAX per call. */
 static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char *text,
                          const float *qv, int k, struct mem_hit **out, size_t *n_out)
 {
@@ -505,45 +517,48 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
     }
     json_decref(miss);
 
-    int c = k * 4 > 32 ? k * 4 : 32;
+    size_t c = (size_t)(k * 4 > 32 ? k * 4 : 32);
     struct mem_hit *bh = NULL, *all = NULL;
-    struct mem_vhit *vh = NULL;
-    size_t nb = 0, nv = 0, n = 0;
-    float *tmp = malloc((size_t)dim * sizeof *tmp);
-    if (!tmp) return AIOS_ENOMEM;
-    if ((rc = mem_store_search(m->store, a->name, text, c, &bh, &nb))) goto out;
-    if ((rc = mem_store_vec_search(m->store, a->name, qv, dim, c, &vh, &nv))) goto out;
-    all = calloc(nb + nv + 1, sizeof *all);
-    if (!all) {
+    struct mem_vhit *vh = NULL, *top = NULL;
+    int64_t *extra = NULL;
+    size_t nb = 0, nv = 0, n = 0, ne = 0;
+    if ((rc = mem_store_search(m->store, a->name, text, (int)c, &bh, &nb))) goto out;
+    if ((rc = mem_store_vec_scan(m->store, a->name, qv, dim, &vh, &nv))) goto out;
+    /* the best C by cosine; then vh by row id, for the cosines of the
+     * BM25 candidates */
+    size_t nt = nv < c ? nv : c;
+    top = malloc((nt ? nt : 1) * sizeof *top);
+    all = calloc(nb + nt + 1, sizeof *all);
+    extra = malloc((nt ? nt : 1) * sizeof *extra);
+    if (!top || !all || !extra) {
         rc = AIOS_ENOMEM;
         goto out;
     }
+    qsort(vh, nv, sizeof *vh, cmp_vcos);
+    memcpy(top, vh, nt * sizeof *top);
+    qsort(vh, nv, sizeof *vh, cmp_vnid);
     for (size_t i = 0; i < nb; i++) {
         all[n] = bh[i];
         bh[i].note = NULL;
-        all[n].cosine = 0;
-        bool found = false;
-        for (size_t j = 0; j < nv; j++) {
-            if (vh[j].nid == all[n].nid) {
-                all[n].cosine = vh[j].cosine;
-                vh[j].nid = -1; /* taken */
-                found = true;
-                break;
-            }
-        }
-        if (!found && mem_store_vec_get(m->store, a->name, all[n].note->id, tmp, dim) == 0)
-            all[n].cosine = emb_dot(qv, tmp, dim);
+        struct mem_vhit key = {.nid = all[n].nid}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vnid);
+        all[n].cosine = f ? f->cosine : 0;
         n++;
     }
-    for (size_t j = 0; j < nv; j++) {
-        if (vh[j].nid < 0) continue;
-        double bm = 0;
-        struct mem_note *note = NULL;
-        rc = mem_store_get_nid(m->store, a->name, vh[j].nid, text, &note, &bm);
-        if (rc == AIOS_ENOTFOUND) continue;
-        if (rc) goto out;
-        all[n++] = (struct mem_hit){.note = note, .bm25 = bm, .cosine = vh[j].cosine,
-                                    .nid = vh[j].nid};
+    for (size_t j = 0; j < nt; j++) {
+        bool dup = false;
+        for (size_t i = 0; i < nb && !dup; i++) dup = all[i].nid == top[j].nid;
+        if (!dup) extra[ne++] = top[j].nid;
+    }
+    if ((rc = mem_store_get_nids(m->store, a->name, extra, ne, text, all + n))) {
+        for (size_t i = 0; i < ne; i++) mem_note_free(all[n + i].note);
+        goto out;
+    }
+    for (size_t i = 0, base = n; i < ne; i++) {
+        struct mem_hit h = all[base + i];
+        if (!h.note) continue; /* gone meanwhile */
+        struct mem_vhit key = {.nid = h.nid}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vnid);
+        h.cosine = f ? f->cosine : 0;
+        all[n++] = h;
     }
     double best = 0;
     for (size_t i = 0; i < n; i++)
@@ -560,7 +575,8 @@ out:
     if (all) mem_hits_free(all, n);
     mem_hits_free(bh, nb);
     free(vh);
-    free(tmp);
+    free(top);
+    free(extra);
     return rc;
 }
 

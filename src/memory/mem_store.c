@@ -55,7 +55,8 @@ enum {
     ST_VEC_GET,
     ST_VEC_SCAN,
     ST_VEC_MISSING,
-    ST_BM25_ONE,
+    ST_BM25_SOME,
+    ST_GET_NID,
     ST__COUNT
 };
 
@@ -92,10 +93,12 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_VEC_SCAN] = "SELECT v.nid, v.vec FROM notes_vec v WHERE v.agent=?1",
     [ST_VEC_MISSING] = "SELECT n.id, n.content FROM notes n WHERE n.agent=?1 AND NOT EXISTS "
                        "(SELECT 1 FROM notes_vec v WHERE v.nid = n.nid) LIMIT ?2",
-    /* the BM25 score of one row for a query (a vector hit outside the
-     * BM25 candidates); no row when it matches none of the words */
-    [ST_BM25_ONE] = "SELECT f.rank FROM notes_fts f WHERE notes_fts MATCH ?1 "
-                    "AND f.rank MATCH 'aios_bm25()' AND f.rowid = ?2",
+    /* the BM25 scores of some rows (?2: a JSON list of row ids; vector
+     * hits outside the BM25 candidates); rows that match none of the
+     * words are absent */
+    [ST_BM25_SOME] = "SELECT f.rowid, f.rank FROM notes_fts f WHERE notes_fts MATCH ?1 "
+                     "AND f.rank MATCH 'aios_bm25()' AND f.rowid IN (SELECT value FROM json_each(?2))",
+    [ST_GET_NID] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2",
 };
 
 static const char k_schema[] =
@@ -799,52 +802,36 @@ int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, jso
     return 0;
 }
 
-static int cmp_vhit(const void *x, const void *y)
-{
-    const struct mem_vhit *a = x, *b = y;
-    if (a->cosine != b->cosine) return a->cosine > b->cosine ? -1 : 1;
-    return a->nid < b->nid ? -1 : a->nid > b->nid;
-}
-
-int mem_store_vec_search(struct mem_store *s, const char *agent, const float *q, int dim, int k,
-                         struct mem_vhit **hits, size_t *n_hits)
+int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, int dim,
+                       struct mem_vhit **hits, size_t *n_hits)
 {
     *hits = NULL;
     *n_hits = 0;
-    if (k <= 0) return 0;
-    /* keep the best k in an array, sorted at the end; replace the worst
-     * when a better one comes (k is small, a scan is linear) */
-    struct mem_vhit *h = calloc((size_t)k, sizeof *h);
-    if (!h) return AIOS_ENOMEM;
     struct mem_conn *c = conn_take(s);
-    if (!c) {
-        free(h);
-        return AIOS_EIO;
-    }
+    if (!c) return AIOS_EIO;
+    struct mem_vhit *h = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0, r;
     sqlite3_stmt *st = c->st[ST_VEC_SCAN];
     sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    size_t n = 0, worst = 0;
-    int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            struct mem_vhit *nh = realloc(h, nc * sizeof *nh);
+            if (!nh) {
+                rc = AIOS_ENOMEM;
+                break;
+            }
+            h = nh;
+            cap = nc;
+        }
         const float *v = sqlite3_column_blob(st, 1);
         double cos = 0;
         for (int i = 0; i < dim; i++) cos += (double)v[i] * (double)q[i];
-        struct mem_vhit cand = {sqlite3_column_int64(st, 0), cos};
-        if (n < (size_t)k) {
-            h[n++] = cand;
-        } else if (cmp_vhit(&cand, &h[worst]) < 0) {
-            h[worst] = cand;
-        } else {
-            continue;
-        }
-        if (n == (size_t)k) {
-            worst = 0;
-            for (size_t i = 1; i < n; i++)
-                if (cmp_vhit(&h[i], &h[worst]) > 0) worst = i;
-        }
+        h[n++] = (struct mem_vhit){sqlite3_column_int64(st, 0), cos};
     }
-    int rc = r == SQLITE_DONE ? 0 : sql_fail(c, "scan vectors");
+    if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "scan vectors");
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     conn_give(s, c);
@@ -852,47 +839,48 @@ int mem_store_vec_search(struct mem_store *s, const char *agent, const float *q,
         free(h);
         return rc;
     }
-    qsort(h, n, sizeof *h, cmp_vhit);
     *hits = h;
     *n_hits = n;
     return 0;
 }
 
-int mem_store_get_nid(struct mem_store *s, const char *agent, int64_t nid, const char *text,
-                      struct mem_note **out, double *bm25)
+int mem_store_get_nids(struct mem_store *s, const char *agent, const int64_t *nids, size_t n,
+                       const char *text, struct mem_hit *out)
 {
-    *out = NULL;
-    *bm25 = 0;
     struct mem_conn *c = conn_take(s);
     if (!c) return AIOS_EIO;
-    sqlite3_stmt *st = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(c->db, "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2", -1,
-                           &st, NULL) != SQLITE_OK) {
-        rc = sql_fail(c, "read a note");
-        goto out;
+    sqlite3_stmt *st = c->st[ST_GET_NID];
+    for (size_t i = 0; i < n && !rc; i++) {
+        out[i] = (struct mem_hit){.nid = nids[i]};
+        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, nids[i]);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW && !(out[i].note = row_note(st))) rc = AIOS_ENOMEM;
+        else if (r != SQLITE_ROW && r != SQLITE_DONE) rc = sql_fail(c, "read a note");
+        sqlite3_reset(st);
     }
-    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, nid);
-    int r = sqlite3_step(st);
-    if (r == SQLITE_ROW) {
-        if (!(*out = row_note(st))) rc = AIOS_ENOMEM;
-    } else {
-        rc = r == SQLITE_DONE ? AIOS_ENOTFOUND : sql_fail(c, "read a note");
-    }
-    if (rc) goto out;
-    char *q = text ? mem_fts_query(text) : NULL;
-    if (q && q[0]) {
-        sqlite3_stmt *b = c->st[ST_BM25_ONE];
+    sqlite3_clear_bindings(st);
+    /* their BM25 for text, in one statement (the IDFs are computed once) */
+    char *q = !rc && text ? mem_fts_query(text) : NULL;
+    json_t *ids = json_array();
+    for (size_t i = 0; i < n && ids; i++) json_array_append_new(ids, json_integer(nids[i]));
+    char *list = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
+    json_decref(ids);
+    if (q && q[0] && list) {
+        sqlite3_stmt *b = c->st[ST_BM25_SOME];
         sqlite3_bind_text(b, 1, q, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(b, 2, nid);
-        if (sqlite3_step(b) == SQLITE_ROW) *bm25 = -sqlite3_column_double(b, 0);
+        sqlite3_bind_text(b, 2, list, -1, SQLITE_STATIC);
+        while (sqlite3_step(b) == SQLITE_ROW) {
+            int64_t nid = sqlite3_column_int64(b, 0);
+            for (size_t i = 0; i < n; i++)
+                if (out[i].nid == nid) out[i].bm25 = -sqlite3_column_double(b, 1);
+        }
         sqlite3_reset(b);
         sqlite3_clear_bindings(b);
     }
     free(q);
-out:
-    sqlite3_finalize(st);
+    free(list);
     conn_give(s, c);
     return rc;
 }

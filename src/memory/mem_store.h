@@ -71,13 +71,15 @@ int mem_store_vec_set(struct mem_store *s, const char *agent, const char *const 
 int mem_store_vec_get(struct mem_store *s, const char *agent, const char *id, float *out, int dim);
 /* up to limit of the agent's notes without a vector: [[id, content], ...] */
 int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, json_t **out);
-/* The agent's k notes most similar to q (a linear scan), best first. */
-int mem_store_vec_search(struct mem_store *s, const char *agent, const float *q, int dim, int k,
-                         struct mem_vhit **hits, size_t *n_hits);
-/* The agent's note with row id nid and its BM25 score for text (0 when it
- * matches none of the words). */
-int mem_store_get_nid(struct mem_store *s, const char *agent, int64_t nid, const char *text,
-                      struct mem_note **out, double *bm25);
+/* The cosine of q with every vector of the agent (a linear scan), in no
+ * particular order. *hits malloc'd (free()). */
+int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, int dim,
+                       struct mem_vhit **hits, size_t *n_hits);
+/* out[i] = the agent's note with row id nids[i] (note NULL when it is
+ * gone) and its BM25 for text (0 when it matches none of the words);
+ * cosine and score 0. */
+int mem_store_get_nids(struct mem_store *s, const char *agent, const int64_t *nids, size_t n,
+                       const char *text, struct mem_hit *out);
 
 /* The FTS5 query used for `text`: every word quoted, joined with OR; at most
  * 32 words. Empty string when text has no word. malloc'd. */
