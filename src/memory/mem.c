@@ -68,6 +68,7 @@ struct mem_agent {
     size_t bytes;
     struct mem_lruk lruk;
     uint64_t n_hits, n_faults, n_evictions;
+    bool vec_complete; /* every note of the agent has a vector (hybrid retrieval) */
     struct mem_agent *next; /* in m->agents[] chain; immutable once linked */
 };
 
@@ -457,6 +458,7 @@ static void embed_notes(struct mem_manager *m, struct mem_agent *a, const char *
         okid[ok++] = ids[i];
     }
     if (mem_store_vec_set(m->store, a->name, okid, v, ok, dim) == 0 && ok == n) goto out;
+    a->vec_complete = false;
     LOG_WARN("memory", "agent %s: %zu of %zu vectors not stored; retried at the next retrieval",
              a->name, n - ok, n);
 out:
@@ -490,93 +492,74 @@ static int cmp_vnid(const void *x, const void *y)
  * C by cosine with qv (C = max(4k, 32)), each candidate scored with both
  * (the exact BM25 of a vector-only candidate, the cosine of a BM25-only
  * one), score = emb_hybrid(weight, cosine, bm25 / best bm25), best k
- * first. Notes without a vector (added before the model was configured, or
- * by a bulk load) are embedded first, up to MEM_BACKFILL_MAX per call. */
+ * first. Candidates are row ids and numbers; only the k winners are read.
+ * Notes without a vector (added before the model was configured, or by a
+ * bulk load) are embedded first, up to MEM_BACKFILL_MAX per call, unless
+ * the agent is known to have none missing. */
 static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char *text,
                          const float *qv, int k, struct mem_hit **out, size_t *n_out)
 {
     *out = NULL;
     *n_out = 0;
     int dim = emb_dim(m->o.emb);
-    json_t *miss = NULL;
-    int rc = mem_store_vec_missing(m->store, a->name, MEM_BACKFILL_MAX, &miss);
-    if (rc) return rc;
-    size_t nm = json_array_size(miss);
-    if (nm) {
-        const char **ids = calloc(nm, sizeof *ids);
-        char **texts = calloc(nm, sizeof *texts);
+    int rc;
+    if (!a->vec_complete) {
+        json_t *miss = NULL;
+        if ((rc = mem_store_vec_missing(m->store, a->name, MEM_BACKFILL_MAX, &miss))) return rc;
+        size_t nm = json_array_size(miss);
+        const char **ids = calloc(nm ? nm : 1, sizeof *ids);
+        char **texts = calloc(nm ? nm : 1, sizeof *texts);
         if (ids && texts) {
             for (size_t i = 0; i < nm; i++) {
                 ids[i] = json_string_value(json_array_get(json_array_get(miss, i), 0));
                 texts[i] = (char *)json_string_value(json_array_get(json_array_get(miss, i), 1));
             }
-            embed_notes(m, a, ids, texts, nm);
+            a->vec_complete = nm < MEM_BACKFILL_MAX; /* embed_notes clears it on failure */
+            if (nm) embed_notes(m, a, ids, texts, nm);
         }
         free(ids);
         free(texts);
+        json_decref(miss);
     }
-    json_decref(miss);
 
-    size_t c = (size_t)(k * 4 > 32 ? k * 4 : 32);
-    struct mem_hit *bh = NULL, *all = NULL;
-    struct mem_vhit *vh = NULL, *top = NULL;
-    int64_t *extra = NULL;
-    size_t nb = 0, nv = 0, n = 0, ne = 0;
-    if ((rc = mem_store_search(m->store, a->name, text, (int)c, &bh, &nb))) goto out;
+    size_t c = (size_t)(k * 4 > 32 ? k * 4 : 32), nb = 0, nv = 0, n = 0;
+    struct mem_hit *all = calloc(2 * c, sizeof *all);
+    struct mem_vhit *vh = NULL;
+    if (!all) return AIOS_ENOMEM;
+    if ((rc = mem_store_search_ids(m->store, a->name, text, (int)c, all, &nb))) goto out;
     if ((rc = mem_store_vec_scan(m->store, a->name, qv, dim, &vh, &nv))) goto out;
-    /* the best C by cosine; then vh by row id, for the cosines of the
-     * BM25 candidates */
-    size_t nt = nv < c ? nv : c;
-    top = malloc((nt ? nt : 1) * sizeof *top);
-    all = calloc(nb + nt + 1, sizeof *all);
-    extra = malloc((nt ? nt : 1) * sizeof *extra);
-    if (!top || !all || !extra) {
-        rc = AIOS_ENOMEM;
-        goto out;
-    }
+    /* the best C by cosine that BM25 did not bring, with BM25 0 for now */
     qsort(vh, nv, sizeof *vh, cmp_vcos);
-    memcpy(top, vh, nt * sizeof *top);
-    qsort(vh, nv, sizeof *vh, cmp_vnid);
-    for (size_t i = 0; i < nb; i++) {
-        all[n] = bh[i];
-        bh[i].note = NULL;
-        struct mem_vhit key = {.nid = all[n].nid}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vnid);
-        all[n].cosine = f ? f->cosine : 0;
-        n++;
-    }
-    for (size_t j = 0; j < nt; j++) {
+    n = nb;
+    for (size_t j = 0; j < nv && j < c; j++) {
         bool dup = false;
-        for (size_t i = 0; i < nb && !dup; i++) dup = all[i].nid == top[j].nid;
-        if (!dup) extra[ne++] = top[j].nid;
+        for (size_t i = 0; i < nb && !dup; i++) dup = all[i].nid == vh[j].nid;
+        if (!dup) all[n++] = (struct mem_hit){.nid = vh[j].nid};
     }
-    if ((rc = mem_store_get_nids(m->store, a->name, extra, ne, text, all + n))) {
-        for (size_t i = 0; i < ne; i++) mem_note_free(all[n + i].note);
-        goto out;
-    }
-    for (size_t i = 0, base = n; i < ne; i++) {
-        struct mem_hit h = all[base + i];
-        if (!h.note) continue; /* gone meanwhile */
-        struct mem_vhit key = {.nid = h.nid}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vnid);
-        h.cosine = f ? f->cosine : 0;
-        all[n++] = h;
-    }
-    double best = 0;
-    for (size_t i = 0; i < n; i++)
+    if ((rc = mem_store_bm25_of(m->store, text, all + nb, n - nb))) goto out;
+    /* every candidate's cosine, by row id */
+    qsort(vh, nv, sizeof *vh, cmp_vnid);
+    double best = 0, w = emb_weight(m->o.emb);
+    for (size_t i = 0; i < n; i++) {
+        struct mem_vhit key = {.nid = all[i].nid}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vnid);
+        all[i].cosine = f ? f->cosine : 0;
         if (all[i].bm25 > best) best = all[i].bm25;
-    double w = emb_weight(m->o.emb);
+    }
     for (size_t i = 0; i < n; i++)
         all[i].score = emb_hybrid(w, all[i].cosine, best > 0 ? all[i].bm25 / best : 0);
     qsort(all, n, sizeof *all, cmp_hit);
-    while (n > (size_t)k) mem_note_free(all[--n].note);
+    if (n > (size_t)k) n = (size_t)k;
+    if ((rc = mem_store_get_nids(m->store, a->name, all, n))) goto out;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i].note) all[kept++] = all[i]; /* a note gone meanwhile is skipped */
+    n = kept;
     *out = all;
     *n_out = n;
     all = NULL;
 out:
     if (all) mem_hits_free(all, n);
-    mem_hits_free(bh, nb);
     free(vh);
-    free(top);
-    free(extra);
     return rc;
 }
 
@@ -634,11 +617,13 @@ static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
     pthread_mutex_lock(&a->mu);
     rc = mem_store_insert(m->store, a->name, n);
     json_t *r = NULL;
-    if (!rc && vec) {
+    if (!rc && m->o.emb) {
         const char *ids[1] = {n->id};
-        if (mem_store_vec_set(m->store, a->name, ids, vec, 1, emb_dim(m->o.emb)))
-            LOG_WARN("memory", "agent %s: vector of %s not stored; the next retrieval makes it",
-                     a->name, n->id);
+        if (!vec || mem_store_vec_set(m->store, a->name, ids, vec, 1, emb_dim(m->o.emb))) {
+            a->vec_complete = false; /* the next retrieval makes it */
+            if (vec) LOG_WARN("memory", "agent %s: vector of %s not stored; the next retrieval "
+                              "makes it", a->name, n->id);
+        }
     }
     if (!rc) {
         r = resp_new(n->id);

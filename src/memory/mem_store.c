@@ -57,6 +57,7 @@ enum {
     ST_VEC_MISSING,
     ST_BM25_SOME,
     ST_GET_NID,
+    ST_SEARCH_IDS,
     ST__COUNT
 };
 
@@ -99,6 +100,10 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_BM25_SOME] = "SELECT f.rowid, f.rank FROM notes_fts f WHERE notes_fts MATCH ?1 "
                      "AND f.rank MATCH 'aios_bm25()' AND f.rowid IN (SELECT value FROM json_each(?2))",
     [ST_GET_NID] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2",
+    /* ST_SEARCH without the notes: row ids and BM25 only */
+    [ST_SEARCH_IDS] = "SELECT n.nid, f.rank FROM notes_fts f JOIN notes n ON n.nid = f.rowid "
+                      "WHERE notes_fts MATCH ?2 AND f.rank MATCH 'aios_bm25()' AND n.agent = ?1 "
+                      "ORDER BY f.rank LIMIT ?3",
 };
 
 static const char k_schema[] =
@@ -844,43 +849,88 @@ int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, i
     return 0;
 }
 
-int mem_store_get_nids(struct mem_store *s, const char *agent, const int64_t *nids, size_t n,
-                       const char *text, struct mem_hit *out)
+int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,
+                         struct mem_hit *out, size_t *n_out)
+{
+    *n_out = 0;
+    char *q = mem_fts_query(text);
+    if (!q) return AIOS_ENOMEM;
+    if (!q[0] || k <= 0) {
+        free(q);
+        return 0;
+    }
+    struct mem_conn *c = conn_take(s);
+    if (!c) {
+        free(q);
+        return AIOS_EIO;
+    }
+    sqlite3_stmt *st = c->st[ST_SEARCH_IDS];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, k);
+    size_t n = 0;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)k) {
+        out[n] = (struct mem_hit){.nid = sqlite3_column_int64(st, 0)};
+        out[n].bm25 = -sqlite3_column_double(st, 1);
+        n++;
+    }
+    int rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : sql_fail(c, "search notes");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    conn_give(s, c);
+    free(q);
+    *n_out = n;
+    return rc;
+}
+
+int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, size_t n)
+{
+    if (n == 0) return 0;
+    char *q = mem_fts_query(text);
+    json_t *ids = json_array();
+    for (size_t i = 0; i < n && ids; i++) json_array_append_new(ids, json_integer(h[i].nid));
+    char *list = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
+    json_decref(ids);
+    int rc = q && list ? 0 : AIOS_ENOMEM;
+    struct mem_conn *c = !rc && q[0] ? conn_take(s) : NULL;
+    if (c) {
+        sqlite3_stmt *b = c->st[ST_BM25_SOME];
+        sqlite3_bind_text(b, 1, q, -1, SQLITE_STATIC);
+        sqlite3_bind_text(b, 2, list, -1, SQLITE_STATIC);
+        int r;
+        while ((r = sqlite3_step(b)) == SQLITE_ROW) {
+            int64_t nid = sqlite3_column_int64(b, 0);
+            for (size_t i = 0; i < n; i++)
+                if (h[i].nid == nid) h[i].bm25 = -sqlite3_column_double(b, 1);
+        }
+        if (r != SQLITE_DONE) rc = sql_fail(c, "score notes");
+        sqlite3_reset(b);
+        sqlite3_clear_bindings(b);
+        conn_give(s, c);
+    } else if (!rc && q[0]) {
+        rc = AIOS_EIO;
+    }
+    free(q);
+    free(list);
+    return rc;
+}
+
+int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h, size_t n)
 {
     struct mem_conn *c = conn_take(s);
     if (!c) return AIOS_EIO;
     int rc = 0;
     sqlite3_stmt *st = c->st[ST_GET_NID];
     for (size_t i = 0; i < n && !rc; i++) {
-        out[i] = (struct mem_hit){.nid = nids[i]};
         sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, nids[i]);
+        sqlite3_bind_int64(st, 2, h[i].nid);
         int r = sqlite3_step(st);
-        if (r == SQLITE_ROW && !(out[i].note = row_note(st))) rc = AIOS_ENOMEM;
+        if (r == SQLITE_ROW && !(h[i].note = row_note(st))) rc = AIOS_ENOMEM;
         else if (r != SQLITE_ROW && r != SQLITE_DONE) rc = sql_fail(c, "read a note");
         sqlite3_reset(st);
     }
     sqlite3_clear_bindings(st);
-    /* their BM25 for text, in one statement (the IDFs are computed once) */
-    char *q = !rc && text ? mem_fts_query(text) : NULL;
-    json_t *ids = json_array();
-    for (size_t i = 0; i < n && ids; i++) json_array_append_new(ids, json_integer(nids[i]));
-    char *list = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
-    json_decref(ids);
-    if (q && q[0] && list) {
-        sqlite3_stmt *b = c->st[ST_BM25_SOME];
-        sqlite3_bind_text(b, 1, q, -1, SQLITE_STATIC);
-        sqlite3_bind_text(b, 2, list, -1, SQLITE_STATIC);
-        while (sqlite3_step(b) == SQLITE_ROW) {
-            int64_t nid = sqlite3_column_int64(b, 0);
-            for (size_t i = 0; i < n; i++)
-                if (out[i].nid == nid) out[i].bm25 = -sqlite3_column_double(b, 1);
-        }
-        sqlite3_reset(b);
-        sqlite3_clear_bindings(b);
-    }
-    free(q);
-    free(list);
     conn_give(s, c);
     return rc;
 }

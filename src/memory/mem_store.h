@@ -38,7 +38,10 @@ void mem_store_close(struct mem_store *s);
 /* All calls below are thread safe: each takes a connection of its own for
  * the duration of the call. They return 0 or negative AIOS_E*. */
 int mem_store_insert(struct mem_store *s, const char *agent, const struct mem_note *n);
-/* one transaction for all (bulk load; benchmarks) */
+/* one transaction for all (bulk load; benchmarks). No vectors: with an
+ * embedding model they are made by the agent's retrievals once the manager
+ * is reopened (a running manager believes an agent it has back-filled
+ * complete). */
 int mem_store_insert_many(struct mem_store *s, const char *agent, struct mem_note *const *n,
                           size_t count);
 /* AIOS_ENOTFOUND when the agent has no such note */
@@ -75,11 +78,15 @@ int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, jso
  * particular order. *hits malloc'd (free()). */
 int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, int dim,
                        struct mem_vhit **hits, size_t *n_hits);
-/* out[i] = the agent's note with row id nids[i] (note NULL when it is
- * gone) and its BM25 for text (0 when it matches none of the words);
- * cosine and score 0. */
-int mem_store_get_nids(struct mem_store *s, const char *agent, const int64_t *nids, size_t n,
-                       const char *text, struct mem_hit *out);
+/* The agent's best k notes by BM25 for text as (nid, bm25) in out[k]
+ * (notes not read), best first. */
+int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,
+                         struct mem_hit *out, size_t *n_out);
+/* h[i].bm25 = the BM25 of row h[i].nid for text (unchanged when it
+ * matches none of the words), in one statement. */
+int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, size_t n);
+/* h[i].note = the agent's note with row id h[i].nid (NULL when gone). */
+int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h, size_t n);
 
 /* The FTS5 query used for `text`: every word quoted, joined with OR; at most
  * 32 words. Empty string when text has no word. malloc'd. */
