@@ -10,8 +10,8 @@
  *    an agent with notes gets them as a system message (visible in
  *    memory_injected, prompt_tokens grows by about the estimate, within the
  *    budget); an agent without notes, or an unnamed OpenAI caller, gets none;
- *  - memory.auto_extract on /v1/chat/completions: the turn of a named agent
- *    becomes a note that retrieve_memory finds;
+ *  - memory.auto_extract on /v1/chat/completions (whole and streamed): the
+ *    turn of a named agent becomes a note that retrieve_memory finds;
  *  - a bad embedding.model path stops `aios serve` with a clear message. */
 #include "harness.h"
 
@@ -243,6 +243,28 @@ static void test_openai_extract_and_inject(void **state)
     assert_non_null(mi);
     assert_non_null(strstr(json_string_value(json_object_get(mi, "text")), "pelican"));
     json_decref(c);
+    /* a streamed chat of a named agent is extracted too */
+    struct sse_result sr;
+    memset(&sr, 0, sizeof sr);
+    const char *sb = "{\"model\":\"aios-tiny\",\"user\":\"sue\",\"stream\":true,\"max_tokens\":2,"
+                     "\"messages\":[{\"role\":\"user\",\"content\":\"Note the streamed word heron\"}]}";
+    assert_int_equal(kf_stream(g_kf, sb, &sr, 0), 0);
+    assert_int_equal(sr.status, 200);
+    assert_true(sr.done);
+    snprintf(want, sizeof want, "User: Note the streamed word heron\nAssistant: %s", sr.text ? sr.text : "");
+    sse_result_free(&sr);
+    l = NULL;
+    for (int i = 0; i < 100; i++) {
+        json_t *r = q("sue", "memory", "retrieve_memory", json_pack("{s:s}", "content", "heron"), &t);
+        l = json_object_get(r, "search_results");
+        if (json_array_size(l) > 0) break;
+        json_decref(t);
+        t = NULL;
+        usleep(50000);
+    }
+    assert_non_null(t);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "content")), want);
+    json_decref(t);
     /* an unnamed caller: neither injected nor extracted */
     oa_chat(NULL, "Remember that the anonymous word is walrus", &c);
     assert_null(json_object_get(json_object_get(c, "aios"), "memory_injected"));
