@@ -93,8 +93,9 @@ int sto_st_pick(struct sto *s, int64_t file_id, int n, int64_t t_us, char *sha, 
 /* Forget owner/path (prefix false) or every file below the directory path
  * (prefix true): versions, index, usage. *n_files = how many. */
 int sto_st_forget(struct sto *s, const char *owner, const char *path, bool prefix, int *n_files);
-int sto_st_search(struct sto *s, const char *owner, const char *match, int k, json_t **out,
-                  char *err, size_t errlen);
+/* with_id: each result also has "_id" (the file's row id; internal) */
+int sto_st_search(struct sto *s, const char *owner, const char *match, int k, bool with_id,
+                  json_t **out, char *err, size_t errlen);
 int sto_st_usage(struct sto *s, const char *owner, int64_t *bytes, int64_t *files);
 /* ---- embedding vectors of indexed contents (hybrid search) ---- */
 /* record the model; drop every vector when it differs (*reset true) */
@@ -103,12 +104,18 @@ int sto_st_vec_model(struct sto *s, const char *fingerprint, bool *reset);
 int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim);
 /* up to limit indexed files of owner without a vector: [[id, first max_bytes of text]] */
 int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_bytes, json_t **out);
-/* owner's k files most similar to q: [[id, cosine]], best first (a linear scan) */
-int sto_st_vec_search(struct sto *s, const char *owner, const float *q, int dim, int k,
-                      json_t **out);
-/* AIOS_ENOTFOUND when owner/path has no vector of this width */
-int sto_st_vec_get(struct sto *s, const char *owner, const char *path, float *out, int dim);
-/* one file as a search result (the shape sto_st_search gives), its score
- * the BM25 of match (0 when it matches none of the words) */
+/* the cosine of q with each of owner's vectors: {file id, cosine}, any order */
+struct sto_vhit {
+    int64_t id;
+    double cosine;
+};
+int sto_st_vec_scan(struct sto *s, const char *owner, const float *q, int dim,
+                    struct sto_vhit **out, size_t *n_out);
+/* bm25[i] = the BM25 of file ids[i] for match (0 when it does not match),
+ * in one statement */
+int sto_st_bm25_of(struct sto *s, const char *match, const int64_t *ids, size_t n, double *bm25);
+/* one file as a search result (the shape sto_st_search gives); with match,
+ * its score is its BM25 and its snippet FTS5's (one statement; call it
+ * for a few rows only), else score 0 and the first words as snippet */
 int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const char *match,
                       json_t **out);

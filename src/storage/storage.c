@@ -816,112 +816,138 @@ static size_t fts_terms(const char *s, const char *sep, char *q, size_t cap, siz
     return o;
 }
 
-static int cmp_score(const void *x, const void *y)
+static int cmp_vcos(const void *x, const void *y)
 {
-    double a = json_real_value(json_object_get(*(json_t *const *)x, "score"));
-    double b = json_real_value(json_object_get(*(json_t *const *)y, "score"));
-    return a > b ? -1 : a < b;
+    const struct sto_vhit *a = x, *b = y;
+    if (a->cosine != b->cosine) return a->cosine > b->cosine ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+static int cmp_vid(const void *x, const void *y)
+{
+    const struct sto_vhit *a = x, *b = y;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* a candidate: a BM25 result row (JSON, from sto_st_search) or a
+ * vector-only file (row read only if it wins) */
+struct cand {
+    json_t *row; /* borrowed from the BM25 results, or NULL */
+    int64_t id;
+    double bm25, cosine, score;
+};
+
+static int cmp_cand(const void *x, const void *y)
+{
+    const struct cand *a = x, *b = y;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
 }
 
 /* Hybrid search of owner's files: the best C by BM25 (FTS5 bm25()) and
  * the best C by cosine with the query's vector (C = max(4k, 32)); each
  * candidate scored with both parts (the exact BM25 of a vector-only one,
- * the stored vector of a BM25-only one), "score" = emb_hybrid(weight,
- * cosine, bm25 / best bm25), "bm25" and "cosine" returned too, best k
- * first. With keywords (filter) only BM25 candidates, which satisfy it,
- * are ranked. Indexed files without a vector are embedded first, up to
- * EMBED_BACKFILL_MAX per search. */
+ * in one statement; the cosine of a BM25-only one, from the same scan of
+ * owner's vectors), "score" = emb_hybrid(weight, cosine, bm25 / best bm25),
+ * "bm25" and "cosine" returned too, best k first; vector-only rows are
+ * read for the winners only. With keywords (a filter) only BM25
+ * candidates, which satisfy it, are ranked. Indexed files without a vector
+ * are embedded first, up to EMBED_BACKFILL_MAX per search. */
 static int hybrid_search(struct opctx *c, const char *owner, const char *qt, const char *match,
                          bool filtered, int k, json_t **out, char *e, size_t elen)
 {
     struct sto *s = c->s;
     struct emb *em = s->cfg.emb;
     int dim = emb_dim(em);
-    json_t *bm = NULL, *vh = NULL, *miss = NULL;
-    float *qv = malloc((size_t)dim * sizeof *qv), *tmp = malloc((size_t)dim * sizeof *tmp);
+    json_t *bm = NULL, *miss = NULL, *res = NULL;
+    struct sto_vhit *vh = NULL;
+    struct cand *cd = NULL;
+    int64_t *ids = NULL;
+    double *bms = NULL;
+    size_t nv = 0, n = 0, i;
+    float *qv = malloc((size_t)dim * sizeof *qv);
     int rc = 0;
     *out = NULL;
-    if (!qv || !tmp) {
-        rc = AIOS_ENOMEM;
-        snprintf(e, elen, "out of memory");
-        goto out;
-    }
+    if (!qv) goto oom;
     if ((rc = emb_text(em, qt, strlen(qt), qv))) {
         snprintf(e, elen, "the embedding model failed on the query; see the kernel log");
         goto out;
     }
     if (sto_st_vec_missing(s, owner, EMBED_BACKFILL_MAX, EMBED_TEXT_MAX, &miss) == 0) {
-        size_t i;
         json_t *r;
         json_array_foreach(miss, i, r) {
             const char *t = json_string_value(json_array_get(r, 1));
             embed_file(s, owner, json_integer_value(json_array_get(r, 0)), t, strlen(t));
         }
     }
-    int cand = k * 4 > 32 ? k * 4 : 32;
-    if ((rc = sto_st_search(s, owner, match, cand, &bm, e, elen))) goto out;
-    if (!filtered && (rc = sto_st_vec_search(s, owner, qv, dim, cand, &vh))) {
+    size_t cn = (size_t)(k * 4 > 32 ? k * 4 : 32);
+    if ((rc = sto_st_search(s, owner, match, (int)cn, true, &bm, e, elen))) goto out;
+    if ((rc = sto_st_vec_scan(s, owner, qv, dim, &vh, &nv))) {
         snprintf(e, elen, "storage database: vector search failed");
         goto out;
     }
-    /* the BM25 candidates with their cosines */
-    size_t i;
+    size_t nb = json_array_size(bm), nt = filtered ? 0 : (nv < cn ? nv : cn);
+    cd = calloc(nb + nt + 1, sizeof *cd);
+    ids = calloc(nt + 1, sizeof *ids);
+    bms = calloc(nt + 1, sizeof *bms);
+    res = json_array();
+    if (!cd || !ids || !bms || !res) goto oom;
     json_t *r;
     json_array_foreach(bm, i, r) {
-        const char *path = json_string_value(json_object_get(r, "file_path"));
-        double cos = 0;
-        if (sto_st_vec_get(s, owner, path, tmp, dim) == 0) cos = emb_dot(qv, tmp, dim);
-        json_object_set(r, "bm25", json_object_get(r, "score"));
-        json_object_set_new(r, "cosine", json_real(cos));
+        cd[n].row = r;
+        cd[n].id = json_integer_value(json_object_get(r, "_id"));
+        cd[n].bm25 = json_real_value(json_object_get(r, "score"));
+        n++;
     }
-    /* the vector candidates not among them */
-    json_array_foreach(vh, i, r) {
-        json_t *row = NULL;
-        if (sto_st_search_row(s, owner, json_integer_value(json_array_get(r, 0)), match, &row))
-            continue;
-        const char *path = json_string_value(json_object_get(row, "file_path"));
+    /* the best C by cosine that BM25 did not bring, and their BM25 */
+    qsort(vh, nv, sizeof *vh, cmp_vcos);
+    size_t ne = 0;
+    for (size_t j = 0; j < nt; j++) {
         bool dup = false;
-        size_t j;
-        json_t *b;
-        json_array_foreach(bm, j, b)
-            if (!strcmp(json_string_value(json_object_get(b, "file_path")), path)) dup = true;
-        if (dup) {
-            json_decref(row);
-            continue;
-        }
-        json_object_set(row, "bm25", json_object_get(row, "score"));
-        json_object_set(row, "cosine", json_array_get(r, 1));
-        json_array_append_new(bm, row);
+        for (size_t x = 0; x < nb && !dup; x++) dup = cd[x].id == vh[j].id;
+        if (!dup) ids[ne++] = vh[j].id;
     }
-    double best = 0, w = emb_weight(em);
-    json_array_foreach(bm, i, r)
-        if (json_real_value(json_object_get(r, "bm25")) > best) best = json_real_value(json_object_get(r, "bm25"));
-    json_array_foreach(bm, i, r) {
-        double b = json_real_value(json_object_get(r, "bm25"));
-        json_object_set_new(r, "score", json_real(emb_hybrid(w, json_real_value(json_object_get(r, "cosine")),
-                                                             best > 0 ? b / best : 0)));
-    }
-    size_t n = json_array_size(bm);
-    json_t **v = calloc(n ? n : 1, sizeof *v);
-    json_t *sorted = json_array();
-    if (!v || !sorted) {
-        free(v);
-        json_decref(sorted);
-        rc = AIOS_ENOMEM;
-        snprintf(e, elen, "out of memory");
+    if ((rc = sto_st_bm25_of(s, match, ids, ne, bms))) {
+        snprintf(e, elen, "storage database: search failed");
         goto out;
     }
-    for (i = 0; i < n; i++) v[i] = json_array_get(bm, i);
-    qsort(v, n, sizeof *v, cmp_score);
-    for (i = 0; i < n && i < (size_t)k; i++) json_array_append(sorted, v[i]);
-    free(v);
-    *out = sorted;
+    for (size_t j = 0; j < ne; j++) cd[n++] = (struct cand){.id = ids[j], .bm25 = bms[j]};
+    /* every candidate's cosine; the mix */
+    qsort(vh, nv, sizeof *vh, cmp_vid);
+    double best = 0, w = emb_weight(em);
+    for (i = 0; i < n; i++) {
+        struct sto_vhit key = {.id = cd[i].id}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vid);
+        cd[i].cosine = f ? f->cosine : 0;
+        if (cd[i].bm25 > best) best = cd[i].bm25;
+    }
+    for (i = 0; i < n; i++)
+        cd[i].score = emb_hybrid(w, cd[i].cosine, best > 0 ? cd[i].bm25 / best : 0);
+    qsort(cd, n, sizeof *cd, cmp_cand);
+    for (i = 0; i < n && json_array_size(res) < (size_t)k; i++) {
+        json_t *row = cd[i].row ? json_incref(cd[i].row) : NULL;
+        if (!row && sto_st_search_row(s, owner, cd[i].id, cd[i].bm25 > 0 ? match : NULL, &row))
+            continue; /* gone meanwhile */
+        json_object_del(row, "_id");
+        json_object_set_new(row, "bm25", json_real(cd[i].bm25));
+        json_object_set_new(row, "cosine", json_real(cd[i].cosine));
+        json_object_set_new(row, "score", json_real(cd[i].score));
+        json_array_append_new(res, row);
+    }
+    *out = res;
+    res = NULL;
+    goto out;
+oom:
+    rc = AIOS_ENOMEM;
+    snprintf(e, elen, "out of memory");
 out:
+    json_decref(res);
     json_decref(bm);
-    json_decref(vh);
     json_decref(miss);
+    free(vh);
+    free(cd);
+    free(ids);
+    free(bms);
     free(qv);
-    free(tmp);
     return rc;
 }
 
@@ -967,7 +993,7 @@ static int op_retrieve(struct opctx *c, json_t **out)
                            foreign ? (int)k * 5 + 20 : (int)k, &res, e, sizeof e);
     } else {
         rc = sto_st_search(c->s, foreign ? owner : c->agent, match,
-                           foreign ? (int)k * 5 + 20 : (int)k, &res, e, sizeof e);
+                           foreign ? (int)k * 5 + 20 : (int)k, false, &res, e, sizeof e);
     }
     if (rc) return fail(c, rc == AIOS_EENGINE ? 503 : 500, rc, "%s", e);
     if (foreign) {

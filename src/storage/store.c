@@ -559,8 +559,8 @@ fail:
     return AIOS_EIO;
 }
 
-int sto_st_search(struct sto *s, const char *owner, const char *match, int k, json_t **out,
-                  char *err, size_t errlen)
+int sto_st_search(struct sto *s, const char *owner, const char *match, int k, bool with_id,
+                  json_t **out, char *err, size_t errlen)
 {
     *out = NULL;
     sqlite3 *db = sto_db(s);
@@ -568,7 +568,7 @@ int sto_st_search(struct sto *s, const char *owner, const char *match, int k, js
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db,
                            "SELECT f.path, f.size, f.t_modified_us, bm25(fts),"
-                           " snippet(fts, 0, '[', ']', '...', 16), substr(fts.body, 1, 2000)"
+                           " snippet(fts, 0, '[', ']', '...', 16), substr(fts.body, 1, 2000), f.id"
                            " FROM fts JOIN files f ON f.id = fts.rowid"
                            " WHERE fts MATCH ? AND fts.owner = ? ORDER BY bm25(fts) LIMIT ?",
                            -1, &st, NULL) != SQLITE_OK)
@@ -591,6 +591,9 @@ int sto_st_search(struct sto *s, const char *owner, const char *match, int k, js
                            (const char *)sqlite3_column_text(st, 5), "metadata", "file_path",
                            path, "file_name", base ? base + 1 : path, "last_modified",
                            iso_time(sqlite3_column_int64(st, 2))));
+        if (with_id)
+            json_object_set_new(json_array_get(arr, json_array_size(arr) - 1), "_id",
+                                json_integer(sqlite3_column_int64(st, 6)));
     }
     if (rc != SQLITE_DONE) {
         sto_sql_err(db, "search", err, errlen);
@@ -665,62 +668,69 @@ int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_b
     return 0;
 }
 
-int sto_st_vec_search(struct sto *s, const char *owner, const float *q, int dim, int k,
-                      json_t **out)
+int sto_st_vec_scan(struct sto *s, const char *owner, const float *q, int dim,
+                    struct sto_vhit **out, size_t *n_out)
 {
     *out = NULL;
+    *n_out = 0;
     sqlite3 *db = sto_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT rowid, vec FROM fts_vec WHERE owner = ?", "t", owner);
     if (!st) return AIOS_EIO;
-    /* [[id, cosine], ...]: all of the owner's, sorted below, cut to k */
-    json_t *arr = json_array();
-    int r;
+    struct sto_vhit *h = NULL;
+    size_t n = 0, cap = 0;
+    int r, rc = 0;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            struct sto_vhit *nh = realloc(h, nc * sizeof *nh);
+            if (!nh) {
+                rc = AIOS_ENOMEM;
+                break;
+            }
+            h = nh;
+            cap = nc;
+        }
         const float *v = sqlite3_column_blob(st, 1);
         double cos = 0;
         for (int i = 0; i < dim; i++) cos += (double)v[i] * (double)q[i];
-        json_array_append_new(arr, json_pack("[I,f]", (json_int_t)sqlite3_column_int64(st, 0), cos));
+        h[n++] = (struct sto_vhit){sqlite3_column_int64(st, 0), cos};
     }
     sqlite3_finalize(st);
-    if (r != SQLITE_DONE) {
-        json_decref(arr);
-        return AIOS_EIO;
+    if (!rc && r != SQLITE_DONE) rc = AIOS_EIO;
+    if (rc) {
+        free(h);
+        return rc;
     }
-    size_t n = json_array_size(arr);
-    /* selection of the best k (k is small) */
-    for (size_t i = 0; i < n && i < (size_t)k; i++) {
-        size_t b = i;
-        for (size_t j = i + 1; j < n; j++)
-            if (json_real_value(json_array_get(json_array_get(arr, j), 1)) >
-                json_real_value(json_array_get(json_array_get(arr, b), 1)))
-                b = j;
-        if (b != i) {
-            json_t *x = json_incref(json_array_get(arr, i));
-            json_array_set(arr, i, json_array_get(arr, b));
-            json_array_set_new(arr, b, x);
-        }
-    }
-    while (json_array_size(arr) > (size_t)k) json_array_remove(arr, json_array_size(arr) - 1);
-    *out = arr;
+    *out = h;
+    *n_out = n;
     return 0;
 }
 
-int sto_st_vec_get(struct sto *s, const char *owner, const char *path, float *out, int dim)
+int sto_st_bm25_of(struct sto *s, const char *match, const int64_t *ids, size_t n, double *bm25)
 {
+    for (size_t i = 0; i < n; i++) bm25[i] = 0;
+    if (n == 0 || !match || !match[0]) return 0;
     sqlite3 *db = sto_db(s);
     if (!db) return AIOS_EIO;
-    sqlite3_stmt *st = prep(db, "SELECT v.vec FROM fts_vec v JOIN files f ON f.id = v.rowid"
-                            " WHERE f.owner = ? AND f.path = ?", "tt", owner, path);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n && arr; i++) json_array_append_new(arr, json_integer(ids[i]));
+    char *list = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    if (!list) return AIOS_ENOMEM;
+    sqlite3_stmt *st = prep(db, "SELECT rowid, bm25(fts) FROM fts WHERE fts MATCH ?"
+                            " AND rowid IN (SELECT value FROM json_each(?))", "tt", match, list);
+    free(list);
     if (!st) return AIOS_EIO;
-    int rc = AIOS_ENOTFOUND;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == dim * (int)sizeof *out) {
-        memcpy(out, sqlite3_column_blob(st, 0), (size_t)dim * sizeof *out);
-        rc = 0;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] == id) bm25[i] = -sqlite3_column_double(st, 1);
     }
     sqlite3_finalize(st);
-    return rc;
+    return r == SQLITE_DONE ? 0 : AIOS_EIO;
 }
 
 int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const char *match,
@@ -747,10 +757,13 @@ int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const c
     snprintf(snip, sizeof snip, "%.*s%s", (int)sn, body, sn < strlen(body) ? "..." : "");
     double bm = 0;
     sqlite3_stmt *b = match && match[0]
-                          ? prep(db, "SELECT bm25(fts) FROM fts WHERE fts MATCH ? AND rowid = ?",
-                                 "ti", match, file_id)
+                          ? prep(db, "SELECT bm25(fts), snippet(fts, 0, '[', ']', '...', 16) FROM fts"
+                                 " WHERE fts MATCH ? AND rowid = ?", "ti", match, file_id)
                           : NULL;
-    if (b && sqlite3_step(b) == SQLITE_ROW) bm = -sqlite3_column_double(b, 0);
+    if (b && sqlite3_step(b) == SQLITE_ROW) {
+        bm = -sqlite3_column_double(b, 0);
+        snprintf(snip, sizeof snip, "%s", (const char *)sqlite3_column_text(b, 1));
+    }
     sqlite3_finalize(b);
     *out = json_pack("{s:s,s:s,s:I,s:o,s:f,s:s,s:s,s:{s:s,s:s,s:o}}", "file_path", path,
                      "file_name", base ? base + 1 : path, "size",
