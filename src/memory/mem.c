@@ -497,13 +497,14 @@ static int cmp_vnid(const void *x, const void *y)
  * bulk load) are embedded first, up to MEM_BACKFILL_MAX per call, unless
  * the agent is known to have none missing. */
 static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char *text,
-                         const float *qv, int k, struct mem_hit **out, size_t *n_out)
+                         const float *qv, int k, bool backfill, struct mem_hit **out,
+                         size_t *n_out)
 {
     *out = NULL;
     *n_out = 0;
     int dim = emb_dim(m->o.emb);
     int rc;
-    if (!a->vec_complete) {
+    if (!a->vec_complete && backfill) {
         json_t *miss = NULL;
         if ((rc = mem_store_vec_missing(m->store, a->name, MEM_BACKFILL_MAX, &miss))) return rc;
         size_t nm = json_array_size(miss);
@@ -762,7 +763,10 @@ static int op_retrieve(struct mem_manager *m, struct mem_agent *a, json_t *param
         }
     }
     pthread_mutex_lock(&a->mu);
-    int rc = qv ? hybrid_search(m, a, json_string_value(q), qv, (int)k, &hits, &n_hits)
+    /* "_backfill": false (memory.auto_inject, on an HTTP thread): rank
+     * what has vectors, embed nothing else now */
+    bool backfill = !json_is_false(json_object_get(params, "_backfill"));
+    int rc = qv ? hybrid_search(m, a, json_string_value(q), qv, (int)k, backfill, &hits, &n_hits)
                 : mem_store_search(m->store, a->name, json_string_value(q), (int)k, &hits, &n_hits);
     if (rc) goto out;
     if (!raw && n_hits) {

@@ -121,7 +121,9 @@ int mem_auto_inject(struct kernel *k, const char *agent, struct llm_req *req)
         }
     }
     if (!user || !*user) return 0;
-    json_t *params = json_pack("{s:s,s:i}", "content", user, "k", o->inject_k), *resp = NULL;
+    /* no back-fill of missing vectors on this (HTTP) thread */
+    json_t *params = json_pack("{s:s,s:i,s:b}", "content", user, "k", o->inject_k, "_backfill", 0),
+           *resp = NULL;
     if (!params) return AIOS_ENOMEM;
     int status = 0;
     char err[256] = "";

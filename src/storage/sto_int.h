@@ -100,8 +100,10 @@ int sto_st_usage(struct sto *s, const char *owner, int64_t *bytes, int64_t *file
 /* ---- embedding vectors of indexed contents (hybrid search) ---- */
 /* record the model; drop every vector when it differs (*reset true) */
 int sto_st_vec_model(struct sto *s, const char *fingerprint, bool *reset);
-/* the vector of file_id's current indexed text (kept only if it is still indexed) */
-int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim);
+/* v = the vector of text[0..n), the start of file_id's indexed text; kept
+ * only if the file's current indexed text still starts with it */
+int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim,
+                   const char *text, size_t n);
 /* up to limit indexed files of owner without a vector: [[id, first max_bytes of text]] */
 int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_bytes, json_t **out);
 /* the cosine of q with each of owner's vectors: {file id, cosine}, any order */

@@ -305,7 +305,7 @@ static void embed_file(struct sto *s, const char *owner, int64_t file_id, const 
     float *v = malloc((size_t)dim * sizeof *v);
     size_t n = n_index < EMBED_TEXT_MAX ? n_index : EMBED_TEXT_MAX;
     while (n > 0 && n < n_index && ((unsigned char)data[n] & 0xc0) == 0x80) n--;
-    if (!v || emb_text(s->cfg.emb, data, n, v) || sto_st_vec_set(s, file_id, owner, v, dim))
+    if (!v || emb_text(s->cfg.emb, data, n, v) || sto_st_vec_set(s, file_id, owner, v, dim, data, n))
         LOG_WARN("storage", "%s: no vector for file %lld yet; the next search makes it", owner,
                  (long long)file_id);
     free(v);

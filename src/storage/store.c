@@ -632,15 +632,26 @@ int sto_st_vec_model(struct sto *s, const char *fingerprint, bool *reset)
     return 0;
 }
 
-int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim)
+int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim,
+                   const char *text, size_t n)
 {
     sqlite3 *db = sto_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-    /* only while the file's index row exists (a newer write or a delete
-     * since the text was read drops it) */
-    int rc = EXEC(db, "INSERT OR REPLACE INTO fts_vec(rowid, owner, vec) SELECT rowid, ?, ? FROM fts"
-                  " WHERE rowid = ?", "tbi", owner, (const void *)v, (size_t)dim * sizeof *v, file_id);
+    /* only while the file's indexed text still starts with the text that
+     * was embedded: a search's back-fill runs without the owner's stripe,
+     * and a write may have replaced (or a delete dropped) the file since
+     * it read the text */
+    sqlite3_stmt *st = prep(db, "INSERT OR REPLACE INTO fts_vec(rowid, owner, vec) SELECT rowid, ?, ?"
+                            " FROM fts WHERE rowid = ? AND substr(body, 1, length(?4)) = ?4",
+                            "tbi", owner, (const void *)v, (size_t)dim * sizeof *v, file_id);
+    int rc = AIOS_EIO;
+    if (st) {
+        sqlite3_bind_text64(st, 4, text, n, SQLITE_STATIC, SQLITE_UTF8);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AIOS_EIO;
+        if (rc) LOG_ERROR("storage", "store a vector: %s", sqlite3_errmsg(db));
+        sqlite3_finalize(st);
+    }
     sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     return rc;
 }
