@@ -530,7 +530,7 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
     if ((rc = mem_store_search_ids(m->store, a->name, text, (int)c, all, &nb))) goto out;
     if ((rc = mem_store_vec_scan(m->store, a->name, qv, dim, &vh, &nv))) goto out;
     /* the best C by cosine that BM25 did not bring, with BM25 0 for now */
-    qsort(vh, nv, sizeof *vh, cmp_vcos);
+    if (nv) qsort(vh, nv, sizeof *vh, cmp_vcos);
     n = nb;
     for (size_t j = 0; j < nv && j < c; j++) {
         bool dup = false;
@@ -539,16 +539,17 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
     }
     if ((rc = mem_store_bm25_of(m->store, text, all + nb, n - nb))) goto out;
     /* every candidate's cosine, by row id */
-    qsort(vh, nv, sizeof *vh, cmp_vnid);
+    if (nv) qsort(vh, nv, sizeof *vh, cmp_vnid);
     double best = 0, w = emb_weight(m->o.emb);
     for (size_t i = 0; i < n; i++) {
-        struct mem_vhit key = {.nid = all[i].nid}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vnid);
+        struct mem_vhit key = {.nid = all[i].nid};
+        struct mem_vhit *f = nv ? bsearch(&key, vh, nv, sizeof *vh, cmp_vnid) : NULL;
         all[i].cosine = f ? f->cosine : 0;
         if (all[i].bm25 > best) best = all[i].bm25;
     }
     for (size_t i = 0; i < n; i++)
         all[i].score = emb_hybrid(w, all[i].cosine, best > 0 ? all[i].bm25 / best : 0);
-    qsort(all, n, sizeof *all, cmp_hit);
+    if (n) qsort(all, n, sizeof *all, cmp_hit);
     if (n > (size_t)k) n = (size_t)k;
     if ((rc = mem_store_get_nids(m->store, a->name, all, n))) goto out;
     size_t kept = 0;

@@ -900,7 +900,7 @@ static int hybrid_search(struct opctx *c, const char *owner, const char *qt, con
         n++;
     }
     /* the best C by cosine that BM25 did not bring, and their BM25 */
-    qsort(vh, nv, sizeof *vh, cmp_vcos);
+    if (nv) qsort(vh, nv, sizeof *vh, cmp_vcos);
     size_t ne = 0;
     for (size_t j = 0; j < nt; j++) {
         bool dup = false;
@@ -913,16 +913,17 @@ static int hybrid_search(struct opctx *c, const char *owner, const char *qt, con
     }
     for (size_t j = 0; j < ne; j++) cd[n++] = (struct cand){.id = ids[j], .bm25 = bms[j]};
     /* every candidate's cosine; the mix */
-    qsort(vh, nv, sizeof *vh, cmp_vid);
+    if (nv) qsort(vh, nv, sizeof *vh, cmp_vid);
     double best = 0, w = emb_weight(em);
     for (i = 0; i < n; i++) {
-        struct sto_vhit key = {.id = cd[i].id}, *f = bsearch(&key, vh, nv, sizeof *vh, cmp_vid);
+        struct sto_vhit key = {.id = cd[i].id};
+        struct sto_vhit *f = nv ? bsearch(&key, vh, nv, sizeof *vh, cmp_vid) : NULL;
         cd[i].cosine = f ? f->cosine : 0;
         if (cd[i].bm25 > best) best = cd[i].bm25;
     }
     for (i = 0; i < n; i++)
         cd[i].score = emb_hybrid(w, cd[i].cosine, best > 0 ? cd[i].bm25 / best : 0);
-    qsort(cd, n, sizeof *cd, cmp_cand);
+    if (n) qsort(cd, n, sizeof *cd, cmp_cand);
     for (i = 0; i < n && json_array_size(res) < (size_t)k; i++) {
         json_t *row = cd[i].row ? json_incref(cd[i].row) : NULL;
         if (!row && sto_st_search_row(s, owner, cd[i].id, cd[i].bm25 > 0 ? match : NULL, &row))
