@@ -109,7 +109,7 @@ struct llama_engine {
     int kv_size, n_parallel, n_slots, n_batch, prefill_chunk, n_threads;
     int prefix_share_min, debug_preempt_every;
     int urgent_prio, urgent_tokens, urgent_chunk; /* the latency lane */
-    int n_ubatch, pad_seq; /* batch invariance: see step() */
+    int n_ubatch, pad_seq; /* pad_seq >= 0: pad one-row micro-batches (step()) */
     int32_t pad_tok;
     int64_t t_urgent_us;                          /* last urgent admission */
     bool retain, batch_invariant;
@@ -951,14 +951,12 @@ static void step(struct llama_engine *e)
             seq_feed(e, s, n);
         }
     if (b->n_tokens == 0) return;
-    /* ggml's CPU flash attention takes a KV-split path (other rounding)
-     * for a micro-batch of exactly one query row once the cache spans 512
-     * cells or more: a sequence decoding alone would then get other logits
-     * than in a batch. A padding token of a reserved sequence (its own
-     * cell, no logits, removed right after) keeps every micro-batch at two
-     * rows or more. */
+    /* F16 cache (head size not a multiple of 32, see llm_llama_create):
+     * a padding token of a reserved sequence (its own cell, no logits,
+     * removed right after) keeps every micro-batch at two rows or more,
+     * away from ggml's one-row KV-split path */
     bool padded = false;
-    if (e->batch_invariant && b->n_tokens % e->n_ubatch == 1) {
+    if (e->pad_seq >= 0 && b->n_tokens % e->n_ubatch == 1) {
         batch_add(b, e->pad_tok, 0, e->pad_seq, false);
         padded = true;
     }
@@ -1286,7 +1284,7 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
         return AIOS_ECONFIG;
     }
     if (k->n_parallel + URGENT_EXTRA + k->retain_max > ENGINE_MAX_SEQ - 1)
-        k->retain_max = ENGINE_MAX_SEQ - 1 - URGENT_EXTRA - k->n_parallel;
+        k->retain_max = ENGINE_MAX_SEQ - 1 - URGENT_EXTRA - k->n_parallel; /* 1: padding */
     if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 4;
     if (k->kv_size < n_ctx) {
         snprintf(err, errlen, "llms.models[%zu].kv_size: %lld is smaller than n_ctx (%d); one "
@@ -1369,10 +1367,22 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
      * batch. Below that every query row is computed on its own, over its
      * own cells only (masked cells are skipped). */
     cp.n_ubatch = (uint32_t)(e->batch_invariant && e->n_batch > 63 ? 63 : e->n_batch);
-    e->pad_seq = e->n_slots; /* one more id: the padding sequence */
-    cp.n_seq_max = (uint32_t)e->n_slots + 1;
     cp.kv_unified = true;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    /* ggml's CPU flash attention also takes a KV-split path (other
+     * rounding) for a micro-batch of exactly one query row once the cache
+     * spans 512 cells: a sequence decoding alone would get other logits
+     * than in a batch. Both the split and the tiled path exist only for
+     * F16/F32 caches; a Q8_0 cache always takes the row-by-row path (and
+     * halves the KV bytes: more agents resident, cheaper snapshots). */
+    int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
+    int64_t head_dim = n_head > 0 ? (int64_t)llama_model_n_embd(e->model) / n_head : 0;
+    e->pad_seq = -1;
+    if (e->batch_invariant && head_dim % ggml_blck_size(GGML_TYPE_Q8_0) == 0)
+        cp.type_k = cp.type_v = GGML_TYPE_Q8_0;
+    else if (e->batch_invariant)
+        e->pad_seq = e->n_slots; /* F16 cache: pad instead, on one more id */
+    cp.n_seq_max = (uint32_t)e->n_slots + (e->pad_seq >= 0);
     cp.n_threads = e->n_threads;
     cp.n_threads_batch = e->n_threads;
     cp.no_perf = true;
@@ -1384,14 +1394,14 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     }
     e->kv_size = (int)llama_n_ctx(e->ctx);
     {
-        /* F16 K and V per layer: the context's default cache types */
-        int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
-        int64_t kv_dim = n_head > 0 ? (int64_t)llama_model_n_embd(e->model) / n_head * n_head_kv : 0;
-        e->cell_bytes = (int64_t)llama_model_n_layer(e->model) * 2 * kv_dim * 2;
+        /* K and V rows of every layer, in the cache's type */
+        int64_t kv_dim = head_dim * n_head_kv;
+        e->cell_bytes = (int64_t)llama_model_n_layer(e->model) * 2 *
+                        (int64_t)ggml_row_size(cp.type_k, kv_dim);
     }
     e->n_ubatch = (int)cp.n_ubatch;
     e->pad_tok = llama_vocab_bos(e->vocab) >= 0 ? llama_vocab_bos(e->vocab) : 0;
-    e->batch = llama_batch_init(e->n_batch + 1, 0, 1); /* + the padding token */
+    e->batch = llama_batch_init(e->n_batch + 1, 0, 1); /* + a padding token */
     e->st.n_parallel = e->n_parallel;
     e->st.kv_size = e->kv_size;
     e->st.n_ctx = e->n_ctx;
