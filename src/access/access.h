@@ -31,6 +31,20 @@ void acc_stop(struct kernel *k);
  * (401/403) and *sent holds MHD's result. */
 bool acc_gate(struct api_req *r, enum MHD_Result *sent);
 
+/* Run by http.c before it queues a syscall for a request (after the
+ * gate). LLM calls: the token budget of the agent's group (budget.c), 429
+ * when it would be exceeded. Storage calls that would lose data for good:
+ * parked until the operator decides (approve.c). Returns 0: queue it; 1:
+ * parked (do not queue; it is queued or failed later, the waiter is woken
+ * as usual); -1: refused, the answer is sent and *sent holds MHD's result. */
+struct syscall;
+int acc_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent);
+/* the call could not be queued after all: give back its budget reservation */
+void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc);
+/* token budget usage rows [{agent, model, group, used, reserved, limit,
+ * remaining, window_s, resets_at, used_total, calls, denied}]; agent NULL: all */
+json_t *acc_budgets_json(struct acc_mgr *m, const char *agent);
+
 /* ---- audit log (audit.c) ---- */
 struct acc_audit_row {
     const char *agent;    /* acting agent, or "admin" / "-" */
@@ -59,6 +73,7 @@ enum MHD_Result acc_route_approvals(struct api_req *r);       /* GET /access/app
 enum MHD_Result acc_route_approve(struct api_req *r);  /* POST /access/approvals/{id}/approve */
 enum MHD_Result acc_route_deny(struct api_req *r);     /* POST /access/approvals/{id}/deny */
 enum MHD_Result acc_route_core_approval(struct api_req *r); /* POST /core/approvals/{id} */
+enum MHD_Result acc_route_budgets(struct api_req *r);  /* GET /access/budgets */
 
 /* for the routes: */
 int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, size_t toklen,

@@ -1051,6 +1051,52 @@ static int op_mount(struct opctx *c, json_t **out)
     return 0;
 }
 
+/* Would this operation lose data for good (a delete: every version goes;
+ * a write over an existing file when max_versions is 1: the old content is
+ * not kept)? Read-only: resolves the path and owner as the operation will
+ * and looks at the disk. Operations that will fail anyway (bad path, no
+ * such file, no share) need no approval: they answer as they would. */
+int sto_needs_approval(struct sto *s, const char *agent, const char *op, json_t *params,
+                       bool deletes, bool overwrites, char *what, size_t whatlen)
+{
+    if (!s || !agent || !op || !json_is_object(params)) return 0;
+    bool del_file = !strcmp(op, "delete_file") || !strcmp(op, "remove_file");
+    bool del_dir = !strcmp(op, "delete_dir") || !strcmp(op, "remove_dir");
+    bool write = !strcmp(op, "write") || !strcmp(op, "write_file");
+    if (!((deletes && (del_file || del_dir)) || (overwrites && write && s->cfg.max_versions == 1)))
+        return 0;
+    char err[512], norm[STO_PATH_MAX + 1], e[512];
+    struct opctx c = {.s = s, .agent = agent, .params = params, .http = 500, .err = err,
+                      .errlen = sizeof err};
+    const char *owner, *leaf;
+    if (get_path(&c, del_dir ? DIR_KEYS : FILE_KEYS, false, true, norm, sizeof norm) ||
+        get_owner(&c, norm, STO_MODE_RW, &owner, norm))
+        return 0;
+    int rootfd = -1, dirfd = -1, need = 0;
+    if (sto_root_open(s, owner, false, &rootfd, e, sizeof e) == 0 &&
+        sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e) == 0) {
+        enum sto_kind k = sto_leaf_kind(dirfd, leaf, NULL);
+        const char *of = strcmp(owner, agent) ? owner : NULL;
+        if (del_dir && k == STO_KIND_DIR) {
+            need = 1;
+            snprintf(what, whatlen, "delete the directory '%s'%s%s%s with everything in it and "
+                     "all versions", norm, of ? " of agent '" : "", of ? of : "", of ? "'" : "");
+        } else if (del_file && k == STO_KIND_FILE) {
+            need = 1;
+            snprintf(what, whatlen, "delete the file '%s'%s%s%s and all its versions", norm,
+                     of ? " of agent '" : "", of ? of : "", of ? "'" : "");
+        } else if (write && k == STO_KIND_FILE) {
+            need = 1;
+            snprintf(what, whatlen, "overwrite the file '%s'%s%s%s without keeping its current "
+                     "content (storage.max_versions is 1)", norm, of ? " of agent '" : "",
+                     of ? of : "", of ? "'" : "");
+        }
+    }
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    return need;
+}
+
 int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,
              int *http_status, char *err, size_t errlen)
 {

@@ -56,6 +56,15 @@ void sto_close(struct sto *s);
 int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,
              int *http_status, char *err, size_t errlen);
 
+/* 1 when op on params by agent would lose data for good and so needs the
+ * operator's approval: a delete (when `deletes`) of something that exists,
+ * or (when `overwrites`) a write over an existing file while
+ * storage.max_versions is 1; *what then says it for people. 0 otherwise,
+ * also for calls that will fail anyway (bad path, missing file, no share).
+ * Read-only, callable from any thread. */
+int sto_needs_approval(struct sto *s, const char *agent, const char *op, json_t *params,
+                       bool deletes, bool overwrites, char *what, size_t whatlen);
+
 /* ---- share grants, for the access manager ----
  * A grant lets `grantee` use `owner`'s path (a file or a directory and
  * everything below it) read-only ("r") or read-write ("rw") until
