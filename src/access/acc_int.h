@@ -86,7 +86,8 @@ void acc_approvals_stop(struct acc_mgr *m);
 int acc_ns_config(json_t *group, const char *gname, char *err, size_t errlen);
 int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_ns_free(struct acc_mgr *m);
-/* storage's policy hook: may agent use owner's files (write: for writing)? */
-bool acc_ns_storage_allows(void *ud, const char *agent, const char *owner, bool write);
+/* storage's policy hook (sto_ns_policy_fn) */
+int acc_ns_storage_policy(void *ud, const char *agent, const char *owner, const char *path,
+                          bool write, int share_rc);
 
 #endif

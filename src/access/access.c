@@ -43,6 +43,7 @@
 #include "api/api.h"
 #include "kernel/kernel.h"
 #include "storage/sha256.h"
+#include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -752,6 +753,7 @@ static int read_config(struct acc_mgr *m, const struct aios_config *cfg, char *e
                 }
             }
             int brc = acc_budget_config(g, gn, err, errlen);
+            if (!brc) brc = acc_ns_config(g, gn, err, errlen);
             if (brc) return brc;
             for (int i = 0; i < 2; i++) { /* memory / storage: own or a list */
                 const char *key = i ? "storage" : "memory";
@@ -802,6 +804,7 @@ static void mgr_free(struct acc_mgr *m)
     free(m->default_group);
     free(m->reg);
     acc_budget_free(m);
+    acc_ns_free(m);
     pthread_mutex_destroy(&m->bmu);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
@@ -837,9 +840,11 @@ int acc_start(struct kernel *k, char *err, size_t errlen)
     if ((rc = admin_token_load(m, tokpath, err, errlen))) goto fail;
     if ((rc = acc_audit_open(&m->audit, dbpath, err, errlen))) goto fail;
     if ((rc = reg_load(m, err, errlen))) goto fail;
+    if ((rc = acc_ns_load(m, err, errlen))) goto fail;
     if ((rc = acc_approvals_start(m, err, errlen))) goto fail;
     if (k->tools) tool_mgr_set_approval(k->tools, approval_hook, m);
     if (k->sched) sched_set_final_hook(k->sched, acc_budget_on_final, m);
+    if (k->storage) sto_set_ns_policy(k->storage, acc_ns_storage_policy, m);
     if (m->compat)
         LOG_WARN("access", "!!! access.mode is COMPAT: requests without a token from loopback are "
                  "trusted as the operator and may act as any agent. Use only with unmodified "
@@ -874,6 +879,7 @@ void acc_stop(struct kernel *k)
     if (!k || !k->access) return;
     if (k->tools) tool_mgr_set_approval(k->tools, NULL, NULL);
     if (k->sched) sched_set_final_hook(k->sched, NULL, NULL);
+    if (k->storage) sto_set_ns_policy(k->storage, NULL, NULL);
     acc_approvals_stop(k->access);
     mgr_free(k->access);
     k->access = NULL;

@@ -45,6 +45,24 @@ void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc);
  * remaining, window_s, resets_at, used_total, calls, denied}]; agent NULL: all */
 json_t *acc_budgets_json(struct acc_mgr *m, const char *agent);
 
+/* ---- memory namespaces (ns.c) ----
+ * May agent use owner's memory (write: add/update/remove)? 0 when agent
+ * is owner, its privilege group names owner under `memory`, or owner
+ * shared it (share_memory) and the grant is live; AIOS_EPERM when only
+ * reading is allowed and write was asked; else AIOS_ENOTFOUND (answer 404:
+ * nothing about owner's notes leaks). Denials and cross-namespace uses are
+ * audited. NULL m: only agent's own. */
+int acc_ns_memory_check(struct acc_mgr *m, const char *agent, const char *owner, bool write,
+                        const char *op);
+/* owner lets grantee read (or also write) its memory until expires_in_s
+ * from now (0: no expiry); again: replaces. 0 or AIOS_EINVAL with err. */
+int acc_mem_share(struct acc_mgr *m, const char *owner, const char *grantee, bool write,
+                  int64_t expires_in_s, char *err, size_t errlen);
+/* 0, or AIOS_ENOTFOUND when there was no such grant */
+int acc_mem_unshare(struct acc_mgr *m, const char *owner, const char *grantee);
+/* {"given":[...], "received":[...]}: {owner, grantee, mode, created, expires} */
+json_t *acc_mem_shares_json(struct acc_mgr *m, const char *agent);
+
 /* ---- audit log (audit.c) ---- */
 struct acc_audit_row {
     const char *agent;    /* acting agent, or "admin" / "-" */

@@ -260,6 +260,8 @@ static int get_owner(struct opctx *c, const char *norm, enum sto_mode mode, cons
         return 0;
     }
     rc = sto_share_check(c->s, o, norm, c->agent, mode);
+    if (c->s->ns_policy) /* privilege groups may name other agents' storage */
+        rc = c->s->ns_policy(c->s->ns_ud, c->agent, o, norm, mode == STO_MODE_RW, rc);
     if (rc == AIOS_ENOTFOUND)
         return fail(c, 404, AIOS_ENOTFOUND, "no such file or directory: '%s'", shown);
     if (rc == AIOS_EPERM)
@@ -828,10 +830,13 @@ static int op_retrieve(struct opctx *c, json_t **out)
     bool foreign = owner && owner[0] && strcmp(owner, c->agent);
     json_t *res = NULL;
     char e[512];
-    rc = sto_st_search(c->s, foreign ? owner : c->agent, match, foreign ? (int)k * 5 + 20 : (int)k,
-                       &res, e, sizeof e);
+    /* a group that names the owner's storage opens all of it */
+    bool open_all = foreign && c->s->ns_policy &&
+                    c->s->ns_policy(c->s->ns_ud, c->agent, owner, NULL, false, AIOS_ENOTFOUND) == 0;
+    rc = sto_st_search(c->s, foreign ? owner : c->agent, match,
+                       foreign && !open_all ? (int)k * 5 + 20 : (int)k, &res, e, sizeof e);
     if (rc) return fail(c, 500, rc, "%s", e);
-    if (foreign) {
+    if (foreign && !open_all) {
         json_t *kept = json_array();
         size_t i;
         json_t *r;
@@ -1095,6 +1100,13 @@ int sto_needs_approval(struct sto *s, const char *agent, const char *op, json_t 
     if (dirfd >= 0) close(dirfd);
     if (rootfd >= 0) close(rootfd);
     return need;
+}
+
+void sto_set_ns_policy(struct sto *s, sto_ns_policy_fn fn, void *ud)
+{
+    if (!s) return;
+    s->ns_policy = fn;
+    s->ns_ud = ud;
 }
 
 int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,

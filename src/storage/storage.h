@@ -85,6 +85,16 @@ int sto_share_check(struct sto *s, const char *owner, const char *path, const ch
  * {"owner","path","grantee","mode","created","expires"}. */
 int sto_share_list(struct sto *s, const char *agent, json_t **out);
 
+/* The access manager's say on another agent's tree: called whenever an
+ * operation names owner (!= agent), with share_rc = sto_share_check()'s
+ * answer (0, AIOS_ENOTFOUND, AIOS_EPERM). Returns the final answer (e.g. 0
+ * when agent's privilege group names owner's storage). Any thread; must not
+ * block. path NULL: a probe for the whole tree (not a decision to record).
+ * Set once, before operations run. */
+typedef int (*sto_ns_policy_fn)(void *ud, const char *agent, const char *owner, const char *path,
+                                bool write, int share_rc);
+void sto_set_ns_policy(struct sto *s, sto_ns_policy_fn fn, void *ud);
+
 /* Kernel hook: build the manager from the kernel's config and register the
  * storage executor; called from kernel_start after the scheduler exists. */
 int sto_kernel_start(struct kernel *k, char *err, size_t errlen);

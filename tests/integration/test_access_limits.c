@@ -448,6 +448,152 @@ static void test_overwrite_without_version(void **state)
     assert_true(audit_count("erin", "approved", "storage:write", NULL) >= 1);
 }
 
+/* ---- namespaces ---- */
+
+static long memory_as(const char *tok, const char *agent, const char *op, const char *params,
+                      json_t **out)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"agent_name\":\"%s\",\"query_type\":\"memory\",\"query_data\":{"
+             "\"operation_type\":\"%s\",\"params\":%s}}", agent, op, params);
+    return call_as(tok, "POST", "/query", body, out);
+}
+
+static void test_namespaces_by_group(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    /* ivy's note and file */
+    assert_int_equal(memory_as(g_ivy, "ivy", "add_memory", "{\"content\":\"ivy knows the launch "
+                               "codes are 1234\"}", &j), 200);
+    char get[256];
+    snprintf(get, sizeof get, "{\"memory_id\":\"%s\",\"owner\":\"ivy\"}",
+             json_string_value(json_object_get(json_object_get(j, "response"), "memory_id")));
+    json_decref(j);
+    write_file(g_ivy, "ivy", "kb/facts.txt", "ivy facts");
+
+    /* gina's group names ivy (read-write) */
+    long st = memory_as(g_gina, "gina", "get_memory", get, &j);
+    expect_status(st, 200, j);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "response"),
+                                                             "content")), "launch codes"));
+    json_decref(j);
+    st = memory_as(g_gina, "gina", "add_memory", "{\"content\":\"from gina\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = memory_as(g_gina, "gina", "retrieve_memory",
+                   "{\"content\":\"launch codes\",\"k\":3,\"namespace\":\"ivy\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = storage_as(g_gina, "gina", "read", "{\"file_path\":\"kb/facts.txt\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = storage_as(g_gina, "gina", "write",
+                    "{\"file_path\":\"kb/gina.txt\",\"owner\":\"ivy\",\"content\":\"g\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+
+    /* hank's group names ivy read-only */
+    st = memory_as(g_hank, "hank", "get_memory", get, &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = memory_as(g_hank, "hank", "add_memory", "{\"content\":\"x\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 403, j);
+    assert_error_body(j, "only read");
+    json_decref(j);
+    st = storage_as(g_hank, "hank", "read", "{\"file_path\":\"kb/facts.txt\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = storage_as(g_hank, "hank", "write",
+                    "{\"file_path\":\"kb/h.txt\",\"owner\":\"ivy\",\"content\":\"h\"}", &j);
+    expect_status(st, 403, j);
+    json_decref(j);
+
+    /* erin is in no group that names ivy: not found, nothing leaks */
+    st = memory_as(g_erin, "erin", "get_memory", get, &j);
+    expect_status(st, 404, j);
+    assert_error_body(j, "no memory namespace 'ivy'");
+    json_decref(j);
+    st = memory_as(g_erin, "erin", "retrieve_memory",
+                   "{\"content\":\"launch codes\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 404, j);
+    json_decref(j);
+    st = storage_as(g_erin, "erin", "read", "{\"file_path\":\"kb/facts.txt\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 404, j);
+    assert_error_body(j, "no such file");
+    json_decref(j);
+    assert_true(audit_count("erin", "denied", "memory:ivy", "not open") >= 2);
+    assert_true(audit_count("erin", "denied", "storage:ivy/kb/facts.txt", "not open") >= 1);
+    assert_true(audit_count("hank", "denied", "memory:ivy", "only read") >= 1);
+    assert_true(audit_count("gina", "allowed", "memory:ivy", "group 'team'") >= 1);
+    assert_int_equal(kf_call(g_kf, "GET", "/status", NULL, &j), 200);
+    json_decref(j);
+}
+
+static void test_memory_grant_and_revoke(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(memory_as(g_ivy, "ivy", "add_memory", "{\"content\":\"shared diary\"}", &j),
+                     200);
+    char get[256];
+    snprintf(get, sizeof get, "{\"memory_id\":\"%s\",\"owner\":\"ivy\"}",
+             json_string_value(json_object_get(json_object_get(j, "response"), "memory_id")));
+    json_decref(j);
+    assert_int_equal(memory_as(g_erin, "erin", "get_memory", get, &j), 404);
+    json_decref(j);
+    /* granted (read-only by default) */
+    long st = memory_as(g_ivy, "ivy", "share_memory", "{\"agent\":\"erin\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = memory_as(g_erin, "erin", "get_memory", get, &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = memory_as(g_erin, "erin", "add_memory", "{\"content\":\"x\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 403, j);
+    json_decref(j);
+    /* erin cannot pass it on or share as ivy */
+    st = memory_as(g_erin, "erin", "share_memory", "{\"agent\":\"hank\",\"owner\":\"ivy\"}", &j);
+    expect_status(st, 403, j);
+    json_decref(j);
+    st = memory_as(g_ivy, "ivy", "memory_shares", "{}", &j);
+    expect_status(st, 200, j);
+    json_t *given = json_object_get(json_object_get(json_object_get(j, "response"), "shares"),
+                                    "given");
+    assert_int_equal(json_array_size(given), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(given, 0), "grantee")),
+                        "erin");
+    json_decref(j);
+    /* read-write grant, then revoked */
+    st = memory_as(g_ivy, "ivy", "share_memory", "{\"agent\":\"erin\",\"mode\":\"rw\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = memory_as(g_erin, "erin", "add_memory", "{\"content\":\"erin was here\",\"owner\":\"ivy\"}",
+                   &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = memory_as(g_ivy, "ivy", "unshare_memory", "{\"agent\":\"erin\"}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    st = memory_as(g_erin, "erin", "get_memory", get, &j);
+    expect_status(st, 404, j);
+    json_decref(j);
+    st = memory_as(g_ivy, "ivy", "unshare_memory", "{\"agent\":\"erin\"}", &j);
+    expect_status(st, 404, j);
+    json_decref(j);
+    /* an expiring grant */
+    st = memory_as(g_ivy, "ivy", "share_memory", "{\"agent\":\"erin\",\"expires_in\":1}", &j);
+    expect_status(st, 200, j);
+    json_decref(j);
+    assert_int_equal(memory_as(g_erin, "erin", "get_memory", get, &j), 200);
+    json_decref(j);
+    usleep(1100000);
+    assert_int_equal(memory_as(g_erin, "erin", "get_memory", get, &j), 404);
+    json_decref(j);
+    assert_true(audit_count("ivy", "allowed", "memory:ivy", "shared with agent 'erin'") >= 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +602,8 @@ int main(void)
         cmocka_unit_test(test_budget_agent_sees_only_own),
         cmocka_unit_test(test_delete_approve_deny_timeout),
         cmocka_unit_test(test_overwrite_without_version),
+        cmocka_unit_test(test_namespaces_by_group),
+        cmocka_unit_test(test_memory_grant_and_revoke),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
