@@ -39,6 +39,11 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent);
  * as usual); -1: refused, the answer is sent and *sent holds MHD's result. */
 struct syscall;
 int acc_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent);
+/* For storage syscalls queued by the kernel itself (the file tools, on a
+ * tool thread): 1 when the call would lose data for good and is now parked
+ * for the operator (do not queue it; it is queued or failed later and its
+ * notify runs as usual), 0 to queue it, or a negative AIOS_E* with err. */
+int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t errlen);
 /* the call could not be queued after all: give back its budget reservation */
 void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc);
 /* token budget usage rows [{agent, model, group, used, reserved, limit,

@@ -45,14 +45,12 @@ static void set_status(struct syscall *sc, enum syscall_status s)
     pthread_mutex_unlock(&sc->mu);
 }
 
-static int park(struct api_req *r, struct acc_mgr *m, struct syscall *sc, const char *op,
-                json_t *params, const char *what, enum MHD_Result *sent)
+/* 1 parked; AIOS_ENOMEM, or AIOS_ESHUTDOWN (audited) */
+static int park(struct acc_mgr *m, struct syscall *sc, const char *op, json_t *params,
+                const char *what)
 {
     struct approval *a = calloc(1, sizeof *a);
-    if (!a) {
-        *sent = api_send_error(r, 500, "server_error", "out of memory");
-        return -1;
-    }
+    if (!a) return AIOS_ENOMEM;
     a->sc_id = sc->id;
     snprintf(a->agent, sizeof a->agent, "%s", sc->agent);
     snprintf(a->tool, sizeof a->tool, "storage:%s", op);
@@ -83,8 +81,7 @@ static int park(struct api_req *r, struct acc_mgr *m, struct syscall *sc, const 
         syscall_unref(sc);
         free(a->args);
         free(a);
-        *sent = api_send_error(r, 503, "service_unavailable", "the kernel is shutting down");
-        return -1;
+        return AIOS_ESHUTDOWN;
     }
     char why[600];
     snprintf(why, sizeof why, "approval %llu: agent '%s' wants to %s; waiting up to %d s for the "
@@ -95,19 +92,34 @@ static int park(struct api_req *r, struct acc_mgr *m, struct syscall *sc, const 
     return 1;
 }
 
+int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t errlen)
+{
+    if (!m || sc->kind != SYSCALL_KIND_STORAGE || !m->k->storage || !sc->agent) return 0;
+    if (!m->approve_delete && !m->approve_overwrite) return 0;
+    struct kq_req *q = sc->req;
+    char what[384] = "";
+    if (!q || !sto_needs_approval(m->k->storage, sc->agent, q->op, q->params, m->approve_delete,
+                                  m->approve_overwrite, what, sizeof what))
+        return 0;
+    int rc = park(m, sc, q->op, q->params, what);
+    if (rc == 1) return 1;
+    snprintf(err, errlen, "%s", rc == AIOS_ESHUTDOWN ? "the kernel is shutting down"
+                                                     : "out of memory");
+    return rc;
+}
+
 int acc_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
 {
     struct acc_mgr *m = r->k->access;
     if (!m) return 0;
     if (sc->kind == SYSCALL_KIND_LLM) return acc_budget_admit(r, sc, sent);
-    if (sc->kind != SYSCALL_KIND_STORAGE || r->acc_admin || !r->k->storage || !sc->agent) return 0;
-    if (!m->approve_delete && !m->approve_overwrite) return 0;
-    struct kq_req *q = sc->req;
-    char what[384] = "";
-    if (!q || !sto_needs_approval(r->k->storage, sc->agent, q->op, q->params, m->approve_delete,
-                                  m->approve_overwrite, what, sizeof what))
-        return 0;
-    return park(r, m, sc, q->op, q->params, what, sent);
+    if (sc->kind != SYSCALL_KIND_STORAGE || r->acc_admin) return 0;
+    char err[128];
+    int rc = acc_storage_hold(m, sc, err, sizeof err);
+    if (rc >= 0) return rc;
+    *sent = rc == AIOS_ESHUTDOWN ? api_send_error(r, 503, "service_unavailable", "%s", err)
+                                 : api_send_error(r, 500, "server_error", "%s", err);
+    return -1;
 }
 
 /* an approval the thread took off the list, with how it ended */

@@ -448,6 +448,55 @@ static void test_overwrite_without_version(void **state)
     assert_true(audit_count("erin", "approved", "storage:write", NULL) >= 1);
 }
 
+/* the file tool goes through the same approval */
+struct bg_tool {
+    pthread_t th;
+    char body[512];
+    long status;
+    json_t *out;
+};
+
+static void *bg_tool_main(void *ud)
+{
+    struct bg_tool *c = ud;
+    c->status = call_as(g_erin, "POST", "/query", c->body, &c->out);
+    return NULL;
+}
+
+static void test_overwrite_through_file_tool(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    write_file(g_erin, "erin", "tool.txt", "v1");
+    for (int approve = 1; approve >= 0; approve--) {
+        struct bg_tool c = {.out = NULL};
+        snprintf(c.body, sizeof c.body,
+                 "{\"agent_name\":\"erin\",\"query_type\":\"tool\",\"query_data\":{\"tool_calls\":"
+                 "[{\"name\":\"aios/write_file\",\"parameters\":{\"path\":\"tool.txt\","
+                 "\"content\":\"%s\"}}]}}", approve ? "v2" : "v3");
+        assert_int_equal(pthread_create(&c.th, NULL, bg_tool_main, &c), 0);
+        long id = wait_approval("overwrite the file 'tool.txt'");
+        char path[128];
+        snprintf(path, sizeof path, "/access/approvals/%ld/%s", id, approve ? "approve" : "deny");
+        assert_int_equal(kf_call(g_kf, "POST", path, "{\"reason\":\"test\"}", &j), 200);
+        json_decref(j);
+        pthread_join(c.th, NULL);
+        if (approve) {
+            expect_status(c.status, 200, c.out);
+        } else {
+            char *d = json_dumps(c.out, 0);
+            assert_non_null(d);
+            assert_non_null(strstr(d, "operator denied"));
+            free(d);
+        }
+        json_decref(c.out);
+    }
+    assert_int_equal(storage_as(g_erin, "erin", "read", "{\"file_path\":\"tool.txt\"}", &j), 200);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(j, "response"), "content")), "v2");
+    json_decref(j);
+}
+
 /* ---- namespaces ---- */
 
 static long memory_as(const char *tok, const char *agent, const char *op, const char *params,
@@ -602,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_budget_agent_sees_only_own),
         cmocka_unit_test(test_delete_approve_deny_timeout),
         cmocka_unit_test(test_overwrite_without_version),
+        cmocka_unit_test(test_overwrite_through_file_tool),
         cmocka_unit_test(test_namespaces_by_group),
         cmocka_unit_test(test_memory_grant_and_revoke),
     };
