@@ -225,7 +225,9 @@ static void *appr_main(void *ud)
         for (struct approval *a = m->approvals; a; a = a->next)
             if (a->parked_sc) any_parked = true;
         bool exit_now = m->stopping && !any_parked && !done;
-        if (!done && !exit_now) {
+        if (!done && !exit_now && !any_parked && !m->stopping) {
+            pthread_cond_wait(&m->cv, &m->mu); /* nothing parked: until one is (or stop) */
+        } else if (!done && !exit_now) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_nsec += 200 * 1000000L;
