@@ -643,6 +643,40 @@ static void test_memory_grant_and_revoke(void **state)
     assert_true(audit_count("ivy", "allowed", "memory:ivy", "shared with agent 'erin'") >= 2);
 }
 
+/* ---- config errors stop the kernel with the key named ---- */
+
+static void test_config_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml, *needle;
+    } cases[] = {
+        {"access:\n  groups:\n    g: {token_budgets: {aios-tiny: -5}}\n",
+         "access.groups.g.token_budgets.aios-tiny"},
+        {"access:\n  groups:\n    g: {token_budgets: {\"*\": {tokens: 5, window_s: 0}}}\n",
+         "access.groups.g.token_budgets.*"},
+        {"access:\n  groups:\n    g: {memory: [\"ivy:x\"]}\n", "access.groups.g.memory"},
+        {"access:\n  approvals: {storage_delete: maybe}\n", "access.approvals"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[400], cmd[1200], out[4096];
+        snprintf(path, sizeof path, "%s/bad%zu.yaml", g_cfgdir, i);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(cases[i].yaml, f);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "'%s' serve --host 127.0.0.1 --port 0 --data-dir '%s/d%zu' "
+                 "--config '%s' 2>&1", aios_bin(), g_cfgdir, i, path);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = 0;
+        int st = pclose(p);
+        assert_true(st != 0);
+        if (!strstr(out, cases[i].needle)) fail_msg("no '%s' in: %s", cases[i].needle, out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -654,6 +688,7 @@ int main(void)
         cmocka_unit_test(test_overwrite_through_file_tool),
         cmocka_unit_test(test_namespaces_by_group),
         cmocka_unit_test(test_memory_grant_and_revoke),
+        cmocka_unit_test(test_config_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
