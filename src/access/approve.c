@@ -96,6 +96,12 @@ int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t er
 {
     if (!m || sc->kind != SYSCALL_KIND_STORAGE || !m->k->storage || !sc->agent) return 0;
     if (!m->approve_delete && !m->approve_overwrite) return 0;
+    /* stopping: the storage manager closes soon; the scheduler refuses
+     * the call anyway (never touch storage from here after quiesce) */
+    pthread_mutex_lock(&m->mu);
+    bool stopping = m->stopping;
+    pthread_mutex_unlock(&m->mu);
+    if (stopping) return 0;
     struct kq_req *q = sc->req;
     char what[384] = "";
     if (!q || !sto_needs_approval(m->k->storage, sc->agent, q->op, q->params, m->approve_delete,
