@@ -238,6 +238,16 @@ static void test_budget_query_and_chat(void **state)
     assert_true(json_integer_value(json_object_get(er, "used")) > 0);
     assert_true(json_is_null(json_object_get(er, "limit")));
     json_decref(j);
+    /* the CLI: aios budgets */
+    char cmd[1024], buf[4096];
+    snprintf(cmd, sizeof cmd, "'%s' budgets --agent dave --url %s 2>&1", aios_bin(),
+             g_kf->child.base);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    assert_int_equal(pclose(p), 0);
+    if (!strstr(buf, "dave") || !strstr(buf, "of 300")) fail_msg("aios budgets: %s", buf);
 }
 
 static void test_budget_window(void **state)
