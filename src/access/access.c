@@ -23,7 +23,10 @@
  *     list the model and every tool called: else 403.
  * Every decision of the gate except the open routes is one audit row.
  * Memory and storage isolation is done by their managers in the agent's
- * name (which the gate has just proven); share grants are storage's.
+ * name (which the gate has just proven); which other namespaces a group or
+ * grant opens is ns.c's. Token budgets (budget.c) and storage approvals
+ * (approve.c) run later, when the request's syscall is about to be queued
+ * (acc_before_submit).
  *
  * Approvals. The tool manager calls approval_hook (on a tool pool thread)
  * before a tool marked irreversible runs: the call becomes a pending

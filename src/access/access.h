@@ -1,7 +1,10 @@
 /* The access manager: identities (admin and agent tokens), the request
- * gate, privilege groups, approvals of irreversible tool calls, and the
- * audit log. See access.c (gate, identities, groups, approvals) and
- * audit.c (the SQLite audit log). docs/security.md is the model. */
+ * gate, privilege groups, approvals of irreversible calls, token budgets,
+ * namespaces, and the audit log. See access.c (gate, identities, groups,
+ * tool approvals), budget.c (token budgets), approve.c (parked storage
+ * approvals, the pre-submit hook), ns.c (memory/storage namespaces, memory
+ * grants) and audit.c (the SQLite audit log). docs/security.md is the
+ * model. */
 #ifndef AIOS_ACCESS_ACCESS_H
 #define AIOS_ACCESS_ACCESS_H
 
