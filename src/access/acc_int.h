@@ -74,6 +74,9 @@ json_t *acc_group_of(struct acc_mgr *m, const char *agent, const char **gname);
 /* budget.c */
 int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen);
 void acc_budget_free(struct acc_mgr *m);
+/* counters from / to table budget_use of audit.db (save: what changed) */
+int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen);
+void acc_budget_save(struct acc_mgr *m);
 /* the scheduler's final hook (installed by acc_start) */
 void acc_budget_on_final(struct syscall *sc, void *ud);
 

@@ -801,6 +801,7 @@ static void mgr_free(struct acc_mgr *m)
 {
     if (!m) return;
     acc_approvals_stop(m);
+    if (m->audit) acc_budget_save(m); /* usage charged after the thread stopped */
     acc_audit_close(m->audit);
     json_decref(m->groups);
     json_decref(m->agent_groups);
@@ -844,6 +845,7 @@ int acc_start(struct kernel *k, char *err, size_t errlen)
     if ((rc = acc_audit_open(&m->audit, dbpath, err, errlen))) goto fail;
     if ((rc = reg_load(m, err, errlen))) goto fail;
     if ((rc = acc_ns_load(m, err, errlen))) goto fail;
+    if ((rc = acc_budget_load(m, err, errlen))) goto fail;
     if ((rc = acc_approvals_start(m, err, errlen))) goto fail;
     if (k->tools) tool_mgr_set_approval(k->tools, approval_hook, m);
     if (k->sched) sched_set_final_hook(k->sched, acc_budget_on_final, m);

@@ -17,7 +17,8 @@
  * queued and runs as usual; denied by the operator, no decision within
  * access.approval_timeout_s, the caller gone, or the kernel stopping ->
  * the syscall fails with 403 (503 when stopping) and a message that says
- * which. Every step is an audit row.
+ * which. Every step is an audit row. The same thread saves the token
+ * budget counters that changed (budget.c) every BUDGET_SAVE_MS.
  *
  * Locks: m->mu guards the approval list (shared with the tool approvals
  * of access.c); the thread never holds it while taking a syscall's lock
@@ -178,9 +179,12 @@ static void end_parked(struct acc_mgr *m, struct approval *a, enum outcome o)
 
 #define SNAP_MAX 64
 
+#define BUDGET_SAVE_MS 3000
+
 static void *appr_main(void *ud)
 {
     struct acc_mgr *m = ud;
+    double last_save = acc_wall_s();
     for (;;) {
         /* which parked calls did their caller give up on? (sc->mu is
          * never taken while holding m->mu) */
@@ -231,12 +235,14 @@ static void *appr_main(void *ud)
         for (struct approval *a = m->approvals; a; a = a->next)
             if (a->parked_sc) any_parked = true;
         bool exit_now = m->stopping && !any_parked && !done;
-        if (!done && !exit_now && !any_parked && !m->stopping) {
-            pthread_cond_wait(&m->cv, &m->mu); /* nothing parked: until one is (or stop) */
-        } else if (!done && !exit_now) {
+        if (!done && !exit_now) {
+            /* parked calls: look again in 200 ms (deadlines, callers gone);
+             * else sleep until one is parked, a stop, or the budget save */
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += 200 * 1000000L;
+            long step_ms = any_parked || m->stopping ? 200 : BUDGET_SAVE_MS;
+            ts.tv_sec += step_ms / 1000;
+            ts.tv_nsec += (step_ms % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
@@ -244,6 +250,11 @@ static void *appr_main(void *ud)
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         }
         pthread_mutex_unlock(&m->mu);
+        double tnow = acc_wall_s();
+        if (exit_now || tnow - last_save >= BUDGET_SAVE_MS / 1000.0) {
+            acc_budget_save(m); /* token budget counters that changed */
+            last_save = tnow;
+        }
         for (size_t i = 0; i < n_snap; i++) syscall_unref(snap[i]);
         /* done is newest-ended first; outs in the same order reversed */
         size_t i = n_done;

@@ -26,7 +26,11 @@
  * reservation is released and its actual tokens are charged, so the limit
  * is never passed. Budgets apply to calls made with an agent token (the
  * operator's calls are charged to the agent they name but never refused).
- * Counters live in memory: a restart starts every budget afresh.
+ * Counters live in memory and are saved to table budget_use of audit.db
+ * by the access manager's background thread (approve.c, every few
+ * seconds when changed, and at stop), so a restart keeps what was used
+ * (at most the last few seconds of usage are lost in a crash). The final
+ * hook runs on engine threads and never touches the disk.
  *
  * Locks: m->bmu guards uses and resv; a leaf lock, never held with another
  * (the audit queue's lock is taken after releasing it). */
@@ -38,6 +42,7 @@
 #include "util/err.h"
 #include "util/log.h"
 
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +54,7 @@ struct acc_budget_use {
     int64_t used_total;     /* since the kernel started */
     double window_start;
     int64_t n_calls, n_denied;
+    bool dirty; /* changed since the last save */
 };
 
 struct acc_budget_resv {
@@ -175,6 +181,7 @@ int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sen
         }
         u->reserved += need;
         u->n_calls++;
+        u->dirty = true;
         rv->sc_id = sc->id;
         rv->u = u;
         rv->amount = need;
@@ -182,6 +189,7 @@ int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sen
         m->resv = rv;
     } else {
         u->n_denied++;
+        u->dirty = true;
     }
     int64_t used = u->used, reserved = u->reserved;
     double resets = window_s > 0 ? u->window_start + (double)window_s : 0;
@@ -267,6 +275,7 @@ void acc_budget_on_final(struct syscall *sc, void *ud)
         use_roll(u, window_s, now);
         u->used += n;
         u->used_total += n;
+        u->dirty = true;
     }
     pthread_mutex_unlock(&m->bmu);
 }
@@ -333,4 +342,105 @@ void acc_budget_free(struct acc_mgr *m)
         free(m->uses);
         m->uses = n;
     }
+}
+
+/* ---- persistence (table budget_use of audit.db) ---- */
+
+int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS budget_use(agent TEXT NOT NULL, model TEXT "
+                     "NOT NULL, used INTEGER NOT NULL, used_total INTEGER NOT NULL, window_start "
+                     "REAL NOT NULL, calls INTEGER NOT NULL, denied INTEGER NOT NULL, "
+                     "PRIMARY KEY(agent, model))", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT agent, model, used, used_total, window_start, calls, denied "
+                           "FROM budget_use", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot read the token budgets of %s: %s", acc_audit_path(m->audit),
+                 db ? sqlite3_errmsg(db) : "cannot open it");
+        rc = AIOS_EIO;
+        goto out;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        struct acc_budget_use *u = calloc(1, sizeof *u);
+        if (!u) {
+            rc = AIOS_ENOMEM;
+            goto out;
+        }
+        snprintf(u->agent, sizeof u->agent, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(u->model, sizeof u->model, "%s", (const char *)sqlite3_column_text(st, 1));
+        u->used = sqlite3_column_int64(st, 2);
+        u->used_total = sqlite3_column_int64(st, 3);
+        u->window_start = sqlite3_column_double(st, 4);
+        u->n_calls = sqlite3_column_int64(st, 5);
+        u->n_denied = sqlite3_column_int64(st, 6);
+        u->next = m->uses;
+        m->uses = u;
+    }
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+void acc_budget_save(struct acc_mgr *m)
+{
+    /* copy what changed under the lock; write without it */
+    struct acc_budget_use *rows = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&m->bmu);
+    for (struct acc_budget_use *u = m->uses; u; u = u->next) {
+        if (!u->dirty) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            struct acc_budget_use *x = realloc(rows, nc * sizeof *x);
+            if (!x) break;
+            rows = x;
+            cap = nc;
+        }
+        rows[n++] = *u;
+        u->dirty = false;
+    }
+    pthread_mutex_unlock(&m->bmu);
+    if (!n) {
+        free(rows);
+        return;
+    }
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool ok = sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) ==
+              SQLITE_OK;
+    if (ok) sqlite3_busy_timeout(db, 30000);
+    ok = ok && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO budget_use(agent, model, used, used_total, "
+                            "window_start, calls, denied) VALUES(?,?,?,?,?,?,?)", -1, &st,
+                            NULL) == SQLITE_OK;
+    for (size_t i = 0; ok && i < n; i++) {
+        sqlite3_bind_text(st, 1, rows[i].agent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, rows[i].model, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, rows[i].used);
+        sqlite3_bind_int64(st, 4, rows[i].used_total);
+        sqlite3_bind_double(st, 5, rows[i].window_start);
+        sqlite3_bind_int64(st, 6, rows[i].n_calls);
+        sqlite3_bind_int64(st, 7, rows[i].n_denied);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    if (ok) ok = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) {
+        LOG_ERROR("access", "cannot save the token budgets: %s; will retry",
+                  db ? sqlite3_errmsg(db) : "cannot open the audit log");
+        if (db) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        pthread_mutex_lock(&m->bmu); /* mark them again */
+        for (size_t i = 0; i < n; i++)
+            for (struct acc_budget_use *u = m->uses; u; u = u->next)
+                if (!strcmp(u->agent, rows[i].agent) && !strcmp(u->model, rows[i].model))
+                    u->dirty = true;
+        pthread_mutex_unlock(&m->bmu);
+    }
+    sqlite3_close(db);
+    free(rows);
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static struct kernel_fixture *g_kf;
@@ -687,6 +688,34 @@ static void test_config_errors(void **state)
     }
 }
 
+/* budgets are saved in audit.db: a restart keeps what was used */
+static void test_budget_survives_restart(void **state)
+{
+    (void)state;
+    json_t *row = budget_row(g_dave, "aios-tiny");
+    assert_non_null(row);
+    json_int_t used = json_integer_value(json_object_get(row, "used"));
+    json_int_t denied = json_integer_value(json_object_get(row, "denied"));
+    assert_true(used > 0);
+    json_decref(row);
+    int st = child_stop(&g_kf->child, 60);
+    assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char path[300];
+    snprintf(path, sizeof path, "%s/config.yaml", g_cfgdir);
+    const char *extra[] = {"--config", path, NULL};
+    assert_int_equal(child_start(&g_kf->child, aios_bin(), g_kf->dir, extra, 300), 0);
+    row = budget_row(g_dave, "aios-tiny"); /* dave's registered token survives too */
+    assert_non_null(row);
+    assert_int_equal(json_integer_value(json_object_get(row, "used")), used);
+    assert_int_equal(json_integer_value(json_object_get(row, "denied")), denied);
+    assert_int_equal(json_integer_value(json_object_get(row, "limit")), LIMIT);
+    json_decref(row);
+    json_t *j = NULL;
+    long s2 = llm_query(g_dave, "dave", LIMIT, &j);
+    expect_status(s2, 429, j);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -699,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_namespaces_by_group),
         cmocka_unit_test(test_memory_grant_and_revoke),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_budget_survives_restart),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
