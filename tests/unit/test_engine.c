@@ -18,6 +18,7 @@
 #include "llm/testmodel.h"
 #include "sched/sched.h"
 #include "util/err.h"
+#include "util/util.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -84,6 +85,7 @@ struct call_opts {
     float temperature;
     uint32_t seed;
     float repeat_penalty, frequency_penalty, presence_penalty;
+    int priority;
 };
 
 static struct syscall *submit(struct eng *t, const struct call_opts *o)
@@ -120,6 +122,7 @@ static struct syscall *submit(struct eng *t, const struct call_opts *o)
                                      llm_req_free);
     assert_non_null(sc);
     sc->notify = on_notify;
+    if (o->priority) syscall_set_priority(sc, o->priority);
     assert_int_equal(sched_submit(t->sched, sc), 0);
     return sc;
 }
@@ -349,8 +352,8 @@ static void test_retention(void **state)
 
 /* More agents than running slots: each finished conversation keeps a
  * sequence id of its own (retain_max), so six agents on a two-slot
- * engine all find their turn 1 in the cache at turn 2; with retain_max 1
- * most of them must recompute. */
+ * engine all find their turn 1 in the cache at turn 2; with retain_max 0
+ * some of them must recompute. */
 static int retained_turn2(const char *knobs, int n_agents)
 {
     struct eng t;
@@ -385,7 +388,71 @@ static void test_retention_many_agents(void **state)
 {
     (void)state;
     assert_int_equal(retained_turn2("      n_parallel: 2\n", 6), 6);
-    assert_true(retained_turn2("      n_parallel: 2\n      retain_max: 1\n", 6) <= 3);
+    /* 2 running + 2 latency-lane ids, none extra: at most 4 stay */
+    assert_true(retained_turn2("      n_parallel: 2\n      retain_max: 0\n", 6) <= 4);
+}
+
+static bool is_final(struct syscall *sc)
+{
+    pthread_mutex_lock(&sc->mu);
+    bool f = syscall_status_final(sc->status);
+    pthread_mutex_unlock(&sc->mu);
+    return f;
+}
+
+/* The latency lane: with both running slots taken by long calls, an
+ * urgent call (priority >= scheduler.interactive_priority) is admitted at
+ * once and finishes while they still run; they pause meanwhile and still
+ * produce exactly the tokens of an undisturbed run. With the lane off the
+ * urgent call waits for a slot. */
+static void test_latency_lane(void **state)
+{
+    (void)state;
+    struct call_opts lo[2] = {
+        {.agent = "batch0", .user = g_users[1], .temperature = 1.0f, .seed = 21, .max_tokens = 700},
+        {.agent = "batch1", .user = g_users[3], .temperature = 1.0f, .seed = 22, .max_tokens = 700}};
+    struct call_opts ur = {.agent = "ui", .user = "ok", .temperature = 0.5f, .seed = 5,
+                           .max_tokens = 4, .priority = 10};
+    char *ref[2];
+    struct eng t;
+    eng_open(&t, "      n_parallel: 2\n      retain: false\n", NULL);
+    for (int i = 0; i < 2; i++) ref[i] = run_text(&t, &lo[i]);
+    eng_close(&t);
+
+    for (int lane = 0; lane <= 1; lane++) {
+        eng_open(&t, "      n_parallel: 2\n      retain: false\n",
+                 lane ? NULL : "scheduler:\n  interactive_priority: 0\n");
+        struct syscall *b0 = submit(&t, &lo[0]), *b1 = submit(&t, &lo[1]);
+        /* both are generating before the urgent call arrives */
+        for (int i = 0; i < 500; i++) {
+            struct llm_engine_stats st;
+            llm_engine_get_stats(t.core, &st);
+            if (st.n_running == 2 && st.n_tokens_generated == 0 && st.n_steps > 4) break;
+            usleep(2000);
+        }
+        int64_t t0 = util_now_us();
+        struct syscall *u = submit(&t, &ur);
+        run(u);
+        bool batch_done = is_final(b0) && is_final(b1);
+        print_message("lane %d: urgent call took %.1f ms; batch done: %d\n", lane,
+                      (util_now_us() - t0) / 1000.0, batch_done);
+        if (lane) assert_false(batch_done);
+        else assert_true(is_final(b0) || is_final(b1));
+        for (int k = 0; k < 2; k++) {
+            const char *x = run(k ? b1 : b0)->text, *y = ref[k];
+            size_t c = 0;
+            while (x[c] && x[c] == y[c]) c++;
+            print_message("lane %d call %d: %zu of %zu/%zu bytes equal\n", lane, k, c, strlen(x), strlen(y));
+        }
+        assert_string_equal(run(b0)->text, ref[0]);
+        assert_string_equal(run(b1)->text, ref[1]);
+        syscall_unref(b0);
+        syscall_unref(b1);
+        syscall_unref(u);
+        eng_close(&t);
+    }
+    free(ref[0]);
+    free(ref[1]);
 }
 
 static void test_shared_prefix(void **state)
@@ -545,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_preempt_api),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_retention_many_agents),
+        cmocka_unit_test(test_latency_lane),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),
