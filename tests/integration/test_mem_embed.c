@@ -5,7 +5,8 @@
  *  - memory retrieve_memory and storage retrieve through POST /query return
  *    hybrid scores with their bm25 and cosine parts; a note or file whose
  *    text is the query comes first with cosine 1; a query sharing no word
- *    still finds notes; namespaces hold;
+ *    still finds notes; namespaces hold, and a shared one (share_memory,
+ *    params.owner) is ranked the same way;
  *  - memory.auto_inject: a chat through /query and /v1/chat/completions of
  *    an agent with notes gets them as a system message (visible in
  *    memory_injected, prompt_tokens grows by about the estimate, within the
@@ -121,6 +122,18 @@ static void test_memory_hybrid(void **state)
     size_t i;
     json_t *h;
     json_array_foreach(l, i, h) assert_string_not_equal(json_string_value(json_object_get(h, "memory_id")), "bob-1");
+    check_mix(l);
+    json_decref(t);
+    /* a namespace ada shares with bob: bob's retrieval with owner ranks
+     * ada's notes the same way */
+    q("ada", "memory", "share_memory", json_pack("{s:s}", "agent", "bob"), &t);
+    json_decref(t);
+    r = q("bob", "memory", "retrieve_memory",
+          json_pack("{s:s,s:i,s:s}", "content", texts[2], "k", 5, "owner", "ada"), &t);
+    l = json_object_get(r, "search_results");
+    assert_int_equal(json_array_size(l), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "content")), texts[2]);
+    assert_true(fabs(num(json_array_get(l, 0), "cosine") - 1.0) < 1e-5);
     check_mix(l);
     json_decref(t);
     /* no word in common: the vector part answers, bm25 0 */
