@@ -187,6 +187,12 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
         rc = AIOS_ECONFIG;
         goto fail;
     }
+    if (llama_model_has_encoder(e->model) && llama_model_has_decoder(e->model)) {
+        snprintf(err, errlen, "embedding.model: '%s' is an encoder-decoder model; llama.cpp "
+                 "computes no embeddings for those", o->model);
+        rc = AIOS_ECONFIG;
+        goto fail;
+    }
     e->vocab = llama_model_get_vocab(e->model);
     int n_train = llama_model_n_ctx_train(e->model);
     e->n_ctx = o->n_ctx > 0 ? o->n_ctx : EMB_DEFAULT_N_CTX;
@@ -214,7 +220,9 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
         rc = AIOS_ECONFIG;
         goto fail;
     }
-    e->dim = llama_model_n_embd(e->model);
+    /* the pooled vector's width: n_embd, or the model's output projection's */
+    e->dim = llama_model_n_embd_out(e->model);
+    if (e->dim <= 0) e->dim = llama_model_n_embd(e->model);
     e->weight = o->weight;
     e->batch = llama_batch_init(e->n_ctx, 0, 1);
     e->tokens = malloc((size_t)e->n_ctx * sizeof *e->tokens);
