@@ -2,6 +2,7 @@
  * Later issues add the AIOS /core and /agents routes here. */
 #include "api/api.h"
 
+#include "llm/embed.h"
 #include "util/util.h"
 
 enum MHD_Result api_route_status(struct api_req *r)
@@ -28,5 +29,6 @@ enum MHD_Result api_route_status(struct api_req *r)
         (json_int_t)st.n_submitted, "finished", (json_int_t)st.n_finished);
     json_object_set_new(json_object_get(body, "scheduler"), "preempted",
                         json_integer((json_int_t)st.n_preempted));
+    if (k->embed) json_object_set_new(body, "embedding", emb_describe(k->embed)); /* llm/embed.c */
     return api_send_json(r, 200, body);
 }

@@ -40,6 +40,7 @@
 #include "llm/core.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/util.h"
 
 #include <llama.h>
 
@@ -59,9 +60,12 @@ struct emb {
     int dim, n_ctx;
     double weight;
     char fingerprint[512];
-    pthread_mutex_t mu; /* guards ctx, batch, tokens */
+    char *path;
+    pthread_mutex_t mu; /* guards ctx, batch, tokens and the counters */
     struct llama_batch batch;
     llama_token *tokens;
+    uint64_t n_texts, n_tokens; /* embedded so far */
+    int64_t t_us;               /* time in llama_decode so far */
 };
 
 static const char *pooling_name(int p)
@@ -221,12 +225,13 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
         goto fail;
     }
     /* the pooled vector's width: n_embd, or the model's output projection's */
+    e->path = strdup(o->model);
     e->dim = llama_model_n_embd_out(e->model);
     if (e->dim <= 0) e->dim = llama_model_n_embd(e->model);
     e->weight = o->weight;
     e->batch = llama_batch_init(e->n_ctx, 0, 1);
     e->tokens = malloc((size_t)e->n_ctx * sizeof *e->tokens);
-    if (!e->tokens || !e->batch.token) {
+    if (!e->tokens || !e->batch.token || !e->path) {
         rc = AIOS_ENOMEM;
         goto fail;
     }
@@ -252,6 +257,7 @@ void emb_close(struct emb *e)
     free(e->tokens);
     if (e->ctx) llama_free(e->ctx);
     if (e->model) llama_model_free(e->model);
+    free(e->path);
     pthread_mutex_destroy(&e->mu);
     free(e);
 }
@@ -305,7 +311,12 @@ int emb_text(struct emb *e, const char *text, size_t len, float *out)
         e->batch.seq_id[i][0] = 0;
         e->batch.logits[i] = 1;
     }
-    if (llama_decode(e->ctx, e->batch) != 0) {
+    int64_t t0 = util_now_us();
+    int dr = llama_decode(e->ctx, e->batch);
+    e->t_us += util_now_us() - t0;
+    e->n_texts++;
+    e->n_tokens += (uint64_t)n;
+    if (dr != 0) {
         LOG_ERROR("embed", "llama_decode failed for a text of %d tokens", n);
         rc = AIOS_EENGINE;
         goto out;
@@ -322,6 +333,17 @@ int emb_text(struct emb *e, const char *text, size_t len, float *out)
 out:
     pthread_mutex_unlock(&e->mu);
     return rc;
+}
+
+json_t *emb_describe(struct emb *e)
+{
+    pthread_mutex_lock(&e->mu);
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:f,s:I,s:I,s:f}", "model", e->path, "fingerprint",
+                          e->fingerprint, "dim", e->dim, "n_ctx", e->n_ctx, "weight", e->weight,
+                          "n_texts", (json_int_t)e->n_texts, "n_tokens", (json_int_t)e->n_tokens,
+                          "decode_s", (double)e->t_us / 1e6);
+    pthread_mutex_unlock(&e->mu);
+    return o;
 }
 
 int emb_kernel_start(struct kernel *k, char *err, size_t errlen)

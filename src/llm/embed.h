@@ -3,6 +3,7 @@
 #ifndef AIOS_LLM_EMBED_H
 #define AIOS_LLM_EMBED_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 struct aios_config;
@@ -52,6 +53,10 @@ double emb_dot(const float *a, const float *b, int dim);
  * where bm25_norm is the BM25 score divided by the best BM25 among the
  * candidates (0 when the text did not match the query's words). */
 double emb_hybrid(double weight, double cosine, double bm25_norm);
+
+/* For GET /status: {model, fingerprint, dim, n_ctx, weight, n_texts,
+ * n_tokens, decode_s (time in llama_decode)}. New object. */
+json_t *emb_describe(struct emb *e);
 
 /* Kernel glue: open the model of embedding.model into k->embed (NULL when
  * none is configured) before the memory and storage managers start. */

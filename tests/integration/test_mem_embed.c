@@ -288,6 +288,20 @@ static void test_openai_extract_and_inject(void **state)
     json_decref(t);
 }
 
+/* GET /status shows the embedding model and how much it has done */
+static void test_status(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_kf, "GET", "/status", NULL, &j), 200);
+    json_t *e = json_object_get(j, "embedding");
+    assert_non_null(e);
+    assert_int_equal(num(e, "dim"), 64);
+    assert_true(num(e, "n_texts") > 10); /* the notes, files and queries above */
+    assert_non_null(strstr(json_string_value(json_object_get(e, "model")), "aios-test-embed"));
+    json_decref(j);
+}
+
 static void test_bad_model_path(void **state)
 {
     (void)state;
@@ -325,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_storage_hybrid),
         cmocka_unit_test(test_auto_inject_query),
         cmocka_unit_test(test_openai_extract_and_inject),
+        cmocka_unit_test(test_status),
         cmocka_unit_test(test_bad_model_path),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
