@@ -52,7 +52,6 @@ enum {
     ST_SYNC_NORMAL,
     ST_SYNC_FULL,
     ST_VEC_SET,
-    ST_VEC_GET,
     ST_VEC_SCAN,
     ST_VEC_MISSING,
     ST_BM25_SOME,
@@ -89,8 +88,6 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
     [ST_VEC_SET] = "INSERT OR REPLACE INTO notes_vec(nid, agent, vec) "
                    "SELECT nid, agent, ?3 FROM notes WHERE agent=?1 AND id=?2",
-    [ST_VEC_GET] = "SELECT v.vec FROM notes n JOIN notes_vec v ON v.nid = n.nid "
-                   "WHERE n.agent=?1 AND n.id=?2",
     [ST_VEC_SCAN] = "SELECT v.nid, v.vec FROM notes_vec v WHERE v.agent=?1",
     [ST_VEC_MISSING] = "SELECT n.id, n.content FROM notes n WHERE n.agent=?1 AND NOT EXISTS "
                        "(SELECT 1 FROM notes_vec v WHERE v.nid = n.nid) LIMIT ?2",
@@ -758,26 +755,6 @@ int mem_store_vec_set(struct mem_store *s, const char *agent, const char *const 
     if (rc) run(c, ST_ROLLBACK);
     else rc = run(c, ST_COMMIT);
     if (s->full_sync) sqlite3_step(c->st[ST_SYNC_FULL]), sqlite3_reset(c->st[ST_SYNC_FULL]);
-    conn_give(s, c);
-    return rc;
-}
-
-int mem_store_vec_get(struct mem_store *s, const char *agent, const char *id, float *out, int dim)
-{
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
-    sqlite3_stmt *st = c->st[ST_VEC_GET];
-    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    int rc = AIOS_ENOTFOUND, r = sqlite3_step(st);
-    if (r == SQLITE_ROW && sqlite3_column_bytes(st, 0) == dim * (int)sizeof *out) {
-        memcpy(out, sqlite3_column_blob(st, 0), (size_t)dim * sizeof *out);
-        rc = 0;
-    } else if (r != SQLITE_ROW && r != SQLITE_DONE) {
-        rc = sql_fail(c, "read a vector");
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     conn_give(s, c);
     return rc;
 }

@@ -70,8 +70,6 @@ int mem_store_vec_model(struct mem_store *s, const char *fingerprint, bool *rese
  * transaction without an fsync (derived data) */
 int mem_store_vec_set(struct mem_store *s, const char *agent, const char *const *ids,
                       const float *vecs, size_t n, int dim);
-/* AIOS_ENOTFOUND when the note has no vector of this width */
-int mem_store_vec_get(struct mem_store *s, const char *agent, const char *id, float *out, int dim);
 /* up to limit of the agent's notes without a vector: [[id, content], ...] */
 int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, json_t **out);
 /* The cosine of q with every vector of the agent (a linear scan), in no
