@@ -160,6 +160,8 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
     if (rc == 0) p->presence_penalty = (float)d;
     if ((rc = get_number(body, "repeat_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
     if (rc == 0) p->repeat_penalty = (float)d;
+    if ((rc = get_number(body, "repetition_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->repeat_penalty = (float)d; /* vLLM's name for it */
     if ((rc = get_int(body, "repeat_last_n", 0, 1 << 20, &n, err, errlen)) < 0) return rc;
     if (rc == 0) p->penalty_last_n = (int)n;
     if ((rc = get_int(body, "top_k", 0, 1000000, &n, err, errlen)) < 0) return rc;

@@ -175,6 +175,7 @@ static struct remote_wire_opts wire_opts(struct remote_core *rc, bool stream)
         .extra_sampling = rc->bi->extra_sampling,
         .max_completion_tokens = !strcmp(rc->bi->name, "openai"),
         .continue_final = rc->bi->continue_final,
+        .repeat_key = rc->bi->repeat_key,
     };
     return o;
 }

@@ -26,6 +26,10 @@ struct remote_backend_info {
     bool key_required;         /* hosted APIs refuse calls without a key */
     bool extra_sampling;       /* accepts top_k / min_p */
     bool continue_final;       /* accepts continue_final_message (vLLM, SGLang) */
+    /* the field that carries llama.cpp's repeat penalty: "repeat_penalty"
+     * (llama.cpp's server, aios; with repeat_last_n), "repetition_penalty"
+     * (vLLM, SGLang), NULL: the server has none (OpenAI, Anthropic, ...) */
+    const char *repeat_key;
 };
 const struct remote_backend_info *remote_backend_find(const char *backend);
 bool llm_backend_is_remote(const char *backend);
@@ -67,6 +71,7 @@ struct remote_wire_opts {
     bool extra_sampling;    /* send top_k / min_p when set */
     bool max_completion_tokens; /* OpenAI proper: max_completion_tokens */
     bool continue_final;    /* last assistant message is a prefix to continue */
+    const char *repeat_key; /* remote_backend_info.repeat_key (NULL: not sent) */
 };
 
 /* The upstream request body for req. NULL with a message in err when req

@@ -55,7 +55,27 @@ static void test_openai_request(void **state)
     assert_string_equal(json_string_value(json_array_get(json_object_get(b, "stop"), 0)), "\n\n");
     assert_true(json_number_value(json_object_get(b, "frequency_penalty")) == 0.5);
     assert_null(json_object_get(b, "presence_penalty")); /* 0 = off: not sent */
+    assert_null(json_object_get(b, "repeat_penalty"));   /* no repeat_key: not sent */
     json_decref(b);
+    r->p.repeat_penalty = 1.3f;
+    r->p.penalty_last_n = 32;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_null(json_object_get(b, "repeat_penalty")); /* hosted APIs have no such field */
+    json_decref(b);
+    o.repeat_key = remote_backend_find("llamacpp-server")->repeat_key;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_true(json_number_value(json_object_get(b, "repeat_penalty")) > 1.29);
+    assert_int_equal(json_integer_value(json_object_get(b, "repeat_last_n")), 32);
+    json_decref(b);
+    o.repeat_key = remote_backend_find("vllm")->repeat_key;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_true(json_number_value(json_object_get(b, "repetition_penalty")) > 1.29);
+    assert_null(json_object_get(b, "repeat_penalty"));
+    assert_null(json_object_get(b, "repeat_last_n"));
+    json_decref(b);
+    assert_null(remote_backend_find("openai")->repeat_key);
+    assert_null(remote_backend_find("anthropic")->repeat_key);
+    o.repeat_key = NULL;
 
     o.stream = false;
     o.extra_sampling = true;
