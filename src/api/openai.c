@@ -28,6 +28,7 @@ enum MHD_Result api_openai_models(struct api_req *r)
     json_t *data = json_array();
     for (size_t i = 0; i < r->k->n_cores; i++) {
         struct llm_core *c = r->k->cores[i];
+        if (c->retired) continue; /* removed by POST /core/refresh */
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", c->name, "object",
                                               "model", "created", (json_int_t)c->created,
                                               "owned_by", "aios", "backend", c->backend));
