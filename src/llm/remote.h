@@ -94,6 +94,13 @@ struct remote_answer {
     char error_type[64];
 };
 void remote_answer_free(struct remote_answer *a);
+/* Before a broken stream is resumed from its text snapshot: keep the text
+ * (it becomes the assistant prefix the next attempt continues) and forget
+ * everything else the broken attempt said, its tool calls above all: the
+ * next attempt sends its calls whole again, and OpenAI-style deltas (by
+ * index) would otherwise be appended to the broken ones, Anthropic's
+ * blocks added beside them. */
+void remote_answer_keep_text(struct remote_answer *a);
 int remote_answer_append(struct remote_answer *a, const char *s, size_t n);
 
 /* Parse a complete (non-streamed) 2xx body into a. 0 or AIOS_EINVAL with a

@@ -485,6 +485,17 @@ int remote_answer_append(struct remote_answer *a, const char *s, size_t n)
     return util_buf_append(&a->text, &a->len, &a->cap, s, n);
 }
 
+void remote_answer_keep_text(struct remote_answer *a)
+{
+    json_decref(a->tool_calls);
+    a->tool_calls = NULL;
+    a->in_tool_block = false;
+    a->finish_reason = NULL;
+    a->done = false;
+    a->error[0] = a->error_type[0] = 0;
+    a->n_prompt = a->n_cached = a->n_gen = 0;
+}
+
 /* add a call {"id","name","arguments"} to a->tool_calls */
 static json_t *add_call(struct remote_answer *a, const char *id, const char *name, const char *args)
 {
