@@ -14,6 +14,13 @@
  *     16 sequences with one shared 1000-token prefix, engine with prefix
  *     sharing against the same engine with sharing off: prompt tokens
  *     computed and wall time.
+ *   bench_engine ideal [MODEL] [--threads T] --prompt-computed P --calls C --gen G
+ *                      [--batch B] [--ctx L]
+ *     the ideal time of a workload (aios bench agents prints P, C and G):
+ *     P prompt tokens at the engine's measured prefill rate, plus C calls
+ *     of G generated tokens decoded B at a time at the engine's measured
+ *     step time for B sequences of about L context tokens. Nothing in it
+ *     waits: no queueing, no HTTP, no recomputation.
  *
  * MODEL defaults to /tmp/q05.gguf (aios model create-test /tmp/q05.gguf
  * --shape qwen2.5-0.5b). Prompts are synthetic token ids (a random-weight
@@ -402,10 +409,79 @@ static int bench_prefix(int argc, char **argv)
     return 0;
 }
 
+/* ---- ideal time of a workload ---- */
+
+static int bench_ideal(int argc, char **argv)
+{
+    long P = -1, C = -1;
+    int G = -1, B = 1, L = 1000;
+    for (int i = 0; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--prompt-computed")) P = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--calls")) C = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--gen")) G = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch")) B = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ctx")) L = atoi(argv[++i]);
+    }
+    if (P < 0 || C < 1 || G < 2 || B < 1 || B > 64 || L < 64 || L > 3000) {
+        fprintf(stderr, "ideal: need --prompt-computed P --calls C --gen G (>= 2) "
+                        "[--batch 1..64] [--ctx 64..3000]\n");
+        return 2;
+    }
+    /* prefill rate: one 1024-token prompt, alone */
+    struct eng t;
+    if (eng_open(&t, 1, 8192, "      retain: false\n")) return 1;
+    int32_t *p = malloc(sizeof *p * 1024);
+    prompt_tokens(p, 1024, 7);
+    struct syscall *sc[64];
+    sc[0] = submit_tokens(&t, p, 1024, 1, 1, "bench");
+    eng_go(&t);
+    wait_all(sc, 1);
+    double t_pre = sc[0]->res ? (double)((struct llm_res *)sc[0]->res)->t_prefill_us / 1e6 : 0;
+    syscall_unref(sc[0]);
+    eng_close(&t);
+    free(p);
+    if (t_pre <= 0) return 1;
+    double pre_rate = 1024.0 / t_pre;
+    /* decode step time: B sequences of L tokens (a shared prefix, 32 own) */
+    if (eng_open(&t, B, 16384, NULL)) return 1;
+    p = malloc(sizeof *p * (size_t)L);
+    for (int i = 0; i < B; i++) {
+        prompt_tokens(p, L, 0);
+        int32_t own[32];
+        prompt_tokens(own, 32, 1 + i);
+        memcpy(p + L - 32, own, sizeof own);
+        sc[i] = submit_tokens(&t, p, L, G, 100u + (uint32_t)i, "bench");
+    }
+    eng_go(&t);
+    wait_all(sc, B);
+    int64_t tmax = 0;
+    int gmin = G;
+    for (int i = 0; i < B; i++) {
+        struct llm_res *r = sc[i]->res;
+        if (r && r->t_decode_us > tmax) tmax = r->t_decode_us;
+        if (!r || r->n_gen < gmin) gmin = r ? r->n_gen : 0;
+        syscall_unref(sc[i]);
+    }
+    eng_close(&t);
+    free(p);
+    if (gmin < 2 || tmax <= 0) return 1;
+    double step = (double)tmax / 1e6 / (gmin - 1);
+    double steps = (double)C * G / B;
+    double t_ideal = (double)P / pre_rate + steps * step;
+    printf("ideal, %s, %d threads: prefill %.1f tokens/s (1024-token prompt); decode step %.1f ms "
+           "at %d sequences of %d tokens (%.1f tokens/s)\n", g_model, g_threads, pre_rate,
+           step * 1e3, B, L, B / step);
+    printf("workload: %ld prompt tokens to compute, %ld calls x %d tokens, %d at a time\n", P, C,
+           G, B);
+    printf("ideal_s %.2f (prefill %.2f + decode %.2f)\n", t_ideal, (double)P / pre_rate,
+           steps * step);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine decode|switch|prefix [MODEL] [--threads T] ...\n");
+        fprintf(stderr, "usage: bench_engine decode|switch|prefix|ideal [MODEL] [--threads T] ...\n");
         return 2;
     }
     int rest = 2;
@@ -417,6 +493,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "decode")) return bench_decode(argc - rest, argv + rest);
     if (!strcmp(argv[1], "switch")) return bench_switch(argc - rest, argv + rest);
     if (!strcmp(argv[1], "prefix")) return bench_prefix(argc - rest, argv + rest);
+    if (!strcmp(argv[1], "ideal")) return bench_ideal(argc - rest, argv + rest);
     fprintf(stderr, "unknown benchmark %s\n", argv[1]);
     return 2;
 }

@@ -5,7 +5,8 @@
  * One engine per loaded GGUF model. It owns the llama_model (immutable,
  * shared read-only with HTTP threads for tokenising) and one llama_context
  * (touched only by the engine thread) whose KV cache is one unified pool of
- * kv_size cells shared by up to n_parallel sequence slots.
+ * kv_size cells shared by n_slots sequence ids: at most n_parallel of them
+ * run at once, the others hold retained conversations (retain_max).
  *
  * The engine thread runs a loop; every iteration is one step:
  *   1. control: preemption requests (llm_engine_preempt), cancelled calls,
@@ -105,7 +106,7 @@ struct llama_engine {
     struct llama_context *ctx;
     const char *tmpl; /* owned by the model */
     int n_ctx;        /* per sequence: prompt + output */
-    int kv_size, n_parallel, n_batch, prefill_chunk, n_threads;
+    int kv_size, n_parallel, n_slots, n_batch, prefill_chunk, n_threads;
     int prefix_share_min, debug_preempt_every;
     bool retain, batch_invariant;
     bool random_weights;
@@ -128,6 +129,12 @@ struct llama_engine {
 
     pthread_mutex_t stats_mu; /* guards pub */
     struct llm_engine_stats pub;
+
+    /* KV bytes per agent, reported to the scheduler's accounting */
+    int64_t cell_bytes;
+    char *kv_agents[ENGINE_MAX_SEQ]; /* agents reported non-zero last time */
+    int n_kv_agents;
+    int64_t t_kv_report_us;
 };
 
 static void log_cb(enum ggml_log_level level, const char *text, void *ud)
@@ -354,7 +361,7 @@ static void slot_clear(struct llama_engine *e, int i)
 static int n_running(struct llama_engine *e)
 {
     int n = 0;
-    for (int i = 0; i < e->n_parallel; i++) n += e->slots[i].kind == SLOT_SEQ;
+    for (int i = 0; i < e->n_slots; i++) n += e->slots[i].kind == SLOT_SEQ;
     return n;
 }
 
@@ -363,7 +370,7 @@ static int n_running(struct llama_engine *e)
 static int slot_take(struct llama_engine *e)
 {
     int lru = -1;
-    for (int i = 0; i < e->n_parallel; i++) {
+    for (int i = 0; i < e->n_slots; i++) {
         if (e->slots[i].kind == SLOT_FREE) return i;
         if (e->slots[i].kind == SLOT_RETAINED &&
             (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
@@ -379,7 +386,7 @@ static int slot_take(struct llama_engine *e)
 static bool evict_one_retained(struct llama_engine *e)
 {
     int lru = -1;
-    for (int i = 0; i < e->n_parallel; i++)
+    for (int i = 0; i < e->n_slots; i++)
         if (e->slots[i].kind == SLOT_RETAINED &&
             (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
             lru = i;
@@ -524,6 +531,7 @@ static bool resume_switched(struct llama_engine *e)
             waiting = true;
             continue;
         }
+        if (n_running(e) >= e->n_parallel) return true;
         int slot = slot_take(e);
         if (slot < 0) return true;
         if (s->snap) {
@@ -569,7 +577,7 @@ static int slot_for_new(struct llama_engine *e, struct seq *s)
 {
     const char *agent = s->sc->agent ? s->sc->agent : "";
     int best = -1, best_len = 0, any = -1, any_len = 0;
-    for (int i = 0; i < e->n_parallel; i++) {
+    for (int i = 0; i < e->n_slots; i++) {
         struct slot *sl = &e->slots[i];
         if (sl->kind != SLOT_RETAINED) continue;
         int l = ctx_prefix_len(sl->toks, sl->n_toks, s->toks, s->n_prompt);
@@ -582,7 +590,7 @@ static int slot_for_new(struct llama_engine *e, struct seq *s)
         slot = best, reuse = best_len;
         e->st.n_retained_hits++;
     } else {
-        for (int i = 0; i < e->n_parallel && slot < 0; i++)
+        for (int i = 0; i < e->n_slots && slot < 0; i++)
             if (e->slots[i].kind == SLOT_FREE) slot = i;
         if (slot < 0 && any >= 0 && any_len >= e->prefix_share_min) {
             slot = any, reuse = any_len;
@@ -657,7 +665,7 @@ static bool seq_match(struct llama_engine *e, struct seq *s)
 {
     int lim = s->n_prompt - 1;
     int best = s->n_past, src = -1;
-    for (int i = 0; i < e->n_parallel; i++) {
+    for (int i = 0; i < e->n_slots; i++) {
         struct slot *sl = &e->slots[i];
         if (i == s->id) continue;
         int l = 0;
@@ -817,10 +825,47 @@ static void handle_requests(struct llama_engine *e)
     free(reqs);
 }
 
+/* Tell the scheduler how many KV bytes each agent holds (its running
+ * sequences and retained conversations; shared cells count for every
+ * sequence that uses them). At most every 200 ms, and when idle. */
+static void report_kv(struct llama_engine *e, bool force)
+{
+    int64_t now = util_now_us();
+    if (!e->sched || (!force && now - e->t_kv_report_us < 200000)) return;
+    e->t_kv_report_us = now;
+    const char *names[ENGINE_MAX_SEQ];
+    int64_t bytes[ENGINE_MAX_SEQ];
+    int n = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *sl = &e->slots[i];
+        const char *a = NULL;
+        int cells = 0;
+        if (sl->kind == SLOT_RETAINED) a = sl->agent, cells = sl->n_toks;
+        else if (sl->kind == SLOT_SEQ && sl->seq) a = sl->seq->sc->agent, cells = sl->seq->n_past;
+        if (!a || cells <= 0) continue;
+        int k = 0;
+        while (k < n && strcmp(names[k], a)) k++;
+        if (k == n) names[n] = a, bytes[n++] = 0;
+        bytes[k] += (int64_t)cells * e->cell_bytes;
+    }
+    for (int k = 0; k < n; k++) sched_set_agent_kv(e->sched, names[k], bytes[k]);
+    /* agents that held KV last time and hold none now */
+    for (int j = 0; j < e->n_kv_agents; j++) {
+        int k = 0;
+        while (k < n && strcmp(names[k], e->kv_agents[j])) k++;
+        if (k == n) sched_set_agent_kv(e->sched, e->kv_agents[j], 0);
+        free(e->kv_agents[j]);
+    }
+    e->n_kv_agents = 0;
+    for (int k = 0; k < n; k++)
+        if ((e->kv_agents[e->n_kv_agents] = strdup(names[k]))) e->n_kv_agents++;
+}
+
 static void publish_stats(struct llama_engine *e)
 {
+    report_kv(e, e->seqs == NULL);
     int run = 0, sw = 0, ret = 0;
-    for (int i = 0; i < e->n_parallel; i++) {
+    for (int i = 0; i < e->n_slots; i++) {
         run += e->slots[i].kind == SLOT_SEQ;
         ret += e->slots[i].kind == SLOT_RETAINED;
     }
@@ -982,6 +1027,7 @@ static void eng_destroy(struct llm_core *c)
         free(e->slots[i].agent);
         free(e->slots[i].toks);
     }
+    for (int j = 0; j < e->n_kv_agents; j++) free(e->kv_agents[j]);
     if (e->batch.token) llama_batch_free(e->batch);
     ctx_store_destroy(e->store);
     free(e->reqs);
@@ -1008,6 +1054,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     llm_engine_get_stats(c, &st);
     json_t *en = json_object();
     json_object_set_new(en, "n_parallel", json_integer(e->n_parallel));
+    json_object_set_new(en, "retain_max", json_integer(e->n_slots - e->n_parallel));
     json_object_set_new(en, "kv_size", json_integer(e->kv_size));
     json_object_set_new(en, "n_batch", json_integer(e->n_batch));
     json_object_set_new(en, "prefill_chunk", json_integer(e->prefill_chunk));
@@ -1088,7 +1135,7 @@ static int knob_int(json_t *v, const char *what, long long lo, long long hi, lon
 }
 
 struct eng_knobs {
-    long long n_parallel, kv_size, n_batch, prefill_chunk, share_min, debug_preempt;
+    long long n_parallel, retain_max, kv_size, n_batch, prefill_chunk, share_min, debug_preempt;
     long long snap_ram;
     bool retain, batch_invariant;
     char *spill_dir;
@@ -1102,6 +1149,7 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     char what[160];
     int rc;
     k->n_parallel = 8;
+    k->retain_max = -1;
     k->n_batch = 512;
     k->prefill_chunk = -1;
     k->kv_size = -1;
@@ -1117,6 +1165,7 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
         if (rc < 0) return rc;                                                             \
     } while (0)
     KNOB("n_parallel", 1, ENGINE_MAX_SEQ, &k->n_parallel);
+    KNOB("retain_max", 0, ENGINE_MAX_SEQ - 1, &k->retain_max);
     KNOB("n_batch", 16, 65536, &k->n_batch);
     KNOB("prefill_chunk", 1, 65536, &k->prefill_chunk);
     KNOB("kv_size", 16, 1LL << 24, &k->kv_size);
@@ -1153,7 +1202,13 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
         return AIOS_ECONFIG;
     }
     if (k->prefill_chunk < 0 || k->prefill_chunk > k->n_batch) k->prefill_chunk = k->n_batch;
-    if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 2;
+    /* retained conversations live in sequence ids of their own, so that
+     * many agents' conversations stay resident while n_parallel of them
+     * run; the KV budget (kv_size), not the number of ids, bounds them */
+    if (k->retain_max < 0) k->retain_max = 64;
+    if (!k->retain) k->retain_max = 0;
+    if (k->n_parallel + k->retain_max > ENGINE_MAX_SEQ) k->retain_max = ENGINE_MAX_SEQ - k->n_parallel;
+    if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 4;
     if (k->kv_size < n_ctx) {
         snprintf(err, errlen, "llms.models[%zu].kv_size: %lld is smaller than n_ctx (%d); one "
                  "sequence must fit", idx, k->kv_size, n_ctx);
@@ -1185,6 +1240,7 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     e->n_ctx = m->n_ctx > 0 ? m->n_ctx : 4096;
     if (read_knobs(cfg, m, e->n_ctx, &kn, err, errlen)) goto fail;
     e->n_parallel = (int)kn.n_parallel;
+    e->n_slots = (int)(kn.n_parallel + kn.retain_max);
     e->kv_size = (int)kn.kv_size;
     e->n_batch = (int)kn.n_batch;
     e->prefill_chunk = (int)kn.prefill_chunk;
@@ -1230,7 +1286,7 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
      * batch. Below that every query row is computed on its own, over its
      * own cells only (masked cells are skipped). */
     cp.n_ubatch = (uint32_t)(e->batch_invariant && e->n_batch > 63 ? 63 : e->n_batch);
-    cp.n_seq_max = (uint32_t)e->n_parallel;
+    cp.n_seq_max = (uint32_t)e->n_slots;
     cp.kv_unified = true;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     cp.n_threads = e->n_threads;
@@ -1243,6 +1299,12 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
         goto fail;
     }
     e->kv_size = (int)llama_n_ctx(e->ctx);
+    {
+        /* F16 K and V per layer: the context's default cache types */
+        int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
+        int64_t kv_dim = n_head > 0 ? (int64_t)llama_model_n_embd(e->model) / n_head * n_head_kv : 0;
+        e->cell_bytes = (int64_t)llama_model_n_layer(e->model) * 2 * kv_dim * 2;
+    }
     e->batch = llama_batch_init(e->n_batch, 0, 1);
     e->st.n_parallel = e->n_parallel;
     e->st.kv_size = e->kv_size;

@@ -178,6 +178,17 @@ static void test_stats_accounting(void **state)
     assert_int_equal(jint(s, "running", NULL), 0);
     assert_true(json_real_value(json_object_get(s, "service")) > 0);
     json_decref(s);
+    /* alice's conversation stays in the KV cache after her calls: the
+     * engine reports the bytes it holds (asynchronously, so poll) */
+    json_int_t kvb = 0;
+    for (int i = 0; i < 50 && kvb <= 0; i++) {
+        s = stats("alice", 200);
+        kvb = jint(s, "kv_bytes", NULL);
+        json_decref(s);
+        if (kvb <= 0) usleep(100000);
+    }
+    assert_true(kvb > 0);
+    assert_true(kvb < (prompt + gen) * (1 << 20));
 
     /* agents named in scheduler.priorities exist with their priority */
     s = stats("vip", 200);

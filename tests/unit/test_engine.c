@@ -356,6 +356,47 @@ static void test_retention(void **state)
     free(warm);
 }
 
+/* More agents than running slots: each finished conversation keeps a
+ * sequence id of its own (retain_max), so six agents on a two-slot
+ * engine all find their turn 1 in the cache at turn 2; with retain_max 1
+ * most of them must recompute. */
+static int retained_turn2(const char *knobs, int n_agents)
+{
+    struct eng t;
+    eng_open(&t, knobs, NULL);
+    const char *sys = "You are a helpful assistant that answers briefly and precisely.";
+    struct syscall *s1[8], *s2[8];
+    struct call_opts o[8];
+    char names[8][16];
+    for (int i = 0; i < n_agents; i++) {
+        snprintf(names[i], sizeof names[i], "agent%d", i);
+        o[i] = (struct call_opts){.agent = names[i], .system = sys, .user = g_users[i],
+                                  .temperature = 0.8f, .seed = 10u + (uint32_t)i, .max_tokens = 8};
+        s1[i] = submit(&t, &o[i]);
+    }
+    for (int i = 0; i < n_agents; i++) run(s1[i]);
+    int hits = 0;
+    for (int i = 0; i < n_agents; i++) {
+        struct llm_res *r1 = s1[i]->res;
+        o[i].assistant = r1->text;
+        o[i].user2 = "and then?";
+        s2[i] = submit(&t, &o[i]);
+        struct llm_res *r2 = run(s2[i]);
+        /* its own turn 1, not only the shared system prompt */
+        if (r2->n_prompt - r2->n_prompt_computed >= r1->n_prompt - 1) hits++;
+    }
+    for (int i = 0; i < n_agents; i++) syscall_unref(s1[i]), syscall_unref(s2[i]);
+    eng_close(&t);
+    return hits;
+}
+
+static void test_retention_many_agents(void **state)
+{
+    (void)state;
+    assert_int_equal(retained_turn2("      n_parallel: 2\n", 6), 6);
+    assert_true(retained_turn2("      n_parallel: 2\n      retain_max: 1\n", 6) <= 3);
+}
+
 static void test_shared_prefix(void **state)
 {
     (void)state;
@@ -465,8 +506,9 @@ static void test_bad_knobs(void **state)
     (void)state;
     const char *bad[] = {"      n_parallel: 0\n", "      n_parallel: many\n",
                          "      kv_size: 100\n", "      retain: 3\n", "      n_batch: 4\n",
-                         "      n_batch: 16\n      n_parallel: 32\n"};
-    const char *key[] = {"n_parallel", "n_parallel", "kv_size", "retain", "n_batch", "n_batch"};
+                         "      n_batch: 16\n      n_parallel: 32\n", "      retain_max: -1\n"};
+    const char *key[] = {"n_parallel", "n_parallel", "kv_size", "retain", "n_batch", "n_batch",
+                         "retain_max"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct aios_config cfg;
         char yaml[1024], err[512] = "";
@@ -531,15 +573,16 @@ static void stats_after(struct eng *t, uint64_t n_calls, struct llm_engine_stats
     fail_msg("the engine did not publish call %llu", (unsigned long long)n_calls);
 }
 
-/* Slot pressure: with 2 slots, a third agent takes the least recently used
- * retained conversation; the evicted agent's next turn recomputes its whole
- * prompt and answers exactly as a cold engine does, while the agent that
- * kept its slot reuses it. */
+/* Slot pressure: with 2 sequence ids (n_parallel 2, retain_max 0), a third
+ * agent takes the least recently used retained conversation; the evicted
+ * agent's next turn recomputes its whole prompt and answers exactly as a
+ * cold engine does, while the agent that kept its slot reuses it. */
 static void test_lru_eviction_slots(void **state)
 {
     (void)state;
     struct eng t;
-    eng_open_ctx(&t, EVICT_N_CTX, "      n_parallel: 2\n" NO_SHARING, NULL);
+    /* two sequence ids in all: retain_max 0 */
+    eng_open_ctx(&t, EVICT_N_CTX, "      n_parallel: 2\n      retain_max: 0\n" NO_SHARING, NULL);
     const char *agents[] = {"alice", "bob", "carol"};
     struct llm_res r1[3];
     char *t1[3];
@@ -725,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_preempt_identical),
         cmocka_unit_test(test_preempt_api),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_retention_many_agents),
         cmocka_unit_test(test_lru_eviction_slots),
         cmocka_unit_test(test_kv_full_evicts_retained_first),
         cmocka_unit_test(test_shared_prefix),
