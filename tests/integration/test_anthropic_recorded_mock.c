@@ -755,7 +755,8 @@ static void test_resumed_stream_with_tools(void **state)
         json_t *d = json_object_get(c0, "delta");
         const char *t = json_string_value(json_object_get(d, "content"));
         if (t) strncat(text, t, sizeof text - strlen(text) - 1);
-        json_array_extend(calls, json_object_get(d, "tool_calls") ? json_object_get(d, "tool_calls") : json_array());
+        if (json_is_array(json_object_get(d, "tool_calls")))
+            json_array_extend(calls, json_object_get(d, "tool_calls"));
         if (json_is_string(json_object_get(c0, "finish_reason")))
             finish = json_string_value(json_object_get(c0, "finish_reason"));
     }
