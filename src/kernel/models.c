@@ -12,12 +12,14 @@
  * lookups (kernel_find_core, kernel_default_core, /v1/models) skip it, so a
  * new call for that name reaches the replacement, or gets the usual 404
  * that names the model. Calls already queued for it or running on it finish
- * there: its engine (or remote) thread keeps serving them. The retired core
- * itself is freed at kernel stop, not earlier: a thread that looked it up
- * just before retirement may still be about to queue a call for it, and no
- * reference count tracks such pointers. So a removed local model's weights
- * stay in memory (unused once drained) until the next restart, and a kernel
- * can publish KERNEL_MAX_CORES cores in its life.
+ * there: its engine (or remote) thread keeps serving them. Once drained, a
+ * retired local engine frees its KV cache on its own (llama.c,
+ * retire_release). The core itself, with a local model's weights (a
+ * read-only file mapping), is freed at kernel stop, not earlier: a thread
+ * that looked it up just before retirement may still be tokenising with it
+ * or about to queue a call for it (which then gets 404), and no reference
+ * count tracks such pointers. A kernel can publish KERNEL_MAX_CORES cores in
+ * its life.
  *
  * What a refresh compares, per model name: a fingerprint of what its core
  * was built from, i.e. its llms.models entries in file order (replicas),

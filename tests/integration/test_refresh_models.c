@@ -11,8 +11,8 @@
  *    rebuilt with the key and answers what the upstream itself answers; the
  *    key is never echoed;
  *  - removing B while a stream on B runs: the stream ends intact, new calls
- *    for B get 404 naming B, /status shows the old core as retired and
- *    /v1/models no longer lists B;
+ *    for B get 404 naming B, /status shows the old core as retired (and,
+ *    once drained, its KV cache released) and /v1/models no longer lists B;
  *  - changing A's path to B's file while a stream on A runs: the old A
  *    finishes the stream, new A calls are answered by B's weights; a path
  *    that does not load is reported as not applied and the running A keeps
@@ -317,7 +317,7 @@ static void test_remove_model_while_streaming(void **state)
     assert_non_null(strstr(json_string_value(json_object_get(cb, "note")), "retired"));
     json_decref(j);
     /* new calls: a clear 404 naming B */
-    char *bb = body("B", 4, false);
+    char *bb = body("B", 4, false), *bb2 = body("B", 4, false);
     assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", bb, &j), 404);
     assert_error_body(j, "'B'");
     json_decref(j);
@@ -334,6 +334,18 @@ static void test_remove_model_while_streaming(void **state)
     json_decref(old);
     /* the call that was running on B ends exactly as it would have */
     stream_join(&s, g_ref_b, false);
+    /* then the retired engine gives its KV cache back */
+    bool released = false;
+    for (int i = 0; i < 400 && !released; i++) {
+        json_t *r = status_entry("B", true);
+        released = json_is_true(json_object_get(json_object_get(r, "engine"), "released"));
+        json_decref(r);
+        if (!released) usleep(25000);
+    }
+    assert_true(released);
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", bb2, &j), 404);
+    json_decref(j);
+    free(bb2);
     long st;
     char *a = answer(g_k, "A", 300, &st);
     assert_int_equal(st, 200);
