@@ -10,6 +10,8 @@
  *   POST /access/approvals/{id}/approve {"reason"?}
  *   POST /access/approvals/{id}/deny    {"reason"?}
  *   POST /core/approvals/{id}           {"decision":"approve"|"deny","reason"?}
+ *   GET  /access/budgets?agent=         token budget usage (an agent token:
+ *                                       its own rows only)
  *
  * Handlers run on an HTTP thread and answer at once (the audit query reads
  * SQLite on its own connection). */
@@ -146,4 +148,13 @@ enum MHD_Result acc_route_core_approval(struct api_req *r)
         decide(r, !strcmp(d, "approve"), json_string_value(json_object_get(body, "reason")));
     json_decref(body);
     return ret;
+}
+
+enum MHD_Result acc_route_budgets(struct api_req *r)
+{
+    const char *agent = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "agent");
+    if (!r->acc_admin) agent = r->acc_agent; /* an agent sees its own */
+    return api_send_json(r, 200, json_pack("{s:s,s:o}", "status", "success", "budgets",
+                                           acc_budgets_json(r->k->access,
+                                                            agent && *agent ? agent : NULL)));
 }

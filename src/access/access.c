@@ -23,7 +23,10 @@
  *     list the model and every tool called: else 403.
  * Every decision of the gate except the open routes is one audit row.
  * Memory and storage isolation is done by their managers in the agent's
- * name (which the gate has just proven); share grants are storage's.
+ * name (which the gate has just proven); which other namespaces a group or
+ * grant opens is ns.c's. Token budgets (budget.c) and storage approvals
+ * (approve.c) run later, when the request's syscall is about to be queued
+ * (acc_before_submit).
  *
  * Approvals. The tool manager calls approval_hook (on a tool pool thread)
  * before a tool marked irreversible runs: the call becomes a pending
@@ -37,11 +40,13 @@
  * the agent factory's lock are taken after releasing it).
  * Ownership: the manager owns copies of its config (groups, agent map). */
 #include "access/access.h"
+#include "access/acc_int.h"
 
 #include "agents/agent.h"
 #include "api/api.h"
 #include "kernel/kernel.h"
 #include "storage/sha256.h"
+#include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -62,45 +67,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ACC_NAME_MAX 128
-
-struct reg_agent {
-    char name[ACC_NAME_MAX];
-    char sha[65];
-};
-
-enum appr_state { APPR_PENDING, APPR_APPROVED, APPR_DENIED };
-
-struct approval {
-    struct approval *next;
-    uint64_t id, sc_id;
-    char agent[ACC_NAME_MAX];
-    char tool[ACC_NAME_MAX];
-    char *args; /* compact JSON */
-    double created, deadline;
-    enum appr_state state;
-    char reason[256];
-};
-
-struct acc_mgr {
-    struct kernel *k;
-    bool compat;
-    char admin_token[65];
-    struct acc_audit *audit;
-    json_t *groups; /* access.groups (copy) or NULL */
-    json_t *agent_groups; /* access.agents (copy) or NULL */
-    char *default_group;
-    int approval_timeout_s;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* approvals decided (CLOCK_MONOTONIC) */
-    struct reg_agent *reg;
-    size_t n_reg, cap_reg;
-    struct approval *approvals;
-    uint64_t next_approval;
-    bool stopping;
-};
-
-static double wall_s(void)
+double acc_wall_s(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -260,7 +227,7 @@ int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, siz
     }
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 3, wall_s());
+    sqlite3_bind_double(st, 3, acc_wall_s());
     if (sqlite3_step(st) != SQLITE_DONE) rc = AIOS_EIO;
 out:
     if (rc == AIOS_EIO)
@@ -360,7 +327,7 @@ static bool from_loopback(struct api_req *r)
 /* ---- privilege groups ---- */
 
 /* the agent's group object, or NULL (unrestricted) */
-static json_t *group_of(struct acc_mgr *m, const char *agent, const char **gname)
+json_t *acc_group_of(struct acc_mgr *m, const char *agent, const char **gname)
 {
     const char *g = json_string_value(json_object_get(m->agent_groups, agent));
     if (!g) g = m->default_group;
@@ -385,8 +352,8 @@ static bool group_allows(json_t *grp, const char *key, const char *what)
 
 /* ---- the gate ---- */
 
-static void audit(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
-                  const char *action, const char *decision, const char *reason)
+void acc_audit_row(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
+                   const char *action, const char *decision, const char *reason)
 {
     struct acc_audit_row row = {agent, sc_id, resource, action, decision, reason};
     acc_audit_add(m->audit, &row);
@@ -400,7 +367,8 @@ static bool is_agent_route(const char *method, const char *url)
     /* read-only discovery the Cerebrum SDK does from inside agents */
     if (!strcmp(method, "GET"))
         return !strcmp(url, "/tools") || !strcmp(url, "/access/whoami") ||
-               !strcmp(url, "/core/llms/list") || !strcmp(url, "/user/selected/llms");
+               !strcmp(url, "/core/llms/list") || !strcmp(url, "/user/selected/llms") ||
+               !strcmp(url, "/access/budgets");
     return false;
 }
 
@@ -416,7 +384,7 @@ static bool deny(struct api_req *r, enum MHD_Result *sent, unsigned status, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    audit(r->k->access, agent, 0, resource, action, "denied", msg);
+    acc_audit_row(r->k->access, agent, 0, resource, action, "denied", msg);
     LOG_INFO("access", "denied %s %s for %s: %s", r->method, r->url, agent, msg);
     *sent = api_send_error(r, status, status == 401 ? "authentication_error" : "permission_error",
                            "%s", msg);
@@ -465,7 +433,7 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
         return deny(r, sent, 403, name, url, action,
                     "%s %s needs the operator's admin token; agent '%s' may use /query, "
                     "/v1/chat/completions, GET /tools, GET /core/llms/list, GET "
-                    "/user/selected/llms and GET /access/whoami", method, url, name);
+                    "/user/selected/llms, GET /access/budgets and GET /access/whoami", method, url, name);
 
     /* what the request says about itself */
     json_t *body = NULL;
@@ -496,7 +464,7 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
 
     /* privilege group (agents only; the operator may do anything) */
     const char *gname = NULL;
-    json_t *grp = id == ID_AGENT ? group_of(m, name, &gname) : NULL;
+    json_t *grp = id == ID_AGENT ? acc_group_of(m, name, &gname) : NULL;
     char res[256];
     if (grp && body) {
         json_t *qd = query ? json_object_get(body, "query_data") : NULL;
@@ -544,7 +512,7 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
      * reads X-Aios-Agent (r->acc_agent lives as long as the request) */
     if (id == ID_AGENT && chat && !claims[0] && !claims[2])
         MHD_set_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent", r->acc_agent);
-    audit(m, r->acc_agent, 0, url, action, "allowed",
+    acc_audit_row(m, r->acc_agent, 0, url, action, "allowed",
           r->acc_compat ? "compat mode: tokenless loopback request trusted"
           : id == ID_ADMIN ? "admin token" : "agent token");
     return true;
@@ -590,7 +558,7 @@ static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, jso
     snprintf(a->agent, sizeof a->agent, "%s", agent);
     snprintf(a->tool, sizeof a->tool, "%s", t->name);
     a->args = json_dumps(args, JSON_COMPACT);
-    a->created = wall_s();
+    a->created = acc_wall_s();
     a->deadline = a->created + m->approval_timeout_s;
     char res[256];
     snprintf(res, sizeof res, "tool:%s", t->name);
@@ -601,7 +569,7 @@ static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, jso
         free(a->args);
         free(a);
         snprintf(err, errlen, "denied: the kernel is shutting down");
-        audit(m, agent, sc_id, res, "tool_call", "denied", err);
+        acc_audit_row(m, agent, sc_id, res, "tool_call", "denied", err);
         return AIOS_EPERM;
     }
     a->id = ++m->next_approval;
@@ -613,7 +581,7 @@ static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, jso
     char why[300];
     snprintf(why, sizeof why, "approval %llu: %s is irreversible; waiting up to %d s for the operator",
              (unsigned long long)aid, t->name, m->approval_timeout_s);
-    audit(m, agent, sc_id, res, "tool_call", "awaiting_approval", why);
+    acc_audit_row(m, agent, sc_id, res, "tool_call", "awaiting_approval", why);
     LOG_WARN("access", "%s wants to run %s (irreversible): `aios approve %llu` or `aios deny %llu`",
              agent, t->name, (unsigned long long)aid, (unsigned long long)aid);
     set_status(sc, SYSCALL_STATUS_AWAITING_APPROVAL);
@@ -624,7 +592,7 @@ static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, jso
     for (;;) {
         st = a->state;
         if (st != APPR_PENDING || m->stopping) break;
-        if (wall_s() >= a->deadline) {
+        if (acc_wall_s() >= a->deadline) {
             timed_out = true;
             break;
         }
@@ -654,7 +622,7 @@ static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, jso
     if (st == APPR_APPROVED) {
         snprintf(why, sizeof why, "approval %llu approved by the operator%s%s",
                  (unsigned long long)aid, reason[0] ? ": " : "", reason);
-        audit(m, agent, sc_id, res, "tool_call", "approved", why);
+        acc_audit_row(m, agent, sc_id, res, "tool_call", "approved", why);
         return 0;
     }
     const char *decision = "denied";
@@ -673,7 +641,7 @@ static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, jso
                  (unsigned long long)aid);
     else
         snprintf(err, errlen, "approval %llu: denied", (unsigned long long)aid);
-    audit(m, agent, sc_id, res, "tool_call", decision, err);
+    acc_audit_row(m, agent, sc_id, res, "tool_call", decision, err);
     return AIOS_EPERM;
 }
 
@@ -684,12 +652,13 @@ json_t *acc_approvals_json(struct acc_mgr *m)
     for (struct approval *a = m->approvals; a; a = a->next) {
         if (a->state != APPR_PENDING) continue;
         json_t *args = a->args ? json_loads(a->args, 0, NULL) : NULL;
-        json_array_append_new(arr, json_pack("{s:I,s:I,s:s,s:s,s:o,s:f,s:f,s:s}", "id",
-                                             (json_int_t)a->id, "syscall_id", (json_int_t)a->sc_id,
-                                             "agent", a->agent, "tool", a->tool, "arguments",
-                                             args ? args : json_null(), "created", a->created,
-                                             "deadline", a->deadline, "status",
-                                             "awaiting_approval"));
+        json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:o,s:f,s:f,s:s,s:s}", "id", (json_int_t)a->id,
+                              "syscall_id", (json_int_t)a->sc_id, "agent", a->agent, "tool",
+                              a->tool, "arguments", args ? args : json_null(), "created",
+                              a->created, "deadline", a->deadline, "status", "awaiting_approval",
+                              "kind", a->parked_sc ? "storage" : "tool");
+        if (o && a->what[0]) json_object_set_new(o, "what", json_string(a->what));
+        json_array_append_new(arr, o);
     }
     pthread_mutex_unlock(&m->mu);
     return arr;
@@ -741,6 +710,25 @@ static int read_config(struct acc_mgr *m, const struct aios_config *cfg, char *e
         }
         m->approval_timeout_s = (int)json_integer_value(to);
     }
+    m->approve_delete = m->approve_overwrite = true;
+    json_t *ap = config_lookup(cfg, "access.approvals");
+    if (ap) {
+        static const char *const keys[] = {"storage_delete", "storage_overwrite"};
+        bool *vals[] = {&m->approve_delete, &m->approve_overwrite};
+        const char *k;
+        json_t *v;
+        bool ok = json_is_object(ap);
+        if (ok) json_object_foreach(ap, k, v) {
+            int i = !strcmp(k, keys[0]) ? 0 : !strcmp(k, keys[1]) ? 1 : -1;
+            if (i < 0 || !json_is_boolean(v)) ok = false;
+            else *vals[i] = json_is_true(v);
+        }
+        if (!ok) {
+            snprintf(err, errlen, "access.approvals must be a mapping with storage_delete and "
+                     "storage_overwrite (true or false)");
+            return AIOS_ECONFIG;
+        }
+    }
     json_t *groups = config_lookup(cfg, "access.groups");
     if (groups) {
         if (!json_is_object(groups)) {
@@ -768,6 +756,9 @@ static int read_config(struct acc_mgr *m, const struct aios_config *cfg, char *e
                     return AIOS_ECONFIG;
                 }
             }
+            int brc = acc_budget_config(g, gn, err, errlen);
+            if (!brc) brc = acc_ns_config(g, gn, err, errlen);
+            if (brc) return brc;
             for (int i = 0; i < 2; i++) { /* memory / storage: own or a list */
                 const char *key = i ? "storage" : "memory";
                 json_t *v = json_object_get(g, key);
@@ -810,11 +801,16 @@ static int read_config(struct acc_mgr *m, const struct aios_config *cfg, char *e
 static void mgr_free(struct acc_mgr *m)
 {
     if (!m) return;
+    acc_approvals_stop(m);
+    if (m->audit) acc_budget_save(m); /* usage charged after the thread stopped */
     acc_audit_close(m->audit);
     json_decref(m->groups);
     json_decref(m->agent_groups);
     free(m->default_group);
     free(m->reg);
+    acc_budget_free(m);
+    acc_ns_free(m);
+    pthread_mutex_destroy(&m->bmu);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
     free(m);
@@ -826,6 +822,7 @@ int acc_start(struct kernel *k, char *err, size_t errlen)
     if (!m) return AIOS_ENOMEM;
     m->k = k;
     pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->bmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -848,7 +845,12 @@ int acc_start(struct kernel *k, char *err, size_t errlen)
     if ((rc = admin_token_load(m, tokpath, err, errlen))) goto fail;
     if ((rc = acc_audit_open(&m->audit, dbpath, err, errlen))) goto fail;
     if ((rc = reg_load(m, err, errlen))) goto fail;
+    if ((rc = acc_ns_load(m, err, errlen))) goto fail;
+    if ((rc = acc_budget_load(m, err, errlen))) goto fail;
+    if ((rc = acc_approvals_start(m, err, errlen))) goto fail;
     if (k->tools) tool_mgr_set_approval(k->tools, approval_hook, m);
+    if (k->sched) sched_set_final_hook(k->sched, acc_budget_on_final, m);
+    if (k->storage) sto_set_ns_policy(k->storage, acc_ns_storage_policy, m);
     if (m->compat)
         LOG_WARN("access", "!!! access.mode is COMPAT: requests without a token from loopback are "
                  "trusted as the operator and may act as any agent. Use only with unmodified "
@@ -875,12 +877,16 @@ void acc_quiesce(struct kernel *k)
     m->stopping = true;
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
+    acc_approvals_stop(m); /* parked storage calls end denied */
 }
 
 void acc_stop(struct kernel *k)
 {
     if (!k || !k->access) return;
     if (k->tools) tool_mgr_set_approval(k->tools, NULL, NULL);
+    if (k->sched) sched_set_final_hook(k->sched, NULL, NULL);
+    if (k->storage) sto_set_ns_policy(k->storage, NULL, NULL);
+    acc_approvals_stop(k->access);
     mgr_free(k->access);
     k->access = NULL;
 }

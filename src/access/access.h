@@ -1,7 +1,10 @@
 /* The access manager: identities (admin and agent tokens), the request
- * gate, privilege groups, approvals of irreversible tool calls, and the
- * audit log. See access.c (gate, identities, groups, approvals) and
- * audit.c (the SQLite audit log). docs/security.md is the model. */
+ * gate, privilege groups, approvals of irreversible calls, token budgets,
+ * namespaces, and the audit log. See access.c (gate, identities, groups,
+ * tool approvals), budget.c (token budgets), approve.c (parked storage
+ * approvals, the pre-submit hook), ns.c (memory/storage namespaces, memory
+ * grants) and audit.c (the SQLite audit log). docs/security.md is the
+ * model. */
 #ifndef AIOS_ACCESS_ACCESS_H
 #define AIOS_ACCESS_ACCESS_H
 
@@ -31,6 +34,43 @@ void acc_stop(struct kernel *k);
  * (401/403) and *sent holds MHD's result. */
 bool acc_gate(struct api_req *r, enum MHD_Result *sent);
 
+/* Run by http.c before it queues a syscall for a request (after the
+ * gate). LLM calls: the token budget of the agent's group (budget.c), 429
+ * when it would be exceeded. Storage calls that would lose data for good:
+ * parked until the operator decides (approve.c). Returns 0: queue it; 1:
+ * parked (do not queue; it is queued or failed later, the waiter is woken
+ * as usual); -1: refused, the answer is sent and *sent holds MHD's result. */
+struct syscall;
+int acc_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent);
+/* For storage syscalls queued by the kernel itself (the file tools, on a
+ * tool thread): 1 when the call would lose data for good and is now parked
+ * for the operator (do not queue it; it is queued or failed later and its
+ * notify runs as usual), 0 to queue it, or a negative AIOS_E* with err. */
+int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t errlen);
+/* the call could not be queued after all: give back its budget reservation */
+void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc);
+/* token budget usage rows [{agent, model, group, used, reserved, limit,
+ * remaining, window_s, resets_at, used_total, calls, denied}]; agent NULL: all */
+json_t *acc_budgets_json(struct acc_mgr *m, const char *agent);
+
+/* ---- memory namespaces (ns.c) ----
+ * May agent use owner's memory (write: add/update/remove)? 0 when agent
+ * is owner, its privilege group names owner under `memory`, or owner
+ * shared it (share_memory) and the grant is live; AIOS_EPERM when only
+ * reading is allowed and write was asked; else AIOS_ENOTFOUND (answer 404:
+ * nothing about owner's notes leaks). Denials and cross-namespace uses are
+ * audited. NULL m: only agent's own. */
+int acc_ns_memory_check(struct acc_mgr *m, const char *agent, const char *owner, bool write,
+                        const char *op);
+/* owner lets grantee read (or also write) its memory until expires_in_s
+ * from now (0: no expiry); again: replaces. 0 or AIOS_EINVAL with err. */
+int acc_mem_share(struct acc_mgr *m, const char *owner, const char *grantee, bool write,
+                  int64_t expires_in_s, char *err, size_t errlen);
+/* 0, or AIOS_ENOTFOUND when there was no such grant */
+int acc_mem_unshare(struct acc_mgr *m, const char *owner, const char *grantee);
+/* {"given":[...], "received":[...]}: {owner, grantee, mode, created, expires} */
+json_t *acc_mem_shares_json(struct acc_mgr *m, const char *agent);
+
 /* ---- audit log (audit.c) ---- */
 struct acc_audit_row {
     const char *agent;    /* acting agent, or "admin" / "-" */
@@ -59,6 +99,7 @@ enum MHD_Result acc_route_approvals(struct api_req *r);       /* GET /access/app
 enum MHD_Result acc_route_approve(struct api_req *r);  /* POST /access/approvals/{id}/approve */
 enum MHD_Result acc_route_deny(struct api_req *r);     /* POST /access/approvals/{id}/deny */
 enum MHD_Result acc_route_core_approval(struct api_req *r); /* POST /core/approvals/{id} */
+enum MHD_Result acc_route_budgets(struct api_req *r);  /* GET /access/budgets */
 
 /* for the routes: */
 int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, size_t toklen,

@@ -180,8 +180,11 @@ static int attach_and_submit(struct api_req *r, struct syscall *sc, enum MHD_Res
     r->sc = sc;
     sc->notify = on_syscall_event;
     sc->notify_ud = r;
+    int g = acc_before_submit(r, sc, sent); /* token budgets, storage approvals */
+    if (g) return g < 0 ? AIOS_EPERM : 0;
     int rc = sched_submit(r->k->sched, sc);
     if (rc) {
+        acc_budget_unreserve(r->k->access, sc);
         const char *type;
         unsigned st = api_status_for(rc, &type);
         *sent = api_send_error(r, st, type, "could not queue the request: %s", aios_strerror(rc));

@@ -42,6 +42,7 @@ static const struct api_route g_routes[] = {
     {"POST", "/access/approvals/{id}/approve", acc_route_approve},
     {"POST", "/access/approvals/{id}/deny", acc_route_deny},
     {"POST", "/core/approvals/{id}", acc_route_core_approval},
+    {"GET", "/access/budgets", acc_route_budgets},
     /* tools */
     {"GET", "/tools", api_tools_list},
     /* OpenAI-compatible */

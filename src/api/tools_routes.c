@@ -13,7 +13,8 @@ enum MHD_Result api_tools_list(struct api_req *r)
     if (!tools) return api_send_error(r, 500, "server_error", "out of memory");
     char why[256];
     bool ok = tool_sandbox_available(why, sizeof why);
-    return api_send_json(r, 200, json_pack("{s:s,s:o,s:{s:b,s:s,s:s}}", "object", "list", "data",
-                                           tools, "sandbox", "bwrap", ok, "problem", why,
-                                           "pids_limit", tool_sandbox_pids_mode()));
+    return api_send_json(r, 200, json_pack("{s:s,s:o,s:{s:b,s:s,s:s,s:b}}", "object", "list",
+                                           "data", tools, "sandbox", "bwrap", ok, "problem", why,
+                                           "pids_limit", tool_sandbox_pids_mode(), "seccomp",
+                                           ok && tool_sandbox_seccomp()));
 }

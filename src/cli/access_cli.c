@@ -2,6 +2,7 @@
  *
  *   aios audit [--agent A] [--since T] [--limit N] [--json] [--url U]
  *   aios approvals [--url U]                      pending approvals
+ *   aios budgets [--agent A] [--json] [--url U]   token budget usage
  *   aios approve ID [--reason R] [--url U]
  *   aios deny ID [--reason R] [--url U]
  *   aios register-agent NAME [--url U]            prints the agent's token
@@ -14,6 +15,7 @@
 #include "cli/client.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +162,14 @@ int cli_approvals_main(int argc, char **argv)
     json_t *arr = json_object_get(j, "approvals");
     if (!json_array_size(arr)) printf("no pending approvals\n");
     json_array_foreach(arr, i, a) {
+        const char *what = json_string_value(json_object_get(a, "what"));
+        if (what) { /* a storage call: say it in words */
+            long long id = (long long)json_integer_value(json_object_get(a, "id"));
+            printf("%lld  agent %s wants to %s  (syscall %lld; `aios approve %lld` / `aios deny "
+                   "%lld`)\n", id, json_string_value(json_object_get(a, "agent")), what,
+                   (long long)json_integer_value(json_object_get(a, "syscall_id")), id, id);
+            continue;
+        }
         char *args = json_dumps(json_object_get(a, "arguments"), JSON_COMPACT);
         printf("%lld  agent %s wants %s %s  (syscall %lld; `aios approve %lld` / `aios deny "
                "%lld`)\n",
@@ -228,6 +238,55 @@ int cli_register_agent_main(int argc, char **argv)
     printf("%s\n", json_string_value(json_object_get(j, "token")));
     fprintf(stderr, "agent %s registered; give it this token as AIOS_AGENT_TOKEN (shown once)\n",
             name);
+    json_decref(j);
+    return 0;
+}
+
+int cli_budgets_main(int argc, char **argv)
+{
+    const char *url = NULL, *agent = NULL;
+    bool as_json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--url") && i + 1 < argc) url = argv[++i];
+        else if (!strcmp(argv[i], "--agent") && i + 1 < argc) agent = argv[++i];
+        else if (!strcmp(argv[i], "--json")) as_json = true;
+        else {
+            fprintf(stderr, "usage: aios budgets [--agent A] [--json] [--url U]\n");
+            return 2;
+        }
+    }
+    char path[300];
+    snprintf(path, sizeof path, "/access/budgets%s%s", agent ? "?agent=" : "", agent ? agent : "");
+    json_t *j;
+    long st = hc_call_json(hc_kernel_url(url), "GET", path, NULL, &j);
+    if (st != 200) return fail_http("budgets", st, j);
+    json_t *arr = json_object_get(j, "budgets");
+    if (as_json) {
+        char *d = json_dumps(arr, JSON_INDENT(2));
+        printf("%s\n", d ? d : "[]");
+        free(d);
+    } else {
+        if (!json_array_size(arr)) printf("no LLM usage yet\n");
+        size_t i;
+        json_t *b;
+        json_array_foreach(arr, i, b) {
+            json_t *lim = json_object_get(b, "limit"), *win = json_object_get(b, "window_s");
+            printf("%-20s %-24s used %8lld", json_string_value(json_object_get(b, "agent")),
+                   json_string_value(json_object_get(b, "model")),
+                   (long long)json_integer_value(json_object_get(b, "used")));
+            if (json_is_integer(lim)) {
+                printf(" of %lld", (long long)json_integer_value(lim));
+                if (json_is_integer(win))
+                    printf(" per %lld s", (long long)json_integer_value(win));
+                printf(" (reserved %lld, denied %lld)",
+                       (long long)json_integer_value(json_object_get(b, "reserved")),
+                       (long long)json_integer_value(json_object_get(b, "denied")));
+            }
+            else
+                printf(" (no budget)");
+            printf("\n");
+        }
+    }
     json_decref(j);
     return 0;
 }

@@ -236,6 +236,50 @@ out:
     return rc;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double percentile(double *v, size_t n, double p)
+{
+    if (!n) return 0;
+    double pos = p * (double)(n - 1);
+    size_t i = (size_t)pos;
+    double f = pos - (double)i;
+    return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+
+/* the interactive agent's call number a->n_calls: a short question */
+static int interactive_call(struct agent *a, CURL *c)
+{
+    char q[64];
+    snprintf(q, sizeof q, "Quick question %d: what time is it?", a->n_calls);
+    json_t *msgs = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
+                             "You are a helpful assistant.", "role", "user", "content", q);
+    if (!msgs) return AIOS_ENOMEM;
+    if (agent_turn(a, c, msgs, a->n_calls)) a->n_errors++;
+    a->n_calls++;
+    json_decref(msgs);
+    return 0;
+}
+
+/* p50 and p95 of the successful calls of a */
+static void call_percentiles(const struct agent *a, double *p50, double *p95, int *n)
+{
+    *p50 = *p95 = 0;
+    *n = 0;
+    double *il = calloc((size_t)a->n_calls + 1, sizeof *il);
+    if (!il) return;
+    for (int i = 0; i < a->n_calls; i++)
+        if (a->calls[i].status == 200) il[(*n)++] = a->calls[i].t_end - a->calls[i].t_start;
+    qsort(il, (size_t)*n, sizeof *il, cmp_double);
+    *p50 = percentile(il, (size_t)*n, 0.5);
+    *p95 = percentile(il, (size_t)*n, 0.95);
+    free(il);
+}
+
 /* one short high-priority call every inter_ms while the batch runs */
 static void *interactive_main(void *p)
 {
@@ -244,14 +288,7 @@ static void *interactive_main(void *p)
     CURL *c = curl_easy_init();
     while (c && !__atomic_load_n(&g_batch_done, __ATOMIC_ACQUIRE) && a->n_calls < 100000) {
         double t0 = now_s();
-        char q[64];
-        snprintf(q, sizeof q, "Quick question %d: what time is it?", a->n_calls);
-        json_t *msgs = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
-                                 "You are a helpful assistant.", "role", "user", "content", q);
-        if (!msgs) break;
-        if (agent_turn(a, c, msgs, a->n_calls)) a->n_errors++;
-        a->n_calls++;
-        json_decref(msgs);
+        if (interactive_call(a, c)) break;
         double left = (double)o->inter_ms / 1000.0 - (now_s() - t0);
         if (left > 0) usleep((useconds_t)(left * 1e6));
     }
@@ -366,21 +403,6 @@ static char *first_model(const char *base)
 }
 
 /* ---- statistics ---- */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double percentile(double *v, size_t n, double p)
-{
-    if (!n) return 0;
-    double pos = p * (double)(n - 1);
-    size_t i = (size_t)pos;
-    double f = pos - (double)i;
-    return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
-}
 
 static void progress(int done, int total, bool final)
 {
@@ -599,6 +621,31 @@ static int bench_agents(int argc, char **argv)
         if (!a->calls) goto out;
     }
 
+    /* the interactive agent's latency on the idle kernel first: the
+     * baseline of its latency under load */
+    double idle50 = 0, idle95 = 0;
+    int n_idle = 0;
+    if (o.inter_ms > 0) {
+        struct agent idle = {.idx = -1, .o = &o, .chat_url = chat_url, .model = model,
+                             .interactive = true};
+        idle.calls = calloc(12, sizeof *idle.calls);
+        CURL *c = curl_easy_init();
+        g_t0_us = util_now_us();
+        for (int i = 0; c && idle.calls && i < 12; i++) {
+            if (interactive_call(&idle, c)) break;
+            usleep(100000);
+        }
+        if (c) curl_easy_cleanup(c);
+        /* the first two warm the kernel up; they are not counted */
+        if (idle.n_calls > 2) {
+            idle.calls += 2;
+            idle.n_calls -= 2;
+            call_percentiles(&idle, &idle50, &idle95, &n_idle);
+            idle.calls -= 2;
+        }
+        free(idle.calls);
+    }
+
     int total = o.n_agents * o.n_turns;
     g_calls_done = 0;
     g_batch_done = 0;
@@ -640,17 +687,7 @@ static int bench_agents(int argc, char **argv)
     if (inter_on) pthread_join(inter_th, NULL);
     double ip50 = 0, ip95 = 0;
     int n_inter = 0;
-    if (inter_on) {
-        double *il = calloc((size_t)inter.n_calls + 1, sizeof *il);
-        for (int i = 0; il && i < inter.n_calls; i++)
-            if (inter.calls[i].status == 200) il[n_inter++] = inter.calls[i].t_end - inter.calls[i].t_start;
-        if (il) {
-            qsort(il, (size_t)n_inter, sizeof *il, cmp_double);
-            ip50 = percentile(il, (size_t)n_inter, 0.5);
-            ip95 = percentile(il, (size_t)n_inter, 0.95);
-        }
-        free(il);
-    }
+    if (inter_on) call_percentiles(&inter, &ip50, &ip95, &n_inter);
     free(inter.calls);
 
     /* ---- results ---- */
@@ -707,9 +744,12 @@ static int bench_agents(int argc, char **argv)
         if (o.server_model) json_object_set_new(j, "slots", json_integer(o.slots));
         if (inter_on)
             json_object_set_new(j, "interactive",
-                                json_pack("{s:i,s:i,s:i,s:f,s:f,s:i}", "period_ms", o.inter_ms,
-                                          "priority", o.inter_prio, "calls", n_inter, "p50_s",
-                                          ip50, "p95_s", ip95, "errors", inter.n_errors));
+                                json_pack("{s:i,s:i,s:i,s:f,s:f,s:i,s:f,s:f,s:i,s:f}",
+                                          "period_ms", o.inter_ms, "priority", o.inter_prio,
+                                          "calls", n_inter, "p50_s", ip50, "p95_s", ip95,
+                                          "errors", inter.n_errors, "idle_p50_s", idle50,
+                                          "idle_p95_s", idle95, "idle_calls", n_idle,
+                                          "p95_over_idle_p50", idle50 > 0 ? ip95 / idle50 : 0.0));
         char *s = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         printf("%s\n", s ? s : "{}");
         free(s);
@@ -729,9 +769,13 @@ static int bench_agents(int argc, char **argv)
         printf("  %-28s %10lld\n", "  reused (cached)", (long long)cached);
         printf("  %-28s %10lld\n", "generated tokens", (long long)completion);
         printf("  %-28s %10d of %d\n", "calls ok", n_lat, total);
-        if (inter_on)
+        if (inter_on) {
             printf("  %-28s %6.2f / %.2f s over %d calls (priority %d)\n",
                    "interactive p50/p95", ip50, ip95, n_inter, o.inter_prio);
+            printf("  %-28s %6.2f / %.2f s over %d calls\n", "  on the idle kernel", idle50,
+                   idle95, n_idle);
+            printf("  %-28s %10.2fx\n", "  p95 loaded / p50 idle", idle50 > 0 ? ip95 / idle50 : 0.0);
+        }
     }
     free(lat);
     free(done);

@@ -23,6 +23,7 @@ int cli_logs_main(int argc, char **argv);
  * register-agent; cli_load_token sets the operator's token for hc_* */
 int cli_audit_main(int argc, char **argv);
 int cli_approvals_main(int argc, char **argv);
+int cli_budgets_main(int argc, char **argv);
 int cli_approve_main(int argc, char **argv);
 int cli_deny_main(int argc, char **argv);
 int cli_register_agent_main(int argc, char **argv);

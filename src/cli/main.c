@@ -43,6 +43,7 @@ static void usage(FILE *f)
             "  aios logs ID [-f] [--url URL]\n"
             "  aios audit [--agent A] [--since T|10m|2h|1d] [--url URL]\n"
             "  aios approvals | approve ID | deny ID [--reason R] [--url URL]\n"
+            "  aios budgets [--agent A] [--json] [--url URL]   token budget usage\n"
             "  aios register-agent NAME [--url URL]   (prints the agent's token)\n"
             "  aios version\n",
             AIOS_VERSION);
@@ -206,6 +207,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") && strcmp(cmd, "demo")) cli_load_token(); /* access manager */
     if (!strcmp(cmd, "audit")) return cli_audit_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "approvals")) return cli_approvals_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "budgets")) return cli_budgets_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "approve")) return cli_approve_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "deny")) return cli_deny_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "register-agent")) return cli_register_agent_main(argc - 1, argv + 1);

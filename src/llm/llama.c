@@ -110,6 +110,10 @@ struct llama_engine {
     int n_ctx;        /* per sequence: prompt + output */
     int kv_size, n_parallel, n_slots, n_batch, prefill_chunk, n_threads;
     int prefix_share_min, debug_preempt_every;
+    int urgent_prio, urgent_tokens, urgent_chunk; /* the latency lane */
+    int n_ubatch, pad_seq; /* pad_seq >= 0: pad one-row micro-batches (step()) */
+    int32_t pad_tok;
+    int64_t t_urgent_us;                          /* last urgent admission */
     bool retain, batch_invariant;
     bool random_weights;
     char desc[128];
@@ -367,6 +371,38 @@ static int n_running(struct llama_engine *e)
     int n = 0;
     for (int i = 0; i < e->n_slots; i++) n += e->slots[i].kind == SLOT_SEQ;
     return n;
+}
+
+/* The latency lane: a call with priority >= scheduler.interactive_priority
+ * is urgent until it has generated interactive_tokens tokens. While one
+ * runs, steps hold only urgent sequences (the others pause: no snapshot,
+ * nothing lost, a step is about one token of theirs), and for a while after
+ * one was admitted the other sequences' prefill per step is cut to
+ * interactive_chunk tokens, so a newly arriving urgent call never waits
+ * behind a long prefill step. Both bounds keep the lane from starving the
+ * batch: each urgent call can hold it for at most interactive_tokens
+ * steps. */
+static bool seq_urgent(const struct llama_engine *e, const struct seq *s)
+{
+    return e->urgent_prio > 0 && s->sc->priority >= e->urgent_prio &&
+           s->n_toks - s->n_prompt < e->urgent_tokens;
+}
+
+#define URGENT_EXTRA 2           /* urgent calls admitted past n_parallel */
+#define URGENT_RECENT_US 5000000 /* prefill stays cut this long after one */
+
+/* May the next queued call join although n_parallel calls run? Only an
+ * urgent one, and only while a sequence id is free or merely retained. */
+static bool admit_urgent(struct llama_engine *e, int running)
+{
+    if (e->urgent_prio <= 0 || running >= e->n_parallel + URGENT_EXTRA) return false;
+    bool id = false;
+    for (int i = 0; i < e->n_slots && !id; i++) id = e->slots[i].kind != SLOT_SEQ;
+    if (!id) return false;
+    struct syscall *w = sched_peek(e->sched, SYSCALL_KIND_LLM, &e->core);
+    bool urgent = w && w->priority >= e->urgent_prio;
+    if (w) syscall_unref(w);
+    return urgent;
 }
 
 /* A slot for a new or resuming sequence: a free one, else the least
@@ -654,6 +690,7 @@ static void seq_start(struct llama_engine *e, struct syscall *sc)
         seq_end(e, s, false);
         return;
     }
+    if (e->urgent_prio > 0 && sc->priority >= e->urgent_prio) e->t_urgent_us = util_now_us();
     int slot = slot_for_new(e, s);
     /* admission only happens with a slot available */
     s->id = slot;
@@ -665,7 +702,7 @@ static void seq_start(struct llama_engine *e, struct syscall *sc)
 /* Share the longest prefix another slot already holds. Returns false when
  * s should wait because an earlier sequence is prefilling a longer common
  * prefix right now (it will be shared when done). */
-static bool seq_match(struct llama_engine *e, struct seq *s)
+static bool seq_match(struct llama_engine *e, struct seq *s, bool may_wait)
 {
     int lim = s->n_prompt - 1;
     int best = s->n_past, src = -1;
@@ -679,7 +716,7 @@ static bool seq_match(struct llama_engine *e, struct seq *s)
         if (l > best) best = l, src = i;
     }
     /* an earlier sequence still prefilling a longer common prefix? */
-    for (struct seq *x = e->seqs; x && x != s; x = x->next) {
+    for (struct seq *x = e->seqs; may_wait && x && x != s; x = x->next) {
         if (x->id < 0 || x->n_past >= x->n_prompt) continue;
         int l = ctx_prefix_len(x->toks, x->n_prompt, s->toks, lim);
         if (l >= best + e->prefix_share_min && x->n_past < l) return false;
@@ -893,23 +930,43 @@ static void step(struct llama_engine *e)
     }
     struct llama_batch *b = &e->batch;
     b->n_tokens = 0;
+    bool lane = false;
+    for (struct seq *s = e->seqs; s && !lane; s = s->next) lane = s->id >= 0 && seq_urgent(e, s);
     /* one decode token for every generating sequence */
     for (struct seq *s = e->seqs; s; s = s->next)
         if (s->id >= 0 && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1 &&
-            b->n_tokens < e->n_batch)
+            b->n_tokens < e->n_batch && (!lane || seq_urgent(e, s)))
             seq_feed(e, s, 1);
-    /* then prefill chunks, oldest first */
-    for (struct seq *s = e->seqs; s && b->n_tokens < e->n_batch; s = s->next) {
-        if (s->id < 0 || s->n_feed || s->n_toks == s->n_past) continue;
-        if (!s->matched && !seq_match(e, s)) continue;
-        int n = s->n_toks - s->n_past;
-        if (n > e->prefill_chunk) n = e->prefill_chunk;
-        if (n > e->n_batch - b->n_tokens) n = e->n_batch - b->n_tokens;
-        seq_feed(e, s, n);
-    }
+    /* then prefill chunks, oldest first (urgent ones first, uncut) */
+    int limit = e->n_batch;
+    if (!lane && e->t_urgent_us && util_now_us() - e->t_urgent_us < URGENT_RECENT_US &&
+        b->n_tokens + e->urgent_chunk < limit)
+        limit = b->n_tokens + e->urgent_chunk;
+    for (int pass = 0; pass < 2; pass++)
+        for (struct seq *s = e->seqs; s && b->n_tokens < limit; s = s->next) {
+            if (s->id < 0 || s->n_feed || s->n_toks == s->n_past) continue;
+            bool urgent = seq_urgent(e, s);
+            if (pass == 0 ? !urgent : lane) continue;
+            /* an urgent call does not wait for another's prefill (paused) */
+            if (!s->matched && !seq_match(e, s, !urgent)) continue;
+            int n = s->n_toks - s->n_past;
+            if (n > e->prefill_chunk) n = e->prefill_chunk;
+            if (n > limit - b->n_tokens) n = limit - b->n_tokens;
+            seq_feed(e, s, n);
+        }
     if (b->n_tokens == 0) return;
+    /* F16 cache (head size not a multiple of 32, see llm_llama_create):
+     * a padding token of a reserved sequence (its own cell, no logits,
+     * removed right after) keeps every micro-batch at two rows or more,
+     * away from ggml's one-row KV-split path */
+    bool padded = false;
+    if (e->pad_seq >= 0 && b->n_tokens % e->n_ubatch == 1) {
+        batch_add(b, e->pad_tok, 0, e->pad_seq, false);
+        padded = true;
+    }
 
     int rc = llama_decode(e->ctx, *b);
+    if (padded) llama_memory_seq_rm(mem(e), e->pad_seq, -1, -1);
     e->st.n_steps++;
     if (rc == 1) {
         /* no KV room: nothing was applied; free some and rebuild the step */
@@ -989,7 +1046,7 @@ static void *engine_main(void *arg)
         handle_requests(e);
         bool waiting = resume_switched(e);
         /* admission: new calls while a slot can be had */
-        while (!waiting && n_running(e) < e->n_parallel) {
+        for (int run; !waiting && ((run = n_running(e)) < e->n_parallel || admit_urgent(e, run));) {
             bool idle = e->seqs == NULL;
             if (idle) {
                 publish_stats(e);
@@ -1103,7 +1160,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     llm_engine_get_stats(c, &st);
     json_t *en = json_object();
     json_object_set_new(en, "n_parallel", json_integer(e->n_parallel));
-    json_object_set_new(en, "retain_max", json_integer(e->n_slots - e->n_parallel));
+    json_object_set_new(en, "retain_max", json_integer(e->n_slots - e->n_parallel - URGENT_EXTRA));
     json_object_set_new(en, "kv_size", json_integer(e->kv_size));
     json_object_set_new(en, "n_batch", json_integer(e->n_batch));
     json_object_set_new(en, "prefill_chunk", json_integer(e->prefill_chunk));
@@ -1186,7 +1243,7 @@ static int knob_int(json_t *v, const char *what, long long lo, long long hi, lon
 
 struct eng_knobs {
     long long n_parallel, retain_max, kv_size, n_batch, prefill_chunk, share_min, debug_preempt;
-    long long snap_ram;
+    long long snap_ram, urgent_prio, urgent_tokens, urgent_chunk;
     bool retain, batch_invariant;
     char *spill_dir;
 };
@@ -1235,6 +1292,18 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
         }
         *bdst[i] = json_is_true(v);
     }
+    k->urgent_prio = 10;
+    k->urgent_tokens = 64;
+    k->urgent_chunk = 32;
+    rc = knob_int(cfg ? config_lookup(cfg, "scheduler.interactive_priority") : NULL,
+                  "scheduler.interactive_priority", 0, SYSCALL_PRIORITY_MAX, &k->urgent_prio, err, errlen);
+    if (rc < 0) return rc;
+    rc = knob_int(cfg ? config_lookup(cfg, "scheduler.interactive_tokens") : NULL,
+                  "scheduler.interactive_tokens", 1, 1 << 20, &k->urgent_tokens, err, errlen);
+    if (rc < 0) return rc;
+    rc = knob_int(cfg ? config_lookup(cfg, "scheduler.interactive_chunk") : NULL,
+                  "scheduler.interactive_chunk", 1, 65536, &k->urgent_chunk, err, errlen);
+    if (rc < 0) return rc;
     rc = knob_int(cfg ? config_lookup(cfg, "context.snapshot_ram_bytes") : NULL,
                   "context.snapshot_ram_bytes", 0, INT64_MAX, &k->snap_ram, err, errlen);
     if (rc < 0) return rc;
@@ -1257,7 +1326,15 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
      * run; the KV budget (kv_size), not the number of ids, bounds them */
     if (k->retain_max < 0) k->retain_max = 64;
     if (!k->retain) k->retain_max = 0;
-    if (k->n_parallel + k->retain_max > ENGINE_MAX_SEQ) k->retain_max = ENGINE_MAX_SEQ - k->n_parallel;
+    if (k->n_parallel > ENGINE_MAX_SEQ - URGENT_EXTRA - 1) {
+        snprintf(err, errlen, "llms.models[%zu].n_parallel: %lld is more than %d", idx,
+                 k->n_parallel, ENGINE_MAX_SEQ - URGENT_EXTRA - 1);
+        free(k->spill_dir);
+        k->spill_dir = NULL;
+        return AIOS_ECONFIG;
+    }
+    if (k->n_parallel + URGENT_EXTRA + k->retain_max > ENGINE_MAX_SEQ - 1)
+        k->retain_max = ENGINE_MAX_SEQ - 1 - URGENT_EXTRA - k->n_parallel; /* 1: padding */
     if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 4;
     if (k->kv_size < n_ctx) {
         snprintf(err, errlen, "llms.models[%zu].kv_size: %lld is smaller than n_ctx (%d); one "
@@ -1290,12 +1367,16 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     e->n_ctx = m->n_ctx > 0 ? m->n_ctx : 4096;
     if (read_knobs(cfg, m, e->n_ctx, &kn, err, errlen)) goto fail;
     e->n_parallel = (int)kn.n_parallel;
-    e->n_slots = (int)(kn.n_parallel + kn.retain_max);
+    /* ids for the running calls, the latency lane and retained ones */
+    e->n_slots = (int)(kn.n_parallel + URGENT_EXTRA + kn.retain_max);
     e->kv_size = (int)kn.kv_size;
     e->n_batch = (int)kn.n_batch;
     e->prefill_chunk = (int)kn.prefill_chunk;
     e->prefix_share_min = (int)kn.share_min;
     e->debug_preempt_every = (int)kn.debug_preempt;
+    e->urgent_prio = (int)kn.urgent_prio;
+    e->urgent_tokens = (int)kn.urgent_tokens;
+    e->urgent_chunk = (int)kn.urgent_chunk;
     e->retain = kn.retain;
     e->batch_invariant = kn.batch_invariant;
     if (ctx_store_create(&e->store, (size_t)kn.snap_ram, kn.spill_dir)) goto nomem;
@@ -1336,9 +1417,22 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
      * batch. Below that every query row is computed on its own, over its
      * own cells only (masked cells are skipped). */
     cp.n_ubatch = (uint32_t)(e->batch_invariant && e->n_batch > 63 ? 63 : e->n_batch);
-    cp.n_seq_max = (uint32_t)e->n_slots;
     cp.kv_unified = true;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    /* ggml's CPU flash attention also takes a KV-split path (other
+     * rounding) for a micro-batch of exactly one query row once the cache
+     * spans 512 cells: a sequence decoding alone would get other logits
+     * than in a batch. Both the split and the tiled path exist only for
+     * F16/F32 caches; a Q8_0 cache always takes the row-by-row path (and
+     * halves the KV bytes: more agents resident, cheaper snapshots). */
+    int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
+    int64_t head_dim = n_head > 0 ? (int64_t)llama_model_n_embd(e->model) / n_head : 0;
+    e->pad_seq = -1;
+    if (e->batch_invariant && head_dim % ggml_blck_size(GGML_TYPE_Q8_0) == 0)
+        cp.type_k = cp.type_v = GGML_TYPE_Q8_0;
+    else if (e->batch_invariant)
+        e->pad_seq = e->n_slots; /* F16 cache: pad instead, on one more id */
+    cp.n_seq_max = (uint32_t)e->n_slots + (e->pad_seq >= 0);
     cp.n_threads = e->n_threads;
     cp.n_threads_batch = e->n_threads;
     cp.no_perf = true;
@@ -1350,12 +1444,14 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     }
     e->kv_size = (int)llama_n_ctx(e->ctx);
     {
-        /* F16 K and V per layer: the context's default cache types */
-        int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
-        int64_t kv_dim = n_head > 0 ? (int64_t)llama_model_n_embd(e->model) / n_head * n_head_kv : 0;
-        e->cell_bytes = (int64_t)llama_model_n_layer(e->model) * 2 * kv_dim * 2;
+        /* K and V rows of every layer, in the cache's type */
+        int64_t kv_dim = head_dim * n_head_kv;
+        e->cell_bytes = (int64_t)llama_model_n_layer(e->model) * 2 *
+                        (int64_t)ggml_row_size(cp.type_k, kv_dim);
     }
-    e->batch = llama_batch_init(e->n_batch, 0, 1);
+    e->n_ubatch = (int)cp.n_ubatch;
+    e->pad_tok = llama_vocab_bos(e->vocab) >= 0 ? llama_vocab_bos(e->vocab) : 0;
+    e->batch = llama_batch_init(e->n_batch + 1, 0, 1); /* + a padding token */
     e->st.n_parallel = e->n_parallel;
     e->st.kv_size = e->kv_size;
     e->st.n_ctx = e->n_ctx;

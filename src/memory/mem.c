@@ -8,7 +8,10 @@
  * Namespaces: every note belongs to the agent that made the call
  * (sc->agent). Lookups are by (agent, id); an id of another agent is not
  * found, so the answer is 404 whether or not the id exists elsewhere and
- * ids leak nothing. Retrieval searches only the caller's notes.
+ * ids leak nothing. Retrieval searches only the caller's notes. Another
+ * agent's namespace is used only when params.owner (or params.namespace)
+ * names it and the access manager opens it (a privilege group that names
+ * it, or the owner's share_memory grant; src/access/ns.c): else 404.
  *
  * Two tiers, as the AIOS paper describes:
  *  - durable: every note lives in the SQLite store (mem_store.c). Writes go
@@ -37,6 +40,7 @@
  * are new JSON objects owned by the caller. */
 #include "memory/mem.h"
 
+#include "access/access.h"
 #include "kernel/kernel.h"
 #include "kernel/query.h"
 #include "memory/mem_lruk.h"
@@ -699,12 +703,67 @@ static int status_for(int rc)
 {
     switch (rc) {
     case AIOS_EINVAL: return 400;
+    case AIOS_EPERM: return 403;
     case AIOS_ENOTFOUND: return 404;
     case MEM_EEXISTS: return 409;
     case AIOS_ETOOBIG: return 413;
     case AIOS_ESHUTDOWN: return 503;
     default: return 500;
     }
+}
+
+/* share_memory {agent, mode: "r"|"rw" (default r), expires_in: seconds},
+ * unshare_memory {agent}, memory_shares {}: the caller's own namespace */
+static int op_share(struct acc_mgr *acc, const char *agent, const char *op, json_t *params,
+                    json_t **resp, char *err, size_t errlen)
+{
+    json_t *own = json_object_get(params, "owner");
+    if (json_is_string(own) && json_string_length(own) && strcmp(json_string_value(own), agent)) {
+        snprintf(err, errlen, "only the owner of a memory namespace can share it");
+        return AIOS_EPERM;
+    }
+    if (!acc) {
+        snprintf(err, errlen, "sharing memory needs the access manager (not running)");
+        return AIOS_EINVAL;
+    }
+    if (!strcmp(op, "memory_shares")) {
+        *resp = json_pack("{s:s,s:o,s:b}", "response_class", "memory", "shares",
+                          acc_mem_shares_json(acc, agent), "success", 1);
+        return *resp ? 0 : AIOS_ENOMEM;
+    }
+    const char *to = json_string_value(json_object_get(params, "agent"));
+    if (!to) to = json_string_value(json_object_get(params, "grantee"));
+    if (!to || !*to) {
+        snprintf(err, errlen, "params.agent must name the agent to %s with",
+                 !strcmp(op, "share_memory") ? "share" : "stop sharing");
+        return AIOS_EINVAL;
+    }
+    int rc;
+    if (!strcmp(op, "unshare_memory")) {
+        rc = acc_mem_unshare(acc, agent, to);
+        if (rc) {
+            snprintf(err, errlen, "agent '%s' has no share of your memory", to);
+            return rc;
+        }
+    } else {
+        const char *mode = json_string_value(json_object_get(params, "mode"));
+        if (mode && strcmp(mode, "r") && strcmp(mode, "rw")) {
+            snprintf(err, errlen, "params.mode must be \"r\" (read-only, the default) or \"rw\"");
+            return AIOS_EINVAL;
+        }
+        json_t *ex = json_object_get(params, "expires_in");
+        if (ex && !json_is_null(ex) && (!json_is_integer(ex) || json_integer_value(ex) < 1)) {
+            snprintf(err, errlen, "params.expires_in must be a number of seconds (>= 1)");
+            return AIOS_EINVAL;
+        }
+        rc = acc_mem_share(acc, agent, to, mode && !strcmp(mode, "rw"),
+                           json_is_integer(ex) ? json_integer_value(ex) : 0, err, errlen);
+        if (rc) return rc;
+    }
+    *resp = json_pack("{s:s,s:s,s:b}", "response_class", "memory", "response_message",
+                      !strcmp(op, "unshare_memory") ? "memory no longer shared" : "memory shared",
+                      "success", 1);
+    return *resp ? 0 : AIOS_ENOMEM;
 }
 
 int mem_manager_exec(struct mem_manager *m, const char *agent, const char *op, json_t *params,
@@ -720,7 +779,44 @@ int mem_manager_exec(struct mem_manager *m, const char *agent, const char *op, j
         rc = AIOS_EINVAL;
         goto out;
     }
-    struct mem_agent *a = agent_get(m, agent && *agent ? agent : "anonymous");
+    if (!agent || !*agent) agent = "anonymous";
+    /* sharing, and another agent's namespace (params.owner / namespace):
+     * the access manager decides (src/access/ns.c); not open -> 404 */
+    struct acc_mgr *acc = m->k ? m->k->access : NULL;
+    if (!strcmp(op, "share_memory") || !strcmp(op, "unshare_memory") ||
+        !strcmp(op, "memory_shares")) {
+        rc = op_share(acc, agent, op, params, resp, err, errlen);
+        goto out;
+    }
+    const char *ns = agent;
+    json_t *own = json_object_get(params, "owner");
+    if (!own || json_is_null(own)) own = json_object_get(params, "namespace");
+    if (own && !json_is_null(own)) {
+        if (!json_is_string(own)) {
+            snprintf(err, errlen, "params.owner must be the name of the agent whose memory to use");
+            rc = AIOS_EINVAL;
+            goto out;
+        }
+        const char *o = json_string_value(own);
+        bool read = !strcmp(op, "get_memory") || !strcmp(op, "retrieve_memory") ||
+                    !strcmp(op, "retrieve_memory_raw") || !strcmp(op, "memory_stats");
+        if (*o && strcmp(o, agent)) {
+            rc = acc_ns_memory_check(acc, agent, o, !read, op);
+            if (rc == AIOS_EPERM) {
+                snprintf(err, errlen, "agent '%s' may only read the memory of agent '%s'", agent, o);
+                goto out;
+            }
+            if (rc) {
+                snprintf(err, errlen, "no memory namespace '%s' for agent '%s': another agent's "
+                         "memory is open only through a privilege group that names it or a "
+                         "share_memory grant", o, agent);
+                rc = AIOS_ENOTFOUND;
+                goto out;
+            }
+            ns = o;
+        }
+    }
+    struct mem_agent *a = agent_get(m, ns);
     if (!a) {
         rc = AIOS_ENOMEM;
         goto out;
@@ -734,7 +830,7 @@ int mem_manager_exec(struct mem_manager *m, const char *agent, const char *op, j
             rc = AIOS_EINVAL;
             goto out;
         }
-        rc = mem_agentic_analyze(m->k, a->name, json_string_value(c), m->o.agentic_max_tokens, &an);
+        rc = mem_agentic_analyze(m->k, agent, json_string_value(c), m->o.agentic_max_tokens, &an);
         if (!rc) rc = op_add(m, a, params, &an, resp, err, errlen);
     } else if (!strcmp(op, "get_memory")) {
         rc = op_get(m, a, params, resp, err, errlen);
@@ -752,7 +848,8 @@ int mem_manager_exec(struct mem_manager *m, const char *agent, const char *op, j
         snprintf(err, errlen,
                  "unknown memory operation_type '%s'; use add_memory, add_agentic_memory, "
                  "get_memory, update_memory, remove_memory, retrieve_memory, "
-                 "retrieve_memory_raw or memory_stats", op);
+                 "retrieve_memory_raw, memory_stats, share_memory, unshare_memory or "
+                 "memory_shares", op);
         rc = AIOS_EINVAL;
     }
 out:

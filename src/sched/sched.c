@@ -81,6 +81,9 @@ struct sched {
     struct sched_preemptor *pre; /* preempt.c, or NULL */
     bool stopping;
     struct sched_agent *buckets[N_BUCKETS], *agents;
+    /* called after a call's usage is recorded (sched_set_final_hook) */
+    void (*final_hook)(struct syscall *sc, void *ud);
+    void *final_hook_ud;
 };
 
 /* ---- agent records (lock held) ---- */
@@ -591,6 +594,17 @@ static void account_final(struct syscall *sc, void *ud)
         st->t_queue_us += d.t_wait_us;
         st->n_ctx_switches += d.u.n_ctx_switches;
     }
+    void (*hook)(struct syscall *, void *) = s->final_hook;
+    void *hook_ud = s->final_hook_ud;
+    pthread_mutex_unlock(&s->mu);
+    if (hook) hook(sc, hook_ud); /* e.g. the access manager's token budgets */
+}
+
+void sched_set_final_hook(struct sched *s, void (*fn)(struct syscall *sc, void *ud), void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    s->final_hook = fn;
+    s->final_hook_ud = ud;
     pthread_mutex_unlock(&s->mu);
 }
 

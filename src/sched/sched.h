@@ -166,6 +166,11 @@ struct sched_agent_stats {
 int sched_agent_stats(struct sched *s, const char *agent, struct sched_agent_stats *out);
 /* every agent's, malloc'd array in *out (caller frees) */
 int sched_all_agent_stats(struct sched *s, struct sched_agent_stats **out, size_t *n);
+/* One hook called for every call when it becomes final, after its usage
+ * (sc->usage, filled) went into the agent's accounting: on the thread that
+ * ended the call, no lock held; it must not block. NULL removes it. The
+ * access manager uses it to charge token budgets with these same numbers. */
+void sched_set_final_hook(struct sched *s, void (*fn)(struct syscall *sc, void *ud), void *ud);
 
 /* Stop accepting work, fail everything still queued with AIOS_ESHUTDOWN,
  * and wake every waiting worker. Running calls finish on their own. */

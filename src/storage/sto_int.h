@@ -25,6 +25,10 @@ struct sto {
      * so the order of committed versions is the order of renames on disk.
      * A thread holds at most one stripe and no other lock of ours. */
     pthread_mutex_t stripes[STO_N_STRIPES];
+    /* the access manager's namespace policy (sto_set_ns_policy), or NULL;
+     * set before any operation runs */
+    sto_ns_policy_fn ns_policy;
+    void *ns_ud;
 };
 
 /* ---- path.c: descriptor-relative walking, no symlink ever followed ---- */

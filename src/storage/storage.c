@@ -260,6 +260,8 @@ static int get_owner(struct opctx *c, const char *norm, enum sto_mode mode, cons
         return 0;
     }
     rc = sto_share_check(c->s, o, norm, c->agent, mode);
+    if (c->s->ns_policy) /* privilege groups may name other agents' storage */
+        rc = c->s->ns_policy(c->s->ns_ud, c->agent, o, norm, mode == STO_MODE_RW, rc);
     if (rc == AIOS_ENOTFOUND)
         return fail(c, 404, AIOS_ENOTFOUND, "no such file or directory: '%s'", shown);
     if (rc == AIOS_EPERM)
@@ -828,10 +830,13 @@ static int op_retrieve(struct opctx *c, json_t **out)
     bool foreign = owner && owner[0] && strcmp(owner, c->agent);
     json_t *res = NULL;
     char e[512];
-    rc = sto_st_search(c->s, foreign ? owner : c->agent, match, foreign ? (int)k * 5 + 20 : (int)k,
-                       &res, e, sizeof e);
+    /* a group that names the owner's storage opens all of it */
+    bool open_all = foreign && c->s->ns_policy &&
+                    c->s->ns_policy(c->s->ns_ud, c->agent, owner, NULL, false, AIOS_ENOTFOUND) == 0;
+    rc = sto_st_search(c->s, foreign ? owner : c->agent, match,
+                       foreign && !open_all ? (int)k * 5 + 20 : (int)k, &res, e, sizeof e);
     if (rc) return fail(c, 500, rc, "%s", e);
-    if (foreign) {
+    if (foreign && !open_all) {
         json_t *kept = json_array();
         size_t i;
         json_t *r;
@@ -1049,6 +1054,59 @@ static int op_mount(struct opctx *c, json_t **out)
     json_object_set_new(*out, "root_dir", json_pack("s++", c->s->agents_dir, "/", dn));
     json_object_set_new(*out, "imported", json_integer(n));
     return 0;
+}
+
+/* Would this operation lose data for good (a delete: every version goes;
+ * a write over an existing file when max_versions is 1: the old content is
+ * not kept)? Read-only: resolves the path and owner as the operation will
+ * and looks at the disk. Operations that will fail anyway (bad path, no
+ * such file, no share) need no approval: they answer as they would. */
+int sto_needs_approval(struct sto *s, const char *agent, const char *op, json_t *params,
+                       bool deletes, bool overwrites, char *what, size_t whatlen)
+{
+    if (!s || !agent || !op || !json_is_object(params)) return 0;
+    bool del_file = !strcmp(op, "delete_file") || !strcmp(op, "remove_file");
+    bool del_dir = !strcmp(op, "delete_dir") || !strcmp(op, "remove_dir");
+    bool write = !strcmp(op, "write") || !strcmp(op, "write_file");
+    if (!((deletes && (del_file || del_dir)) || (overwrites && write && s->cfg.max_versions == 1)))
+        return 0;
+    char err[512], norm[STO_PATH_MAX + 1], e[512];
+    struct opctx c = {.s = s, .agent = agent, .params = params, .http = 500, .err = err,
+                      .errlen = sizeof err};
+    const char *owner, *leaf;
+    if (get_path(&c, del_dir ? DIR_KEYS : FILE_KEYS, false, true, norm, sizeof norm) ||
+        get_owner(&c, norm, STO_MODE_RW, &owner, norm))
+        return 0;
+    int rootfd = -1, dirfd = -1, need = 0;
+    if (sto_root_open(s, owner, false, &rootfd, e, sizeof e) == 0 &&
+        sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e) == 0) {
+        enum sto_kind k = sto_leaf_kind(dirfd, leaf, NULL);
+        const char *of = strcmp(owner, agent) ? owner : NULL;
+        if (del_dir && k == STO_KIND_DIR) {
+            need = 1;
+            snprintf(what, whatlen, "delete the directory '%s'%s%s%s with everything in it and "
+                     "all versions", norm, of ? " of agent '" : "", of ? of : "", of ? "'" : "");
+        } else if (del_file && k == STO_KIND_FILE) {
+            need = 1;
+            snprintf(what, whatlen, "delete the file '%s'%s%s%s and all its versions", norm,
+                     of ? " of agent '" : "", of ? of : "", of ? "'" : "");
+        } else if (write && k == STO_KIND_FILE) {
+            need = 1;
+            snprintf(what, whatlen, "overwrite the file '%s'%s%s%s without keeping its current "
+                     "content (storage.max_versions is 1)", norm, of ? " of agent '" : "",
+                     of ? of : "", of ? "'" : "");
+        }
+    }
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    return need;
+}
+
+void sto_set_ns_policy(struct sto *s, sto_ns_policy_fn fn, void *ud)
+{
+    if (!s) return;
+    s->ns_policy = fn;
+    s->ns_ud = ud;
 }
 
 int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,

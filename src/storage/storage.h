@@ -56,6 +56,15 @@ void sto_close(struct sto *s);
 int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,
              int *http_status, char *err, size_t errlen);
 
+/* 1 when op on params by agent would lose data for good and so needs the
+ * operator's approval: a delete (when `deletes`) of something that exists,
+ * or (when `overwrites`) a write over an existing file while
+ * storage.max_versions is 1; *what then says it for people. 0 otherwise,
+ * also for calls that will fail anyway (bad path, missing file, no share).
+ * Read-only, callable from any thread. */
+int sto_needs_approval(struct sto *s, const char *agent, const char *op, json_t *params,
+                       bool deletes, bool overwrites, char *what, size_t whatlen);
+
 /* ---- share grants, for the access manager ----
  * A grant lets `grantee` use `owner`'s path (a file or a directory and
  * everything below it) read-only ("r") or read-write ("rw") until
@@ -75,6 +84,16 @@ int sto_share_check(struct sto *s, const char *owner, const char *path, const ch
 /* Grants given by and to agent: {"given":[...], "received":[...]}, each
  * {"owner","path","grantee","mode","created","expires"}. */
 int sto_share_list(struct sto *s, const char *agent, json_t **out);
+
+/* The access manager's say on another agent's tree: called whenever an
+ * operation names owner (!= agent), with share_rc = sto_share_check()'s
+ * answer (0, AIOS_ENOTFOUND, AIOS_EPERM). Returns the final answer (e.g. 0
+ * when agent's privilege group names owner's storage). Any thread; must not
+ * block. path NULL: a probe for the whole tree (not a decision to record).
+ * Set once, before operations run. */
+typedef int (*sto_ns_policy_fn)(void *ud, const char *agent, const char *owner, const char *path,
+                                bool write, int share_rc);
+void sto_set_ns_policy(struct sto *s, sto_ns_policy_fn fn, void *ud);
 
 /* Kernel hook: build the manager from the kernel's config and register the
  * storage executor; called from kernel_start after the scheduler exists. */

@@ -18,6 +18,8 @@
  * Threads: any tool worker; no state of their own. */
 #include "tools/tools.h"
 
+#include "access/access.h"
+
 #include "kernel/kernel.h"
 #include "kernel/query.h"
 #include "kernel/syscall.h"
@@ -122,7 +124,11 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
     w->refs = 2;
     sc->notify = sto_notify;
     sc->notify_ud = w;
-    int rc = sched_submit(k->sched, sc);
+    /* a write that would lose data for good waits for the operator
+     * (src/access/approve.c), within this tool's timeout */
+    int rc = acc_storage_hold(k->access, sc, err, errlen);
+    if (rc == 0) rc = sched_submit(k->sched, sc);
+    else if (rc == 1) rc = 0;
     if (rc) {
         sto_wait_unref(w); /* the notify side's: it will not run */
         sto_wait_unref(w);
@@ -146,9 +152,17 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
     bool done = w->done;
     pthread_mutex_unlock(&w->mu);
     if (!done) {
+        pthread_mutex_lock(&sc->mu);
+        bool awaiting = sc->status == SYSCALL_STATUS_AWAITING_APPROVAL;
+        pthread_mutex_unlock(&sc->mu);
         syscall_request_cancel(sc);
         sto_wait_unref(w);
         syscall_unref(sc);
+        if (awaiting) {
+            snprintf(err, errlen, "denied: the write needs the operator's approval (it would not "
+                     "keep the old content) and none came within the tool's timeout");
+            return AIOS_EPERM;
+        }
         snprintf(err, errlen, "the storage manager did not answer within the tool's timeout");
         return AIOS_EBUSY;
     }

@@ -34,7 +34,10 @@
  * bounded and start-up logs a warning. tool_sandbox_pids_mode() says which.
  *
  * Inherited descriptors: the child closes every fd above 2 before exec,
- * so the kernel's listening socket and open files never reach a tool.
+ * so the kernel's listening socket and open files never reach a tool;
+ * only fd 3 may stay: a pipe holding the seccomp program (seccomp.c) that
+ * bwrap reads (--seccomp 3) and loads right before it execs the tool. The
+ * probe checks bwrap accepts it; if not, tools run without it (warning).
  *
  * Killing: SIGKILL to bwrap's process group and to every pid in the
  * cgroup; the pid namespace takes the rest with it.
@@ -69,7 +72,11 @@
 #include <unistd.h>
 
 static pthread_once_t g_probe_once = PTHREAD_ONCE_INIT;
+#define SECCOMP_FD 3
+#define SECCOMP_FD_STR "3"
+
 static char g_bwrap[PATH_MAX];
+static bool g_seccomp; /* bwrap loads tool_seccomp_program() (probe found it works) */
 static bool g_bwrap_ok;
 static char g_bwrap_why[256];
 static char g_cg_base[PATH_MAX]; /* parent dir for our pids cgroups, "" if none */
@@ -160,7 +167,7 @@ static void probe_cgroup(void)
 }
 
 static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool probing,
-                      char *err, size_t errlen);
+                      bool seccomp, char *err, size_t errlen);
 static int buf_read(int fd, char **b, size_t *n, size_t *cap, size_t limit, bool *trunc, bool *eof);
 
 static void probe(void)
@@ -176,27 +183,44 @@ static void probe(void)
                  "bubblewrap (bwrap) is not installed; scripts/deps.sh installs it");
     } else {
         /* a real trial run, the way tools run: namespaces (or the
-         * unprivileged user namespace bwrap needs) may be forbidden here */
+         * unprivileged user namespace bwrap needs) may be forbidden here;
+         * first with the seccomp filter, then (if that alone fails)
+         * without it */
         char *const argv[] = {"/bin/true", NULL};
         struct tool_spawn_opts o = {.argv = argv, .sandbox = true};
-        struct tool_proc p;
-        char err[256] = "";
-        int rc = spawn_impl(&p, &o, true, err, sizeof err);
         char *errout = NULL;
-        size_t n_err = 0, cap_err = 0;
-        bool eof = false;
-        while (!rc && !eof && p.fd_err >= 0) {
-            struct pollfd pf = {p.fd_err, POLLIN, 0};
-            if (poll(&pf, 1, 5000) <= 0) break;
-            if (buf_read(p.fd_err, &errout, &n_err, &cap_err, 512, NULL, &eof) < 0) break;
+        int st = -1;
+        size_t sc_len = 0;
+        bool sc_avail = tool_seccomp_program(&sc_len) != NULL;
+        for (int with_sc = sc_avail; with_sc >= 0 && st != 0; with_sc--) {
+            struct tool_proc p;
+            char err[256] = "";
+            int rc = spawn_impl(&p, &o, true, with_sc, err, sizeof err);
+            size_t n_err = 0, cap_err = 0;
+            bool eof = false;
+            free(errout);
+            errout = NULL;
+            while (!rc && !eof && p.fd_err >= 0) {
+                struct pollfd pf = {p.fd_err, POLLIN, 0};
+                if (poll(&pf, 1, 5000) <= 0) break;
+                if (buf_read(p.fd_err, &errout, &n_err, &cap_err, 512, NULL, &eof) < 0) break;
+            }
+            st = rc ? -1 : tool_proc_reap(&p);
+            if (st == 0) g_seccomp = with_sc;
+            else if (with_sc)
+                LOG_WARN("tools", "sandbox: bwrap refused the seccomp filter (%.150s); tools run "
+                         "without it", errout ? errout : err);
+            if (st && !with_sc && !errout && err[0]) errout = strdup(err);
         }
-        int st = rc ? -1 : tool_proc_reap(&p);
+        if (!sc_avail)
+            LOG_WARN("tools", "sandbox: no seccomp filter for this architecture; tools run "
+                     "without it");
         if (st == 0) g_bwrap_ok = true;
         else
             snprintf(g_bwrap_why, sizeof g_bwrap_why,
                      "bwrap cannot build the sandbox here (exit status %d%s%.150s); tools that "
                      "need the sandbox are refused", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
-                     errout ? ": " : "", errout ? errout : err);
+                     errout ? ": " : "", errout ? errout : "");
         free(errout);
     }
     probe_cgroup();
@@ -205,7 +229,7 @@ static void probe(void)
     g_pids_mode = g_cg_base[0] ? "cgroup" : "rlimit";
     LOG_INFO("tools", "sandbox: bwrap %s%s%s, tools run as uid %d, process count bounded by %s%s%s",
              g_bwrap_ok ? "ok" : "unavailable: ", g_bwrap_ok ? "" : g_bwrap_why,
-             "", geteuid() == 0 ? TOOL_SANDBOX_UID : (int)geteuid(), g_pids_mode,
+             g_seccomp ? " with a seccomp filter" : "", geteuid() == 0 ? TOOL_SANDBOX_UID : (int)geteuid(), g_pids_mode,
              g_cg_base[0] ? " under " : " (shared by all tools of that uid)", g_cg_base);
 }
 
@@ -214,6 +238,12 @@ bool tool_sandbox_available(char *why, size_t whylen)
     pthread_once(&g_probe_once, probe);
     if (why && whylen) snprintf(why, whylen, "%s", g_bwrap_why);
     return g_bwrap_ok;
+}
+
+bool tool_sandbox_seccomp(void)
+{
+    pthread_once(&g_probe_once, probe);
+    return g_seccomp;
 }
 
 const char *tool_sandbox_pids_mode(void)
@@ -291,7 +321,7 @@ static void bind(struct strv *s, const char *how, const char *src, const char *d
 }
 
 /* drop: sources come from the child's staging mounts (see the top) */
-static void build_argv(struct strv *s, const struct tool_spawn_opts *o, bool drop)
+static void build_argv(struct strv *s, const struct tool_spawn_opts *o, bool drop, bool seccomp)
 {
     if (!o->sandbox) {
         for (size_t i = 0; o->argv[i]; i++) sv_push(s, o->argv[i]);
@@ -326,6 +356,10 @@ static void build_argv(struct strv *s, const struct tool_spawn_opts *o, bool dro
     const char *wd = o->rw_dir ? o->rw_dir : o->cwd ? o->cwd : "/tmp";
     sv_push(s, "--chdir");
     sv_push(s, wd);
+    if (seccomp) { /* the child puts the program on fd 3 (SECCOMP_FD) */
+        sv_push(s, "--seccomp");
+        sv_push(s, SECCOMP_FD_STR);
+    }
     sv_push(s, "--");
     for (size_t i = 0; o->argv[i]; i++) sv_push(s, o->argv[i]);
 }
@@ -427,11 +461,11 @@ int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *
         snprintf(err, errlen, "the tool sandbox is unavailable: %s", g_bwrap_why);
         return AIOS_EPERM;
     }
-    return spawn_impl(p, o, false, err, errlen);
+    return spawn_impl(p, o, false, g_seccomp, err, errlen);
 }
 
 static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool probing,
-                      char *err, size_t errlen)
+                      bool seccomp, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
     p->pid = -1;
@@ -443,10 +477,11 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
     bool drop = o->sandbox && geteuid() == 0;
     char pdir[PATH_MAX];
     bool has_pdir = o->sandbox && prog_dir(o, pdir, sizeof pdir);
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1};
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1}, scp[2] = {-1, -1};
     struct strv av = {0}, env = {0};
     int rc = AIOS_EIO;
-    build_argv(&av, o, drop);
+    seccomp = seccomp && o->sandbox;
+    build_argv(&av, o, drop, seccomp);
     sv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin");
     sv_push(&env, "HOME=/tmp");
     sv_push(&env, "LANG=C.UTF-8");
@@ -466,6 +501,16 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(er, O_CLOEXEC)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
+    }
+    if (seccomp) { /* the filter for bwrap to read: a pipe of its own per spawn */
+        size_t n_sc = 0;
+        const void *prog = tool_seccomp_program(&n_sc);
+        if (!prog || pipe2(scp, O_CLOEXEC) || write(scp[1], prog, n_sc) != (ssize_t)n_sc) {
+            snprintf(err, errlen, "cannot pass the seccomp filter: %s", strerror(errno));
+            goto fail;
+        }
+        close(scp[1]);
+        scp[1] = -1;
     }
     if (!probing && make_cgroup(p, o->limits.max_procs) != 0)
         LOG_WARN("tools", "could not create a pids cgroup under %s; process count unbounded for "
@@ -512,8 +557,15 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
         }
         /* nothing of the kernel's leaks in: listening socket, model files,
          * databases (not every library sets O_CLOEXEC) */
-        if (close_range(3, ~0U, 0) != 0)
-            for (int fd = 3; fd < 4096; fd++) close(fd);
+        int keep = 3; /* fds from here on are closed */
+        if (scp[0] >= 0) { /* the seccomp program, for bwrap, on fd 3 */
+            if (scp[0] != SECCOMP_FD ? dup2(scp[0], SECCOMP_FD) < 0
+                                     : fcntl(SECCOMP_FD, F_SETFD, 0) < 0)
+                child_die("pass the seccomp filter");
+            keep = SECCOMP_FD + 1;
+        }
+        if (close_range((unsigned)keep, ~0U, 0) != 0)
+            for (int fd = keep; fd < 4096; fd++) close(fd);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -528,6 +580,7 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
         _exit(127);
     }
     setpgid(pid, pid); /* also in the parent: no race with kill */
+    if (scp[0] >= 0) close(scp[0]);
     close(in[0]);
     close(out[1]);
     close(er[1]);
@@ -544,6 +597,7 @@ fail:
         if (in[i] >= 0) close(in[i]);
         if (out[i] >= 0) close(out[i]);
         if (er[i] >= 0) close(er[i]);
+        if (scp[i] >= 0) close(scp[i]);
     }
     if (p->cgroup[0]) rmdir(p->cgroup);
     p->cgroup[0] = 0;

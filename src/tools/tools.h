@@ -168,6 +168,12 @@ int tool_proc_reap(struct tool_proc *p);
 const char *tool_sandbox_pids_mode(void);
 /* Remove this process's cgroup directory (at manager stop). */
 void tool_sandbox_cleanup(void);
+/* The seccomp filter bwrap loads into sandboxed processes (seccomp.c):
+ * a struct sock_filter array of *len bytes, or NULL on an architecture
+ * without one. */
+const void *tool_seccomp_program(size_t *len);
+/* Whether sandboxed processes run under that filter (checked once). */
+bool tool_sandbox_seccomp(void);
 /* Whether bwrap is usable here (checked once). */
 bool tool_sandbox_available(char *why, size_t whylen);
 

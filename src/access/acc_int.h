@@ -1,0 +1,96 @@
+/* Internals shared by the access manager's files (not for other modules). */
+#ifndef AIOS_ACCESS_ACC_INT_H
+#define AIOS_ACCESS_ACC_INT_H
+
+#include "access/access.h"
+
+#include <pthread.h>
+
+#define ACC_NAME_MAX 128
+
+struct syscall;
+
+struct reg_agent {
+    char name[ACC_NAME_MAX];
+    char sha[65];
+};
+
+enum appr_state { APPR_PENDING, APPR_APPROVED, APPR_DENIED };
+
+/* A pending approval. Tool calls wait for it on their tool thread; a
+ * storage call is parked (parked_sc set, never queued) and the approval
+ * thread queues or fails it once it is decided (budget.c has none of it:
+ * see approve.c). */
+struct approval {
+    struct approval *next;
+    uint64_t id, sc_id;
+    char agent[ACC_NAME_MAX];
+    char tool[ACC_NAME_MAX]; /* tool name, or "storage:OP" */
+    char *args;              /* compact JSON */
+    char what[384];          /* what is asked, for people */
+    double created, deadline;
+    enum appr_state state;
+    char reason[256];
+    struct syscall *parked_sc; /* a reference; NULL for tool approvals */
+};
+
+struct acc_budget_use; /* budget.c */
+
+struct acc_mgr {
+    struct kernel *k;
+    bool compat;
+    char admin_token[65];
+    struct acc_audit *audit;
+    json_t *groups; /* access.groups (copy) or NULL */
+    json_t *agent_groups; /* access.agents (copy) or NULL */
+    char *default_group;
+    int approval_timeout_s;
+    bool approve_delete, approve_overwrite; /* access.approvals.storage_* */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* approvals decided (CLOCK_MONOTONIC) */
+    struct reg_agent *reg;
+    size_t n_reg, cap_reg;
+    struct approval *approvals;
+    uint64_t next_approval;
+    bool stopping;
+    /* approve.c: the thread that ends parked storage approvals */
+    pthread_t appr_th;
+    bool appr_th_started;
+    /* budget.c: leaf lock of its own (never held with mu) */
+    pthread_mutex_t bmu;
+    struct acc_budget_use *uses;
+    struct acc_budget_resv *resv;
+    /* namespace grants of memory (ns.c), guarded by mu */
+    struct acc_mem_grant *mem_grants;
+};
+
+double acc_wall_s(void);
+/* queue one audit row */
+void acc_audit_row(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
+                   const char *action, const char *decision, const char *reason);
+/* the agent's group object (NULL: unrestricted) and its name */
+json_t *acc_group_of(struct acc_mgr *m, const char *agent, const char **gname);
+
+/* budget.c */
+int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen);
+void acc_budget_free(struct acc_mgr *m);
+/* counters from / to table budget_use of audit.db (save: what changed) */
+int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen);
+void acc_budget_save(struct acc_mgr *m);
+/* the scheduler's final hook (installed by acc_start) */
+void acc_budget_on_final(struct syscall *sc, void *ud);
+
+/* approve.c */
+int acc_approvals_start(struct acc_mgr *m, char *err, size_t errlen);
+/* deny every parked approval and join the thread */
+void acc_approvals_stop(struct acc_mgr *m);
+
+/* ns.c */
+int acc_ns_config(json_t *group, const char *gname, char *err, size_t errlen);
+int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen);
+void acc_ns_free(struct acc_mgr *m);
+/* storage's policy hook (sto_ns_policy_fn) */
+int acc_ns_storage_policy(void *ud, const char *agent, const char *owner, const char *path,
+                          bool write, int share_rc);
+
+#endif

@@ -1,0 +1,446 @@
+/* Token budgets of privilege groups: how many tokens an agent may spend
+ * per model, optionally per time window.
+ *
+ * Config (a group of access.groups):
+ *   token_budgets:
+ *     aios-tiny: 5000                          # tokens since the kernel started
+ *     "*": {tokens: 20000, window_s: 3600}     # each other model, per hour
+ * Each (agent, model) pair has its own counter; "*" is the rule of every
+ * model the group does not name. A window is fixed: it starts with the
+ * first call after the previous one ran out and lasts window_s seconds.
+ *
+ * What counts: every prompt token the model processed for the call
+ * (computed, or reused from a retained KV state: the count does not depend
+ * on cache luck) plus every generated token. The numbers are the
+ * scheduler's (sc->usage as sched.c's on_final accounting records it, the
+ * same that /agents/{id}/stats and /metrics show): the scheduler calls
+ * acc_budget_on_final for each finished call, nothing is counted twice.
+ *
+ * Admission (acc_budget_admit, HTTP thread, before the call is queued):
+ * the call reserves what it can cost at most, its prompt tokens (exact
+ * for llama.cpp models, which tokenized it in prepare(); bytes/4 for remote
+ * ones) plus max_tokens. It is refused with 429 when used + reserved (by
+ * calls still running) + this reservation would pass the limit. A call
+ * without max_tokens gets max_tokens = what is left of the budget (it is
+ * refused when not even one token is left). When the call ends its
+ * reservation is released and its actual tokens are charged, so the limit
+ * is never passed. Budgets apply to calls made with an agent token (the
+ * operator's calls are charged to the agent they name but never refused).
+ * Counters live in memory and are saved to table budget_use of audit.db
+ * by the access manager's background thread (approve.c, every few
+ * seconds when changed, and at stop), so a restart keeps what was used
+ * (at most the last few seconds of usage are lost in a crash). The final
+ * hook runs on engine threads and never touches the disk.
+ *
+ * Locks: m->bmu guards uses and resv; a leaf lock, never held with another
+ * (the audit queue's lock is taken after releasing it). */
+#include "access/acc_int.h"
+
+#include "api/api.h"
+#include "kernel/kernel.h"
+#include "llm/core.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct acc_budget_use {
+    struct acc_budget_use *next;
+    char agent[ACC_NAME_MAX], model[ACC_NAME_MAX];
+    int64_t used, reserved; /* in the current window */
+    int64_t used_total;     /* since the kernel started */
+    double window_start;
+    int64_t n_calls, n_denied;
+    bool dirty; /* changed since the last save */
+};
+
+struct acc_budget_resv {
+    struct acc_budget_resv *next;
+    uint64_t sc_id;
+    struct acc_budget_use *u;
+    int64_t amount;
+};
+
+int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen)
+{
+    json_t *b = json_object_get(group, "token_budgets");
+    if (!b) return 0;
+    if (!json_is_object(b)) {
+        snprintf(err, errlen, "access.groups.%s.token_budgets must be a mapping of model name (or "
+                 "\"*\") to a number of tokens or {tokens: N, window_s: S}", gname);
+        return AIOS_ECONFIG;
+    }
+    const char *model;
+    json_t *v;
+    json_object_foreach(b, model, v) {
+        json_t *tok = json_is_object(v) ? json_object_get(v, "tokens") : v;
+        json_t *win = json_is_object(v) ? json_object_get(v, "window_s") : NULL;
+        bool ok = json_is_integer(tok) && json_integer_value(tok) >= 0 &&
+                  (!win || (json_is_integer(win) && json_integer_value(win) >= 1 &&
+                            json_integer_value(win) <= 366 * 86400));
+        if (ok && json_is_object(v)) {
+            const char *k;
+            json_t *x;
+            json_object_foreach(v, k, x) if (strcmp(k, "tokens") && strcmp(k, "window_s")) ok = false;
+        }
+        if (!ok) {
+            snprintf(err, errlen, "access.groups.%s.token_budgets.%s must be a number of tokens "
+                     "(>= 0) or {tokens: N, window_s: S} with S from 1 to 31622400", gname, model);
+            return AIOS_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+/* the group's rule for model: true with *limit and *window_s (0: none) */
+static bool rule_for(json_t *grp, const char *model, int64_t *limit, int64_t *window_s)
+{
+    json_t *b = json_object_get(grp, "token_budgets");
+    json_t *v = json_object_get(b, model);
+    if (!v) v = json_object_get(b, "*");
+    if (!v) return false;
+    json_t *tok = json_is_object(v) ? json_object_get(v, "tokens") : v;
+    json_t *win = json_is_object(v) ? json_object_get(v, "window_s") : NULL;
+    *limit = json_integer_value(tok);
+    *window_s = win ? json_integer_value(win) : 0;
+    return true;
+}
+
+/* bmu held */
+static struct acc_budget_use *use_get(struct acc_mgr *m, const char *agent, const char *model,
+                                      double now)
+{
+    for (struct acc_budget_use *u = m->uses; u; u = u->next)
+        if (!strcmp(u->agent, agent) && !strcmp(u->model, model)) return u;
+    struct acc_budget_use *u = calloc(1, sizeof *u);
+    if (!u) return NULL;
+    snprintf(u->agent, sizeof u->agent, "%s", agent);
+    snprintf(u->model, sizeof u->model, "%s", model);
+    u->window_start = now;
+    u->next = m->uses;
+    m->uses = u;
+    return u;
+}
+
+/* bmu held: start a new window when the current one is over */
+static void use_roll(struct acc_budget_use *u, int64_t window_s, double now)
+{
+    if (window_s > 0 && now >= u->window_start + (double)window_s) {
+        u->window_start = now;
+        u->used = 0;
+    }
+}
+
+static int64_t prompt_estimate(const struct llm_req *req)
+{
+    if (req->n_tokens > 0) return req->n_tokens;
+    size_t bytes = 0;
+    for (size_t i = 0; i < req->n_msgs; i++)
+        bytes += (req->msgs[i].content ? strlen(req->msgs[i].content) : 0) + 16;
+    return (int64_t)(bytes / 4) + 1;
+}
+
+int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
+{
+    struct acc_mgr *m = r->k->access;
+    if (!m || sc->kind != SYSCALL_KIND_LLM || r->acc_admin || !sc->target || !sc->agent) return 0;
+    const char *gname = NULL;
+    json_t *grp = acc_group_of(m, sc->agent, &gname);
+    int64_t limit, window_s;
+    const char *model = ((struct llm_core *)sc->target)->name;
+    if (!grp || !rule_for(grp, model, &limit, &window_s)) return 0;
+    struct llm_req *req = sc->req;
+    int64_t prompt = prompt_estimate(req), gen = req->p.max_tokens;
+    double now = acc_wall_s();
+
+    struct acc_budget_resv *rv = calloc(1, sizeof *rv);
+    if (!rv) {
+        *sent = api_send_error(r, 500, "server_error", "out of memory");
+        return -1;
+    }
+    pthread_mutex_lock(&m->bmu);
+    struct acc_budget_use *u = use_get(m, sc->agent, model, now);
+    if (!u) {
+        pthread_mutex_unlock(&m->bmu);
+        free(rv);
+        *sent = api_send_error(r, 500, "server_error", "out of memory");
+        return -1;
+    }
+    use_roll(u, window_s, now);
+    int64_t left = limit - u->used - u->reserved;
+    int64_t need = gen > 0 ? prompt + gen : prompt + 1;
+    bool ok = need <= left;
+    if (ok) {
+        if (gen <= 0) { /* no max_tokens: what is left of the budget */
+            int64_t cap = left - prompt;
+            req->p.max_tokens = cap > 1000000000 ? 1000000000 : (int)cap;
+            need = left;
+        }
+        u->reserved += need;
+        u->n_calls++;
+        u->dirty = true;
+        rv->sc_id = sc->id;
+        rv->u = u;
+        rv->amount = need;
+        rv->next = m->resv;
+        m->resv = rv;
+    } else {
+        u->n_denied++;
+        u->dirty = true;
+    }
+    int64_t used = u->used, reserved = u->reserved;
+    double resets = window_s > 0 ? u->window_start + (double)window_s : 0;
+    pthread_mutex_unlock(&m->bmu);
+    if (ok) return 0;
+    free(rv);
+
+    char msg[768], win[96] = "";
+    if (window_s > 0)
+        snprintf(win, sizeof win, " per %lld s (the window resets in %.0f s)",
+                 (long long)window_s, resets - now > 0 ? resets - now : 0);
+    snprintf(msg, sizeof msg,
+             "token budget exceeded: agent '%s' (group '%s') may use %lld tokens of model '%s'%s; "
+             "used %lld, %lld reserved by running calls, and this call needs up to %lld (%lld "
+             "prompt + %s); lower max_tokens, wait, or ask the operator to raise "
+             "access.groups.%s.token_budgets",
+             sc->agent, gname, (long long)limit, model, win, (long long)used, (long long)reserved,
+             (long long)need, (long long)prompt,
+             gen > 0 ? "max_tokens" : "1 generated", gname);
+    char res[300];
+    snprintf(res, sizeof res, "budget:%s", model);
+    acc_audit_row(m, sc->agent, sc->id, res, "llm", "denied", msg);
+    LOG_INFO("access", "%s", msg);
+    json_t *e = json_pack("{s:{s:s,s:s,s:s,s:{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}}}", "error",
+                          "message", msg, "type", "insufficient_quota", "code",
+                          "token_budget_exceeded", "budget", "agent", sc->agent, "group", gname,
+                          "model", model, "limit", (json_int_t)limit, "used", (json_int_t)used,
+                          "reserved", (json_int_t)reserved, "requested", (json_int_t)need,
+                          "window_s", (json_int_t)window_s);
+    if (e && window_s > 0)
+        json_object_set_new(json_object_get(json_object_get(e, "error"), "budget"), "resets_at",
+                            json_real(resets));
+    *sent = e ? api_send_json(r, 429, e)
+              : api_send_error(r, 429, "insufficient_quota", "token budget exceeded");
+    return -1;
+}
+
+void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc)
+{
+    if (!m || !sc) return;
+    pthread_mutex_lock(&m->bmu);
+    for (struct acc_budget_resv **p = &m->resv; *p; p = &(*p)->next) {
+        if ((*p)->sc_id != sc->id) continue;
+        struct acc_budget_resv *rv = *p;
+        *p = rv->next;
+        rv->u->reserved -= rv->amount;
+        rv->u->n_calls--;
+        free(rv);
+        break;
+    }
+    pthread_mutex_unlock(&m->bmu);
+}
+
+void acc_budget_on_final(struct syscall *sc, void *ud)
+{
+    struct acc_mgr *m = ud;
+    if (!m || sc->kind != SYSCALL_KIND_LLM || !sc->target || !sc->agent) return;
+    pthread_mutex_lock(&sc->mu);
+    int64_t n = sc->usage.n_prompt_computed + sc->usage.n_prompt_reused + sc->usage.n_gen;
+    pthread_mutex_unlock(&sc->mu);
+    const char *model = ((struct llm_core *)sc->target)->name;
+    const char *gname;
+    json_t *grp = acc_group_of(m, sc->agent, &gname);
+    int64_t limit = 0, window_s = 0;
+    if (grp) rule_for(grp, model, &limit, &window_s);
+    double now = acc_wall_s();
+    pthread_mutex_lock(&m->bmu);
+    struct acc_budget_use *u = NULL;
+    for (struct acc_budget_resv **p = &m->resv; *p; p = &(*p)->next) {
+        if ((*p)->sc_id != sc->id) continue;
+        struct acc_budget_resv *rv = *p;
+        *p = rv->next;
+        u = rv->u;
+        u->reserved -= rv->amount;
+        free(rv);
+        break;
+    }
+    if (!u) {
+        u = use_get(m, sc->agent, model, now);
+        if (u) u->n_calls++;
+    }
+    if (u) {
+        use_roll(u, window_s, now);
+        u->used += n;
+        u->used_total += n;
+        u->dirty = true;
+    }
+    pthread_mutex_unlock(&m->bmu);
+}
+
+json_t *acc_budgets_json(struct acc_mgr *m, const char *agent)
+{
+    json_t *arr = json_array();
+    if (!m) return arr;
+    /* snapshot under the lock, rules looked up after (groups are immutable) */
+    struct row {
+        struct acc_budget_use u;
+    } *rows = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&m->bmu);
+    for (struct acc_budget_use *u = m->uses; u; u = u->next) {
+        if (agent && strcmp(agent, u->agent)) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            struct row *x = realloc(rows, nc * sizeof *x);
+            if (!x) break;
+            rows = x;
+            cap = nc;
+        }
+        rows[n++].u = *u;
+    }
+    pthread_mutex_unlock(&m->bmu);
+    double now = acc_wall_s();
+    for (size_t i = 0; i < n; i++) {
+        struct acc_budget_use *u = &rows[i].u;
+        const char *gname = NULL;
+        json_t *grp = acc_group_of(m, u->agent, &gname);
+        int64_t limit = 0, window_s = 0;
+        bool has = grp && rule_for(grp, u->model, &limit, &window_s);
+        if (window_s > 0 && now >= u->window_start + (double)window_s) u->used = 0; /* over */
+        json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "agent", u->agent, "model",
+                              u->model, "used", (json_int_t)u->used, "reserved",
+                              (json_int_t)u->reserved, "used_total", (json_int_t)u->used_total,
+                              "calls", (json_int_t)u->n_calls, "denied",
+                              (json_int_t)u->n_denied);
+        json_object_set_new(o, "group", gname ? json_string(gname) : json_null());
+        json_object_set_new(o, "limit", has ? json_integer(limit) : json_null());
+        json_object_set_new(o, "remaining",
+                            has ? json_integer(limit - u->used - u->reserved > 0
+                                                   ? limit - u->used - u->reserved : 0)
+                                : json_null());
+        json_object_set_new(o, "window_s", window_s ? json_integer(window_s) : json_null());
+        if (window_s)
+            json_object_set_new(o, "resets_at", json_real(u->window_start + (double)window_s));
+        json_array_append_new(arr, o);
+    }
+    free(rows);
+    return arr;
+}
+
+void acc_budget_free(struct acc_mgr *m)
+{
+    while (m->resv) {
+        struct acc_budget_resv *n = m->resv->next;
+        free(m->resv);
+        m->resv = n;
+    }
+    while (m->uses) {
+        struct acc_budget_use *n = m->uses->next;
+        free(m->uses);
+        m->uses = n;
+    }
+}
+
+/* ---- persistence (table budget_use of audit.db) ---- */
+
+int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS budget_use(agent TEXT NOT NULL, model TEXT "
+                     "NOT NULL, used INTEGER NOT NULL, used_total INTEGER NOT NULL, window_start "
+                     "REAL NOT NULL, calls INTEGER NOT NULL, denied INTEGER NOT NULL, "
+                     "PRIMARY KEY(agent, model))", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT agent, model, used, used_total, window_start, calls, denied "
+                           "FROM budget_use", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot read the token budgets of %s: %s", acc_audit_path(m->audit),
+                 db ? sqlite3_errmsg(db) : "cannot open it");
+        rc = AIOS_EIO;
+        goto out;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        struct acc_budget_use *u = calloc(1, sizeof *u);
+        if (!u) {
+            rc = AIOS_ENOMEM;
+            goto out;
+        }
+        snprintf(u->agent, sizeof u->agent, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(u->model, sizeof u->model, "%s", (const char *)sqlite3_column_text(st, 1));
+        u->used = sqlite3_column_int64(st, 2);
+        u->used_total = sqlite3_column_int64(st, 3);
+        u->window_start = sqlite3_column_double(st, 4);
+        u->n_calls = sqlite3_column_int64(st, 5);
+        u->n_denied = sqlite3_column_int64(st, 6);
+        u->next = m->uses;
+        m->uses = u;
+    }
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+void acc_budget_save(struct acc_mgr *m)
+{
+    /* copy what changed under the lock; write without it */
+    struct acc_budget_use *rows = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&m->bmu);
+    for (struct acc_budget_use *u = m->uses; u; u = u->next) {
+        if (!u->dirty) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            struct acc_budget_use *x = realloc(rows, nc * sizeof *x);
+            if (!x) break;
+            rows = x;
+            cap = nc;
+        }
+        rows[n++] = *u;
+        u->dirty = false;
+    }
+    pthread_mutex_unlock(&m->bmu);
+    if (!n) {
+        free(rows);
+        return;
+    }
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool ok = sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) ==
+              SQLITE_OK;
+    if (ok) sqlite3_busy_timeout(db, 30000);
+    ok = ok && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO budget_use(agent, model, used, used_total, "
+                            "window_start, calls, denied) VALUES(?,?,?,?,?,?,?)", -1, &st,
+                            NULL) == SQLITE_OK;
+    for (size_t i = 0; ok && i < n; i++) {
+        sqlite3_bind_text(st, 1, rows[i].agent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, rows[i].model, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, rows[i].used);
+        sqlite3_bind_int64(st, 4, rows[i].used_total);
+        sqlite3_bind_double(st, 5, rows[i].window_start);
+        sqlite3_bind_int64(st, 6, rows[i].n_calls);
+        sqlite3_bind_int64(st, 7, rows[i].n_denied);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    if (ok) ok = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) {
+        LOG_ERROR("access", "cannot save the token budgets: %s; will retry",
+                  db ? sqlite3_errmsg(db) : "cannot open the audit log");
+        if (db) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        pthread_mutex_lock(&m->bmu); /* mark them again */
+        for (size_t i = 0; i < n; i++)
+            for (struct acc_budget_use *u = m->uses; u; u = u->next)
+                if (!strcmp(u->agent, rows[i].agent) && !strcmp(u->model, rows[i].model))
+                    u->dirty = true;
+        pthread_mutex_unlock(&m->bmu);
+    }
+    sqlite3_close(db);
+    free(rows);
+}
