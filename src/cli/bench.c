@@ -286,7 +286,9 @@ static void *interactive_main(void *p)
     struct agent *a = p;
     const struct bench_opts *o = a->o;
     CURL *c = curl_easy_init();
-    while (c && !__atomic_load_n(&g_batch_done, __ATOMIC_ACQUIRE) && a->n_calls < 100000) {
+    /* at least one call, however fast the batch is */
+    while (c && (a->n_calls == 0 || !__atomic_load_n(&g_batch_done, __ATOMIC_ACQUIRE)) &&
+           a->n_calls < 100000) {
         double t0 = now_s();
         if (interactive_call(a, c)) break;
         double left = (double)o->inter_ms / 1000.0 - (now_s() - t0);
