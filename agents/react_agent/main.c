@@ -1,8 +1,9 @@
 /* react_agent: a ReAct agent in C on libaios.
  *
  * Loop (at most 3 steps): Thought — ask the LLM with the tool list
- * (chat_with_tool_call_output; a kernel without that action gets a plain
- * ReAct chat prompt instead); Action — run each tool call through the
+ * (aios_llm_chat_with_tool_call_output: the calls come back unrun; a
+ * kernel without that action gets a plain ReAct chat prompt instead);
+ * Action — run each tool call through the
  * kernel's tool manager; Observation — append the tool's answer and go on.
  * With the built-in random-weight model the thought is noise and usually
  * names no tool, so the agent then takes the obvious action for its task
@@ -79,7 +80,7 @@ int main(int argc, char **argv)
     for (steps = 1; steps <= 3 && !answer[0]; steps++) {
         struct aios_message m[] = {{"system", sys_prompt}, {"user", obs[0] ? obs : task}};
         struct aios_llm_result r;
-        int e = aios_llm_call_tool(c, m, 2, TOOLS, &o, &r);
+        int e = aios_llm_chat_with_tool_call_output(c, m, 2, TOOLS, &o, &r);
         if (e == AIOS_CLIENT_EREQUEST) { /* kernel without tool-call output: plain ReAct chat */
             aios_llm_result_free(&r);
             e = aios_llm_chat(c, m, 2, &o, &r);

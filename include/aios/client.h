@@ -83,11 +83,20 @@ struct aios_llm_result {
 
 int aios_llm_chat(struct aios_client *c, const struct aios_message *msgs, size_t n_msgs,
                   const struct aios_llm_opts *opts, struct aios_llm_result *out);
-/* the model answers with tool calls (action chat_with_tool_call_output);
- * tools_json is an OpenAI tools array text */
+/* Cerebrum's llm_call_tool (action call_tool): the model answers with tool
+ * calls and the kernel runs them. out->text is the tool manager's
+ * response_message (the tools' results), out->tool_calls the model's calls
+ * (names "author/name"). tools_json is an OpenAI tools array text. A tool
+ * that fails gives its status (e.g. ENOTFOUND for an unknown tool). */
 int aios_llm_call_tool(struct aios_client *c, const struct aios_message *msgs, size_t n_msgs,
                        const char *tools_json, const struct aios_llm_opts *opts,
                        struct aios_llm_result *out);
+/* the model answers with tool calls that are returned, not run (action
+ * chat_with_tool_call_output): the agent runs them itself (aios_tool_call) */
+int aios_llm_chat_with_tool_call_output(struct aios_client *c, const struct aios_message *msgs,
+                                        size_t n_msgs, const char *tools_json,
+                                        const struct aios_llm_opts *opts,
+                                        struct aios_llm_result *out);
 /* JSON output following response_format_json (chat_with_json_output) */
 int aios_llm_chat_json(struct aios_client *c, const struct aios_message *msgs, size_t n_msgs,
                        const char *response_format_json, const struct aios_llm_opts *opts,

@@ -296,20 +296,37 @@ int aios_llm_chat(struct aios_client *c, const struct aios_message *msgs, size_t
     return llm_call(c, llm_qd(msgs, n_msgs, "chat", opts), out);
 }
 
-int aios_llm_call_tool(struct aios_client *c, const struct aios_message *msgs, size_t n_msgs,
-                       const char *tools_json, const struct aios_llm_opts *opts,
-                       struct aios_llm_result *out)
+static int llm_tools(struct aios_client *c, const struct aios_message *msgs, size_t n_msgs,
+                     const char *tools_json, const char *action, const struct aios_llm_opts *opts,
+                     struct aios_llm_result *out)
 {
     memset(out, 0, sizeof *out);
+    if (!msgs || !n_msgs) return set_err(c, AIOS_CLIENT_EINVAL, "at least one message is needed");
     json_t *tools = tools_json ? json_loads(tools_json, 0, NULL) : NULL;
     if (!json_is_array(tools)) {
         json_decref(tools);
         return set_err(c, AIOS_CLIENT_EINVAL, "tools_json must be a JSON array of tools");
     }
-    json_t *qd = llm_qd(msgs, n_msgs, "chat_with_tool_call_output", opts);
+    json_t *qd = llm_qd(msgs, n_msgs, action, opts);
     if (qd) json_object_set(qd, "tools", tools);
     json_decref(tools);
     return llm_call(c, qd, out);
+}
+
+/* Cerebrum's llm_call_tool: action call_tool, the kernel runs the calls */
+int aios_llm_call_tool(struct aios_client *c, const struct aios_message *msgs, size_t n_msgs,
+                       const char *tools_json, const struct aios_llm_opts *opts,
+                       struct aios_llm_result *out)
+{
+    return llm_tools(c, msgs, n_msgs, tools_json, "call_tool", opts, out);
+}
+
+int aios_llm_chat_with_tool_call_output(struct aios_client *c, const struct aios_message *msgs,
+                                        size_t n_msgs, const char *tools_json,
+                                        const struct aios_llm_opts *opts,
+                                        struct aios_llm_result *out)
+{
+    return llm_tools(c, msgs, n_msgs, tools_json, "chat_with_tool_call_output", opts, out);
 }
 
 int aios_llm_chat_json(struct aios_client *c, const struct aios_message *msgs, size_t n_msgs,

@@ -393,7 +393,8 @@ static bool deny(struct api_req *r, enum MHD_Result *sent, unsigned status, cons
 
 static const char *default_model(struct kernel *k)
 {
-    return k->n_cores ? k->cores[0]->name : (k->cfg.n_models ? k->cfg.models[0].name : "");
+    struct llm_core *dc = kernel_default_core(k);
+    return dc ? dc->name : (k->cfg.n_models ? k->cfg.models[0].name : "");
 }
 
 bool acc_gate(struct api_req *r, enum MHD_Result *sent)

@@ -149,7 +149,8 @@ static enum MHD_Result kq_finish(struct api_req *r)
 static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t errlen)
 {
     json_t *body = json_object();
-    const char *model = k->n_cores ? k->cores[0]->name : "";
+    struct llm_core *dc = kernel_default_core(k);
+    const char *model = dc ? dc->name : "";
     json_t *llms = json_object_get(qd, "llms");
     /* no llms in the query: the ones chosen with POST /user/select/llms */
     json_t *selected = k->agents ? agent_selected_llms(k->agents) : NULL;

@@ -6,7 +6,8 @@
  *   POST /user/select/llms     [{"name","backend"}...] -> {"status","message"}
  *   GET  /user/selected/llms   {"status","message","llms"}
  *   POST /core/refresh         re-read the --config file, apply what can be
- *                              applied live, report every change
+ *                              applied live (models: kernel/models.c;
+ *                              agent_factory), report every change
  *   POST /core/config/update   {"provider","api_key"[,"name"]}
  *   POST /core/cleanup         stop running agents, forget finished ones
  *   POST /agents/submit        {"agent_id","agent_config":{"task"}} ->
@@ -26,6 +27,7 @@
 #include "api/aios_routes.h"
 
 #include "agents/agent.h"
+#include "kernel/models.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -56,16 +58,8 @@ enum MHD_Result api_route_core_status(struct api_req *r)
 enum MHD_Result api_route_llms_list(struct api_req *r)
 {
     struct kernel *k = r->k;
-    json_t *llms = json_array();
-    for (size_t i = 0; i < k->cfg.n_models; i++) {
-        const struct cfg_model *m = &k->cfg.models[i];
-        json_t *o = json_pack("{s:s,s:s,s:b,s:i}", "name", m->name, "backend", m->backend, "served",
-                              kernel_find_core(k, m->name) != NULL, "n_ctx", m->n_ctx);
-        if (m->path) json_object_set_new(o, "path", json_string(m->path));
-        if (m->hostname) json_object_set_new(o, "hostname", json_string(m->hostname));
-        json_array_append_new(llms, o);
-    }
-    if (k->n_cores == 0)
+    json_t *llms = kernel_models_list(k); /* as now applied (refresh changes it) */
+    if (!kernel_default_core(k))
         return api_send_json(r, 200, json_pack("{s:s,s:s,s:o}", "status", "warning", "message",
                                                "LLM core not initialized", "llms", llms));
     return api_send_json(r, 200, json_pack("{s:s,s:o}", "status", "success", "llms", llms));
@@ -150,18 +144,6 @@ static void add_change(json_t *changes, const char *key, json_t *old, json_t *ne
     json_array_append_new(changes, o);
 }
 
-static json_t *model_by_name(json_t *models, const char *name)
-{
-    size_t i;
-    json_t *m;
-    json_array_foreach(models, i, m)
-    {
-        const char *n = json_string_value(json_object_get(m, "name"));
-        if (n && !strcmp(n, name)) return m;
-    }
-    return NULL;
-}
-
 enum MHD_Result api_route_core_refresh(struct api_req *r)
 {
     struct kernel *k = r->k;
@@ -179,40 +161,36 @@ enum MHD_Result api_route_core_refresh(struct api_req *r)
                               "configuration not reloaded (the running one is unchanged): %s", err);
     }
     json_t *changes = json_array();
-    json_t *unchanged_models = json_array();
     json_t *oldraw = k->cfg.raw, *newraw = nc.raw;
+    /* models, one by one (kernel/models.c): new ones loaded, changed ones
+     * rebuilt, removed ones retired; unchanged ones are not reloaded. The
+     * keys /core/config/update stored count as part of the file. Paths
+     * resolve against the running data_dir. */
+    free(nc.data_dir);
+    nc.data_dir = strdup(k->cfg.data_dir);
+    if (!nc.data_dir) {
+        config_free(&nc);
+        json_decref(changes);
+        return api_send_error(r, 500, "server_error", "out of memory");
+    }
+    kernel_models_merge_keys(&nc);
+    json_t *unchanged_models = json_array();
+    if (kernel_models_refresh(k, &nc, changes, unchanged_models) == AIOS_EBUSY) {
+        config_free(&nc);
+        json_decref(changes);
+        json_decref(unchanged_models);
+        return api_send_error(r, 409, "conflict", "another /core/refresh is loading models right "
+                              "now; try again when it has answered");
+    }
 
-    /* models, one by one: loaded models stay loaded (not reloaded if unchanged) */
-    json_t *om = config_lookup(&k->cfg, "llms.models"), *nm = config_lookup(&nc, "llms.models");
-    size_t i;
-    json_t *m;
-    json_array_foreach(nm, i, m)
-    {
-        const char *n = json_string_value(json_object_get(m, "name"));
-        if (!n) continue;
-        json_t *o = model_by_name(om, n);
-        char key[300];
-        snprintf(key, sizeof key, "llms.models[%s]", n);
-        if (!o) add_change(changes, key, NULL, m, false, "new model: loaded at the next restart");
-        else if (!json_equal(o, m))
-            add_change(changes, key, o, m, false, "changed model: reloaded at the next restart");
-        else json_array_append_new(unchanged_models, json_string(n));
-    }
-    json_array_foreach(om, i, m)
-    {
-        const char *n = json_string_value(json_object_get(m, "name"));
-        if (!n || model_by_name(nm, n)) continue;
-        char key[300];
-        snprintf(key, sizeof key, "llms.models[%s]", n);
-        add_change(changes, key, m, NULL, false, "removed model: still served until a restart");
-    }
     /* llms keys other than models */
     json_t *ol = json_object_get(oldraw, "llms"), *nl = json_object_get(newraw, "llms");
     const char *key;
     json_t *v;
+    size_t i;
     json_object_foreach(nl, key, v)
     {
-        if (!strcmp(key, "models")) continue;
+        if (!strcmp(key, "models") || !strcmp(key, "remote")) continue; /* models.c */
         json_t *o = json_object_get(ol, key);
         if (!o || !json_equal(o, v)) {
             char kk[300];
@@ -226,21 +204,17 @@ enum MHD_Result api_route_core_refresh(struct api_req *r)
     json_object_foreach(newraw, key, v) json_object_set_new(keys, key, json_true());
     json_object_foreach(keys, key, v)
     {
-        if (!strcmp(key, "llms") || !strcmp(key, "agent_factory")) continue;
+        if (!strcmp(key, "llms") || !strcmp(key, "agent_factory") || !strcmp(key, "api_keys"))
+            continue; /* models.c reports api_keys */
         json_t *o = json_object_get(oldraw, key), *n = json_object_get(newraw, key);
         if (o && n && json_equal(o, n)) continue;
         if (!o && !n) continue;
-        bool secret = !strcmp(key, "api_keys");
-        add_change(changes, key, secret ? NULL : o, secret ? NULL : n, false,
-                   secret ? "api keys changed (values not shown): used at the next restart"
-                          : "takes effect at the next restart");
+        add_change(changes, key, o, n, false, "takes effect at the next restart");
     }
     json_decref(keys);
-    /* agent_factory: live. Resolve its paths against the running data_dir. */
-    free(nc.data_dir);
-    nc.data_dir = strdup(k->cfg.data_dir);
+    /* agent_factory: live. Its paths resolve against the running data_dir. */
     json_t *applied = json_array();
-    if (nc.data_dir) agent_factory_reconfigure(k->agents, &nc, applied);
+    agent_factory_reconfigure(k->agents, &nc, applied);
     json_array_foreach(applied, i, v)
     {
         json_object_set_new(v, "applied", json_true());
@@ -318,8 +292,8 @@ enum MHD_Result api_route_config_update(struct api_req *r)
         goto out;
     }
     char msg[PATH_MAX + 256];
-    snprintf(msg, sizeof msg, "API key for %s stored in %s (mode 0600); remote backends read keys "
-             "when they start, so it is used after the next restart", p, path);
+    snprintf(msg, sizeof msg, "API key for %s stored in %s (mode 0600); POST /core/refresh applies "
+             "it to the remote models that use it (so does a restart)", p, path);
     ret = api_send_json(r, 200, json_pack("{s:s,s:s}", "status", "success", "message", msg));
 out:
     free(path);

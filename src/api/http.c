@@ -50,6 +50,10 @@ struct api_server {
     int port;
     size_t max_body;
     int n_active; /* requests between first call and completion (atomic) */
+    /* the listen socket api_quiesce() took back from MHD: closed only after
+     * MHD_stop_daemon (MHD's pool threads may still be removing it from
+     * their epoll sets; closing it earlier makes MHD abort) */
+    int quiesced_fd;
 };
 
 
@@ -414,6 +418,7 @@ int api_start(struct api_server **out, struct kernel *k, char *err, size_t errle
     struct api_server *s = calloc(1, sizeof *s);
     if (!s) return AIOS_ENOMEM;
     s->k = k;
+    s->quiesced_fd = -1;
     s->max_body = k->cfg.max_body_bytes;
 
     struct addrinfo hints = {0}, *ai = NULL;
@@ -471,7 +476,7 @@ void api_quiesce(struct api_server *s)
 {
     if (s && s->d) {
         MHD_socket fd = MHD_quiesce_daemon(s->d);
-        if (fd != MHD_INVALID_SOCKET) close(fd);
+        if (fd != MHD_INVALID_SOCKET && s->quiesced_fd < 0) s->quiesced_fd = fd;
     }
 }
 
@@ -484,5 +489,6 @@ void api_stop(struct api_server *s)
 {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
+    if (s->quiesced_fd >= 0) close(s->quiesced_fd);
     free(s);
 }

@@ -15,6 +15,7 @@ enum MHD_Result api_route_status(struct api_req *r)
         struct llm_core *c = k->cores[i];
         json_t *o = json_pack("{s:s,s:s}", "name", c->name, "backend", c->backend);
         if (c->ops->describe) c->ops->describe(c, o);
+        if (c->retired) json_object_set_new(o, "retired", json_true()); /* in-flight calls end here */
         json_array_append_new(models, o);
     }
     json_t *queued = json_object(), *running = json_object();

@@ -29,6 +29,7 @@ enum MHD_Result api_openai_models(struct api_req *r)
     json_t *data = json_array();
     for (size_t i = 0; i < r->k->n_cores; i++) {
         struct llm_core *c = r->k->cores[i];
+        if (c->retired) continue; /* removed by POST /core/refresh */
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", c->name, "object",
                                               "model", "created", (json_int_t)c->created,
                                               "owned_by", "aios", "backend", c->backend));
@@ -161,6 +162,8 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
     if (rc == 0) p->presence_penalty = (float)d;
     if ((rc = get_number(body, "repeat_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
     if (rc == 0) p->repeat_penalty = (float)d;
+    if ((rc = get_number(body, "repetition_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->repeat_penalty = (float)d; /* vLLM's name for it */
     if ((rc = get_int(body, "repeat_last_n", 0, 1 << 20, &n, err, errlen)) < 0) return rc;
     if (rc == 0) p->penalty_last_n = (int)n;
     if ((rc = get_int(body, "top_k", 0, 1000000, &n, err, errlen)) < 0) return rc;

@@ -11,8 +11,11 @@
  *
  * struct kernel is the only global state; it lives in main(). Its fields are
  * written only during start and stop, when no worker runs; in between they
- * are read-only and every thread may read them without a lock. */
+ * are read-only and every thread may read them without a lock. The one
+ * exception is the core table: POST /core/refresh appends cores and retires
+ * old ones (kernel/models.c explains why readers still need no lock). */
 #include "kernel/kernel.h"
+#include "kernel/models.h"
 
 #include "access/access.h"
 #include "agents/agent.h"
@@ -62,6 +65,7 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     k->t_start_us = util_now_us();
     k->version = AIOS_VERSION;
 
+    kernel_models_merge_keys(&k->cfg); /* keys stored by POST /core/config/update */
     struct grammar_opts go; /* llms.structured_output: checked once here */
     if ((rc = llm_structured_opts(&k->cfg, &go, err, errlen))) return rc;
 
@@ -104,7 +108,13 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
                  "(random weights, real tokenizer; its answers are noise)");
     }
 
-    k->cores = calloc(k->cfg.n_models, sizeof *k->cores);
+    if (k->cfg.n_models > KERNEL_MAX_CORES / 2) {
+        snprintf(err, errlen, "llms.models: %zu entries; at most %d", k->cfg.n_models,
+                 KERNEL_MAX_CORES / 2);
+        rc = AIOS_ECONFIG;
+        goto fail;
+    }
+    k->cores = calloc(KERNEL_MAX_CORES, sizeof *k->cores); /* refresh appends (models.c) */
     if (!k->cores) {
         rc = AIOS_ENOMEM;
         goto fail;
@@ -142,7 +152,9 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
-    rc = sched_preemptor_start(k->sched, k->cores, k->n_cores);
+    rc = sched_preemptor_start(k->sched, k->cores, &k->n_cores);
+    if (rc) goto fail;
+    rc = kernel_models_start(k);
     if (rc) goto fail;
     rc = agent_factory_create(&k->agents, &k->cfg, err, errlen);
     if (rc) goto fail;
@@ -188,14 +200,24 @@ void kernel_stop(struct kernel *k)
     free(k->cores);
     k->cores = NULL;
     k->n_cores = 0;
+    kernel_models_stop(k);
     sched_destroy(k->sched);
     k->sched = NULL;
 }
 
 struct llm_core *kernel_find_core(struct kernel *k, const char *name)
 {
-    for (size_t i = 0; i < k->n_cores; i++)
-        if (!strcmp(k->cores[i]->name, name)) return k->cores[i];
+    size_t n = k->n_cores;
+    for (size_t i = 0; i < n; i++)
+        if (!k->cores[i]->retired && !strcmp(k->cores[i]->name, name)) return k->cores[i];
+    return NULL;
+}
+
+struct llm_core *kernel_default_core(struct kernel *k)
+{
+    size_t n = k->n_cores;
+    for (size_t i = 0; i < n; i++)
+        if (!k->cores[i]->retired) return k->cores[i];
     return NULL;
 }
 

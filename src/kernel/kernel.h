@@ -19,8 +19,11 @@ struct emb;
 struct kernel {
     struct aios_config cfg;
     struct sched *sched;
+    /* room for KERNEL_MAX_CORES; only appended to (kernel/models.c): any
+     * thread may walk cores[0..n_cores) without a lock; retired cores stay
+     * valid until kernel_stop */
     struct llm_core **cores;
-    size_t n_cores;
+    _Atomic size_t n_cores;
     struct api_server *api;
     /* worker pools for memory, storage, tool syscalls (NULL where no
      * manager registered one); see kernel_register_executor() */
@@ -36,14 +39,22 @@ struct kernel {
     struct agent_factory *agents;
     /* the config file given with --config, or NULL (POST /core/refresh) */
     const char *config_path;
+    /* the live model table's state (kernel/models.c) */
+    struct kernel_models *models;
 };
+
+/* models served at once over the kernel's life, retired ones included */
+#define KERNEL_MAX_CORES 256
 
 /* Build everything from k->cfg (already loaded) and start serving.
  * 0 or negative AIOS_E* with a message in err. */
 int kernel_start(struct kernel *k, char *err, size_t errlen);
 /* Stop accepting, finish or fail in-flight calls, join threads, free. */
 void kernel_stop(struct kernel *k);
+/* the serving (not retired) core named name, or NULL */
 struct llm_core *kernel_find_core(struct kernel *k, const char *name);
+/* the first serving core (the default model), or NULL */
+struct llm_core *kernel_default_core(struct kernel *k);
 /* For managers, during kernel_start: serve syscalls of `kind` with
  * n_threads workers calling fn(sc, ud). One executor per kind. */
 int kernel_register_executor(struct kernel *k, enum syscall_kind kind, int n_threads,

@@ -8,6 +8,7 @@
 #include "sched/sched.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -92,6 +93,10 @@ struct llm_core {
     int64_t created; /* unix seconds */
     const struct llm_core_ops *ops;
     void *impl;
+    /* set once by POST /core/refresh when the model was removed or replaced
+     * (kernel/models.c): no new calls are routed here; queued and running
+     * ones finish */
+    atomic_bool retired;
 };
 
 /* Embedded llama.cpp engine for a local GGUF file. cfg (may be NULL: all

@@ -24,7 +24,9 @@
  *      stream the text, finish sequences that are done.
  * If llama_decode finds no room in the KV cache, retained conversations are
  * evicted (least recently used first), then the youngest running sequence
- * is switched out, and the step is retried.
+ * is switched out, and the step is retried. An engine whose model was
+ * removed by POST /core/refresh (core.retired) finishes what it has, then
+ * frees its context (retire_release).
  *
  * Reuse of KV cells, the point of it all:
  * - retention: a finished call leaves its tokens in its slot, keyed by the
@@ -133,6 +135,8 @@ struct llama_engine {
 
     pthread_mutex_t stats_mu; /* guards pub */
     struct llm_engine_stats pub;
+
+    int64_t t_retired_us; /* engine thread: when it first saw core.retired */
 
     /* KV bytes per agent, reported to the scheduler's accounting */
     int64_t cell_bytes;
@@ -1002,6 +1006,39 @@ static void end_all(struct llama_engine *e)
     while (e->seqs) seq_fail(e, e->seqs, AIOS_ESHUTDOWN, 503, "the kernel is shutting down");
 }
 
+/* A retired engine (POST /core/refresh removed or replaced its model,
+ * kernel/models.c) that has had nothing to do for RETIRE_GRACE_US gives its
+ * KV cache back: the context is freed, retained conversations with it. The
+ * weights stay until kernel stop: an HTTP thread that found this core just
+ * before retirement may still be tokenising with them (they are a
+ * read-only file mapping the OS can reclaim anyway). A call that still
+ * arrives after the release gets 404. Engine thread. */
+#define RETIRE_GRACE_US 1000000
+
+static void retire_release(struct llama_engine *e)
+{
+    if (!e->ctx || !e->core.retired || e->seqs) return;
+    int64_t now = util_now_us();
+    if (!e->t_retired_us) e->t_retired_us = now;
+    if (now - e->t_retired_us < RETIRE_GRACE_US) return;
+    struct syscall *w = sched_peek(e->sched, SYSCALL_KIND_LLM, &e->core);
+    if (w) {
+        syscall_unref(w);
+        return;
+    }
+    for (int i = 0; i < e->n_slots; i++) {
+        free(e->slots[i].agent);
+        free(e->slots[i].toks);
+        memset(&e->slots[i], 0, sizeof e->slots[i]);
+    }
+    llama_free(e->ctx);
+    e->ctx = NULL;
+    e->st.released = true;
+    LOG_INFO("engine", "%s: retired and drained: its KV cache (%d cells) is released",
+             e->core.name, e->kv_size);
+    publish_stats(e);
+}
+
 static void *engine_main(void *arg)
 {
     struct llama_engine *e = arg;
@@ -1012,9 +1049,21 @@ static void *engine_main(void *arg)
         /* admission: new calls while a slot can be had */
         for (int run; !waiting && ((run = n_running(e)) < e->n_parallel || admit_urgent(e, run));) {
             bool idle = e->seqs == NULL;
-            if (idle) publish_stats(e);
-            struct syscall *sc = sched_next(e->sched, SYSCALL_KIND_LLM, &e->core, idle ? -1 : 0);
+            if (idle) {
+                publish_stats(e);
+                retire_release(e);
+            }
+            /* idle: wake once a second while loaded, to notice retirement */
+            int wait_ms = !idle ? 0 : e->ctx ? 1000 : -1;
+            struct syscall *sc = sched_next(e->sched, SYSCALL_KIND_LLM, &e->core, wait_ms);
             if (!sc) break;
+            if (!e->ctx) { /* released (retired): only a straggler gets here */
+                syscall_fail(sc, AIOS_ENOTFOUND, 404, "model '%s' was removed from this kernel's "
+                             "configuration (POST /core/refresh); GET /v1/models lists the "
+                             "served ones", e->core.name);
+                sched_done(e->sched, sc);
+                continue;
+            }
             seq_start(e, sc);
         }
         if (!e->seqs) continue; /* shutting down, or every new call failed at once */
@@ -1131,6 +1180,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "retained_hits", json_integer((json_int_t)st.n_retained_hits));
     json_object_set_new(en, "shared_prefix_hits", json_integer((json_int_t)st.n_shared_hits));
     json_object_set_new(en, "evictions", json_integer((json_int_t)st.n_evictions));
+    if (st.released) json_object_set_new(en, "released", json_true());
     json_object_set_new(en, "snapshots", json_pack("{s:I,s:I,s:I,s:I,s:I}", "saved",
                         (json_int_t)st.snaps.n_saved, "restored", (json_int_t)st.snaps.n_restored,
                         "spilled", (json_int_t)st.snaps.n_spilled, "bytes_ram",

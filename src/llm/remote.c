@@ -36,6 +36,9 @@
  * is resumed from its text snapshot where the backend can continue an
  * assistant prefix (Anthropic, vLLM, SGLang): the next attempt sends the
  * text so far as a final assistant message and its deltas are appended;
+ * tool calls the broken attempt had begun are dropped (they were never
+ * sent to the client: calls go out when the answer ends), so the answer
+ * holds exactly the calls of the attempt that finished, never a mix;
  * other backends fail such a call (a new answer would not fit the text
  * already sent). Errors reach the client as AIOS statuses: 400 (upstream refused
  * the request), 401 (key missing or refused), 404 (unknown upstream model
@@ -175,6 +178,7 @@ static struct remote_wire_opts wire_opts(struct remote_core *rc, bool stream)
         .extra_sampling = rc->bi->extra_sampling,
         .max_completion_tokens = !strcmp(rc->bi->name, "openai"),
         .continue_final = rc->bi->continue_final,
+        .repeat_key = rc->bi->repeat_key,
     };
     return o;
 }
@@ -513,12 +517,10 @@ static int call_resume_body(struct rcall *cl)
     if (!body) return AIOS_ENOMEM;
     free(cl->body);
     cl->body = body;
-    /* keep the text; forget the rest of what the broken attempt said */
+    /* keep the text; forget the rest of what the broken attempt said,
+     * partial tool calls included (the next attempt sends its own) */
     cl->n_gen_before += cl->ans.n_gen;
-    cl->ans.finish_reason = NULL;
-    cl->ans.done = false;
-    cl->ans.error[0] = cl->ans.error_type[0] = 0;
-    cl->ans.n_prompt = cl->ans.n_cached = cl->ans.n_gen = 0;
+    remote_answer_keep_text(&cl->ans);
     pthread_mutex_lock(&rc->stats_mu);
     rc->n_resumed++;
     pthread_mutex_unlock(&rc->stats_mu);

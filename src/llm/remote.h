@@ -26,6 +26,10 @@ struct remote_backend_info {
     bool key_required;         /* hosted APIs refuse calls without a key */
     bool extra_sampling;       /* accepts top_k / min_p */
     bool continue_final;       /* accepts continue_final_message (vLLM, SGLang) */
+    /* the field that carries llama.cpp's repeat penalty: "repeat_penalty"
+     * (llama.cpp's server, aios; with repeat_last_n), "repetition_penalty"
+     * (vLLM, SGLang), NULL: the server has none (OpenAI, Anthropic, ...) */
+    const char *repeat_key;
 };
 const struct remote_backend_info *remote_backend_find(const char *backend);
 bool llm_backend_is_remote(const char *backend);
@@ -67,6 +71,7 @@ struct remote_wire_opts {
     bool extra_sampling;    /* send top_k / min_p when set */
     bool max_completion_tokens; /* OpenAI proper: max_completion_tokens */
     bool continue_final;    /* last assistant message is a prefix to continue */
+    const char *repeat_key; /* remote_backend_info.repeat_key (NULL: not sent) */
 };
 
 /* The upstream request body for req. NULL with a message in err when req
@@ -89,6 +94,13 @@ struct remote_answer {
     char error_type[64];
 };
 void remote_answer_free(struct remote_answer *a);
+/* Before a broken stream is resumed from its text snapshot: keep the text
+ * (it becomes the assistant prefix the next attempt continues) and forget
+ * everything else the broken attempt said, its tool calls above all: the
+ * next attempt sends its calls whole again, and OpenAI-style deltas (by
+ * index) would otherwise be appended to the broken ones, Anthropic's
+ * blocks added beside them. */
+void remote_answer_keep_text(struct remote_answer *a);
 int remote_answer_append(struct remote_answer *a, const char *s, size_t n);
 
 /* Parse a complete (non-streamed) 2xx body into a. 0 or AIOS_EINVAL with a

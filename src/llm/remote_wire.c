@@ -8,7 +8,10 @@
  * Mapping choices:
  * - OpenAI-compatible: messages go as they are; temperature, top_p, seed,
  *   frequency/presence penalties and stop pass through (seed is what makes an upstream aios or vLLM answer
- *   reproducible); top_k/min_p only to servers that accept them; streamed
+ *   reproducible); top_k/min_p only to servers that accept them, and
+ *   llama.cpp's repeat_penalty (+ repeat_last_n) as repeat_penalty to
+ *   llama.cpp-style servers (llamacpp-server, openai-compatible, aios) and
+ *   as repetition_penalty to vLLM/SGLang (never to hosted APIs); streamed
  *   calls ask for stream_options.include_usage so usage is known at the end.
  * - Anthropic: system messages are joined into the top-level "system"; tool
  *   results become user text (there are no tool-call ids to pair them
@@ -42,16 +45,16 @@
 #include <string.h>
 
 static const struct remote_backend_info g_backends[] = {
-    {"openai", REMOTE_DIALECT_OPENAI, "https://api.openai.com/v1", "openai", "OPENAI_API_KEY", true, false, false},
-    {"openai-compatible", REMOTE_DIALECT_OPENAI, NULL, "openai-compatible", NULL, false, true, false},
-    {"vllm", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:8000/v1", "vllm", NULL, false, true, true},
-    {"sglang", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:30000/v1", "sglang", NULL, false, true, true},
-    {"ollama", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:11434/v1", "ollama", NULL, false, false, false},
-    {"llamacpp-server", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:8080/v1", "llamacpp-server", NULL, false, true, false},
-    {"groq", REMOTE_DIALECT_OPENAI, "https://api.groq.com/openai/v1", "groq", "GROQ_API_KEY", true, false, false},
-    {"deepseek", REMOTE_DIALECT_OPENAI, "https://api.deepseek.com/v1", "deepseek", "DEEPSEEK_API_KEY", true, false, false},
-    {"gemini", REMOTE_DIALECT_OPENAI, "https://generativelanguage.googleapis.com/v1beta/openai", "gemini", "GEMINI_API_KEY", true, false, false},
-    {"anthropic", REMOTE_DIALECT_ANTHROPIC, "https://api.anthropic.com", "anthropic", "ANTHROPIC_API_KEY", true, false, false},
+    {"openai", REMOTE_DIALECT_OPENAI, "https://api.openai.com/v1", "openai", "OPENAI_API_KEY", true, false, false, NULL},
+    {"openai-compatible", REMOTE_DIALECT_OPENAI, NULL, "openai-compatible", NULL, false, true, false, "repeat_penalty"},
+    {"vllm", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:8000/v1", "vllm", NULL, false, true, true, "repetition_penalty"},
+    {"sglang", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:30000/v1", "sglang", NULL, false, true, true, "repetition_penalty"},
+    {"ollama", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:11434/v1", "ollama", NULL, false, false, false, NULL},
+    {"llamacpp-server", REMOTE_DIALECT_OPENAI, "http://127.0.0.1:8080/v1", "llamacpp-server", NULL, false, true, false, "repeat_penalty"},
+    {"groq", REMOTE_DIALECT_OPENAI, "https://api.groq.com/openai/v1", "groq", "GROQ_API_KEY", true, false, false, NULL},
+    {"deepseek", REMOTE_DIALECT_OPENAI, "https://api.deepseek.com/v1", "deepseek", "DEEPSEEK_API_KEY", true, false, false, NULL},
+    {"gemini", REMOTE_DIALECT_OPENAI, "https://generativelanguage.googleapis.com/v1beta/openai", "gemini", "GEMINI_API_KEY", true, false, false, NULL},
+    {"anthropic", REMOTE_DIALECT_ANTHROPIC, "https://api.anthropic.com", "anthropic", "ANTHROPIC_API_KEY", true, false, false, NULL},
 };
 
 const struct remote_backend_info *remote_backend_find(const char *backend)
@@ -85,6 +88,11 @@ static int set_sampling_openai(json_t *b, const struct llm_req *req, const struc
     if (p->top_p < 1.0f) rc |= json_object_set_new(b, "top_p", json_real(p->top_p));
     if (o->extra_sampling && p->top_k > 0) rc |= json_object_set_new(b, "top_k", json_integer(p->top_k));
     if (o->extra_sampling && p->min_p > 0) rc |= json_object_set_new(b, "min_p", json_real(p->min_p));
+    if (o->repeat_key && p->repeat_penalty > 0 && p->repeat_penalty != 1.0f) {
+        rc |= json_object_set_new(b, o->repeat_key, json_real(p->repeat_penalty));
+        if (!strcmp(o->repeat_key, "repeat_penalty") && p->penalty_last_n > 0)
+            rc |= json_object_set_new(b, "repeat_last_n", json_integer(p->penalty_last_n));
+    }
     if (p->has_seed) rc |= json_object_set_new(b, "seed", json_integer((json_int_t)p->seed));
     if (p->frequency_penalty != 0.0f)
         rc |= json_object_set_new(b, "frequency_penalty", json_real(p->frequency_penalty));
@@ -475,6 +483,17 @@ void remote_answer_free(struct remote_answer *a)
 int remote_answer_append(struct remote_answer *a, const char *s, size_t n)
 {
     return util_buf_append(&a->text, &a->len, &a->cap, s, n);
+}
+
+void remote_answer_keep_text(struct remote_answer *a)
+{
+    json_decref(a->tool_calls);
+    a->tool_calls = NULL;
+    a->in_tool_block = false;
+    a->finish_reason = NULL;
+    a->done = false;
+    a->error[0] = a->error_type[0] = 0;
+    a->n_prompt = a->n_cached = a->n_gen = 0;
 }
 
 /* add a call {"id","name","arguments"} to a->tool_calls */

@@ -161,8 +161,8 @@ static int ask_model(struct kernel *k, const char *agent, const char *content, i
                      char **text)
 {
     *text = NULL;
-    if (!k || k->n_cores == 0 || !k->sched) return AIOS_ENOTFOUND;
-    struct llm_core *core = k->cores[0];
+    struct llm_core *core = k ? kernel_default_core(k) : NULL;
+    if (!core || !k->sched) return AIOS_ENOTFOUND;
     struct llm_req *req = calloc(1, sizeof *req);
     if (!req) return AIOS_ENOMEM;
     req->model = strdup(core->name);

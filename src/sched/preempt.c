@@ -43,7 +43,7 @@
 struct sched_preemptor {
     struct sched *s;
     struct llm_core **cores;
-    size_t n_cores;
+    _Atomic size_t *n_cores; /* the kernel's; grows on refresh */
     int64_t tick_us;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -118,7 +118,8 @@ static void *preemptor_main(void *arg)
         if (p->stop) break;
         pthread_mutex_unlock(&p->mu);
         int64_t now = util_now_us();
-        for (size_t i = 0; i < p->n_cores; i++)
+        size_t n_cores = *p->n_cores;
+        for (size_t i = 0; i < n_cores; i++)
             if (llm_engine_is_local(p->cores[i])) drive_core(p, p->cores[i], now - last);
         last = now;
         pthread_mutex_lock(&p->mu);
@@ -127,10 +128,10 @@ static void *preemptor_main(void *arg)
     return NULL;
 }
 
-int sched_preemptor_start(struct sched *s, struct llm_core **cores, size_t n_cores)
+int sched_preemptor_start(struct sched *s, struct llm_core **cores, _Atomic size_t *n_cores)
 {
     const struct sched_policy *pol = sched_get_policy(s);
-    if (!pol->should_preempt || n_cores == 0) return 0; /* fifo: nothing to drive */
+    if (!pol->should_preempt) return 0; /* fifo: nothing to drive */
     struct sched_preemptor *p = calloc(1, sizeof *p);
     if (!p) return AIOS_ENOMEM;
     p->s = s;

@@ -141,7 +141,9 @@ void sched_note_switch(struct sched *s, struct syscall *sc);
  * calls run. No thread for fifo. Stopped by sched_shutdown(). */
 struct llm_core;
 struct sched_preemptor;
-int sched_preemptor_start(struct sched *s, struct llm_core **cores, size_t n_cores);
+/* cores[0..*n_cores): the kernel's core table, which may grow while the
+ * thread runs (models added by POST /core/refresh are driven too) */
+int sched_preemptor_start(struct sched *s, struct llm_core **cores, _Atomic size_t *n_cores);
 /* internal to sched.c / preempt.c */
 void sched_preemptor_stop(struct sched_preemptor *p);
 void sched_attach_preemptor(struct sched *s, struct sched_preemptor *p);

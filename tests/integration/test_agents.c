@@ -451,10 +451,23 @@ static void test_refresh_keeps_agents(void **state)
 {
     (void)state;
     long long id = submit("sleeper", "keep me");
-    /* unchanged file: nothing to do */
+    /* unchanged file: only the key /core/config/update stored (earlier
+     * test) is applied, its value not shown; a second refresh: nothing */
     json_t *j = NULL;
     assert_int_equal(kf_call(g_kf, "POST", "/core/refresh", NULL, &j), 200);
     assert_string_equal(json_string_value(json_object_get(j, "status")), "success");
+    json_t *ch0 = json_object_get(j, "changes");
+    if (json_array_size(ch0)) {
+        assert_int_equal(json_array_size(ch0), 1);
+        json_t *c0 = json_array_get(ch0, 0);
+        assert_string_equal(json_string_value(json_object_get(c0, "key")), "api_keys");
+        assert_true(json_is_true(json_object_get(c0, "applied")));
+        char *d0 = json_dumps(j, 0);
+        assert_null(strstr(d0, "sk-secret-1"));
+        free(d0);
+    }
+    json_decref(j);
+    assert_int_equal(kf_call(g_kf, "POST", "/core/refresh", NULL, &j), 200);
     assert_int_equal(json_array_size(json_object_get(j, "changes")), 0);
     json_decref(j);
     /* a new agents dir (applied live), a model and a memory setting (next restart) */

@@ -24,7 +24,9 @@
  * a tool_use answer (whole and streamed with input_json_delta) comes back as
  * OpenAI tool_calls with the upstream id; arguments that do not match the
  * schema are a 502 naming the tool; response_format json_schema goes as a
- * forced json_response tool whose input becomes the content. */
+ * forced json_response tool whose input becomes the content; a stream that
+ * breaks inside a tool_use block is resumed from its text and yields only
+ * the resumed attempt's call. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -163,6 +165,68 @@ static const char REC_TOOL_STREAM[] =
     "data: {\"type\":\"message_stop\"}\n"
     "\n";
 
+/* a streamed tool_use that breaks inside the tool block (after some text),
+ * and its continuation asked for with that text as the assistant prefix */
+static const char REC_TOOL_STREAM_BROKEN[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_tb1\",\"type\":\"message\","
+    "\"role\":\"assistant\",\"model\":\"claude-toolresume\",\"content\":[],\"stop_reason\":null,"
+    "\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me look.\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\","
+    "\"id\":\"toolu_broken\",\"name\":\"demo_author__web_search\",\"input\":{}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"{\\\"query\\\": \\\"ca\"}}\n"
+    "\n"
+    "event: error\n"
+    "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n"
+    "\n";
+static const char REC_TOOL_STREAM_RESUMED[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_tb2\",\"type\":\"message\","
+    "\"role\":\"assistant\",\"model\":\"claude-toolresume\",\"content\":[],\"stop_reason\":null,"
+    "\"usage\":{\"input_tokens\":33,\"output_tokens\":1}}}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" Searching.\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\","
+    "\"id\":\"toolu_whole\",\"name\":\"demo_author__web_search\",\"input\":{}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"{\\\"query\\\": \\\"dogs\\\"}\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},"
+    "\"usage\":{\"output_tokens\":20}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+
 static const char REC_JSON_TOOL[] =
     "{\"id\":\"msg_01J\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-tools\","
     "\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_01J\",\"name\":\"json_response\","
@@ -276,7 +340,8 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
     json_t *lastm = json_array_get(msgs, json_array_size(msgs) - 1);
     const char *lrole = json_string_value(json_object_get(lastm, "role"));
     const char *ltext = json_string_value(json_object_get(lastm, "content"));
-    bool resumed = lrole && !strcmp(lrole, "assistant") && ltext && !strcmp(ltext, "Partial");
+    bool resumed = lrole && !strcmp(lrole, "assistant") && ltext &&
+                   (!strcmp(ltext, "Partial") || !strcmp(ltext, "Let me look."));
     bool stream = json_is_true(json_object_get(body, "stream"));
     const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
     const char *ver = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version");
@@ -338,6 +403,8 @@ static enum MHD_Result answer(struct MHD_Connection *c, const char *url, const c
         if (json) return reply(c, 200, REC_JSON_TOOL, false);
         return stream ? reply(c, 200, REC_TOOL_STREAM, true) : reply(c, 200, REC_TOOL_USE, false);
     }
+    if (!strcmp(model, "claude-toolresume"))
+        return reply(c, 200, resumed ? REC_TOOL_STREAM_RESUMED : REC_TOOL_STREAM_BROKEN, true);
     if (!strcmp(model, "claude-resume"))
         return reply(c, 200, resumed ? REC_STREAM_RESUMED : REC_STREAM_ERROR, true);
     return stream ? reply(c, 200, REC_STREAM, true) : reply(c, 200, REC_MESSAGE, false);
@@ -377,7 +444,7 @@ static int group_setup(void **state)
                "llms:\n  remote: {retry_backoff_ms: 10}\n  models:\n");
     const char *names[] = {"claude-ok", "claude-missing", "claude-badkey", "claude-busy",
                            "claude-midfail", "claude-slow", "claude-resume", "claude-nostream",
-                           "claude-tools", "claude-toolsbad"};
+                           "claude-tools", "claude-toolsbad", "claude-toolresume"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fprintf(f, "    - {name: %s, backend: anthropic, hostname: \"http://127.0.0.1:%d\"}\n",
                 names[i], g_mock_port);
@@ -638,6 +705,87 @@ static void test_streamed_events(void **state)
     sse_result_free(&r);
 }
 
+/* raw SSE of a streamed call, for what kf_stream does not collect */
+static int raw_chunk(const char *data, size_t n, void *ud)
+{
+    char **buf = ud;
+    size_t o = *buf ? strlen(*buf) : 0;
+    char *b = realloc(*buf, o + n + 1);
+    if (!b) return 1;
+    memcpy(b + o, data, n);
+    b[o + n] = 0;
+    *buf = b;
+    return 0;
+}
+
+/* A stream that breaks inside a tool_use block after some text is resumed
+ * from its text snapshot; the client gets the whole text and exactly the
+ * resumed attempt's tool call (not the broken one, not a mix). */
+static void test_resumed_stream_with_tools(void **state)
+{
+    (void)state;
+    char url[512], auth[300], *raw = NULL;
+    snprintf(url, sizeof url, "%s/v1/chat/completions", g_k->child.base);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", g_k->child.token);
+    const char *hdrs[] = {auth, NULL};
+    long st = 0;
+    assert_int_equal(hc_stream_h(url, "{\"model\":\"claude-toolresume\",\"stream\":true,"
+                                      "\"messages\":[{\"role\":\"user\",\"content\":\"dogs\"}],"
+                                      A_TOOLS ",\"tool_choice\":\"required\"}",
+                                 hdrs, raw_chunk, &raw, &st, 60), 0);
+    assert_int_equal(st, 200);
+    assert_non_null(raw);
+    /* walk the events: text deltas, tool-call deltas, finish, no error */
+    char text[256] = "";
+    json_t *calls = json_array();
+    const char *finish = NULL;
+    bool done = false, error = false;
+    json_t *keep = json_array();
+    for (char *line = strtok(raw, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "data: ", 6)) continue;
+        if (!strcmp(line + 6, "[DONE]")) {
+            done = true;
+            continue;
+        }
+        json_t *ev = json_loads(line + 6, 0, NULL);
+        assert_non_null(ev);
+        json_array_append_new(keep, ev);
+        error |= json_object_get(ev, "error") != NULL;
+        json_t *c0 = json_array_get(json_object_get(ev, "choices"), 0);
+        json_t *d = json_object_get(c0, "delta");
+        const char *t = json_string_value(json_object_get(d, "content"));
+        if (t) strncat(text, t, sizeof text - strlen(text) - 1);
+        if (json_is_array(json_object_get(d, "tool_calls")))
+            json_array_extend(calls, json_object_get(d, "tool_calls"));
+        if (json_is_string(json_object_get(c0, "finish_reason")))
+            finish = json_string_value(json_object_get(c0, "finish_reason"));
+    }
+    assert_true(done);
+    assert_false(error);
+    assert_string_equal(text, "Let me look. Searching.");
+    assert_non_null(finish);
+    assert_string_equal(finish, "tool_calls");
+    assert_int_equal(json_array_size(calls), 1);
+    json_t *c = json_array_get(calls, 0), *fn = json_object_get(c, "function");
+    assert_string_equal(json_string_value(json_object_get(c, "id")), "toolu_whole");
+    assert_string_equal(json_string_value(json_object_get(fn, "name")), "demo_author/web_search");
+    json_t *args = json_loads(json_string_value(json_object_get(fn, "arguments")), 0, NULL);
+    assert_non_null(args);
+    assert_string_equal(json_string_value(json_object_get(args, "query")), "dogs");
+    assert_int_equal(json_object_size(args), 1);
+    json_decref(args);
+    json_decref(calls);
+    json_decref(keep);
+    free(raw);
+    /* the resumed attempt carried the text as the assistant prefix */
+    struct seen s = last_request();
+    json_t *msgs = json_object_get(s.body, "messages");
+    json_t *lastm = json_array_get(msgs, json_array_size(msgs) - 1);
+    assert_string_equal(json_string_value(json_object_get(lastm, "role")), "assistant");
+    assert_string_equal(json_string_value(json_object_get(lastm, "content")), "Let me look.");
+    json_decref(s.body);
+}
+
 static void test_error_statuses(void **state)
 {
     (void)state;
@@ -820,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_message_mapping),
         cmocka_unit_test(test_streamed_events),
         cmocka_unit_test(test_tool_use_mapping),
+        cmocka_unit_test(test_resumed_stream_with_tools),
         cmocka_unit_test(test_error_statuses),
         cmocka_unit_test(test_hundreds_in_flight),
         cmocka_unit_test(test_timeout_and_cancel),

@@ -10,7 +10,8 @@
  *   duo          two replicas: upstream A and upstream B
  *
  * Checked: plain and streamed chat with answers equal to the upstream's own
- * for the same seed, usage passed through, the AIOS /query route, a 404
+ * for the same seed, usage passed through, llama.cpp's repeat penalty
+ * passed through (under both field names), the AIOS /query route, a 404
  * for an unknown upstream model, 503 with a clear message when the upstream
  * is down (plain and streamed), failover with the dead replica marked down
  * in /status, and least-outstanding balancing over two live replicas
@@ -186,6 +187,52 @@ static void test_plain_chat_matches_upstream(void **state)
     free(direct);
     free(via);
     free(same);
+}
+
+/* llama.cpp's repeat penalty reaches the upstream: openai-compatible sends
+ * repeat_penalty (+ repeat_last_n), vllm sends repetition_penalty (aios
+ * accepts both). Greedy answers: the penalty changes the upstream's own
+ * answer, and both remotes give exactly the penalised one. */
+static char *greedy_body(const char *model, const char *extra)
+{
+    char *s = NULL;
+    int n = asprintf(&s,
+                     "{\"model\":\"%s\",\"max_tokens\":24,\"temperature\":0,"
+                     "\"messages\":[{\"role\":\"user\",\"content\":\"Say it again and again.\"}]%s%s}",
+                     model, extra ? "," : "", extra ? extra : "");
+    assert_true(n > 0);
+    return s;
+}
+
+static void test_repeat_penalty_passes_through(void **state)
+{
+    (void)state;
+    const char *pen = "\"repeat_penalty\":5.0,\"repeat_last_n\":64";
+    char *b_plain = greedy_body("aios-tiny", NULL), *b_pen = greedy_body("aios-tiny", pen);
+    char *b_vllm_name = greedy_body("aios-tiny", "\"repetition_penalty\":5.0");
+    char *b_via = greedy_body("remote-tiny", pen), *b_vllm = greedy_body("aios-tiny", pen);
+    json_t *plain = NULL, *penal = NULL, *alias = NULL, *via = NULL, *vllm = NULL;
+    assert_int_equal(kf_call(g_up_a, "POST", "/v1/chat/completions", b_plain, &plain), 200);
+    assert_int_equal(kf_call(g_up_a, "POST", "/v1/chat/completions", b_pen, &penal), 200);
+    assert_int_equal(kf_call(g_up_a, "POST", "/v1/chat/completions", b_vllm_name, &alias), 200);
+    /* the penalty has an effect on the upstream's own answer */
+    assert_string_not_equal(chat_content(plain), chat_content(penal));
+    assert_string_equal(chat_content(alias), chat_content(penal));
+    /* through the remotes: exactly the penalised answer */
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", b_via, &via), 200);
+    assert_string_equal(chat_content(via), chat_content(penal));
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", b_vllm, &vllm), 200);
+    assert_string_equal(chat_content(vllm), chat_content(penal));
+    json_decref(plain);
+    json_decref(penal);
+    json_decref(alias);
+    json_decref(via);
+    json_decref(vllm);
+    free(b_plain);
+    free(b_pen);
+    free(b_vllm_name);
+    free(b_via);
+    free(b_vllm);
 }
 
 static void test_streamed_chat(void **state)
@@ -513,6 +560,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_chat_matches_upstream),
         cmocka_unit_test(test_streamed_chat),
+        cmocka_unit_test(test_repeat_penalty_passes_through),
         cmocka_unit_test(test_aios_query_routes_by_llms),
         cmocka_unit_test(test_remote_tools_required),
         cmocka_unit_test(test_remote_named_tool_with_history),

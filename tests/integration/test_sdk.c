@@ -1,7 +1,10 @@
 /* Integration: libaios (include/aios/client.h) against a real kernel:
  * typed LLM results (max_new_tokens honoured, timings), typed errors
  * (unreachable kernel, unknown model, bad arguments, a manager that is not
- * in this kernel answers ENOTIMPL), and the raw aios_query. */
+ * in this kernel answers ENOTIMPL), the raw aios_query, and the two tool
+ * flavours: aios_llm_call_tool (Cerebrum's llm_call_tool, action call_tool:
+ * the kernel runs the model's calls) and aios_llm_chat_with_tool_call_output
+ * (the calls come back unrun). */
 #include "harness.h"
 
 #include <aios/client.h>
@@ -121,6 +124,59 @@ static void test_managers_typed(void **state)
     aios_client_free(c);
 }
 
+#define CALC_TOOL                                                                           \
+    "[{\"type\":\"function\",\"function\":{\"name\":\"aios/calculator\",\"description\":"     \
+    "\"Evaluate arithmetic\",\"parameters\":{\"type\":\"object\",\"properties\":{\"expression\":" \
+    "{\"type\":\"string\",\"enum\":[\"6*7\"]}},\"required\":[\"expression\"],"                 \
+    "\"additionalProperties\":false}}}]"
+
+/* call_tool runs the tool (the answer is its result); the other flavour
+ * only returns the model's call */
+static void test_llm_tools(void **state)
+{
+    (void)state;
+    struct aios_client *c;
+    assert_int_equal(aios_client_new(&c, g_kf->child.base, "sdk_tools"), 0);
+    struct aios_message m[] = {{"user", "what is 6 times 7?"}};
+    struct aios_llm_opts o = AIOS_LLM_OPTS_INIT;
+    o.max_new_tokens = 300; /* seeded: the random model's calls are fixed */
+    o.has_seed = true;
+    o.seed = 1;
+    struct aios_llm_result r;
+    int rc = aios_llm_call_tool(c, m, 1, CALC_TOOL, &o, &r);
+    if (rc) printf("call_tool: %s\n", aios_client_error(c));
+    if (rc == AIOS_CLIENT_ENOTIMPL) {
+        printf("SKIP call_tool: %s\n", aios_client_error(c));
+        aios_llm_result_free(&r);
+        aios_client_free(c);
+        return;
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(r.text, "42")); /* the calculator ran */
+    assert_true(r.n_tool_calls >= 1);
+    assert_string_equal(r.tool_calls[0].name, "aios/calculator");
+    assert_non_null(strstr(r.tool_calls[0].parameters_json, "6*7"));
+    aios_llm_result_free(&r);
+
+    assert_int_equal(aios_llm_chat_with_tool_call_output(c, m, 1, CALC_TOOL, &o, &r), 0);
+    assert_true(r.n_tool_calls >= 1);
+    assert_string_equal(r.tool_calls[0].name, "aios/calculator");
+    assert_null(strstr(r.text, "42")); /* returned, not run */
+    aios_llm_result_free(&r);
+
+    /* an unknown tool: the tool manager's 404 reaches the agent typed */
+    const char *bad = "[{\"type\":\"function\",\"function\":{\"name\":\"nobody/none\","
+                      "\"parameters\":{\"type\":\"object\",\"properties\":{},"
+                      "\"additionalProperties\":false}}}]";
+    rc = aios_llm_call_tool(c, m, 1, bad, &o, &r);
+    if (rc != AIOS_CLIENT_ENOTFOUND) printf("unexpected: %s\n", aios_client_error(c));
+    assert_int_equal(rc, AIOS_CLIENT_ENOTFOUND);
+    assert_non_null(strstr(aios_client_error(c), "nobody/none"));
+    aios_llm_result_free(&r);
+    assert_int_equal(aios_llm_call_tool(c, m, 0, CALC_TOOL, &o, &r), AIOS_CLIENT_EINVAL);
+    aios_client_free(c);
+}
+
 static void test_unreachable(void **state)
 {
     (void)state;
@@ -140,6 +196,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llm_chat),
         cmocka_unit_test(test_managers_typed),
+        cmocka_unit_test(test_llm_tools),
         cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -7,6 +7,10 @@
  * - llm_engine_preempt() switches a running call out and back;
  * - the second turn of a conversation reuses the first turn's KV cells and
  *   answers exactly as a cold engine does;
+ * - retained conversations are evicted least recently used first, for a
+ *   slot and when the KV cells run out (before any running sequence is
+ *   switched out); an evicted agent's next turn recomputes its prompt and
+ *   answers as a cold engine does;
  * - 4 agents with one long system prompt compute it once;
  * - penalties change the output and stay deterministic;
  * - a cancelled call frees its sequence, a stop ends everything with 503;
@@ -43,18 +47,23 @@ struct eng {
     struct llm_core *core;
 };
 
-static void eng_open(struct eng *t, const char *knobs, const char *extra_top)
+static void eng_open_ctx(struct eng *t, int n_ctx, const char *knobs, const char *extra_top)
 {
     char yaml[2048], err[512] = "";
     snprintf(yaml, sizeof yaml,
              "llms:\n  models:\n    - name: t\n      backend: llamacpp\n      path: %s\n"
-             "      n_ctx: 2048\n      n_threads: 1\n%s%s\ndata_dir: %s\n",
-             g_model, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
+             "      n_ctx: %d\n      n_threads: 1\n%s%s\ndata_dir: %s\n",
+             g_model, n_ctx, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
     assert_int_equal(config_load_string(&t->cfg, yaml, strlen(yaml), err, sizeof err), 0);
     int rc = llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err);
     if (rc) fail_msg("llm_llama_create: %s", err);
     assert_int_equal(sched_create(&t->sched, NULL), 0);
     assert_int_equal(t->core->ops->start(t->core, t->sched), 0);
+}
+
+static void eng_open(struct eng *t, const char *knobs, const char *extra_top)
+{
+    eng_open_ctx(t, 2048, knobs, extra_top);
 }
 
 static void eng_close(struct eng *t)
@@ -583,6 +592,228 @@ static void test_bad_knobs(void **state)
     }
 }
 
+/* ---- retained conversations under the KV budget ----
+ *
+ * Prefix sharing is off (prefix_share_min huge) so every sequence owns its
+ * cells and the arithmetic is exact; prompt lengths and solo answers come
+ * from a cold engine first. A retained conversation holds n_prompt + n_gen
+ * - 1 cells (the last token sampled is never fed). */
+
+#define NO_SHARING "      prefix_share_min: 1000000\n"
+#define EVICT_N_CTX 256
+
+static const char *g_evict_users[] = {"first question from alice", "first question from bob",
+                                      "carol asks something", "dave asks something else",
+                                      "eve wants a long answer", "frank wants one too"};
+
+static struct call_opts evict_call(size_t i, const char *agent, int max_tokens)
+{
+    struct call_opts o = {.agent = agent, .user = g_evict_users[i], .temperature = 0.8f,
+                          .seed = 10 + (uint32_t)i, .max_tokens = max_tokens};
+    return o;
+}
+
+/* prompt length and solo answer of call i with max_tokens */
+static void solo_ref(size_t i, int max_tokens, int *n_prompt, char **text)
+{
+    struct eng t;
+    eng_open_ctx(&t, EVICT_N_CTX, "      retain: false\n      n_parallel: 1\n" NO_SHARING, NULL);
+    struct call_opts o = evict_call(i, "ref", max_tokens);
+    struct syscall *sc = submit(&t, &o);
+    struct llm_res *r = run(sc);
+    *n_prompt = r->n_prompt;
+    if (text) *text = strdup(r->text);
+    if (max_tokens > 1) assert_int_equal(r->n_gen, max_tokens); /* no early end */
+    syscall_unref(sc);
+    eng_close(&t);
+}
+
+/* the engine's statistics once it published the end of call number
+ * n_calls (a call is final before the engine thread publishes) */
+static void stats_after(struct eng *t, uint64_t n_calls, struct llm_engine_stats *st)
+{
+    for (int i = 0; i < 2000; i++) {
+        llm_engine_get_stats(t->core, st);
+        if (st->n_calls >= n_calls && st->n_running == 0) return;
+        usleep(1000);
+    }
+    fail_msg("the engine did not publish call %llu", (unsigned long long)n_calls);
+}
+
+/* Slot pressure: with retain_max 0 the engine has only its running ids
+ * (n_parallel plus the urgent lane's), and agents finish one after
+ * another until a new one finds every id holding a retained conversation:
+ * it takes the least recently used one (the first agent's). That agent's
+ * next turn recomputes its whole prompt and answers exactly as a cold
+ * engine does, while the second agent, whose conversation stayed, reuses
+ * it. */
+static void test_lru_eviction_slots(void **state)
+{
+    (void)state;
+    struct eng t;
+    eng_open_ctx(&t, EVICT_N_CTX, "      n_parallel: 1\n      retain_max: 0\n" NO_SHARING, NULL);
+    char agent[16][16], *t1[16] = {0};
+    int n = 0;
+    struct llm_engine_stats st = {0};
+    for (n = 0; n < 16 && st.n_evictions == 0; n++) {
+        snprintf(agent[n], sizeof agent[n], "agent%d", n);
+        struct call_opts o = evict_call((size_t)n % 6, agent[n], 16);
+        o.seed = 100 + (uint32_t)n;
+        struct syscall *sc = submit(&t, &o);
+        struct llm_res *r = run(sc);
+        t1[n] = strdup(r->text);
+        assert_int_equal(r->n_prompt_computed, r->n_prompt); /* nothing to reuse */
+        syscall_unref(sc);
+        stats_after(&t, (uint64_t)n + 1, &st);
+    }
+    print_message("slot pressure: the first eviction came with agent %d\n", n - 1);
+    assert_int_equal(st.n_evictions, 1);
+    assert_true(n >= 3); /* at least two ids kept conversations */
+    assert_int_equal(st.n_retained, n - 1);
+
+    /* agent1's second turn extends its retained conversation */
+    struct call_opts b2 = evict_call(1, agent[1], 12);
+    b2.seed = 101;
+    b2.assistant = t1[1];
+    b2.user2 = "and then?";
+    struct syscall *sb = submit(&t, &b2);
+    struct llm_res *rb = run(sb);
+    assert_true(rb->n_prompt - rb->n_prompt_computed >= 11); /* its first prompt, at least */
+    /* agent0's was evicted: all of it is computed again (and it evicts the
+     * LRU now) */
+    struct call_opts a2 = evict_call(0, agent[0], 12);
+    a2.seed = 100;
+    a2.assistant = t1[0];
+    a2.user2 = "and then?";
+    struct syscall *sa = submit(&t, &a2);
+    struct llm_res *ra = run(sa);
+    assert_int_equal(ra->n_prompt_computed, ra->n_prompt);
+    char *warm_a = strdup(ra->text), *warm_b = strdup(rb->text);
+    stats_after(&t, (uint64_t)n + 2, &st);
+    assert_int_equal(st.n_evictions, 2);
+    assert_int_equal(st.n_retained_hits, 1);
+    assert_int_equal(st.n_preemptions, 0);
+    syscall_unref(sa);
+    syscall_unref(sb);
+    eng_close(&t);
+
+    /* the same turns on a cold engine: the same answers */
+    eng_open_ctx(&t, EVICT_N_CTX, "      retain: false\n" NO_SHARING, NULL);
+    char *cold_a = run_text(&t, &a2), *cold_b = run_text(&t, &b2);
+    assert_string_equal(warm_a, cold_a);
+    assert_string_equal(warm_b, cold_b);
+    eng_close(&t);
+    free(cold_a);
+    free(cold_b);
+    free(warm_a);
+    free(warm_b);
+    for (int i = 0; i < n; i++) free(t1[i]);
+}
+
+/* KV cells run out: retained conversations go first, least recently used
+ * first, and only when none is left is a running sequence switched out;
+ * every call still ends with all its tokens.
+ *
+ * Texts are not compared with solo runs here: once an eviction frees cells
+ * below the ones a running sequence already holds, its next tokens land
+ * there, and flash attention, which sums over cells in index order, rounds
+ * differently; a seeded answer then drifts from its solo run after some
+ * tokens (measured: a single call, no preemption, matched its solo run for
+ * 470 of 767 bytes). Where the cache has room (test_lru_eviction_slots,
+ * test_retention) answers are exact. */
+static void test_kv_full_evicts_retained_first(void **state)
+{
+    (void)state;
+    int p[6];
+    const int g_ab = 40;
+    for (size_t i = 0; i < 6; i++) solo_ref(i, 1, &p[i], NULL);
+
+    struct eng t;
+    eng_open_ctx(&t, EVICT_N_CTX, "      n_parallel: 4\n      kv_size: 256\n" NO_SHARING, NULL);
+    struct llm_engine_stats st;
+    llm_engine_get_stats(t.core, &st);
+    const int kv = st.kv_size;
+    print_message("kv_size %d, prompts %d %d %d %d %d %d\n", kv, p[0], p[1], p[2], p[3], p[4], p[5]);
+    const int cells_a = p[0] + g_ab - 1, cells_b = p[1] + g_ab - 1;
+    /* carol + dave together: more than is free beside alice and bob, no more
+     * than is free beside bob alone (a margin of 2 cells either way) */
+    int g_cd = (kv - cells_b - 2 - p[2] - p[3]) / 2;
+    assert_true(p[2] + g_cd + p[3] + g_cd > kv - cells_a - cells_b + 2);
+    assert_true(p[2] + g_cd <= EVICT_N_CTX && g_cd > 8);
+    /* eve + frank: more than the whole cache, each alone fits */
+    int g_ef = (kv - p[4] - p[5]) / 2 + 8;
+    assert_true(p[4] + g_ef <= EVICT_N_CTX && p[5] + g_ef <= EVICT_N_CTX);
+
+    /* alice, then bob: two retained conversations, alice the older */
+    const char *agents[] = {"alice", "bob", "carol", "dave", "eve", "frank"};
+    char *t1[2];
+    for (size_t i = 0; i < 2; i++) {
+        struct call_opts o = evict_call(i, agents[i], g_ab);
+        struct syscall *sc = submit(&t, &o);
+        struct llm_res *r = run(sc);
+        assert_int_equal(r->n_gen, g_ab);
+        t1[i] = strdup(r->text);
+        syscall_unref(sc);
+    }
+    stats_after(&t, 2, &st);
+    assert_int_equal(st.n_retained, 2);
+    assert_int_equal(st.n_evictions, 0);
+
+    /* carol and dave at once: the cache fills; alice's conversation (the
+     * LRU) is evicted, nothing running is switched out */
+    struct call_opts oc = evict_call(2, "carol", g_cd), od = evict_call(3, "dave", g_cd);
+    struct syscall *sc = submit(&t, &oc), *sd = submit(&t, &od);
+    assert_int_equal(run(sc)->n_gen, g_cd);
+    assert_int_equal(run(sd)->n_gen, g_cd);
+    stats_after(&t, 4, &st);
+    assert_int_equal(st.n_evictions, 1);
+    assert_int_equal(st.n_preemptions, 0);
+    syscall_unref(sc);
+    syscall_unref(sd);
+
+    /* bob kept his cells: his next turn reuses them; alice recomputes */
+    struct call_opts b2 = evict_call(1, "bob", 8), a2 = evict_call(0, "alice", 8);
+    b2.assistant = t1[1];
+    b2.user2 = "go on";
+    a2.assistant = t1[0];
+    a2.user2 = "go on";
+    struct syscall *sb = submit(&t, &b2);
+    struct llm_res *rb = run(sb);
+    /* (the first turn's prompt at least: the answer's text, tokenised
+     * again, need not give the tokens that were sampled) */
+    print_message("bob's second turn: prompt %d, reused %d\n", rb->n_prompt,
+                  rb->n_prompt - rb->n_prompt_computed);
+    assert_true(rb->n_prompt - rb->n_prompt_computed >= p[1] - 1);
+    struct syscall *sa = submit(&t, &a2);
+    struct llm_res *ra = run(sa);
+    assert_int_equal(ra->n_prompt_computed, ra->n_prompt);
+    assert_int_equal(ra->n_gen, 8);
+    syscall_unref(sa);
+    syscall_unref(sb);
+
+    /* eve and frank need more than the whole cache: every retained
+     * conversation goes, then one of them is switched out and resumed */
+    stats_after(&t, 6, &st);
+    uint64_t ev0 = st.n_evictions;
+    int retained0 = st.n_retained;
+    assert_true(retained0 >= 2);
+    struct call_opts oe = evict_call(4, "eve", g_ef), of = evict_call(5, "frank", g_ef);
+    struct syscall *se = submit(&t, &oe), *sf = submit(&t, &of);
+    assert_int_equal(run(se)->n_gen, g_ef);
+    assert_int_equal(run(sf)->n_gen, g_ef);
+    stats_after(&t, 8, &st);
+    print_message("kv full: %llu evictions, %llu preemptions, %llu resumes\n",
+                  (unsigned long long)st.n_evictions, (unsigned long long)st.n_preemptions,
+                  (unsigned long long)st.n_resumes);
+    assert_true(st.n_evictions >= ev0 + (uint64_t)retained0 - 2); /* two slots were free */
+    assert_true(st.n_preemptions >= 1);
+    assert_int_equal(st.n_resumes, st.n_preemptions);
+    syscall_unref(se);
+    syscall_unref(sf);
+    eng_close(&t);
+    for (size_t i = 0; i < 2; i++) free(t1[i]);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -612,6 +843,8 @@ int main(void)
         cmocka_unit_test(test_preempt_api),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_retention_many_agents),
+        cmocka_unit_test(test_lru_eviction_slots),
+        cmocka_unit_test(test_kv_full_evicts_retained_first),
         cmocka_unit_test(test_latency_lane),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),

@@ -55,7 +55,27 @@ static void test_openai_request(void **state)
     assert_string_equal(json_string_value(json_array_get(json_object_get(b, "stop"), 0)), "\n\n");
     assert_true(json_number_value(json_object_get(b, "frequency_penalty")) == 0.5);
     assert_null(json_object_get(b, "presence_penalty")); /* 0 = off: not sent */
+    assert_null(json_object_get(b, "repeat_penalty"));   /* no repeat_key: not sent */
     json_decref(b);
+    r->p.repeat_penalty = 1.3f;
+    r->p.penalty_last_n = 32;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_null(json_object_get(b, "repeat_penalty")); /* hosted APIs have no such field */
+    json_decref(b);
+    o.repeat_key = remote_backend_find("llamacpp-server")->repeat_key;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_true(json_number_value(json_object_get(b, "repeat_penalty")) > 1.29);
+    assert_int_equal(json_integer_value(json_object_get(b, "repeat_last_n")), 32);
+    json_decref(b);
+    o.repeat_key = remote_backend_find("vllm")->repeat_key;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_true(json_number_value(json_object_get(b, "repetition_penalty")) > 1.29);
+    assert_null(json_object_get(b, "repeat_penalty"));
+    assert_null(json_object_get(b, "repeat_last_n"));
+    json_decref(b);
+    assert_null(remote_backend_find("openai")->repeat_key);
+    assert_null(remote_backend_find("anthropic")->repeat_key);
+    o.repeat_key = NULL;
 
     o.stream = false;
     o.extra_sampling = true;
@@ -282,6 +302,76 @@ static void test_error_messages_and_backends(void **state)
 /* Robustness: truncated and byte-flipped answers and streams, cut at every
  * position, never crash or leak (run under ASan by make asan-test) and
  * never produce text that was not in the input. */
+/* A stream that broke while tool-call deltas were arriving, resumed from
+ * its text snapshot: the next attempt's calls replace the broken ones
+ * (OpenAI deltas by index would otherwise be appended to them, Anthropic's
+ * blocks added beside them); the text is kept. */
+static void feed(enum remote_dialect d, struct remote_answer *a, const char *const *ev, size_t n)
+{
+    size_t off, nd;
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(remote_wire_stream_event(d, "", ev[i], strlen(ev[i]), a, &off, &nd), 0);
+}
+
+static void test_resumed_stream_tool_calls(void **state)
+{
+    (void)state;
+    struct remote_answer a = {0};
+    const char *broken[] = {
+        "{\"choices\":[{\"delta\":{\"content\":\"Let me see. \"}}]}",
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"function\":{\"name\":\"calc\",\"arguments\":\"\"}}]}}]}",
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"expr\"}}]}}]}",
+    };
+    const char *resumed[] = {
+        "{\"choices\":[{\"delta\":{\"content\":\"Computing.\"}}]}",
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\",\"function\":{\"name\":\"calc\",\"arguments\":\"\"}}]}}]}",
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"expression\\\":\\\"6*7\\\"}\"}}]}}]}",
+        "{\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}",
+    };
+    feed(REMOTE_DIALECT_OPENAI, &a, broken, 3);
+    assert_int_equal(json_array_size(a.tool_calls), 1);
+    remote_answer_keep_text(&a);
+    assert_null(a.tool_calls);
+    assert_null(a.finish_reason);
+    assert_string_equal(a.text, "Let me see. ");
+    feed(REMOTE_DIALECT_OPENAI, &a, resumed, 4);
+    assert_string_equal(a.text, "Let me see. Computing.");
+    assert_int_equal(json_array_size(a.tool_calls), 1);
+    json_t *c = json_array_get(a.tool_calls, 0);
+    assert_string_equal(json_string_value(json_object_get(c, "id")), "call_b");
+    assert_string_equal(json_string_value(json_object_get(c, "name")), "calc"); /* not "calccalc" */
+    assert_string_equal(json_string_value(json_object_get(c, "arguments")), "{\"expression\":\"6*7\"}");
+    assert_string_equal(a.finish_reason, "tool_calls");
+    remote_answer_free(&a);
+
+    /* Anthropic: broken inside a tool_use block */
+    memset(&a, 0, sizeof a);
+    const char *abroken[] = {
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me see. \"}}",
+        "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_a\",\"name\":\"calc\",\"input\":{}}}",
+        "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"expr\"}}",
+    };
+    const char *aresumed[] = {
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Computing.\"}}",
+        "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_b\",\"name\":\"calc\",\"input\":{}}}",
+        "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"expression\\\": \\\"6*7\\\"}\"}}",
+        "{\"type\":\"content_block_stop\",\"index\":1}",
+        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}",
+    };
+    feed(REMOTE_DIALECT_ANTHROPIC, &a, abroken, 3);
+    assert_true(a.in_tool_block);
+    remote_answer_keep_text(&a);
+    assert_false(a.in_tool_block);
+    feed(REMOTE_DIALECT_ANTHROPIC, &a, aresumed, 5);
+    assert_string_equal(a.text, "Let me see. Computing.");
+    assert_int_equal(json_array_size(a.tool_calls), 1); /* not the broken one beside it */
+    c = json_array_get(a.tool_calls, 0);
+    assert_string_equal(json_string_value(json_object_get(c, "id")), "toolu_b");
+    assert_string_equal(json_string_value(json_object_get(c, "arguments")), "{\"expression\": \"6*7\"}");
+    assert_string_equal(a.finish_reason, "tool_calls");
+    remote_answer_free(&a);
+}
+
 /* upstream tool calls: OpenAI deltas assembled by index, then mapped back
  * and validated by llm_structured_result */
 static void test_upstream_tool_calls(void **state)
@@ -402,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_openai_request),
         cmocka_unit_test(test_anthropic_request_roles),
         cmocka_unit_test(test_text_snapshot_resume),
+        cmocka_unit_test(test_resumed_stream_tool_calls),
         cmocka_unit_test(test_parse_responses),
         cmocka_unit_test(test_sse_openai_bytewise),
         cmocka_unit_test(test_sse_anthropic_multiline),
