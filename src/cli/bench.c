@@ -49,6 +49,7 @@
 
 struct bench_opts {
     const char *kernel_model, *server_model, *url, *model, *policy, *server_bin, *out_dir;
+    const char *kv_type; /* engine kv_type (--kernel) */
     int threads, ctx, slots, kv_size;
     bool slots_set;
     int n_agents, n_turns, sys_words, task_words, obs_words, gen, tool_ms;
@@ -427,6 +428,7 @@ static void usage_bench(FILE *f)
             "target (one of):\n"
             "  --kernel MODEL.gguf     start `aios serve` on it [--policy fifo|rr|fair] [--threads N]\n"
             "                          [--ctx N per sequence] [--slots N (n_parallel)] [--kv-size N]\n"
+            "                          [--kv-type auto|f16|q8_0]\n"
             "  --llama-server MODEL.gguf  start llama.cpp's llama-server on it [--server-bin PATH]\n"
             "                          [--slots N (default: agents)] [--threads N] [--ctx N per slot]\n"
             "  --url URL               any OpenAI-compatible server [--model NAME]\n"
@@ -471,6 +473,7 @@ static int bench_agents(int argc, char **argv)
         else if (!strcmp(a, "--url")) o.url = v;
         else if (!strcmp(a, "--model")) o.model = v;
         else if (!strcmp(a, "--policy")) o.policy = v;
+        else if (!strcmp(a, "--kv-type")) o.kv_type = v;
         else if (!strcmp(a, "--out-dir")) o.out_dir = v;
         else if (!strcmp(a, "--threads")) iv = &o.threads, lo = 1, hi = 256;
         else if (!strcmp(a, "--ctx")) iv = &o.ctx, lo = 256;
@@ -550,6 +553,7 @@ static int bench_agents(int argc, char **argv)
                 o.threads);
         if (o.slots_set) fprintf(f, "      n_parallel: %d\n", o.slots);
         if (o.kv_size) fprintf(f, "      kv_size: %d\n", o.kv_size);
+        if (o.kv_type) fprintf(f, "      kv_type: \"%s\"\n", o.kv_type);
         fprintf(f, "scheduler:\n  policy: %s\n", o.policy);
         fclose(f);
         free(abs);

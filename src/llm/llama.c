@@ -81,14 +81,15 @@
 
 struct seq;
 
-enum slot_kind { SLOT_FREE, SLOT_SEQ, SLOT_RETAINED };
+/* SLOT_PAUSED: a preempted call that kept its cells (see seq_pause) */
+enum slot_kind { SLOT_FREE, SLOT_SEQ, SLOT_RETAINED, SLOT_PAUSED };
 
 /* One llama sequence id. A retained slot holds a finished conversation:
  * its tokens are exactly the KV cells of that sequence id, positions
  * 0..n_toks-1. */
 struct slot {
     enum slot_kind kind;
-    struct seq *seq; /* SLOT_SEQ */
+    struct seq *seq; /* SLOT_SEQ, SLOT_PAUSED */
     char *agent;     /* SLOT_RETAINED */
     int32_t *toks;
     int n_toks;
@@ -112,6 +113,7 @@ struct llama_engine {
     int prefix_share_min, debug_preempt_every;
     int urgent_prio, urgent_tokens, urgent_chunk; /* the latency lane */
     int n_ubatch, pad_seq; /* pad_seq >= 0: pad one-row micro-batches (step()) */
+    bool kv_q8;            /* K and V cached in Q8_0 */
     int32_t pad_tok;
     int64_t t_urgent_us;                          /* last urgent admission */
     bool retain, batch_invariant;
@@ -346,6 +348,7 @@ struct seq {
     bool hold_for_room;      /* switched out for lack of KV room */
     uint64_t hold_mark;      /* ... until a sequence finishes after this */
     int n_since_switch;      /* tokens generated since admission or resume */
+    bool paused;             /* preempted in place: id and cells kept */
     int64_t t_first_feed, t_first_tok;
 };
 
@@ -365,6 +368,18 @@ static void slot_clear(struct llama_engine *e, int i)
     free(sl->agent);
     free(sl->toks);
     memset(sl, 0, sizeof *sl);
+}
+
+/* running: holds a slot and is not paused */
+static bool seq_live(const struct seq *s) { return s->id >= 0 && !s->paused; }
+
+/* ids a new or resuming call could take (free or merely retained) */
+static int n_free_ids(struct llama_engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_slots; i++)
+        n += e->slots[i].kind == SLOT_FREE || e->slots[i].kind == SLOT_RETAINED;
+    return n;
 }
 
 static int n_running(struct llama_engine *e)
@@ -397,9 +412,7 @@ static bool seq_urgent(const struct llama_engine *e, const struct seq *s)
 static bool admit_urgent(struct llama_engine *e, int running)
 {
     if (e->urgent_prio <= 0 || running >= e->n_parallel + URGENT_EXTRA) return false;
-    bool id = false;
-    for (int i = 0; i < e->n_slots && !id; i++) id = e->slots[i].kind != SLOT_SEQ;
-    if (!id) return false;
+    if (n_free_ids(e) == 0) return false;
     struct syscall *w = sched_peek(e->sched, SYSCALL_KIND_LLM, &e->core);
     bool urgent = w && w->priority >= e->urgent_prio;
     if (w) syscall_unref(w);
@@ -546,6 +559,7 @@ static int seq_switch_out(struct llama_engine *e, struct seq *s, int hold_steps,
     e->slots[s->id].kind = SLOT_SEQ;
     slot_clear(e, s->id);
     s->id = -1;
+    s->paused = false;
     s->hold_steps = hold_steps;
     s->hold_for_room = for_room;
     s->hold_mark = e->n_finished_seqs;
@@ -557,13 +571,29 @@ static int seq_switch_out(struct llama_engine *e, struct seq *s, int hold_steps,
     return 0;
 }
 
+/* Preempt s in place: it stops running (its slot no longer counts against
+ * n_parallel) but keeps its sequence id and KV cells, shared prefix
+ * included, so resuming costs nothing. Spare ids make this possible
+ * (n_slots > n_parallel); under KV pressure make_room() turns a paused
+ * call into a real switch out (snapshot, cells freed). */
+static void seq_pause(struct llama_engine *e, struct seq *s, int hold_steps)
+{
+    e->slots[s->id].kind = SLOT_PAUSED;
+    s->paused = true;
+    s->hold_steps = hold_steps;
+    s->hold_for_room = false;
+    s->hold_mark = e->n_finished_seqs;
+    e->st.n_preemptions++;
+    set_status(s->sc, SYSCALL_STATUS_SUSPENDED);
+}
+
 /* Give switched-out sequences their slots back, oldest first. Returns true
  * when one is still waiting for a slot (then nothing new is admitted). */
 static bool resume_switched(struct llama_engine *e)
 {
     bool waiting = false;
     for (struct seq *s = e->seqs; s; s = s->next) {
-        if (s->id >= 0) continue;
+        if (seq_live(s)) continue;
         if (s->hold_steps > 0) {
             s->hold_steps--;
             continue;
@@ -573,6 +603,14 @@ static bool resume_switched(struct llama_engine *e)
             continue;
         }
         if (n_running(e) >= e->n_parallel) return true;
+        if (s->paused) {
+            e->slots[s->id].kind = SLOT_SEQ;
+            s->paused = false;
+            s->n_since_switch = 0;
+            e->st.n_resumes++;
+            set_status(s->sc, SYSCALL_STATUS_RUNNING);
+            continue;
+        }
         int slot = slot_take(e);
         if (slot < 0) return true;
         if (s->snap) {
@@ -712,7 +750,7 @@ static bool seq_match(struct llama_engine *e, struct seq *s, bool may_wait)
         if (i == s->id) continue;
         int l = 0;
         if (sl->kind == SLOT_RETAINED) l = ctx_prefix_len(sl->toks, sl->n_toks, s->toks, lim);
-        else if (sl->kind == SLOT_SEQ)
+        else if (sl->kind == SLOT_SEQ || sl->kind == SLOT_PAUSED)
             l = ctx_prefix_len(sl->seq->toks, sl->seq->n_past, s->toks, lim);
         if (l > best) best = l, src = i;
     }
@@ -843,10 +881,12 @@ static void seq_sample(struct llama_engine *e, struct seq *s)
 static bool make_room(struct llama_engine *e)
 {
     if (evict_one_retained(e)) return true;
+    for (struct seq *s = e->seqs; s; s = s->next)
+        if (s->paused) return seq_switch_out(e, s, 0, true) == 0;
     if (n_running(e) < 2) return false;
     struct seq *victim = NULL;
     for (struct seq *s = e->seqs; s; s = s->next)
-        if (s->id >= 0) victim = s; /* the youngest running */
+        if (seq_live(s)) victim = s; /* the youngest running */
     return victim && seq_switch_out(e, victim, 0, true) == 0;
 }
 
@@ -860,8 +900,10 @@ static void handle_requests(struct llama_engine *e)
     pthread_mutex_unlock(&e->req_mu);
     for (int i = 0; i < n; i++)
         for (struct seq *s = e->seqs; s; s = s->next)
-            if (s->sc->id == reqs[i].id && s->id >= 0) {
-                seq_switch_out(e, s, reqs[i].hold_steps, false);
+            if (s->sc->id == reqs[i].id && seq_live(s)) {
+                /* in place while ids are spare; else a real switch out */
+                if (n_free_ids(e) >= 2) seq_pause(e, s, reqs[i].hold_steps);
+                else seq_switch_out(e, s, reqs[i].hold_steps, false);
                 break;
             }
     free(reqs);
@@ -883,7 +925,8 @@ static void report_kv(struct llama_engine *e, bool force)
         const char *a = NULL;
         int cells = 0;
         if (sl->kind == SLOT_RETAINED) a = sl->agent, cells = sl->n_toks;
-        else if (sl->kind == SLOT_SEQ && sl->seq) a = sl->seq->sc->agent, cells = sl->seq->n_past;
+        else if ((sl->kind == SLOT_SEQ || sl->kind == SLOT_PAUSED) && sl->seq)
+            a = sl->seq->sc->agent, cells = sl->seq->n_past;
         if (!a || cells <= 0) continue;
         int k = 0;
         while (k < n && strcmp(names[k], a)) k++;
@@ -911,7 +954,7 @@ static void publish_stats(struct llama_engine *e)
         run += e->slots[i].kind == SLOT_SEQ;
         ret += e->slots[i].kind == SLOT_RETAINED;
     }
-    for (struct seq *s = e->seqs; s; s = s->next) sw += s->id < 0;
+    for (struct seq *s = e->seqs; s; s = s->next) sw += !seq_live(s);
     e->st.n_running = run;
     e->st.n_swapped = sw;
     e->st.n_retained = ret;
@@ -932,10 +975,10 @@ static void step(struct llama_engine *e)
     struct llama_batch *b = &e->batch;
     b->n_tokens = 0;
     bool lane = false;
-    for (struct seq *s = e->seqs; s && !lane; s = s->next) lane = s->id >= 0 && seq_urgent(e, s);
+    for (struct seq *s = e->seqs; s && !lane; s = s->next) lane = seq_live(s) && seq_urgent(e, s);
     /* one decode token for every generating sequence */
     for (struct seq *s = e->seqs; s; s = s->next)
-        if (s->id >= 0 && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1 &&
+        if (seq_live(s) && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1 &&
             b->n_tokens < e->n_batch && (!lane || seq_urgent(e, s)))
             seq_feed(e, s, 1);
     /* then prefill chunks, oldest first (urgent ones first, uncut) */
@@ -945,7 +988,7 @@ static void step(struct llama_engine *e)
         limit = b->n_tokens + e->urgent_chunk;
     for (int pass = 0; pass < 2; pass++)
         for (struct seq *s = e->seqs; s && b->n_tokens < limit; s = s->next) {
-            if (s->id < 0 || s->n_feed || s->n_toks == s->n_past) continue;
+            if (!seq_live(s) || s->n_feed || s->n_toks == s->n_past) continue;
             bool urgent = seq_urgent(e, s);
             if (pass == 0 ? !urgent : lane) continue;
             /* an urgent call does not wait for another's prefill (paused) */
@@ -975,7 +1018,7 @@ static void step(struct llama_engine *e)
         if (!make_room(e)) {
             for (struct seq *s = e->seqs, *nx; s; s = nx) {
                 nx = s->next;
-                if (s->id >= 0)
+                if (seq_live(s))
                     seq_fail(e, s, AIOS_ETOOBIG, 500,
                              "the KV cache is full (kv_size is too small for this call)");
             }
@@ -1047,7 +1090,10 @@ static void *engine_main(void *arg)
         handle_requests(e);
         bool waiting = resume_switched(e);
         /* admission: new calls while a slot can be had */
-        for (int run; !waiting && ((run = n_running(e)) < e->n_parallel || admit_urgent(e, run));) {
+        /* an urgent call is admitted even while switched-out calls wait */
+        for (int run; n_free_ids(e) > 0 &&
+                      ((run = n_running(e), !waiting && run < e->n_parallel) ||
+                       admit_urgent(e, run));) {
             bool idle = e->seqs == NULL;
             if (idle) {
                 publish_stats(e);
@@ -1167,6 +1213,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "prefill_chunk", json_integer(e->prefill_chunk));
     json_object_set_new(en, "retain", json_boolean(e->retain));
     json_object_set_new(en, "batch_invariant", json_boolean(e->batch_invariant));
+    json_object_set_new(en, "kv_type", json_string(e->kv_q8 ? "q8_0" : "f16"));
     json_object_set_new(en, "running", json_integer(st.n_running));
     json_object_set_new(en, "switched_out", json_integer(st.n_swapped));
     json_object_set_new(en, "retained", json_integer(st.n_retained));
@@ -1242,9 +1289,12 @@ static int knob_int(json_t *v, const char *what, long long lo, long long hi, lon
     return 0;
 }
 
+enum { KV_AUTO, KV_Q8, KV_F16 };
+
 struct eng_knobs {
     long long n_parallel, retain_max, kv_size, n_batch, prefill_chunk, share_min, debug_preempt;
     long long snap_ram, urgent_prio, urgent_tokens, urgent_chunk;
+    int kv_type; /* KV_AUTO, KV_Q8, KV_F16 */
     bool retain, batch_invariant;
     char *spill_dir;
 };
@@ -1314,6 +1364,18 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
         return AIOS_ECONFIG;
     }
     const char *sd = json_is_string(v) ? json_string_value(v) : "kv-spill";
+    v = ent ? json_object_get(ent, "kv_type") : NULL;
+    k->kv_type = KV_AUTO;
+    if (v && !json_is_null(v)) {
+        const char *t = json_is_string(v) ? json_string_value(v) : "";
+        if (!strcmp(t, "q8_0")) k->kv_type = KV_Q8;
+        else if (!strcmp(t, "f16")) k->kv_type = KV_F16;
+        else if (strcmp(t, "auto")) {
+            snprintf(err, errlen, "llms.models[%zu].kv_type: expected \"auto\", \"f16\" or "
+                     "\"q8_0\", got %s", idx, json_is_string(v) ? t : json_kind(v));
+            return AIOS_ECONFIG;
+        }
+    }
     k->spill_dir = cfg ? config_resolve_path(cfg, sd) : NULL;
     if (k->n_batch < k->n_parallel) {
         /* every running sequence must get its decode token each step */
@@ -1422,17 +1484,27 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     /* ggml's CPU flash attention also takes a KV-split path (other
      * rounding) for a micro-batch of exactly one query row once the cache
-     * spans 512 cells: a sequence decoding alone would get other logits
-     * than in a batch. Both the split and the tiled path exist only for
-     * F16/F32 caches; a Q8_0 cache always takes the row-by-row path (and
-     * halves the KV bytes: more agents resident, cheaper snapshots). */
+     * spans 512 cells: past that, a sequence decoding alone can get other
+     * logits than in a batch. The split and tiled paths exist only for
+     * F16/F32 caches: kv_type q8_0 makes batch invariance exact at any
+     * length (slower attention, half the bytes). Models whose head size
+     * rules Q8_0 out (the tiny test model) get a padding row instead. */
     int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
     int64_t head_dim = n_head > 0 ? (int64_t)llama_model_n_embd(e->model) / n_head : 0;
     e->pad_seq = -1;
-    if (e->batch_invariant && head_dim % ggml_blck_size(GGML_TYPE_Q8_0) == 0)
-        cp.type_k = cp.type_v = GGML_TYPE_Q8_0;
-    else if (e->batch_invariant)
+    bool q8_ok = head_dim % ggml_blck_size(GGML_TYPE_Q8_0) == 0;
+    if (kn.kv_type == KV_Q8 && !q8_ok) {
+        snprintf(err, errlen, "model %s: kv_type q8_0 needs a head size that is a multiple of "
+                 "32 (this model's is %lld); use f16", m->name, (long long)head_dim);
+        goto fail;
+    }
+    /* auto: F16, measured 1.21x faster than Q8_0 on 8 agents at ~1000
+     * cells (docs/performance.md); Q8_0 only when asked for */
+    bool q8 = kn.kv_type == KV_Q8;
+    if (q8) cp.type_k = cp.type_v = GGML_TYPE_Q8_0;
+    else if (e->batch_invariant && !q8_ok)
         e->pad_seq = e->n_slots; /* F16 cache: pad instead, on one more id */
+    e->kv_q8 = q8;
     cp.n_seq_max = (uint32_t)e->n_slots + (e->pad_seq >= 0);
     cp.n_threads = e->n_threads;
     cp.n_threads_batch = e->n_threads;
