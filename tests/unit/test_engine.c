@@ -315,6 +315,8 @@ static void test_preempt_api(void **state)
                   (unsigned long long)st.n_preemptions, (unsigned long long)st.n_resumes);
     assert_true(st.n_preemptions >= 1);
     assert_int_equal(st.n_resumes, st.n_preemptions);
+    /* with spare sequence ids a preemption pauses in place: no snapshot */
+    assert_int_equal(st.snaps.n_saved, 0);
     syscall_unref(sc);
     free(ref);
     eng_close(&t);
