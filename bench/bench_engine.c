@@ -15,12 +15,14 @@
  *     sharing against the same engine with sharing off: prompt tokens
  *     computed and wall time.
  *   bench_engine ideal [MODEL] [--threads T] --prompt-computed P --calls C --gen G
- *                      [--batch B] [--ctx L]
+ *                      [--batch B] [--ctx L] [--own-prompts]
  *     the ideal time of a workload (aios bench agents prints P, C and G):
  *     P prompt tokens at the engine's measured prefill rate, plus C calls
  *     of G generated tokens decoded B at a time at the engine's measured
  *     step time for B sequences of about L context tokens. Nothing in it
- *     waits: no queueing, no HTTP, no recomputation.
+ *     waits: no queueing, no HTTP, no recomputation. The B sequences share
+ *     all but their last 32 tokens (as agents share a system prompt), or
+ *     nothing with --own-prompts.
  *
  * MODEL defaults to /tmp/q05.gguf (aios model create-test /tmp/q05.gguf
  * --shape qwen2.5-0.5b). Prompts are synthetic token ids (a random-weight
@@ -422,6 +424,8 @@ static int bench_ideal(int argc, char **argv)
         else if (!strcmp(argv[i], "--batch")) B = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ctx")) L = atoi(argv[++i]);
     }
+    bool own_prompts = false; /* --own-prompts: no shared prefix between the B sequences */
+    for (int i = 0; i < argc; i++) own_prompts |= !strcmp(argv[i], "--own-prompts");
     if (P < 0 || C < 1 || G < 2 || B < 1 || B > 64 || L < 64 || L > 3000) {
         fprintf(stderr, "ideal: need --prompt-computed P --calls C --gen G (>= 2) "
                         "[--batch 1..64] [--ctx 64..3000]\n");
@@ -446,7 +450,7 @@ static int bench_ideal(int argc, char **argv)
     if (eng_open(&t, B, 16384, NULL)) return 1;
     p = malloc(sizeof *p * (size_t)L);
     for (int i = 0; i < B; i++) {
-        prompt_tokens(p, L, 0);
+        prompt_tokens(p, L, own_prompts ? 100 + i : 0);
         int32_t own[32];
         prompt_tokens(own, 32, 1 + i);
         memcpy(p + L - 32, own, sizeof own);
