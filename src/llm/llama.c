@@ -405,7 +405,8 @@ static bool seq_urgent(const struct llama_engine *e, const struct seq *s)
 }
 
 #define URGENT_EXTRA 2           /* urgent calls admitted past n_parallel */
-#define URGENT_RECENT_US 5000000 /* prefill stays cut this long after one */
+#define URGENT_RECENT_US 5000000 /* steps stay short this long after one */
+#define URGENT_ROWS 3            /* ... decoding about this many rows per step */
 
 /* May the next queued call join although n_parallel calls run? Only an
  * urgent one, and only while a sequence id is free or merely retained. */
@@ -976,16 +977,25 @@ static void step(struct llama_engine *e)
     b->n_tokens = 0;
     bool lane = false;
     for (struct seq *s = e->seqs; s && !lane; s = s->next) lane = seq_live(s) && seq_urgent(e, s);
+    /* while urgent calls come, keep steps short: about URGENT_ROWS of the
+     * generating sequences decode in each step (rotating, so all advance
+     * at the same pace), and prefill is capped below */
+    bool recent = !lane && e->t_urgent_us && util_now_us() - e->t_urgent_us < URGENT_RECENT_US;
+    int n_gen = 0;
+    for (struct seq *s = e->seqs; s && recent; s = s->next)
+        n_gen += seq_live(s) && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1;
+    /* decode every stride-th generating sequence per step, rotating */
+    int stride = recent && n_gen > URGENT_ROWS ? (n_gen + URGENT_ROWS - 1) / URGENT_ROWS : 1;
     /* one decode token for every generating sequence */
-    for (struct seq *s = e->seqs; s; s = s->next)
-        if (seq_live(s) && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1 &&
-            b->n_tokens < e->n_batch && (!lane || seq_urgent(e, s)))
-            seq_feed(e, s, 1);
+    int k = 0;
+    for (struct seq *s = e->seqs; s; s = s->next) {
+        if (!seq_live(s) || s->n_past < s->n_prompt || s->n_toks - s->n_past != 1) continue;
+        if (stride > 1 && (k++ + e->st.n_steps) % (uint64_t)stride) continue;
+        if (b->n_tokens < e->n_batch && (!lane || seq_urgent(e, s))) seq_feed(e, s, 1);
+    }
     /* then prefill chunks, oldest first (urgent ones first, uncut) */
     int limit = e->n_batch;
-    if (!lane && e->t_urgent_us && util_now_us() - e->t_urgent_us < URGENT_RECENT_US &&
-        b->n_tokens + e->urgent_chunk < limit)
-        limit = b->n_tokens + e->urgent_chunk;
+    if (recent && b->n_tokens + e->urgent_chunk < limit) limit = b->n_tokens + e->urgent_chunk;
     for (int pass = 0; pass < 2; pass++)
         for (struct seq *s = e->seqs; s && b->n_tokens < limit; s = s->next) {
             if (!seq_live(s) || s->n_feed || s->n_toks == s->n_past) continue;
@@ -1345,7 +1355,7 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     }
     k->urgent_prio = 10;
     k->urgent_tokens = 64;
-    k->urgent_chunk = 32;
+    k->urgent_chunk = 8;
     rc = knob_int(cfg ? config_lookup(cfg, "scheduler.interactive_priority") : NULL,
                   "scheduler.interactive_priority", 0, SYSCALL_PRIORITY_MAX, &k->urgent_prio, err, errlen);
     if (rc < 0) return rc;
