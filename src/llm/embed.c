@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,6 +272,51 @@ double emb_dot(const float *a, const float *b, int dim)
     double s = 0;
     for (int i = 0; i < dim; i++) s += (double)a[i] * (double)b[i];
     return s;
+}
+
+int emb_scan(sqlite3_stmt *st, const float *q, int dim, struct emb_hit **out, size_t *n_out)
+{
+    struct emb_hit *h = NULL;
+    size_t n = 0, cap = 0;
+    int r, rc = 0;
+    *out = NULL;
+    *n_out = 0;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            struct emb_hit *nh = realloc(h, nc * sizeof *nh);
+            if (!nh) {
+                rc = AIOS_ENOMEM;
+                break;
+            }
+            h = nh;
+            cap = nc;
+        }
+        h[n++] = (struct emb_hit){sqlite3_column_int64(st, 0),
+                                  emb_dot(sqlite3_column_blob(st, 1), q, dim)};
+    }
+    if (!rc && r != SQLITE_DONE) rc = AIOS_EIO;
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    *out = h;
+    *n_out = n;
+    return 0;
+}
+
+int emb_hit_cmp_id(const void *x, const void *y)
+{
+    const struct emb_hit *a = x, *b = y;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+int emb_hit_cmp_cosine(const void *x, const void *y)
+{
+    const struct emb_hit *a = x, *b = y;
+    if (a->cosine != b->cosine) return a->cosine > b->cosine ? -1 : 1;
+    return emb_hit_cmp_id(x, y);
 }
 
 double emb_hybrid(double weight, double cosine, double bm25_norm)

@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct aios_config;
 struct kernel;
@@ -48,6 +49,23 @@ int emb_text(struct emb *e, const char *text, size_t len, float *out);
 
 /* Dot product (cosine of normalised vectors), in double. */
 double emb_dot(const float *a, const float *b, int dim);
+
+/* A vector search hit: a row id and its cosine with the query. */
+struct emb_hit {
+    int64_t id;
+    double cosine;
+};
+struct sqlite3_stmt;
+/* Step st, whose rows are (row id, vector BLOB of dim floats), and give the
+ * cosine of q with each vector (rows of another width are skipped), in row
+ * order: the vector scan of the memory and storage stores. 0, AIOS_ENOMEM,
+ * or AIOS_EIO when a step fails; the caller resets or finalizes st. */
+int emb_scan(struct sqlite3_stmt *st, const float *q, int dim, struct emb_hit **out,
+             size_t *n_out);
+/* qsort/bsearch comparators of struct emb_hit: best cosine first (ties by
+ * id); by id */
+int emb_hit_cmp_cosine(const void *a, const void *b);
+int emb_hit_cmp_id(const void *a, const void *b);
 
 /* The hybrid score: weight * max(cosine, 0) + (1 - weight) * bm25_norm,
  * where bm25_norm is the BM25 score divided by the best BM25 among the

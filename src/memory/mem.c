@@ -479,19 +479,6 @@ static int cmp_hit(const void *x, const void *y)
     return a->nid < b->nid ? -1 : a->nid > b->nid;
 }
 
-static int cmp_vcos(const void *x, const void *y)
-{
-    const struct mem_vhit *a = x, *b = y;
-    if (a->cosine != b->cosine) return a->cosine > b->cosine ? -1 : 1;
-    return a->nid < b->nid ? -1 : a->nid > b->nid;
-}
-
-static int cmp_vnid(const void *x, const void *y)
-{
-    const struct mem_vhit *a = x, *b = y;
-    return a->nid < b->nid ? -1 : a->nid > b->nid;
-}
-
 /* Hybrid retrieval (agent lock held): the best C notes by BM25 and the best
  * C by cosine with qv (C = max(4k, 32)), each candidate scored with both
  * (the exact BM25 of a vector-only candidate, the cosine of a BM25-only
@@ -529,25 +516,25 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
 
     size_t c = (size_t)(k * 4 > 32 ? k * 4 : 32), nb = 0, nv = 0, n = 0;
     struct mem_hit *all = calloc(2 * c, sizeof *all);
-    struct mem_vhit *vh = NULL;
+    struct emb_hit *vh = NULL;
     if (!all) return AIOS_ENOMEM;
     if ((rc = mem_store_search_ids(m->store, a->name, text, (int)c, all, &nb))) goto out;
     if ((rc = mem_store_vec_scan(m->store, a->name, qv, dim, &vh, &nv))) goto out;
     /* the best C by cosine that BM25 did not bring, with BM25 0 for now */
-    if (nv) qsort(vh, nv, sizeof *vh, cmp_vcos);
+    if (nv) qsort(vh, nv, sizeof *vh, emb_hit_cmp_cosine);
     n = nb;
     for (size_t j = 0; j < nv && j < c; j++) {
         bool dup = false;
-        for (size_t i = 0; i < nb && !dup; i++) dup = all[i].nid == vh[j].nid;
-        if (!dup) all[n++] = (struct mem_hit){.nid = vh[j].nid};
+        for (size_t i = 0; i < nb && !dup; i++) dup = all[i].nid == vh[j].id;
+        if (!dup) all[n++] = (struct mem_hit){.nid = vh[j].id};
     }
     if ((rc = mem_store_bm25_of(m->store, text, all + nb, n - nb))) goto out;
     /* every candidate's cosine, by row id */
-    if (nv) qsort(vh, nv, sizeof *vh, cmp_vnid);
+    if (nv) qsort(vh, nv, sizeof *vh, emb_hit_cmp_id);
     double best = 0, w = emb_weight(m->o.emb);
     for (size_t i = 0; i < n; i++) {
-        struct mem_vhit key = {.nid = all[i].nid};
-        struct mem_vhit *f = nv ? bsearch(&key, vh, nv, sizeof *vh, cmp_vnid) : NULL;
+        struct emb_hit key = {.id = all[i].nid};
+        struct emb_hit *f = nv ? bsearch(&key, vh, nv, sizeof *vh, emb_hit_cmp_id) : NULL;
         all[i].cosine = f ? f->cosine : 0;
         if (all[i].bm25 > best) best = all[i].bm25;
     }

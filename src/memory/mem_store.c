@@ -27,6 +27,8 @@
  * upgrade. */
 #include "memory/mem_store.h"
 
+#include "llm/embed.h"
+
 #include "util/err.h"
 #include "util/log.h"
 
@@ -789,45 +791,20 @@ int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, jso
 }
 
 int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, int dim,
-                       struct mem_vhit **hits, size_t *n_hits)
+                       struct emb_hit **hits, size_t *n_hits)
 {
     *hits = NULL;
     *n_hits = 0;
     struct mem_conn *c = conn_take(s);
     if (!c) return AIOS_EIO;
-    struct mem_vhit *h = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0, r;
     sqlite3_stmt *st = c->st[ST_VEC_SCAN];
     sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) continue;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 256;
-            struct mem_vhit *nh = realloc(h, nc * sizeof *nh);
-            if (!nh) {
-                rc = AIOS_ENOMEM;
-                break;
-            }
-            h = nh;
-            cap = nc;
-        }
-        const float *v = sqlite3_column_blob(st, 1);
-        double cos = 0;
-        for (int i = 0; i < dim; i++) cos += (double)v[i] * (double)q[i];
-        h[n++] = (struct mem_vhit){sqlite3_column_int64(st, 0), cos};
-    }
-    if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "scan vectors");
+    int rc = emb_scan(st, q, dim, hits, n_hits);
+    if (rc == AIOS_EIO) rc = sql_fail(c, "scan vectors");
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     conn_give(s, c);
-    if (rc) {
-        free(h);
-        return rc;
-    }
-    *hits = h;
-    *n_hits = n;
-    return 0;
+    return rc;
 }
 
 int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,

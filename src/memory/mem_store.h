@@ -21,11 +21,7 @@ struct mem_hit {
     int64_t nid;
 };
 
-/* a vector search hit: the note's row id and its cosine with the query */
-struct mem_vhit {
-    int64_t nid;
-    double cosine;
-};
+struct emb_hit; /* llm/embed.h: a row id (here the note's) and its cosine */
 
 /* Open (creating) the database at path. full_sync: PRAGMA synchronous=FULL
  * (each commit survives power loss) instead of NORMAL (survives a crash of
@@ -75,7 +71,7 @@ int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, jso
 /* The cosine of q with every vector of the agent (a linear scan), in no
  * particular order. *hits malloc'd (free()). */
 int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, int dim,
-                       struct mem_vhit **hits, size_t *n_hits);
+                       struct emb_hit **hits, size_t *n_hits);
 /* The agent's best k notes by BM25 for text as (nid, bm25) in out[k]
  * (notes not read), best first. */
 int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,

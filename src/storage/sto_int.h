@@ -111,12 +111,9 @@ int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const floa
 /* up to limit indexed files of owner without a vector: [[id, first max_bytes of text]] */
 int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_bytes, json_t **out);
 /* the cosine of q with each of owner's vectors: {file id, cosine}, any order */
-struct sto_vhit {
-    int64_t id;
-    double cosine;
-};
+struct emb_hit; /* llm/embed.h: {file id, cosine} */
 int sto_st_vec_scan(struct sto *s, const char *owner, const float *q, int dim,
-                    struct sto_vhit **out, size_t *n_out);
+                    struct emb_hit **out, size_t *n_out);
 /* bm25[i] = the BM25 of file ids[i] for match (0 when it does not match),
  * in one statement */
 int sto_st_bm25_of(struct sto *s, const char *match, const int64_t *ids, size_t n, double *bm25);

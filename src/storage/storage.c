@@ -818,19 +818,6 @@ static size_t fts_terms(const char *s, const char *sep, char *q, size_t cap, siz
     return o;
 }
 
-static int cmp_vcos(const void *x, const void *y)
-{
-    const struct sto_vhit *a = x, *b = y;
-    if (a->cosine != b->cosine) return a->cosine > b->cosine ? -1 : 1;
-    return a->id < b->id ? -1 : a->id > b->id;
-}
-
-static int cmp_vid(const void *x, const void *y)
-{
-    const struct sto_vhit *a = x, *b = y;
-    return a->id < b->id ? -1 : a->id > b->id;
-}
-
 /* a candidate: a BM25 result row (JSON, from sto_st_search) or a
  * vector-only file (row read only if it wins) */
 struct cand {
@@ -862,7 +849,7 @@ static int hybrid_search(struct opctx *c, const char *owner, const char *qt, con
     struct emb *em = s->cfg.emb;
     int dim = emb_dim(em);
     json_t *bm = NULL, *miss = NULL, *res = NULL;
-    struct sto_vhit *vh = NULL;
+    struct emb_hit *vh = NULL;
     struct cand *cd = NULL;
     int64_t *ids = NULL;
     double *bms = NULL;
@@ -902,7 +889,7 @@ static int hybrid_search(struct opctx *c, const char *owner, const char *qt, con
         n++;
     }
     /* the best C by cosine that BM25 did not bring, and their BM25 */
-    if (nv) qsort(vh, nv, sizeof *vh, cmp_vcos);
+    if (nv) qsort(vh, nv, sizeof *vh, emb_hit_cmp_cosine);
     size_t ne = 0;
     for (size_t j = 0; j < nt; j++) {
         bool dup = false;
@@ -915,11 +902,11 @@ static int hybrid_search(struct opctx *c, const char *owner, const char *qt, con
     }
     for (size_t j = 0; j < ne; j++) cd[n++] = (struct cand){.id = ids[j], .bm25 = bms[j]};
     /* every candidate's cosine; the mix */
-    if (nv) qsort(vh, nv, sizeof *vh, cmp_vid);
+    if (nv) qsort(vh, nv, sizeof *vh, emb_hit_cmp_id);
     double best = 0, w = emb_weight(em);
     for (i = 0; i < n; i++) {
-        struct sto_vhit key = {.id = cd[i].id};
-        struct sto_vhit *f = nv ? bsearch(&key, vh, nv, sizeof *vh, cmp_vid) : NULL;
+        struct emb_hit key = {.id = cd[i].id};
+        struct emb_hit *f = nv ? bsearch(&key, vh, nv, sizeof *vh, emb_hit_cmp_id) : NULL;
         cd[i].cosine = f ? f->cosine : 0;
         if (cd[i].bm25 > best) best = cd[i].bm25;
     }

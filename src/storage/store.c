@@ -25,6 +25,8 @@
  * only guards the list of connections and is never held with another lock. */
 #include "storage/sto_int.h"
 
+#include "llm/embed.h"
+
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -680,7 +682,7 @@ int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_b
 }
 
 int sto_st_vec_scan(struct sto *s, const char *owner, const float *q, int dim,
-                    struct sto_vhit **out, size_t *n_out)
+                    struct emb_hit **out, size_t *n_out)
 {
     *out = NULL;
     *n_out = 0;
@@ -688,35 +690,9 @@ int sto_st_vec_scan(struct sto *s, const char *owner, const float *q, int dim,
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT rowid, vec FROM fts_vec WHERE owner = ?", "t", owner);
     if (!st) return AIOS_EIO;
-    struct sto_vhit *h = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc = 0;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) continue;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 64;
-            struct sto_vhit *nh = realloc(h, nc * sizeof *nh);
-            if (!nh) {
-                rc = AIOS_ENOMEM;
-                break;
-            }
-            h = nh;
-            cap = nc;
-        }
-        const float *v = sqlite3_column_blob(st, 1);
-        double cos = 0;
-        for (int i = 0; i < dim; i++) cos += (double)v[i] * (double)q[i];
-        h[n++] = (struct sto_vhit){sqlite3_column_int64(st, 0), cos};
-    }
+    int rc = emb_scan(st, q, dim, out, n_out);
     sqlite3_finalize(st);
-    if (!rc && r != SQLITE_DONE) rc = AIOS_EIO;
-    if (rc) {
-        free(h);
-        return rc;
-    }
-    *out = h;
-    *n_out = n;
-    return 0;
+    return rc;
 }
 
 int sto_st_bm25_of(struct sto *s, const char *match, const int64_t *ids, size_t n, double *bm25)
