@@ -266,15 +266,16 @@ static int interactive_call(struct agent *a, CURL *c)
     return 0;
 }
 
-/* p50 and p95 of the successful calls of a */
-static void call_percentiles(const struct agent *a, double *p50, double *p95, int *n)
+/* p50 and p95 latency of the successful calls among calls[0..n_calls) */
+static void call_percentiles(const struct call_rec *calls, int n_calls, double *p50, double *p95,
+                             int *n)
 {
     *p50 = *p95 = 0;
     *n = 0;
-    double *il = calloc((size_t)a->n_calls + 1, sizeof *il);
+    double *il = calloc((size_t)(n_calls > 0 ? n_calls : 0) + 1, sizeof *il);
     if (!il) return;
-    for (int i = 0; i < a->n_calls; i++)
-        if (a->calls[i].status == 200) il[(*n)++] = a->calls[i].t_end - a->calls[i].t_start;
+    for (int i = 0; i < n_calls; i++)
+        if (calls[i].status == 200) il[(*n)++] = calls[i].t_end - calls[i].t_start;
     qsort(il, (size_t)*n, sizeof *il, cmp_double);
     *p50 = percentile(il, (size_t)*n, 0.5);
     *p95 = percentile(il, (size_t)*n, 0.95);
@@ -643,12 +644,8 @@ static int bench_agents(int argc, char **argv)
         }
         if (c) curl_easy_cleanup(c);
         /* the first two warm the kernel up; they are not counted */
-        if (idle.n_calls > 2) {
-            idle.calls += 2;
-            idle.n_calls -= 2;
-            call_percentiles(&idle, &idle50, &idle95, &n_idle);
-            idle.calls -= 2;
-        }
+        if (idle.n_calls > 2)
+            call_percentiles(idle.calls + 2, idle.n_calls - 2, &idle50, &idle95, &n_idle);
         free(idle.calls);
     }
 
@@ -693,7 +690,7 @@ static int bench_agents(int argc, char **argv)
     if (inter_on) pthread_join(inter_th, NULL);
     double ip50 = 0, ip95 = 0;
     int n_inter = 0;
-    if (inter_on) call_percentiles(&inter, &ip50, &ip95, &n_inter);
+    if (inter_on) call_percentiles(inter.calls, inter.n_calls, &ip50, &ip95, &n_inter);
     free(inter.calls);
 
     /* ---- results ---- */

@@ -373,6 +373,12 @@ static void slot_clear(struct llama_engine *e, int i)
 /* running: holds a slot and is not paused */
 static bool seq_live(const struct seq *s) { return s->id >= 0 && !s->paused; }
 
+/* running and past its prompt: wants one decode token this step */
+static bool seq_generating(const struct seq *s)
+{
+    return seq_live(s) && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1;
+}
+
 /* ids a new or resuming call could take (free or merely retained) */
 static int n_free_ids(struct llama_engine *e)
 {
@@ -983,13 +989,13 @@ static void step(struct llama_engine *e)
     bool recent = !lane && e->t_urgent_us && util_now_us() - e->t_urgent_us < URGENT_RECENT_US;
     int n_gen = 0;
     for (struct seq *s = e->seqs; s && recent; s = s->next)
-        n_gen += seq_live(s) && s->n_past >= s->n_prompt && s->n_toks - s->n_past == 1;
+        n_gen += seq_generating(s);
     /* decode every stride-th generating sequence per step, rotating */
     int stride = recent && n_gen > URGENT_ROWS ? (n_gen + URGENT_ROWS - 1) / URGENT_ROWS : 1;
     /* one decode token for every generating sequence */
     int k = 0;
     for (struct seq *s = e->seqs; s; s = s->next) {
-        if (!seq_live(s) || s->n_past < s->n_prompt || s->n_toks - s->n_past != 1) continue;
+        if (!seq_generating(s)) continue;
         if (stride > 1 && (k++ + e->st.n_steps) % (uint64_t)stride) continue;
         if (b->n_tokens < e->n_batch && (!lane || seq_urgent(e, s))) seq_feed(e, s, 1);
     }
@@ -1332,7 +1338,8 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
         rc = knob_int(ent ? json_object_get(ent, key) : NULL, what, lo, hi, dst, err, errlen); \
         if (rc < 0) return rc;                                                             \
     } while (0)
-    KNOB("n_parallel", 1, ENGINE_MAX_SEQ, &k->n_parallel);
+    /* ids beyond n_parallel: the latency lane's and the padding one */
+    KNOB("n_parallel", 1, ENGINE_MAX_SEQ - URGENT_EXTRA - 1, &k->n_parallel);
     KNOB("retain_max", 0, ENGINE_MAX_SEQ - 1, &k->retain_max);
     KNOB("n_batch", 16, 65536, &k->n_batch);
     KNOB("prefill_chunk", 1, 65536, &k->prefill_chunk);
@@ -1399,13 +1406,6 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
      * run; the KV budget (kv_size), not the number of ids, bounds them */
     if (k->retain_max < 0) k->retain_max = 64;
     if (!k->retain) k->retain_max = 0;
-    if (k->n_parallel > ENGINE_MAX_SEQ - URGENT_EXTRA - 1) {
-        snprintf(err, errlen, "llms.models[%zu].n_parallel: %lld is more than %d", idx,
-                 k->n_parallel, ENGINE_MAX_SEQ - URGENT_EXTRA - 1);
-        free(k->spill_dir);
-        k->spill_dir = NULL;
-        return AIOS_ECONFIG;
-    }
     if (k->n_parallel + URGENT_EXTRA + k->retain_max > ENGINE_MAX_SEQ - 1)
         k->retain_max = ENGINE_MAX_SEQ - 1 - URGENT_EXTRA - k->n_parallel; /* 1: padding */
     if (k->kv_size < 0) k->kv_size = (long long)n_ctx * 4;
