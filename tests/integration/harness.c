@@ -1,6 +1,8 @@
 /* Integration test harness; see harness.h. */
 #include "harness.h"
 
+#include "llm/testmodel.h"
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -197,4 +199,37 @@ void sse_result_free(struct sse_result *r)
     json_decref(r->usage);
     json_decref(r->error);
     memset(r, 0, sizeof *r);
+}
+
+int kf_start_tiny(struct tiny_kernel *t, const char *tag, const char *llms_extra)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/aios-%s-XXXXXX", tag);
+    if (!mkdtemp(t->dir)) return -1;
+    snprintf(t->model, sizeof t->model, "%s/tiny.gguf", t->dir);
+    snprintf(t->cfg, sizeof t->cfg, "%s/config.yaml", t->dir);
+    char err[256];
+    if (testmodel_create(t->model, TESTMODEL_SHAPE_TINY, 0, 1, err, sizeof err)) {
+        fprintf(stderr, "testmodel: %s\n", err);
+        return -1;
+    }
+    FILE *f = fopen(t->cfg, "w");
+    if (!f) return -1;
+    fprintf(f, "llms:\n"
+               "  models:\n"
+               "    - name: aios-tiny\n"
+               "      backend: llamacpp\n"
+               "      path: %s\n"
+               "      n_threads: 1\n%s", t->model, llms_extra ? llms_extra : "");
+    fclose(f);
+    const char *extra[] = {"--config", t->cfg, NULL};
+    t->kf = kf_start(extra);
+    return 0;
+}
+
+void kf_stop_tiny(struct tiny_kernel *t)
+{
+    kf_stop(t->kf);
+    unlink(t->cfg);
+    unlink(t->model);
+    rmdir(t->dir);
 }

@@ -21,6 +21,18 @@ struct kernel_fixture *kf_start(const char *const *extra);
 void kf_stop(struct kernel_fixture *kf);
 void kf_print_log(struct kernel_fixture *kf);
 
+/* A kernel on a fresh tiny test model of its own (model "aios-tiny", one
+ * thread: on a busy machine two threads spend most of their time waiting
+ * for each other), in a temporary directory named after tag; llms_extra
+ * (YAML, may be NULL) is appended to the config's llms: section.
+ * kf_stop_tiny() stops it and removes the model, config and directory. */
+struct tiny_kernel {
+    struct kernel_fixture *kf;
+    char dir[256], cfg[300], model[300];
+};
+int kf_start_tiny(struct tiny_kernel *t, const char *tag, const char *llms_extra);
+void kf_stop_tiny(struct tiny_kernel *t);
+
 const char *aios_bin(void);
 
 /* Request against the fixture; path like "/v1/models". Response JSON is

@@ -20,7 +20,6 @@
 #include "harness.h"
 
 #include "llm/schema.h"
-#include "llm/testmodel.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,48 +33,27 @@
 #include <unistd.h>
 
 static struct kernel_fixture *g_kf;
-static char g_dir[256], g_cfg[300], g_model[300];
+static struct tiny_kernel g_tk;
 
 static int group_setup(void **state)
 {
     (void)state;
-    /* the tiny model on one thread: on a busy machine two threads spend
-     * most of their time waiting for each other */
-    snprintf(g_dir, sizeof g_dir, "/tmp/aios-structured-XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    snprintf(g_model, sizeof g_model, "%s/tiny.gguf", g_dir);
-    snprintf(g_cfg, sizeof g_cfg, "%s/config.yaml", g_dir);
-    char err[256];
-    if (testmodel_create(g_model, TESTMODEL_SHAPE_TINY, 0, 1, err, sizeof err)) {
-        fprintf(stderr, "testmodel: %s\n", err);
+    /* small output limits keep the random model's constrained answers short */
+    if (kf_start_tiny(&g_tk, "structured",
+                      "  structured_output:\n"
+                      "    max_string_length: 6\n"
+                      "    max_items: 3\n"
+                      "    max_depth: 2\n"
+                      "    max_whitespace: 1\n"))
         return -1;
-    }
-    FILE *f = fopen(g_cfg, "w");
-    if (!f) return -1;
-    fprintf(f, "llms:\n"
-               "  models:\n"
-               "    - name: aios-tiny\n"
-               "      backend: llamacpp\n"
-               "      path: %s\n"
-               "      n_threads: 1\n"
-               "  structured_output:\n"
-               "    max_string_length: 6\n"
-               "    max_items: 3\n"
-               "    max_depth: 2\n"
-               "    max_whitespace: 1\n", g_model);
-    fclose(f);
-    const char *extra[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(extra);
+    g_kf = g_tk.kf;
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    kf_stop(g_kf);
-    unlink(g_cfg);
-    unlink(g_model);
-    rmdir(g_dir);
+    kf_stop_tiny(&g_tk);
     return 0;
 }
 
