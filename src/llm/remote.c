@@ -412,17 +412,23 @@ static void call_free(struct rcall *cl)
     free(cl);
 }
 
-/* end the call (the syscall is already final) and unlink it */
-static void call_end(struct remote_core *rc, struct rcall *cl, bool ok)
+/* Count a call's outcome: before its syscall is made final, so whoever
+ * the result wakes already sees it in the statistics. */
+static void call_count(struct remote_core *rc, bool ok)
+{
+    pthread_mutex_lock(&rc->stats_mu);
+    if (ok) rc->n_ok++;
+    else rc->n_err++;
+    pthread_mutex_unlock(&rc->stats_mu);
+}
+
+/* end the call (counted, and the syscall already final) and unlink it */
+static void call_end(struct remote_core *rc, struct rcall *cl)
 {
     struct rcall **pp = &rc->calls;
     while (*pp && *pp != cl) pp = &(*pp)->next;
     if (*pp) *pp = cl->next;
     rc->n_calls--;
-    pthread_mutex_lock(&rc->stats_mu);
-    if (ok) rc->n_ok++;
-    else rc->n_err++;
-    pthread_mutex_unlock(&rc->stats_mu);
     sched_done(rc->sched, cl->sc);
     call_free(cl);
 }
@@ -431,16 +437,18 @@ static void call_succeed(struct remote_core *rc, struct rcall *cl)
 {
     struct llm_res *res = calloc(1, sizeof *res);
     if (!res) {
+        call_count(rc, false);
         syscall_fail(cl->sc, AIOS_ENOMEM, 500, "out of memory");
-        call_end(rc, cl, false);
+        call_end(rc, cl);
         return;
     }
     struct remote_answer *a = &cl->ans;
     size_t before = a->len;
     if (remote_wire_finish(rc->bi->dialect, cl->sc->req, a)) {
         free(res);
+        call_count(rc, false);
         syscall_fail(cl->sc, AIOS_ENOMEM, 500, "out of memory");
-        call_end(rc, cl, false);
+        call_end(rc, cl);
         return;
     }
     /* text made from a forced tool's input was not streamed yet */
@@ -455,16 +463,18 @@ static void call_succeed(struct remote_core *rc, struct rcall *cl)
     a->len = a->cap = 0;
     if (!res->text) {
         llm_res_free(res);
+        call_count(rc, false);
         syscall_fail(cl->sc, AIOS_ENOMEM, 500, "out of memory");
-        call_end(rc, cl, false);
+        call_end(rc, cl);
         return;
     }
     res->finish_reason = a->finish_reason ? a->finish_reason : "stop";
     res->n_prompt = a->n_prompt;
     res->n_prompt_computed = a->n_prompt - a->n_cached;
     res->n_gen = a->n_gen + cl->n_gen_before;
+    call_count(rc, true);
     syscall_finish(cl->sc, res, llm_res_free);
-    call_end(rc, cl, true);
+    call_end(rc, cl);
 }
 
 /* Can a broken stream be continued from its text snapshot? Anthropic
@@ -665,8 +675,9 @@ static void call_done(struct remote_core *rc, struct rcall *cl, CURLcode cc)
     }
     LOG_WARN("remote", "model %s, call %llu failed: %s", rc->core.name,
              (unsigned long long)cl->sc->id, msg);
+    call_count(rc, false);
     syscall_fail(cl->sc, err, http, "model '%s': %s", rc->core.name, msg);
-    call_end(rc, cl, false);
+    call_end(rc, cl);
 }
 
 static void call_new(struct remote_core *rc, struct syscall *sc)
@@ -689,12 +700,13 @@ static void call_new(struct remote_core *rc, struct syscall *sc)
 
     char err[512] = "";
     if (rc->bi->key_required && !rc->reps[0].api_key) {
+        call_count(rc, false);
         syscall_fail(sc, AIOS_EPERM, 401,
                      "model '%s': no API key for backend %s. Set api_keys.%s in the config%s%s, "
                      "or api_key on the model entry", rc->core.name, rc->bi->name,
                      rc->bi->key_name, rc->bi->key_env ? " or the environment variable " : "",
                      rc->bi->key_env ? rc->bi->key_env : "");
-        call_end(rc, cl, false);
+        call_end(rc, cl);
         return;
     }
     struct remote_wire_opts o = wire_opts(rc, sc->stream);
@@ -702,16 +714,18 @@ static void call_new(struct remote_core *rc, struct syscall *sc)
     cl->body = b ? json_dumps(b, JSON_COMPACT) : NULL;
     json_decref(b);
     if (!cl->body) {
+        call_count(rc, false);
         syscall_fail(sc, err[0] && strcmp(err, "out of memory") ? AIOS_EINVAL : AIOS_ENOMEM,
                      err[0] && strcmp(err, "out of memory") ? 400 : 500, "%s",
                      err[0] ? err : "out of memory");
-        call_end(rc, cl, false);
+        call_end(rc, cl);
         return;
     }
     if (call_start_attempt(cl)) {
+        call_count(rc, false);
         syscall_fail(sc, AIOS_ENOMEM, 500, "model '%s': could not set up the transfer",
                      rc->core.name);
-        call_end(rc, cl, false);
+        call_end(rc, cl);
     }
 }
 
@@ -720,9 +734,10 @@ static void fail_all(struct remote_core *rc, int err, int http, const char *why)
     while (rc->calls) {
         struct rcall *cl = rc->calls;
         if (cl->easy) replica_release(rc, cl->rep);
+        call_count(rc, false);
         if (err == AIOS_ECANCELLED) syscall_fail(cl->sc, err, http, "%s", why);
         else syscall_fail(cl->sc, err, http, "model '%s': %s", rc->core.name, why);
-        call_end(rc, cl, false);
+        call_end(rc, cl);
     }
 }
 
@@ -745,14 +760,16 @@ static void *remote_main(void *arg)
             nx = cl->next;
             if (syscall_cancel_requested(cl->sc)) {
                 if (cl->easy) replica_release(rc, cl->rep);
+                call_count(rc, false);
                 syscall_fail(cl->sc, AIOS_ECANCELLED, 499, "the caller went away");
-                call_end(rc, cl, false);
+                call_end(rc, cl);
                 continue;
             }
             if (!cl->easy && cl->t_retry_us) {
                 if (cl->t_retry_us <= now && call_start_attempt(cl)) {
+                    call_count(rc, false);
                     syscall_fail(cl->sc, AIOS_ENOMEM, 500, "could not set up the transfer");
-                    call_end(rc, cl, false);
+                    call_end(rc, cl);
                 }
             }
         }
