@@ -46,7 +46,8 @@ enum {
     ST_UPDATE,
     ST_DELETE,
     ST_TOUCH,
-    ST_SEARCH,
+    ST_SCAN,
+    ST_IS_AGENT,
     ST_COUNT,
     ST_BEGIN,
     ST_COMMIT,
@@ -58,7 +59,6 @@ enum {
     ST_VEC_MISSING,
     ST_BM25_SOME,
     ST_GET_NID,
-    ST_SEARCH_IDS,
     ST__COUNT
 };
 
@@ -75,13 +75,10 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_DELETE] = "DELETE FROM notes WHERE agent=?1 AND id=?2",
     [ST_TOUCH] = "UPDATE notes SET retrieval_count=retrieval_count+1, last_accessed=?3 "
                  "WHERE agent=?1 AND id=?2",
-    /* FTS5 hands rows over in rank (BM25) order, so the join and the agent
-     * filter stop after the first k of this agent's notes */
-    [ST_SEARCH] = "SELECT n.id, n.content, n.keywords, n.tags, n.category, n.context, n.timestamp, "
-                  "n.last_accessed, n.links, n.retrieval_count, n.extra, f.rank, n.nid "
-                  "FROM notes_fts f JOIN notes n ON n.nid = f.rowid "
-                  "WHERE notes_fts MATCH ?2 AND f.rank MATCH 'aios_bm25()' AND n.agent = ?1 "
-                  "ORDER BY f.rank LIMIT ?3",
+    /* every match with its BM25 score, in row id order: scan_top() keeps
+     * the best k of the agent's (see there for why not ORDER BY rank) */
+    [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts) FROM notes_fts f WHERE notes_fts MATCH ?1",
+    [ST_IS_AGENT] = "SELECT 1 FROM notes WHERE nid=?1 AND agent=?2",
     [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -99,10 +96,6 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_BM25_SOME] = "SELECT f.rowid, f.rank FROM notes_fts f WHERE notes_fts MATCH ?1 "
                      "AND f.rank MATCH 'aios_bm25()' AND f.rowid IN (SELECT value FROM json_each(?2))",
     [ST_GET_NID] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2",
-    /* ST_SEARCH without the notes: row ids and BM25 only */
-    [ST_SEARCH_IDS] = "SELECT n.nid, f.rank FROM notes_fts f JOIN notes n ON n.nid = f.rowid "
-                      "WHERE notes_fts MATCH ?2 AND f.rank MATCH 'aios_bm25()' AND n.agent = ?1 "
-                      "ORDER BY f.rank LIMIT ?3",
 };
 
 static const char k_schema[] =
@@ -625,56 +618,113 @@ char *mem_fts_query(const char *text)
     return q;
 }
 
+/* ---- top k ----
+ * The best k of an agent's notes for an FTS query, exactly as ORDER BY
+ * rank would give them, but without FTS5's sort: for ORDER BY rank FTS5
+ * scores and sorts every match (no LIMIT reaches its sorter), and a query
+ * of common words matches ~10k of 100k notes, so the sort was most of a
+ * retrieval's tail (docs/performance.md, issue 6). Instead every match is
+ * scored in row id order and a min-heap keeps the best k. Which agent a
+ * row belongs to is asked (one primary-key lookup) only of rows that would
+ * enter the heap, which for scores in no relation to row ids is about
+ * k * ln(matches / k) rows, not every match (joining every match with
+ * notes cost 12 ms at 10k matches). Ties go to the lower row id, the
+ * older note. */
+
+/* a before b in the result: higher score, then the older row */
+static bool hit_better(const struct mem_hit *a, const struct mem_hit *b)
+{
+    return a->score > b->score || (a->score == b->score && a->nid < b->nid);
+}
+
+/* h[0..n) is a heap with the worst hit at the root */
+static void heap_sift_down(struct mem_hit *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t w = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && hit_better(&h[w], &h[l])) w = l;
+        if (r < n && hit_better(&h[w], &h[r])) w = r;
+        if (w == i) return;
+        struct mem_hit t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+static void heap_sift_up(struct mem_hit *h, size_t i)
+{
+    while (i > 0 && hit_better(&h[(i - 1) / 2], &h[i])) {
+        struct mem_hit t = h[i];
+        h[i] = h[(i - 1) / 2];
+        h[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+}
+
+static int hit_cmp_best_first(const void *a, const void *b)
+{
+    return hit_better(a, b) ? -1 : hit_better(b, a) ? 1 : 0;
+}
+
+/* out[0..k): the agent's best hits, best first (nid, score and bm25 set) */
+static int scan_top(struct mem_conn *c, const char *agent, const char *q, size_t k,
+                    struct mem_hit *out, size_t *n_out)
+{
+    sqlite3_stmt *st = c->st[ST_SCAN], *own = c->st[ST_IS_AGENT];
+    sqlite3_bind_text(st, 1, q, -1, SQLITE_STATIC);
+    sqlite3_bind_text(own, 2, agent, -1, SQLITE_STATIC);
+    size_t n = 0;
+    int rc = 0, r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        struct mem_hit cand = {.nid = sqlite3_column_int64(st, 0), .score = -sqlite3_column_double(st, 1)};
+        if (n == k && !hit_better(&cand, &out[0])) continue;
+        sqlite3_bind_int64(own, 1, cand.nid);
+        int ro = sqlite3_step(own);
+        sqlite3_reset(own);
+        if (ro == SQLITE_DONE) continue; /* another agent's note */
+        if (ro != SQLITE_ROW) {
+            rc = sql_fail(c, "search notes");
+            break;
+        }
+        cand.bm25 = cand.score;
+        if (n < k) {
+            out[n] = cand;
+            heap_sift_up(out, n++);
+        } else {
+            out[0] = cand;
+            heap_sift_down(out, n, 0);
+        }
+    }
+    if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "search notes");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    sqlite3_clear_bindings(own);
+    qsort(out, n, sizeof *out, hit_cmp_best_first);
+    *n_out = rc ? 0 : n;
+    return rc;
+}
+
 int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
                      struct mem_hit **hits, size_t *n_hits)
 {
     *hits = NULL;
     *n_hits = 0;
-    char *q = mem_fts_query(text);
-    if (!q) return AIOS_ENOMEM;
-    if (!q[0] || k <= 0) {
-        free(q);
-        return 0;
-    }
-    struct mem_hit *h = calloc((size_t)k, sizeof *h);
-    if (!h) {
-        free(q);
-        return AIOS_ENOMEM;
-    }
-    struct mem_conn *c = conn_take(s);
-    if (!c) {
-        free(q);
-        free(h);
-        return AIOS_EIO;
-    }
-    sqlite3_stmt *st = c->st[ST_SEARCH];
-    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, k);
-    int rc = 0, r;
+    struct mem_hit *h = k > 0 ? calloc((size_t)k, sizeof *h) : NULL;
+    if (k > 0 && !h) return AIOS_ENOMEM;
     size_t n = 0;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)k) {
-        h[n].note = row_note(st);
-        if (!h[n].note) {
-            rc = AIOS_ENOMEM;
-            break;
-        }
-        h[n].score = -sqlite3_column_double(st, 11);
-        h[n].bm25 = h[n].score;
-        h[n].nid = sqlite3_column_int64(st, 12);
-        n++;
-    }
-    if (!rc && r != SQLITE_ROW && r != SQLITE_DONE) rc = sql_fail(c, "search notes");
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    conn_give(s, c);
-    free(q);
+    int rc = mem_store_search_ids(s, agent, text, k, h, &n);
+    if (!rc) rc = mem_store_get_nids(s, agent, h, n);
     if (rc) {
         mem_hits_free(h, n);
         return rc;
     }
+    /* a note removed between the scan and the read is left out */
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (h[i].note) h[kept++] = h[i];
     *hits = h;
-    *n_hits = n;
+    *n_hits = kept;
     return 0;
 }
 
@@ -822,23 +872,9 @@ int mem_store_search_ids(struct mem_store *s, const char *agent, const char *tex
         free(q);
         return AIOS_EIO;
     }
-    sqlite3_stmt *st = c->st[ST_SEARCH_IDS];
-    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, k);
-    size_t n = 0;
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)k) {
-        out[n] = (struct mem_hit){.nid = sqlite3_column_int64(st, 0)};
-        out[n].bm25 = -sqlite3_column_double(st, 1);
-        n++;
-    }
-    int rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : sql_fail(c, "search notes");
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    int rc = scan_top(c, agent, q, (size_t)k, out, n_out);
     conn_give(s, c);
     free(q);
-    *n_out = n;
     return rc;
 }
 

@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -275,6 +276,95 @@ static void get(struct mem_manager *m, const char *agent, const char *id)
     json_t *r = exec_ok(m, agent, "get_memory", p);
     assert_string_equal(json_string_value(json_object_get(r, "content")), want);
     json_decref(r);
+}
+
+/* The store's top k (a scan with a bounded heap, mem_store.c) against
+ * BM25 computed here from the corpus itself: 3 agents' notes interleaved,
+ * words repeated (term frequency 1 to 3), queries of 1 to 4 words, k from
+ * 1 to more than the matches. Same notes, same order (ties: older note
+ * first), same scores. */
+#define REF_WORDS 24
+#define REF_NOTES 900
+static unsigned ref_rand(unsigned *x)
+{
+    *x = *x * 1103515245u + 12345u;
+    return (*x >> 16) & 0x7fff;
+}
+
+static void test_store_topk_matches_reference(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct mem_store *s = NULL;
+    assert_int_equal(mem_store_open(&s, path_in("topk.db"), false, err, sizeof err), 0);
+    static int tf[REF_NOTES][REF_WORDS]; /* occurrences of word w in note i */
+    int df[REF_WORDS] = {0};
+    unsigned seed = 7;
+    char text[512], id[16];
+    for (int i = 0; i < REF_NOTES; i++) {
+        size_t o = 0;
+        int words = 1 + (int)(ref_rand(&seed) % 6);
+        for (int j = 0; j < words; j++) {
+            /* skewed: low word numbers are common */
+            int w = (int)(ref_rand(&seed) % REF_WORDS);
+            w = (int)(ref_rand(&seed) % (unsigned)(w + 1));
+            int rep = 1 + (int)(ref_rand(&seed) % 3);
+            for (int r = 0; r < rep; r++) o += (size_t)snprintf(text + o, sizeof text - o, "w%dx ", w);
+            if (!tf[i][w]) df[w]++;
+            tf[i][w] += rep;
+        }
+        snprintf(id, sizeof id, "n%d", i);
+        struct mem_note *n = mk(id, text);
+        assert_int_equal(mem_store_insert(s, (const char *[]){"a", "b", "c"}[i % 3], n), 0);
+        mem_note_free(n);
+    }
+    double idf[REF_WORDS];
+    for (int w = 0; w < REF_WORDS; w++) {
+        double v = log((REF_NOTES - df[w] + 0.5) / (df[w] + 0.5));
+        idf[w] = v > 1e-6 ? v : 1e-6;
+    }
+    for (int qi = 0; qi < 60; qi++) {
+        int qw[4], nq = 1 + qi % 4;
+        size_t o = 0;
+        for (int j = 0; j < nq; j++) {
+            qw[j] = (int)(ref_rand(&seed) % REF_WORDS);
+            for (int t = 0; t < j; t++)
+                if (qw[t] == qw[j]) qw[j] = (qw[j] + 1) % REF_WORDS, t = -1;
+            o += (size_t)snprintf(text + o, sizeof text - o, "w%dx ", qw[j]);
+        }
+        const char *agent = (const char *[]){"a", "b", "c"}[qi % 3];
+        int k = (int[]){1, 5, 20, 400}[qi % 4];
+        /* the reference: every note of the agent that matches, by score,
+         * then by insertion order */
+        int ref[REF_NOTES / 3 + 1], nref = 0;
+        double score[REF_NOTES] = {0};
+        for (int i = qi % 3; i < REF_NOTES; i += 3) {
+            for (int j = 0; j < nq; j++) {
+                int f = tf[i][qw[j]];
+                if (f) score[i] += idf[qw[j]] * (f * 2.2) / (f + 1.2);
+            }
+            if (score[i] <= 0) continue;
+            int at = nref++;
+            while (at > 0 && score[ref[at - 1]] < score[i] - 1e-9) {
+                ref[at] = ref[at - 1];
+                at--;
+            }
+            ref[at] = i;
+        }
+        struct mem_hit *h = NULL;
+        size_t nh = 0;
+        assert_int_equal(mem_store_search(s, agent, text, k, &h, &nh), 0);
+        assert_int_equal(nh, nref < k ? nref : k);
+        for (size_t i = 0; i < nh; i++) {
+            snprintf(id, sizeof id, "n%d", ref[i]);
+            /* equal scores in the reference may differ in the last bits */
+            if (strcmp(h[i].note->id, id) != 0)
+                assert_true(fabs(score[atoi(h[i].note->id + 1)] - score[ref[i]]) < 1e-9);
+            assert_true(fabs(h[i].score - score[ref[i]]) < 1e-9);
+        }
+        mem_hits_free(h, nh);
+    }
+    mem_store_close(s);
 }
 
 static void test_eviction_order_and_fault_back(void **state)
@@ -564,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_fts_query),
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_store_search_ranking_and_scope),
+        cmocka_unit_test(test_store_topk_matches_reference),
         cmocka_unit_test(test_eviction_order_and_fault_back),
         cmocka_unit_test(test_note_larger_than_quota),
         cmocka_unit_test(test_namespaces_and_retrieval),
