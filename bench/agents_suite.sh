@@ -5,10 +5,13 @@
 #   1. 8 agents x 4 turns: aios concurrent, aios sequential, llama-server -np 8
 #   2. 32 agents x 4 turns: aios concurrent, aios sequential, llama-server -np 32
 #   3. an interactive agent (priority 10, one call a second) beside 16 agents
+#   1x/2x. 1 and 2 for aios again with the engine's batch_invariant off (the
+#      guarantee llama-server does not give either; faster prefill)
 #   4. the ideal time of each aios workload from the engine's own measured
 #      prefill and decode rates (bench_engine ideal)
 # Usage: bench/agents_suite.sh [MODEL.gguf] [OUT_DIR]
-# Env: SKIP="server32 ..." skips parts by name (8c 8s 8srv 32c 32s server32 inter ideal);
+# Env: SKIP="server32 ..." skips parts by name (8c 8s 8srv 8cx 8sx 32c 32s server32
+#      32cx 32sx inter ideal);
 #      THREADS (2), SLOTS (aios n_parallel; default: the engine's own, 8).
 set -eu
 MODEL=${1:-/tmp/q05.gguf}
@@ -38,13 +41,17 @@ run() { # name, args...
 run 8c --kernel "$MODEL" --policy fair $SL --agents 8 $WL
 run 8s --kernel "$MODEL" --policy fifo $SL --sequential --agents 8 $WL
 run 8srv --llama-server "$MODEL" --slots 8 --agents 8 $WL
+run 8cx --kernel "$MODEL" --policy fair $SL --agents 8 $WL --batch-invariant off
+run 8sx --kernel "$MODEL" --policy fifo $SL --sequential --agents 8 $WL --batch-invariant off
 run 32c --kernel "$MODEL" --policy fair $SL --agents 32 $WL
 run 32s --kernel "$MODEL" --policy fifo $SL --sequential --agents 32 $WL
 run server32 --llama-server "$MODEL" --slots 32 --agents 32 $WL
+run 32cx --kernel "$MODEL" --policy fair $SL --agents 32 $WL --batch-invariant off
+run 32sx --kernel "$MODEL" --policy fifo $SL --sequential --agents 32 $WL --batch-invariant off
 run inter --kernel "$MODEL" --policy fair $SL --agents 16 --interactive-ms 1000 $WL
 
 if ! skip ideal; then
-    for name in 8c 8s 32c 32s; do
+    for name in 8c 8s 8cx 8sx 32c 32s 32cx 32sx; do
         [ -s "$OUT/$name.json" ] || continue
         python3 - "$OUT/$name.json" "${SLOTS:-8}" >"$OUT/$name.ideal-args" <<'EOF'
 import json, sys
@@ -54,9 +61,10 @@ b = 1 if j["mode"] == "sequential" else min(w["agents"], int(sys.argv[2]))
 print(j["tokens"]["prompt_computed"], w["agents"] * w["turns"], w["gen"], b)
 EOF
         set -- $(cat "$OUT/$name.ideal-args")
+        case $name in *x) BIA="--batch-invariant off" ;; *) BIA="" ;; esac
         echo "== ideal $name: P=$1 calls=$2 gen=$3 batch=$4" >&2
         "$ENGINE" ideal "$MODEL" --threads "$THREADS" --prompt-computed "$1" --calls "$2" \
-            --gen "$3" --batch "$4" --ctx 1000 >"$OUT/$name.ideal" 2>/dev/null || true
+            --gen "$3" --batch "$4" --ctx 1000 $BIA >"$OUT/$name.ideal" 2>/dev/null || true
     done
 fi
 
@@ -78,8 +86,13 @@ def ideal(n):
 print("| run | window (UTC), load | makespan s | call p50 / p95 s | Jain | prompt computed / sent | ideal s | makespan / ideal |")
 print("|---|---|---:|---|---:|---|---:|---:|")
 rows = [("8c", "aios fair, 8 agents concurrent"), ("8s", "aios fifo, 8 agents sequential"),
-        ("8srv", "llama-server -np 8, 8 agents"), ("32c", "aios fair, 32 agents concurrent"),
+        ("8srv", "llama-server -np 8, 8 agents"),
+        ("8cx", "aios fair, 8 agents concurrent, batch_invariant off"),
+        ("8sx", "aios fifo, 8 agents sequential, batch_invariant off"),
+        ("32c", "aios fair, 32 agents concurrent"),
         ("32s", "aios fifo, 32 agents sequential"), ("server32", "llama-server -np 32, 32 agents"),
+        ("32cx", "aios fair, 32 agents concurrent, batch_invariant off"),
+        ("32sx", "aios fifo, 32 agents sequential, batch_invariant off"),
         ("inter", "aios fair, 16 agents + interactive")]
 res = {}
 for n, label in rows:
@@ -97,10 +110,16 @@ def ratio(a, b, what):
 print()
 ratio("8c", "8srv", "8 agents, aios / llama-server (target <= 0.5)")
 ratio("8c", "8s", "8 agents, aios concurrent / sequential (target <= 0.6)")
+ratio("8cx", "8srv", "8 agents, batch_invariant off, aios / llama-server (target <= 0.5)")
+ratio("8cx", "8sx", "8 agents, batch_invariant off, aios concurrent / sequential (target <= 0.6)")
 ratio("32c", "server32", "32 agents, aios / llama-server")
 ratio("32c", "32s", "32 agents, aios concurrent / sequential")
+ratio("32cx", "server32", "32 agents, batch_invariant off, aios / llama-server")
+ratio("32cx", "32sx", "32 agents, batch_invariant off, aios concurrent / sequential")
 i8c, i8s = ideal("8c"), ideal("8s")
 if i8c and i8s: print("- 8 agents, ideal concurrent / ideal sequential: %.2fx (the best any scheduler can do with these rates)" % (i8c / i8s))
+i8c, i8s = ideal("8cx"), ideal("8sx")
+if i8c and i8s: print("- 8 agents, batch_invariant off, ideal concurrent / ideal sequential: %.2fx" % (i8c / i8s))
 j = load("inter")
 if j and "interactive" in j:
     x = j["interactive"]

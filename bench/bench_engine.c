@@ -15,7 +15,7 @@
  *     sharing against the same engine with sharing off: prompt tokens
  *     computed and wall time.
  *   bench_engine ideal [MODEL] [--threads T] --prompt-computed P --calls C --gen G
- *                      [--batch B] [--ctx L] [--own-prompts]
+ *                      [--batch B] [--ctx L] [--own-prompts] [--batch-invariant on|off]
  *     the ideal time of a workload (aios bench agents prints P, C and G):
  *     P prompt tokens at the engine's measured prefill rate, plus C calls
  *     of G generated tokens decoded B at a time at the engine's measured
@@ -425,7 +425,12 @@ static int bench_ideal(int argc, char **argv)
         else if (!strcmp(argv[i], "--ctx")) L = atoi(argv[++i]);
     }
     bool own_prompts = false; /* --own-prompts: no shared prefix between the B sequences */
-    for (int i = 0; i < argc; i++) own_prompts |= !strcmp(argv[i], "--own-prompts");
+    const char *bi = ""; /* --batch-invariant off: the engine knob, as the workload ran */
+    for (int i = 0; i < argc; i++) {
+        own_prompts |= !strcmp(argv[i], "--own-prompts");
+        if (!strcmp(argv[i], "--batch-invariant") && i + 1 < argc)
+            bi = strcmp(argv[++i], "off") ? "" : "      batch_invariant: false\n";
+    }
     if (P < 0 || C < 1 || G < 2 || B < 1 || B > 64 || L < 64 || L > 3000) {
         fprintf(stderr, "ideal: need --prompt-computed P --calls C --gen G (>= 2) "
                         "[--batch 1..64] [--ctx 64..3000]\n");
@@ -433,7 +438,9 @@ static int bench_ideal(int argc, char **argv)
     }
     /* prefill rate: one 1024-token prompt, alone */
     struct eng t;
-    if (eng_open(&t, 1, 8192, "      retain: false\n")) return 1;
+    char extra[128];
+    snprintf(extra, sizeof extra, "      retain: false\n%s", bi);
+    if (eng_open(&t, 1, 8192, extra)) return 1;
     int32_t *p = malloc(sizeof *p * 1024);
     prompt_tokens(p, 1024, 7);
     struct syscall *sc[64];
@@ -447,7 +454,7 @@ static int bench_ideal(int argc, char **argv)
     if (t_pre <= 0) return 1;
     double pre_rate = 1024.0 / t_pre;
     /* decode step time: B sequences of L tokens (a shared prefix, 32 own) */
-    if (eng_open(&t, B, 16384, NULL)) return 1;
+    if (eng_open(&t, B, 16384, bi)) return 1;
     p = malloc(sizeof *p * (size_t)L);
     for (int i = 0; i < B; i++) {
         prompt_tokens(p, L, own_prompts ? 100 + i : 0);
@@ -458,23 +465,30 @@ static int bench_ideal(int argc, char **argv)
     }
     eng_go(&t);
     wait_all(sc, B);
-    int64_t tmax = 0;
-    int gmin = G;
+    /* A call's decode window runs from its first token to its last. The
+     * first call admitted starts decoding while the others still prefill
+     * (with a shared prefix they wait for its cells), so its window holds
+     * their prefill steps too; the last call to start decodes in steps
+     * where all B decode. The step time is therefore the shortest window
+     * per token, and the longest is printed beside it. */
+    double step = 0, step_max = 0;
     for (int i = 0; i < B; i++) {
         struct llm_res *r = sc[i]->res;
-        if (r && r->t_decode_us > tmax) tmax = r->t_decode_us;
-        if (!r || r->n_gen < gmin) gmin = r ? r->n_gen : 0;
+        double st = r && r->n_gen >= 2 && r->t_decode_us > 0
+                        ? (double)r->t_decode_us / 1e6 / (r->n_gen - 1) : 0;
+        if (st <= 0) step = -1;
+        if (step >= 0 && (step == 0 || st < step)) step = st;
+        if (st > step_max) step_max = st;
         syscall_unref(sc[i]);
     }
     eng_close(&t);
     free(p);
-    if (gmin < 2 || tmax <= 0) return 1;
-    double step = (double)tmax / 1e6 / (gmin - 1);
+    if (step <= 0) return 1;
     double steps = (double)C * G / B;
     double t_ideal = (double)P / pre_rate + steps * step;
     printf("ideal, %s, %d threads: prefill %.1f tokens/s (1024-token prompt); decode step %.1f ms "
-           "at %d sequences of %d tokens (%.1f tokens/s)\n", g_model, g_threads, pre_rate,
-           step * 1e3, B, L, B / step);
+           "at %d sequences of %d tokens (%.1f tokens/s; first call's window %.1f ms per token)\n",
+           g_model, g_threads, pre_rate, step * 1e3, B, L, B / step, step_max * 1e3);
     printf("workload: %ld prompt tokens to compute, %ld calls x %d tokens, %d at a time\n", P, C,
            G, B);
     printf("ideal_s %.2f (prefill %.2f + decode %.2f)\n", t_ideal, (double)P / pre_rate,

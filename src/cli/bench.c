@@ -50,6 +50,7 @@
 struct bench_opts {
     const char *kernel_model, *server_model, *url, *model, *policy, *server_bin, *out_dir;
     const char *kv_type; /* engine kv_type (--kernel) */
+    const char *batch_invariant; /* engine batch_invariant, "true"/"false" (--kernel) */
     int threads, ctx, slots, kv_size;
     bool slots_set;
     int n_agents, n_turns, sys_words, task_words, obs_words, gen, tool_ms;
@@ -429,7 +430,7 @@ static void usage_bench(FILE *f)
             "target (one of):\n"
             "  --kernel MODEL.gguf     start `aios serve` on it [--policy fifo|rr|fair] [--threads N]\n"
             "                          [--ctx N per sequence] [--slots N (n_parallel)] [--kv-size N]\n"
-            "                          [--kv-type auto|f16|q8_0]\n"
+            "                          [--kv-type auto|f16|q8_0] [--batch-invariant on|off]\n"
             "  --llama-server MODEL.gguf  start llama.cpp's llama-server on it [--server-bin PATH]\n"
             "                          [--slots N (default: agents)] [--threads N] [--ctx N per slot]\n"
             "  --url URL               any OpenAI-compatible server [--model NAME]\n"
@@ -475,6 +476,13 @@ static int bench_agents(int argc, char **argv)
         else if (!strcmp(a, "--model")) o.model = v;
         else if (!strcmp(a, "--policy")) o.policy = v;
         else if (!strcmp(a, "--kv-type")) o.kv_type = v;
+        else if (!strcmp(a, "--batch-invariant")) {
+            if (strcmp(v, "on") && strcmp(v, "off")) {
+                fprintf(stderr, "aios bench agents: --batch-invariant takes on or off, not '%s'\n", v);
+                return 2;
+            }
+            o.batch_invariant = strcmp(v, "on") ? "false" : "true";
+        }
         else if (!strcmp(a, "--out-dir")) o.out_dir = v;
         else if (!strcmp(a, "--threads")) iv = &o.threads, lo = 1, hi = 256;
         else if (!strcmp(a, "--ctx")) iv = &o.ctx, lo = 256;
@@ -555,6 +563,7 @@ static int bench_agents(int argc, char **argv)
         if (o.slots_set) fprintf(f, "      n_parallel: %d\n", o.slots);
         if (o.kv_size) fprintf(f, "      kv_size: %d\n", o.kv_size);
         if (o.kv_type) fprintf(f, "      kv_type: \"%s\"\n", o.kv_type);
+        if (o.batch_invariant) fprintf(f, "      batch_invariant: %s\n", o.batch_invariant);
         fprintf(f, "scheduler:\n  policy: %s\n", o.policy);
         fclose(f);
         free(abs);
