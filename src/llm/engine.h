@@ -19,6 +19,7 @@ struct llm_engine_stats {
     int n_retained;  /* finished conversations kept in the KV cache */
     /* totals */
     uint64_t n_steps, n_calls;
+    uint64_t n_split_steps;      /* steps whose decode rows ran apart from prefill (step()) */
     uint64_t n_tokens_prefilled; /* prompt tokens computed */
     uint64_t n_tokens_reused;    /* prompt tokens taken from the cache */
     uint64_t n_tokens_generated;

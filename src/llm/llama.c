@@ -19,7 +19,9 @@
  *   4. one llama_batch: first one decode token for every generating
  *      sequence, then prefill chunks (at most prefill_chunk tokens per
  *      sequence, n_batch in all) of sequences still reading their prompt;
- *      one llama_decode;
+ *      one llama_decode (two or more when micro-batches can reach 64 rows,
+ *      batch_invariant off: the decode rows, at most 63 per call, apart
+ *      from the prefill rows; see step());
  *   5. sample each sequence that got logits with its own sampler chain,
  *      stream the text, finish sequences that are done.
  * If llama_decode finds no room in the KV cache, retained conversations are
@@ -343,6 +345,7 @@ struct seq {
     struct llm_res *res;
     int max_new;
     int i_out, n_feed; /* this step: batch index of its logits (-1: none), tokens fed */
+    int i_feed;        /* this step: batch index of its first token fed */
     struct ctx_snap *snap;
     int hold_steps;          /* switched out: steps to stay out */
     bool hold_for_room;      /* switched out for lack of KV room */
@@ -794,6 +797,7 @@ static void seq_feed(struct llama_engine *e, struct seq *s, int n)
 {
     struct llama_batch *b = &e->batch;
     bool last = s->n_past + n == s->n_toks;
+    s->i_feed = b->n_tokens;
     for (int k = 0; k < n; k++)
         batch_add(b, s->toks[s->n_past + k], s->n_past + k, s->id, last && k == n - 1);
     s->n_feed = n;
@@ -970,6 +974,19 @@ static void publish_stats(struct llama_engine *e)
     pthread_mutex_unlock(&e->stats_mu);
 }
 
+/* rows [lo, hi) of the step's batch, as one llama_decode */
+static int decode_rows(struct llama_engine *e, int lo, int hi)
+{
+    struct llama_batch v = e->batch;
+    v.n_tokens = hi - lo;
+    v.token += lo;
+    v.pos += lo;
+    v.n_seq_id += lo;
+    v.seq_id += lo;
+    v.logits += lo;
+    return llama_decode(e->ctx, v);
+}
+
 static void step(struct llama_engine *e)
 {
     /* cancelled calls free their sequence now */
@@ -999,6 +1016,7 @@ static void step(struct llama_engine *e)
         if (stride > 1 && (k++ + e->st.n_steps) % (uint64_t)stride) continue;
         if (b->n_tokens < e->n_batch && (!lane || seq_urgent(e, s))) seq_feed(e, s, 1);
     }
+    int n_dec = b->n_tokens; /* rows [0, n_dec) decode, the rest prefill */
     /* then prefill chunks, oldest first (urgent ones first, uncut) */
     int limit = e->n_batch;
     if (recent && b->n_tokens + e->urgent_chunk < limit) limit = b->n_tokens + e->urgent_chunk;
@@ -1025,38 +1043,62 @@ static void step(struct llama_engine *e)
         padded = true;
     }
 
-    int rc = llama_decode(e->ctx, *b);
-    if (padded) llama_memory_seq_rm(mem(e), e->pad_seq, -1, -1);
+    /* Where ggml's tiled flash attention can run (micro-batches of 64
+     * rows or more, batch_invariant off), decode rows do not share a
+     * micro-batch with prefill: a tile of query rows skips a tile of
+     * cells only where it is masked for every row, and the decode rows of
+     * many sequences mask almost nothing, so such a step computed dense
+     * attention over the whole cache (32 agents: about 10k cells; steps of
+     * 7 decode rows and a 58-token chunk took 0.78 s against 0.1 s + 0.3 s
+     * apart, docs/performance.md). They decode first, at most 63 rows per
+     * call (the per-row kernel, which skips masked cells one by one), then
+     * the prefill rows in one call. */
+    int cut[ENGINE_MAX_SEQ / 63 + 3], n_cut = 0;
+    if (!padded && e->n_ubatch > 63 && n_dec > 0 && b->n_tokens > 63)
+        for (int i = 63; i < n_dec; i += 63) cut[n_cut++] = i;
+    if (!padded && e->n_ubatch > 63 && n_dec > 0 && n_dec < b->n_tokens && b->n_tokens > 63)
+        cut[n_cut++] = n_dec;
+    cut[n_cut++] = b->n_tokens;
     e->st.n_steps++;
-    if (rc == 1) {
-        /* no KV room: nothing was applied; free some and rebuild the step */
-        for (struct seq *s = e->seqs; s; s = s->next) s->n_feed = 0, s->i_out = -1;
-        if (!make_room(e)) {
+    if (n_cut > 1) e->st.n_split_steps++;
+    for (int c = 0, lo = 0; c < n_cut; lo = cut[c++]) {
+        int rc = decode_rows(e, lo, cut[c]);
+        if (padded) llama_memory_seq_rm(mem(e), e->pad_seq, -1, -1);
+        if (rc == 1) {
+            /* no KV room: nothing of this call was applied (earlier calls
+             * were); free some and rebuild the rest next step */
+            for (struct seq *s = e->seqs; s; s = s->next)
+                if (s->n_feed && s->i_feed >= lo) s->n_feed = 0, s->i_out = -1;
+            if (!make_room(e)) {
+                for (struct seq *s = e->seqs, *nx; s; s = nx) {
+                    nx = s->next;
+                    if (seq_live(s) && !(s->n_feed && s->i_feed < lo))
+                        seq_fail(e, s, AIOS_ETOOBIG, 500,
+                                 "the KV cache is full (kv_size is too small for this call)");
+                }
+            }
+            return;
+        }
+        if (rc != 0) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "llama_decode failed (%d)", rc);
             for (struct seq *s = e->seqs, *nx; s; s = nx) {
                 nx = s->next;
-                if (seq_live(s))
-                    seq_fail(e, s, AIOS_ETOOBIG, 500,
-                             "the KV cache is full (kv_size is too small for this call)");
+                if (s->n_feed && s->i_feed >= lo) seq_fail(e, s, AIOS_EENGINE, 500, msg);
             }
+            return;
         }
-        return;
-    }
-    if (rc != 0) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "llama_decode failed (%d)", rc);
         for (struct seq *s = e->seqs, *nx; s; s = nx) {
             nx = s->next;
-            if (s->n_feed) seq_fail(e, s, AIOS_EENGINE, 500, msg);
+            if (!s->n_feed || s->i_feed < lo || s->i_feed >= cut[c]) continue;
+            bool prompt = s->n_past < s->n_prompt;
+            s->n_past += s->n_feed;
+            if (prompt) e->st.n_tokens_prefilled += (uint64_t)s->n_feed;
+            if (s->i_out >= 0) {
+                s->i_out -= lo; /* an index into this call's outputs */
+                seq_sample(e, s);
+            }
         }
-        return;
-    }
-    for (struct seq *s = e->seqs, *nx; s; s = nx) {
-        nx = s->next;
-        if (!s->n_feed) continue;
-        bool prompt = s->n_past < s->n_prompt;
-        s->n_past += s->n_feed;
-        if (prompt) e->st.n_tokens_prefilled += (uint64_t)s->n_feed;
-        if (s->i_out >= 0) seq_sample(e, s);
     }
 }
 
@@ -1234,6 +1276,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "switched_out", json_integer(st.n_swapped));
     json_object_set_new(en, "retained", json_integer(st.n_retained));
     json_object_set_new(en, "steps", json_integer((json_int_t)st.n_steps));
+    json_object_set_new(en, "split_steps", json_integer((json_int_t)st.n_split_steps));
     json_object_set_new(en, "calls", json_integer((json_int_t)st.n_calls));
     json_object_set_new(en, "prompt_tokens_computed", json_integer((json_int_t)st.n_tokens_prefilled));
     json_object_set_new(en, "prompt_tokens_reused", json_integer((json_int_t)st.n_tokens_reused));

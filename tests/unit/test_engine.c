@@ -47,7 +47,9 @@ struct eng {
     struct llm_core *core;
 };
 
-static void eng_open_ctx(struct eng *t, int n_ctx, const char *knobs, const char *extra_top)
+/* the engine thread starts with start true; otherwise eng_start() starts it
+ * (calls submitted before are then admitted together, in one order) */
+static void eng_create(struct eng *t, int n_ctx, const char *knobs, const char *extra_top, bool start)
 {
     char yaml[2048], err[512] = "";
     snprintf(yaml, sizeof yaml,
@@ -58,7 +60,14 @@ static void eng_open_ctx(struct eng *t, int n_ctx, const char *knobs, const char
     int rc = llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err);
     if (rc) fail_msg("llm_llama_create: %s", err);
     assert_int_equal(sched_create(&t->sched, NULL), 0);
-    assert_int_equal(t->core->ops->start(t->core, t->sched), 0);
+    if (start) assert_int_equal(t->core->ops->start(t->core, t->sched), 0);
+}
+
+static void eng_start(struct eng *t) { assert_int_equal(t->core->ops->start(t->core, t->sched), 0); }
+
+static void eng_open_ctx(struct eng *t, int n_ctx, const char *knobs, const char *extra_top)
+{
+    eng_create(t, n_ctx, knobs, extra_top, true);
 }
 
 static void eng_open(struct eng *t, const char *knobs, const char *extra_top)
@@ -262,9 +271,12 @@ static void test_preempt_identical(void **state)
     free(got);
     eng_close(&t);
 
-    /* and several sequences preempted while batched together */
-    eng_open(&t, "      retain: false\n      debug_preempt_every_tokens: 3\n      n_parallel: 4\n",
-             NULL);
+    /* and several sequences preempted while batched together; all six are
+     * queued before the engine starts, so where their KV cells land does
+     * not depend on thread timing (flash attention sums a sequence's
+     * cells in cell order, see docs/architecture.md) */
+    eng_create(&t, 2048, "      retain: false\n      debug_preempt_every_tokens: 3\n      n_parallel: 4\n",
+               NULL, false);
     struct syscall *sc[6];
     char *alone[6];
     for (int i = 0; i < 6; i++) {
@@ -272,6 +284,7 @@ static void test_preempt_identical(void **state)
                                .max_tokens = 20};
         sc[i] = submit(&t, &oi);
     }
+    eng_start(&t);
     for (int i = 0; i < 6; i++) alone[i] = strdup(run(sc[i])->text);
     eng_close(&t);
     eng_open(&t, "      retain: false\n      n_parallel: 1\n", NULL);
@@ -464,6 +477,74 @@ static void test_latency_lane(void **state)
     }
     free(ref[0]);
     free(ref[1]);
+}
+
+/* batch_invariant off (micro-batches past 64 rows, ggml's tiled flash
+ * attention for them): when a long prompt arrives while three calls
+ * decode, their decode rows run in a call of their own (step() splits the
+ * step), so they are computed as they would be without the newcomer:
+ * their texts equal those of the same three calls run without it, and the
+ * newcomer's text equals its own solo run (this checks the split's
+ * bookkeeping: which call's logits each sample reads). Without the split
+ * the decode rows share a micro-batch with the prompt's rows and take the
+ * tiled kernel: other rounding, rarely enough to change 24 sampled tokens
+ * of this tiny model, and over a large cache dense attention over every
+ * cell (the cost that made the split, docs/performance.md). Arrival is
+ * timed, so the run is repeated until the newcomer's prompt met decoding
+ * calls (n_split_steps); every run must match. Cells stay under 256 (ggml
+ * pads the cache view to 256; one-row steps past 512 take yet another
+ * kernel). */
+static void test_split_decode_from_prefill(void **state)
+{
+    (void)state;
+    const char *knobs = "      retain: false\n      batch_invariant: false\n      n_parallel: 4\n";
+    struct call_opts o[3];
+    for (int i = 0; i < 3; i++)
+        o[i] = (struct call_opts){.agent = (const char *[]){"s1", "s2", "s3"}[i], .user = g_users[i],
+                                  .temperature = 0.9f, .seed = 21u + (uint32_t)i, .max_tokens = 24};
+    char long_user[2048] = "";
+    for (int i = 0; i < 12; i++) strcat(long_user, "please summarise the plan in detail, ");
+    struct call_opts late = {.agent = "s4", .user = long_user, .temperature = 0.9f, .seed = 3,
+                             .max_tokens = 4};
+    /* the reference: the three alone together (all submitted, then started) */
+    struct eng t;
+    eng_create(&t, 2048, knobs, NULL, false);
+    struct syscall *sc[4];
+    for (int i = 0; i < 3; i++) sc[i] = submit(&t, &o[i]);
+    eng_start(&t);
+    char *ref[4];
+    for (int i = 0; i < 3; i++) {
+        ref[i] = strdup(run(sc[i])->text);
+        syscall_unref(sc[i]);
+    }
+    /* and the late call alone: its prompt is one micro-batch either way */
+    ref[3] = run_text(&t, &late);
+    eng_close(&t);
+    bool split = false;
+    for (int attempt = 0; attempt < 8 && !split; attempt++) {
+        eng_create(&t, 2048, knobs, NULL, false);
+        for (int i = 0; i < 3; i++) sc[i] = submit(&t, &o[i]);
+        eng_start(&t);
+        /* the long prompt comes once all three decode (step 1 is their prefill) */
+        struct llm_engine_stats st;
+        for (int w = 0; w < 20000; w++) {
+            llm_engine_get_stats(t.core, &st);
+            if (st.n_steps >= 2) break;
+            usleep(100);
+        }
+        sc[3] = submit(&t, &late);
+        for (int i = 0; i < 4; i++) {
+            struct llm_res *r = run(sc[i]);
+            assert_string_equal(r->text, ref[i]);
+            if (i == 3) assert_true(r->n_prompt > 64);
+            syscall_unref(sc[i]);
+        }
+        llm_engine_get_stats(t.core, &st);
+        split = st.n_split_steps > 0;
+        eng_close(&t);
+    }
+    assert_true(split);
+    for (int i = 0; i < 4; i++) free(ref[i]);
 }
 
 static void test_shared_prefix(void **state)
@@ -848,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_lru_eviction_slots),
         cmocka_unit_test(test_kv_full_evicts_retained_first),
         cmocka_unit_test(test_latency_lane),
+        cmocka_unit_test(test_split_decode_from_prefill),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),
