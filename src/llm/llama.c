@@ -974,6 +974,16 @@ static void publish_stats(struct llama_engine *e)
     pthread_mutex_unlock(&e->stats_mu);
 }
 
+/* step(): the end of the llama_decode call that starts at row lo of n
+ * (rows [0, n_dec) decode, the rest prefill), when the step is split */
+static int next_cut(int lo, int n, int n_dec, bool split)
+{
+    if (!split) return n;
+    if (lo < n_dec) return lo + 63 < n_dec ? lo + 63 : n_dec;
+    int whole = (n - lo) / 64 * 64; /* full query tiles */
+    return whole > 0 && lo + whole < n ? lo + whole : n;
+}
+
 /* rows [lo, hi) of the step's batch, as one llama_decode */
 static int decode_rows(struct llama_engine *e, int lo, int hi)
 {
@@ -1044,35 +1054,39 @@ static void step(struct llama_engine *e)
     }
 
     /* Where ggml's tiled flash attention can run (micro-batches of 64
-     * rows or more, batch_invariant off), decode rows do not share a
-     * micro-batch with prefill: a tile of query rows skips a tile of
-     * cells only where it is masked for every row, and the decode rows of
-     * many sequences mask almost nothing, so such a step computed dense
-     * attention over the whole cache (32 agents: about 10k cells; steps of
-     * 7 decode rows and a 58-token chunk took 0.78 s against 0.1 s + 0.3 s
-     * apart, docs/performance.md). They decode first, at most 63 rows per
-     * call (the per-row kernel, which skips masked cells one by one), then
-     * the prefill rows in one call. */
-    int cut[ENGINE_MAX_SEQ / 63 + 3], n_cut = 0;
-    if (!padded && e->n_ubatch > 63 && n_dec > 0 && b->n_tokens > 63)
-        for (int i = 63; i < n_dec; i += 63) cut[n_cut++] = i;
-    if (!padded && e->n_ubatch > 63 && n_dec > 0 && n_dec < b->n_tokens && b->n_tokens > 63)
-        cut[n_cut++] = n_dec;
-    cut[n_cut++] = b->n_tokens;
+     * rows or more, batch_invariant off), the step is cut into several
+     * llama_decode calls:
+     *  - decode rows never share a micro-batch with prefill: a tile of
+     *    query rows skips a tile of cells only where it is masked for
+     *    every row, and the decode rows of many sequences mask almost
+     *    nothing, so such a step computed dense attention over the whole
+     *    cache (32 agents: about 10k cells; steps of 7 decode rows and a
+     *    58-token chunk took 0.78 s against 0.1 s + 0.3 s apart,
+     *    docs/performance.md). They go first, at most 63 rows per call
+     *    (the per-row kernel, which skips masked cells one by one);
+     *  - prefill rows go in whole tiles of 64 rows (the tiled kernel's
+     *    GEMMs) and the rest, under 64, in a call of its own: a tile is
+     *    computed in full even when a few of its rows are real (a 70-row
+     *    chunk paid for 128).
+     * A sequence's rows may span two calls; each call advances what it
+     * applied. */
+    bool split = !padded && e->n_ubatch > 63 && b->n_tokens > 63;
     e->st.n_steps++;
-    if (n_cut > 1) e->st.n_split_steps++;
-    for (int c = 0, lo = 0; c < n_cut; lo = cut[c++]) {
-        int rc = decode_rows(e, lo, cut[c]);
+    if (split && next_cut(0, b->n_tokens, n_dec, true) < b->n_tokens) e->st.n_split_steps++;
+    for (int lo = 0, hi; lo < b->n_tokens; lo = hi) {
+        hi = next_cut(lo, b->n_tokens, n_dec, split);
+        int rc = decode_rows(e, lo, hi);
         if (padded) llama_memory_seq_rm(mem(e), e->pad_seq, -1, -1);
         if (rc == 1) {
             /* no KV room: nothing of this call was applied (earlier calls
-             * were); free some and rebuild the rest next step */
+             * were, and advanced their sequences); free some and feed the
+             * rest again next step */
             for (struct seq *s = e->seqs; s; s = s->next)
-                if (s->n_feed && s->i_feed >= lo) s->n_feed = 0, s->i_out = -1;
+                if (s->n_feed && s->i_feed + s->n_feed > lo) s->n_feed = 0, s->i_out = -1;
             if (!make_room(e)) {
                 for (struct seq *s = e->seqs, *nx; s; s = nx) {
                     nx = s->next;
-                    if (seq_live(s) && !(s->n_feed && s->i_feed < lo))
+                    if (seq_live(s) && !s->n_feed)
                         seq_fail(e, s, AIOS_ETOOBIG, 500,
                                  "the KV cache is full (kv_size is too small for this call)");
                 }
@@ -1084,17 +1098,19 @@ static void step(struct llama_engine *e)
             snprintf(msg, sizeof msg, "llama_decode failed (%d)", rc);
             for (struct seq *s = e->seqs, *nx; s; s = nx) {
                 nx = s->next;
-                if (s->n_feed && s->i_feed >= lo) seq_fail(e, s, AIOS_EENGINE, 500, msg);
+                if (s->n_feed && s->i_feed + s->n_feed > lo) seq_fail(e, s, AIOS_EENGINE, 500, msg);
             }
             return;
         }
         for (struct seq *s = e->seqs, *nx; s; s = nx) {
             nx = s->next;
-            if (!s->n_feed || s->i_feed < lo || s->i_feed >= cut[c]) continue;
+            int from = s->i_feed > lo ? s->i_feed : lo;
+            int to = s->i_feed + s->n_feed < hi ? s->i_feed + s->n_feed : hi;
+            if (!s->n_feed || to <= from) continue;
             bool prompt = s->n_past < s->n_prompt;
-            s->n_past += s->n_feed;
-            if (prompt) e->st.n_tokens_prefilled += (uint64_t)s->n_feed;
-            if (s->i_out >= 0) {
+            s->n_past += to - from;
+            if (prompt) e->st.n_tokens_prefilled += (uint64_t)(to - from);
+            if (s->i_out >= lo && s->i_out < hi) {
                 s->i_out -= lo; /* an index into this call's outputs */
                 seq_sample(e, s);
             }

@@ -517,7 +517,8 @@ static void test_split_decode_from_prefill(void **state)
         ref[i] = strdup(run(sc[i])->text);
         syscall_unref(sc[i]);
     }
-    /* and the late call alone: its prompt is one micro-batch either way */
+    /* and the late call alone: its prompt is cut the same way alone or
+     * after decode rows (a whole 64-row tile, then the rest) */
     ref[3] = run_text(&t, &late);
     eng_close(&t);
     bool split = false;
