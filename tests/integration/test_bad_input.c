@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -109,6 +113,33 @@ static void test_context_overflow(void **state)
     expect("POST", CHAT, "{\"model\":\"aios-tiny\"," MSGS ",\"max_tokens\":100000}", 400, "max_tokens");
 }
 
+/* Only the request head (a declared Content-Length and no body) on a raw
+ * socket; returns the status line's code read back, or -1. */
+static int head_only_status(const char *extra_header, unsigned long long content_length)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_kf->child.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char req[1024], resp[4096];
+    int n = snprintf(req, sizeof req,
+                     "POST " CHAT " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %llu\r\n%s\r\n",
+                     g_kf->child.token, content_length, extra_header);
+    int code = -1;
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, req, (size_t)n) == n) {
+        ssize_t got = read(fd, resp, sizeof resp - 1);
+        if (got > 12) {
+            resp[got] = 0;
+            if (strncmp(resp, "HTTP/1.1 ", 9) == 0) code = atoi(resp + 9);
+        }
+    }
+    close(fd);
+    return code;
+}
+
 static void test_body_too_big(void **state)
 {
     (void)state;
@@ -119,10 +150,15 @@ static void test_body_too_big(void **state)
     b[n - 1] = '}';
     b[n] = 0;
     json_t *j = NULL;
+    /* sent at once (no "Expect: 100-continue"): read and dropped, then 413 */
     long st = kf_call_n(g_kf, "POST", CHAT, b, n, &j, NULL, 0);
     assert_int_equal(st, 413);
     assert_error_body(j, "limit");
     json_decref(j);
+    /* a client that waits for "100 Continue", or a huge declared body: the
+     * 413 comes before any of the body is sent */
+    assert_int_equal(head_only_status("Expect: 100-continue\r\n", (unsigned long long)n), 413);
+    assert_int_equal(head_only_status("", 1ULL << 40), 413);
     free(b);
 }
 
