@@ -548,6 +548,50 @@ static void test_split_decode_from_prefill(void **state)
     for (int i = 0; i < 4; i++) free(ref[i]);
 }
 
+/* batch_invariant off under KV pressure: six calls that together need
+ * three times the cache, four at a time, long prompts arriving while
+ * others decode. Steps are split (decode rows apart from prefill rows) and
+ * a later part of a step can find no room after an earlier part was
+ * applied; every call must still finish with all its tokens. */
+static void test_split_steps_under_kv_pressure(void **state)
+{
+    (void)state;
+    struct eng t;
+    eng_create(&t, 512,
+               "      retain: false\n      batch_invariant: false\n      n_parallel: 4\n"
+               "      kv_size: 512\n",
+               NULL, false);
+    char user[6][1024];
+    struct syscall *sc[6];
+    for (int i = 0; i < 6; i++) {
+        user[i][0] = 0;
+        for (int w = 0; w < 10 + 3 * i; w++) strcat(user[i], "explain each step of the plan, ");
+        struct call_opts o = {.agent = (const char *[]){"p1", "p2", "p3", "p4", "p5", "p6"}[i],
+                              .user = user[i], .temperature = 0.9f, .seed = 40u + (uint32_t)i,
+                              .max_tokens = 160};
+        sc[i] = submit(&t, &o);
+    }
+    eng_start(&t);
+    int total = 0;
+    for (int i = 0; i < 6; i++) {
+        struct llm_res *r = run(sc[i]);
+        assert_true(r->n_prompt > 64);
+        assert_true(r->n_gen >= 1 && r->n_gen <= 160);
+        total += r->n_prompt + r->n_gen;
+        syscall_unref(sc[i]);
+    }
+    struct llm_engine_stats st;
+    llm_engine_get_stats(t.core, &st);
+    print_message("kv pressure: %d cells of calls in a 512-cell cache; %llu steps, %llu split, "
+                  "%llu preemptions\n", total, (unsigned long long)st.n_steps,
+                  (unsigned long long)st.n_split_steps, (unsigned long long)st.n_preemptions);
+    assert_true(total > 2 * 512);
+    assert_true(st.n_split_steps > 0);
+    assert_true(st.n_preemptions > 0);
+    assert_int_equal(st.n_resumes, st.n_preemptions);
+    eng_close(&t);
+}
+
 static void test_shared_prefix(void **state)
 {
     (void)state;
@@ -931,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_kv_full_evicts_retained_first),
         cmocka_unit_test(test_latency_lane),
         cmocka_unit_test(test_split_decode_from_prefill),
+        cmocka_unit_test(test_split_steps_under_kv_pressure),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),
