@@ -471,13 +471,12 @@ static int bench_ideal(int argc, char **argv)
      * their prefill steps too; the last call to start decodes in steps
      * where all B decode. The step time is therefore the shortest window
      * per token, and the longest is printed beside it. */
-    double step = 0, step_max = 0;
+    double step = 0, step_max = 0; /* the shortest and the longest window per token */
     for (int i = 0; i < B; i++) {
         struct llm_res *r = sc[i]->res;
         double st = r && r->n_gen >= 2 && r->t_decode_us > 0
                         ? (double)r->t_decode_us / 1e6 / (r->n_gen - 1) : 0;
-        if (st <= 0) step = -1;
-        if (step >= 0 && (step == 0 || st < step)) step = st;
+        if (i == 0 || st < step) step = st; /* a failed call (0) fails the run */
         if (st > step_max) step_max = st;
         syscall_unref(sc[i]);
     }

@@ -32,10 +32,6 @@
  * flag set. */
 #include "api/api.h"
 
-/* a declared body over the limit but under this is read and dropped before
- * the 413 (http_access step 1) */
-#define DRAIN_MAX_BYTES ((unsigned long long)64 << 20)
-
 #include "access/access.h"
 
 #include "util/err.h"
@@ -51,6 +47,10 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* a declared body over the limit but under this is read and dropped before
+ * the 413 (step 1 above) */
+#define DRAIN_MAX_BYTES ((unsigned long long)64 << 20)
 
 struct api_server {
     struct kernel *k;
@@ -336,15 +336,16 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
              * a reset, not as our answer (seen under ASan with a 9 MiB
              * body): its body is read and dropped, up to DRAIN_MAX_BYTES,
              * and the 413 comes at the end (step 2). */
-            const char *ex = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-            bool waits = ex && strcasecmp(ex, "100-continue") == 0;
-            if (*end == 0 && v > srv->max_body && (waits || v > DRAIN_MAX_BYTES)) {
-                r->dispatched = true;
-                return api_send_error(r, 413, "invalid_request_error",
-                                      "the request body is %llu bytes; the limit is %zu bytes "
-                                      "(server.max_body_bytes)", v, srv->max_body);
+            if (*end == 0 && v > srv->max_body) {
+                const char *ex = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+                if ((ex && strcasecmp(ex, "100-continue") == 0) || v > DRAIN_MAX_BYTES) {
+                    r->dispatched = true;
+                    return api_send_error(r, 413, "invalid_request_error",
+                                          "the request body is %llu bytes; the limit is %zu bytes "
+                                          "(server.max_body_bytes)", v, srv->max_body);
+                }
+                r->too_big = true;
             }
-            if (*end == 0 && v > srv->max_body) r->too_big = true;
         }
         return MHD_YES;
     }

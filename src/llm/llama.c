@@ -1104,9 +1104,11 @@ static void step(struct llama_engine *e)
         }
         for (struct seq *s = e->seqs, *nx; s; s = nx) {
             nx = s->next;
+            if (!s->n_feed) continue;
+            /* its rows within this call */
             int from = s->i_feed > lo ? s->i_feed : lo;
             int to = s->i_feed + s->n_feed < hi ? s->i_feed + s->n_feed : hi;
-            if (!s->n_feed || to <= from) continue;
+            if (to <= from) continue;
             bool prompt = s->n_past < s->n_prompt;
             s->n_past += to - from;
             if (prompt) e->st.n_tokens_prefilled += (uint64_t)(to - from);
