@@ -5,13 +5,14 @@
 #   1. 8 agents x 4 turns: aios concurrent, aios sequential, llama-server -np 8
 #   2. 32 agents x 4 turns: aios concurrent, aios sequential, llama-server -np 32
 #   3. an interactive agent (priority 10, one call a second) beside 16 agents
-#   1x/2x. 1 and 2 for aios again with the engine's batch_invariant off (the
-#      guarantee llama-server does not give either; faster prefill)
+#   1i/2i. 1 and 2 for aios again with the engine's batch_invariant true: every
+#      call batch invariant, as if each gave a seed (the default, "seeded",
+#      leaves these unseeded calls out: their prefill goes in 64-row tiles)
 #   4. the ideal time of each aios workload from the engine's own measured
 #      prefill and decode rates (bench_engine ideal)
 # Usage: bench/agents_suite.sh [MODEL.gguf] [OUT_DIR]
-# Env: SKIP="server32 ..." skips parts by name (8c 8s 8srv 8cx 8sx 32c 32s server32
-#      32cx 32sx inter ideal);
+# Env: SKIP="server32 ..." skips parts by name (8c 8s 8srv 8ci 8si 32c 32s server32
+#      32ci 32si inter ideal);
 #      THREADS (2), SLOTS (aios n_parallel; default: the engine's own, 8).
 set -eu
 MODEL=${1:-/tmp/q05.gguf}
@@ -41,17 +42,17 @@ run() { # name, args...
 run 8c --kernel "$MODEL" --policy fair $SL --agents 8 $WL
 run 8s --kernel "$MODEL" --policy fifo $SL --sequential --agents 8 $WL
 run 8srv --llama-server "$MODEL" --slots 8 --agents 8 $WL
-run 8cx --kernel "$MODEL" --policy fair $SL --agents 8 $WL --batch-invariant off
-run 8sx --kernel "$MODEL" --policy fifo $SL --sequential --agents 8 $WL --batch-invariant off
+run 8ci --kernel "$MODEL" --policy fair $SL --agents 8 $WL --batch-invariant on
+run 8si --kernel "$MODEL" --policy fifo $SL --sequential --agents 8 $WL --batch-invariant on
 run 32c --kernel "$MODEL" --policy fair $SL --agents 32 $WL
 run 32s --kernel "$MODEL" --policy fifo $SL --sequential --agents 32 $WL
 run server32 --llama-server "$MODEL" --slots 32 --agents 32 $WL
-run 32cx --kernel "$MODEL" --policy fair $SL --agents 32 $WL --batch-invariant off
-run 32sx --kernel "$MODEL" --policy fifo $SL --sequential --agents 32 $WL --batch-invariant off
+run 32ci --kernel "$MODEL" --policy fair $SL --agents 32 $WL --batch-invariant on
+run 32si --kernel "$MODEL" --policy fifo $SL --sequential --agents 32 $WL --batch-invariant on
 run inter --kernel "$MODEL" --policy fair $SL --agents 16 --interactive-ms 1000 $WL
 
 if ! skip ideal; then
-    for name in 8c 8s 8cx 8sx 32c 32s 32cx 32sx; do
+    for name in 8c 8s 8ci 8si 32c 32s 32ci 32si; do
         [ -s "$OUT/$name.json" ] || continue
         python3 - "$OUT/$name.json" "${SLOTS:-8}" >"$OUT/$name.ideal-args" <<'EOF'
 import json, sys
@@ -61,7 +62,7 @@ b = 1 if j["mode"] == "sequential" else min(w["agents"], int(sys.argv[2]))
 print(j["tokens"]["prompt_computed"], w["agents"] * w["turns"], w["gen"], b)
 EOF
         set -- $(cat "$OUT/$name.ideal-args")
-        case $name in *x) BIA="--batch-invariant off" ;; *) BIA="" ;; esac
+        case $name in *i) BIA="--batch-invariant on" ;; *) BIA="--batch-invariant off" ;; esac
         echo "== ideal $name: P=$1 calls=$2 gen=$3 batch=$4" >&2
         "$ENGINE" ideal "$MODEL" --threads "$THREADS" --prompt-computed "$1" --calls "$2" \
             --gen "$3" --batch "$4" --ctx 1000 $BIA >"$OUT/$name.ideal" 2>/dev/null || true
@@ -87,12 +88,12 @@ print("| run | window (UTC), load | makespan s | call p50 / p95 s | Jain | promp
 print("|---|---|---:|---|---:|---|---:|---:|")
 rows = [("8c", "aios fair, 8 agents concurrent"), ("8s", "aios fifo, 8 agents sequential"),
         ("8srv", "llama-server -np 8, 8 agents"),
-        ("8cx", "aios fair, 8 agents concurrent, batch_invariant off"),
-        ("8sx", "aios fifo, 8 agents sequential, batch_invariant off"),
+        ("8ci", "aios fair, 8 agents concurrent, batch_invariant true"),
+        ("8si", "aios fifo, 8 agents sequential, batch_invariant true"),
         ("32c", "aios fair, 32 agents concurrent"),
         ("32s", "aios fifo, 32 agents sequential"), ("server32", "llama-server -np 32, 32 agents"),
-        ("32cx", "aios fair, 32 agents concurrent, batch_invariant off"),
-        ("32sx", "aios fifo, 32 agents sequential, batch_invariant off"),
+        ("32ci", "aios fair, 32 agents concurrent, batch_invariant true"),
+        ("32si", "aios fifo, 32 agents sequential, batch_invariant true"),
         ("inter", "aios fair, 16 agents + interactive")]
 res = {}
 for n, label in rows:
@@ -110,16 +111,16 @@ def ratio(a, b, what):
 print()
 ratio("8c", "8srv", "8 agents, aios / llama-server (target <= 0.5)")
 ratio("8c", "8s", "8 agents, aios concurrent / sequential (target <= 0.6)")
-ratio("8cx", "8srv", "8 agents, batch_invariant off, aios / llama-server (target <= 0.5)")
-ratio("8cx", "8sx", "8 agents, batch_invariant off, aios concurrent / sequential (target <= 0.6)")
+ratio("8ci", "8srv", "8 agents, batch_invariant true, aios / llama-server (target <= 0.5)")
+ratio("8ci", "8si", "8 agents, batch_invariant true, aios concurrent / sequential (target <= 0.6)")
 ratio("32c", "server32", "32 agents, aios / llama-server")
 ratio("32c", "32s", "32 agents, aios concurrent / sequential")
-ratio("32cx", "server32", "32 agents, batch_invariant off, aios / llama-server")
-ratio("32cx", "32sx", "32 agents, batch_invariant off, aios concurrent / sequential")
+ratio("32ci", "server32", "32 agents, batch_invariant true, aios / llama-server")
+ratio("32ci", "32si", "32 agents, batch_invariant true, aios concurrent / sequential")
 i8c, i8s = ideal("8c"), ideal("8s")
 if i8c and i8s: print("- 8 agents, ideal concurrent / ideal sequential: %.2fx (the best any scheduler can do with these rates)" % (i8c / i8s))
-i8c, i8s = ideal("8cx"), ideal("8sx")
-if i8c and i8s: print("- 8 agents, batch_invariant off, ideal concurrent / ideal sequential: %.2fx" % (i8c / i8s))
+i8c, i8s = ideal("8ci"), ideal("8si")
+if i8c and i8s: print("- 8 agents, batch_invariant true, ideal concurrent / ideal sequential: %.2fx" % (i8c / i8s))
 j = load("inter")
 if j and "interactive" in j:
     x = j["interactive"]

@@ -425,11 +425,15 @@ static int bench_ideal(int argc, char **argv)
         else if (!strcmp(argv[i], "--ctx")) L = atoi(argv[++i]);
     }
     bool own_prompts = false; /* --own-prompts: no shared prefix between the B sequences */
-    const char *bi = ""; /* --batch-invariant off: the engine knob, as the workload ran */
+    /* --batch-invariant on|off: the engine knob for these (seeded) calls, as
+     * the workload ran; off by default, like the agents benchmark's calls,
+     * which give no seed (the engine's default, "seeded", leaves them out) */
+    const char *bi = "      batch_invariant: false\n";
     for (int i = 0; i < argc; i++) {
         own_prompts |= !strcmp(argv[i], "--own-prompts");
         if (!strcmp(argv[i], "--batch-invariant") && i + 1 < argc)
-            bi = strcmp(argv[++i], "off") ? "" : "      batch_invariant: false\n";
+            bi = strcmp(argv[++i], "on") ? "      batch_invariant: false\n"
+                                         : "      batch_invariant: true\n";
     }
     if (P < 0 || C < 1 || G < 2 || B < 1 || B > 64 || L < 64 || L > 3000) {
         fprintf(stderr, "ideal: need --prompt-computed P --calls C --gen G (>= 2) "

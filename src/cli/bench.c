@@ -430,7 +430,7 @@ static void usage_bench(FILE *f)
             "target (one of):\n"
             "  --kernel MODEL.gguf     start `aios serve` on it [--policy fifo|rr|fair] [--threads N]\n"
             "                          [--ctx N per sequence] [--slots N (n_parallel)] [--kv-size N]\n"
-            "                          [--kv-type auto|f16|q8_0] [--batch-invariant on|off]\n"
+            "                          [--kv-type auto|f16|q8_0] [--batch-invariant on|off|seeded]\n"
             "  --llama-server MODEL.gguf  start llama.cpp's llama-server on it [--server-bin PATH]\n"
             "                          [--slots N (default: agents)] [--threads N] [--ctx N per slot]\n"
             "  --url URL               any OpenAI-compatible server [--model NAME]\n"
@@ -477,11 +477,12 @@ static int bench_agents(int argc, char **argv)
         else if (!strcmp(a, "--policy")) o.policy = v;
         else if (!strcmp(a, "--kv-type")) o.kv_type = v;
         else if (!strcmp(a, "--batch-invariant")) {
-            if (strcmp(v, "on") && strcmp(v, "off")) {
-                fprintf(stderr, "aios bench agents: --batch-invariant takes on or off, not '%s'\n", v);
+            if (strcmp(v, "on") && strcmp(v, "off") && strcmp(v, "seeded")) {
+                fprintf(stderr, "aios bench agents: --batch-invariant takes on, off or seeded, "
+                                "not '%s'\n", v);
                 return 2;
             }
-            o.batch_invariant = strcmp(v, "on") ? "false" : "true";
+            o.batch_invariant = !strcmp(v, "on") ? "true" : !strcmp(v, "off") ? "false" : "\"seeded\"";
         }
         else if (!strcmp(a, "--out-dir")) o.out_dir = v;
         else if (!strcmp(a, "--threads")) iv = &o.threads, lo = 1, hi = 256;

@@ -19,7 +19,9 @@ struct llm_engine_stats {
     int n_retained;  /* finished conversations kept in the KV cache */
     /* totals */
     uint64_t n_steps, n_calls;
-    uint64_t n_split_steps;      /* steps whose decode rows ran apart from prefill (step()) */
+    uint64_t n_split_steps;      /* steps decoded in more than one llama_decode call (step()) */
+    uint64_t n_rows_tiled;       /* prompt tokens computed in whole 64-row tiles (not batch
+                                    invariant: other rounding, faster) */
     uint64_t n_tokens_prefilled; /* prompt tokens computed */
     uint64_t n_tokens_reused;    /* prompt tokens taken from the cache */
     uint64_t n_tokens_generated;

@@ -16,12 +16,12 @@
  *   3. admission: while a slot is free (or held only by a retained
  *      conversation), take the next LLM syscall for this core from the
  *      scheduler (blocking only when the engine has nothing else to do);
- *   4. one llama_batch: first one decode token for every generating
- *      sequence, then prefill chunks (at most prefill_chunk tokens per
- *      sequence, n_batch in all) of sequences still reading their prompt;
- *      one llama_decode (two or more when micro-batches can reach 64 rows,
- *      batch_invariant off: the decode rows, at most 63 per call, apart
- *      from the prefill rows; see step());
+ *   4. one llama_batch: one decode token for every generating sequence
+ *      and prefill chunks (at most prefill_chunk tokens per sequence,
+ *      n_batch in all) of sequences still reading their prompt; decoded
+ *      in one or more llama_decode calls: whole 64-row tiles of prefill
+ *      that need not be batch invariant, the rest in calls of at most 63
+ *      rows (see step());
  *   5. sample each sequence that got logits with its own sampler chain,
  *      stream the text, finish sequences that are done.
  * If llama_decode finds no room in the KV cache, retained conversations are
@@ -42,11 +42,15 @@
  *   it again.
  * Reused tokens are reported in llm_res.n_prompt_computed.
  *
- * Determinism: each sequence has its own sampler chain (seeded), and its
- * logits depend only on its own tokens and KV cells (CPU kernels compute a
- * row's dot products the same way whatever else is in the batch; flash
- * attention skips masked cells). Tests check that a seeded call gives the
- * same tokens alone, in a batch of 16, and when preempted several times.
+ * Determinism (batch_invariant, default "seeded": calls that give a seed;
+ * true: all; false: none): each sequence has its own sampler chain, and a
+ * batch-invariant call's logits depend only on its own tokens and KV cells:
+ * its rows only ever go in llama_decode calls of 2 to 63 rows, where CPU
+ * kernels compute a row's dot products the same way whatever else is in
+ * the call and flash attention takes each query row on its own, skipping
+ * masked cells; and it reuses only cells computed that way (n_exact).
+ * Tests check that a seeded call gives the same tokens alone, in a batch of
+ * 16, beside unseeded calls, and when preempted several times.
  *
  * Threads: llm_llama_create() and destroy() run on the main thread; prepare()
  * on HTTP threads (it only reads the model and vocab); llm_engine_preempt()
@@ -86,6 +90,9 @@ struct seq;
 /* SLOT_PAUSED: a preempted call that kept its cells (see seq_pause) */
 enum slot_kind { SLOT_FREE, SLOT_SEQ, SLOT_RETAINED, SLOT_PAUSED };
 
+/* batch_invariant: false, "seeded" (calls that give a seed), true (all) */
+enum { BI_OFF, BI_SEEDED, BI_ALL };
+
 /* One llama sequence id. A retained slot holds a finished conversation:
  * its tokens are exactly the KV cells of that sequence id, positions
  * 0..n_toks-1. */
@@ -95,6 +102,7 @@ struct slot {
     char *agent;     /* SLOT_RETAINED */
     int32_t *toks;
     int n_toks;
+    int n_exact; /* SLOT_RETAINED: leading cells computed batch-invariantly */
     int64_t t_used_us;
 };
 
@@ -114,11 +122,12 @@ struct llama_engine {
     int kv_size, n_parallel, n_slots, n_batch, prefill_chunk, n_threads;
     int prefix_share_min, debug_preempt_every;
     int urgent_prio, urgent_tokens, urgent_chunk; /* the latency lane */
-    int n_ubatch, pad_seq; /* pad_seq >= 0: pad one-row micro-batches (step()) */
+    int pad_seq;    /* >= 0: the padding sequence of one-row calls (step()) */
     bool kv_q8;            /* K and V cached in Q8_0 */
     int32_t pad_tok;
     int64_t t_urgent_us;                          /* last urgent admission */
-    bool retain, batch_invariant;
+    bool retain;
+    int bi_mode; /* BI_OFF, BI_SEEDED, BI_ALL: which calls are batch invariant */
     bool random_weights;
     char desc[128];
     struct sched *sched;
@@ -340,6 +349,9 @@ struct seq {
     int n_toks, cap_toks;
     int n_past, n_prompt, n_reused;
     bool matched;   /* shared-prefix lookup done */
+    bool exact;     /* batch invariant: computed only in per-row calls */
+    int n_exact;    /* leading cells computed that way (== n_past if exact) */
+    int n_plan;     /* this step: tokens planned (step()) */
     struct llama_sampler *smpl;
     struct gen_state g;
     struct llm_res *res;
@@ -486,6 +498,7 @@ static void seq_end(struct llama_engine *e, struct seq *s, bool keep)
             sl->agent = strdup(s->sc->agent ? s->sc->agent : "");
             sl->toks = s->toks;
             sl->n_toks = s->n_past;
+            sl->n_exact = s->n_exact < s->n_past ? s->n_exact : s->n_past;
             sl->t_used_us = util_now_us();
             s->toks = NULL;
             /* cells past n_past do not exist; nothing to trim */
@@ -670,6 +683,7 @@ static int slot_for_new(struct llama_engine *e, struct seq *s)
         struct slot *sl = &e->slots[i];
         if (sl->kind != SLOT_RETAINED) continue;
         int l = ctx_prefix_len(sl->toks, sl->n_toks, s->toks, s->n_prompt);
+        if (s->exact && l > sl->n_exact) l = sl->n_exact; /* reuse only exact cells */
         if (l > s->n_prompt - 1) l = s->n_prompt - 1; /* one token must be computed for logits */
         if (!strcmp(sl->agent, agent) && l > best_len) best = i, best_len = l;
         if (l > any_len) any = i, any_len = l;
@@ -688,11 +702,13 @@ static int slot_for_new(struct llama_engine *e, struct seq *s)
         if (slot < 0) return slot_take(e);
     }
     struct slot *sl = &e->slots[slot];
+    s->n_exact = 0;
     if (sl->kind == SLOT_RETAINED) {
         if (!llama_memory_seq_rm(mem(e), slot, reuse, -1)) {
             slot_clear(e, slot);
             reuse = 0;
         }
+        s->n_exact = reuse < sl->n_exact ? reuse : sl->n_exact;
         free(sl->agent);
         free(sl->toks);
         memset(sl, 0, sizeof *sl);
@@ -730,6 +746,7 @@ static void seq_start(struct llama_engine *e, struct syscall *sc)
     }
     memcpy(s->toks, req->tokens, sizeof *s->toks * (size_t)req->n_tokens);
     s->n_toks = req->n_tokens;
+    s->exact = e->bi_mode == BI_ALL || (e->bi_mode == BI_SEEDED && req->p.has_seed);
     s->res->n_prompt = req->n_tokens;
     s->res->finish_reason = "length";
     s->smpl = make_sampler(e, req);
@@ -754,25 +771,35 @@ static void seq_start(struct llama_engine *e, struct syscall *sc)
 static bool seq_match(struct llama_engine *e, struct seq *s, bool may_wait)
 {
     int lim = s->n_prompt - 1;
-    int best = s->n_past, src = -1;
+    int best = s->n_past, src = -1, src_exact = 0;
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *sl = &e->slots[i];
         if (i == s->id) continue;
-        int l = 0;
-        if (sl->kind == SLOT_RETAINED) l = ctx_prefix_len(sl->toks, sl->n_toks, s->toks, lim);
-        else if (sl->kind == SLOT_SEQ || sl->kind == SLOT_PAUSED)
+        int l = 0, x = 0;
+        if (sl->kind == SLOT_RETAINED) {
+            l = ctx_prefix_len(sl->toks, sl->n_toks, s->toks, lim);
+            x = sl->n_exact;
+        } else if (sl->kind == SLOT_SEQ || sl->kind == SLOT_PAUSED) {
             l = ctx_prefix_len(sl->seq->toks, sl->seq->n_past, s->toks, lim);
-        if (l > best) best = l, src = i;
+            x = sl->seq->n_exact;
+        }
+        /* a batch-invariant call shares only cells computed that way: the
+         * others round differently from what it would compute itself */
+        if (s->exact && l > x) l = x;
+        if (l > best) best = l, src = i, src_exact = x;
     }
     /* an earlier sequence still prefilling a longer common prefix? */
     for (struct seq *x = e->seqs; may_wait && x && x != s; x = x->next) {
-        if (x->id < 0 || x->n_past >= x->n_prompt) continue;
+        if (x->id < 0 || x->n_past >= x->n_prompt || (s->exact && !x->exact)) continue;
         int l = ctx_prefix_len(x->toks, x->n_prompt, s->toks, lim);
         if (l >= best + e->prefix_share_min && x->n_past < l) return false;
     }
     if (src >= 0 && best - s->n_past >= e->prefix_share_min) {
         llama_memory_seq_cp(mem(e), src, s->id, s->n_past, best);
         if (e->slots[src].kind == SLOT_RETAINED) e->slots[src].t_used_us = util_now_us();
+        /* its cells [n_past, best) are exact if the source's are */
+        if (s->n_exact == s->n_past && src_exact > s->n_past)
+            s->n_exact = best < src_exact ? best : src_exact;
         s->n_past = best;
         s->n_reused = best;
         e->st.n_shared_hits++;
@@ -974,14 +1001,15 @@ static void publish_stats(struct llama_engine *e)
     pthread_mutex_unlock(&e->stats_mu);
 }
 
-/* step(): the end of the llama_decode call that starts at row lo of n
- * (rows [0, n_dec) decode, the rest prefill), when the step is split */
-static int next_cut(int lo, int n, int n_dec, bool split)
+/* step(): the end of the llama_decode call that starts at row lo. Rows
+ * [0, tiled) go in one call (whole query tiles of 64); rows [tiled, n) in
+ * calls of at most 63 rows, as even as can be, so that none has one row
+ * unless there is only one (the caller pads that one when it must). */
+static int next_cut(int lo, int n, int tiled)
 {
-    if (!split) return n;
-    if (lo < n_dec) return lo + 63 < n_dec ? lo + 63 : n_dec;
-    int whole = (n - lo) / 64 * 64; /* full query tiles */
-    return whole > 0 && lo + whole < n ? lo + whole : n;
+    if (lo < tiled) return tiled;
+    int r = n - lo, k = (r + 62) / 63; /* rows and per-row calls left */
+    return lo + (r + k - 1) / k;
 }
 
 /* rows [lo, hi) of the step's batch, as one llama_decode */
@@ -1002,7 +1030,7 @@ static void step(struct llama_engine *e)
     /* cancelled calls free their sequence now */
     for (struct seq *s = e->seqs, *nx; s; s = nx) {
         nx = s->next;
-        s->n_feed = 0;
+        s->n_feed = s->n_plan = 0;
         s->i_out = -1;
         if (syscall_cancel_requested(s->sc)) seq_fail(e, s, AIOS_ECANCELLED, 499, "the client went away");
     }
@@ -1019,62 +1047,74 @@ static void step(struct llama_engine *e)
         n_gen += seq_generating(s);
     /* decode every stride-th generating sequence per step, rotating */
     int stride = recent && n_gen > URGENT_ROWS ? (n_gen + URGENT_ROWS - 1) / URGENT_ROWS : 1;
-    /* one decode token for every generating sequence */
-    int k = 0;
+    /* plan: one decode token for every generating sequence */
+    int k = 0, n_rows = 0;
     for (struct seq *s = e->seqs; s; s = s->next) {
         if (!seq_generating(s)) continue;
         if (stride > 1 && (k++ + e->st.n_steps) % (uint64_t)stride) continue;
-        if (b->n_tokens < e->n_batch && (!lane || seq_urgent(e, s))) seq_feed(e, s, 1);
+        if (n_rows < e->n_batch && (!lane || seq_urgent(e, s))) s->n_plan = 1, n_rows++;
     }
-    int n_dec = b->n_tokens; /* rows [0, n_dec) decode, the rest prefill */
     /* then prefill chunks, oldest first (urgent ones first, uncut) */
     int limit = e->n_batch;
-    if (recent && b->n_tokens + e->urgent_chunk < limit) limit = b->n_tokens + e->urgent_chunk;
+    if (recent && n_rows + e->urgent_chunk < limit) limit = n_rows + e->urgent_chunk;
     for (int pass = 0; pass < 2; pass++)
-        for (struct seq *s = e->seqs; s && b->n_tokens < limit; s = s->next) {
-            if (!seq_live(s) || s->n_feed || s->n_toks == s->n_past) continue;
+        for (struct seq *s = e->seqs; s && n_rows < limit; s = s->next) {
+            if (!seq_live(s) || s->n_plan || seq_generating(s) || s->n_toks == s->n_past) continue;
             bool urgent = seq_urgent(e, s);
             if (pass == 0 ? !urgent : lane) continue;
             /* an urgent call does not wait for another's prefill (paused) */
             if (!s->matched && !seq_match(e, s, !urgent)) continue;
             int n = s->n_toks - s->n_past;
             if (n > e->prefill_chunk) n = e->prefill_chunk;
-            if (n > limit - b->n_tokens) n = limit - b->n_tokens;
-            seq_feed(e, s, n);
+            if (n > limit - n_rows) n = limit - n_rows;
+            s->n_plan = n;
+            n_rows += n;
         }
-    if (b->n_tokens == 0) return;
-    /* F16 cache (head size not a multiple of 32, see llm_llama_create):
-     * a padding token of a reserved sequence (its own cell, no logits,
-     * removed right after) keeps every micro-batch at two rows or more,
-     * away from ggml's one-row KV-split path */
-    bool padded = false;
-    if (e->pad_seq >= 0 && b->n_tokens % e->n_ubatch == 1) {
-        batch_add(b, e->pad_tok, 0, e->pad_seq, false);
-        padded = true;
-    }
+    if (n_rows == 0) return;
 
-    /* Where ggml's tiled flash attention can run (micro-batches of 64
-     * rows or more, batch_invariant off), the step is cut into several
-     * llama_decode calls:
-     *  - decode rows never share a micro-batch with prefill: a tile of
-     *    query rows skips a tile of cells only where it is masked for
-     *    every row, and the decode rows of many sequences mask almost
-     *    nothing, so such a step computed dense attention over the whole
-     *    cache (32 agents: about 10k cells; steps of 7 decode rows and a
-     *    58-token chunk took 0.78 s against 0.1 s + 0.3 s apart,
-     *    docs/performance.md). They go first, at most 63 rows per call
-     *    (the per-row kernel, which skips masked cells one by one);
-     *  - prefill rows go in whole tiles of 64 rows (the tiled kernel's
-     *    GEMMs) and the rest, under 64, in a call of its own: a tile is
-     *    computed in full even when a few of its rows are real (a 70-row
-     *    chunk paid for 128).
-     * A sequence's rows may span two calls; each call advances what it
-     * applied. */
-    bool split = !padded && e->n_ubatch > 63 && b->n_tokens > 63;
+    /* The batch, in the order of its llama_decode calls. ggml's CPU flash
+     * attention computes a micro-batch of 64 query rows or more with a
+     * tiled kernel (F16 K/V converted to F32 tiles: other rounding), and
+     * one of fewer row by row, each row over its own cells only (masked
+     * cells are skipped), which does not depend on the other rows. So:
+     *  - prefill rows of calls that are not batch invariant go first, and
+     *    as many of them as fill whole tiles of 64 in one call: the tiled
+     *    kernel's GEMMs are the fast way to prefill;
+     *  - every other row (the rest of those, the prefill of batch-invariant
+     *    calls, and all decode rows) in calls of at most 63 rows. Decode
+     *    rows never go in a tiled call: a tile of query rows skips a tile
+     *    of cells only where it is masked for all of them, and the decode
+     *    rows of many sequences mask almost nothing, so such a call was
+     *    dense attention over the whole cache (32 agents, about 10k cells:
+     *    a step of 7 decode rows and a 58-token chunk took 0.78 s against
+     *    0.1 s + 0.3 s apart, docs/performance.md).
+     * A sequence's rows may span two calls (in order); each call advances
+     * what it applied. */
+    int n_fast = 0;
+    for (int cat = 0; cat < 3; cat++)
+        for (struct seq *s = e->seqs; s; s = s->next) {
+            if (!s->n_plan) continue;
+            int c = seq_generating(s) ? 2 : s->exact ? 1 : 0;
+            if (c != cat) continue;
+            seq_feed(e, s, s->n_plan);
+            if (c == 0) n_fast += s->n_plan;
+        }
+    int tiled = n_fast / 64 * 64;
+    /* ggml also computes a micro-batch of exactly one query row another
+     * way (KV split across threads, other rounding) once the cache spans
+     * 512 cells, for F16 caches: a padding token of a reserved sequence
+     * (its own cell, no logits, removed after the call) keeps a batch-
+     * invariant row from being alone in a call */
+    bool padded = false;
+    if (e->pad_seq >= 0 && b->n_tokens - tiled == 1) {
+        for (struct seq *s = e->seqs; s && !padded; s = s->next)
+            padded = s->n_feed && s->exact && s->i_feed + s->n_feed == b->n_tokens;
+        if (padded) batch_add(b, e->pad_tok, 0, e->pad_seq, false);
+    }
     e->st.n_steps++;
-    if (split && next_cut(0, b->n_tokens, n_dec, true) < b->n_tokens) e->st.n_split_steps++;
+    if (next_cut(0, b->n_tokens, tiled) < b->n_tokens) e->st.n_split_steps++;
     for (int lo = 0, hi; lo < b->n_tokens; lo = hi) {
-        hi = next_cut(lo, b->n_tokens, n_dec, split);
+        hi = next_cut(lo, b->n_tokens, tiled);
         int rc = decode_rows(e, lo, hi);
         if (padded) llama_memory_seq_rm(mem(e), e->pad_seq, -1, -1);
         if (rc == 1) {
@@ -1110,8 +1150,10 @@ static void step(struct llama_engine *e)
             int to = s->i_feed + s->n_feed < hi ? s->i_feed + s->n_feed : hi;
             if (to <= from) continue;
             bool prompt = s->n_past < s->n_prompt;
+            if (s->exact) s->n_exact = s->n_past + (to - from);
             s->n_past += to - from;
             if (prompt) e->st.n_tokens_prefilled += (uint64_t)(to - from);
+            if (hi <= tiled) e->st.n_rows_tiled += (uint64_t)(to - from);
             if (s->i_out >= lo && s->i_out < hi) {
                 s->i_out -= lo; /* an index into this call's outputs */
                 seq_sample(e, s);
@@ -1288,13 +1330,15 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "n_batch", json_integer(e->n_batch));
     json_object_set_new(en, "prefill_chunk", json_integer(e->prefill_chunk));
     json_object_set_new(en, "retain", json_boolean(e->retain));
-    json_object_set_new(en, "batch_invariant", json_boolean(e->batch_invariant));
+    json_object_set_new(en, "batch_invariant", e->bi_mode == BI_SEEDED ? json_string("seeded")
+                                                : json_boolean(e->bi_mode == BI_ALL));
     json_object_set_new(en, "kv_type", json_string(e->kv_q8 ? "q8_0" : "f16"));
     json_object_set_new(en, "running", json_integer(st.n_running));
     json_object_set_new(en, "switched_out", json_integer(st.n_swapped));
     json_object_set_new(en, "retained", json_integer(st.n_retained));
     json_object_set_new(en, "steps", json_integer((json_int_t)st.n_steps));
     json_object_set_new(en, "split_steps", json_integer((json_int_t)st.n_split_steps));
+    json_object_set_new(en, "prompt_tokens_tiled", json_integer((json_int_t)st.n_rows_tiled));
     json_object_set_new(en, "calls", json_integer((json_int_t)st.n_calls));
     json_object_set_new(en, "prompt_tokens_computed", json_integer((json_int_t)st.n_tokens_prefilled));
     json_object_set_new(en, "prompt_tokens_reused", json_integer((json_int_t)st.n_tokens_reused));
@@ -1372,7 +1416,8 @@ struct eng_knobs {
     long long n_parallel, retain_max, kv_size, n_batch, prefill_chunk, share_min, debug_preempt;
     long long snap_ram, urgent_prio, urgent_tokens, urgent_chunk;
     int kv_type; /* KV_AUTO, KV_Q8, KV_F16 */
-    bool retain, batch_invariant;
+    bool retain;
+    int bi_mode;
     char *spill_dir;
 };
 
@@ -1391,7 +1436,7 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     k->share_min = 16;
     k->debug_preempt = 0;
     k->retain = true;
-    k->batch_invariant = true;
+    k->bi_mode = BI_SEEDED;
     k->snap_ram = 256LL << 20;
 #define KNOB(key, lo, hi, dst)                                                              \
     do {                                                                                   \
@@ -1408,18 +1453,24 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     KNOB("prefix_share_min", 1, 1LL << 24, &k->share_min);
     KNOB("debug_preempt_every_tokens", 0, 1LL << 24, &k->debug_preempt);
 #undef KNOB
-    static const char *bkeys[] = {"retain", "batch_invariant"};
-    bool *bdst[] = {&k->retain, &k->batch_invariant};
-    json_t *v;
-    for (int i = 0; i < 2; i++) {
-        v = ent ? json_object_get(ent, bkeys[i]) : NULL;
-        if (!v || json_is_null(v)) continue;
+    json_t *v = ent ? json_object_get(ent, "retain") : NULL;
+    if (v && !json_is_null(v)) {
         if (!json_is_boolean(v)) {
-            snprintf(err, errlen, "llms.models[%zu].%s: expected true or false, got %s", idx,
-                     bkeys[i], json_kind(v));
+            snprintf(err, errlen, "llms.models[%zu].retain: expected true or false, got %s", idx,
+                     json_kind(v));
             return AIOS_ECONFIG;
         }
-        *bdst[i] = json_is_true(v);
+        k->retain = json_is_true(v);
+    }
+    v = ent ? json_object_get(ent, "batch_invariant") : NULL;
+    if (v && !json_is_null(v)) {
+        if (json_is_boolean(v)) k->bi_mode = json_is_true(v) ? BI_ALL : BI_OFF;
+        else if (json_is_string(v) && !strcmp(json_string_value(v), "seeded")) k->bi_mode = BI_SEEDED;
+        else {
+            snprintf(err, errlen, "llms.models[%zu].batch_invariant: expected true, false or "
+                     "\"seeded\", got %s", idx, json_is_string(v) ? json_string_value(v) : json_kind(v));
+            return AIOS_ECONFIG;
+        }
     }
     k->urgent_prio = 10;
     k->urgent_tokens = 64;
@@ -1512,7 +1563,7 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     e->urgent_tokens = (int)kn.urgent_tokens;
     e->urgent_chunk = (int)kn.urgent_chunk;
     e->retain = kn.retain;
-    e->batch_invariant = kn.batch_invariant;
+    e->bi_mode = kn.bi_mode;
     if (ctx_store_create(&e->store, (size_t)kn.snap_ram, kn.spill_dir)) goto nomem;
 
     if (access(e->path, R_OK) != 0) {
@@ -1545,21 +1596,15 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)e->kv_size;
     cp.n_batch = (uint32_t)e->n_batch;
-    /* ggml's CPU flash attention switches to a tiled kernel (F32 K/V
-     * tiles, different rounding) once a micro-batch has 64 or more query
-     * rows, so a sequence's logits would depend on what else is in the
-     * batch. Below that every query row is computed on its own, over its
-     * own cells only (masked cells are skipped). */
-    cp.n_ubatch = (uint32_t)(e->batch_invariant && e->n_batch > 63 ? 63 : e->n_batch);
+    /* one llama_decode call is one micro-batch: step() decides which rows
+     * go together (batch invariance is kept by its cuts, per call) */
+    cp.n_ubatch = (uint32_t)e->n_batch;
     cp.kv_unified = true;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
-    /* ggml's CPU flash attention also takes a KV-split path (other
-     * rounding) for a micro-batch of exactly one query row once the cache
-     * spans 512 cells: past that, a sequence decoding alone can get other
-     * logits than in a batch. The split and tiled paths exist only for
-     * F16/F32 caches: kv_type q8_0 makes batch invariance exact at any
-     * length (slower attention, half the bytes). Models whose head size
-     * rules Q8_0 out (the tiny test model) get a padding row instead. */
+    /* ggml's CPU flash attention takes a KV-split path (other rounding)
+     * for a micro-batch of exactly one query row once the cache spans 512
+     * cells, for F16/F32 caches (not Q8_0): step() pads such a call with a
+     * token of one more, reserved sequence id. */
     int n_head = llama_model_n_head(e->model), n_head_kv = llama_model_n_head_kv(e->model);
     int64_t head_dim = n_head > 0 ? (int64_t)llama_model_n_embd(e->model) / n_head : 0;
     e->pad_seq = -1;
@@ -1573,8 +1618,8 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
      * cells (docs/performance.md); Q8_0 only when asked for */
     bool q8 = kn.kv_type == KV_Q8;
     if (q8) cp.type_k = cp.type_v = GGML_TYPE_Q8_0;
-    else if (e->batch_invariant && !q8_ok)
-        e->pad_seq = e->n_slots; /* F16 cache: pad instead, on one more id */
+    else if (e->bi_mode != BI_OFF)
+        e->pad_seq = e->n_slots;
     e->kv_q8 = q8;
     cp.n_seq_max = (uint32_t)e->n_slots + (e->pad_seq >= 0);
     cp.n_threads = e->n_threads;
@@ -1593,7 +1638,6 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
         e->cell_bytes = (int64_t)llama_model_n_layer(e->model) * 2 *
                         (int64_t)ggml_row_size(cp.type_k, kv_dim);
     }
-    e->n_ubatch = (int)cp.n_ubatch;
     e->pad_tok = llama_vocab_bos(e->vocab) >= 0 ? llama_vocab_bos(e->vocab) : 0;
     e->batch = llama_batch_init(e->n_batch + 1, 0, 1); /* + a padding token */
     e->st.n_parallel = e->n_parallel;

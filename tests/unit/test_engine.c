@@ -104,6 +104,7 @@ struct call_opts {
     uint32_t seed;
     float repeat_penalty, frequency_penalty, presence_penalty;
     int priority;
+    bool unseeded; /* no seed: not batch invariant under the default "seeded" */
 };
 
 static struct syscall *submit(struct eng *t, const struct call_opts *o)
@@ -129,7 +130,7 @@ static struct syscall *submit(struct eng *t, const struct call_opts *o)
     req->p.max_tokens = o->max_tokens ? o->max_tokens : 24;
     req->p.temperature = o->temperature;
     req->p.top_p = 1.0f;
-    req->p.has_seed = true;
+    req->p.has_seed = !o->unseeded;
     req->p.seed = o->seed;
     req->p.repeat_penalty = o->repeat_penalty;
     req->p.frequency_penalty = o->frequency_penalty;
@@ -170,6 +171,13 @@ static struct llm_res *run(struct syscall *sc)
     enum syscall_status st = wait_final(sc);
     if (st != SYSCALL_STATUS_DONE) fail_msg("call failed: %s", sc->errmsg);
     return sc->res;
+}
+
+/* run to completion; returns sc */
+static struct syscall *run_sc(struct syscall *sc)
+{
+    run(sc);
+    return sc;
 }
 
 static char *run_text(struct eng *t, const struct call_opts *o)
@@ -592,6 +600,104 @@ static void test_split_steps_under_kv_pressure(void **state)
     eng_close(&t);
 }
 
+/* batch_invariant "seeded" (the default): calls without a seed prefill in
+ * whole 64-row tiles (ggml's tiled flash attention: faster, other
+ * rounding); a seeded call never goes in such a call and never reuses
+ * cells computed there, so it gives its cold-engine text beside them:
+ * - after an unseeded call of the same agent and prompt (retained cells
+ *   that would cover all but one token of its prompt): nothing reused;
+ * - its next turn reuses its own (exact) cells and still answers as cold;
+ * - submitted together with an unseeded call sharing a long system prompt:
+ *   neither waits for nor shares the other's cells. */
+static void test_seeded_beside_unseeded(void **state)
+{
+    (void)state;
+    char sys[2048] = "You are a careful agent. Tools: ";
+    for (int i = 0; i < 30; i++) {
+        char w[64];
+        snprintf(w, sizeof w, "tool_%d searches the archive %d; ", i, i);
+        strcat(sys, w);
+    }
+    struct call_opts seeded = {.agent = "s", .system = sys, .user = g_users[1],
+                               .temperature = 0.9f, .seed = 77, .max_tokens = 24};
+    struct call_opts unseeded = seeded;
+    unseeded.unseeded = true;
+    unseeded.temperature = 0.0f;
+    const char *knobs = "      n_parallel: 4\n";
+    struct eng t;
+    /* references, each on a cold engine */
+    eng_open(&t, knobs, NULL);
+    char *ref = run_text(&t, &seeded);
+    eng_close(&t);
+    struct call_opts next = seeded;
+    next.assistant = ref;
+    next.user2 = "and then?";
+    eng_open(&t, knobs, NULL);
+    char *ref_next = run_text(&t, &next);
+    eng_close(&t);
+
+    eng_open(&t, knobs, NULL);
+    struct syscall *u = submit(&t, &unseeded);
+    struct llm_res *r = run(u);
+    assert_true(r->n_prompt > 128);
+    syscall_unref(u);
+    struct llm_engine_stats st;
+    llm_engine_get_stats(t.core, &st);
+    assert_true(st.n_rows_tiled >= 128); /* the unseeded prompt went in tiles */
+    uint64_t tiled = st.n_rows_tiled;
+    struct syscall *s = submit(&t, &seeded);
+    r = run(s);
+    assert_string_equal(r->text, ref);
+    assert_int_equal(r->n_prompt_computed, r->n_prompt); /* nothing of u's */
+    syscall_unref(s);
+    s = submit(&t, &next);
+    r = run(s);
+    assert_string_equal(r->text, ref_next);
+    assert_true(r->n_prompt_computed < r->n_prompt / 4); /* its own turn reused */
+    syscall_unref(s);
+    llm_engine_get_stats(t.core, &st);
+    assert_int_equal(st.n_rows_tiled, tiled); /* seeded prompts never in tiles */
+    eng_close(&t);
+
+    /* another agent's retained conversation computed in tiles is not
+     * shared with a seeded call; a seeded one is, and an unseeded call
+     * shares what it finds */
+    eng_open(&t, knobs, NULL);
+    unseeded.agent = "u3";
+    syscall_unref(run_sc(submit(&t, &unseeded)));
+    for (int i = 0; i < 2; i++) {
+        seeded.agent = i ? "s4" : "s3";
+        s = submit(&t, &seeded);
+        r = run(s);
+        assert_string_equal(r->text, ref);
+        if (i == 0) assert_int_equal(r->n_prompt_computed, r->n_prompt);
+        else assert_true(r->n_prompt_computed < r->n_prompt / 4);
+        syscall_unref(s);
+    }
+    unseeded.agent = "u4";
+    u = submit(&t, &unseeded);
+    assert_true(run(u)->n_prompt_computed < run(u)->n_prompt / 4);
+    syscall_unref(u);
+    eng_close(&t);
+
+    /* together, sharing the system prompt; other agents, nothing retained */
+    eng_create(&t, 2048, knobs, NULL, false);
+    unseeded.agent = "u2";
+    seeded.agent = "s2";
+    u = submit(&t, &unseeded);
+    s = submit(&t, &seeded);
+    eng_start(&t);
+    r = run(s);
+    assert_string_equal(r->text, ref);
+    assert_int_equal(r->n_prompt_computed, r->n_prompt);
+    assert_int_equal(run(u)->n_prompt_computed, run(u)->n_prompt);
+    syscall_unref(s);
+    syscall_unref(u);
+    eng_close(&t);
+    free(ref);
+    free(ref_next);
+}
+
 static void test_shared_prefix(void **state)
 {
     (void)state;
@@ -976,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_latency_lane),
         cmocka_unit_test(test_split_decode_from_prefill),
         cmocka_unit_test(test_split_steps_under_kv_pressure),
+        cmocka_unit_test(test_seeded_beside_unseeded),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),
