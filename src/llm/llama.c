@@ -1040,7 +1040,9 @@ static void step(struct llama_engine *e)
     for (struct seq *s = e->seqs; s && !lane; s = s->next) lane = seq_live(s) && seq_urgent(e, s);
     /* while urgent calls come, keep steps short: about URGENT_ROWS of the
      * generating sequences decode in each step (rotating, so all advance
-     * at the same pace), and prefill is capped below */
+     * at the same pace), and the rest of the step is capped below at
+     * interactive_chunk rows (prefill, or the decode token of a sequence
+     * the stride left out, oldest first) */
     bool recent = !lane && e->t_urgent_us && util_now_us() - e->t_urgent_us < URGENT_RECENT_US;
     int n_gen = 0;
     for (struct seq *s = e->seqs; s && recent; s = s->next)
@@ -1059,7 +1061,7 @@ static void step(struct llama_engine *e)
     if (recent && n_rows + e->urgent_chunk < limit) limit = n_rows + e->urgent_chunk;
     for (int pass = 0; pass < 2; pass++)
         for (struct seq *s = e->seqs; s && n_rows < limit; s = s->next) {
-            if (!seq_live(s) || s->n_plan || seq_generating(s) || s->n_toks == s->n_past) continue;
+            if (!seq_live(s) || s->n_plan || s->n_toks == s->n_past) continue;
             bool urgent = seq_urgent(e, s);
             if (pass == 0 ? !urgent : lane) continue;
             /* an urgent call does not wait for another's prefill (paused) */
