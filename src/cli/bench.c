@@ -57,6 +57,7 @@ struct bench_opts {
     int inter_ms, inter_prio; /* the interactive agent: period (0: none), priority */
     bool sequential, json;
     unsigned seed;
+    bool request_seed; /* --request-seed: each call carries "seed" */
 };
 
 struct call_rec {
@@ -174,9 +175,12 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
     char user[64];
     if (a->interactive) snprintf(user, sizeof user, "interactive");
     else snprintf(user, sizeof user, "agent-%d", a->idx);
-    json_t *body = json_pack("{s:s,s:O,s:i,s:f,s:i,s:s,s:b}", "model", a->model, "messages", msgs,
+    /* greedy; no seed unless asked, as agent frameworks send none (on
+     * aios a seed makes the call batch invariant, see --batch-invariant) */
+    json_t *body = json_pack("{s:s,s:O,s:i,s:f,s:s,s:b}", "model", a->model, "messages", msgs,
                              "max_tokens", a->interactive ? 4 : o->gen, "temperature", 0.0,
-                             "seed", (int)o->seed, "user", user, "stream", 0);
+                             "user", user, "stream", 0);
+    if (body && o->request_seed) json_object_set_new(body, "seed", json_integer(o->seed));
     if (body && a->interactive) json_object_set_new(body, "priority", json_integer(o->inter_prio));
     char *txt = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -437,6 +441,8 @@ static void usage_bench(FILE *f)
             "workload:\n"
             "  --agents N (8) --turns T (4) --sys-words S (600) --task-words W (30)\n"
             "  --obs-words O (40) --gen G (24) --tool-ms MS (0) --seed N (1)\n"
+            "  --request-seed          calls carry the seed (default: none; on aios a seeded\n"
+            "                          call is batch invariant under batch_invariant: seeded)\n"
             "  --sequential            agents one after another (baseline)\n"
             "  --interactive-ms MS     plus an interactive agent: one short call every MS while\n"
             "                          the others run, with --interactive-priority P (10)\n");
@@ -463,6 +469,7 @@ static int bench_agents(int argc, char **argv)
         int *iv = NULL, lo = 0, hi = 1 << 20;
         if (!strcmp(a, "--sequential")) { o.sequential = true; continue; }
         if (!strcmp(a, "--json")) { o.json = true; continue; }
+        if (!strcmp(a, "--request-seed")) { o.request_seed = true; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_bench(stdout); return 0; }
         if (!v) {
             fprintf(stderr, "aios bench agents: %s needs a value (or is unknown)\n", a);
@@ -744,12 +751,12 @@ static int bench_agents(int argc, char **argv)
     const char *pol = o.kernel_model ? o.policy : "-";
     if (o.json) {
         json_t *j = json_pack(
-            "{s:s,s:s,s:s,s:s,s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:f,s:{s:f,s:f},"
+            "{s:s,s:s,s:s,s:s,s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b},s:f,s:{s:f,s:f},"
             "s:{s:f,s:f,s:f},s:f,s:{s:I,s:I,s:I,s:I},s:i,s:i}",
             "target", target, "url", base, "policy", pol, "mode", mode, "workload", "agents",
             o.n_agents, "turns", o.n_turns, "sys_words", o.sys_words, "task_words", o.task_words,
             "obs_words", o.obs_words, "gen", o.gen, "tool_ms", o.tool_ms, "seed", (int)o.seed,
-            "makespan_s", makespan, "latency_s", "p50", p50, "p95", p95, "agent_done_s", "min",
+            "request_seed", o.request_seed, "makespan_s", makespan, "latency_s", "p50", p50, "p95", p95, "agent_done_s", "min",
             dmin, "median", dmed, "max", dmax, "jain_fairness", jain, "tokens", "prompt",
             (json_int_t)prompt, "prompt_cached", (json_int_t)cached, "prompt_computed",
             (json_int_t)(prompt - cached), "completion", (json_int_t)completion, "calls", n_lat,
