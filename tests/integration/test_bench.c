@@ -75,6 +75,8 @@ static void test_bench_kernel(void **state)
     if (rc != 0 || !j) fail_msg("bench exited %d: %s", rc, err);
     assert_string_equal(json_string_value(json_object_get(j, "target")), "aios");
     assert_string_equal(json_string_value(json_object_get(j, "policy")), "fair");
+    /* calls carry no seed unless asked (--request-seed, below) */
+    assert_true(json_is_false(json_object_get(json_object_get(j, "workload"), "request_seed")));
     assert_int_equal((int)num(j, "calls", NULL), 6);
     assert_int_equal((int)num(j, "errors", NULL), 0);
     assert_true(num(j, "makespan_s", NULL) > 0);
@@ -105,12 +107,13 @@ static void test_bench_url_sequential(void **state)
     char args[1024], err[8192] = "";
     snprintf(args, sizeof args,
              "--url %s/v1 --sequential --agents 2 --turns 2 --sys-words 10 --task-words 3 "
-             "--obs-words 3 --gen 2 --tool-ms 20 --json",
+             "--obs-words 3 --gen 2 --tool-ms 20 --request-seed --json",
              kf->child.base);
     json_t *j = NULL;
     int rc = run_bench(args, &j, err, sizeof err);
     if (rc != 0 || !j) fail_msg("bench exited %d: %s", rc, err);
     assert_string_equal(json_string_value(json_object_get(j, "mode")), "sequential");
+    assert_true(json_is_true(json_object_get(json_object_get(j, "workload"), "request_seed")));
     assert_int_equal((int)num(j, "calls", NULL), 4);
     json_decref(j);
     /* the kernel saw two agents, two calls each */
