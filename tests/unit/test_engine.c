@@ -807,9 +807,11 @@ static void test_bad_knobs(void **state)
     (void)state;
     const char *bad[] = {"      n_parallel: 0\n", "      n_parallel: many\n",
                          "      kv_size: 100\n", "      retain: 3\n", "      n_batch: 4\n",
-                         "      n_batch: 16\n      n_parallel: 32\n", "      retain_max: -1\n"};
+                         "      n_batch: 16\n      n_parallel: 32\n", "      retain_max: -1\n",
+                         "      batch_invariant: \"always\"\n", "      batch_invariant: 1\n"};
     const char *key[] = {"n_parallel", "n_parallel", "kv_size", "retain", "n_batch", "n_batch",
-                         "retain_max"};
+                         "retain_max", "batch_invariant: expected true, false or \"seeded\", got always",
+                         "batch_invariant"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct aios_config cfg;
         char yaml[1024], err[512] = "";
