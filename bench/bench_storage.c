@@ -1,6 +1,6 @@
 /* Storage manager throughput against plain files on the same disk.
  *
- *   build/bench/bench_storage [--dir DIR] [--n-small N] [--n-large M]
+ *   build/bench/bench_storage [--dir DIR] [--n-small N] [--n-large M] [--n-search F]
  *
  * Writes N files of 4 KiB and M files of 1 MiB through sto_exec (the same
  * call the storage executor makes for a /query; no HTTP), rotating over 16
@@ -12,11 +12,16 @@
  *   read          open, read, close
  * Each ratio is storage time / baseline time (lower is better; 1.0 = as
  * fast as the baseline). Contents are prose-like text, different for every
- * write, so dedup does not help; the search index sees every write. Results go to stdout as a table. */
+ * write, so dedup does not help; the search index sees every write. Results go to stdout as a table.
+ *
+ * --n-search F (default 0: skipped) then writes F distinct 4 KiB files and
+ * times 200 retrieve calls (k = 5) for two words each, drawn with the same
+ * skew as the text, so common words match most files: p50 and p99. */
 #include "storage/storage.h"
 #include "util/util.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +99,7 @@ static double plain_read(const char *dir, int i, char *buf, size_t n)
 static double sto_op(struct sto *s, const char *op, int i, const char *buf, size_t n)
 {
     char path[64], err[1536];
-    snprintf(path, sizeof path, "f%02d", i % 16);
+    snprintf(path, sizeof path, i >= 16 ? "s%05d" : "f%02d", i);
     json_t *p = json_pack("{s:s}", "file_path", path);
     if (buf) json_object_set_new(p, "content", json_stringn(buf, n));
     json_t *out = NULL;
@@ -111,16 +116,63 @@ static double sto_op(struct sto *s, const char *op, int i, const char *buf, size
     return us;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void search_bench(struct sto *s, int n_files, char *buf)
+{
+    double tw = 0;
+    for (int i = 0; i < n_files; i++) {
+        fill(buf, 4096, (unsigned)(500000 + i));
+        tw += sto_op(s, "write", 16 + i, buf, 4096);
+    }
+    enum { N_Q = 200 };
+    static double lat[N_Q];
+    uint32_t x = 12345;
+    for (int q = 0; q < N_Q; q++) {
+        char text[64] = "";
+        for (int w = 0; w < 2; w++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            uint32_t r = x % 4096;
+            strcat(text, g_vocab[(r * r) / 4096]);
+            strcat(text, " ");
+        }
+        json_t *p = json_pack("{s:s,s:i}", "query_text", text, "k", 5);
+        json_t *out = NULL;
+        int http;
+        char err[1536];
+        int64_t t0 = util_now_us();
+        if (sto_exec(s, "bench", "retrieve", p, &out, &http, err, sizeof err)) {
+            fprintf(stderr, "retrieve: %d %s\n", http, err);
+            exit(1);
+        }
+        lat[q] = (double)(util_now_us() - t0);
+        json_decref(out);
+        json_decref(p);
+    }
+    qsort(lat, N_Q, sizeof *lat, cmp_double);
+    printf("search: %d files of 4 KiB (written in %.1f s), %d retrieve calls (2 words, k 5): "
+           "p50 %.0f us, p99 %.0f us\n", n_files, tw / 1e6, N_Q, lat[N_Q / 2],
+           lat[(int)ceil(N_Q * 0.99) - 1]);
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = "bench-data";
-    int n_small = 200, n_large = 30;
+    int n_small = 200, n_large = 30, n_search = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--n-small") && i + 1 < argc) n_small = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--n-large") && i + 1 < argc) n_large = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--n-search") && i + 1 < argc) n_search = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--dir DIR] [--n-small N] [--n-large M]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--dir DIR] [--n-small N] [--n-large M] [--n-search F]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -149,12 +201,12 @@ int main(int argc, char **argv)
         double ts = 0, tp = 0, ta = 0, rs = 0, rp = 0;
         for (int i = 0; i < cnt; i++) {
             fill(buf, n, (unsigned)(k * 100000 + i));
-            ts += sto_op(s, "write", i, buf, n);
+            ts += sto_op(s, "write", i % 16, buf, n);
             tp += plain_write(plain, i, buf, n, false);
             ta += plain_write(plain, i, buf, n, true);
         }
         for (int i = 0; i < cnt; i++) {
-            rs += sto_op(s, "read", i, NULL, 0);
+            rs += sto_op(s, "read", i % 16, NULL, 0);
             rp += plain_read(plain, i, buf, n);
         }
         const char *label = k == 0 ? "4KiB" : "1MiB";
@@ -165,6 +217,7 @@ int main(int argc, char **argv)
         printf("%-8s %-6s        mean write latency: storage %.2f ms, plain+fsync %.2f ms, atomic %.2f ms\n",
                label, "", ts / cnt / 1e3, tp / cnt / 1e3, ta / cnt / 1e3);
     }
+    if (n_search > 0) search_bench(s, n_search, buf);
     free(buf);
     sto_close(s);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);

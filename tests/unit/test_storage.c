@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -418,6 +419,80 @@ static void test_mount_imports(void **state)
     fx_close(f);
 }
 
+/* retrieve's two passes (best row ids by score, then their columns) give
+ * the same ranking as one ORDER BY bm25 LIMIT k over the caller's files,
+ * checked against that query run on the database itself: two owners with
+ * interleaved files, term frequencies 0 to 3, several queries and k. */
+static void test_retrieve_topk_matches_reference(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    const char *words[] = {"alpha", "beta", "gamma", "delta"};
+    for (int i = 0; i < 60; i++) {
+        char body[512] = "", params[700];
+        for (int w = 0; w < 4; w++)
+            for (int r = 0; r < (i * (w + 3) + w) % 4; r++) {
+                strcat(body, words[w]);
+                strcat(body, " ");
+            }
+        for (int pad = 0; pad < i % 7; pad++) strcat(body, "filler ");
+        strcat(body, "end");
+        snprintf(params, sizeof params, "{\"file_path\":\"doc%02d\",\"content\":\"%s\"}", i, body);
+        assert_int_equal(run(f, i % 2 ? "own1" : "own2", "write", params, NULL, NULL), 200);
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/root/.lsfs/lsfs.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    const char *queries[] = {"alpha", "beta gamma", "delta", "alpha delta gamma"};
+    int n_checked = 0;
+    for (int q = 0; q < 4; q++)
+        for (int k = 1; k <= 30; k += 7) {
+            char params[256];
+            snprintf(params, sizeof params, "{\"query_text\":\"%s\",\"k\":%d}", queries[q], k);
+            json_t *o;
+            assert_int_equal(run(f, "own1", "retrieve", params, &o, NULL), 200);
+            json_t *res = json_object_get(o, "results");
+            /* the reference: FTS5's bm25 over own1's files, one pass */
+            char match[128] = "";
+            for (const char *p = queries[q]; *p; p++) {
+                if (*p == ' ') strcat(match, " OR ");
+                else strncat(match, p, 1);
+            }
+            sqlite3_stmt *st;
+            assert_int_equal(sqlite3_prepare_v2(db,
+                                                "SELECT f.path, bm25(fts) FROM fts JOIN files f ON f.id = fts.rowid"
+                                                " WHERE fts MATCH ?1 AND fts.owner = 'own1'"
+                                                " ORDER BY bm25(fts), f.id LIMIT ?2",
+                                                -1, &st, NULL),
+                             SQLITE_OK);
+            sqlite3_bind_text(st, 1, match, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int(st, 2, k);
+            size_t n = 0;
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                json_t *r = json_array_get(res, n++);
+                assert_non_null(r);
+                /* same score at each rank (ties may come in either order) */
+                double want = -sqlite3_column_double(st, 1);
+                double got = json_real_value(json_object_get(r, "score"));
+                assert_true(fabs(got - want) < 1e-9 * (1 + fabs(want)));
+                assert_true(!strncmp(json_string_value(json_object_get(r, "file_path")), "doc", 3));
+                n_checked++;
+            }
+            sqlite3_finalize(st);
+            assert_int_equal(json_array_size(res), n);
+            /* and every result is one of own1's (odd-numbered) files */
+            for (size_t i = 0; i < n; i++) {
+                const char *fp = json_string_value(json_object_get(json_array_get(res, i), "file_path"));
+                assert_int_equal(atoi(fp + 3) % 2, 1);
+            }
+            json_decref(o);
+        }
+    assert_true(n_checked > 50);
+    sqlite3_close(db);
+    fx_close(f);
+}
+
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -586,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_symlinks_inside_root), cmocka_unit_test(test_quotas),
         cmocka_unit_test(test_shares),          cmocka_unit_test(test_crash_repair),
         cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_retrieve_topk_matches_reference),
         cmocka_unit_test(test_concurrent_writes), cmocka_unit_test(test_swap_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
