@@ -458,6 +458,39 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
+/* the kernel's engine counters after the run (GET /status: models[0].engine;
+ * steps, split_steps, prompt_tokens_tiled, ...), or NULL */
+static json_t *engine_stats(const char *base)
+{
+    CURL *c = curl_easy_init();
+    if (!c) return NULL;
+    char url[600];
+    snprintf(url, sizeof url, "%s/status", base);
+    struct sink b = {0};
+    struct curl_slist *h = NULL;
+    if (g_bench_token[0]) {
+        char auth[300];
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", g_bench_token);
+        h = curl_slist_append(h, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    json_t *en = NULL;
+    if (curl_easy_perform(c) == CURLE_OK && b.s) {
+        json_t *st = json_loads(b.s, 0, NULL);
+        en = json_object_get(json_array_get(json_object_get(st, "models"), 0), "engine");
+        if (en) json_incref(en);
+        json_decref(st);
+    }
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(b.s);
+    return en;
+}
+
 static int bench_agents(int argc, char **argv)
 {
     struct bench_opts o = {.policy = "fair", .threads = 2, .ctx = 4096, .slots = 0, .inter_prio = 10,
@@ -762,6 +795,10 @@ static int bench_agents(int argc, char **argv)
             (json_int_t)(prompt - cached), "completion", (json_int_t)completion, "calls", n_lat,
             "errors", n_err);
         if (o.server_model) json_object_set_new(j, "slots", json_integer(o.slots));
+        if (o.kernel_model) {
+            json_t *en = engine_stats(base);
+            if (en) json_object_set_new(j, "engine", en);
+        }
         if (inter_on)
             json_object_set_new(j, "interactive",
                                 json_pack("{s:i,s:i,s:i,s:f,s:f,s:i,s:f,s:f,s:i,s:f}",

@@ -75,6 +75,11 @@ static void test_bench_kernel(void **state)
     if (rc != 0 || !j) fail_msg("bench exited %d: %s", rc, err);
     assert_string_equal(json_string_value(json_object_get(j, "target")), "aios");
     assert_string_equal(json_string_value(json_object_get(j, "policy")), "fair");
+    /* the engine's counters came along: it computed the prompt tokens */
+    json_t *en = json_object_get(j, "engine");
+    assert_true(num(en, "steps", NULL) > 0);
+    assert_true(num(en, "prompt_tokens_computed", NULL) >= num(j, "tokens", "prompt_computed"));
+    assert_non_null(json_object_get(en, "prompt_tokens_tiled"));
     /* calls carry no seed unless asked (--request-seed, below) */
     assert_true(json_is_false(json_object_get(json_object_get(j, "workload"), "request_seed")));
     assert_int_equal((int)num(j, "calls", NULL), 6);
