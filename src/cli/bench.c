@@ -168,6 +168,15 @@ static double now_s(void) { return (double)(util_now_us() - g_t0_us) / 1e6; }
  * $AIOS_TOKEN (an aios kernel with access control), else none */
 static char g_bench_token[256];
 
+/* h plus the kernel's bearer token, when the bench started the kernel */
+static struct curl_slist *auth_header(struct curl_slist *h)
+{
+    if (!g_bench_token[0]) return h;
+    char auth[300];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", g_bench_token);
+    return curl_slist_append(h, auth);
+}
+
 /* one chat call; appends the assistant answer to msgs */
 static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
 {
@@ -190,11 +199,7 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
     char agent_hdr[96];
     snprintf(agent_hdr, sizeof agent_hdr, "X-Aios-Agent: %s", user);
     h = curl_slist_append(h, agent_hdr);
-    if (g_bench_token[0]) {
-        char auth[300];
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", g_bench_token);
-        h = curl_slist_append(h, auth);
-    }
+    h = auth_header(h);
     if (a->interactive) {
         char ph[64];
         snprintf(ph, sizeof ph, "X-Aios-Priority: %d", o->inter_prio);
@@ -468,11 +473,7 @@ static json_t *engine_stats(const char *base)
     snprintf(url, sizeof url, "%s/status", base);
     struct sink b = {0};
     struct curl_slist *h = NULL;
-    if (g_bench_token[0]) {
-        char auth[300];
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", g_bench_token);
-        h = curl_slist_append(h, auth);
-    }
+    h = auth_header(h);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
