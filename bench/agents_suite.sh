@@ -13,7 +13,7 @@
 # Usage: bench/agents_suite.sh [MODEL.gguf] [OUT_DIR]
 # Env: SKIP="server32 ..." skips parts by name (8c 8s 8srv 8ci 8si 32c 32s server32
 #      32ci 32si inter ideal);
-#      THREADS (2), SLOTS (aios n_parallel; default: the engine's own, 8).
+#      THREADS (2), SLOTS (aios n_parallel; default: the engine's own, 32).
 set -eu
 MODEL=${1:-/tmp/q05.gguf}
 OUT=${2:-/tmp/aios-agents-suite}
@@ -54,7 +54,7 @@ run inter --kernel "$MODEL" --policy fair $SL --agents 16 --interactive-ms 1000 
 if ! skip ideal; then
     for name in 8c 8s 8ci 8si 32c 32s 32ci 32si; do
         [ -s "$OUT/$name.json" ] || continue
-        python3 - "$OUT/$name.json" "${SLOTS:-8}" >"$OUT/$name.ideal-args" <<'EOF'
+        python3 - "$OUT/$name.json" "${SLOTS:-32}" >"$OUT/$name.ideal-args" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
 w = j["workload"]

@@ -1430,7 +1430,7 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     json_t *ent = model_entry(cfg, m->name, &idx);
     char what[160];
     int rc;
-    k->n_parallel = 8;
+    k->n_parallel = 32;
     k->retain_max = -1;
     k->n_batch = 512;
     k->prefill_chunk = -1;
