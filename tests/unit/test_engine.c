@@ -227,6 +227,41 @@ static void test_batch_determinism(void **state)
     eng_close(&t);
 }
 
+/* The default n_parallel (32) decodes many agents together, as
+ * llama-server -np 32 does: 24 calls queued before the engine starts all
+ * run in the same steps, so the steps number about one call's tokens, not
+ * three waves of them (as with 8 slots). */
+static void test_default_parallel(void **state)
+{
+    (void)state;
+    enum { N = 24, GEN = 16 };
+    struct eng t;
+    eng_create(&t, 2048, "      retain: false\n", NULL, false);
+    struct syscall *sc[N];
+    for (int i = 0; i < N; i++) {
+        struct call_opts o = {.user = g_users[i % 16], .temperature = 0.9f,
+                              .seed = 300u + (uint32_t)i, .max_tokens = GEN};
+        sc[i] = submit(&t, &o);
+    }
+    eng_start(&t);
+    int n_full = 0;
+    for (int i = 0; i < N; i++) {
+        n_full += run(sc[i])->n_gen == GEN;
+        syscall_unref(sc[i]);
+    }
+    assert_true(n_full >= N - 2);
+    struct llm_engine_stats st = {0};
+    for (int i = 0; i < 200 && st.n_calls < N; i++) {
+        assert_int_equal(llm_engine_get_stats(t.core, &st), 0);
+        usleep(5000);
+    }
+    assert_int_equal(st.n_calls, N);
+    assert_int_equal(st.n_parallel, 32);
+    /* GEN decode steps plus a few of prefill; 8 slots would take 3 x GEN */
+    assert_true(st.n_steps < 2 * GEN);
+    eng_close(&t);
+}
+
 static void test_preempt_identical(void **state)
 {
     (void)state;
@@ -1070,6 +1105,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_knobs),
         cmocka_unit_test(test_batch_determinism),
+        cmocka_unit_test(test_default_parallel),
         cmocka_unit_test(test_preempt_identical),
         cmocka_unit_test(test_preempt_api),
         cmocka_unit_test(test_retention),
