@@ -15,7 +15,7 @@ struct api_req;
 
 int api_start(struct api_server **out, struct kernel *k, char *err, size_t errlen);
 int api_port(struct api_server *s);
-/* stop accepting new connections (in-flight ones keep going) */
+/* new requests get a 503 from now on (in-flight ones keep going) */
 void api_quiesce(struct api_server *s);
 void api_stop(struct api_server *s);
 /* requests in flight (parsed but not completed) */
