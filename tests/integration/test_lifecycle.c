@@ -1,6 +1,6 @@
 /* Integration: kernel lifecycle. SIGTERM while a long generation streams:
  * the client gets an error event and [DONE] (not a cut connection), the
- * kernel exits 0 promptly; a config file is honoured (model list, body
+ * kernel exits 0 promptly; while it drains, new requests get a 503; a config file is honoured (model list, body
  * limit); the built-in model is cached and reused. */
 #include "harness.h"
 
@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,6 +70,55 @@ static void test_sigterm_mid_stream(void **state)
     assert_non_null(strstr(json_string_value(json_object_get(a.r.error, "message")), "shutting down"));
     assert_true(a.r.done);
     sse_result_free(&a.r);
+    kf->child.pid = 0;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", kf->dir);
+    assert_int_equal(system(cmd), 0);
+    free(kf);
+}
+
+/* While the kernel drains after SIGTERM (it waits up to 2 s for requests
+ * in flight; here an upload that never finishes), a new request gets a
+ * 503 with a JSON error, and the kernel still exits 0. */
+static void test_shutdown_refuses_new_requests(void **state)
+{
+    (void)state;
+    struct kernel_fixture *kf = kf_start(NULL);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)kf->child.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100000\r\n\r\n{\"model\": \"aios-tiny\", ",
+                     kf->child.token);
+    assert_int_equal(write(fd, head, (size_t)n), n);
+    json_t *j = NULL;
+    /* the kernel answers, so it has had time to read the upload's headers
+     * (its first handler call, which counts it in flight); and a margin */
+    assert_int_equal(kf_call(kf, "GET", "/status", NULL, &j), 200);
+    json_decref(j);
+    usleep(100000);
+    j = NULL;
+    assert_int_equal(kill(kf->child.pid, SIGTERM), 0);
+    long st = 0;
+    for (int i = 0; i < 150; i++) { /* 200 until the kernel sees the signal */
+        json_decref(j);
+        j = NULL;
+        st = kf_call(kf, "GET", "/status", NULL, &j);
+        if (st != 200) break;
+        usleep(10000);
+    }
+    assert_int_equal(st, 503);
+    assert_error_body(j, "shutting down");
+    json_decref(j);
+    int ws = child_stop(&kf->child, 30);
+    close(fd);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(WEXITSTATUS(ws), 0);
     kf->child.pid = 0;
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", kf->dir);
@@ -157,6 +209,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigterm_mid_stream),
+        cmocka_unit_test(test_shutdown_refuses_new_requests),
         cmocka_unit_test(test_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
