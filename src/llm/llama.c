@@ -153,15 +153,24 @@ struct llama_engine {
 
     /* KV bytes per agent, reported to the scheduler's accounting */
     int64_t cell_bytes;
+    /* a step an urgent call may stop (abort_cb): set in step() around its
+     * llama_decode calls; the time of the last look at the queue */
+    bool step_abortable;
+    bool prev_aborted; /* the last step was stopped: this one is not */
+    int64_t t_abort_check_us;
     char *kv_agents[ENGINE_MAX_SEQ]; /* agents reported non-zero last time */
     int n_kv_agents;
     int64_t t_kv_report_us;
 };
 
+/* set on the engine thread while llama_decode unwinds a step that
+ * abort_cb stopped: llama.cpp reports that as errors, which it is not */
+static _Thread_local bool tl_step_stopped;
+
 static void log_cb(enum ggml_log_level level, const char *text, void *ud)
 {
     (void)ud;
-    if (level == GGML_LOG_LEVEL_ERROR) {
+    if (level == GGML_LOG_LEVEL_ERROR && !tl_step_stopped) {
         size_t n = strlen(text);
         while (n && text[n - 1] == '\n') n--;
         LOG_ERROR("llama", "%.*s", (int)n, text);
@@ -439,6 +448,35 @@ static bool admit_urgent(struct llama_engine *e, int running)
     bool urgent = w && w->priority >= e->urgent_prio;
     if (w) syscall_unref(w);
     return urgent;
+}
+
+/* llama.cpp calls this after every node of a llama_decode graph (engine
+ * thread, between ggml's threads' barriers). An urgent call that arrives
+ * while a step of other calls computes would wait for the whole step (up
+ * to about 100 ms on 2 cores even while the lane keeps steps short): the
+ * step is stopped instead. llama_decode then returns 2 and has removed
+ * that call's new cells; step() feeds its rows again next step, after the
+ * urgent call's admission. Only steps without batch-invariant rows are
+ * stopped (step_abortable), so an exact call never has its cells placed
+ * twice, and never two steps in a row, so the batch always advances
+ * (measured without the lane's short steps, which is where it matters: 16
+ * agents beside an urgent call a second had not finished after 17 minutes,
+ * against 95 s with them); the short steps also keep what a stop throws
+ * away small. The queue is looked at every
+ * ABORT_CHECK_US at most. */
+#define ABORT_CHECK_US 1000
+static bool abort_cb(void *data)
+{
+    struct llama_engine *e = data;
+    if (!e->step_abortable) return false;
+    int64_t now = util_now_us();
+    if (now - e->t_abort_check_us < ABORT_CHECK_US) return false;
+    e->t_abort_check_us = now;
+    if (!admit_urgent(e, n_running(e))) return false;
+    e->step_abortable = false;
+    e->st.n_aborted_steps++;
+    tl_step_stopped = true;
+    return true;
 }
 
 /* A slot for a new or resuming sequence: a free one, else the least
@@ -1115,10 +1153,26 @@ static void step(struct llama_engine *e)
     }
     e->st.n_steps++;
     if (next_cut(0, b->n_tokens, tiled) < b->n_tokens) e->st.n_split_steps++;
+    bool abortable = !lane && !padded && !e->prev_aborted;
+    e->prev_aborted = false;
+    for (struct seq *s = e->seqs; s && abortable; s = s->next)
+        abortable = !(s->n_feed && s->exact);
     for (int lo = 0, hi; lo < b->n_tokens; lo = hi) {
         hi = next_cut(lo, b->n_tokens, tiled);
+        e->step_abortable = abortable;
         int rc = decode_rows(e, lo, hi);
+        e->step_abortable = false;
+        tl_step_stopped = false;
         if (padded) llama_memory_seq_rm(mem(e), e->pad_seq, -1, -1);
+        if (rc == 2) {
+            /* stopped for an urgent call (abort_cb): llama.cpp removed
+             * this call's new cells; its rows and the later calls' go
+             * again next step (earlier calls were applied) */
+            for (struct seq *s = e->seqs; s; s = s->next)
+                if (s->n_feed && s->i_feed + s->n_feed > lo) s->n_feed = 0, s->i_out = -1;
+            e->prev_aborted = true;
+            return;
+        }
         if (rc == 1) {
             /* no KV room: nothing of this call was applied (earlier calls
              * were, and advanced their sequences); free some and feed the
@@ -1340,6 +1394,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "retained", json_integer(st.n_retained));
     json_object_set_new(en, "steps", json_integer((json_int_t)st.n_steps));
     json_object_set_new(en, "split_steps", json_integer((json_int_t)st.n_split_steps));
+    json_object_set_new(en, "aborted_steps", json_integer((json_int_t)st.n_aborted_steps));
     json_object_set_new(en, "prompt_tokens_tiled", json_integer((json_int_t)st.n_rows_tiled));
     json_object_set_new(en, "calls", json_integer((json_int_t)st.n_calls));
     json_object_set_new(en, "prompt_tokens_computed", json_integer((json_int_t)st.n_tokens_prefilled));
@@ -1603,6 +1658,8 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     cp.n_ubatch = (uint32_t)e->n_batch;
     cp.kv_unified = true;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    cp.abort_callback = abort_cb;
+    cp.abort_callback_data = e;
     /* ggml's CPU flash attention takes a KV-split path (other rounding)
      * for a micro-batch of exactly one query row once the cache spans 512
      * cells, for F16/F32 caches (not Q8_0): step() pads such a call with a

@@ -530,6 +530,59 @@ static void test_latency_lane(void **state)
  * calls (n_split_steps); every run must match. Cells stay under 256 (ggml
  * pads the cache view to 256; one-row steps past 512 take yet another
  * kernel). */
+/* An urgent call that arrives while a step of unseeded calls computes
+ * stops that step (abort_cb) instead of waiting for it: one long prefill
+ * step (3000 tokens in one llama_decode) is under way when the urgent call
+ * comes; the step is stopped, the urgent call runs, and the long call
+ * then computes its whole prompt once (its stopped cells were removed),
+ * and finishes. */
+static void test_urgent_stops_step(void **state)
+{
+    (void)state;
+    enum { WORDS = 3000 };
+    char *big = malloc(WORDS * 6 + 1);
+    assert_non_null(big);
+    big[0] = 0;
+    for (int i = 0; i < WORDS; i++) strcat(big, i % 2 ? "ocean " : "river ");
+    struct call_opts lo = {.agent = "batch", .user = big, .temperature = 0.0f,
+                           .max_tokens = 4, .unseeded = true};
+    struct call_opts ur = {.agent = "ui", .user = "ok", .temperature = 0.0f, .max_tokens = 2,
+                           .priority = 10, .unseeded = true};
+    struct eng t;
+    eng_open_ctx(&t, 8192, "      n_batch: 8192\n      prefill_chunk: 8192\n      retain: false\n", NULL);
+    struct syscall *b = submit(&t, &lo);
+    /* admitted: its one prefill step starts now and takes a while */
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&b->mu);
+        bool running = b->status == SYSCALL_STATUS_RUNNING;
+        pthread_mutex_unlock(&b->mu);
+        if (running) break;
+        usleep(500);
+    }
+    struct syscall *u = submit(&t, &ur);
+    struct llm_res *ru = run(u);
+    assert_int_equal(ru->n_gen, 2);
+    bool long_done = is_final(b);
+    struct llm_res *rb = run(b);
+    struct llm_engine_stats st = {0};
+    for (int i = 0; i < 200 && st.n_calls < 2; i++) {
+        assert_int_equal(llm_engine_get_stats(t.core, &st), 0);
+        usleep(5000);
+    }
+    print_message("urgent stop: %llu aborted steps, long call done first: %d, prompt %d computed %d\n",
+                  (unsigned long long)st.n_aborted_steps, long_done, rb->n_prompt, rb->n_prompt_computed);
+    assert_false(long_done);
+    assert_int_equal(st.n_aborted_steps, 1);
+    assert_true(rb->n_prompt > 2500);
+    assert_int_equal(rb->n_prompt_computed, rb->n_prompt);
+    assert_int_equal(st.n_tokens_prefilled, (uint64_t)(rb->n_prompt + ru->n_prompt));
+    assert_true(rb->n_gen >= 1);
+    syscall_unref(u);
+    syscall_unref(b);
+    eng_close(&t);
+    free(big);
+}
+
 static void test_split_decode_from_prefill(void **state)
 {
     (void)state;
@@ -1113,6 +1166,7 @@ int main(void)
         cmocka_unit_test(test_lru_eviction_slots),
         cmocka_unit_test(test_kv_full_evicts_retained_first),
         cmocka_unit_test(test_latency_lane),
+        cmocka_unit_test(test_urgent_stops_step),
         cmocka_unit_test(test_split_decode_from_prefill),
         cmocka_unit_test(test_split_steps_under_kv_pressure),
         cmocka_unit_test(test_seeded_beside_unseeded),
