@@ -24,9 +24,11 @@
  *      rows (see step());
  *   5. sample each sequence that got logits with its own sampler chain,
  *      stream the text, finish sequences that are done.
- * If llama_decode finds no room in the KV cache, retained conversations are
- * evicted (least recently used first), then the youngest running sequence
- * is switched out, and the step is retried. An engine whose model was
+ * An urgent call that arrives while a step computes stops it (abort_cb;
+ * its rows go again later). If llama_decode finds no room in the KV
+ * cache, retained conversations are evicted (least recently used first),
+ * then the youngest running sequence is switched out, and the step is
+ * retried. An engine whose model was
  * removed by POST /core/refresh (core.retired) finishes what it has, then
  * frees its context (retire_release).
  *
@@ -462,8 +464,7 @@ static bool admit_urgent(struct llama_engine *e, int running)
  * (measured without the lane's short steps, which is where it matters: 16
  * agents beside an urgent call a second had not finished after 17 minutes,
  * against 95 s with them); the short steps also keep what a stop throws
- * away small. The queue is looked at every
- * ABORT_CHECK_US at most. */
+ * away small. The queue is looked at every ABORT_CHECK_US at most. */
 #define ABORT_CHECK_US 1000
 static bool abort_cb(void *data)
 {
@@ -1063,6 +1064,15 @@ static int decode_rows(struct llama_engine *e, int lo, int hi)
     return llama_decode(e->ctx, v);
 }
 
+/* A llama_decode call of the step from row lo on applied nothing: the
+ * sequences with rows there feed them again next step (those rows were
+ * not applied; earlier calls' were, and advanced their sequences). */
+static void unfeed_from(struct llama_engine *e, int lo)
+{
+    for (struct seq *s = e->seqs; s; s = s->next)
+        if (s->n_feed && s->i_feed + s->n_feed > lo) s->n_feed = 0, s->i_out = -1;
+}
+
 static void step(struct llama_engine *e)
 {
     /* cancelled calls free their sequence now */
@@ -1168,8 +1178,7 @@ static void step(struct llama_engine *e)
             /* stopped for an urgent call (abort_cb): llama.cpp removed
              * this call's new cells; its rows and the later calls' go
              * again next step (earlier calls were applied) */
-            for (struct seq *s = e->seqs; s; s = s->next)
-                if (s->n_feed && s->i_feed + s->n_feed > lo) s->n_feed = 0, s->i_out = -1;
+            unfeed_from(e, lo);
             e->prev_aborted = true;
             return;
         }
@@ -1177,8 +1186,7 @@ static void step(struct llama_engine *e)
             /* no KV room: nothing of this call was applied (earlier calls
              * were, and advanced their sequences); free some and feed the
              * rest again next step */
-            for (struct seq *s = e->seqs; s; s = s->next)
-                if (s->n_feed && s->i_feed + s->n_feed > lo) s->n_feed = 0, s->i_out = -1;
+            unfeed_from(e, lo);
             if (!make_room(e)) {
                 for (struct seq *s = e->seqs, *nx; s; s = nx) {
                     nx = s->next;
