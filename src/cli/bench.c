@@ -168,13 +168,19 @@ static double now_s(void) { return (double)(util_now_us() - g_t0_us) / 1e6; }
  * $AIOS_TOKEN (an aios kernel with access control), else none */
 static char g_bench_token[256];
 
-/* h plus the kernel's bearer token, when the bench started the kernel */
+/* "Authorization: Bearer ..." in buf, or NULL without a token */
+static const char *bearer(char *buf, size_t n)
+{
+    if (!g_bench_token[0]) return NULL;
+    snprintf(buf, n, "Authorization: Bearer %s", g_bench_token);
+    return buf;
+}
+
+/* h plus the bearer token header, if any */
 static struct curl_slist *auth_header(struct curl_slist *h)
 {
-    if (!g_bench_token[0]) return h;
     char auth[300];
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", g_bench_token);
-    return curl_slist_append(h, auth);
+    return bearer(auth, sizeof auth) ? curl_slist_append(h, auth) : h;
 }
 
 /* one chat call; appends the assistant answer to msgs */
@@ -467,28 +473,17 @@ static int parse_int(const char *s, int lo, int hi, int *out)
  * steps, split_steps, prompt_tokens_tiled, ...), or NULL */
 static json_t *engine_stats(const char *base)
 {
-    CURL *c = curl_easy_init();
-    if (!c) return NULL;
-    char url[600];
+    char url[600], auth[300];
     snprintf(url, sizeof url, "%s/status", base);
-    struct sink b = {0};
-    struct curl_slist *h = NULL;
-    h = auth_header(h);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    const char *hdr[] = {bearer(auth, sizeof auth), NULL};
+    struct hc_resp r;
     json_t *en = NULL;
-    if (curl_easy_perform(c) == CURLE_OK && b.s) {
-        json_t *st = json_loads(b.s, 0, NULL);
-        en = json_object_get(json_array_get(json_object_get(st, "models"), 0), "engine");
-        if (en) json_incref(en);
+    if (hc_call_h("GET", url, NULL, 0, hdr, &r, 30) == 0 && r.status == 200) {
+        json_t *st = json_loadb(r.body, r.len, 0, NULL);
+        en = json_incref(json_object_get(json_array_get(json_object_get(st, "models"), 0), "engine"));
         json_decref(st);
     }
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    free(b.s);
+    hc_resp_free(&r);
     return en;
 }
 

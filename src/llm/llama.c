@@ -28,9 +28,9 @@
  * its rows go again later). If llama_decode finds no room in the KV
  * cache, retained conversations are evicted (least recently used first),
  * then the youngest running sequence is switched out, and the step is
- * retried. An engine whose model was
- * removed by POST /core/refresh (core.retired) finishes what it has, then
- * frees its context (retire_release).
+ * retried. An engine whose model was removed by POST /core/refresh
+ * (core.retired) finishes what it has, then frees its context
+ * (retire_release).
  *
  * Reuse of KV cells, the point of it all:
  * - retention: a finished call leaves its tokens in its slot, keyed by the
@@ -460,11 +460,11 @@ static bool admit_urgent(struct llama_engine *e, int running)
  * that call's new cells; step() feeds its rows again next step, after the
  * urgent call's admission. Only steps without batch-invariant rows are
  * stopped (step_abortable), so an exact call never has its cells placed
- * twice, and never two steps in a row, so the batch always advances
- * (measured without the lane's short steps, which is where it matters: 16
- * agents beside an urgent call a second had not finished after 17 minutes,
- * against 95 s with them); the short steps also keep what a stop throws
- * away small. The queue is looked at every ABORT_CHECK_US at most. */
+ * twice, and never two steps in a row, so the batch always advances: a
+ * trial that stopped any step and left out the lane's short steps had 16
+ * agents beside an urgent call a second unfinished after 17 minutes
+ * (against 95 s). The short steps also keep what a stop throws away
+ * small. The queue is looked at every ABORT_CHECK_US at most. */
 #define ABORT_CHECK_US 1000
 static bool abort_cb(void *data)
 {
