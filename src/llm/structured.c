@@ -480,14 +480,18 @@ static int rewrite_messages(const struct llm_structured *st, struct llm_req *req
         if (!m[o].role || !m[o].content) rc = AIOS_ENOMEM;
         o++;
     }
+    bool prev_tool = false;
     for (size_t i = 0; i < n && !rc; i++) {
         struct llm_message *src = &req->msgs[i];
         json_t *jm = json_array_get(st->messages, i);
         json_t *calls = json_object_get(jm, "tool_calls");
         if (!strcmp(src->role, "tool")) {
             struct buf b = {0};
-            bool merge = o > 0 && m[o - 1].role && !strcmp(m[o - 1].role, "user") &&
-                         i > 0 && !strcmp(req->msgs[i - 1].role, "tool");
+            /* a run of tool results becomes one user turn; the message before
+             * was moved out of req->msgs (its role is NULL) unless it was a
+             * tool result too, so remember the previous role here */
+            bool merge = o > 0 && prev_tool;
+            prev_tool = true;
             if (merge) {
                 buf_puts(&b, m[o - 1].content);
                 buf_puts(&b, "\n");
@@ -511,6 +515,7 @@ static int rewrite_messages(const struct llm_structured *st, struct llm_req *req
             o++;
             continue;
         }
+        prev_tool = false;
         m[o].role = src->role;
         m[o].content = src->content;
         src->role = src->content = NULL;
