@@ -50,6 +50,7 @@
 #include "util/log.h"
 #include "util/util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,7 @@ struct sched_agent {
     bool priority_set;
     double service;     /* attained service, see the top */
     int64_t n_queued, n_running;
+    int n_running_kind[SYSCALL_KIND__COUNT]; /* running calls of each kind */
     struct sched_agent_stats st;
 };
 
@@ -75,6 +77,8 @@ struct sched {
     pthread_cond_t cv[SYSCALL_KIND__COUNT];
     struct sched_queue q[SYSCALL_KIND__COUNT];
     size_t n_running[SYSCALL_KIND__COUNT];
+    /* most calls of a kind one agent may have running (0: no cap) */
+    int agent_cap[SYSCALL_KIND__COUNT];
     uint64_t n_submitted, n_finished, n_preempted;
     uint64_t seq; /* enqueue counter: arrival order, even within a microsecond */
     struct syscall *running[SYSCALL_KIND__COUNT]; /* handed out, not done: newest first */
@@ -151,6 +155,19 @@ static void run_release(struct sched *s, struct syscall *sc)
     if (s->n_running[sc->kind]) s->n_running[sc->kind]--;
     struct sched_agent *a = sc->sched_agent;
     if (a && a->n_running) a->n_running--;
+    if (a && a->n_running_kind[sc->kind]) a->n_running_kind[sc->kind]--;
+    /* a call of this agent held back by its cap may start now */
+    if (s->agent_cap[sc->kind] > 0) pthread_cond_broadcast(&s->cv[sc->kind]);
+}
+
+/* may sc be handed out for target now? (lock held) Its agent's running
+ * calls of its kind must be under the kind's per-agent cap. */
+static bool eligible(const struct sched_queue *q, const struct syscall *sc, const void *target)
+{
+    if (target && sc->target != target) return false;
+    int cap = q->s->agent_cap[sc->kind];
+    const struct sched_agent *a = sc->sched_agent;
+    return cap <= 0 || !a || a->n_running_kind[sc->kind] < cap;
 }
 
 /* ---- queue primitives (lock held) ---- */
@@ -184,7 +201,7 @@ static bool queue_unlink(struct sched_queue *q, struct syscall *sc)
 static struct syscall *fifo_peek(struct sched_queue *q, void *target)
 {
     for (struct syscall *sc = q->head; sc; sc = sc->next)
-        if (!target || sc->target == target) return sc;
+        if (eligible(q, sc, target)) return sc;
     return NULL;
 }
 
@@ -255,7 +272,7 @@ static struct syscall *fair_peek(struct sched_queue *q, void *target)
     struct syscall *best = NULL;
     int best_p = 0;
     for (struct syscall *sc = q->head; sc; sc = sc->next) {
-        if (target && sc->target != target) continue;
+        if (!eligible(q, sc, target)) continue;
         int p = eff_priority(q, sc, top, now);
         if (!best || fair_before(p, sc, best_p, best)) {
             best = sc;
@@ -512,6 +529,7 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
             struct sched_agent *a = sc->sched_agent;
             a->n_queued--;
             a->n_running++;
+            a->n_running_kind[kind]++;
             run_link(s, sc);
             break;
         }
@@ -605,6 +623,15 @@ void sched_set_final_hook(struct sched *s, void (*fn)(struct syscall *sc, void *
     pthread_mutex_lock(&s->mu);
     s->final_hook = fn;
     s->final_hook_ud = ud;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_set_agent_cap(struct sched *s, enum syscall_kind kind, int cap)
+{
+    assert((unsigned)kind < SYSCALL_KIND__COUNT);
+    pthread_mutex_lock(&s->mu);
+    s->agent_cap[kind] = cap > 0 ? cap : 0;
+    pthread_cond_broadcast(&s->cv[kind]);
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -82,6 +82,10 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
  * its usage in the agent's accounting (from the LLM result when the worker
  * filled none) and drops the scheduler's reference. */
 void sched_done(struct sched *s, struct syscall *sc);
+/* At most cap calls of `kind` from one agent run at once (0: no cap); the
+ * others wait in the queue, so one agent cannot hold every worker of a pool
+ * while another agent's calls wait. */
+void sched_set_agent_cap(struct sched *s, enum syscall_kind kind, int cap);
 
 /* ---- the engine's side of preemption and admission ----
  *

@@ -12,8 +12,11 @@
  * Schema (llm/schema.h), and queues one job per valid call on the
  * manager's job queue; then it waits for its jobs. A fixed set of job
  * workers (tools.workers) takes jobs: a worker picks the first queued job
- * whose tool may start now, i.e. fewer than max_concurrency of it running
- * and no other tool of any of its conflict groups running. A job that may
+ * whose tool may start now, i.e. fewer than max_concurrency of it running,
+ * no other tool of any of its conflict groups running, and fewer than
+ * max_jobs_per_agent jobs of the same agent running. The scheduler caps an
+ * agent's TOOL syscalls holding a pool thread (max_calls_per_agent), so one
+ * agent's slow tools leave threads and workers for the others. A job that may
  * not start stays queued (it holds nothing, so no deadlock); every release
  * wakes the workers. Calls of one request therefore run in parallel where
  * their limits allow, and each result is stored at its call's index and
@@ -36,6 +39,7 @@
 #include "util/log.h"
 #include "util/util.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -96,6 +100,12 @@ struct tool_mgr {
     pthread_t *workers;
     int n_workers;       /* configured */
     int n_started;       /* threads running */
+    /* fairness between agents: at most max_jobs_per_agent jobs of one agent
+     * run at once (job_agent[i]: the agent of the job worker slot i runs, or
+     * NULL), and at most max_calls_per_agent of its TOOL syscalls hold a pool
+     * thread (the scheduler's per-agent cap) */
+    const char **job_agent;
+    int max_jobs_per_agent, max_calls_per_agent;
 };
 
 struct kernel *tool_mgr_kernel(struct tool_mgr *m) { return m->k; }
@@ -549,14 +559,15 @@ int tool_cfg_argv(json_t *e, const char *where, char ***argv, char *err, size_t 
 
 static int load_section(struct tool_mgr *m, json_t *sec, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"workers", "pool_threads", "builtins", "external",
+    static const char *const keys[] = {"workers", "pool_threads", "max_jobs_per_agent",
+                                       "max_calls_per_agent", "builtins", "external",
                                        "folders", "mcp_servers", "defaults", NULL};
     static const char *const def_keys[] = {"cpu_seconds", "memory_mb", "max_procs", NULL};
     int rc;
     long v;
     bool builtins = true;
-    m->n_workers = 8;
-    m->n_pool_threads = 4;
+    m->n_workers = 16;
+    m->n_pool_threads = 8;
     if (sec && !json_is_null(sec)) {
         if (!json_is_object(sec)) return cfg_fail(err, errlen, "tools: expected a mapping");
         if ((rc = check_keys(sec, "tools", keys, err, errlen))) return rc;
@@ -566,6 +577,12 @@ static int load_section(struct tool_mgr *m, json_t *sec, char *err, size_t errle
         v = m->n_pool_threads;
         if ((rc = get_int(sec, "pool_threads", "tools", 1, 256, &v, err, errlen))) return rc;
         m->n_pool_threads = (int)v;
+        v = 0;
+        if ((rc = get_int(sec, "max_jobs_per_agent", "tools", 0, 256, &v, err, errlen))) return rc;
+        m->max_jobs_per_agent = (int)v;
+        v = 0;
+        if ((rc = get_int(sec, "max_calls_per_agent", "tools", 0, 256, &v, err, errlen))) return rc;
+        m->max_calls_per_agent = (int)v;
         if ((rc = get_bool(sec, "builtins", "tools", &builtins, err, errlen))) return rc;
         json_t *d = json_object_get(sec, "defaults");
         if (d && !json_is_null(d)) {
@@ -606,8 +623,18 @@ static int load_section(struct tool_mgr *m, json_t *sec, char *err, size_t errle
 
 /* ---- job workers ---- */
 
-static bool can_start(struct tool_mgr *m, struct tool *t)
+static int agent_jobs(const struct tool_mgr *m, const char *agent)
 {
+    int n = 0;
+    for (int i = 0; i < m->n_workers; i++)
+        if (m->job_agent[i] && !strcmp(m->job_agent[i], agent)) n++;
+    return n;
+}
+
+static bool can_start(struct tool_mgr *m, const struct tool_job *j)
+{
+    const struct tool *t = j->t;
+    if (agent_jobs(m, j->b->agent) >= m->max_jobs_per_agent) return false;
     if (t->max_concurrency > 0 && t->n_running >= t->max_concurrency) return false;
     for (int i = 0; i < t->n_conflicts; i++) {
         struct tool_group *g = group_get(m, t->conflicts[i], false);
@@ -814,7 +841,7 @@ static void *worker_main(void *arg)
     for (;;) {
         struct tool_job *j = NULL, *prev = NULL;
         for (struct tool_job *x = m->q_head; x; prev = x, x = x->next)
-            if (can_start(m, x->t)) {
+            if (can_start(m, x)) {
                 j = x;
                 break;
             }
@@ -827,6 +854,10 @@ static void *worker_main(void *arg)
         else m->q_head = j->next;
         if (m->q_tail == j) m->q_tail = prev;
         acquire(m, j->t, +1);
+        int slot = 0;
+        while (m->job_agent[slot]) slot++; /* fewer jobs run than workers */
+        assert(slot < m->n_workers);
+        m->job_agent[slot] = j->b->agent;
         pthread_mutex_unlock(&m->mu);
 
         int64_t t0 = util_now_us();
@@ -835,6 +866,7 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&m->mu);
         acquire(m, j->t, -1);
+        m->job_agent[slot] = NULL;
         struct tool_batch *b = j->b;
         b->results[j->idx] = res;
         b->n_left--;
@@ -1097,8 +1129,12 @@ int tool_mgr_create(struct tool_mgr **out, json_t *section, const char *storage_
         LOG_WARN("tools", "%s: external tools and MCP servers cannot run", why);
     int rc = load_section(m, section, err, errlen);
     if (rc) goto fail;
+    if (m->max_jobs_per_agent <= 0) m->max_jobs_per_agent = m->n_workers > 1 ? m->n_workers / 2 : 1;
+    if (m->max_calls_per_agent <= 0)
+        m->max_calls_per_agent = m->n_pool_threads > 1 ? m->n_pool_threads / 2 : 1;
     m->workers = calloc((size_t)m->n_workers, sizeof *m->workers);
-    if (!m->workers) {
+    m->job_agent = calloc((size_t)m->n_workers, sizeof *m->job_agent);
+    if (!m->workers || !m->job_agent) {
         rc = AIOS_ENOMEM;
         goto fail;
     }
@@ -1131,6 +1167,7 @@ int tool_mgr_start(struct tool_mgr **out, struct kernel *k, char *err, size_t er
         return rc;
     }
     m->k = k;
+    sched_set_agent_cap(k->sched, SYSCALL_KIND_TOOL, m->max_calls_per_agent);
     rc = kernel_register_executor(k, SYSCALL_KIND_TOOL, m->n_pool_threads, tool_exec_syscall, m);
     if (rc) {
         snprintf(err, errlen, "cannot start the tool pool: %s", aios_strerror(rc));
@@ -1151,6 +1188,7 @@ void tool_mgr_stop(struct tool_mgr *m)
     pthread_mutex_unlock(&m->mu);
     for (int i = 0; i < m->n_started; i++) pthread_join(m->workers[i], NULL);
     free(m->workers);
+    free(m->job_agent);
     for (size_t i = 0; i < m->n_mcps; i++) tool_mcp_stop(m->mcps[i]);
     free(m->mcps);
     for (size_t i = 0; i < m->n_tools; i++) tool_free(m->tools[i]);

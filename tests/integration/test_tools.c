@@ -504,6 +504,54 @@ static void test_limits(void **state)
     assert_int_equal(read_counter("conc/grp", "max"), 1);
 }
 
+struct hogcall {
+    long status;
+    json_t *j;
+};
+
+static void *hog_thread(void *arg)
+{
+    struct hogcall *c = arg;
+    c->status = tool_query("t/hog", "[{\"name\":\"test/conc_any\",\"parameters\":{\"hold_ms\":2500}}]",
+                           &c->j);
+    return NULL;
+}
+
+/* One agent's slow tools cannot stall another agent's: eight 2.5-second
+ * calls from one agent (as many as the 8 pool threads and the 8 job
+ * workers this config has) leave room for another agent's calculator,
+ * which answers at once instead of after the slow calls. */
+static void test_fair_tool_pool(void **state)
+{
+    (void)state;
+    if (!g_bwrap) skip();
+    enum { N = 8 };
+    struct hogcall c[N] = {0};
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) assert_int_equal(pthread_create(&th[i], NULL, hog_thread, &c[i]), 0);
+    usleep(500 * 1000); /* the hog's calls hold their workers */
+    int64_t t0 = util_now_us();
+    json_t *j = NULL;
+    assert_int_equal(tool_query("t/other", "[{\"name\":\"aios/calculator\",\"parameters\":"
+                                "{\"expression\":\"6*7\"}}]", &j), 200);
+    double secs = (double)(util_now_us() - t0) / 1e6;
+    assert_true(json_is_true(json_object_get(result_of(j, 0), "ok")));
+    json_decref(j);
+    /* the hog's calls all finish, none refused */
+    int64_t h0 = util_now_us();
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(c[i].status, 200);
+        assert_true(json_is_true(json_object_get(result_of(c[i].j, 0), "ok")));
+        json_decref(c[i].j);
+    }
+    double hog_secs = (double)(util_now_us() - h0) / 1e6 + 0.5;
+    fprintf(stderr, "calculator beside 8 slow calls of another agent: %.3f s (the slow calls: %.1f s)\n",
+            secs, hog_secs);
+    /* without the per-agent caps it waits for the slow calls: >= 2 s */
+    assert_true(secs < 1.5);
+}
+
 struct longcall {
     struct kernel_fixture *kf;
     long status;
@@ -560,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_sandbox_net),
         cmocka_unit_test(test_sandbox_forkbomb),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_fair_tool_pool),
         cmocka_unit_test(test_shutdown_kills_tools),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -726,6 +726,55 @@ static void test_many_producers_workers(void **state)
     free(m);
 }
 
+/* the per-agent cap: an agent at its cap waits, other agents' calls pass
+ * it, and its next call starts when one of its running calls is done */
+static struct syscall *mk_agent(const char *agent, int tag)
+{
+    struct req *r = malloc(sizeof *r);
+    assert_non_null(r);
+    r->tag = tag;
+    struct syscall *sc = syscall_new(SYSCALL_KIND_TOOL, agent, NULL, r, req_free);
+    assert_non_null(sc);
+    return sc;
+}
+
+static void test_agent_cap(void **state)
+{
+    struct sched *s = *state;
+    sched_set_agent_cap(s, SYSCALL_KIND_TOOL, 2);
+    struct syscall *a1 = mk_agent("a", 1), *a2 = mk_agent("a", 2), *a3 = mk_agent("a", 3);
+    struct syscall *b1 = mk_agent("b", 4);
+    struct syscall *all[] = {a1, a2, a3, b1};
+    for (int i = 0; i < 4; i++) assert_int_equal(sched_submit(s, all[i]), 0);
+    struct syscall *x = sched_next(s, SYSCALL_KIND_TOOL, NULL, 0);
+    assert_ptr_equal(x, a1);
+    struct syscall *y = sched_next(s, SYSCALL_KIND_TOOL, NULL, 0);
+    assert_ptr_equal(y, a2);
+    /* a holds 2: its third call waits, b's goes first */
+    struct syscall *z = sched_next(s, SYSCALL_KIND_TOOL, NULL, 0);
+    assert_ptr_equal(z, b1);
+    assert_null(sched_next(s, SYSCALL_KIND_TOOL, NULL, 0));
+    sched_done(s, x);
+    struct syscall *w = sched_next(s, SYSCALL_KIND_TOOL, NULL, 0);
+    assert_ptr_equal(w, a3);
+    sched_done(s, y);
+    sched_done(s, z);
+    sched_done(s, w);
+    /* other kinds are not capped */
+    struct syscall *m1 = mk(SYSCALL_KIND_MEMORY, NULL, 5), *m2 = mk(SYSCALL_KIND_MEMORY, NULL, 6),
+                   *m3 = mk(SYSCALL_KIND_MEMORY, NULL, 7);
+    struct syscall *mem[] = {m1, m2, m3};
+    for (int i = 0; i < 3; i++) assert_int_equal(sched_submit(s, mem[i]), 0);
+    for (int i = 0; i < 3; i++) {
+        struct syscall *m = sched_next(s, SYSCALL_KIND_MEMORY, NULL, 0);
+        assert_ptr_equal(m, mem[i]);
+        sched_done(s, m);
+        syscall_unref(mem[i]);
+    }
+    for (int i = 0; i < 4; i++) syscall_unref(all[i]);
+    assert_int_equal(g_req_freed, 7);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -735,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_create_default_policy),
         T(test_fifo_per_kind),
         T(test_fifo_refill_after_empty),
+        T(test_agent_cap),
         T(test_target_filter),
         T(test_target_filter_threads),
         T(test_next_timeout),
