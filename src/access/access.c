@@ -402,7 +402,8 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
     struct acc_mgr *m = r->k->access;
     if (!m) return true;
     const char *method = r->method, *url = r->url;
-    if (!strcmp(method, "GET") && (!strcmp(url, "/status") || !strcmp(url, "/v1/models")))
+    if (!strcmp(method, "GET") && (!strcmp(url, "/status") || !strcmp(url, "/v1/models") ||
+                                   !strncmp(url, "/v1/models/", 11)))
         return true;
     char action[160];
     snprintf(action, sizeof action, "%s %s", method, url);

@@ -93,6 +93,7 @@ json_t *api_openai_tool_calls(struct syscall *sc, json_t *calls);
 
 /* route handlers (openai.c, kernel_routes.c) */
 enum MHD_Result api_openai_models(struct api_req *r);
+enum MHD_Result api_openai_model(struct api_req *r);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_route_status(struct api_req *r);
 enum MHD_Result api_aios_query(struct api_req *r);

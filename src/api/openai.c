@@ -24,17 +24,37 @@
 #include <string.h>
 #include <time.h>
 
+static json_t *model_json(const struct llm_core *c)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", c->name, "object", "model", "created",
+                     (json_int_t)c->created, "owned_by", "aios", "backend", c->backend);
+}
+
 enum MHD_Result api_openai_models(struct api_req *r)
 {
     json_t *data = json_array();
     for (size_t i = 0; i < r->k->n_cores; i++) {
         struct llm_core *c = r->k->cores[i];
         if (c->retired) continue; /* removed by POST /core/refresh */
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", c->name, "object",
-                                              "model", "created", (json_int_t)c->created,
-                                              "owned_by", "aios", "backend", c->backend));
+        json_array_append_new(data, model_json(c));
     }
     return api_send_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+/* GET /v1/models/{id}: one model in OpenAI's shape; ids may hold '/' */
+enum MHD_Result api_openai_model(struct api_req *r)
+{
+    const char *id = r->params[0];
+    for (size_t i = 0; i < r->k->n_cores; i++) {
+        struct llm_core *c = r->k->cores[i];
+        if (c->retired || strcmp(c->name, id)) continue;
+        return api_send_json(r, 200, model_json(c));
+    }
+    json_t *e = json_pack("{s:{s:s++,s:s,s:s,s:s}}", "error", "message", "The model '", id,
+                          "' does not exist; GET /v1/models lists the models served here",
+                          "type", "invalid_request_error", "param", "model", "code",
+                          "model_not_found");
+    return api_send_json(r, 404, e);
 }
 
 /* ---- request parsing ---- */

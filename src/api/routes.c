@@ -47,6 +47,7 @@ static const struct api_route g_routes[] = {
     {"GET", "/tools", api_tools_list},
     /* OpenAI-compatible */
     {"GET", "/v1/models", api_openai_models},
+    {"GET", "/v1/models/{id*}", api_openai_model},
     {"POST", "/v1/chat/completions", api_openai_chat},
     {"POST", "/chat/completions", api_openai_chat},
 };
@@ -60,8 +61,9 @@ static int hexval(char c)
     return -1;
 }
 
-/* decode %XX; NULL if malformed or it would contain NUL or '/' */
-static char *seg_decode(const char *s, size_t n)
+/* decode %XX; NULL if malformed or it would contain NUL, or an encoded '/'
+ * unless rest (a {name*} segment, which takes the rest of the path) */
+static char *seg_decode(const char *s, size_t n, bool rest)
 {
     char *out = malloc(n + 1);
     if (!out) return NULL;
@@ -73,7 +75,7 @@ static char *seg_decode(const char *s, size_t n)
             int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
             if (hi < 0 || lo < 0) goto bad;
             c = (char)(hi * 16 + lo);
-            if (c == 0 || c == '/') goto bad;
+            if (c == 0 || (c == '/' && !rest)) goto bad;
             i += 2;
         }
         out[o++] = c;
@@ -98,9 +100,11 @@ static bool match(const char *pat, const char *url, char *params[API_MAX_PARAMS]
         size_t pl = pe ? (size_t)(pe - p) : strlen(p);
         size_t ul = ue ? (size_t)(ue - u) : strlen(u);
         if (pl >= 2 && p[0] == '{' && p[pl - 1] == '}') {
+            bool rest = pl >= 3 && p[pl - 2] == '*' && !pe;
+            if (rest) ul = strlen(u);
             if (ul == 0 || np >= API_MAX_PARAMS) goto fail;
             if (params) {
-                params[np] = seg_decode(u, ul);
+                params[np] = seg_decode(u, ul, rest);
                 if (!params[np]) goto fail;
             }
             np++;

@@ -64,6 +64,23 @@ static void test_status_and_models(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(d, 0), "id")), "aios-tiny");
     assert_string_equal(json_string_value(json_object_get(json_array_get(d, 0), "object")), "model");
     json_decref(j);
+
+    /* one model, as OpenAI's client.models.retrieve() asks for it */
+    assert_int_equal(kf_call(g_kf, "GET", "/v1/models/aios-tiny", NULL, &j), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), "aios-tiny");
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "model");
+    assert_true(json_is_integer(json_object_get(j, "created")));
+    assert_string_equal(json_string_value(json_object_get(j, "owned_by")), "aios");
+    json_decref(j);
+    /* unknown ids, with '/' raw or encoded as Node's SDK sends it: 404 */
+    const char *unknown[] = {"/v1/models/nope", "/v1/models/org/nope", "/v1/models/org%2Fnope"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(kf_call(g_kf, "GET", unknown[i], NULL, &j), 404);
+        assert_error_body(j, "does not exist");
+        assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                            "model_not_found");
+        json_decref(j);
+    }
 }
 
 static void test_chat_shape(void **state)
