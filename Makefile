@@ -5,7 +5,7 @@ BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps llama configure test run asan asan-test bench clean
+.PHONY: all deps llama configure test run asan asan-test bench clean ui-test
 
 all: configure
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -22,6 +22,13 @@ test: all
 
 run: all
 	@$(BUILD)/aios demo
+
+# the dashboard in headless Chromium (Debian's chromium is installed first):
+# agents appear with their numbers, kill and logs work; screenshot in
+# $(BUILD)/dashboard.png
+ui-test: all
+	@scripts/deps.sh chromium
+	@python3 tests/ui/ui_test.py $(BUILD)/aios $(BUILD)/dashboard.png
 
 asan:
 	@$(MAKE) --no-print-directory all BUILD=build-asan BUILD_TYPE=Debug CMAKE_ARGS=-DAIOS_SANITIZE=ON

@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages aios needs, if any are missing.
 # As root it runs apt-get itself; otherwise it prints the exact command and
-# stops with status 1. Called by `make`, `make test` and `make run`.
+# stops with status 1. Called by `make`, `make test` and `make run`; extra
+# package names given as arguments are installed too (`make ui-test` asks
+# for chromium this way).
 set -eu
 
-PKGS="build-essential cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libcmocka-dev bubblewrap curl python3"
+PKGS="$* build-essential cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libcmocka-dev bubblewrap curl python3"
 
 missing=""
 for p in $PKGS; do

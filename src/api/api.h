@@ -48,6 +48,9 @@ struct api_req {
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */
+/* body (malloc'd, stolen) as it is, with its content type */
+enum MHD_Result api_send_raw(struct api_req *r, unsigned status, char *body, size_t len,
+                             const char *ctype);
 enum MHD_Result api_send_error(struct api_req *r, unsigned status, const char *type,
                                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Parse the body as a JSON object; on failure sends a 400 and returns NULL
@@ -94,6 +97,9 @@ json_t *api_openai_tool_calls(struct syscall *sc, json_t *calls);
 /* route handlers (openai.c, kernel_routes.c) */
 enum MHD_Result api_openai_models(struct api_req *r);
 enum MHD_Result api_openai_model(struct api_req *r);
+/* the dashboard (ui.c) */
+enum MHD_Result api_ui_page(struct api_req *r);
+enum MHD_Result api_ui_state(struct api_req *r);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_route_status(struct api_req *r);
 enum MHD_Result api_aios_query(struct api_req *r);

@@ -108,6 +108,12 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
     return ret;
 }
 
+enum MHD_Result api_send_raw(struct api_req *r, unsigned status, char *body, size_t len,
+                             const char *ctype)
+{
+    return queue(r, status, body, len, ctype);
+}
+
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body)
 {
     char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;

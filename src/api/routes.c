@@ -17,6 +17,9 @@ static const struct api_route g_routes[] = {
     {"GET", "/status", api_route_status},
     {"GET", "/metrics", api_metrics},
     {"GET", "/agents/{id}/stats", api_agent_stats},
+    /* the dashboard (ui.c) */
+    {"GET", "/ui", api_ui_page},
+    {"GET", "/ui/state", api_ui_state},
     /* AIOS protocol (Cerebrum) */
     {"POST", "/query", api_aios_query},
     /* AIOS kernel routes (aios_routes.c) */

@@ -17,6 +17,8 @@ int cli_bench_main(int argc, char **argv);
 /* agents_cli.c: aios run PATH_OR_NAME --task T [--url U] | ps | kill ID | logs ID [-f] */
 int cli_run_main(int argc, char **argv);
 int cli_ps_main(int argc, char **argv);
+/* aios top (top.c) */
+int cli_top_main(int argc, char **argv);
 int cli_kill_main(int argc, char **argv);
 int cli_logs_main(int argc, char **argv);
 /* access manager (access_cli.c): audit, approvals, approve, deny,

@@ -39,6 +39,7 @@ static void usage(FILE *f)
             "  aios bench agents [--kernel M.gguf|--llama-server M.gguf|--url U] [...]\n"
             "  aios run PATH_OR_NAME --task \"...\" [--url URL]   run an agent, follow its output\n"
             "  aios ps [--url URL]            agent processes\n"
+            "  aios top [--url URL] [--once]  agents, queues and engines, refreshing (q quits)\n"
             "  aios kill ID [--signal TERM|KILL|INT] [--url URL]\n"
             "  aios logs ID [-f] [--url URL]\n"
             "  aios audit [--agent A] [--since T|10m|2h|1d] [--url URL]\n"
@@ -214,6 +215,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bench")) return cli_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "ps")) return cli_ps_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "top")) return cli_top_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "kill")) return cli_kill_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "logs")) return cli_logs_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -88,6 +88,10 @@ struct sched {
     /* called after a call's usage is recorded (sched_set_final_hook) */
     void (*final_hook)(struct syscall *sc, void *ud);
     void *final_hook_ud;
+    /* the timeline ring (sched_timeline): its own leaf lock, taken alone */
+    pthread_mutex_t tl_mu;
+    struct sched_call_rec *tl;
+    size_t tl_next, tl_n;
 };
 
 /* ---- agent records (lock held) ---- */
@@ -330,6 +334,8 @@ int sched_create(struct sched **out, const struct sched_policy *policy)
     s->tun.preempt_margin = 1024;
     s->tun.ms_weight = 1.0;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->tl_mu, NULL);
+    s->tl = calloc(SCHED_TIMELINE_MAX, sizeof *s->tl); /* NULL: no timeline */
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -348,6 +354,8 @@ void sched_destroy(struct sched *s)
     sched_shutdown(s);
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++) pthread_cond_destroy(&s->cv[k]);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->tl_mu);
+    free(s->tl);
     struct sched_agent *a = s->agents;
     while (a) {
         struct sched_agent *n = a->next_all;
@@ -584,6 +592,91 @@ static void read_done_info(struct syscall *sc, struct done_info *d)
     pthread_mutex_unlock(&sc->mu);
 }
 
+/* the final call into the timeline ring (no lock held on entry) */
+static void timeline_record(struct sched *s, struct syscall *sc, const struct done_info *d)
+{
+    struct sched_call_rec r = {.id = sc->id, .kind = sc->kind, .state = SCHED_REC_FINAL,
+                               .final_status = d->status, .n_gen = d->u.n_gen,
+                               .n_prompt_computed = d->u.n_prompt_computed};
+    snprintf(r.agent, sizeof r.agent, "%s", sc->agent ? sc->agent : "");
+    int64_t now = util_now_us();
+    pthread_mutex_lock(&sc->mu);
+    r.t_created_us = sc->t_created_us;
+    r.t_end_us = sc->t_end_us ? sc->t_end_us : now;
+    r.n_slices = sc->n_slices;
+    int kept = sc->n_slices < SYSCALL_MAX_SLICES ? sc->n_slices : SYSCALL_MAX_SLICES;
+    for (int i = 0; i < kept; i++) {
+        /* the first SCHED_REC_SLICES - 1 and the last */
+        int o = i < SCHED_REC_SLICES - 1 ? i : i == kept - 1 ? SCHED_REC_SLICES - 1 : -1;
+        if (o < 0) continue;
+        if (o >= r.n_kept) r.n_kept = o + 1;
+        r.slice_start_us[o] = sc->t_slice_start_us[i];
+        r.slice_end_us[o] = sc->t_slice_end_us[i] ? sc->t_slice_end_us[i] : r.t_end_us;
+    }
+    pthread_mutex_unlock(&sc->mu);
+    pthread_mutex_lock(&s->tl_mu);
+    if (s->tl) {
+        s->tl[s->tl_next] = r;
+        s->tl_next = (s->tl_next + 1) % SCHED_TIMELINE_MAX;
+        if (s->tl_n < SCHED_TIMELINE_MAX) s->tl_n++;
+    }
+    pthread_mutex_unlock(&s->tl_mu);
+}
+
+int sched_timeline(struct sched *s, int64_t since_us, struct sched_call_rec **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    /* in flight: counted and copied under the scheduler's lock */
+    pthread_mutex_lock(&s->mu);
+    size_t n_live = 0;
+    for (int k = 0; k < SYSCALL_KIND__COUNT; k++) {
+        n_live += s->q[k].n;
+        for (struct syscall *sc = s->running[k]; sc; sc = sc->sched_run_next) n_live++;
+    }
+    struct sched_call_rec *live = n_live ? calloc(n_live, sizeof *live) : NULL;
+    size_t nl = 0;
+    for (int k = 0; k < SYSCALL_KIND__COUNT && (live || !n_live); k++) {
+        for (int pass = 0; pass < 2; pass++) {
+            struct syscall *sc = pass ? s->running[k] : s->q[k].head;
+            for (; sc && nl < n_live; sc = pass ? sc->sched_run_next : sc->next) {
+                struct sched_call_rec *r = &live[nl++];
+                r->id = sc->id;
+                r->kind = sc->kind;
+                r->state = pass ? SCHED_REC_RUNNING : SCHED_REC_QUEUED;
+                /* agent and id never change after submit; times are ours */
+                snprintf(r->agent, sizeof r->agent, "%s", sc->agent ? sc->agent : "");
+                r->t_created_us = sc->t_created_us;
+                r->t_since_us = pass ? sc->sched_t_run_us : sc->sched_t_enq_us;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (n_live && !live) return AIOS_ENOMEM;
+
+    pthread_mutex_lock(&s->tl_mu);
+    size_t total = s->tl_n + nl;
+    struct sched_call_rec *all = calloc(total ? total : 1, sizeof *all);
+    size_t o = 0;
+    if (all) {
+        size_t first = (s->tl_next + SCHED_TIMELINE_MAX - s->tl_n) % SCHED_TIMELINE_MAX;
+        for (size_t i = 0; i < s->tl_n; i++) {
+            const struct sched_call_rec *r = &s->tl[(first + i) % SCHED_TIMELINE_MAX];
+            if (r->t_end_us >= since_us) all[o++] = *r;
+        }
+    }
+    pthread_mutex_unlock(&s->tl_mu);
+    if (!all) {
+        free(live);
+        return AIOS_ENOMEM;
+    }
+    if (nl) memcpy(all + o, live, nl * sizeof *live);
+    free(live);
+    *out = all;
+    *n = o + nl;
+    return 0;
+}
+
 /* on_final hook: the call just became final (worker thread, or the thread
  * that failed it); record it before its waiter is woken */
 static void account_final(struct syscall *sc, void *ud)
@@ -615,6 +708,7 @@ static void account_final(struct syscall *sc, void *ud)
     void (*hook)(struct syscall *, void *) = s->final_hook;
     void *hook_ud = s->final_hook_ud;
     pthread_mutex_unlock(&s->mu);
+    timeline_record(s, sc, &d);
     if (hook) hook(sc, hook_ud); /* e.g. the access manager's token budgets */
 }
 

@@ -183,6 +183,33 @@ bool sched_stopping(struct sched *s);
 
 void sched_get_stats(struct sched *s, struct sched_stats *out);
 
+/* ---- the timeline: recent calls, for the dashboard ----
+ *
+ * The scheduler keeps the last SCHED_TIMELINE_MAX final calls (a ring) and
+ * can list the calls in flight. Times are monotonic microseconds
+ * (util_now_us). A final call keeps its first SCHED_REC_SLICES - 1 run
+ * slices and its last; a call in flight shows its current state only. */
+#define SCHED_TIMELINE_MAX 2048
+#define SCHED_REC_SLICES 8
+enum sched_rec_state { SCHED_REC_QUEUED, SCHED_REC_RUNNING, SCHED_REC_FINAL };
+struct sched_call_rec {
+    uint64_t id;
+    char agent[64];
+    enum syscall_kind kind;
+    enum sched_rec_state state;
+    int final_status;        /* enum syscall_status when FINAL */
+    int64_t t_created_us;    /* submitted */
+    int64_t t_end_us;        /* final (0 in flight) */
+    int64_t t_since_us;      /* in flight: queued or running since */
+    int n_slices;            /* run slices in all (may exceed those kept) */
+    int n_kept;
+    int64_t slice_start_us[SCHED_REC_SLICES], slice_end_us[SCHED_REC_SLICES];
+    int64_t n_gen, n_prompt_computed;
+};
+/* Calls that ended at or after since_us, oldest first, then the calls in
+ * flight. Malloc'd array in *out (caller frees). 0 or AIOS_ENOMEM. */
+int sched_timeline(struct sched *s, int64_t since_us, struct sched_call_rec **out, size_t *n);
+
 /* A small pool of worker threads for one resource kind (memory, storage,
  * tool). Each thread takes the next syscall of that kind and calls fn, which
  * must end it with syscall_finish() or syscall_fail() (the pool fails it
