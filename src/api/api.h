@@ -100,6 +100,9 @@ enum MHD_Result api_openai_model(struct api_req *r);
 /* the dashboard (ui.c) */
 enum MHD_Result api_ui_page(struct api_req *r);
 enum MHD_Result api_ui_state(struct api_req *r);
+/* the power that energy estimates use: RAPL's when readable ("rapl"), else
+ * accounting.watts ("config") */
+double api_power_watts(struct kernel *k, const char **source);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_route_status(struct api_req *r);
 enum MHD_Result api_aios_query(struct api_req *r);

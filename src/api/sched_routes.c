@@ -55,13 +55,14 @@ int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, ch
 
 /* ---- GET /agents/{id}/stats ---- */
 
-static json_t *stats_json(const struct sched_agent_stats *st)
+static json_t *stats_json(const struct sched_agent_stats *st, double watts, const char *source)
 {
     json_t *kinds = json_object();
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++)
         json_object_set_new(kinds, syscall_kind_name(k), json_integer(st->n_calls_kind[k]));
     return json_pack(
-        "{s:s,s:i,s:{s:I,s:I,s:I,s:I,s:o},s:{s:I,s:I,s:I},s:{s:f,s:f,s:f},s:I,s:I,s:I,s:I,s:f}",
+        "{s:s,s:i,s:{s:I,s:I,s:I,s:I,s:o},s:{s:I,s:I,s:I},s:{s:f,s:f,s:f},s:I,s:I,s:I,s:I,s:f,"
+        "s:{s:f,s:f,s:s,s:b}}",
         "agent", st->name, "priority", st->priority,
         "calls", "total", (json_int_t)st->n_calls, "done", (json_int_t)st->n_done, "error",
         (json_int_t)st->n_error, "cancelled", (json_int_t)st->n_cancelled, "by_kind", kinds,
@@ -71,7 +72,8 @@ static json_t *stats_json(const struct sched_agent_stats *st)
         st->t_tool_us / 1e6,
         "kv_bytes", (json_int_t)st->kv_bytes, "context_switches", (json_int_t)st->n_ctx_switches,
         "queued", (json_int_t)st->n_queued, "running", (json_int_t)st->n_running, "service",
-        st->service);
+        st->service, "energy", "joules", st->t_engine_us / 1e6 * watts, "watts", watts, "source",
+        source, "estimated", true);
 }
 
 enum MHD_Result api_agent_stats(struct api_req *r)
@@ -81,7 +83,9 @@ enum MHD_Result api_agent_stats(struct api_req *r)
     if (sched_agent_stats(r->k->sched, id, &st) != 0)
         return api_send_error(r, 404, "not_found_error",
                               "agent '%s' has made no calls to this kernel since it started", id);
-    return api_send_json(r, 200, stats_json(&st));
+    const char *source;
+    double watts = api_power_watts(r->k, &source);
+    return api_send_json(r, 200, stats_json(&st, watts, source));
 }
 
 /* ---- GET /metrics ---- */
@@ -237,6 +241,18 @@ enum MHD_Result api_metrics(struct api_req *r)
                     "Time spent running each agent's tool calls.", a, n, g_tool);
     tx_agent_family(&t, "aios_agent_context_switches_total", "counter",
                     "Times each agent's calls were preempted and later resumed.", a, n, g_cs);
+    const char *source;
+    double watts = api_power_watts(k, &source);
+    tx_head(&t, "aios_agent_energy_joules_estimated", "counter",
+            "Estimated energy of each agent's engine time (engine seconds x aios_power_watts).");
+    for (size_t i = 0; i < n; i++) {
+        tx_printf(&t, "aios_agent_energy_joules_estimated{agent=\"");
+        tx_label(&t, a[i].name);
+        tx_printf(&t, "\"} %.3f\n", a[i].t_engine_us / 1e6 * watts);
+    }
+    tx_head(&t, "aios_power_watts", "gauge",
+            "Power used for energy estimates: measured by RAPL, or accounting.watts.");
+    tx_printf(&t, "aios_power_watts{source=\"%s\"} %.3f\n", source, watts);
     tx_agent_family(&t, "aios_agent_kv_bytes", "gauge",
                     "KV cache bytes each agent holds now.", a, n, g_kv);
     tx_agent_family(&t, "aios_agent_service", "gauge",

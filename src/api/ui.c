@@ -77,6 +77,17 @@ static double config_watts(struct kernel *k)
     return json_is_number(w) && json_number_value(w) > 0 ? json_number_value(w) : UI_DEFAULT_WATTS;
 }
 
+double api_power_watts(struct kernel *k, const char **source)
+{
+    double w = rapl_watts();
+    *source = "rapl";
+    if (w <= 0) {
+        w = config_watts(k);
+        *source = "config";
+    }
+    return w;
+}
+
 /* ---- the snapshot ---- */
 
 static bool visible(const struct api_req *r, const char *agent)
@@ -201,12 +212,8 @@ enum MHD_Result api_ui_state(struct api_req *r)
         json_object_set_new(queued, syscall_kind_name(i), json_integer((json_int_t)st.n_queued[i]));
         json_object_set_new(running, syscall_kind_name(i), json_integer((json_int_t)st.n_running[i]));
     }
-    double watts = rapl_watts();
-    const char *source = "rapl";
-    if (watts <= 0) {
-        watts = config_watts(k);
-        source = "config";
-    }
+    const char *source;
+    double watts = api_power_watts(k, &source);
     json_t *body = json_pack(
         "{s:s,s:f,s:{s:s,s:b},s:{s:s,s:o,s:o,s:I,s:I,s:I},s:{s:f,s:s,s:b},s:o,s:o,s:o,s:o,s:i}",
         "version", k->version, "uptime_s", (double)(now - k->t_start_us) / 1e6, "viewer", "agent",

@@ -4,6 +4,7 @@
  *    calls on the timeline (with their run slices) and the engine; an
  *    agent's token sees only its own agent and calls;
  *  - bad window_s is a 400;
+ *  - the energy estimate is in /agents/{id}/stats and /metrics too;
  *  - `aios top` on a real terminal (a pty) draws the agents and quits on q;
  *    `aios top --once` prints one frame.
  * The page itself is tested in headless Chromium by `make ui-test`
@@ -136,6 +137,24 @@ static void test_state_operator(void **state)
     double e = json_number_value(json_object_get(bob, "energy_j"));
     double want = json_number_value(json_object_get(bob, "engine_s")) * w;
     assert_true(e > want * 0.999 && e < want * 1.001);
+    /* the same estimate in the agent's stats and in /metrics */
+    json_t *sj = NULL;
+    assert_int_equal(kf_call(g_kf, "GET", "/agents/bob/stats", NULL, &sj), 200);
+    json_t *en = json_object_get(sj, "energy");
+    double ew = json_number_value(json_object_get(en, "watts"));
+    double ej = json_number_value(json_object_get(en, "joules"));
+    double es = json_number_value(json_object_get(json_object_get(sj, "time_s"), "engine"));
+    assert_true(ew > 0 && ej > es * ew * 0.999 && ej < es * ew * 1.001);
+    assert_true(json_is_true(json_object_get(en, "estimated")));
+    json_decref(sj);
+    struct hc_resp mr;
+    char murl[512];
+    snprintf(murl, sizeof murl, "%s/metrics", g_kf->child.base);
+    assert_int_equal(hc_call("GET", murl, NULL, 0, &mr, 60), 0);
+    assert_int_equal(mr.status, 200);
+    assert_non_null(strstr(mr.body, "aios_agent_energy_joules_estimated{agent=\"bob\"} "));
+    assert_non_null(strstr(mr.body, "aios_power_watts{source="));
+    hc_resp_free(&mr);
     /* three LLM calls on the timeline, each with a run slice inside its life */
     json_t *tl = json_object_get(j, "timeline");
     size_t i, n_llm = 0;
