@@ -62,7 +62,7 @@ static json_t *stats_json(const struct sched_agent_stats *st, double watts, cons
         json_object_set_new(kinds, syscall_kind_name(k), json_integer(st->n_calls_kind[k]));
     return json_pack(
         "{s:s,s:i,s:{s:I,s:I,s:I,s:I,s:o},s:{s:I,s:I,s:I},s:{s:f,s:f,s:f},s:I,s:I,s:I,s:I,s:f,"
-        "s:{s:f,s:f,s:s,s:b}}",
+        "s:{s:f,s:f,s:s,s:b},s:f}",
         "agent", st->name, "priority", st->priority,
         "calls", "total", (json_int_t)st->n_calls, "done", (json_int_t)st->n_done, "error",
         (json_int_t)st->n_error, "cancelled", (json_int_t)st->n_cancelled, "by_kind", kinds,
@@ -73,7 +73,7 @@ static json_t *stats_json(const struct sched_agent_stats *st, double watts, cons
         "kv_bytes", (json_int_t)st->kv_bytes, "context_switches", (json_int_t)st->n_ctx_switches,
         "queued", (json_int_t)st->n_queued, "running", (json_int_t)st->n_running, "service",
         st->service, "energy", "joules", st->t_engine_us / 1e6 * watts, "watts", watts, "source",
-        source, "estimated", true);
+        source, "estimated", true, "cost", st->cost);
 }
 
 enum MHD_Result api_agent_stats(struct api_req *r)
@@ -249,6 +249,13 @@ enum MHD_Result api_metrics(struct api_req *r)
         tx_printf(&t, "aios_agent_energy_joules_estimated{agent=\"");
         tx_label(&t, a[i].name);
         tx_printf(&t, "\"} %.3f\n", a[i].t_engine_us / 1e6 * watts);
+    }
+    tx_head(&t, "aios_agent_cost_total", "counter",
+            "Each agent's tokens at their model's configured price (llms.models[].price).");
+    for (size_t i = 0; i < n; i++) {
+        tx_printf(&t, "aios_agent_cost_total{agent=\"");
+        tx_label(&t, a[i].name);
+        tx_printf(&t, "\"} %.6f\n", a[i].cost);
     }
     tx_head(&t, "aios_power_watts", "gauge",
             "Power used for energy estimates: measured by RAPL, or accounting.watts.");

@@ -111,7 +111,7 @@ static json_t *agents_json(struct api_req *r, double watts)
             json_object_set_new(kinds, syscall_kind_name(k), json_integer(a->n_calls_kind[k]));
         double engine_s = (double)a->t_engine_us / 1e6;
         json_t *o = json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I},s:I,s:I,s:f,s:f,s:f,"
-                              "s:I,s:I,s:f}",
+                              "s:I,s:I,s:f,s:f}",
                               "name", a->name, "priority", a->priority, "calls", a->n_calls,
                               "done", a->n_done, "errors", a->n_error, "cancelled",
                               a->n_cancelled, "calls_by_kind", kinds, "tokens", "computed",
@@ -120,7 +120,7 @@ static json_t *agents_json(struct api_req *r, double watts)
                               a->n_ctx_switches, "engine_s", engine_s, "queue_s",
                               (double)a->t_queue_us / 1e6, "tool_s", (double)a->t_tool_us / 1e6,
                               "queued", a->n_queued, "running", a->n_running, "energy_j",
-                              engine_s * watts);
+                              engine_s * watts, "cost", a->cost);
         if (o) json_array_append_new(arr, o);
     }
     free(st);

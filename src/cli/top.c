@@ -94,18 +94,18 @@ static void draw(FILE *o, json_t *st, struct rate *rates, size_t n_rates, bool t
     if (!v) return;
     for (i = 0; i < n; i++) v[i] = json_array_get(agents, i);
     qsort(v, n, sizeof *v, by_engine);
-    fprintf(o, "%-24s %-7s %5s %5s %5s %5s %9s %9s %9s %10s %6s %8s %9s %9s\n", "AGENT", "STATE", "LLM",
-            "MEM", "STO", "TOOL", "COMPUTED", "REUSED", "GEN", "KV_BYTES", "SWITCH", "WAIT_S",
-            "ENGINE_S", "ENERGY_J");
+    fprintf(o, "%-24s %-7s %5s %5s %5s %5s %9s %9s %9s %10s %6s %8s %9s %9s %9s\n", "AGENT", "STATE",
+            "LLM", "MEM", "STO", "TOOL", "COMPUTED", "REUSED", "GEN", "KV_BYTES", "SWITCH", "WAIT_S",
+            "ENGINE_S", "ENERGY_J", "COST");
     int room = tty ? rows - 8 : (int)n;
     for (i = 0; i < n && (int)i < room; i++) {
         json_t *a = v[i], *k = json_object_get(a, "calls_by_kind"), *t = json_object_get(a, "tokens");
         const char *state = num(a, "running") > 0 ? "running" : num(a, "queued") > 0 ? "waiting" : "idle";
-        fprintf(o, "%-24.24s %-7s %5.0f %5.0f %5.0f %5.0f %9.0f %9.0f %9.0f %10.0f %6.0f %8.2f %9.2f %9.1f\n",
+        fprintf(o, "%-24.24s %-7s %5.0f %5.0f %5.0f %5.0f %9.0f %9.0f %9.0f %10.0f %6.0f %8.2f %9.2f %9.1f %9.4f\n",
                 json_string_value(json_object_get(a, "name")), state, num(k, "llm"), num(k, "memory"),
                 num(k, "storage"), num(k, "tool"), num(t, "computed"), num(t, "reused"),
                 num(t, "generated"), num(a, "kv_bytes"), num(a, "context_switches"), num(a, "queue_s"),
-                num(a, "engine_s"), num(a, "energy_j"));
+                num(a, "engine_s"), num(a, "energy_j"), num(a, "cost"));
     }
     if (n == 0) fputs("(no agent has called the kernel yet)\n", o);
     else if ((int)n > room) fprintf(o, "... %zu more\n", n - (size_t)room);

@@ -675,6 +675,22 @@ static int cfg_int(const struct cfg_ctx *cx, const json_t *parent, const char *k
     return 0;
 }
 
+/* parent[key] as a non-negative number into *dst; absent or null keeps it. */
+static int cfg_price(const struct cfg_ctx *cx, const json_t *parent, const char *key,
+                     const char *path, double *dst)
+{
+    char what[96];
+    json_t *v = parent ? json_object_get(parent, key) : NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v) || json_number_value(v) < 0 || !isfinite(json_number_value(v))) {
+        describe(v, what, sizeof(what));
+        return cfg_fail(cx, parent, key, 0, path, "expected a price >= 0 per million tokens, got %s",
+                        what);
+    }
+    *dst = json_number_value(v) / 1e6;
+    return 0;
+}
+
 static void lowercase(char *s)
 {
     for (; s && *s; s++) *s = (char)tolower((unsigned char)*s);
@@ -713,6 +729,13 @@ static int cfg_model_parse(const struct cfg_ctx *cx, struct aios_config *cfg, co
     if ((rc = cfg_int(cx, m, "n_ctx", path, 16, INT_MAX, &x))) return rc;
     md->n_ctx = (int)x;
     x = md->n_threads;
+    json_t *price = NULL;
+    snprintf(path, sizeof(path), "llms.models[%zu].price", i);
+    if ((rc = cfg_mapping(cx, m, "price", path, &price))) return rc;
+    snprintf(path, sizeof(path), "llms.models[%zu].price.prompt_per_1m", i);
+    if ((rc = cfg_price(cx, price, "prompt_per_1m", path, &md->price_prompt))) return rc;
+    snprintf(path, sizeof(path), "llms.models[%zu].price.completion_per_1m", i);
+    if ((rc = cfg_price(cx, price, "completion_per_1m", path, &md->price_completion))) return rc;
     snprintf(path, sizeof(path), "llms.models[%zu].n_threads", i);
     if ((rc = cfg_int(cx, m, "n_threads", path, 0, INT_MAX, &x))) return rc;
     md->n_threads = (int)x;

@@ -16,6 +16,9 @@ struct cfg_model {
     char *hostname; /* base URL for remote backends (NULL if none) */
     int n_ctx;      /* default 4096 */
     int n_threads;  /* 0 = auto */
+    /* price: {prompt_per_1m, completion_per_1m} in any currency, per token
+     * here; 0 = free (the default). Agents' costs are counted with it. */
+    double price_prompt, price_completion;
 };
 
 struct aios_config {

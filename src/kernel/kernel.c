@@ -59,6 +59,14 @@ static int builtin_model_path(char **out, char *err, size_t errlen)
     return *out ? 0 : AIOS_ENOMEM;
 }
 
+/* the scheduler's price function: an LLM call's target is its llm_core */
+static void core_price(const void *target, double *prompt, double *completion)
+{
+    const struct llm_core *c = target;
+    *prompt = c->price_prompt;
+    *completion = c->price_completion;
+}
+
 int kernel_start(struct kernel *k, char *err, size_t errlen)
 {
     int rc;
@@ -125,7 +133,11 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             struct llm_core *r = NULL;
             rc = llm_remote_create_entry(&r, &k->cfg, i, err, errlen);
             if (rc) goto fail;
-            if (r) k->cores[k->n_cores++] = r;
+            if (r) {
+                r->price_prompt = m->price_prompt;
+                r->price_completion = m->price_completion;
+                k->cores[k->n_cores++] = r;
+            }
             continue;
         }
         if (strcmp(m->backend, "llamacpp") != 0) {
@@ -136,6 +148,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
         struct llm_core *c = NULL;
         rc = llm_llama_create(&c, m, &k->cfg, err, errlen);
         if (rc) goto fail;
+        c->price_prompt = m->price_prompt;
+        c->price_completion = m->price_completion;
         k->cores[k->n_cores++] = c;
     }
     if (k->n_cores == 0) {
@@ -152,6 +166,7 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
             goto fail;
         }
     }
+    sched_set_price_fn(k->sched, core_price);
     rc = sched_preemptor_start(k->sched, k->cores, &k->n_cores);
     if (rc) goto fail;
     rc = kernel_models_start(k);

@@ -216,6 +216,8 @@ static int build_core(struct kernel *k, const struct aios_config *nc, const char
         snprintf(err, errlen, "no core was built");
         return AIOS_EINVAL;
     }
+    (*out)->price_prompt = m->price_prompt;
+    (*out)->price_completion = m->price_completion;
     if (k->n_cores >= KERNEL_MAX_CORES) {
         snprintf(err, errlen, "this kernel has published %d models since it started, the most "
                  "it can; restart it to apply", KERNEL_MAX_CORES);

@@ -91,6 +91,9 @@ struct llm_core {
     char *name;
     char *backend;
     int64_t created; /* unix seconds */
+    /* per token, from the entry's price (0: free); the scheduler charges
+     * each agent's calls with it */
+    double price_prompt, price_completion;
     const struct llm_core_ops *ops;
     void *impl;
     /* set once by POST /core/refresh when the model was removed or replaced

@@ -88,6 +88,8 @@ struct sched {
     /* called after a call's usage is recorded (sched_set_final_hook) */
     void (*final_hook)(struct syscall *sc, void *ud);
     void *final_hook_ud;
+    /* the price of an LLM call's target per token (sched_set_price_fn) */
+    void (*price_fn)(const void *target, double *prompt, double *completion);
     /* the timeline ring (sched_timeline): its own leaf lock, taken alone */
     pthread_mutex_t tl_mu;
     struct sched_call_rec *tl;
@@ -697,6 +699,12 @@ static void account_final(struct syscall *sc, void *ud)
         if (d.status == SYSCALL_STATUS_DONE) st->n_done++;
         else if (d.status == SYSCALL_STATUS_CANCELLED) st->n_cancelled++;
         else st->n_error++;
+        double pp = 0, pc = 0;
+        if (sc->kind == SYSCALL_KIND_LLM && sc->target && s->price_fn) {
+            s->price_fn(sc->target, &pp, &pc);
+            st->cost += (double)(d.u.n_prompt_computed + d.u.n_prompt_reused) * pp +
+                        (double)d.u.n_gen * pc;
+        }
         st->n_prompt_computed += d.u.n_prompt_computed;
         st->n_prompt_reused += d.u.n_prompt_reused;
         st->n_gen += d.u.n_gen;
@@ -717,6 +725,14 @@ void sched_set_final_hook(struct sched *s, void (*fn)(struct syscall *sc, void *
     pthread_mutex_lock(&s->mu);
     s->final_hook = fn;
     s->final_hook_ud = ud;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_set_price_fn(struct sched *s,
+                        void (*fn)(const void *target, double *prompt, double *completion))
+{
+    pthread_mutex_lock(&s->mu);
+    s->price_fn = fn;
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -86,6 +86,11 @@ void sched_done(struct sched *s, struct syscall *sc);
  * others wait in the queue, so one agent cannot hold every worker of a pool
  * while another agent's calls wait. */
 void sched_set_agent_cap(struct sched *s, enum syscall_kind kind, int cap);
+/* How an LLM call's target (the model it runs on) prices a token, for
+ * the agents' `cost`: fn fills the prices per prompt and per generated
+ * token. Called with the scheduler's lock held: it must only read. */
+void sched_set_price_fn(struct sched *s,
+                        void (*fn)(const void *target, double *prompt, double *completion));
 
 /* ---- the engine's side of preemption and admission ----
  *
@@ -165,6 +170,7 @@ struct sched_agent_stats {
     int64_t n_ctx_switches;
     int64_t n_queued, n_running;
     double service;
+    double cost; /* prompt and generated tokens at their model's price */
 };
 /* one agent's stats; AIOS_ENOTFOUND for an agent never seen */
 int sched_agent_stats(struct sched *s, const char *agent, struct sched_agent_stats *out);

@@ -4,7 +4,8 @@
  *    calls on the timeline (with their run slices) and the engine; an
  *    agent's token sees only its own agent and calls;
  *  - bad window_s is a 400;
- *  - the energy estimate is in /agents/{id}/stats and /metrics too;
+ *  - the energy estimate (engine time x accounting.watts) and the cost
+ *    (tokens x the model's price) are in /agents/{id}/stats and /metrics too;
  *  - `aios top` on a real terminal (a pty) draws the agents and quits on q;
  *    `aios top --once` prints one frame.
  * The page itself is tested in headless Chromium by `make ui-test`
@@ -17,6 +18,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -67,7 +69,11 @@ static void chat_as(const char *agent, const char *token)
 static int group_setup(void **state)
 {
     (void)state;
-    if (kf_start_tiny(&g_tk, "dashboard", NULL)) return -1;
+    if (kf_start_tiny(&g_tk, "dashboard",
+                      "      price: {prompt_per_1m: 1000, completion_per_1m: 2000}\n"
+                      "accounting:\n"
+                      "  watts: 40\n"))
+        return -1;
     g_kf = g_tk.kf;
     json_t *j = NULL;
     assert_int_equal(kf_call(g_kf, "POST", "/access/agents", "{\"name\":\"alice\"}", &j), 201);
@@ -131,12 +137,22 @@ static void test_state_operator(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_object_get(bob, "tokens"), "generated")), 16);
     assert_true(json_number_value(json_object_get(bob, "engine_s")) > 0);
     /* energy = engine time x the power in use */
-    double w = json_number_value(json_object_get(json_object_get(j, "energy"), "watts"));
+    json_t *energy = json_object_get(j, "energy");
+    double w = json_number_value(json_object_get(energy, "watts"));
     assert_true(w > 0);
+    if (!strcmp(json_string_value(json_object_get(energy, "source")), "config"))
+        assert_true(w == 40.0); /* accounting.watts (no readable RAPL here) */
     assert_true(json_is_true(json_object_get(json_object_get(j, "energy"), "estimated")));
     double e = json_number_value(json_object_get(bob, "energy_j"));
     double want = json_number_value(json_object_get(bob, "engine_s")) * w;
     assert_true(e > want * 0.999 && e < want * 1.001);
+    /* cost: every prompt token at 1000 and every generated one at 2000 per million */
+    json_t *bt = json_object_get(bob, "tokens");
+    double cost = (double)(json_integer_value(json_object_get(bt, "computed")) +
+                           json_integer_value(json_object_get(bt, "reused"))) * 1e-3 +
+                  (double)json_integer_value(json_object_get(bt, "generated")) * 2e-3;
+    assert_true(cost > 0);
+    assert_true(fabs(json_number_value(json_object_get(bob, "cost")) - cost) < 1e-9);
     /* the same estimate in the agent's stats and in /metrics */
     json_t *sj = NULL;
     assert_int_equal(kf_call(g_kf, "GET", "/agents/bob/stats", NULL, &sj), 200);
@@ -154,6 +170,7 @@ static void test_state_operator(void **state)
     assert_int_equal(mr.status, 200);
     assert_non_null(strstr(mr.body, "aios_agent_energy_joules_estimated{agent=\"bob\"} "));
     assert_non_null(strstr(mr.body, "aios_power_watts{source="));
+    assert_non_null(strstr(mr.body, "aios_agent_cost_total{agent=\"bob\"} "));
     hc_resp_free(&mr);
     /* three LLM calls on the timeline, each with a run slice inside its life */
     json_t *tl = json_object_get(j, "timeline");

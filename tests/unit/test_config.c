@@ -27,6 +27,7 @@ static const char k_example[] =
     "      path: \"/models/x.gguf\"\n"
     "      n_ctx: 4096\n"
     "      n_threads: 2\n"
+    "      price: {prompt_per_1m: 0.5, completion_per_1m: 2}\n"
     "  log_mode: \"console\"\n"
     "memory: {log_mode: console, quota_bytes: 1048576}\n"
     "storage: {root_dir: \"root\", use_vector_db: false}\n"
@@ -103,6 +104,8 @@ static void test_full_example(void **state)
     assert_null(cfg.models[1].hostname);
     assert_int_equal(cfg.models[1].n_ctx, 4096);
     assert_int_equal(cfg.models[1].n_threads, 2);
+    assert_true(cfg.models[1].price_prompt == 0.5e-6 && cfg.models[1].price_completion == 2e-6);
+    assert_true(cfg.models[0].price_prompt == 0 && cfg.models[0].price_completion == 0);
 
     /* unknown keys stay in raw */
     json_t *v = config_lookup(&cfg, "agent_factory.max_workers");
@@ -206,6 +209,10 @@ static const struct bad_case k_bad[] = {
      "llms.models[0].n_ctx", "string"},
     {"llms:\n  models:\n    - {name: x, backend: openai, n_threads: -1}\n",
      "llms.models[0].n_threads", "-1"},
+    {"llms:\n  models:\n    - {name: x, backend: openai, price: {prompt_per_1m: -1}}\n",
+     "llms.models[0].price.prompt_per_1m", "price"},
+    {"llms:\n  models:\n    - {name: x, backend: openai, price: 3}\n", "llms.models[0].price",
+     "mapping"},
     {"llms: [1]\n", "llms", "mapping"},
     {"- a\n- b\n", "top level", "list"},
     {"just a string\n", "top level", "string"},
