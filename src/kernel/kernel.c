@@ -163,7 +163,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     struct acc_deps ad = {&k->cfg, k->agents, k->sched, k->storage};
     rc = acc_start(&k->access, &ad, err, errlen);
     if (rc) goto fail;
-    /* the access manager's policy hooks (removed again in kernel_stop) */
+    /* the access manager's policy hooks (kernel_stop removes the scheduler's; tools
+     * and storage stop before access does) */
     if (k->tools) tool_mgr_set_approval(k->tools, acc_tool_approval, k->access);
     sched_set_final_hook(k->sched, acc_budget_on_final, k->access);
     if (k->storage) sto_set_ns_policy(k->storage, acc_ns_storage_policy, k->access);
