@@ -6,8 +6,6 @@
 
 #include <pthread.h>
 
-#define ACC_NAME_MAX 128
-
 struct syscall;
 
 struct reg_agent {
@@ -37,7 +35,9 @@ struct approval {
 struct acc_budget_use; /* budget.c */
 
 struct acc_mgr {
-    struct kernel *k;
+    struct agent_factory *agents; /* from acc_deps (each may be NULL) */
+    struct sched *sched;
+    struct sto *storage;
     bool compat;
     char admin_token[65];
     struct acc_audit *audit;
@@ -68,6 +68,14 @@ double acc_wall_s(void);
 /* queue one audit row */
 void acc_audit_row(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
                    const char *action, const char *decision, const char *reason);
+/* refuse: fill d (status, type, message; its audit row: agent, target,
+ * operation, "denied", message) and queue the row */
+void acc_refuse(struct acc_mgr *m, struct acc_decision *d, unsigned status, const char *type,
+                const char *agent, uint64_t sc_id, const char *target, const char *operation,
+                const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+/* refuse without an audit row (the server's own failures) */
+void acc_refuse_plain(struct acc_decision *d, unsigned status, const char *type,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* the agent's group object (NULL: unrestricted) and its name */
 json_t *acc_group_of(struct acc_mgr *m, const char *agent, const char **gname);
 
@@ -77,8 +85,9 @@ void acc_budget_free(struct acc_mgr *m);
 /* counters from / to table budget_use of audit.db (save: what changed) */
 int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_budget_save(struct acc_mgr *m);
-/* the scheduler's final hook (installed by acc_start) */
-void acc_budget_on_final(struct syscall *sc, void *ud);
+/* LLM calls of an agent token: reserve the call's tokens, or refuse
+ * (-1 with d: 429, or 500 out of memory); 0 to queue it */
+int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision *d);
 
 /* approve.c */
 int acc_approvals_start(struct acc_mgr *m, char *err, size_t errlen);
@@ -89,8 +98,5 @@ void acc_approvals_stop(struct acc_mgr *m);
 int acc_ns_config(json_t *group, const char *gname, char *err, size_t errlen);
 int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_ns_free(struct acc_mgr *m);
-/* storage's policy hook (sto_ns_policy_fn) */
-int acc_ns_storage_policy(void *ud, const char *agent, const char *owner, const char *path,
-                          bool write, int share_rc);
 
 #endif

@@ -8,9 +8,17 @@
  * `agents` table of audit.db (the token itself is never stored). A request
  * carries its token as `Authorization: Bearer T` or `X-Aios-Agent-Token: T`.
  *
+ * Decisions, not answers: this manager never talks to a client. The gate
+ * and the pre-submit hook fill a struct acc_decision (allowed or not, the
+ * HTTP status, error type and message, the audit row) from what the API
+ * read off the request (struct acc_req), and the API answers with it
+ * (api/access_routes.c). What it needs of the kernel (config, agent
+ * tokens, scheduler, storage) is given at acc_start; the kernel installs
+ * its hooks (acc_tool_approval, acc_budget_on_final, acc_ns_storage_policy).
+ *
  * The gate (acc_gate) runs on the HTTP thread for every routed request,
  * after the body arrived and before the handler:
- *   - GET /status and GET /v1/models are open;
+ *   - GET /status, GET /v1/models[/{id}] and GET /ui (the page) are open;
  *   - no or unknown token: 401 (in `compat` mode a tokenless request from
  *     loopback is trusted as the operator, as the reference does);
  *   - an agent token may use only the agent routes (/query, chat
@@ -28,7 +36,7 @@
  * (approve.c) run later, when the request's syscall is about to be queued
  * (acc_before_submit).
  *
- * Approvals. The tool manager calls approval_hook (on a tool pool thread)
+ * Approvals. The tool manager calls acc_tool_approval (on a tool pool thread)
  * before a tool marked irreversible runs: the call becomes a pending
  * approval, its syscall's status awaiting_approval, and the thread waits
  * (in 200 ms slices, so a cancelled call or a kernel shutdown ends the
@@ -43,19 +51,17 @@
 #include "access/acc_int.h"
 
 #include "agents/agent.h"
-#include "api/api.h"
-#include "kernel/kernel.h"
+#include "kernel/config.h"
+#include "kernel/syscall.h"
 #include "storage/sha256.h"
-#include "storage/storage.h"
 #include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
 
-#include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -271,10 +277,10 @@ static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_
         snprintf(name, namelen, "admin");
         return ID_ADMIN;
     }
-    if (m->k->agents) {
-        uint64_t id = agent_find_token(m->k->agents, tok);
+    if (m->agents) {
+        uint64_t id = agent_find_token(m->agents, tok);
         if (id) {
-            json_t *p = agent_proc_json(m->k->agents, id);
+            json_t *p = agent_proc_json(m->agents, id);
             const char *an = json_string_value(json_object_get(p, "agent_name"));
             if (an) snprintf(name, namelen, "%s", an);
             json_decref(p);
@@ -296,32 +302,16 @@ static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_
     return r;
 }
 
-static const char *request_token(struct api_req *r)
+static const char *request_token(const struct acc_req *r)
 {
-    const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    const char *a = r->authorization;
     if (a && !strncasecmp(a, "Bearer ", 7)) {
         a += 7;
         while (*a == ' ') a++;
         if (*a) return a;
     }
-    const char *t = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent-Token");
+    const char *t = r->token_header;
     return t && *t ? t : NULL;
-}
-
-static bool from_loopback(struct api_req *r)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr) return false;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
-    if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a6) ||
-               (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
-    }
-    return false;
 }
 
 /* ---- privilege groups ---- */
@@ -372,34 +362,84 @@ static bool is_agent_route(const char *method, const char *url)
     return false;
 }
 
-static bool deny(struct api_req *r, enum MHD_Result *sent, unsigned status, const char *agent,
-                 const char *resource, const char *action, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-
-static bool deny(struct api_req *r, enum MHD_Result *sent, unsigned status, const char *agent,
-                 const char *resource, const char *action, const char *fmt, ...)
+void acc_decision_clear(struct acc_decision *d)
 {
-    char msg[512];
+    if (!d) return;
+    json_decref(d->detail);
+    d->detail = NULL;
+}
+
+static void vrefuse(struct acc_decision *d, unsigned status, const char *type, const char *fmt,
+                    va_list ap)
+{
+    d->allowed = false;
+    d->status = status;
+    d->type = type;
+    vsnprintf(d->message, sizeof d->message, fmt, ap);
+}
+
+void acc_refuse_plain(struct acc_decision *d, unsigned status, const char *type,
+                      const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vrefuse(d, status, type, fmt, ap);
     va_end(ap);
-    acc_audit_row(r->k->access, agent, 0, resource, action, "denied", msg);
-    LOG_INFO("access", "denied %s %s for %s: %s", r->method, r->url, agent, msg);
-    *sent = api_send_error(r, status, status == 401 ? "authentication_error" : "permission_error",
-                           "%s", msg);
+}
+
+/* the decision's row, not written to the audit log */
+static void decision_fill(struct acc_mgr *m, struct acc_decision *d, const char *agent,
+                          uint64_t sc_id, const char *target, const char *operation,
+                          const char *decision, const char *reason)
+{
+    (void)m;
+    (void)sc_id;
+    snprintf(d->agent, sizeof d->agent, "%s", agent);
+    snprintf(d->target, sizeof d->target, "%s", target);
+    snprintf(d->operation, sizeof d->operation, "%s", operation);
+    d->decision = decision;
+    snprintf(d->reason, sizeof d->reason, "%s", reason);
+}
+
+/* ... and written to it */
+static void decision_row(struct acc_mgr *m, struct acc_decision *d, const char *agent,
+                         uint64_t sc_id, const char *target, const char *operation,
+                         const char *decision, const char *reason)
+{
+    decision_fill(m, d, agent, sc_id, target, operation, decision, reason);
+    acc_audit_row(m, agent, sc_id, target, operation, decision, reason);
+}
+
+void acc_refuse(struct acc_mgr *m, struct acc_decision *d, unsigned status, const char *type,
+                const char *agent, uint64_t sc_id, const char *target, const char *operation,
+                const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vrefuse(d, status, type, fmt, ap);
+    va_end(ap);
+    decision_row(m, d, agent, sc_id, target, operation, "denied", d->message);
+}
+
+static bool deny(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d, unsigned status,
+                 const char *agent, const char *resource, const char *action, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+static bool deny(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d, unsigned status,
+                 const char *agent, const char *resource, const char *action, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vrefuse(d, status, status == 401 ? "authentication_error" : "permission_error", fmt, ap);
+    va_end(ap);
+    decision_row(m, d, agent, 0, resource, action, "denied", d->message);
+    LOG_INFO("access", "denied %s %s for %s: %s", r->method, r->url, agent, d->message);
     return false;
 }
 
-static const char *default_model(struct kernel *k)
+bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
 {
-    struct llm_core *dc = kernel_default_core(k);
-    return dc ? dc->name : (k->cfg.n_models ? k->cfg.models[0].name : "");
-}
-
-bool acc_gate(struct api_req *r, enum MHD_Result *sent)
-{
-    struct acc_mgr *m = r->k->access;
+    *d = (struct acc_decision){.allowed = true};
     if (!m) return true;
     const char *method = r->method, *url = r->url;
     if (!strcmp(method, "GET") && (!strcmp(url, "/status") || !strcmp(url, "/v1/models") ||
@@ -412,17 +452,17 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
     char name[ACC_NAME_MAX];
     enum ident id = identify(m, tok, name, sizeof name);
     if (id == ID_NONE) {
-        if (m->compat && !tok && from_loopback(r)) {
+        if (m->compat && !tok && r->loopback) {
             id = ID_ADMIN;
             snprintf(name, sizeof name, "admin");
             r->acc_compat = true;
         } else if (!tok) {
-            return deny(r, sent, 401, "-", url, action,
+            return deny(m, r, d, 401, "-", url, action,
                         "this request carries no token: send 'Authorization: Bearer TOKEN' (the "
                         "operator's token is in data_dir/admin.token; agents get "
                         "AIOS_AGENT_TOKEN)");
         } else {
-            return deny(r, sent, 401, "-", url, action,
+            return deny(m, r, d, 401, "-", url, action,
                         "the token is not valid (not the admin token, not a running agent's, not "
                         "a registered agent's)");
         }
@@ -431,7 +471,7 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
     snprintf(r->acc_agent, sizeof r->acc_agent, "%s", name);
 
     if (id == ID_AGENT && !is_agent_route(method, url))
-        return deny(r, sent, 403, name, url, action,
+        return deny(m, r, d, 403, name, url, action,
                     "%s %s needs the operator's admin token; agent '%s' may use /query, "
                     "/v1/chat/completions, GET /tools, GET /core/llms/list, GET "
                     "/user/selected/llms, GET /access/budgets and GET /access/whoami", method, url, name);
@@ -442,7 +482,7 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
     bool chat = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions");
     bool query = !strcmp(url, "/query");
     const char *claims[3] = {
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent"),
+        r->agent_header,
         query ? json_string_value(json_object_get(body, "agent_name")) : NULL,
         chat ? json_string_value(json_object_get(body, "user")) : NULL,
     };
@@ -453,7 +493,7 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
             char claimed[ACC_NAME_MAX];
             snprintf(claimed, sizeof claimed, "%s", claims[i]);
             json_decref(body);
-            return deny(r, sent, 403, name, url, action,
+            return deny(m, r, d, 403, name, url, action,
                         "the token belongs to agent '%s', which may not act as '%s'", name,
                         claimed);
         }
@@ -476,10 +516,10 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
         else if (llm)
             model = json_string_value(
                 json_object_get(json_array_get(json_object_get(qd, "llms"), 0), "name"));
-        if (llm && !model) model = default_model(r->k);
+        if (llm && !model) model = r->default_model;
         if (llm && model && !group_allows(grp, "models", model)) {
             snprintf(res, sizeof res, "model:%s", model);
-            bool ret = deny(r, sent, 403, name, res, action,
+            bool ret = deny(m, r, d, 403, name, res, action,
                             "agent '%s' (group '%s') may not use model '%s'", name, gname, model);
             json_decref(body);
             return ret;
@@ -499,7 +539,7 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
                     json_object_get(json_object_get(c, "function"), "name"));
                 if (tn && !group_allows(grp, "tools", tn)) {
                     snprintf(res, sizeof res, "tool:%s", tn);
-                    bool ret = deny(r, sent, 403, name, res, action,
+                    bool ret = deny(m, r, d, 403, name, res, action,
                                     "agent '%s' (group '%s') may not call tool '%s'", name, gname,
                                     tn);
                     json_decref(body);
@@ -511,21 +551,14 @@ bool acc_gate(struct api_req *r, enum MHD_Result *sent)
     json_decref(body);
     /* an agent's chat call that names no agent is its own: the OpenAI route
      * reads X-Aios-Agent (r->acc_agent lives as long as the request) */
-    if (id == ID_AGENT && chat && !claims[0] && !claims[2])
-        MHD_set_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent", r->acc_agent);
+    r->name_agent = id == ID_AGENT && chat && !claims[0] && !claims[2];
     /* the dashboard polls its snapshot every second: a read that would
-     * bury the audit log; denials of it are still audited above */
-    if (!strcmp(method, "GET") && !strcmp(url, "/ui/state")) return true;
-    acc_audit_row(m, r->acc_agent, 0, url, action, "allowed",
+     * bury the audit log (denials of it are audited above) */
+    bool quiet = !strcmp(method, "GET") && !strcmp(url, "/ui/state");
+    (quiet ? decision_fill : decision_row)(m, d, r->acc_agent, 0, url, action, "allowed",
           r->acc_compat ? "compat mode: tokenless loopback request trusted"
           : id == ID_ADMIN ? "admin token" : "agent token");
     return true;
-}
-
-json_t *acc_whoami(struct api_req *r)
-{
-    return json_pack("{s:s,s:b,s:b}", "agent", r->acc_agent, "admin", r->acc_admin, "compat",
-                     r->acc_compat);
 }
 
 /* ---- approvals ---- */
@@ -547,7 +580,7 @@ static void set_status(struct syscall *sc, enum syscall_status s)
     pthread_mutex_unlock(&sc->mu);
 }
 
-static int approval_hook(void *ud, struct syscall *sc, const struct tool *t, json_t *args,
+int acc_tool_approval(void *ud, struct syscall *sc, const struct tool *t, json_t *args,
                          char *err, size_t errlen)
 {
     struct acc_mgr *m = ud;
@@ -820,11 +853,16 @@ static void mgr_free(struct acc_mgr *m)
     free(m);
 }
 
-int acc_start(struct kernel *k, char *err, size_t errlen)
+int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size_t errlen)
 {
+    assert(deps && deps->cfg);
+    *out = NULL;
     struct acc_mgr *m = calloc(1, sizeof *m);
     if (!m) return AIOS_ENOMEM;
-    m->k = k;
+    m->agents = deps->agents;
+    m->sched = deps->sched;
+    m->storage = deps->storage;
+    const struct aios_config *cfg = deps->cfg;
     pthread_mutex_init(&m->mu, NULL);
     pthread_mutex_init(&m->bmu, NULL);
     pthread_condattr_t ca;
@@ -833,15 +871,15 @@ int acc_start(struct kernel *k, char *err, size_t errlen)
     pthread_cond_init(&m->cv, &ca);
     pthread_condattr_destroy(&ca);
     char *tokpath = NULL, *dbpath = NULL;
-    int rc = read_config(m, &k->cfg, err, errlen);
+    int rc = read_config(m, cfg, err, errlen);
     if (rc) goto fail;
-    if (util_mkdirs(k->cfg.data_dir)) {
-        snprintf(err, errlen, "cannot create data_dir %s", k->cfg.data_dir);
+    if (util_mkdirs(cfg->data_dir)) {
+        snprintf(err, errlen, "cannot create data_dir %s", cfg->data_dir);
         rc = AIOS_EIO;
         goto fail;
     }
-    tokpath = config_resolve_path(&k->cfg, "admin.token");
-    dbpath = config_resolve_path(&k->cfg, "audit.db");
+    tokpath = config_resolve_path(cfg, "admin.token");
+    dbpath = config_resolve_path(cfg, "audit.db");
     if (!tokpath || !dbpath) {
         rc = AIOS_ENOMEM;
         goto fail;
@@ -852,9 +890,6 @@ int acc_start(struct kernel *k, char *err, size_t errlen)
     if ((rc = acc_ns_load(m, err, errlen))) goto fail;
     if ((rc = acc_budget_load(m, err, errlen))) goto fail;
     if ((rc = acc_approvals_start(m, err, errlen))) goto fail;
-    if (k->tools) tool_mgr_set_approval(k->tools, approval_hook, m);
-    if (k->sched) sched_set_final_hook(k->sched, acc_budget_on_final, m);
-    if (k->storage) sto_set_ns_policy(k->storage, acc_ns_storage_policy, m);
     if (m->compat)
         LOG_WARN("access", "!!! access.mode is COMPAT: requests without a token from loopback are "
                  "trusted as the operator and may act as any agent. Use only with unmodified "
@@ -864,7 +899,7 @@ int acc_start(struct kernel *k, char *err, size_t errlen)
                  dbpath);
     free(tokpath);
     free(dbpath);
-    k->access = m;
+    *out = m;
     return 0;
 fail:
     free(tokpath);
@@ -873,9 +908,8 @@ fail:
     return rc;
 }
 
-void acc_quiesce(struct kernel *k)
+void acc_quiesce(struct acc_mgr *m)
 {
-    struct acc_mgr *m = k ? k->access : NULL;
     if (!m) return;
     pthread_mutex_lock(&m->mu);
     m->stopping = true;
@@ -884,13 +918,9 @@ void acc_quiesce(struct kernel *k)
     acc_approvals_stop(m); /* parked storage calls end denied */
 }
 
-void acc_stop(struct kernel *k)
+void acc_stop(struct acc_mgr *m)
 {
-    if (!k || !k->access) return;
-    if (k->tools) tool_mgr_set_approval(k->tools, NULL, NULL);
-    if (k->sched) sched_set_final_hook(k->sched, NULL, NULL);
-    if (k->storage) sto_set_ns_policy(k->storage, NULL, NULL);
-    acc_approvals_stop(k->access);
-    mgr_free(k->access);
-    k->access = NULL;
+    if (!m) return;
+    acc_approvals_stop(m);
+    mgr_free(m);
 }

@@ -9,39 +9,95 @@
 #define AIOS_ACCESS_ACCESS_H
 
 #include <jansson.h>
-#include <microhttpd.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct kernel;
-struct api_req;
 struct acc_mgr;
 struct acc_audit;
-
-/* From k->cfg (`access:`), during kernel_start after the tool manager:
- * creates data_dir/admin.token (0600) on first start, opens
- * data_dir/audit.db, installs the tool approval hook. Sets k->access. */
-int acc_start(struct kernel *k, char *err, size_t errlen);
-/* Deny every pending approval and refuse new ones (before tool pools are
- * joined). NULL-safe. */
-void acc_quiesce(struct kernel *k);
-/* After the API stopped: flush the audit log, free. NULL-safe. */
-void acc_stop(struct kernel *k);
-
-/* The gate, run by http.c before every route handler (body complete).
- * Returns true when the request may go on; false when it answered it
- * (401/403) and *sent holds MHD's result. */
-bool acc_gate(struct api_req *r, enum MHD_Result *sent);
-
-/* Run by http.c before it queues a syscall for a request (after the
- * gate). LLM calls: the token budget of the agent's group (budget.c), 429
- * when it would be exceeded. Storage calls that would lose data for good:
- * parked until the operator decides (approve.c). Returns 0: queue it; 1:
- * parked (do not queue; it is queued or failed later, the waiter is woken
- * as usual); -1: refused, the answer is sent and *sent holds MHD's result. */
+struct aios_config;
+struct agent_factory;
+struct sched;
+struct sto;
 struct syscall;
-int acc_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent);
+struct tool;
+
+#define ACC_NAME_MAX 128
+
+/* What the access manager needs, given at creation (all but cfg may be
+ * NULL). The kernel wires access's hooks into the managers itself
+ * (acc_tool_approval, acc_budget_on_final, acc_ns_storage_policy). */
+struct acc_deps {
+    const struct aios_config *cfg; /* access:, data_dir */
+    struct agent_factory *agents;  /* per-run tokens of launched agents */
+    struct sched *sched;           /* queues approved storage calls */
+    struct sto *storage;           /* which storage calls lose data */
+};
+
+/* Creates data_dir/admin.token (0600) on first start, opens
+ * data_dir/audit.db, starts the approval thread. */
+int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size_t errlen);
+/* Deny every pending approval and refuse new ones (before tool pools are
+ * joined, while storage and the scheduler still run). NULL-safe. */
+void acc_quiesce(struct acc_mgr *m);
+/* After the API stopped and the hooks were removed: flush the audit log,
+ * free. NULL-safe. */
+void acc_stop(struct acc_mgr *m);
+
+/* ---- decisions ----
+ * The access manager never answers a client: it returns a decision, and
+ * the API layer answers with it. A decision that was audited carries the
+ * row it wrote. */
+struct acc_decision {
+    bool allowed;
+    unsigned status;     /* refused: the HTTP status (401, 403, 429, 500, 503) */
+    const char *type;    /* refused: the error type (authentication_error, ...) */
+    char message[768];   /* refused: what the caller is told */
+    json_t *detail;      /* refused, or NULL: the whole error body to send instead of
+                          * {"error":{message,type}} (owned; acc_decision_clear) */
+    /* the audit row (agent empty: none was written) */
+    char agent[ACC_NAME_MAX];
+    char operation[160]; /* e.g. "POST /query", "llm" */
+    char target[300];    /* route, model:NAME, tool:NAME, budget:MODEL */
+    const char *decision; /* allowed, denied, ... */
+    char reason[768];
+};
+/* frees detail (when not handed on) */
+void acc_decision_clear(struct acc_decision *d);
+
+/* A request as the gate sees it: what the API read off the connection,
+ * and (out) who the gate found. */
+struct acc_req {
+    const char *method, *url;
+    const char *authorization; /* the Authorization header, or NULL */
+    const char *token_header;  /* X-Aios-Agent-Token, or NULL */
+    const char *agent_header;  /* X-Aios-Agent, or NULL */
+    bool loopback;             /* the peer is 127.0.0.0/8 or ::1 */
+    const char *body;          /* the complete body (n_body bytes) */
+    size_t n_body;
+    const char *default_model; /* the model an LLM call naming none gets */
+    /* out: the acting agent ("admin" for the operator), whether the
+     * admin token was used, whether compat mode trusted a tokenless call */
+    char acc_agent[ACC_NAME_MAX];
+    bool acc_admin, acc_compat;
+    /* out: an agent's chat call that names no agent: the API names it
+     * (X-Aios-Agent: acc_agent) */
+    bool name_agent;
+};
+
+/* The gate, run by the API before every route handler (body complete).
+ * True when the request may go on; false with d refused (401/403). Every
+ * decision but the open routes' is an audit row (d carries it). */
+bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d);
+
+/* Run by the API before it queues a syscall for a request (after the
+ * gate); admin: the request used the admin token. LLM calls: the token
+ * budget of the agent's group (budget.c), 429 when it would be exceeded.
+ * Storage calls that would lose data for good: parked until the operator
+ * decides (approve.c). Returns 0: queue it; 1: parked (do not queue; it is
+ * queued or failed later, the waiter is woken as usual); -1: refused, d
+ * says how. */
+int acc_before_submit(struct acc_mgr *m, bool admin, struct syscall *sc, struct acc_decision *d);
 /* For storage syscalls queued by the kernel itself (the file tools, on a
  * tool thread): 1 when the call would lose data for good and is now parked
  * for the operator (do not queue it; it is queued or failed later and its
@@ -52,6 +108,17 @@ void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc);
 /* token budget usage rows [{agent, model, group, used, reserved, limit,
  * remaining, window_s, resets_at, used_total, calls, denied}]; agent NULL: all */
 json_t *acc_budgets_json(struct acc_mgr *m, const char *agent);
+
+/* ---- hooks the kernel installs in the managers (ud: the acc_mgr) ---- */
+/* the tool manager's approval hook (tool_approval_fn): an irreversible
+ * tool waits for the operator on its tool thread */
+int acc_tool_approval(void *ud, struct syscall *sc, const struct tool *t, json_t *args,
+                      char *err, size_t errlen);
+/* the scheduler's final hook: charges the token budgets */
+void acc_budget_on_final(struct syscall *sc, void *ud);
+/* storage's namespace policy hook (sto_ns_policy_fn) */
+int acc_ns_storage_policy(void *ud, const char *agent, const char *owner, const char *path,
+                          bool write, int share_rc);
 
 /* ---- memory namespaces (ns.c) ----
  * May agent use owner's memory (write: add/update/remove)? 0 when agent
@@ -91,24 +158,12 @@ json_t *acc_audit_query(struct acc_audit *a, const char *agent, double since_s, 
 void acc_audit_close(struct acc_audit *a);
 const char *acc_audit_path(struct acc_audit *a);
 
-/* ---- route handlers (acc_routes.c) ---- */
-enum MHD_Result acc_route_agents_register(struct api_req *r); /* POST /access/agents */
-enum MHD_Result acc_route_whoami(struct api_req *r);          /* GET /access/whoami */
-enum MHD_Result acc_route_audit(struct api_req *r);           /* GET /access/audit */
-enum MHD_Result acc_route_approvals(struct api_req *r);       /* GET /access/approvals */
-enum MHD_Result acc_route_approve(struct api_req *r);  /* POST /access/approvals/{id}/approve */
-enum MHD_Result acc_route_deny(struct api_req *r);     /* POST /access/approvals/{id}/deny */
-enum MHD_Result acc_route_core_approval(struct api_req *r); /* POST /core/approvals/{id} */
-enum MHD_Result acc_route_budgets(struct api_req *r);  /* GET /access/budgets */
-
-/* for the routes: */
+/* for the API's /access routes: */
 int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, size_t toklen,
                        char *err, size_t errlen);
 json_t *acc_approvals_json(struct acc_mgr *m);
 /* approve (true) or deny a pending approval; 0, AIOS_ENOTFOUND, AIOS_EINVAL (decided) */
 int acc_decide(struct acc_mgr *m, uint64_t id, bool approve, const char *reason);
 struct acc_audit *acc_mgr_audit(struct acc_mgr *m);
-/* the identity the gate found for the current request, as JSON */
-json_t *acc_whoami(struct api_req *r);
 
 #endif

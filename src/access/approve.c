@@ -25,9 +25,9 @@
  * or the scheduler's: it snapshots under m->mu and acts after. */
 #include "access/acc_int.h"
 
-#include "api/api.h"
-#include "kernel/kernel.h"
 #include "kernel/query.h"
+#include "kernel/syscall.h"
+#include "sched/sched.h"
 #include "storage/storage.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -36,8 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent);
 
 static void set_status(struct syscall *sc, enum syscall_status s)
 {
@@ -95,7 +93,7 @@ static int park(struct acc_mgr *m, struct syscall *sc, const char *op, json_t *p
 
 int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t errlen)
 {
-    if (!m || sc->kind != SYSCALL_KIND_STORAGE || !m->k->storage || !sc->agent) return 0;
+    if (!m || sc->kind != SYSCALL_KIND_STORAGE || !m->storage || !sc->agent) return 0;
     if (!m->approve_delete && !m->approve_overwrite) return 0;
     /* stopping: the storage manager closes soon; the scheduler refuses
      * the call anyway (never touch storage from here after quiesce) */
@@ -105,7 +103,7 @@ int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t er
     if (stopping) return 0;
     struct kq_req *q = sc->req;
     char what[384] = "";
-    if (!q || !sto_needs_approval(m->k->storage, sc->agent, q->op, q->params, m->approve_delete,
+    if (!q || !sto_needs_approval(m->storage, sc->agent, q->op, q->params, m->approve_delete,
                                   m->approve_overwrite, what, sizeof what))
         return 0;
     int rc = park(m, sc, q->op, q->params, what);
@@ -115,17 +113,17 @@ int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t er
     return rc;
 }
 
-int acc_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
+int acc_before_submit(struct acc_mgr *m, bool admin, struct syscall *sc, struct acc_decision *d)
 {
-    struct acc_mgr *m = r->k->access;
+    *d = (struct acc_decision){.allowed = true};
     if (!m) return 0;
-    if (sc->kind == SYSCALL_KIND_LLM) return acc_budget_admit(r, sc, sent);
-    if (sc->kind != SYSCALL_KIND_STORAGE || r->acc_admin) return 0;
+    if (sc->kind == SYSCALL_KIND_LLM) return admin ? 0 : acc_budget_admit(m, sc, d);
+    if (sc->kind != SYSCALL_KIND_STORAGE || admin) return 0;
     char err[128];
     int rc = acc_storage_hold(m, sc, err, sizeof err);
     if (rc >= 0) return rc;
-    *sent = rc == AIOS_ESHUTDOWN ? api_send_error(r, 503, "service_unavailable", "%s", err)
-                                 : api_send_error(r, 500, "server_error", "%s", err);
+    if (rc == AIOS_ESHUTDOWN) acc_refuse_plain(d, 503, "service_unavailable", "%s", err);
+    else acc_refuse_plain(d, 500, "server_error", "%s", err);
     return -1;
 }
 
@@ -144,7 +142,7 @@ static void end_parked(struct acc_mgr *m, struct approval *a, enum outcome o)
         snprintf(msg, sizeof msg, "approval %llu approved by the operator%s%s", aid, rs, a->reason);
         acc_audit_row(m, a->agent, a->sc_id, res, "storage", "approved", msg);
         set_status(sc, SYSCALL_STATUS_NEW);
-        if (sched_submit(m->k->sched, sc))
+        if (sched_submit(m->sched, sc))
             syscall_fail(sc, AIOS_ESHUTDOWN, 503, "approval %llu was approved, but the kernel is "
                          "shutting down", aid);
         break;

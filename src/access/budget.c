@@ -36,8 +36,7 @@
  * (the audit queue's lock is taken after releasing it). */
 #include "access/acc_int.h"
 
-#include "api/api.h"
-#include "kernel/kernel.h"
+#include "kernel/syscall.h"
 #include "llm/core.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -143,10 +142,9 @@ static int64_t prompt_estimate(const struct llm_req *req)
     return (int64_t)(bytes / 4) + 1;
 }
 
-int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
+int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision *d)
 {
-    struct acc_mgr *m = r->k->access;
-    if (!m || sc->kind != SYSCALL_KIND_LLM || r->acc_admin || !sc->target || !sc->agent) return 0;
+    if (!m || sc->kind != SYSCALL_KIND_LLM || !sc->target || !sc->agent) return 0;
     const char *gname = NULL;
     json_t *grp = acc_group_of(m, sc->agent, &gname);
     int64_t limit, window_s;
@@ -158,7 +156,7 @@ int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sen
 
     struct acc_budget_resv *rv = calloc(1, sizeof *rv);
     if (!rv) {
-        *sent = api_send_error(r, 500, "server_error", "out of memory");
+        acc_refuse_plain(d, 500, "server_error", "out of memory");
         return -1;
     }
     pthread_mutex_lock(&m->bmu);
@@ -166,7 +164,7 @@ int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sen
     if (!u) {
         pthread_mutex_unlock(&m->bmu);
         free(rv);
-        *sent = api_send_error(r, 500, "server_error", "out of memory");
+        acc_refuse_plain(d, 500, "server_error", "out of memory");
         return -1;
     }
     use_roll(u, window_s, now);
@@ -211,7 +209,7 @@ int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sen
              gen > 0 ? "max_tokens" : "1 generated", gname);
     char res[300];
     snprintf(res, sizeof res, "budget:%s", model);
-    acc_audit_row(m, sc->agent, sc->id, res, "llm", "denied", msg);
+    acc_refuse(m, d, 429, "insufficient_quota", sc->agent, sc->id, res, "llm", "%s", msg);
     LOG_INFO("access", "%s", msg);
     json_t *e = json_pack("{s:{s:s,s:s,s:s,s:{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}}}", "error",
                           "message", msg, "type", "insufficient_quota", "code",
@@ -222,8 +220,7 @@ int acc_budget_admit(struct api_req *r, struct syscall *sc, enum MHD_Result *sen
     if (e && window_s > 0)
         json_object_set_new(json_object_get(json_object_get(e, "error"), "budget"), "resets_at",
                             json_real(resets));
-    *sent = e ? api_send_json(r, 429, e)
-              : api_send_error(r, 429, "insufficient_quota", "token budget exceeded");
+    d->detail = e; /* NULL: the plain 429 */
     return -1;
 }
 

@@ -21,7 +21,6 @@
  * while the audit queue's lock or SQLite is used. */
 #include "access/acc_int.h"
 
-#include "kernel/kernel.h"
 #include "util/err.h"
 #include "util/log.h"
 

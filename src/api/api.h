@@ -41,8 +41,9 @@ struct api_req {
     void *stream;          /* streaming state (http.c) */
     char *params[API_MAX_PARAMS]; /* values of {name} segments of the route, in order */
     int n_params;
-    /* set by the access manager's gate (src/access/): the acting agent
-     * ("admin" for the operator), whether the admin token was used */
+    /* set by the gate (access_routes.c, from the access manager's
+     * decision): the acting agent ("admin" for the operator), whether the
+     * admin token was used, whether compat mode trusted a tokenless call */
     char acc_agent[128];
     bool acc_admin, acc_compat;
 };
@@ -115,5 +116,25 @@ enum MHD_Result api_metrics(struct api_req *r);
 int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, char *err,
                        size_t errlen);
 enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
+
+/* ---- the access manager's face (access_routes.c) ---- */
+struct acc_decision;
+/* answer with a refusal of the access manager (its status, error type and
+ * message, or its whole error body); takes d's detail */
+enum MHD_Result api_send_decision(struct api_req *r, struct acc_decision *d);
+/* the gate before every route handler: true when the request may go on
+ * (r->acc_* set); false when it was refused and *sent holds the answer */
+bool api_access_gate(struct api_req *r, enum MHD_Result *sent);
+/* before a request's syscall is queued (token budgets, storage approvals):
+ * 0 queue it, 1 parked, -1 refused and *sent holds the answer */
+int api_access_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent);
+enum MHD_Result api_access_agents_register(struct api_req *r); /* POST /access/agents */
+enum MHD_Result api_access_whoami(struct api_req *r);          /* GET /access/whoami */
+enum MHD_Result api_access_audit(struct api_req *r);           /* GET /access/audit */
+enum MHD_Result api_access_approvals(struct api_req *r);       /* GET /access/approvals */
+enum MHD_Result api_access_approve(struct api_req *r); /* POST /access/approvals/{id}/approve */
+enum MHD_Result api_access_deny(struct api_req *r);    /* POST /access/approvals/{id}/deny */
+enum MHD_Result api_access_core_approval(struct api_req *r); /* POST /core/approvals/{id} */
+enum MHD_Result api_access_budgets(struct api_req *r);       /* GET /access/budgets */
 
 #endif

@@ -198,7 +198,7 @@ static int attach_and_submit(struct api_req *r, struct syscall *sc, enum MHD_Res
     r->sc = sc;
     sc->notify = on_syscall_event;
     sc->notify_ud = r;
-    int g = acc_before_submit(r, sc, sent); /* token budgets, storage approvals */
+    int g = api_access_before_submit(r, sc, sent); /* token budgets, storage approvals */
     if (g) return g < 0 ? AIOS_EPERM : 0;
     int rc = sched_submit(r->k->sched, sc);
     if (rc) {
@@ -402,7 +402,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return api_send_error(r, 404, "not_found_error", "no route %s %s", method, url);
     }
     enum MHD_Result denied;
-    if (!acc_gate(r, &denied)) return denied; /* access manager: 401/403 */
+    if (!api_access_gate(r, &denied)) return denied; /* access manager: 401/403 */
     return rt->fn(r);
 }
 

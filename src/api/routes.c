@@ -7,7 +7,6 @@
  * request. Modules add their routes here, one line each. */
 #include "api/api.h"
 #include "api/aios_routes.h"
-#include "access/access.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,15 +36,15 @@ static const struct api_route g_routes[] = {
     {"GET", "/agents/{id}/status", api_route_agent_status},
     {"POST", "/agents/{id}/kill", api_route_agent_kill},
     {"GET", "/agents/{id}/logs", api_route_agent_logs},
-    /* access manager (src/access/) */
-    {"POST", "/access/agents", acc_route_agents_register},
-    {"GET", "/access/whoami", acc_route_whoami},
-    {"GET", "/access/audit", acc_route_audit},
-    {"GET", "/access/approvals", acc_route_approvals},
-    {"POST", "/access/approvals/{id}/approve", acc_route_approve},
-    {"POST", "/access/approvals/{id}/deny", acc_route_deny},
-    {"POST", "/core/approvals/{id}", acc_route_core_approval},
-    {"GET", "/access/budgets", acc_route_budgets},
+    /* access manager (access_routes.c) */
+    {"POST", "/access/agents", api_access_agents_register},
+    {"GET", "/access/whoami", api_access_whoami},
+    {"GET", "/access/audit", api_access_audit},
+    {"GET", "/access/approvals", api_access_approvals},
+    {"POST", "/access/approvals/{id}/approve", api_access_approve},
+    {"POST", "/access/approvals/{id}/deny", api_access_deny},
+    {"POST", "/core/approvals/{id}", api_access_core_approval},
+    {"GET", "/access/budgets", api_access_budgets},
     /* tools */
     {"GET", "/tools", api_tools_list},
     /* OpenAI-compatible */

@@ -175,8 +175,14 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (rc) goto fail;
     rc = tool_mgr_start(&k->tools, k, err, errlen);
     if (rc) goto fail;
-    rc = acc_start(k, err, errlen);
+    struct acc_deps ad = {&k->cfg, k->agents, k->sched, k->storage};
+    rc = acc_start(&k->access, &ad, err, errlen);
     if (rc) goto fail;
+    /* the access manager's policy hooks (kernel_stop removes the scheduler's; tools
+     * and storage stop before access does) */
+    if (k->tools) tool_mgr_set_approval(k->tools, acc_tool_approval, k->access);
+    sched_set_final_hook(k->sched, acc_budget_on_final, k->access);
+    if (k->storage) sto_set_ns_policy(k->storage, acc_ns_storage_policy, k->access);
     rc = api_start(&k->api, k, err, errlen);
     if (rc) goto fail;
     return 0;
@@ -190,7 +196,7 @@ void kernel_stop(struct kernel *k)
 {
     if (k->api) api_quiesce(k->api);
     if (k->sched) sched_shutdown(k->sched);
-    acc_quiesce(k); /* pending approvals end denied before the tool pool joins */
+    acc_quiesce(k->access); /* pending approvals end denied before the tool pool joins */
     /* give in-flight requests a moment to receive their (error) answers */
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->stop(k->cores[i]);
@@ -206,7 +212,9 @@ void kernel_stop(struct kernel *k)
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
-    acc_stop(k);
+    if (k->sched) sched_set_final_hook(k->sched, NULL, NULL); /* tools, storage: stopped */
+    acc_stop(k->access);
+    k->access = NULL;
     /* agents are this kernel's processes: they end with it (after the API,
      * whose handlers use the process table) */
     agent_factory_destroy(k->agents);

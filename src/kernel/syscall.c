@@ -13,7 +13,7 @@
  *
  * Locking: `mu` guards the mutable part. It is a leaf lock: no other lock is
  * taken while it is held, except that the API layer may suspend its own
- * connection under it (see api/http.c), which takes only libmicrohttpd's
+ * connection under it (see api/http.c), which takes only the HTTP library's
  * internal lock and never calls back into us. The notify callback is always
  * called with no lock held.
  *

@@ -1,5 +1,8 @@
-/* HTTP routes of the access manager (all but whoami need the admin token;
- * the gate in access.c enforces that before these run):
+/* The HTTP face of the access manager (src/access/, which decides and
+ * never answers a client): the gate before every route handler, the hook
+ * before a request's syscall is queued, sending a decision, and the
+ * /access routes (all but whoami and budgets need the admin token; the
+ * gate enforces that before these run):
  *
  *   POST /access/agents                 {"name"} -> {"name","token"}: register
  *                                       an agent not launched by the kernel
@@ -21,11 +24,89 @@
 #include "kernel/kernel.h"
 #include "util/err.h"
 
+#include <arpa/inet.h>
+#include <assert.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum MHD_Result acc_route_agents_register(struct api_req *r)
+enum MHD_Result api_send_decision(struct api_req *r, struct acc_decision *d)
+{
+    assert(!d->allowed);
+    json_t *detail = d->detail;
+    d->detail = NULL;
+    if (detail) return api_send_json(r, d->status, detail);
+    return api_send_error(r, d->status, d->type, "%s", d->message);
+}
+
+static bool from_loopback(struct api_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a6) ||
+               (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+/* the model an LLM call that names none gets */
+static const char *default_model(struct kernel *k)
+{
+    struct llm_core *dc = kernel_default_core(k);
+    return dc ? dc->name : (k->cfg.n_models ? k->cfg.models[0].name : "");
+}
+
+bool api_access_gate(struct api_req *r, enum MHD_Result *sent)
+{
+    struct acc_mgr *m = r->k->access;
+    if (!m) return true;
+    struct acc_req q = {
+        .method = r->method,
+        .url = r->url,
+        .authorization = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization"),
+        .token_header = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                    "X-Aios-Agent-Token"),
+        .agent_header = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent"),
+        .loopback = from_loopback(r),
+        .body = r->body,
+        .n_body = r->n_body,
+        .default_model = default_model(r->k),
+    };
+    struct acc_decision d;
+    bool ok = acc_gate(m, &q, &d);
+    snprintf(r->acc_agent, sizeof r->acc_agent, "%s", q.acc_agent);
+    r->acc_admin = q.acc_admin;
+    r->acc_compat = q.acc_compat;
+    if (!ok) {
+        *sent = api_send_decision(r, &d);
+        acc_decision_clear(&d);
+        return false;
+    }
+    /* r->acc_agent lives as long as the request (the OpenAI route reads
+     * X-Aios-Agent) */
+    if (q.name_agent)
+        MHD_set_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent", r->acc_agent);
+    acc_decision_clear(&d);
+    return true;
+}
+
+int api_access_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
+{
+    struct acc_decision d;
+    int g = acc_before_submit(r->k->access, r->acc_admin, sc, &d);
+    if (g < 0) *sent = api_send_decision(r, &d);
+    acc_decision_clear(&d);
+    return g;
+}
+
+enum MHD_Result api_access_agents_register(struct api_req *r)
 {
     enum MHD_Result sent;
     json_t *body = api_parse_body(r, &sent);
@@ -49,12 +130,13 @@ enum MHD_Result acc_route_agents_register(struct api_req *r)
     return api_send_json(r, 201, o);
 }
 
-enum MHD_Result acc_route_whoami(struct api_req *r)
+enum MHD_Result api_access_whoami(struct api_req *r)
 {
-    return api_send_json(r, 200, acc_whoami(r));
+    return api_send_json(r, 200, json_pack("{s:s,s:b,s:b}", "agent", r->acc_agent, "admin",
+                                           r->acc_admin, "compat", r->acc_compat));
 }
 
-enum MHD_Result acc_route_audit(struct api_req *r)
+enum MHD_Result api_access_audit(struct api_req *r)
 {
     const char *agent = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "agent");
     const char *since = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "since");
@@ -82,7 +164,7 @@ enum MHD_Result acc_route_audit(struct api_req *r)
     return api_send_json(r, 200, json_pack("{s:s,s:o}", "status", "success", "audit", rows));
 }
 
-enum MHD_Result acc_route_approvals(struct api_req *r)
+enum MHD_Result api_access_approvals(struct api_req *r)
 {
     return api_send_json(r, 200, json_pack("{s:s,s:o}", "status", "success", "approvals",
                                            acc_approvals_json(r->k->access)));
@@ -115,7 +197,7 @@ static const char *body_reason(struct api_req *r, json_t **body)
     return json_string_value(json_object_get(*body, "reason"));
 }
 
-enum MHD_Result acc_route_approve(struct api_req *r)
+enum MHD_Result api_access_approve(struct api_req *r)
 {
     json_t *b;
     const char *why = body_reason(r, &b);
@@ -124,7 +206,7 @@ enum MHD_Result acc_route_approve(struct api_req *r)
     return ret;
 }
 
-enum MHD_Result acc_route_deny(struct api_req *r)
+enum MHD_Result api_access_deny(struct api_req *r)
 {
     json_t *b;
     const char *why = body_reason(r, &b);
@@ -133,7 +215,7 @@ enum MHD_Result acc_route_deny(struct api_req *r)
     return ret;
 }
 
-enum MHD_Result acc_route_core_approval(struct api_req *r)
+enum MHD_Result api_access_core_approval(struct api_req *r)
 {
     enum MHD_Result sent;
     json_t *body = api_parse_body(r, &sent);
@@ -150,7 +232,7 @@ enum MHD_Result acc_route_core_approval(struct api_req *r)
     return ret;
 }
 
-enum MHD_Result acc_route_budgets(struct api_req *r)
+enum MHD_Result api_access_budgets(struct api_req *r)
 {
     const char *agent = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "agent");
     if (!r->acc_admin) agent = r->acc_agent; /* an agent sees its own */
