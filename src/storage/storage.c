@@ -201,10 +201,12 @@ static pthread_mutex_t *stripe(struct sto *s, const char *owner)
     return &s->stripes[h % STO_N_STRIPES];
 }
 
-/* map an error from path.c to an HTTP status */
+/* map an error from path.c to an HTTP status (AIOS_EBUSY: the tree
+ * changed under the call, a conflict to retry) */
 static int path_fail(struct opctx *c, int rc, const char *e)
 {
-    int http = rc == AIOS_ENOTFOUND ? 404 : rc == AIOS_EINVAL ? 400 : rc == AIOS_ETOOBIG ? 400 : 500;
+    int http = rc == AIOS_ENOTFOUND ? 404 : rc == AIOS_EINVAL ? 400 : rc == AIOS_ETOOBIG ? 400
+             : rc == AIOS_EBUSY ? 409 : 500;
     return fail(c, http, rc, "%s", e);
 }
 
@@ -385,6 +387,10 @@ static int op_create_dir(struct opctx *c, const struct sto_at *a, json_t **out)
     const char *norm = a->path, *owner, *leaf;
     int rc = get_owner(c, a->owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
+    /* a mutation like any other: a write must not find a directory where it
+     * just checked for none, nor a recursive delete a new one inside */
+    pthread_mutex_t *m = stripe(c->s, owner);
+    pthread_mutex_lock(m);
     int rootfd = -1, dirfd = -1;
     bool created = false;
     rc = sto_root_open(c->s, owner, true, &rootfd, e, sizeof e);
@@ -408,6 +414,7 @@ static int op_create_dir(struct opctx *c, const struct sto_at *a, json_t **out)
     json_object_set_new(*out, "dir_path", json_string(norm));
     json_object_set_new(*out, "created", json_boolean(created));
 out:
+    pthread_mutex_unlock(m);
     if (dirfd >= 0) close(dirfd);
     if (rootfd >= 0) close(rootfd);
     return rc;
@@ -424,6 +431,10 @@ static int op_read(struct opctx *c, const struct sto_at *a, json_t **out)
     size_t n = 0;
     rc = sto_root_open(c->s, owner, false, &rootfd, e, sizeof e);
     if (!rc) rc = sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e);
+    if (rc == AIOS_EBUSY) {
+        rc = path_fail(c, rc, e);
+        goto out;
+    }
     if (!rc) rc = sto_read_leaf(dirfd, leaf, c->s->cfg.max_file_bytes, &data, &n, e, sizeof e);
     if (rc == AIOS_ENOTFOUND) {
         rc = fail(c, 404, rc, "no such file or directory: '%s'", norm);
@@ -491,6 +502,7 @@ static int op_list(struct opctx *c, const struct sto_at *a, json_t **out)
         if (!strncmp(de->d_name, STO_TMP_PREFIX, strlen(STO_TMP_PREFIX))) continue;
         struct stat st;
         enum sto_kind k = sto_leaf_kind(dirfd(d), de->d_name, &st);
+        if (k == STO_KIND_NONE) continue; /* deleted meanwhile */
         const char *type = k == STO_KIND_FILE ? "file" : k == STO_KIND_DIR ? "dir"
                          : k == STO_KIND_LINK ? "link" : "other";
         json_t *name = json_string(de->d_name);
@@ -567,9 +579,16 @@ static int op_delete(struct opctx *c, const struct sto_delete_args *a, json_t **
                 rc = fail(c, 500, AIOS_EIO, "storage database error while deleting '%s'", norm);
                 goto out;
             }
-            if (sto_rmtree(dirfd, leaf)) {
-                rc = fail(c, 500, AIOS_EIO, "could not remove all of '%s'", norm);
-                goto out;
+            /* only something outside storage (a tool writing into the
+             * agent's directory) can add entries meanwhile: try again, then
+             * answer a conflict */
+            int tries = 0;
+            while (sto_rmtree(dirfd, leaf) && sto_leaf_kind(dirfd, leaf, NULL) != STO_KIND_NONE) {
+                if (++tries == 3) {
+                    rc = fail(c, 409, AIOS_EBUSY, "directory '%s' changed while it was being "
+                              "deleted (something else wrote into it); delete it again", norm);
+                    goto out;
+                }
             }
         }
     } else {
