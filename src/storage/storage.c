@@ -27,11 +27,20 @@
  * answer is the same 404 a missing file gets, so nothing leaks. A read-only
  * grant answers 403 to a write, because the caller already knows the path.
  *
- * Threads: sto_exec is called by the storage worker pool (several threads)
- * and by other managers. Mutations of one owner's tree hold that owner's
- * stripe mutex from (1) to (4), so versions commit in the order files are
- * renamed; reads take no lock (rename is atomic). Each thread uses its own
- * SQLite connection (store.c). No thread holds two of our locks. */
+ * Calls: a typed request (struct sto_req, parsed at the edge by req.c)
+ * reaches sto_do, one switch to the sto_<operation> entry points, which
+ * are also the C API for the rest of the kernel. The metadata lives behind
+ * struct sto_store_ops (sto_store.h; SQLite in store.c); this file never
+ * sees SQLite, JSON params or struct kernel.
+ *
+ * Threads: the storage worker pool (several threads) and other managers
+ * call in. Every mutation of one owner's tree (write, create_file,
+ * create_dir, deletes, rollback, mount's import) holds that owner's stripe
+ * mutex, a write from (1) to (4), so versions commit in the order files are
+ * renamed and a delete never meets a half-made tree; reads take no lock
+ * (rename is atomic) and answer 404 / 409 when a path changes under them.
+ * Each thread uses its own store connection. No thread holds two of our
+ * locks. */
 #include "storage/sto_int.h"
 
 #include "kernel/config.h"
