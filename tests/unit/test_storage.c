@@ -653,6 +653,78 @@ static void test_swap_race(void **state)
     fx_close(f);
 }
 
+/* ---- typed requests ----
+ * sto_req_parse maps operation types and their aliases to one enum and
+ * refuses bad input with a 400 before anything runs; the C entry points
+ * run without any JSON params. */
+static void test_typed_requests(void **state)
+{
+    (void)state;
+    struct sto_req *q = NULL;
+    int http = 0;
+    char err[512];
+    json_t *p = json_pack("{s:s,s:s}", "file_path", "notes//today.txt", "content", "hi");
+    assert_int_equal(sto_req_parse("write_file", p, &q, &http, err, sizeof err), 0);
+    assert_int_equal(q->op, STO_OP_WRITE);
+    assert_string_equal(q->op_name, "write_file");
+    assert_string_equal(sto_op_name(q->op), "write");
+    assert_string_equal(q->u.write.at.path, "notes/today.txt");
+    assert_null(q->u.write.at.owner);
+    assert_int_equal(q->u.write.len, 2);
+    sto_req_free(q);
+    json_decref(p);
+
+    p = json_pack("{s:s}", "file_path", "../etc/passwd");
+    assert_int_equal(sto_req_parse("read", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_null(q);
+    assert_int_equal(http, 400);
+    assert_int_equal(sto_req_parse("frobnicate", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_non_null(strstr(err, "unknown storage operation_type 'frobnicate'"));
+    json_decref(p);
+    p = json_pack("{s:s,s:i}", "query_text", "...", "k", 3);
+    assert_int_equal(sto_req_parse("search", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_non_null(strstr(err, "no words"));
+    json_decref(p);
+    p = json_pack("{s:s,s:[s,s]}", "query_text", "plans", "keywords", "alpha", "beta");
+    assert_int_equal(sto_req_parse("search", p, &q, &http, err, sizeof err), 0);
+    assert_int_equal(q->op, STO_OP_RETRIEVE);
+    assert_string_equal(q->u.retrieve.keywords, "alpha beta");
+    assert_int_equal(q->u.retrieve.k, 3);
+    sto_req_free(q);
+    json_decref(p);
+    p = json_string("not an object");
+    assert_int_equal(sto_req_parse("read", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_int_equal(http, 400);
+    json_decref(p);
+
+    struct fx *f = fx_open(5, 0, 0);
+    struct sto_reply *r = calloc(1, sizeof *r);
+    struct sto_write_args w = {.content = "typed", .len = 5};
+    snprintf(w.at.path, sizeof w.at.path, "t/x.txt");
+    assert_int_equal(sto_write(f->s, "a", &w, r), 0);
+    assert_int_equal(r->http, 200);
+    assert_int_equal(json_integer_value(json_object_get(r->out, "version")), 1);
+    json_decref(r->out);
+    struct sto_at at = {.owner = NULL};
+    snprintf(at.path, sizeof at.path, "t/x.txt");
+    assert_int_equal(sto_read(f->s, "a", &at, r), 0);
+    assert_string_equal(json_string_value(json_object_get(r->out, "content")), "typed");
+    json_decref(r->out);
+    assert_int_equal(sto_read(f->s, "b", &at, r), AIOS_ENOTFOUND); /* b's own tree */
+    assert_int_equal(r->http, 404);
+    assert_null(r->out);
+    assert_int_equal(sto_read(f->s, "", &at, r), AIOS_EINVAL); /* no agent */
+    assert_int_equal(r->http, 400);
+    struct sto_delete_args d = {.recursive = true};
+    snprintf(d.at.path, sizeof d.at.path, "t");
+    assert_int_equal(sto_delete_dir(f->s, "a", &d, r), 0);
+    assert_int_equal(json_integer_value(json_object_get(r->out, "deleted_files")), 1);
+    json_decref(r->out);
+    assert_null(content_of(f, "a", "t/x.txt"));
+    free(r);
+    fx_close(f);
+}
+
 /* ---- deletes racing writes ----
  * Threads write, delete (files and whole directories), create
  * directories, read and list the same few paths, where one path is a file
@@ -830,7 +902,7 @@ int main(void)
         cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_retrieve_topk_matches_reference),
         cmocka_unit_test(test_concurrent_writes), cmocka_unit_test(test_swap_race),
-        cmocka_unit_test(test_deletes_race_writes),
+        cmocka_unit_test(test_typed_requests), cmocka_unit_test(test_deletes_race_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
