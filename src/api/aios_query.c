@@ -429,7 +429,7 @@ static enum MHD_Result action_llm_done(struct api_req *r)
 }
 
 /* the storage operations operate_file offers the model; names are
- * sto_exec operation types */
+ * operation types sto_req_parse knows */
 static const char STORAGE_TOOLS[] =
     "[{\"type\":\"function\",\"function\":{\"name\":\"create_file\",\"description\":"
     "\"Create a file (optionally with content) in the agent's storage.\",\"parameters\":"
