@@ -2,8 +2,8 @@
  *
  *   build/bench/bench_storage [--dir DIR] [--n-small N] [--n-large M] [--n-search F]
  *
- * Writes N files of 4 KiB and M files of 1 MiB through sto_exec (the same
- * call the storage executor makes for a /query; no HTTP), rotating over 16
+ * Writes N files of 4 KiB and M files of 1 MiB through sto_exec (the parse
+ * the /query edge does and the sto_do the storage executor runs; no HTTP), rotating over 16
  * paths so histories fill up to max_versions, then reads them back. The
  * baselines do the same I/O with plain POSIX calls in DIR:
  *   plain+fsync   open, write, fsync, close (not atomic: a crash can tear it)

@@ -101,12 +101,12 @@ int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t er
     bool stopping = m->stopping;
     pthread_mutex_unlock(&m->mu);
     if (stopping) return 0;
-    struct kq_req *q = sc->req;
+    const struct sto_req *q = sc->req;
     char what[384] = "";
-    if (!q || !sto_needs_approval(m->storage, sc->agent, q->op, q->params, m->approve_delete,
+    if (!q || !sto_needs_approval(m->storage, sc->agent, q, m->approve_delete,
                                   m->approve_overwrite, what, sizeof what))
         return 0;
-    int rc = park(m, sc, q->op, q->params, what);
+    int rc = park(m, sc, q->op_name, q->params, what);
     if (rc == 1) return 1;
     snprintf(err, errlen, "%s", rc == AIOS_ESHUTDOWN ? "the kernel is shutting down"
                                                      : "out of memory");

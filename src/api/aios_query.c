@@ -25,6 +25,7 @@
 #include "kernel/query.h"
 #include "llm/structured.h"
 #include "memory/mem.h"
+#include "storage/storage.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -273,6 +274,21 @@ static enum MHD_Result action_tool_done(struct api_req *r)
 
 static enum MHD_Result action_sto_done(struct api_req *r);
 
+/* A storage syscall for op and params (borrowed), the request parsed here,
+ * once (sto_req_parse). One that does not parse is a syscall that failed
+ * before it ran, answered as one that failed in the manager. */
+static struct syscall *storage_syscall(const char *agent, const char *op, json_t *params)
+{
+    struct sto_req *q = NULL;
+    int http = 400;
+    char err[1024];
+    int rc = sto_req_parse(op, params, &q, &http, err, sizeof err);
+    if (rc == AIOS_ENOMEM) return NULL;
+    struct syscall *sc = syscall_new(SYSCALL_KIND_STORAGE, agent, NULL, q, sto_req_free);
+    if (sc && rc) syscall_fail(sc, rc, http, "%s", err);
+    return sc;
+}
+
 /* run the next storage call of operate_file, or answer */
 static enum MHD_Result action_sto_next(struct api_req *r)
 {
@@ -281,10 +297,14 @@ static enum MHD_Result action_sto_next(struct api_req *r)
     if (st->next < n) {
         json_t *c = json_array_get(st->calls, st->next);
         json_t *p = json_object_get(c, "parameters");
-        struct kq_req *req = kq_req_new(json_string_value(json_object_get(c, "name")),
-                                        json_is_object(p) ? json_deep_copy(p) : json_object());
-        struct syscall *sc = req ? syscall_new(SYSCALL_KIND_STORAGE, st->agent, NULL, req, kq_req_free) : NULL;
+        json_t *params = json_is_object(p) ? json_deep_copy(p) : json_object();
+        struct syscall *sc = params ? storage_syscall(st->agent, json_string_value(json_object_get(c, "name")), params) : NULL;
+        json_decref(params);
         if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
+        if (syscall_status_final(sc->status)) { /* did not parse */
+            r->sc = sc;
+            return action_sto_done(r);
+        }
         return api_submit_and_wait(r, sc, action_sto_done);
     }
     /* the summary: one line per operation */
@@ -409,7 +429,7 @@ static enum MHD_Result action_llm_done(struct api_req *r)
 }
 
 /* the storage operations operate_file offers the model; names are
- * sto_exec operation types */
+ * operation types sto_req_parse knows */
 static const char STORAGE_TOOLS[] =
     "[{\"type\":\"function\",\"function\":{\"name\":\"create_file\",\"description\":"
     "\"Create a file (optionally with content) in the agent's storage.\",\"parameters\":"
@@ -616,9 +636,19 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
                               "the %s manager is not available in this kernel yet",
                               syscall_kind_name(kind));
     }
-    struct kq_req *req = kq_req_new(op, params);
-    struct syscall *sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;
+    struct syscall *sc;
+    if (kind == SYSCALL_KIND_STORAGE) {
+        sc = params ? storage_syscall(agent, op, params) : NULL;
+        json_decref(params);
+    } else {
+        struct kq_req *req = kq_req_new(op, params);
+        sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;
+    }
     if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
+    if (syscall_status_final(sc->status)) { /* a storage call that did not parse */
+        r->sc = sc;
+        return kq_finish(r);
+    }
     if (prio_set) syscall_set_priority(sc, prio);
     return api_submit_and_wait(r, sc, kq_finish);
 }

@@ -67,6 +67,23 @@ static void core_price(const void *target, double *prompt, double *completion)
     *completion = c->price_completion;
 }
 
+/* The storage manager gets what it needs: its config, the embedding model
+ * and a worker pool that runs its executor. */
+static int storage_start(struct kernel *k, char *err, size_t errlen)
+{
+    struct sto_config c;
+    int rc = sto_config_from(&k->cfg, &c, err, errlen);
+    if (rc) return rc;
+    c.emb = k->embed;
+    rc = sto_open(&k->storage, &c, err, errlen);
+    sto_config_free(&c);
+    if (rc) return rc;
+    rc = kernel_register_executor(k, SYSCALL_KIND_STORAGE, sto_n_threads(k->storage), sto_executor,
+                                  k->storage);
+    if (rc) snprintf(err, errlen, "cannot start the storage workers: %s", aios_strerror(rc));
+    return rc;
+}
+
 int kernel_start(struct kernel *k, char *err, size_t errlen)
 {
     int rc;
@@ -92,7 +109,7 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (rc) goto fail;
     rc = mem_start(k, err, errlen);
     if (rc) goto fail;
-    rc = sto_kernel_start(k, err, errlen);
+    rc = storage_start(k, err, errlen);
     if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
@@ -205,7 +222,8 @@ void kernel_stop(struct kernel *k)
         k->pools[i] = NULL;
     }
     mem_stop(k);
-    sto_kernel_stop(k);
+    sto_close(k->storage);
+    k->storage = NULL;
     emb_kernel_stop(k);
     tool_mgr_stop(k->tools);
     k->tools = NULL;

@@ -193,7 +193,10 @@ static int walk_error(int dirfd, const char *name, const char *norm, size_t upto
 {
     struct stat st;
     int plen = (int)upto;
-    if (e == ENOENT) {
+    bool gone = e == ENOENT;
+    if (!gone && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT)
+        gone = true; /* removed between the open and the look (a delete) */
+    if (gone) {
         snprintf(err, errlen, "directory '%.*s' does not exist", plen, norm);
         return AIOS_ENOTFOUND;
     }
@@ -207,6 +210,10 @@ static int walk_error(int dirfd, const char *name, const char *norm, size_t upto
             snprintf(err, errlen, "'%.*s' is not a directory", plen, norm);
             return AIOS_EINVAL;
         }
+    }
+    if (e == ENOTDIR) { /* a file when opened, a directory now: replaced meanwhile */
+        snprintf(err, errlen, "'%.*s' was replaced while the call ran; try again", plen, norm);
+        return AIOS_EBUSY;
     }
     snprintf(err, errlen, "cannot open directory '%.*s': %s", plen, norm, strerror(e));
     return AIOS_EIO;

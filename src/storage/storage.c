@@ -27,22 +27,33 @@
  * answer is the same 404 a missing file gets, so nothing leaks. A read-only
  * grant answers 403 to a write, because the caller already knows the path.
  *
- * Threads: sto_exec is called by the storage worker pool (several threads)
- * and by other managers. Mutations of one owner's tree hold that owner's
- * stripe mutex from (1) to (4), so versions commit in the order files are
- * renamed; reads take no lock (rename is atomic). Each thread uses its own
- * SQLite connection (store.c). No thread holds two of our locks. */
+ * Calls: a typed request (struct sto_req, parsed at the edge by req.c)
+ * reaches sto_do, one switch to the sto_<operation> entry points, which
+ * are also the C API for the rest of the kernel. The metadata lives behind
+ * struct sto_store_ops (sto_store.h; SQLite in store.c); this file never
+ * sees SQLite, JSON params or struct kernel.
+ *
+ * Threads: the storage worker pool (several threads) and other managers
+ * call in. Every mutation of one owner's tree (write, create_file,
+ * create_dir, deletes, rollback, mount's import) holds that owner's stripe
+ * mutex, a write from (1) to (4), so versions commit in the order files are
+ * renamed and a delete never meets a half-made tree; reads take no lock
+ * (rename is atomic) and answer 404 / 409 when a path changes under them.
+ * Each thread uses its own store connection. No thread holds two of our
+ * locks. */
 #include "storage/sto_int.h"
 
 #include "kernel/config.h"
-#include "kernel/kernel.h"
 #include "kernel/query.h"
+#include "kernel/syscall.h"
 #include "llm/embed.h"
 #include "storage/sha256.h"
+#include "storage/sto_store.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <math.h>
 #include <dirent.h>
@@ -152,7 +163,6 @@ static json_t *response(const char *fmt, ...)
 struct opctx {
     struct sto *s;
     const char *agent;
-    json_t *params;
     int http;
     char *err;
     size_t errlen;
@@ -170,92 +180,12 @@ static int fail(struct opctx *c, int http, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* the first of the aliases present; must be a string (with its length) */
-static int param_str(struct opctx *c, const char *const *names, bool required, const char **v,
-                     size_t *len)
+/* Whose tree: the owner given (another agent, through a share) or the
+ * caller. Returns 0 with *owner set, or fails with 404 / 403. */
+static int get_owner(struct opctx *c, const char *o, const char *norm, enum sto_mode mode,
+                     const char **owner, const char *shown)
 {
-    *v = NULL;
-    if (len) *len = 0;
-    for (int i = 0; names[i]; i++) {
-        json_t *j = json_object_get(c->params, names[i]);
-        if (!j || json_is_null(j)) continue;
-        if (!json_is_string(j))
-            return fail(c, 400, AIOS_EINVAL, "params.%s must be a string", names[i]);
-        *v = json_string_value(j);
-        if (len) *len = json_string_length(j);
-        return 0;
-    }
-    if (required) {
-        char list[256] = "";
-        size_t o = 0;
-        for (int i = 0; names[i] && o < sizeof list; i++)
-            o += (size_t)snprintf(list + o, sizeof list - o, "%s'%s'", i ? " or " : "", names[i]);
-        return fail(c, 400, AIOS_EINVAL, "params needs %s (a string)", list);
-    }
-    return 0;
-}
-
-/* an integer given as a number or a numeric string (the reference sends both) */
-static int param_int(struct opctx *c, const char *const *names, int64_t def, int64_t lo, int64_t hi,
-                     int64_t *v)
-{
-    *v = def;
-    for (int i = 0; names[i]; i++) {
-        json_t *j = json_object_get(c->params, names[i]);
-        if (!j || json_is_null(j)) continue;
-        int64_t x;
-        if (json_is_integer(j)) {
-            x = json_integer_value(j);
-        } else if (json_is_string(j) && json_string_length(j) > 0) {
-            char *end;
-            errno = 0;
-            long long y = strtoll(json_string_value(j), &end, 10);
-            if (*end || errno) goto bad;
-            x = y;
-        } else {
-            goto bad;
-        }
-        if (x < lo || x > hi) goto bad;
-        *v = x;
-        return 0;
-    bad:
-        return fail(c, 400, AIOS_EINVAL, "params.%s must be an integer in %lld..%lld", names[i],
-                    (long long)lo, (long long)hi);
-    }
-    return 0;
-}
-
-static const char *const FILE_KEYS[] = {"file_path", "file_name", "path", "name", NULL};
-static const char *const DIR_KEYS[] = {"dir_path", "dir_name", "path", "name", NULL};
-static const char *const ANY_KEYS[] = {"file_path", "dir_path", "path", "file_name", "dir_name", "name", NULL};
-
-/* normalise the path param into norm */
-static int get_path(struct opctx *c, const char *const *keys, bool allow_root, bool required,
-                    char *norm, size_t normlen)
-{
-    const char *p;
-    size_t n;
-    int rc = param_str(c, keys, required, &p, &n);
-    if (rc) return rc;
-    if (!p) {
-        norm[0] = 0;
-        return 0;
-    }
-    char e[512];
-    rc = sto_path_norm(p, n, allow_root, norm, normlen, e, sizeof e);
-    if (rc) return fail(c, 400, rc, "%s", e);
-    return 0;
-}
-
-/* Whose tree: params.owner (another agent, through a share) or the caller.
- * Returns 0 with *owner set, or fails with 404 / 403. */
-static int get_owner(struct opctx *c, const char *norm, enum sto_mode mode, const char **owner,
-                     const char *shown)
-{
-    const char *o = NULL;
-    static const char *const keys[] = {"owner", NULL};
-    int rc = param_str(c, keys, false, &o, NULL);
-    if (rc) return rc;
+    int rc;
     if (!o || !o[0] || !strcmp(o, c->agent)) {
         *owner = c->agent;
         return 0;
@@ -280,10 +210,12 @@ static pthread_mutex_t *stripe(struct sto *s, const char *owner)
     return &s->stripes[h % STO_N_STRIPES];
 }
 
-/* map an error from path.c to an HTTP status */
+/* map an error from path.c to an HTTP status (AIOS_EBUSY: the tree
+ * changed under the call, a conflict to retry) */
 static int path_fail(struct opctx *c, int rc, const char *e)
 {
-    int http = rc == AIOS_ENOTFOUND ? 404 : rc == AIOS_EINVAL ? 400 : rc == AIOS_ETOOBIG ? 400 : 500;
+    int http = rc == AIOS_ENOTFOUND ? 404 : rc == AIOS_EINVAL ? 400 : rc == AIOS_ETOOBIG ? 400
+             : rc == AIOS_EBUSY ? 409 : 500;
     return fail(c, http, rc, "%s", e);
 }
 
@@ -407,15 +339,11 @@ static int put(struct opctx *c, const char *owner, const char *norm, const char 
 
 /* ------------------------------------------------------------ operations */
 
-static int op_write(struct opctx *c, json_t **out)
+static int op_write(struct opctx *c, const struct sto_write_args *a, json_t **out)
 {
-    char norm[STO_PATH_MAX + 1];
-    const char *owner, *content;
-    size_t n;
-    static const char *const ck[] = {"content", "data", NULL};
-    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
-    if (!rc) rc = param_str(c, ck, true, &content, &n);
-    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    const char *norm = a->at.path, *owner, *content = a->content;
+    size_t n = a->len;
+    int rc = get_owner(c, a->at.owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
     int64_t seq;
     rc = put(c, owner, norm, content, n, "write", &seq);
@@ -428,12 +356,11 @@ static int op_write(struct opctx *c, json_t **out)
     return 0;
 }
 
-static int op_create_file(struct opctx *c, json_t **out)
+static int op_create_file(struct opctx *c, const struct sto_at *a, json_t **out)
 {
-    char norm[STO_PATH_MAX + 1], e[1024];
-    const char *owner;
-    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
-    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    char e[1024];
+    const char *norm = a->path, *owner;
+    int rc = get_owner(c, a->owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
     pthread_mutex_t *m = stripe(c->s, owner);
     pthread_mutex_lock(m);
@@ -463,13 +390,16 @@ static int op_create_file(struct opctx *c, json_t **out)
     return 0;
 }
 
-static int op_create_dir(struct opctx *c, json_t **out)
+static int op_create_dir(struct opctx *c, const struct sto_at *a, json_t **out)
 {
-    char norm[STO_PATH_MAX + 1], e[1024];
-    const char *owner, *leaf;
-    int rc = get_path(c, DIR_KEYS, false, true, norm, sizeof norm);
-    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    char e[1024];
+    const char *norm = a->path, *owner, *leaf;
+    int rc = get_owner(c, a->owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
+    /* a mutation like any other: a write must not find a directory where it
+     * just checked for none, nor a recursive delete a new one inside */
+    pthread_mutex_t *m = stripe(c->s, owner);
+    pthread_mutex_lock(m);
     int rootfd = -1, dirfd = -1;
     bool created = false;
     rc = sto_root_open(c->s, owner, true, &rootfd, e, sizeof e);
@@ -493,23 +423,27 @@ static int op_create_dir(struct opctx *c, json_t **out)
     json_object_set_new(*out, "dir_path", json_string(norm));
     json_object_set_new(*out, "created", json_boolean(created));
 out:
+    pthread_mutex_unlock(m);
     if (dirfd >= 0) close(dirfd);
     if (rootfd >= 0) close(rootfd);
     return rc;
 }
 
-static int op_read(struct opctx *c, json_t **out)
+static int op_read(struct opctx *c, const struct sto_at *a, json_t **out)
 {
-    char norm[STO_PATH_MAX + 1], e[1024];
-    const char *owner, *leaf;
-    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
-    if (!rc) rc = get_owner(c, norm, STO_MODE_READ, &owner, norm);
+    char e[1024];
+    const char *norm = a->path, *owner, *leaf;
+    int rc = get_owner(c, a->owner, norm, STO_MODE_READ, &owner, norm);
     if (rc) return rc;
     int rootfd = -1, dirfd = -1;
     char *data = NULL;
     size_t n = 0;
     rc = sto_root_open(c->s, owner, false, &rootfd, e, sizeof e);
     if (!rc) rc = sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e);
+    if (rc == AIOS_EBUSY) {
+        rc = path_fail(c, rc, e);
+        goto out;
+    }
     if (!rc) rc = sto_read_leaf(dirfd, leaf, c->s->cfg.max_file_bytes, &data, &n, e, sizeof e);
     if (rc == AIOS_ENOTFOUND) {
         rc = fail(c, 404, rc, "no such file or directory: '%s'", norm);
@@ -553,12 +487,11 @@ out:
     return rc;
 }
 
-static int op_list(struct opctx *c, json_t **out)
+static int op_list(struct opctx *c, const struct sto_at *a, json_t **out)
 {
-    char norm[STO_PATH_MAX + 1], e[1024];
-    const char *owner;
-    int rc = get_path(c, DIR_KEYS, true, false, norm, sizeof norm);
-    if (!rc) rc = get_owner(c, norm, STO_MODE_READ, &owner, norm[0] ? norm : ".");
+    char e[1024];
+    const char *norm = a->path, *owner;
+    int rc = get_owner(c, a->owner, norm, STO_MODE_READ, &owner, norm[0] ? norm : ".");
     if (rc) return rc;
     int rootfd = -1, fd = -1;
     rc = sto_root_open(c->s, owner, owner == c->agent, &rootfd, e, sizeof e);
@@ -578,6 +511,7 @@ static int op_list(struct opctx *c, json_t **out)
         if (!strncmp(de->d_name, STO_TMP_PREFIX, strlen(STO_TMP_PREFIX))) continue;
         struct stat st;
         enum sto_kind k = sto_leaf_kind(dirfd(d), de->d_name, &st);
+        if (k == STO_KIND_NONE) continue; /* deleted meanwhile */
         const char *type = k == STO_KIND_FILE ? "file" : k == STO_KIND_DIR ? "dir"
                          : k == STO_KIND_LINK ? "link" : "other";
         json_t *name = json_string(de->d_name);
@@ -606,14 +540,13 @@ static int op_list(struct opctx *c, json_t **out)
     return 0;
 }
 
-static int op_delete(struct opctx *c, json_t **out, bool dir)
+static int op_delete(struct opctx *c, const struct sto_delete_args *a, json_t **out, bool dir)
 {
-    char norm[STO_PATH_MAX + 1], e[1024];
-    const char *owner, *leaf;
-    int rc = get_path(c, dir ? DIR_KEYS : FILE_KEYS, false, true, norm, sizeof norm);
-    if (!rc) rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    char e[1024];
+    const char *norm = a->at.path, *owner, *leaf;
+    int rc = get_owner(c, a->at.owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
-    bool recursive = json_is_true(json_object_get(c->params, "recursive"));
+    bool recursive = a->recursive;
     pthread_mutex_t *m = stripe(c->s, owner);
     pthread_mutex_lock(m);
     int rootfd = -1, dirfd = -1, n_files = 0;
@@ -655,9 +588,16 @@ static int op_delete(struct opctx *c, json_t **out, bool dir)
                 rc = fail(c, 500, AIOS_EIO, "storage database error while deleting '%s'", norm);
                 goto out;
             }
-            if (sto_rmtree(dirfd, leaf)) {
-                rc = fail(c, 500, AIOS_EIO, "could not remove all of '%s'", norm);
-                goto out;
+            /* only something outside storage (a tool writing into the
+             * agent's directory) can add entries meanwhile: try again, then
+             * answer a conflict */
+            int tries = 0;
+            while (sto_rmtree(dirfd, leaf) && sto_leaf_kind(dirfd, leaf, NULL) != STO_KIND_NONE) {
+                if (++tries == 3) {
+                    rc = fail(c, 409, AIOS_EBUSY, "directory '%s' changed while it was being "
+                              "deleted (something else wrote into it); delete it again", norm);
+                    goto out;
+                }
             }
         }
     } else {
@@ -682,62 +622,12 @@ out:
     return rc;
 }
 
-/* ISO 8601 (naive = UTC, like the reference's datetime.isoformat()) or epoch seconds */
-static int parse_time(const char *t, int64_t *us)
+static int op_rollback(struct opctx *c, const struct sto_rollback_args *a, json_t **out)
 {
-    char *end;
-    double d = strtod(t, &end);
-    if (end != t && !*end) {
-        *us = llround(d * 1e6);
-        return 0;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p) p = strptime(t, "%Y-%m-%d %H:%M:%S", &tm);
-    if (!p) return AIOS_EINVAL;
-    int64_t frac = 0;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; isdigit((unsigned char)*p); p++)
-            if (digits < 6) { frac = frac * 10 + (*p - '0'); digits++; }
-        while (digits++ < 6) frac *= 10;
-    }
-    int64_t off = 0;
-    if (*p == 'Z') p++;
-    else if (*p == '+' || *p == '-') {
-        int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) return AIOS_EINVAL;
-        off = (int64_t)(hh * 3600 + mm * 60) * (*p == '-' ? -1 : 1);
-        p += 6;
-    }
-    if (*p) return AIOS_EINVAL;
-    *us = ((int64_t)timegm(&tm) - off) * 1000000 + frac;
-    return 0;
-}
-
-static int op_rollback(struct opctx *c, json_t **out)
-{
-    char norm[STO_PATH_MAX + 1], e[512], sha[65];
-    const char *owner;
-    static const char *const nk[] = {"n", "k", "versions", NULL};
-    int64_t n, t_us = 0, from;
-    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
-    if (!rc) rc = param_int(c, nk, 1, 1, 1000000, &n);
-    if (rc) return rc;
-    json_t *tj = json_object_get(c->params, "time");
-    if (!tj || json_is_null(tj)) tj = json_object_get(c->params, "timestamp");
-    if (json_is_number(tj)) {
-        t_us = llround(json_number_value(tj) * 1e6);
-        if (t_us <= 0) return fail(c, 400, AIOS_EINVAL, "params.time must be after the epoch");
-    } else if (json_is_string(tj)) {
-        if (parse_time(json_string_value(tj), &t_us) || t_us <= 0)
-            return fail(c, 400, AIOS_EINVAL, "params.time '%s' is not a time: use ISO 8601 "
-                        "(2025-01-31T12:00:00Z) or seconds since the epoch", json_string_value(tj));
-    } else if (tj && !json_is_null(tj)) {
-        return fail(c, 400, AIOS_EINVAL, "params.time must be an ISO 8601 string or epoch seconds");
-    }
-    rc = get_owner(c, norm, STO_MODE_RW, &owner, norm);
+    char e[512], sha[65];
+    const char *norm = a->at.path, *owner;
+    int64_t from;
+    int rc = get_owner(c, a->at.owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
     pthread_mutex_t *m = stripe(c->s, owner);
     pthread_mutex_lock(m);
@@ -754,7 +644,7 @@ static int op_rollback(struct opctx *c, json_t **out)
         rc = fail(c, 500, rc, "storage database error");
         goto out;
     }
-    rc = sto_st_pick(c->s, fi.id, (int)n, t_us, sha, &from, e, sizeof e);
+    rc = sto_st_pick(c->s, fi.id, a->n, a->t_us, sha, &from, e, sizeof e);
     if (rc) {
         rc = fail(c, rc == AIOS_ENOTFOUND ? 404 : 500, rc, "'%s': %s", norm, e);
         goto out;
@@ -778,12 +668,10 @@ out:
     return 0;
 }
 
-static int op_history(struct opctx *c, json_t **out)
+static int op_history(struct opctx *c, const struct sto_at *a, json_t **out)
 {
-    char norm[STO_PATH_MAX + 1];
-    const char *owner;
-    int rc = get_path(c, FILE_KEYS, false, true, norm, sizeof norm);
-    if (!rc) rc = get_owner(c, norm, STO_MODE_READ, &owner, norm);
+    const char *norm = a->path, *owner;
+    int rc = get_owner(c, a->owner, norm, STO_MODE_READ, &owner, norm);
     if (rc) return rc;
     struct sto_file_info fi;
     rc = sto_st_file(c->s, owner, norm, &fi);
@@ -794,28 +682,6 @@ static int op_history(struct opctx *c, json_t **out)
     json_object_set_new(*out, "file_path", json_string(norm));
     json_object_set_new(*out, "versions", v);
     return 0;
-}
-
-/* words of s as FTS5 string literals joined by sep, appended to q */
-static size_t fts_terms(const char *s, const char *sep, char *q, size_t cap, size_t o, int *n_terms)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        while (*p && !(isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
-        const unsigned char *b = p;
-        while (*p && (isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
-        if (p == b) continue;
-        size_t n = (size_t)(p - b);
-        if (o + n + strlen(sep) + 4 >= cap) break;
-        if (*n_terms) o += (size_t)snprintf(q + o, cap - o, "%s", sep);
-        q[o++] = '"';
-        memcpy(q + o, b, n);
-        o += n;
-        q[o++] = '"';
-        q[o] = 0;
-        (*n_terms)++;
-    }
-    return o;
 }
 
 /* a candidate: a BM25 result row (JSON, from sto_st_search) or a
@@ -842,8 +708,9 @@ static int cmp_cand(const void *x, const void *y)
  * read for the winners only. With keywords (a filter) only BM25
  * candidates, which satisfy it, are ranked. Indexed files without a vector
  * are embedded first, up to EMBED_BACKFILL_MAX per search. */
-static int hybrid_search(struct opctx *c, const char *owner, const char *qt, const char *match,
-                         bool filtered, int k, json_t **out, char *e, size_t elen)
+static int hybrid_search(struct opctx *c, const char *owner, const char *qt,
+                         const struct sto_terms *match, bool filtered, int k, json_t **out,
+                         char *e, size_t elen)
 {
     struct sto *s = c->s;
     struct emb *em = s->cfg.emb;
@@ -896,7 +763,7 @@ static int hybrid_search(struct opctx *c, const char *owner, const char *qt, con
         for (size_t x = 0; x < nb && !dup; x++) dup = cd[x].id == vh[j].id;
         if (!dup) ids[ne++] = vh[j].id;
     }
-    if ((rc = sto_st_bm25_of(s, match, ids, ne, bms))) {
+    if ((rc = sto_st_score_of(s, match, ids, ne, bms))) {
         snprintf(e, elen, "storage database: search failed");
         goto out;
     }
@@ -941,40 +808,17 @@ out:
     return rc;
 }
 
-static int op_retrieve(struct opctx *c, json_t **out)
+static int op_retrieve(struct opctx *c, const struct sto_retrieve_args *a, json_t **out)
 {
-    static const char *const qk[] = {"query_text", "query", NULL};
-    static const char *const kk[] = {"k", "n", "top_k", NULL};
-    const char *qt;
-    int64_t k;
-    int rc = param_str(c, qk, true, &qt, NULL);
-    if (!rc) rc = param_int(c, kk, 3, 1, 100, &k);
-    if (rc) return rc;
-    char q[4096] = "", kw[2048] = "";
-    int nq = 0, nk = 0;
-    fts_terms(qt, " OR ", q, sizeof q, 0, &nq);
-    json_t *kwj = json_object_get(c->params, "keywords");
-    if (json_is_string(kwj)) {
-        fts_terms(json_string_value(kwj), " AND ", kw, sizeof kw, 0, &nk);
-    } else if (json_is_array(kwj)) {
-        size_t i, o = 0;
-        json_t *v;
-        json_array_foreach(kwj, i, v) {
-            if (!json_is_string(v))
-                return fail(c, 400, AIOS_EINVAL, "params.keywords must be a string or a list of strings");
-            o = fts_terms(json_string_value(v), " AND ", kw, sizeof kw, o, &nk);
-        }
-    } else if (kwj && !json_is_null(kwj)) {
-        return fail(c, 400, AIOS_EINVAL, "params.keywords must be a string or a list of strings");
-    }
-    if (nq == 0 && nk == 0)
-        return fail(c, 400, AIOS_EINVAL, "params.query_text has no words to search for");
-    char match[6200];
-    if (nq && nk) snprintf(match, sizeof match, "(%s) AND %s", q, kw);
-    else snprintf(match, sizeof match, "%s", nq ? q : kw);
-    /* params.owner: search another agent's files, keeping only those a
-     * live grant lets the caller read (nothing else is even counted) */
-    const char *owner = json_string_value(json_object_get(c->params, "owner"));
+    const char *qt = a->query_text;
+    int rc, k = a->k;
+    struct sto_terms match = {.any = qt, .all = a->keywords};
+    bool filtered = false;
+    for (const unsigned char *p = (const unsigned char *)a->keywords; *p && !filtered; p++)
+        filtered = isalnum(*p) || *p >= 0x80 || *p == '_';
+    /* owner: search another agent's files, keeping only those a live grant
+     * lets the caller read (nothing else is even counted) */
+    const char *owner = a->owner;
     bool foreign = owner && owner[0] && strcmp(owner, c->agent);
     json_t *res = NULL;
     char e[512];
@@ -983,9 +827,9 @@ static int op_retrieve(struct opctx *c, json_t **out)
                     c->s->ns_policy(c->s->ns_ud, c->agent, owner, NULL, false, AIOS_ENOTFOUND) == 0;
     int want = foreign && !open_all ? (int)k * 5 + 20 : (int)k;
     if (c->s->cfg.emb) /* embedding.model: BM25 + cosine */
-        rc = hybrid_search(c, foreign ? owner : c->agent, qt, match, nk > 0, want, &res, e, sizeof e);
+        rc = hybrid_search(c, foreign ? owner : c->agent, qt, &match, filtered, want, &res, e, sizeof e);
     else
-        rc = sto_st_search(c->s, foreign ? owner : c->agent, match, want, false, &res, e, sizeof e);
+        rc = sto_st_search(c->s, foreign ? owner : c->agent, &match, want, false, &res, e, sizeof e);
     if (rc) return fail(c, rc == AIOS_EENGINE ? 503 : 500, rc, "%s", e);
     if (foreign && !open_all) {
         json_t *kept = json_array();
@@ -1012,70 +856,17 @@ static int op_retrieve(struct opctx *c, json_t **out)
     return 0;
 }
 
-static int parse_duration(json_t *j, int64_t *secs)
+static int op_share(struct opctx *c, const struct sto_share_args *a, json_t **out)
 {
-    if (json_is_integer(j)) {
-        *secs = json_integer_value(j);
-        return *secs > 0 ? 0 : AIOS_EINVAL;
-    }
-    if (!json_is_string(j)) return AIOS_EINVAL;
-    char unit[32] = "";
-    double v;
-    int nread = sscanf(json_string_value(j), "%lf %31s", &v, unit);
-    if (nread < 1 || v <= 0) return AIOS_EINVAL;
-    double mul = 1;
-    if (nread == 2) {
-        size_t l = strlen(unit);
-        if (l > 1 && unit[l - 1] == 's') unit[l - 1] = 0;
-        if (!strcmp(unit, "s") || !strcmp(unit, "sec") || !strcmp(unit, "second")) mul = 1;
-        else if (!strcmp(unit, "m") || !strcmp(unit, "min") || !strcmp(unit, "minute")) mul = 60;
-        else if (!strcmp(unit, "h") || !strcmp(unit, "hour")) mul = 3600;
-        else if (!strcmp(unit, "d") || !strcmp(unit, "day")) mul = 86400;
-        else return AIOS_EINVAL;
-    }
-    *secs = (int64_t)(v * mul);
-    return *secs > 0 ? 0 : AIOS_EINVAL;
-}
-
-static const char *const GRANTEE_KEYS[] = {"agent", "grantee", "share_with", "to", "agent_name", NULL};
-
-static int op_share(struct opctx *c, json_t **out)
-{
-    char norm[STO_PATH_MAX + 1], e[1024];
-    const char *grantee, *mode_s, *leaf;
-    static const char *const mk[] = {"mode", "access", NULL};
-    int rc = get_path(c, ANY_KEYS, true, false, norm, sizeof norm);
-    if (!rc) rc = param_str(c, GRANTEE_KEYS, false, &grantee, NULL);
-    if (!rc) rc = param_str(c, mk, false, &mode_s, NULL);
-    if (rc) return rc;
-    if (!grantee || !grantee[0])
-        return fail(c, 400, AIOS_EINVAL, "share needs params.agent: the agent to share with "
-                    "(this kernel shares between agents; it never uploads files to public services)");
+    char e[1024];
+    const char *norm = a->path, *grantee = a->grantee, *leaf;
+    enum sto_mode mode = a->mode;
+    int rc;
     if (!strcmp(grantee, c->agent))
         return fail(c, 400, AIOS_EINVAL, "an agent cannot share with itself");
-    if (strlen(grantee) > STO_AGENT_MAX)
-        return fail(c, 400, AIOS_EINVAL, "params.agent is longer than %d bytes", STO_AGENT_MAX);
-    const char *o = json_string_value(json_object_get(c->params, "owner"));
-    if (o && strcmp(o, c->agent))
+    if (a->owner && strcmp(a->owner, c->agent))
         return fail(c, 403, AIOS_EPERM, "only the owner of a file can share it");
-    enum sto_mode mode = STO_MODE_READ;
-    if (mode_s) {
-        if (!strcmp(mode_s, "r") || !strcmp(mode_s, "read") || !strcmp(mode_s, "ro"))
-            mode = STO_MODE_READ;
-        else if (!strcmp(mode_s, "rw") || !strcmp(mode_s, "write") || !strcmp(mode_s, "read-write") ||
-                 !strcmp(mode_s, "read_write"))
-            mode = STO_MODE_RW;
-        else
-            return fail(c, 400, AIOS_EINVAL, "params.mode must be \"r\" (read) or \"rw\" (read-write)");
-    }
-    int64_t exp = 0, secs;
-    json_t *ej = json_object_get(c->params, "expires_in");
-    if (ej && !json_is_null(ej)) {
-        if (parse_duration(ej, &secs))
-            return fail(c, 400, AIOS_EINVAL, "params.expires_in must be seconds or a string like "
-                        "\"7 days\", \"12 hours\", \"30 minutes\"");
-        exp = util_wall_us() + secs * 1000000;
-    }
+    int64_t exp = a->expires_in_s ? util_wall_us() + a->expires_in_s * 1000000 : 0;
     /* the path must exist in the owner's tree */
     int rootfd = -1, dirfd = -1;
     rc = sto_root_open(c->s, c->agent, true, &rootfd, e, sizeof e);
@@ -1100,14 +891,11 @@ static int op_share(struct opctx *c, json_t **out)
     return 0;
 }
 
-static int op_unshare(struct opctx *c, json_t **out)
+static int op_unshare(struct opctx *c, const struct sto_unshare_args *a, json_t **out)
 {
-    char norm[STO_PATH_MAX + 1], e[512];
-    const char *grantee;
-    int rc = get_path(c, ANY_KEYS, true, false, norm, sizeof norm);
-    if (!rc) rc = param_str(c, GRANTEE_KEYS, true, &grantee, NULL);
-    if (rc) return rc;
-    rc = sto_share_revoke(c->s, c->agent, norm, grantee, e, sizeof e);
+    char e[512];
+    const char *norm = a->path, *grantee = a->grantee;
+    int rc = sto_share_revoke(c->s, c->agent, norm, grantee, e, sizeof e);
     if (rc) return fail(c, rc == AIOS_ENOTFOUND ? 404 : 500, rc, "%s", e);
     *out = response("'%s' is no longer shared with agent '%s'", norm[0] ? norm : ".", grantee);
     return 0;
@@ -1179,13 +967,11 @@ static void import_tree(struct opctx *c, int dirfd, char *rel, size_t rlen, int 
     closedir(d);
 }
 
-static int op_mount(struct opctx *c, json_t **out)
+static int op_mount(struct opctx *c, const struct sto_mount_args *a, json_t **out)
 {
-    static const char *const rk[] = {"root", "root_dir", "mount_dir", NULL};
-    const char *root;
+    const char *root = a->root;
     char e[512];
-    int rc = param_str(c, rk, false, &root, NULL);
-    if (rc) return rc;
+    int rc;
     int rootfd;
     pthread_mutex_t *m = stripe(c->s, c->agent);
     pthread_mutex_lock(m);
@@ -1207,27 +993,25 @@ static int op_mount(struct opctx *c, json_t **out)
     return 0;
 }
 
-/* Would this operation lose data for good (a delete: every version goes;
+/* Would this request lose data for good (a delete: every version goes;
  * a write over an existing file when max_versions is 1: the old content is
- * not kept)? Read-only: resolves the path and owner as the operation will
- * and looks at the disk. Operations that will fail anyway (bad path, no
- * such file, no share) need no approval: they answer as they would. */
-int sto_needs_approval(struct sto *s, const char *agent, const char *op, json_t *params,
-                       bool deletes, bool overwrites, char *what, size_t whatlen)
+ * not kept)? Read-only: resolves the owner as the operation will and looks
+ * at the disk. Requests that will fail anyway (no such file, no share)
+ * need no approval: they answer as they would. */
+int sto_needs_approval(struct sto *s, const char *agent, const struct sto_req *q, bool deletes,
+                       bool overwrites, char *what, size_t whatlen)
 {
-    if (!s || !agent || !op || !json_is_object(params)) return 0;
-    bool del_file = !strcmp(op, "delete_file") || !strcmp(op, "remove_file");
-    bool del_dir = !strcmp(op, "delete_dir") || !strcmp(op, "remove_dir");
-    bool write = !strcmp(op, "write") || !strcmp(op, "write_file");
+    if (!s || !agent || !q) return 0;
+    bool del_file = q->op == STO_OP_DELETE_FILE, del_dir = q->op == STO_OP_DELETE_DIR;
+    bool write = q->op == STO_OP_WRITE;
     if (!((deletes && (del_file || del_dir)) || (overwrites && write && s->cfg.max_versions == 1)))
         return 0;
-    char err[512], norm[STO_PATH_MAX + 1], e[512];
-    struct opctx c = {.s = s, .agent = agent, .params = params, .http = 500, .err = err,
-                      .errlen = sizeof err};
+    const struct sto_at *at = write ? &q->u.write.at : &q->u.del.at;
+    char err[512], e[512];
+    const char *norm = at->path;
+    struct opctx c = {.s = s, .agent = agent, .http = 500, .err = err, .errlen = sizeof err};
     const char *owner, *leaf;
-    if (get_path(&c, del_dir ? DIR_KEYS : FILE_KEYS, false, true, norm, sizeof norm) ||
-        get_owner(&c, norm, STO_MODE_RW, &owner, norm))
-        return 0;
+    if (get_owner(&c, at->owner, norm, STO_MODE_RW, &owner, norm)) return 0;
     int rootfd = -1, dirfd = -1, need = 0;
     if (sto_root_open(s, owner, false, &rootfd, e, sizeof e) == 0 &&
         sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e) == 0) {
@@ -1260,58 +1044,214 @@ void sto_set_ns_policy(struct sto *s, sto_ns_policy_fn fn, void *ud)
     s->ns_ud = ud;
 }
 
+/* ------------------------------------------------------------ the operations' entry points */
+
+/* every entry point: a valid agent, then the operation, then one answer */
+static int enter(struct opctx *c, struct sto *s, const char *agent, struct sto_reply *r)
+{
+    r->out = NULL;
+    r->http = 500;
+    r->err[0] = 0;
+    *c = (struct opctx){.s = s, .agent = agent, .http = 500, .err = r->err, .errlen = sizeof r->err};
+    char dn[STO_AGENT_MAX * 3 + 1];
+    if (!agent || sto_agent_dirname(agent, dn, sizeof dn))
+        return fail(c, 400, AIOS_EINVAL, "agent_name must be 1..%d bytes", STO_AGENT_MAX);
+    return 0;
+}
+
+static int leave(struct opctx *c, int rc, struct sto_reply *r)
+{
+    if (!rc && !r->out) rc = fail(c, 500, AIOS_ENOMEM, "out of memory");
+    if (rc) {
+        json_decref(r->out);
+        r->out = NULL;
+    }
+    r->http = rc ? c->http : 200;
+    return rc;
+}
+
+#define STO_ENTRY(call)                            \
+    do {                                           \
+        struct opctx c;                            \
+        int rc_ = enter(&c, s, agent, r);          \
+        if (!rc_) rc_ = call;                      \
+        return leave(&c, rc_, r);                  \
+    } while (0)
+
+int sto_mount(struct sto *s, const char *agent, const struct sto_mount_args *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_mount(&c, a, &r->out));
+}
+int sto_create_file(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_create_file(&c, a, &r->out));
+}
+int sto_create_dir(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_create_dir(&c, a, &r->out));
+}
+int sto_write(struct sto *s, const char *agent, const struct sto_write_args *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_write(&c, a, &r->out));
+}
+int sto_read(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_read(&c, a, &r->out));
+}
+int sto_list(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_list(&c, a, &r->out));
+}
+int sto_delete_file(struct sto *s, const char *agent, const struct sto_delete_args *a,
+                    struct sto_reply *r)
+{
+    STO_ENTRY(op_delete(&c, a, &r->out, false));
+}
+int sto_delete_dir(struct sto *s, const char *agent, const struct sto_delete_args *a,
+                   struct sto_reply *r)
+{
+    STO_ENTRY(op_delete(&c, a, &r->out, true));
+}
+int sto_rollback(struct sto *s, const char *agent, const struct sto_rollback_args *a,
+                 struct sto_reply *r)
+{
+    STO_ENTRY(op_rollback(&c, a, &r->out));
+}
+int sto_history(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_history(&c, a, &r->out));
+}
+int sto_retrieve(struct sto *s, const char *agent, const struct sto_retrieve_args *a,
+                 struct sto_reply *r)
+{
+    STO_ENTRY(op_retrieve(&c, a, &r->out));
+}
+int sto_share(struct sto *s, const char *agent, const struct sto_share_args *a, struct sto_reply *r)
+{
+    STO_ENTRY(op_share(&c, a, &r->out));
+}
+int sto_unshare(struct sto *s, const char *agent, const struct sto_unshare_args *a,
+                struct sto_reply *r)
+{
+    STO_ENTRY(op_unshare(&c, a, &r->out));
+}
+int sto_shares(struct sto *s, const char *agent, struct sto_reply *r)
+{
+    STO_ENTRY(op_shares(&c, &r->out));
+}
+int sto_usage(struct sto *s, const char *agent, struct sto_reply *r)
+{
+    STO_ENTRY(op_usage(&c, &r->out));
+}
+
+int sto_do(struct sto *s, const char *agent, const struct sto_req *q, struct sto_reply *r)
+{
+    switch (q->op) {
+    case STO_OP_MOUNT: return sto_mount(s, agent, &q->u.mount, r);
+    case STO_OP_CREATE_FILE: return sto_create_file(s, agent, &q->u.at, r);
+    case STO_OP_CREATE_DIR: return sto_create_dir(s, agent, &q->u.at, r);
+    case STO_OP_WRITE: return sto_write(s, agent, &q->u.write, r);
+    case STO_OP_READ: return sto_read(s, agent, &q->u.at, r);
+    case STO_OP_LIST: return sto_list(s, agent, &q->u.at, r);
+    case STO_OP_DELETE_FILE: return sto_delete_file(s, agent, &q->u.del, r);
+    case STO_OP_DELETE_DIR: return sto_delete_dir(s, agent, &q->u.del, r);
+    case STO_OP_ROLLBACK: return sto_rollback(s, agent, &q->u.rollback, r);
+    case STO_OP_HISTORY: return sto_history(s, agent, &q->u.at, r);
+    case STO_OP_RETRIEVE: return sto_retrieve(s, agent, &q->u.retrieve, r);
+    case STO_OP_SHARE: return sto_share(s, agent, &q->u.share, r);
+    case STO_OP_UNSHARE: return sto_unshare(s, agent, &q->u.unshare, r);
+    case STO_OP_SHARES: return sto_shares(s, agent, r);
+    case STO_OP_USAGE: return sto_usage(s, agent, r);
+    case STO_OP__COUNT: break;
+    }
+    assert(0 && "sto_do: not an operation");
+    r->out = NULL;
+    r->http = 500;
+    snprintf(r->err, sizeof r->err, "not a storage operation");
+    return AIOS_EINVAL;
+}
+
 int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,
              int *http_status, char *err, size_t errlen)
 {
     *out = NULL;
-    struct opctx c = {.s = s, .agent = agent, .params = params, .http = 500, .err = err, .errlen = errlen};
-    err[0] = 0;
-    char dn[STO_AGENT_MAX * 3 + 1];
-    int rc;
-    if (!agent || sto_agent_dirname(agent, dn, sizeof dn)) {
-        rc = fail(&c, 400, AIOS_EINVAL, "agent_name must be 1..%d bytes", STO_AGENT_MAX);
-        goto done;
+    struct sto_req *q;
+    int rc = sto_req_parse(op, params, &q, http_status, err, errlen);
+    if (rc) return rc;
+    struct sto_reply *r = malloc(sizeof *r);
+    if (!r) {
+        sto_req_free(q);
+        *http_status = 500;
+        snprintf(err, errlen, "out of memory");
+        return AIOS_ENOMEM;
     }
-    if (!params || !json_is_object(params)) {
-        rc = fail(&c, 400, AIOS_EINVAL, "params must be an object");
-        goto done;
-    }
-    if (!op) op = "";
-    if (!strcmp(op, "write") || !strcmp(op, "write_file")) rc = op_write(&c, out);
-    else if (!strcmp(op, "read") || !strcmp(op, "read_file")) rc = op_read(&c, out);
-    else if (!strcmp(op, "create_file")) rc = op_create_file(&c, out);
-    else if (!strcmp(op, "create_dir") || !strcmp(op, "create_directory")) rc = op_create_dir(&c, out);
-    else if (!strcmp(op, "list") || !strcmp(op, "list_dir") || !strcmp(op, "ls")) rc = op_list(&c, out);
-    else if (!strcmp(op, "delete_file") || !strcmp(op, "remove_file")) rc = op_delete(&c, out, false);
-    else if (!strcmp(op, "delete_dir") || !strcmp(op, "remove_dir")) rc = op_delete(&c, out, true);
-    else if (!strcmp(op, "rollback") || !strcmp(op, "rollback_file")) rc = op_rollback(&c, out);
-    else if (!strcmp(op, "history")) rc = op_history(&c, out);
-    else if (!strcmp(op, "retrieve") || !strcmp(op, "retrieve_file") || !strcmp(op, "search")) rc = op_retrieve(&c, out);
-    else if (!strcmp(op, "share") || !strcmp(op, "share_file")) rc = op_share(&c, out);
-    else if (!strcmp(op, "unshare") || !strcmp(op, "revoke")) rc = op_unshare(&c, out);
-    else if (!strcmp(op, "shares") || !strcmp(op, "list_shares")) rc = op_shares(&c, out);
-    else if (!strcmp(op, "usage")) rc = op_usage(&c, out);
-    else if (!strcmp(op, "mount")) rc = op_mount(&c, out);
-    else
-        rc = fail(&c, 400, AIOS_EINVAL, "unknown storage operation_type '%s'; one of mount, "
-                  "create_file, create_dir, write, read, list, delete_file, delete_dir, rollback, "
-                  "history, retrieve, share, unshare, shares, usage", op);
-done:
-    if (!rc && !*out) rc = fail(&c, 500, AIOS_ENOMEM, "out of memory");
-    if (rc) {
-        json_decref(*out);
-        *out = NULL;
-    }
-    *http_status = rc ? c.http : 200;
+    rc = sto_do(s, agent, q, r);
+    *out = r->out;
+    *http_status = r->http;
+    snprintf(err, errlen, "%s", rc ? r->err : "");
+    free(r);
+    sto_req_free(q);
     return rc;
+}
+
+void sto_executor(struct syscall *sc, void *ud)
+{
+    struct sto *s = ud;
+    const struct sto_req *q = sc->req;
+    assert(q);
+    struct sto_reply *r = malloc(sizeof *r);
+    if (!r) {
+        syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
+        return;
+    }
+    int rc = sto_do(s, sc->agent, q, r);
+    if (rc) {
+        syscall_fail(sc, rc, r->http, "%s", r->err);
+        free(r);
+        return;
+    }
+    struct kq_res *res = kq_res_new(r->out);
+    free(r);
+    if (!res) syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
+    else syscall_finish(sc, res, kq_res_free);
+}
+
+/* ---- share grants, for the access manager: through the store ---- */
+
+int sto_share_grant(struct sto *s, const char *owner, const char *path, const char *grantee,
+                    enum sto_mode mode, int64_t t_expires_us, char *err, size_t errlen)
+{
+    return s->ops->grant(s->st, owner, path, grantee, mode, t_expires_us, err, errlen);
+}
+
+int sto_share_revoke(struct sto *s, const char *owner, const char *path, const char *grantee,
+                     char *err, size_t errlen)
+{
+    return s->ops->revoke(s->st, owner, path, grantee, err, errlen);
+}
+
+int sto_share_check(struct sto *s, const char *owner, const char *path, const char *agent,
+                    enum sto_mode mode)
+{
+    return s->ops->check(s->st, owner, path, agent, mode);
+}
+
+int sto_share_list(struct sto *s, const char *agent, json_t **out)
+{
+    return s->ops->grants(s->st, agent, out);
+}
+
+int sto_n_threads(const struct sto *s)
+{
+    return s->cfg.n_threads;
 }
 
 /* ------------------------------------------------------------ open / repair */
 
-static int repair_one(struct sto *s, const char *owner, const char *path, int64_t id,
-                      const char *sha, void *ud)
+static int repair_one(void *ud, const char *owner, const char *path, int64_t id,
+                      const char *sha)
 {
-    (void)ud;
+    struct sto *s = ud;
     char e[512], tmp[32];
     char *data = NULL;
     size_t n;
@@ -1368,7 +1308,6 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
     if (!s) return AIOS_ENOMEM;
     s->cfg = *c;
     s->cfg.root_dir = NULL;
-    pthread_mutex_init(&s->conns_mu, NULL);
     for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_init(&s->stripes[i], NULL);
     if (s->cfg.max_versions < 1) s->cfg.max_versions = STO_DEFAULT_MAX_VERSIONS;
     if (s->cfg.max_file_bytes <= 0) s->cfg.max_file_bytes = STO_DEFAULT_MAX_FILE_BYTES;
@@ -1391,16 +1330,14 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
         rc = AIOS_ENOMEM;
         goto fail_early;
     }
-    if (asprintf(&s->db_path, "%s/.lsfs/lsfs.db", s->agents_dir) < 0) {
-        s->db_path = NULL;
-        rc = AIOS_ENOMEM;
-        goto fail_early;
-    }
-    rc = sto_store_init(s, err, errlen);
+    s->ops = c->store ? c->store : &sto_sqlite_store;
+    struct sto_store_cfg sc = {.root_dir = s->agents_dir, .max_versions = s->cfg.max_versions,
+                               .quota_bytes = s->cfg.quota_bytes, .quota_files = s->cfg.quota_files};
+    rc = s->ops->open(&s->st, &sc, err, errlen);
     if (rc) goto fail;
     bool reset = false;
     if (s->cfg.emb && (rc = sto_st_vec_model(s, emb_fingerprint(s->cfg.emb), &reset))) {
-        snprintf(err, errlen, "storage database %s: cannot set up vectors", s->db_path);
+        snprintf(err, errlen, "storage database under %s: cannot set up vectors", s->agents_dir);
         goto fail;
     }
     if (reset) LOG_INFO("storage", "embedding model changed or new: file vectors are rebuilt as "
@@ -1410,17 +1347,19 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
         sweep_tmp(top, 0);
         close(top);
     }
-    sto_st_each_dirty(s, repair_one, NULL);
+    sto_st_each_dirty(s, repair_one, s);
+    LOG_INFO("storage", "storage at %s (max_versions %d, quota %lld bytes / %lld files per agent, "
+             "%s store)", s->agents_dir, s->cfg.max_versions, (long long)s->cfg.quota_bytes,
+             (long long)s->cfg.quota_files, s->ops->name);
     *out = s;
     return 0;
 fail:
     sto_close(s);
     return rc;
 fail_early:
-    sto_store_close_all(s);
+    for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_destroy(&s->stripes[i]);
     free(s->agents_dir);
     free(s->cfg.root_dir);
-    free(s->db_path);
     free(s);
     return rc;
 }
@@ -1428,57 +1367,9 @@ fail_early:
 void sto_close(struct sto *s)
 {
     if (!s) return;
-    sto_store_close_all(s);
-    pthread_mutex_destroy(&s->conns_mu);
+    if (s->st) s->ops->close(s->st);
     for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_destroy(&s->stripes[i]);
     free(s->agents_dir);
     free(s->cfg.root_dir);
-    free(s->db_path);
     free(s);
-}
-
-/* ------------------------------------------------------------ kernel hook */
-
-static void sto_executor(struct syscall *sc, void *ud)
-{
-    struct sto *s = ud;
-    struct kq_req *q = sc->req;
-    json_t *out = NULL;
-    int http = 500;
-    char err[1536];
-    int rc = sto_exec(s, sc->agent, q->op, q->params, &out, &http, err, sizeof err);
-    if (rc) {
-        syscall_fail(sc, rc, http, "%s", err);
-        return;
-    }
-    struct kq_res *r = kq_res_new(out);
-    if (!r) syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
-    else syscall_finish(sc, r, kq_res_free);
-}
-
-int sto_kernel_start(struct kernel *k, char *err, size_t errlen)
-{
-    struct sto_config c;
-    int rc = sto_config_from(&k->cfg, &c, err, errlen);
-    if (rc) return rc;
-    c.emb = k->embed;
-    rc = sto_open(&k->storage, &c, err, errlen);
-    sto_config_free(&c);
-    if (rc) return rc;
-    rc = kernel_register_executor(k, SYSCALL_KIND_STORAGE, k->storage->cfg.n_threads, sto_executor,
-                                  k->storage);
-    if (rc) {
-        snprintf(err, errlen, "cannot start the storage workers: %s", aios_strerror(rc));
-        return rc;
-    }
-    LOG_INFO("storage", "storage at %s (max_versions %d, quota %lld bytes / %lld files per agent)",
-             k->storage->agents_dir, k->storage->cfg.max_versions,
-             (long long)k->storage->cfg.quota_bytes, (long long)k->storage->cfg.quota_files);
-    return 0;
-}
-
-void sto_kernel_stop(struct kernel *k)
-{
-    sto_close(k->storage);
-    k->storage = NULL;
 }

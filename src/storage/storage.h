@@ -1,6 +1,7 @@
 /* The storage manager (LSFS): per-agent sandboxed files with versions,
  * full-text search and sharing, served as the AIOS `storage` query type.
- * See storage.c (operations), path.c (path rules) and store.c (SQLite). */
+ * See storage.c (operations), req.c (parsing requests), path.c (path
+ * rules), sto_store.h (the metadata store) and store.c (SQLite). */
 #ifndef AIOS_STORAGE_STORAGE_H
 #define AIOS_STORAGE_STORAGE_H
 
@@ -10,9 +11,9 @@
 #include <stdint.h>
 
 struct aios_config;
-struct kernel;
 struct sto;
 struct emb;
+struct sto_store_ops;
 
 /* Limits on names and paths (bytes). */
 #define STO_NAME_MAX 255   /* one path component */
@@ -28,6 +29,7 @@ struct sto_config {
     int64_t max_file_bytes;  /* one file; default 16 MiB */
     int n_threads;           /* executor threads; default 2 */
     struct emb *emb;         /* embedding model for hybrid search, or NULL (borrowed) */
+    const struct sto_store_ops *store; /* the metadata store (sto_store.h); NULL: SQLite */
 };
 
 #define STO_DEFAULT_MAX_VERSIONS 20
@@ -45,34 +47,165 @@ void sto_config_free(struct sto_config *c);
  * files whose newest version committed but whose rename did not happen are
  * rewritten from their blob. c is copied. */
 int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t errlen);
-/* Close every SQLite connection. No thread may be inside sto_* any more. */
+/* Close the store. No thread may be inside sto_* any more. */
 void sto_close(struct sto *s);
+/* executor threads the manager wants (storage.n_threads) */
+int sto_n_threads(const struct sto *s);
 
-/* Run one AIOS storage operation ("write", "read", ...) for `agent`, as the
- * executor does. Callable from any thread (each thread gets its own SQLite
- * connection); the tool manager calls it for file tools with the calling
- * agent's name. On success 0 and *out = the response object
- * ({"response_class":"storage","response_message",...}); on failure a
- * negative AIOS_E*, *http_status (400, 403, 404, 409, 413, 422, 500, 507) and a
- * message a person can act on in err. */
+/* ---- typed requests ----
+ * Every storage call is one operation with its own params struct. The API
+ * edge turns the AIOS JSON ({operation_type, params}) into a struct sto_req
+ * once with sto_req_parse(); the storage executor runs it with sto_do();
+ * code inside the kernel calls sto_write(), sto_read(), ... directly. */
+enum sto_op {
+    STO_OP_MOUNT,
+    STO_OP_CREATE_FILE,
+    STO_OP_CREATE_DIR,
+    STO_OP_WRITE,
+    STO_OP_READ,
+    STO_OP_LIST,
+    STO_OP_DELETE_FILE,
+    STO_OP_DELETE_DIR,
+    STO_OP_ROLLBACK,
+    STO_OP_HISTORY,
+    STO_OP_RETRIEVE,
+    STO_OP_SHARE,
+    STO_OP_UNSHARE,
+    STO_OP_SHARES,
+    STO_OP_USAGE,
+    STO_OP__COUNT
+};
+/* the canonical operation_type ("write", "delete_dir", ...) */
+const char *sto_op_name(enum sto_op op);
+
+enum sto_mode { STO_MODE_READ = 1, STO_MODE_RW = 3 };
+
+/* A path in an agent's tree. path is normalised (sto_path_norm; "" = the
+ * root, for list only); owner NULL or the caller: the caller's own tree,
+ * else another agent's, through a share grant or the namespace policy. */
+struct sto_at {
+    char path[STO_PATH_MAX + 1];
+    const char *owner;
+};
+struct sto_write_args {
+    struct sto_at at;
+    const char *content; /* len bytes, any bytes */
+    size_t len;
+};
+struct sto_delete_args {
+    struct sto_at at;
+    bool recursive; /* delete_dir: a directory with files in it too */
+};
+struct sto_rollback_args {
+    struct sto_at at;
+    int n;        /* versions back from the newest (>= 1) */
+    int64_t t_us; /* > 0: the newest version at or before this wall-clock time instead */
+};
+struct sto_retrieve_args {
+    const char *query_text; /* ranked: any of its words */
+    char keywords[4096];    /* a filter: each of these words (space-separated; "" = none) */
+    int k;                  /* results, 1..100 */
+    const char *owner;      /* NULL: own files; else the files of owner the caller may read */
+};
+struct sto_share_args {
+    char path[STO_PATH_MAX + 1]; /* "" = the whole tree */
+    const char *grantee;
+    enum sto_mode mode;
+    int64_t expires_in_s; /* 0 = no expiry */
+    const char *owner;    /* as given; only the caller's own files can be shared */
+};
+struct sto_unshare_args {
+    char path[STO_PATH_MAX + 1];
+    const char *grantee;
+};
+struct sto_mount_args {
+    const char *root; /* as given (not used: each agent has its own root), or NULL */
+};
+
+struct sto_req {
+    enum sto_op op;
+    char *op_name;  /* operation_type as sent (an alias such as "write_file" too) */
+    json_t *params; /* params as sent (owned), shown in approvals and the audit
+                     * log; the strings in u point into it */
+    union {
+        struct sto_at at; /* read, create_file, create_dir, list, history */
+        struct sto_write_args write;
+        struct sto_delete_args del; /* delete_file, delete_dir */
+        struct sto_rollback_args rollback;
+        struct sto_retrieve_args retrieve;
+        struct sto_share_args share;
+        struct sto_unshare_args unshare;
+        struct sto_mount_args mount;
+    } u;
+};
+
+/* Parse one AIOS storage call: op (operation_type or an alias) and params
+ * (a JSON object; borrowed, a reference is kept). A pure function: no I/O,
+ * no clock, no state. 0 and *out (free with sto_req_free), or AIOS_EINVAL /
+ * AIOS_ETOOBIG with *http (400) and a message a person can act on. */
+int sto_req_parse(const char *op, json_t *params, struct sto_req **out, int *http, char *err,
+                  size_t errlen);
+void sto_req_free(void *req); /* a struct sto_req; NULL is fine */
+
+/* What an operation answers: 0 and out (the AIOS response object,
+ * {"response_class":"storage","response_message",...}, owned by the
+ * caller), or a negative AIOS_E*, http (400, 403, 404, 409, 413, 422, 500,
+ * 503, 507) and a message a person can act on in err. */
+struct sto_reply {
+    json_t *out;
+    int http;
+    char err[1536];
+};
+
+/* The operations, for `agent` (1..STO_AGENT_MAX bytes), from any thread
+ * (each thread gets its own store connection). */
+int sto_mount(struct sto *s, const char *agent, const struct sto_mount_args *a, struct sto_reply *r);
+int sto_create_file(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r);
+int sto_create_dir(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r);
+int sto_write(struct sto *s, const char *agent, const struct sto_write_args *a, struct sto_reply *r);
+int sto_read(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r);
+int sto_list(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r);
+int sto_delete_file(struct sto *s, const char *agent, const struct sto_delete_args *a,
+                    struct sto_reply *r);
+int sto_delete_dir(struct sto *s, const char *agent, const struct sto_delete_args *a,
+                   struct sto_reply *r);
+int sto_rollback(struct sto *s, const char *agent, const struct sto_rollback_args *a,
+                 struct sto_reply *r);
+int sto_history(struct sto *s, const char *agent, const struct sto_at *a, struct sto_reply *r);
+int sto_retrieve(struct sto *s, const char *agent, const struct sto_retrieve_args *a,
+                 struct sto_reply *r);
+int sto_share(struct sto *s, const char *agent, const struct sto_share_args *a, struct sto_reply *r);
+int sto_unshare(struct sto *s, const char *agent, const struct sto_unshare_args *a,
+                struct sto_reply *r);
+int sto_shares(struct sto *s, const char *agent, struct sto_reply *r);
+int sto_usage(struct sto *s, const char *agent, struct sto_reply *r);
+
+/* Run a parsed request: one switch over q->op to the functions above. */
+int sto_do(struct sto *s, const char *agent, const struct sto_req *q, struct sto_reply *r);
+
+/* sto_req_parse + sto_do in one call (tests, fuzzing): on success 0 and
+ * *out; on failure a negative AIOS_E*, *http_status and err. */
 int sto_exec(struct sto *s, const char *agent, const char *op, json_t *params, json_t **out,
              int *http_status, char *err, size_t errlen);
 
-/* 1 when op on params by agent would lose data for good and so needs the
- * operator's approval: a delete (when `deletes`) of something that exists,
- * or (when `overwrites`) a write over an existing file while
- * storage.max_versions is 1; *what then says it for people. 0 otherwise,
- * also for calls that will fail anyway (bad path, missing file, no share).
- * Read-only, callable from any thread. */
-int sto_needs_approval(struct sto *s, const char *agent, const char *op, json_t *params,
-                       bool deletes, bool overwrites, char *what, size_t whatlen);
+/* The storage executor: runs the struct sto_req of a storage syscall (ud is
+ * the struct sto) and finishes it with a struct kq_res or an error. */
+struct syscall;
+void sto_executor(struct syscall *sc, void *ud);
+
+/* 1 when q by agent would lose data for good and so needs the operator's
+ * approval: a delete (when `deletes`) of something that exists, or (when
+ * `overwrites`) a write over an existing file while storage.max_versions
+ * is 1; *what then says it for people. 0 otherwise, also for calls that
+ * will fail anyway (missing file, no share). Read-only, any thread. */
+int sto_needs_approval(struct sto *s, const char *agent, const struct sto_req *q, bool deletes,
+                       bool overwrites, char *what, size_t whatlen);
 
 /* ---- share grants, for the access manager ----
  * A grant lets `grantee` use `owner`'s path (a file or a directory and
  * everything below it) read-only ("r") or read-write ("rw") until
  * t_expires_us (wall-clock microseconds; 0 = no expiry). Granting again
  * replaces mode and expiry. path is relative to the owner's root, "" = all. */
-enum sto_mode { STO_MODE_READ = 1, STO_MODE_RW = 3 };
 int sto_share_grant(struct sto *s, const char *owner, const char *path, const char *grantee,
                     enum sto_mode mode, int64_t t_expires_us, char *err, size_t errlen);
 /* 0, or AIOS_ENOTFOUND when there was no such grant */
@@ -96,12 +229,6 @@ int sto_share_list(struct sto *s, const char *agent, json_t **out);
 typedef int (*sto_ns_policy_fn)(void *ud, const char *agent, const char *owner, const char *path,
                                 bool write, int share_rc);
 void sto_set_ns_policy(struct sto *s, sto_ns_policy_fn fn, void *ud);
-
-/* Kernel hook: build the manager from the kernel's config and register the
- * storage executor; called from kernel_start after the scheduler exists. */
-int sto_kernel_start(struct kernel *k, char *err, size_t errlen);
-/* after the worker pools stopped */
-void sto_kernel_stop(struct kernel *k);
 
 /* ---- path rules (path.c), exposed for tests and other managers ---- */
 /* Normalise an agent-supplied relative path of len bytes into out

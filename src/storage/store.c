@@ -1,4 +1,5 @@
-/* The storage manager's SQLite store: the only code that touches SQLite.
+/* The storage manager's SQLite store (sto_sqlite_store, the one
+ * implementation of sto_store.h's table): the only code that touches SQLite.
  *
  * One database, root_dir/.lsfs/lsfs.db, in WAL mode with synchronous=FULL,
  * so a commit is on disk when sqlite3_step returns. Tables:
@@ -19,11 +20,11 @@
  * have happened yet"; sto_open rewrites such files from their blob.
  *
  * Threads: each thread gets its own connection through a pthread key
- * (opened on first use, closed when the thread exits or at sto_close).
+ * (opened on first use, closed when the thread exits or at close).
  * Writers use BEGIN IMMEDIATE, so they queue on SQLite's write lock with a
  * busy timeout instead of failing; readers never block in WAL mode. conns_mu
  * only guards the list of connections and is never held with another lock. */
-#include "storage/sto_int.h"
+#include "storage/sto_store.h"
 
 #include "llm/embed.h"
 
@@ -31,6 +32,9 @@
 #include "util/log.h"
 #include "util/util.h"
 
+#include <ctype.h>
+#include <pthread.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +43,17 @@
 
 struct sto_conn {
     sqlite3 *db;
-    struct sto *s;
+    struct sto_store *s;
     struct sto_conn *prev, *next;
+};
+
+struct sto_store {
+    struct sto_store_cfg cfg;  /* root_dir not kept */
+    char *db_path;             /* root_dir/.lsfs/lsfs.db */
+    pthread_key_t key;         /* this thread's struct sto_conn */
+    bool key_made;
+    pthread_mutex_t conns_mu;  /* guards conns (leaf lock) */
+    struct sto_conn *conns;    /* every open connection, for close */
 };
 
 static const char *SCHEMA =
@@ -70,7 +83,7 @@ static const char *SCHEMA =
     "CREATE INDEX IF NOT EXISTS fts_vec_owner ON fts_vec(owner);"
     "CREATE TABLE IF NOT EXISTS vec_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
-int sto_sql_err(sqlite3 *db, const char *what, char *err, size_t errlen)
+static int sql_err(sqlite3 *db, const char *what, char *err, size_t errlen)
 {
     if (err) snprintf(err, errlen, "storage database: %s: %s", what, db ? sqlite3_errmsg(db) : "no connection");
     return AIOS_EIO;
@@ -80,7 +93,7 @@ static void conn_destroy(void *p)
 {
     struct sto_conn *c = p;
     if (!c) return;
-    struct sto *s = c->s;
+    struct sto_store *s = c->s;
     pthread_mutex_lock(&s->conns_mu);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
@@ -90,7 +103,7 @@ static void conn_destroy(void *p)
     free(c);
 }
 
-static sqlite3 *conn_open(struct sto *s, char *err, size_t errlen)
+static sqlite3 *conn_open(struct sto_store *s, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(s->db_path, &db,
@@ -113,7 +126,7 @@ static sqlite3 *conn_open(struct sto *s, char *err, size_t errlen)
     return db;
 }
 
-sqlite3 *sto_db(struct sto *s)
+static sqlite3 *sq_db(struct sto_store *s)
 {
     struct sto_conn *c = pthread_getspecific(s->key);
     if (c) return c->db;
@@ -139,30 +152,10 @@ sqlite3 *sto_db(struct sto *s)
     return db;
 }
 
-int sto_store_init(struct sto *s, char *err, size_t errlen)
+static void sq_close(struct sto_store *s)
 {
-    if (pthread_key_create(&s->key, conn_destroy) != 0) {
-        snprintf(err, errlen, "out of thread keys");
-        return AIOS_ENOMEM;
-    }
-    sqlite3 *db = sto_db(s);
-    if (!db) {
-        snprintf(err, errlen, "cannot open the storage database %s", s->db_path);
-        return AIOS_EIO;
-    }
-    char *msg = NULL;
-    if (sqlite3_exec(db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "storage database %s: %s (is FTS5 available?)", s->db_path,
-                 msg ? msg : "?");
-        sqlite3_free(msg);
-        return AIOS_EIO;
-    }
-    return 0;
-}
-
-void sto_store_close_all(struct sto *s)
-{
-    pthread_key_delete(s->key);
+    if (!s) return;
+    if (s->key_made) pthread_key_delete(s->key);
     struct sto_conn *c = s->conns;
     while (c) {
         struct sto_conn *n = c->next;
@@ -170,7 +163,48 @@ void sto_store_close_all(struct sto *s)
         free(c);
         c = n;
     }
-    s->conns = NULL;
+    pthread_mutex_destroy(&s->conns_mu);
+    free(s->db_path);
+    free(s);
+}
+
+static int sq_open(struct sto_store **out, const struct sto_store_cfg *c, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct sto_store *s = calloc(1, sizeof *s);
+    if (!s) return AIOS_ENOMEM;
+    s->cfg = *c;
+    s->cfg.root_dir = NULL;
+    pthread_mutex_init(&s->conns_mu, NULL);
+    if (asprintf(&s->db_path, "%s/.lsfs/lsfs.db", c->root_dir) < 0) {
+        s->db_path = NULL;
+        sq_close(s);
+        return AIOS_ENOMEM;
+    }
+    if (pthread_key_create(&s->key, conn_destroy) != 0) {
+        snprintf(err, errlen, "out of thread keys");
+        sq_close(s);
+        return AIOS_ENOMEM;
+    }
+    s->key_made = true;
+    int rc = 0;
+    sqlite3 *db = sq_db(s);
+    char *msg = NULL;
+    if (!db) {
+        snprintf(err, errlen, "cannot open the storage database %s", s->db_path);
+        rc = AIOS_EIO;
+    } else if (sqlite3_exec(db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "storage database %s: %s (is FTS5 available?)", s->db_path,
+                 msg ? msg : "?");
+        sqlite3_free(msg);
+        rc = AIOS_EIO;
+    }
+    if (rc) {
+        sq_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
 }
 
 /* ---- small helpers: prepare + bind from a type string ----
@@ -229,10 +263,10 @@ static int blob_unref(sqlite3 *db, const char *sha)
     return EXEC(db, "DELETE FROM blobs WHERE sha = ? AND refs <= 0", "t", sha);
 }
 
-int sto_st_file(struct sto *s, const char *owner, const char *path, struct sto_file_info *fi)
+static int sq_file(struct sto_store *s, const char *owner, const char *path, struct sto_file_info *fi)
 {
     memset(fi, 0, sizeof *fi);
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db,
                             "SELECT f.id, f.sha, f.size, f.t_created_us, f.t_modified_us, f.dirty,"
@@ -258,10 +292,10 @@ int sto_st_file(struct sto *s, const char *owner, const char *path, struct sto_f
     return rc;
 }
 
-int sto_st_usage(struct sto *s, const char *owner, int64_t *bytes, int64_t *files)
+static int sq_usage(struct sto_store *s, const char *owner, int64_t *bytes, int64_t *files)
 {
     *bytes = *files = 0;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT n_bytes, n_files FROM usage WHERE owner = ?", "t", owner);
     if (!st) return AIOS_EIO;
@@ -274,17 +308,17 @@ int sto_st_usage(struct sto *s, const char *owner, int64_t *bytes, int64_t *file
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : AIOS_EIO;
 }
 
-int sto_st_put(struct sto *s, const char *owner, const char *path, const char *data, size_t n,
+static int sq_put(struct sto_store *s, const char *owner, const char *path, const char *data, size_t n,
                const char *sha, const char *kind, size_t n_index, int64_t *seq, int *http,
                char *err, size_t errlen)
 {
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     *http = 500;
     if (!db) {
         snprintf(err, errlen, "storage database unavailable");
         return AIOS_EIO;
     }
-    if (begin(db)) return sto_sql_err(db, "begin", err, errlen);
+    if (begin(db)) return sql_err(db, "begin", err, errlen);
     int64_t now = util_wall_us(), id = 0, old_size = 0, next_seq = 1;
     bool exists = false;
     sqlite3_stmt *st = prep(db, "SELECT id, size, next_seq FROM files WHERE owner = ? AND path = ?",
@@ -299,7 +333,7 @@ int sto_st_put(struct sto *s, const char *owner, const char *path, const char *d
     sqlite3_finalize(st);
 
     int64_t ub, uf;
-    if (sto_st_usage(s, owner, &ub, &uf)) goto sqlfail;
+    if (sq_usage(s, owner, &ub, &uf)) goto sqlfail;
     int64_t nb = ub - old_size + (int64_t)n, nf = uf + (exists ? 0 : 1);
     if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && nb > ub) {
         snprintf(err, errlen, "storage quota exceeded: this write would make %lld bytes, the "
@@ -373,14 +407,14 @@ int sto_st_put(struct sto *s, const char *owner, const char *path, const char *d
     *http = 200;
     return 0;
 sqlfail:
-    sto_sql_err(db, "write", err, errlen);
+    sql_err(db, "write", err, errlen);
     rollback(db);
     return AIOS_EIO;
 }
 
-int sto_st_clean(struct sto *s, int64_t file_id, const char *sha)
+static int sq_clean(struct sto_store *s, int64_t file_id, const char *sha)
 {
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     /* Not durable on purpose: losing this update only makes the start-up
      * repair rewrite the same content, so it skips the WAL fsync. */
@@ -390,9 +424,9 @@ int sto_st_clean(struct sto *s, int64_t file_id, const char *sha)
     return rc;
 }
 
-int sto_st_each_dirty(struct sto *s, sto_dirty_fn fn, void *ud)
+static int sq_each_dirty(struct sto_store *s, sto_dirty_fn fn, void *ud)
 {
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT owner, path, id, sha FROM files WHERE dirty = 1", "");
     if (!st) return AIOS_EIO;
@@ -408,19 +442,19 @@ int sto_st_each_dirty(struct sto *s, sto_dirty_fn fn, void *ud)
     json_t *r;
     int rc = 0;
     json_array_foreach(rows, i, r) {
-        int e = fn(s, json_string_value(json_array_get(r, 0)), json_string_value(json_array_get(r, 1)),
-                   json_integer_value(json_array_get(r, 2)), json_string_value(json_array_get(r, 3)), ud);
+        int e = fn(ud, json_string_value(json_array_get(r, 0)), json_string_value(json_array_get(r, 1)),
+                   json_integer_value(json_array_get(r, 2)), json_string_value(json_array_get(r, 3)));
         if (e) rc = e;
     }
     json_decref(rows);
     return rc;
 }
 
-int sto_st_blob(struct sto *s, const char *sha, char **data, size_t *n)
+static int sq_blob(struct sto_store *s, const char *sha, char **data, size_t *n)
 {
     *data = NULL;
     *n = 0;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT data FROM blobs WHERE sha = ?", "t", sha);
     if (!st) return AIOS_EIO;
@@ -454,10 +488,10 @@ static json_t *iso_time(int64_t t_us)
     return json_string(buf);
 }
 
-int sto_st_history(struct sto *s, int64_t file_id, json_t **out)
+static int sq_history(struct sto_store *s, int64_t file_id, json_t **out)
 {
     *out = NULL;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT seq, sha, size, t_us, kind FROM versions WHERE file_id = ?"
                             " ORDER BY seq DESC", "i", file_id);
@@ -478,10 +512,10 @@ int sto_st_history(struct sto *s, int64_t file_id, json_t **out)
     return 0;
 }
 
-int sto_st_pick(struct sto *s, int64_t file_id, int n, int64_t t_us, char *sha, int64_t *seq,
+static int sq_pick(struct sto_store *s, int64_t file_id, int n, int64_t t_us, char *sha, int64_t *seq,
                 char *err, size_t errlen)
 {
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st;
     if (t_us > 0)
@@ -506,10 +540,10 @@ int sto_st_pick(struct sto *s, int64_t file_id, int n, int64_t t_us, char *sha, 
     return rc;
 }
 
-int sto_st_forget(struct sto *s, const char *owner, const char *path, bool prefix, int *n_files)
+static int sq_forget(struct sto_store *s, const char *owner, const char *path, bool prefix, int *n_files)
 {
     *n_files = 0;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     if (begin(db)) return AIOS_EIO;
     char pfx[STO_PATH_MAX + 2];
@@ -561,11 +595,52 @@ fail:
     return AIOS_EIO;
 }
 
-int sto_st_search(struct sto *s, const char *owner, const char *match, int k, bool with_id,
-                  json_t **out, char *err, size_t errlen)
+/* ---- search terms -> an FTS5 expression ---- */
+
+/* words of s as FTS5 string literals joined by sep, appended to q */
+static size_t fts_terms(const char *s, const char *sep, char *q, size_t cap, size_t o, int *n_terms)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (p && *p) {
+        while (*p && !(isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
+        const unsigned char *b = p;
+        while (*p && (isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
+        if (p == b) continue;
+        size_t n = (size_t)(p - b);
+        if (o + n + strlen(sep) + 4 >= cap) break;
+        if (*n_terms) o += (size_t)snprintf(q + o, cap - o, "%s", sep);
+        q[o++] = '"';
+        memcpy(q + o, b, n);
+        o += n;
+        q[o++] = '"';
+        q[o] = 0;
+        (*n_terms)++;
+    }
+    return o;
+}
+
+#define MATCH_MAX 6200
+
+/* any of t->any (OR), and each of t->all (AND); "" when t has no words */
+static void fts_match(const struct sto_terms *t, char match[MATCH_MAX])
+{
+    char q[4096] = "", kw[2048] = "";
+    int nq = 0, nk = 0;
+    match[0] = 0;
+    if (!t) return;
+    fts_terms(t->any, " OR ", q, sizeof q, 0, &nq);
+    fts_terms(t->all, " AND ", kw, sizeof kw, 0, &nk);
+    if (nq && nk) snprintf(match, MATCH_MAX, "(%s) AND %s", q, kw);
+    else snprintf(match, MATCH_MAX, "%s", nq ? q : kw);
+}
+
+static int sq_search(struct sto_store *s, const char *owner, const struct sto_terms *t, int k,
+                     bool with_id, json_t **out, char *err, size_t errlen)
 {
     *out = NULL;
-    sqlite3 *db = sto_db(s);
+    char match[MATCH_MAX];
+    fts_match(t, match);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = NULL;
     /* two passes: the best k row ids by score alone, then the columns of
@@ -581,7 +656,7 @@ int sto_st_search(struct sto *s, const char *owner, const char *match, int k, bo
                            "  ORDER BY bm25(fts) LIMIT ?3)"
                            " ORDER BY bm25(fts)",
                            -1, &st, NULL) != SQLITE_OK)
-        return sto_sql_err(db, "search", err, errlen);
+        return sql_err(db, "search", err, errlen);
     sqlite3_bind_text(st, 1, match, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, owner, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 3, k);
@@ -605,7 +680,7 @@ int sto_st_search(struct sto *s, const char *owner, const char *match, int k, bo
                                 json_integer(sqlite3_column_int64(st, 6)));
     }
     if (rc != SQLITE_DONE) {
-        sto_sql_err(db, "search", err, errlen);
+        sql_err(db, "search", err, errlen);
         sqlite3_finalize(st);
         json_decref(arr);
         return AIOS_EIO;
@@ -619,10 +694,10 @@ int sto_st_search(struct sto *s, const char *owner, const char *match, int k, bo
  * Derived data: written after the version commits, without an fsync of
  * their own; an indexed file without one gets it at the next search. */
 
-int sto_st_vec_model(struct sto *s, const char *fingerprint, bool *reset)
+static int sq_vec_model(struct sto_store *s, const char *fingerprint, bool *reset)
 {
     *reset = false;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT value FROM vec_meta WHERE key = 'model'", "");
     if (!st) return AIOS_EIO;
@@ -641,10 +716,10 @@ int sto_st_vec_model(struct sto *s, const char *fingerprint, bool *reset)
     return 0;
 }
 
-int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const float *v, int dim,
+static int sq_vec_set(struct sto_store *s, int64_t file_id, const char *owner, const float *v, int dim,
                    const char *text, size_t n)
 {
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     /* only while the file's indexed text still starts with the text that
@@ -665,10 +740,10 @@ int sto_st_vec_set(struct sto *s, int64_t file_id, const char *owner, const floa
     return rc;
 }
 
-int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_bytes, json_t **out)
+static int sq_vec_missing(struct sto_store *s, const char *owner, int limit, size_t max_bytes, json_t **out)
 {
     *out = NULL;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT f.rowid, substr(f.body, 1, ?) FROM fts f WHERE f.owner = ?"
                             " AND NOT EXISTS (SELECT 1 FROM fts_vec v WHERE v.rowid = f.rowid) LIMIT ?",
@@ -688,12 +763,12 @@ int sto_st_vec_missing(struct sto *s, const char *owner, int limit, size_t max_b
     return 0;
 }
 
-int sto_st_vec_scan(struct sto *s, const char *owner, const float *q, int dim,
+static int sq_vec_scan(struct sto_store *s, const char *owner, const float *q, int dim,
                     struct emb_hit **out, size_t *n_out)
 {
     *out = NULL;
     *n_out = 0;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT rowid, vec FROM fts_vec WHERE owner = ?", "t", owner);
     if (!st) return AIOS_EIO;
@@ -702,11 +777,14 @@ int sto_st_vec_scan(struct sto *s, const char *owner, const float *q, int dim,
     return rc;
 }
 
-int sto_st_bm25_of(struct sto *s, const char *match, const int64_t *ids, size_t n, double *bm25)
+static int sq_score_of(struct sto_store *s, const struct sto_terms *t, const int64_t *ids, size_t n,
+                       double *bm25)
 {
     for (size_t i = 0; i < n; i++) bm25[i] = 0;
-    if (n == 0 || !match || !match[0]) return 0;
-    sqlite3 *db = sto_db(s);
+    char match[MATCH_MAX];
+    fts_match(t, match);
+    if (n == 0 || !match[0]) return 0;
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     json_t *arr = json_array();
     for (size_t i = 0; i < n && arr; i++) json_array_append_new(arr, json_integer(ids[i]));
@@ -727,11 +805,13 @@ int sto_st_bm25_of(struct sto *s, const char *match, const int64_t *ids, size_t 
     return r == SQLITE_DONE ? 0 : AIOS_EIO;
 }
 
-int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const char *match,
-                      json_t **out)
+static int sq_search_row(struct sto_store *s, const char *owner, int64_t file_id,
+                         const struct sto_terms *t, json_t **out)
 {
     *out = NULL;
-    sqlite3 *db = sto_db(s);
+    char match[MATCH_MAX];
+    fts_match(t, match);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT f.path, f.size, f.t_modified_us, substr(fts.body, 1, 2000)"
                             " FROM files f JOIN fts ON fts.rowid = f.id WHERE f.id = ? AND f.owner = ?",
@@ -750,7 +830,7 @@ int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const c
     while (sn > 0 && sn < strlen(body) && ((unsigned char)body[sn] & 0xc0) == 0x80) sn--;
     snprintf(snip, sizeof snip, "%.*s%s", (int)sn, body, sn < strlen(body) ? "..." : "");
     double bm = 0;
-    sqlite3_stmt *b = match && match[0]
+    sqlite3_stmt *b = match[0]
                           ? prep(db, "SELECT bm25(fts), snippet(fts, 0, '[', ']', '...', 16) FROM fts"
                                  " WHERE fts MATCH ? AND rowid = ?", "ti", match, file_id)
                           : NULL;
@@ -771,28 +851,28 @@ int sto_st_search_row(struct sto *s, const char *owner, int64_t file_id, const c
 
 /* ---- share grants ---- */
 
-int sto_share_grant(struct sto *s, const char *owner, const char *path, const char *grantee,
+static int sq_grant(struct sto_store *s, const char *owner, const char *path, const char *grantee,
                     enum sto_mode mode, int64_t t_expires_us, char *err, size_t errlen)
 {
-    sqlite3 *db = sto_db(s);
-    if (!db) return sto_sql_err(NULL, "grant", err, errlen);
+    sqlite3 *db = sq_db(s);
+    if (!db) return sql_err(NULL, "grant", err, errlen);
     if (EXEC(db, "INSERT INTO grants(owner, path, grantee, mode, t_created_us, t_expires_us)"
              " VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(owner, path, grantee) DO UPDATE SET"
              " mode = excluded.mode, t_created_us = excluded.t_created_us,"
              " t_expires_us = excluded.t_expires_us",
              "tttiii", owner, path, grantee, (int64_t)mode, util_wall_us(), t_expires_us))
-        return sto_sql_err(db, "grant", err, errlen);
+        return sql_err(db, "grant", err, errlen);
     return 0;
 }
 
-int sto_share_revoke(struct sto *s, const char *owner, const char *path, const char *grantee,
+static int sq_revoke(struct sto_store *s, const char *owner, const char *path, const char *grantee,
                      char *err, size_t errlen)
 {
-    sqlite3 *db = sto_db(s);
-    if (!db) return sto_sql_err(NULL, "revoke", err, errlen);
+    sqlite3 *db = sq_db(s);
+    if (!db) return sql_err(NULL, "revoke", err, errlen);
     if (EXEC(db, "DELETE FROM grants WHERE owner = ? AND path = ? AND grantee = ?", "ttt", owner,
              path, grantee))
-        return sto_sql_err(db, "revoke", err, errlen);
+        return sql_err(db, "revoke", err, errlen);
     if (sqlite3_changes(db) == 0) {
         snprintf(err, errlen, "there is no share of '%s' with agent '%s'", path, grantee);
         return AIOS_ENOTFOUND;
@@ -800,11 +880,11 @@ int sto_share_revoke(struct sto *s, const char *owner, const char *path, const c
     return 0;
 }
 
-int sto_share_check(struct sto *s, const char *owner, const char *path, const char *agent,
+static int sq_check(struct sto_store *s, const char *owner, const char *path, const char *agent,
                     enum sto_mode mode)
 {
     if (!strcmp(owner, agent)) return 0;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db,
                             "SELECT max(mode) FROM grants WHERE owner = ? AND grantee = ?"
@@ -839,10 +919,10 @@ static json_t *grants_query(sqlite3 *db, const char *sql, const char *agent)
     return arr;
 }
 
-int sto_share_list(struct sto *s, const char *agent, json_t **out)
+static int sq_grants(struct sto_store *s, const char *agent, json_t **out)
 {
     *out = NULL;
-    sqlite3 *db = sto_db(s);
+    sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
     const char *cols = "SELECT owner, path, grantee, mode, t_created_us, t_expires_us FROM grants";
     char q1[512], q2[512];
@@ -854,3 +934,29 @@ int sto_share_list(struct sto *s, const char *agent, json_t **out)
                      grants_query(db, q2, agent));
     return *out ? 0 : AIOS_ENOMEM;
 }
+
+const struct sto_store_ops sto_sqlite_store = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .file = sq_file,
+    .put = sq_put,
+    .clean = sq_clean,
+    .each_dirty = sq_each_dirty,
+    .blob = sq_blob,
+    .history = sq_history,
+    .pick = sq_pick,
+    .forget = sq_forget,
+    .usage = sq_usage,
+    .search = sq_search,
+    .score_of = sq_score_of,
+    .search_row = sq_search_row,
+    .vec_model = sq_vec_model,
+    .vec_set = sq_vec_set,
+    .vec_missing = sq_vec_missing,
+    .vec_scan = sq_vec_scan,
+    .grant = sq_grant,
+    .revoke = sq_revoke,
+    .check = sq_check,
+    .grants = sq_grants,
+};

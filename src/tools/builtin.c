@@ -7,8 +7,8 @@
  *   aios/list_files    {"path"?}            -> idem
  *
  * The file tools never touch the disk themselves: each submits a STORAGE
- * syscall (kq_req op "read"/"write"/"list", params {"path", "content"},
- * the storage manager's operation names) in the calling agent's name, so
+ * syscall (a struct sto_req for "read"/"write"/"list", parsed once from
+ * {"path", "content"} with sto_req_parse) in the calling agent's name, so
  * the storage manager applies that agent's rights (paths stay inside the
  * agent's root unless a share grant says otherwise), and waits for it
  * (bounded by the tool's deadline). The result is the storage manager's
@@ -23,6 +23,7 @@
 #include "kernel/kernel.h"
 #include "kernel/query.h"
 #include "kernel/syscall.h"
+#include "storage/storage.h"
 #include "util/err.h"
 #include "util/util.h"
 
@@ -111,9 +112,20 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
                  "syscalls answer 501); file tools need it");
         return TOOL_EUNAVAILABLE;
     }
+    /* the model's arguments are parsed here, once, into a typed request */
+    struct sto_req *req = NULL;
+    int http;
+    int rc = sto_req_parse(op, params, &req, &http, err, errlen);
+    json_decref(params);
+    if (rc) {
+        char e[512];
+        snprintf(e, sizeof e, "%s", err);
+        snprintf(err, errlen, "storage: %s", e);
+        return rc;
+    }
     struct sto_wait *w = calloc(1, sizeof *w);
-    struct kq_req *req = w ? kq_req_new(op, params) : (json_decref(params), NULL);
-    struct syscall *sc = req ? syscall_new(SYSCALL_KIND_STORAGE, env->agent, NULL, req, kq_req_free) : NULL;
+    struct syscall *sc = w ? syscall_new(SYSCALL_KIND_STORAGE, env->agent, NULL, req, sto_req_free)
+                           : (sto_req_free(req), NULL);
     if (!sc) {
         free(w);
         snprintf(err, errlen, "out of memory");
@@ -126,7 +138,7 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
     sc->notify_ud = w;
     /* a write that would lose data for good waits for the operator
      * (src/access/approve.c), within this tool's timeout */
-    int rc = acc_storage_hold(k->access, sc, err, errlen);
+    rc = acc_storage_hold(k->access, sc, err, errlen);
     if (rc == 0) rc = sched_submit(k->sched, sc);
     else if (rc == 1) rc = 0;
     if (rc) {

@@ -653,6 +653,245 @@ static void test_swap_race(void **state)
     fx_close(f);
 }
 
+/* ---- typed requests ----
+ * sto_req_parse maps operation types and their aliases to one enum and
+ * refuses bad input with a 400 before anything runs; the C entry points
+ * run without any JSON params. */
+static void test_typed_requests(void **state)
+{
+    (void)state;
+    struct sto_req *q = NULL;
+    int http = 0;
+    char err[512];
+    json_t *p = json_pack("{s:s,s:s}", "file_path", "notes//today.txt", "content", "hi");
+    assert_int_equal(sto_req_parse("write_file", p, &q, &http, err, sizeof err), 0);
+    assert_int_equal(q->op, STO_OP_WRITE);
+    assert_string_equal(q->op_name, "write_file");
+    assert_string_equal(sto_op_name(q->op), "write");
+    assert_string_equal(q->u.write.at.path, "notes/today.txt");
+    assert_null(q->u.write.at.owner);
+    assert_int_equal(q->u.write.len, 2);
+    sto_req_free(q);
+    json_decref(p);
+
+    p = json_pack("{s:s}", "file_path", "../etc/passwd");
+    assert_int_equal(sto_req_parse("read", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_null(q);
+    assert_int_equal(http, 400);
+    assert_int_equal(sto_req_parse("frobnicate", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_non_null(strstr(err, "unknown storage operation_type 'frobnicate'"));
+    json_decref(p);
+    p = json_pack("{s:s,s:i}", "query_text", "...", "k", 3);
+    assert_int_equal(sto_req_parse("search", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_non_null(strstr(err, "no words"));
+    json_decref(p);
+    p = json_pack("{s:s,s:[s,s]}", "query_text", "plans", "keywords", "alpha", "beta");
+    assert_int_equal(sto_req_parse("search", p, &q, &http, err, sizeof err), 0);
+    assert_int_equal(q->op, STO_OP_RETRIEVE);
+    assert_string_equal(q->u.retrieve.keywords, "alpha beta");
+    assert_int_equal(q->u.retrieve.k, 3);
+    sto_req_free(q);
+    json_decref(p);
+    p = json_string("not an object");
+    assert_int_equal(sto_req_parse("read", p, &q, &http, err, sizeof err), AIOS_EINVAL);
+    assert_int_equal(http, 400);
+    json_decref(p);
+
+    struct fx *f = fx_open(5, 0, 0);
+    struct sto_reply *r = calloc(1, sizeof *r);
+    struct sto_write_args w = {.content = "typed", .len = 5};
+    snprintf(w.at.path, sizeof w.at.path, "t/x.txt");
+    assert_int_equal(sto_write(f->s, "a", &w, r), 0);
+    assert_int_equal(r->http, 200);
+    assert_int_equal(json_integer_value(json_object_get(r->out, "version")), 1);
+    json_decref(r->out);
+    struct sto_at at = {.owner = NULL};
+    snprintf(at.path, sizeof at.path, "t/x.txt");
+    assert_int_equal(sto_read(f->s, "a", &at, r), 0);
+    assert_string_equal(json_string_value(json_object_get(r->out, "content")), "typed");
+    json_decref(r->out);
+    assert_int_equal(sto_read(f->s, "b", &at, r), AIOS_ENOTFOUND); /* b's own tree */
+    assert_int_equal(r->http, 404);
+    assert_null(r->out);
+    assert_int_equal(sto_read(f->s, "", &at, r), AIOS_EINVAL); /* no agent */
+    assert_int_equal(r->http, 400);
+    struct sto_delete_args d = {.recursive = true};
+    snprintf(d.at.path, sizeof d.at.path, "t");
+    assert_int_equal(sto_delete_dir(f->s, "a", &d, r), 0);
+    assert_int_equal(json_integer_value(json_object_get(r->out, "deleted_files")), 1);
+    json_decref(r->out);
+    assert_null(content_of(f, "a", "t/x.txt"));
+    free(r);
+    fx_close(f);
+}
+
+/* ---- deletes racing writes ----
+ * Threads write, delete (files and whole directories), create
+ * directories, read and list the same few paths, where one path is a file
+ * at one moment and a directory at the next. Every answer is a 200 or a
+ * 4xx (never a 5xx), and afterwards every acknowledged write is either what
+ * its path holds or was overtaken by a later write or delete. */
+
+#define DW_THREADS 6
+#define DW_OPS 120
+#define DW_MAX (DW_THREADS * DW_OPS)
+
+static const char *const DW_PATHS[] = {"d/a", "d/b", "d/e/f", "d", "x"};
+#define DW_NPATHS 5
+
+struct dw_event {
+    int kind;       /* 0 write, 1 delete_file, 2 delete_dir */
+    int path;       /* index into DW_PATHS */
+    int64_t t0, t1; /* monotonic start and end of the call */
+    char content[48];
+};
+
+struct dw_shared {
+    struct fx *f;
+    pthread_mutex_t mu;
+    struct dw_event ev[DW_MAX]; /* acknowledged writes and deletes */
+    int n_ev, n_5xx, n_ok, n_4xx;
+    char bad[1600];
+};
+
+struct dw_thread {
+    struct dw_shared *sh;
+    int t;
+};
+
+static void *dw_worker(void *arg)
+{
+    struct dw_thread *w = arg;
+    struct dw_shared *sh = w->sh;
+    unsigned seed = 7919u * (unsigned)(w->t + 1);
+    for (int i = 0; i < DW_OPS; i++) {
+        int pick = rand_r(&seed) % 10, pi = rand_r(&seed) % DW_NPATHS;
+        const char *path = DW_PATHS[pi], *op;
+        char params[256], content[48] = "";
+        int kind = -1;
+        if (pick < 4) {
+            op = "write";
+            kind = 0;
+            snprintf(content, sizeof content, "t%d-i%d", w->t, i);
+            snprintf(params, sizeof params, "{\"file_path\":\"%s\",\"content\":\"%s\"}", path, content);
+        } else if (pick < 6) {
+            op = "delete_file";
+            kind = 1;
+            snprintf(params, sizeof params, "{\"file_path\":\"%s\"}", path);
+        } else if (pick < 7) {
+            op = "delete_dir";
+            kind = 2;
+            pi = rand_r(&seed) % 2 ? 3 : 2; /* "d" or "d/e/f"'s parent below */
+            path = pi == 3 ? "d" : "d/e";
+            snprintf(params, sizeof params, "{\"dir_path\":\"%s\",\"recursive\":true}", path);
+        } else if (pick < 8) {
+            op = "create_dir";
+            snprintf(params, sizeof params, "{\"dir_path\":\"%s\"}", rand_r(&seed) % 2 ? "d" : "d/e");
+        } else if (pick < 9) {
+            op = "read";
+            snprintf(params, sizeof params, "{\"file_path\":\"%s\"}", path);
+        } else {
+            op = "list";
+            snprintf(params, sizeof params, "{\"dir_path\":\"%s\"}", rand_r(&seed) % 2 ? "d" : "d/e");
+        }
+        json_t *j = json_loads(params, 0, NULL), *o = NULL;
+        int http = 0;
+        char e[1536] = "";
+        int64_t t0 = util_now_us();
+        int rc = sto_exec(sh->f->s, "a", op, j, &o, &http, e, sizeof e);
+        int64_t t1 = util_now_us();
+        json_decref(o);
+        json_decref(j);
+        pthread_mutex_lock(&sh->mu);
+        if (http >= 500 || (rc == 0) != (http == 200)) {
+            if (!sh->n_5xx++)
+                snprintf(sh->bad, sizeof sh->bad, "%s %s -> %d: %s", op, params, http, e);
+        } else if (http == 200) {
+            sh->n_ok++;
+            if (kind >= 0) {
+                struct dw_event *ev = &sh->ev[sh->n_ev++];
+                ev->kind = kind;
+                ev->path = kind == 2 ? (pi == 3 ? 3 : -1) : pi; /* -1: "d/e" */
+                ev->t0 = t0;
+                ev->t1 = t1;
+                snprintf(ev->content, sizeof ev->content, "%s", content);
+            }
+        } else {
+            sh->n_4xx++;
+        }
+        pthread_mutex_unlock(&sh->mu);
+    }
+    return NULL;
+}
+
+/* does a delete event cover DW_PATHS[pi]? */
+static bool dw_covers(const struct dw_event *d, int pi)
+{
+    const char *p = DW_PATHS[pi];
+    if (d->kind == 1) return d->path == pi;
+    if (d->kind != 2) return false;
+    const char *dir = d->path == 3 ? "d" : "d/e";
+    size_t n = strlen(dir);
+    return !strncmp(p, dir, n) && (p[n] == 0 || p[n] == '/');
+}
+
+static void test_deletes_race_writes(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(3, 0, 0);
+    struct dw_shared *sh = calloc(1, sizeof *sh);
+    assert_non_null(sh);
+    sh->f = f;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_t th[DW_THREADS];
+    struct dw_thread w[DW_THREADS];
+    for (int t = 0; t < DW_THREADS; t++) {
+        w[t] = (struct dw_thread){.sh = sh, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, dw_worker, &w[t]), 0);
+    }
+    for (int t = 0; t < DW_THREADS; t++) pthread_join(th[t], NULL);
+    if (sh->n_5xx) fail_msg("%d answers were 5xx or inconsistent; first: %s", sh->n_5xx, sh->bad);
+    assert_true(sh->n_ok > DW_MAX / 4); /* the race really ran calls */
+    int n_writes = 0;
+    for (int pi = 0; pi < DW_NPATHS; pi++) {
+        const char *now = content_of(f, "a", DW_PATHS[pi]);
+        int64_t last_w_start = -1;
+        const struct dw_event *holder = NULL;
+        for (int i = 0; i < sh->n_ev; i++) {
+            const struct dw_event *ev = &sh->ev[i];
+            if (ev->kind != 0 || ev->path != pi) continue;
+            n_writes++;
+            if (ev->t0 > last_w_start) last_w_start = ev->t0;
+            if (now && !strcmp(now, ev->content)) holder = ev;
+        }
+        if (now) {
+            /* what the path holds was acknowledged, and nothing that
+             * certainly came after it (a write or a delete that started
+             * once it was answered) succeeded */
+            if (!holder) fail_msg("'%s' holds '%s', which no acknowledged write wrote", DW_PATHS[pi], now);
+            for (int i = 0; i < sh->n_ev; i++) {
+                const struct dw_event *ev = &sh->ev[i];
+                bool later = ev->t0 > holder->t1;
+                if (later && ev->kind == 0 && ev->path == pi)
+                    fail_msg("'%s': write '%s' was overtaken by '%s', yet it is what the file holds",
+                             DW_PATHS[pi], holder->content, ev->content);
+                if (later && dw_covers(ev, pi))
+                    fail_msg("'%s' holds '%s' although a later delete succeeded", DW_PATHS[pi], holder->content);
+            }
+        } else if (last_w_start >= 0) {
+            /* gone: a delete that could have come after the last write did */
+            bool deleted = false;
+            for (int i = 0; i < sh->n_ev && !deleted; i++)
+                deleted = dw_covers(&sh->ev[i], pi) && sh->ev[i].t1 > last_w_start;
+            if (!deleted) fail_msg("'%s' was written (acknowledged) and is gone without a delete", DW_PATHS[pi]);
+        }
+    }
+    assert_true(n_writes > 0);
+    pthread_mutex_destroy(&sh->mu);
+    free(sh);
+    fx_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -663,6 +902,7 @@ int main(void)
         cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_retrieve_topk_matches_reference),
         cmocka_unit_test(test_concurrent_writes), cmocka_unit_test(test_swap_race),
+        cmocka_unit_test(test_typed_requests), cmocka_unit_test(test_deletes_race_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
