@@ -34,6 +34,8 @@ struct api_req {
     size_t n_body, cap_body;
     bool too_big;
     bool dispatched;
+    bool close_after;          /* answer with Connection: close (bad framing) */
+    unsigned long long n_drained; /* body bytes read and dropped past the limit */
     api_handler_fn resume; /* called again after a parked syscall finished */
     struct syscall *sc;    /* the syscall this request waits on, if any */
     void *state;           /* handler state, freed with state_free */

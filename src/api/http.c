@@ -29,7 +29,27 @@
  *
  * The api_req outlives the parked period: MHD never completes a suspended
  * connection, so the notify callback may touch it only after seeing the
- * flag set. */
+ * flag set.
+ *
+ * Slow and malformed clients (docs/reliability.md, "Slow clients"). A
+ * connection holds a slot (server.max_connections in all, at most
+ * server.max_connections_per_ip from one address; MHD closes the ones past
+ * either at once). While a request's head or body is arriving the
+ * connection may be silent for server.request_timeout_s (short: set when
+ * the connection opens and again when a head with a body is complete); once
+ * the request is dispatched it gets server.idle_timeout_s, which covers an
+ * answer the client reads slowly and keep-alive idle before the next
+ * request. A suspended connection (a syscall in progress, a stream waiting
+ * for output) has no timeout in MHD; its timer restarts on resume.
+ * Requests MHD 0.9.75 would leave hanging are answered here instead:
+ * too many query parameters (MHD queues a 431 but then goes on reading
+ * with no buffer; uri_logger() cuts the query off before MHD parses it and
+ * the first call answers 414), conflicting Content-Length headers or one
+ * beside Transfer-Encoding (400 and close: the framing is ambiguous), and a
+ * chunked body that never ends (closed after DRAIN_MAX_BYTES past the
+ * limit). X-Aios-* headers must be UTF-8 text without control characters
+ * (400 naming the header): they become agent names, metrics labels and log
+ * lines. */
 #include "api/api.h"
 
 #include "access/access.h"
@@ -45,18 +65,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 /* a declared body over the limit but under this is read and dropped before
  * the 413 (step 1 above) */
 #define DRAIN_MAX_BYTES ((unsigned long long)64 << 20)
+/* a query string with more parameters than this gets a 414; the routes
+ * read one or two */
+#define API_MAX_QUERY_ARGS 100
 
 struct api_server {
     struct kernel *k;
     struct MHD_Daemon *d;
     int port;
     size_t max_body;
+    unsigned request_timeout, idle_timeout; /* seconds */
     int n_active; /* requests between first call and completion (atomic) */
     /* set by api_quiesce(): new requests get a 503 (atomic). Not
      * MHD_quiesce_daemon(): in MHD 0.9.75 it races the epoll pool threads
@@ -98,6 +123,7 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == 405) {
         char allow[128] = "";
         api_routes_allowed(r->url, allow, sizeof allow);
@@ -314,6 +340,108 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
 
 /* ---- MHD callbacks ---- */
 
+static void conn_timeout(struct MHD_Connection *conn, unsigned seconds)
+{
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, seconds);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: a new connection has request_timeout until
+ * its first request is dispatched */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct api_server *srv = cls;
+    (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) conn_timeout(conn, srv->request_timeout);
+}
+
+/* con_cls of a request whose query string had too many parameters */
+static char g_too_many_args;
+
+/* MHD_OPTION_URI_LOG_CALLBACK: runs on the request line before MHD splits
+ * the query into its arguments. `uri` points into MHD's writable line buffer
+ * (0.9.75: parse_initial_message_line), at the same '?' MHD found; ending
+ * the string right after it leaves MHD an empty query, and the marker makes
+ * the first call answer 414. */
+static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    char *q = strchr(uri, '?');
+    if (!q) return NULL;
+    int n = 1;
+    for (const char *p = q + 1; *p; p++)
+        if (*p == '&' && ++n > API_MAX_QUERY_ARGS) {
+            q[1] = 0;
+            return &g_too_many_args;
+        }
+    return NULL;
+}
+
+struct header_scan {
+    const char *cl;  /* first Content-Length */
+    bool cl_conflict; /* another with a different value */
+    bool te;         /* Transfer-Encoding present */
+    const char *bad; /* an X-Aios-* header that is not UTF-8 text */
+};
+
+/* valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF) with
+ * no control character but tab */
+static bool header_text_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int n;
+        unsigned cp;
+        if (c < 0x80) {
+            if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+            p++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) n = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef) n = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4) n = 3, cp = c & 0x07;
+        else return false;
+        for (int i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80) return false;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_scan *hs = cls;
+    (void)kind;
+    if (!key) return MHD_YES;
+    if (!value) value = "";
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (!hs->cl) hs->cl = value;
+        else if (strcmp(hs->cl, value) != 0) hs->cl_conflict = true;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        hs->te = true;
+    } else if (!hs->bad && strncasecmp(key, "X-Aios-", 7) == 0 && !header_text_ok(value)) {
+        hs->bad = key;
+    }
+    return MHD_YES;
+}
+
+/* a header's name as printable ASCII for an error message */
+static void printable(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; src[i] && i + 1 < cap; i++)
+        dst[i] = (src[i] > 0x20 && src[i] < 0x7f) ? src[i] : '?';
+    dst[i] = 0;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
                                const char *method, const char *version, const char *upload_data,
                                size_t *upload_data_size, void **con_cls)
@@ -322,7 +450,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     struct api_req *r = *con_cls;
     (void)version;
 
-    if (!r) {
+    if (!r || r == (void *)&g_too_many_args) {
+        bool too_many_args = r != NULL;
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
         r->srv = srv;
@@ -336,7 +465,28 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         }
         *con_cls = r;
         __atomic_add_fetch(&srv->n_active, 1, __ATOMIC_ACQ_REL);
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (too_many_args) {
+            r->dispatched = true;
+            r->close_after = true;
+            return api_send_error(r, 414, "invalid_request_error",
+                                  "the query string has more than %d parameters",
+                                  API_MAX_QUERY_ARGS);
+        }
+        struct header_scan hs = {0};
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &hs);
+        if (hs.cl_conflict || (hs.cl && hs.te)) {
+            /* which body is meant is ambiguous (request smuggling):
+             * refuse, and close so nothing after it is read as a request */
+            r->dispatched = true;
+            r->close_after = true;
+            return api_send_error(r, 400, "invalid_request_error", "%s",
+                                  hs.cl_conflict
+                                      ? "conflicting Content-Length headers"
+                                      : "both Content-Length and Transfer-Encoding are set");
+        }
+        /* a body must keep coming, like the head */
+        if (hs.cl || hs.te) conn_timeout(conn, srv->request_timeout);
+        const char *cl = hs.cl;
         if (cl) {
             char *end;
             unsigned long long v = strtoull(cl, &end, 10);
@@ -376,6 +526,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         *upload_data_size = 0;
         if (r->too_big || r->n_body + n > srv->max_body) {
             r->too_big = true;
+            /* only a chunked body gets this far (a declared length past
+             * DRAIN_MAX_BYTES had its 413 at once): one without end */
+            r->n_drained += n;
+            if (r->n_drained > DRAIN_MAX_BYTES) return MHD_NO; /* MHD closes it */
             return MHD_YES;
         }
         if (util_buf_append(&r->body, &r->n_body, &r->cap_body, upload_data, n))
@@ -384,6 +538,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
 
     r->dispatched = true;
+    conn_timeout(conn, srv->idle_timeout); /* the answer, then keep-alive idle */
     if (r->too_big)
         return api_send_error(r, 413, "invalid_request_error",
                               "the request body exceeds the limit of %zu bytes (server.max_body_bytes)",
@@ -393,6 +548,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (__atomic_load_n(&srv->closing, __ATOMIC_ACQUIRE))
         return api_send_error(r, 503, "service_unavailable",
                               "the kernel is shutting down; retry once it runs again");
+    struct header_scan hs = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &hs);
+    if (hs.bad) {
+        char name[64];
+        printable(name, sizeof name, hs.bad);
+        return api_send_error(r, 400, "invalid_request_error",
+                              "header %s must be UTF-8 text without control characters", name);
+    }
     bool known;
     const struct api_route *rt = api_route_find(method, url, r->params, &r->n_params, &known);
     if (!rt) {
@@ -412,7 +575,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct api_req *r = *con_cls;
     struct api_server *srv = cls;
     (void)conn;
-    if (!r) return;
+    if (r == (void *)&g_too_many_args) r = NULL; /* closed before the first call */
+    if (!r) {
+        *con_cls = NULL;
+        return;
+    }
     *con_cls = NULL;
     if (r->sc) {
         bool final;
@@ -445,6 +612,23 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     LOG_DEBUG("mhd", "%s", buf);
 }
 
+/* Room for every connection slot plus the kernel's own files: raise the
+ * soft RLIMIT_NOFILE toward the hard one when it is lower. */
+static void raise_fd_limit(rlim_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+    rlim_t to = (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) ? rl.rlim_max : want;
+    if (to > rl.rlim_cur) {
+        rl.rlim_cur = to;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < want)
+        LOG_WARN("api", "open files limit %llu is below server.max_connections + 256 (%llu); "
+                 "connections past it are refused", (unsigned long long)rl.rlim_cur,
+                 (unsigned long long)want);
+}
+
 int api_start(struct api_server **out, struct kernel *k, char *err, size_t errlen)
 {
     *out = NULL;
@@ -452,6 +636,9 @@ int api_start(struct api_server **out, struct kernel *k, char *err, size_t errle
     if (!s) return AIOS_ENOMEM;
     s->k = k;
     s->max_body = k->cfg.max_body_bytes;
+    s->request_timeout = (unsigned)k->cfg.request_timeout_s;
+    s->idle_timeout = (unsigned)k->cfg.idle_timeout_s;
+    raise_fd_limit((rlim_t)k->cfg.max_connections + 256);
 
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -479,8 +666,12 @@ int api_start(struct api_server **out, struct kernel *k, char *err, size_t errle
                             MHD_OPTION_SOCK_ADDR, pick->ai_addr,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                            MHD_OPTION_URI_LOG_CALLBACK, uri_logger, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)k->cfg.max_connections,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            (unsigned)k->cfg.max_connections_per_ip,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
                             MHD_OPTION_END);
     char hostbuf[64] = "";

@@ -783,6 +783,24 @@ static int cfg_apply(const struct cfg_ctx *cx, struct aios_config *cfg)
                       &x)))
         return rc;
     cfg->max_body_bytes = (size_t)x;
+    x = cfg->max_connections;
+    if ((rc = cfg_int(cx, server, "max_connections", "server.max_connections", 16, 1 << 20, &x)))
+        return rc;
+    cfg->max_connections = (int)x;
+    x = cfg->max_connections_per_ip;
+    if ((rc = cfg_int(cx, server, "max_connections_per_ip", "server.max_connections_per_ip", 1,
+                      cfg->max_connections, &x)))
+        return rc;
+    /* the default when only max_connections is set lower */
+    cfg->max_connections_per_ip = (int)(x < cfg->max_connections ? x : cfg->max_connections);
+    x = cfg->request_timeout_s;
+    if ((rc = cfg_int(cx, server, "request_timeout_s", "server.request_timeout_s", 1, 3600, &x)))
+        return rc;
+    cfg->request_timeout_s = (int)x;
+    x = cfg->idle_timeout_s;
+    if ((rc = cfg_int(cx, server, "idle_timeout_s", "server.idle_timeout_s", 1, 86400, &x)))
+        return rc;
+    cfg->idle_timeout_s = (int)x;
 
     if ((rc = cfg_mapping(cx, root, "storage", "storage", &storage))) return rc;
     if ((rc = cfg_string(cx, storage, "root_dir", "storage.root_dir", 0, &cfg->storage_root)))
@@ -830,6 +848,10 @@ void config_init_defaults(struct aios_config *cfg)
     cfg->port = CONFIG_DEFAULT_PORT;
     cfg->data_dir = strdup(CONFIG_DEFAULT_DATA_DIR);
     cfg->max_body_bytes = CONFIG_DEFAULT_MAX_BODY;
+    cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
+    cfg->max_connections_per_ip = CONFIG_DEFAULT_MAX_CONNECTIONS_PER_IP;
+    cfg->request_timeout_s = CONFIG_DEFAULT_REQUEST_TIMEOUT_S;
+    cfg->idle_timeout_s = CONFIG_DEFAULT_IDLE_TIMEOUT_S;
     cfg->sched_policy = strdup(CONFIG_DEFAULT_POLICY);
     cfg->storage_root = strdup(CONFIG_DEFAULT_STORAGE_ROOT);
     cfg->raw = json_object();

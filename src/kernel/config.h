@@ -26,6 +26,12 @@ struct aios_config {
     int port;              /* server.port, default 8000 */
     char *data_dir;        /* top-level data_dir, default "./aios-data" */
     size_t max_body_bytes; /* server.max_body_bytes, default 8 MiB */
+    int max_connections;   /* server.max_connections, default 4096 */
+    int max_connections_per_ip; /* server.max_connections_per_ip, default 1024 */
+    int request_timeout_s; /* server.request_timeout_s: a request's head and
+                            * body, silent this long, close; default 10 */
+    int idle_timeout_s;    /* server.idle_timeout_s: keep-alive idle and an
+                            * answer the client does not read; default 60 */
     char *sched_policy;    /* scheduler.policy, default "fair"; fifo, rr or fair */
     char *storage_root;    /* storage.root_dir as written, default "root";
                             * resolve with config_resolve_path() */
@@ -39,6 +45,10 @@ struct aios_config {
 #define CONFIG_DEFAULT_PORT 8000
 #define CONFIG_DEFAULT_DATA_DIR "./aios-data"
 #define CONFIG_DEFAULT_MAX_BODY ((size_t)8 << 20)
+#define CONFIG_DEFAULT_MAX_CONNECTIONS 4096
+#define CONFIG_DEFAULT_MAX_CONNECTIONS_PER_IP 1024
+#define CONFIG_DEFAULT_REQUEST_TIMEOUT_S 10
+#define CONFIG_DEFAULT_IDLE_TIMEOUT_S 60
 #define CONFIG_DEFAULT_POLICY "fair"
 #define CONFIG_DEFAULT_STORAGE_ROOT "root"
 #define CONFIG_DEFAULT_N_CTX 4096

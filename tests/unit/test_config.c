@@ -51,6 +51,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.port, 8000);
     assert_string_equal(cfg.data_dir, "./aios-data");
     assert_int_equal(cfg.max_body_bytes, 8u << 20);
+    assert_int_equal(cfg.max_connections, 4096);
+    assert_int_equal(cfg.max_connections_per_ip, 1024);
+    assert_int_equal(cfg.request_timeout_s, 10);
+    assert_int_equal(cfg.idle_timeout_s, 60);
     assert_string_equal(cfg.sched_policy, "fair");
     assert_string_equal(cfg.storage_root, "root");
     assert_int_equal(cfg.n_models, 0);
@@ -142,6 +146,7 @@ static void test_overrides_and_normalising(void **state)
     assert_string_equal(cfg.host, "0.0.0.0");
     assert_int_equal(cfg.port, 9001);
     assert_int_equal(cfg.max_body_bytes, 1024);
+    assert_int_equal(cfg.max_connections_per_ip, 1024);
     assert_int_equal(cfg.n_models, 3);
     assert_string_equal(cfg.models[0].backend, "openai");
     assert_null(cfg.models[0].hostname); /* "" means none */
@@ -162,9 +167,24 @@ static void test_overrides_and_normalising(void **state)
                      0);
     assert_int_equal(cfg.port, 8000);
     assert_int_equal(cfg.n_models, 0);
+    assert_int_equal(cfg.idle_timeout_s, 60);
     p = config_resolve_path(&cfg, cfg.storage_root);
     assert_string_equal(p, "./aios-data/root");
     free(p);
+    config_free(&cfg);
+
+    /* the connection limits and timeouts; a lower max_connections lowers
+     * the per-address default with it */
+    assert_int_equal(load(&cfg, "server: {max_connections: 100, request_timeout_s: 2, "
+                                "idle_timeout_s: 30}\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.max_connections, 100);
+    assert_int_equal(cfg.max_connections_per_ip, 100);
+    assert_int_equal(cfg.request_timeout_s, 2);
+    assert_int_equal(cfg.idle_timeout_s, 30);
+    config_free(&cfg);
+    assert_int_equal(load(&cfg, "server: {max_connections_per_ip: 8}\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.max_connections, 4096);
+    assert_int_equal(cfg.max_connections_per_ip, 8);
     config_free(&cfg);
 }
 
@@ -186,6 +206,12 @@ static const struct bad_case k_bad[] = {
     {"server: 5\n", "server", "mapping"},
     {"server: {max_body_bytes: 100}\n", "server.max_body_bytes", "1024"},
     {"server: {max_body_bytes: big}\n", "server.max_body_bytes", "string"},
+    {"server: {max_connections: 8}\n", "server.max_connections", "16"},
+    {"server: {max_connections: 64, max_connections_per_ip: 65}\n",
+     "server.max_connections_per_ip", "1..64"},
+    {"server: {max_connections_per_ip: 0}\n", "server.max_connections_per_ip", "1..4096"},
+    {"server: {request_timeout_s: 0}\n", "server.request_timeout_s", "1..3600"},
+    {"server: {idle_timeout_s: soon}\n", "server.idle_timeout_s", "string"},
     {"scheduler: {policy: lifo}\n", "scheduler.policy", "lifo"},
     {"scheduler: {policy: 3}\n", "scheduler.policy", "string"},
     {"storage: [a]\n", "storage", "list"},
