@@ -616,8 +616,20 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
                               "the %s manager is not available in this kernel yet",
                               syscall_kind_name(kind));
     }
-    struct kq_req *req = kq_req_new(op, params);
-    struct syscall *sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;
+    struct syscall *sc;
+    if (kind == SYSCALL_KIND_MEMORY) {
+        /* parsed once here; the memory manager sees the typed request */
+        struct mem_req *mr = NULL;
+        char err[512];
+        int rc = mem_req_parse(op, params, &mr, err, sizeof err);
+        json_decref(params);
+        if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
+        if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+        sc = syscall_new(kind, agent, NULL, mr, mem_req_free);
+    } else {
+        struct kq_req *req = kq_req_new(op, params);
+        sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;
+    }
     if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
     if (prio_set) syscall_set_priority(sc, prio);
     return api_submit_and_wait(r, sc, kq_finish);
