@@ -454,8 +454,7 @@ int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *
             const struct mem_analysis *an, char id_out[MEM_ID_MAX + 1], struct mem_note **stored,
             char *err, size_t errlen)
 {
-    id_out[0] = 0;
-    if (stored) *stored = NULL;
+    if (stored) *stored = NULL; /* id_out is written on success only (p->id may be it) */
     struct mem_agent *a = agent_get(m, ns);
     if (!a) return AIOS_ENOMEM;
     float *vec = NULL;
