@@ -1,6 +1,7 @@
 /* The memory manager: per-agent notes in two tiers (a bounded in-RAM
- * working set with LRU-K eviction over the durable SQLite store), BM25
- * retrieval, and the AIOS memory operations. See mem.c. */
+ * working set with LRU-K eviction over a durable store behind a table of
+ * functions, SQLite by default), BM25 retrieval, and the AIOS memory
+ * operations as typed requests and C functions. See mem.c. */
 #ifndef AIOS_MEMORY_MEM_H
 #define AIOS_MEMORY_MEM_H
 

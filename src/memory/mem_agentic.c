@@ -19,6 +19,10 @@
  * greedy sampling, so the cost is bounded: on the tiny test model this is a
  * few milliseconds, on a 7B model on CPU a few seconds.
  *
+ * The manager does not call this file's model part itself: the kernel
+ * gives mem_agentic_analyze() as the manager's analysis callback
+ * (mem_kernel.c); a manager without one uses mem_analysis_keywords().
+ *
  * Threads: runs on a memory pool thread, which blocks until the LLM syscall
  * is final. It holds no lock meanwhile. The wait cannot be abandoned early
  * (the engine calls our notify callback, whose state lives on this stack),
