@@ -41,8 +41,9 @@
  *    stored but not kept resident.
  *
  * Threads and locks: the executor pool threads (and the HTTP threads of
- * memory.auto_inject) call the manager concurrently. `m->mu` guards only the agent table (agents are created on
- * first use and live until the manager closes). Each agent has its own
+ * memory.auto_inject) call the manager concurrently. `m->mu` guards only
+ * the agent table (agents are created on first use and live until the
+ * manager closes). Each agent has its own
  * mutex, held for the whole of one operation on that agent, including its
  * SQL, so the working set and the store change together and agents do not
  * wait on each other (except for SQLite's single writer). The two are never
@@ -50,8 +51,8 @@
  * then the agent's lock is taken. add_agentic_memory asks the LLM before
  * taking any lock.
  *
- * Ownership: the manager owns agents, their entries and notes. Responses
- * are new JSON objects owned by the caller. */
+ * Ownership: the manager owns agents, their entries and notes. Notes,
+ * hits and responses it returns are new, owned by the caller. */
 #include "memory/mem.h"
 
 #include "llm/embed.h"
@@ -449,7 +450,6 @@ out:
 
 /* ---- operations ---- */
 
-/* the fields' copies first: the call may take a while (embedding) */
 int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *p,
             const struct mem_analysis *an, char id_out[MEM_ID_MAX + 1], struct mem_note **stored,
             char *err, size_t errlen)
@@ -642,7 +642,7 @@ int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retriev
         struct mem_note *n = hits[i].note;
         n->retrieval_count++;
         memcpy(n->last_accessed, ts, sizeof ts);
-        /* the fresh row replaces or faults in (no copy: only not resident) */
+        /* a copy of the fresh row replaces the resident one or faults in */
         struct mem_note *c = note_clone(n);
         if (c) ws_put(m, a, c);
     }
