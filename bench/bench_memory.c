@@ -14,8 +14,9 @@
  * (mem_fts_query: stop words dropped). Each size gets fresh database
  * files; the store is prefilled in bulk transactions, then `--ops`
  * operations of each kind are timed one by one with a monotonic clock. The
- * manager calls are mem_manager_exec(), exactly what the kernel's memory
- * executor runs for a POST /query (so HTTP and queueing are not included;
+ * manager calls are mem_manager_exec_json(): the parse a POST /query does
+ * at its edge and the typed call its memory executor runs (so HTTP and
+ * queueing are not included;
  * with --http the retrieve is also timed end to end through a real kernel
  * on loopback, AIOS_BIN or build/aios).
  *
@@ -176,7 +177,7 @@ static json_t *exec(struct mem_manager *m, const char *op, json_t *p)
     json_t *r = NULL;
     int st;
     char err[256];
-    if (mem_manager_exec(m, "bench", op, p, &r, &st, err, sizeof err)) {
+    if (mem_manager_exec_json(m, "bench", op, p, &r, &st, err, sizeof err)) {
         fprintf(stderr, "%s: %d %s\n", op, st, err);
         exit(1);
     }

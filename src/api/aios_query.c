@@ -640,6 +640,15 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
     if (kind == SYSCALL_KIND_STORAGE) {
         sc = params ? storage_syscall(agent, op, params) : NULL;
         json_decref(params);
+    } else if (kind == SYSCALL_KIND_MEMORY) {
+        /* parsed once here; the memory manager sees the typed request */
+        struct mem_req *mr = NULL;
+        char err[512];
+        int rc = mem_req_parse(op, params, &mr, err, sizeof err);
+        json_decref(params);
+        if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
+        if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+        sc = syscall_new(kind, agent, NULL, mr, mem_req_free);
     } else {
         struct kq_req *req = kq_req_new(op, params);
         sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;

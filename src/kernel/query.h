@@ -11,8 +11,9 @@
 
 #include <jansson.h>
 
+/* (memory syscalls carry a typed struct mem_req instead, memory/mem_req.h) */
 struct kq_req {
-    char *op;       /* operation_type: "add_memory", "write", "mount", ... ; tools: "call" */
+    char *op;       /* operation_type: "write", "mount", ... ; tools: "call" */
     json_t *params; /* owned; for tools {"tool_calls":[...]} */
 };
 

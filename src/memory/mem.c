@@ -5,16 +5,30 @@
  * and the aios extension memory_stats) for the memory syscalls the kernel
  * routes here (SYSCALL_KIND_MEMORY, executed on a small pool of threads).
  *
+ * Calls: the API layer parses each query once (mem_req_parse, mem_req.c)
+ * into a typed request; mem_manager_exec() dispatches it with one switch
+ * to the C functions mem_add(), mem_get(), mem_update(), mem_remove(),
+ * mem_retrieve() and mem_stats(), and turns their results into the AIOS
+ * response. Kernel code (mem_inject.c, mem_kernel.c) calls the functions
+ * or queues typed requests; nothing inside speaks JSON to the manager.
+ *
+ * Dependencies: the manager is given what it needs when it is opened
+ * (struct mem_deps): a store (a table of functions, struct mem_store_ops;
+ * SQLite, mem_store.c, by default) and callbacks for the policy (another
+ * agent's namespace, sharing) and for add_agentic_memory's analysis. It
+ * never sees the kernel; mem_kernel.c wires it to the kernel.
+ *
  * Namespaces: every note belongs to the agent that made the call
  * (sc->agent). Lookups are by (agent, id); an id of another agent is not
  * found, so the answer is 404 whether or not the id exists elsewhere and
  * ids leak nothing. Retrieval searches only the caller's notes. Another
  * agent's namespace is used only when params.owner (or params.namespace)
- * names it and the access manager opens it (a privilege group that names
- * it, or the owner's share_memory grant; src/access/ns.c): else 404.
+ * names it and the policy (deps.ns_check: the access manager, a privilege
+ * group that names it, or the owner's share_memory grant; src/access/ns.c)
+ * opens it: else 404.
  *
  * Two tiers, as the AIOS paper describes:
- *  - durable: every note lives in the SQLite store (mem_store.c). Writes go
+ *  - durable: every note lives in the store (mem_store.c). Writes go
  *    through to it before the operation answers, so an acknowledged note
  *    survives a crash of the kernel.
  *  - working set: each agent has an in-RAM map id -> note, bounded by
@@ -26,9 +40,10 @@
  *    the agent except in memory_stats. A note larger than the quota is
  *    stored but not kept resident.
  *
- * Threads and locks: the executor pool threads call mem_manager_exec()
- * concurrently. `m->mu` guards only the agent table (agents are created on
- * first use and live until the manager closes). Each agent has its own
+ * Threads and locks: the executor pool threads (and the HTTP threads of
+ * memory.auto_inject) call the manager concurrently. `m->mu` guards only
+ * the agent table (agents are created on first use and live until the
+ * manager closes). Each agent has its own
  * mutex, held for the whole of one operation on that agent, including its
  * SQL, so the working set and the store change together and agents do not
  * wait on each other (except for SQLite's single writer). The two are never
@@ -36,13 +51,10 @@
  * then the agent's lock is taken. add_agentic_memory asks the LLM before
  * taking any lock.
  *
- * Ownership: the manager owns agents, their entries and notes. Responses
- * are new JSON objects owned by the caller. */
+ * Ownership: the manager owns agents, their entries and notes. Notes,
+ * hits and responses it returns are new, owned by the caller. */
 #include "memory/mem.h"
 
-#include "access/access.h"
-#include "kernel/kernel.h"
-#include "kernel/query.h"
 #include "llm/embed.h"
 #include "memory/mem_lruk.h"
 #include "util/err.h"
@@ -80,7 +92,8 @@ struct mem_agent {
 
 struct mem_manager {
     struct mem_opts o; /* db_path owned */
-    struct kernel *k;
+    struct mem_deps d;
+    const struct mem_store_ops *st; /* the store's functions (every store call goes through it) */
     struct mem_store *store;
     pthread_mutex_t mu; /* guards agents[] */
     struct mem_agent *agents[MEM_AGENT_BUCKETS];
@@ -260,7 +273,7 @@ static int ws_load(struct mem_manager *m, struct mem_agent *a, const char *id,
         return 0;
     }
     struct mem_note *n = NULL;
-    int rc = mem_store_get(m->store, a->name, id, &n);
+    int rc = m->st->get(m->store, a->name, id, &n);
     if (rc) return rc;
     a->n_faults++;
     ws_put(m, a, n);
@@ -274,7 +287,7 @@ static int ws_load(struct mem_manager *m, struct mem_agent *a, const char *id,
     return AIOS_ETOOBIG;
 }
 
-/* ---- notes from params ---- */
+/* ---- notes ---- */
 
 static struct mem_note *note_clone(const struct mem_note *s)
 {
@@ -297,127 +310,6 @@ static struct mem_note *note_clone(const struct mem_note *s)
         return NULL;
     }
     return n;
-}
-
-static bool is_note_key(const char *k)
-{
-    static const char *const keys[] = {"content", "id", "memory_id", "keywords", "tags",
-                                       "category", "context", "links", "timestamp",
-                                       "last_accessed", "retrieval_count", "evolution_history"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (!strcmp(k, keys[i])) return true;
-    return false;
-}
-
-static int set_str(char **dst, json_t *v, const char *field, char *err, size_t errlen)
-{
-    if (!json_is_string(v)) {
-        snprintf(err, errlen, "params.%s must be a string", field);
-        return AIOS_EINVAL;
-    }
-    char *s = strdup(json_string_value(v));
-    if (!s) return AIOS_ENOMEM;
-    free(*dst);
-    *dst = s;
-    return 0;
-}
-
-/* A note field: from params first, else from params.metadata (the
- * reference accepts both). NULL or JSON null: absent. */
-static json_t *field(json_t *params, json_t *meta, const char *k)
-{
-    json_t *v = json_object_get(params, k);
-    if (!v || json_is_null(v)) v = json_object_get(meta, k);
-    return json_is_null(v) ? NULL : v;
-}
-
-/* Apply the note fields present in params to n (a new note for add, a copy
- * of the stored one for update). */
-static int apply_fields(json_t *params, struct mem_note *n, bool for_add, char *err, size_t errlen)
-{
-    int rc;
-    json_t *meta = json_object_get(params, "metadata");
-    if (meta && !json_is_null(meta) && !json_is_object(meta)) {
-        snprintf(err, errlen, "params.metadata must be an object");
-        return AIOS_EINVAL;
-    }
-    json_t *v = json_object_get(params, "content");
-    if (for_add || (v && !json_is_null(v))) {
-        if (!json_is_string(v)) {
-            snprintf(err, errlen, "params.content must be a string (the text of the note)%s",
-                     for_add ? "" : " or null to keep it");
-            return AIOS_EINVAL;
-        }
-        if (for_add && json_string_length(v) == 0) {
-            snprintf(err, errlen, "params.content is empty: a note needs some text");
-            return AIOS_EINVAL;
-        }
-        if ((rc = set_str(&n->content, v, "content", err, errlen))) return rc;
-    }
-    static const char *const lists[] = {"keywords", "tags"};
-    for (int i = 0; i < 2; i++) {
-        if (!(v = field(params, meta, lists[i]))) continue;
-        json_t *a = NULL;
-        char f[32];
-        snprintf(f, sizeof f, "params.%s", lists[i]);
-        if ((rc = mem_str_list(v, f, &a, err, errlen))) return rc;
-        json_t **dst = i == 0 ? &n->keywords : &n->tags;
-        json_decref(*dst);
-        *dst = a;
-    }
-    if ((v = field(params, meta, "category")) && (rc = set_str(&n->category, v, "category", err, errlen)))
-        return rc;
-    if ((v = field(params, meta, "context")) && (rc = set_str(&n->context, v, "context", err, errlen)))
-        return rc;
-    if ((v = field(params, meta, "links"))) {
-        if (!json_is_array(v)) {
-            snprintf(err, errlen, "params.links must be a list (ids of related notes)");
-            return AIOS_EINVAL;
-        }
-        json_decref(n->links);
-        n->links = json_deep_copy(v);
-    }
-    if ((v = field(params, meta, "timestamp"))) {
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= MEM_TS_LEN) {
-            snprintf(err, errlen, "params.timestamp must be a string like 202501311200 (YYYYMMDDHHMM)");
-            return AIOS_EINVAL;
-        }
-        snprintf(n->timestamp, sizeof n->timestamp, "%s", json_string_value(v));
-    }
-    if (json_is_object(meta)) {
-        const char *k;
-        json_t *mv;
-        json_object_foreach(meta, k, mv) {
-            if (is_note_key(k) || !strcmp(k, "metadata")) continue;
-            json_object_set(n->extra, k, mv);
-        }
-    }
-    return 0;
-}
-
-static int note_id_param(json_t *params, bool required, const char **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    json_t *v = json_object_get(params, "memory_id");
-    if (!v || json_is_null(v)) v = json_object_get(params, "id");
-    if (!v || json_is_null(v)) {
-        if (!required) return 0;
-        snprintf(err, errlen, "params.memory_id is required (the id add_memory returned)");
-        return AIOS_EINVAL;
-    }
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > MEM_ID_MAX) {
-        snprintf(err, errlen, "params.memory_id must be a non-empty string of at most %d bytes",
-                 MEM_ID_MAX);
-        return AIOS_EINVAL;
-    }
-    for (const char *p = json_string_value(v); *p; p++) {
-        if (iscntrl((unsigned char)*p)) {
-            snprintf(err, errlen, "params.memory_id must not contain control characters");
-            return AIOS_EINVAL;
-        }
-    }
-    *out = json_string_value(v);
-    return 0;
 }
 
 static int check_size(struct mem_manager *m, const struct mem_note *n, char *err, size_t errlen)
@@ -461,7 +353,7 @@ static void embed_notes(struct mem_manager *m, struct mem_agent *a, const char *
         if (emb_text(m->o.emb, texts[i], strlen(texts[i]), v + ok * (size_t)dim)) continue;
         okid[ok++] = ids[i];
     }
-    if (mem_store_vec_set(m->store, a->name, okid, v, ok, dim) == 0 && ok == n) goto out;
+    if (m->st->vec_set(m->store, a->name, okid, v, ok, dim) == 0 && ok == n) goto out;
     a->vec_complete = false;
     LOG_WARN("memory", "agent %s: %zu of %zu vectors not stored; retried at the next retrieval",
              a->name, n - ok, n);
@@ -497,7 +389,7 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
     int rc;
     if (!a->vec_complete && backfill) {
         json_t *miss = NULL;
-        if ((rc = mem_store_vec_missing(m->store, a->name, MEM_BACKFILL_MAX, &miss))) return rc;
+        if ((rc = m->st->vec_missing(m->store, a->name, MEM_BACKFILL_MAX, &miss))) return rc;
         size_t nm = json_array_size(miss);
         const char **ids = calloc(nm ? nm : 1, sizeof *ids);
         char **texts = calloc(nm ? nm : 1, sizeof *texts);
@@ -518,8 +410,8 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
     struct mem_hit *all = calloc(2 * c, sizeof *all);
     struct emb_hit *vh = NULL;
     if (!all) return AIOS_ENOMEM;
-    if ((rc = mem_store_search_ids(m->store, a->name, text, (int)c, all, &nb))) goto out;
-    if ((rc = mem_store_vec_scan(m->store, a->name, qv, dim, &vh, &nv))) goto out;
+    if ((rc = m->st->search_ids(m->store, a->name, text, (int)c, all, &nb))) goto out;
+    if ((rc = m->st->vec_scan(m->store, a->name, qv, dim, &vh, &nv))) goto out;
     /* the best C by cosine that BM25 did not bring, with BM25 0 for now */
     if (nv) qsort(vh, nv, sizeof *vh, emb_hit_cmp_cosine);
     n = nb;
@@ -528,7 +420,7 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
         for (size_t i = 0; i < nb && !dup; i++) dup = all[i].nid == vh[j].id;
         if (!dup) all[n++] = (struct mem_hit){.nid = vh[j].id};
     }
-    if ((rc = mem_store_bm25_of(m->store, text, all + nb, n - nb))) goto out;
+    if ((rc = m->st->bm25_of(m->store, text, all + nb, n - nb))) goto out;
     /* every candidate's cosine, by row id */
     if (nv) qsort(vh, nv, sizeof *vh, emb_hit_cmp_id);
     double best = 0, w = emb_weight(m->o.emb);
@@ -542,7 +434,7 @@ static int hybrid_search(struct mem_manager *m, struct mem_agent *a, const char 
         all[i].score = emb_hybrid(w, all[i].cosine, best > 0 ? all[i].bm25 / best : 0);
     if (n) qsort(all, n, sizeof *all, cmp_hit);
     if (n > (size_t)k) n = (size_t)k;
-    if ((rc = mem_store_get_nids(m->store, a->name, all, n))) goto out;
+    if ((rc = m->st->get_nids(m->store, a->name, all, n))) goto out;
     size_t kept = 0;
     for (size_t i = 0; i < n; i++)
         if (all[i].note) all[kept++] = all[i]; /* a note gone meanwhile is skipped */
@@ -558,14 +450,16 @@ out:
 
 /* ---- operations ---- */
 
-static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
-                  const struct mem_analysis *an, json_t **resp, char *err, size_t errlen)
+int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *p,
+            const struct mem_analysis *an, char id_out[MEM_ID_MAX + 1], struct mem_note **stored,
+            char *err, size_t errlen)
 {
-    const char *id = NULL;
-    int rc = note_id_param(params, false, &id, err, errlen);
-    if (rc) return rc;
+    if (stored) *stored = NULL; /* id_out is written on success only (p->id may be it) */
+    struct mem_agent *a = agent_get(m, ns);
+    if (!a) return AIOS_ENOMEM;
     float *vec = NULL;
-    struct mem_note *n = mem_note_new();
+    struct mem_note *n = mem_note_new(), *copy = NULL;
+    int rc;
     if (!n) return AIOS_ENOMEM;
     mem_ts_now(n->timestamp);
     memcpy(n->last_accessed, n->timestamp, sizeof n->last_accessed);
@@ -582,10 +476,21 @@ static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
             goto fail;
         }
     }
-    if ((rc = apply_fields(params, n, true, err, errlen))) goto fail;
+    if ((rc = mem_fields_apply(&p->f, n))) goto fail;
+    if (!n->content || !n->content[0]) {
+        snprintf(err, errlen, "params.content is empty: a note needs some text");
+        rc = AIOS_EINVAL;
+        goto fail;
+    }
     char uuid[37];
-    if (id) {
-        n->id = strdup(id);
+    if (p->id) {
+        if (!p->id[0] || strlen(p->id) > MEM_ID_MAX) {
+            snprintf(err, errlen, "params.memory_id must be a non-empty string of at most %d bytes",
+                     MEM_ID_MAX);
+            rc = AIOS_EINVAL;
+            goto fail;
+        }
+        n->id = strdup(p->id);
     } else {
         if ((rc = mem_uuid(uuid))) goto fail;
         n->id = strdup(uuid);
@@ -608,34 +513,29 @@ static int op_add(struct mem_manager *m, struct mem_agent *a, json_t *params,
     }
 
     pthread_mutex_lock(&a->mu);
-    rc = mem_store_insert(m->store, a->name, n);
-    json_t *r = NULL;
+    rc = m->st->insert(m->store, a->name, n);
     if (!rc && m->o.emb) {
         const char *ids[1] = {n->id};
-        if (!vec || mem_store_vec_set(m->store, a->name, ids, vec, 1, emb_dim(m->o.emb))) {
+        if (!vec || m->st->vec_set(m->store, a->name, ids, vec, 1, emb_dim(m->o.emb))) {
             a->vec_complete = false; /* the next retrieval makes it */
             if (vec) LOG_WARN("memory", "agent %s: vector of %s not stored; the next retrieval "
                               "makes it", a->name, n->id);
         }
     }
     if (!rc) {
-        r = resp_new(n->id);
-        if (an) {
-            json_t *md = json_pack("{s:O,s:O,s:s,s:s}", "keywords", n->keywords, "tags", n->tags,
-                                   "context", n->context, "analysis", an->source);
-            json_object_set_new(r, "metadata", md);
-        }
+        snprintf(id_out, MEM_ID_MAX + 1, "%s", n->id);
+        if (stored) copy = note_clone(n);
         ws_put(m, a, n); /* takes n */
         n = NULL;
     }
     pthread_mutex_unlock(&a->mu);
     if (rc == MEM_EEXISTS)
         snprintf(err, errlen, "agent '%s' already has a memory '%s'; use update_memory to change it",
-                 a->name, id);
+                 a->name, p->id);
     if (rc) goto fail;
     free(vec);
-    if (!r) return AIOS_ENOMEM;
-    *resp = r;
+    if (stored && !copy) return AIOS_ENOMEM; /* stored all the same */
+    if (stored) *stored = copy;
     return 0;
 fail:
     free(vec);
@@ -643,50 +543,41 @@ fail:
     return rc;
 }
 
-static int op_get(struct mem_manager *m, struct mem_agent *a, json_t *params, json_t **resp,
-                  char *err, size_t errlen)
+int mem_get(struct mem_manager *m, const char *ns, const char *id, struct mem_note **out,
+            char *err, size_t errlen)
 {
-    const char *id;
-    int rc = note_id_param(params, true, &id, err, errlen);
-    if (rc) return rc;
-    struct mem_note *n = NULL, *priv = NULL;
-    json_t *r = NULL;
+    *out = NULL;
+    struct mem_agent *a = agent_get(m, ns);
+    if (!a) return AIOS_ENOMEM;
+    struct mem_note *n = NULL;
     pthread_mutex_lock(&a->mu);
-    rc = ws_load(m, a, id, &n);
-    if (rc == AIOS_ETOOBIG) rc = mem_store_get(m->store, a->name, id, &priv), n = priv;
-    if (!rc) {
-        r = resp_new(n->id);
-        json_object_set_new(r, "content", json_string(n->content));
-        json_object_set_new(r, "metadata", mem_note_metadata(n));
-    }
+    int rc = ws_load(m, a, id, &n);
+    if (rc == AIOS_ETOOBIG) rc = m->st->get(m->store, a->name, id, out);
+    else if (!rc && !(*out = note_clone(n))) rc = AIOS_ENOMEM;
     pthread_mutex_unlock(&a->mu);
-    mem_note_free(priv);
     if (rc == AIOS_ENOTFOUND) not_found(a->name, id, err, errlen);
-    if (rc) return rc;
-    *resp = r;
-    return r ? 0 : AIOS_ENOMEM;
+    return rc;
 }
 
-static int op_update(struct mem_manager *m, struct mem_agent *a, json_t *params, json_t **resp,
-                     char *err, size_t errlen)
+int mem_update(struct mem_manager *m, const char *ns, const struct mem_update_params *p,
+               char *err, size_t errlen)
 {
-    const char *id;
-    int rc = note_id_param(params, true, &id, err, errlen);
-    if (rc) return rc;
+    struct mem_agent *a = agent_get(m, ns);
+    if (!a) return AIOS_ENOMEM;
     struct mem_note *cur = NULL, *priv = NULL, *n = NULL;
     pthread_mutex_lock(&a->mu);
-    rc = ws_load(m, a, id, &cur);
-    if (rc == AIOS_ETOOBIG) rc = mem_store_get(m->store, a->name, id, &priv), cur = priv;
+    int rc = ws_load(m, a, p->id, &cur);
+    if (rc == AIOS_ETOOBIG) rc = m->st->get(m->store, a->name, p->id, &priv), cur = priv;
     if (rc) goto out;
     n = note_clone(cur);
     if (!n) {
         rc = AIOS_ENOMEM;
         goto out;
     }
-    if ((rc = apply_fields(params, n, false, err, errlen))) goto out;
+    if ((rc = mem_fields_apply(&p->f, n))) goto out;
     if ((rc = check_size(m, n, err, errlen))) goto out;
     bool new_text = strcmp(cur->content, n->content) != 0;
-    if ((rc = mem_store_update(m->store, a->name, n))) goto out;
+    if ((rc = m->st->update(m->store, a->name, n))) goto out;
     if (new_text && m->o.emb) embed_notes(m, a, (const char *const *)&n->id, &n->content, 1);
     ws_put(m, a, n);
     n = NULL;
@@ -694,120 +585,77 @@ out:
     pthread_mutex_unlock(&a->mu);
     mem_note_free(priv);
     mem_note_free(n);
-    if (rc == AIOS_ENOTFOUND) not_found(a->name, id, err, errlen);
-    if (rc) return rc;
-    *resp = resp_new(id);
-    return *resp ? 0 : AIOS_ENOMEM;
+    if (rc == AIOS_ENOTFOUND) not_found(a->name, p->id, err, errlen);
+    return rc;
 }
 
-static int op_remove(struct mem_manager *m, struct mem_agent *a, json_t *params, json_t **resp,
-                     char *err, size_t errlen)
+int mem_remove(struct mem_manager *m, const char *ns, const char *id, char *err, size_t errlen)
 {
-    const char *id;
-    int rc = note_id_param(params, true, &id, err, errlen);
-    if (rc) return rc;
+    struct mem_agent *a = agent_get(m, ns);
+    if (!a) return AIOS_ENOMEM;
     pthread_mutex_lock(&a->mu);
-    rc = mem_store_delete(m->store, a->name, id);
+    int rc = m->st->remove(m->store, a->name, id);
     if (!rc) ws_drop(a, id);
     pthread_mutex_unlock(&a->mu);
     if (rc == AIOS_ENOTFOUND) not_found(a->name, id, err, errlen);
-    if (rc) return rc;
-    *resp = resp_new(id);
-    return *resp ? 0 : AIOS_ENOMEM;
+    return rc;
 }
 
-#define MEM_MAX_K 1000
-
-static int op_retrieve(struct mem_manager *m, struct mem_agent *a, json_t *params, bool raw,
-                       json_t **resp, char *err, size_t errlen)
+int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retrieve_params *p,
+                 bool count, struct mem_hit **hits_out, size_t *n_out, char *err, size_t errlen)
 {
-    json_t *q = json_object_get(params, "content");
-    if (!q || json_is_null(q)) q = json_object_get(params, "query");
-    if (!json_is_string(q)) {
-        snprintf(err, errlen, "params.content (or params.query) must be a string: the text to search for");
-        return AIOS_EINVAL;
-    }
-    json_t *kv = json_object_get(params, "k");
-    if (!kv || json_is_null(kv)) kv = json_object_get(params, "n");
-    json_int_t k = 5;
-    if (kv && !json_is_null(kv)) {
-        if (!json_is_integer(kv) || json_integer_value(kv) < 1 || json_integer_value(kv) > MEM_MAX_K) {
-            snprintf(err, errlen, "params.k must be an integer from 1 to %d (how many notes to return)",
-                     MEM_MAX_K);
-            return AIOS_EINVAL;
-        }
-        k = json_integer_value(kv);
-    }
+    *hits_out = NULL;
+    *n_out = 0;
+    struct mem_agent *a = agent_get(m, ns);
+    if (!a) return AIOS_ENOMEM;
+    int k = p->k < 1 ? 1 : p->k > MEM_MAX_K ? MEM_MAX_K : p->k;
     struct mem_hit *hits = NULL;
     size_t n_hits = 0;
     const char **ids = NULL;
-    json_t *list = json_array(), *r = NULL;
-    if (!list) return AIOS_ENOMEM;
     float *qv = NULL;
     if (m->o.emb) {
         /* the query's vector before the lock */
         qv = malloc((size_t)emb_dim(m->o.emb) * sizeof *qv);
-        if (!qv || emb_text(m->o.emb, json_string_value(q), json_string_length(q), qv)) {
+        if (!qv || emb_text(m->o.emb, p->query, p->query_len, qv)) {
             free(qv);
-            json_decref(list);
             snprintf(err, errlen, "the embedding model failed on the query; see the kernel log");
             return qv ? AIOS_EENGINE : AIOS_ENOMEM;
         }
     }
     pthread_mutex_lock(&a->mu);
-    /* "_backfill": false (memory.auto_inject, on an HTTP thread): rank
-     * what has vectors, embed nothing else now */
-    bool backfill = !json_is_false(json_object_get(params, "_backfill"));
-    int rc = qv ? hybrid_search(m, a, json_string_value(q), qv, (int)k, backfill, &hits, &n_hits)
-                : mem_store_search(m->store, a->name, json_string_value(q), (int)k, &hits, &n_hits);
-    if (rc) goto out;
-    if (!raw && n_hits) {
-        /* a retrieval is an access: count it durably, then in RAM */
-        char ts[MEM_TS_LEN];
-        mem_ts_now(ts);
-        ids = calloc(n_hits, sizeof *ids);
-        if (!ids) {
-            rc = AIOS_ENOMEM;
-            goto out;
-        }
-        for (size_t i = 0; i < n_hits; i++) ids[i] = hits[i].note->id;
-        if ((rc = mem_store_touch(m->store, a->name, ids, n_hits, ts))) goto out;
-        for (size_t i = 0; i < n_hits; i++) {
-            struct mem_note *n = hits[i].note;
-            n->retrieval_count++;
-            memcpy(n->last_accessed, ts, sizeof ts);
-        }
+    /* backfill false (memory.auto_inject, on an HTTP thread): rank what has
+     * vectors, embed nothing else now */
+    int rc = qv ? hybrid_search(m, a, p->query, qv, k, p->backfill, &hits, &n_hits)
+                : m->st->search(m->store, a->name, p->query, k, &hits, &n_hits);
+    if (rc || !count || !n_hits) goto out;
+    /* a retrieval is an access: count it durably, then in RAM */
+    char ts[MEM_TS_LEN];
+    mem_ts_now(ts);
+    ids = calloc(n_hits, sizeof *ids);
+    if (!ids) {
+        rc = AIOS_ENOMEM;
+        goto out;
     }
+    for (size_t i = 0; i < n_hits; i++) ids[i] = hits[i].note->id;
+    if ((rc = m->st->touch(m->store, a->name, ids, n_hits, ts))) goto out;
     for (size_t i = 0; i < n_hits; i++) {
-        json_t *e = raw ? mem_note_raw(hits[i].note, hits[i].score)
-                        : mem_note_result(hits[i].note, hits[i].score);
-        if (e && qv) {
-            /* hybrid: the parts of the score */
-            json_object_set_new(e, "bm25", json_real(hits[i].bm25));
-            json_object_set_new(e, "cosine", json_real(hits[i].cosine));
-        }
-        if (!e || json_array_append_new(list, e)) {
-            rc = AIOS_ENOMEM;
-            goto out;
-        }
-        if (!raw) {
-            ws_put(m, a, hits[i].note); /* the fresh row replaces or faults in */
-            hits[i].note = NULL;
-        }
+        struct mem_note *n = hits[i].note;
+        n->retrieval_count++;
+        memcpy(n->last_accessed, ts, sizeof ts);
+        /* a copy of the fresh row replaces the resident one or faults in */
+        struct mem_note *c = note_clone(n);
+        if (c) ws_put(m, a, c);
     }
 out:
     pthread_mutex_unlock(&a->mu);
     free(qv);
     free(ids);
-    mem_hits_free(hits, n_hits);
-    if (!rc) {
-        r = resp_new(NULL);
-        if (r) json_object_set(r, "search_results", list);
-        else rc = AIOS_ENOMEM;
+    if (rc) {
+        mem_hits_free(hits, n_hits);
+        return rc;
     }
-    json_decref(list);
-    if (rc) return rc;
-    *resp = r;
+    *hits_out = hits;
+    *n_out = n_hits;
     return 0;
 }
 
@@ -820,42 +668,41 @@ static int cmp_victim(const void *x, const void *y)
     return a->hist[0] < b->hist[0] ? -1 : a->hist[0] > b->hist[0];
 }
 
-/* aios extension: the agent's two tiers, resident ids in eviction order */
-static int op_stats(struct mem_manager *m, struct mem_agent *a, json_t **resp)
+void mem_stats_free(struct mem_stats *s)
 {
-    long long n_notes = 0;
-    json_t *ids = json_array();
-    if (!ids) return AIOS_ENOMEM;
+    for (size_t i = 0; i < s->n_order; i++) free(s->eviction_order[i]);
+    free(s->eviction_order);
+    memset(s, 0, sizeof *s);
+}
+
+int mem_stats(struct mem_manager *m, const char *ns, struct mem_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    struct mem_agent *a = agent_get(m, ns);
+    if (!a) return AIOS_ENOMEM;
     pthread_mutex_lock(&a->mu);
-    int rc = mem_store_count(m->store, a->name, &n_notes);
+    int rc = m->st->count(m->store, a->name, &out->n_notes);
     struct mem_lruk_node **v = a->lruk.n ? malloc(a->lruk.n * sizeof *v) : NULL;
-    if (v) {
+    out->eviction_order = a->lruk.n ? calloc(a->lruk.n, sizeof *out->eviction_order) : NULL;
+    if (a->lruk.n && (!v || !out->eviction_order) && !rc) rc = AIOS_ENOMEM;
+    if (!rc && a->lruk.n) {
         memcpy(v, a->lruk.heap, a->lruk.n * sizeof *v);
         qsort(v, a->lruk.n, sizeof *v, cmp_victim);
-        for (size_t i = 0; i < a->lruk.n; i++)
-            json_array_append_new(ids, json_string(entry_of(v[i])->note->id));
-        free(v);
+        for (size_t i = 0; i < a->lruk.n && !rc; i++) {
+            if (!(out->eviction_order[i] = strdup(entry_of(v[i])->note->id))) rc = AIOS_ENOMEM;
+            else out->n_order++;
+        }
     }
-    json_t *md = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:O}", "n_notes", (json_int_t)n_notes,
-                           "n_resident", (json_int_t)a->n, "resident_bytes", (json_int_t)a->bytes,
-                           "quota_bytes", (json_int_t)m->o.quota_bytes, "n_hits",
-                           (json_int_t)a->n_hits, "n_faults", (json_int_t)a->n_faults,
-                           "n_evictions", (json_int_t)a->n_evictions, "eviction_order", ids);
+    free(v);
+    out->n_resident = a->n;
+    out->resident_bytes = a->bytes;
+    out->quota_bytes = m->o.quota_bytes;
+    out->n_hits = a->n_hits;
+    out->n_faults = a->n_faults;
+    out->n_evictions = a->n_evictions;
     pthread_mutex_unlock(&a->mu);
-    json_decref(ids);
-    if (rc) {
-        json_decref(md);
-        return rc;
-    }
-    json_t *r = resp_new(NULL);
-    if (!r || !md) {
-        json_decref(r);
-        json_decref(md);
-        return AIOS_ENOMEM;
-    }
-    json_object_set_new(r, "metadata", md);
-    *resp = r;
-    return 0;
+    if (rc) mem_stats_free(out);
+    return rc;
 }
 
 static int status_for(int rc)
@@ -873,167 +720,232 @@ static int status_for(int rc)
 
 /* share_memory {agent, mode: "r"|"rw" (default r), expires_in: seconds},
  * unshare_memory {agent}, memory_shares {}: the caller's own namespace */
-static int op_share(struct acc_mgr *acc, const char *agent, const char *op, json_t *params,
-                    json_t **resp, char *err, size_t errlen)
+
+/* ---- the typed request: one switch ---- */
+
+/* share_memory, unshare_memory, memory_shares: the caller's own namespace,
+ * through the policy (the access manager's grants) */
+static int exec_share(struct mem_manager *m, const char *agent, const struct mem_req *req,
+                      json_t **resp, char *err, size_t errlen)
 {
-    json_t *own = json_object_get(params, "owner");
-    if (json_is_string(own) && json_string_length(own) && strcmp(json_string_value(own), agent)) {
+    if (req->owner && strcmp(req->owner, agent)) {
         snprintf(err, errlen, "only the owner of a memory namespace can share it");
         return AIOS_EPERM;
     }
-    if (!acc) {
+    if (!m->d.share || !m->d.unshare || !m->d.shares) {
         snprintf(err, errlen, "sharing memory needs the access manager (not running)");
         return AIOS_EINVAL;
     }
-    if (!strcmp(op, "memory_shares")) {
-        *resp = json_pack("{s:s,s:o,s:b}", "response_class", "memory", "shares",
-                          acc_mem_shares_json(acc, agent), "success", 1);
+    int rc;
+    switch (req->op) {
+    case MEM_OP_SHARES: {
+        json_t *list = NULL;
+        if ((rc = m->d.shares(m->d.ud, agent, &list, err, errlen))) return rc;
+        *resp = json_pack("{s:s,s:o,s:b}", "response_class", "memory", "shares", list, "success", 1);
         return *resp ? 0 : AIOS_ENOMEM;
     }
-    const char *to = json_string_value(json_object_get(params, "agent"));
-    if (!to) to = json_string_value(json_object_get(params, "grantee"));
-    if (!to || !*to) {
-        snprintf(err, errlen, "params.agent must name the agent to %s with",
-                 !strcmp(op, "share_memory") ? "share" : "stop sharing");
-        return AIOS_EINVAL;
-    }
-    int rc;
-    if (!strcmp(op, "unshare_memory")) {
-        rc = acc_mem_unshare(acc, agent, to);
-        if (rc) {
-            snprintf(err, errlen, "agent '%s' has no share of your memory", to);
+    case MEM_OP_UNSHARE:
+        if ((rc = m->d.unshare(m->d.ud, agent, req->u.share.grantee))) {
+            snprintf(err, errlen, "agent '%s' has no share of your memory", req->u.share.grantee);
             return rc;
         }
-    } else {
-        const char *mode = json_string_value(json_object_get(params, "mode"));
-        if (mode && strcmp(mode, "r") && strcmp(mode, "rw")) {
-            snprintf(err, errlen, "params.mode must be \"r\" (read-only, the default) or \"rw\"");
-            return AIOS_EINVAL;
-        }
-        json_t *ex = json_object_get(params, "expires_in");
-        if (ex && !json_is_null(ex) && (!json_is_integer(ex) || json_integer_value(ex) < 1)) {
-            snprintf(err, errlen, "params.expires_in must be a number of seconds (>= 1)");
-            return AIOS_EINVAL;
-        }
-        rc = acc_mem_share(acc, agent, to, mode && !strcmp(mode, "rw"),
-                           json_is_integer(ex) ? json_integer_value(ex) : 0, err, errlen);
-        if (rc) return rc;
+        break;
+    default:
+        if ((rc = m->d.share(m->d.ud, agent, &req->u.share, err, errlen))) return rc;
+        break;
     }
     *resp = json_pack("{s:s,s:s,s:b}", "response_class", "memory", "response_message",
-                      !strcmp(op, "unshare_memory") ? "memory no longer shared" : "memory shared",
+                      req->op == MEM_OP_UNSHARE ? "memory no longer shared" : "memory shared",
                       "success", 1);
     return *resp ? 0 : AIOS_ENOMEM;
 }
 
-int mem_manager_exec(struct mem_manager *m, const char *agent, const char *op, json_t *params,
+/* The namespace the request acts on: the caller's, or params.owner's when
+ * the policy opens it (not open -> 404, read-only -> 403). */
+static int resolve_ns(struct mem_manager *m, const char *agent, const struct mem_req *req,
+                      const char **ns, char *err, size_t errlen)
+{
+    *ns = agent;
+    const char *o = req->owner;
+    if (!o || !*o || !strcmp(o, agent)) return 0;
+    int rc = m->d.ns_check ? m->d.ns_check(m->d.ud, agent, o, mem_op_writes(req->op),
+                                           mem_op_name(req->op))
+                           : AIOS_ENOTFOUND;
+    if (rc == AIOS_EPERM) {
+        snprintf(err, errlen, "agent '%s' may only read the memory of agent '%s'", agent, o);
+        return rc;
+    }
+    if (rc) {
+        snprintf(err, errlen, "no memory namespace '%s' for agent '%s': another agent's memory is "
+                 "open only through a privilege group that names it or a share_memory grant",
+                 o, agent);
+        return AIOS_ENOTFOUND;
+    }
+    *ns = o;
+    return 0;
+}
+
+static json_t *hits_json(struct mem_manager *m, const struct mem_hit *hits, size_t n, bool raw)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++) {
+        json_t *e = raw ? mem_note_raw(hits[i].note, hits[i].score)
+                        : mem_note_result(hits[i].note, hits[i].score);
+        if (e && m->o.emb) {
+            /* hybrid: the parts of the score */
+            json_object_set_new(e, "bm25", json_real(hits[i].bm25));
+            json_object_set_new(e, "cosine", json_real(hits[i].cosine));
+        }
+        if (!e || json_array_append_new(list, e)) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+static json_t *stats_json(const struct mem_stats *s)
+{
+    json_t *ids = json_array();
+    for (size_t i = 0; ids && i < s->n_order; i++)
+        if (json_array_append_new(ids, json_string(s->eviction_order[i]))) {
+            json_decref(ids);
+            return NULL;
+        }
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "n_notes", (json_int_t)s->n_notes,
+                     "n_resident", (json_int_t)s->n_resident, "resident_bytes",
+                     (json_int_t)s->resident_bytes, "quota_bytes", (json_int_t)s->quota_bytes,
+                     "n_hits", (json_int_t)s->n_hits, "n_faults", (json_int_t)s->n_faults,
+                     "n_evictions", (json_int_t)s->n_evictions, "eviction_order", ids);
+}
+
+int mem_analyze(struct mem_manager *m, const char *agent, const char *content,
+                struct mem_analysis *out)
+{
+    if (m->d.analyze) return m->d.analyze(m->d.ud, agent, content, m->o.agentic_max_tokens, out);
+    return mem_analysis_keywords(content, out);
+}
+
+int mem_manager_exec(struct mem_manager *m, const char *agent, const struct mem_req *req,
                      json_t **resp, int *http_status, char *err, size_t errlen)
 {
     *resp = NULL;
     *http_status = 200;
     if (errlen) err[0] = 0;
-    int rc;
-    struct mem_analysis an = {0};
-    if (!json_is_object(params)) {
-        snprintf(err, errlen, "params must be an object");
-        rc = AIOS_EINVAL;
-        goto out;
-    }
     if (!agent || !*agent) agent = "anonymous";
-    /* sharing, and another agent's namespace (params.owner / namespace):
-     * the access manager decides (src/access/ns.c); not open -> 404 */
-    struct acc_mgr *acc = m->k ? m->k->access : NULL;
-    if (!strcmp(op, "share_memory") || !strcmp(op, "unshare_memory") ||
-        !strcmp(op, "memory_shares")) {
-        rc = op_share(acc, agent, op, params, resp, err, errlen);
-        goto out;
-    }
+    struct mem_analysis an = {0};
+    struct mem_note *note = NULL;
+    struct mem_hit *hits = NULL;
+    size_t n_hits = 0;
+    struct mem_stats st = {0};
+    char id[MEM_ID_MAX + 1];
+    json_t *r = NULL, *x = NULL;
     const char *ns = agent;
-    json_t *own = json_object_get(params, "owner");
-    if (!own || json_is_null(own)) own = json_object_get(params, "namespace");
-    if (own && !json_is_null(own)) {
-        if (!json_is_string(own)) {
-            snprintf(err, errlen, "params.owner must be the name of the agent whose memory to use");
-            rc = AIOS_EINVAL;
-            goto out;
-        }
-        const char *o = json_string_value(own);
-        bool read = !strcmp(op, "get_memory") || !strcmp(op, "retrieve_memory") ||
-                    !strcmp(op, "retrieve_memory_raw") || !strcmp(op, "memory_stats");
-        if (*o && strcmp(o, agent)) {
-            rc = acc_ns_memory_check(acc, agent, o, !read, op);
-            if (rc == AIOS_EPERM) {
-                snprintf(err, errlen, "agent '%s' may only read the memory of agent '%s'", agent, o);
-                goto out;
-            }
-            if (rc) {
-                snprintf(err, errlen, "no memory namespace '%s' for agent '%s': another agent's "
-                         "memory is open only through a privilege group that names it or a "
-                         "share_memory grant", o, agent);
-                rc = AIOS_ENOTFOUND;
-                goto out;
-            }
-            ns = o;
-        }
-    }
-    struct mem_agent *a = agent_get(m, ns);
-    if (!a) {
-        rc = AIOS_ENOMEM;
+    int rc = 0;
+    if (req->op != MEM_OP_SHARE && req->op != MEM_OP_UNSHARE && req->op != MEM_OP_SHARES &&
+        (rc = resolve_ns(m, agent, req, &ns, err, errlen)))
         goto out;
+    switch (req->op) {
+    case MEM_OP_ADD_AGENTIC:
+        if ((rc = mem_analyze(m, agent, req->u.add.f.content, &an))) break;
+        if ((rc = mem_add(m, ns, &req->u.add, &an, id, &note, err, errlen))) break;
+        x = json_pack("{s:O,s:O,s:s,s:s}", "keywords", note->keywords, "tags", note->tags,
+                      "context", note->context, "analysis", an.source);
+        r = resp_new(id);
+        if (json_object_set_new(r, "metadata", x)) rc = AIOS_ENOMEM; /* takes x */
+        x = NULL;
+        break;
+    case MEM_OP_ADD:
+        if (!(rc = mem_add(m, ns, &req->u.add, NULL, id, NULL, err, errlen)) && !(r = resp_new(id)))
+            rc = AIOS_ENOMEM;
+        break;
+    case MEM_OP_GET:
+        if ((rc = mem_get(m, ns, req->u.id.id, &note, err, errlen))) break;
+        r = resp_new(note->id);
+        if (json_object_set_new(r, "content", json_string(note->content)) ||
+            json_object_set_new(r, "metadata", mem_note_metadata(note)))
+            rc = AIOS_ENOMEM;
+        break;
+    case MEM_OP_UPDATE:
+        if (!(rc = mem_update(m, ns, &req->u.update, err, errlen)) && !(r = resp_new(req->u.update.id)))
+            rc = AIOS_ENOMEM;
+        break;
+    case MEM_OP_REMOVE:
+        if (!(rc = mem_remove(m, ns, req->u.id.id, err, errlen)) && !(r = resp_new(req->u.id.id)))
+            rc = AIOS_ENOMEM;
+        break;
+    case MEM_OP_RETRIEVE:
+    case MEM_OP_RETRIEVE_RAW: {
+        bool raw = req->op == MEM_OP_RETRIEVE_RAW;
+        if ((rc = mem_retrieve(m, ns, &req->u.retrieve, !raw, &hits, &n_hits, err, errlen))) break;
+        x = hits_json(m, hits, n_hits, raw);
+        r = resp_new(NULL);
+        if (json_object_set_new(r, "search_results", x)) rc = AIOS_ENOMEM;
+        x = NULL;
+        break;
     }
-    if (!strcmp(op, "add_memory")) {
-        rc = op_add(m, a, params, NULL, resp, err, errlen);
-    } else if (!strcmp(op, "add_agentic_memory")) {
-        json_t *c = json_object_get(params, "content");
-        if (!json_is_string(c) || json_string_length(c) == 0) {
-            snprintf(err, errlen, "params.content must be a non-empty string (the text of the note)");
-            rc = AIOS_EINVAL;
-            goto out;
-        }
-        rc = mem_agentic_analyze(m->k, agent, json_string_value(c), m->o.agentic_max_tokens, &an);
-        if (!rc) rc = op_add(m, a, params, &an, resp, err, errlen);
-    } else if (!strcmp(op, "get_memory")) {
-        rc = op_get(m, a, params, resp, err, errlen);
-    } else if (!strcmp(op, "update_memory")) {
-        rc = op_update(m, a, params, resp, err, errlen);
-    } else if (!strcmp(op, "remove_memory")) {
-        rc = op_remove(m, a, params, resp, err, errlen);
-    } else if (!strcmp(op, "retrieve_memory")) {
-        rc = op_retrieve(m, a, params, false, resp, err, errlen);
-    } else if (!strcmp(op, "retrieve_memory_raw")) {
-        rc = op_retrieve(m, a, params, true, resp, err, errlen);
-    } else if (!strcmp(op, "memory_stats")) {
-        rc = op_stats(m, a, resp);
-    } else {
-        snprintf(err, errlen,
-                 "unknown memory operation_type '%s'; use add_memory, add_agentic_memory, "
-                 "get_memory, update_memory, remove_memory, retrieve_memory, "
-                 "retrieve_memory_raw, memory_stats, share_memory, unshare_memory or "
-                 "memory_shares", op);
+    case MEM_OP_STATS:
+        if ((rc = mem_stats(m, ns, &st))) break;
+        x = stats_json(&st);
+        r = resp_new(NULL);
+        if (json_object_set_new(r, "metadata", x)) rc = AIOS_ENOMEM;
+        x = NULL;
+        break;
+    case MEM_OP_SHARE:
+    case MEM_OP_UNSHARE:
+    case MEM_OP_SHARES: rc = exec_share(m, agent, req, &r, err, errlen); break;
+    default:
+        snprintf(err, errlen, "unknown memory operation %d", (int)req->op);
         rc = AIOS_EINVAL;
+        break;
     }
 out:
+    json_decref(x);
     mem_analysis_free(&an);
+    mem_note_free(note);
+    mem_hits_free(hits, n_hits);
+    mem_stats_free(&st);
     if (rc) {
+        json_decref(r);
         *http_status = status_for(rc);
         if (errlen && !err[0]) {
             if (rc == AIOS_EIO) snprintf(err, errlen, "the memory database failed; see the kernel log");
             else snprintf(err, errlen, "%s", aios_strerror(rc));
         }
+        return rc;
     }
+    *resp = r;
+    return 0;
+}
+
+int mem_manager_exec_json(struct mem_manager *m, const char *agent, const char *op,
+                          json_t *params, json_t **resp, int *http_status, char *err,
+                          size_t errlen)
+{
+    *resp = NULL;
+    struct mem_req *req = NULL;
+    int rc = mem_req_parse(op, params, &req, err, errlen);
+    if (rc) {
+        *http_status = status_for(rc);
+        return rc;
+    }
+    rc = mem_manager_exec(m, agent, req, resp, http_status, err, errlen);
+    mem_req_free(req);
     return rc;
 }
 
 /* ---- lifecycle ---- */
 
-int mem_manager_open(struct mem_manager **out, const struct mem_opts *o, struct kernel *k,
-                     char *err, size_t errlen)
+int mem_manager_open(struct mem_manager **out, const struct mem_opts *o,
+                     const struct mem_deps *deps, char *err, size_t errlen)
 {
     *out = NULL;
     struct mem_manager *m = calloc(1, sizeof *m);
     if (!m) return AIOS_ENOMEM;
     m->o = *o;
     m->o.db_path = strdup(o->db_path ? o->db_path : "memory.db");
-    m->k = k;
+    if (deps) m->d = *deps;
+    m->st = m->d.store ? m->d.store : &mem_store_sqlite;
     pthread_mutex_init(&m->mu, NULL);
     if (!m->o.db_path) {
         mem_manager_close(m);
@@ -1050,9 +962,9 @@ int mem_manager_open(struct mem_manager **out, const struct mem_opts *o, struct 
         }
         free(dir);
     }
-    int rc = mem_store_open(&m->store, m->o.db_path, m->o.full_sync, err, errlen);
+    int rc = m->st->open(&m->store, m->o.db_path, m->o.full_sync, err, errlen);
     bool reset = false;
-    if (!rc && m->o.emb) rc = mem_store_vec_model(m->store, emb_fingerprint(m->o.emb), &reset);
+    if (!rc && m->o.emb) rc = m->st->vec_model(m->store, emb_fingerprint(m->o.emb), &reset);
     if (rc) {
         if (!err[0]) snprintf(err, errlen, "memory database %s: cannot set up vectors", m->o.db_path);
         mem_manager_close(m);
@@ -1075,13 +987,14 @@ void mem_manager_close(struct mem_manager *m)
             a = n;
         }
     }
-    mem_store_close(m->store);
+    if (m->store) m->st->close(m->store);
     pthread_mutex_destroy(&m->mu);
     free(m->o.db_path);
     free(m);
 }
 
 struct mem_store *mem_manager_store(struct mem_manager *m) { return m->store; }
+const struct mem_store_ops *mem_manager_store_ops(const struct mem_manager *m) { return m->st; }
 const struct mem_opts *mem_manager_opts(const struct mem_manager *m) { return &m->o; }
 
 static int cfg_int(const struct aios_config *cfg, const char *key, long long lo, long long hi,
@@ -1189,83 +1102,3 @@ void mem_opts_free(struct mem_opts *o)
     o->db_path = NULL;
 }
 
-/* The executor: one memory syscall on a pool thread. */
-static void mem_exec(struct syscall *sc, void *ud)
-{
-    struct mem_manager *m = ud;
-    struct kq_req *req = sc->req;
-    json_t *resp = NULL;
-    int status = 0;
-    char err[SYSCALL_ERRMSG_MAX];
-    int rc = mem_manager_exec(m, sc->agent, req->op, req->params, &resp, &status, err, sizeof err);
-    if (rc) {
-        syscall_fail(sc, rc == MEM_EEXISTS ? AIOS_EINVAL : rc, status, "%s", err);
-        return;
-    }
-    struct kq_res *res = kq_res_new(resp);
-    if (!res) {
-        syscall_fail(sc, AIOS_ENOMEM, 500, "out of memory");
-        return;
-    }
-    syscall_finish(sc, res, kq_res_free);
-}
-
-int mem_start(struct kernel *k, char *err, size_t errlen)
-{
-    struct mem_opts o;
-    int rc = mem_opts_from_config(&k->cfg, &o, err, errlen);
-    if (rc) return rc;
-    o.emb = k->embed;
-    rc = mem_manager_open(&k->memory, &o, k, err, errlen);
-    if (!rc) {
-        rc = kernel_register_executor(k, SYSCALL_KIND_MEMORY, o.workers, mem_exec, k->memory);
-        if (rc) snprintf(err, errlen, "cannot start the memory workers: %s", aios_strerror(rc));
-        else LOG_INFO("memory", "notes in %s; working set %zu bytes per agent", o.db_path,
-                      o.quota_bytes);
-    }
-    mem_opts_free(&o);
-    return rc;
-}
-
-void mem_auto_extract(struct kernel *k, struct syscall *sc)
-{
-    struct mem_manager *m = k ? k->memory : NULL;
-    if (!m || !m->o.auto_extract || sc->kind != SYSCALL_KIND_LLM || !sc->req || !sc->res) return;
-    struct llm_req *req = sc->req;
-    struct llm_res *res = sc->res;
-    const char *user = NULL;
-    for (size_t i = req->n_msgs; i-- > 0;) {
-        if (!strcmp(req->msgs[i].role, "user")) {
-            user = req->msgs[i].content;
-            break;
-        }
-    }
-    if (!user) return;
-    /* keep the note under max_note_bytes: each side gets at most a third */
-    int cap = (int)(m->o.max_note_bytes / 3);
-    int ul = (int)strnlen(user, (size_t)cap), al = (int)(res->len < (size_t)cap ? res->len : (size_t)cap);
-    while (ul > 0 && user[ul] && ((unsigned char)user[ul] & 0xC0) == 0x80) ul--;
-    while (al > 0 && (size_t)al < res->len && ((unsigned char)res->text[al] & 0xC0) == 0x80) al--;
-    size_t n = (size_t)ul + (size_t)al + 32;
-    char *content = malloc(n);
-    if (!content) return;
-    snprintf(content, n, "User: %.*s\nAssistant: %.*s", ul, user, al, res->text ? res->text : "");
-    json_t *params = json_pack("{s:s,s:s,s:s}", "content", content, "category", "conversation",
-                               "context", "conversation");
-    free(content);
-    struct kq_req *kq = params ? kq_req_new("add_memory", params) : NULL;
-    struct syscall *mc = kq ? syscall_new(SYSCALL_KIND_MEMORY, sc->agent, NULL, kq, kq_req_free) : NULL;
-    if (!mc) {
-        LOG_WARN("memory", "auto_extract: out of memory; the turn of %s is not stored", sc->agent);
-        return;
-    }
-    if (sched_submit(k->sched, mc))
-        LOG_WARN("memory", "auto_extract: cannot queue the note for %s (shutting down)", sc->agent);
-    syscall_unref(mc); /* the scheduler holds its own reference until it is done */
-}
-
-void mem_stop(struct kernel *k)
-{
-    mem_manager_close(k->memory);
-    k->memory = NULL;
-}

@@ -19,6 +19,10 @@
  * greedy sampling, so the cost is bounded: on the tiny test model this is a
  * few milliseconds, on a 7B model on CPU a few seconds.
  *
+ * The manager does not call this file's model part itself: the kernel
+ * gives mem_agentic_analyze() as the manager's analysis callback
+ * (mem_kernel.c); a manager without one uses mem_analysis_keywords().
+ *
  * Threads: runs on a memory pool thread, which blocks until the LLM syscall
  * is final. It holds no lock meanwhile. The wait cannot be abandoned early
  * (the engine calls our notify callback, whose state lives on this stack),
@@ -109,7 +113,7 @@ json_t *mem_extract_keywords(const char *text, int max)
         n++;
         if (n >= 4096) break; /* enough to rank a note */
     }
-    qsort(ws, (size_t)n, sizeof *ws, cmp_word);
+    if (n > 0) qsort(ws, (size_t)n, sizeof *ws, cmp_word); /* no word: ws is NULL */
     for (int i = 0; i < n; i++) {
         if (i < max) json_array_append_new(out, json_string(ws[i].w));
         free(ws[i].w);
@@ -254,6 +258,28 @@ static json_t *str_array(json_t *v, int max)
     return a;
 }
 
+/* what the model's answer lacked (got: how many of the three it gave),
+ * from keyword extraction */
+static int fill_missing(const char *content, int got, struct mem_analysis *out)
+{
+    json_t *kw = NULL;
+    if (!out->keywords || !out->tags) kw = mem_extract_keywords(content, 5);
+    if (!out->keywords) out->keywords = json_deep_copy(kw);
+    if (!out->tags) {
+        out->tags = json_array();
+        for (size_t i = 0; i < 3 && i < json_array_size(kw); i++)
+            json_array_append(out->tags, json_array_get(kw, i));
+    }
+    json_decref(kw);
+    if (!out->context) out->context = first_sentence(content);
+    out->source = got == 3 ? "model" : got > 0 ? "model+keywords" : "keywords";
+    if (!out->keywords || !out->tags || !out->context) {
+        mem_analysis_free(out);
+        return AIOS_ENOMEM;
+    }
+    return 0;
+}
+
 int mem_agentic_analyze(struct kernel *k, const char *agent, const char *content, int max_tokens,
                         struct mem_analysis *out)
 {
@@ -278,20 +304,11 @@ int mem_agentic_analyze(struct kernel *k, const char *agent, const char *content
                  aios_strerror(rc));
     }
     free(text);
-    json_t *kw = NULL;
-    if (!out->keywords || !out->tags) kw = mem_extract_keywords(content, 5);
-    if (!out->keywords) out->keywords = json_deep_copy(kw);
-    if (!out->tags) {
-        out->tags = json_array();
-        for (size_t i = 0; i < 3 && i < json_array_size(kw); i++)
-            json_array_append(out->tags, json_array_get(kw, i));
-    }
-    json_decref(kw);
-    if (!out->context) out->context = first_sentence(content);
-    out->source = got == 3 ? "model" : got > 0 ? "model+keywords" : "keywords";
-    if (!out->keywords || !out->tags || !out->context) {
-        mem_analysis_free(out);
-        return AIOS_ENOMEM;
-    }
-    return 0;
+    return fill_missing(content, got, out);
+}
+
+int mem_analysis_keywords(const char *content, struct mem_analysis *out)
+{
+    memset(out, 0, sizeof *out);
+    return fill_missing(content, 0, out);
 }

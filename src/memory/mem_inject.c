@@ -3,9 +3,10 @@
  * Purpose: AIOS's personalisation option. Before an LLM call's prompt is
  * made (api/aios_query.c and api/openai.c call mem_auto_inject() just
  * before api_llm_prepare()), the last user message is used as a retrieval
- * query over the caller's notes (retrieve_memory_raw: the same ranking as
- * retrieve_memory, BM25 or hybrid BM25 + cosine with an embedding model,
- * but read-only: nothing is counted, no write on this path), and the best
+ * query over the caller's notes (mem_retrieve(), read-only like
+ * retrieve_memory_raw: the same ranking as retrieve_memory, BM25 or hybrid
+ * BM25 + cosine with an embedding model, but nothing is counted, no write
+ * on this path), and the best
  * notes are added to the chat as a system message within a token budget.
  *
  * Budget: the prompt is tokenized later by the core, whose tokenizer this
@@ -121,38 +122,30 @@ int mem_auto_inject(struct kernel *k, const char *agent, struct llm_req *req)
         }
     }
     if (!user || !*user) return 0;
-    /* no back-fill of missing vectors on this (HTTP) thread */
-    json_t *params = json_pack("{s:s,s:i,s:b}", "content", user, "k", o->inject_k, "_backfill", 0),
-           *resp = NULL;
-    if (!params) return AIOS_ENOMEM;
-    int status = 0;
+    /* no back-fill of missing vectors on this (HTTP) thread; read-only */
+    struct mem_retrieve_params p = {.query = (char *)user, .query_len = strlen(user),
+                                    .k = o->inject_k, .backfill = false};
+    struct mem_hit *hits = NULL;
+    size_t n = 0;
     char err[256] = "";
-    int rc = mem_manager_exec(m, agent, "retrieve_memory_raw", params, &resp, &status, err,
-                              sizeof err);
-    json_decref(params);
+    int rc = mem_retrieve(m, agent, &p, false, &hits, &n, err, sizeof err);
     if (rc) {
         LOG_WARN("memory", "auto_inject for %s: retrieval failed (%s); the chat goes on without "
-                 "notes", agent, err);
+                 "notes", agent, err[0] ? err : aios_strerror(rc));
         return 0;
     }
-    json_t *list = json_object_get(resp, "search_results");
-    size_t n = json_array_size(list);
     const char **notes = n ? calloc(n, sizeof *notes) : NULL;
     size_t used = 0;
     char *text = NULL;
     if (n && notes) {
-        for (size_t i = 0; i < n; i++) {
-            const char *c = json_string_value(json_object_get(json_array_get(list, i), "content"));
-            notes[i] = c ? c : "";
-        }
+        for (size_t i = 0; i < n; i++) notes[i] = hits[i].note->content;
         text = mem_inject_text(notes, n, o->inject_max_tokens, &used);
     }
     free(notes);
     rc = 0;
     if (text && (rc = add_system(req, text)) == 0) {
         json_t *ids = json_array();
-        for (size_t i = 0; i < used; i++)
-            json_array_append(ids, json_object_get(json_array_get(list, i), "memory_id"));
+        for (size_t i = 0; i < used; i++) json_array_append_new(ids, json_string(hits[i].note->id));
         json_decref(req->memory);
         req->memory = json_pack("{s:o,s:i,s:i,s:s}", "memory_ids", ids, "n_notes", (int)used,
                                 "est_tokens", mem_inject_est_tokens(strlen(text)), "text", text);
@@ -160,6 +153,6 @@ int mem_auto_inject(struct kernel *k, const char *agent, struct llm_req *req)
                   mem_inject_est_tokens(strlen(text)));
     }
     free(text);
-    json_decref(resp);
+    mem_hits_free(hits, n);
     return rc;
 }

@@ -1,4 +1,5 @@
-/* The durable tier of agent memory.
+/* The durable tier of agent memory: the SQLite store (mem_store_sqlite, the
+ * one implementation of struct mem_store_ops; see mem_store.h).
  *
  * One SQLite database (memory.db under data_dir by default) in WAL mode:
  *
@@ -928,3 +929,24 @@ int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h
     conn_give(s, c);
     return rc;
 }
+
+const struct mem_store_ops mem_store_sqlite = {
+    .name = "sqlite",
+    .open = mem_store_open,
+    .close = mem_store_close,
+    .insert = mem_store_insert,
+    .insert_many = mem_store_insert_many,
+    .get = mem_store_get,
+    .update = mem_store_update,
+    .remove = mem_store_delete,
+    .touch = mem_store_touch,
+    .count = mem_store_count,
+    .search = mem_store_search,
+    .search_ids = mem_store_search_ids,
+    .bm25_of = mem_store_bm25_of,
+    .get_nids = mem_store_get_nids,
+    .vec_model = mem_store_vec_model,
+    .vec_set = mem_store_vec_set,
+    .vec_missing = mem_store_vec_missing,
+    .vec_scan = mem_store_vec_scan,
+};

@@ -1,5 +1,13 @@
-/* The durable tier of agent memory: notes in one SQLite database (WAL) with
- * an FTS5 index for BM25 retrieval. See mem_store.c. */
+/* The durable tier of agent memory behind a small interface.
+ *
+ * The manager (mem.c) reaches its store only through a table of functions,
+ * struct mem_store_ops; struct mem_store is an opaque handle each
+ * implementation defines for itself. There is one implementation today,
+ * mem_store_sqlite: notes in one SQLite database (WAL) with an FTS5 index
+ * for BM25 retrieval (mem_store.c, whose functions are declared below the
+ * table: the unit tests and the memory benchmark call them directly).
+ * Another store (a database server) is another table; the manager does not
+ * change. */
 #ifndef AIOS_MEMORY_MEM_STORE_H
 #define AIOS_MEMORY_MEM_STORE_H
 
@@ -22,6 +30,52 @@ struct mem_hit {
 };
 
 struct emb_hit; /* llm/embed.h: a row id (here the note's) and its cosine */
+
+/* What the memory manager needs of a store. Every call but open and close
+ * is thread safe and is its own transaction (a store that batches, such as
+ * insert_many, touch or vec_set, does so inside one call): the manager
+ * never holds a transaction across calls. The calls return 0 or a negative
+ * AIOS_E*: AIOS_ENOTFOUND for an absent note, MEM_EEXISTS for a duplicate
+ * id, AIOS_EIO for a failure of the store. Each member is documented at
+ * the SQLite function of the same name below. */
+struct mem_store_ops {
+    const char *name;
+    int (*open)(struct mem_store **out, const char *path, bool full_sync, char *err,
+                size_t errlen);
+    void (*close)(struct mem_store *s);
+    /* notes of one agent (the namespace), by id */
+    int (*insert)(struct mem_store *s, const char *agent, const struct mem_note *n);
+    int (*insert_many)(struct mem_store *s, const char *agent, struct mem_note *const *n,
+                       size_t count);
+    int (*get)(struct mem_store *s, const char *agent, const char *id, struct mem_note **out);
+    int (*update)(struct mem_store *s, const char *agent, const struct mem_note *n);
+    int (*remove)(struct mem_store *s, const char *agent, const char *id);
+    int (*touch)(struct mem_store *s, const char *agent, const char *const *ids, size_t n,
+                 const char *ts);
+    int (*count)(struct mem_store *s, const char *agent, long long *out);
+    /* BM25 retrieval */
+    int (*search)(struct mem_store *s, const char *agent, const char *text, int k,
+                  struct mem_hit **hits, size_t *n_hits);
+    int (*search_ids)(struct mem_store *s, const char *agent, const char *text, int k,
+                      struct mem_hit *out, size_t *n_out);
+    int (*bm25_of)(struct mem_store *s, const char *text, struct mem_hit *h, size_t n);
+    int (*get_nids)(struct mem_store *s, const char *agent, struct mem_hit *h, size_t n);
+    /* embedding vectors (hybrid retrieval) */
+    int (*vec_model)(struct mem_store *s, const char *fingerprint, bool *reset);
+    int (*vec_set)(struct mem_store *s, const char *agent, const char *const *ids,
+                   const float *vecs, size_t n, int dim);
+    int (*vec_missing)(struct mem_store *s, const char *agent, int limit, json_t **out);
+    int (*vec_scan)(struct mem_store *s, const char *agent, const float *q, int dim,
+                    struct emb_hit **hits, size_t *n_hits);
+};
+
+/* the SQLite implementation (mem_store.c) */
+extern const struct mem_store_ops mem_store_sqlite;
+
+/* hits of search/get_nids: frees each note and the array (any store) */
+void mem_hits_free(struct mem_hit *hits, size_t n);
+
+/* ---- the SQLite store: the functions of mem_store_sqlite ---- */
 
 /* Open (creating) the database at path. full_sync: PRAGMA synchronous=FULL
  * (each commit survives power loss) instead of NORMAL (survives a crash of
@@ -53,7 +107,6 @@ int mem_store_touch(struct mem_store *s, const char *agent, const char *const *i
  * mem_hits_free); *n_hits may be 0. */
 int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
                      struct mem_hit **hits, size_t *n_hits);
-void mem_hits_free(struct mem_hit *hits, size_t n);
 int mem_store_count(struct mem_store *s, const char *agent, long long *out);
 
 /* ---- embedding vectors (hybrid retrieval) ----

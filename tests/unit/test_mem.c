@@ -209,7 +209,7 @@ static json_t *exec_ok(struct mem_manager *m, const char *agent, const char *op,
     assert_non_null(p);
     int st = 0;
     char err[512] = "";
-    int rc = mem_manager_exec(m, agent, op, p, &r, &st, err, sizeof err);
+    int rc = mem_manager_exec_json(m, agent, op, p, &r, &st, err, sizeof err);
     json_decref(p);
     if (rc) fail_msg("%s %s: %d %s", op, params, st, err);
     assert_string_equal(json_string_value(json_object_get(r, "response_class")), "memory");
@@ -224,7 +224,7 @@ static void exec_err(struct mem_manager *m, const char *agent, const char *op, c
     assert_non_null(p);
     int st = 0;
     char err[512] = "";
-    int rc = mem_manager_exec(m, agent, op, p, &r, &st, err, sizeof err);
+    int rc = mem_manager_exec_json(m, agent, op, p, &r, &st, err, sizeof err);
     json_decref(p);
     assert_true(rc < 0);
     assert_null(r);
@@ -576,14 +576,14 @@ static void *work(void *arg)
         snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\",\"content\":\"worker %d writes note %d about apples\"}",
                  w->tag, i, w->tag, i);
         params = json_loads(p, 0, NULL);
-        if (mem_manager_exec(w->m, w->agent, "add_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        if (mem_manager_exec_json(w->m, w->agent, "add_memory", params, &r, &st, err, sizeof err)) w->failures++;
         else w->n_added++;
         json_decref(params);
         json_decref(r);
         r = NULL;
         snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\"}", w->tag, i);
         params = json_loads(p, 0, NULL);
-        if (mem_manager_exec(w->m, w->agent, "get_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        if (mem_manager_exec_json(w->m, w->agent, "get_memory", params, &r, &st, err, sizeof err)) w->failures++;
         json_decref(r);
         r = NULL;
         json_decref(params);
@@ -591,14 +591,14 @@ static void *work(void *arg)
         snprintf(p, sizeof p, "{\"memory_id\":\"w%d-%d\"}", w->tag, i / 2);
         params = json_loads(p, 0, NULL);
         if (i % 5 == 4) {
-            if (mem_manager_exec(w->m, w->agent, "remove_memory", params, &r, &st, err, sizeof err)) w->failures++;
+            if (mem_manager_exec_json(w->m, w->agent, "remove_memory", params, &r, &st, err, sizeof err)) w->failures++;
             else w->n_removed++;
             json_decref(r);
             r = NULL;
         }
         json_decref(params);
         params = json_pack("{s:s,s:i}", "content", "apples note", "k", 3);
-        if (mem_manager_exec(w->m, w->agent, "retrieve_memory", params, &r, &st, err, sizeof err)) w->failures++;
+        if (mem_manager_exec_json(w->m, w->agent, "retrieve_memory", params, &r, &st, err, sizeof err)) w->failures++;
         json_decref(r);
         json_decref(params);
     }
@@ -636,7 +636,7 @@ static void test_concurrent_agents(void **state)
         json_t *params = json_loads(p, 0, NULL), *r = NULL;
         int st;
         char err[256];
-        int rc = mem_manager_exec(m, "shared", "get_memory", params, &r, &st, err, sizeof err);
+        int rc = mem_manager_exec_json(m, "shared", "get_memory", params, &r, &st, err, sizeof err);
         /* removed: ids i/2 for i % 5 == 4, i.e. 2, 4, 7, 9, ... */
         bool removed = false;
         for (int j = 4; j < N_OPS; j += 5)

@@ -73,7 +73,7 @@ static json_t *exec_ok(struct mem_manager *m, const char *agent, const char *op,
     json_t *r = NULL;
     int st = 0;
     char err[512] = "";
-    int rc = mem_manager_exec(m, agent, op, p, &r, &st, err, sizeof err);
+    int rc = mem_manager_exec_json(m, agent, op, p, &r, &st, err, sizeof err);
     json_decref(p);
     if (rc) fail_msg("%s: %d %s", op, st, err);
     return r;
