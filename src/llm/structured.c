@@ -486,8 +486,10 @@ static int rewrite_messages(const struct llm_structured *st, struct llm_req *req
         json_t *calls = json_object_get(jm, "tool_calls");
         if (!strcmp(src->role, "tool")) {
             struct buf b = {0};
-            bool merge = o > 0 && m[o - 1].role && !strcmp(m[o - 1].role, "user") &&
-                         i > 0 && !strcmp(req->msgs[i - 1].role, "tool");
+            /* a run of tool results is one user turn; msgs[i - 1].role is
+             * NULL when that message was moved (it was not a tool result) */
+            bool merge = o > 0 && m[o - 1].role && !strcmp(m[o - 1].role, "user") && i > 0 &&
+                         req->msgs[i - 1].role && !strcmp(req->msgs[i - 1].role, "tool");
             if (merge) {
                 buf_puts(&b, m[o - 1].content);
                 buf_puts(&b, "\n");
