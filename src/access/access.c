@@ -296,16 +296,21 @@ static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_
     return r;
 }
 
-static const char *request_token(struct api_req *r)
+const char *acc_token_of(const char *authorization, const char *agent_token)
 {
-    const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    const char *a = authorization;
     if (a && !strncasecmp(a, "Bearer ", 7)) {
         a += 7;
         while (*a == ' ') a++;
         if (*a) return a;
     }
-    const char *t = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent-Token");
-    return t && *t ? t : NULL;
+    return agent_token && *agent_token ? agent_token : NULL;
+}
+
+static const char *request_token(struct api_req *r)
+{
+    return acc_token_of(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization"),
+                        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent-Token"));
 }
 
 static bool from_loopback(struct api_req *r)

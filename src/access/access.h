@@ -33,6 +33,10 @@ void acc_stop(struct kernel *k);
  * Returns true when the request may go on; false when it answered it
  * (401/403) and *sent holds MHD's result. */
 bool acc_gate(struct api_req *r, enum MHD_Result *sent);
+/* The token a request carries: `Authorization: Bearer T` (scheme in any
+ * case, spaces after it skipped), else `X-Aios-Agent-Token: T`; NULL when
+ * neither gives a non-empty one. Pure: the header values, or NULL. */
+const char *acc_token_of(const char *authorization, const char *agent_token);
 
 /* Run by http.c before it queues a syscall for a request (after the
  * gate). LLM calls: the token budget of the agent's group (budget.c), 429
