@@ -1,11 +1,17 @@
 # Thin wrapper over CMake. `make` builds build/aios, `make test` runs every
 # test through CTest, `make run` runs the demonstration, `make asan` builds
-# with AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/.
+# with AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/, `make
+# fuzz` builds the libFuzzer targets with clang into build-fuzz/ and runs
+# each for FUZZ_S seconds, keeping new corpus entries (tests/fuzz/).
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps llama configure test run asan asan-test bench clean ui-test
+FUZZ_S       ?= 600
+FUZZ_TARGETS ?= chat query schema config path calc mcp remote agent headers
+FUZZ_JOBS    ?= 1
+
+.PHONY: all deps llama configure test run asan asan-test bench clean fuzz fuzz-build ui-test
 
 all: configure
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -36,5 +42,26 @@ asan:
 asan-test: asan
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) --timeout 900
 
+# Each target runs FUZZ_S seconds on a scratch corpus seeded from
+# tests/fuzz/corpus/<t>; then the inputs that reach new code (edges, not
+# hit counts, to keep the corpus small) are merged back into
+# tests/fuzz/corpus/<t> (libFuzzer -merge=1). FUZZ_JOBS targets run at
+# once. A crash stops `make fuzz` and leaves crash-* in build-fuzz/fuzz-out/<t>.
+fuzz-build: deps
+	@prefix="$$(scripts/llama.sh)" && \
+	  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DAIOS_FUZZ=ON -DLLAMA_PREFIX="$$prefix" >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzzers
+
+fuzz: fuzz-build
+	@printf '%s\n' $(FUZZ_TARGETS) | xargs -P $(FUZZ_JOBS) -I{} sh -c '\
+	  t={}; out=build-fuzz/fuzz-out/$$t; mkdir -p $$out/scratch && \
+	  cd $$out && AIOS_LOG=error ../../tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_S) \
+	    -print_final_stats=1 -rss_limit_mb=4096 -timeout=30 \
+	    $$(case $$t in config|path|calc|headers) ;; *) echo -dict=../../../tests/fuzz/json.dict;; esac) scratch ../../../tests/fuzz/corpus/$$t \
+	    > log.txt 2>&1 || { tail -40 log.txt; echo "fuzz: $$t CRASHED (build-fuzz/fuzz-out/$$t)"; exit 255; }; \
+	  ../../tests/fuzz/fuzz_$$t -merge=1 -use_counters=0 ../../../tests/fuzz/corpus/$$t scratch > merge.txt 2>&1; \
+	  echo "fuzz: $$t: $$(grep DONE log.txt | tail -1 | grep -o "cov: [0-9]* ft: [0-9]*") $$(grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" log.txt | tr -s " " | tr "\n" " ")"'
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -302,16 +302,20 @@ static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_
     return r;
 }
 
-static const char *request_token(const struct acc_req *r)
+const char *acc_token_of(const char *authorization, const char *agent_token)
 {
-    const char *a = r->authorization;
+    const char *a = authorization;
     if (a && !strncasecmp(a, "Bearer ", 7)) {
         a += 7;
         while (*a == ' ') a++;
         if (*a) return a;
     }
-    const char *t = r->token_header;
-    return t && *t ? t : NULL;
+    return agent_token && *agent_token ? agent_token : NULL;
+}
+
+static const char *request_token(const struct acc_req *r)
+{
+    return acc_token_of(r->authorization, r->token_header);
 }
 
 /* ---- privilege groups ---- */

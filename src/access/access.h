@@ -19,6 +19,12 @@ struct aios_config;
 struct agent_factory;
 struct sched;
 struct sto;
+
+/* The token a request carries: `Authorization: Bearer T` (scheme in any
+ * case, spaces after it skipped), else `X-Aios-Agent-Token: T`; NULL when
+ * neither gives a non-empty one. Pure: the header values, or NULL. */
+const char *acc_token_of(const char *authorization, const char *agent_token);
+
 struct syscall;
 struct tool;
 

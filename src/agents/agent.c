@@ -150,6 +150,68 @@ static bool path_escapes(const char *rel)
     return false;
 }
 
+/* The checks of a parsed config.json (pkg->config, pkg->dir set): name,
+ * description, tools, meta, build.entry inside the package, build.module;
+ * fills name, entry and module. Pure (the entry's existence is checked by
+ * agent_pkg_load); `where` names the file in messages. */
+int agent_pkg_check(struct agent_pkg *pkg, const char *where, char *err, size_t errlen)
+{
+    const char *path = where;
+    json_t *c = pkg->config;
+    if (!json_is_object(c)) {
+        snprintf(err, errlen, "%s: must be a JSON object", path);
+        return AIOS_EINVAL;
+    }
+    json_t *name = json_object_get(c, "name");
+    if (!json_is_string(name) || json_string_length(name) == 0) {
+        snprintf(err, errlen, "%s: 'name' must be a non-empty string", path);
+        return AIOS_EINVAL;
+    }
+    json_t *desc = json_object_get(c, "description");
+    if (desc && !json_is_string(desc) && !json_is_array(desc)) {
+        snprintf(err, errlen, "%s: 'description' must be a string or a list of strings", path);
+        return AIOS_EINVAL;
+    }
+    json_t *tools = json_object_get(c, "tools"), *t;
+    size_t i;
+    if (tools && !json_is_array(tools)) {
+        snprintf(err, errlen, "%s: 'tools' must be a list of tool names", path);
+        return AIOS_EINVAL;
+    }
+    json_array_foreach(tools, i, t) if (!json_is_string(t))
+    {
+        snprintf(err, errlen, "%s: tools[%zu] must be a string such as \"author/name\"", path, i);
+        return AIOS_EINVAL;
+    }
+    json_t *meta = json_object_get(c, "meta");
+    if (meta && !json_is_object(meta)) {
+        snprintf(err, errlen, "%s: 'meta' must be an object {author, version, license}", path);
+        return AIOS_EINVAL;
+    }
+    json_t *build = json_object_get(c, "build");
+    json_t *entry = json_object_get(build, "entry");
+    json_t *module = json_object_get(build, "module");
+    if (!json_is_object(build) || !json_is_string(entry) || json_string_length(entry) == 0) {
+        snprintf(err, errlen, "%s: 'build.entry' must name the agent's entry file "
+                 "(e.g. \"agent.py\" or \"run.sh\")", path);
+        return AIOS_EINVAL;
+    }
+    if (module && !json_is_null(module) && !json_is_string(module)) {
+        snprintf(err, errlen, "%s: 'build.module' must be a string", path);
+        return AIOS_EINVAL;
+    }
+    if (path_escapes(json_string_value(entry))) {
+        snprintf(err, errlen, "%s: 'build.entry' must be a path inside the package", path);
+        return AIOS_EINVAL;
+    }
+    pkg->name = strdup(json_string_value(name));
+    if (asprintf(&pkg->entry, "%s/%s", pkg->dir, json_string_value(entry)) < 0) pkg->entry = NULL;
+    if (json_is_string(module) && json_string_length(module))
+        pkg->module = strdup(json_string_value(module));
+    if (!pkg->name || !pkg->entry) return AIOS_ENOMEM;
+    return 0;
+}
+
 int agent_pkg_load(struct agent_pkg *pkg, const char *dir, char *err, size_t errlen)
 {
     memset(pkg, 0, sizeof *pkg);
@@ -177,62 +239,9 @@ int agent_pkg_load(struct agent_pkg *pkg, const char *dir, char *err, size_t err
         }
         goto fail;
     }
-    json_t *c = pkg->config;
-    if (!json_is_object(c)) {
-        snprintf(err, errlen, "%s: must be a JSON object", path);
-        goto fail;
-    }
-    json_t *name = json_object_get(c, "name");
-    if (!json_is_string(name) || json_string_length(name) == 0) {
-        snprintf(err, errlen, "%s: 'name' must be a non-empty string", path);
-        goto fail;
-    }
-    json_t *desc = json_object_get(c, "description");
-    if (desc && !json_is_string(desc) && !json_is_array(desc)) {
-        snprintf(err, errlen, "%s: 'description' must be a string or a list of strings", path);
-        goto fail;
-    }
-    json_t *tools = json_object_get(c, "tools"), *t;
-    size_t i;
-    if (tools && !json_is_array(tools)) {
-        snprintf(err, errlen, "%s: 'tools' must be a list of tool names", path);
-        goto fail;
-    }
-    json_array_foreach(tools, i, t) if (!json_is_string(t))
-    {
-        snprintf(err, errlen, "%s: tools[%zu] must be a string such as \"author/name\"", path, i);
-        goto fail;
-    }
-    json_t *meta = json_object_get(c, "meta");
-    if (meta && !json_is_object(meta)) {
-        snprintf(err, errlen, "%s: 'meta' must be an object {author, version, license}", path);
-        goto fail;
-    }
-    json_t *build = json_object_get(c, "build");
-    json_t *entry = json_object_get(build, "entry");
-    json_t *module = json_object_get(build, "module");
-    if (!json_is_object(build) || !json_is_string(entry) || json_string_length(entry) == 0) {
-        snprintf(err, errlen, "%s: 'build.entry' must name the agent's entry file "
-                 "(e.g. \"agent.py\" or \"run.sh\")", path);
-        goto fail;
-    }
-    if (module && !json_is_null(module) && !json_is_string(module)) {
-        snprintf(err, errlen, "%s: 'build.module' must be a string", path);
-        goto fail;
-    }
-    if (path_escapes(json_string_value(entry))) {
-        snprintf(err, errlen, "%s: 'build.entry' must be a path inside the package", path);
-        goto fail;
-    }
-    pkg->name = strdup(json_string_value(name));
-    snprintf(path, sizeof path, "%s/%s", pkg->dir, json_string_value(entry));
-    pkg->entry = strdup(path);
-    if (json_is_string(module) && json_string_length(module))
-        pkg->module = strdup(json_string_value(module));
-    if (!pkg->name || !pkg->entry) {
-        rc = AIOS_ENOMEM;
-        goto fail;
-    }
+    rc = agent_pkg_check(pkg, path, err, errlen);
+    if (rc) goto fail;
+    rc = AIOS_EINVAL;
     if (access(pkg->entry, R_OK) != 0) {
         snprintf(err, errlen, "agent %s: its entry %s does not exist (build.entry in config.json)",
                  pkg->name, pkg->entry);

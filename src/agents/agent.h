@@ -28,6 +28,11 @@ struct agent_pkg {
 /* Load and validate dir/config.json. 0, AIOS_ENOTFOUND (no such folder or
  * no config.json) or AIOS_EINVAL with a message naming the field. */
 int agent_pkg_load(struct agent_pkg *pkg, const char *dir, char *err, size_t errlen);
+/* The validation part of agent_pkg_load for a parsed pkg->config with
+ * pkg->dir set (no I/O): fills name, entry, module. 0, AIOS_EINVAL with a
+ * message naming the field (where: the file's name for it), AIOS_ENOMEM.
+ * On error the caller frees pkg (agent_pkg_free). */
+int agent_pkg_check(struct agent_pkg *pkg, const char *where, char *err, size_t errlen);
 void agent_pkg_free(struct agent_pkg *pkg);
 
 enum agent_status {

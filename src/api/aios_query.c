@@ -496,25 +496,36 @@ static json_t *operate_file_tools(json_t *given, char *err, size_t errlen)
     return json_incref(given);
 }
 
-static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *qd, int prio,
-                                 bool prio_set)
+#define QFAIL(code, ...)                         \
+    do {                                         \
+        snprintf(err, errlen, __VA_ARGS__);      \
+        *status = (code);                        \
+        goto fail;                               \
+    } while (0)
+
+int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct llm_req **out,
+                      struct llm_core **core_out, enum api_query_action *action_out,
+                      unsigned *status, char *err, size_t errlen)
 {
-    char err[1024] = "";
+    *out = NULL;
+    *core_out = NULL;
+    *action_out = API_QUERY_CHAT;
+    *status = 400;
+    struct llm_req *req = NULL;
+    json_t *body = NULL;
+    char why[1024] = "";
     json_t *action = json_object_get(qd, "action_type");
     if (action && !json_is_null(action)) {
-        if (!json_is_string(action))
-            return api_send_error(r, 400, "invalid_request_error", "query_data.action_type must be a string");
+        if (!json_is_string(action)) QFAIL(400, "query_data.action_type must be a string");
         const char *a = json_string_value(action);
         if (strcmp(a, "chat") && strcmp(a, "chat_with_json_output") &&
             strcmp(a, "chat_with_tool_call_output") && strcmp(a, "call_tool") &&
             strcmp(a, "tool_use") && strcmp(a, "operate_file"))
-            return api_send_error(r, 400, "invalid_request_error",
-                                  "action_type '%s' is not known; one of chat, "
-                                  "chat_with_json_output, chat_with_tool_call_output, call_tool, "
-                                  "operate_file", a);
+            QFAIL(400, "action_type '%s' is not known; one of chat, chat_with_json_output, "
+                       "chat_with_tool_call_output, call_tool, operate_file", a);
     }
-    json_t *body = llm_to_openai(r->k, qd, err, sizeof err);
-    if (!body) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+    body = llm_to_openai(k, qd, why, sizeof why);
+    if (!body) QFAIL(400, "%s", why);
     /* JSON output: the given response_format, else any JSON object;
      * tool call output: tools are required and a call is forced unless
      * tool_choice says otherwise */
@@ -529,24 +540,19 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
     bool operate_file = act && !strcmp(act, "operate_file");
     if (call_tool || operate_file) {
         enum syscall_kind need = call_tool ? SYSCALL_KIND_TOOL : SYSCALL_KIND_STORAGE;
-        if (!r->k->pools[need]) {
-            json_decref(body);
-            return api_send_error(r, 501, "not_implemented",
-                                  "action_type '%s' needs the %s manager, which is not available "
-                                  "in this kernel", act, syscall_kind_name(need));
-        }
+        if (!k->pools[need])
+            QFAIL(501, "action_type '%s' needs the %s manager, which is not available in this "
+                       "kernel", act, syscall_kind_name(need));
         if (want_json) json_object_del(body, "response_format"); /* the output is tool calls */
     }
     if (operate_file) {
         /* the storage operations as tools, and a system prompt first */
-        json_t *tl = operate_file_tools(json_object_get(body, "tools"), err, sizeof err);
+        json_t *tl = operate_file_tools(json_object_get(body, "tools"), why, sizeof why);
         json_t *msgs = json_object_get(body, "messages");
-        if (!tl || !json_is_array(msgs)) {
+        if (!tl) QFAIL(400, "%s", why);
+        if (!json_is_array(msgs)) {
             json_decref(tl);
-            json_decref(body);
-            if (!tl) return api_send_error(r, 400, "invalid_request_error", "%s", err);
-            return api_send_error(r, 400, "invalid_request_error",
-                                  "query_data.messages must be a list of {\"role\", \"content\"}");
+            QFAIL(400, "query_data.messages must be a list of {\"role\", \"content\"}");
         }
         json_object_set_new(body, "tools", tl);
         json_t *nm = json_array();
@@ -559,99 +565,139 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
     }
     if (act && (!strcmp(act, "chat_with_tool_call_output") || call_tool || operate_file)) {
         json_t *tl = json_object_get(body, "tools");
-        if (!json_is_array(tl) || json_array_size(tl) == 0) {
-            json_decref(body);
-            return api_send_error(r, 400, "invalid_request_error",
-                                  "query_data.tools must list at least one tool for %s", act);
-        }
+        if (!json_is_array(tl) || json_array_size(tl) == 0)
+            QFAIL(400, "query_data.tools must list at least one tool for %s", act);
         if (!json_object_get(body, "tool_choice") || call_tool || operate_file)
             json_object_set_new(body, "tool_choice", json_string("required"));
     }
-    struct llm_req *req = calloc(1, sizeof *req);
+    req = calloc(1, sizeof *req);
+    if (!req) QFAIL(500, "out of memory");
     bool stream = false;
-    int rc = req ? api_openai_parse_chat(body, req, &stream, err, sizeof err) : AIOS_ENOMEM;
+    int rc = api_openai_parse_chat(body, req, &stream, why, sizeof why);
+    if (rc == AIOS_ENOMEM) QFAIL(500, "out of memory");
+    if (rc) QFAIL(400, "query_data: %s", why);
+    struct llm_core *core = kernel_find_core(k, req->model);
+    if (!core)
+        QFAIL(404, "model '%s' is not served by this kernel; GET /v1/models lists them",
+              req->model);
+    mem_auto_inject(k, agent, req); /* memory.auto_inject: the agent's relevant notes */
+    rc = api_llm_prepare(k, core, req, why, sizeof why);
+    if (rc == AIOS_ENOMEM) QFAIL(500, "out of memory");
+    if (rc) QFAIL(400, "%s", why);
     json_decref(body);
-    if (rc) {
-        llm_req_free(req);
-        if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
-        return api_send_error(r, 400, "invalid_request_error", "query_data: %s", err);
+    *out = req;
+    *core_out = core;
+    *action_out = call_tool ? API_QUERY_CALL_TOOL
+                            : operate_file ? API_QUERY_OPERATE_FILE : API_QUERY_CHAT;
+    *status = 200;
+    return 0;
+fail:
+    json_decref(body);
+    llm_req_free(req);
+    return AIOS_EINVAL;
+}
+
+static const char *status_type(unsigned status)
+{
+    switch (status) {
+    case 404: return "not_found_error";
+    case 500: return "server_error";
+    case 501: return "not_implemented";
+    default: return "invalid_request_error";
     }
-    struct llm_core *core = kernel_find_core(r->k, req->model);
-    if (!core) {
-        enum MHD_Result ret = api_send_error(r, 404, "not_found_error",
-                                             "model '%s' is not served by this kernel; "
-                                             "GET /v1/models lists them", req->model);
-        llm_req_free(req);
-        return ret;
-    }
-    mem_auto_inject(r->k, agent, req); /* memory.auto_inject: the agent's relevant notes */
-    rc = api_llm_prepare(r->k, core, req, err, sizeof err);
-    if (rc) {
-        llm_req_free(req);
-        if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
-        return api_send_error(r, 400, "invalid_request_error", "%s", err);
-    }
-    if (call_tool || operate_file) {
+}
+
+static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *qd, int prio,
+                                 bool prio_set)
+{
+    char err[1024] = "";
+    struct llm_req *req;
+    struct llm_core *core;
+    enum api_query_action act;
+    unsigned status;
+    if (api_query_llm_req(r->k, agent, qd, &req, &core, &act, &status, err, sizeof err))
+        return api_send_error(r, status, status_type(status), "%s", err);
+    if (act != API_QUERY_CHAT) {
         struct action_state *st = calloc(1, sizeof *st);
         if (!st) {
             llm_req_free(req);
             return api_send_error(r, 500, "server_error", "out of memory");
         }
-        st->kind = call_tool ? ACT_CALL_TOOL : ACT_OPERATE_FILE;
+        st->kind = act == API_QUERY_CALL_TOOL ? ACT_CALL_TOOL : ACT_OPERATE_FILE;
         r->state = st;
         r->state_free = action_free;
     }
     struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, core, req, llm_req_free);
     if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
     if (prio_set) syscall_set_priority(sc, prio);
-    return api_submit_and_wait(r, sc, call_tool || operate_file ? action_llm_done : llm_finish);
+    return api_submit_and_wait(r, sc, act != API_QUERY_CHAT ? action_llm_done : llm_finish);
+}
+
+int api_query_kq_req(enum syscall_kind kind, json_t *qd, struct kq_req **out, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
+    const char *op;
+    json_t *params;
+    if (kind == SYSCALL_KIND_TOOL) {
+        json_t *calls = json_object_get(qd, "tool_calls");
+        if (!json_is_array(calls)) {
+            snprintf(err, errlen, "query_data.tool_calls must be a list of {\"name\", \"parameters\"}");
+            return AIOS_EINVAL;
+        }
+        op = "call";
+        params = json_pack("{s:O}", "tool_calls", calls);
+    } else {
+        json_t *o = json_object_get(qd, "operation_type");
+        if (!json_is_string(o)) {
+            snprintf(err, errlen, "query_data.operation_type must be a string");
+            return AIOS_EINVAL;
+        }
+        json_t *p = json_object_get(qd, "params");
+        if (p && !json_is_null(p) && !json_is_object(p)) {
+            snprintf(err, errlen, "query_data.params must be an object");
+            return AIOS_EINVAL;
+        }
+        op = json_string_value(o);
+        params = json_is_object(p) ? json_deep_copy(p) : json_object();
+    }
+    *out = kq_req_new(op, params);
+    if (!*out) {
+        snprintf(err, errlen, "out of memory");
+        return AIOS_ENOMEM;
+    }
+    return 0;
 }
 
 static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum syscall_kind kind,
                                 json_t *qd, int prio, bool prio_set)
 {
-    const char *op;
-    json_t *params;
-    if (kind == SYSCALL_KIND_TOOL) {
-        json_t *calls = json_object_get(qd, "tool_calls");
-        if (!json_is_array(calls))
-            return api_send_error(r, 400, "invalid_request_error",
-                                  "query_data.tool_calls must be a list of {\"name\", \"parameters\"}");
-        op = "call";
-        params = json_pack("{s:O}", "tool_calls", calls);
-    } else {
-        json_t *o = json_object_get(qd, "operation_type");
-        if (!json_is_string(o))
-            return api_send_error(r, 400, "invalid_request_error",
-                                  "query_data.operation_type must be a string");
-        json_t *p = json_object_get(qd, "params");
-        if (p && !json_is_null(p) && !json_is_object(p))
-            return api_send_error(r, 400, "invalid_request_error", "query_data.params must be an object");
-        op = json_string_value(o);
-        params = json_is_object(p) ? json_deep_copy(p) : json_object();
-    }
+    char err[256];
+    struct kq_req *req;
+    int rc = api_query_kq_req(kind, qd, &req, err, sizeof err);
+    if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
+    if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", err);
     if (!r->k->pools[kind]) {
-        json_decref(params);
+        kq_req_free(req);
         return api_send_error(r, 501, "not_implemented",
                               "the %s manager is not available in this kernel yet",
                               syscall_kind_name(kind));
     }
     struct syscall *sc;
     if (kind == SYSCALL_KIND_STORAGE) {
-        sc = params ? storage_syscall(agent, op, params) : NULL;
-        json_decref(params);
+        sc = storage_syscall(agent, req->op, req->params);
+        kq_req_free(req);
     } else if (kind == SYSCALL_KIND_MEMORY) {
         /* parsed once here; the memory manager sees the typed request */
         struct mem_req *mr = NULL;
-        char err[512];
-        int rc = mem_req_parse(op, params, &mr, err, sizeof err);
-        json_decref(params);
+        char merr[512];
+        rc = mem_req_parse(req->op, req->params, &mr, merr, sizeof merr);
+        kq_req_free(req);
         if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
-        if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", err);
+        if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", merr);
         sc = syscall_new(kind, agent, NULL, mr, mem_req_free);
     } else {
-        struct kq_req *req = kq_req_new(op, params);
-        sc = req ? syscall_new(kind, agent, NULL, req, kq_req_free) : NULL;
+        sc = syscall_new(kind, agent, NULL, req, kq_req_free);
     }
     if (!sc) return api_send_error(r, 500, "server_error", "out of memory");
     if (syscall_status_final(sc->status)) { /* a storage call that did not parse */
@@ -662,45 +708,61 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
     return api_submit_and_wait(r, sc, kq_finish);
 }
 
+int api_query_envelope(json_t *body, const char **agent, enum syscall_kind *kind, json_t **qd,
+                       char *err, size_t errlen)
+{
+    json_t *an = json_object_get(body, "agent_name");
+    json_t *qt = json_object_get(body, "query_type");
+    *qd = json_object_get(body, "query_data");
+    if (!json_is_string(an) || json_string_length(an) == 0) {
+        snprintf(err, errlen, "'agent_name' must be a non-empty string");
+        return AIOS_EINVAL;
+    }
+    if (!json_is_string(qt)) {
+        snprintf(err, errlen, "'query_type' must be one of llm, memory, storage, tool");
+        return AIOS_EINVAL;
+    }
+    if (!json_is_object(*qd)) {
+        snprintf(err, errlen, "'query_data' must be an object");
+        return AIOS_EINVAL;
+    }
+    *agent = json_string_value(an);
+    const char *t = json_string_value(qt);
+    if (!strcmp(t, "llm")) *kind = SYSCALL_KIND_LLM;
+    else if (!strcmp(t, "memory")) *kind = SYSCALL_KIND_MEMORY;
+    else if (!strcmp(t, "storage")) *kind = SYSCALL_KIND_STORAGE;
+    else if (!strcmp(t, "tool")) *kind = SYSCALL_KIND_TOOL;
+    else {
+        snprintf(err, errlen, "'query_type' must be one of llm, memory, storage, tool (got '%.200s')", t);
+        return AIOS_EINVAL;
+    }
+    return 0;
+}
+
 enum MHD_Result api_aios_query(struct api_req *r)
 {
     enum MHD_Result sent;
     json_t *body = api_parse_body(r, &sent);
     if (!body) return sent;
     enum MHD_Result ret;
-    json_t *an = json_object_get(body, "agent_name");
-    json_t *qt = json_object_get(body, "query_type");
-    json_t *qd = json_object_get(body, "query_data");
-    if (!json_is_string(an) || json_string_length(an) == 0) {
-        ret = api_send_error(r, 400, "invalid_request_error", "'agent_name' must be a non-empty string");
-        goto out;
-    }
-    if (!json_is_string(qt)) {
-        ret = api_send_error(r, 400, "invalid_request_error",
-                             "'query_type' must be one of llm, memory, storage, tool");
-        goto out;
-    }
-    if (!json_is_object(qd)) {
-        ret = api_send_error(r, 400, "invalid_request_error", "'query_data' must be an object");
-        goto out;
-    }
-    const char *agent = json_string_value(an), *t = json_string_value(qt);
-    /* priority: header, or top-level "priority", or query_data.priority */
-    char perr[256];
+    const char *agent;
+    enum syscall_kind kind;
+    json_t *qd;
+    char perr[512];
     int prio;
     bool ps;
+    if (api_query_envelope(body, &agent, &kind, &qd, perr, sizeof perr)) {
+        ret = api_send_error(r, 400, "invalid_request_error", "%s", perr);
+        goto out;
+    }
+    /* priority: header, or top-level "priority", or query_data.priority */
     if (api_parse_priority(r, json_object_get(body, "priority") ? body : qd, &prio, &ps, perr,
                            sizeof perr)) {
         ret = api_send_error(r, 400, "invalid_request_error", "%s", perr);
         goto out;
     }
-    if (!strcmp(t, "llm")) ret = query_llm(r, agent, qd, prio, ps);
-    else if (!strcmp(t, "memory")) ret = query_kq(r, agent, SYSCALL_KIND_MEMORY, qd, prio, ps);
-    else if (!strcmp(t, "storage")) ret = query_kq(r, agent, SYSCALL_KIND_STORAGE, qd, prio, ps);
-    else if (!strcmp(t, "tool")) ret = query_kq(r, agent, SYSCALL_KIND_TOOL, qd, prio, ps);
-    else
-        ret = api_send_error(r, 400, "invalid_request_error",
-                             "'query_type' must be one of llm, memory, storage, tool (got '%s')", t);
+    if (kind == SYSCALL_KIND_LLM) ret = query_llm(r, agent, qd, prio, ps);
+    else ret = query_kq(r, agent, kind, qd, prio, ps);
 out:
     json_decref(body);
     return ret;

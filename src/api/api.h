@@ -97,6 +97,24 @@ int api_llm_prepare(struct kernel *k, struct llm_core *core, struct llm_req *req
  * JSON string); new reference */
 json_t *api_openai_tool_calls(struct syscall *sc, json_t *calls);
 
+/* The pure parts of POST /query (aios_query.c), without I/O: */
+/* the envelope: agent_name, query_type (-> *kind), query_data (borrowed
+ * from body). 0 or AIOS_EINVAL with a message (a 400). */
+int api_query_envelope(json_t *body, const char **agent, enum syscall_kind *kind, json_t **qd,
+                       char *err, size_t errlen);
+enum api_query_action { API_QUERY_CHAT, API_QUERY_CALL_TOOL, API_QUERY_OPERATE_FILE };
+/* an llm query's query_data (any action_type) -> a prepared request for
+ * *core (prompt, grammar). 0, or AIOS_EINVAL with *status (400, 404, 500,
+ * 501) and a message. */
+int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct llm_req **out,
+                      struct llm_core **core, enum api_query_action *action, unsigned *status,
+                      char *err, size_t errlen);
+/* a memory / storage / tool query's query_data -> the executor's request.
+ * 0, AIOS_EINVAL (a 400) or AIOS_ENOMEM with a message. */
+struct kq_req;
+int api_query_kq_req(enum syscall_kind kind, json_t *qd, struct kq_req **out, char *err,
+                     size_t errlen);
+
 /* route handlers (openai.c, kernel_routes.c) */
 enum MHD_Result api_openai_models(struct api_req *r);
 enum MHD_Result api_openai_model(struct api_req *r);
@@ -117,6 +135,8 @@ enum MHD_Result api_metrics(struct api_req *r);
  * message for a bad value. */
 int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, char *err,
                        size_t errlen);
+/* the X-Aios-Priority header's value -> *prio; AIOS_EINVAL with a message */
+int api_priority_header(const char *h, int *prio, char *err, size_t errlen);
 enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
 
 /* ---- the access manager's face (access_routes.c) ---- */

@@ -39,17 +39,24 @@ int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, ch
                                                                "X-Aios-Priority")
                                  : NULL;
     if (h) {
-        char *end;
-        errno = 0;
-        long l = strtol(h, &end, 10);
-        if (!*h || *end || errno || l < SYSCALL_PRIORITY_MIN || l > SYSCALL_PRIORITY_MAX) {
-            snprintf(err, errlen, "header X-Aios-Priority must be an integer between %d and %d "
-                     "(got '%.40s')", SYSCALL_PRIORITY_MIN, SYSCALL_PRIORITY_MAX, h);
-            return AIOS_EINVAL;
-        }
-        *prio = (int)l; /* the header wins over the body */
-        *set = true;
+        int rc = api_priority_header(h, prio, err, errlen);
+        if (rc) return rc;
+        *set = true; /* the header wins over the body */
     }
+    return 0;
+}
+
+int api_priority_header(const char *h, int *prio, char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    long l = strtol(h, &end, 10);
+    if (!*h || *end || errno || l < SYSCALL_PRIORITY_MIN || l > SYSCALL_PRIORITY_MAX) {
+        snprintf(err, errlen, "header X-Aios-Priority must be an integer between %d and %d "
+                 "(got '%.40s')", SYSCALL_PRIORITY_MIN, SYSCALL_PRIORITY_MAX, h);
+        return AIOS_EINVAL;
+    }
+    *prio = (int)l;
     return 0;
 }
 

@@ -394,6 +394,11 @@ static int gen_string(struct gen *g, json_t *s, char name[NAME_LEN])
     }
     long long lo = json_is_integer(mn) ? json_integer_value(mn) : 0;
     long long hi = json_is_integer(mx) ? json_integer_value(mx) : -1;
+    if (lo < 0 || (mx && hi < 0))
+        return gfail(g, "minLength and maxLength must be non-negative integers");
+    if (mx && hi < lo)
+        return gfail(g, "minLength (%lld) is greater than maxLength (%lld): no string matches",
+                     lo, hi);
     if (lo > REP_MAX) return gfail(g, "minLength above %d is not supported", REP_MAX);
     if (hi < 0) hi = lo > g->o->max_string ? lo : g->o->max_string;
     if (hi > REP_MAX) hi = REP_MAX;
@@ -419,6 +424,11 @@ static int gen_array(struct gen *g, json_t *s, char name[NAME_LEN])
     json_t *mn = json_object_get(s, "minItems"), *mx = json_object_get(s, "maxItems");
     long long lo = json_is_integer(mn) ? json_integer_value(mn) : 0;
     long long hi = json_is_integer(mx) ? json_integer_value(mx) : -1;
+    if (lo < 0 || (mx && hi < 0))
+        return gfail(g, "minItems and maxItems must be non-negative integers");
+    if (mx && hi < lo)
+        return gfail(g, "minItems (%lld) is greater than maxItems (%lld): no array matches", lo,
+                     hi);
     if (lo > REP_MAX) return gfail(g, "minItems above %d is not supported", REP_MAX);
     if (hi < 0) hi = lo > g->o->max_items ? lo : g->o->max_items;
     if (hi > REP_MAX) hi = REP_MAX;

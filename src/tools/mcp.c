@@ -132,26 +132,56 @@ static void drain_stderr(struct tool_mcp *s)
     }
 }
 
+int tool_mcp_take_line(char *buf, size_t *n, size_t max, char **line)
+{
+    *line = NULL;
+    char *nl = *n ? memchr(buf, '\n', *n) : NULL;
+    if (nl) {
+        size_t len = (size_t)(nl - buf);
+        *line = malloc(len + 1);
+        if (!*line) return -1;
+        memcpy(*line, buf, len);
+        (*line)[len] = 0;
+        memmove(buf, nl + 1, *n - len - 1);
+        *n -= len + 1;
+        return 1;
+    }
+    return *n > max ? -1 : 0;
+}
+
+enum tool_mcp_msg tool_mcp_classify(json_t *msg, json_int_t *id)
+{
+    *id = 0;
+    if (!json_is_object(msg)) return TOOL_MCP_MSG_IGNORE; /* not JSON-RPC (banners) */
+    json_t *mid = json_object_get(msg, "id");
+    if (json_object_get(msg, "method")) return mid ? TOOL_MCP_MSG_REQUEST : TOOL_MCP_MSG_IGNORE;
+    if (!json_is_integer(mid)) return TOOL_MCP_MSG_IGNORE;
+    *id = json_integer_value(mid);
+    return TOOL_MCP_MSG_RESPONSE;
+}
+
+json_t *tool_mcp_server_answer(json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+    const char *method = json_string_value(json_object_get(msg, "method"));
+    if (method && !strcmp(method, "ping"))
+        return json_pack("{s:s,s:O,s:{}}", "jsonrpc", "2.0", "id", id, "result");
+    return json_pack("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id", id, "error", "code",
+                     -32601, "message", "method not supported by the aios client");
+}
+
 /* Reader: next line from the server. 1: *line (malloc'd), 0: timeout or
  * stop poll interval passed, -1: EOF/error. */
 static int read_line(struct tool_mcp *s, int64_t deadline_us, char **line)
 {
     *line = NULL;
     for (;;) {
-        char *nl = s->n_rbuf ? memchr(s->rbuf, '\n', s->n_rbuf) : NULL;
-        if (nl) {
-            size_t len = (size_t)(nl - s->rbuf);
-            *line = malloc(len + 1);
-            if (!*line) return -1;
-            memcpy(*line, s->rbuf, len);
-            (*line)[len] = 0;
-            memmove(s->rbuf, nl + 1, s->n_rbuf - len - 1);
-            s->n_rbuf -= len + 1;
-            return 1;
-        }
-        if (s->n_rbuf > MCP_MAX_LINE) {
-            LOG_WARN("tools", "mcp %s: a message over %zu bytes; dropping the server", s->name,
-                     MCP_MAX_LINE);
+        int t = tool_mcp_take_line(s->rbuf, &s->n_rbuf, MCP_MAX_LINE, line);
+        if (t > 0) return 1;
+        if (t < 0) {
+            if (!*line && s->n_rbuf > MCP_MAX_LINE)
+                LOG_WARN("tools", "mcp %s: a message over %zu bytes; dropping the server",
+                         s->name, MCP_MAX_LINE);
             return -1;
         }
         int64_t left = deadline_us - util_now_us();
@@ -183,14 +213,7 @@ static int read_line(struct tool_mcp *s, int64_t deadline_us, char **line)
 /* answer a request the server sent us: we offer no client features */
 static void answer_server_request(struct tool_mcp *s, json_t *msg)
 {
-    json_t *id = json_object_get(msg, "id");
-    const char *method = json_string_value(json_object_get(msg, "method"));
-    json_t *resp;
-    if (method && !strcmp(method, "ping"))
-        resp = json_pack("{s:s,s:O,s:{}}", "jsonrpc", "2.0", "id", id, "result");
-    else
-        resp = json_pack("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id", id, "error", "code",
-                         -32601, "message", "method not supported by the aios client");
+    json_t *resp = tool_mcp_server_answer(msg);
     if (resp) write_line(s, resp, util_now_us() + 1000000);
     json_decref(resp);
 }
@@ -223,19 +246,12 @@ static int rpc_sync(struct tool_mcp *s, const char *method, json_t *params, int6
         }
         json_t *msg = json_loads(line, 0, NULL);
         free(line);
-        if (!json_is_object(msg)) {
+        json_int_t mid;
+        enum tool_mcp_msg kind = tool_mcp_classify(msg, &mid);
+        if (kind == TOOL_MCP_MSG_REQUEST) answer_server_request(s, msg);
+        if (kind != TOOL_MCP_MSG_RESPONSE || mid != id) {
             json_decref(msg);
-            continue; /* not JSON-RPC: ignore (some servers print banners) */
-        }
-        json_t *mid = json_object_get(msg, "id");
-        if (json_object_get(msg, "method")) {
-            if (mid) answer_server_request(s, msg);
-            json_decref(msg);
-            continue;
-        }
-        if (!json_is_integer(mid) || json_integer_value(mid) != id) {
-            json_decref(msg);
-            continue;
+            continue; /* not JSON-RPC (some servers print banners), or not ours */
         }
         json_t *e = json_object_get(msg, "error");
         if (e) {
@@ -397,20 +413,13 @@ static void *reader_main(void *arg)
         }
         json_t *msg = json_loads(line, 0, NULL);
         free(line);
-        if (!json_is_object(msg)) {
-            json_decref(msg);
-            continue;
-        }
-        json_t *mid = json_object_get(msg, "id");
-        if (json_object_get(msg, "method")) {
-            if (mid) answer_server_request(s, msg);
-            json_decref(msg);
-            continue;
-        }
-        if (json_is_integer(mid)) {
+        json_int_t mid;
+        enum tool_mcp_msg kind = tool_mcp_classify(msg, &mid);
+        if (kind == TOOL_MCP_MSG_REQUEST) answer_server_request(s, msg);
+        if (kind == TOOL_MCP_MSG_RESPONSE) {
             pthread_mutex_lock(&s->mu);
             for (struct mcp_pending *p = s->pending; p; p = p->next)
-                if (p->id == json_integer_value(mid) && !p->done) {
+                if (p->id == mid && !p->done) {
                     p->msg = msg;
                     msg = NULL;
                     p->done = true;
@@ -467,6 +476,35 @@ static json_t *convert_result(json_t *r, bool *is_error)
     json_t *out = json_stringn_nocheck(txt, off);
     free(txt);
     return out;
+}
+
+int tool_mcp_call_result(const char *server, const char *tool, json_t *msg, json_t **result,
+                         char *err, size_t errlen)
+{
+    *result = NULL;
+    if (json_object_get(msg, "error")) {
+        json_t *e = json_object_get(msg, "error");
+        snprintf(err, errlen, "MCP server %s: %s (code %lld)", server,
+                 json_string_value(json_object_get(e, "message")) ?: "error",
+                 (long long)json_integer_value(json_object_get(e, "code")));
+        return AIOS_EIO;
+    }
+    bool is_err = false;
+    json_t *r = convert_result(json_object_get(msg, "result"), &is_err);
+    if (is_err) {
+        char *t = json_is_string(r) ? NULL : json_dumps(r, JSON_COMPACT);
+        snprintf(err, errlen, "%s/%s reported an error: %.800s", server, tool,
+                 t ? t : json_string_value(r) ? json_string_value(r) : "");
+        free(t);
+        json_decref(r);
+        return AIOS_EIO;
+    }
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return AIOS_ENOMEM;
+    }
+    *result = r;
+    return 0;
 }
 
 int tool_mcp_call(struct tool_mcp *s, const char *tool, json_t *args, int64_t deadline_us,
@@ -538,32 +576,36 @@ int tool_mcp_call(struct tool_mcp *s, const char *tool, json_t *args, int64_t de
     } else if (!p->msg) {
         snprintf(err, errlen, "%s", p->err);
         rc = AIOS_EIO;
-    } else if (json_object_get(p->msg, "error")) {
-        json_t *e = json_object_get(p->msg, "error");
-        snprintf(err, errlen, "MCP server %s: %s (code %lld)", s->name,
-                 json_string_value(json_object_get(e, "message")) ?: "error",
-                 (long long)json_integer_value(json_object_get(e, "code")));
-        rc = AIOS_EIO;
     } else {
-        bool is_err = false;
-        json_t *r = convert_result(json_object_get(p->msg, "result"), &is_err);
-        if (is_err) {
-            char *t = json_is_string(r) ? NULL : json_dumps(r, JSON_COMPACT);
-            snprintf(err, errlen, "%s/%s reported an error: %.800s", s->name, tool,
-                     t ? t : json_string_value(r) ? json_string_value(r) : "");
-            free(t);
-            json_decref(r);
-            rc = AIOS_EIO;
-        } else if (!r) {
-            rc = AIOS_ENOMEM;
-            snprintf(err, errlen, "out of memory");
-        } else {
-            *result = r;
-        }
+        rc = tool_mcp_call_result(s->name, tool, p->msg, result, err, errlen);
     }
     json_decref(p->msg);
     free(p);
     return rc;
+}
+
+struct tool *tool_mcp_tool_new(const char *server, json_t *entry, const struct tool *props)
+{
+    const char *tn = json_string_value(json_object_get(entry, "name"));
+    if (!tn) return NULL;
+    struct tool *x = calloc(1, sizeof *x);
+    if (!x) return NULL;
+    x->kind = TOOL_KIND_MCP;
+    if (asprintf(&x->name, "%s/%s", server, tn) < 0) x->name = NULL;
+    const char *d = json_string_value(json_object_get(entry, "description"));
+    x->description = strdup(d ? d : "");
+    json_t *schema = json_object_get(entry, "inputSchema");
+    x->parameters = json_is_object(schema) ? json_deep_copy(schema) : NULL;
+    x->remote_name = strdup(tn);
+    x->max_concurrency = props->max_concurrency;
+    for (int c = 0; c < props->n_conflicts; c++) x->conflicts[c] = strdup(props->conflicts[c]);
+    x->n_conflicts = props->n_conflicts;
+    x->timeout_ms = props->timeout_ms;
+    x->max_output_bytes = props->max_output_bytes;
+    x->irreversible = props->irreversible;
+    x->network = props->network;
+    x->limits = props->limits;
+    return x;
 }
 
 int tool_mcp_start(struct tool_mgr *m, const char *name, json_t *cfg, struct tool_mcp **out,
@@ -600,27 +642,12 @@ int tool_mcp_start(struct tool_mgr *m, const char *name, json_t *cfg, struct too
     json_array_foreach(tools, i, t) {
         const char *tn = json_string_value(json_object_get(t, "name"));
         if (!tn) continue;
-        struct tool *x = calloc(1, sizeof *x);
+        struct tool *x = tool_mcp_tool_new(name, t, &s->props);
         if (!x) {
             rc = AIOS_ENOMEM;
             goto fail;
         }
-        x->kind = TOOL_KIND_MCP;
-        if (asprintf(&x->name, "%s/%s", name, tn) < 0) x->name = NULL;
-        const char *d = json_string_value(json_object_get(t, "description"));
-        x->description = strdup(d ? d : "");
-        json_t *schema = json_object_get(t, "inputSchema");
-        x->parameters = json_is_object(schema) ? json_deep_copy(schema) : NULL;
         x->mcp = s;
-        x->remote_name = strdup(tn);
-        x->max_concurrency = s->props.max_concurrency;
-        for (int c = 0; c < s->props.n_conflicts; c++) x->conflicts[c] = strdup(s->props.conflicts[c]);
-        x->n_conflicts = s->props.n_conflicts;
-        x->timeout_ms = s->props.timeout_ms;
-        x->max_output_bytes = s->props.max_output_bytes;
-        x->irreversible = s->props.irreversible;
-        x->network = s->props.network;
-        x->limits = s->props.limits;
         char terr[512] = "";
         if (tool_register(m, x, terr, sizeof terr) != 0)
             LOG_WARN("tools", "mcp %s: tool '%s' skipped: %s", name, tn, terr);

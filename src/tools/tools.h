@@ -193,5 +193,23 @@ int tool_mcp_start(struct tool_mgr *m, const char *name, json_t *cfg, struct too
 int tool_mcp_call(struct tool_mcp *s, const char *tool, json_t *args, int64_t deadline_us,
                   json_t **result, char *err, size_t errlen);
 void tool_mcp_stop(struct tool_mcp *s);
+/* The pure parts of the MCP client (mcp.c), for tests and fuzzing: */
+/* the next '\n'-ended line of buf[0..*n) into *line (malloc'd; removed from
+ * buf): 1; 0 when no line is complete yet; -1 on OOM or when *n exceeds
+ * max without a line end (the server is dropped) */
+int tool_mcp_take_line(char *buf, size_t *n, size_t max, char **line);
+/* what a parsed line is: a request of the server's (method and id: it gets
+ * tool_mcp_server_answer), a response to our request *id, or something to
+ * ignore (notifications, banners, responses without an integer id) */
+enum tool_mcp_msg { TOOL_MCP_MSG_IGNORE, TOOL_MCP_MSG_REQUEST, TOOL_MCP_MSG_RESPONSE };
+enum tool_mcp_msg tool_mcp_classify(json_t *msg, json_int_t *id);
+json_t *tool_mcp_server_answer(json_t *msg);
+/* a tools/call response -> the call's result (new reference) or AIOS_EIO
+ * with a message (a JSON-RPC error, isError), AIOS_ENOMEM */
+int tool_mcp_call_result(const char *server, const char *tool, json_t *msg, json_t **result,
+                         char *err, size_t errlen);
+/* a tools/list entry -> the tool "<server>/<name>" with props' properties
+ * (not registered, no server attached); NULL without a string name or on OOM */
+struct tool *tool_mcp_tool_new(const char *server, json_t *entry, const struct tool *props);
 
 #endif

@@ -390,6 +390,37 @@ static void test_json_object_and_tools(void **state)
     json_decref(p);
 }
 
+/* bounds no value can meet are refused, never a repetition {6,3} that
+ * llama.cpp's grammar parser does not return from (found by fuzz_schema) */
+static void test_contradictory_bounds_refused(void **state)
+{
+    (void)state;
+    struct grammar_opts o = small_opts();
+    static const char *bad[] = {
+        "{\"type\":\"string\",\"minLength\":6,\"maxLength\":3}",
+        "{\"type\":\"string\",\"minLength\":-1}",
+        "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":3,\"maxItems\":2}",
+        "{\"type\":\"array\",\"maxItems\":-2}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *s = J(bad[i]);
+        char *g = NULL, err[256] = "";
+        assert_int_equal(grammar_from_schema(s, &o, &g, err, sizeof err), AIOS_EINVAL);
+        assert_null(g);
+        assert_true(strstr(err, "Length") || strstr(err, "Items"));
+        struct grammar_tool t = {"t", s};
+        assert_int_equal(grammar_tool_calls(&t, 1, 1, false, &o, &g, err, sizeof err), AIOS_EINVAL);
+        json_decref(s);
+    }
+    json_t *s = J("{\"type\":\"string\",\"minLength\":3,\"maxLength\":3}");
+    char *g = NULL, err[256];
+    assert_int_equal(grammar_from_schema(s, &o, &g, err, sizeof err), 0);
+    assert_true(accepts(g, "\"abc\""));
+    assert_false(accepts(g, "\"ab\""));
+    free(g);
+    json_decref(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_integer_ranges),
         cmocka_unit_test(test_random_walks_validate),
         cmocka_unit_test(test_json_object_and_tools),
+        cmocka_unit_test(test_contradictory_bounds_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
