@@ -6,8 +6,9 @@
  * chat_with_tool_call_output, call_tool / tool_use, operate_file: the
  * OpenAI body it is turned into, parse, structured rewrite, the tiny test
  * model's template and tokenizer) and for memory / storage / tool queries
- * api_query_kq_req (the executor's request). The executors themselves are
- * not run.
+ * api_query_kq_req (the executor's request), and for memory and storage
+ * the managers' typed parsers (mem_req_parse, sto_req_parse: every params
+ * shape). The executors themselves are not run.
  *
  * The tool and storage pools are marked present (a dummy pointer that
  * the parse path only compares with NULL) so that call_tool and
@@ -17,6 +18,9 @@
 
 #include "api/api.h"
 #include "kernel/query.h"
+#include "memory/mem_req.h"
+#include "storage/storage.h"
+#include "util/err.h"
 
 #include <jansson.h>
 
@@ -63,6 +67,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct kq_req *kq;
             if (api_query_kq_req(kind, qd, &kq, err, sizeof err) == 0) {
                 if (!kq->op || !json_is_object(kq->params)) abort();
+                /* storage and memory: every params shape through the
+                 * managers' own pure parsers, as query_kq does */
+                if (kind == SYSCALL_KIND_STORAGE) {
+                    struct sto_req *q = NULL;
+                    int http = 0;
+                    int rc = sto_req_parse(kq->op, kq->params, &q, &http, err, sizeof err);
+                    if (rc && rc != AIOS_ENOMEM && (http < 400 || http > 499)) abort();
+                    if (!rc && !q) abort();
+                    sto_req_free(q);
+                } else if (kind == SYSCALL_KIND_MEMORY) {
+                    struct mem_req *q = NULL;
+                    int rc = mem_req_parse(kq->op, kq->params, &q, err, sizeof err);
+                    if (!rc && !q) abort();
+                    mem_req_free(q);
+                }
                 kq_req_free(kq);
             }
         }
