@@ -34,8 +34,26 @@ void acc_stop(struct kernel *k);
  * (401/403) and *sent holds MHD's result. */
 bool acc_gate(struct api_req *r, enum MHD_Result *sent);
 
+/* Privilege decisions on what runs (access.c), one audit row each
+ * (agent, syscall, model:NAME / tool:NAME, action, decision, reason).
+ * by_agent: the call is made with an agent's identity (false: the
+ * operator's, never bound). 0, or AIOS_EPERM with the reason in err
+ * ("agent 'a' (group 'g') may not use model 'm'" / "... call tool 't'").
+ * model: the LLM syscall's core's name; tool: the registered tool's name.
+ * NULL m: 0. */
+int acc_check_model(struct acc_mgr *m, const char *agent, bool by_agent, uint64_t sc_id,
+                    const char *model, char *err, size_t errlen);
+int acc_check_tool(struct acc_mgr *m, const char *agent, bool by_agent, uint64_t sc_id,
+                   const char *tool, const char *action, char *err, size_t errlen);
+/* access.mode is compat (tokenless loopback requests are trusted as the
+ * operator; the API then refuses what a web page could send: api/compat.c).
+ * NULL m: false. */
+bool acc_compat_mode(struct acc_mgr *m);
+
 /* Run by http.c before it queues a syscall for a request (after the
- * gate). LLM calls: the token budget of the agent's group (budget.c), 429
+ * gate). Every call: sc->by_agent from the request's identity. LLM calls:
+ * the agent's group must list the model the call runs (its core), else
+ * 403; the token budget of the agent's group (budget.c), 429
  * when it would be exceeded. Storage calls that would lose data for good:
  * parked until the operator decides (approve.c). Returns 0: queue it; 1:
  * parked (do not queue; it is queued or failed later, the waiter is woken

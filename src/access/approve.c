@@ -28,6 +28,7 @@
 #include "api/api.h"
 #include "kernel/kernel.h"
 #include "kernel/query.h"
+#include "llm/core.h"
 #include "storage/storage.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -119,7 +120,16 @@ int acc_before_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *se
 {
     struct acc_mgr *m = r->k->access;
     if (!m) return 0;
-    if (sc->kind == SYSCALL_KIND_LLM) return acc_budget_admit(r, sc, sent);
+    sc->by_agent = !r->acc_admin; /* binds the model here and the tools it runs */
+    if (sc->kind == SYSCALL_KIND_LLM) {
+        char why[512];
+        if (sc->target && acc_check_model(m, sc->agent ? sc->agent : "-", sc->by_agent, sc->id,
+                                          ((struct llm_core *)sc->target)->name, why, sizeof why)) {
+            *sent = api_send_error(r, 403, "permission_error", "%s", why);
+            return -1;
+        }
+        return acc_budget_admit(r, sc, sent);
+    }
     if (sc->kind != SYSCALL_KIND_STORAGE || r->acc_admin) return 0;
     char err[128];
     int rc = acc_storage_hold(m, sc, err, sizeof err);

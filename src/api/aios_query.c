@@ -21,6 +21,7 @@
  * reference's client retries those forever). */
 #include "api/api.h"
 
+#include "access/access.h"
 #include "agents/agent.h"
 #include "kernel/query.h"
 #include "llm/structured.h"
@@ -555,6 +556,16 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
         llm_req_free(req);
         if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
         return api_send_error(r, 400, "invalid_request_error", "query_data: %s", err);
+    }
+    /* call_tool runs what the model picks among the tools it is offered:
+     * each one the agent may not call is refused now, before tokens are
+     * spent (the tool manager checks the tool that runs again) */
+    for (size_t i = 0; call_tool && req->structured && i < req->structured->n_tools; i++) {
+        if (acc_check_tool(r->k->access, agent, !r->acc_admin, 0, req->structured->tools[i].name,
+                           "call_tool offer", err, sizeof err)) {
+            llm_req_free(req);
+            return api_send_error(r, 403, "permission_error", "%s", err);
+        }
     }
     struct llm_core *core = kernel_find_core(r->k, req->model);
     if (!core) {
