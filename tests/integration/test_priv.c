@@ -181,7 +181,7 @@ static const char *offer_query(const char *action, const char *tool_entry, char 
     snprintf(buf, n,
              "{\"agent_name\":\"alice\",\"query_type\":\"llm\",\"query_data\":{\"llms\":"
              "[{\"name\":\"aios-tiny\"}],\"messages\":[{\"role\":\"user\",\"content\":\"time?\"}],"
-             "\"max_new_tokens\":24,\"action_type\":\"%s\",\"tools\":[%s]}}", action, tool_entry);
+             "\"max_new_tokens\":300,\"action_type\":\"%s\",\"tools\":[%s]}}", action, tool_entry);
     return buf;
 }
 
