@@ -26,10 +26,13 @@
  *     /core/llms/list and /user/selected/llms); everything else (/core/...,
  *     /agents/..., /access/...) needs the admin token: 403;
  *   - an agent token claiming another name (agent_name, the `user` field of
- *     a chat request, X-Aios-Agent) is 403: impersonation;
- *   - the agent's privilege group (access.agents -> access.groups) must
- *     list the model and every tool called: else 403.
+ *     a chat request, X-Aios-Agent) is 403: impersonation.
  * Every decision of the gate except the open routes is one audit row.
+ * Privilege groups (access.agents -> access.groups) are not the gate's:
+ * they are decided on the typed syscall about the model and the tools
+ * that actually run (acc_check_model from acc_before_submit, acc_check_tool
+ * from the tool manager's permit hook; see "privilege decisions" below),
+ * 403 when the group does not list them, one audit row per decision.
  * Memory and storage isolation is done by their managers in the agent's
  * name (which the gate has just proven); which other namespaces a group or
  * grant opens is ns.c's. Token budgets (budget.c) and storage approvals
@@ -344,6 +347,70 @@ static bool group_allows(json_t *grp, const char *key, const char *what)
     return false;
 }
 
+/* ---- privilege decisions on what runs ----
+ *
+ * Made on the typed syscall, about the value that runs: the model is the
+ * LLM syscall's core (its target, resolved once from the request, the
+ * selection or the default; acc_before_submit), a tool is the registered
+ * tool its call resolved to (the tool manager's permit hook, on the TOOL
+ * pool thread, before anything runs). Never on a field of the request
+ * body, which another field could override. */
+
+static int decide(struct acc_mgr *m, const char *agent, bool by_agent, uint64_t sc_id,
+                  bool tool, const char *what, const char *action, char *err, size_t errlen)
+{
+    const char *kind = tool ? "tool" : "model";
+    char res[300], why[512];
+    snprintf(res, sizeof res, "%s:%s", kind, what);
+    const char *gname = NULL;
+    json_t *grp = by_agent ? acc_group_of(m, agent, &gname) : NULL;
+    int rc = 0;
+    if (!by_agent)
+        snprintf(why, sizeof why, "the operator's call (admin token or compat mode): privilege "
+                 "groups bind agent identities only");
+    else if (!grp)
+        snprintf(why, sizeof why, "agent '%s' has no privilege group: every %s is allowed", agent,
+                 kind);
+    else if (group_allows(grp, tool ? "tools" : "models", what))
+        snprintf(why, sizeof why, "group '%s' of agent '%s' allows %s '%s'", gname, agent, kind,
+                 what);
+    else {
+        rc = AIOS_EPERM;
+        snprintf(why, sizeof why, "agent '%s' (group '%s') may not %s '%s'", agent, gname,
+                 tool ? "call tool" : "use model", what);
+    }
+    acc_audit_row(m, agent, sc_id, res, action, rc ? "denied" : "allowed", why);
+    if (rc) {
+        snprintf(err, errlen, "%s", why);
+        LOG_INFO("access", "denied %s %s: %s", action, res, why);
+    }
+    return rc;
+}
+
+int acc_check_model(struct acc_mgr *m, const char *agent, bool by_agent, uint64_t sc_id,
+                    const char *model, char *err, size_t errlen)
+{
+    if (!m) return 0;
+    return decide(m, agent, by_agent, sc_id, false, model, "llm", err, errlen);
+}
+
+int acc_check_tool(struct acc_mgr *m, const char *agent, bool by_agent, uint64_t sc_id,
+                   const char *tool, const char *action, char *err, size_t errlen)
+{
+    if (!m) return 0;
+    return decide(m, agent, by_agent, sc_id, true, tool, action, err, errlen);
+}
+
+bool acc_compat_mode(struct acc_mgr *m) { return m && m->compat; }
+
+int acc_tool_permit(void *ud, struct syscall *sc, const struct tool *t, char *err,
+                    size_t errlen)
+{
+    if (!sc) return 0; /* the kernel's own calls */
+    return acc_check_tool(ud, sc->agent ? sc->agent : "-", sc->by_agent, sc->id, t->name,
+                          "tool_call", err, errlen);
+}
+
 /* ---- the gate ---- */
 
 void acc_audit_row(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
@@ -507,51 +574,6 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
     if (id == ID_ADMIN && acting != name) /* the operator acting as an agent */
         snprintf(r->acc_agent, sizeof r->acc_agent, "%s", acting);
 
-    /* privilege group (agents only; the operator may do anything) */
-    const char *gname = NULL;
-    json_t *grp = id == ID_AGENT ? acc_group_of(m, name, &gname) : NULL;
-    char res[256];
-    if (grp && body) {
-        json_t *qd = query ? json_object_get(body, "query_data") : NULL;
-        const char *qt = query ? json_string_value(json_object_get(body, "query_type")) : NULL;
-        const char *model = NULL;
-        bool llm = chat || (qt && !strcmp(qt, "llm"));
-        if (chat) model = json_string_value(json_object_get(body, "model"));
-        else if (llm)
-            model = json_string_value(
-                json_object_get(json_array_get(json_object_get(qd, "llms"), 0), "name"));
-        if (llm && !model) model = r->default_model;
-        if (llm && model && !group_allows(grp, "models", model)) {
-            snprintf(res, sizeof res, "model:%s", model);
-            bool ret = deny(m, r, d, 403, name, res, action,
-                            "agent '%s' (group '%s') may not use model '%s'", name, gname, model);
-            json_decref(body);
-            return ret;
-        }
-        /* tool calls, and the tools offered to the model of an LLM query
-         * (its call_tool action runs what the model picks among them) */
-        const char *act = json_string_value(json_object_get(qd, "action_type"));
-        json_t *tcalls = qt && !strcmp(qt, "tool") ? json_object_get(qd, "tool_calls")
-                         : act && !strcmp(act, "call_tool") ? json_object_get(qd, "tools")
-                                                            : NULL;
-        if (tcalls) {
-            size_t i;
-            json_t *c;
-            json_array_foreach(tcalls, i, c) {
-                const char *tn = json_string_value(json_object_get(c, "name"));
-                if (!tn) tn = json_string_value(
-                    json_object_get(json_object_get(c, "function"), "name"));
-                if (tn && !group_allows(grp, "tools", tn)) {
-                    snprintf(res, sizeof res, "tool:%s", tn);
-                    bool ret = deny(m, r, d, 403, name, res, action,
-                                    "agent '%s' (group '%s') may not call tool '%s'", name, gname,
-                                    tn);
-                    json_decref(body);
-                    return ret;
-                }
-            }
-        }
-    }
     json_decref(body);
     /* an agent's chat call that names no agent is its own: the OpenAI route
      * reads X-Aios-Agent (r->acc_agent lives as long as the request) */

@@ -25,6 +25,22 @@ struct sto;
  * neither gives a non-empty one. Pure: the header values, or NULL. */
 const char *acc_token_of(const char *authorization, const char *agent_token);
 
+/* Privilege decisions on what runs (access.c), one audit row each
+ * (agent, syscall, model:NAME / tool:NAME, action, decision, reason).
+ * by_agent: the call is made with an agent's identity (false: the
+ * operator's, never bound). 0, or AIOS_EPERM with the reason in err
+ * ("agent 'a' (group 'g') may not use model 'm'" / "... call tool 't'").
+ * model: the LLM syscall's core's name; tool: the registered tool's name.
+ * NULL m: 0. */
+int acc_check_model(struct acc_mgr *m, const char *agent, bool by_agent, uint64_t sc_id,
+                    const char *model, char *err, size_t errlen);
+int acc_check_tool(struct acc_mgr *m, const char *agent, bool by_agent, uint64_t sc_id,
+                   const char *tool, const char *action, char *err, size_t errlen);
+/* access.mode is compat (tokenless loopback requests are trusted as the
+ * operator; the API then refuses what a web page could send: api/compat.c).
+ * NULL m: false. */
+bool acc_compat_mode(struct acc_mgr *m);
+
 struct syscall;
 struct tool;
 
@@ -120,6 +136,10 @@ json_t *acc_budgets_json(struct acc_mgr *m, const char *agent);
  * tool waits for the operator on its tool thread */
 int acc_tool_approval(void *ud, struct syscall *sc, const struct tool *t, json_t *args,
                       char *err, size_t errlen);
+/* the tool manager's permit hook (tool_permit_fn): the privilege group
+ * check of the tool a call resolved to, with its audit row */
+int acc_tool_permit(void *ud, struct syscall *sc, const struct tool *t, char *err,
+                    size_t errlen);
 /* the scheduler's final hook: charges the token budgets */
 void acc_budget_on_final(struct syscall *sc, void *ud);
 /* storage's namespace policy hook (sto_ns_policy_fn) */

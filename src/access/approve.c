@@ -28,6 +28,7 @@
 #include "kernel/query.h"
 #include "kernel/syscall.h"
 #include "sched/sched.h"
+#include "llm/core.h"
 #include "storage/storage.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -117,7 +118,16 @@ int acc_before_submit(struct acc_mgr *m, bool admin, struct syscall *sc, struct 
 {
     *d = (struct acc_decision){.allowed = true};
     if (!m) return 0;
-    if (sc->kind == SYSCALL_KIND_LLM) return admin ? 0 : acc_budget_admit(m, sc, d);
+    sc->by_agent = !admin; /* binds the model here and the tools it runs */
+    if (sc->kind == SYSCALL_KIND_LLM) {
+        char why[512];
+        if (sc->target && acc_check_model(m, sc->agent ? sc->agent : "-", sc->by_agent, sc->id,
+                                          ((struct llm_core *)sc->target)->name, why, sizeof why)) {
+            acc_refuse_plain(d, 403, "permission_error", "%s", why);
+            return -1;
+        }
+        return admin ? 0 : acc_budget_admit(m, sc, d);
+    }
     if (sc->kind != SYSCALL_KIND_STORAGE || admin) return 0;
     char err[128];
     int rc = acc_storage_hold(m, sc, err, sizeof err);

@@ -21,6 +21,7 @@
  * reference's client retries those forever). */
 #include "api/api.h"
 
+#include "access/access.h"
 #include "agents/agent.h"
 #include "kernel/query.h"
 #include "llm/structured.h"
@@ -617,6 +618,17 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
     unsigned status;
     if (api_query_llm_req(r->k, agent, qd, &req, &core, &act, &status, err, sizeof err))
         return api_send_error(r, status, status_type(status), "%s", err);
+    /* call_tool runs what the model picks among the tools it is offered:
+     * each one the agent may not call is refused now, before tokens are
+     * spent (the tool manager checks the tool that runs again) */
+    for (size_t i = 0; act == API_QUERY_CALL_TOOL && req->structured && i < req->structured->n_tools;
+         i++) {
+        if (acc_check_tool(r->k->access, agent, !r->acc_admin, 0, req->structured->tools[i].name,
+                           "call_tool offer", err, sizeof err)) {
+            llm_req_free(req);
+            return api_send_error(r, 403, "permission_error", "%s", err);
+        }
+    }
     if (act != API_QUERY_CHAT) {
         struct action_state *st = calloc(1, sizeof *st);
         if (!st) {

@@ -565,6 +565,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return api_send_error(r, 404, "not_found_error", "no route %s %s", method, url);
     }
     enum MHD_Result denied;
+    if (!api_compat_guard(r, &denied)) return denied; /* compat mode: web pages (compat.c) */
     if (!api_access_gate(r, &denied)) return denied; /* access manager: 401/403 */
     return rt->fn(r);
 }

@@ -198,6 +198,7 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     /* the access manager's policy hooks (kernel_stop removes the scheduler's; tools
      * and storage stop before access does) */
     if (k->tools) tool_mgr_set_approval(k->tools, acc_tool_approval, k->access);
+    if (k->tools) tool_mgr_set_permit(k->tools, acc_tool_permit, k->access);
     sched_set_final_hook(k->sched, acc_budget_on_final, k->access);
     if (k->storage) sto_set_ns_policy(k->storage, acc_ns_storage_policy, k->access);
     rc = api_start(&k->api, k, err, errlen);

@@ -64,6 +64,10 @@ struct syscall {
     void *req;                    /* kind-specific request, owned */
     void (*req_free)(void *);
     bool stream;                  /* caller wants incremental output */
+    /* made for an agent's own identity (its token), not by the operator:
+     * the agent's privilege group binds the model this call runs and the
+     * tools it runs (set by the access manager before submit) */
+    bool by_agent;
     syscall_notify_fn notify;
     void *notify_ud;
     int64_t t_created_us;         /* monotonic */

@@ -127,6 +127,11 @@ static int parse_tools(json_t *tools, struct llm_structured *st, char *err, size
         if (!json_is_string(name))
             return bad(err, errlen, "tools[%zu].function.name must be a string", i);
         const char *ns = json_string_value(name);
+        json_t *outer = json_object_get(t, "name"); /* the model only ever sees function.name */
+        if (outer && !(json_is_string(outer) && !strcmp(json_string_value(outer), ns)))
+            return bad(err, errlen, "tools[%zu] names two tools: 'name' is '%s' and "
+                       "'function.name' is '%s'; send one name", i,
+                       json_is_string(outer) ? json_string_value(outer) : "(not a string)", ns);
         if (!valid_tool_name(ns))
             return bad(err, errlen, "tools[%zu].function.name '%s' must be 1 to %d letters, digits, "
                        "'_' or '-', optionally in '/'-separated parts like author/name", i, ns,

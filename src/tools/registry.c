@@ -8,8 +8,12 @@
  *
  * Execution. A TOOL syscall (op "call", params {"tool_calls":[...]}) runs
  * on a thread of the kernel's TOOL pool (tool_exec_syscall). That thread
- * parses every call, validates its arguments against the tool's JSON
- * Schema (llm/schema.h), and queues one job per valid call on the
+ * parses every call (a call whose "name" and "function.name" differ is
+ * refused: 400), resolves its name to a tool once, asks the permit hook
+ * (the access manager's privilege groups) about that very tool (one refusal
+ * refuses the syscall, 403, before anything runs), validates its arguments
+ * against the tool's JSON Schema (llm/schema.h), and queues one job per
+ * valid call on the
  * manager's job queue; then it waits for its jobs. A fixed set of job
  * workers (tools.workers) takes jobs: a worker picks the first queued job
  * whose tool may start now, i.e. fewer than max_concurrency of it running,
@@ -90,6 +94,8 @@ struct tool_mgr {
     size_t n_mcps;
     tool_approval_fn approval;
     void *approval_ud;
+    tool_permit_fn permit;
+    void *permit_ud;
     int n_pool_threads;
 
     pthread_mutex_t mu;
@@ -123,6 +129,12 @@ void tool_mgr_set_approval(struct tool_mgr *m, tool_approval_fn fn, void *ud)
 {
     m->approval = fn;
     m->approval_ud = ud;
+}
+
+void tool_mgr_set_permit(struct tool_mgr *m, tool_permit_fn fn, void *ud)
+{
+    m->permit = fn;
+    m->permit_ud = ud;
 }
 
 void tool_free(struct tool *t)
@@ -898,6 +910,13 @@ static int parse_call(json_t *c, size_t i, const char **name, json_t **args, cha
     json_t *fn = json_object_get(c, "function");
     json_t *src = json_is_object(fn) ? fn : c;
     json_t *n = json_object_get(src, "name");
+    json_t *outer = json_object_get(c, "name");
+    if (src != c && json_is_string(outer) && json_is_string(n) && !json_equal(outer, n)) {
+        snprintf(err, errlen, "tool_calls[%zu] names two tools: 'name' is '%s' and "
+                 "'function.name' is '%s'; send one name", i, json_string_value(outer),
+                 json_string_value(n));
+        return AIOS_ECONFIG; /* the whole request is refused (tool_run_calls) */
+    }
     if (!json_is_string(n)) {
         snprintf(err, errlen, "tool_calls[%zu].name must be a string naming a tool (GET /tools lists them)", i);
         return AIOS_EINVAL;
@@ -940,13 +959,19 @@ int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, js
     json_t *ids = json_array(), *names = json_array();
     if (!b.results || !ids || !names) goto oom;
     struct tool_job *jobs = NULL, *jtail = NULL;
-    for (size_t i = 0; i < n; i++) {
+    int refused = 0; /* AIOS_EINVAL (two names) or AIOS_EPERM (permit hook): nothing runs */
+    for (size_t i = 0; i < n && !refused; i++) {
         const char *name;
         json_t *args;
         char id[128], msg[1536];
         int rc = parse_call(json_array_get(calls, i), i, &name, &args, id, sizeof id, msg, sizeof msg);
         json_array_append_new(ids, json_string(id));
         json_array_append_new(names, name ? json_string(name) : json_null());
+        if (rc == AIOS_ECONFIG) {
+            refused = AIOS_EINVAL;
+            snprintf(err, errlen, "%s", msg);
+            continue;
+        }
         if (rc) {
             b.results[i] = call_error("invalid_request", msg);
             continue;
@@ -955,6 +980,13 @@ int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, js
         if (!t) {
             snprintf(msg, sizeof msg, "no tool named '%s' (GET /tools lists the registered tools)", name);
             b.results[i] = call_error("not_found", msg);
+            json_decref(args);
+            continue;
+        }
+        /* the privilege check, on the tool that would run */
+        if (m->permit && (rc = m->permit(m->permit_ud, sc, t, msg, sizeof msg)) != 0) {
+            refused = rc == AIOS_ENOMEM ? AIOS_ENOMEM : AIOS_EPERM;
+            snprintf(err, errlen, "%s", msg);
             json_decref(args);
             continue;
         }
@@ -977,6 +1009,20 @@ int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, js
         else jobs = j;
         jtail = j;
         b.n_left++;
+    }
+    if (refused) { /* before anything was queued */
+        while (jobs) {
+            struct tool_job *nx = jobs->next;
+            json_decref(jobs->args);
+            free(jobs);
+            jobs = nx;
+        }
+        for (size_t i = 0; i < n; i++) json_decref(b.results[i]);
+        json_decref(ids);
+        json_decref(names);
+        free(b.results);
+        pthread_cond_destroy(&b.cv);
+        return refused;
     }
     pthread_mutex_lock(&m->mu);
     if (jobs) {
@@ -1060,7 +1106,8 @@ void tool_exec_syscall(struct syscall *sc, void *ud)
     int rc = tool_run_calls(m, sc, sc->agent ? sc->agent : "", json_object_get(req->params, "tool_calls"),
                             &out, err, sizeof err);
     if (rc) {
-        syscall_fail(sc, rc, rc == AIOS_ENOMEM ? 500 : rc == AIOS_ETOOBIG ? 413 : 400, "%s", err);
+        syscall_fail(sc, rc, rc == AIOS_ENOMEM ? 500 : rc == AIOS_ETOOBIG ? 413
+                             : rc == AIOS_EPERM ? 403 : 400, "%s", err);
         return;
     }
     /* every call failed: a real HTTP error carrying each call's error, never a

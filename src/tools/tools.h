@@ -46,6 +46,14 @@ typedef int (*tool_builtin_fn)(const struct tool_call_env *env, json_t *args, js
 typedef int (*tool_approval_fn)(void *ud, struct syscall *sc, const struct tool *t,
                                 json_t *args, char *err, size_t errlen);
 
+/* Privilege hook (the access manager sets it). Called on the TOOL pool
+ * thread for every call of a TOOL syscall once its name is resolved to a
+ * registered tool (tool_find), with that tool: the one that would run.
+ * Return 0 to let it run, or AIOS_EPERM with the reason in err; one refused
+ * call refuses the whole syscall (403) before any of its calls runs. */
+typedef int (*tool_permit_fn)(void *ud, struct syscall *sc, const struct tool *t, char *err,
+                              size_t errlen);
+
 #define TOOL_DEFAULT_TIMEOUT_MS 30000
 #define TOOL_DEFAULT_MAX_OUTPUT ((size_t)64 << 10)
 #define TOOL_MAX_CONFLICTS 8
@@ -95,6 +103,7 @@ int tool_mgr_create(struct tool_mgr **out, json_t *section, const char *storage_
                     const char *data_dir, char *err, size_t errlen);
 
 void tool_mgr_set_approval(struct tool_mgr *m, tool_approval_fn fn, void *ud);
+void tool_mgr_set_permit(struct tool_mgr *m, tool_permit_fn fn, void *ud);
 
 /* The TOOL syscall executor (op "call", params {"tool_calls":[...]}). */
 void tool_exec_syscall(struct syscall *sc, void *ud);
@@ -102,7 +111,9 @@ void tool_exec_syscall(struct syscall *sc, void *ud);
 /* Run every call of a request (a JSON array of {"id"?, "name",
  * "parameters"|"arguments"}) for agent; *out gets the AIOS tool response
  * object. Per-call failures are inside it; returns negative AIOS_E* only
- * for a malformed request (message in err). */
+ * for a malformed request (AIOS_EINVAL, e.g. a call whose "name" and
+ * "function.name" name different tools) or a call the permit hook refused
+ * (AIOS_EPERM: nothing ran), with the message in err. */
 int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, json_t *calls,
                    json_t **out, char *err, size_t errlen);
 

@@ -153,31 +153,25 @@ static void test_agent(void **state)
     assert_false(acc_gate(g_m, &r, &d));
     assert_int_equal(d.status, 403);
 
-    /* models of the group; a call naming none gets the default model */
+    /* groups are not the gate's: it lets a call naming any model or tool
+     * through, and the check happens on what runs (acc_check_model on the
+     * LLM call's core, acc_check_tool on the tool a call resolved to) */
     r = req("POST", "/v1/chat/completions", g_bob, "{\"model\":\"big\"}");
-    assert_false(acc_gate(g_m, &r, &d));
-    assert_int_equal(d.status, 403);
-    assert_string_equal(d.target, "model:big");
-    const char *q = "{\"query_type\":\"llm\",\"query_data\":{\"messages\":[]}}";
-    r = req("POST", "/query", g_bob, q);
     assert_true(acc_gate(g_m, &r, &d));
-    assert_false(r.acc_admin);
-    assert_string_equal(r.acc_agent, "bob");
-    assert_string_equal(d.reason, "agent token");
-    r = req("POST", "/query", g_bob, q);
-    r.default_model = "big";
-    assert_false(acc_gate(g_m, &r, &d));
-    assert_string_equal(d.target, "model:big");
-
-    /* tools of the group */
     r = req("POST", "/query", g_bob,
             "{\"query_type\":\"tool\",\"query_data\":{\"tool_calls\":[{\"name\":\"rm\"}]}}");
-    assert_false(acc_gate(g_m, &r, &d));
-    assert_string_equal(d.target, "tool:rm");
-    assert_non_null(strstr(d.message, "may not call tool 'rm'"));
-    r = req("POST", "/query", g_bob,
-            "{\"query_type\":\"tool\",\"query_data\":{\"tool_calls\":[{\"name\":\"calculator\"}]}}");
     assert_true(acc_gate(g_m, &r, &d));
+    char why[512];
+    assert_int_equal(acc_check_model(g_m, "bob", true, 7, "big", why, sizeof why), AIOS_EPERM);
+    assert_non_null(strstr(why, "may not use model 'big'"));
+    assert_int_equal(acc_check_model(g_m, "bob", true, 7, "tiny", why, sizeof why), 0);
+    /* the operator acting as bob is not bound by bob's group */
+    assert_int_equal(acc_check_model(g_m, "bob", false, 7, "big", why, sizeof why), 0);
+    assert_int_equal(acc_check_tool(g_m, "bob", true, 8, "rm", "tool_call", why, sizeof why),
+                     AIOS_EPERM);
+    assert_non_null(strstr(why, "may not call tool 'rm'"));
+    assert_int_equal(acc_check_tool(g_m, "bob", true, 8, "calculator", "tool_call", why, sizeof why),
+                     0);
 
     /* an agent's chat call that names no agent: the API names it */
     r = req("POST", "/v1/chat/completions", g_bob, "{\"model\":\"tiny\"}");
@@ -188,12 +182,13 @@ static void test_agent(void **state)
     assert_false(r.name_agent);
 }
 
-/* the decision's audit row is the one in the log */
+/* the decision's audit row is the one in the log; a group refusal on
+ * what runs writes its own row naming the model */
 static void test_audit_row(void **state)
 {
     (void)state;
     struct acc_decision d;
-    struct acc_req r = req("POST", "/v1/chat/completions", g_bob, "{\"model\":\"huge\"}");
+    struct acc_req r = req("POST", "/query", g_bob, "{\"agent_name\":\"eve\"}");
     assert_false(acc_gate(g_m, &r, &d));
     acc_audit_flush(acc_mgr_audit(g_m));
     char err[256] = "";
@@ -202,10 +197,21 @@ static void test_audit_row(void **state)
     assert_int_equal(json_array_size(rows), 1);
     json_t *row = json_array_get(rows, 0);
     assert_string_equal(json_string_value(json_object_get(row, "agent")), d.agent);
-    assert_string_equal(json_string_value(json_object_get(row, "resource")), "model:huge");
+    assert_string_equal(json_string_value(json_object_get(row, "resource")), d.target);
     assert_string_equal(json_string_value(json_object_get(row, "action")), d.operation);
     assert_string_equal(json_string_value(json_object_get(row, "decision")), "denied");
     assert_string_equal(json_string_value(json_object_get(row, "reason")), d.message);
+    json_decref(rows);
+
+    char why[512];
+    assert_int_equal(acc_check_model(g_m, "bob", true, 42, "huge", why, sizeof why), AIOS_EPERM);
+    acc_audit_flush(acc_mgr_audit(g_m));
+    rows = acc_audit_query(acc_mgr_audit(g_m), "bob", 0, 1, err, sizeof err);
+    assert_int_equal(json_array_size(rows), 1);
+    row = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(row, "resource")), "model:huge");
+    assert_string_equal(json_string_value(json_object_get(row, "decision")), "denied");
+    assert_int_equal(json_integer_value(json_object_get(row, "syscall_id")), 42);
     json_decref(rows);
 }
 
