@@ -3,9 +3,10 @@
  * (struct acc_decision: allowed or not, status, error type, message, and
  * the audit row it wrote). Covers the open routes, missing and unknown
  * tokens (401), the admin token, agent tokens on operator routes (403),
- * impersonation, privilege groups (models, the default model, tools), the
- * chat call that names no agent, and that the audit log holds the row the
- * decision carries. */
+ * impersonation, privilege groups through acc_check_model/acc_check_tool
+ * (the gate itself lets any model or tool name through: groups are checked
+ * on what runs), the chat call that names no agent, and that the audit log
+ * holds the row the decision carries. */
 #include "access/access.h"
 #include "kernel/config.h"
 #include "util/err.h"
