@@ -275,9 +275,7 @@ static int get_owner(struct opctx *c, const char *norm, enum sto_mode mode, cons
 
 static pthread_mutex_t *stripe(struct sto *s, const char *owner)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)owner; *p; p++) h = (h ^ *p) * 16777619u;
-    return &s->stripes[h % STO_N_STRIPES];
+    return &s->stripes[util_fnv1a32(owner) % STO_N_STRIPES];
 }
 
 /* map an error from path.c to an HTTP status */
