@@ -48,6 +48,39 @@ struct kernel_fixture *kf_start(const char *const *extra)
     return kf;
 }
 
+struct kernel_fixture *kf_start_config(const char *yaml)
+{
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, "/tmp/aios-itcfg-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(yaml, f);
+    assert_int_equal(fclose(f), 0);
+    const char *extra[] = {"--config", path, NULL};
+    struct kernel_fixture *kf = kf_start(extra);
+    snprintf(kf->cfgdir, sizeof kf->cfgdir, "%s", dir);
+    return kf;
+}
+
+struct kernel_fixture *g_kf;
+
+int kf_group_setup(void **state)
+{
+    (void)state;
+    g_kf = kf_start(NULL);
+    return 0;
+}
+
+int kf_group_teardown(void **state)
+{
+    (void)state;
+    kf_stop(g_kf);
+    g_kf = NULL;
+    return 0;
+}
+
 void kf_stop(struct kernel_fixture *kf)
 {
     if (!kf) return;
@@ -57,6 +90,10 @@ void kf_stop(struct kernel_fixture *kf)
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", kf->dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", kf->dir);
+    if (kf->cfgdir[0]) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", kf->cfgdir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", kf->cfgdir);
+    }
     free(kf);
     assert_true(clean);
 }
@@ -89,6 +126,50 @@ long kf_call(struct kernel_fixture *kf, const char *method, const char *path, co
              json_t **json)
 {
     return kf_call_n(kf, method, path, body, body ? strlen(body) : 0, json, NULL, 0);
+}
+
+long kf_call_as(struct kernel_fixture *kf, const char *token, const char *extra_hdr,
+                const char *method, const char *path, const char *body, json_t **out)
+{
+    char url[512], auth[200];
+    snprintf(url, sizeof url, "%s%s", kf->child.base, path);
+    const char *hdrs[3] = {NULL, NULL, NULL};
+    int n = 0;
+    if (token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        hdrs[n++] = auth;
+    }
+    if (extra_hdr) hdrs[n++] = extra_hdr;
+    struct hc_resp r;
+    int rc = hc_call_h(method, url, body, body ? strlen(body) : 0, hdrs, &r, 60);
+    assert_int_equal(rc, 0);
+    if (out) *out = json_loadb(r.body, r.len, 0, NULL);
+    long st = r.status;
+    hc_resp_free(&r);
+    return st;
+}
+
+void kf_register_agent(struct kernel_fixture *kf, const char *name, char *tok, size_t toklen)
+{
+    char body[128];
+    snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
+    json_t *j = NULL;
+    assert_int_equal(kf_call(kf, "POST", "/access/agents", body, &j), 201);
+    const char *t = json_string_value(json_object_get(j, "token"));
+    assert_non_null(t);
+    assert_true(strlen(t) >= 32);
+    snprintf(tok, toklen, "%s", t);
+    json_decref(j);
+}
+
+void expect_status(long got, long want, json_t *j)
+{
+    if (got != want) {
+        char *s = j ? json_dumps(j, 0) : NULL;
+        fprintf(stderr, "expected %ld, got %ld: %s\n", want, got, s ? s : "(no JSON)");
+        free(s);
+    }
+    assert_int_equal(got, want);
 }
 
 void assert_error_body(json_t *j, const char *needle)

@@ -22,7 +22,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
 static char g_dir[256];      /* temp: agents/, config.yaml, mcp.py */
 static char g_agents[300];
 static char g_cfg[300];

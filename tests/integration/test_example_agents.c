@@ -23,8 +23,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
-static char g_cfg[PATH_MAX];
 static char g_agents[PATH_MAX];
 
 static int group_setup(void **state)
@@ -36,21 +34,9 @@ static int group_setup(void **state)
     assert_non_null(abs);
     snprintf(g_agents, sizeof g_agents, "%s/agents", dirname(abs));
     free(abs);
-    snprintf(g_cfg, sizeof g_cfg, "/tmp/aios-example-agents-%d.yaml", (int)getpid());
-    FILE *f = fopen(g_cfg, "w");
-    assert_non_null(f);
-    fprintf(f, "agent_factory:\n  agents_dir: \"%s\"\n", g_agents);
-    fclose(f);
-    const char *extra[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(extra);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    unlink(g_cfg);
+    char yaml[PATH_MAX + 64];
+    snprintf(yaml, sizeof yaml, "agent_factory:\n  agents_dir: \"%s\"\n", g_agents);
+    g_kf = kf_start_config(yaml);
     return 0;
 }
 
@@ -176,5 +162,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_example_agents_concurrently),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }
