@@ -172,6 +172,63 @@ void expect_status(long got, long want, json_t *j)
     assert_int_equal(got, want);
 }
 
+int kf_audit_count(struct kernel_fixture *kf, const char *agent, const char *decision,
+                   const char *resource, const char *needle)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/access/audit?agent=%s", agent);
+    json_t *j = NULL;
+    assert_int_equal(kf_call(kf, "GET", path, NULL, &j), 200);
+    int n = 0;
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(j, "audit"), i, row) {
+        const char *d = json_string_value(json_object_get(row, "decision"));
+        const char *res = json_string_value(json_object_get(row, "resource"));
+        const char *why = json_string_value(json_object_get(row, "reason"));
+        if (d && !strcmp(d, decision) && (!resource || (res && !strcmp(res, resource))) &&
+            (!needle || (why && strstr(why, needle))))
+            n++;
+    }
+    json_decref(j);
+    return n;
+}
+
+long long kf_submit_agent(struct kernel_fixture *kf, const char *agent_id, const char *task)
+{
+    json_t *b = json_pack("{s:s,s:{s:s}}", "agent_id", agent_id, "agent_config", "task", task);
+    char *s = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    json_t *j = NULL;
+    long st = kf_call(kf, "POST", "/agents/submit", s, &j);
+    free(s);
+    if (st != 200) {
+        char *d = json_dumps(j, 0);
+        fail_msg("submit %s: HTTP %ld %s", agent_id, st, d ? d : "");
+    }
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "success");
+    assert_true(json_is_integer(json_object_get(j, "execution_id")));
+    assert_non_null(strstr(json_string_value(json_object_get(j, "message")), "submitted"));
+    long long id = json_integer_value(json_object_get(j, "execution_id"));
+    json_decref(j);
+    return id;
+}
+
+json_t *kf_wait_agent(struct kernel_fixture *kf, long long id, int timeout_s)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/agents/%lld/status", id);
+    for (int i = 0; i < timeout_s * 20; i++) {
+        json_t *j = NULL;
+        assert_int_equal(kf_call(kf, "GET", path, NULL, &j), 200);
+        if (strcmp(json_string_value(json_object_get(j, "status")), "running") != 0) return j;
+        json_decref(j);
+        usleep(50000);
+    }
+    fail_msg("agent %lld still running after %d s", id, timeout_s);
+    return NULL;
+}
+
 void assert_error_body(json_t *j, const char *needle)
 {
     assert_non_null(j);

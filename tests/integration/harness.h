@@ -64,6 +64,17 @@ void kf_register_agent(struct kernel_fixture *kf, const char *name, char *tok, s
 /* assert got == want, printing the body j (may be NULL) when it is not */
 void expect_status(long got, long want, json_t *j);
 
+/* Rows of GET /access/audit?agent=agent with this decision, resource
+ * (NULL: any) and a reason containing needle (NULL: any) */
+int kf_audit_count(struct kernel_fixture *kf, const char *agent, const char *decision,
+                   const char *resource, const char *needle);
+/* POST /agents/submit {agent_id, agent_config.task}: asserts a 200 with
+ * status "success" and returns the execution id */
+long long kf_submit_agent(struct kernel_fixture *kf, const char *agent_id, const char *task);
+/* poll GET /agents/{id}/status until it is not "running" (fails the test
+ * after timeout_s); the status object, to json_decref */
+json_t *kf_wait_agent(struct kernel_fixture *kf, long long id, int timeout_s);
+
 /* Assert that j is {"error":{"message":<non-empty string>,"type":<string>}}
  * and the message contains `needle` (when non-NULL). */
 void assert_error_body(json_t *j, const char *needle);

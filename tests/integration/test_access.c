@@ -42,6 +42,7 @@ static const char *CONFIG =
  * (harness.c), on this group's kernel */
 #define call_as(...) kf_call_as(g_kf, __VA_ARGS__)
 #define register_agent(...) kf_register_agent(g_kf, __VA_ARGS__)
+#define audit_count(agent, decision, needle) kf_audit_count(g_kf, agent, decision, NULL, needle)
 
 static void expect_error(long got, long want, json_t **jp, const char *needle)
 {
@@ -59,25 +60,6 @@ static int group_setup(void **state)
     register_agent("bob", g_bob, sizeof g_bob);
     register_agent("carol", g_carol, sizeof g_carol);
     return 0;
-}
-
-/* audit rows for agent with this decision whose reason contains needle */
-static int audit_count(const char *agent, const char *decision, const char *needle)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/access/audit?agent=%s", agent);
-    json_t *j = NULL;
-    assert_int_equal(kf_call(g_kf, "GET", path, NULL, &j), 200);
-    int n = 0;
-    size_t i;
-    json_t *row;
-    json_array_foreach(json_object_get(j, "audit"), i, row) {
-        const char *d = json_string_value(json_object_get(row, "decision"));
-        const char *why = json_string_value(json_object_get(row, "reason"));
-        if (d && !strcmp(d, decision) && (!needle || (why && strstr(why, needle)))) n++;
-    }
-    json_decref(j);
-    return n;
 }
 
 static void test_admin_token_file(void **state)

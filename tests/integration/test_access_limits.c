@@ -48,6 +48,7 @@ static const char *CONFIG =
  * admin (harness.c), on this group's kernel */
 #define call_as(tok, ...) kf_call_as(g_kf, tok, NULL, __VA_ARGS__)
 #define register_agent(...) kf_register_agent(g_kf, __VA_ARGS__)
+#define audit_count(...) kf_audit_count(g_kf, __VA_ARGS__)
 
 static int group_setup(void **state)
 {
@@ -60,28 +61,6 @@ static int group_setup(void **state)
     register_agent("hank", g_hank, sizeof g_hank);
     register_agent("ivy", g_ivy, sizeof g_ivy);
     return 0;
-}
-
-static int audit_count(const char *agent, const char *decision, const char *resource,
-                       const char *needle)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/access/audit?agent=%s", agent);
-    json_t *j = NULL;
-    assert_int_equal(kf_call(g_kf, "GET", path, NULL, &j), 200);
-    int n = 0;
-    size_t i;
-    json_t *row;
-    json_array_foreach(json_object_get(j, "audit"), i, row) {
-        const char *d = json_string_value(json_object_get(row, "decision"));
-        const char *res = json_string_value(json_object_get(row, "resource"));
-        const char *why = json_string_value(json_object_get(row, "reason"));
-        if (d && !strcmp(d, decision) && (!resource || (res && !strcmp(res, resource))) &&
-            (!needle || (why && strstr(why, needle))))
-            n++;
-    }
-    json_decref(j);
-    return n;
 }
 
 /* ---- token budgets ---- */
