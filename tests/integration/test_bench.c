@@ -21,8 +21,10 @@
 /* run `aios bench agents ARGS`; stdout parsed as JSON into *out */
 static int run_bench(const char *args, json_t **out, char *err, size_t errlen)
 {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' bench agents %s 2>/tmp/aios-it-bench-err.txt", aios_bin(), args);
+    char cmd[4096], errpath[64];
+    /* this process's own file: tests of other checkouts may run at once */
+    snprintf(errpath, sizeof errpath, "/tmp/aios-it-bench-err-%d.txt", (int)getpid());
+    snprintf(cmd, sizeof cmd, "'%s' bench agents %s 2>%s", aios_bin(), args, errpath);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char *buf = NULL;
@@ -42,13 +44,13 @@ static int run_bench(const char *args, json_t **out, char *err, size_t errlen)
     int st = pclose(p);
     if (out) *out = buf ? json_loads(buf, 0, NULL) : NULL;
     free(buf);
-    FILE *e = fopen("/tmp/aios-it-bench-err.txt", "r");
+    FILE *e = fopen(errpath, "r");
     if (e && err) {
         size_t l = fread(err, 1, errlen - 1, e);
         err[l] = 0;
     }
     if (e) fclose(e);
-    unlink("/tmp/aios-it-bench-err.txt");
+    unlink(errpath);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
