@@ -135,15 +135,6 @@ enum MHD_Result api_route_selected_llms(struct api_req *r)
 
 /* ---- /core/refresh ---- */
 
-static void add_change(json_t *changes, const char *key, json_t *old, json_t *new, bool applied,
-                       const char *note)
-{
-    json_t *o = json_pack("{s:s,s:O?,s:O?,s:b}", "key", key, "old", old, "new", new, "applied",
-                          applied);
-    if (note) json_object_set_new(o, "note", json_string(note));
-    json_array_append_new(changes, o);
-}
-
 enum MHD_Result api_route_core_refresh(struct api_req *r)
 {
     struct kernel *k = r->k;
@@ -195,7 +186,8 @@ enum MHD_Result api_route_core_refresh(struct api_req *r)
         if (!o || !json_equal(o, v)) {
             char kk[300];
             snprintf(kk, sizeof kk, "llms.%s", key);
-            add_change(changes, kk, o, v, false, "takes effect at the next restart");
+            kernel_models_add_change(changes, kk, json_incref(o), json_incref(v), false,
+                                     "takes effect at the next restart");
         }
     }
     /* every other top-level section, agent_factory applied live */
@@ -209,7 +201,8 @@ enum MHD_Result api_route_core_refresh(struct api_req *r)
         json_t *o = json_object_get(oldraw, key), *n = json_object_get(newraw, key);
         if (o && n && json_equal(o, n)) continue;
         if (!o && !n) continue;
-        add_change(changes, key, o, n, false, "takes effect at the next restart");
+        kernel_models_add_change(changes, key, json_incref(o), json_incref(n), false,
+                                 "takes effect at the next restart");
     }
     json_decref(keys);
     /* agent_factory: live. Its paths resolve against the running data_dir. */

@@ -13,6 +13,7 @@
  * --since takes unix seconds or a relative age like 10m, 2h, 1d. */
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "util/util.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -84,20 +85,11 @@ int cli_audit_main(int argc, char **argv)
     char path[1024];
     int n = snprintf(path, sizeof path, "/access/audit?limit=%s", limit ? limit : "1000");
     if (agent) {
-        char *esc = NULL;
-        /* agent names are [A-Za-z0-9_.-/@]; only '@' and '/' need escaping */
+        /* agent names are [A-Za-z0-9_.-/@]; '@' and '/' need escaping */
         size_t l = strlen(agent);
-        esc = malloc(3 * l + 1);
+        char *esc = malloc(3 * l + 1);
         if (!esc) return 1;
-        size_t o = 0;
-        for (size_t i = 0; i < l; i++) {
-            unsigned char c = (unsigned char)agent[i];
-            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                c == '_' || c == '.' || c == '-')
-                esc[o++] = (char)c;
-            else o += (size_t)sprintf(esc + o, "%%%02X", c);
-        }
-        esc[o] = 0;
+        util_pct_encode(agent, esc, 3 * l + 1);
         n += snprintf(path + n, sizeof path - (size_t)n, "&agent=%s", esc);
         free(esc);
     }

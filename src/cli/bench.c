@@ -145,23 +145,6 @@ static char *make_system(int words, unsigned seed)
 
 /* ---- HTTP ---- */
 
-struct sink {
-    char *s;
-    size_t n;
-};
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
-{
-    struct sink *b = ud;
-    char *q = realloc(b->s, b->n + sz * nm + 1);
-    if (!q) return 0;
-    b->s = q;
-    memcpy(b->s + b->n, p, sz * nm);
-    b->n += sz * nm;
-    b->s[b->n] = 0;
-    return sz * nm;
-}
-
 static double now_s(void) { return (double)(util_now_us() - g_t0_us) / 1e6; }
 
 /* bearer token for the target: the spawned kernel's admin token, else
@@ -200,7 +183,7 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
     char *txt = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!txt) return AIOS_ENOMEM;
-    struct sink b = {0};
+    struct util_buf b = {0};
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     char agent_hdr[96];
     snprintf(agent_hdr, sizeof agent_hdr, "X-Aios-Agent: %s", user);
@@ -214,7 +197,7 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
     curl_easy_setopt(c, CURLOPT_URL, a->chat_url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, txt);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, util_buf_sink);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 7200L);
     struct call_rec *r = &a->calls[turn];

@@ -22,8 +22,7 @@ static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 struct sink {
-    char *buf;
-    size_t len, cap;
+    struct util_buf b;
     hc_chunk_fn fn;
     void *ud;
 };
@@ -33,7 +32,7 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
     struct sink *s = ud;
     size_t len = sz * n;
     if (s->fn) return s->fn(p, len, s->ud) ? 0 : len;
-    return util_buf_append(&s->buf, &s->len, &s->cap, p, len) ? 0 : len;
+    return util_buf_sink(p, 1, len, &s->b);
 }
 
 /* The token sent as "Authorization: Bearer" (access manager): set with
@@ -130,8 +129,8 @@ int hc_call_h(const char *method, const char *url, const char *body, size_t body
     static const char *const none[] = {NULL};
     int rc = perform_h(method, url, body, body_len, &s, &out->status, out->ctype,
                        sizeof out->ctype, timeout_s, headers ? headers : none);
-    out->body = s.buf ? s.buf : strdup("");
-    out->len = s.len;
+    out->body = s.b.s ? s.b.s : strdup("");
+    out->len = s.b.len;
     return rc;
 }
 
@@ -142,8 +141,8 @@ int hc_call(const char *method, const char *url, const char *body, size_t body_l
     struct sink s = {0};
     int rc = perform(method, url, body, body_len, &s, &out->status, out->ctype, sizeof out->ctype,
                      timeout_s);
-    out->body = s.buf ? s.buf : strdup("");
-    out->len = s.len;
+    out->body = s.b.s ? s.b.s : strdup("");
+    out->len = s.b.len;
     return rc;
 }
 

@@ -31,6 +31,7 @@
  * without locks. Nothing here keeps global state. */
 #include "kernel/config.h"
 #include "util/err.h"
+#include "util/util.h"
 
 #include <yaml.h>
 
@@ -58,17 +59,8 @@
 #define TAG_MAP "tag:yaml.org,2002:map"
 #define TAG_SEQ "tag:yaml.org,2002:seq"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen) return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+/* printf into err (util_errf) */
+#define set_err(err, errlen, ...) ((void)util_errf(err, errlen, AIOS_OK, __VA_ARGS__))
 
 /* ---------------------------------------------------------------------------
  * Source positions

@@ -259,8 +259,8 @@ static int retire(struct kernel *k, const char *name, const struct llm_core *kee
     return n;
 }
 
-static void add_change(json_t *changes, const char *key, json_t *old, json_t *new, bool applied,
-                       const char *note)
+void kernel_models_add_change(json_t *changes, const char *key, json_t *old, json_t *new,
+                              bool applied, const char *note)
 {
     json_t *o = json_pack("{s:s,s:o?,s:o?,s:b}", "key", key, "old", old, "new", new, "applied",
                           applied);
@@ -284,7 +284,7 @@ static void refresh_one(struct kernel *k, const struct aios_config *nc, const ch
         pthread_mutex_unlock(&km->mu);
         snprintf(note, sizeof note, "removed model: retired%s; calls already running on it "
                  "finish, new calls for it get 404", n ? "" : " (it was not serving)");
-        add_change(changes, key, shown(old_fp), NULL, true, note);
+        kernel_models_add_change(changes, key, shown(old_fp), NULL, true, note);
         LOG_INFO("kernel", "refresh: model %s retired", name);
         return;
     }
@@ -298,7 +298,8 @@ static void refresh_one(struct kernel *k, const struct aios_config *nc, const ch
     if (rc) {
         snprintf(note, sizeof note, "%s model not loaded (%s); %s", old_fp ? "changed" : "new",
                  err, old_fp ? "the old one keeps serving" : "fix the entry and refresh again");
-        add_change(changes, key, old_fp ? shown(old_fp) : NULL, shown(new_fp), false, note);
+        kernel_models_add_change(changes, key, old_fp ? shown(old_fp) : NULL, shown(new_fp), false,
+                                 note);
         LOG_WARN("kernel", "refresh: model %s: %s", name, err);
         json_decref(new_fp);
         return;
@@ -323,7 +324,8 @@ static void refresh_one(struct kernel *k, const struct aios_config *nc, const ch
         snprintf(note, sizeof note, "changed model: the new one serves new calls; calls already "
                  "running on the old one finish there");
     else snprintf(note, sizeof note, "new model: loaded and serving");
-    add_change(changes, key, old_fp ? shown(old_fp) : NULL, shown(new_fp), true, note);
+    kernel_models_add_change(changes, key, old_fp ? shown(old_fp) : NULL, shown(new_fp), true,
+                             note);
     LOG_INFO("kernel", "refresh: model %s %s (%s)", name, old_fp || n_old ? "replaced" : "added",
              c->backend);
     json_decref(new_fp);
@@ -379,16 +381,18 @@ int kernel_models_refresh(struct kernel *k, const struct aios_config *nc, json_t
      * thread touches keys and remote: busy is held) */
     json_t *keys = config_lookup(nc, "api_keys"), *remote = config_lookup(nc, "llms.remote");
     if (!json_equal(keys ? keys : json_null(), km->keys)) {
-        add_change(changes, "api_keys", NULL, NULL, true,
-                   "api keys changed (values not shown): remote models that use a changed key "
-                   "were rebuilt with it (their llms.models entries above)");
+        kernel_models_add_change(changes, "api_keys", NULL, NULL, true,
+                                 "api keys changed (values not shown): remote models that "
+                                 "use a changed key were rebuilt with it (their llms.models "
+                                 "entries above)");
         json_decref(km->keys);
         km->keys = keys ? json_deep_copy(keys) : json_null();
     }
     if (!json_equal(remote ? remote : json_null(), km->remote)) {
-        add_change(changes, "llms.remote", json_incref(km->remote),
-                   remote ? json_deep_copy(remote) : NULL, true,
-                   "remote models were rebuilt with it (their llms.models entries above)");
+        kernel_models_add_change(changes, "llms.remote", json_incref(km->remote),
+                                 remote ? json_deep_copy(remote) : NULL, true,
+                                 "remote models were rebuilt with it (their llms.models "
+                                 "entries above)");
         json_decref(km->remote);
         km->remote = remote ? json_deep_copy(remote) : json_null();
     }

@@ -29,6 +29,11 @@ void kernel_models_stop(struct kernel *k);
 int kernel_models_refresh(struct kernel *k, const struct aios_config *nc, json_t *changes,
                           json_t *unchanged);
 
+/* Append {"key","old","new","applied"[,"note"]} to changes (the
+ * /core/refresh report); old and new (may be NULL) are stolen. */
+void kernel_models_add_change(json_t *changes, const char *key, json_t *old, json_t *new,
+                              bool applied, const char *note);
+
 /* GET /core/llms/list: [{"name","backend","served","n_ctx"[,"path"]
  * [,"hostname"][,"replicas"]}] of the models as now applied. */
 json_t *kernel_models_list(struct kernel *k);

@@ -104,7 +104,7 @@ struct llm_core {
 
 /* Embedded llama.cpp engine for a local GGUF file. cfg (may be NULL: all
  * defaults) gives the engine knobs of the model's llms.models[] entry and
- * the context.* settings; see llama.c and README. */
+ * the context.* settings; see llama.c and docs/configuration.md. */
 int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
                      const struct aios_config *cfg, char *err, size_t errlen);
 /* llama.cpp process-wide init (logging, backends); idempotent. */

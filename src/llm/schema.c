@@ -27,6 +27,7 @@
 #include "llm/schema.h"
 
 #include "util/err.h"
+#include "util/util.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -71,17 +72,8 @@ static void path_pop(struct path *p, size_t old)
     p->s[old] = 0;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return AIOS_EINVAL;
-}
+/* printf into err and return AIOS_EINVAL (util_errf) */
+#define fail(err, errlen, ...) util_errf(err, errlen, AIOS_EINVAL, __VA_ARGS__)
 
 /* ---- support check ---- */
 

@@ -44,17 +44,8 @@
 
 #define TOOL_NAME_MAX 64
 
-static int bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return AIOS_EINVAL;
-}
+/* printf into err and return AIOS_EINVAL (util_errf) */
+#define bad(err, errlen, ...) util_errf(err, errlen, AIOS_EINVAL, __VA_ARGS__)
 
 void llm_structured_free(struct llm_structured *st)
 {

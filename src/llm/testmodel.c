@@ -118,17 +118,8 @@ const char *testmodel_shape_name(enum testmodel_shape shape)
     return g_shapes[shape].name;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+/* printf into err (util_errf) */
+#define set_err(err, errlen, ...) ((void)util_errf(err, errlen, AIOS_OK, __VA_ARGS__))
 
 /* ---- llama.cpp process state ---------------------------------------- */
 
@@ -184,16 +175,6 @@ static uint64_t splitmix64(uint64_t *s)
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
-}
-
-static uint64_t fnv1a64(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
 }
 
 /* 24 random bits -> [-1, 1) exactly (24-bit integers and powers of two are
@@ -287,7 +268,7 @@ static void fill_tensor(struct ggml_tensor *t, void *ud)
     size_t n = (size_t)ggml_nelements(t);
     size_t stage_n = FILL_STAGE_BLOCKS * FILL_BLOCK;
     bool is_norm = strstr(t->name, "norm") != NULL;
-    uint64_t base = fc->seed ^ fnv1a64(t->name);
+    uint64_t base = fc->seed ^ util_fnv1a64(t->name);
     /* uniform on [-a, a) has stdev a / sqrt(3) */
     const float amp = FILL_STDEV * 1.7320508f;
 

@@ -99,18 +99,11 @@ struct mem_manager {
     struct mem_agent *agents[MEM_AGENT_BUCKETS];
 };
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 /* ---- agents ---- */
 
 static struct mem_agent *agent_get(struct mem_manager *m, const char *name)
 {
-    size_t b = hash_str(name) % MEM_AGENT_BUCKETS;
+    size_t b = util_fnv1a64(name) % MEM_AGENT_BUCKETS;
     pthread_mutex_lock(&m->mu);
     struct mem_agent *a = m->agents[b];
     while (a && strcmp(a->name, name)) a = a->next;
@@ -154,7 +147,7 @@ static void agent_free(struct mem_agent *a)
 static struct mem_entry *ws_find(struct mem_agent *a, const char *id)
 {
     if (!a->n_buckets) return NULL;
-    struct mem_entry *e = a->buckets[hash_str(id) & (a->n_buckets - 1)];
+    struct mem_entry *e = a->buckets[util_fnv1a64(id) & (a->n_buckets - 1)];
     while (e && strcmp(e->note->id, id)) e = e->next;
     return e;
 }
@@ -168,7 +161,7 @@ static int ws_grow(struct mem_agent *a)
         struct mem_entry *e = a->buckets[i];
         while (e) {
             struct mem_entry *n = e->next;
-            size_t h = hash_str(e->note->id) & (nb - 1);
+            size_t h = util_fnv1a64(e->note->id) & (nb - 1);
             e->next = b[h];
             b[h] = e;
             e = n;
@@ -182,7 +175,7 @@ static int ws_grow(struct mem_agent *a)
 
 static void ws_unlink(struct mem_agent *a, struct mem_entry *e)
 {
-    struct mem_entry **pp = &a->buckets[hash_str(e->note->id) & (a->n_buckets - 1)];
+    struct mem_entry **pp = &a->buckets[util_fnv1a64(e->note->id) & (a->n_buckets - 1)];
     while (*pp != e) pp = &(*pp)->next;
     *pp = e->next;
     mem_lruk_remove(&a->lruk, &e->lru);
@@ -243,7 +236,7 @@ static void ws_put(struct mem_manager *m, struct mem_agent *a, struct mem_note *
         e->note = n;
         e->bytes = mem_note_bytes(n);
         mem_lruk_node_init(&e->lru);
-        size_t h = hash_str(n->id) & (a->n_buckets - 1);
+        size_t h = util_fnv1a64(n->id) & (a->n_buckets - 1);
         e->next = a->buckets[h];
         a->buckets[h] = e;
         a->n++;

@@ -98,16 +98,9 @@ struct sched {
 
 /* ---- agent records (lock held) ---- */
 
-static unsigned hash_str(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
 static struct sched_agent *agent_get(struct sched *s, const char *name, bool create)
 {
-    unsigned b = hash_str(name) % N_BUCKETS;
+    unsigned b = util_fnv1a32(name) % N_BUCKETS;
     for (struct sched_agent *a = s->buckets[b]; a; a = a->next_hash)
         if (!strcmp(a->name, name)) return a;
     if (!create) return NULL;

@@ -133,24 +133,9 @@ int sto_path_norm(const char *p, size_t len, bool allow_root, char *out, size_t 
 
 int sto_agent_dirname(const char *agent, char *out, size_t outlen)
 {
-    static const char hx[] = "0123456789ABCDEF";
-    size_t n = agent ? strlen(agent) : 0, o = 0;
+    size_t n = agent ? strlen(agent) : 0;
     if (n == 0 || n > STO_AGENT_MAX) return AIOS_EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)agent[i];
-        bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-' || (c == '.' && i > 0);
-        if (o + 4 > outlen) return AIOS_EINVAL;
-        if (keep) {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hx[c >> 4];
-            out[o++] = hx[c & 15];
-        }
-    }
-    out[o] = 0;
-    return 0;
+    return util_pct_encode(agent, out, outlen);
 }
 
 int sto_root_open(struct sto *s, const char *agent, bool create, int *fd, char *err, size_t errlen)

@@ -205,9 +205,7 @@ static int get_owner(struct opctx *c, const char *o, const char *norm, enum sto_
 
 static pthread_mutex_t *stripe(struct sto *s, const char *owner)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)owner; *p; p++) h = (h ^ *p) * 16777619u;
-    return &s->stripes[h % STO_N_STRIPES];
+    return &s->stripes[util_fnv1a32(owner) % STO_N_STRIPES];
 }
 
 /* map an error from path.c to an HTTP status (AIOS_EBUSY: the tree

@@ -247,15 +247,8 @@ int tool_validate_args(const struct tool *t, json_t *args, char *err, size_t err
 
 /* ---- configuration ---- */
 
-static int cfg_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int cfg_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return AIOS_ECONFIG;
-}
+/* printf into err and return AIOS_ECONFIG (util_errf) */
+#define cfg_fail(err, errlen, ...) util_errf(err, errlen, AIOS_ECONFIG, __VA_ARGS__)
 
 static int check_keys(json_t *obj, const char *where, const char *const *allowed, char *err,
                       size_t errlen)
@@ -671,23 +664,9 @@ static json_t *call_error(const char *type, const char *msg)
 
 int tool_agent_dirname(const char *agent, char *out, size_t outlen)
 {
-    static const char hx[] = "0123456789ABCDEF";
-    size_t n = agent ? strlen(agent) : 0, o = 0;
+    size_t n = agent ? strlen(agent) : 0;
     if (n == 0 || n > 128) return AIOS_EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)agent[i];
-        bool keep = isalnum(c) || c == '_' || c == '-' || (c == '.' && i > 0);
-        if (o + 4 > outlen) return AIOS_EINVAL;
-        if (keep) {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hx[c >> 4];
-            out[o++] = hx[c & 15];
-        }
-    }
-    out[o] = 0;
-    return 0;
+    return util_pct_encode(agent, out, outlen);
 }
 
 /* The agent's storage root (storage.root_dir/<dirname>), created; NULL

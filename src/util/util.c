@@ -1,4 +1,5 @@
-/* Small shared helpers: error strings, logging, monotonic and wall clocks.
+/* Small shared helpers: error strings, logging, monotonic and wall clocks,
+ * growable buffers, percent-encoding and FNV-1a hashes.
  *
  * Logging writes each line with one write(2) so lines from the HTTP threads
  * and the engine thread never interleave; no lock is needed. The level is a
@@ -8,6 +9,7 @@
 #include "util/util.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,4 +133,58 @@ int util_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size
     *len += n;
     (*buf)[*len] = 0;
     return 0;
+}
+
+size_t util_buf_sink(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct util_buf *b = ud;
+    size_t n = size * nmemb;
+    return util_buf_append(&b->s, &b->len, &b->cap, p, n) ? 0 : n;
+}
+
+int util_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+int util_pct_encode(const char *s, char *out, size_t outlen)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    size_t o = 0;
+    if (!outlen) return AIOS_EINVAL;
+    for (size_t i = 0; s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || (c == '.' && i > 0);
+        if (o + (keep ? 1 : 3) >= outlen) return AIOS_EINVAL;
+        if (keep) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hx[c >> 4];
+            out[o++] = hx[c & 15];
+        }
+    }
+    out[o] = 0;
+    return 0;
+}
+
+uint32_t util_fnv1a32(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+uint64_t util_fnv1a64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
 }

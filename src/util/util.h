@@ -1,4 +1,5 @@
-/* Clocks and file-system helpers. */
+/* Clocks, file-system helpers, growable buffers, error strings,
+ * percent-encoding and FNV-1a hashes shared by every module. */
 #ifndef AIOS_UTIL_UTIL_H
 #define AIOS_UTIL_UTIL_H
 
@@ -16,5 +17,30 @@ char *util_cache_dir(void);
 /* Append n bytes to a growable, NUL-terminated buffer (*buf, *len, *cap),
  * doubling its capacity as needed. 0 or AIOS_ENOMEM (buffer unchanged). */
 int util_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
+/* Such a buffer as one struct (zero-initialised is empty; free(s)). */
+struct util_buf {
+    char *s;
+    size_t len, cap;
+};
+/* A libcurl write callback (CURLOPT_WRITEFUNCTION) that appends to the
+ * struct util_buf in ud; returns 0, which stops the transfer, when out of
+ * memory. */
+size_t util_buf_sink(char *p, size_t size, size_t nmemb, void *ud);
+
+/* printf into err when err is non-NULL and errlen non-zero; returns rc, so
+ * that `return util_errf(err, errlen, AIOS_EINVAL, "...", ...);` reports and
+ * fails in one line. */
+int util_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Percent-encode s into out (outlen bytes with the NUL): bytes in
+ * [A-Za-z0-9_-], and '.' anywhere but first, stay; every other byte becomes
+ * %XX (so the result is never ".", ".." or hidden, and has no '/').
+ * 0, or AIOS_EINVAL when out is too small. */
+int util_pct_encode(const char *s, char *out, size_t outlen);
+
+/* FNV-1a hashes of a NUL-terminated string */
+uint32_t util_fnv1a32(const char *s);
+uint64_t util_fnv1a64(const char *s);
 
 #endif

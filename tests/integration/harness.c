@@ -48,6 +48,39 @@ struct kernel_fixture *kf_start(const char *const *extra)
     return kf;
 }
 
+struct kernel_fixture *kf_start_config(const char *yaml)
+{
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, "/tmp/aios-itcfg-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(yaml, f);
+    assert_int_equal(fclose(f), 0);
+    const char *extra[] = {"--config", path, NULL};
+    struct kernel_fixture *kf = kf_start(extra);
+    snprintf(kf->cfgdir, sizeof kf->cfgdir, "%s", dir);
+    return kf;
+}
+
+struct kernel_fixture *g_kf;
+
+int kf_group_setup(void **state)
+{
+    (void)state;
+    g_kf = kf_start(NULL);
+    return 0;
+}
+
+int kf_group_teardown(void **state)
+{
+    (void)state;
+    kf_stop(g_kf);
+    g_kf = NULL;
+    return 0;
+}
+
 void kf_stop(struct kernel_fixture *kf)
 {
     if (!kf) return;
@@ -57,6 +90,10 @@ void kf_stop(struct kernel_fixture *kf)
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", kf->dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", kf->dir);
+    if (kf->cfgdir[0]) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", kf->cfgdir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", kf->cfgdir);
+    }
     free(kf);
     assert_true(clean);
 }
@@ -89,6 +126,107 @@ long kf_call(struct kernel_fixture *kf, const char *method, const char *path, co
              json_t **json)
 {
     return kf_call_n(kf, method, path, body, body ? strlen(body) : 0, json, NULL, 0);
+}
+
+long kf_call_as(struct kernel_fixture *kf, const char *token, const char *extra_hdr,
+                const char *method, const char *path, const char *body, json_t **out)
+{
+    char url[512], auth[200];
+    snprintf(url, sizeof url, "%s%s", kf->child.base, path);
+    const char *hdrs[3] = {NULL, NULL, NULL};
+    int n = 0;
+    if (token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        hdrs[n++] = auth;
+    }
+    if (extra_hdr) hdrs[n++] = extra_hdr;
+    struct hc_resp r;
+    int rc = hc_call_h(method, url, body, body ? strlen(body) : 0, hdrs, &r, 60);
+    assert_int_equal(rc, 0);
+    if (out) *out = json_loadb(r.body, r.len, 0, NULL);
+    long st = r.status;
+    hc_resp_free(&r);
+    return st;
+}
+
+void kf_register_agent(struct kernel_fixture *kf, const char *name, char *tok, size_t toklen)
+{
+    char body[128];
+    snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
+    json_t *j = NULL;
+    assert_int_equal(kf_call(kf, "POST", "/access/agents", body, &j), 201);
+    const char *t = json_string_value(json_object_get(j, "token"));
+    assert_non_null(t);
+    assert_true(strlen(t) >= 32);
+    snprintf(tok, toklen, "%s", t);
+    json_decref(j);
+}
+
+void expect_status(long got, long want, json_t *j)
+{
+    if (got != want) {
+        char *s = j ? json_dumps(j, 0) : NULL;
+        fprintf(stderr, "expected %ld, got %ld: %s\n", want, got, s ? s : "(no JSON)");
+        free(s);
+    }
+    assert_int_equal(got, want);
+}
+
+int kf_audit_count(struct kernel_fixture *kf, const char *agent, const char *decision,
+                   const char *resource, const char *needle)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/access/audit?agent=%s", agent);
+    json_t *j = NULL;
+    assert_int_equal(kf_call(kf, "GET", path, NULL, &j), 200);
+    int n = 0;
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(j, "audit"), i, row) {
+        const char *d = json_string_value(json_object_get(row, "decision"));
+        const char *res = json_string_value(json_object_get(row, "resource"));
+        const char *why = json_string_value(json_object_get(row, "reason"));
+        if (d && !strcmp(d, decision) && (!resource || (res && !strcmp(res, resource))) &&
+            (!needle || (why && strstr(why, needle))))
+            n++;
+    }
+    json_decref(j);
+    return n;
+}
+
+long long kf_submit_agent(struct kernel_fixture *kf, const char *agent_id, const char *task)
+{
+    json_t *b = json_pack("{s:s,s:{s:s}}", "agent_id", agent_id, "agent_config", "task", task);
+    char *s = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    json_t *j = NULL;
+    long st = kf_call(kf, "POST", "/agents/submit", s, &j);
+    free(s);
+    if (st != 200) {
+        char *d = json_dumps(j, 0);
+        fail_msg("submit %s: HTTP %ld %s", agent_id, st, d ? d : "");
+    }
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "success");
+    assert_true(json_is_integer(json_object_get(j, "execution_id")));
+    assert_non_null(strstr(json_string_value(json_object_get(j, "message")), "submitted"));
+    long long id = json_integer_value(json_object_get(j, "execution_id"));
+    json_decref(j);
+    return id;
+}
+
+json_t *kf_wait_agent(struct kernel_fixture *kf, long long id, int timeout_s)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/agents/%lld/status", id);
+    for (int i = 0; i < timeout_s * 20; i++) {
+        json_t *j = NULL;
+        assert_int_equal(kf_call(kf, "GET", path, NULL, &j), 200);
+        if (strcmp(json_string_value(json_object_get(j, "status")), "running") != 0) return j;
+        json_decref(j);
+        usleep(50000);
+    }
+    fail_msg("agent %lld still running after %d s", id, timeout_s);
+    return NULL;
 }
 
 void assert_error_body(json_t *j, const char *needle)

@@ -12,6 +12,7 @@
 struct kernel_fixture {
     struct aios_child child;
     char dir[256];
+    char cfgdir[256]; /* kf_start_config's config directory, or "" */
 };
 
 /* Start a kernel; extra args NULL-terminated (may be NULL). Aborts the test
@@ -20,6 +21,17 @@ struct kernel_fixture *kf_start(const char *const *extra);
 /* Stop it, assert a clean exit (status 0), remove the data directory. */
 void kf_stop(struct kernel_fixture *kf);
 void kf_print_log(struct kernel_fixture *kf);
+/* kf_start with `--config FILE`, FILE holding yaml in a temporary
+ * directory of its own that kf_stop removes. */
+struct kernel_fixture *kf_start_config(const char *yaml);
+
+/* The kernel of a test group: cmocka group fixtures that start it with no
+ * arguments (kf_group_setup) and stop it (kf_group_teardown). A group with
+ * another kernel sets g_kf in its own setup and may still use
+ * kf_group_teardown. */
+extern struct kernel_fixture *g_kf;
+int kf_group_setup(void **state);
+int kf_group_teardown(void **state);
 
 /* A kernel on a fresh tiny test model of its own (model "aios-tiny", one
  * thread: on a busy machine two threads spend most of their time waiting
@@ -41,6 +53,27 @@ long kf_call(struct kernel_fixture *kf, const char *method, const char *path, co
              json_t **json);
 long kf_call_n(struct kernel_fixture *kf, const char *method, const char *path, const char *body,
                size_t len, json_t **json, char *ctype, size_t ctlen);
+
+/* One request with exactly these headers and no admin token: token (may be
+ * NULL) as "Authorization: Bearer", extra_hdr (may be NULL) as it is.
+ * *out (when non-NULL) gets the JSON body or NULL. */
+long kf_call_as(struct kernel_fixture *kf, const char *token, const char *extra_hdr,
+                const char *method, const char *path, const char *body, json_t **out);
+/* POST /access/agents {"name": name} (201); the new agent's token into tok */
+void kf_register_agent(struct kernel_fixture *kf, const char *name, char *tok, size_t toklen);
+/* assert got == want, printing the body j (may be NULL) when it is not */
+void expect_status(long got, long want, json_t *j);
+
+/* Rows of GET /access/audit?agent=agent with this decision, resource
+ * (NULL: any) and a reason containing needle (NULL: any) */
+int kf_audit_count(struct kernel_fixture *kf, const char *agent, const char *decision,
+                   const char *resource, const char *needle);
+/* POST /agents/submit {agent_id, agent_config.task}: asserts a 200 with
+ * status "success" and returns the execution id */
+long long kf_submit_agent(struct kernel_fixture *kf, const char *agent_id, const char *task);
+/* poll GET /agents/{id}/status until it is not "running" (fails the test
+ * after timeout_s); the status object, to json_decref */
+json_t *kf_wait_agent(struct kernel_fixture *kf, long long id, int timeout_s);
 
 /* Assert that j is {"error":{"message":<non-empty string>,"type":<string>}}
  * and the message contains `needle` (when non-NULL). */

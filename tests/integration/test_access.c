@@ -24,8 +24,6 @@
 #error "built by tests/CMakeLists.txt with AIOS_TOOL_FIXTURES"
 #endif
 
-static struct kernel_fixture *g_kf;
-static char g_cfgdir[256];
 static char g_alice[80], g_bob[80], g_carol[80];
 
 static const char *CONFIG =
@@ -40,100 +38,28 @@ static const char *CONFIG =
     "  external:\n"
     "    - {name: test/danger, command: " AIOS_TOOL_FIXTURES "/echo_args.sh, irreversible: true}\n";
 
-/* one request with exactly these headers (no automatic admin token) */
-static long call_as(const char *token, const char *extra_hdr, const char *method,
-                    const char *path, const char *body, json_t **out)
-{
-    char url[512], auth[200];
-    snprintf(url, sizeof url, "%s%s", g_kf->child.base, path);
-    const char *hdrs[3] = {NULL, NULL, NULL};
-    int n = 0;
-    if (token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        hdrs[n++] = auth;
-    }
-    if (extra_hdr) hdrs[n++] = extra_hdr;
-    struct hc_resp r;
-    int rc = hc_call_h(method, url, body, body ? strlen(body) : 0, hdrs, &r, 60);
-    assert_int_equal(rc, 0);
-    if (out) *out = json_loadb(r.body, r.len, 0, NULL);
-    long st = r.status;
-    hc_resp_free(&r);
-    return st;
-}
+/* requests with exactly these headers, agents registered by the admin
+ * (harness.c), on this group's kernel */
+#define call_as(...) kf_call_as(g_kf, __VA_ARGS__)
+#define register_agent(...) kf_register_agent(g_kf, __VA_ARGS__)
+#define audit_count(agent, decision, needle) kf_audit_count(g_kf, agent, decision, NULL, needle)
 
 static void expect_error(long got, long want, json_t **jp, const char *needle)
 {
     json_t *j = *jp; /* by pointer: read after the call that filled it */
-    if (got != want) {
-        char *s = j ? json_dumps(j, 0) : NULL;
-        fprintf(stderr, "expected %ld, got %ld: %s\n", want, got, s ? s : "(no JSON)");
-        free(s);
-    }
-    assert_int_equal(got, want);
+    expect_status(got, want, j);
     assert_error_body(j, needle);
-    json_decref(j);
-}
-
-static void register_agent(const char *name, char *tok, size_t toklen)
-{
-    char body[128];
-    snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
-    json_t *j = NULL;
-    assert_int_equal(kf_call(g_kf, "POST", "/access/agents", body, &j), 201);
-    const char *t = json_string_value(json_object_get(j, "token"));
-    assert_non_null(t);
-    assert_true(strlen(t) >= 32);
-    snprintf(tok, toklen, "%s", t);
     json_decref(j);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(g_cfgdir, sizeof g_cfgdir, "/tmp/aios-access-cfg-XXXXXX");
-    assert_non_null(mkdtemp(g_cfgdir));
-    char path[300];
-    snprintf(path, sizeof path, "%s/config.yaml", g_cfgdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(CONFIG, f);
-    fclose(f);
-    const char *extra[] = {"--config", path, NULL};
-    g_kf = kf_start(extra);
+    g_kf = kf_start_config(CONFIG);
     register_agent("alice", g_alice, sizeof g_alice);
     register_agent("bob", g_bob, sizeof g_bob);
     register_agent("carol", g_carol, sizeof g_carol);
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_cfgdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_cfgdir);
-    return 0;
-}
-
-/* audit rows for agent with this decision whose reason contains needle */
-static int audit_count(const char *agent, const char *decision, const char *needle)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/access/audit?agent=%s", agent);
-    json_t *j = NULL;
-    assert_int_equal(kf_call(g_kf, "GET", path, NULL, &j), 200);
-    int n = 0;
-    size_t i;
-    json_t *row;
-    json_array_foreach(json_object_get(j, "audit"), i, row) {
-        const char *d = json_string_value(json_object_get(row, "decision"));
-        const char *why = json_string_value(json_object_get(row, "reason"));
-        if (d && !strcmp(d, decision) && (!needle || (why && strstr(why, needle)))) n++;
-    }
-    json_decref(j);
-    return n;
 }
 
 static void test_admin_token_file(void **state)
@@ -537,5 +463,5 @@ int main(void)
         cmocka_unit_test(test_audit_filters),
         cmocka_unit_test(test_register_validation),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }

@@ -21,8 +21,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
-static char g_cfgdir[256];
 static char g_dave[80], g_wendy[80], g_erin[80], g_gina[80], g_hank[80], g_ivy[80];
 
 #define LIMIT 300
@@ -46,58 +44,16 @@ static const char *CONFIG =
     "storage:\n"
     "  max_versions: 1\n";
 
-static long call_as(const char *token, const char *method, const char *path, const char *body,
-                    json_t **out)
-{
-    char url[512], auth[200];
-    snprintf(url, sizeof url, "%s%s", g_kf->child.base, path);
-    const char *hdrs[2] = {NULL, NULL};
-    if (token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        hdrs[0] = auth;
-    }
-    struct hc_resp r;
-    int rc = hc_call_h(method, url, body, body ? strlen(body) : 0, hdrs, &r, 60);
-    assert_int_equal(rc, 0);
-    if (out) *out = json_loadb(r.body, r.len, 0, NULL);
-    long st = r.status;
-    hc_resp_free(&r);
-    return st;
-}
-
-static void expect_status(long got, long want, json_t *j)
-{
-    if (got != want) {
-        char *s = j ? json_dumps(j, 0) : NULL;
-        fprintf(stderr, "expected %ld, got %ld: %s\n", want, got, s ? s : "(no JSON)");
-        free(s);
-    }
-    assert_int_equal(got, want);
-}
-
-static void register_agent(const char *name, char *tok, size_t toklen)
-{
-    char body[128];
-    snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
-    json_t *j = NULL;
-    assert_int_equal(kf_call(g_kf, "POST", "/access/agents", body, &j), 201);
-    snprintf(tok, toklen, "%s", json_string_value(json_object_get(j, "token")));
-    json_decref(j);
-}
+/* requests with a token and no other header, agents registered by the
+ * admin (harness.c), on this group's kernel */
+#define call_as(tok, ...) kf_call_as(g_kf, tok, NULL, __VA_ARGS__)
+#define register_agent(...) kf_register_agent(g_kf, __VA_ARGS__)
+#define audit_count(...) kf_audit_count(g_kf, __VA_ARGS__)
 
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(g_cfgdir, sizeof g_cfgdir, "/tmp/aios-limits-cfg-XXXXXX");
-    assert_non_null(mkdtemp(g_cfgdir));
-    char path[300];
-    snprintf(path, sizeof path, "%s/config.yaml", g_cfgdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(CONFIG, f);
-    fclose(f);
-    const char *extra[] = {"--config", path, NULL};
-    g_kf = kf_start(extra);
+    g_kf = kf_start_config(CONFIG);
     register_agent("dave", g_dave, sizeof g_dave);
     register_agent("wendy", g_wendy, sizeof g_wendy);
     register_agent("erin", g_erin, sizeof g_erin);
@@ -105,38 +61,6 @@ static int group_setup(void **state)
     register_agent("hank", g_hank, sizeof g_hank);
     register_agent("ivy", g_ivy, sizeof g_ivy);
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_cfgdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_cfgdir);
-    return 0;
-}
-
-static int audit_count(const char *agent, const char *decision, const char *resource,
-                       const char *needle)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/access/audit?agent=%s", agent);
-    json_t *j = NULL;
-    assert_int_equal(kf_call(g_kf, "GET", path, NULL, &j), 200);
-    int n = 0;
-    size_t i;
-    json_t *row;
-    json_array_foreach(json_object_get(j, "audit"), i, row) {
-        const char *d = json_string_value(json_object_get(row, "decision"));
-        const char *res = json_string_value(json_object_get(row, "resource"));
-        const char *why = json_string_value(json_object_get(row, "reason"));
-        if (d && !strcmp(d, decision) && (!resource || (res && !strcmp(res, resource))) &&
-            (!needle || (why && strstr(why, needle))))
-            n++;
-    }
-    json_decref(j);
-    return n;
 }
 
 /* ---- token budgets ---- */
@@ -671,13 +595,13 @@ static void test_config_errors(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[400], cmd[1200], out[4096];
-        snprintf(path, sizeof path, "%s/bad%zu.yaml", g_cfgdir, i);
+        snprintf(path, sizeof path, "%s/bad%zu.yaml", g_kf->cfgdir, i);
         FILE *f = fopen(path, "w");
         assert_non_null(f);
         fputs(cases[i].yaml, f);
         fclose(f);
         snprintf(cmd, sizeof cmd, "'%s' serve --host 127.0.0.1 --port 0 --data-dir '%s/d%zu' "
-                 "--config '%s' 2>&1", aios_bin(), g_cfgdir, i, path);
+                 "--config '%s' 2>&1", aios_bin(), g_kf->cfgdir, i, path);
         FILE *p = popen(cmd, "r");
         assert_non_null(p);
         size_t n = fread(out, 1, sizeof out - 1, p);
@@ -701,7 +625,7 @@ static void test_budget_survives_restart(void **state)
     int st = child_stop(&g_kf->child, 60);
     assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     char path[300];
-    snprintf(path, sizeof path, "%s/config.yaml", g_cfgdir);
+    snprintf(path, sizeof path, "%s/config.yaml", g_kf->cfgdir);
     const char *extra[] = {"--config", path, NULL};
     assert_int_equal(child_start(&g_kf->child, aios_bin(), g_kf->dir, extra, 300), 0);
     row = budget_row(g_dave, "aios-tiny"); /* dave's registered token survives too */
@@ -730,5 +654,5 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_budget_survives_restart),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }

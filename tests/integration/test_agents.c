@@ -22,7 +22,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
 static char g_dir[256];      /* temp: agents/, config.yaml, mcp.py */
 static char g_agents[300];
 static char g_cfg[300];
@@ -130,41 +129,9 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static long long submit(const char *agent_id, const char *task)
-{
-    json_t *b = json_pack("{s:s,s:{s:s}}", "agent_id", agent_id, "agent_config", "task", task);
-    char *s = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    json_t *j = NULL;
-    long st = kf_call(g_kf, "POST", "/agents/submit", s, &j);
-    free(s);
-    if (st != 200) {
-        char *d = json_dumps(j, 0);
-        fail_msg("submit %s: HTTP %ld %s", agent_id, st, d ? d : "");
-    }
-    assert_string_equal(json_string_value(json_object_get(j, "status")), "success");
-    assert_true(json_is_integer(json_object_get(j, "execution_id")));
-    assert_non_null(strstr(json_string_value(json_object_get(j, "message")), "submitted"));
-    long long id = json_integer_value(json_object_get(j, "execution_id"));
-    json_decref(j);
-    return id;
-}
-
-/* poll /agents/{id}/status until it is not running (10 s) */
-static json_t *wait_final(long long id)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/agents/%lld/status", id);
-    for (int i = 0; i < 200; i++) {
-        json_t *j = NULL;
-        assert_int_equal(kf_call(g_kf, "GET", path, NULL, &j), 200);
-        if (strcmp(json_string_value(json_object_get(j, "status")), "running") != 0) return j;
-        json_decref(j);
-        usleep(50000);
-    }
-    fail_msg("agent %lld still running after 10 s", id);
-    return NULL;
-}
+/* agents submitted to this group's kernel; final status within 10 s */
+#define submit(agent_id, task) kf_submit_agent(g_kf, agent_id, task)
+#define wait_final(id) kf_wait_agent(g_kf, id, 10)
 
 static char *logs(long long id, const char *which)
 {

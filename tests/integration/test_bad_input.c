@@ -20,21 +20,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    g_kf = kf_start(NULL);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    return 0;
-}
 
 static void expect(const char *method, const char *path, const char *body, long status,
                    const char *needle)
@@ -250,5 +235,5 @@ int main(void)
         cmocka_unit_test(test_still_serving),
         cmocka_unit_test(test_bad_command_lines),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, kf_group_setup, kf_group_teardown);
 }

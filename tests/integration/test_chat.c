@@ -17,21 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    g_kf = kf_start(NULL);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    return 0;
-}
 
 static char *chat_body(int seed, int max_tokens, const char *extra)
 {
@@ -321,5 +306,5 @@ int main(void)
         cmocka_unit_test(test_concurrent_clients),
         cmocka_unit_test(test_disconnect_mid_stream),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, kf_group_setup, kf_group_teardown);
 }

@@ -29,26 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
+
 static struct tiny_kernel g_tk;
 static char g_alice[128];
 
-static long call_token(const char *token, const char *path, json_t **out, char *ctype, size_t ctlen)
+static long call_token(const char *token, const char *path, json_t **out)
 {
-    char url[512], auth[200];
-    snprintf(url, sizeof url, "%s%s", g_kf->child.base, path);
-    const char *hdrs[2] = {NULL, NULL};
-    if (token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        hdrs[0] = auth;
-    }
-    struct hc_resp r;
-    assert_int_equal(hc_call_h("GET", url, NULL, 0, hdrs, &r, 60), 0);
-    if (out) *out = json_loadb(r.body, r.len, 0, NULL);
-    if (ctype) snprintf(ctype, ctlen, "%s", r.ctype);
-    long st = r.status;
-    hc_resp_free(&r);
-    return st;
+    return kf_call_as(g_kf, token, NULL, "GET", path, NULL, out);
 }
 
 static void chat_as(const char *agent, const char *token)
@@ -106,14 +93,13 @@ static json_t *find(json_t *arr, const char *key, const char *value)
 static void test_page(void **state)
 {
     (void)state;
-    char ctype[128];
-    assert_int_equal(call_token(NULL, "/ui", NULL, ctype, sizeof ctype), 200);
-    assert_non_null(strstr(ctype, "text/html"));
     struct hc_resp r;
     char url[512];
     snprintf(url, sizeof url, "%s/ui", g_kf->child.base);
     const char *none[] = {NULL};
     assert_int_equal(hc_call_h("GET", url, NULL, 0, none, &r, 60), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.ctype, "text/html"));
     assert_non_null(strstr(r.body, "<title>aios dashboard</title>"));
     assert_non_null(strstr(r.body, "/ui/state"));
     /* nothing loaded from elsewhere: it works offline */
@@ -127,7 +113,7 @@ static void test_state_operator(void **state)
 {
     (void)state;
     json_t *j = NULL;
-    assert_int_equal(call_token(g_kf->child.token, "/ui/state", &j, NULL, 0), 200);
+    assert_int_equal(call_token(g_kf->child.token, "/ui/state", &j), 200);
     assert_true(json_is_true(json_object_get(json_object_get(j, "viewer"), "admin")));
     json_t *agents = json_object_get(j, "agents");
     json_t *alice = find(agents, "name", "alice"), *bob = find(agents, "name", "bob");
@@ -193,11 +179,11 @@ static void test_state_operator(void **state)
     json_decref(j);
 
     /* a window before the calls shows none of them */
-    assert_int_equal(call_token(g_kf->child.token, "/ui/state?window_s=1", &j, NULL, 0), 200);
+    assert_int_equal(call_token(g_kf->child.token, "/ui/state?window_s=1", &j), 200);
     json_decref(j);
     const char *bad[] = {"/ui/state?window_s=0", "/ui/state?window_s=x", "/ui/state?window_s=100000"};
     for (int k = 0; k < 3; k++) {
-        assert_int_equal(call_token(g_kf->child.token, bad[k], &j, NULL, 0), 400);
+        assert_int_equal(call_token(g_kf->child.token, bad[k], &j), 400);
         assert_error_body(j, "window_s");
         json_decref(j);
     }
@@ -207,10 +193,10 @@ static void test_state_agent_sees_itself(void **state)
 {
     (void)state;
     json_t *j = NULL;
-    assert_int_equal(call_token(NULL, "/ui/state", &j, NULL, 0), 401);
+    assert_int_equal(call_token(NULL, "/ui/state", &j), 401);
     assert_error_body(j, NULL);
     json_decref(j);
-    assert_int_equal(call_token(g_alice, "/ui/state", &j, NULL, 0), 200);
+    assert_int_equal(call_token(g_alice, "/ui/state", &j), 200);
     json_t *v = json_object_get(j, "viewer");
     assert_false(json_is_true(json_object_get(v, "admin")));
     assert_string_equal(json_string_value(json_object_get(v, "agent")), "alice");

@@ -23,8 +23,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
-static char g_cfg[PATH_MAX];
 static char g_agents[PATH_MAX];
 
 static int group_setup(void **state)
@@ -36,55 +34,15 @@ static int group_setup(void **state)
     assert_non_null(abs);
     snprintf(g_agents, sizeof g_agents, "%s/agents", dirname(abs));
     free(abs);
-    snprintf(g_cfg, sizeof g_cfg, "/tmp/aios-example-agents-%d.yaml", (int)getpid());
-    FILE *f = fopen(g_cfg, "w");
-    assert_non_null(f);
-    fprintf(f, "agent_factory:\n  agents_dir: \"%s\"\n", g_agents);
-    fclose(f);
-    const char *extra[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(extra);
+    char yaml[PATH_MAX + 64];
+    snprintf(yaml, sizeof yaml, "agent_factory:\n  agents_dir: \"%s\"\n", g_agents);
+    g_kf = kf_start_config(yaml);
     return 0;
 }
 
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    unlink(g_cfg);
-    return 0;
-}
-
-static long long submit(const char *agent, const char *task)
-{
-    json_t *b = json_pack("{s:s,s:{s:s}}", "agent_id", agent, "agent_config", "task", task);
-    char *s = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    json_t *j = NULL;
-    long st = kf_call(g_kf, "POST", "/agents/submit", s, &j);
-    free(s);
-    if (st != 200) {
-        char *d = json_dumps(j, 0);
-        fail_msg("submit %s: HTTP %ld %s (is %s built?)", agent, st, d ? d : "", g_agents);
-    }
-    long long id = json_integer_value(json_object_get(j, "execution_id"));
-    json_decref(j);
-    return id;
-}
-
-static json_t *wait_final(long long id, int timeout_s)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/agents/%lld/status", id);
-    for (int i = 0; i < timeout_s * 10; i++) {
-        json_t *j = NULL;
-        assert_int_equal(kf_call(g_kf, "GET", path, NULL, &j), 200);
-        if (strcmp(json_string_value(json_object_get(j, "status")), "running") != 0) return j;
-        json_decref(j);
-        usleep(100000);
-    }
-    fail_msg("agent execution %lld still running after %d s", id, timeout_s);
-    return NULL;
-}
+/* agents submitted to this group's kernel (harness.c) */
+#define submit(agent, task) kf_submit_agent(g_kf, agent, task)
+#define wait_final(id, timeout_s) kf_wait_agent(g_kf, id, timeout_s)
 
 static char *stdout_of(long long id)
 {
@@ -176,5 +134,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_example_agents_concurrently),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }

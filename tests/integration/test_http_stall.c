@@ -32,7 +32,7 @@
 #define MAX_CONN 256
 #define N_ATTACK 400 /* from one address: more than MAX_CONN */
 
-static struct kernel_fixture *g_kf;
+
 static char g_cfg[64];
 
 static int group_setup(void **state)

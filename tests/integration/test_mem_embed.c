@@ -31,7 +31,6 @@
 
 #include "llm/testmodel.h"
 
-static struct kernel_fixture *g_kf;
 static char g_tmp[64], g_cfg[128];
 
 static int group_setup(void **state)

@@ -20,7 +20,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
 static char g_tmp[64], g_cfg[128];
 
 static struct kernel_fixture *start(void)

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct kernel_fixture *g_kf;
+
 static struct tiny_kernel g_tk;
 
 static int group_setup(void **state)

@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 static struct tiny_kernel g_tk;
-static struct kernel_fixture *g_kf;
+
 static char g_alice[80], g_bob[80];
 
 /* appended to the tiny kernel's llms.models */

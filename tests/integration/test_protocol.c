@@ -21,22 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct kernel_fixture *g_kf;
 static char g_memid[256] = "missing";
-
-static int group_setup(void **state)
-{
-    (void)state;
-    g_kf = kf_start(NULL);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    return 0;
-}
 
 /* replace $MEMID in t */
 static char *subst(const char *t)
@@ -265,5 +250,5 @@ int main(void)
         cmocka_unit_test(test_storage_ops),
         cmocka_unit_test(test_tool_calls),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, kf_group_setup, kf_group_teardown);
 }

@@ -14,21 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-static struct kernel_fixture *g_kf;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    g_kf = kf_start(NULL);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    return 0;
-}
 
 static void test_llm_query(void **state)
 {
@@ -99,5 +84,5 @@ int main(void)
         cmocka_unit_test(test_llm_query),
         cmocka_unit_test(test_bad_queries),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, kf_group_setup, kf_group_teardown);
 }

@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
 static char g_cfg[64];
 
 /* A config on the built-in model with one sequence slot, so calls queue in
@@ -66,23 +65,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-struct buf {
-    char *s;
-    size_t n;
-};
-
-static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
-{
-    struct buf *b = ud;
-    char *q = realloc(b->s, b->n + sz * nm + 1);
-    if (!q) return 0;
-    b->s = q;
-    memcpy(b->s + b->n, p, sz * nm);
-    b->n += sz * nm;
-    b->s[b->n] = 0;
-    return sz * nm;
-}
-
 static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
     (void)a, (void)b, (void)c, (void)d;
@@ -102,11 +84,11 @@ static long post_hdr_abort(const char *path, const char *body, const char *hdr, 
     char auth[300]; /* the access manager wants the kernel's admin token */
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", g_kf->child.token);
     h = curl_slist_append(h, auth);
-    struct buf b = {0};
+    struct util_buf b = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, util_buf_sink);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
     if (abort) {

@@ -25,33 +25,16 @@
 
 #include "storage/sha256.h"
 
-static struct kernel_fixture *g_kf;
-static char g_cfg[64];
-
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(g_cfg, sizeof g_cfg, "/tmp/aios-sto-cfg-XXXXXX");
-    int fd = mkstemp(g_cfg);
-    assert_true(fd >= 0);
     const char *yaml = "storage:\n"
                        "  root_dir: root\n"
                        "  max_versions: 5\n"
                        "  quota_bytes: 65536\n"
                        "  quota_files: 20\n"
                        "  max_file_bytes: 50000\n";
-    assert_int_equal(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
-    close(fd);
-    const char *extra[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(extra);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    unlink(g_cfg);
+    g_kf = kf_start_config(yaml);
     return 0;
 }
 
@@ -607,5 +590,5 @@ int main(void)
         cmocka_unit_test(test_mount_and_bad_ops),
         cmocka_unit_test(test_crash),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }

@@ -32,7 +32,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct kernel_fixture *g_kf;
 static struct tiny_kernel g_tk;
 
 static int group_setup(void **state)

@@ -34,8 +34,6 @@
 #error "built by tests/CMakeLists.txt with AIOS_MCP_TEST_SERVER"
 #endif
 
-static struct kernel_fixture *g_kf;
-static char g_cfgdir[256];
 static bool g_bwrap;
 static char g_pids_mode[32];
 
@@ -68,16 +66,7 @@ static const char *CONFIG =
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(g_cfgdir, sizeof g_cfgdir, "/tmp/aios-tools-cfg-XXXXXX");
-    assert_non_null(mkdtemp(g_cfgdir));
-    char path[300];
-    snprintf(path, sizeof path, "%s/config.yaml", g_cfgdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(CONFIG, f);
-    fclose(f);
-    const char *extra[] = {"--config", path, NULL};
-    g_kf = kf_start(extra);
+    g_kf = kf_start_config(CONFIG);
     json_t *j = NULL;
     assert_int_equal(kf_call(g_kf, "GET", "/tools", NULL, &j), 200);
     json_t *sb = json_object_get(j, "sandbox");
@@ -86,16 +75,6 @@ static int group_setup(void **state)
     if (!g_bwrap) fprintf(stderr, "WARNING: bwrap unusable here: %s\n",
                           json_string_value(json_object_get(sb, "problem")));
     json_decref(j);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_cfgdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_cfgdir);
     return 0;
 }
 
@@ -611,5 +590,5 @@ int main(void)
         cmocka_unit_test(test_fair_tool_pool),
         cmocka_unit_test(test_shutdown_kills_tools),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }
