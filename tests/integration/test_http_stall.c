@@ -33,33 +33,19 @@
 #define N_ATTACK 400 /* from one address: more than MAX_CONN */
 
 
-static char g_cfg[64];
-
+/* the limits small enough to reach from one test */
 static int group_setup(void **state)
 {
     (void)state;
-    strcpy(g_cfg, "/tmp/aios-it-stall-XXXXXX");
-    int fd = mkstemp(g_cfg);
-    if (fd < 0) return -1;
-    FILE *f = fdopen(fd, "w");
-    fprintf(f,
-            "server:\n"
-            "  max_connections: %d\n"
-            "  max_connections_per_ip: %d\n"
-            "  request_timeout_s: %d\n"
-            "  idle_timeout_s: 30\n",
-            MAX_CONN, PER_IP, REQUEST_TIMEOUT_S);
-    fclose(f);
-    const char *extra[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(extra);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    unlink(g_cfg);
+    char yaml[256];
+    snprintf(yaml, sizeof yaml,
+             "server:\n"
+             "  max_connections: %d\n"
+             "  max_connections_per_ip: %d\n"
+             "  request_timeout_s: %d\n"
+             "  idle_timeout_s: 30\n",
+             MAX_CONN, PER_IP, REQUEST_TIMEOUT_S);
+    g_kf = kf_start_config(yaml);
     return 0;
 }
 
@@ -365,5 +351,5 @@ int main(void)
         cmocka_unit_test(test_keepalive_outlives_request_timeout),
         cmocka_unit_test(test_agent_header_not_utf8),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }
