@@ -107,6 +107,7 @@ unsigned api_status_for(int err, const char **type)
     case AIOS_EBUSY: st = 429; t = "rate_limit_error"; break;
     case AIOS_ESHUTDOWN: st = 503; t = "service_unavailable"; break;
     case AIOS_ECANCELLED: st = 499; t = "cancelled"; break;
+    case AIOS_ENOSPC: st = 507; t = "insufficient_storage"; break;
     default: break;
     }
     if (type) *type = t;

@@ -286,10 +286,12 @@ int sto_tmp_write(int dirfd, const void *data, size_t n, char *tmpname, char *er
     }
     const char *p = data;
     size_t left = n;
+    int rc = AIOS_EIO;
     while (left > 0) {
         ssize_t w = write(fd, p, left);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
+            if (w < 0 && (errno == ENOSPC || errno == EDQUOT)) rc = AIOS_ENOSPC;
             snprintf(err, errlen, "write failed: %s", strerror(errno));
             goto fail;
         }
@@ -297,6 +299,7 @@ int sto_tmp_write(int dirfd, const void *data, size_t n, char *tmpname, char *er
         left -= (size_t)w;
     }
     if (fsync(fd) != 0) {
+        if (errno == ENOSPC || errno == EDQUOT) rc = AIOS_ENOSPC;
         snprintf(err, errlen, "fsync failed: %s", strerror(errno));
         goto fail;
     }
@@ -305,7 +308,7 @@ int sto_tmp_write(int dirfd, const void *data, size_t n, char *tmpname, char *er
 fail:
     close(fd);
     unlinkat(dirfd, tmpname, 0);
-    return AIOS_EIO;
+    return rc;
 }
 
 int sto_tmp_commit(int dirfd, const char *tmpname, const char *leaf, char *err, size_t errlen)

@@ -63,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,13 +90,15 @@ int sto_config_from(const struct aios_config *cfg, struct sto_config *out, char 
 {
     memset(out, 0, sizeof *out);
     int64_t mv = STO_DEFAULT_MAX_VERSIONS, qb = STO_DEFAULT_QUOTA_BYTES,
-            qf = STO_DEFAULT_QUOTA_FILES, mf = STO_DEFAULT_MAX_FILE_BYTES, nt = STO_DEFAULT_THREADS;
+            qf = STO_DEFAULT_QUOTA_FILES, mf = STO_DEFAULT_MAX_FILE_BYTES, nt = STO_DEFAULT_THREADS,
+            rb = STO_DEFAULT_RESERVE_BYTES;
     int rc;
     if ((rc = cfg_int(cfg, "storage.max_versions", 1, 100000, &mv, err, errlen)) ||
         (rc = cfg_int(cfg, "storage.quota_bytes", 0, INT64_MAX, &qb, err, errlen)) ||
         (rc = cfg_int(cfg, "storage.quota_files", 0, INT64_MAX, &qf, err, errlen)) ||
         (rc = cfg_int(cfg, "storage.max_file_bytes", 1, (int64_t)1 << 30, &mf, err, errlen)) ||
-        (rc = cfg_int(cfg, "storage.n_threads", 1, 64, &nt, err, errlen)))
+        (rc = cfg_int(cfg, "storage.n_threads", 1, 64, &nt, err, errlen)) ||
+        (rc = cfg_int(cfg, "storage.reserve_bytes", 0, INT64_MAX, &rb, err, errlen)))
         return rc;
     out->root_dir = config_resolve_path(cfg, cfg->storage_root ? cfg->storage_root : "root");
     if (!out->root_dir) return AIOS_ENOMEM;
@@ -104,6 +107,7 @@ int sto_config_from(const struct aios_config *cfg, struct sto_config *out, char 
     out->quota_files = qf;
     out->max_file_bytes = mf;
     out->n_threads = (int)nt;
+    out->reserve_bytes = rb;
     return 0;
 }
 
@@ -255,6 +259,19 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
                     "(storage.max_file_bytes)", n, (long long)s->cfg.max_file_bytes);
     rc = sto_root_open(s, owner, true, &rootfd, e, sizeof e);
     if (rc) return path_fail(c, rc, e);
+    /* the disk's reserve: a write that would eat into it is refused before
+     * anything is written, so one agent cannot fill the disk for all */
+    struct statvfs vf;
+    if (s->cfg.reserve_bytes > 0 && fstatvfs(rootfd, &vf) == 0) {
+        int64_t avail = (int64_t)vf.f_bavail * (int64_t)vf.f_frsize;
+        if (avail - (int64_t)n < s->cfg.reserve_bytes) {
+            rc = fail(c, 507, AIOS_ENOSPC, "the disk holding the storage root has %lld bytes "
+                      "free; writing %zu bytes would leave less than the %lld kept in reserve "
+                      "(storage.reserve_bytes): free space, or delete files or versions",
+                      (long long)avail, n, (long long)s->cfg.reserve_bytes);
+            goto out;
+        }
+    }
     rc = sto_walk(rootfd, norm, true, &dirfd, &leaf, e, sizeof e);
     if (rc) {
         rc = path_fail(c, rc, e);
@@ -292,6 +309,11 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
     }
     if (strcmp(kind, "import")) {
         rc = sto_tmp_write(dirfd, data, n, tmp, e, sizeof e);
+        if (rc == AIOS_ENOSPC) {
+            rc = fail(c, 507, rc, "writing '%s': %s: the disk holding the storage root is full; "
+                      "nothing was written (free space, or delete files or versions)", norm, e);
+            goto out;
+        }
         if (rc) {
             rc = fail(c, 500, rc, "writing '%s': %s", norm, e);
             goto out;

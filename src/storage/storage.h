@@ -28,6 +28,10 @@ struct sto_config {
     int64_t quota_files;     /* per agent, number of files; 0 = unlimited */
     int64_t max_file_bytes;  /* one file; default 16 MiB */
     int n_threads;           /* executor threads; default 2 */
+    /* a write that would leave less free space than this on the disk of
+     * the storage root is refused (507), so the rest of the kernel (memory,
+     * audit, other agents' small writes) keeps room; default 64 MiB */
+    int64_t reserve_bytes;
     struct emb *emb;         /* embedding model for hybrid search, or NULL (borrowed) */
     const struct sto_store_ops *store; /* the metadata store (sto_store.h); NULL: SQLite */
 };
@@ -37,6 +41,7 @@ struct sto_config {
 #define STO_DEFAULT_QUOTA_FILES 100000
 #define STO_DEFAULT_MAX_FILE_BYTES ((int64_t)16 << 20)
 #define STO_DEFAULT_THREADS 2
+#define STO_DEFAULT_RESERVE_BYTES ((int64_t)64 << 20)
 
 /* Read storage.* from the kernel config (root_dir resolved under data_dir)
  * and validate it. 0 or AIOS_ECONFIG with "storage.key: what is wrong". */

@@ -408,6 +408,11 @@ static int sq_put(struct sto_store *s, const char *owner, const char *path, cons
     return 0;
 sqlfail:
     sql_err(db, "write", err, errlen);
+    if (sqlite3_errcode(db) == SQLITE_FULL) {
+        rollback(db);
+        *http = 507;
+        return AIOS_ENOSPC;
+    }
     rollback(db);
     return AIOS_EIO;
 }

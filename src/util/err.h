@@ -16,6 +16,7 @@ enum {
     AIOS_EENGINE = -9,    /* the LLM engine failed */
     AIOS_EPERM = -10,     /* not allowed */
     AIOS_ECONFIG = -11,   /* configuration error */
+    AIOS_ENOSPC = -12,    /* the disk (or a quota of the file system) is full */
 };
 
 const char *aios_strerror(int err);

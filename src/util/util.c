@@ -32,6 +32,7 @@ const char *aios_strerror(int err)
     case AIOS_EENGINE: return "engine error";
     case AIOS_EPERM: return "permission denied";
     case AIOS_ECONFIG: return "configuration error";
+    case AIOS_ENOSPC: return "no space left on the disk";
     default: return "unknown error";
     }
 }
