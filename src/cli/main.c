@@ -204,6 +204,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "demo")) return cli_demo_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "model")) return cli_model_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "forward")) return cli_forward_main(argc - 1, argv + 1); /* agents' pid 1 */
     if (strcmp(cmd, "serve") && strcmp(cmd, "demo")) cli_load_token(); /* access manager */
     if (!strcmp(cmd, "audit")) return cli_audit_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "approvals")) return cli_approvals_main(argc - 1, argv + 1);
