@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -160,8 +161,13 @@ static int cmd_serve(int argc, char **argv)
         k.cfg.models = ms;
         k.cfg.n_models++;
     }
-    if (util_mkdirs(k.cfg.data_dir)) {
-        fprintf(stderr, "aios serve: cannot create data directory %s\n", k.cfg.data_dir);
+    /* the data directory is the kernel's alone: 0700, and what the kernel
+     * creates in it while starting (databases, their WAL files, which take
+     * their database's mode, folders) is 0600/0700. Sandboxes reach their
+     * part of it only through binds the kernel stages as root. */
+    if (util_mkdirs(k.cfg.data_dir) || chmod(k.cfg.data_dir, 0700) != 0) {
+        fprintf(stderr, "aios serve: cannot create data directory %s (mode 0700)\n",
+                k.cfg.data_dir);
         config_free(&k.cfg);
         return 1;
     }
@@ -173,7 +179,9 @@ static int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    mode_t old_umask = umask(077);
     rc = kernel_start(&k, err, sizeof err);
+    umask(old_umask); /* later files have explicit modes (agents' logs, storage, spills) */
     if (rc) {
         fprintf(stderr, "aios serve: %s\n", err);
         config_free(&k.cfg);
