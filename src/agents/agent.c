@@ -3,21 +3,33 @@
  * Purpose. An agent is a package folder (config.json in AIOS's layout plus
  * an entry), found by name under the agents directory, then under the
  * example agents built next to the binary (<bin dir>/agents), or by
- * absolute path. agent_submit() launches it as its own OS process with
- * posix_spawn: its own process group, an empty signal mask, default
- * SIGPIPE, every inherited descriptor above 2 closed, cwd its run folder
- * (data_dir/agents/runs/<id>/), stdout and stderr to stdout.log and
- * stderr.log there. The environment carries
- *   AIOS_KERNEL_URL, CEREBRUM_KERNEL_URL  where the kernel listens
+ * absolute path. agent_submit() launches it as its own OS process in a
+ * bubblewrap sandbox, through the tools' spawner (tool_proc_spawn in
+ * tools/sandbox.c): a uid of its own per run (AGENT_UID_BASE + id under a
+ * root kernel), the system, the package and the Python SDK read-only,
+ * its run folder (data_dir/agents/runs/<id>/, cwd and HOME) writable and
+ * nothing else of data_dir, stdout and stderr to stdout.log and stderr.log
+ * there, rlimits and a pids cgroup (agent_factory.limits, lowered by the
+ * package's "limits"), its own network namespace unless
+ * agent_factory.network names it. Its pid 1 is `aios forward`
+ * (cli/forward.c): it relays signals, reports the agent's exit status and,
+ * in a network namespace, copies 127.0.0.1:PORT to the run's channel: a
+ * Unix socket in data_dir/agents/sock/ made for that run alone and bound
+ * into its sandbox. The reaper accepts on it and hands each connection to
+ * the API (agent_set_channel), which knows the run from it: no token. The
+ * environment carries only
+ *   AIOS_KERNEL_URL, CEREBRUM_KERNEL_URL  where the agent finds the kernel
  *   AIOS_AGENT_NAME, AIOS_AGENT_ID        config.json name, execution id
- *   AIOS_AGENT_TOKEN                      random 128-bit token of this run
+ *   AIOS_AGENT_TOKEN                      only with the host network
  *   AIOS_TASK, AIOS_RESULT_FILE           the task; where a result may go
  *   AIOS_AGENT_DIR                        the package folder
- *   PYTHONPATH                            the Python SDK first
- * and the task is also the last argument. Entries: *.py run with python3
- * (with build.module set, through sdk/python/aios_runner.py, which imports
- * the file and calls Module(name).run(task) the way the reference's agent
- * factory does); *.sh with /bin/sh; anything else is executed directly.
+ *   PYTHONPATH                            the Python SDK, the package
+ * plus PATH, HOME, LANG, and the task is also the last argument. Entries:
+ * *.py run with python3 (with build.module set, through
+ * sdk/python/aios_runner.py, which imports the file and calls
+ * Module(name).run(task) the way the reference's agent factory does);
+ * *.sh with /bin/sh; anything else is executed directly.
+ * agent_factory.sandbox: false runs the same command without bwrap.
  *
  * Invariants. Every process in the table is either RUNNING (not reaped, its
  * pidfd open) or final (reaped, pidfd closed, exit code, end time and
@@ -27,11 +39,16 @@
  * AIOS_RESULT_FILE if the agent wrote it, else the last non-empty line of
  * stdout.
  *
+ * A run's token and channel die with it: the reaper wipes the token and
+ * closes and removes the socket when it reaps the run.
+ *
  * Threads. Any thread may call the public functions; one mutex guards the
  * table, the usage map and the settings (never held with another lock).
- * One reaper thread polls the pidfds of running agents and an eventfd
- * (new agent, shutdown); every 500 ms it also escalates SIGTERMs older than
- * 2 s to SIGKILL. No thread per agent.
+ * One reaper thread polls the pidfds of running agents, their channels and
+ * an eventfd (new agent, shutdown); it accepts channel connections and
+ * calls the API's callback without the lock (agent_set_channel(NULL)
+ * waits for one in progress); every 500 ms it also escalates SIGTERMs
+ * older than 2 s to SIGKILL. No thread per agent.
  *
  * Ownership. The factory owns its processes' records until destroy, which
  * terminates agents still running (they belong to this kernel). */
@@ -740,7 +757,29 @@ void agent_factory_reconfigure(struct agent_factory *f, const struct aios_config
 {
     char *dir = find_agents_dir(cfg);
     char *sdk = find_sdk_dir(cfg);
+    bool sandbox;
+    struct tool_limits lim;
+    json_t *net = NULL;
+    char err[256];
+    if (parse_settings(cfg, &sandbox, &lim, &net, err, sizeof err) != 0) {
+        LOG_WARN("agents", "%s; the sandbox settings stay as they were", err);
+        json_decref(net);
+        net = NULL;
+    }
     pthread_mutex_lock(&f->mu);
+    if (net) { /* for the next launches */
+        if (sandbox != f->sandbox)
+            json_array_append_new(changes, json_pack("{s:s,s:b,s:b}", "key", "agent_factory.sandbox",
+                                                     "old", f->sandbox, "new", sandbox));
+        if (!json_equal(net, f->network))
+            json_array_append_new(changes, json_pack("{s:s,s:O,s:O}", "key", "agent_factory.network",
+                                                     "old", f->network, "new", net));
+        f->sandbox = sandbox;
+        f->limits = lim;
+        json_t *old = f->network;
+        f->network = net;
+        net = old;
+    }
     if (dir && strcmp(dir, f->agents_dir) != 0) {
         json_array_append_new(changes, json_pack("{s:s,s:s,s:s}", "key", "agent_factory.agents_dir",
                                                  "old", f->agents_dir, "new", dir));
@@ -760,6 +799,7 @@ void agent_factory_reconfigure(struct agent_factory *f, const struct aios_config
         sdk = NULL;
     }
     pthread_mutex_unlock(&f->mu);
+    json_decref(net);
     free(dir);
     free(sdk);
 }

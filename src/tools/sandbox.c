@@ -33,6 +33,14 @@
  * enforced); otherwise by RLIMIT_NPROC when not root; otherwise it is not
  * bounded and start-up logs a warning. tool_sandbox_pids_mode() says which.
  *
+ * Agents (agents/agent.c) use the same spawner with more options: extra
+ * binds (files too: a Unix socket, the aios binary) staged like the rest
+ * at STAGE/b<i>, their own environment, HOME, hostname and uid, stdout and
+ * stderr to log files, bwrap's --as-pid-1 (aios forward is pid 1) and
+ * --info-fd on fd 4 (the host pid of that pid 1), and no --die-with-parent
+ * (which ties the sandbox to the forking *thread*; their pid 1 asks for
+ * PR_SET_PDEATHSIG against bwrap instead).
+ *
  * Inherited descriptors: the child closes every fd above 2 before exec,
  * so the kernel's listening socket and open files never reach a tool;
  * only fd 3 may stay: a pipe holding the seccomp program (seccomp.c) that
