@@ -519,9 +519,20 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
     char action[160];
     snprintf(action, sizeof action, "%s %s", method, url);
 
-    const char *tok = request_token(r);
+    /* a run's own channel: the run is the identity, a token is not needed
+     * and cannot change it (the channel is the kernel's, not the agent's) */
+    const char *tok = r->acc_run ? NULL : request_token(r);
     char name[ACC_NAME_MAX];
-    enum ident id = identify(m, tok, name, sizeof name);
+    enum ident id = ID_NONE;
+    if (r->acc_run) {
+        if (!m->agents || !agent_run_identity(m->agents, r->acc_run, name, sizeof name))
+            return deny(m, r, d, 401, "-", url, action,
+                        "agent run %llu has ended: its channel no longer acts for it",
+                        (unsigned long long)r->acc_run);
+        id = ID_AGENT;
+    } else {
+        id = identify(m, tok, name, sizeof name);
+    }
     if (id == ID_NONE) {
         if (m->compat && !tok && r->loopback) {
             id = ID_ADMIN;
@@ -565,8 +576,8 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
             snprintf(claimed, sizeof claimed, "%s", claims[i]);
             json_decref(body);
             return deny(m, r, d, 403, name, url, action,
-                        "the token belongs to agent '%s', which may not act as '%s'", name,
-                        claimed);
+                        "the %s belongs to agent '%s', which may not act as '%s'",
+                        r->acc_run ? "run channel" : "token", name, claimed);
         }
         if (!acting) acting = claims[i];
     }
@@ -583,7 +594,7 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
     bool quiet = !strcmp(method, "GET") && !strcmp(url, "/ui/state");
     (quiet ? decision_fill : decision_row)(m, d, r->acc_agent, 0, url, action, "allowed",
           r->acc_compat ? "compat mode: tokenless loopback request trusted"
-          : id == ID_ADMIN ? "admin token" : "agent token");
+          : id == ID_ADMIN ? "admin token" : r->acc_run ? "run channel" : "agent token");
     return true;
 }
 

@@ -94,6 +94,7 @@ struct acc_req {
     const char *authorization; /* the Authorization header, or NULL */
     const char *token_header;  /* X-Aios-Agent-Token, or NULL */
     const char *agent_header;  /* X-Aios-Agent, or NULL */
+    uint64_t acc_run;          /* > 0: arrived on this agent run's own channel */
     bool loopback;             /* the peer is 127.0.0.0/8 or ::1 */
     const char *body;          /* the complete body (n_body bytes) */
     size_t n_body;

@@ -3,21 +3,33 @@
  * Purpose. An agent is a package folder (config.json in AIOS's layout plus
  * an entry), found by name under the agents directory, then under the
  * example agents built next to the binary (<bin dir>/agents), or by
- * absolute path. agent_submit() launches it as its own OS process with
- * posix_spawn: its own process group, an empty signal mask, default
- * SIGPIPE, every inherited descriptor above 2 closed, cwd its run folder
- * (data_dir/agents/runs/<id>/), stdout and stderr to stdout.log and
- * stderr.log there. The environment carries
- *   AIOS_KERNEL_URL, CEREBRUM_KERNEL_URL  where the kernel listens
+ * absolute path. agent_submit() launches it as its own OS process in a
+ * bubblewrap sandbox, through the tools' spawner (tool_proc_spawn in
+ * tools/sandbox.c): a uid of its own per run (AGENT_UID_BASE + id under a
+ * root kernel), the system, the package and the Python SDK read-only,
+ * its run folder (data_dir/agents/runs/<id>/, cwd and HOME) writable and
+ * nothing else of data_dir, stdout and stderr to stdout.log and stderr.log
+ * there, rlimits and a pids cgroup (agent_factory.limits, lowered by the
+ * package's "limits"), its own network namespace unless
+ * agent_factory.network names it. Its pid 1 is `aios forward`
+ * (cli/forward.c): it relays signals, reports the agent's exit status and,
+ * in a network namespace, copies 127.0.0.1:PORT to the run's channel: a
+ * Unix socket in data_dir/agents/sock/ made for that run alone and bound
+ * into its sandbox. The reaper accepts on it and hands each connection to
+ * the API (agent_set_channel), which knows the run from it: no token. The
+ * environment carries only
+ *   AIOS_KERNEL_URL, CEREBRUM_KERNEL_URL  where the agent finds the kernel
  *   AIOS_AGENT_NAME, AIOS_AGENT_ID        config.json name, execution id
- *   AIOS_AGENT_TOKEN                      random 128-bit token of this run
+ *   AIOS_AGENT_TOKEN                      only with the host network
  *   AIOS_TASK, AIOS_RESULT_FILE           the task; where a result may go
  *   AIOS_AGENT_DIR                        the package folder
- *   PYTHONPATH                            the Python SDK first
- * and the task is also the last argument. Entries: *.py run with python3
- * (with build.module set, through sdk/python/aios_runner.py, which imports
- * the file and calls Module(name).run(task) the way the reference's agent
- * factory does); *.sh with /bin/sh; anything else is executed directly.
+ *   PYTHONPATH                            the Python SDK, the package
+ * plus PATH, HOME, LANG, and the task is also the last argument. Entries:
+ * *.py run with python3 (with build.module set, through
+ * sdk/python/aios_runner.py, which imports the file and calls
+ * Module(name).run(task) the way the reference's agent factory does);
+ * *.sh with /bin/sh; anything else is executed directly.
+ * agent_factory.sandbox: false runs the same command without bwrap.
  *
  * Invariants. Every process in the table is either RUNNING (not reaped, its
  * pidfd open) or final (reaped, pidfd closed, exit code, end time and
@@ -27,17 +39,23 @@
  * AIOS_RESULT_FILE if the agent wrote it, else the last non-empty line of
  * stdout.
  *
+ * A run's token and channel die with it: the reaper wipes the token and
+ * closes and removes the socket when it reaps the run.
+ *
  * Threads. Any thread may call the public functions; one mutex guards the
  * table, the usage map and the settings (never held with another lock).
- * One reaper thread polls the pidfds of running agents and an eventfd
- * (new agent, shutdown); every 500 ms it also escalates SIGTERMs older than
- * 2 s to SIGKILL. No thread per agent.
+ * One reaper thread polls the pidfds of running agents, their channels and
+ * an eventfd (new agent, shutdown); it accepts channel connections and
+ * calls the API's callback without the lock (agent_set_channel(NULL)
+ * waits for one in progress); every 500 ms it also escalates SIGTERMs
+ * older than 2 s to SIGKILL. No thread per agent.
  *
  * Ownership. The factory owns its processes' records until destroy, which
  * terminates agents still running (they belong to this kernel). */
 #include "agents/agent.h"
 
 #include "kernel/config.h"
+#include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -48,7 +66,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,12 +73,12 @@
 #include <sys/eventfd.h>
 #include <sys/pidfd.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define KILL_GRACE_US 2000000
 #define RESULT_MAX (64 * 1024)
@@ -83,8 +100,14 @@ struct agent_proc {
     int term_signal; /* valid when KILLED */
     int64_t t_kill_us; /* monotonic time SIGTERM was sent; 0 none */
     bool hard_killed;
+    int sent_sig; /* the last signal the kernel sent it; 0 none */
+    int pending_sig; /* sent before its pid 1 could take it: sent again by the reaper */
     char *result;
     struct agent_usage usage;
+    struct tool_proc tp; /* the sandbox (pid: bwrap, or aios forward when unsandboxed) */
+    pid_t inner;         /* aios forward, the sandbox's pid 1 (host pid); 0 unknown */
+    int lfd;             /* the run's channel: listening Unix socket, -1 none */
+    char sock_name[32];  /* its name in the factory's socket folder */
 };
 
 struct usage_entry {
@@ -104,6 +127,17 @@ struct agent_factory {
     char *runs_dir;
     char *sdk_dir;
     char *runner; /* sdk_dir/aios_runner.py */
+    char *sock_dir; /* data_dir/agents/sock: the runs' channels (0700) */
+    int sock_dfd;   /* O_PATH of sock_dir: binds through /proc/self/fd (short paths) */
+    /* settings (agent_factory.*) */
+    bool sandbox;
+    struct tool_limits limits;
+    json_t *network; /* package names allowed the host network (array; "*" all) */
+    /* the API's acceptor for run channels (agent_set_channel) */
+    agent_channel_fn chan_cb;
+    void *chan_ud;
+    bool in_cb;
+    pthread_cond_t cb_done;
     int efd;
     bool stop;
     pthread_t reaper;
@@ -271,6 +305,7 @@ static void proc_free(struct agent_proc *p)
 {
     if (!p) return;
     if (p->pidfd >= 0) close(p->pidfd);
+    if (p->lfd >= 0) close(p->lfd);
     free(p->agent);
     free(p->ref);
     free(p->dir);
@@ -326,6 +361,60 @@ static char *find_agents_dir(const struct aios_config *cfg)
 
 static void *reaper_main(void *arg);
 
+/* agent_factory.sandbox (default true), .limits {cpu_s, memory_mb,
+ * max_procs, max_file_mb}, .network (package names allowed the host's
+ * network, "*" for all). 0 or AIOS_ECONFIG with err. */
+static int parse_settings(const struct aios_config *cfg, bool *sandbox, struct tool_limits *lim,
+                          json_t **network, char *err, size_t errlen)
+{
+    *sandbox = true;
+    *lim = (struct tool_limits){.cpu_s = 0, .mem_bytes = (size_t)4096 << 20, .max_procs = 256,
+                                .max_file_bytes = (size_t)1024 << 20};
+    *network = NULL;
+    json_t *v = cfg ? config_lookup(cfg, "agent_factory.sandbox") : NULL;
+    if (v && !json_is_boolean(v)) {
+        snprintf(err, errlen, "agent_factory.sandbox must be true or false");
+        return AIOS_ECONFIG;
+    }
+    if (v) *sandbox = json_is_true(v);
+    json_t *l = cfg ? config_lookup(cfg, "agent_factory.limits") : NULL;
+    if (l && !json_is_object(l)) {
+        snprintf(err, errlen, "agent_factory.limits must be a map {cpu_s, memory_mb, max_procs, "
+                 "max_file_mb}");
+        return AIOS_ECONFIG;
+    }
+    const char *keys[] = {"cpu_s", "memory_mb", "max_procs", "max_file_mb"};
+    for (int i = 0; l && i < 4; i++) {
+        json_t *x = json_object_get(l, keys[i]);
+        if (!x) continue;
+        if (!json_is_integer(x) || json_integer_value(x) < 0) {
+            snprintf(err, errlen, "agent_factory.limits.%s must be a whole number >= 0 (0: none)",
+                     keys[i]);
+            return AIOS_ECONFIG;
+        }
+        json_int_t n = json_integer_value(x);
+        if (i == 0) lim->cpu_s = n > 1 << 30 ? 1 << 30 : (int)n;
+        if (i == 1) lim->mem_bytes = (size_t)n << 20;
+        if (i == 2) lim->max_procs = n > 1 << 20 ? 1 << 20 : (int)n;
+        if (i == 3) lim->max_file_bytes = (size_t)n << 20;
+    }
+    json_t *n = cfg ? config_lookup(cfg, "agent_factory.network") : NULL;
+    size_t i;
+    json_t *x;
+    if (n && !json_is_array(n)) {
+        snprintf(err, errlen, "agent_factory.network must be a list of agent package names (\"*\": "
+                 "all) allowed the host's network");
+        return AIOS_ECONFIG;
+    }
+    json_array_foreach(n, i, x) if (!json_is_string(x))
+    {
+        snprintf(err, errlen, "agent_factory.network[%zu] must be a package name", i);
+        return AIOS_ECONFIG;
+    }
+    *network = n ? json_deep_copy(n) : json_array();
+    return *network ? 0 : AIOS_ENOMEM;
+}
+
 int agent_factory_create(struct agent_factory **out, const struct aios_config *cfg, char *err,
                          size_t errlen)
 {
@@ -334,8 +423,12 @@ int agent_factory_create(struct agent_factory **out, const struct aios_config *c
     struct agent_factory *f = calloc(1, sizeof *f);
     if (!f) return AIOS_ENOMEM;
     pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cb_done, NULL);
     f->efd = -1;
+    f->sock_dfd = -1;
     f->next_id = 1;
+    if ((rc = parse_settings(cfg, &f->sandbox, &f->limits, &f->network, err, errlen))) goto fail;
+    rc = AIOS_ENOMEM;
     json_t *v = config_lookup(cfg, "agent_factory.agents_dir");
     if (v && !json_is_null(v) && (!json_is_string(v) || json_string_length(v) == 0)) {
         snprintf(err, errlen, "agent_factory.agents_dir must be a folder path (string)");
@@ -355,11 +448,24 @@ int agent_factory_create(struct agent_factory **out, const struct aios_config *c
         LOG_WARN("agents", "the Python SDK (sdk/python) was not found; set AIOS_SDK_DIR or "
                  "agent_factory.sdk_dir so Python agents can import aios_client");
     }
-    if (util_mkdirs(f->runs_dir)) {
-        snprintf(err, errlen, "cannot create %s", f->runs_dir);
+    f->sock_dir = config_resolve_path(cfg, "agents/sock");
+    if (!f->sock_dir) goto fail;
+    if (util_mkdirs(f->runs_dir) || util_mkdirs(f->sock_dir) || chmod(f->runs_dir, 0700) ||
+        chmod(f->sock_dir, 0700)) {
+        snprintf(err, errlen, "cannot create %s and %s", f->runs_dir, f->sock_dir);
         rc = AIOS_EIO;
         goto fail;
     }
+    f->sock_dfd = open(f->sock_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (f->sock_dfd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", f->sock_dir, strerror(errno));
+        rc = AIOS_EIO;
+        goto fail;
+    }
+    if (f->sandbox && !tool_sandbox_available(NULL, 0))
+        LOG_WARN("agents", "the agent sandbox (bubblewrap) is unavailable: launches are refused "
+                 "until it is installed, or set agent_factory.sandbox: false to run agents "
+                 "unsandboxed");
     f->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (f->efd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -421,8 +527,50 @@ static char *read_result(struct agent_proc *p)
     return line;
 }
 
+/* the run's channel ends: no new connection can reach the kernel as it */
+static void close_channel(struct agent_factory *f, struct agent_proc *p)
+{
+    if (p->lfd >= 0) close(p->lfd);
+    p->lfd = -1;
+    if (p->sock_name[0] && f->sock_dfd >= 0) unlinkat(f->sock_dfd, p->sock_name, 0);
+    p->sock_name[0] = 0;
+}
+
+/* Signal a running agent. SIGKILL ends the whole sandbox at once (bwrap's
+ * process group; its pid 1 follows by PR_SET_PDEATHSIG, then everything in
+ * its pid namespace; the pids cgroup when there is one). Other signals go
+ * to `aios forward`, the sandbox's pid 1, which relays them to the agent's
+ * process group. With f->mu held (the pid is not reaped yet). */
+static bool catches(pid_t pid, int sig)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "re");
+    unsigned long long mask = 0;
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "SigCgt: %llx", &mask) == 1) break;
+    if (fp) fclose(fp);
+    return (mask >> (sig - 1)) & 1;
+}
+
+static void signal_proc(struct agent_proc *p, int sig)
+{
+    p->sent_sig = sig;
+    p->pending_sig = 0;
+    if (sig == SIGKILL || p->inner <= 0) {
+        kill(-p->pid, sig);
+        kill(p->pid, sig);
+    }
+    if (sig == SIGKILL) tool_proc_kill(&p->tp);
+    if (p->inner <= 0 || sig == SIGKILL) return;
+    /* a pid 1 drops signals it has no handler for: right after the start
+     * aios forward may not have installed its handlers yet */
+    if (catches(p->inner, sig)) kill(p->inner, sig);
+    else p->pending_sig = sig;
+}
+
 /* with f->mu held: reap p if it exited */
-static void try_reap(struct agent_proc *p)
+static void try_reap(struct agent_factory *f, struct agent_proc *p)
 {
     int st;
     pid_t r = waitpid(p->pid, &st, WNOHANG);
@@ -439,7 +587,17 @@ static void try_reap(struct agent_proc *p)
     } else {
         p->exit_code = WEXITSTATUS(st);
         p->status = p->exit_code == 0 ? AGENT_STATUS_COMPLETED : AGENT_STATUS_FAILED;
+        /* aios forward reports an agent ended by signal S as 128+S: killed
+         * when that is the signal the kernel sent */
+        if (p->sent_sig && p->exit_code == 128 + p->sent_sig) {
+            p->status = AGENT_STATUS_KILLED;
+            p->term_signal = p->sent_sig;
+        }
     }
+    memset(p->token, 0, sizeof p->token); /* the run's token dies with it */
+    close_channel(f, p);
+    p->tp.pid = -1; /* reaped above: tool_proc_reap only removes the cgroup */
+    tool_proc_reap(&p->tp);
     p->t_end_wall_us = util_wall_us();
     p->t_end_us = util_now_us();
     if (p->pidfd >= 0) close(p->pidfd);
@@ -455,54 +613,88 @@ static void *reaper_main(void *arg)
 {
     struct agent_factory *f = arg;
     struct pollfd *fds = NULL;
+    uint64_t *ids = NULL; /* per poll entry: the run of a channel, 0 for a pidfd */
     size_t cap = 0;
+    bool pending = false; /* a signal waits for a pid 1 to take it */
     for (;;) {
         pthread_mutex_lock(&f->mu);
         if (f->stop) {
             pthread_mutex_unlock(&f->mu);
             break;
         }
-        if (cap < f->n_procs + 1) {
-            size_t c = (f->n_procs + 1) * 2;
+        if (cap < 2 * f->n_procs + 1) {
+            size_t c = (f->n_procs + 1) * 4;
             struct pollfd *q = realloc(fds, c * sizeof *q);
-            if (q) {
-                fds = q;
-                cap = c;
-            }
+            uint64_t *qi = realloc(ids, c * sizeof *qi);
+            if (qi) ids = qi;
+            if (q) fds = q;
+            if (q && qi) cap = c;
         }
         size_t n = 0;
-        if (fds) {
+        if (fds && ids) {
             fds[n++] = (struct pollfd){.fd = f->efd, .events = POLLIN};
-            for (size_t i = 0; i < f->n_procs && n < cap; i++) {
+            for (size_t i = 0; i < f->n_procs && n + 2 <= cap; i++) {
                 struct agent_proc *p = f->procs[i];
-                if (p->status == AGENT_STATUS_RUNNING && p->pidfd >= 0)
+                if (p->status != AGENT_STATUS_RUNNING) continue;
+                if (p->pidfd >= 0) {
+                    ids[n] = 0;
                     fds[n++] = (struct pollfd){.fd = p->pidfd, .events = POLLIN};
+                }
+                if (p->lfd >= 0) { /* the run's channel */
+                    ids[n] = p->id;
+                    fds[n++] = (struct pollfd){.fd = p->lfd, .events = POLLIN};
+                }
             }
         }
         pthread_mutex_unlock(&f->mu);
-        /* pidfds are closed only by this thread, so they stay valid here */
-        int pr = fds ? poll(fds, n, 500) : (usleep(100000), 0);
+        /* pidfds and channels are closed only by this thread, so they stay
+         * valid here */
+        int pr = fds && ids ? poll(fds, n, pending ? 20 : 500) : (usleep(100000), 0);
         if (pr > 0 && (fds[0].revents & POLLIN)) {
             uint64_t v;
             if (read(f->efd, &v, sizeof v) < 0) { /* spurious: nothing to drain */
             }
         }
+        for (size_t i = 1; pr > 0 && i < n; i++) {
+            if (!ids[i] || !(fds[i].revents & POLLIN)) continue;
+            int c = accept4(fds[i].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (c < 0) continue;
+            pthread_mutex_lock(&f->mu);
+            agent_channel_fn cb = f->chan_cb;
+            void *ud = f->chan_ud;
+            f->in_cb = cb != NULL;
+            pthread_mutex_unlock(&f->mu);
+            if (!cb) {
+                close(c);
+                continue;
+            }
+            cb(ud, c, ids[i]); /* owns c */
+            pthread_mutex_lock(&f->mu);
+            f->in_cb = false;
+            pthread_cond_broadcast(&f->cb_done);
+            pthread_mutex_unlock(&f->mu);
+        }
         pthread_mutex_lock(&f->mu);
         int64_t now = util_now_us();
+        pending = false;
         for (size_t i = 0; i < f->n_procs; i++) {
             struct agent_proc *p = f->procs[i];
             if (p->status != AGENT_STATUS_RUNNING) continue;
-            try_reap(p);
+            try_reap(f, p);
+            if (p->status == AGENT_STATUS_RUNNING && p->pending_sig) {
+                pending = true;
+                signal_proc(p, p->pending_sig);
+            }
             if (p->status == AGENT_STATUS_RUNNING && p->t_kill_us && !p->hard_killed &&
                 now - p->t_kill_us > KILL_GRACE_US) {
-                kill(-p->pid, SIGKILL);
-                kill(p->pid, SIGKILL);
+                signal_proc(p, SIGKILL);
                 p->hard_killed = true;
             }
         }
         pthread_mutex_unlock(&f->mu);
     }
     free(fds);
+    free(ids);
     return NULL;
 }
 
@@ -521,7 +713,7 @@ void agent_factory_destroy(struct agent_factory *f)
     for (size_t i = 0; i < f->n_procs; i++) {
         struct agent_proc *p = f->procs[i];
         if (p->status != AGENT_STATUS_RUNNING) continue;
-        kill(-p->pid, SIGTERM);
+        signal_proc(p, SIGTERM);
         n_running++;
     }
     if (n_running) LOG_INFO("agents", "stopping %d running agent(s)", n_running);
@@ -530,7 +722,7 @@ void agent_factory_destroy(struct agent_factory *f)
         bool any = false;
         for (size_t i = 0; i < f->n_procs; i++) {
             if (f->procs[i]->status != AGENT_STATUS_RUNNING) continue;
-            try_reap(f->procs[i]);
+            try_reap(f, f->procs[i]);
             any |= f->procs[i]->status == AGENT_STATUS_RUNNING;
         }
         if (!any) break;
@@ -538,12 +730,14 @@ void agent_factory_destroy(struct agent_factory *f)
             for (size_t i = 0; i < f->n_procs; i++) {
                 struct agent_proc *p = f->procs[i];
                 if (p->status != AGENT_STATUS_RUNNING) continue;
-                kill(-p->pid, SIGKILL);
-                kill(p->pid, SIGKILL);
+                signal_proc(p, SIGKILL);
                 int st;
                 waitpid(p->pid, &st, 0);
                 p->status = AGENT_STATUS_KILLED;
                 p->term_signal = SIGKILL;
+                close_channel(f, p);
+                p->tp.pid = -1;
+                tool_proc_reap(&p->tp);
             }
             break;
         }
@@ -558,7 +752,11 @@ void agent_factory_destroy(struct agent_factory *f)
     free(f->runs_dir);
     free(f->sdk_dir);
     free(f->runner);
+    free(f->sock_dir);
+    json_decref(f->network);
+    if (f->sock_dfd >= 0) close(f->sock_dfd);
     if (f->efd >= 0) close(f->efd);
+    pthread_cond_destroy(&f->cb_done);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -568,7 +766,29 @@ void agent_factory_reconfigure(struct agent_factory *f, const struct aios_config
 {
     char *dir = find_agents_dir(cfg);
     char *sdk = find_sdk_dir(cfg);
+    bool sandbox;
+    struct tool_limits lim;
+    json_t *net = NULL;
+    char err[256];
+    if (parse_settings(cfg, &sandbox, &lim, &net, err, sizeof err) != 0) {
+        LOG_WARN("agents", "%s; the sandbox settings stay as they were", err);
+        json_decref(net);
+        net = NULL;
+    }
     pthread_mutex_lock(&f->mu);
+    if (net) { /* for the next launches */
+        if (sandbox != f->sandbox)
+            json_array_append_new(changes, json_pack("{s:s,s:b,s:b}", "key", "agent_factory.sandbox",
+                                                     "old", f->sandbox, "new", sandbox));
+        if (!json_equal(net, f->network))
+            json_array_append_new(changes, json_pack("{s:s,s:O,s:O}", "key", "agent_factory.network",
+                                                     "old", f->network, "new", net));
+        f->sandbox = sandbox;
+        f->limits = lim;
+        json_t *old = f->network;
+        f->network = net;
+        net = old;
+    }
     if (dir && strcmp(dir, f->agents_dir) != 0) {
         json_array_append_new(changes, json_pack("{s:s,s:s,s:s}", "key", "agent_factory.agents_dir",
                                                  "old", f->agents_dir, "new", dir));
@@ -588,6 +808,7 @@ void agent_factory_reconfigure(struct agent_factory *f, const struct aios_config
         sdk = NULL;
     }
     pthread_mutex_unlock(&f->mu);
+    json_decref(net);
     free(dir);
     free(sdk);
 }
@@ -677,10 +898,79 @@ static void strv_free(struct strv *s)
     free(s->v);
 }
 
-static const char *const OUR_ENV[] = {"AIOS_KERNEL_URL", "CEREBRUM_KERNEL_URL", "AIOS_AGENT_NAME",
-                                      "AIOS_AGENT_ID", "AIOS_AGENT_TOKEN", "AIOS_TASK",
-                                      "AIOS_RESULT_FILE", "AIOS_AGENT_DIR", "PYTHONPATH",
-                                      "PYTHONUNBUFFERED"};
+/* with f->mu held: room for one more process record */
+static int reserve_locked(struct agent_factory *f)
+{
+    if (f->n_procs < f->cap_procs) return 0;
+    size_t c = f->cap_procs ? f->cap_procs * 2 : 16;
+    struct agent_proc **q = realloc(f->procs, c * sizeof *q);
+    if (!q) return AIOS_ENOMEM;
+    f->procs = q;
+    f->cap_procs = c;
+    return 0;
+}
+
+/* the package's limits (config.json "limits", same keys as
+ * agent_factory.limits) may only lower the operator's */
+static void package_limits(json_t *config, struct tool_limits *lim)
+{
+    json_t *l = json_object_get(config, "limits");
+    const char *keys[] = {"cpu_s", "memory_mb", "max_procs", "max_file_mb"};
+    for (int i = 0; i < 4; i++) {
+        json_t *x = json_object_get(l, keys[i]);
+        if (!json_is_integer(x) || json_integer_value(x) <= 0) continue;
+        json_int_t n = json_integer_value(x);
+        if (i == 0 && (lim->cpu_s == 0 || n < lim->cpu_s)) lim->cpu_s = (int)n;
+        if (i == 1 && n < (1 << 30) && (lim->mem_bytes == 0 || (size_t)n << 20 < lim->mem_bytes))
+            lim->mem_bytes = (size_t)n << 20;
+        if (i == 2 && (lim->max_procs == 0 || n < lim->max_procs)) lim->max_procs = (int)n;
+        if (i == 3 && n < (1 << 30) &&
+            (lim->max_file_bytes == 0 || (size_t)n << 20 < lim->max_file_bytes))
+            lim->max_file_bytes = (size_t)n << 20;
+    }
+}
+
+static bool network_allowed(json_t *list, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) {
+        const char *s = json_string_value(v);
+        if (s && (!strcmp(s, "*") || !strcmp(s, name))) return true;
+    }
+    return false;
+}
+
+/* The run's channel: a Unix socket in the factory's socket folder (0700),
+ * owned by the run's uid, listening; bound through /proc/self/fd/N so a
+ * long data_dir does not matter. */
+static int open_channel(struct agent_factory *f, struct agent_proc *p, uid_t uid, char *path,
+                        size_t pathlen)
+{
+    snprintf(p->sock_name, sizeof p->sock_name, "%llu", (unsigned long long)p->id);
+    unlinkat(f->sock_dfd, p->sock_name, 0); /* left by a killed kernel */
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", f->sock_dfd, p->sock_name);
+    p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        listen(p->lfd, 64) != 0 || fchmodat(f->sock_dfd, p->sock_name, 0600, 0) != 0 ||
+        (uid && fchownat(f->sock_dfd, p->sock_name, uid, uid, 0) != 0))
+        return AIOS_EIO;
+    snprintf(path, pathlen, "%s/%s", f->sock_dir, p->sock_name);
+    return 0;
+}
+
+/* the port of "http://host:PORT" (0 if none) */
+static int url_port(const char *url)
+{
+    const char *c = strrchr(url, ':');
+    return c && c[1] >= '0' && c[1] <= '9' ? atoi(c + 1) : 0;
+}
+
+#define AGENT_UID_BASE 200000 /* run N's uid under a root kernel: BASE + N % SPAN */
+#define AGENT_UID_SPAN 100000
+#define IN_SANDBOX_BIN "/run/aios/aios"
+#define IN_SANDBOX_SOCK "/run/aios/kernel.sock"
 
 int agent_submit(struct agent_factory *f, const char *ref, const char *task,
                  const char *kernel_url, uint64_t *id, char *err, size_t errlen)
@@ -691,10 +981,12 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
     memset(&pkg, 0, sizeof pkg);
     struct strv argv = {0}, envp = {0};
     struct agent_proc *p = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    bool fa_init = false, attr_init = false;
+    int out_fd = -1, err_fd = -1;
     char agents_dir[PATH_MAX], sdk_dir[PATH_MAX] = "", runner[PATH_MAX + 32] = "";
+    char self[PATH_MAX] = "", sock_path[PATH_MAX + 64] = "";
+    bool sandbox;
+    struct tool_limits lim;
+    json_t *network;
 
     if (!ref || !*ref) {
         snprintf(err, errlen, "'agent_id' must name an agent package");
@@ -704,7 +996,17 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
     snprintf(agents_dir, sizeof agents_dir, "%s", f->agents_dir);
     if (f->sdk_dir) snprintf(sdk_dir, sizeof sdk_dir, "%s", f->sdk_dir);
     if (f->runner) snprintf(runner, sizeof runner, "%s", f->runner);
+    sandbox = f->sandbox;
+    lim = f->limits;
+    network = json_incref(f->network);
     pthread_mutex_unlock(&f->mu);
+    char why[300] = "";
+    if (sandbox && !tool_sandbox_available(why, sizeof why)) {
+        json_decref(network);
+        snprintf(err, errlen, "the agent sandbox is unavailable (%s); agents are not started "
+                 "outside it unless the operator sets agent_factory.sandbox: false", why);
+        return AIOS_EPERM;
+    }
 
     char *dir = resolve_ref(agents_dir, ref);
     /* then the example agents built next to the binary (build/agents) */
@@ -716,6 +1018,7 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
         else bundled[0] = 0;
     }
     if (!dir) {
+        json_decref(network);
         snprintf(err, errlen, "no agent package '%s' (looked in %s%s%s; give a folder name there or "
                  "an absolute path to a folder with config.json)", ref, agents_dir,
                  bundled[0] ? " and " : "", bundled);
@@ -723,7 +1026,13 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
     }
     rc = agent_pkg_load(&pkg, dir, err, errlen);
     free(dir);
-    if (rc) return rc == AIOS_ENOTFOUND ? AIOS_EINVAL : rc;
+    if (rc) {
+        json_decref(network);
+        return rc == AIOS_ENOTFOUND ? AIOS_EINVAL : rc;
+    }
+    bool net = !sandbox || network_allowed(network, pkg.name);
+    json_decref(network);
+    package_limits(pkg.config, &lim);
 
     p = calloc(1, sizeof *p);
     if (!p) {
@@ -731,6 +1040,9 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
         goto fail;
     }
     p->pidfd = -1;
+    p->lfd = -1;
+    p->tp.pid = -1;
+    p->tp.fd_in = p->tp.fd_out = p->tp.fd_err = -1;
     p->agent = strdup(pkg.name);
     p->ref = strdup(ref);
     p->dir = strdup(pkg.dir);
@@ -747,14 +1059,53 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
     pthread_mutex_lock(&f->mu);
     p->id = f->next_id++;
     pthread_mutex_unlock(&f->mu);
+    /* its own uid under a root kernel: the run folder is its only
+     * writable place, and no other run's or tool's processes share it */
+    uid_t uid = geteuid() == 0 && sandbox ? (uid_t)(AGENT_UID_BASE + p->id % AGENT_UID_SPAN) : 0;
     p->run_dir = fmt("%s/%llu", f->runs_dir, (unsigned long long)p->id);
-    if (!p->run_dir || util_mkdirs(p->run_dir)) {
+    if (!p->run_dir || util_mkdirs(p->run_dir) || chmod(p->run_dir, 0700) != 0 ||
+        (uid && chown(p->run_dir, uid, uid) != 0)) {
         snprintf(err, errlen, "cannot create the run folder for agent %s", pkg.name);
         rc = AIOS_EIO;
         goto fail;
     }
+    /* the aios binary (its `forward` mode): this process, or $AIOS_BIN for
+     * programs that link the kernel library (the unit tests) */
+    ssize_t sn = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[sn > 0 ? sn : 0] = 0;
+    const char *base = strrchr(self, '/');
+    const char *envbin = getenv("AIOS_BIN");
+    if ((!base || strcmp(base, "/aios") != 0) && envbin && envbin[0] == '/')
+        snprintf(self, sizeof self, "%s", envbin);
+    if (!self[0] || access(self, X_OK) != 0) {
+        snprintf(err, errlen, "cannot find the aios binary (/proc/self/exe, $AIOS_BIN)");
+        rc = AIOS_EIO;
+        goto fail;
+    }
+    /* the agent's loopback port for the kernel: the kernel's own, so a
+     * hard-wired localhost:PORT works too; a port under 1024 cannot be
+     * bound without privileges: Cerebrum's default 8000 then */
+    int port = url_port(kernel_url);
+    if (port < 1024) port = 8000;
+    if (!net && open_channel(f, p, uid, sock_path, sizeof sock_path) != 0) {
+        snprintf(err, errlen, "cannot make the kernel channel of agent %s: %s", pkg.name,
+                 strerror(errno));
+        rc = AIOS_EIO;
+        goto fail;
+    }
 
-    /* argv */
+    /* argv: aios forward (pid 1: signals, exit status, the channel), then
+     * the entry */
+    rc = strv_add(&argv, strdup(sandbox ? IN_SANDBOX_BIN : self));
+    if (!rc) rc = strv_add(&argv, strdup("forward"));
+    if (!rc && !net) {
+        rc = strv_add(&argv, strdup("--port"));
+        if (!rc) rc = strv_add(&argv, fmt("%d", port));
+        if (!rc) rc = strv_add(&argv, strdup("--socket"));
+        if (!rc) rc = strv_add(&argv, strdup(IN_SANDBOX_SOCK));
+    }
+    if (!rc) rc = strv_add(&argv, strdup("--"));
+    if (rc) goto fail;
     bool py = ends_with(pkg.entry, ".py");
     if (py) {
         rc = strv_add(&argv, strdup("python3"));
@@ -780,96 +1131,98 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
     if (!rc) rc = strv_add(&argv, strdup(p->task));
     if (rc) goto fail;
 
-    /* environment: ours, then the kernel's minus the names we set */
-    const char *oldpp = getenv("PYTHONPATH");
-    rc = strv_add(&envp, fmt("AIOS_KERNEL_URL=%s", kernel_url));
-    if (!rc) rc = strv_add(&envp, fmt("CEREBRUM_KERNEL_URL=%s", kernel_url));
+    /* environment: only ours (the sandbox adds PATH, HOME, LANG). In its
+     * own network namespace the agent reaches the kernel at the same port
+     * on its loopback, through its channel, and needs no token. */
+    char url_in[64];
+    snprintf(url_in, sizeof url_in, "http://127.0.0.1:%d", port);
+    const char *url = net ? kernel_url : url_in;
+    rc = strv_add(&envp, fmt("AIOS_KERNEL_URL=%s", url));
+    if (!rc) rc = strv_add(&envp, fmt("CEREBRUM_KERNEL_URL=%s", url));
     if (!rc) rc = strv_add(&envp, fmt("AIOS_AGENT_NAME=%s", pkg.name));
     if (!rc) rc = strv_add(&envp, fmt("AIOS_AGENT_ID=%llu", (unsigned long long)p->id));
-    if (!rc) rc = strv_add(&envp, fmt("AIOS_AGENT_TOKEN=%s", p->token));
+    if (!rc && net) rc = strv_add(&envp, fmt("AIOS_AGENT_TOKEN=%s", p->token));
     if (!rc) rc = strv_add(&envp, fmt("AIOS_TASK=%s", p->task));
     if (!rc) rc = strv_add(&envp, fmt("AIOS_RESULT_FILE=%s/result", p->run_dir));
     if (!rc) rc = strv_add(&envp, fmt("AIOS_AGENT_DIR=%s", pkg.dir));
     if (!rc) rc = strv_add(&envp, strdup("PYTHONUNBUFFERED=1"));
+    if (!rc) rc = strv_add(&envp, strdup("PYTHONDONTWRITEBYTECODE=1"));
     if (!rc)
-        rc = strv_add(&envp, fmt("PYTHONPATH=%s%s%s%s%s", sdk_dir, sdk_dir[0] ? ":" : "", pkg.dir,
-                                 oldpp && *oldpp ? ":" : "", oldpp ? oldpp : ""));
-    for (char **e = environ; !rc && e && *e; e++) {
-        bool ours = false;
-        for (size_t i = 0; i < sizeof OUR_ENV / sizeof OUR_ENV[0]; i++) {
-            size_t l = strlen(OUR_ENV[i]);
-            if (!strncmp(*e, OUR_ENV[i], l) && (*e)[l] == '=') ours = true;
-        }
-        if (!ours) rc = strv_add(&envp, strdup(*e));
-    }
+        rc = strv_add(&envp, fmt("PYTHONPATH=%s%s%s", sdk_dir, sdk_dir[0] ? ":" : "", pkg.dir));
     if (rc) goto fail;
 
     char out_path[PATH_MAX + 32], err_path[PATH_MAX + 32];
     snprintf(out_path, sizeof out_path, "%s/stdout.log", p->run_dir);
     snprintf(err_path, sizeof err_path, "%s/stderr.log", p->run_dir);
-    if (posix_spawn_file_actions_init(&fa) || posix_spawnattr_init(&attr)) {
-        rc = AIOS_ENOMEM;
-        goto fail;
-    }
-    fa_init = attr_init = true;
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawn_file_actions_addchdir_np(&fa, p->run_dir);
-    sigset_t empty, def;
-    sigemptyset(&empty);
-    sigemptyset(&def);
-    sigaddset(&def, SIGPIPE);
-    sigaddset(&def, SIGINT);
-    sigaddset(&def, SIGTERM);
-    sigaddset(&def, SIGCHLD);
-    posix_spawnattr_setsigmask(&attr, &empty);
-    posix_spawnattr_setsigdefault(&attr, &def);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETPGROUP);
-
-    /* spawn and enter the table under the lock, so the reaper never sees a
-     * half-made record and a kill never races the pid */
-    pthread_mutex_lock(&f->mu);
-    if (f->n_procs == f->cap_procs) {
-        size_t c = f->cap_procs ? f->cap_procs * 2 : 16;
-        struct agent_proc **q = realloc(f->procs, c * sizeof *q);
-        if (!q) {
-            pthread_mutex_unlock(&f->mu);
-            rc = AIOS_ENOMEM;
-            goto fail;
-        }
-        f->procs = q;
-        f->cap_procs = c;
-    }
-    pid_t pid;
-    int se = posix_spawnp(&pid, argv.v[0], &fa, &attr, argv.v, envp.v);
-    if (se != 0) {
-        pthread_mutex_unlock(&f->mu);
-        snprintf(err, errlen, "cannot start agent %s (%s): %s%s", pkg.name, argv.v[0], strerror(se),
-                 se == ENOENT && py ? " (is python3 installed?)" : "");
+    out_fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    err_fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out_fd < 0 || err_fd < 0) {
+        snprintf(err, errlen, "cannot create the logs of agent %s: %s", pkg.name, strerror(errno));
         rc = AIOS_EIO;
         goto fail;
     }
+    /* what the sandbox shows besides the system (read-only) and the run
+     * folder (writable): the package, the Python SDK, the aios binary,
+     * the channel; nothing else of data_dir */
+    struct tool_bind binds[4];
+    size_t nb = 0;
+    binds[nb++] = (struct tool_bind){pkg.dir, pkg.dir, false};
+    if (sdk_dir[0] && is_dir(sdk_dir)) binds[nb++] = (struct tool_bind){sdk_dir, sdk_dir, false};
+    binds[nb++] = (struct tool_bind){self, IN_SANDBOX_BIN, false};
+    if (!net) binds[nb++] = (struct tool_bind){sock_path, IN_SANDBOX_SOCK, false};
+    struct tool_spawn_opts o = {
+        .argv = argv.v, .cwd = sandbox ? NULL : p->run_dir, .rw_dir = p->run_dir,
+        .network = net, .sandbox = sandbox, .limits = lim, .binds = binds, .n_binds = nb,
+        .env = envp.v, .home = p->run_dir, .hostname = "aios-agent", .uid = uid,
+        .out_fd = out_fd, .err_fd = err_fd, .as_pid1 = true, .want_inner_pid = sandbox,
+        .outlive_thread = true};
+    /* spawned outside the lock (bwrap's info takes a moment); until the
+     * record is in the table nobody else can reap or signal the pid */
+    pthread_mutex_lock(&f->mu);
+    rc = reserve_locked(f);
+    pthread_mutex_unlock(&f->mu);
+    if (rc) goto fail;
+    char serr[512] = "";
+    rc = tool_proc_spawn(&p->tp, &o, serr, sizeof serr);
+    if (rc) {
+        snprintf(err, errlen, "cannot start agent %s: %s", pkg.name, serr);
+        rc = rc == AIOS_ENOMEM ? rc : AIOS_EIO;
+        goto fail;
+    }
+    pid_t pid = p->tp.pid;
     p->pid = pid;
+    p->inner = sandbox ? p->tp.inner_pid : pid;
+    if (sandbox && p->inner <= 0)
+        LOG_WARN("agents", "agent %s (execution %llu): bwrap did not report its pid 1; signals "
+                 "other than SIGKILL reach only bwrap", pkg.name, (unsigned long long)p->id);
     p->pidfd = pidfd_open(pid, 0); /* -1 on old kernels: the reaper's 500 ms poll still reaps */
     if (p->pidfd >= 0) fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
     p->status = AGENT_STATUS_RUNNING;
     p->t_start_wall_us = util_wall_us();
     p->t_start_us = util_now_us();
+    pthread_mutex_lock(&f->mu);
+    if (reserve_locked(f) != 0) { /* another submit took the room */
+        pthread_mutex_unlock(&f->mu);
+        signal_proc(p, SIGKILL);
+        tool_proc_reap(&p->tp);
+        p->pid = -1;
+        rc = AIOS_ENOMEM;
+        goto fail;
+    }
     f->procs[f->n_procs++] = p;
     *id = p->id;
     pthread_mutex_unlock(&f->mu);
     wake(f);
-    LOG_INFO("agents", "started agent %s (execution %llu, pid %d): %s", pkg.name,
-             (unsigned long long)p->id, (int)pid, pkg.entry);
+    LOG_INFO("agents", "started agent %s (execution %llu, pid %d, %s%s%s): %s", pkg.name,
+             (unsigned long long)p->id, (int)pid, sandbox ? "sandboxed" : "NOT sandboxed",
+             net ? ", host network" : ", own network namespace",
+             uid ? ", own uid" : "", pkg.entry);
     p = NULL;
     rc = 0;
 fail:
-    if (fa_init) posix_spawn_file_actions_destroy(&fa);
-    if (attr_init) posix_spawnattr_destroy(&attr);
+    if (out_fd >= 0) close(out_fd);
+    if (err_fd >= 0) close(err_fd);
+    if (p) close_channel(f, p);
     strv_free(&argv);
     strv_free(&envp);
     proc_free(p);
@@ -983,8 +1336,7 @@ int agent_kill(struct agent_factory *f, uint64_t id, int sig)
     if (!p) rc = AIOS_ENOTFOUND;
     else if (p->status != AGENT_STATUS_RUNNING) rc = AIOS_EINVAL;
     else {
-        kill(-p->pid, sig);
-        kill(p->pid, sig); /* in case it left its group */
+        signal_proc(p, sig);
         if (sig == SIGTERM && !p->t_kill_us) p->t_kill_us = util_now_us();
     }
     pthread_mutex_unlock(&f->mu);
@@ -1000,8 +1352,7 @@ void agent_cleanup(struct agent_factory *f, int *n_killed, int *n_removed)
     for (size_t i = 0; i < f->n_procs; i++) {
         struct agent_proc *p = f->procs[i];
         if (p->status == AGENT_STATUS_RUNNING) {
-            kill(-p->pid, SIGTERM);
-            kill(p->pid, SIGTERM);
+            signal_proc(p, SIGTERM);
             if (!p->t_kill_us) p->t_kill_us = util_now_us();
             (*n_killed)++;
             f->procs[w++] = p;
@@ -1063,10 +1414,33 @@ uint64_t agent_find_token(struct agent_factory *f, const char *token)
     for (size_t i = 0; i < f->n_procs; i++) {
         unsigned char d = 0;
         for (int j = 0; j < 32; j++) d |= (unsigned char)(f->procs[i]->token[j] ^ token[j]);
-        if (d == 0) id = f->procs[i]->id;
+        if (d == 0 && f->procs[i]->status == AGENT_STATUS_RUNNING) id = f->procs[i]->id;
     }
     pthread_mutex_unlock(&f->mu);
     return id;
+}
+
+bool agent_run_identity(struct agent_factory *f, uint64_t id, char *name, size_t namelen)
+{
+    bool ok = false;
+    pthread_mutex_lock(&f->mu);
+    struct agent_proc *p = find_locked(f, id);
+    if (p && p->status == AGENT_STATUS_RUNNING) {
+        snprintf(name, namelen, "%s", p->agent);
+        ok = true;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
+void agent_set_channel(struct agent_factory *f, agent_channel_fn cb, void *ud)
+{
+    if (!f) return;
+    pthread_mutex_lock(&f->mu);
+    f->chan_cb = cb;
+    f->chan_ud = ud;
+    while (!cb && f->in_cb) pthread_cond_wait(&f->cb_done, &f->mu);
+    pthread_mutex_unlock(&f->mu);
 }
 
 static void usage_add(struct agent_usage *u, enum syscall_kind kind, bool ok, double w, double t,
@@ -1080,12 +1454,12 @@ static void usage_add(struct agent_usage *u, enum syscall_kind kind, bool ok, do
     u->completion_tokens += ct;
 }
 
-void agent_account(struct agent_factory *f, const char *token, const char *agent,
+void agent_account(struct agent_factory *f, uint64_t run, const char *token, const char *agent,
                    enum syscall_kind kind, bool ok, double wait_s, double turnaround_s,
                    int prompt_tokens, int completion_tokens)
 {
     if (!f || !agent) return;
-    uint64_t id = agent_find_token(f, token);
+    uint64_t id = run ? run : agent_find_token(f, token);
     pthread_mutex_lock(&f->mu);
     if (id) {
         struct agent_proc *p = find_locked(f, id);

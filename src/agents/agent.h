@@ -92,13 +92,25 @@ void agent_cleanup(struct agent_factory *f, int *n_killed, int *n_removed);
 int agent_log_read(struct agent_factory *f, uint64_t id, const char *which, int64_t offset,
                    size_t max, char **data, size_t *n, int64_t *next);
 
-/* The process whose token this is (0 if none). Token comparison is in
+/* Run channels: the kernel-side end of each sandboxed run's private Unix
+ * socket (see agent.c). cb gets every connection accepted on the socket of
+ * run `id` (it owns fd); called on the reaper thread, never with the
+ * factory's lock held. NULL cb: connections are closed; it returns after a
+ * callback in progress ended, so the caller may free ud. */
+typedef void (*agent_channel_fn)(void *ud, int fd, uint64_t id);
+void agent_set_channel(struct agent_factory *f, agent_channel_fn cb, void *ud);
+/* The agent name of run id if it is running (true), for the access
+ * manager: a connection on a run's channel acts as that run's agent. */
+bool agent_run_identity(struct agent_factory *f, uint64_t id, char *name, size_t namelen);
+
+/* The running process whose token this is (0 if none: a run's token dies
+ * with its process). Token comparison is in
  * constant time. For the access manager and accounting. */
 uint64_t agent_find_token(struct agent_factory *f, const char *token);
 
-/* Account a finished syscall to the agent name (and to the process owning
- * token, when token is one). */
-void agent_account(struct agent_factory *f, const char *token, const char *agent,
+/* Account a finished syscall to the agent name (and to the process: run
+ * when > 0, the request came on its channel; else the one owning token). */
+void agent_account(struct agent_factory *f, uint64_t run, const char *token, const char *agent,
                    enum syscall_kind kind, bool ok, double wait_s, double turnaround_s,
                    int prompt_tokens, int completion_tokens);
 /* {"agent name": {usage}, ...} */

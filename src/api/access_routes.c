@@ -74,6 +74,7 @@ bool api_access_gate(struct api_req *r, enum MHD_Result *sent)
         .token_header = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                     "X-Aios-Agent-Token"),
         .agent_header = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent"),
+        .acc_run = r->acc_run,
         .loopback = from_loopback(r),
         .body = r->body,
         .n_body = r->n_body,

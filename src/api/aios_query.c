@@ -68,14 +68,15 @@ static json_t *with_times(struct syscall *sc, json_t *response)
 }
 
 /* Per-agent accounting (src/agents/): to the agent name, and to the
- * process whose token came in X-Aios-Agent-Token. */
+ * process whose channel it came on or whose token came in X-Aios-Agent-Token. */
 static void account(struct api_req *r, struct syscall *sc, bool ok, int n_prompt, int n_gen)
 {
     if (!r->k->agents) return;
     const char *tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Aios-Agent-Token");
     double wait = sc->t_start_us ? (double)(sc->t_start_us - sc->t_created_us) / 1e6 : 0;
     double turn = sc->t_end_us ? (double)(sc->t_end_us - sc->t_created_us) / 1e6 : 0;
-    agent_account(r->k->agents, tok, sc->agent, sc->kind, ok, wait, turn, n_prompt, n_gen);
+    agent_account(r->k->agents, r->acc_run, tok, sc->agent, sc->kind, ok, wait, turn, n_prompt,
+                  n_gen);
 }
 
 static enum MHD_Result query_error(struct api_req *r)

@@ -48,6 +48,7 @@ struct api_req {
      * admin token was used, whether compat mode trusted a tokenless call */
     char acc_agent[128];
     bool acc_admin, acc_compat;
+    uint64_t acc_run; /* > 0: arrived on this agent run's own channel (http.c) */
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */

@@ -53,6 +53,8 @@
 #include "api/api.h"
 
 #include "access/access.h"
+#include "agents/agent.h"
+#include "kernel/kernel.h"
 
 #include "util/err.h"
 #include "util/log.h"
@@ -67,6 +69,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* a declared body over the limit but under this is read and dropped before
@@ -443,6 +446,8 @@ static void printable(char *dst, size_t cap, const char *src)
     dst[i] = 0;
 }
 
+static uint64_t channel_run(struct MHD_Connection *c);
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
                                const char *method, const char *version, const char *upload_data,
                                size_t *upload_data_size, void **con_cls)
@@ -565,6 +570,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                                   method, url);
         return api_send_error(r, 404, "not_found_error", "no route %s %s", method, url);
     }
+    r->acc_run = channel_run(conn);
     enum MHD_Result denied;
     if (!api_compat_guard(r, &denied)) return denied; /* compat mode: web pages (compat.c) */
     if (!api_access_gate(r, &denied)) return denied; /* access manager: 401/403 */
@@ -631,6 +637,33 @@ static void raise_fd_limit(rlim_t want)
                  (unsigned long long)want);
 }
 
+/* ---- run channels ----
+ * A sandboxed agent reaches the kernel only through its run's Unix socket
+ * (agents/agent.c). The agent factory accepts there and hands us the
+ * connection; we give it to MHD with a made-up client address
+ * "aios-run:<id>" (AF_UNIX: no TCP peer can have it), and the request
+ * handler reads the run back from it for the access manager. */
+#define RUN_ADDR_PREFIX "aios-run:"
+
+static void channel_accept(void *ud, int fd, uint64_t id)
+{
+    struct api_server *s = ud;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, RUN_ADDR_PREFIX "%llu", (unsigned long long)id);
+    /* MHD closes fd itself when it refuses it */
+    if (MHD_add_connection(s->d, fd, (const struct sockaddr *)&a, sizeof a) != MHD_YES)
+        LOG_WARN("api", "could not take a connection of agent run %llu", (unsigned long long)id);
+}
+
+static uint64_t channel_run(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr || ci->client_addr->sa_family != AF_UNIX) return 0;
+    const struct sockaddr_un *a = (const struct sockaddr_un *)(const void *)ci->client_addr;
+    if (strncmp(a->sun_path, RUN_ADDR_PREFIX, strlen(RUN_ADDR_PREFIX)) != 0) return 0;
+    return strtoull(a->sun_path + strlen(RUN_ADDR_PREFIX), NULL, 10);
+}
+
 int api_start(struct api_server **out, struct kernel *k, char *err, size_t errlen)
 {
     *out = NULL;
@@ -691,6 +724,7 @@ int api_start(struct api_server **out, struct kernel *k, char *err, size_t errle
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : k->cfg.port;
     LOG_INFO("api", "listening on http://%s:%d", hostbuf, s->port);
+    agent_set_channel(k->agents, channel_accept, s);
     *out = s;
     return 0;
 }
@@ -710,6 +744,7 @@ int api_active(struct api_server *s)
 void api_stop(struct api_server *s)
 {
     if (!s) return;
+    agent_set_channel(s->k->agents, NULL, NULL); /* waits for a hand-over in progress */
     if (s->d) MHD_stop_daemon(s->d);
     free(s);
 }

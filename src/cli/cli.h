@@ -15,6 +15,8 @@ int cli_demo_main(int argc, char **argv);
 /* aios bench agents [...]: the multi-agent workload (bench.c) */
 int cli_bench_main(int argc, char **argv);
 /* agents_cli.c: aios run PATH_OR_NAME --task T [--url U] | ps | kill ID | logs ID [-f] */
+/* forward.c: pid 1 of a launched agent's sandbox (agents/agent.c) */
+int cli_forward_main(int argc, char **argv);
 int cli_run_main(int argc, char **argv);
 int cli_ps_main(int argc, char **argv);
 /* aios top (top.c) */

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -161,8 +162,13 @@ static int cmd_serve(int argc, char **argv)
         k.cfg.models = ms;
         k.cfg.n_models++;
     }
-    if (util_mkdirs(k.cfg.data_dir)) {
-        fprintf(stderr, "aios serve: cannot create data directory %s\n", k.cfg.data_dir);
+    /* the data directory is the kernel's alone: 0700, and what the kernel
+     * creates in it while starting (databases, their WAL files, which take
+     * their database's mode, folders) is 0600/0700. Sandboxes reach their
+     * part of it only through binds the kernel stages as root. */
+    if (util_mkdirs(k.cfg.data_dir) || chmod(k.cfg.data_dir, 0700) != 0) {
+        fprintf(stderr, "aios serve: cannot create data directory %s (mode 0700)\n",
+                k.cfg.data_dir);
         config_free(&k.cfg);
         return 1;
     }
@@ -174,7 +180,9 @@ static int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    mode_t old_umask = umask(077);
     rc = kernel_start(&k, err, sizeof err);
+    umask(old_umask); /* later files have explicit modes (agents' logs, storage, spills) */
     if (rc) {
         fprintf(stderr, "aios serve: %s\n", err);
         config_free(&k.cfg);
@@ -205,6 +213,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "demo")) return cli_demo_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "model")) return cli_model_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "forward")) return cli_forward_main(argc - 1, argv + 1); /* agents' pid 1 */
     if (strcmp(cmd, "serve") && strcmp(cmd, "demo")) cli_load_token(); /* access manager */
     if (!strcmp(cmd, "audit")) return cli_audit_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "approvals")) return cli_approvals_main(argc - 1, argv + 1);

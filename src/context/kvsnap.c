@@ -26,6 +26,7 @@
 #include <llama.h>
 
 #include <pthread.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,8 +83,13 @@ static int spill(struct ctx_store *s, struct ctx_snap *sn)
     char path[4200];
     snprintf(path, sizeof path, "%s/kv-%d-%llu.snap", s->spill_dir, (int)getpid(),
              (unsigned long long)++s->n_files);
-    FILE *f = fopen(path, "wb");
-    if (!f) return AIOS_EIO;
+    /* 0600: a spill holds an agent's context */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        if (fd >= 0) close(fd);
+        return AIOS_EIO;
+    }
     size_t w = fwrite(sn->data, 1, sn->len, f);
     if (fclose(f) != 0 || w != sn->len) {
         unlink(path);

@@ -33,6 +33,14 @@
  * enforced); otherwise by RLIMIT_NPROC when not root; otherwise it is not
  * bounded and start-up logs a warning. tool_sandbox_pids_mode() says which.
  *
+ * Agents (agents/agent.c) use the same spawner with more options: extra
+ * binds (files too: a Unix socket, the aios binary) staged like the rest
+ * at STAGE/b<i>, their own environment, HOME, hostname and uid, stdout and
+ * stderr to log files, bwrap's --as-pid-1 (aios forward is pid 1) and
+ * --info-fd on fd 4 (the host pid of that pid 1), and no --die-with-parent
+ * (which ties the sandbox to the forking *thread*; their pid 1 asks for
+ * PR_SET_PDEATHSIG against bwrap instead).
+ *
  * Inherited descriptors: the child closes every fd above 2 before exec,
  * so the kernel's listening socket and open files never reach a tool;
  * only fd 3 may stay: a pipe holding the seccomp program (seccomp.c) that
@@ -74,6 +82,9 @@
 static pthread_once_t g_probe_once = PTHREAD_ONCE_INIT;
 #define SECCOMP_FD 3
 #define SECCOMP_FD_STR "3"
+#define INFO_FD 4 /* bwrap --info-fd: the host pid of the sandbox's first process */
+#define INFO_FD_STR "4"
+#define MAX_BINDS 16
 
 static char g_bwrap[PATH_MAX];
 static bool g_seccomp; /* bwrap loads tool_seccomp_program() (probe found it works) */
@@ -306,6 +317,8 @@ static bool prog_dir(const struct tool_spawn_opts *o, char *d, size_t dlen)
 {
     const char *prog = o->argv[0];
     if (prog[0] != '/' || under_system(prog)) return false;
+    for (size_t i = 0; i < o->n_binds; i++) /* shown by a bind of its own */
+        if (!strcmp(o->binds[i].dst, prog)) return false;
     snprintf(d, dlen, "%s", prog);
     char *sl = strrchr(d, '/');
     if (!sl || sl == d) return false;
@@ -318,6 +331,12 @@ static void bind(struct strv *s, const char *how, const char *src, const char *d
     sv_push(s, how);
     sv_push(s, src);
     sv_push(s, dst);
+}
+
+/* where extra bind i is staged (STAGE/b<i>) */
+static void stage_name(char *out, size_t outlen, size_t i)
+{
+    snprintf(out, outlen, STAGE "/b%zu", i);
 }
 
 /* drop: sources come from the child's staging mounts (see the top) */
@@ -345,14 +364,30 @@ static void build_argv(struct strv *s, const struct tool_spawn_opts *o, bool dro
     }
     static const char *fixed[] = {"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
                                   "--tmpfs", "/run", "--unshare-pid", "--unshare-ipc",
-                                  "--unshare-uts", "--unshare-cgroup-try", "--new-session",
-                                  "--die-with-parent", "--hostname", "aios-tool"};
+                                  "--unshare-uts", "--unshare-cgroup-try", "--new-session"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) sv_push(s, fixed[i]);
+    /* bwrap's --die-with-parent ties the sandbox to the *thread* that
+     * forked it; agents outlive the request's thread, so their pid 1
+     * (aios forward) asks for SIGKILL when bwrap dies instead */
+    if (!o->outlive_thread) sv_push(s, "--die-with-parent");
+    sv_push(s, "--hostname");
+    sv_push(s, o->hostname ? o->hostname : "aios-tool");
+    if (o->as_pid1) sv_push(s, "--as-pid-1");
+    if (o->want_inner_pid) {
+        sv_push(s, "--info-fd");
+        sv_push(s, INFO_FD_STR);
+    }
     if (!o->network) sv_push(s, "--unshare-net");
     char d[PATH_MAX];
     if (prog_dir(o, d, sizeof d)) bind(s, "--ro-bind", drop ? STAGE_PROG : d, d);
     if (o->cwd) bind(s, "--ro-bind", drop ? STAGE_CWD : o->cwd, o->cwd);
     if (o->rw_dir) bind(s, "--bind", drop ? STAGE_RW : o->rw_dir, o->rw_dir);
+    for (size_t i = 0; i < o->n_binds && i < MAX_BINDS; i++) {
+        char st[64];
+        stage_name(st, sizeof st, i);
+        bind(s, o->binds[i].rw ? "--bind" : "--ro-bind", drop ? st : o->binds[i].src,
+             o->binds[i].dst);
+    }
     const char *wd = o->rw_dir ? o->rw_dir : o->cwd ? o->cwd : "/tmp";
     sv_push(s, "--chdir");
     sv_push(s, wd);
@@ -375,7 +410,8 @@ static void child_die(const char *what)
     _exit(125);
 }
 
-/* child only (async-signal-safe): bind an open directory at a staging path */
+/* child only (async-signal-safe): bind an open directory or file at a
+ * staging path */
 static int stage(int fd, const char *at)
 {
     char src[64];
@@ -391,7 +427,15 @@ static int stage(int fd, const char *at)
     for (int v = fd; v > 0 || nd == 0; v /= 10) dig[nd++] = (char)('0' + v % 10);
     while (nd) src[n++] = dig[--nd];
     src[n] = 0;
-    if (mkdir(at, 0755) != 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    if (S_ISDIR(st.st_mode)) {
+        if (mkdir(at, 0755) != 0) return -1;
+    } else {
+        int t = open(at, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (t < 0) return -1;
+        close(t);
+    }
     return mount(src, at, NULL, MS_BIND | MS_REC, NULL);
 }
 
@@ -451,6 +495,31 @@ static void set_rlimit(int res, rlim_t v)
     setrlimit(res, &rl);
 }
 
+/* bwrap's --info-fd document: {"child-pid": N, ...}; 0 when it never
+ * came (bwrap failed before the clone), waiting at most 10 s */
+static pid_t read_child_pid(int fd)
+{
+    char buf[512];
+    size_t n = 0;
+    int64_t end = util_now_us() + 10000000;
+    while (n < sizeof buf - 1) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        int64_t left = end - util_now_us();
+        if (left <= 0 || poll(&pf, 1, (int)(left / 1000) + 1) <= 0) break;
+        ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+        buf[n] = 0;
+        if (strchr(buf, '}')) break;
+    }
+    buf[n] = 0;
+    const char *k = strstr(buf, "\"child-pid\"");
+    const char *c = k ? strchr(k, ':') : NULL;
+    long v = c ? strtol(c + 1, NULL, 10) : 0;
+    return v > 0 ? (pid_t)v : 0;
+}
+
 int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
@@ -475,17 +544,30 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
         return AIOS_EINVAL;
     }
     bool drop = o->sandbox && geteuid() == 0;
+    uid_t uid = o->uid ? o->uid : TOOL_SANDBOX_UID;
     char pdir[PATH_MAX];
     bool has_pdir = o->sandbox && prog_dir(o, pdir, sizeof pdir);
+    bool to_fds = o->out_fd > 2 && o->err_fd > 2;
+    bool want_info = o->sandbox && o->want_inner_pid;
+    size_t n_binds = o->sandbox ? o->n_binds : 0;
+    if (n_binds > MAX_BINDS) {
+        snprintf(err, errlen, "more than %d extra paths to show in the sandbox", MAX_BINDS);
+        return AIOS_EINVAL;
+    }
+    char stages[MAX_BINDS][64]; /* built before fork: the child may not format */
+    for (size_t i = 0; i < n_binds; i++) stage_name(stages[i], sizeof stages[i], i);
     int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1}, scp[2] = {-1, -1};
+    int inf[2] = {-1, -1};
     struct strv av = {0}, env = {0};
     int rc = AIOS_EIO;
     seccomp = seccomp && o->sandbox;
     build_argv(&av, o, drop, seccomp);
     sv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin");
-    sv_push(&env, "HOME=/tmp");
+    char kv[PATH_MAX + 16];
+    snprintf(kv, sizeof kv, "HOME=%s", o->home ? o->home : "/tmp");
+    sv_push(&env, kv);
     sv_push(&env, "LANG=C.UTF-8");
-    char kv[600];
+    for (size_t i = 0; o->env && o->env[i]; i++) sv_push(&env, o->env[i]);
     if (o->agent) {
         snprintf(kv, sizeof kv, "AIOS_AGENT=%.500s", o->agent);
         sv_push(&env, kv);
@@ -498,7 +580,8 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
         rc = AIOS_ENOMEM;
         goto fail;
     }
-    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(er, O_CLOEXEC)) {
+    if (pipe2(in, O_CLOEXEC) || (!to_fds && (pipe2(out, O_CLOEXEC) || pipe2(er, O_CLOEXEC))) ||
+        (want_info && pipe2(inf, O_CLOEXEC))) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
     }
@@ -532,8 +615,8 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
             close(fd);
         }
         dup2(in[0], 0);
-        dup2(out[1], 1);
-        dup2(er[1], 2);
+        dup2(to_fds ? o->out_fd : out[1], 1);
+        dup2(to_fds ? o->err_fd : er[1], 2);
         if (drop) {
             /* open the bind sources as root, stage them in a private mount
              * namespace where nobody can reach them, then become nobody */
@@ -546,23 +629,36 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
             int f_cw = o->cwd ? open(o->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
             if ((o->rw_dir && f_rw < 0) || (has_pdir && f_pg < 0) || (o->cwd && f_cw < 0))
                 child_die("open a directory to bind");
+            int f_b[MAX_BINDS];
+            for (size_t i = 0; i < n_binds; i++)
+                if ((f_b[i] = open(o->binds[i].src, O_PATH | O_CLOEXEC)) < 0)
+                    child_die("open a path to bind");
             if (mount("aios-stage", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") != 0)
                 child_die("mount the staging tmpfs");
             if (f_rw >= 0 && stage(f_rw, STAGE_RW) != 0) child_die("stage the agent's directory");
             if (f_pg >= 0 && stage(f_pg, STAGE_PROG) != 0) child_die("stage the program's folder");
             if (f_cw >= 0 && stage(f_cw, STAGE_CWD) != 0) child_die("stage the tool's folder");
+            for (size_t i = 0; i < n_binds; i++)
+                if (stage(f_b[i], stages[i]) != 0) child_die("stage a path to bind");
             if (setgroups(0, NULL) != 0) child_die("drop groups");
-            if (setresgid(TOOL_SANDBOX_UID, TOOL_SANDBOX_UID, TOOL_SANDBOX_UID) != 0) child_die("setresgid");
-            if (setresuid(TOOL_SANDBOX_UID, TOOL_SANDBOX_UID, TOOL_SANDBOX_UID) != 0) child_die("setresuid");
+            if (setresgid(uid, uid, uid) != 0) child_die("setresgid");
+            if (setresuid(uid, uid, uid) != 0) child_die("setresuid");
         }
         /* nothing of the kernel's leaks in: listening socket, model files,
          * databases (not every library sets O_CLOEXEC) */
         int keep = 3; /* fds from here on are closed */
-        if (scp[0] >= 0) { /* the seccomp program, for bwrap, on fd 3 */
-            if (scp[0] != SECCOMP_FD ? dup2(scp[0], SECCOMP_FD) < 0
-                                     : fcntl(SECCOMP_FD, F_SETFD, 0) < 0)
-                child_die("pass the seccomp filter");
+        /* out of the way of fds 3 and 4 first, then into place */
+        int sc_fd = scp[0] >= 0 ? fcntl(scp[0], F_DUPFD_CLOEXEC, 100) : -1;
+        int in_fd = inf[1] >= 0 ? fcntl(inf[1], F_DUPFD_CLOEXEC, 100) : -1;
+        if ((scp[0] >= 0 && sc_fd < 0) || (inf[1] >= 0 && in_fd < 0)) child_die("move a descriptor");
+        if (sc_fd >= 0) { /* the seccomp program, for bwrap, on fd 3 */
+            if (dup2(sc_fd, SECCOMP_FD) < 0) child_die("pass the seccomp filter");
             keep = SECCOMP_FD + 1;
+        }
+        if (in_fd >= 0) { /* bwrap's --info-fd on fd 4 (fd 3 closed when unused) */
+            if (dup2(in_fd, INFO_FD) < 0) child_die("pass the info pipe");
+            if (sc_fd < 0) close(SECCOMP_FD);
+            keep = INFO_FD + 1;
         }
         if (close_range((unsigned)keep, ~0U, 0) != 0)
             for (int fd = keep; fd < 4096; fd++) close(fd);
@@ -582,13 +678,24 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
     setpgid(pid, pid); /* also in the parent: no race with kill */
     if (scp[0] >= 0) close(scp[0]);
     close(in[0]);
-    close(out[1]);
-    close(er[1]);
+    if (out[1] >= 0) close(out[1]);
+    if (er[1] >= 0) close(er[1]);
     p->pid = pid;
     p->fd_in = in[1];
     p->fd_out = out[0];
     p->fd_err = er[0];
     fcntl(p->fd_in, F_SETFL, O_NONBLOCK);
+    if (to_fds) { /* stdin is empty */
+        close(p->fd_in);
+        p->fd_in = -1;
+    }
+    if (want_info) {
+        close(inf[1]);
+        inf[1] = -1;
+        p->inner_pid = read_child_pid(inf[0]);
+        close(inf[0]);
+        inf[0] = -1;
+    }
     sv_free(&av);
     sv_free(&env);
     return 0;
@@ -598,6 +705,7 @@ fail:
         if (out[i] >= 0) close(out[i]);
         if (er[i] >= 0) close(er[i]);
         if (scp[i] >= 0) close(scp[i]);
+        if (inf[i] >= 0) close(inf[i]);
     }
     if (p->cgroup[0]) rmdir(p->cgroup);
     p->cgroup[0] = 0;

@@ -149,11 +149,19 @@ struct kernel *tool_mgr_kernel(struct tool_mgr *m);
 const char *tool_mgr_storage_root(struct tool_mgr *m);
 const char *tool_mgr_data_dir(struct tool_mgr *m);
 
-/* sandbox.c: a sandboxed child process with pipes. */
+/* sandbox.c: a sandboxed child process with pipes. The same spawner runs
+ * launched agents (agents/agent.c), which use the fields marked "agents". */
 struct tool_proc {
     pid_t pid;
     int fd_in, fd_out, fd_err; /* our ends; -1 when closed */
     char cgroup[256];          /* pids cgroup dir, "" if none */
+    pid_t inner_pid;           /* want_inner_pid: the sandbox's first process (host pid), else 0 */
+};
+/* one more path shown in the sandbox (a directory or a file, a socket
+ * included), staged like the others so it may lie below root-only dirs */
+struct tool_bind {
+    const char *src, *dst;
+    bool rw;
 };
 struct tool_spawn_opts {
     char *const *argv;     /* program inside the sandbox and its arguments */
@@ -168,6 +176,17 @@ struct tool_spawn_opts {
      * (kernel shutdown). May be NULL. */
     bool (*should_abort)(void *ud);
     void *abort_ud;
+    /* agents: */
+    const struct tool_bind *binds; /* more binds, n_binds of them */
+    size_t n_binds;
+    char *const *env;       /* more "NAME=value" entries, NULL-terminated (may be NULL) */
+    const char *home;       /* HOME (default /tmp) */
+    const char *hostname;   /* default "aios-tool" */
+    uid_t uid;              /* under a root kernel: run as this uid/gid (0: TOOL_SANDBOX_UID) */
+    int out_fd, err_fd;     /* > 2: stdout/stderr go there (stdin is empty), no pipes */
+    bool as_pid1;           /* argv[0] is the sandbox's pid 1 (bwrap --as-pid-1) */
+    bool want_inner_pid;    /* learn the host pid of the sandbox's first process (--info-fd) */
+    bool outlive_thread;    /* no --die-with-parent ... see sandbox.c */
 };
 /* 0 or negative AIOS_E* (message in err). */
 int tool_proc_spawn(struct tool_proc *p, const struct tool_spawn_opts *o, char *err, size_t errlen);

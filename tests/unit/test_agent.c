@@ -155,8 +155,8 @@ static void test_run_kill_tokens(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "status")), "killed");
     json_decref(j);
 
-    agent_account(f, NULL, "x", SYSCALL_KIND_LLM, true, 0.5, 1.0, 10, 3);
-    agent_account(f, NULL, "x", SYSCALL_KIND_TOOL, false, 0, 0.1, 0, 0);
+    agent_account(f, 0, NULL, "x", SYSCALL_KIND_LLM, true, 0.5, 1.0, 10, 3);
+    agent_account(f, 0, NULL, "x", SYSCALL_KIND_TOOL, false, 0, 0.1, 0, 0);
     json_t *a = agent_accounting_json(f);
     json_t *x = json_object_get(a, "x");
     assert_int_equal(json_integer_value(json_object_get(x, "syscalls")), 2);
