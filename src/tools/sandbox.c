@@ -362,9 +362,18 @@ static void build_argv(struct strv *s, const struct tool_spawn_opts *o, bool dro
             bind(s, "--ro-bind", ro[i], ro[i]);
         }
     }
-    static const char *fixed[] = {"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                                  "--tmpfs", "/run", "--unshare-pid", "--unshare-ipc",
-                                  "--unshare-uts", "--unshare-cgroup-try", "--new-session"};
+    /* the private /tmp and /run are tmpfs, i.e. host RAM: bounded, /tmp by
+     * a quarter of the memory limit (64 MiB without one), /run by 1 MiB */
+    char tmp_size[32];
+    snprintf(tmp_size, sizeof tmp_size, "%llu",
+             (unsigned long long)(o->limits.mem_bytes > 0 ? o->limits.mem_bytes / 4
+                                                          : (size_t)64 << 20));
+    const char *tmpfs[] = {"--size", tmp_size, "--tmpfs", "/tmp", "--size", "1048576",
+                           "--tmpfs", "/run"};
+    for (size_t i = 0; i < sizeof tmpfs / sizeof tmpfs[0]; i++) sv_push(s, tmpfs[i]);
+    static const char *fixed[] = {"--proc", "/proc", "--dev", "/dev", "--unshare-pid",
+                                  "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                                  "--new-session"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) sv_push(s, fixed[i]);
     /* bwrap's --die-with-parent ties the sandbox to the *thread* that
      * forked it; agents outlive the request's thread, so their pid 1

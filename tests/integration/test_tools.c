@@ -55,6 +55,7 @@ static const char *CONFIG =
     "    - {name: test/net, command: " FIX "/net.sh}\n"
     "    - {name: test/net_allowed, command: " FIX "/net.sh, network: true}\n"
     "    - {name: test/forkbomb, command: " FIX "/forkbomb.sh, timeout_ms: 3000, max_procs: 32}\n"
+    "    - {name: test/tmpfill, command: " FIX "/tmpfill.sh, memory_mb: 64}\n"
     "    - {name: test/conc_one, command: " FIX "/conc.sh, max_concurrency: 1}\n"
     "    - {name: test/conc_any, command: " FIX "/conc.sh}\n"
     "    - {name: test/conflict_a, command: " FIX "/conc.sh, conflicts: [printer]}\n"
@@ -483,6 +484,21 @@ static void test_limits(void **state)
     assert_int_equal(read_counter("conc/grp", "max"), 1);
 }
 
+/* a tool's private /tmp is a tmpfs (host RAM) bounded by a quarter of its
+ * memory limit: 64 MiB -> 16 MiB; 8 MiB fit, 32 MiB do not */
+static void test_tmp_bounded(void **state)
+{
+    (void)state;
+    if (!g_bwrap) skip();
+    json_t *j = NULL;
+    assert_int_equal(tool_query("t/tmp", "[{\"name\":\"test/tmpfill\",\"parameters\":{\"mb\":8}}]", &j), 200);
+    assert_true(json_is_true(json_object_get(json_object_get(result_of(j, 0), "result"), "filled")));
+    json_decref(j);
+    assert_int_equal(tool_query("t/tmp", "[{\"name\":\"test/tmpfill\",\"parameters\":{\"mb\":32}}]", &j), 200);
+    assert_true(json_is_false(json_object_get(json_object_get(result_of(j, 0), "result"), "filled")));
+    json_decref(j);
+}
+
 struct hogcall {
     long status;
     json_t *j;
@@ -588,6 +604,7 @@ int main(void)
         cmocka_unit_test(test_sandbox_forkbomb),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_fair_tool_pool),
+        cmocka_unit_test(test_tmp_bounded),
         cmocka_unit_test(test_shutdown_kills_tools),
     };
     return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
