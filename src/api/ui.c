@@ -17,6 +17,8 @@
 #include "api/api.h"
 
 #include "agents/agent.h"
+#include "memory/mem.h"
+#include "storage/storage.h"
 #include "util/util.h"
 
 #include <inttypes.h>
@@ -97,6 +99,32 @@ static bool visible(const struct api_req *r, const char *agent)
 
 static double ms_since(int64_t t_us, int64_t t0_us) { return (double)(t_us - t0_us) / 1000.0; }
 
+/* the agent's memory and storage use against their quotas (null where the
+ * manager is absent or the agent has nothing there) */
+static json_t *usage_json(struct kernel *k, const char *agent)
+{
+    json_t *u = json_object();
+    if (k->storage && agent[0] && strlen(agent) <= STO_AGENT_MAX) {
+        struct sto_reply rep = {0};
+        if (sto_usage(k->storage, agent, &rep) == 0 && rep.out)
+            json_object_set_new(u, "storage",
+                                json_pack("{s:O,s:O,s:O,s:O}", "bytes",
+                                          json_object_get(rep.out, "bytes"), "files",
+                                          json_object_get(rep.out, "files"), "quota_bytes",
+                                          json_object_get(rep.out, "quota_bytes"), "quota_files",
+                                          json_object_get(rep.out, "quota_files")));
+        json_decref(rep.out);
+    }
+    struct mem_stats ms;
+    if (k->memory && mem_stats(k->memory, agent, &ms) == 0) {
+        json_object_set_new(u, "memory", json_pack("{s:I,s:I,s:I}", "notes", (json_int_t)ms.n_notes,
+                                                   "resident_bytes", (json_int_t)ms.resident_bytes,
+                                                   "quota_bytes", (json_int_t)ms.quota_bytes));
+        mem_stats_free(&ms);
+    }
+    return u;
+}
+
 static json_t *agents_json(struct api_req *r, double watts)
 {
     json_t *arr = json_array();
@@ -121,6 +149,7 @@ static json_t *agents_json(struct api_req *r, double watts)
                               (double)a->t_queue_us / 1e6, "tool_s", (double)a->t_tool_us / 1e6,
                               "queued", a->n_queued, "running", a->n_running, "energy_j",
                               engine_s * watts, "cost", a->cost);
+        if (o) json_object_set_new(o, "usage", usage_json(r->k, a->name));
         if (o) json_array_append_new(arr, o);
     }
     free(st);

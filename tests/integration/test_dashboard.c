@@ -69,6 +69,17 @@ static int group_setup(void **state)
     chat_as("alice", g_alice);
     chat_as("bob", g_kf->child.token);
     chat_as("bob", g_kf->child.token);
+    /* bob's files and notes, for the usage against quotas */
+    assert_int_equal(kf_call(g_kf, "POST", "/query",
+                             "{\"agent_name\":\"bob\",\"query_type\":\"storage\",\"query_data\":"
+                             "{\"operation_type\":\"write\",\"params\":{\"file_path\":\"a.txt\","
+                             "\"content\":\"0123456789\"}}}", &j), 200);
+    json_decref(j);
+    assert_int_equal(kf_call(g_kf, "POST", "/query",
+                             "{\"agent_name\":\"bob\",\"query_type\":\"memory\",\"query_data\":"
+                             "{\"operation_type\":\"add_memory\",\"params\":{\"content\":\"a note\"}}}",
+                             &j), 200);
+    json_decref(j);
     return 0;
 }
 
@@ -132,6 +143,15 @@ static void test_state_operator(void **state)
     double e = json_number_value(json_object_get(bob, "energy_j"));
     double want = json_number_value(json_object_get(bob, "engine_s")) * w;
     assert_true(e > want * 0.999 && e < want * 1.001);
+    /* usage against quotas: bob's one file of 10 bytes and one note */
+    json_t *us = json_object_get(json_object_get(bob, "usage"), "storage");
+    assert_int_equal(json_integer_value(json_object_get(us, "bytes")), 10);
+    assert_int_equal(json_integer_value(json_object_get(us, "files")), 1);
+    assert_true(json_integer_value(json_object_get(us, "quota_bytes")) > 0);
+    json_t *um = json_object_get(json_object_get(bob, "usage"), "memory");
+    assert_int_equal(json_integer_value(json_object_get(um, "notes")), 1);
+    assert_true(json_integer_value(json_object_get(um, "resident_bytes")) > 0);
+    assert_true(json_integer_value(json_object_get(um, "quota_bytes")) > 0);
     /* cost: every prompt token at 1000 and every generated one at 2000 per million */
     json_t *bt = json_object_get(bob, "tokens");
     double cost = (double)(json_integer_value(json_object_get(bt, "computed")) +

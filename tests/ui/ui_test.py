@@ -182,7 +182,7 @@ def main():
         prof = os.path.join(d, "chrome")
         browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                     "--remote-debugging-port=0", "--user-data-dir=" + prof,
-                                    "--window-size=1400,1000", "about:blank"],
+                                    "--window-size=1600,1000", "about:blank"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = os.path.join(prof, "DevToolsActivePort")
         wait_for("chromium's DevTools port", lambda: os.path.exists(port_file) and len(open(port_file).read().split()) >= 2, 60)
