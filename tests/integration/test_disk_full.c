@@ -78,6 +78,25 @@ static long write_big(const char *agent, const char *path, size_t n, json_t **ou
     return st;
 }
 
+/* write files <prefix>0, <prefix>1, ... of size bytes until a write is
+ * refused (at most max); that answer's status, its body in *j, the path
+ * refused in path, and how many succeeded in *ok */
+static long fill(const char *prefix, size_t size, int max, int *ok, json_t **j, char *path,
+                 size_t pathlen)
+{
+    long st = 0;
+    *ok = 0;
+    for (int i = 0; i < max; i++) {
+        snprintf(path, pathlen, "%s%d", prefix, i);
+        st = write_big("filler", path, size, j);
+        if (st != 200) break;
+        json_decref(*j);
+        *j = NULL;
+        (*ok)++;
+    }
+    return st;
+}
+
 static void start_kernel(const char *sub, long long reserve)
 {
     char yaml[512];
@@ -93,16 +112,9 @@ static void test_reserve(void **state)
     if (!g_mounted) skip();
     start_kernel("a", 8 << 20);
     json_t *j = NULL;
-    int ok = 0;
-    long st = 0;
+    int ok;
     char path[32];
-    for (int i = 0; i < 12; i++) {
-        snprintf(path, sizeof path, "f%d", i);
-        st = write_big("filler", path, 3 << 20, &j);
-        if (st != 200) break;
-        json_decref(j);
-        ok++;
-    }
+    long st = fill("f", 3 << 20, 12, &ok, &j, path, sizeof path);
     assert_true(ok >= 1);
     assert_int_equal(st, 507);
     assert_error_body(j, "storage.reserve_bytes");
@@ -136,16 +148,9 @@ static void test_enospc(void **state)
     if (!g_mounted) skip();
     start_kernel("b", 0);
     json_t *j = NULL;
-    long st = 0;
-    int ok = 0;
+    int ok;
     char path[32];
-    for (int i = 0; i < 40; i++) {
-        snprintf(path, sizeof path, "g%d", i);
-        st = write_big("filler", path, 2 << 20, &j);
-        if (st != 200) break;
-        json_decref(j);
-        ok++;
-    }
+    long st = fill("g", 2 << 20, 40, &ok, &j, path, sizeof path);
     if (st != 507) {
         char *s = json_dumps(j, 0);
         fail_msg("after %d writes: expected 507, got %ld: %s", ok, st, s ? s : "");
