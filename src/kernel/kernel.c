@@ -84,6 +84,44 @@ static int storage_start(struct kernel *k, char *err, size_t errlen)
     return rc;
 }
 
+/* the file tools' way to storage: the access manager may park a call
+ * that would lose data for the operator, else it is queued */
+static int tools_storage_submit(void *ud, struct syscall *sc, char *err, size_t errlen)
+{
+    struct kernel *k = ud;
+    int rc = acc_storage_hold(k->access, sc, err, errlen);
+    return rc == 0 ? sched_submit(k->sched, sc) : rc;
+}
+
+/* The tool manager gets its `tools:` section, the storage root it runs
+ * tools in, the scheduler and the storage path; its TOOL pool is
+ * registered here with the per-agent cap of its threads. */
+static int tools_start(struct kernel *k, char *err, size_t errlen)
+{
+    char *root = config_resolve_path(&k->cfg, k->cfg.storage_root ? k->cfg.storage_root : "root");
+    int rc = tool_mgr_create(&k->tools, config_lookup(&k->cfg, "tools"), root, k->cfg.data_dir,
+                             err, errlen);
+    free(root);
+    if (rc) {
+        char tmp[1024];
+        snprintf(tmp, sizeof tmp, "%s", err);
+        snprintf(err, errlen, "config: %s", tmp);
+        return rc;
+    }
+    struct tool_deps d = {k->sched, NULL, k};
+    if (k->storage && k->pools[SYSCALL_KIND_STORAGE]) d.storage_submit = tools_storage_submit;
+    tool_mgr_set_deps(k->tools, &d);
+    sched_set_agent_cap(k->sched, SYSCALL_KIND_TOOL, tool_mgr_calls_per_agent(k->tools));
+    rc = kernel_register_executor(k, SYSCALL_KIND_TOOL, tool_mgr_pool_threads(k->tools),
+                                  tool_exec_syscall, k->tools);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the tool pool: %s", aios_strerror(rc));
+        tool_mgr_stop(k->tools);
+        k->tools = NULL;
+    }
+    return rc;
+}
+
 int kernel_start(struct kernel *k, char *err, size_t errlen)
 {
     int rc;
@@ -190,7 +228,7 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (rc) goto fail;
     rc = agent_factory_create(&k->agents, &k->cfg, err, errlen);
     if (rc) goto fail;
-    rc = tool_mgr_start(&k->tools, k, err, errlen);
+    rc = tools_start(k, err, errlen);
     if (rc) goto fail;
     struct acc_deps ad = {&k->cfg, k->agents, k->sched, k->storage};
     rc = acc_start(&k->access, &ad, err, errlen);

@@ -18,9 +18,7 @@
  * Threads: any tool worker; no state of their own. */
 #include "tools/tools.h"
 
-#include "access/access.h"
 
-#include "kernel/kernel.h"
 #include "kernel/query.h"
 #include "kernel/syscall.h"
 #include "storage/storage.h"
@@ -105,8 +103,8 @@ static void sto_notify(struct syscall *sc, void *ud)
 static int storage_call(const struct tool_call_env *env, const char *op, json_t *params,
                         json_t **result, char *err, size_t errlen)
 {
-    struct kernel *k = tool_mgr_kernel(env->m);
-    if (!k || !k->sched || !k->pools[SYSCALL_KIND_STORAGE]) {
+    const struct tool_deps *deps = tool_mgr_deps(env->m);
+    if (!deps->storage_submit) {
         json_decref(params);
         snprintf(err, errlen, "the storage manager is not available in this kernel yet (storage "
                  "syscalls answer 501); file tools need it");
@@ -138,9 +136,8 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
     sc->notify_ud = w;
     /* a write that would lose data for good waits for the operator
      * (src/access/approve.c), within this tool's timeout */
-    rc = acc_storage_hold(k->access, sc, err, errlen);
-    if (rc == 0) rc = sched_submit(k->sched, sc);
-    else if (rc == 1) rc = 0;
+    rc = deps->storage_submit(deps->storage_ud, sc, err, errlen);
+    if (rc == 1) rc = 0;
     if (rc) {
         sto_wait_unref(w); /* the notify side's: it will not run */
         sto_wait_unref(w);

@@ -1,10 +1,12 @@
 /* The tool manager: registry, configuration, limits, and the executor of
  * TOOL syscalls.
  *
- * Registry. Tools are registered once, during tool_mgr_start (built-ins,
+ * Registry. Tools are registered once, during tool_mgr_create (built-ins,
  * `tools.external`, `tools.folders`, the tools each `tools.mcp_servers`
  * entry lists), and are immutable afterwards except for n_running. Names
- * are "author/name" and unique; MCP tools are "<server>/<tool>".
+ * are "author/name" and unique; MCP tools are "<server>/<tool>". The
+ * manager knows nothing of the kernel: kernel.c gives it the scheduler and
+ * the file tools' way to storage (struct tool_deps) and registers its pool.
  *
  * Execution. A TOOL syscall (op "call", params {"tool_calls":[...]}) runs
  * on a thread of the kernel's TOOL pool (tool_exec_syscall). That thread
@@ -35,10 +37,10 @@
  * own condvar with mu. No other lock is taken while mu is held. */
 #include "tools/tools.h"
 
-#include "kernel/kernel.h"
 #include "kernel/query.h"
 #include "kernel/syscall.h"
 #include "llm/schema.h"
+#include "sched/sched.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -83,7 +85,7 @@ struct tool_batch {
 };
 
 struct tool_mgr {
-    struct kernel *k;
+    struct tool_deps deps;
     char *storage_root;
     char *data_dir;
     struct tool **tools;
@@ -114,13 +116,16 @@ struct tool_mgr {
     int max_jobs_per_agent, max_calls_per_agent;
 };
 
-struct kernel *tool_mgr_kernel(struct tool_mgr *m) { return m->k; }
+const struct tool_deps *tool_mgr_deps(const struct tool_mgr *m) { return &m->deps; }
+void tool_mgr_set_deps(struct tool_mgr *m, const struct tool_deps *d) { m->deps = *d; }
+int tool_mgr_pool_threads(const struct tool_mgr *m) { return m->n_pool_threads; }
+int tool_mgr_calls_per_agent(const struct tool_mgr *m) { return m->max_calls_per_agent; }
 
 bool tool_mgr_stopping(void *ud)
 {
     struct tool_mgr *m = ud;
     if (atomic_load(&m->aborting)) return true;
-    return m->k && m->k->sched && sched_stopping(m->k->sched);
+    return m->deps.sched && sched_stopping(m->deps.sched);
 }
 const char *tool_mgr_storage_root(struct tool_mgr *m) { return m->storage_root; }
 const char *tool_mgr_data_dir(struct tool_mgr *m) { return m->data_dir; }
@@ -1177,31 +1182,6 @@ fail:
     if (!err[0]) snprintf(err, errlen, "%s", aios_strerror(rc));
     tool_mgr_stop(m);
     return rc;
-}
-
-int tool_mgr_start(struct tool_mgr **out, struct kernel *k, char *err, size_t errlen)
-{
-    *out = NULL;
-    char *root = config_resolve_path(&k->cfg, k->cfg.storage_root ? k->cfg.storage_root : "root");
-    struct tool_mgr *m = NULL;
-    int rc = tool_mgr_create(&m, config_lookup(&k->cfg, "tools"), root, k->cfg.data_dir, err, errlen);
-    free(root);
-    if (rc) {
-        char tmp[1024];
-        snprintf(tmp, sizeof tmp, "%s", err);
-        snprintf(err, errlen, "config: %s", tmp);
-        return rc;
-    }
-    m->k = k;
-    sched_set_agent_cap(k->sched, SYSCALL_KIND_TOOL, m->max_calls_per_agent);
-    rc = kernel_register_executor(k, SYSCALL_KIND_TOOL, m->n_pool_threads, tool_exec_syscall, m);
-    if (rc) {
-        snprintf(err, errlen, "cannot start the tool pool: %s", aios_strerror(rc));
-        tool_mgr_stop(m);
-        return rc;
-    }
-    *out = m;
-    return 0;
 }
 
 void tool_mgr_stop(struct tool_mgr *m)

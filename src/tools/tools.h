@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct kernel;
 struct syscall;
+struct sched;
 struct tool_mgr;
 struct tool;
 struct tool_mcp;
@@ -92,9 +92,22 @@ struct tool {
     int n_running;
 };
 
-/* Start the tool manager from k->cfg (the `tools:` section) and register
- * the TOOL executor pool. 0 or negative AIOS_E* with a message in err. */
-int tool_mgr_start(struct tool_mgr **out, struct kernel *k, char *err, size_t errlen);
+/* What a running manager needs from the rest of the kernel, given once
+ * after tool_mgr_create (kernel.c wires it; all may be NULL in tests):
+ * the scheduler (is the kernel stopping?) and how the file tools submit a
+ * storage syscall: storage_submit returns 0 (queued), 1 (parked for the
+ * operator's approval; queued later) or a negative AIOS_E* with err, and
+ * is NULL when the kernel has no storage manager. */
+typedef int (*tool_storage_submit_fn)(void *ud, struct syscall *sc, char *err, size_t errlen);
+struct tool_deps {
+    struct sched *sched;
+    tool_storage_submit_fn storage_submit;
+    void *storage_ud;
+};
+void tool_mgr_set_deps(struct tool_mgr *m, const struct tool_deps *d);
+/* the TOOL pool's size and the per-agent cap of its threads (tools.*) */
+int tool_mgr_pool_threads(const struct tool_mgr *m);
+int tool_mgr_calls_per_agent(const struct tool_mgr *m);
 /* After the pools were joined: stop MCP servers, free. NULL is ignored. */
 void tool_mgr_stop(struct tool_mgr *m);
 /* For tests and embedders without a kernel: a manager from a `tools:`
@@ -145,7 +158,7 @@ int tool_agent_dirname(const char *agent, char *out, size_t outlen);
 
 /* manager accessors for the other sources */
 bool tool_mgr_stopping(void *m); /* the kernel is shutting down */
-struct kernel *tool_mgr_kernel(struct tool_mgr *m);
+const struct tool_deps *tool_mgr_deps(const struct tool_mgr *m);
 const char *tool_mgr_storage_root(struct tool_mgr *m);
 const char *tool_mgr_data_dir(struct tool_mgr *m);
 
