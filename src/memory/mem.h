@@ -19,6 +19,8 @@ struct mem_manager;
 struct syscall;
 struct emb;
 struct llm_req;
+struct llm_core;
+struct sched;
 
 struct mem_opts {
     size_t quota_bytes;     /* working-set bytes per agent (memory.quota_bytes) */
@@ -189,8 +191,8 @@ int mem_inject_est_tokens(size_t bytes);
 /* The analysis by the kernel's first LLM core (mem_agentic.c; the
  * kernel's deps.analyze): a real LLM syscall for agent; whatever the
  * model's answer lacks comes from mem_extract_keywords(). */
-int mem_agentic_analyze(struct kernel *k, const char *agent, const char *content, int max_tokens,
-                        struct mem_analysis *out);
+int mem_agentic_analyze(struct llm_core *core, struct sched *s, const char *agent,
+                        const char *content, int max_tokens, struct mem_analysis *out);
 /* The analysis without a model: keywords by frequency, the first three as
  * tags, the first sentence as context; source "keywords". */
 int mem_analysis_keywords(const char *content, struct mem_analysis *out);

@@ -29,7 +29,9 @@
  * so after 60 s it asks the engine to cancel and keeps waiting for the
  * answer, which then comes at the next token. On shutdown the scheduler
  * fails the queued call with 503, which also ends the wait. */
-#include "kernel/kernel.h"
+#include "kernel/syscall.h"
+#include "llm/core.h"
+#include "sched/sched.h"
 #include "memory/mem.h"
 #include "memory/mem_note.h"
 #include "util/err.h"
@@ -161,12 +163,11 @@ static void on_llm_event(struct syscall *sc, void *ud)
 }
 
 /* The model's raw answer in *text (malloc'd), or an error. */
-static int ask_model(struct kernel *k, const char *agent, const char *content, int max_tokens,
-                     char **text)
+static int ask_model(struct llm_core *core, struct sched *s, const char *agent,
+                     const char *content, int max_tokens, char **text)
 {
     *text = NULL;
-    struct llm_core *core = k ? kernel_default_core(k) : NULL;
-    if (!core || !k->sched) return AIOS_ENOTFOUND;
+    if (!core || !s) return AIOS_ENOTFOUND;
     struct llm_req *req = calloc(1, sizeof *req);
     if (!req) return AIOS_ENOMEM;
     req->model = strdup(core->name);
@@ -202,7 +203,7 @@ static int ask_model(struct kernel *k, const char *agent, const char *content, i
     pthread_cond_init(&w.cv, NULL);
     sc->notify = on_llm_event;
     sc->notify_ud = &w;
-    rc = sched_submit(k->sched, sc);
+    rc = sched_submit(s, sc);
     if (!rc) {
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
@@ -280,13 +281,14 @@ static int fill_missing(const char *content, int got, struct mem_analysis *out)
     return 0;
 }
 
-int mem_agentic_analyze(struct kernel *k, const char *agent, const char *content, int max_tokens,
+int mem_agentic_analyze(struct llm_core *core, struct sched *s, const char *agent,
+                        const char *content, int max_tokens,
                         struct mem_analysis *out)
 {
     memset(out, 0, sizeof *out);
     char *text = NULL;
     int got = 0;
-    int rc = ask_model(k, agent, content, max_tokens, &text);
+    int rc = ask_model(core, s, agent, content, max_tokens, &text);
     if (rc == AIOS_ENOMEM) return rc;
     if (rc == 0 && text) {
         const char *b = strchr(text, '{'), *e = strrchr(text, '}');

@@ -70,7 +70,8 @@ static int k_shares(void *ud, const char *owner, json_t **out, char *err, size_t
 static int k_analyze(void *ud, const char *agent, const char *content, int max_tokens,
                      struct mem_analysis *out)
 {
-    return mem_agentic_analyze(ud, agent, content, max_tokens, out);
+    struct kernel *k = ud;
+    return mem_agentic_analyze(kernel_default_core(k), k->sched, agent, content, max_tokens, out);
 }
 
 /* ---- the executor: one memory syscall on a pool thread ---- */
