@@ -1,5 +1,5 @@
 /* The kernel: the one global object tying config, scheduler, LLM cores and
- * the API server together. See kernel.c. */
+ * the API server together. kernel.c has its functions, boot.c builds it. */
 #ifndef AIOS_KERNEL_KERNEL_H
 #define AIOS_KERNEL_KERNEL_H
 
@@ -25,6 +25,7 @@ struct kernel {
     struct llm_core **cores;
     _Atomic size_t n_cores;
     struct api_server *api;
+    int port; /* the port the API listens on, once it does (boot.c) */
     /* worker pools for memory, storage, tool syscalls (NULL where no
      * manager registered one); see kernel_register_executor() */
     struct sched_pool *pools[SYSCALL_KIND__COUNT];

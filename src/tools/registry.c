@@ -5,7 +5,7 @@
  * `tools.external`, `tools.folders`, the tools each `tools.mcp_servers`
  * entry lists), and are immutable afterwards except for n_running. Names
  * are "author/name" and unique; MCP tools are "<server>/<tool>". The
- * manager knows nothing of the kernel: kernel.c gives it the scheduler and
+ * manager knows nothing of the kernel: src/kernel/boot.c gives it the scheduler and
  * the file tools' way to storage (struct tool_deps) and registers its pool.
  *
  * Execution. A TOOL syscall (op "call", params {"tool_calls":[...]}) runs

@@ -93,7 +93,7 @@ struct tool {
 };
 
 /* What a running manager needs from the rest of the kernel, given once
- * after tool_mgr_create (kernel.c wires it; all may be NULL in tests):
+ * after tool_mgr_create (src/kernel/boot.c wires it; all may be NULL in tests):
  * the scheduler (is the kernel stopping?) and how the file tools submit a
  * storage syscall: storage_submit returns 0 (queued), 1 (parked for the
  * operator's approval; queued later) or a negative AIOS_E* with err, and
