@@ -78,11 +78,11 @@ static void draw(FILE *o, json_t *st, struct rate *rates, size_t n_rates, bool t
             rates[i].t = now;
         }
         fprintf(o, "model %s on %s: running %lld, switched out %lld, retained %lld, steps %lld, "
-                   "%s tokens/s, KV budget %lld cells\n",
+                   "%s tokens/s, KV %lld of %lld cells\n",
                 name, json_string_value(json_object_get(m, "device")) ?: "cpu",
                 (long long)num(e, "running"), (long long)num(e, "switched_out"),
                 (long long)num(e, "retained"), (long long)num(e, "steps"), rate,
-                (long long)num(e, "kv_size"));
+                (long long)num(e, "kv_cells_used"), (long long)num(e, "kv_size"));
     }
     json_t *energy = json_object_get(st, "energy");
     fprintf(o, "energy: estimated at %.1f W (%s)\n\n", num(energy, "watts"),

@@ -17,6 +17,8 @@ struct llm_engine_stats {
     int n_running;   /* sequences holding a KV slot */
     int n_swapped;   /* preempted, KV state in the snapshot store */
     int n_retained;  /* finished conversations kept in the KV cache */
+    int n_kv_cells;  /* cells those hold (running and paused calls' tokens so far, retained
+                        conversations' tokens; a shared prefix counts once per holder) */
     /* totals */
     uint64_t n_steps, n_calls;
     uint64_t n_split_steps;      /* steps decoded in more than one llama_decode call (step()) */

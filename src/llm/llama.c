@@ -1026,15 +1026,19 @@ static void report_kv(struct llama_engine *e, bool force)
 static void publish_stats(struct llama_engine *e)
 {
     report_kv(e, e->seqs == NULL);
-    int run = 0, sw = 0, ret = 0;
+    int run = 0, sw = 0, ret = 0, cells = 0;
     for (int i = 0; i < e->n_slots; i++) {
-        run += e->slots[i].kind == SLOT_SEQ;
-        ret += e->slots[i].kind == SLOT_RETAINED;
+        const struct slot *sl = &e->slots[i];
+        run += sl->kind == SLOT_SEQ;
+        ret += sl->kind == SLOT_RETAINED;
+        if (sl->kind == SLOT_RETAINED) cells += sl->n_toks;
+        else if ((sl->kind == SLOT_SEQ || sl->kind == SLOT_PAUSED) && sl->seq) cells += sl->seq->n_past;
     }
     for (struct seq *s = e->seqs; s; s = s->next) sw += !seq_live(s);
     e->st.n_running = run;
     e->st.n_swapped = sw;
     e->st.n_retained = ret;
+    e->st.n_kv_cells = cells < e->kv_size ? cells : e->kv_size;
     pthread_mutex_lock(&e->stats_mu);
     e->pub = e->st;
     pthread_mutex_unlock(&e->stats_mu);
@@ -1400,6 +1404,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "running", json_integer(st.n_running));
     json_object_set_new(en, "switched_out", json_integer(st.n_swapped));
     json_object_set_new(en, "retained", json_integer(st.n_retained));
+    json_object_set_new(en, "kv_cells_used", json_integer(st.n_kv_cells));
     json_object_set_new(en, "steps", json_integer((json_int_t)st.n_steps));
     json_object_set_new(en, "split_steps", json_integer((json_int_t)st.n_split_steps));
     json_object_set_new(en, "aborted_steps", json_integer((json_int_t)st.n_aborted_steps));

@@ -195,7 +195,11 @@ static void test_state_operator(void **state)
     }
     assert_int_equal(n_llm, 3);
     assert_int_equal(json_array_size(json_object_get(j, "models")), 1);
-    assert_non_null(json_object_get(json_array_get(json_object_get(j, "models"), 0), "engine"));
+    json_t *eng = json_object_get(json_array_get(json_object_get(j, "models"), 0), "engine");
+    assert_non_null(eng);
+    /* the three conversations are retained: their cells are in use */
+    json_int_t used = json_integer_value(json_object_get(eng, "kv_cells_used"));
+    assert_true(used > 0 && used <= json_integer_value(json_object_get(eng, "kv_size")));
     json_decref(j);
 
     /* a window before the calls shows none of them */
