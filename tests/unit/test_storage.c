@@ -805,7 +805,7 @@ static void *dw_worker(void *arg)
         pthread_mutex_lock(&sh->mu);
         if (http >= 500 || (rc == 0) != (http == 200)) {
             if (!sh->n_5xx++)
-                snprintf(sh->bad, sizeof sh->bad, "%s %s -> %d: %s", op, params, http, e);
+                snprintf(sh->bad, sizeof sh->bad, "%s %s -> %d: %.900s", op, params, http, e);
         } else if (http == 200) {
             sh->n_ok++;
             if (kind >= 0) {
