@@ -565,8 +565,13 @@ static void signal_proc(struct agent_proc *p, int sig)
     if (p->inner <= 0 || sig == SIGKILL) return;
     /* a pid 1 drops signals it has no handler for: right after the start
      * aios forward may not have installed its handlers yet */
-    if (catches(p->inner, sig)) kill(p->inner, sig);
-    else p->pending_sig = sig;
+    if (catches(p->inner, sig)) {
+        kill(p->inner, sig);
+        /* the grace before SIGKILL counts from when the agent got it */
+        if (p->t_kill_us) p->t_kill_us = util_now_us();
+    } else {
+        p->pending_sig = sig;
+    }
 }
 
 /* with f->mu held: reap p if it exited */
@@ -685,8 +690,10 @@ static void *reaper_main(void *arg)
                 pending = true;
                 signal_proc(p, p->pending_sig);
             }
+            /* a SIGTERM still waiting for the agent's pid 1 to catch it
+             * (a loaded machine) gets more time, but not forever */
             if (p->status == AGENT_STATUS_RUNNING && p->t_kill_us && !p->hard_killed &&
-                now - p->t_kill_us > KILL_GRACE_US) {
+                now - p->t_kill_us > (p->pending_sig ? 4 * KILL_GRACE_US : KILL_GRACE_US)) {
                 signal_proc(p, SIGKILL);
                 p->hard_killed = true;
             }
