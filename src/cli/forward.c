@@ -134,8 +134,15 @@ int cli_forward_main(int argc, char **argv)
         fprintf(stderr, "aios forward: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
         return 125;
     }
-    /* handlers before the fork: a signal between the two is not lost */
+    /* The handlers are installed before the fork (the kernel sees them in
+     * SigCgt and starts signalling), but the signals stay blocked until
+     * g_child names the agent: one that arrives in between waits, pending,
+     * instead of reaching a relay with nobody to relay to. */
     const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) sigaddset(&block, sigs[k]);
+    sigprocmask(SIG_BLOCK, &block, &old);
     struct sigaction sa = {.sa_handler = relay, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) sigaction(sigs[k], &sa, NULL);
@@ -152,12 +159,14 @@ int cli_forward_main(int argc, char **argv)
         sigemptyset(&dfl.sa_mask);
         for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) sigaction(sigs[k], &dfl, NULL);
         signal(SIGPIPE, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
         execvp(argv[i], argv + i);
         fprintf(stderr, "aios forward: cannot run %s: %s\n", argv[i], strerror(errno));
         _exit(127);
     }
     setpgid(pid, pid);
     g_child = pid;
+    sigprocmask(SIG_SETMASK, &old, NULL); /* what waited is relayed now */
     struct pair pairs[MAX_PAIRS];
     size_t n = 0;
     int status = 0;
