@@ -4,7 +4,9 @@
  * with libcurl and answered with a typed result. Calls return 0 or a
  * negative AIOS_CLIENT_E* code; aios_client_error() then says what went
  * wrong in words (the kernel's message when it sent one) and
- * aios_client_http_status() gives the HTTP status.
+ * aios_client_http_status() gives the HTTP status. A 200 whose response
+ * says "finished": false (a tool query or LLM action whose calls all
+ * failed) is reported as the error of its "status_code".
  *
  *   struct aios_client *c;
  *   aios_client_new(&c, NULL, NULL);   // $AIOS_KERNEL_URL, $AIOS_AGENT_NAME

@@ -185,6 +185,17 @@ static int do_query(struct aios_client *c, const char *type, json_t *qd, json_t 
         rc = set_err(c, AIOS_CLIENT_EPROTOCOL, "the answer has no \"response\" object");
         goto out;
     }
+    /* the kernel answers 200 with "finished": false when every call of a
+     * tool query or LLM action failed (as the reference kernel does); this
+     * client reports it like the error it stands for */
+    json_int_t fst = json_integer_value(json_object_get(resp, "status_code"));
+    if (json_is_false(json_object_get(resp, "finished")) && fst >= 400) {
+        const char *m = json_string_value(json_object_get(resp, "error"));
+        rc = fst == 404 ? AIOS_CLIENT_ENOTFOUND : fst == 501 ? AIOS_CLIENT_ENOTIMPL
+             : fst >= 500 ? AIOS_CLIENT_ESERVER : AIOS_CLIENT_EREQUEST;
+        set_err(c, rc, "HTTP 200, not finished (%lld): %s", (long long)fst, m ? m : "(no message)");
+        goto out;
+    }
     c->last_wait = json_number_value(json_array_get(json_object_get(j, "waiting_times"), 0));
     c->last_turnaround = json_number_value(json_array_get(json_object_get(j, "turnaround_times"), 0));
     *response = json_incref(resp);

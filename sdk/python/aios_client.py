@@ -8,7 +8,10 @@ agent runs on aios with no ``pip install``. Every call is one
 and returns the kernel's answer as a dict: ``{"response": {...},
 "start_times": [...], ...}``. A kernel error (4xx/5xx) raises ``AiosError``
 with the HTTP status and the kernel's message; ``AiosError.status == 501``
-means the kernel has no manager for that kind of call.
+means the kernel has no manager for that kind of call. As with the
+reference kernel, a tool query or LLM action whose calls all failed is not
+an exception: its ``response`` has ``finished: False``, ``error`` and the
+failure's ``status_code``.
 
 The kernel URL comes from ``base_url``, else ``$AIOS_KERNEL_URL``, else
 ``$CEREBRUM_KERNEL_URL``, else http://127.0.0.1:8000. When the agent runs

@@ -17,8 +17,14 @@
  *   {"response": {...}, "start_times": [s], "end_times": [s],
  *    "waiting_times": [s], "turnaround_times": [s]}
  * with wall-clock seconds, filled for every call. Failures are a real HTTP
- * status with {"error": {...}}, never a 200 carrying an error (the
- * reference's client retries those forever). */
+ * status with {"error": {...}}, except where the reference kernel answers
+ * 200 and Cerebrum agents go on because of it (they call
+ * raise_for_status()): a tool query or call_tool whose calls were well
+ * formed and allowed but all failed, operate_file whose operations all
+ * failed (not refused), and call_tool whose model made no complete call.
+ * Those are a 200 whose response has "finished": false, "error" and the
+ * status the failure would have had in "status_code". Malformed and
+ * unauthorized requests keep their 4xx. */
 #include "api/api.h"
 
 #include "access/access.h"
@@ -144,7 +150,9 @@ static enum MHD_Result kq_finish(struct api_req *r)
     struct syscall *sc = r->sc;
     if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
     struct kq_res *res = sc->res;
-    account(r, sc, true, 0, 0);
+    /* a tool query whose calls all failed is a 200 with finished: false */
+    account(r, sc, !json_is_false(json_object_get(res->response, "finished")), 0, 0);
+    api_share_link_fill(r, res->response); /* a share link: on the address the caller used */
     return api_send_json(r, 200, with_times(sc, json_incref(res->response)));
 }
 
@@ -266,8 +274,8 @@ static enum MHD_Result action_tool_done(struct api_req *r)
     struct action_state *st = r->state;
     struct syscall *sc = r->sc;
     if (sc->status != SYSCALL_STATUS_DONE) return query_error(r);
-    account(r, sc, true, 0, 0);
     json_t *resp = json_deep_copy(((struct kq_res *)sc->res)->response);
+    account(r, sc, !json_is_false(json_object_get(resp, "finished")), 0, 0);
     action_keep(r, st);
     if (!resp) return api_send_error(r, 500, "server_error", "out of memory");
     json_object_set(resp, "tool_calls", st->calls);
@@ -330,11 +338,12 @@ static enum MHD_Result action_sto_next(struct api_req *r)
         free(args);
         util_buf_append(&sum, &ns, &cap, line, (size_t)w < sizeof line ? (size_t)w : sizeof line - 1);
     }
-    if (n > 0 && st->n_fail == n) {
-        unsigned hs = st->first_status ? (unsigned)st->first_status : 400;
-        const char *type = hs == 404 ? "not_found_error" : hs == 403 ? "permission_error"
-                         : hs >= 500 ? "server_error" : "invalid_request_error";
-        enum MHD_Result ret = api_send_error(r, hs, type,
+    /* every operation failed: refused ones (403) stay an error; otherwise
+     * the reference's answer, a 200 with finished: false (Cerebrum's client
+     * stops the agent on any 4xx/5xx) and the first failure's status */
+    bool all_failed = n > 0 && st->n_fail == n;
+    if (all_failed && st->first_status == 403) {
+        enum MHD_Result ret = api_send_error(r, 403, "permission_error",
                                              "every file operation the model produced failed; "
                                              "first: %s. %.600s", st->first_err, sum ? sum : "");
         free(sum);
@@ -348,8 +357,9 @@ static enum MHD_Result action_sto_next(struct api_req *r)
     }
     json_t *resp = json_pack("{s:s,s:s%,s:O,s:O,s:b,s:o,s:i}", "response_class", "llm",
                              "response_message", sum ? sum : "", ns, "tool_calls", st->calls,
-                             "operations", st->ops, "finished", 1, "error", err ? err : json_null(),
-                             "status_code", 200);
+                             "operations", st->ops, "finished", !all_failed, "error",
+                             err ? err : json_null(), "status_code",
+                             all_failed ? (st->first_status ? st->first_status : 400) : 200);
     free(sum);
     if (!resp) return api_send_error(r, 500, "server_error", "out of memory");
     return api_send_json(r, 200, action_times(st, resp));
@@ -401,11 +411,17 @@ static enum MHD_Result action_llm_done(struct api_req *r)
     if (!sr.calls || json_array_size(sr.calls) == 0) {
         json_decref(sr.calls);
         /* with tool_choice "required" this happens only when the output
-         * was cut (max_new_tokens) or stopped by a stop string */
-        return api_send_error(r, 400, "invalid_request_error",
-                              "the model produced no complete tool call (finish_reason '%s' after "
-                              "%d tokens); raise query_data.max_new_tokens",
-                              sr.finish, res->n_gen);
+         * was cut (max_new_tokens) or stopped by a stop string: as the
+         * reference, a 200 whose response is not finished */
+        char why[256];
+        snprintf(why, sizeof why, "the model produced no complete tool call (finish_reason '%s' "
+                 "after %d tokens); raise query_data.max_new_tokens", sr.finish, res->n_gen);
+        json_t *resp = json_pack("{s:s,s:s,s:n,s:b,s:s,s:i}", "response_class", "tool",
+                                 "response_message", "No tool was called by the LLM", "tool_calls",
+                                 "finished", 0, "error", why, "status_code", 400);
+        action_keep(r, st);
+        if (!resp) return api_send_error(r, 500, "server_error", "out of memory");
+        return api_send_json(r, 200, action_times(st, resp));
     }
     st->calls = aios_calls(sc, sr.calls);
     json_decref(sr.calls);

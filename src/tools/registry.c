@@ -1094,27 +1094,49 @@ void tool_exec_syscall(struct syscall *sc, void *ud)
                              : rc == AIOS_EPERM ? 403 : 400, "%s", err);
         return;
     }
-    /* every call failed: a real HTTP error carrying each call's error, never a
-     * 200 that a client would take for success */
+    /* Every call failed. A request the kernel refuses (a call that is not a
+     * call: invalid_request; one the agent may not run: permission_denied;
+     * the kernel stopping) is a real HTTP error. Calls that were well formed
+     * and allowed but failed (no such tool, bad arguments, the tool failed
+     * or timed out) are an answer, as the reference kernel gives it: a 200
+     * whose response says finished: false, with the error and the status
+     * the first failure would have had (Cerebrum's client calls
+     * raise_for_status() and would stop the agent on a 4xx/5xx). */
     json_t *results = json_object_get(out, "tool_results");
     size_t i, n_ok = 0;
     json_t *r;
-    json_array_foreach(results, i, r) if (json_is_true(json_object_get(r, "ok"))) n_ok++;
+    const char *refusal = NULL;
+    json_array_foreach(results, i, r) {
+        if (json_is_true(json_object_get(r, "ok"))) n_ok++;
+        const char *ty = json_string_value(json_object_get(json_object_get(r, "error"), "type"));
+        if (!refusal && ty && (!strcmp(ty, "invalid_request") || !strcmp(ty, "permission_denied") ||
+                               !strcmp(ty, "shutdown")))
+            refusal = ty;
+    }
     if (n_ok == 0) {
-        const char *type = json_string_value(json_object_get(json_object_get(json_array_get(results, 0), "error"), "type"));
+        const char *type = refusal ? refusal : json_string_value(json_object_get(json_object_get(json_array_get(results, 0), "error"), "type"));
         int st = !type ? 500 : !strcmp(type, "not_found") ? 404 : !strcmp(type, "timeout") ? 504
                : !strcmp(type, "shutdown") ? 503
                : !strcmp(type, "unavailable") ? 501 : !strcmp(type, "too_large") ? 413
                : !strcmp(type, "permission_denied") ? 403 : !strcmp(type, "tool_error") ? 502 : 400;
-        char *all = json_dumps(results, JSON_COMPACT);
-        int code = st == 404 ? AIOS_ENOTFOUND : st == 403 ? AIOS_EPERM : st == 503 ? AIOS_ESHUTDOWN
-                 : st >= 500 ? AIOS_EIO : AIOS_EINVAL; /* EIO: "server_error" */
-        syscall_fail(sc, code, st,
-                     "%s; tool_results: %.400s", json_string_value(json_object_get(out, "error")),
-                     all ? all : "");
-        free(all);
-        json_decref(out);
-        return;
+        if (!refusal) {
+            const char *e = json_string_value(json_object_get(out, "error"));
+            char *msg = NULL;
+            if (asprintf(&msg, "Tool calling error: %s", e ? e : "every call failed") < 0) msg = NULL;
+            json_object_set_new(out, "finished", json_false());
+            json_object_set_new(out, "status_code", json_integer(st));
+            json_object_set_new(out, "response_message", msg ? json_string(msg) : json_null());
+            free(msg);
+        } else {
+            char *all = json_dumps(results, JSON_COMPACT);
+            int code = st == 403 ? AIOS_EPERM : st == 503 ? AIOS_ESHUTDOWN : AIOS_EINVAL;
+            syscall_fail(sc, code, st,
+                         "%s; tool_results: %.400s", json_string_value(json_object_get(out, "error")),
+                         all ? all : "");
+            free(all);
+            json_decref(out);
+            return;
+        }
     }
     struct kq_res *res = kq_res_new(out);
     if (!res) {
