@@ -18,7 +18,8 @@
  *
  * The gate (acc_gate) runs on the HTTP thread for every routed request,
  * after the body arrived and before the handler:
- *   - GET /status, GET /v1/models[/{id}] and GET /ui (the page) are open;
+ *   - GET /status, GET /v1/models[/{id}], GET /ui (the page) and GET
+ *     /s/TOKEN (a share link: the token is the credential) are open;
  *   - no or unknown token: 401 (in `compat` mode a tokenless request from
  *     loopback is trusted as the operator, as the reference does);
  *   - an agent token may use only the agent routes (/query, chat
@@ -513,8 +514,11 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
     *d = (struct acc_decision){.allowed = true};
     if (!m) return true;
     const char *method = r->method, *url = r->url;
+    /* GET /s/TOKEN: a share link, the token is its credential (the
+     * handler audits each use) */
     if (!strcmp(method, "GET") && (!strcmp(url, "/status") || !strcmp(url, "/v1/models") ||
-                                   !strncmp(url, "/v1/models/", 11) || !strcmp(url, "/ui")))
+                                   !strncmp(url, "/v1/models/", 11) || !strcmp(url, "/ui") ||
+                                   !strncmp(url, "/s/", 3)))
         return true;
     char action[160];
     snprintf(action, sizeof action, "%s %s", method, url);

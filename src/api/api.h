@@ -139,6 +139,9 @@ int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, ch
 /* the X-Aios-Priority header's value -> *prio; AIOS_EINVAL with a message */
 int api_priority_header(const char *h, int *prio, char *err, size_t errlen);
 enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
+/* share_routes.c: GET /s/{token}; the full link in a storage share answer */
+enum MHD_Result api_share_link_get(struct api_req *r);
+void api_share_link_fill(struct api_req *r, json_t *resp);
 /* compat.c: under access.mode compat, refuse a tokenless request that a
  * web page could have sent (foreign Host or Origin: 403; a body that is
  * not application/json: 415). true: go on; false: answered, *sent holds

@@ -47,6 +47,8 @@ static const struct api_route g_routes[] = {
     {"GET", "/access/budgets", api_access_budgets},
     /* tools */
     {"GET", "/tools", api_tools_list},
+    /* read-only share links (share_routes.c): open, the token is the credential */
+    {"GET", "/s/{token}", api_share_link_get},
     /* OpenAI-compatible */
     {"GET", "/v1/models", api_openai_models},
     {"GET", "/v1/models/{id*}", api_openai_model},

@@ -102,6 +102,7 @@ static int param_int(struct pctx *c, const char *const *names, int64_t def, int6
 static const char *const FILE_KEYS[] = {"file_path", "file_name", "path", "name", NULL};
 static const char *const DIR_KEYS[] = {"dir_path", "dir_name", "path", "name", NULL};
 static const char *const ANY_KEYS[] = {"file_path", "dir_path", "path", "file_name", "dir_name", "name", NULL};
+static const char *const LINK_KEYS[] = {"link_id", NULL};
 static const char *const GRANTEE_KEYS[] = {"agent", "grantee", "share_with", "to", "agent_name", NULL};
 
 /* normalise the path param into norm (STO_PATH_MAX + 1 bytes) */
@@ -272,10 +273,15 @@ static int parse_share(struct pctx *c, struct sto_share_args *a)
     if (!rc) rc = param_str(c, GRANTEE_KEYS, false, &a->grantee, NULL);
     if (!rc) rc = param_str(c, mk, false, &mode_s, NULL);
     if (rc) return rc;
-    if (!a->grantee || !a->grantee[0])
-        return fail(c, AIOS_EINVAL, "share needs params.agent: the agent to share with "
-                    "(this kernel shares between agents; it never uploads files to public services)");
-    if (strlen(a->grantee) > STO_AGENT_MAX)
+    if (a->grantee && !a->grantee[0]) a->grantee = NULL;
+    if (!a->grantee) { /* a link: one file, read-only */
+        if (!a->path[0])
+            return fail(c, AIOS_EINVAL, "a share link is for one file: give params.file_path "
+                        "(or params.agent to share a directory with another agent)");
+        if (mode_s && strcmp(mode_s, "r") && strcmp(mode_s, "read") && strcmp(mode_s, "ro"))
+            return fail(c, AIOS_EINVAL, "a share link is read-only; give params.agent to share "
+                        "read-write with another agent");
+    } else if (strlen(a->grantee) > STO_AGENT_MAX)
         return fail(c, AIOS_EINVAL, "params.agent is longer than %d bytes", STO_AGENT_MAX);
     a->owner = json_string_value(json_object_get(c->params, "owner"));
     a->mode = STO_MODE_READ;
@@ -293,6 +299,9 @@ static int parse_share(struct pctx *c, struct sto_share_args *a)
     if (ej && !json_is_null(ej) && parse_duration(ej, &a->expires_in_s))
         return fail(c, AIOS_EINVAL, "params.expires_in must be seconds or a string like "
                     "\"7 days\", \"12 hours\", \"30 minutes\"");
+    if (!a->grantee && a->expires_in_s > STO_LINK_MAX_S)
+        return fail(c, AIOS_EINVAL, "a share link lasts at most 30 days (params.expires_in)");
+    if (!a->grantee && a->expires_in_s == 0) a->expires_in_s = STO_LINK_DEFAULT_S;
     return 0;
 }
 
@@ -388,8 +397,14 @@ int sto_req_parse(const char *op, json_t *params, struct sto_req **out, int *htt
     case STO_OP_RETRIEVE: rc = parse_retrieve(&c, &q->u.retrieve); break;
     case STO_OP_SHARE: rc = parse_share(&c, &q->u.share); break;
     case STO_OP_UNSHARE:
-        rc = get_path(&c, ANY_KEYS, true, false, q->u.unshare.path);
-        if (!rc) rc = param_str(&c, GRANTEE_KEYS, true, &q->u.unshare.grantee, NULL);
+        /* with no grantee: links, every one of the path or the one link_id names */
+        if (!rc) rc = param_str(&c, LINK_KEYS, false, &q->u.unshare.link_id, NULL);
+        if (!rc && !q->u.unshare.link_id) rc = get_path(&c, ANY_KEYS, true, false, q->u.unshare.path);
+        if (!rc) rc = param_str(&c, GRANTEE_KEYS, false, &q->u.unshare.grantee, NULL);
+        if (!rc && q->u.unshare.grantee && !q->u.unshare.grantee[0]) q->u.unshare.grantee = NULL;
+        if (!rc && q->u.unshare.grantee && q->u.unshare.link_id)
+            rc = fail(&c, AIOS_EINVAL, "give params.agent (a share with an agent) or "
+                      "params.link_id (a link), not both");
         break;
     case STO_OP_SHARES:
     case STO_OP_USAGE: break;

@@ -121,6 +121,19 @@ struct sto_store_ops {
     int (*check)(struct sto_store *st, const char *owner, const char *path, const char *agent,
                  enum sto_mode mode);
     int (*grants)(struct sto_store *st, const char *agent, json_t **out);
+
+    /* ---- read-only share links (see storage.h); hash: the token's SHA-256, hex ---- */
+    int (*link_add)(struct sto_store *st, const char *owner, const char *path, const char *hash,
+                    int64_t t_expires_us, char *err, size_t errlen);
+    /* an unexpired link: 0 and its owner and path, else AIOS_ENOTFOUND */
+    int (*link_find)(struct sto_store *st, const char *hash, char *owner, size_t ownerlen,
+                     char *path, size_t pathlen);
+    /* owner's links with this id (the hash's first 16 hex digits), or (id
+     * NULL) every link of path; *n_revoked how many */
+    int (*link_revoke)(struct sto_store *st, const char *owner, const char *path, const char *id,
+                       int *n_revoked, char *err, size_t errlen);
+    /* owner's unexpired links: [{link_id, path, created, expires}] */
+    int (*links)(struct sto_store *st, const char *owner, json_t **out);
 };
 
 /* store.c: SQLite, in root_dir/.lsfs/lsfs.db */

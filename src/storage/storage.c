@@ -62,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -881,12 +882,123 @@ static int op_retrieve(struct opctx *c, const struct sto_retrieve_args *a, json_
     return 0;
 }
 
+static void iso_utc(int64_t t_us, char out[32])
+{
+    time_t t = (time_t)(t_us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* a read-only link to one of the caller's files (see storage.h) */
+static int op_share_link(struct opctx *c, const struct sto_share_args *a, json_t **out)
+{
+    char e[1024];
+    const char *norm = a->path, *leaf;
+    if (a->owner && strcmp(a->owner, c->agent))
+        return fail(c, 403, AIOS_EPERM, "only the owner of a file can share it");
+    int rootfd = -1, dirfd = -1;
+    struct stat st;
+    enum sto_kind kind = STO_KIND_NONE;
+    int rc = sto_root_open(c->s, c->agent, true, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e);
+    if (!rc) kind = sto_leaf_kind(dirfd, leaf, &st);
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    if (rc == AIOS_ENOTFOUND || (!rc && kind == STO_KIND_NONE))
+        return fail(c, 404, AIOS_ENOTFOUND, "no such file: '%s'", norm);
+    if (rc) return path_fail(c, rc, e);
+    if (kind != STO_KIND_FILE)
+        return fail(c, 409, AIOS_EINVAL, "'%s' is not a file: a share link is for one file (give "
+                    "params.agent to share a directory with another agent)", norm);
+    uint8_t raw[STO_LINK_TOKEN_LEN / 2];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        return fail(c, 500, AIOS_EIO, "no randomness for a link token");
+    char token[STO_LINK_TOKEN_LEN + 1], hash[65];
+    for (size_t i = 0; i < sizeof raw; i++) snprintf(token + 2 * i, 3, "%02x", raw[i]);
+    sto_sha256_hex(token, STO_LINK_TOKEN_LEN, hash);
+    int64_t exp = util_wall_us() + a->expires_in_s * 1000000;
+    rc = c->s->ops->link_add(c->s->st, c->agent, norm, hash, exp, e, sizeof e);
+    if (rc) return fail(c, 500, rc, "%s", e);
+    char share_path[8 + STO_LINK_TOKEN_LEN], expires[32], modified[32], id[17];
+    snprintf(share_path, sizeof share_path, "/s/%s", token);
+    snprintf(id, sizeof id, "%.16s", hash);
+    iso_utc(exp, expires);
+    iso_utc((int64_t)st.st_mtime * 1000000, modified);
+    const char *base = strrchr(norm, '/');
+    /* the API adds "share_link" (this path on the kernel's address) and the
+     * reference's response_message, the JSON text of {file_name, file_path,
+     * share_link, expires_in, last_modified} */
+    *out = response("'%s' is shared read-only at %s until %s", norm, share_path, expires);
+    json_object_set_new(*out, "file_path", json_string(norm));
+    json_object_set_new(*out, "file_name", json_string(base ? base + 1 : norm));
+    json_object_set_new(*out, "owner", json_string(c->agent));
+    json_object_set_new(*out, "share_path", json_string(share_path));
+    json_object_set_new(*out, "link_id", json_string(id));
+    json_object_set_new(*out, "mode", json_string("r"));
+    json_object_set_new(*out, "expires", json_string(expires));
+    json_object_set_new(*out, "expires_in_s", json_integer(a->expires_in_s));
+    json_object_set_new(*out, "last_modified", json_string(modified));
+    return 0;
+}
+
+int sto_link_read(struct sto *s, const char *token, struct sto_link_file *out, int *http,
+                  char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    *http = 404;
+    snprintf(err, errlen, "no such link (it may have expired or been revoked)");
+    size_t n = token ? strlen(token) : 0;
+    if (n != STO_LINK_TOKEN_LEN) return AIOS_ENOTFOUND;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)token[i]) && (token[i] < 'a' || token[i] > 'f')) return AIOS_ENOTFOUND;
+    char hash[65];
+    sto_sha256_hex(token, n, hash);
+    snprintf(out->link_id, sizeof out->link_id, "%.16s", hash);
+    int rc = s->ops->link_find(s->st, hash, out->owner, sizeof out->owner, out->path, sizeof out->path);
+    if (rc == AIOS_ENOTFOUND) return rc;
+    if (rc) {
+        *http = 500;
+        snprintf(err, errlen, "storage database error");
+        return rc;
+    }
+    char e[1024];
+    const char *leaf;
+    int rootfd = -1, dirfd = -1;
+    rc = sto_root_open(s, out->owner, false, &rootfd, e, sizeof e);
+    if (!rc) rc = sto_walk(rootfd, out->path, false, &dirfd, &leaf, e, sizeof e);
+    if (!rc) rc = sto_read_leaf(dirfd, leaf, s->cfg.max_file_bytes, &out->data, &out->len, e, sizeof e);
+    if (dirfd >= 0) close(dirfd);
+    if (rootfd >= 0) close(rootfd);
+    if (rc == AIOS_ETOOBIG) {
+        *http = 413;
+        snprintf(err, errlen, "the shared file is over storage.max_file_bytes");
+    } else if (rc && rc != AIOS_ENOTFOUND && rc != AIOS_EBUSY) {
+        *http = 500;
+        snprintf(err, errlen, "cannot read the shared file");
+    } else if (rc) {
+        rc = AIOS_ENOTFOUND; /* the file is gone (or is a directory now) */
+    }
+    if (rc) sto_link_file_free(out);
+    else *http = 200;
+    return rc;
+}
+
+void sto_link_file_free(struct sto_link_file *f)
+{
+    if (!f) return;
+    free(f->data);
+    f->data = NULL;
+    f->len = 0;
+}
+
 static int op_share(struct opctx *c, const struct sto_share_args *a, json_t **out)
 {
     char e[1024];
     const char *norm = a->path, *grantee = a->grantee, *leaf;
     enum sto_mode mode = a->mode;
     int rc;
+    if (!grantee) return op_share_link(c, a, out);
     if (!strcmp(grantee, c->agent))
         return fail(c, 400, AIOS_EINVAL, "an agent cannot share with itself");
     if (a->owner && strcmp(a->owner, c->agent))
@@ -920,6 +1032,19 @@ static int op_unshare(struct opctx *c, const struct sto_unshare_args *a, json_t 
 {
     char e[512];
     const char *norm = a->path, *grantee = a->grantee;
+    if (!grantee) { /* links */
+        int n = 0;
+        int rc = c->s->ops->link_revoke(c->s->st, c->agent, norm, a->link_id, &n, e, sizeof e);
+        if (rc) return fail(c, 500, rc, "%s", e);
+        if (n == 0) {
+            if (a->link_id) return fail(c, 404, AIOS_ENOTFOUND, "you have no link '%s'", a->link_id);
+            return fail(c, 404, AIOS_ENOTFOUND, "there is no link to '%s' (give params.agent to "
+                        "end a share with an agent)", norm);
+        }
+        *out = response("%d link%s revoked", n, n == 1 ? "" : "s");
+        json_object_set_new(*out, "revoked", json_integer(n));
+        return 0;
+    }
     int rc = sto_share_revoke(c->s, c->agent, norm, grantee, e, sizeof e);
     if (rc) return fail(c, rc == AIOS_ENOTFOUND ? 404 : 500, rc, "%s", e);
     *out = response("'%s' is no longer shared with agent '%s'", norm[0] ? norm : ".", grantee);
@@ -934,6 +1059,9 @@ static int op_shares(struct opctx *c, json_t **out)
                     json_array_size(json_object_get(l, "received")));
     json_object_update(*out, l);
     json_decref(l);
+    json_t *links = NULL;
+    if (c->s->ops->links(c->s->st, c->agent, &links)) return fail(c, 500, AIOS_EIO, "storage database error");
+    json_object_set_new(*out, "links", links);
     return 0;
 }
 

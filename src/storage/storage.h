@@ -114,15 +114,38 @@ struct sto_retrieve_args {
 };
 struct sto_share_args {
     char path[STO_PATH_MAX + 1]; /* "" = the whole tree */
-    const char *grantee;
+    const char *grantee;  /* NULL: a link (one file, read-only, GET /s/TOKEN) */
     enum sto_mode mode;
-    int64_t expires_in_s; /* 0 = no expiry */
+    int64_t expires_in_s; /* 0 = no expiry (a link: STO_LINK_DEFAULT_S) */
     const char *owner;    /* as given; only the caller's own files can be shared */
 };
 struct sto_unshare_args {
     char path[STO_PATH_MAX + 1];
-    const char *grantee;
+    const char *grantee; /* NULL: links (every link of path, or the one link_id names) */
+    const char *link_id;
 };
+
+/* Share links. `share` with a file and no grantee makes a link: a random
+ * token (STO_LINK_TOKEN_LEN hex digits, 256 bits) that reads the file's
+ * current content, read-only, until it expires (default 7 days, at most
+ * 30) or is revoked (`unshare` with the path, or its link_id). Only the
+ * token's SHA-256 is stored; link_id is that hash's first 16 digits. */
+#define STO_LINK_TOKEN_LEN 64
+#define STO_LINK_DEFAULT_S (7 * 86400)
+#define STO_LINK_MAX_S (30 * 86400)
+struct sto_link_file {
+    char owner[STO_AGENT_MAX + 1];
+    char path[STO_PATH_MAX + 1];
+    char link_id[17];
+    char *data; /* the file's bytes (free with sto_link_file_free) */
+    size_t len;
+};
+/* Resolve token and read its file (any thread). 0, or AIOS_ENOTFOUND (no
+ * such link, expired, revoked, or the file is gone: one answer, so nothing
+ * leaks), AIOS_ETOOBIG (over max_file_bytes), AIOS_EIO; *http and err. */
+int sto_link_read(struct sto *s, const char *token, struct sto_link_file *out, int *http,
+                  char *err, size_t errlen);
+void sto_link_file_free(struct sto_link_file *f);
 struct sto_mount_args {
     const char *root; /* as given (not used: each agent has its own root), or NULL */
 };

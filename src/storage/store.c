@@ -12,6 +12,10 @@
  *                                   the history, newest max_versions kept
  *   usage(owner, n_bytes, n_files)  quota accounting (current contents)
  *   grants(owner, path, grantee, mode, t_created_us, t_expires_us)
+ *   links(hash, owner, path, t_created_us, t_expires_us)
+ *                                   read-only share links (GET /s/TOKEN):
+ *                                   hash = SHA-256 of the token, which is
+ *                                   never stored; a revoked link is deleted
  *   fts (FTS5: body, owner, path)   search over current text contents,
  *                                   rowid = files.id
  * Invariant: after every committed transaction usage equals the sums over
@@ -73,6 +77,9 @@ static const char *SCHEMA =
     "  grantee TEXT NOT NULL, mode INTEGER NOT NULL, t_created_us INTEGER NOT NULL,"
     "  t_expires_us INTEGER NOT NULL, PRIMARY KEY(owner, path, grantee));"
     "CREATE INDEX IF NOT EXISTS grants_grantee ON grants(grantee, owner);"
+    "CREATE TABLE IF NOT EXISTS links(hash TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+    "  path TEXT NOT NULL, t_created_us INTEGER NOT NULL, t_expires_us INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS links_owner ON links(owner, path);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, owner UNINDEXED, path UNINDEXED,"
     "  tokenize = 'unicode61');"
     /* embedding vectors of indexed contents (hybrid search, when
@@ -940,6 +947,75 @@ static int sq_grants(struct sto_store *s, const char *agent, json_t **out)
     return *out ? 0 : AIOS_ENOMEM;
 }
 
+/* ---- share links ---- */
+
+static int sq_link_add(struct sto_store *s, const char *owner, const char *path, const char *hash,
+                       int64_t t_expires_us, char *err, size_t errlen)
+{
+    sqlite3 *db = sq_db(s);
+    if (!db) return sql_err(NULL, "link", err, errlen);
+    int64_t now = util_wall_us();
+    /* expired links of this owner go as new ones come */
+    if (EXEC(db, "DELETE FROM links WHERE owner = ? AND t_expires_us <= ?", "ti", owner, now) ||
+        EXEC(db, "INSERT INTO links(hash, owner, path, t_created_us, t_expires_us)"
+                 " VALUES(?, ?, ?, ?, ?)", "tttii", hash, owner, path, now, t_expires_us))
+        return sql_err(db, "link", err, errlen);
+    return 0;
+}
+
+static int sq_link_find(struct sto_store *s, const char *hash, char *owner, size_t ownerlen,
+                        char *path, size_t pathlen)
+{
+    sqlite3 *db = sq_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT owner, path FROM links WHERE hash = ? AND t_expires_us > ?",
+                            "ti", hash, util_wall_us());
+    if (!st) return AIOS_EIO;
+    int rc = AIOS_ENOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(owner, ownerlen, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(path, pathlen, "%s", (const char *)sqlite3_column_text(st, 1));
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_link_revoke(struct sto_store *s, const char *owner, const char *path,
+                          const char *id, int *n_revoked, char *err, size_t errlen)
+{
+    *n_revoked = 0;
+    sqlite3 *db = sq_db(s);
+    if (!db) return sql_err(NULL, "unlink", err, errlen);
+    int rc = id ? EXEC(db, "DELETE FROM links WHERE owner = ? AND substr(hash, 1, 16) = ?", "tt",
+                       owner, id)
+                : EXEC(db, "DELETE FROM links WHERE owner = ? AND path = ?", "tt", owner, path);
+    if (rc) return sql_err(db, "unlink", err, errlen);
+    *n_revoked = sqlite3_changes(db);
+    return 0;
+}
+
+static int sq_links(struct sto_store *s, const char *owner, json_t **out)
+{
+    *out = NULL;
+    sqlite3 *db = sq_db(s);
+    if (!db) return AIOS_EIO;
+    sqlite3_stmt *st = prep(db, "SELECT substr(hash, 1, 16), path, t_created_us, t_expires_us"
+                                " FROM links WHERE owner = ? AND t_expires_us > ? ORDER BY path,"
+                                " t_created_us", "ti", owner, util_wall_us());
+    if (!st) return AIOS_EIO;
+    json_t *arr = json_array();
+    while (arr && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:o,s:o}", "link_id",
+                                             sqlite3_column_text(st, 0), "path",
+                                             sqlite3_column_text(st, 1), "created",
+                                             iso_time(sqlite3_column_int64(st, 2)), "expires",
+                                             iso_time(sqlite3_column_int64(st, 3))));
+    sqlite3_finalize(st);
+    *out = arr;
+    return arr ? 0 : AIOS_ENOMEM;
+}
+
 const struct sto_store_ops sto_sqlite_store = {
     .name = "sqlite",
     .open = sq_open,
@@ -964,4 +1040,8 @@ const struct sto_store_ops sto_sqlite_store = {
     .revoke = sq_revoke,
     .check = sq_check,
     .grants = sq_grants,
+    .link_add = sq_link_add,
+    .link_find = sq_link_find,
+    .link_revoke = sq_link_revoke,
+    .links = sq_links,
 };

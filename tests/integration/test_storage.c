@@ -324,7 +324,8 @@ static void test_share(void **state)
     write_ok("owner", "proj/plan.md", "the plan");
     write_ok("owner", "private/diary.md", "dear diary");
     sq_err("guest", "read", json_pack("{s:s,s:s}", "file_path", "proj/plan.md", "owner", "owner"), 404, "no such file");
-    sq_err("owner", "share", json_pack("{s:s}", "file_path", "proj"), 400, "params.agent");
+    /* no agent: a link, which is for one file */
+    sq_err("owner", "share", json_pack("{s:s}", "file_path", "proj"), 409, "a share link is for one file");
     sq_err("owner", "share", json_pack("{s:s,s:s}", "file_path", "nope", "agent", "guest"), 404, "no such file");
     json_t *r = NULL;
     assert_int_equal(sq("owner", "share", json_pack("{s:s,s:s}", "file_path", "proj", "agent", "guest"), &r), 200);
