@@ -1699,8 +1699,12 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     cp.no_perf = true;
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
-        snprintf(err, errlen, "model %s: could not create a context of %u tokens for %d sequences",
-                 m->name, cp.n_ctx, e->n_parallel);
+        /* what the KV cache alone would take: the usual reason is memory */
+        int64_t kv_mib = (int64_t)llama_model_n_layer(e->model) * 2 *
+                         (int64_t)ggml_row_size(cp.type_k, head_dim * n_head_kv) * cp.n_ctx >> 20;
+        snprintf(err, errlen, "model %s: could not create a context of %u tokens for %d sequences "
+                 "(its KV cache alone needs %lld MiB: out of memory? lower kv_size)",
+                 m->name, cp.n_ctx, e->n_parallel, (long long)kv_mib);
         goto fail;
     }
     e->kv_size = (int)llama_n_ctx(e->ctx);

@@ -42,7 +42,7 @@
  * other backends fail such a call (a new answer would not fit the text
  * already sent). Errors reach the client as AIOS statuses: 400 (upstream refused
  * the request), 401 (key missing or refused), 404 (unknown upstream model
- * or wrong URL), 408 (upstream too slow), 429 (rate limited after retries),
+ * or wrong URL), 504 (upstream too slow), 429 (rate limited after retries),
  * 502 (upstream answered 5xx or garbage), 503 (no replica reachable), 500.
  *
  * Keys: per model `api_key`, else api_keys.<backend>, else the backend's
@@ -619,7 +619,7 @@ static void call_done(struct remote_core *rc, struct rcall *cl, CURLcode cc)
             http = 404;
         } else if (st == 408) {
             snprintf(msg, sizeof msg, "upstream %s timed out (408): %s", r->url, um);
-            http = 408;
+            http = 504;
         } else {
             snprintf(msg, sizeof msg, "upstream %s rejected the request (HTTP %ld): %s", r->url, st, um);
             err = AIOS_EINVAL;
@@ -632,7 +632,7 @@ static void call_done(struct remote_core *rc, struct rcall *cl, CURLcode cc)
     } else if (cc == CURLE_OPERATION_TIMEDOUT && (st > 0 || connected(cl->easy))) {
         snprintf(msg, sizeof msg, "upstream %s did not finish within %d s (llms.remote.timeout_s)",
                  r->url, rc->timeout_s);
-        http = 408;
+        http = 504; /* a gateway's timeout: the kernel waited on its upstream */
         /* a slow server is not a dead one: no retry, not marked down */
     } else {
         const char *what = cl->curl_err[0] ? cl->curl_err : curl_easy_strerror(cc);

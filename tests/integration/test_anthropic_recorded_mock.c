@@ -14,7 +14,7 @@
  * its text snapshot, (delivered in small pieces so
  * events split across reads), error statuses (404, 401), a retry after 529
  * overloaded, an error event in the middle of a stream, 200 calls in
- * flight at once on the one remote thread, a timeout (408), and a client
+ * flight at once on the one remote thread, a timeout (504), and a client
  * that leaves mid-stream.
  *
  * Tools (recorded tool_use exchanges): OpenAI tools/tool_choice become
@@ -836,7 +836,7 @@ static json_t *status_of(const char *name)
     return found;
 }
 
-/* A call slower than timeout_s is a 408 (not retried, replica not marked
+/* A call slower than timeout_s is a 504 (not retried, replica not marked
  * down); a client that leaves mid-stream ends the upstream transfer. */
 static void test_timeout_and_cancel(void **state)
 {
@@ -844,7 +844,7 @@ static void test_timeout_and_cancel(void **state)
     json_t *j = NULL;
     assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
                              "{\"model\":\"claude-hang\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
-                             &j), 408);
+                             &j), 504);
     assert_error_body(j, "timeout_s");
     json_decref(j);
     json_t *m = status_of("claude-hang");
