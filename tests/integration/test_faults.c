@@ -353,8 +353,8 @@ static void test_out_of_memory(void **state)
 {
     (void)state;
     pid_t pid = g_kf->child.pid;
-    /* 2,000,000 KV cells of the tiny model (2 layers x K,V x 64 x f16 =
-     * 512 bytes a cell): about 1 GB, where the cap leaves 256 MiB */
+    /* 2,000,000 KV cells of the tiny model (2 layers x K,V x 32 x f16 =
+     * 256 bytes a cell): 488 MiB, where the cap leaves 256 MiB */
     const char *big = "    - {name: big, backend: llamacpp, path: %s, n_threads: 1, n_ctx: 512, "
                       "kv_size: 2000000, n_parallel: 1}\n";
     char model[1024];
