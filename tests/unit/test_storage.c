@@ -507,7 +507,10 @@ static void test_bad_params(void **state)
     assert_non_null(strstr(err, "unknown storage operation_type"));
     assert_int_equal(run(f, "a", "retrieve", "{\"query_text\":\"!!!\"}", NULL, err), 400);
     assert_int_equal(run(f, "a", "retrieve", "{\"query_text\":\"x\",\"k\":0}", NULL, err), 400);
-    assert_int_equal(run(f, "a", "share", "{\"file_path\":\"x\"}", NULL, err), 400);
+    /* no agent: a link, which needs a file that exists */
+    assert_int_equal(run(f, "a", "share", "{\"file_path\":\"x\"}", NULL, err), 404);
+    assert_non_null(strstr(err, "no such file"));
+    assert_int_equal(run(f, "a", "share", "{\"dir_path\":\"\"}", NULL, err), 400);
     assert_non_null(strstr(err, "params.agent"));
     assert_int_equal(run(f, "a", "create_dir", "{\"dir_path\":\"d\"}", NULL, err), 200);
     assert_int_equal(run(f, "a", "write", "{\"file_path\":\"d\",\"content\":\"x\"}", NULL, err), 409);
