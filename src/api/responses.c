@@ -278,7 +278,7 @@ static const char *const g_known[] = {
     "temperature", "top_p", "max_output_tokens", "previous_response_id", "store", "stream",
     "metadata", "user", "include", "truncation", "reasoning", "service_tier", "stream_options",
     "background", "top_logprobs", "max_tool_calls", "prompt_cache_key", "safety_identifier",
-    NULL,
+    "prompt_cache_retention", NULL,
 };
 
 static bool is_null(json_t *v)
@@ -293,6 +293,9 @@ static int check_options(json_t *body, char *err, size_t errlen)
     const char *key;
     json_t *v;
     json_object_foreach(body, key, v) {
+        if ((!strcmp(key, "conversation") || !strcmp(key, "prompt")) && !is_null(v))
+            BAD("'%s' is not supported: continue a conversation with previous_response_id", key);
+        if (!strcmp(key, "conversation") || !strcmp(key, "prompt")) continue;
         bool known = false;
         for (int i = 0; g_known[i] && !known; i++) known = !strcmp(key, g_known[i]);
         if (!known) BAD("unknown field '%s' (see docs/api.md, \"Responses\", for the fields aios "
@@ -328,7 +331,7 @@ static int check_options(json_t *body, char *err, size_t errlen)
     v = json_object_get(body, "stream_options");
     if (!is_null(v) && !json_is_object(v)) BAD("'stream_options' must be an object");
     const char *strs[] = {"prompt_cache_key", "safety_identifier", "user", "instructions",
-                          "previous_response_id", "model"};
+                          "previous_response_id", "model", "prompt_cache_retention"};
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
         v = json_object_get(body, strs[i]);
         if (!is_null(v) && !json_is_string(v)) BAD("'%s' must be a string", strs[i]);

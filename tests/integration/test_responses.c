@@ -172,8 +172,27 @@ static void test_items_and_chain(void **state)
     if (usage_of(b, "cached_tokens") < in_a - 2)
         fail_msg("cached %lld of %lld (first prompt %lld)", (long long)usage_of(b, "cached_tokens"),
                  (long long)usage_of(b, "input_tokens"), (long long)in_a);
+    /* the same conversation resent as items (the Agents SDK without server
+     * state: the answer's message item as it came, ids, status,
+     * annotations and all): the same prompt as the stored chain */
+    json_t *items = json_pack("[{s:s,s:s},{s:s,s:s,s:[{s:s,s:s}]}]", "content", "My name is Ada.",
+                              "role", "user", "type", "message", "role", "user", "content", "type",
+                              "input_text", "text", "Remember it.");
+    json_array_extend(items, json_object_get(a, "output"));
+    json_array_append_new(items, json_pack("{s:s,s:s}", "content", "What is my name?", "role",
+                                           "user"));
+    json_t *req = json_pack("{s:[],s:o,s:s,s:s,s:[],s:b,s:b,s:i,s:i}", "include", "input", items,
+                            "instructions", "You are a helpful agent.", "model", "aios-tiny",
+                            "tools", "stream", 0, "store", 0, "max_output_tokens", 6,
+                            "temperature", 0);
+    char *rb = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *c = create(rb, 200);
+    free(rb);
+    assert_int_equal(usage_of(c, "input_tokens"), usage_of(b, "input_tokens"));
     json_decref(a);
     json_decref(b);
+    json_decref(c);
 }
 
 static const char *WEATHER_TOOL =
@@ -542,6 +561,7 @@ static void test_bad_input(void **state)
     bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"store\":\"yes\"}", "'store'");
     bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"background\":true}", "'background'");
     bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"max_output_tokens\":0}", "max_output_tokens");
+    bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"conversation\":\"conv_1\"}", "previous_response_id");
     json_t *j = NULL;
     expect_status(kf_call(g_kf, "POST", "/v1/responses",
                           "{\"model\":\"nope\",\"input\":\"x\"}", &j),
