@@ -390,7 +390,11 @@ static int convert_tools(json_t *body, json_t *chat, char *err, size_t errlen)
     }
     json_t *tc = json_object_get(body, "tool_choice");
     if (!is_null(tc)) {
-        if (json_is_string(tc)) {
+        const char *tcs = json_string_value(tc);
+        if (tcs && strcmp(tcs, "auto") && strcmp(tcs, "none") && strcmp(tcs, "required"))
+            BAD("'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                "{\"type\":\"function\",\"name\":...} (got \"%s\")", tcs);
+        if (tcs) {
             json_object_set(chat, "tool_choice", tc);
         } else {
             const char *ty = json_string_value(json_object_get(tc, "type"));

@@ -561,6 +561,9 @@ static void test_bad_input(void **state)
     bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"store\":\"yes\"}", "'store'");
     bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"background\":true}", "'background'");
     bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"max_output_tokens\":0}", "max_output_tokens");
+    bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"tool_choice\":\"always\"}", "always");
+    bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"tool_choice\":{\"type\":\"file_search\"}}",
+        "tool_choice");
     bad("{\"model\":\"aios-tiny\",\"input\":\"x\",\"conversation\":\"conv_1\"}", "previous_response_id");
     json_t *j = NULL;
     expect_status(kf_call(g_kf, "POST", "/v1/responses",
