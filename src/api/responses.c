@@ -579,7 +579,6 @@ static int build_chat(struct kernel *k, json_t *body, struct rs_state *rs, json_
     echo(rs->echo, "tools", json_is_array(tools) ? tools : NULL, json_array());
     echo(rs->echo, "top_p", json_is_number(top_p) ? top_p : NULL, json_real(1.0));
     echo(rs->echo, "user", json_is_string(user) ? user : NULL, NULL);
-    if (!rs->echo) goto oom;
     resp_chain_free(chain, n_chain);
     *out = chat;
     return 0;
