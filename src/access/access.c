@@ -425,7 +425,11 @@ static bool is_agent_route(const char *method, const char *url)
 {
     if (!strcmp(method, "POST"))
         return !strcmp(url, "/query") || !strcmp(url, "/v1/chat/completions") ||
-               !strcmp(url, "/chat/completions");
+               !strcmp(url, "/chat/completions") || !strcmp(url, "/v1/responses");
+    /* an agent's own stored responses (the route finds only its own) */
+    if ((!strcmp(method, "GET") || !strcmp(method, "DELETE")) &&
+        !strncmp(url, "/v1/responses/", 14) && url[14] && !strchr(url + 14, '/'))
+        return true;
     /* read-only discovery the Cerebrum SDK does from inside agents */
     if (!strcmp(method, "GET"))
         return !strcmp(url, "/tools") || !strcmp(url, "/access/whoami") ||
@@ -558,14 +562,15 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
 
     if (id == ID_AGENT && !is_agent_route(method, url))
         return deny(m, r, d, 403, name, url, action,
-                    "%s %s needs the operator's admin token; agent '%s' may use /query, "
+                    "%s %s needs the operator's admin token; agent '%s' may use /query, /v1/responses, "
                     "/v1/chat/completions, GET /tools, GET /core/llms/list, GET "
                     "/user/selected/llms, GET /access/budgets and GET /access/whoami", method, url, name);
 
     /* what the request says about itself */
     json_t *body = NULL;
     if (r->n_body && strcmp(method, "GET")) body = json_loadb(r->body, r->n_body, 0, NULL);
-    bool chat = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions");
+    bool chat = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions") ||
+                !strcmp(url, "/v1/responses");
     bool query = !strcmp(url, "/query");
     const char *claims[3] = {
         r->agent_header,

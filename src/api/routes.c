@@ -7,6 +7,7 @@
  * request. Modules add their routes here, one line each. */
 #include "api/api.h"
 #include "api/aios_routes.h"
+#include "api/responses.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,9 @@ static const struct api_route g_routes[] = {
     {"GET", "/v1/models/{id*}", api_openai_model},
     {"POST", "/v1/chat/completions", api_openai_chat},
     {"POST", "/chat/completions", api_openai_chat},
+    {"POST", "/v1/responses", api_responses_create}, /* responses.c */
+    {"GET", "/v1/responses/{id}", api_responses_get},
+    {"DELETE", "/v1/responses/{id}", api_responses_delete},
 };
 #define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
 

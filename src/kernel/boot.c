@@ -26,6 +26,7 @@
 #include "agents/agent.h"
 #include "api/api.h"
 #include "llm/embed.h"
+#include "resp/resp.h"
 #include "llm/remote.h"
 #include "llm/structured.h"
 #include "llm/testmodel.h"
@@ -154,6 +155,8 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (rc) goto fail;
     rc = storage_start(k, err, errlen);
     if (rc) goto fail;
+    rc = resp_mgr_open(&k->responses, &k->cfg, err, errlen); /* POST /v1/responses */
+    if (rc) goto fail;
 
     if (k->cfg.n_models == 0) {
         char *path = NULL;
@@ -275,6 +278,8 @@ void kernel_stop(struct kernel *k)
     for (int i = 0; k->api && i < 200 && api_active(k->api) > 0; i++) usleep(10000);
     if (k->api) api_stop(k->api);
     k->api = NULL;
+    resp_mgr_close(k->responses);
+    k->responses = NULL;
     if (k->sched) sched_set_final_hook(k->sched, NULL, NULL); /* tools, storage: stopped */
     acc_stop(k->access);
     k->access = NULL;

@@ -15,6 +15,7 @@ struct sto;
 struct tool_mgr;
 struct acc_mgr;
 struct emb;
+struct resp_mgr;
 
 struct kernel {
     struct aios_config cfg;
@@ -34,6 +35,7 @@ struct kernel {
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     struct acc_mgr *access; /* access manager (src/access), NULL until started */
     struct emb *embed; /* embedding model (src/llm/embed.c), NULL when none is configured */
+    struct resp_mgr *responses; /* stored responses of /v1/responses (src/resp), NULL until started */
     int64_t t_start_us;
     const char *version;
     /* agents as processes (src/agents/): process table, accounting */
