@@ -52,6 +52,8 @@ static const struct api_route g_routes[] = {
     {"GET", "/v1/models/{id*}", api_openai_model},
     {"POST", "/v1/chat/completions", api_openai_chat},
     {"POST", "/chat/completions", api_openai_chat},
+    {"POST", "/v1/embeddings", api_openai_embeddings},
+    {"POST", "/embeddings", api_openai_embeddings},
 };
 #define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
 
