@@ -639,7 +639,7 @@ static int lp_emit(struct llama_engine *e, struct seq *s, size_t upto, bool fina
         }
         int rc = 0;
         if (s->sc->stream) {
-            char *js = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+            char *js = json_dumps(o, JSON_COMPACT);
             rc = js ? util_buf_append(aux, n_aux, cap_aux, js, strlen(js)) : AIOS_ENOMEM;
             if (!rc) rc = util_buf_append(aux, n_aux, cap_aux, ",", 1);
             free(js);
