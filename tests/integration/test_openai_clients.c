@@ -10,8 +10,9 @@
  *    make up the content exactly, alternatives best first, the chosen one
  *    the best under greedy; under a JSON grammar every alternative of the
  *    first position can start a JSON object (probabilities after the
- *    grammar); streamed chunks carry the entries of their own text, the
- *    same as the whole answer's;
+ *    grammar); with a penalty the second position's numbers move as the
+ *    penalty says (after the penalties); streamed chunks carry the
+ *    entries of their own text, the same as the whole answer's;
  *  - POST /v1/embeddings with a string, a list of strings, token-id lists
  *    (LangChain's OpenAIEmbeddings body, base64 as the Python SDK asks),
  *    float and base64 the same vectors, dimensions, usage; the agent's
@@ -342,6 +343,62 @@ static void test_logprobs_grammar(void **state)
      * all the probability */
     if (json_array_size(top) < 20) assert_true(fabs(mass - 1.0) < 1e-3);
     json_decref(j);
+}
+
+/* The numbers are after the penalties: with frequency_penalty -2 the token
+ * drawn first gets +2 at the second position. Greedy, both requests draw
+ * the same first token (no penalty applies before it); at the second, the
+ * penalised request's alternatives are the unpenalised ones shifted by one
+ * constant (the log of the new normaliser), the boosted token by that
+ * constant + 2, and greedy then draws it. */
+static void test_logprobs_penalties(void **state)
+{
+    (void)state;
+    const char *plain = "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\",\"content\":"
+                        "\"Repeat after me\"}],\"max_tokens\":2,\"temperature\":0,\"logprobs\":true,"
+                        "\"top_logprobs\":20}";
+    const char *pen = "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\",\"content\":"
+                      "\"Repeat after me\"}],\"max_tokens\":2,\"temperature\":0,\"logprobs\":true,"
+                      "\"top_logprobs\":20,\"frequency_penalty\":-2}";
+    json_t *a = NULL, *b = NULL;
+    expect_status(post("/v1/chat/completions", plain, &a), 200, a);
+    expect_status(post("/v1/chat/completions", pen, &b), 200, b);
+    json_t *ca = json_object_get(json_object_get(json_array_get(json_object_get(a, "choices"), 0),
+                                                 "logprobs"), "content");
+    json_t *cb = json_object_get(json_object_get(json_array_get(json_object_get(b, "choices"), 0),
+                                                 "logprobs"), "content");
+    assert_int_equal(json_array_size(ca), 2);
+    assert_int_equal(json_array_size(cb), 2);
+    /* first position: the same numbers */
+    assert_true(json_equal(json_array_get(ca, 0), json_array_get(cb, 0)));
+    const char *t0 = json_string_value(json_object_get(json_array_get(ca, 0), "token"));
+    /* second position: the boosted first token is drawn */
+    json_t *a1 = json_array_get(ca, 1), *b1 = json_array_get(cb, 1);
+    assert_string_equal(json_string_value(json_object_get(b1, "token")), t0);
+    double shift = 0;
+    int n_common = 0;
+    size_t i, k;
+    json_t *x, *y;
+    json_array_foreach(json_object_get(b1, "top_logprobs"), i, x) {
+        const char *tx = json_string_value(json_object_get(x, "token"));
+        if (!strcmp(tx, t0)) continue;
+        json_array_foreach(json_object_get(a1, "top_logprobs"), k, y) {
+            if (strcmp(tx, json_string_value(json_object_get(y, "token")))) continue;
+            double d = json_number_value(json_object_get(x, "logprob")) -
+                       json_number_value(json_object_get(y, "logprob"));
+            if (n_common++ == 0) shift = d;
+            assert_true(fabs(d - shift) < 1e-3);
+        }
+    }
+    assert_true(n_common >= 3);
+    assert_true(shift < 0); /* the boost took probability from the others */
+    json_array_foreach(json_object_get(a1, "top_logprobs"), k, y) {
+        if (strcmp(t0, json_string_value(json_object_get(y, "token")))) continue;
+        assert_true(fabs(json_number_value(json_object_get(b1, "logprob")) -
+                         json_number_value(json_object_get(y, "logprob")) - (shift + 2)) < 1e-3);
+    }
+    json_decref(a);
+    json_decref(b);
 }
 
 /* the data: events of a streamed call, parsed */
@@ -714,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_model_retrieve),
         cmocka_unit_test(test_logprobs_whole),
         cmocka_unit_test(test_logprobs_grammar),
+        cmocka_unit_test(test_logprobs_penalties),
         cmocka_unit_test(test_logprobs_stream),
         cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_embeddings_access),
