@@ -1013,7 +1013,7 @@ static llama_token seq_sample_lp(struct llama_engine *e, struct seq *s, struct l
     }
     double sum = 0;
     for (int i = 0; i < nv; i++)
-        if (isfinite(e->lp_logit[i])) sum += exp((double)(e->lp_logit[i] - mx));
+        if (isfinite(e->lp_logit[i])) sum += expf(e->lp_logit[i] - mx);
     float lse = mx + (float)log(sum > 0 ? sum : 1);
     /* the most likely top_logprobs tokens, best first (ties: lower id) */
     int k = s->req->p.top_logprobs;
