@@ -64,7 +64,14 @@
  * affected by later tokens (no pending stop-string prefix, no unfinished
  * UTF-8 sequence) is sanitised and emitted. The final answer is the
  * concatenation of what was emitted, so streamed and non-streamed results of
- * the same seed are byte-identical. */
+ * the same seed are byte-identical.
+ *
+ * Log probabilities (llm_params.logprobs): such a call is sampled by
+ * seq_sample_lp, which runs the chain's stages one by one as
+ * llama_sampler_sample would (same token) and reads the log-softmax of the
+ * candidates after the grammar and the penalties, before the picking
+ * stages. Each token's numbers wait beside its piece and go out (result and
+ * stream aux) when its text does. */
 #include "llm/core.h"
 
 #include "context/kvsnap.h"
