@@ -577,6 +577,12 @@ enum MHD_Result api_openai_chat(struct api_req *r)
     if (!rc) rc = api_openai_parse_chat(body, req, &stream, err, sizeof err);
     if (rc) goto fail;
     struct llm_core *core = kernel_find_core(r->k, req->model);
+    if (!core && r->k->embed_core && !strcmp(r->k->embed_core->name, req->model)) {
+        snprintf(err, sizeof err, "model '%s' is an embedding model: use POST /v1/embeddings",
+                 req->model);
+        rc = AIOS_EINVAL;
+        goto fail;
+    }
     if (!core) {
         json_decref(body);
         body = NULL;

@@ -179,6 +179,12 @@ static void test_model_retrieve(void **state)
     }
     assert_int_equal(found, 2);
     json_decref(j);
+    /* chatting with the embedding model says where to go */
+    st = post("/v1/chat/completions", "{\"model\":\"test-embed\",\"messages\":[{\"role\":"
+                                      "\"user\",\"content\":\"hi\"}]}", &j);
+    expect_status(st, 400, j);
+    assert_error_body(j, "/v1/embeddings");
+    json_decref(j);
     st = kf_call(g_kf, "GET", "/v1/models/no-such-model", NULL, &j);
     expect_status(st, 404, j);
     assert_error_body(j, "no-such-model");
