@@ -291,6 +291,13 @@ static void test_logprobs_whole(void **state)
     assert_true(json_array_size(ca) > 0);
     assert_true(json_equal(ca, cb));
     json_array_foreach(ca, i, e) check_entry(e, 0);
+    /* asking for logprobs does not change what is drawn */
+    json_t *c = NULL;
+    const char *nolp = "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"Tell a story\"}],\"max_tokens\":10,\"temperature\":1.2,\"seed\":11}";
+    expect_status(post("/v1/chat/completions", nolp, &c), 200, c);
+    assert_string_equal(chat_content(c), chat_content(a));
+    json_decref(c);
     json_decref(a);
     json_decref(b);
 
