@@ -22,8 +22,8 @@
  *     /s/TOKEN (a share link: the token is the credential) are open;
  *   - no or unknown token: 401 (in `compat` mode a tokenless request from
  *     loopback is trusted as the operator, as the reference does);
- *   - an agent token may use only the agent routes (/query, chat
- *     completions, GET /tools, GET /access/whoami and the read-only GET
+ *   - an agent token may use only the agent routes (/query, chat and
+ *     embeddings (OpenAI), GET /tools, GET /access/whoami and the read-only GET
  *     /core/llms/list and /user/selected/llms); everything else (/core/...,
  *     /agents/..., /access/...) needs the admin token: 403;
  *   - an agent token claiming another name (agent_name, the `user` field of
@@ -408,8 +408,11 @@ int acc_tool_permit(void *ud, struct syscall *sc, const struct tool *t, char *er
                     size_t errlen)
 {
     if (!sc) return 0; /* the kernel's own calls */
-    return acc_check_tool(ud, sc->agent ? sc->agent : "-", sc->by_agent, sc->id, t->name,
-                          "tool_call", err, errlen);
+    const char *prev = log_set_request_id(sc->request_id); /* a pool thread's audit row */
+    int rc = acc_check_tool(ud, sc->agent ? sc->agent : "-", sc->by_agent, sc->id, t->name,
+                            "tool_call", err, errlen);
+    log_set_request_id(prev);
+    return rc;
 }
 
 /* ---- the gate ---- */
@@ -425,7 +428,8 @@ static bool is_agent_route(const char *method, const char *url)
 {
     if (!strcmp(method, "POST"))
         return !strcmp(url, "/query") || !strcmp(url, "/v1/chat/completions") ||
-               !strcmp(url, "/chat/completions") || !strcmp(url, "/v1/responses");
+               !strcmp(url, "/chat/completions") || !strcmp(url, "/v1/responses") ||
+               !strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings");
     /* an agent's own stored responses (the route finds only its own) */
     if ((!strcmp(method, "GET") || !strcmp(method, "DELETE")) &&
         !strncmp(url, "/v1/responses/", 14) && url[14] && !strchr(url + 14, '/'))
@@ -563,14 +567,14 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
     if (id == ID_AGENT && !is_agent_route(method, url))
         return deny(m, r, d, 403, name, url, action,
                     "%s %s needs the operator's admin token; agent '%s' may use /query, /v1/responses, "
-                    "/v1/chat/completions, GET /tools, GET /core/llms/list, GET "
+                    "/v1/chat/completions, /v1/embeddings, GET /tools, GET /core/llms/list, GET "
                     "/user/selected/llms, GET /access/budgets and GET /access/whoami", method, url, name);
 
     /* what the request says about itself */
     json_t *body = NULL;
     if (r->n_body && strcmp(method, "GET")) body = json_loadb(r->body, r->n_body, 0, NULL);
     bool chat = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions") ||
-                !strcmp(url, "/v1/responses");
+                !strcmp(url, "/v1/responses") || !strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings");
     bool query = !strcmp(url, "/query");
     const char *claims[3] = {
         r->agent_header,

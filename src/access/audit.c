@@ -1,7 +1,10 @@
 /* The audit log: every access decision as one row of data_dir/audit.db.
  *
  * Table audit(id INTEGER PRIMARY KEY, t REAL (unix seconds), agent,
- * syscall_id, resource, action, decision, reason). SQLite in WAL mode.
+ * syscall_id, resource, action, decision, reason, request_id). SQLite in
+ * WAL mode. request_id is the x-request-id of the HTTP request the
+ * decision was made for (log_request_id() of the deciding thread), NULL
+ * when none; an older file gets the column added when opened.
  *
  * Threads: callers (HTTP threads, tool pool threads) only copy the row into
  * an in-memory queue under `mu` and signal; one audit thread owns the
@@ -30,6 +33,7 @@ struct arow {
     double t;
     uint64_t syscall_id;
     char *agent, *resource, *action, *decision, *reason;
+    char *request_id; /* NULL: none */
 };
 
 struct acc_audit {
@@ -58,6 +62,7 @@ static void arow_free(struct arow *r)
     free(r->action);
     free(r->decision);
     free(r->reason);
+    free(r->request_id);
     free(r);
 }
 
@@ -82,8 +87,8 @@ static void write_batch(struct acc_audit *a, struct arow *list)
     sqlite3_stmt *st = NULL;
     sqlite3_exec(a->db, "BEGIN", NULL, NULL, NULL);
     if (sqlite3_prepare_v2(a->db,
-                           "INSERT INTO audit(t,agent,syscall_id,resource,action,decision,reason) "
-                           "VALUES(?,?,?,?,?,?,?)",
+                           "INSERT INTO audit(t,agent,syscall_id,resource,action,decision,reason,"
+                           "request_id) VALUES(?,?,?,?,?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK) {
         LOG_ERROR("access", "audit log: %s", sqlite3_errmsg(a->db));
         sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
@@ -98,6 +103,8 @@ static void write_batch(struct acc_audit *a, struct arow *list)
         sqlite3_bind_text(st, 5, r->action, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 6, r->decision, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 7, r->reason, -1, SQLITE_STATIC);
+        if (r->request_id) sqlite3_bind_text(st, 8, r->request_id, -1, SQLITE_STATIC);
+        else sqlite3_bind_null(st, 8);
         if (sqlite3_step(st) != SQLITE_DONE)
             LOG_ERROR("access", "audit log: cannot write a row: %s", sqlite3_errmsg(a->db));
         sqlite3_reset(st);
@@ -160,6 +167,9 @@ int acc_audit_open(struct acc_audit **out, const char *path, char *err, size_t e
         rc = AIOS_EIO;
         goto fail;
     }
+    /* files from before request ids: add the column (fails harmlessly when
+     * it is there) */
+    sqlite3_exec(a->db, "ALTER TABLE audit ADD COLUMN request_id TEXT", NULL, NULL, NULL);
     if (pthread_create(&a->th, NULL, audit_main, a)) {
         snprintf(err, errlen, "cannot start the audit thread");
         rc = AIOS_ENOMEM;
@@ -190,6 +200,11 @@ void acc_audit_add(struct acc_audit *a, const struct acc_audit_row *row)
     r->action = dupz(row->action);
     r->decision = dupz(row->decision);
     r->reason = dupz(row->reason);
+    const char *rid = log_request_id();
+    if (rid && !(r->request_id = strdup(rid))) {
+        arow_free(r);
+        return;
+    }
     if (!r->agent || !r->resource || !r->action || !r->decision || !r->reason) {
         LOG_ERROR("access", "audit log: out of memory; a %s decision is not recorded",
                   row->decision);
@@ -227,7 +242,7 @@ json_t *acc_audit_query(struct acc_audit *a, const char *agent, double since_s, 
     /* the newest `limit` rows, returned oldest first */
     if (sqlite3_prepare_v2(db,
                            "SELECT * FROM (SELECT id,t,agent,syscall_id,resource,action,decision,"
-                           "reason FROM audit WHERE (?1 IS NULL OR agent=?1) AND t>=?2 "
+                           "reason,request_id FROM audit WHERE (?1 IS NULL OR agent=?1) AND t>=?2 "
                            "ORDER BY id DESC LIMIT ?3) ORDER BY id",
                            -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "audit log query failed: %s", sqlite3_errmsg(db));
@@ -251,6 +266,9 @@ json_t *acc_audit_query(struct acc_audit *a, const char *agent, double since_s, 
         json_object_set_new(o, "action", json_string((const char *)sqlite3_column_text(st, 5)));
         json_object_set_new(o, "decision", json_string((const char *)sqlite3_column_text(st, 6)));
         json_object_set_new(o, "reason", json_string((const char *)sqlite3_column_text(st, 7)));
+        json_object_set_new(o, "request_id", sqlite3_column_type(st, 8) == SQLITE_NULL
+                                                 ? json_null()
+                                                 : json_string((const char *)sqlite3_column_text(st, 8)));
         json_array_append_new(rows, o);
     }
     if (rc != SQLITE_DONE) {

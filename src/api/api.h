@@ -49,6 +49,12 @@ struct api_req {
     char acc_agent[128];
     bool acc_admin, acc_compat;
     uint64_t acc_run; /* > 0: arrived on this agent run's own channel (http.c) */
+    /* the x-request-id header of the answer: the client's X-Request-Id when
+     * it is sane, else made here; also on its syscalls, log lines and audit
+     * rows (http.c) */
+    char request_id[72];
+    unsigned status;    /* the status answered (0 until then) */
+    int64_t t_start_us; /* monotonic, when the request arrived */
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */
@@ -69,6 +75,9 @@ typedef int (*api_stream_fmt_fn)(struct api_req *r, const char *delta, size_t n,
                                  bool final, char **out, size_t *n_out, size_t *cap_out);
 enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
                                       const char *content_type, api_stream_fmt_fn format);
+/* In a stream's format function: the syscall's aux bytes taken with this
+ * delta (sc->aux; NULL and *n 0 when none) */
+const char *api_stream_aux(struct api_req *r, size_t *n);
 /* Map an AIOS_E* code to an HTTP status and OpenAI error type. */
 unsigned api_status_for(int err, const char **type);
 
@@ -90,6 +99,10 @@ void api_routes_allowed(const char *url, char *out, size_t outlen);
  * naming the field, or AIOS_ENOMEM. Shared by every route that makes LLM
  * calls (OpenAI, AIOS /query). */
 int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen);
+/* The chat completions route's check of the body's field names: 0, or
+ * AIOS_EINVAL naming the first field aios does not support (accepted and
+ * ignored ones pass; docs/api.md lists both). */
+int api_openai_check_chat_fields(json_t *body, char *err, size_t errlen);
 /* Render structured output / tools for the core (llm/structured.c) and run
  * core->ops->prepare: what every LLM route does after parsing. */
 int api_llm_prepare(struct kernel *k, struct llm_core *core, struct llm_req *req, char *err,
@@ -126,6 +139,7 @@ enum MHD_Result api_ui_state(struct api_req *r);
  * accounting.watts ("config") */
 double api_power_watts(struct kernel *k, const char **source);
 enum MHD_Result api_openai_chat(struct api_req *r);
+enum MHD_Result api_openai_embeddings(struct api_req *r); /* embeddings.c */
 enum MHD_Result api_route_status(struct api_req *r);
 enum MHD_Result api_aios_query(struct api_req *r);
 /* scheduler routes (sched_routes.c) */

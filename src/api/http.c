@@ -127,6 +127,8 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (r->request_id[0]) MHD_add_response_header(resp, "x-request-id", r->request_id);
+    r->status = status;
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == 405) {
         char allow[128] = "";
@@ -226,6 +228,7 @@ static void on_syscall_event(struct syscall *sc, void *ud)
 static int attach_and_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
 {
     r->sc = sc;
+    if (!sc->request_id[0]) snprintf(sc->request_id, sizeof sc->request_id, "%s", r->request_id);
     sc->notify = on_syscall_event;
     sc->notify_ud = r;
     int g = api_access_before_submit(r, sc, sent); /* token budgets, storage approvals */
@@ -266,10 +269,30 @@ struct stream_state {
     size_t n_out, off_out, cap_out;
     char *delta;
     size_t n_delta, cap_delta;
+    char *aux; /* sc->aux taken with delta */
+    size_t n_aux, cap_aux;
     bool done;
 };
 
+const char *api_stream_aux(struct api_req *r, size_t *n)
+{
+    struct stream_state *ss = r->stream;
+    *n = ss ? ss->n_aux : 0;
+    return ss && ss->n_aux ? ss->aux : NULL;
+}
+
+static ssize_t stream_reader_in(void *cls, uint64_t pos, char *buf, size_t max);
+
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct api_req *r = cls;
+    const char *prev = log_set_request_id(r->request_id);
+    ssize_t n = stream_reader_in(cls, pos, buf, max);
+    log_set_request_id(prev);
+    return n;
+}
+
+static ssize_t stream_reader_in(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct api_req *r = cls;
     struct stream_state *ss = r->stream;
@@ -287,7 +310,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         if (ss->done) return MHD_CONTENT_READER_END_OF_STREAM;
 
         /* take new output, or park until there is some */
-        ss->n_delta = 0;
+        ss->n_delta = ss->n_aux = 0;
         pthread_mutex_lock(&sc->mu);
         if (sc->n_out) {
             if (util_buf_append(&ss->delta, &ss->n_delta, &ss->cap_delta, sc->out, sc->n_out)) {
@@ -296,8 +319,15 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             }
             sc->n_out = 0;
         }
+        if (sc->n_aux) {
+            if (util_buf_append(&ss->aux, &ss->n_aux, &ss->cap_aux, sc->aux, sc->n_aux)) {
+                pthread_mutex_unlock(&sc->mu);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            sc->n_aux = 0;
+        }
         bool final = syscall_status_final(sc->status);
-        if (!ss->n_delta && !final) {
+        if (!ss->n_delta && !ss->n_aux && !final) {
             sc->waiter_parked = true;
             MHD_suspend_connection(r->conn);
             pthread_mutex_unlock(&sc->mu);
@@ -316,6 +346,7 @@ static void stream_state_free(void *p)
     if (!ss) return;
     free(ss->out);
     free(ss->delta);
+    free(ss->aux);
     free(ss);
 }
 
@@ -337,6 +368,8 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    if (r->request_id[0]) MHD_add_response_header(resp, "x-request-id", r->request_id);
+    r->status = 200;
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -448,9 +481,49 @@ static void printable(char *dst, size_t cap, const char *src)
 
 static uint64_t channel_run(struct MHD_Connection *c);
 
+/* A client's X-Request-Id is echoed when it is 1 to 64 characters of
+ * letters, digits and -_.:/+=@ (it goes into headers, logs and the audit
+ * log); otherwise, or when there is none, the kernel makes one. */
+static void request_id_of(struct MHD_Connection *conn, char *out, size_t cap)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    bool ok = n > 0 && n <= 64 && n < cap;
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = h[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             strchr("-_.:/+=@", c) != NULL;
+    }
+    if (ok) {
+        memcpy(out, h, n + 1);
+        return;
+    }
+    static uint64_t counter;
+    uint64_t c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+    snprintf(out, cap, "req_%012llx%08llx", (unsigned long long)(util_wall_us() & 0xffffffffffffULL),
+             (unsigned long long)(c & 0xffffffffULL));
+}
+
+static enum MHD_Result handler_in(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls);
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
                                const char *method, const char *version, const char *upload_data,
                                size_t *upload_data_size, void **con_cls)
+{
+    struct api_req *r = *con_cls;
+    const char *prev = NULL;
+    if (r && r != (void *)&g_too_many_args) prev = log_set_request_id(r->request_id);
+    enum MHD_Result ret = handler_in(cls, conn, url, method, version, upload_data,
+                                     upload_data_size, con_cls);
+    log_set_request_id(prev);
+    return ret;
+}
+
+static enum MHD_Result handler_in(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     struct api_server *srv = cls;
     struct api_req *r = *con_cls;
@@ -464,6 +537,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         r->k = srv->k;
         r->conn = conn;
         r->method = method;
+        r->t_start_us = util_now_us();
+        request_id_of(conn, r->request_id, sizeof r->request_id);
+        log_set_request_id(r->request_id); /* handler() puts the previous back */
         r->url = strdup(url);
         if (!r->url) {
             free(r);
@@ -589,6 +665,10 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     }
     *con_cls = NULL;
+    const char *prev = log_set_request_id(r->request_id);
+    LOG_DEBUG("api", "%s %s -> %u in %.1f ms%s", r->method, r->url, r->status,
+              (double)(util_now_us() - r->t_start_us) / 1000.0,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (not completed)");
     if (r->sc) {
         bool final;
         pthread_mutex_lock(&r->sc->mu);
@@ -608,6 +688,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->url);
     free(r);
     __atomic_sub_fetch(&srv->n_active, 1, __ATOMIC_ACQ_REL);
+    log_set_request_id(prev);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

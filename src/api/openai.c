@@ -38,6 +38,7 @@ enum MHD_Result api_openai_models(struct api_req *r)
         if (c->retired) continue; /* removed by POST /core/refresh */
         json_array_append_new(data, model_json(c));
     }
+    if (r->k->embed_core) json_array_append_new(data, model_json(r->k->embed_core));
     return api_send_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
@@ -50,6 +51,8 @@ enum MHD_Result api_openai_model(struct api_req *r)
         if (c->retired || strcmp(c->name, id)) continue;
         return api_send_json(r, 200, model_json(c));
     }
+    if (r->k->embed_core && !strcmp(r->k->embed_core->name, id))
+        return api_send_json(r, 200, model_json(r->k->embed_core));
     json_t *e = json_pack("{s:{s:s++,s:s,s:s,s:s}}", "error", "message", "The model '", id,
                           "' does not exist; GET /v1/models lists the models served here",
                           "type", "invalid_request_error", "param", "model", "code",
@@ -127,6 +130,47 @@ static int content_text(json_t *c, size_t idx, char **out, char *err, size_t err
         BAD("messages[%zu].content contains a NUL character", idx);
     }
     *out = s;
+    return 0;
+}
+
+/* The chat request's fields beside the ones the parsers read (docs/api.md,
+ * "OpenAI fields"). Accepted and ignored: what OpenAI documents as
+ * bookkeeping or hints that change nothing in the answer. Refused unless
+ * empty or null: what would change the answer and is not done here. */
+static const char *const chat_fields_used[] = {
+    "model", "messages", "temperature", "top_p", "min_p", "top_k", "frequency_penalty",
+    "presence_penalty", "repeat_penalty", "repetition_penalty", "repeat_last_n",
+    "max_tokens", "max_completion_tokens", "seed", "n", "stop", "stream", "stream_options",
+    "logprobs", "top_logprobs", "response_format", "tools", "tool_choice",
+    "parallel_tool_calls", "user", "priority", NULL};
+static const char *const chat_fields_ignored[] = {
+    "metadata", "store", "service_tier", "prompt_cache_key", "prompt_cache_retention",
+    "safety_identifier", NULL};
+
+static bool in_list(const char *const *l, const char *k)
+{
+    for (; *l; l++)
+        if (!strcmp(*l, k)) return true;
+    return false;
+}
+
+int api_openai_check_chat_fields(json_t *body, char *err, size_t errlen)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        if (in_list(chat_fields_used, k) || in_list(chat_fields_ignored, k)) continue;
+        /* empty means "not used" */
+        if (json_is_null(v) || (json_is_object(v) && json_object_size(v) == 0) ||
+            (json_is_array(v) && json_array_size(v) == 0))
+            continue;
+        if (!strcmp(k, "modalities") && json_is_array(v) && json_array_size(v) == 1 &&
+            json_is_string(json_array_get(v, 0)) &&
+            !strcmp(json_string_value(json_array_get(v, 0)), "text"))
+            continue;
+        BAD("'%s' is not supported by this server (docs/api.md lists the chat completion "
+            "fields it takes)", k);
+    }
     return 0;
 }
 
@@ -219,6 +263,17 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
             if (!p->stop[k]) return AIOS_ENOMEM;
     }
 
+    v = json_object_get(body, "logprobs");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v)) BAD("'logprobs' must be a boolean");
+        p->logprobs = json_is_true(v);
+    }
+    if ((rc = get_int(body, "top_logprobs", 0, LLM_MAX_TOP_LOGPROBS, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) {
+        if (!p->logprobs) BAD("'top_logprobs' needs 'logprobs': true");
+        p->top_logprobs = (int)n;
+    }
+
     v = json_object_get(body, "stream");
     *stream = false;
     if (v && !json_is_null(v)) {
@@ -229,8 +284,17 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
     if (v && !json_is_null(v)) {
         if (!json_is_object(v)) BAD("'stream_options' must be an object");
         json_t *u = json_object_get(v, "include_usage");
-        if (u && !json_is_boolean(u)) BAD("'stream_options.include_usage' must be a boolean");
+        if (u && !json_is_null(u) && !json_is_boolean(u))
+            BAD("'stream_options.include_usage' must be a boolean");
         req->include_usage = json_is_true(u);
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            /* include_obfuscation pads OpenAI's chunks against side
+             * channels: nothing to pad here */
+            if (strcmp(k, "include_usage") && strcmp(k, "include_obfuscation"))
+                BAD("'stream_options.%s' is not supported", k);
+        }
     }
     /* response_format, tools, tool_choice (llm/structured.c) */
     return llm_structured_parse(body, &req->structured, err, errlen);
@@ -242,7 +306,11 @@ int api_llm_prepare(struct kernel *k, struct llm_core *core, struct llm_req *req
     struct grammar_opts go;
     int rc = llm_structured_opts(&k->cfg, &go, err, errlen);
     if (rc) return rc == AIOS_ECONFIG ? AIOS_EINVAL : rc;
-    if (llm_backend_is_remote(core->backend)) {
+    const struct remote_backend_info *bi = remote_backend_find(core->backend);
+    if (req->p.logprobs && bi && bi->dialect == REMOTE_DIALECT_ANTHROPIC)
+        BAD("'logprobs' is not supported by model '%s': Anthropic's API has no token "
+            "probabilities", core->name);
+    if (bi) {
         /* remote: tools / response_format go upstream natively (remote_wire.c) */
         if (req->structured) req->structured->has_stop = req->p.n_stop > 0;
     } else if ((rc = llm_structured_prepare(req, &go, err, errlen))) {
@@ -279,6 +347,7 @@ struct chat_state {
     int64_t created;
     char *model;
     bool include_usage;
+    bool logprobs;
     bool sent_role;
     bool named_agent; /* `user` or X-Aios-Agent named the agent (memory.auto_* apply) */
 };
@@ -297,6 +366,15 @@ static json_t *usage_json(const struct llm_res *res)
                      res->n_gen, "total_tokens", res->n_prompt + res->n_gen,
                      "prompt_tokens_details", "cached_tokens",
                      res->n_prompt - res->n_prompt_computed);
+}
+
+/* choices[].logprobs: {"content": entries, "refusal": null}; entries NULL:
+ * what a remote upstream gave (null when it gave none) */
+static json_t *logprobs_json(json_t *entries, bool upstream)
+{
+    if (!entries && upstream) return json_null();
+    return json_pack("{s:o,s:n}", "content", entries ? json_incref(entries) : json_array(),
+                     "refusal");
 }
 
 static json_t *timing_json(struct syscall *sc)
@@ -342,9 +420,11 @@ static enum MHD_Result chat_finish(struct api_req *r)
     if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
     if (rc == AIOS_EIO) return api_send_error(r, 502, "upstream_error", "%s", err);
     if (rc) return api_send_error(r, 500, "server_error", "%s", err);
-    json_t *choice = json_pack("{s:i,s:{s:s,s:s%},s:s}", "index", 0, "message", "role",
-                               "assistant", "content", res->text, sr.content_len, "finish_reason",
-                               sr.finish);
+    json_t *choice = json_pack("{s:i,s:{s:s,s:s%},s:o,s:s}", "index", 0, "message", "role",
+                               "assistant", "content", res->text, sr.content_len, "logprobs",
+                               cs->logprobs ? logprobs_json(res->logprobs, res->upstream)
+                                            : json_null(),
+                               "finish_reason", sr.finish);
     if (sr.calls) {
         json_t *msg = json_object_get(choice, "message");
         if (sr.content_len == 0) json_object_set_new(msg, "content", json_null());
@@ -396,9 +476,30 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
                           chunk(cs, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
         if (rc) return rc;
     }
-    if (n) {
-        rc = append_event(out, n_out, cap_out,
-                          chunk(cs, json_pack("{s:s%}", "content", delta, n), NULL));
+    size_t n_aux = 0;
+    const char *aux = hold ? NULL : api_stream_aux(r, &n_aux);
+    if (n || (cs->logprobs && n_aux)) {
+        json_t *c = chunk(cs, json_pack("{s:s%}", "content", delta, n), NULL);
+        if (c && cs->logprobs) {
+            /* the engine's entries for this text: "{...},{...}," */
+            json_t *lp = NULL;
+            if (n_aux) {
+                char *arr = malloc(n_aux + 2);
+                if (arr) {
+                    arr[0] = '[';
+                    memcpy(arr + 1, aux, n_aux);
+                    arr[n_aux] = ']'; /* over the trailing comma */
+                    arr[n_aux + 1] = 0;
+                    lp = json_loads(arr, 0, NULL);
+                    free(arr);
+                }
+            }
+            if (!lp) lp = json_array();
+            json_object_set_new(json_array_get(json_object_get(c, "choices"), 0), "logprobs",
+                                logprobs_json(lp, false));
+            json_decref(lp);
+        }
+        rc = append_event(out, n_out, cap_out, c);
         if (rc) return rc;
     }
     if (!final) return 0;
@@ -418,8 +519,11 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
             return rc;
         }
         if (hold && (sr.content_len || !sr.calls)) {
-            rc = append_event(out, n_out, cap_out,
-                              chunk(cs, json_pack("{s:s%}", "content", res->text, sr.content_len), NULL));
+            json_t *c = chunk(cs, json_pack("{s:s%}", "content", res->text, sr.content_len), NULL);
+            if (c && cs->logprobs)
+                json_object_set_new(json_array_get(json_object_get(c, "choices"), 0), "logprobs",
+                                    logprobs_json(res->logprobs, res->upstream));
+            rc = append_event(out, n_out, cap_out, c);
             if (rc) {
                 json_decref(sr.calls);
                 return rc;
@@ -469,9 +573,16 @@ enum MHD_Result api_openai_chat(struct api_req *r)
         rc = AIOS_ENOMEM;
         goto fail;
     }
-    rc = api_openai_parse_chat(body, req, &stream, err, sizeof err);
+    rc = api_openai_check_chat_fields(body, err, sizeof err);
+    if (!rc) rc = api_openai_parse_chat(body, req, &stream, err, sizeof err);
     if (rc) goto fail;
     struct llm_core *core = kernel_find_core(r->k, req->model);
+    if (!core && r->k->embed_core && !strcmp(r->k->embed_core->name, req->model)) {
+        snprintf(err, sizeof err, "model '%s' is an embedding model: use POST /v1/embeddings",
+                 req->model);
+        rc = AIOS_EINVAL;
+        goto fail;
+    }
     if (!core) {
         json_decref(body);
         body = NULL;
@@ -507,6 +618,7 @@ enum MHD_Result api_openai_chat(struct api_req *r)
     cs->created = (int64_t)time(NULL);
     cs->model = strdup(core->name);
     cs->include_usage = ((struct llm_req *)sc->req)->include_usage;
+    cs->logprobs = ((struct llm_req *)sc->req)->p.logprobs;
     r->state = cs;
     r->state_free = chat_state_free;
     json_decref(body);

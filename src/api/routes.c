@@ -58,6 +58,8 @@ static const struct api_route g_routes[] = {
     {"POST", "/v1/responses", api_responses_create}, /* responses.c */
     {"GET", "/v1/responses/{id}", api_responses_get},
     {"DELETE", "/v1/responses/{id}", api_responses_delete},
+    {"POST", "/v1/embeddings", api_openai_embeddings},
+    {"POST", "/embeddings", api_openai_embeddings},
 };
 #define N_ROUTES (sizeof g_routes / sizeof g_routes[0])
 

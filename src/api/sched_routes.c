@@ -283,14 +283,5 @@ enum MHD_Result api_metrics(struct api_req *r)
         free(t.s);
         return api_send_error(r, 500, "server_error", "out of memory");
     }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(t.n, t.s, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(t.s);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8");
-    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return api_send_raw(r, 200, t.s, t.n, "text/plain; version=0.0.4; charset=utf-8");
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,7 +26,22 @@ struct sink {
     struct util_buf b;
     hc_chunk_fn fn;
     void *ud;
+    char request_id[80]; /* the answer's x-request-id header */
 };
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    struct sink *s = ud;
+    size_t len = sz * n;
+    static const char name[] = "x-request-id:";
+    if (len > sizeof name && !strncasecmp(p, name, sizeof name - 1)) {
+        size_t a = sizeof name - 1, e = len;
+        while (a < e && (p[a] == ' ' || p[a] == '\t')) a++;
+        while (e > a && (p[e - 1] == '\r' || p[e - 1] == '\n' || p[e - 1] == ' ')) e--;
+        snprintf(s->request_id, sizeof s->request_id, "%.*s", (int)(e - a), p + a);
+    }
+    return len;
+}
 
 static size_t on_data(char *p, size_t sz, size_t n, void *ud)
 {
@@ -94,6 +110,8 @@ static int perform_h(const char *method, const char *url, const char *body, size
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)timeout_s);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
@@ -131,6 +149,7 @@ int hc_call_h(const char *method, const char *url, const char *body, size_t body
                        sizeof out->ctype, timeout_s, headers ? headers : none);
     out->body = s.b.s ? s.b.s : strdup("");
     out->len = s.b.len;
+    snprintf(out->request_id, sizeof out->request_id, "%s", s.request_id);
     return rc;
 }
 
@@ -143,6 +162,7 @@ int hc_call(const char *method, const char *url, const char *body, size_t body_l
                      timeout_s);
     out->body = s.b.s ? s.b.s : strdup("");
     out->len = s.b.len;
+    snprintf(out->request_id, sizeof out->request_id, "%s", s.request_id);
     return rc;
 }
 

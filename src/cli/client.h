@@ -12,6 +12,7 @@ struct hc_resp {
     char *body;
     size_t len;
     char ctype[128];
+    char request_id[80]; /* the x-request-id header ("" when none) */
 };
 
 /* One request. body may be NULL. 0 or AIOS_EIO (connection failed). */

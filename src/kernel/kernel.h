@@ -36,6 +36,7 @@ struct kernel {
     struct acc_mgr *access; /* access manager (src/access), NULL until started */
     struct emb *embed; /* embedding model (src/llm/embed.c), NULL when none is configured */
     struct resp_mgr *responses; /* stored responses of /v1/responses (src/resp), NULL until started */
+    struct llm_core *embed_core; /* its core for POST /v1/embeddings (embed_core.c), or NULL */
     int64_t t_start_us;
     const char *version;
     /* agents as processes (src/agents/): process table, accounting */

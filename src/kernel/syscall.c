@@ -99,6 +99,7 @@ void syscall_unref(struct syscall *sc)
     if (sc->worker_state && sc->worker_state_free) sc->worker_state_free(sc->worker_state);
     pthread_mutex_destroy(&sc->mu);
     free(sc->out);
+    free(sc->aux);
     free(sc->agent);
     free(sc);
 }
@@ -119,6 +120,19 @@ int syscall_emit(struct syscall *sc, const char *text, size_t len)
     if (len == 0) return 0;
     pthread_mutex_lock(&sc->mu);
     int rc = util_buf_append(&sc->out, &sc->n_out, &sc->cap_out, text, len);
+    pthread_mutex_unlock(&sc->mu);
+    if (rc) return rc;
+    notify(sc);
+    return 0;
+}
+
+int syscall_emit_aux(struct syscall *sc, const char *text, size_t len, const char *aux,
+                     size_t n_aux)
+{
+    if (len == 0 && n_aux == 0) return 0;
+    pthread_mutex_lock(&sc->mu);
+    int rc = len ? util_buf_append(&sc->out, &sc->n_out, &sc->cap_out, text, len) : 0;
+    if (!rc && n_aux) rc = util_buf_append(&sc->aux, &sc->n_aux, &sc->cap_aux, aux, n_aux);
     pthread_mutex_unlock(&sc->mu);
     if (rc) return rc;
     notify(sc);

@@ -68,6 +68,9 @@ struct syscall {
      * the agent's privilege group binds the model this call runs and the
      * tools it runs (set by the access manager before submit) */
     bool by_agent;
+    /* the HTTP request that made it (its x-request-id; "" when none), for
+     * log lines and the audit log */
+    char request_id[72];
     syscall_notify_fn notify;
     void *notify_ud;
     int64_t t_created_us;         /* monotonic */
@@ -93,6 +96,10 @@ struct syscall {
     char errmsg[SYSCALL_ERRMSG_MAX];
     char *out;                    /* stream output not yet taken */
     size_t n_out, cap_out;
+    /* beside it, what describes that output (an LLM's token logprobs as
+     * comma-separated JSON objects), taken with it */
+    char *aux;
+    size_t n_aux, cap_aux;
     bool cancel_requested;        /* caller went away */
     bool waiter_parked;           /* API side is suspended waiting on us */
 
@@ -129,6 +136,10 @@ void syscall_unref(struct syscall *sc);
 
 /* Worker side. Append stream output and notify. */
 int syscall_emit(struct syscall *sc, const char *text, size_t len);
+/* The same with aux bytes appended to sc->aux under the same lock, so a
+ * reader takes text and aux together. */
+int syscall_emit_aux(struct syscall *sc, const char *text, size_t len, const char *aux,
+                     size_t n_aux);
 /* Set the final state, then notify. The status is final before anyone is
  * woken, so a waiter never sees a finished call as still running. res is
  * owned by the syscall afterwards. Only the first call has an effect. */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #define LLM_MAX_STOP 4
+#define LLM_MAX_TOP_LOGPROBS 20
 
 struct llm_message {
     char *role;
@@ -33,6 +34,10 @@ struct llm_params {
     int penalty_last_n;      /* tokens the penalties look back; <= 0: 64 */
     char *stop[LLM_MAX_STOP];
     int n_stop;
+    /* logprobs of the generated tokens (and the top_logprobs most likely
+     * alternatives, 0..LLM_MAX_TOP_LOGPROBS at each position) */
+    bool logprobs;
+    int top_logprobs;
 };
 
 struct llm_req {
@@ -52,6 +57,10 @@ struct llm_req {
     char *prompt;
     int32_t *tokens;
     int n_tokens;
+    /* an embeddings call (embed_core.c): n_emb inputs whose tokens lie one
+     * after the other in tokens[], input i emb_lens[i] of them */
+    int *emb_lens;
+    int n_emb;
 };
 
 struct llm_res {
@@ -67,6 +76,15 @@ struct llm_res {
      * NULL; llm_structured_result maps and validates them */
     json_t *tool_calls;
     bool upstream; /* produced by a remote core (not grammar-constrained) */
+    /* with llm_params.logprobs: one entry per token of `text`, in OpenAI's
+     * shape {"token","logprob","bytes","top_logprobs":[{"token","logprob",
+     * "bytes"}]}; NULL otherwise. While streaming, the same entries go out
+     * with their text as syscall aux (comma-separated JSON objects). */
+    json_t *logprobs;
+    /* an embeddings call: n_emb vectors of emb_dim floats, one after the
+     * other (L2-normalised) */
+    float *emb;
+    int emb_dim;
 };
 
 void llm_req_free(void *req);

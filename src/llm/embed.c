@@ -9,6 +9,8 @@
  *     threads: 2           # llama.cpp threads (default 1)
  *     n_ctx: 512           # tokens per text; longer texts are cut
  *     weight: 0.5          # cosine's share of the hybrid score
+ *     name: my-embedder    # its model id on POST /v1/embeddings; default:
+ *                          # the file name without .gguf
  *
  * Then both add a vector per document and rank by a mix of BM25 and cosine
  * similarity (emb_hybrid). This file loads the model with llama.cpp into a
@@ -61,6 +63,7 @@ struct emb {
     int dim, n_ctx;
     double weight;
     char fingerprint[512];
+    char name[256]; /* the model id of POST /v1/embeddings */
     char *path;
     pthread_mutex_t mu; /* guards ctx, batch, tokens and the counters */
     struct llama_batch batch;
@@ -98,9 +101,9 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
     json_t *v;
     json_object_foreach(e, k, v) {
         if (strcmp(k, "model") && strcmp(k, "pooling") && strcmp(k, "threads") &&
-            strcmp(k, "n_ctx") && strcmp(k, "weight")) {
+            strcmp(k, "n_ctx") && strcmp(k, "weight") && strcmp(k, "name")) {
             snprintf(err, errlen, "embedding.%s: unknown key (use model, pooling, threads, n_ctx, "
-                     "weight)", k);
+                     "weight, name)", k);
             return AIOS_ECONFIG;
         }
     }
@@ -146,6 +149,14 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
         }
         o->weight = json_number_value(v);
     }
+    v = json_object_get(e, "name");
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 200) {
+            snprintf(err, errlen, "embedding.name: expected a model id (1 to 200 characters)");
+            return AIOS_ECONFIG;
+        }
+        if (!(o->name = strdup(json_string_value(v)))) return AIOS_ENOMEM;
+    }
     o->model = strdup(json_string_value(json_object_get(e, "model")));
     return o->model ? 0 : AIOS_ENOMEM;
 }
@@ -153,7 +164,8 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
 void emb_opts_free(struct emb_opts *o)
 {
     free(o->model);
-    o->model = NULL;
+    free(o->name);
+    o->model = o->name = NULL;
 }
 
 static bool quiet_progress(float progress, void *ud)
@@ -239,6 +251,13 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
     char desc[128] = "";
     llama_model_desc(e->model, desc, sizeof desc);
     const char *base = strrchr(o->model, '/');
+    if (o->name) {
+        snprintf(e->name, sizeof e->name, "%s", o->name);
+    } else {
+        snprintf(e->name, sizeof e->name, "%s", base ? base + 1 : o->model);
+        size_t nl = strlen(e->name);
+        if (nl > 5 && !strcmp(e->name + nl - 5, ".gguf")) e->name[nl - 5] = 0;
+    }
     snprintf(e->fingerprint, sizeof e->fingerprint, "%s|%lld bytes|%s|%s|dim %d|n_ctx %d",
              base ? base + 1 : o->model, (long long)st.st_size, desc, pooling_name(pool), e->dim,
              e->n_ctx);
@@ -324,6 +343,78 @@ double emb_hybrid(double weight, double cosine, double bm25_norm)
     return weight * (cosine > 0 ? cosine : 0) + (1.0 - weight) * bm25_norm;
 }
 
+const char *emb_name(const struct emb *e) { return e->name; }
+int emb_n_ctx(const struct emb *e) { return e->n_ctx; }
+int emb_n_vocab(const struct emb *e) { return llama_vocab_n_tokens(e->vocab); }
+
+int emb_tokenize(const struct emb *e, const char *text, size_t len, int32_t **out, int *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    if (len > (size_t)INT32_MAX / 2) return AIOS_ETOOBIG;
+    int32_t cap = (int32_t)len + 8;
+    int32_t *t = malloc((size_t)cap * sizeof *t);
+    if (!t) return AIOS_ENOMEM;
+    int32_t n = llama_tokenize(e->vocab, text, (int32_t)len, t, cap, true, false);
+    if (n < 0) { /* more tokens than bytes (added special tokens) */
+        int32_t *u = realloc(t, (size_t)(-n) * sizeof *t);
+        if (!u) {
+            free(t);
+            return AIOS_ENOMEM;
+        }
+        t = u;
+        n = llama_tokenize(e->vocab, text, (int32_t)len, t, -n, true, false);
+    }
+    if (n < 0) {
+        free(t);
+        return AIOS_EENGINE;
+    }
+    *out = t;
+    *n_out = n;
+    return 0;
+}
+
+/* the vector of tokens[0..n) (n <= n_ctx) into out; e->mu held */
+static int embed_locked(struct emb *e, const int32_t *tokens, int32_t n, float *out)
+{
+    memset(out, 0, (size_t)e->dim * sizeof *out);
+    if (n == 0) return 0;
+    llama_memory_clear(llama_get_memory(e->ctx), true);
+    e->batch.n_tokens = n;
+    for (int32_t i = 0; i < n; i++) {
+        e->batch.token[i] = tokens[i];
+        e->batch.pos[i] = i;
+        e->batch.n_seq_id[i] = 1;
+        e->batch.seq_id[i][0] = 0;
+        e->batch.logits[i] = 1;
+    }
+    int64_t t0 = util_now_us();
+    int dr = llama_decode(e->ctx, e->batch);
+    e->t_us += util_now_us() - t0;
+    e->n_texts++;
+    e->n_tokens += (uint64_t)n;
+    if (dr != 0) {
+        LOG_ERROR("embed", "llama_decode failed for a text of %d tokens", n);
+        return AIOS_EENGINE;
+    }
+    const float *v = llama_get_embeddings_seq(e->ctx, 0);
+    if (!v) return AIOS_EENGINE;
+    double norm = 0;
+    for (int i = 0; i < e->dim; i++) norm += (double)v[i] * (double)v[i];
+    norm = sqrt(norm);
+    for (int i = 0; i < e->dim; i++) out[i] = norm > 0 ? (float)(v[i] / norm) : 0.0f;
+    return 0;
+}
+
+int emb_tokens(struct emb *e, const int32_t *tokens, int n, float *out)
+{
+    if (n < 0 || n > e->n_ctx) return AIOS_ETOOBIG;
+    pthread_mutex_lock(&e->mu);
+    int rc = embed_locked(e, tokens, n, out);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
 int emb_text(struct emb *e, const char *text, size_t len, float *out)
 {
     memset(out, 0, (size_t)e->dim * sizeof *out);
@@ -347,35 +438,7 @@ int emb_text(struct emb *e, const char *text, size_t len, float *out)
         }
         n = e->n_ctx;
     }
-    if (n == 0) goto out;
-    llama_memory_clear(llama_get_memory(e->ctx), true);
-    e->batch.n_tokens = n;
-    for (int32_t i = 0; i < n; i++) {
-        e->batch.token[i] = e->tokens[i];
-        e->batch.pos[i] = i;
-        e->batch.n_seq_id[i] = 1;
-        e->batch.seq_id[i][0] = 0;
-        e->batch.logits[i] = 1;
-    }
-    int64_t t0 = util_now_us();
-    int dr = llama_decode(e->ctx, e->batch);
-    e->t_us += util_now_us() - t0;
-    e->n_texts++;
-    e->n_tokens += (uint64_t)n;
-    if (dr != 0) {
-        LOG_ERROR("embed", "llama_decode failed for a text of %d tokens", n);
-        rc = AIOS_EENGINE;
-        goto out;
-    }
-    const float *v = llama_get_embeddings_seq(e->ctx, 0);
-    if (!v) {
-        rc = AIOS_EENGINE;
-        goto out;
-    }
-    double norm = 0;
-    for (int i = 0; i < e->dim; i++) norm += (double)v[i] * (double)v[i];
-    norm = sqrt(norm);
-    for (int i = 0; i < e->dim; i++) out[i] = norm > 0 ? (float)(v[i] / norm) : 0.0f;
+    rc = embed_locked(e, e->tokens, n, out);
 out:
     pthread_mutex_unlock(&e->mu);
     return rc;
@@ -402,11 +465,18 @@ int emb_kernel_start(struct kernel *k, char *err, size_t errlen)
     }
     rc = emb_open(&k->embed, &o, err, errlen);
     emb_opts_free(&o);
+    if (rc) return rc;
+    rc = emb_core_create(&k->embed_core, k->embed);
+    if (!rc && (rc = k->embed_core->ops->start(k->embed_core, k->sched)))
+        snprintf(err, errlen, "cannot start the embedding model's worker");
     return rc;
 }
 
 void emb_kernel_stop(struct kernel *k)
 {
+    /* after sched_shutdown: its worker has ended or ends now */
+    if (k->embed_core) k->embed_core->ops->destroy(k->embed_core);
+    k->embed_core = NULL;
     emb_close(k->embed);
     k->embed = NULL;
 }

@@ -17,6 +17,7 @@ struct emb_opts {
     int threads;   /* llama.cpp threads; default 1 */
     int n_ctx;     /* tokens per text (longer texts are cut); default 512 */
     double weight; /* cosine's share of the hybrid score, 0..1; default 0.5 */
+    char *name;    /* model id on POST /v1/embeddings (owned); NULL: the file's */
 };
 
 #define EMB_DEFAULT_N_CTX 512
@@ -47,6 +48,19 @@ double emb_weight(const struct emb *e);
  * 0 or AIOS_EENGINE / AIOS_ENOMEM. */
 int emb_text(struct emb *e, const char *text, size_t len, float *out);
 
+/* The model id POST /v1/embeddings answers to (embedding.name, else the
+ * file name without .gguf); tokens per text; the vocabulary's size. */
+const char *emb_name(const struct emb *e);
+int emb_n_ctx(const struct emb *e);
+int emb_n_vocab(const struct emb *e);
+/* Tokenize text as emb_text() does, without cutting, into *out (malloc'd,
+ * *n tokens). Any thread, no lock (the vocabulary is read-only). 0,
+ * AIOS_ENOMEM, AIOS_ETOOBIG or AIOS_EENGINE. */
+int emb_tokenize(const struct emb *e, const char *text, size_t len, int32_t **out, int *n);
+/* The L2-normalised embedding of tokens[0..n) (ids below emb_n_vocab(), n
+ * at most emb_n_ctx(), else AIOS_ETOOBIG), like emb_text(). */
+int emb_tokens(struct emb *e, const int32_t *tokens, int n, float *out);
+
 /* Dot product (cosine of normalised vectors), in double. */
 double emb_dot(const float *a, const float *b, int dim);
 
@@ -76,8 +90,17 @@ double emb_hybrid(double weight, double cosine, double bm25_norm);
  * n_tokens, decode_s (time in llama_decode)}. New object. */
 json_t *emb_describe(struct emb *e);
 
+/* The embedding model as a core served by the scheduler (embed_core.c):
+ * LLM syscalls whose target it is embed req->tokens / req->emb_lens into
+ * llm_res.emb. Not a chat model (its prepare refuses). */
+struct llm_core;
+int emb_core_create(struct llm_core **out, struct emb *emb);
+/* the embedder of an embedding core; NULL for any other core */
+struct emb *emb_core_embedder(struct llm_core *c);
+
 /* Kernel glue: open the model of embedding.model into k->embed (NULL when
- * none is configured) before the memory and storage managers start. */
+ * none is configured) before the memory and storage managers start, and
+ * start its core k->embed_core (k->sched must exist). */
 int emb_kernel_start(struct kernel *k, char *err, size_t errlen);
 void emb_kernel_stop(struct kernel *k);
 

@@ -293,14 +293,31 @@ static int on_sse_event(void *ud, const char *event, const char *data, size_t n)
     struct rcall *cl = ud;
     size_t off, nd;
     cl->saw_event = true;
+    size_t n_lp = json_array_size(cl->ans.logprobs);
     int rc = remote_wire_stream_event(cl->rc->bi->dialect, event, data, n, &cl->ans, &off, &nd);
     if (rc == AIOS_EINVAL) {
         cl->bad_event = true;
         return 0;
     }
     if (rc) return rc;
-    if (nd) {
-        if (syscall_emit(cl->sc, cl->ans.text + off, nd)) return AIOS_ENOMEM;
+    /* the event's logprobs go out with its text (syscall aux: JSON
+     * objects, each followed by a comma) */
+    char *aux = NULL;
+    size_t n_aux = 0, cap_aux = 0;
+    for (size_t i = n_lp; i < json_array_size(cl->ans.logprobs); i++) {
+        char *js = json_dumps(json_array_get(cl->ans.logprobs, i), JSON_COMPACT);
+        rc = js ? util_buf_append(&aux, &n_aux, &cap_aux, js, strlen(js)) : AIOS_ENOMEM;
+        if (!rc) rc = util_buf_append(&aux, &n_aux, &cap_aux, ",", 1);
+        free(js);
+        if (rc) {
+            free(aux);
+            return rc;
+        }
+    }
+    if (nd || n_aux) {
+        rc = syscall_emit_aux(cl->sc, cl->ans.text + off, nd, aux, n_aux);
+        free(aux);
+        if (rc) return AIOS_ENOMEM;
         cl->n_emitted = off + nd;
     }
     return 0;
@@ -398,8 +415,10 @@ static int call_start_attempt(struct rcall *cl)
     if (r->n_outstanding > r->max_outstanding) r->max_outstanding = r->n_outstanding;
     if (cl->attempt > 1) rc->n_retries++;
     pthread_mutex_unlock(&rc->stats_mu);
+    const char *prev_rid = log_set_request_id(cl->sc->request_id);
     LOG_DEBUG("remote", "call %llu -> %s (attempt %d)", (unsigned long long)cl->sc->id, r->url,
               cl->attempt);
+    log_set_request_id(prev_rid);
     return 0;
 }
 
@@ -457,6 +476,8 @@ static void call_succeed(struct remote_core *rc, struct rcall *cl)
     res->upstream = true;
     res->tool_calls = a->tool_calls;
     a->tool_calls = NULL;
+    res->logprobs = a->logprobs;
+    a->logprobs = NULL;
     res->text = a->text;
     res->len = a->len;
     a->text = NULL;
@@ -549,7 +570,20 @@ static bool connected(CURL *e)
     return t > 0;
 }
 
+static void call_done_in(struct remote_core *rc, struct rcall *cl, CURLcode cc);
+
+/* the call's log lines carry its request id (a copy: cl and its syscall
+ * may be gone before the end) */
 static void call_done(struct remote_core *rc, struct rcall *cl, CURLcode cc)
+{
+    char rid[sizeof cl->sc->request_id];
+    memcpy(rid, cl->sc->request_id, sizeof rid);
+    const char *prev = log_set_request_id(rid);
+    call_done_in(rc, cl, cc);
+    log_set_request_id(prev);
+}
+
+static void call_done_in(struct remote_core *rc, struct rcall *cl, CURLcode cc)
 {
     struct replica *r = &rc->reps[cl->rep];
     long st = 0;

@@ -89,6 +89,10 @@ struct remote_answer {
     /* tool calls the upstream made: [{"id","name","arguments" (JSON text)}],
      * or NULL; streamed ones are assembled here from their deltas */
     json_t *tool_calls;
+    /* OpenAI dialect, when asked for: choices[0].logprobs.content entries
+     * of the answer (or of every chunk, in order), as the upstream sent
+     * them; NULL when it sent none */
+    json_t *logprobs;
     bool in_tool_block;        /* Anthropic stream: inside a tool_use block */
     char error[512];           /* error event in a stream ("" if none) */
     char error_type[64];

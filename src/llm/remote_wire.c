@@ -98,6 +98,11 @@ static int set_sampling_openai(json_t *b, const struct llm_req *req, const struc
         rc |= json_object_set_new(b, "frequency_penalty", json_real(p->frequency_penalty));
     if (p->presence_penalty != 0.0f)
         rc |= json_object_set_new(b, "presence_penalty", json_real(p->presence_penalty));
+    if (p->logprobs) {
+        rc |= json_object_set_new(b, "logprobs", json_true());
+        if (p->top_logprobs > 0)
+            rc |= json_object_set_new(b, "top_logprobs", json_integer(p->top_logprobs));
+    }
     if (p->n_stop) {
         json_t *st = json_array();
         for (int i = 0; i < p->n_stop; i++) json_array_append_new(st, json_string(p->stop[i]));
@@ -477,6 +482,7 @@ void remote_answer_free(struct remote_answer *a)
 {
     free(a->text);
     json_decref(a->tool_calls);
+    json_decref(a->logprobs);
     memset(a, 0, sizeof *a);
 }
 
@@ -588,6 +594,16 @@ int remote_wire_finish(enum remote_dialect d, const struct llm_req *req, struct 
     return rc;
 }
 
+/* choices[0].logprobs.content of an OpenAI answer or chunk: its entries
+ * appended to a->logprobs, kept in OpenAI's shape */
+static int logprobs_openai(json_t *c0, struct remote_answer *a)
+{
+    json_t *content = json_object_get(json_object_get(c0, "logprobs"), "content");
+    if (!json_is_array(content)) return 0;
+    if (!a->logprobs && !(a->logprobs = json_array())) return AIOS_ENOMEM;
+    return json_array_extend(a->logprobs, content) ? AIOS_ENOMEM : 0;
+}
+
 static const char *map_finish_openai(const char *f)
 {
     if (!f) return NULL;
@@ -675,6 +691,10 @@ int remote_wire_parse_response(enum remote_dialect d, const char *body, size_t l
             rc = AIOS_ENOMEM;
             goto out;
         }
+        if (logprobs_openai(c0, a)) {
+            rc = AIOS_ENOMEM;
+            goto out;
+        }
         json_t *f = json_object_get(c0, "finish_reason");
         a->finish_reason = map_finish_openai(json_is_string(f) ? json_string_value(f) : "stop");
         usage_openai(json_object_get(j, "usage"), a);
@@ -751,6 +771,7 @@ int remote_wire_stream_event(enum remote_dialect d, const char *event, const cha
         }
         json_t *tcs = json_object_get(json_object_get(c0, "delta"), "tool_calls");
         if (json_is_array(tcs) && (rc = calls_openai_delta(tcs, a))) goto out;
+        if ((rc = logprobs_openai(c0, a))) goto out;
         json_t *f = json_object_get(c0, "finish_reason");
         if (json_is_string(f)) a->finish_reason = map_finish_openai(json_string_value(f));
         usage_openai(json_object_get(j, "usage"), a);

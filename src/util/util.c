@@ -55,6 +55,17 @@ enum log_level log_get_level(void)
     return (enum log_level)g_level;
 }
 
+static _Thread_local const char *tl_request_id;
+
+const char *log_set_request_id(const char *id)
+{
+    const char *prev = tl_request_id;
+    tl_request_id = id && *id ? id : NULL;
+    return prev;
+}
+
+const char *log_request_id(void) { return tl_request_id; }
+
 void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
@@ -67,6 +78,8 @@ void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %-6s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, names[lvl], mod);
+    if (tl_request_id && n > 0 && (size_t)n < sizeof line / 2)
+        n += snprintf(line + n, sizeof line - (size_t)n, "request_id=%s ", tl_request_id);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

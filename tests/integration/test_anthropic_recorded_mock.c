@@ -790,6 +790,13 @@ static void test_error_statuses(void **state)
 {
     (void)state;
     json_t *j = NULL;
+    /* Anthropic's API has no token probabilities: refused, naming the field */
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
+                             "{\"model\":\"claude-ok\",\"logprobs\":true,\"top_logprobs\":2,"
+                             "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+                             &j), 400);
+    assert_error_body(j, "'logprobs'");
+    json_decref(j);
     assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions",
                              "{\"model\":\"claude-missing\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
                              &j), 404);

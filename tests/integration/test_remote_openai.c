@@ -23,7 +23,8 @@
  * as OpenAI tool_calls whose arguments validate against the tool's schema,
  * with "author/name" restored from the "author__name" sent upstream, plain
  * and streamed; response_format json_schema comes back as JSON that
- * validates. */
+ * validates. logprobs / top_logprobs pass through and come back as the
+ * upstream's entries, whole and streamed. */
 #include "harness.h"
 #include "llm/schema.h"
 
@@ -260,6 +261,97 @@ static void test_streamed_chat(void **state)
     json_decref(p);
     free(plain);
     free(streamed);
+}
+
+struct lp_events {
+    json_t *entries; /* every chunk's choices[0].logprobs.content, in order */
+    char *buf;
+    size_t n, cap;
+};
+
+static int on_lp_chunk(const char *d, size_t n, void *ud)
+{
+    struct lp_events *ev = ud;
+    if (ev->n + n + 1 > ev->cap) {
+        ev->cap = (ev->n + n + 1) * 2;
+        ev->buf = realloc(ev->buf, ev->cap);
+    }
+    memcpy(ev->buf + ev->n, d, n);
+    ev->n += n;
+    ev->buf[ev->n] = 0;
+    char *e;
+    while ((e = strstr(ev->buf, "\n\n"))) {
+        *e = 0;
+        if (!strncmp(ev->buf, "data: {", 7)) {
+            json_t *j = json_loads(ev->buf + 6, 0, NULL);
+            json_t *c = json_object_get(
+                json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
+                "content");
+            if (json_is_array(c)) json_array_extend(ev->entries, c);
+            json_decref(j);
+        }
+        size_t used = (size_t)(e + 2 - ev->buf);
+        memmove(ev->buf, e + 2, ev->n - used + 1);
+        ev->n -= used;
+    }
+    return 0;
+}
+
+static json_t *lp_content(json_t *answer)
+{
+    return json_object_get(
+        json_object_get(json_array_get(json_object_get(answer, "choices"), 0), "logprobs"),
+        "content");
+}
+
+static void assert_same_entries(json_t *a, json_t *b)
+{
+    assert_int_equal(json_array_size(a), json_array_size(b));
+    size_t i;
+    json_t *x;
+    json_array_foreach(a, i, x) {
+        json_t *y = json_array_get(b, i);
+        assert_string_equal(json_string_value(json_object_get(x, "token")),
+                            json_string_value(json_object_get(y, "token")));
+        assert_true(json_equal(json_object_get(x, "bytes"), json_object_get(y, "bytes")));
+        double d = json_number_value(json_object_get(x, "logprob")) -
+                   json_number_value(json_object_get(y, "logprob"));
+        assert_true(d < 1e-9 && d > -1e-9);
+        assert_int_equal(json_array_size(json_object_get(x, "top_logprobs")),
+                         json_array_size(json_object_get(y, "top_logprobs")));
+    }
+}
+
+/* logprobs / top_logprobs go upstream and come back in OpenAI's shape,
+ * whole and streamed: the upstream's own entries for the same seed */
+static void test_logprobs_pass_through(void **state)
+{
+    (void)state;
+    const char *lp = "\"logprobs\":true,\"top_logprobs\":3";
+    char *direct = chat_body("aios-tiny", 9, lp), *via = chat_body("remote-tiny", 9, lp);
+    json_t *u = NULL, *r = NULL;
+    assert_int_equal(kf_call(g_up_a, "POST", "/v1/chat/completions", direct, &u), 200);
+    assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", via, &r), 200);
+    assert_int_equal(json_array_size(lp_content(u)), 6);
+    assert_same_entries(lp_content(r), lp_content(u));
+    assert_int_equal(json_array_size(json_object_get(json_array_get(lp_content(r), 0),
+                                                     "top_logprobs")), 3);
+    char *streamed = chat_body("remote-tiny", 9, "\"logprobs\":true,\"top_logprobs\":3,"
+                                                 "\"stream\":true");
+    struct lp_events ev = {.entries = json_array()};
+    char url[512];
+    snprintf(url, sizeof url, "%s/v1/chat/completions", g_k->child.base);
+    long status = 0;
+    assert_int_equal(hc_stream(url, streamed, on_lp_chunk, &ev, &status, 300), 0);
+    assert_int_equal(status, 200);
+    assert_same_entries(ev.entries, lp_content(u));
+    json_decref(ev.entries);
+    free(ev.buf);
+    free(streamed);
+    json_decref(u);
+    json_decref(r);
+    free(direct);
+    free(via);
 }
 
 static void test_aios_query_routes_by_llms(void **state)
@@ -560,6 +652,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_chat_matches_upstream),
         cmocka_unit_test(test_streamed_chat),
+        cmocka_unit_test(test_logprobs_pass_through),
         cmocka_unit_test(test_repeat_penalty_passes_through),
         cmocka_unit_test(test_aios_query_routes_by_llms),
         cmocka_unit_test(test_remote_tools_required),

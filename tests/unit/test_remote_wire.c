@@ -150,6 +150,67 @@ static void test_text_snapshot_resume(void **state)
     llm_req_free(r);
 }
 
+/* logprobs: asked for upstream, the answer's entries collected (whole and
+ * from chunks, in order) */
+static void test_logprobs_wire(void **state)
+{
+    (void)state;
+    const char *m[] = {"user", "hi"};
+    struct llm_req *r = mkreq(m, 1);
+    r->p.logprobs = true;
+    r->p.top_logprobs = 2;
+    char err[256] = "";
+    struct remote_wire_opts o = {.model = "up"};
+    json_t *b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_true(json_is_true(json_object_get(b, "logprobs")));
+    assert_int_equal(json_integer_value(json_object_get(b, "top_logprobs")), 2);
+    json_decref(b);
+    r->p.top_logprobs = 0;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_true(json_is_true(json_object_get(b, "logprobs")));
+    assert_null(json_object_get(b, "top_logprobs"));
+    json_decref(b);
+    r->p.logprobs = false;
+    b = remote_wire_request(REMOTE_DIALECT_OPENAI, r, &o, err, sizeof err);
+    assert_null(json_object_get(b, "logprobs"));
+    json_decref(b);
+    llm_req_free(r);
+
+    struct remote_answer a = {0};
+    const char *whole = "{\"choices\":[{\"message\":{\"content\":\"ab\"},\"logprobs\":{\"content\":["
+                        "{\"token\":\"a\",\"logprob\":-0.5,\"bytes\":[97],\"top_logprobs\":[]},"
+                        "{\"token\":\"b\",\"logprob\":-1.5,\"bytes\":[98],\"top_logprobs\":[]}]},"
+                        "\"finish_reason\":\"stop\"}]}";
+    assert_int_equal(remote_wire_parse_response(REMOTE_DIALECT_OPENAI, whole, strlen(whole), &a, err,
+                                                sizeof err), 0);
+    assert_int_equal(json_array_size(a.logprobs), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a.logprobs, 1), "token")), "b");
+    remote_answer_free(&a);
+    /* none asked or none sent: NULL */
+    const char *plain = "{\"choices\":[{\"message\":{\"content\":\"ab\"},\"logprobs\":null}]}";
+    assert_int_equal(remote_wire_parse_response(REMOTE_DIALECT_OPENAI, plain, strlen(plain), &a, err,
+                                                sizeof err), 0);
+    assert_null(a.logprobs);
+    remote_answer_free(&a);
+
+    const char *ev[] = {
+        "{\"choices\":[{\"delta\":{\"content\":\"x\"},\"logprobs\":{\"content\":[{\"token\":\"x\","
+        "\"logprob\":-1,\"bytes\":[120],\"top_logprobs\":[]}]}}]}",
+        "{\"choices\":[{\"delta\":{\"content\":\"yz\"},\"logprobs\":{\"content\":[{\"token\":\"y\","
+        "\"logprob\":-2,\"bytes\":[121],\"top_logprobs\":[]},{\"token\":\"z\",\"logprob\":-3,"
+        "\"bytes\":[122],\"top_logprobs\":[]}]}}]}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        size_t off, nd;
+        assert_int_equal(remote_wire_stream_event(REMOTE_DIALECT_OPENAI, "", ev[i], strlen(ev[i]), &a,
+                                                  &off, &nd), 0);
+    }
+    assert_string_equal(a.text, "xyz");
+    assert_int_equal(json_array_size(a.logprobs), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a.logprobs, 2), "token")), "z");
+    remote_answer_free(&a);
+}
+
 static void test_parse_responses(void **state)
 {
     (void)state;
@@ -494,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_text_snapshot_resume),
         cmocka_unit_test(test_resumed_stream_tool_calls),
         cmocka_unit_test(test_parse_responses),
+        cmocka_unit_test(test_logprobs_wire),
         cmocka_unit_test(test_sse_openai_bytewise),
         cmocka_unit_test(test_sse_anthropic_multiline),
         cmocka_unit_test(test_error_messages_and_backends),
