@@ -2,6 +2,7 @@
 #ifndef AIOS_ACCESS_ACC_INT_H
 #define AIOS_ACCESS_ACC_INT_H
 
+#include "access/acc_store.h"
 #include "access/access.h"
 
 #include <pthread.h>
@@ -41,6 +42,8 @@ struct acc_mgr {
     bool compat;
     char admin_token[65];
     struct acc_audit *audit;
+    const struct acc_store_ops *sops; /* the durable state (acc_store.h) */
+    struct acc_store *store;
     json_t *groups; /* access.groups (copy) or NULL */
     json_t *agent_groups; /* access.agents (copy) or NULL */
     char *default_group;
@@ -82,7 +85,7 @@ json_t *acc_group_of(struct acc_mgr *m, const char *agent, const char **gname);
 /* budget.c */
 int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen);
 void acc_budget_free(struct acc_mgr *m);
-/* counters from / to table budget_use of audit.db (save: what changed) */
+/* counters from / to the store (save: what changed) */
 int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_budget_save(struct acc_mgr *m);
 /* LLM calls of an agent token: reserve the call's tokens, or refuse

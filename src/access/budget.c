@@ -26,7 +26,7 @@
  * reservation is released and its actual tokens are charged, so the limit
  * is never passed. Budgets apply to calls made with an agent token (the
  * operator's calls are charged to the agent they name but never refused).
- * Counters live in memory and are saved to table budget_use of audit.db
+ * Counters live in memory and are saved to the access store (budget_use)
  * by the access manager's background thread (approve.c, every few
  * seconds when changed, and at stop), so a restart keeps what was used
  * (at most the last few seconds of usage are lost in a crash). The final
@@ -41,7 +41,6 @@
 #include "util/err.h"
 #include "util/log.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,63 +340,56 @@ void acc_budget_free(struct acc_mgr *m)
     }
 }
 
-/* ---- persistence (table budget_use of audit.db) ---- */
+/* ---- persistence (the store's budget_use) ---- */
 
 int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = 0;
-    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-        sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS budget_use(agent TEXT NOT NULL, model TEXT "
-                     "NOT NULL, used INTEGER NOT NULL, used_total INTEGER NOT NULL, window_start "
-                     "REAL NOT NULL, calls INTEGER NOT NULL, denied INTEGER NOT NULL, "
-                     "PRIMARY KEY(agent, model))", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT agent, model, used, used_total, window_start, calls, denied "
-                           "FROM budget_use", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot read the token budgets of %s: %s", acc_audit_path(m->audit),
-                 db ? sqlite3_errmsg(db) : "cannot open it");
-        rc = AIOS_EIO;
-        goto out;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    struct acc_budget_row *rows = NULL;
+    size_t n = 0;
+    int rc = m->sops->budgets(m->store, &rows, &n, err, errlen);
+    for (size_t i = 0; !rc && i < n; i++) {
         struct acc_budget_use *u = calloc(1, sizeof *u);
         if (!u) {
             rc = AIOS_ENOMEM;
-            goto out;
+            break;
         }
-        snprintf(u->agent, sizeof u->agent, "%s", (const char *)sqlite3_column_text(st, 0));
-        snprintf(u->model, sizeof u->model, "%s", (const char *)sqlite3_column_text(st, 1));
-        u->used = sqlite3_column_int64(st, 2);
-        u->used_total = sqlite3_column_int64(st, 3);
-        u->window_start = sqlite3_column_double(st, 4);
-        u->n_calls = sqlite3_column_int64(st, 5);
-        u->n_denied = sqlite3_column_int64(st, 6);
+        snprintf(u->agent, sizeof u->agent, "%s", rows[i].agent);
+        snprintf(u->model, sizeof u->model, "%s", rows[i].model);
+        u->used = rows[i].used;
+        u->used_total = rows[i].used_total;
+        u->window_start = rows[i].window_start;
+        u->n_calls = rows[i].n_calls;
+        u->n_denied = rows[i].n_denied;
         u->next = m->uses;
         m->uses = u;
     }
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    free(rows);
     return rc;
 }
 
 void acc_budget_save(struct acc_mgr *m)
 {
     /* copy what changed under the lock; write without it */
-    struct acc_budget_use *rows = NULL;
+    struct acc_budget_row *rows = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&m->bmu);
     for (struct acc_budget_use *u = m->uses; u; u = u->next) {
         if (!u->dirty) continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
-            struct acc_budget_use *x = realloc(rows, nc * sizeof *x);
+            struct acc_budget_row *x = realloc(rows, nc * sizeof *x);
             if (!x) break;
             rows = x;
             cap = nc;
         }
-        rows[n++] = *u;
+        struct acc_budget_row *r = &rows[n++];
+        memcpy(r->agent, u->agent, sizeof r->agent);
+        memcpy(r->model, u->model, sizeof r->model);
+        r->used = u->used;
+        r->used_total = u->used_total;
+        r->window_start = u->window_start;
+        r->n_calls = u->n_calls;
+        r->n_denied = u->n_denied;
         u->dirty = false;
     }
     pthread_mutex_unlock(&m->bmu);
@@ -405,32 +397,9 @@ void acc_budget_save(struct acc_mgr *m)
         free(rows);
         return;
     }
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    bool ok = sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) ==
-              SQLITE_OK;
-    if (ok) sqlite3_busy_timeout(db, 30000);
-    ok = ok && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
-         sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO budget_use(agent, model, used, used_total, "
-                            "window_start, calls, denied) VALUES(?,?,?,?,?,?,?)", -1, &st,
-                            NULL) == SQLITE_OK;
-    for (size_t i = 0; ok && i < n; i++) {
-        sqlite3_bind_text(st, 1, rows[i].agent, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, rows[i].model, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, rows[i].used);
-        sqlite3_bind_int64(st, 4, rows[i].used_total);
-        sqlite3_bind_double(st, 5, rows[i].window_start);
-        sqlite3_bind_int64(st, 6, rows[i].n_calls);
-        sqlite3_bind_int64(st, 7, rows[i].n_denied);
-        ok = sqlite3_step(st) == SQLITE_DONE;
-        sqlite3_reset(st);
-    }
-    sqlite3_finalize(st);
-    if (ok) ok = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
-    if (!ok) {
-        LOG_ERROR("access", "cannot save the token budgets: %s; will retry",
-                  db ? sqlite3_errmsg(db) : "cannot open the audit log");
-        if (db) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    char err[512] = "";
+    if (m->sops->budgets_put(m->store, rows, n, err, sizeof err)) {
+        LOG_ERROR("access", "%s; will retry", err);
         pthread_mutex_lock(&m->bmu); /* mark them again */
         for (size_t i = 0; i < n; i++)
             for (struct acc_budget_use *u = m->uses; u; u = u->next)
@@ -438,6 +407,5 @@ void acc_budget_save(struct acc_mgr *m)
                     u->dirty = true;
         pthread_mutex_unlock(&m->bmu);
     }
-    sqlite3_close(db);
     free(rows);
 }
