@@ -944,7 +944,8 @@ int mem_manager_open(struct mem_manager **out, const struct mem_opts *o,
         mem_manager_close(m);
         return AIOS_ENOMEM;
     }
-    char *dir = strdup(m->o.db_path);
+    /* a file path for SQLite; another store's path is its own (a URL) */
+    char *dir = m->st == &mem_store_sqlite ? strdup(m->o.db_path) : NULL;
     if (dir) {
         char *d = dirname(dir);
         if (strcmp(d, ".") && util_mkdirs(d)) {
@@ -959,7 +960,7 @@ int mem_manager_open(struct mem_manager **out, const struct mem_opts *o,
     bool reset = false;
     if (!rc && m->o.emb) rc = m->st->vec_model(m->store, emb_fingerprint(m->o.emb), &reset);
     if (rc) {
-        if (!err[0]) snprintf(err, errlen, "memory database %s: cannot set up vectors", m->o.db_path);
+        if (!err[0]) snprintf(err, errlen, "memory database (%s): cannot set up vectors", m->st->name);
         mem_manager_close(m);
         return rc;
     }

@@ -1355,8 +1355,9 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
         rc = AIOS_ENOMEM;
         goto fail_early;
     }
-    s->ops = c->store ? c->store : &sto_sqlite_store;
-    struct sto_store_cfg sc = {.root_dir = s->agents_dir, .max_versions = s->cfg.max_versions,
+    s->ops = c->store ? c->store : c->store_url ? &sto_pg_store : &sto_sqlite_store;
+    struct sto_store_cfg sc = {.root_dir = s->agents_dir, .url = c->store_url,
+                               .max_versions = s->cfg.max_versions,
                                .quota_bytes = s->cfg.quota_bytes, .quota_files = s->cfg.quota_files};
     rc = s->ops->open(&s->st, &sc, err, errlen);
     if (rc) goto fail;
