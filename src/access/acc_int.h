@@ -44,6 +44,7 @@ struct acc_mgr {
     struct acc_audit *audit;
     const struct acc_store_ops *sops; /* the durable state (acc_store.h) */
     struct acc_store *store;
+    bool shared; /* the store is shared with other kernels (PostgreSQL) */
     json_t *groups; /* access.groups (copy) or NULL */
     json_t *agent_groups; /* access.agents (copy) or NULL */
     char *default_group;
@@ -67,7 +68,12 @@ struct acc_mgr {
     struct acc_mem_grant *mem_grants;
 };
 
+/* how often a kernel sharing its store reloads agents and grants */
+#define SHARED_REFRESH_MS 250
+
 double acc_wall_s(void);
+/* (re)load the registered agents from the store */
+int acc_reg_load(struct acc_mgr *m, char *err, size_t errlen);
 /* queue one audit row */
 void acc_audit_row(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
                    const char *action, const char *decision, const char *reason);
@@ -99,6 +105,7 @@ void acc_approvals_stop(struct acc_mgr *m);
 
 /* ns.c */
 int acc_ns_config(json_t *group, const char *gname, char *err, size_t errlen);
+/* (re)load the memory grants from the store */
 int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_ns_free(struct acc_mgr *m);
 

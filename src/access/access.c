@@ -46,6 +46,12 @@
  * wait) until the operator approves or denies it, or
  * access.approval_timeout_s passes (denied). Each step is audited.
  *
+ * Several kernels (state.backend postgres, docs/postgres.md): the
+ * registered agents and memory grants are then rows every kernel on the
+ * database shares; each kernel keeps its copy in memory and reloads both
+ * every SHARED_REFRESH_MS (approve.c's thread), so a token replaced or a
+ * grant withdrawn on one kernel is refused by every other within that.
+ *
  * Locks: m->mu guards the registered agents and the approval list; it is
  * never held while taking another lock (the audit queue's lock, sc->mu,
  * the agent factory's lock are taken after releasing it).
@@ -163,8 +169,9 @@ static int admin_token_load(struct acc_mgr *m, const char *path, char *err, size
 
 /* ---- registered agents ---- */
 
-/* replace the registered agents with what the store holds */
-static int reg_load(struct acc_mgr *m, char *err, size_t errlen)
+/* replace the registered agents with what the store holds (at start, and
+ * every SHARED_REFRESH_MS when several kernels share the store) */
+int acc_reg_load(struct acc_mgr *m, char *err, size_t errlen)
 {
     struct acc_agent_row *rows = NULL;
     size_t n = 0;
@@ -897,10 +904,12 @@ int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size
         goto fail;
     }
     if ((rc = admin_token_load(m, tokpath, err, errlen))) goto fail;
-    m->sops = &acc_store_sqlite;
-    if ((rc = m->sops->open(&m->store, dbpath, err, errlen))) goto fail;
+    m->shared = config_state_pg(cfg);
+    m->sops = m->shared ? &acc_store_pg : &acc_store_sqlite;
+    if ((rc = m->sops->open(&m->store, m->shared ? cfg->state_url : dbpath, err, errlen)))
+        goto fail;
     if ((rc = acc_audit_open(&m->audit, m->sops, m->store, err, errlen))) goto fail;
-    if ((rc = reg_load(m, err, errlen))) goto fail;
+    if ((rc = acc_reg_load(m, err, errlen))) goto fail;
     if ((rc = acc_ns_load(m, err, errlen))) goto fail;
     if ((rc = acc_budget_load(m, err, errlen))) goto fail;
     if ((rc = acc_approvals_start(m, err, errlen))) goto fail;
@@ -910,7 +919,7 @@ int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size
                  "AIOS clients on a single-user machine. !!!");
     else
         LOG_INFO("access", "access control enforced: admin token in %s, audit log %s", tokpath,
-                 dbpath);
+                 m->shared ? "in PostgreSQL (state.url)" : dbpath);
     free(tokpath);
     free(dbpath);
     *out = m;

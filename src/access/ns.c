@@ -154,11 +154,14 @@ int acc_ns_memory_check(struct acc_mgr *m, const char *agent, const char *owner,
 
 /* ---- memory grants ---- */
 
+/* replace the memory grants with what the store holds (at start, and
+ * every SHARED_REFRESH_MS when several kernels share the store) */
 int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen)
 {
     struct acc_grant_row *rows = NULL;
     size_t n = 0;
     int rc = m->sops->grants(m->store, &rows, &n, err, errlen);
+    struct acc_mem_grant *list = NULL;
     for (size_t i = 0; !rc && i < n; i++) {
         struct acc_mem_grant *g = calloc(1, sizeof *g);
         if (!g) {
@@ -170,10 +173,22 @@ int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen)
         g->write = rows[i].write;
         g->created = rows[i].created;
         g->expires = rows[i].expires;
-        g->next = m->mem_grants;
-        m->mem_grants = g;
+        g->next = list;
+        list = g;
     }
     free(rows);
+    if (!rc) {
+        pthread_mutex_lock(&m->mu);
+        struct acc_mem_grant *old = m->mem_grants;
+        m->mem_grants = list;
+        pthread_mutex_unlock(&m->mu);
+        list = old;
+    }
+    while (list) {
+        struct acc_mem_grant *nx = list->next;
+        free(list);
+        list = nx;
+    }
     return rc;
 }
 
