@@ -259,16 +259,20 @@ static int ws_load(struct mem_manager *m, struct mem_agent *a, const char *id,
 {
     *out = NULL;
     struct mem_entry *e = ws_find(a, id);
-    if (e) {
+    if (e && !m->o.shared) {
         a->n_hits++;
         if (mem_lruk_access(&a->lruk, &e->lru)) return AIOS_ENOMEM;
         *out = e->note;
         return 0;
     }
+    /* shared store: another kernel may have changed or removed the note
+     * since it became resident here, so the store's copy replaces it */
     struct mem_note *n = NULL;
     int rc = m->st->get(m->store, a->name, id, &n);
+    if (rc == AIOS_ENOTFOUND && e) ws_drop(a, id);
     if (rc) return rc;
-    a->n_faults++;
+    if (e) a->n_hits++;
+    else a->n_faults++;
     ws_put(m, a, n);
     e = ws_find(a, id);
     if (e) {

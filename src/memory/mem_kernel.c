@@ -105,6 +105,7 @@ int mem_start(struct kernel *k, char *err, size_t errlen)
     if (rc) return rc;
     o.emb = k->embed;
     bool pg = config_state_pg(&k->cfg);
+    o.shared = pg;
     if (pg) { /* the store's "path" is the database's URL */
         free(o.db_path);
         if (!(o.db_path = strdup(k->cfg.state_url))) {

@@ -130,6 +130,8 @@ static bool pg_find_bindir(void)
     return access(p, X_OK) == 0;
 }
 
+bool kf_pg_available(void) { return g_pg.started || pg_find_bindir(); }
+
 static bool pg_start(void)
 {
     if (g_pg.started) return true;

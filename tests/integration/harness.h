@@ -60,6 +60,8 @@ const char *aios_bin(void);
  * When the PostgreSQL binaries are absent the test process says so and
  * exits with 77 (ctest: skipped). */
 bool kf_pg_mode(void);
+/* initdb and pg_ctl are installed (AIOS_PG_BINDIR, else /usr/lib/postgresql/N/bin) */
+bool kf_pg_available(void);
 /* Make a fresh database and return its URL (static buffer), starting the
  * server on first use; NULL (after printing why) when it cannot. Works
  * without AIOS_TEST_STATE too (tests that always need PostgreSQL). */
