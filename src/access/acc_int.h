@@ -64,6 +64,9 @@ struct acc_mgr {
     pthread_mutex_t bmu;
     struct acc_budget_use *uses;
     struct acc_budget_resv *resv;
+    /* shared store: calls' ends not yet applied to the database */
+    struct acc_budget_settle *settles;
+    size_t n_settles, cap_settles;
     /* namespace grants of memory (ns.c), guarded by mu */
     struct acc_mem_grant *mem_grants;
 };
@@ -94,6 +97,8 @@ void acc_budget_free(struct acc_mgr *m);
 /* counters from / to the store (save: what changed) */
 int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_budget_save(struct acc_mgr *m);
+/* shared store: apply the queued ends of calls to the database */
+void acc_budget_flush(struct acc_mgr *m);
 /* LLM calls of an agent token: reserve the call's tokens, or refuse
  * (-1 with d: 429, or 500 out of memory); 0 to queue it */
 int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision *d);

@@ -36,6 +36,30 @@ struct acc_budget_row {
     int64_t used, used_total;
     double window_start;
     int64_t n_calls, n_denied;
+    int64_t reserved; /* running calls' reservations (shared stores only) */
+};
+
+/* One admission against a budget row, in one transaction (shared stores):
+ * the window rolled if over, then `need` reserved when it fits the limit
+ * (need = prompt + gen; with gen <= 0, all that is left, at least
+ * prompt + 1). */
+struct acc_budget_ask {
+    const char *agent, *model;
+    int64_t limit, window_s, prompt, gen;
+    double now;
+};
+struct acc_budget_answer {
+    bool ok;
+    int64_t need, used, reserved;
+    double window_start;
+};
+/* A call's end, applied to its row (shared stores): its reservation
+ * released, n tokens charged (the window rolled first if over), calls
+ * changed by calls_delta. */
+struct acc_budget_settle {
+    char agent[ACC_NAME_MAX], model[ACC_NAME_MAX];
+    int64_t window_s, release, n, calls_delta;
+    double now;
 };
 
 /* a memory share grant (ns.c) */
@@ -77,6 +101,14 @@ struct acc_store_ops {
     int (*grant_put)(struct acc_store *s, const struct acc_grant_row *r, char *err, size_t errlen);
     int (*grant_delete)(struct acc_store *s, const char *owner, const char *grantee, char *err,
                         size_t errlen);
+
+    /* Shared stores only (NULL for SQLite, whose counters are the access
+     * manager's in memory): budgets enforced in the database, so several
+     * kernels hold one limit */
+    int (*budget_reserve)(struct acc_store *s, const struct acc_budget_ask *q,
+                          struct acc_budget_answer *a, char *err, size_t errlen);
+    int (*budget_settle)(struct acc_store *s, const struct acc_budget_settle *x, size_t n,
+                         char *err, size_t errlen);
 
     /* append rows to the audit log, one transaction */
     int (*audit_append)(struct acc_store *s, const struct acc_audit_rec *rows, size_t n,

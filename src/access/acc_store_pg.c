@@ -34,6 +34,7 @@ static const char k_schema[] =
     "CREATE TABLE IF NOT EXISTS acc_budget_use(agent TEXT NOT NULL, model TEXT NOT NULL,"
     " used BIGINT NOT NULL, used_total BIGINT NOT NULL, window_start DOUBLE PRECISION NOT NULL,"
     " calls BIGINT NOT NULL, denied BIGINT NOT NULL, PRIMARY KEY(agent, model));"
+    "ALTER TABLE acc_budget_use ADD COLUMN IF NOT EXISTS reserved BIGINT NOT NULL DEFAULT 0;"
     "CREATE TABLE IF NOT EXISTS acc_mem_grants(owner TEXT NOT NULL, grantee TEXT NOT NULL,"
     " write BOOLEAN NOT NULL, created DOUBLE PRECISION NOT NULL,"
     " expires DOUBLE PRECISION NOT NULL, PRIMARY KEY(owner, grantee));";
@@ -122,7 +123,7 @@ static int pq_budgets(struct acc_store *s, struct acc_budget_row **rows, size_t 
     *n = 0;
     PGresult *r;
     int rc = query(s, "read the token budgets",
-                   "SELECT agent, model, used, used_total, window_start, calls, denied"
+                   "SELECT agent, model, used, used_total, window_start, calls, denied, reserved"
                    " FROM acc_budget_use", 0, NULL, &r, err, errlen);
     if (rc) return rc;
     int cnt = PQntuples(r);
@@ -136,6 +137,7 @@ static int pq_budgets(struct acc_store *s, struct acc_budget_row **rows, size_t 
         u[i].window_start = pg_get_dbl(r, i, 4);
         u[i].n_calls = pg_get_i64(r, i, 5);
         u[i].n_denied = pg_get_i64(r, i, 6);
+        u[i].reserved = pg_get_i64(r, i, 7);
     }
     PQclear(r);
     if (rc) return rc;
@@ -169,6 +171,97 @@ static int pq_budgets_put(struct acc_store *s, const struct acc_budget_row *rows
     else PQclear(PQexec(c, "ROLLBACK"));
     pg_give(s->pool, c);
     if (rc) snprintf(err, errlen, "cannot save the token budgets to %s", pg_pool_describe(s->pool));
+    return rc;
+}
+
+/* the row locked: roll the window, reserve what fits (acc_store.h) */
+static int pq_budget_reserve(struct acc_store *s, const struct acc_budget_ask *q,
+                             struct acc_budget_answer *a, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    PGconn *c = pg_take(s->pool);
+    if (!c) {
+        snprintf(err, errlen, "token budget: no connection to the database");
+        return AIOS_EIO;
+    }
+    char b[4][32];
+    const char *v[3] = {q->agent, q->model, pg_dbl(b[0], q->now)};
+    PGresult *r = NULL;
+    int rc = pg_exec(c, "token budget", "BEGIN", 0, NULL);
+    if (!rc)
+        rc = pg_exec(c, "token budget",
+                     "INSERT INTO acc_budget_use(agent, model, used, used_total, window_start,"
+                     " calls, denied, reserved) VALUES($1, $2, 0, 0, $3, 0, 0, 0)"
+                     " ON CONFLICT (agent, model) DO NOTHING", 3, v);
+    if (!rc && !(r = pg_q(c, "token budget",
+                          "SELECT used, reserved, window_start FROM acc_budget_use"
+                          " WHERE agent = $1 AND model = $2 FOR UPDATE", 2, v)))
+        rc = AIOS_EIO;
+    if (!rc && PQntuples(r) != 1) rc = AIOS_EIO;
+    if (!rc) {
+        int64_t used = pg_get_i64(r, 0, 0), reserved = pg_get_i64(r, 0, 1);
+        double ws = pg_get_dbl(r, 0, 2);
+        if (q->window_s > 0 && q->now >= ws + (double)q->window_s) {
+            ws = q->now;
+            used = 0;
+        }
+        int64_t left = q->limit - used - reserved;
+        int64_t need = q->gen > 0 ? q->prompt + q->gen : q->prompt + 1;
+        a->ok = need <= left;
+        if (a->ok && q->gen <= 0) need = left;
+        a->need = need;
+        a->used = used;
+        a->reserved = reserved + (a->ok ? need : 0);
+        a->window_start = ws;
+        const char *u[6] = {q->agent, q->model, pg_i64(b[1], used), pg_dbl(b[2], ws),
+                            pg_i64(b[3], a->ok ? need : 0), a->ok ? "1" : "0"};
+        rc = pg_exec(c, "token budget",
+                     "UPDATE acc_budget_use SET used = $3, window_start = $4,"
+                     " reserved = reserved + $5, calls = calls + $6,"
+                     " denied = denied + 1 - $6 WHERE agent = $1 AND model = $2", 6, u);
+    }
+    PQclear(r);
+    if (!rc) rc = pg_exec(c, "token budget", "COMMIT", 0, NULL);
+    else PQclear(PQexec(c, "ROLLBACK"));
+    pg_give(s->pool, c);
+    if (rc) snprintf(err, errlen, "token budget: the database (%s) failed",
+                     pg_pool_describe(s->pool));
+    return rc;
+}
+
+static int pq_budget_settle(struct acc_store *s, const struct acc_budget_settle *x, size_t n,
+                            char *err, size_t errlen)
+{
+    PGconn *c = pg_take(s->pool);
+    if (!c) {
+        snprintf(err, errlen, "token budget: no connection to the database");
+        return AIOS_EIO;
+    }
+    int rc = pg_exec(c, "token budget", "BEGIN", 0, NULL);
+    for (size_t i = 0; !rc && i < n; i++) {
+        char b[5][32];
+        const char *v[7] = {x[i].agent, x[i].model, pg_dbl(b[0], x[i].now),
+                            pg_i64(b[1], x[i].window_s), pg_i64(b[2], x[i].release),
+                            pg_i64(b[3], x[i].n), pg_i64(b[4], x[i].calls_delta)};
+        /* $8-free: the window rolls when over, as at admission */
+        rc = pg_exec(c, "token budget",
+                     "INSERT INTO acc_budget_use AS u(agent, model, used, used_total,"
+                     " window_start, calls, denied, reserved)"
+                     " VALUES($1, $2, $6, $6, $3, greatest($7::bigint, 0), 0, 0)"
+                     " ON CONFLICT (agent, model) DO UPDATE SET"
+                     " used = CASE WHEN $4::bigint > 0 AND $3::float8 >= u.window_start + $4::bigint"
+                     "   THEN 0 ELSE u.used END + $6,"
+                     " window_start = CASE WHEN $4::bigint > 0 AND"
+                     "   $3::float8 >= u.window_start + $4::bigint THEN $3 ELSE u.window_start END,"
+                     " used_total = u.used_total + $6,"
+                     " reserved = greatest(u.reserved - $5, 0),"
+                     " calls = u.calls + $7", 7, v);
+    }
+    if (!rc) rc = pg_exec(c, "token budget", "COMMIT", 0, NULL);
+    else PQclear(PQexec(c, "ROLLBACK"));
+    pg_give(s->pool, c);
+    if (rc) snprintf(err, errlen, "token budget: cannot settle %zu calls in %s", n,
+                     pg_pool_describe(s->pool));
     return rc;
 }
 
@@ -300,6 +393,8 @@ const struct acc_store_ops acc_store_pg = {
     .grants = pq_grants,
     .grant_put = pq_grant_put,
     .grant_delete = pq_grant_delete,
+    .budget_reserve = pq_budget_reserve,
+    .budget_settle = pq_budget_settle,
     .audit_append = pq_audit_append,
     .audit_query = pq_audit_query,
 };

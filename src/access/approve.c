@@ -265,6 +265,7 @@ static void *appr_main(void *ud)
             char err[512] = "";
             if (acc_reg_load(m, err, sizeof err) || acc_ns_load(m, err, sizeof err))
                 LOG_WARN("access", "cannot refresh agents and grants: %s", err);
+            acc_budget_flush(m); /* ends of calls, to the database */
             last_refresh = tnow;
         }
         if (exit_now || tnow - last_save >= BUDGET_SAVE_MS / 1000.0) {

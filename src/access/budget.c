@@ -32,6 +32,19 @@
  * (at most the last few seconds of usage are lost in a crash). The final
  * hook runs on engine threads and never touches the disk.
  *
+ * Several kernels (a shared store, PostgreSQL): the counters are the
+ * database's, not the kernel's. Admission is one transaction on the
+ * agent's row (SELECT ... FOR UPDATE: roll the window, check used +
+ * reserved + this call against the limit, add the reservation), so the
+ * limit holds over every kernel. A call's end (release its reservation,
+ * charge its tokens) is queued by the final hook, which must not wait on
+ * the database on an engine thread, and applied by the access manager's
+ * thread within SHARED_REFRESH_MS, or at once before an admission or a
+ * budget report on this kernel (which therefore see their own calls).
+ * Until then the call's reservation still counts, so the limit is never
+ * passed, only approached late. A kernel killed with calls running leaves
+ * their reservations counted (docs/postgres.md).
+ *
  * Locks: m->bmu guards uses and resv; a leaf lock, never held with another
  * (the audit queue's lock is taken after releasing it). */
 #include "access/acc_int.h"
@@ -58,8 +71,11 @@ struct acc_budget_use {
 struct acc_budget_resv {
     struct acc_budget_resv *next;
     uint64_t sc_id;
-    struct acc_budget_use *u;
+    struct acc_budget_use *u; /* NULL with a shared store */
     int64_t amount;
+    /* shared store: the row and rule */
+    char agent[ACC_NAME_MAX], model[ACC_NAME_MAX];
+    int64_t window_s;
 };
 
 int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen)
@@ -158,6 +174,47 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
         acc_refuse_plain(d, 500, "server_error", "out of memory");
         return -1;
     }
+    int64_t used, reserved, need;
+    double resets;
+    bool ok;
+    if (m->shared) {
+        /* one transaction on the database's row (see the top) */
+        acc_budget_flush(m);
+        struct acc_budget_ask q = {.agent = sc->agent, .model = model, .limit = limit,
+                                   .window_s = window_s, .prompt = prompt, .gen = gen, .now = now};
+        struct acc_budget_answer a;
+        char err[512] = "";
+        if (m->sops->budget_reserve(m->store, &q, &a, err, sizeof err)) {
+            LOG_ERROR("access", "%s", err);
+            free(rv);
+            acc_refuse_plain(d, 503, "server_error", "the token budget cannot be checked: the "
+                             "state database is unavailable; try again");
+            return -1;
+        }
+        ok = a.ok;
+        need = a.need;
+        used = a.used;
+        reserved = a.reserved;
+        resets = window_s > 0 ? a.window_start + (double)window_s : 0;
+        if (ok) {
+            if (gen <= 0) {
+                int64_t cap = need - prompt;
+                req->p.max_tokens = cap > 1000000000 ? 1000000000 : (int)cap;
+            }
+            rv->sc_id = sc->id;
+            rv->amount = need;
+            snprintf(rv->agent, sizeof rv->agent, "%s", sc->agent);
+            snprintf(rv->model, sizeof rv->model, "%s", model);
+            rv->window_s = window_s;
+            pthread_mutex_lock(&m->bmu);
+            rv->next = m->resv;
+            m->resv = rv;
+            pthread_mutex_unlock(&m->bmu);
+            return 0;
+        }
+        free(rv);
+        goto refuse;
+    }
     pthread_mutex_lock(&m->bmu);
     struct acc_budget_use *u = use_get(m, sc->agent, model, now);
     if (!u) {
@@ -168,8 +225,8 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
     }
     use_roll(u, window_s, now);
     int64_t left = limit - u->used - u->reserved;
-    int64_t need = gen > 0 ? prompt + gen : prompt + 1;
-    bool ok = need <= left;
+    need = gen > 0 ? prompt + gen : prompt + 1;
+    ok = need <= left;
     if (ok) {
         if (gen <= 0) { /* no max_tokens: what is left of the budget */
             int64_t cap = left - prompt;
@@ -188,11 +245,13 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
         u->n_denied++;
         u->dirty = true;
     }
-    int64_t used = u->used, reserved = u->reserved;
-    double resets = window_s > 0 ? u->window_start + (double)window_s : 0;
+    used = u->used;
+    reserved = u->reserved;
+    resets = window_s > 0 ? u->window_start + (double)window_s : 0;
     pthread_mutex_unlock(&m->bmu);
     if (ok) return 0;
     free(rv);
+refuse:;
 
     char msg[768], win[96] = "";
     if (window_s > 0)
@@ -223,6 +282,57 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
     return -1;
 }
 
+/* bmu held: queue a call's end for the database (shared store). Never
+ * waits: when the queue cannot grow, the end is lost and its reservation
+ * stays counted (errs on the side of the limit). */
+static void settle_push(struct acc_mgr *m, const char *agent, const char *model, int64_t window_s,
+                        int64_t release, int64_t n, int64_t calls_delta, double now)
+{
+    if (m->n_settles == m->cap_settles) {
+        size_t nc = m->cap_settles ? m->cap_settles * 2 : 32;
+        struct acc_budget_settle *x = realloc(m->settles, nc * sizeof *x);
+        if (!x) {
+            LOG_ERROR("access", "out of memory: a call's tokens are not charged to %s", agent);
+            return;
+        }
+        m->settles = x;
+        m->cap_settles = nc;
+    }
+    struct acc_budget_settle *e = &m->settles[m->n_settles++];
+    snprintf(e->agent, sizeof e->agent, "%s", agent);
+    snprintf(e->model, sizeof e->model, "%s", model);
+    e->window_s = window_s;
+    e->release = release;
+    e->n = n;
+    e->calls_delta = calls_delta;
+    e->now = now;
+}
+
+void acc_budget_flush(struct acc_mgr *m)
+{
+    if (!m || !m->shared) return;
+    pthread_mutex_lock(&m->bmu);
+    struct acc_budget_settle *q = m->settles;
+    size_t n = m->n_settles;
+    m->settles = NULL;
+    m->n_settles = m->cap_settles = 0;
+    pthread_mutex_unlock(&m->bmu);
+    if (!n) {
+        free(q);
+        return;
+    }
+    char err[512] = "";
+    if (m->sops->budget_settle(m->store, q, n, err, sizeof err)) {
+        LOG_WARN("access", "%s; will retry", err);
+        pthread_mutex_lock(&m->bmu); /* back in the queue */
+        for (size_t i = 0; i < n; i++)
+            settle_push(m, q[i].agent, q[i].model, q[i].window_s, q[i].release, q[i].n,
+                        q[i].calls_delta, q[i].now);
+        pthread_mutex_unlock(&m->bmu);
+    }
+    free(q);
+}
+
 void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc)
 {
     if (!m || !sc) return;
@@ -231,8 +341,12 @@ void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc)
         if ((*p)->sc_id != sc->id) continue;
         struct acc_budget_resv *rv = *p;
         *p = rv->next;
-        rv->u->reserved -= rv->amount;
-        rv->u->n_calls--;
+        if (m->shared) {
+            settle_push(m, rv->agent, rv->model, rv->window_s, rv->amount, 0, -1, acc_wall_s());
+        } else {
+            rv->u->reserved -= rv->amount;
+            rv->u->n_calls--;
+        }
         free(rv);
         break;
     }
@@ -253,6 +367,21 @@ void acc_budget_on_final(struct syscall *sc, void *ud)
     if (grp) rule_for(grp, model, &limit, &window_s);
     double now = acc_wall_s();
     pthread_mutex_lock(&m->bmu);
+    if (m->shared) { /* queued for the database (see the top) */
+        int64_t release = 0, calls = 1;
+        for (struct acc_budget_resv **p = &m->resv; *p; p = &(*p)->next) {
+            if ((*p)->sc_id != sc->id) continue;
+            struct acc_budget_resv *rv = *p;
+            *p = rv->next;
+            release = rv->amount;
+            calls = 0; /* counted at admission */
+            free(rv);
+            break;
+        }
+        settle_push(m, sc->agent, model, window_s, release, n, calls, now);
+        pthread_mutex_unlock(&m->bmu);
+        return;
+    }
     struct acc_budget_use *u = NULL;
     for (struct acc_budget_resv **p = &m->resv; *p; p = &(*p)->next) {
         if ((*p)->sc_id != sc->id) continue;
@@ -285,6 +414,28 @@ json_t *acc_budgets_json(struct acc_mgr *m, const char *agent)
         struct acc_budget_use u;
     } *rows = NULL;
     size_t n = 0, cap = 0;
+    if (m->shared) { /* the database's rows, after this kernel's own ends */
+        acc_budget_flush(m);
+        struct acc_budget_row *br = NULL;
+        size_t nb = 0;
+        char err[512] = "";
+        if (m->sops->budgets(m->store, &br, &nb, err, sizeof err)) LOG_ERROR("access", "%s", err);
+        rows = nb ? calloc(nb, sizeof *rows) : NULL;
+        for (size_t i = 0; rows && i < nb; i++) {
+            if (agent && strcmp(agent, br[i].agent)) continue;
+            struct acc_budget_use *u = &rows[n++].u;
+            memcpy(u->agent, br[i].agent, sizeof u->agent);
+            memcpy(u->model, br[i].model, sizeof u->model);
+            u->used = br[i].used;
+            u->reserved = br[i].reserved;
+            u->used_total = br[i].used_total;
+            u->window_start = br[i].window_start;
+            u->n_calls = br[i].n_calls;
+            u->n_denied = br[i].n_denied;
+        }
+        free(br);
+        goto build;
+    }
     pthread_mutex_lock(&m->bmu);
     for (struct acc_budget_use *u = m->uses; u; u = u->next) {
         if (agent && strcmp(agent, u->agent)) continue;
@@ -298,6 +449,7 @@ json_t *acc_budgets_json(struct acc_mgr *m, const char *agent)
         rows[n++].u = *u;
     }
     pthread_mutex_unlock(&m->bmu);
+build:;
     double now = acc_wall_s();
     for (size_t i = 0; i < n; i++) {
         struct acc_budget_use *u = &rows[i].u;
@@ -328,6 +480,9 @@ json_t *acc_budgets_json(struct acc_mgr *m, const char *agent)
 
 void acc_budget_free(struct acc_mgr *m)
 {
+    free(m->settles);
+    m->settles = NULL;
+    m->n_settles = m->cap_settles = 0;
     while (m->resv) {
         struct acc_budget_resv *n = m->resv->next;
         free(m->resv);
@@ -344,6 +499,7 @@ void acc_budget_free(struct acc_mgr *m)
 
 int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen)
 {
+    if (m->shared) return 0; /* the database's rows are the counters */
     struct acc_budget_row *rows = NULL;
     size_t n = 0;
     int rc = m->sops->budgets(m->store, &rows, &n, err, errlen);
@@ -369,6 +525,10 @@ int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen)
 
 void acc_budget_save(struct acc_mgr *m)
 {
+    if (m->shared) {
+        acc_budget_flush(m);
+        return;
+    }
     /* copy what changed under the lock; write without it */
     struct acc_budget_row *rows = NULL;
     size_t n = 0, cap = 0;

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #define QUOTA_BYTES 4096
+#define TOKEN_BUDGET 300
 
 static struct kernel_fixture *g_a, *g_b;
 static char g_tmp[64];
@@ -40,8 +41,10 @@ static int group_setup(void **state)
     char yaml[1024];
     snprintf(yaml, sizeof yaml,
              "storage:\n  root_dir: %s/root\n  quota_bytes: %d\n  quota_files: 1000\n"
+             "access:\n  groups:\n    budgeted: {token_budgets: {aios-tiny: %d}}\n"
+             "  agents: {spender: budgeted}\n"
              "state:\n  backend: postgres\n  url: %s\n",
-             g_tmp, QUOTA_BYTES, url);
+             g_tmp, QUOTA_BYTES, TOKEN_BUDGET, url);
     g_a = kf_start_config(yaml);
     g_b = kf_start_config(yaml);
     return 0;
@@ -249,6 +252,72 @@ static void test_quota_holds_across_kernels(void **state)
     json_decref(r);
 }
 
+struct spender {
+    struct kernel_fixture *kf;
+    const char *tok;
+    int n_ok, n_429, n_other;
+    long long spent;
+};
+
+static void *spend(void *ud)
+{
+    struct spender *s = ud;
+    for (int i = 0; i < 40 && s->n_429 < 3; i++) {
+        json_t *j = NULL;
+        long st = kf_call_as(s->kf, s->tok, NULL, "POST", "/v1/chat/completions",
+                             "{\"model\":\"aios-tiny\",\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"count the boats\"}],\"max_tokens\":12}", &j);
+        if (st == 200) {
+            s->n_ok++;
+            s->spent += json_integer_value(
+                json_object_get(json_object_get(j, "usage"), "total_tokens"));
+        } else if (st == 429) {
+            s->n_429++;
+        } else {
+            s->n_other++;
+        }
+        json_decref(j);
+    }
+    return NULL;
+}
+
+static void test_token_budget_holds_across_kernels(void **state)
+{
+    (void)state;
+    /* one agent spends its budget through both kernels at once: the
+     * tokens its answered calls used stay within the one limit (two
+     * per-kernel counters would let it spend about twice) */
+    char tok[128];
+    kf_register_agent(g_a, "spender", tok, sizeof tok);
+    until_status(g_b, tok, 200);
+    struct spender s[4];
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++) {
+        s[t] = (struct spender){.kf = t % 2 ? g_b : g_a, .tok = tok};
+        assert_int_equal(pthread_create(&th[t], NULL, spend, &s[t]), 0);
+    }
+    long long spent = 0;
+    int ok = 0, refused = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(s[t].n_other, 0);
+        spent += s[t].spent;
+        ok += s[t].n_ok;
+        refused += s[t].n_429;
+    }
+    fprintf(stderr, "[ measured ] %d calls answered (%lld tokens), %d refused, budget %d\n", ok,
+            spent, refused, TOKEN_BUDGET);
+    assert_true(ok > 0);
+    assert_true(refused > 0);
+    assert_true(spent <= TOKEN_BUDGET);
+    /* both kernels report the one row */
+    json_t *j = NULL;
+    assert_int_equal(kf_call(g_b, "GET", "/access/budgets?agent=spender", NULL, &j), 200);
+    json_t *row = json_array_get(json_object_get(j, "budgets"), 0);
+    assert_int_equal(json_integer_value(json_object_get(row, "used")), spent);
+    json_decref(j);
+}
+
 #define KW_THREADS 4
 
 struct kwriter {
@@ -351,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_write_on_one_read_on_other),
         cmocka_unit_test(test_token_replaced_on_one_refused_by_other),
         cmocka_unit_test(test_quota_holds_across_kernels),
+        cmocka_unit_test(test_token_budget_holds_across_kernels),
         cmocka_unit_test(test_kill_one_mid_write),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
