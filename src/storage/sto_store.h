@@ -114,6 +114,13 @@ struct sto_store_ops {
     int (*vec_scan)(struct sto_store *st, const char *owner, const float *q, int dim,
                     struct emb_hit **out, size_t *n_out);
 
+    /* ---- several kernels (NULL where the store is one kernel's) ----
+     * Hold owner's lock across kernels until unlock_owner(*held): the
+     * manager takes it inside its own stripe lock around every mutation
+     * of owner's tree. */
+    int (*lock_owner)(struct sto_store *st, const char *owner, void **held);
+    void (*unlock_owner)(struct sto_store *st, void *held);
+
     /* ---- share grants (see storage.h) ---- */
     int (*grant)(struct sto_store *st, const char *owner, const char *path, const char *grantee,
                  enum sto_mode mode, int64_t t_expires_us, char *err, size_t errlen);

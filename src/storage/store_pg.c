@@ -18,7 +18,11 @@
  * tools see them in their sandboxes); several kernels on one database share
  * that directory (docs/postgres.md).
  *
- * Concurrency across kernels: a write or a forget first locks the owner's
+ * Concurrency across kernels: storage.c holds the owner's advisory lock
+ * (lock_owner, on a connection of its own) around every mutation of the
+ * owner's tree, from before the version commits to after the rename, as
+ * its stripe mutex does within one kernel. Inside, a write or a forget
+ * also locks the owner's
  * usage row (SELECT ... FOR UPDATE, the row created if missing), so every
  * change to one owner's files, quota and versions is serialised across all
  * kernels on the database, and the quota check sees every committed write
@@ -778,6 +782,34 @@ static int pq_vec_scan(struct sto_store *s, const char *owner, const float *q, i
     return rc;
 }
 
+/* ---- the owner's lock across kernels ----
+ * A session-level advisory lock on a connection of its own, held from
+ * before the version commits until after the file is renamed (storage.c's
+ * owner_lock); a kernel that dies releases it with its connection. */
+
+static int pq_lock_owner(struct sto_store *s, const char *owner, void **held)
+{
+    *held = NULL;
+    PGconn *c = pg_take(s->pool);
+    if (!c) return AIOS_EIO;
+    const char *v[1] = {owner};
+    if (pg_exec(c, "storage: lock the owner", "SELECT pg_advisory_lock(hashtext('sto:' || $1))",
+                1, v)) {
+        pg_give(s->pool, c);
+        return AIOS_EIO;
+    }
+    *held = c;
+    return 0;
+}
+
+static void pq_unlock_owner(struct sto_store *s, void *held)
+{
+    PGconn *c = held;
+    /* one session lock at a time on this connection: unlock them all */
+    pg_exec(c, "storage: unlock the owner", "SELECT pg_advisory_unlock_all()", 0, NULL);
+    pg_give(s->pool, c);
+}
+
 /* ---- share grants ---- */
 
 static int pq_grant(struct sto_store *s, const char *owner, const char *path, const char *grantee,
@@ -906,6 +938,8 @@ const struct sto_store_ops sto_pg_store = {
     .vec_set = pq_vec_set,
     .vec_missing = pq_vec_missing,
     .vec_scan = pq_vec_scan,
+    .lock_owner = pq_lock_owner,
+    .unlock_owner = pq_unlock_owner,
     .grant = pq_grant,
     .revoke = pq_revoke,
     .check = pq_check,

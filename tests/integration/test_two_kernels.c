@@ -9,6 +9,8 @@
  * PostgreSQL binaries. */
 #include "harness.h"
 
+#include "storage/sha256.h"
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -252,6 +254,58 @@ static void test_quota_holds_across_kernels(void **state)
     json_decref(r);
 }
 
+struct samefile {
+    struct kernel_fixture *kf;
+    int t, n_ok;
+};
+
+static void *same_writer(void *ud)
+{
+    struct samefile *w = ud;
+    char content[64];
+    for (int i = 0; i < 10; i++) {
+        snprintf(content, sizeof content, "writer %d, write %d", w->t, i);
+        if (query(w->kf, "racer", "storage", "write",
+                  json_pack("{s:s,s:s}", "file_path", "shared.txt", "content", content),
+                  NULL) == 200)
+            w->n_ok++;
+    }
+    return NULL;
+}
+
+static void test_same_file_from_both_kernels(void **state)
+{
+    (void)state;
+    /* four writers (two per kernel) replace one file: afterwards the file
+     * on disk is the newest version of its history, and the history has a
+     * version for every acknowledged write (versions commit in the order
+     * the files are renamed, across kernels too) */
+    struct samefile w[4];
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++) {
+        w[t] = (struct samefile){.kf = t % 2 ? g_b : g_a, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, same_writer, &w[t]), 0);
+    }
+    int ok = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        ok += w[t].n_ok;
+    }
+    assert_int_equal(ok, 40);
+    char *got = read_file(g_a, "racer", "shared.txt");
+    assert_non_null(got);
+    char hex[65];
+    sto_sha256_hex(got, strlen(got), hex);
+    json_t *r = NULL;
+    assert_int_equal(query(g_b, "racer", "storage", "history",
+                           json_pack("{s:s}", "file_path", "shared.txt"), &r), 200);
+    json_t *newest = json_array_get(json_object_get(r, "versions"), 0);
+    assert_string_equal(json_string_value(json_object_get(newest, "sha256")), hex);
+    assert_int_equal(json_integer_value(json_object_get(newest, "version")), 40);
+    json_decref(r);
+    free(got);
+}
+
 struct spender {
     struct kernel_fixture *kf;
     const char *tok;
@@ -420,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_write_on_one_read_on_other),
         cmocka_unit_test(test_token_replaced_on_one_refused_by_other),
         cmocka_unit_test(test_quota_holds_across_kernels),
+        cmocka_unit_test(test_same_file_from_both_kernels),
         cmocka_unit_test(test_token_budget_holds_across_kernels),
         cmocka_unit_test(test_kill_one_mid_write),
     };
