@@ -6,7 +6,7 @@
 # for chromium this way).
 set -eu
 
-PKGS="$* build-essential clang libclang-rt-14-dev cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libcmocka-dev bubblewrap curl python3"
+PKGS="$* build-essential clang libclang-rt-14-dev cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libpq-dev postgresql libcmocka-dev bubblewrap curl python3"
 
 missing=""
 for p in $PKGS; do

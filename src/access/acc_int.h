@@ -2,6 +2,7 @@
 #ifndef AIOS_ACCESS_ACC_INT_H
 #define AIOS_ACCESS_ACC_INT_H
 
+#include "access/acc_store.h"
 #include "access/access.h"
 
 #include <pthread.h>
@@ -41,6 +42,9 @@ struct acc_mgr {
     bool compat;
     char admin_token[65];
     struct acc_audit *audit;
+    const struct acc_store_ops *sops; /* the durable state (acc_store.h) */
+    struct acc_store *store;
+    bool shared; /* the store is shared with other kernels (PostgreSQL) */
     json_t *groups; /* access.groups (copy) or NULL */
     json_t *agent_groups; /* access.agents (copy) or NULL */
     char *default_group;
@@ -60,11 +64,19 @@ struct acc_mgr {
     pthread_mutex_t bmu;
     struct acc_budget_use *uses;
     struct acc_budget_resv *resv;
+    /* shared store: calls' ends not yet applied to the database */
+    struct acc_budget_settle *settles;
+    size_t n_settles, cap_settles;
     /* namespace grants of memory (ns.c), guarded by mu */
     struct acc_mem_grant *mem_grants;
 };
 
+/* how often a kernel sharing its store reloads agents and grants */
+#define SHARED_REFRESH_MS 250
+
 double acc_wall_s(void);
+/* (re)load the registered agents from the store */
+int acc_reg_load(struct acc_mgr *m, char *err, size_t errlen);
 /* queue one audit row */
 void acc_audit_row(struct acc_mgr *m, const char *agent, uint64_t sc_id, const char *resource,
                    const char *action, const char *decision, const char *reason);
@@ -82,9 +94,11 @@ json_t *acc_group_of(struct acc_mgr *m, const char *agent, const char **gname);
 /* budget.c */
 int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen);
 void acc_budget_free(struct acc_mgr *m);
-/* counters from / to table budget_use of audit.db (save: what changed) */
+/* counters from / to the store (save: what changed) */
 int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_budget_save(struct acc_mgr *m);
+/* shared store: apply the queued ends of calls to the database */
+void acc_budget_flush(struct acc_mgr *m);
 /* LLM calls of an agent token: reserve the call's tokens, or refuse
  * (-1 with d: 429, or 500 out of memory); 0 to queue it */
 int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision *d);
@@ -96,6 +110,7 @@ void acc_approvals_stop(struct acc_mgr *m);
 
 /* ns.c */
 int acc_ns_config(json_t *group, const char *gname, char *err, size_t errlen);
+/* (re)load the memory grants from the store */
 int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen);
 void acc_ns_free(struct acc_mgr *m);
 

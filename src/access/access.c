@@ -47,6 +47,12 @@
  * wait) until the operator approves or denies it, or
  * access.approval_timeout_s passes (denied). Each step is audited.
  *
+ * Several kernels (state.backend postgres, docs/postgres.md): the
+ * registered agents and memory grants are then rows every kernel on the
+ * database shares; each kernel keeps its copy in memory and reloads both
+ * every SHARED_REFRESH_MS (approve.c's thread), so a token replaced or a
+ * grant withdrawn on one kernel is refused by every other within that.
+ *
  * Locks: m->mu guards the registered agents and the approval list; it is
  * never held while taking another lock (the audit queue's lock, sc->mu,
  * the agent factory's lock are taken after releasing it).
@@ -67,7 +73,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,37 +170,31 @@ static int admin_token_load(struct acc_mgr *m, const char *path, char *err, size
 
 /* ---- registered agents ---- */
 
-static int reg_load(struct acc_mgr *m, char *err, size_t errlen)
+/* replace the registered agents with what the store holds (at start, and
+ * every SHARED_REFRESH_MS when several kernels share the store) */
+int acc_reg_load(struct acc_mgr *m, char *err, size_t errlen)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = 0;
-    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT name, token_sha256 FROM agents", -1, &st, NULL) !=
-            SQLITE_OK) {
-        snprintf(err, errlen, "cannot read registered agents: %s", db ? sqlite3_errmsg(db) : "?");
-        rc = AIOS_EIO;
-        goto out;
+    struct acc_agent_row *rows = NULL;
+    size_t n = 0;
+    int rc = m->sops->agents(m->store, &rows, &n, err, errlen);
+    if (rc) return rc;
+    struct reg_agent *reg = n ? calloc(n, sizeof *reg) : NULL;
+    if (n && !reg) {
+        free(rows);
+        return AIOS_ENOMEM;
     }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if (m->n_reg == m->cap_reg) {
-            size_t nc = m->cap_reg ? m->cap_reg * 2 : 8;
-            struct reg_agent *n = realloc(m->reg, nc * sizeof *n);
-            if (!n) {
-                rc = AIOS_ENOMEM;
-                goto out;
-            }
-            m->reg = n;
-            m->cap_reg = nc;
-        }
-        snprintf(m->reg[m->n_reg].name, ACC_NAME_MAX, "%s", (const char *)sqlite3_column_text(st, 0));
-        snprintf(m->reg[m->n_reg].sha, 65, "%s", (const char *)sqlite3_column_text(st, 1));
-        m->n_reg++;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(reg[i].name, ACC_NAME_MAX, "%s", rows[i].name);
+        memcpy(reg[i].sha, rows[i].sha, 65);
     }
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return rc;
+    free(rows);
+    pthread_mutex_lock(&m->mu);
+    struct reg_agent *old = m->reg;
+    m->reg = reg;
+    m->n_reg = m->cap_reg = n;
+    pthread_mutex_unlock(&m->mu);
+    free(old);
+    return 0;
 }
 
 static bool valid_agent_name(const char *s)
@@ -222,28 +221,10 @@ int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, siz
     char tok[65], sha[65];
     if (toklen < sizeof tok || random_hex(tok, 32)) return AIOS_EIO;
     sto_sha256_hex(tok, strlen(tok), sha);
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = 0;
-    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        rc = AIOS_EIO;
-        goto out;
-    }
-    sqlite3_busy_timeout(db, 30000);
-    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO agents(name, token_sha256, created) "
-                           "VALUES(?,?,?)", -1, &st, NULL) != SQLITE_OK) {
-        rc = AIOS_EIO;
-        goto out;
-    }
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 3, acc_wall_s());
-    if (sqlite3_step(st) != SQLITE_DONE) rc = AIOS_EIO;
-out:
-    if (rc == AIOS_EIO)
-        snprintf(err, errlen, "cannot store the agent: %s", db ? sqlite3_errmsg(db) : "no database");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    struct acc_agent_row row = {.created = acc_wall_s()};
+    snprintf(row.name, sizeof row.name, "%s", name);
+    memcpy(row.sha, sha, 65);
+    int rc = m->sops->agent_put(m->store, &row, err, errlen);
     if (rc) return rc;
     pthread_mutex_lock(&m->mu);
     size_t i;
@@ -891,6 +872,7 @@ static void mgr_free(struct acc_mgr *m)
     acc_approvals_stop(m);
     if (m->audit) acc_budget_save(m); /* usage charged after the thread stopped */
     acc_audit_close(m->audit);
+    if (m->store) m->sops->close(m->store);
     json_decref(m->groups);
     json_decref(m->agent_groups);
     free(m->default_group);
@@ -935,8 +917,12 @@ int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size
         goto fail;
     }
     if ((rc = admin_token_load(m, tokpath, err, errlen))) goto fail;
-    if ((rc = acc_audit_open(&m->audit, dbpath, err, errlen))) goto fail;
-    if ((rc = reg_load(m, err, errlen))) goto fail;
+    m->shared = config_state_pg(cfg);
+    m->sops = m->shared ? &acc_store_pg : &acc_store_sqlite;
+    if ((rc = m->sops->open(&m->store, m->shared ? cfg->state_url : dbpath, err, errlen)))
+        goto fail;
+    if ((rc = acc_audit_open(&m->audit, m->sops, m->store, err, errlen))) goto fail;
+    if ((rc = acc_reg_load(m, err, errlen))) goto fail;
     if ((rc = acc_ns_load(m, err, errlen))) goto fail;
     if ((rc = acc_budget_load(m, err, errlen))) goto fail;
     if ((rc = acc_approvals_start(m, err, errlen))) goto fail;
@@ -946,7 +932,7 @@ int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size
                  "AIOS clients on a single-user machine. !!!");
     else
         LOG_INFO("access", "access control enforced: admin token in %s, audit log %s", tokpath,
-                 dbpath);
+                 m->shared ? "in PostgreSQL (state.url)" : dbpath);
     free(tokpath);
     free(dbpath);
     *out = m;

@@ -174,7 +174,11 @@ struct acc_audit_row {
     const char *decision; /* allowed, denied, approved, denied_timeout, awaiting_approval */
     const char *reason;
 };
-int acc_audit_open(struct acc_audit **out, const char *path, char *err, size_t errlen);
+struct acc_store;
+struct acc_store_ops;
+/* the audit log over an open store (not owned: close the log first) */
+int acc_audit_open(struct acc_audit **out, const struct acc_store_ops *ops,
+                   struct acc_store *st, char *err, size_t errlen);
 /* queue a row (copied); written by the audit thread */
 void acc_audit_add(struct acc_audit *a, const struct acc_audit_row *row);
 /* wait until every queued row is written */
@@ -183,7 +187,6 @@ void acc_audit_flush(struct acc_audit *a);
 json_t *acc_audit_query(struct acc_audit *a, const char *agent, double since_s, int limit,
                         char *err, size_t errlen);
 void acc_audit_close(struct acc_audit *a);
-const char *acc_audit_path(struct acc_audit *a);
 
 /* for the API's /access routes: */
 int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, size_t toklen,

@@ -192,7 +192,7 @@ static void end_parked(struct acc_mgr *m, struct approval *a, enum outcome o)
 static void *appr_main(void *ud)
 {
     struct acc_mgr *m = ud;
-    double last_save = acc_wall_s();
+    double last_save = acc_wall_s(), last_refresh = last_save;
     for (;;) {
         /* which parked calls did their caller give up on? (sc->mu is
          * never taken while holding m->mu) */
@@ -249,6 +249,7 @@ static void *appr_main(void *ud)
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             long step_ms = any_parked || m->stopping ? 200 : BUDGET_SAVE_MS;
+            if (m->shared && step_ms > SHARED_REFRESH_MS) step_ms = SHARED_REFRESH_MS;
             ts.tv_sec += step_ms / 1000;
             ts.tv_nsec += (step_ms % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
@@ -259,6 +260,14 @@ static void *appr_main(void *ud)
         }
         pthread_mutex_unlock(&m->mu);
         double tnow = acc_wall_s();
+        if (m->shared && !exit_now && tnow - last_refresh >= SHARED_REFRESH_MS / 1000.0) {
+            /* what other kernels changed: tokens, memory grants */
+            char err[512] = "";
+            if (acc_reg_load(m, err, sizeof err) || acc_ns_load(m, err, sizeof err))
+                LOG_WARN("access", "cannot refresh agents and grants: %s", err);
+            acc_budget_flush(m); /* ends of calls, to the database */
+            last_refresh = tnow;
+        }
         if (exit_now || tnow - last_save >= BUDGET_SAVE_MS / 1000.0) {
             acc_budget_save(m); /* token budget counters that changed */
             last_save = tnow;

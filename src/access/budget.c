@@ -26,11 +26,24 @@
  * reservation is released and its actual tokens are charged, so the limit
  * is never passed. Budgets apply to calls made with an agent token (the
  * operator's calls are charged to the agent they name but never refused).
- * Counters live in memory and are saved to table budget_use of audit.db
+ * Counters live in memory and are saved to the access store (budget_use)
  * by the access manager's background thread (approve.c, every few
  * seconds when changed, and at stop), so a restart keeps what was used
  * (at most the last few seconds of usage are lost in a crash). The final
  * hook runs on engine threads and never touches the disk.
+ *
+ * Several kernels (a shared store, PostgreSQL): the counters are the
+ * database's, not the kernel's. Admission is one transaction on the
+ * agent's row (SELECT ... FOR UPDATE: roll the window, check used +
+ * reserved + this call against the limit, add the reservation), so the
+ * limit holds over every kernel. A call's end (release its reservation,
+ * charge its tokens) is queued by the final hook, which must not wait on
+ * the database on an engine thread, and applied by the access manager's
+ * thread within SHARED_REFRESH_MS, or at once before an admission or a
+ * budget report on this kernel (which therefore see their own calls).
+ * Until then the call's reservation still counts, so the limit is never
+ * passed, only approached late. A kernel killed with calls running leaves
+ * their reservations counted (docs/postgres.md).
  *
  * Locks: m->bmu guards uses and resv; a leaf lock, never held with another
  * (the audit queue's lock is taken after releasing it). */
@@ -41,7 +54,6 @@
 #include "util/err.h"
 #include "util/log.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +71,11 @@ struct acc_budget_use {
 struct acc_budget_resv {
     struct acc_budget_resv *next;
     uint64_t sc_id;
-    struct acc_budget_use *u;
+    struct acc_budget_use *u; /* NULL with a shared store */
     int64_t amount;
+    /* shared store: the row and rule */
+    char agent[ACC_NAME_MAX], model[ACC_NAME_MAX];
+    int64_t window_s;
 };
 
 int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen)
@@ -159,6 +174,47 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
         acc_refuse_plain(d, 500, "server_error", "out of memory");
         return -1;
     }
+    int64_t used, reserved, need;
+    double resets;
+    bool ok;
+    if (m->shared) {
+        /* one transaction on the database's row (see the top) */
+        acc_budget_flush(m);
+        struct acc_budget_ask q = {.agent = sc->agent, .model = model, .limit = limit,
+                                   .window_s = window_s, .prompt = prompt, .gen = gen, .now = now};
+        struct acc_budget_answer a;
+        char err[512] = "";
+        if (m->sops->budget_reserve(m->store, &q, &a, err, sizeof err)) {
+            LOG_ERROR("access", "%s", err);
+            free(rv);
+            acc_refuse_plain(d, 503, "server_error", "the token budget cannot be checked: the "
+                             "state database is unavailable; try again");
+            return -1;
+        }
+        ok = a.ok;
+        need = a.need;
+        used = a.used;
+        reserved = a.reserved;
+        resets = window_s > 0 ? a.window_start + (double)window_s : 0;
+        if (ok) {
+            if (gen <= 0) {
+                int64_t cap = need - prompt;
+                req->p.max_tokens = cap > 1000000000 ? 1000000000 : (int)cap;
+            }
+            rv->sc_id = sc->id;
+            rv->amount = need;
+            snprintf(rv->agent, sizeof rv->agent, "%s", sc->agent);
+            snprintf(rv->model, sizeof rv->model, "%s", model);
+            rv->window_s = window_s;
+            pthread_mutex_lock(&m->bmu);
+            rv->next = m->resv;
+            m->resv = rv;
+            pthread_mutex_unlock(&m->bmu);
+            return 0;
+        }
+        free(rv);
+        goto refuse;
+    }
     pthread_mutex_lock(&m->bmu);
     struct acc_budget_use *u = use_get(m, sc->agent, model, now);
     if (!u) {
@@ -169,8 +225,8 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
     }
     use_roll(u, window_s, now);
     int64_t left = limit - u->used - u->reserved;
-    int64_t need = gen > 0 ? prompt + gen : prompt + 1;
-    bool ok = need <= left;
+    need = gen > 0 ? prompt + gen : prompt + 1;
+    ok = need <= left;
     if (ok) {
         if (gen <= 0) { /* no max_tokens: what is left of the budget */
             int64_t cap = left - prompt;
@@ -189,11 +245,13 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
         u->n_denied++;
         u->dirty = true;
     }
-    int64_t used = u->used, reserved = u->reserved;
-    double resets = window_s > 0 ? u->window_start + (double)window_s : 0;
+    used = u->used;
+    reserved = u->reserved;
+    resets = window_s > 0 ? u->window_start + (double)window_s : 0;
     pthread_mutex_unlock(&m->bmu);
     if (ok) return 0;
     free(rv);
+refuse:;
 
     char msg[768], win[96] = "";
     if (window_s > 0)
@@ -224,6 +282,57 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
     return -1;
 }
 
+/* bmu held: queue a call's end for the database (shared store). Never
+ * waits: when the queue cannot grow, the end is lost and its reservation
+ * stays counted (errs on the side of the limit). */
+static void settle_push(struct acc_mgr *m, const char *agent, const char *model, int64_t window_s,
+                        int64_t release, int64_t n, int64_t calls_delta, double now)
+{
+    if (m->n_settles == m->cap_settles) {
+        size_t nc = m->cap_settles ? m->cap_settles * 2 : 32;
+        struct acc_budget_settle *x = realloc(m->settles, nc * sizeof *x);
+        if (!x) {
+            LOG_ERROR("access", "out of memory: a call's tokens are not charged to %s", agent);
+            return;
+        }
+        m->settles = x;
+        m->cap_settles = nc;
+    }
+    struct acc_budget_settle *e = &m->settles[m->n_settles++];
+    snprintf(e->agent, sizeof e->agent, "%s", agent);
+    snprintf(e->model, sizeof e->model, "%s", model);
+    e->window_s = window_s;
+    e->release = release;
+    e->n = n;
+    e->calls_delta = calls_delta;
+    e->now = now;
+}
+
+void acc_budget_flush(struct acc_mgr *m)
+{
+    if (!m || !m->shared) return;
+    pthread_mutex_lock(&m->bmu);
+    struct acc_budget_settle *q = m->settles;
+    size_t n = m->n_settles;
+    m->settles = NULL;
+    m->n_settles = m->cap_settles = 0;
+    pthread_mutex_unlock(&m->bmu);
+    if (!n) {
+        free(q);
+        return;
+    }
+    char err[512] = "";
+    if (m->sops->budget_settle(m->store, q, n, err, sizeof err)) {
+        LOG_WARN("access", "%s; will retry", err);
+        pthread_mutex_lock(&m->bmu); /* back in the queue */
+        for (size_t i = 0; i < n; i++)
+            settle_push(m, q[i].agent, q[i].model, q[i].window_s, q[i].release, q[i].n,
+                        q[i].calls_delta, q[i].now);
+        pthread_mutex_unlock(&m->bmu);
+    }
+    free(q);
+}
+
 void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc)
 {
     if (!m || !sc) return;
@@ -232,8 +341,12 @@ void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc)
         if ((*p)->sc_id != sc->id) continue;
         struct acc_budget_resv *rv = *p;
         *p = rv->next;
-        rv->u->reserved -= rv->amount;
-        rv->u->n_calls--;
+        if (m->shared) {
+            settle_push(m, rv->agent, rv->model, rv->window_s, rv->amount, 0, -1, acc_wall_s());
+        } else {
+            rv->u->reserved -= rv->amount;
+            rv->u->n_calls--;
+        }
         free(rv);
         break;
     }
@@ -254,6 +367,21 @@ void acc_budget_on_final(struct syscall *sc, void *ud)
     if (grp) rule_for(grp, model, &limit, &window_s);
     double now = acc_wall_s();
     pthread_mutex_lock(&m->bmu);
+    if (m->shared) { /* queued for the database (see the top) */
+        int64_t release = 0, calls = 1;
+        for (struct acc_budget_resv **p = &m->resv; *p; p = &(*p)->next) {
+            if ((*p)->sc_id != sc->id) continue;
+            struct acc_budget_resv *rv = *p;
+            *p = rv->next;
+            release = rv->amount;
+            calls = 0; /* counted at admission */
+            free(rv);
+            break;
+        }
+        settle_push(m, sc->agent, model, window_s, release, n, calls, now);
+        pthread_mutex_unlock(&m->bmu);
+        return;
+    }
     struct acc_budget_use *u = NULL;
     for (struct acc_budget_resv **p = &m->resv; *p; p = &(*p)->next) {
         if ((*p)->sc_id != sc->id) continue;
@@ -286,6 +414,28 @@ json_t *acc_budgets_json(struct acc_mgr *m, const char *agent)
         struct acc_budget_use u;
     } *rows = NULL;
     size_t n = 0, cap = 0;
+    if (m->shared) { /* the database's rows, after this kernel's own ends */
+        acc_budget_flush(m);
+        struct acc_budget_row *br = NULL;
+        size_t nb = 0;
+        char err[512] = "";
+        if (m->sops->budgets(m->store, &br, &nb, err, sizeof err)) LOG_ERROR("access", "%s", err);
+        rows = nb ? calloc(nb, sizeof *rows) : NULL;
+        for (size_t i = 0; rows && i < nb; i++) {
+            if (agent && strcmp(agent, br[i].agent)) continue;
+            struct acc_budget_use *u = &rows[n++].u;
+            memcpy(u->agent, br[i].agent, sizeof u->agent);
+            memcpy(u->model, br[i].model, sizeof u->model);
+            u->used = br[i].used;
+            u->reserved = br[i].reserved;
+            u->used_total = br[i].used_total;
+            u->window_start = br[i].window_start;
+            u->n_calls = br[i].n_calls;
+            u->n_denied = br[i].n_denied;
+        }
+        free(br);
+        goto build;
+    }
     pthread_mutex_lock(&m->bmu);
     for (struct acc_budget_use *u = m->uses; u; u = u->next) {
         if (agent && strcmp(agent, u->agent)) continue;
@@ -299,6 +449,7 @@ json_t *acc_budgets_json(struct acc_mgr *m, const char *agent)
         rows[n++].u = *u;
     }
     pthread_mutex_unlock(&m->bmu);
+build:;
     double now = acc_wall_s();
     for (size_t i = 0; i < n; i++) {
         struct acc_budget_use *u = &rows[i].u;
@@ -329,6 +480,9 @@ json_t *acc_budgets_json(struct acc_mgr *m, const char *agent)
 
 void acc_budget_free(struct acc_mgr *m)
 {
+    free(m->settles);
+    m->settles = NULL;
+    m->n_settles = m->cap_settles = 0;
     while (m->resv) {
         struct acc_budget_resv *n = m->resv->next;
         free(m->resv);
@@ -341,63 +495,61 @@ void acc_budget_free(struct acc_mgr *m)
     }
 }
 
-/* ---- persistence (table budget_use of audit.db) ---- */
+/* ---- persistence (the store's budget_use) ---- */
 
 int acc_budget_load(struct acc_mgr *m, char *err, size_t errlen)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = 0;
-    if (sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-        sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS budget_use(agent TEXT NOT NULL, model TEXT "
-                     "NOT NULL, used INTEGER NOT NULL, used_total INTEGER NOT NULL, window_start "
-                     "REAL NOT NULL, calls INTEGER NOT NULL, denied INTEGER NOT NULL, "
-                     "PRIMARY KEY(agent, model))", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT agent, model, used, used_total, window_start, calls, denied "
-                           "FROM budget_use", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot read the token budgets of %s: %s", acc_audit_path(m->audit),
-                 db ? sqlite3_errmsg(db) : "cannot open it");
-        rc = AIOS_EIO;
-        goto out;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    if (m->shared) return 0; /* the database's rows are the counters */
+    struct acc_budget_row *rows = NULL;
+    size_t n = 0;
+    int rc = m->sops->budgets(m->store, &rows, &n, err, errlen);
+    for (size_t i = 0; !rc && i < n; i++) {
         struct acc_budget_use *u = calloc(1, sizeof *u);
         if (!u) {
             rc = AIOS_ENOMEM;
-            goto out;
+            break;
         }
-        snprintf(u->agent, sizeof u->agent, "%s", (const char *)sqlite3_column_text(st, 0));
-        snprintf(u->model, sizeof u->model, "%s", (const char *)sqlite3_column_text(st, 1));
-        u->used = sqlite3_column_int64(st, 2);
-        u->used_total = sqlite3_column_int64(st, 3);
-        u->window_start = sqlite3_column_double(st, 4);
-        u->n_calls = sqlite3_column_int64(st, 5);
-        u->n_denied = sqlite3_column_int64(st, 6);
+        snprintf(u->agent, sizeof u->agent, "%s", rows[i].agent);
+        snprintf(u->model, sizeof u->model, "%s", rows[i].model);
+        u->used = rows[i].used;
+        u->used_total = rows[i].used_total;
+        u->window_start = rows[i].window_start;
+        u->n_calls = rows[i].n_calls;
+        u->n_denied = rows[i].n_denied;
         u->next = m->uses;
         m->uses = u;
     }
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    free(rows);
     return rc;
 }
 
 void acc_budget_save(struct acc_mgr *m)
 {
+    if (m->shared) {
+        acc_budget_flush(m);
+        return;
+    }
     /* copy what changed under the lock; write without it */
-    struct acc_budget_use *rows = NULL;
+    struct acc_budget_row *rows = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&m->bmu);
     for (struct acc_budget_use *u = m->uses; u; u = u->next) {
         if (!u->dirty) continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
-            struct acc_budget_use *x = realloc(rows, nc * sizeof *x);
+            struct acc_budget_row *x = realloc(rows, nc * sizeof *x);
             if (!x) break;
             rows = x;
             cap = nc;
         }
-        rows[n++] = *u;
+        struct acc_budget_row *r = &rows[n++];
+        memcpy(r->agent, u->agent, sizeof r->agent);
+        memcpy(r->model, u->model, sizeof r->model);
+        r->used = u->used;
+        r->used_total = u->used_total;
+        r->window_start = u->window_start;
+        r->n_calls = u->n_calls;
+        r->n_denied = u->n_denied;
         u->dirty = false;
     }
     pthread_mutex_unlock(&m->bmu);
@@ -405,32 +557,9 @@ void acc_budget_save(struct acc_mgr *m)
         free(rows);
         return;
     }
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    bool ok = sqlite3_open_v2(acc_audit_path(m->audit), &db, SQLITE_OPEN_READWRITE, NULL) ==
-              SQLITE_OK;
-    if (ok) sqlite3_busy_timeout(db, 30000);
-    ok = ok && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
-         sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO budget_use(agent, model, used, used_total, "
-                            "window_start, calls, denied) VALUES(?,?,?,?,?,?,?)", -1, &st,
-                            NULL) == SQLITE_OK;
-    for (size_t i = 0; ok && i < n; i++) {
-        sqlite3_bind_text(st, 1, rows[i].agent, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, rows[i].model, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, rows[i].used);
-        sqlite3_bind_int64(st, 4, rows[i].used_total);
-        sqlite3_bind_double(st, 5, rows[i].window_start);
-        sqlite3_bind_int64(st, 6, rows[i].n_calls);
-        sqlite3_bind_int64(st, 7, rows[i].n_denied);
-        ok = sqlite3_step(st) == SQLITE_DONE;
-        sqlite3_reset(st);
-    }
-    sqlite3_finalize(st);
-    if (ok) ok = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
-    if (!ok) {
-        LOG_ERROR("access", "cannot save the token budgets: %s; will retry",
-                  db ? sqlite3_errmsg(db) : "cannot open the audit log");
-        if (db) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    char err[512] = "";
+    if (m->sops->budgets_put(m->store, rows, n, err, sizeof err)) {
+        LOG_ERROR("access", "%s; will retry", err);
         pthread_mutex_lock(&m->bmu); /* mark them again */
         for (size_t i = 0; i < n; i++)
             for (struct acc_budget_use *u = m->uses; u; u = u->next)
@@ -438,6 +567,5 @@ void acc_budget_save(struct acc_mgr *m)
                     u->dirty = true;
         pthread_mutex_unlock(&m->bmu);
     }
-    sqlite3_close(db);
     free(rows);
 }

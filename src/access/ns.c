@@ -24,7 +24,6 @@
 #include "util/err.h"
 #include "util/log.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,52 +154,41 @@ int acc_ns_memory_check(struct acc_mgr *m, const char *agent, const char *owner,
 
 /* ---- memory grants ---- */
 
-static int db_open(struct acc_mgr *m, sqlite3 **db)
-{
-    *db = NULL;
-    if (sqlite3_open_v2(acc_audit_path(m->audit), db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        sqlite3_close(*db);
-        *db = NULL;
-        return AIOS_EIO;
-    }
-    sqlite3_busy_timeout(*db, 30000);
-    return 0;
-}
-
+/* replace the memory grants with what the store holds (at start, and
+ * every SHARED_REFRESH_MS when several kernels share the store) */
 int acc_ns_load(struct acc_mgr *m, char *err, size_t errlen)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = db_open(m, &db);
-    if (rc) goto out;
-    if (sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS mem_grants(owner TEXT NOT NULL, grantee TEXT "
-                     "NOT NULL, write INTEGER NOT NULL, created REAL NOT NULL, expires REAL NOT "
-                     "NULL, PRIMARY KEY(owner, grantee))", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT owner, grantee, write, created, expires FROM mem_grants",
-                           -1, &st, NULL) != SQLITE_OK) {
-        rc = AIOS_EIO;
-        goto out;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    struct acc_grant_row *rows = NULL;
+    size_t n = 0;
+    int rc = m->sops->grants(m->store, &rows, &n, err, errlen);
+    struct acc_mem_grant *list = NULL;
+    for (size_t i = 0; !rc && i < n; i++) {
         struct acc_mem_grant *g = calloc(1, sizeof *g);
         if (!g) {
             rc = AIOS_ENOMEM;
-            goto out;
+            break;
         }
-        snprintf(g->owner, sizeof g->owner, "%s", (const char *)sqlite3_column_text(st, 0));
-        snprintf(g->grantee, sizeof g->grantee, "%s", (const char *)sqlite3_column_text(st, 1));
-        g->write = sqlite3_column_int(st, 2) != 0;
-        g->created = sqlite3_column_double(st, 3);
-        g->expires = sqlite3_column_double(st, 4);
-        g->next = m->mem_grants;
-        m->mem_grants = g;
+        snprintf(g->owner, sizeof g->owner, "%s", rows[i].owner);
+        snprintf(g->grantee, sizeof g->grantee, "%s", rows[i].grantee);
+        g->write = rows[i].write;
+        g->created = rows[i].created;
+        g->expires = rows[i].expires;
+        g->next = list;
+        list = g;
     }
-out:
-    if (rc)
-        snprintf(err, errlen, "cannot read the memory grants of %s: %s", acc_audit_path(m->audit),
-                 db ? sqlite3_errmsg(db) : "cannot open it");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    free(rows);
+    if (!rc) {
+        pthread_mutex_lock(&m->mu);
+        struct acc_mem_grant *old = m->mem_grants;
+        m->mem_grants = list;
+        pthread_mutex_unlock(&m->mu);
+        list = old;
+    }
+    while (list) {
+        struct acc_mem_grant *nx = list->next;
+        free(list);
+        list = nx;
+    }
     return rc;
 }
 
@@ -229,23 +217,10 @@ int acc_mem_share(struct acc_mgr *m, const char *owner, const char *grantee, boo
         return AIOS_EINVAL;
     }
     double now = acc_wall_s(), exp = expires_in_s > 0 ? now + (double)expires_in_s : 0;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = db_open(m, &db);
-    if (!rc && sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO mem_grants(owner, grantee, write, "
-                                  "created, expires) VALUES(?,?,?,?,?)", -1, &st, NULL) != SQLITE_OK)
-        rc = AIOS_EIO;
-    if (!rc) {
-        sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, grantee, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, write);
-        sqlite3_bind_double(st, 4, now);
-        sqlite3_bind_double(st, 5, exp);
-        if (sqlite3_step(st) != SQLITE_DONE) rc = AIOS_EIO;
-    }
-    if (rc) snprintf(err, errlen, "cannot store the grant: %s", db ? sqlite3_errmsg(db) : "no db");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    struct acc_grant_row row = {.write = write, .created = now, .expires = exp};
+    snprintf(row.owner, sizeof row.owner, "%s", owner);
+    snprintf(row.grantee, sizeof row.grantee, "%s", grantee);
+    int rc = m->sops->grant_put(m->store, &row, err, errlen);
     if (rc) return rc;
     pthread_mutex_lock(&m->mu);
     struct acc_mem_grant *g;
@@ -286,18 +261,9 @@ int acc_mem_unshare(struct acc_mgr *m, const char *owner, const char *grantee)
         break;
     }
     pthread_mutex_unlock(&m->mu);
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    if (!db_open(m, &db) &&
-        sqlite3_prepare_v2(db, "DELETE FROM mem_grants WHERE owner=? AND grantee=?", -1, &st,
-                           NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, grantee, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            LOG_ERROR("access", "cannot delete a memory grant: %s", sqlite3_errmsg(db));
-    }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    char err[512] = "";
+    if (m->sops->grant_delete(m->store, owner, grantee, err, sizeof err))
+        LOG_ERROR("access", "%s", err);
     if (found) {
         char res[300], why[300];
         snprintf(res, sizeof res, "memory:%s", owner);

@@ -81,6 +81,7 @@ static int storage_start(struct kernel *k, char *err, size_t errlen)
     int rc = sto_config_from(&k->cfg, &c, err, errlen);
     if (rc) return rc;
     c.emb = k->embed;
+    if (config_state_pg(&k->cfg)) c.store_url = k->cfg.state_url; /* PostgreSQL */
     rc = sto_open(&k->storage, &c, err, errlen);
     sto_config_free(&c);
     if (rc) return rc;

@@ -798,6 +798,35 @@ static int cfg_apply(const struct cfg_ctx *cx, struct aios_config *cfg)
     if ((rc = cfg_string(cx, storage, "root_dir", "storage.root_dir", 0, &cfg->storage_root)))
         return rc;
 
+    /* where the managers keep their durable state (docs/postgres.md) */
+    json_t *state;
+    if ((rc = cfg_mapping(cx, root, "state", "state", &state))) return rc;
+    if ((rc = cfg_string(cx, state, "backend", "state.backend", 0, &cfg->state_backend)))
+        return rc;
+    lowercase(cfg->state_backend);
+    if (!strcmp(cfg->state_backend, "postgresql")) {
+        free(cfg->state_backend);
+        if (!(cfg->state_backend = strdup("postgres"))) return AIOS_ENOMEM;
+    }
+    if (strcmp(cfg->state_backend, "sqlite") && strcmp(cfg->state_backend, "postgres"))
+        return cfg_fail(cx, state, "backend", 0, "state.backend",
+                        "unknown backend \"%.40s\" (use sqlite or postgres)", cfg->state_backend);
+    if ((rc = cfg_string(cx, state, "url", "state.url", 0, &cfg->state_url))) return rc;
+    /* AIOS_STATE_URL (the environment) wins over the file: the same
+     * kernel configuration can be pointed at a database server */
+    const char *env_url = getenv("AIOS_STATE_URL");
+    if (env_url && *env_url) {
+        free(cfg->state_backend);
+        free(cfg->state_url);
+        cfg->state_backend = strdup("postgres");
+        cfg->state_url = strdup(env_url);
+        if (!cfg->state_backend || !cfg->state_url) return AIOS_ENOMEM;
+    }
+    if (!strcmp(cfg->state_backend, "postgres") && !cfg->state_url)
+        return cfg_fail(cx, state, "url", 0, "state.url",
+                        "state.backend postgres needs state.url (e.g. "
+                        "postgresql://user@host:5432/aios)");
+
     if ((rc = cfg_mapping(cx, root, "scheduler", "scheduler", &sched))) return rc;
     if ((rc = cfg_string(cx, sched, "policy", "scheduler.policy", 0, &cfg->sched_policy)))
         return rc;
@@ -846,6 +875,7 @@ void config_init_defaults(struct aios_config *cfg)
     cfg->idle_timeout_s = CONFIG_DEFAULT_IDLE_TIMEOUT_S;
     cfg->sched_policy = strdup(CONFIG_DEFAULT_POLICY);
     cfg->storage_root = strdup(CONFIG_DEFAULT_STORAGE_ROOT);
+    cfg->state_backend = strdup(CONFIG_DEFAULT_STATE_BACKEND);
     cfg->raw = json_object();
 }
 
@@ -856,6 +886,8 @@ void config_free(struct aios_config *cfg)
     free(cfg->data_dir);
     free(cfg->sched_policy);
     free(cfg->storage_root);
+    free(cfg->state_backend);
+    free(cfg->state_url);
     for (size_t i = 0; i < cfg->n_models; i++) {
         free(cfg->models[i].name);
         free(cfg->models[i].backend);
@@ -882,7 +914,8 @@ int config_load_string(struct aios_config *cfg, const char *yaml, size_t len, ch
         return AIOS_EINVAL;
     }
     config_init_defaults(cfg);
-    if (!cfg->host || !cfg->data_dir || !cfg->sched_policy || !cfg->storage_root || !cfg->raw) {
+    if (!cfg->host || !cfg->data_dir || !cfg->sched_policy || !cfg->storage_root || !cfg->state_backend ||
+        !cfg->raw) {
         rc = AIOS_ENOMEM;
         goto fail;
     }
@@ -991,6 +1024,11 @@ fail:
     free(buf);
     config_free(cfg);
     return rc;
+}
+
+bool config_state_pg(const struct aios_config *cfg)
+{
+    return cfg && cfg->state_backend && !strcmp(cfg->state_backend, "postgres");
 }
 
 const struct cfg_model *config_find_model(const struct aios_config *cfg, const char *name)

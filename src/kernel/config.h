@@ -7,6 +7,7 @@
 #define AIOS_KERNEL_CONFIG_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct cfg_model {
@@ -35,6 +36,9 @@ struct aios_config {
     char *sched_policy;    /* scheduler.policy, default "fair"; fifo, rr or fair */
     char *storage_root;    /* storage.root_dir as written, default "root";
                             * resolve with config_resolve_path() */
+    char *state_backend;   /* state.backend: "sqlite" (default) or "postgres" */
+    char *state_url;       /* state.url: the PostgreSQL connection URL (NULL
+                            * for sqlite; may hold a password: do not log it) */
     struct cfg_model *models;
     size_t n_models;
     json_t *raw; /* the whole document as JSON (owned; never NULL after a
@@ -51,6 +55,7 @@ struct aios_config {
 #define CONFIG_DEFAULT_IDLE_TIMEOUT_S 60
 #define CONFIG_DEFAULT_POLICY "fair"
 #define CONFIG_DEFAULT_STORAGE_ROOT "root"
+#define CONFIG_DEFAULT_STATE_BACKEND "sqlite"
 #define CONFIG_DEFAULT_N_CTX 4096
 #define CONFIG_MAX_FILE_BYTES ((size_t)16 << 20)
 
@@ -88,6 +93,8 @@ void config_free(struct aios_config *cfg);
 int config_yaml_to_json(const char *yaml, size_t len, json_t **out, char *err, size_t errlen);
 
 /* The model named name (exact match), or NULL. */
+/* state.backend is postgres */
+bool config_state_pg(const struct aios_config *cfg);
 const struct cfg_model *config_find_model(const struct aios_config *cfg, const char *name);
 
 /* Borrowed reference to the raw value at a dotted path such as

@@ -44,8 +44,10 @@
 #include "util/log.h"
 #include "util/util.h"
 
+#include <libpq-fe.h>
 #include <llama.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -320,6 +322,37 @@ int emb_scan(sqlite3_stmt *st, const float *q, int dim, struct emb_hit **out, si
         free(h);
         return rc;
     }
+    *out = h;
+    *n_out = n;
+    return 0;
+}
+
+int emb_scan_pg(const struct pg_result *res, const float *q, int dim, struct emb_hit **out,
+                size_t *n_out)
+{
+    const PGresult *r = (const PGresult *)res;
+    *out = NULL;
+    *n_out = 0;
+    int rows = PQntuples(r);
+    if (rows == 0) return 0;
+    struct emb_hit *h = malloc((size_t)rows * sizeof *h);
+    float *v = malloc((size_t)dim * sizeof *v);
+    if (!h || !v) {
+        free(h);
+        free(v);
+        return AIOS_ENOMEM;
+    }
+    size_t n = 0;
+    for (int i = 0; i < rows; i++) {
+        if (PQgetlength(r, i, 0) != 8 || PQgetlength(r, i, 1) != dim * (int)sizeof(float))
+            continue;
+        uint32_t w[2];
+        memcpy(w, PQgetvalue(r, i, 0), 8); /* network order */
+        int64_t id = (int64_t)(((uint64_t)ntohl(w[0]) << 32) | ntohl(w[1]));
+        memcpy(v, PQgetvalue(r, i, 1), (size_t)dim * sizeof *v); /* alignment */
+        h[n++] = (struct emb_hit){id, emb_dot(v, q, dim)};
+    }
+    free(v);
     *out = h;
     *n_out = n;
     return 0;

@@ -76,6 +76,11 @@ struct sqlite3_stmt;
  * or AIOS_EIO when a step fails; the caller resets or finalizes st. */
 int emb_scan(struct sqlite3_stmt *st, const float *q, int dim, struct emb_hit **out,
              size_t *n_out);
+struct pg_result;
+/* The same over a PostgreSQL result in binary format whose rows are (row
+ * id bigint, vector bytea) (the PostgreSQL stores). */
+int emb_scan_pg(const struct pg_result *r, const float *q, int dim, struct emb_hit **out,
+                size_t *n_out);
 /* qsort/bsearch comparators of struct emb_hit: best cosine first (ties by
  * id); by id */
 int emb_hit_cmp_cosine(const void *a, const void *b);

@@ -259,16 +259,20 @@ static int ws_load(struct mem_manager *m, struct mem_agent *a, const char *id,
 {
     *out = NULL;
     struct mem_entry *e = ws_find(a, id);
-    if (e) {
+    if (e && !m->o.shared) {
         a->n_hits++;
         if (mem_lruk_access(&a->lruk, &e->lru)) return AIOS_ENOMEM;
         *out = e->note;
         return 0;
     }
+    /* shared store: another kernel may have changed or removed the note
+     * since it became resident here, so the store's copy replaces it */
     struct mem_note *n = NULL;
     int rc = m->st->get(m->store, a->name, id, &n);
+    if (rc == AIOS_ENOTFOUND && e) ws_drop(a, id);
     if (rc) return rc;
-    a->n_faults++;
+    if (e) a->n_hits++;
+    else a->n_faults++;
     ws_put(m, a, n);
     e = ws_find(a, id);
     if (e) {
@@ -944,7 +948,8 @@ int mem_manager_open(struct mem_manager **out, const struct mem_opts *o,
         mem_manager_close(m);
         return AIOS_ENOMEM;
     }
-    char *dir = strdup(m->o.db_path);
+    /* a file path for SQLite; another store's path is its own (a URL) */
+    char *dir = m->st == &mem_store_sqlite ? strdup(m->o.db_path) : NULL;
     if (dir) {
         char *d = dirname(dir);
         if (strcmp(d, ".") && util_mkdirs(d)) {
@@ -959,7 +964,7 @@ int mem_manager_open(struct mem_manager **out, const struct mem_opts *o,
     bool reset = false;
     if (!rc && m->o.emb) rc = m->st->vec_model(m->store, emb_fingerprint(m->o.emb), &reset);
     if (rc) {
-        if (!err[0]) snprintf(err, errlen, "memory database %s: cannot set up vectors", m->o.db_path);
+        if (!err[0]) snprintf(err, errlen, "memory database (%s): cannot set up vectors", m->st->name);
         mem_manager_close(m);
         return rc;
     }

@@ -34,6 +34,8 @@ struct mem_opts {
     bool auto_inject;       /* memory.auto_inject: relevant notes join a chat's prompt */
     int inject_k;           /* memory.auto_inject.k: notes retrieved at most */
     int inject_max_tokens;  /* memory.auto_inject.max_tokens: budget of the injected text */
+    bool shared;            /* other kernels write the same store (PostgreSQL): a
+                             * resident note is read again from the store on use */
 };
 
 #define MEM_DEFAULT_INJECT_K 3

@@ -104,15 +104,25 @@ int mem_start(struct kernel *k, char *err, size_t errlen)
     int rc = mem_opts_from_config(&k->cfg, &o, err, errlen);
     if (rc) return rc;
     o.emb = k->embed;
-    struct mem_deps d = {.store = &mem_store_sqlite, .ud = k, .ns_check = k_ns_check,
+    bool pg = config_state_pg(&k->cfg);
+    o.shared = pg;
+    if (pg) { /* the store's "path" is the database's URL */
+        free(o.db_path);
+        if (!(o.db_path = strdup(k->cfg.state_url))) {
+            mem_opts_free(&o);
+            return AIOS_ENOMEM;
+        }
+    }
+    struct mem_deps d = {.store = pg ? &mem_store_pg : &mem_store_sqlite, .ud = k,
+                         .ns_check = k_ns_check,
                          .share = k_share, .unshare = k_unshare, .shares = k_shares,
                          .analyze = k_analyze};
     rc = mem_manager_open(&k->memory, &o, &d, err, errlen);
     if (!rc) {
         rc = kernel_register_executor(k, SYSCALL_KIND_MEMORY, o.workers, mem_exec, k->memory);
         if (rc) snprintf(err, errlen, "cannot start the memory workers: %s", aios_strerror(rc));
-        else LOG_INFO("memory", "notes in %s; working set %zu bytes per agent", o.db_path,
-                      o.quota_bytes);
+        else LOG_INFO("memory", "notes in %s; working set %zu bytes per agent",
+                      pg ? "PostgreSQL (state.url)" : o.db_path, o.quota_bytes);
     }
     mem_opts_free(&o);
     return rc;

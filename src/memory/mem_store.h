@@ -2,12 +2,15 @@
  *
  * The manager (mem.c) reaches its store only through a table of functions,
  * struct mem_store_ops; struct mem_store is an opaque handle each
- * implementation defines for itself. There is one implementation today,
- * mem_store_sqlite: notes in one SQLite database (WAL) with an FTS5 index
- * for BM25 retrieval (mem_store.c, whose functions are declared below the
- * table: the unit tests and the memory benchmark call them directly).
- * Another store (a database server) is another table; the manager does not
- * change. */
+ * implementation defines for itself. Two implementations:
+ *   mem_store_sqlite  notes in one SQLite database (WAL) with an FTS5 index
+ *                     for BM25 retrieval (mem_store.c, whose functions are
+ *                     declared below the table: the unit tests and the
+ *                     memory benchmark call them directly); the default
+ *   mem_store_pg      notes in PostgreSQL with a tsvector column for
+ *                     full-text retrieval (mem_store_pg.c; state.backend
+ *                     postgres; open's path is then the connection URL)
+ * The manager does not know which one it talks to. */
 #ifndef AIOS_MEMORY_MEM_STORE_H
 #define AIOS_MEMORY_MEM_STORE_H
 
@@ -71,6 +74,8 @@ struct mem_store_ops {
 
 /* the SQLite implementation (mem_store.c) */
 extern const struct mem_store_ops mem_store_sqlite;
+/* the PostgreSQL implementation (mem_store_pg.c) */
+extern const struct mem_store_ops mem_store_pg;
 
 /* hits of search/get_nids: frees each note and the array (any store) */
 void mem_hits_free(struct mem_hit *hits, size_t n);

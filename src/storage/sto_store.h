@@ -3,9 +3,9 @@
  * The manager (storage.c) keeps file contents on disk itself and asks the
  * store for everything else: versions (content-addressed blobs), quota
  * accounting, share grants, the search index and embedding vectors. It
- * only ever calls through struct sto_store_ops, so another store (a
- * database server, say) is one more table; store.c (SQLite) is the one
- * implementation today. Every function may be called from any thread; the
+ * only ever calls through struct sto_store_ops: store.c (SQLite, the
+ * default) and store_pg.c (PostgreSQL, state.backend postgres) are the two
+ * implementations. Every function may be called from any thread; the
  * store serialises what must be serialised itself. Not for other modules. */
 #ifndef AIOS_STORAGE_STO_STORE_H
 #define AIOS_STORAGE_STO_STORE_H
@@ -22,6 +22,7 @@ struct emb_hit;   /* llm/embed.h: {file id, cosine} */
 
 struct sto_store_cfg {
     const char *root_dir;   /* absolute; the store may keep its data below root_dir/.lsfs */
+    const char *url;        /* the database server's URL (PostgreSQL), else NULL */
     int max_versions;       /* versions kept per file (>= 1) */
     int64_t quota_bytes;    /* per owner, bytes of current contents; 0 = unlimited */
     int64_t quota_files;    /* per owner, files; 0 = unlimited */
@@ -113,6 +114,13 @@ struct sto_store_ops {
     int (*vec_scan)(struct sto_store *st, const char *owner, const float *q, int dim,
                     struct emb_hit **out, size_t *n_out);
 
+    /* ---- several kernels (NULL where the store is one kernel's) ----
+     * Hold owner's lock across kernels until unlock_owner(*held): the
+     * manager takes it inside its own stripe lock around every mutation
+     * of owner's tree. */
+    int (*lock_owner)(struct sto_store *st, const char *owner, void **held);
+    void (*unlock_owner)(struct sto_store *st, void *held);
+
     /* ---- share grants (see storage.h) ---- */
     int (*grant)(struct sto_store *st, const char *owner, const char *path, const char *grantee,
                  enum sto_mode mode, int64_t t_expires_us, char *err, size_t errlen);
@@ -138,5 +146,7 @@ struct sto_store_ops {
 
 /* store.c: SQLite, in root_dir/.lsfs/lsfs.db */
 extern const struct sto_store_ops sto_sqlite_store;
+/* store_pg.c: PostgreSQL at cfg->url */
+extern const struct sto_store_ops sto_pg_store;
 
 #endif

@@ -213,6 +213,34 @@ static pthread_mutex_t *stripe(struct sto *s, const char *owner)
     return &s->stripes[util_fnv1a32(owner) % STO_N_STRIPES];
 }
 
+/* The owner's tree, locked for a mutation: this kernel's stripe, then,
+ * when the store is shared with other kernels (PostgreSQL), the owner's
+ * lock in the database, so that versions commit in the order the files
+ * are renamed across kernels too. A failure to take the shared lock is
+ * logged and the mutation goes on under the stripe alone (the database
+ * transaction still keeps quotas and history consistent). */
+struct owner_lock {
+    struct sto *s;
+    pthread_mutex_t *m;
+    void *held;
+};
+
+static void owner_lock(struct sto *s, const char *owner, struct owner_lock *l)
+{
+    l->s = s;
+    l->m = stripe(s, owner);
+    l->held = NULL;
+    pthread_mutex_lock(l->m);
+    if (s->ops->lock_owner && s->ops->lock_owner(s->st, owner, &l->held))
+        LOG_WARN("storage", "cannot take the shared lock of %s's files", owner);
+}
+
+static void owner_unlock(struct owner_lock *l)
+{
+    if (l->held) l->s->ops->unlock_owner(l->s->st, l->held);
+    pthread_mutex_unlock(l->m);
+}
+
 /* map an error from path.c to an HTTP status (AIOS_EBUSY: the tree
  * changed under the call, a conflict to retry) */
 static int path_fail(struct opctx *c, int rc, const char *e)
@@ -356,10 +384,10 @@ out:
 static int put(struct opctx *c, const char *owner, const char *norm, const char *data, size_t n,
                const char *kind, int64_t *seq)
 {
-    pthread_mutex_t *m = stripe(c->s, owner);
-    pthread_mutex_lock(m);
+    struct owner_lock m;
+    owner_lock(c->s, owner, &m);
     int rc = put_locked(c, owner, norm, data, n, kind, seq);
-    pthread_mutex_unlock(m);
+    owner_unlock(&m);
     return rc;
 }
 
@@ -388,8 +416,8 @@ static int op_create_file(struct opctx *c, const struct sto_at *a, json_t **out)
     const char *norm = a->path, *owner;
     int rc = get_owner(c, a->owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
-    pthread_mutex_t *m = stripe(c->s, owner);
-    pthread_mutex_lock(m);
+    struct owner_lock m;
+    owner_lock(c->s, owner, &m);
     int rootfd = -1, dirfd = -1;
     const char *leaf;
     bool exists = false;
@@ -407,7 +435,7 @@ static int op_create_file(struct opctx *c, const struct sto_at *a, json_t **out)
     if (rootfd >= 0) close(rootfd);
     int64_t seq = 0;
     if (!rc && !exists) rc = put_locked(c, owner, norm, "", 0, "create", &seq);
-    pthread_mutex_unlock(m);
+    owner_unlock(&m);
     if (rc) return rc;
     *out = exists ? response("File already exists at: %s", norm)
                   : response("File has been created successfully at: %s", norm);
@@ -424,8 +452,8 @@ static int op_create_dir(struct opctx *c, const struct sto_at *a, json_t **out)
     if (rc) return rc;
     /* a mutation like any other: a write must not find a directory where it
      * just checked for none, nor a recursive delete a new one inside */
-    pthread_mutex_t *m = stripe(c->s, owner);
-    pthread_mutex_lock(m);
+    struct owner_lock m;
+    owner_lock(c->s, owner, &m);
     int rootfd = -1, dirfd = -1;
     bool created = false;
     rc = sto_root_open(c->s, owner, true, &rootfd, e, sizeof e);
@@ -449,7 +477,7 @@ static int op_create_dir(struct opctx *c, const struct sto_at *a, json_t **out)
     json_object_set_new(*out, "dir_path", json_string(norm));
     json_object_set_new(*out, "created", json_boolean(created));
 out:
-    pthread_mutex_unlock(m);
+    owner_unlock(&m);
     if (dirfd >= 0) close(dirfd);
     if (rootfd >= 0) close(rootfd);
     return rc;
@@ -573,8 +601,8 @@ static int op_delete(struct opctx *c, const struct sto_delete_args *a, json_t **
     int rc = get_owner(c, a->at.owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
     bool recursive = a->recursive;
-    pthread_mutex_t *m = stripe(c->s, owner);
-    pthread_mutex_lock(m);
+    struct owner_lock m;
+    owner_lock(c->s, owner, &m);
     int rootfd = -1, dirfd = -1, n_files = 0;
     rc = sto_root_open(c->s, owner, false, &rootfd, e, sizeof e);
     if (!rc) rc = sto_walk(rootfd, norm, false, &dirfd, &leaf, e, sizeof e);
@@ -642,7 +670,7 @@ static int op_delete(struct opctx *c, const struct sto_delete_args *a, json_t **
     json_object_set_new(*out, dir ? "dir_path" : "file_path", json_string(norm));
     json_object_set_new(*out, "deleted_files", json_integer(dir ? n_files : 1));
 out:
-    pthread_mutex_unlock(m);
+    owner_unlock(&m);
     if (dirfd >= 0) close(dirfd);
     if (rootfd >= 0) close(rootfd);
     return rc;
@@ -655,8 +683,8 @@ static int op_rollback(struct opctx *c, const struct sto_rollback_args *a, json_
     int64_t from;
     int rc = get_owner(c, a->at.owner, norm, STO_MODE_RW, &owner, norm);
     if (rc) return rc;
-    pthread_mutex_t *m = stripe(c->s, owner);
-    pthread_mutex_lock(m);
+    struct owner_lock m;
+    owner_lock(c->s, owner, &m);
     struct sto_file_info fi;
     char *data = NULL;
     size_t len = 0;
@@ -682,7 +710,7 @@ static int op_rollback(struct opctx *c, const struct sto_rollback_args *a, json_
     }
     rc = put_locked(c, owner, norm, data, len, "rollback", &seq);
 out:
-    pthread_mutex_unlock(m);
+    owner_unlock(&m);
     free(data);
     if (rc) return rc;
     *out = response("Successfully rolled back the file: %s to version %lld (now version %lld)",
@@ -1126,8 +1154,8 @@ static int op_mount(struct opctx *c, const struct sto_mount_args *a, json_t **ou
     char e[512];
     int rc;
     int rootfd;
-    pthread_mutex_t *m = stripe(c->s, c->agent);
-    pthread_mutex_lock(m);
+    struct owner_lock m;
+    owner_lock(c->s, c->agent, &m);
     rc = sto_root_open(c->s, c->agent, true, &rootfd, e, sizeof e);
     int n = 0;
     if (!rc) {
@@ -1135,7 +1163,7 @@ static int op_mount(struct opctx *c, const struct sto_mount_args *a, json_t **ou
         import_tree(c, rootfd, rel, 0, &n, 0);
         close(rootfd);
     }
-    pthread_mutex_unlock(m);
+    owner_unlock(&m);
     if (rc) return path_fail(c, rc, e);
     char dn[STO_AGENT_MAX * 3 + 1];
     sto_agent_dirname(c->agent, dn, sizeof dn);
@@ -1483,8 +1511,9 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
         rc = AIOS_ENOMEM;
         goto fail_early;
     }
-    s->ops = c->store ? c->store : &sto_sqlite_store;
-    struct sto_store_cfg sc = {.root_dir = s->agents_dir, .max_versions = s->cfg.max_versions,
+    s->ops = c->store ? c->store : c->store_url ? &sto_pg_store : &sto_sqlite_store;
+    struct sto_store_cfg sc = {.root_dir = s->agents_dir, .url = c->store_url,
+                               .max_versions = s->cfg.max_versions,
                                .quota_bytes = s->cfg.quota_bytes, .quota_files = s->cfg.quota_files};
     rc = s->ops->open(&s->st, &sc, err, errlen);
     if (rc) goto fail;

@@ -34,6 +34,8 @@ struct sto_config {
     int64_t reserve_bytes;
     struct emb *emb;         /* embedding model for hybrid search, or NULL (borrowed) */
     const struct sto_store_ops *store; /* the metadata store (sto_store.h); NULL: SQLite */
+    const char *store_url;   /* a PostgreSQL URL (borrowed): the metadata goes there
+                              * (store_pg.c) unless store is set; NULL: SQLite */
 };
 
 #define STO_DEFAULT_MAX_VERSIONS 20

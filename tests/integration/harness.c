@@ -9,9 +9,17 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <glob.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,8 +40,197 @@ void kf_print_log(struct kernel_fixture *kf)
     fclose(f);
 }
 
+/* ---- PostgreSQL ---- */
+
+static struct {
+    bool started;
+    char dir[256];   /* the cluster's temporary directory */
+    char bindir[256];
+    int port;
+    int n_db;
+    char url[512];   /* the current database's URL */
+} g_pg;
+
+bool kf_pg_mode(void)
+{
+    const char *m = getenv("AIOS_TEST_STATE");
+    return m && !strcmp(m, "postgres");
+}
+
+const char *kf_pg_url(void) { return g_pg.url; }
+
+/* run argv (as the postgres user when we are root); its exit status */
+static int pg_run(const char *const *argv, const char *out_path)
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (getuid() == 0) {
+            struct passwd *pw = getpwnam("postgres");
+            if (!pw) pw = getpwnam("nobody");
+            if (!pw || setgroups(0, NULL) || setgid(pw->pw_gid) || setuid(pw->pw_uid)) _exit(126);
+        }
+        if (out_path) {
+            FILE *f = freopen(out_path, "a", stdout);
+            if (f) dup2(fileno(f), 2);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void pg_stop_at_exit(void)
+{
+    if (!g_pg.started) return;
+    char bin[300], data[300], cmd[600];
+    snprintf(bin, sizeof bin, "%s/pg_ctl", g_pg.bindir);
+    snprintf(data, sizeof data, "%s/data", g_pg.dir);
+    const char *argv[] = {bin, "-D", data, "-m", "immediate", "-w", "stop", NULL};
+    pg_run(argv, NULL);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_pg.dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_pg.dir);
+    g_pg.started = false;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
+
+static bool pg_find_bindir(void)
+{
+    const char *env = getenv("AIOS_PG_BINDIR");
+    if (env && *env) {
+        snprintf(g_pg.bindir, sizeof g_pg.bindir, "%s", env);
+    } else {
+        glob_t gl;
+        if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &gl) || gl.gl_pathc == 0) {
+            globfree(&gl);
+            return false;
+        }
+        /* the newest version sorts last */
+        snprintf(g_pg.bindir, sizeof g_pg.bindir, "%.*s",
+                 (int)(strlen(gl.gl_pathv[gl.gl_pathc - 1]) - strlen("/initdb")),
+                 gl.gl_pathv[gl.gl_pathc - 1]);
+        globfree(&gl);
+    }
+    char p[300];
+    snprintf(p, sizeof p, "%s/pg_ctl", g_pg.bindir);
+    return access(p, X_OK) == 0;
+}
+
+bool kf_pg_available(void) { return g_pg.started || pg_find_bindir(); }
+
+static bool pg_start(void)
+{
+    if (g_pg.started) return true;
+    if (!pg_find_bindir()) {
+        fprintf(stderr, "PostgreSQL: no initdb/pg_ctl (install Debian's postgresql: "
+                "scripts/deps.sh); this test needs them\n");
+        return false;
+    }
+    snprintf(g_pg.dir, sizeof g_pg.dir, "/tmp/aios-pg-XXXXXX");
+    if (!mkdtemp(g_pg.dir)) return false;
+    if (getuid() == 0) {
+        /* the server refuses to run as root: the directory is the
+         * postgres user's (or nobody's) */
+        struct passwd *pw = getpwnam("postgres");
+        if (!pw) pw = getpwnam("nobody");
+        if (!pw || chown(g_pg.dir, pw->pw_uid, pw->pw_gid)) return false;
+    }
+    char initdb[300], pg_ctl[300], data[300], log[300], ilog[300], opts[600];
+    snprintf(initdb, sizeof initdb, "%s/initdb", g_pg.bindir);
+    snprintf(pg_ctl, sizeof pg_ctl, "%s/pg_ctl", g_pg.bindir);
+    snprintf(data, sizeof data, "%s/data", g_pg.dir);
+    snprintf(log, sizeof log, "%s/server.log", g_pg.dir);
+    snprintf(ilog, sizeof ilog, "%s/initdb.log", g_pg.dir);
+    const char *a1[] = {initdb, "-D", data, "-U", "aios", "--auth=trust", "-E", "UTF8",
+                        "--locale=C", "--no-sync", NULL};
+    if (pg_run(a1, ilog) != 0) {
+        fprintf(stderr, "PostgreSQL: initdb failed (log in %s)\n", ilog);
+        return false;
+    }
+    g_pg.started = true; /* from here on, stopped and removed at exit */
+    atexit(pg_stop_at_exit);
+    for (int attempt = 0; attempt < 5; attempt++) {
+        g_pg.port = free_port();
+        /* fsync off: the tests kill kernels, never the database server */
+        snprintf(opts, sizeof opts, "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
+                 "-c max_connections=200", g_pg.port, g_pg.dir);
+        const char *a2[] = {pg_ctl, "-D", data, "-l", log, "-o", opts, "-w", "-t", "120",
+                            "start", NULL};
+        if (pg_run(a2, ilog) == 0) return true;
+    }
+    fprintf(stderr, "PostgreSQL: pg_ctl start failed (log in %s)\n", log);
+    return false;
+}
+
+const char *kf_pg_new_db(void)
+{
+    if (!pg_start()) return NULL;
+    char conn[512], sql[128];
+    snprintf(conn, sizeof conn, "host=127.0.0.1 port=%d user=aios dbname=postgres", g_pg.port);
+    PGconn *c = PQconnectdb(conn);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "PostgreSQL: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    snprintf(sql, sizeof sql, "CREATE DATABASE aios_%d_%d", (int)getpid(), ++g_pg.n_db);
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) fprintf(stderr, "PostgreSQL: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(c);
+    if (!ok) return NULL;
+    snprintf(g_pg.url, sizeof g_pg.url, "postgresql://aios@127.0.0.1:%d/aios_%d_%d", g_pg.port,
+             (int)getpid(), g_pg.n_db);
+    return g_pg.url;
+}
+
 struct kernel_fixture *kf_start(const char *const *extra)
 {
+    if (kf_pg_mode()) {
+        if (!g_pg.started && !pg_find_bindir()) {
+            fprintf(stderr, "SKIPPED: AIOS_TEST_STATE=postgres but the PostgreSQL binaries "
+                    "(initdb, pg_ctl) are not installed\n");
+            exit(77);
+        }
+        /* a kernel started again with the same config file finds the same
+         * database (as it finds the SQLite files the file names); any
+         * other start gets a fresh one */
+        static struct { char cfg[300], url[512]; } seen[64];
+        static int n_seen;
+        const char *cfg = NULL;
+        for (int i = 0; extra && extra[i]; i++)
+            if (!strcmp(extra[i], "--config") && extra[i + 1]) cfg = extra[i + 1];
+        const char *url = NULL;
+        for (int i = 0; cfg && i < n_seen && !url; i++)
+            if (!strcmp(seen[i].cfg, cfg)) url = seen[i].url;
+        if (!url) {
+            url = kf_pg_new_db();
+            if (!url) fail_msg("could not start PostgreSQL or create a database for the kernel");
+            if (cfg && n_seen < 64) {
+                snprintf(seen[n_seen].cfg, sizeof seen[n_seen].cfg, "%s", cfg);
+                snprintf(seen[n_seen].url, sizeof seen[n_seen].url, "%s", url);
+                n_seen++;
+            }
+        }
+        if (url != g_pg.url) snprintf(g_pg.url, sizeof g_pg.url, "%s", url);
+        fprintf(stderr, "[ harness  ] kernel state in %s\n", g_pg.url);
+        setenv("AIOS_STATE_URL", g_pg.url, 1);
+    }
     struct kernel_fixture *kf = calloc(1, sizeof *kf);
     assert_non_null(kf);
     snprintf(kf->dir, sizeof kf->dir, "/tmp/aios-it-XXXXXX");

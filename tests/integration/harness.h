@@ -47,6 +47,28 @@ void kf_stop_tiny(struct tiny_kernel *t);
 
 const char *aios_bin(void);
 
+/* ---- PostgreSQL (docs/postgres.md, "Tests") ----
+ * With AIOS_TEST_STATE=postgres in the environment, the harness starts a
+ * real PostgreSQL server for the test process (initdb and pg_ctl of
+ * Debian's postgresql in a temporary directory, on a free loopback port,
+ * as the unprivileged `postgres` user when run as root; stopped and removed
+ * at exit), and each kf_start passes the kernel a database through
+ * AIOS_STATE_URL, so it keeps its state there instead of SQLite: the same
+ * database as before for a kernel started again with the same --config
+ * file, else a fresh one. A kernel restarted with child_start inherits the
+ * URL of the last kf_start.
+ * When the PostgreSQL binaries are absent the test process says so and
+ * exits with 77 (ctest: skipped). */
+bool kf_pg_mode(void);
+/* initdb and pg_ctl are installed (AIOS_PG_BINDIR, else /usr/lib/postgresql/N/bin) */
+bool kf_pg_available(void);
+/* Make a fresh database and return its URL (static buffer), starting the
+ * server on first use; NULL (after printing why) when it cannot. Works
+ * without AIOS_TEST_STATE too (tests that always need PostgreSQL). */
+const char *kf_pg_new_db(void);
+/* the URL kf_start's kernels use now ("" when not in PostgreSQL mode) */
+const char *kf_pg_url(void);
+
 /* Request against the fixture; path like "/v1/models". Response JSON is
  * parsed into *json when non-NULL (NULL if not JSON). */
 long kf_call(struct kernel_fixture *kf, const char *method, const char *path, const char *body,

@@ -262,6 +262,37 @@ static void test_validation_errors(void **state)
     }
 }
 
+/* state.backend / state.url, and AIOS_STATE_URL over the file */
+static void test_state_backend(void **state)
+{
+    (void)state;
+    struct aios_config cfg;
+    char err[512] = "";
+    unsetenv("AIOS_STATE_URL");
+    assert_int_equal(load(&cfg, "data_dir: x\n", err, sizeof err), 0);
+    assert_string_equal(cfg.state_backend, "sqlite");
+    assert_null(cfg.state_url);
+    assert_false(config_state_pg(&cfg));
+    config_free(&cfg);
+    assert_int_equal(load(&cfg, "state: {backend: PostgreSQL, url: \"postgresql://u@h/db\"}\n",
+                          err, sizeof err), 0);
+    assert_true(config_state_pg(&cfg));
+    assert_string_equal(cfg.state_url, "postgresql://u@h/db");
+    config_free(&cfg);
+    assert_int_equal(load(&cfg, "state: {backend: mysql}\n", err, sizeof err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "state.backend"));
+    assert_int_equal(load(&cfg, "state: {backend: postgres}\n", err, sizeof err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "state.url"));
+    assert_int_equal(load(&cfg, "state: {backend: postgres, url: 5}\n", err, sizeof err),
+                     AIOS_ECONFIG);
+    setenv("AIOS_STATE_URL", "host=/tmp dbname=aios", 1);
+    assert_int_equal(load(&cfg, "state: {backend: sqlite}\n", err, sizeof err), 0);
+    assert_true(config_state_pg(&cfg));
+    assert_string_equal(cfg.state_url, "host=/tmp dbname=aios");
+    config_free(&cfg);
+    unsetenv("AIOS_STATE_URL");
+}
+
 static void test_syntax_errors(void **state)
 {
     (void)state;
@@ -548,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_scalar_typing),
         cmocka_unit_test(test_find_model),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_state_backend),
         cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
