@@ -49,6 +49,10 @@ struct api_req {
     char acc_agent[128];
     bool acc_admin, acc_compat;
     uint64_t acc_run; /* > 0: arrived on this agent run's own channel (http.c) */
+    /* monotonic time the whole request had arrived (parse starts); the
+     * answer's X-Aios-Kernel-Us is the time from here to the answer being
+     * queued: the kernel's own time, without the network or the client */
+    int64_t t_arrived_us;
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */

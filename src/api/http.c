@@ -127,6 +127,11 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (r->t_arrived_us) { /* the kernel's time for this request (bench/bench_load.c) */
+        char kt[24];
+        snprintf(kt, sizeof kt, "%lld", (long long)(util_now_us() - r->t_arrived_us));
+        MHD_add_response_header(resp, "X-Aios-Kernel-Us", kt);
+    }
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == 405) {
         char allow[128] = "";
@@ -544,6 +549,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
 
     r->dispatched = true;
+    r->t_arrived_us = util_now_us();
     conn_timeout(conn, srv->idle_timeout); /* the answer, then keep-alive idle */
     if (r->too_big)
         return api_send_error(r, 413, "invalid_request_error",
