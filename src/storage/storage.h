@@ -40,7 +40,7 @@ struct sto_config {
 #define STO_DEFAULT_QUOTA_BYTES ((int64_t)1 << 30)
 #define STO_DEFAULT_QUOTA_FILES 100000
 #define STO_DEFAULT_MAX_FILE_BYTES ((int64_t)16 << 20)
-#define STO_DEFAULT_THREADS 2
+#define STO_DEFAULT_THREADS 4
 #define STO_DEFAULT_RESERVE_BYTES ((int64_t)64 << 20)
 
 /* Read storage.* from the kernel config (root_dir resolved under data_dir)
