@@ -257,6 +257,10 @@ static void embed_file(struct sto *s, const char *owner, int64_t file_id, const 
 
 /* at most this many wait for the cleaner; a writer past it waits too */
 #define STO_PEND_MAX 65536
+/* at least this long between two syncs of the file system: each flushes
+ * every dirty page of it (other programs' too), so fewer and larger is
+ * kinder to the writes that wait for the WAL's fsync meanwhile */
+#define STO_SYNC_INTERVAL_US 50000
 
 struct sto_pend {
     int64_t file_id;
@@ -271,10 +275,19 @@ struct sto_pend {
 static void *cleaner_main(void *arg)
 {
     struct sto *s = arg;
+    int64_t t_last = 0;
     pthread_mutex_lock(&s->pend_mu);
     for (;;) {
         while (!s->pend && !s->pend_stop) pthread_cond_wait(&s->pend_cv, &s->pend_mu);
         if (!s->pend) break; /* stopping, nothing left */
+        int64_t wait = t_last + STO_SYNC_INTERVAL_US - util_now_us();
+        if (wait > 0 && !s->pend_stop) {
+            pthread_mutex_unlock(&s->pend_mu);
+            struct timespec ts = {wait / 1000000, (long)(wait % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&s->pend_mu);
+        }
+        t_last = util_now_us();
         struct sto_pend *list = s->pend;
         s->pend = NULL;
         s->n_pend = 0;

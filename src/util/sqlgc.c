@@ -14,10 +14,11 @@
  * batch runs wait for the next one, whose leader is the first of them to
  * wake. A caller returns only when its job's commit is over, so a durable
  * job is answered after the fsync that covers it. A posted job
- * (sqlgc_post) has no caller waiting: it joins the running batch's
- * successor, or, when nothing runs, its poster commits it at once; a
- * leader that finds only posted jobs queued after its batch commits them
- * too, so none is left behind.
+ * (sqlgc_post) has no caller waiting: it joins the next batch when a
+ * batch is running or a caller waits to lead one; otherwise its poster
+ * commits it at once (no fsync: posted jobs are not durable). A leader
+ * that finds only posted jobs queued after its batch commits them too, so
+ * none is left behind.
  *
  * Durable and derived data: with full_sync a batch commits its non-durable
  * jobs (statistics, vectors) first, in their own transaction with
@@ -279,10 +280,11 @@ int sqlgc_run(struct sqlgc *g, struct sqlgc_job *j)
 
 void sqlgc_post(struct sqlgc *g, struct sqlgc_job *j)
 {
-    assert(j->free);
+    assert(j->free && !j->durable);
     pthread_mutex_lock(&g->mu);
     enqueue(g, j);
-    if (!g->leading) lead(g);
+    /* a caller that waits will lead the next batch and take it; else
+     * commit it (and the other posted ones) now, without an fsync */
     lead_leftovers(g);
     pthread_mutex_unlock(&g->mu);
 }

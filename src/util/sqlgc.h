@@ -46,8 +46,9 @@ int sqlgc_run(struct sqlgc *g, struct sqlgc_job *j);
 
 /* Queue j for the next commit without waiting for it (derived data whose
  * loss in a crash costs only statistics). j is heap memory with j->free
- * set; sqlgc frees it after its commit and logs a failure. When no batch
- * is running, the caller commits it (and whatever else is queued) now. */
+ * set and durable false; sqlgc frees it after its commit and logs a
+ * failure. When no batch is running and no caller waits, the poster
+ * commits it (and the other posted jobs) now, without an fsync. */
 void sqlgc_post(struct sqlgc *g, struct sqlgc_job *j);
 
 /* counters since open (for tests and benchmarks): commits, jobs done */

@@ -2,7 +2,8 @@
  * storage stores, on a real SQLite file (WAL, synchronous=FULL): jobs that
  * wait while a batch runs share the next commit; a failing job undoes only
  * its own changes; derived (non-durable) jobs commit in their own
- * transaction; every caller sees its own result. The first job holds its
+ * transaction; every caller sees its own result; a posted job is
+ * committed at once when nothing runs, else after the running batch. The first job holds its
  * batch open until the others are queued, so the grouping is certain
  * rather than left to timing. */
 #include <setjmp.h>
@@ -196,6 +197,60 @@ static void test_sql_error_reaches_its_caller(void **state)
     assert_int_equal(count_rows(), 1);
 }
 
+static int g_freed;
+
+static void posted_free(struct sqlgc_job *j)
+{
+    g_freed++;
+    free(j->arg);
+    free(j);
+}
+
+static struct sqlgc_job *posted(int key)
+{
+    struct job *jb = calloc(1, sizeof *jb);
+    struct sqlgc_job *j = calloc(1, sizeof *j);
+    assert_non_null(jb);
+    assert_non_null(j);
+    jb->key = key;
+    j->fn = insert_fn;
+    j->arg = jb;
+    j->free = posted_free;
+    return j;
+}
+
+/* a posted job: committed at once when nothing runs; else with the next
+ * batch, after the one that was running, and freed either way */
+static void test_posted_jobs(void **state)
+{
+    (void)state;
+    g_freed = 0;
+    sqlgc_post(g_gc, posted(50));
+    assert_true(has_row(50)); /* committed before sqlgc_post returned */
+    assert_int_equal(g_freed, 1);
+    struct job lead;
+    memset(&lead, 0, sizeof lead);
+    lead.key = 100;
+    lead.hold = true;
+    lead.j.durable = true;
+    assert_int_equal(pthread_create(&lead.th, NULL, run_job, &lead), 0);
+    pthread_mutex_lock(&g_mu);
+    while (!g_entered) pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+    sqlgc_post(g_gc, posted(51)); /* returns at once: a batch is running */
+    assert_int_equal(sqlgc_waiting(g_gc), 1);
+    assert_false(has_row(51));
+    pthread_mutex_lock(&g_mu);
+    g_release = true;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+    pthread_join(lead.th, NULL); /* its leader commits the posted job after its own */
+    assert_int_equal(lead.rc, 0);
+    assert_true(has_row(51) && has_row(100));
+    assert_int_equal(g_freed, 2);
+    assert_int_equal(sqlgc_waiting(g_gc), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +258,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_job_undoes_only_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(test_derived_jobs_commit_apart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sql_error_reaches_its_caller, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_posted_jobs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
