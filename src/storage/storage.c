@@ -42,11 +42,12 @@
  * Threads: the storage worker pool (several threads) and other managers
  * call in. Every mutation of one owner's tree (write, create_file,
  * create_dir, deletes, rollback, mount's import) holds that owner's stripe
- * mutex, a write from (1) to (4), so versions commit in the order files are
+ * mutex, a write from (1) to (3), so versions commit in the order files are
  * renamed and a delete never meets a half-made tree; reads take no lock
  * (rename is atomic) and answer 404 / 409 when a path changes under them.
- * Each thread uses its own store connection. No thread holds two of our
- * locks. */
+ * The store serialises its own writes (group commit, store.c). The cleaner
+ * thread (step 4) takes no stripe; pend_mu, its list's lock, is a leaf a
+ * writer takes under its stripe. No thread holds two locks otherwise. */
 #include "storage/sto_int.h"
 
 #include "kernel/config.h"
