@@ -1,21 +1,32 @@
 /* Load driver for a running kernel: N keep-alive connections (default
  * 1000) on loopback for S seconds (default 60), each sending one request
- * after another (closed loop, optional think time), in turn:
- *   GET /status, memory add_memory, memory retrieve_memory,
- *   storage write, storage read   (the last four through POST /query,
- *   16 agents "load0".."load15").
+ * after another (closed loop, optional think time). The mix (-m):
+ *   all  GET /status, memory add_memory, memory retrieve_memory, storage
+ *        write, storage read (the default; the last four through POST
+ *        /query)
+ *   mem  add_memory, get_memory (of the note the connection added last),
+ *        retrieve_memory
+ *   sto  storage write of a -b byte file (default 4096), storage read of it
+ * Connection i acts as agent "load<i mod A>" (-a A, default 16).
  * One thread and epoll, so the client costs little next to the kernel.
- * Prints requests/s, client latency p50/p99 and kernel time (the answer's
- * end_times - start_times) p50/p99 per kind, errors (non-200 answers,
- * closed or failed connections), and the kernel's RSS before and after.
+ * Prints requests/s, client latency p50/p99, kernel time p50/p99 per kind
+ * (the answer's X-Aios-Kernel-Us header: from the whole request having
+ * arrived to the answer being queued, so queueing, the access check, the
+ * worker and fsyncs are in it, the network and this client are not) and
+ * the syscall's run time p99 (end_times - start_times), errors (non-200
+ * answers, closed or failed connections), and the kernel's RSS before and
+ * after. With -f DIR it first and last measures the disk's floor: a 4 KiB
+ * append plus fdatasync of a file in DIR (the kernel's data directory),
+ * p50/p99 of 500 each.
  *
- * Usage: bench_load PORT TOKEN_FILE [CONNS=1000] [SECONDS=60] [KERNEL_PID]
- *        [THINK_MS=0]
+ * Usage: bench_load [-m all|mem|sto] [-a AGENTS] [-b BYTES] [-f DIR]
+ *        PORT TOKEN_FILE [CONNS=1000] [SECONDS=60] [KERNEL_PID] [THINK_MS=0]
  * e.g.  d=$(mktemp -d); build/aios serve --port 0 --data-dir $d \
  *         --ready-file $d/ready & pid=$!
  *       (wait for $d/ready: it holds the port)
- *       build/bench/bench_load $(head -1 $d/ready) $d/admin.token 1000 60 $pid
- * Results and the exact command: docs/reliability.md, "Load". */
+ *       build/bench/bench_load -f $d $(head -1 $d/ready) $d/admin.token 1000 60 $pid
+ * Results and the exact commands: docs/performance.md ("Memory and storage
+ * syscalls") and docs/reliability.md ("Load"). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,9 +43,16 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OP_STATUS, OP_MEM_ADD, OP_MEM_GET, OP_STO_WRITE, OP_STO_READ, N_OPS };
-static const char *k_op_name[N_OPS] = {"GET /status", "memory add", "memory retrieve",
-                                       "storage write", "storage read"};
+enum { OP_STATUS, OP_MEM_ADD, OP_MEM_GET, OP_MEM_RETRIEVE, OP_STO_WRITE, OP_STO_READ, N_OPS };
+static const char *k_op_name[N_OPS] = {"GET /status",     "memory add",    "memory get",
+                                       "memory retrieve", "storage write", "storage read"};
+static const int k_mix_all[] = {OP_STATUS, OP_MEM_ADD, OP_MEM_RETRIEVE, OP_STO_WRITE, OP_STO_READ};
+static const int k_mix_mem[] = {OP_MEM_ADD, OP_MEM_GET, OP_MEM_RETRIEVE};
+static const int k_mix_sto[] = {OP_STO_WRITE, OP_STO_READ};
+static const int *g_mix = k_mix_all;
+static size_t g_n_mix = sizeof k_mix_all / sizeof *k_mix_all;
+static int g_agents = 16;
+static size_t g_file_bytes = 0; /* storage content; 0: a short line */
 
 struct samples {
     double *v;
@@ -70,7 +88,8 @@ struct conn {
     int fd, id;
     unsigned long seq;
     int op;
-    char req[1024];
+    char mem_id[64]; /* the note this connection added last (get_memory) */
+    char req[16384];
     size_t req_len, req_off;
     char buf[65536];
     size_t n_buf;
@@ -78,7 +97,7 @@ struct conn {
     bool connected;
 };
 
-static struct samples g_lat[N_OPS], g_kern[N_OPS];
+static struct samples g_lat[N_OPS], g_kern[N_OPS], g_run[N_OPS];
 static unsigned long g_ok[N_OPS], g_err_status[N_OPS], g_err_conn;
 static char g_token[512];
 static int g_port;
@@ -103,11 +122,24 @@ static long rss_kib(int pid)
     return v;
 }
 
+/* n bytes of JSON-safe text for a file: words that change with seq */
+static void file_text(char *out, size_t n, int id, unsigned long seq)
+{
+    size_t o = 0;
+    while (o < n) {
+        char w[64];
+        int k = snprintf(w, sizeof w, "conn %d request %lu word %zu. ", id, seq, o);
+        for (int i = 0; i < k && o < n; i++) out[o++] = w[i];
+    }
+    out[n] = 0;
+}
+
 static void build_request(struct conn *c)
 {
-    c->op = (int)(c->seq % N_OPS);
-    char body[512];
-    int agent = c->id % 16;
+    c->op = g_mix[c->seq % g_n_mix];
+    if (c->op == OP_MEM_GET && !c->mem_id[0]) c->op = OP_MEM_RETRIEVE;
+    static char body[12288], text[8192];
+    int agent = c->id % g_agents;
     switch (c->op) {
     case OP_MEM_ADD:
         snprintf(body, sizeof body,
@@ -119,16 +151,27 @@ static void build_request(struct conn *c)
     case OP_MEM_GET:
         snprintf(body, sizeof body,
                  "{\"agent_name\":\"load%d\",\"query_type\":\"memory\",\"query_data\":{"
+                 "\"operation_type\":\"get_memory\",\"params\":{\"memory_id\":\"%s\"}}}",
+                 agent, c->mem_id);
+        break;
+    case OP_MEM_RETRIEVE:
+        snprintf(body, sizeof body,
+                 "{\"agent_name\":\"load%d\",\"query_type\":\"memory\",\"query_data\":{"
                  "\"operation_type\":\"retrieve_memory\",\"params\":{\"content\":\"meeting topic "
                  "%lu room\",\"k\":5}}}",
                  agent, c->seq % 97);
         break;
     case OP_STO_WRITE:
+        if (g_file_bytes)
+            file_text(text, g_file_bytes < sizeof text - 1 ? g_file_bytes : sizeof text - 1,
+                      c->id, c->seq);
+        else
+            snprintf(text, sizeof text, "connection %d wrote this, request %lu", c->id, c->seq);
         snprintf(body, sizeof body,
                  "{\"agent_name\":\"load%d\",\"query_type\":\"storage\",\"query_data\":{"
                  "\"operation_type\":\"write\",\"params\":{\"file_path\":\"load/c%d.txt\","
-                 "\"content\":\"connection %d wrote this, request %lu\"}}}",
-                 agent, c->id, c->id, c->seq);
+                 "\"content\":\"%s\"}}}",
+                 agent, c->id, text);
         break;
     case OP_STO_READ:
         snprintf(body, sizeof body,
@@ -152,6 +195,34 @@ static void build_request(struct conn *c)
                                       g_token, strlen(body), body);
     c->req_off = 0;
     c->n_buf = 0;
+}
+
+/* the disk's floor: 4 KiB appended to a file in dir and fdatasync'd, n
+ * times; p50 and p99 in ms (0 when it could not be measured) */
+static void fsync_floor(const char *dir, int n, double *p50, double *p99)
+{
+    *p50 = *p99 = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bench_load.fsync", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "fsync floor: cannot create %s\n", path);
+        return;
+    }
+    char block[4096];
+    memset(block, 'x', sizeof block);
+    struct samples s = {0};
+    for (int i = 0; i < n; i++) {
+        double t = now_s();
+        if (write(fd, block, sizeof block) != (ssize_t)sizeof block || fdatasync(fd) != 0) break;
+        sample_add(&s, now_s() - t);
+    }
+    close(fd);
+    unlink(path);
+    qsort(s.v, s.n, sizeof(double), cmp_d);
+    *p50 = pct(&s, 0.5) * 1e3;
+    *p99 = pct(&s, 0.99) * 1e3;
+    free(s.v);
 }
 
 static int open_conn(int ep, struct conn *c)
@@ -197,9 +268,20 @@ static int take_answer(struct conn *c)
     if (status == 200) {
         g_ok[c->op]++;
         sample_add(&g_lat[c->op], lat);
+        const char *kt = strcasestr(c->buf, "\r\nX-Aios-Kernel-Us:");
+        if (kt && kt < eoh) sample_add(&g_kern[c->op], strtod(kt + 19, NULL) / 1e6);
         const char *st = strstr(eoh, "\"start_times\":[");
         const char *en = strstr(eoh, "\"end_times\":[");
-        if (st && en) sample_add(&g_kern[c->op], strtod(en + 13, NULL) - strtod(st + 15, NULL));
+        if (st && en) sample_add(&g_run[c->op], strtod(en + 13, NULL) - strtod(st + 15, NULL));
+        const char *id = c->op == OP_MEM_ADD ? strstr(eoh, "\"memory_id\":\"") : NULL;
+        if (id) {
+            id += 13;
+            size_t k = strcspn(id, "\"");
+            if (k < sizeof c->mem_id) {
+                memcpy(c->mem_id, id, k);
+                c->mem_id[k] = 0;
+            }
+        }
     } else {
         if (g_err_status[c->op]++ < 5)
             fprintf(stderr, "%s answered %d: %.200s\n", k_op_name[c->op], status, eoh + 4);
@@ -212,11 +294,35 @@ static int take_answer(struct conn *c)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s PORT TOKEN_FILE [CONNS=1000] [SECONDS=60] [KERNEL_PID] "
-                        "[THINK_MS=0]\n", argv[0]);
+    const char *mix = "all", *fsync_dir = NULL;
+    int opt;
+    while ((opt = getopt(argc, argv, "m:a:b:f:")) != -1) {
+        switch (opt) {
+        case 'm': mix = optarg; break;
+        case 'a': g_agents = atoi(optarg); break;
+        case 'b': g_file_bytes = (size_t)atol(optarg); break;
+        case 'f': fsync_dir = optarg; break;
+        default: argc = 0;
+        }
+    }
+    if (!strcmp(mix, "mem")) {
+        g_mix = k_mix_mem;
+        g_n_mix = sizeof k_mix_mem / sizeof *k_mix_mem;
+    } else if (!strcmp(mix, "sto")) {
+        g_mix = k_mix_sto;
+        g_n_mix = sizeof k_mix_sto / sizeof *k_mix_sto;
+        if (!g_file_bytes) g_file_bytes = 4096;
+    } else if (strcmp(mix, "all")) {
+        argc = 0;
+    }
+    if (argc - optind < 2 || g_agents < 1 || g_file_bytes > 8000) {
+        fprintf(stderr, "usage: %s [-m all|mem|sto] [-a AGENTS] [-b BYTES<=8000] [-f DIR] PORT "
+                        "TOKEN_FILE [CONNS=1000] [SECONDS=60] [KERNEL_PID] [THINK_MS=0]\n",
+                argv[0]);
         return 2;
     }
+    argv += optind - 1;
+    argc -= optind - 1;
     g_port = atoi(argv[1]);
     FILE *tf = fopen(argv[2], "r");
     if (!tf || !fgets(g_token, sizeof g_token, tf)) {
@@ -230,6 +336,8 @@ int main(int argc, char **argv)
     int pid = argc > 5 ? atoi(argv[5]) : 0;
     double think = argc > 6 ? atof(argv[6]) / 1000.0 : 0;
     if (n_conns < 1 || seconds <= 0) return 2;
+    double f50a = 0, f99a = 0, f50b = 0, f99b = 0;
+    if (fsync_dir) fsync_floor(fsync_dir, 500, &f50a, &f99a);
 
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)n_conns + 64) {
@@ -322,6 +430,7 @@ int main(int argc, char **argv)
         if (stopping && now_s() > end + 30) break; /* answers that never came */
     }
     double el = now_s() - t0;
+    if (fsync_dir) fsync_floor(fsync_dir, 500, &f50b, &f99b);
     unsigned long total = 0, errs = g_err_conn;
     for (int o = 0; o < N_OPS; o++) {
         total += g_ok[o];
@@ -332,18 +441,24 @@ int main(int argc, char **argv)
     printf("requests %lu ok, %.0f requests/s; errors %lu (non-200 answers %lu, failed or closed "
            "connections %lu)\n",
            total, (double)total / el, errs, errs - g_err_conn, g_err_conn);
-    printf("%-16s %9s %12s %12s %14s %14s\n", "kind", "ok", "p50 ms", "p99 ms", "kernel p50 ms",
-           "kernel p99 ms");
+    if (fsync_dir)
+        printf("disk floor (4 KiB append + fdatasync in %s): p50 %.3f / p99 %.3f ms before, "
+               "p50 %.3f / p99 %.3f ms after\n", fsync_dir, f50a, f99a, f50b, f99b);
+    printf("%-16s %9s %10s %10s %14s %14s %12s\n", "kind", "ok", "p50 ms", "p99 ms",
+           "kernel p50 ms", "kernel p99 ms", "run p99 ms");
     for (int o = 0; o < N_OPS; o++) {
+        if (!g_ok[o] && !g_err_status[o]) continue;
         qsort(g_lat[o].v, g_lat[o].n, sizeof(double), cmp_d);
         qsort(g_kern[o].v, g_kern[o].n, sizeof(double), cmp_d);
-        if (g_kern[o].n)
-            printf("%-16s %9lu %12.2f %12.2f %14.3f %14.3f\n", k_op_name[o], g_ok[o],
-                   pct(&g_lat[o], 0.5) * 1e3, pct(&g_lat[o], 0.99) * 1e3,
-                   pct(&g_kern[o], 0.5) * 1e3, pct(&g_kern[o], 0.99) * 1e3);
-        else
-            printf("%-16s %9lu %12.2f %12.2f %14s %14s\n", k_op_name[o], g_ok[o],
-                   pct(&g_lat[o], 0.5) * 1e3, pct(&g_lat[o], 0.99) * 1e3, "-", "-");
+        qsort(g_run[o].v, g_run[o].n, sizeof(double), cmp_d);
+        char k50[32] = "-", k99[32] = "-", r99[32] = "-";
+        if (g_kern[o].n) {
+            snprintf(k50, sizeof k50, "%.3f", pct(&g_kern[o], 0.5) * 1e3);
+            snprintf(k99, sizeof k99, "%.3f", pct(&g_kern[o], 0.99) * 1e3);
+        }
+        if (g_run[o].n) snprintf(r99, sizeof r99, "%.3f", pct(&g_run[o], 0.99) * 1e3);
+        printf("%-16s %9lu %10.2f %10.2f %14s %14s %12s\n", k_op_name[o], g_ok[o],
+               pct(&g_lat[o], 0.5) * 1e3, pct(&g_lat[o], 0.99) * 1e3, k50, k99, r99);
     }
     if (pid) {
         sleep(1);

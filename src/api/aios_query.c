@@ -294,7 +294,8 @@ static struct syscall *storage_syscall(const char *agent, const char *op, json_t
     char err[1024];
     int rc = sto_req_parse(op, params, &q, &http, err, sizeof err);
     if (rc == AIOS_ENOMEM) return NULL;
-    struct syscall *sc = syscall_new(SYSCALL_KIND_STORAGE, agent, NULL, q, sto_req_free);
+    void *lane = q && sto_req_reads_only(q) ? SCHED_READ_LANE : NULL;
+    struct syscall *sc = syscall_new(SYSCALL_KIND_STORAGE, agent, lane, q, sto_req_free);
     if (sc && rc) syscall_fail(sc, rc, http, "%s", err);
     return sc;
 }
@@ -724,7 +725,8 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
         kq_req_free(req);
         if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
         if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", merr);
-        sc = syscall_new(kind, agent, NULL, mr, mem_req_free);
+        sc = syscall_new(kind, agent, mem_req_reads_only(mr) ? SCHED_READ_LANE : NULL, mr,
+                         mem_req_free);
     } else {
         sc = syscall_new(kind, agent, NULL, req, kq_req_free);
     }

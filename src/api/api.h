@@ -55,6 +55,10 @@ struct api_req {
     char request_id[72];
     unsigned status;    /* the status answered (0 until then) */
     int64_t t_start_us; /* monotonic, when the request arrived */
+    /* monotonic time the whole request had arrived (parse starts); the
+     * answer's X-Aios-Kernel-Us is the time from here to the answer being
+     * queued: the kernel's own time, without the network or the client */
+    int64_t t_arrived_us;
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */

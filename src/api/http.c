@@ -129,6 +129,11 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (r->request_id[0]) MHD_add_response_header(resp, "x-request-id", r->request_id);
     r->status = status;
+    if (r->t_arrived_us) { /* the kernel's time for this request (bench/bench_load.c) */
+        char kt[24];
+        snprintf(kt, sizeof kt, "%lld", (long long)(util_now_us() - r->t_arrived_us));
+        MHD_add_response_header(resp, "X-Aios-Kernel-Us", kt);
+    }
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == 405) {
         char allow[128] = "";
@@ -620,6 +625,7 @@ static enum MHD_Result handler_in(void *cls, struct MHD_Connection *conn, const 
     }
 
     r->dispatched = true;
+    r->t_arrived_us = util_now_us();
     conn_timeout(conn, srv->idle_timeout); /* the answer, then keep-alive idle */
     if (r->too_big)
         return api_send_error(r, 413, "invalid_request_error",

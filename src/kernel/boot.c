@@ -85,8 +85,8 @@ static int storage_start(struct kernel *k, char *err, size_t errlen)
     rc = sto_open(&k->storage, &c, err, errlen);
     sto_config_free(&c);
     if (rc) return rc;
-    rc = kernel_register_executor(k, SYSCALL_KIND_STORAGE, sto_n_threads(k->storage), sto_executor,
-                                  k->storage);
+    rc = kernel_register_executor(k, SYSCALL_KIND_STORAGE, sto_n_threads(k->storage),
+                                  sto_n_threads(k->storage), sto_executor, k->storage);
     if (rc) snprintf(err, errlen, "cannot start the storage workers: %s", aios_strerror(rc));
     return rc;
 }
@@ -119,7 +119,7 @@ static int tools_start(struct kernel *k, char *err, size_t errlen)
     if (k->storage && k->pools[SYSCALL_KIND_STORAGE]) d.storage_submit = tools_storage_submit;
     tool_mgr_set_deps(k->tools, &d);
     sched_set_agent_cap(k->sched, SYSCALL_KIND_TOOL, tool_mgr_calls_per_agent(k->tools));
-    rc = kernel_register_executor(k, SYSCALL_KIND_TOOL, tool_mgr_pool_threads(k->tools),
+    rc = kernel_register_executor(k, SYSCALL_KIND_TOOL, tool_mgr_pool_threads(k->tools), 0,
                                   tool_exec_syscall, k->tools);
     if (rc) {
         snprintf(err, errlen, "cannot start the tool pool: %s", aios_strerror(rc));

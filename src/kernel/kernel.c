@@ -28,9 +28,10 @@ struct llm_core *kernel_default_core(struct kernel *k)
 int kernel_port(struct kernel *k) { return k->port; }
 
 int kernel_register_executor(struct kernel *k, enum syscall_kind kind, int n_threads,
-                             sched_exec_fn fn, void *ud)
+                             int n_readers, sched_exec_fn fn, void *ud)
 {
     if ((unsigned)kind >= SYSCALL_KIND__COUNT || kind == SYSCALL_KIND_LLM) return AIOS_EINVAL;
     if (k->pools[kind]) return AIOS_EBUSY;
-    return sched_pool_start(&k->pools[kind], k->sched, kind, n_threads, fn, ud);
+    return sched_pool_start(&k->pools[kind], k->sched, kind, n_threads, n_readers, fn,
+                            ud);
 }

@@ -60,9 +60,10 @@ struct llm_core *kernel_find_core(struct kernel *k, const char *name);
 /* the first serving core (the default model), or NULL */
 struct llm_core *kernel_default_core(struct kernel *k);
 /* For managers, during kernel_start: serve syscalls of `kind` with
- * n_threads workers calling fn(sc, ud). One executor per kind. */
+ * n_threads workers calling fn(sc, ud), and n_readers more that take only
+ * reads (calls whose target is SCHED_READ_LANE). One executor per kind. */
 int kernel_register_executor(struct kernel *k, enum syscall_kind kind, int n_threads,
-                             sched_exec_fn fn, void *ud);
+                             int n_readers, sched_exec_fn fn, void *ud);
 /* bound port (useful with port 0) */
 int kernel_port(struct kernel *k);
 

@@ -625,7 +625,8 @@ int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retriev
     int rc = qv ? hybrid_search(m, a, p->query, qv, k, p->backfill, &hits, &n_hits)
                 : m->st->search(m->store, a->name, p->query, k, &hits, &n_hits);
     if (rc || !count || !n_hits) goto out;
-    /* a retrieval is an access: count it durably, then in RAM */
+    /* a retrieval is an access: count it in the store (committed after the
+     * answer, without an fsync: mem_store_touch), then in RAM */
     char ts[MEM_TS_LEN];
     mem_ts_now(ts);
     ids = calloc(n_hits, sizeof *ids);
@@ -637,6 +638,13 @@ int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retriev
     if ((rc = m->st->touch(m->store, a->name, ids, n_hits, ts))) goto out;
     for (size_t i = 0; i < n_hits; i++) {
         struct mem_note *n = hits[i].note;
+        /* the store's row may not count the last retrievals yet (touch
+         * commits after the answer); a resident note is always current */
+        struct mem_entry *e = ws_find(a, n->id);
+        if (e && e->note->retrieval_count > n->retrieval_count) {
+            n->retrieval_count = e->note->retrieval_count;
+            memcpy(n->last_accessed, e->note->last_accessed, sizeof n->last_accessed);
+        }
         n->retrieval_count++;
         memcpy(n->last_accessed, ts, sizeof ts);
         /* a copy of the fresh row replaces the resident one or faults in */

@@ -119,7 +119,8 @@ int mem_start(struct kernel *k, char *err, size_t errlen)
                          .analyze = k_analyze};
     rc = mem_manager_open(&k->memory, &o, &d, err, errlen);
     if (!rc) {
-        rc = kernel_register_executor(k, SYSCALL_KIND_MEMORY, o.workers, mem_exec, k->memory);
+        rc = kernel_register_executor(k, SYSCALL_KIND_MEMORY, o.workers, o.workers, mem_exec,
+                                      k->memory);
         if (rc) snprintf(err, errlen, "cannot start the memory workers: %s", aios_strerror(rc));
         else LOG_INFO("memory", "notes in %s; working set %zu bytes per agent",
                       pg ? "PostgreSQL (state.url)" : o.db_path, o.quota_bytes);

@@ -73,6 +73,18 @@ static void fields_free(struct mem_fields *f)
     json_decref(f->extra);
 }
 
+bool mem_req_reads_only(const struct mem_req *r)
+{
+    switch (r->op) {
+    case MEM_OP_GET:
+    case MEM_OP_RETRIEVE:
+    case MEM_OP_RETRIEVE_RAW:
+    case MEM_OP_STATS:
+    case MEM_OP_SHARES: return true;
+    default: return false;
+    }
+}
+
 void mem_req_free(void *p)
 {
     struct mem_req *r = p;

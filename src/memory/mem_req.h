@@ -90,6 +90,10 @@ int mem_req_parse(const char *op, json_t *params, struct mem_req **out, char *er
 struct mem_req *mem_req_new(enum mem_op op);
 /* frees the request and everything it owns; void * for syscall_new() */
 void mem_req_free(void *req);
+/* the operation changes no note (get, retrievals, stats, the shares list):
+ * it may run on the memory pool's read lane (SCHED_READ_LANE). A retrieval
+ * counts the access, but as statistics that wait for no fsync. */
+bool mem_req_reads_only(const struct mem_req *r);
 
 /* Set on n the fields present in f (deep copies). 0 or AIOS_ENOMEM. */
 int mem_fields_apply(const struct mem_fields *f, struct mem_note *n);

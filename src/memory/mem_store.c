@@ -16,22 +16,31 @@
  * scores an agent sees are therefore influenced by the size of other agents'
  * corpora, never by their text reaching it. Documented in docs/memory.md.
  *
- * Connections: SQLite connections must not be shared between threads that
- * run at the same time, so the store keeps a free list. A call takes one
- * (opening a new one when the list is empty), uses it alone, and puts it
- * back. There are never more connections than threads that ever called at
- * the same time. Each connection has its statements prepared once.
+ * Connections: one writer, and readers. Every write (insert, update,
+ * delete, touch, vectors) is a job for the one writer connection, run by
+ * group commit (util/sqlgc.c): the writes waiting at one moment share one
+ * transaction and one fsync, and each call returns only after the commit
+ * that covers it. Retrieval statistics and vectors are derived data,
+ * committed without an fsync and not kept waiting for the notes' fsync.
+ * Reads use reader connections (PRAGMA query_only): SQLite connections
+ * must not be shared between threads that run at the same time, so the
+ * store keeps a free list of them. A read takes one (opening a new one when
+ * the list is empty), uses it alone, and puts it back; in WAL mode a
+ * reader never waits for the writer or its fsync. There are never more
+ * readers than threads that ever read at the same time. Each connection
+ * has its statements prepared once.
  *
- * Locking: `mu` guards only the free list and is never held during SQL.
- * Writes use BEGIN IMMEDIATE so two writers queue on SQLite's busy handler
- * (busy_wait: short sleeps, 5 s in all) instead of deadlocking on a lock
- * upgrade. */
+ * Locking: `mu` guards only the free list and is never held during SQL;
+ * the group commit's lock is its own leaf lock. Only this store writes the
+ * database, so the writer never waits on SQLite's lock; the busy handler
+ * (busy_wait: short sleeps, 5 s in all) covers another process. */
 #include "memory/mem_store.h"
 
 #include "llm/embed.h"
 
 #include "util/err.h"
 #include "util/log.h"
+#include "util/sqlgc.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -50,11 +59,6 @@ enum {
     ST_SCAN,
     ST_IS_AGENT,
     ST_COUNT,
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_SYNC_NORMAL,
-    ST_SYNC_FULL,
     ST_VEC_SET,
     ST_VEC_SCAN,
     ST_VEC_MISSING,
@@ -81,11 +85,6 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts) FROM notes_fts f WHERE notes_fts MATCH ?1",
     [ST_IS_AGENT] = "SELECT 1 FROM notes WHERE nid=?1 AND agent=?2",
     [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
-    [ST_BEGIN] = "BEGIN IMMEDIATE",
-    [ST_COMMIT] = "COMMIT",
-    [ST_ROLLBACK] = "ROLLBACK",
-    [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
-    [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
     [ST_VEC_SET] = "INSERT OR REPLACE INTO notes_vec(nid, agent, vec) "
                    "SELECT nid, agent, ?3 FROM notes WHERE agent=?1 AND id=?2",
     [ST_VEC_SCAN] = "SELECT v.nid, v.vec FROM notes_vec v WHERE v.agent=?1",
@@ -142,8 +141,10 @@ struct mem_conn {
 struct mem_store {
     char *path;
     bool full_sync;
+    struct mem_conn *writer; /* used only by the group commit's leader */
+    struct sqlgc *gc;
     pthread_mutex_t mu; /* guards `free_list` only */
-    struct mem_conn *free_list;
+    struct mem_conn *free_list; /* readers */
 };
 
 /* ---- ranking ----
@@ -247,7 +248,8 @@ static void conn_close(struct mem_conn *c)
     free(c);
 }
 
-static int conn_open(struct mem_store *s, struct mem_conn **out, char *err, size_t errlen)
+static int conn_open(struct mem_store *s, bool writer, struct mem_conn **out, char *err,
+                     size_t errlen)
 {
     *out = NULL;
     struct mem_conn *c = calloc(1, sizeof *c);
@@ -269,11 +271,11 @@ static int conn_open(struct mem_store *s, struct mem_conn **out, char *err, size
      * at 100k notes, docs/performance.md) */
     char pragmas[192];
     snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
-             "PRAGMA mmap_size=268435456; PRAGMA cache_size=-32768;",
-             s->full_sync ? "FULL" : "NORMAL");
+             "PRAGMA mmap_size=268435456; PRAGMA cache_size=-32768;%s",
+             s->full_sync ? "FULL" : "NORMAL", writer ? "" : " PRAGMA query_only=1;");
     char *msg = NULL;
     if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(c->db, k_schema, NULL, NULL, &msg) != SQLITE_OK) {
+        (writer && sqlite3_exec(c->db, k_schema, NULL, NULL, &msg) != SQLITE_OK)) {
         snprintf(err, errlen, "memory database %s: %s%s", s->path, msg ? msg : "error",
                  msg && strstr(msg, "fts5") ? " (this SQLite lacks FTS5; install a build with it)" : "");
         sqlite3_free(msg);
@@ -301,7 +303,7 @@ static struct mem_conn *conn_take(struct mem_store *s)
     pthread_mutex_unlock(&s->mu);
     if (c) return c;
     char err[512] = "";
-    if (conn_open(s, &c, err, sizeof err)) {
+    if (conn_open(s, false, &c, err, sizeof err)) {
         LOG_ERROR("memory", "%s", err[0] ? err : "cannot open a database connection");
         return NULL;
     }
@@ -329,8 +331,11 @@ int mem_store_open(struct mem_store **out, const char *path, bool full_sync, cha
     }
     s->full_sync = full_sync;
     pthread_mutex_init(&s->mu, NULL);
+    int rc = conn_open(s, true, &s->writer, err, errlen); /* creates the schema */
+    if (!rc && (rc = sqlgc_open(&s->gc, s->writer->db, s->writer, full_sync)))
+        snprintf(err, errlen, "memory database %s: cannot prepare the group commit", path);
     struct mem_conn *c = NULL;
-    int rc = conn_open(s, &c, err, errlen); /* creates the schema; proves it works */
+    if (!rc) rc = conn_open(s, false, &c, err, errlen); /* a reader; proves it works */
     if (rc) {
         mem_store_close(s);
         return rc;
@@ -349,6 +354,8 @@ void mem_store_close(struct mem_store *s)
         conn_close(c);
         c = n;
     }
+    sqlgc_close(s->gc);
+    conn_close(s->writer);
     pthread_mutex_destroy(&s->mu);
     free(s->path);
     free(s);
@@ -432,13 +439,28 @@ static int sql_fail(struct mem_conn *c, const char *what)
     return AIOS_EIO;
 }
 
-static int run(struct mem_conn *c, int which)
+/* a write: fn(writer, arg) in the next group commit (see the top) */
+static int write_job(struct mem_store *s, int (*fn)(void *conn, void *arg), void *arg,
+                     bool durable)
 {
-    sqlite3_stmt *st = c->st[which];
-    int r = sqlite3_step(st);
-    sqlite3_reset(st);
-    return r == SQLITE_DONE ? 0 : sql_fail(c, k_sql[which]);
+    struct sqlgc_job j = {.fn = fn, .arg = arg, .durable = durable};
+    return sqlgc_run(s->gc, &j);
 }
+
+/* what a write job is given */
+struct wargs {
+    const char *agent;
+    const struct mem_note *note;
+    struct mem_note *const *notes;
+    const char *id;
+    const char *const *ids;
+    size_t n;
+    const char *ts;
+    const float *vecs;
+    int dim;
+    const char *fingerprint;
+    bool *reset;
+};
 
 /* ---- operations ---- */
 
@@ -458,28 +480,31 @@ out:
     return rc;
 }
 
+static int job_insert(void *conn, void *arg)
+{
+    struct wargs *a = arg;
+    return insert_one(conn, a->agent, a->note);
+}
+
 int mem_store_insert(struct mem_store *s, const char *agent, const struct mem_note *n)
 {
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
-    int rc = insert_one(c, agent, n);
-    conn_give(s, c);
+    struct wargs a = {.agent = agent, .note = n};
+    return write_job(s, job_insert, &a, true);
+}
+
+static int job_insert_many(void *conn, void *arg)
+{
+    struct wargs *a = arg;
+    int rc = 0;
+    for (size_t i = 0; i < a->n && !rc; i++) rc = insert_one(conn, a->agent, a->notes[i]);
     return rc;
 }
 
 int mem_store_insert_many(struct mem_store *s, const char *agent, struct mem_note *const *n,
                           size_t count)
 {
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
-    int rc = run(c, ST_BEGIN);
-    if (rc) goto out;
-    for (size_t i = 0; i < count && !rc; i++) rc = insert_one(c, agent, n[i]);
-    if (rc) run(c, ST_ROLLBACK);
-    else rc = run(c, ST_COMMIT);
-out:
-    conn_give(s, c);
-    return rc;
+    struct wargs a = {.agent = agent, .notes = n, .n = count};
+    return write_job(s, job_insert_many, &a, true);
 }
 
 int mem_store_get(struct mem_store *s, const char *agent, const char *id, struct mem_note **out)
@@ -505,13 +530,13 @@ int mem_store_get(struct mem_store *s, const char *agent, const char *id, struct
     return rc;
 }
 
-int mem_store_update(struct mem_store *s, const char *agent, const struct mem_note *n)
+static int job_update(void *conn, void *arg)
 {
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
+    struct mem_conn *c = conn;
+    struct wargs *a = arg;
     sqlite3_stmt *st = c->st[ST_UPDATE];
     char *bufs[4] = {0};
-    int rc = bind_note(st, agent, n, bufs);
+    int rc = bind_note(st, a->agent, a->note, bufs);
     if (!rc) {
         if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "update a note");
         else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
@@ -519,23 +544,67 @@ int mem_store_update(struct mem_store *s, const char *agent, const struct mem_no
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     free_bufs(bufs);
-    conn_give(s, c);
     return rc;
 }
 
-int mem_store_delete(struct mem_store *s, const char *agent, const char *id)
+int mem_store_update(struct mem_store *s, const char *agent, const struct mem_note *n)
 {
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
+    struct wargs a = {.agent = agent, .note = n};
+    return write_job(s, job_update, &a, true);
+}
+
+static int job_delete(void *conn, void *arg)
+{
+    struct mem_conn *c = conn;
+    struct wargs *a = arg;
     sqlite3_stmt *st = c->st[ST_DELETE];
-    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, a->agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, a->id, -1, SQLITE_STATIC);
     int rc = 0;
     if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "delete a note");
     else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_delete(struct mem_store *s, const char *agent, const char *id)
+{
+    struct wargs a = {.agent = agent, .id = id};
+    return write_job(s, job_delete, &a, true);
+}
+
+/* a retrieval's statistics, posted to the group commit (copies) */
+struct touch_job {
+    struct sqlgc_job j;
+    char *agent;
+    char ts[MEM_TS_LEN];
+    size_t n;
+    char *ids[];
+};
+
+static void touch_free(struct sqlgc_job *j)
+{
+    struct touch_job *t = (struct touch_job *)j;
+    for (size_t i = 0; i < t->n; i++) free(t->ids[i]);
+    free(t->agent);
+    free(t);
+}
+
+static int job_touch(void *conn, void *arg)
+{
+    struct mem_conn *c = conn;
+    struct touch_job *t = arg;
+    sqlite3_stmt *st = c->st[ST_TOUCH];
+    int rc = 0;
+    for (size_t i = 0; i < t->n && !rc; i++) {
+        sqlite3_bind_text(st, 1, t->agent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, t->ids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, t->ts, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "record a retrieval");
+        sqlite3_reset(st);
+    }
+    sqlite3_clear_bindings(st);
     return rc;
 }
 
@@ -543,29 +612,28 @@ int mem_store_touch(struct mem_store *s, const char *agent, const char *const *i
                     const char *ts)
 {
     if (n == 0) return 0;
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
-    /* retrieval statistics are not worth an fsync per search: commit them
-     * without one (in WAL mode they still survive a crash of the kernel;
-     * the next synchronous commit makes them power-safe too) */
-    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_NORMAL]), sqlite3_reset(c->st[ST_SYNC_NORMAL]);
-    int rc = run(c, ST_BEGIN);
-    if (rc) goto out;
-    sqlite3_stmt *st = c->st[ST_TOUCH];
-    for (size_t i = 0; i < n && !rc; i++) {
-        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, ids[i], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, ts, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "record a retrieval");
-        sqlite3_reset(st);
+    /* Retrieval statistics are not worth an fsync per search, nor a wait
+     * for the notes' fsync: posted to the group commit, which commits them
+     * without one (in WAL mode they survive a crash of the kernel once
+     * committed; the next synchronous commit makes them power-safe too).
+     * The caller does not wait: a kernel killed within that commit loses
+     * those counts. The writer's queue keeps their order with the later
+     * writes of the same agent. */
+    struct touch_job *t = calloc(1, sizeof *t + n * sizeof *t->ids);
+    if (!t) return AIOS_ENOMEM;
+    t->j.fn = job_touch;
+    t->j.arg = t;
+    t->j.free = touch_free;
+    t->agent = strdup(agent);
+    snprintf(t->ts, sizeof t->ts, "%s", ts);
+    bool ok = t->agent != NULL;
+    for (size_t i = 0; i < n && ok; i++, t->n++) ok = (t->ids[i] = strdup(ids[i])) != NULL;
+    if (!ok) {
+        touch_free(&t->j);
+        return AIOS_ENOMEM;
     }
-    sqlite3_clear_bindings(st);
-    if (rc) run(c, ST_ROLLBACK);
-    else rc = run(c, ST_COMMIT);
-out:
-    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_FULL]), sqlite3_reset(c->st[ST_SYNC_FULL]);
-    conn_give(s, c);
-    return rc;
+    sqlgc_post(s->gc, &t->j);
+    return 0;
 }
 
 void mem_hits_free(struct mem_hit *hits, size_t n)
@@ -750,11 +818,10 @@ int mem_store_count(struct mem_store *s, const char *agent, long long *out)
  * fsync of their own) and a note without one gets it at the next
  * retrieval (mem_store_vec_missing), so losing one costs only time. */
 
-int mem_store_vec_model(struct mem_store *s, const char *fingerprint, bool *reset)
+static int job_vec_model(void *conn, void *arg)
 {
-    *reset = false;
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
+    struct mem_conn *c = conn;
+    struct wargs *a = arg;
     sqlite3_stmt *st = NULL;
     int rc = 0;
     if (sqlite3_prepare_v2(c->db, "SELECT value FROM vec_meta WHERE key='model'", -1, &st, NULL) !=
@@ -762,29 +829,33 @@ int mem_store_vec_model(struct mem_store *s, const char *fingerprint, bool *rese
         rc = sql_fail(c, "read vec_meta");
         goto out;
     }
-    bool same = sqlite3_step(st) == SQLITE_ROW && !strcmp(col_text(st, 0), fingerprint);
+    bool same = sqlite3_step(st) == SQLITE_ROW && !strcmp(col_text(st, 0), a->fingerprint);
     sqlite3_finalize(st);
     st = NULL;
     if (same) goto out;
-    if ((rc = run(c, ST_BEGIN))) goto out;
     if (sqlite3_exec(c->db, "DELETE FROM notes_vec", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO vec_meta(key, value) VALUES('model', ?1)",
                            -1, &st, NULL) != SQLITE_OK) {
         rc = sql_fail(c, "reset vectors");
-        run(c, ST_ROLLBACK);
         goto out;
     }
-    sqlite3_bind_text(st, 1, fingerprint, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, a->fingerprint, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) {
         rc = sql_fail(c, "record the embedding model");
-        run(c, ST_ROLLBACK);
         goto out;
     }
-    rc = run(c, ST_COMMIT);
-    *reset = true;
+    *a->reset = true;
 out:
     sqlite3_finalize(st);
-    conn_give(s, c);
+    return rc;
+}
+
+int mem_store_vec_model(struct mem_store *s, const char *fingerprint, bool *reset)
+{
+    *reset = false;
+    struct wargs a = {.fingerprint = fingerprint, .reset = reset};
+    int rc = write_job(s, job_vec_model, &a, true);
+    if (rc) *reset = false;
     return rc;
 }
 
@@ -800,20 +871,21 @@ static int vec_set(struct mem_conn *c, const char *agent, const char *id, const 
     return rc;
 }
 
+static int job_vec_set(void *conn, void *arg)
+{
+    struct wargs *a = arg;
+    int rc = 0;
+    for (size_t i = 0; i < a->n && !rc; i++)
+        rc = vec_set(conn, a->agent, a->ids[i], a->vecs + i * (size_t)a->dim, a->dim);
+    return rc;
+}
+
 int mem_store_vec_set(struct mem_store *s, const char *agent, const char *const *ids,
                       const float *vecs, size_t n, int dim)
 {
     if (n == 0) return 0;
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
-    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_NORMAL]), sqlite3_reset(c->st[ST_SYNC_NORMAL]);
-    int rc = run(c, ST_BEGIN);
-    for (size_t i = 0; i < n && !rc; i++) rc = vec_set(c, agent, ids[i], vecs + i * (size_t)dim, dim);
-    if (rc) run(c, ST_ROLLBACK);
-    else rc = run(c, ST_COMMIT);
-    if (s->full_sync) sqlite3_step(c->st[ST_SYNC_FULL]), sqlite3_reset(c->st[ST_SYNC_FULL]);
-    conn_give(s, c);
-    return rc;
+    struct wargs a = {.agent = agent, .ids = ids, .n = n, .vecs = vecs, .dim = dim};
+    return write_job(s, job_vec_set, &a, false);
 }
 
 int mem_store_vec_missing(struct mem_store *s, const char *agent, int limit, json_t **out)

@@ -4,6 +4,9 @@
  * tool syscalls are served by a fixed pool of threads per kind, started by
  * the manager that executes them. A pool thread blocks in sched_next() for
  * its kind, runs the executor, and hands the syscall back with sched_done().
+ * The first n_any threads take any call of the kind; the n_readers after
+ * them take only calls on the read lane (SCHED_READ_LANE: memory and
+ * storage reads), which therefore never wait behind writes (sched.h).
  * Threads exit when the scheduler shuts down (sched_next returns NULL). */
 #include "sched/sched.h"
 
@@ -22,11 +25,12 @@ struct sched_pool {
     pthread_t *threads;
 };
 
-static void *pool_main(void *arg)
+char sched_read_lane;
+
+static void run_lane(struct sched_pool *p, void *lane)
 {
-    struct sched_pool *p = arg;
     struct syscall *sc;
-    while ((sc = sched_next(p->s, p->kind, NULL, -1))) {
+    while ((sc = sched_next(p->s, p->kind, lane, -1))) {
         p->fn(sc, p->ud);
         pthread_mutex_lock(&sc->mu);
         bool final = syscall_status_final(sc->status);
@@ -39,17 +43,29 @@ static void *pool_main(void *arg)
         }
         sched_done(p->s, sc);
     }
+}
+
+static void *pool_main(void *arg)
+{
+    run_lane(arg, NULL);
+    return NULL;
+}
+
+static void *pool_main_reads(void *arg)
+{
+    run_lane(arg, SCHED_READ_LANE);
     return NULL;
 }
 
 int sched_pool_start(struct sched_pool **out, struct sched *s, enum syscall_kind kind,
-                     int n_threads, sched_exec_fn fn, void *ud)
+                     int n_threads, int n_readers, sched_exec_fn fn, void *ud)
 {
     *out = NULL;
-    if (n_threads <= 0 || !fn || (unsigned)kind >= SYSCALL_KIND__COUNT) return AIOS_EINVAL;
+    if (n_threads <= 0 || n_readers < 0 || !fn || (unsigned)kind >= SYSCALL_KIND__COUNT)
+        return AIOS_EINVAL;
     struct sched_pool *p = calloc(1, sizeof *p);
     if (!p) return AIOS_ENOMEM;
-    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    p->threads = calloc((size_t)n_threads + (size_t)n_readers, sizeof *p->threads);
     if (!p->threads) {
         free(p);
         return AIOS_ENOMEM;
@@ -58,8 +74,9 @@ int sched_pool_start(struct sched_pool **out, struct sched *s, enum syscall_kind
     p->kind = kind;
     p->fn = fn;
     p->ud = ud;
-    for (; p->n < n_threads; p->n++) {
-        if (pthread_create(&p->threads[p->n], NULL, pool_main, p) != 0) {
+    for (; p->n < n_threads + n_readers; p->n++) {
+        if (pthread_create(&p->threads[p->n], NULL, p->n < n_threads ? pool_main : pool_main_reads,
+                           p) != 0) {
             sched_shutdown(s);
             sched_pool_stop(p);
             return AIOS_ENOMEM;

@@ -75,6 +75,12 @@ struct sched {
     struct sched_tuning tun;
     pthread_mutex_t mu;
     pthread_cond_t cv[SYSCALL_KIND__COUNT];
+    /* the pool threads' (sched_next without a timeout, target NULL: [0],
+     * SCHED_READ_LANE: [1]). A submit wakes one of each that can take the
+     * call, not every thread of the kind: each woken thread scans the
+     * queue under the lock, and a herd of them on every submit was a
+     * sixth of the kernel's CPU with 1,000 queued storage calls. */
+    pthread_cond_t cv_pool[SYSCALL_KIND__COUNT][2];
     struct sched_queue q[SYSCALL_KIND__COUNT];
     size_t n_running[SYSCALL_KIND__COUNT];
     /* most calls of a kind one agent may have running (0: no cap) */
@@ -148,6 +154,14 @@ static bool run_unlink(struct sched *s, struct syscall *sc)
 
 /* a running call stops counting as running (at its final state, or when
  * requeued) */
+/* every waiter of kind k may find work now (lock held) */
+static void wake_all(struct sched *s, int k)
+{
+    pthread_cond_broadcast(&s->cv[k]);
+    pthread_cond_broadcast(&s->cv_pool[k][0]);
+    pthread_cond_broadcast(&s->cv_pool[k][1]);
+}
+
 static void run_release(struct sched *s, struct syscall *sc)
 {
     if (!run_unlink(s, sc)) return;
@@ -156,7 +170,7 @@ static void run_release(struct sched *s, struct syscall *sc)
     if (a && a->n_running) a->n_running--;
     if (a && a->n_running_kind[sc->kind]) a->n_running_kind[sc->kind]--;
     /* a call of this agent held back by its cap may start now */
-    if (s->agent_cap[sc->kind] > 0) pthread_cond_broadcast(&s->cv[sc->kind]);
+    if (s->agent_cap[sc->kind] > 0) wake_all(s, sc->kind);
 }
 
 /* may sc be handed out for target now? (lock held) Its agent's running
@@ -336,6 +350,8 @@ int sched_create(struct sched **out, const struct sched_policy *policy)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++) {
         pthread_cond_init(&s->cv[k], &ca);
+        pthread_cond_init(&s->cv_pool[k][0], &ca);
+        pthread_cond_init(&s->cv_pool[k][1], &ca);
         s->q[k].s = s;
     }
     pthread_condattr_destroy(&ca);
@@ -347,7 +363,11 @@ void sched_destroy(struct sched *s)
 {
     if (!s) return;
     sched_shutdown(s);
-    for (int k = 0; k < SYSCALL_KIND__COUNT; k++) pthread_cond_destroy(&s->cv[k]);
+    for (int k = 0; k < SYSCALL_KIND__COUNT; k++) {
+        pthread_cond_destroy(&s->cv[k]);
+        pthread_cond_destroy(&s->cv_pool[k][0]);
+        pthread_cond_destroy(&s->cv_pool[k][1]);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->tl_mu);
     free(s->tl);
@@ -501,7 +521,13 @@ int sched_submit(struct sched *s, struct syscall *sc)
     sc->sched_seq = ++s->seq;
     s->policy->push(&s->q[sc->kind], sc);
     s->n_submitted++;
+    /* timed waiters (engines) as before; of the pool threads one that
+     * takes any call, and one reader for a read. A thread that takes
+     * another call instead looks at the queue again when it is done, so
+     * nothing is left waiting for good. */
     pthread_cond_broadcast(&s->cv[sc->kind]);
+    pthread_cond_signal(&s->cv_pool[sc->kind][0]);
+    if (sc->target == SCHED_READ_LANE) pthread_cond_signal(&s->cv_pool[sc->kind][1]);
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
@@ -536,7 +562,9 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
             run_link(s, sc);
             break;
         }
-        if (timeout_ms < 0) {
+        if (timeout_ms < 0 && (!target || target == SCHED_READ_LANE)) {
+            pthread_cond_wait(&s->cv_pool[kind][target != NULL], &s->mu);
+        } else if (timeout_ms < 0) {
             pthread_cond_wait(&s->cv[kind], &s->mu);
         } else if (pthread_cond_timedwait(&s->cv[kind], &s->mu, &deadline) == ETIMEDOUT) {
             break;
@@ -734,7 +762,7 @@ void sched_set_agent_cap(struct sched *s, enum syscall_kind kind, int cap)
     assert((unsigned)kind < SYSCALL_KIND__COUNT);
     pthread_mutex_lock(&s->mu);
     s->agent_cap[kind] = cap > 0 ? cap : 0;
-    pthread_cond_broadcast(&s->cv[kind]);
+    wake_all(s, kind);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -841,7 +869,7 @@ int sched_preempt(struct sched *s, struct syscall *sc)
         sc->sched_seq = ++s->seq;
         s->n_preempted++;
         s->policy->push(&s->q[sc->kind], sc);
-        pthread_cond_broadcast(&s->cv[sc->kind]);
+        wake_all(s, sc->kind);
     }
     pthread_mutex_unlock(&s->mu);
     if (stopping) {
@@ -923,7 +951,7 @@ void sched_shutdown(struct sched *s)
             sc->next = drained;
             drained = sc;
         }
-        pthread_cond_broadcast(&s->cv[k]);
+        wake_all(s, k);
     }
     pthread_mutex_unlock(&s->mu);
     while (drained) {

@@ -223,8 +223,16 @@ int sched_timeline(struct sched *s, int64_t since_us, struct sched_call_rec **ou
  * these kinds get threads of their own and never run on HTTP threads. */
 typedef void (*sched_exec_fn)(struct syscall *sc, void *ud);
 struct sched_pool;
+/* The target of a memory or storage call that only reads (set before
+ * submit by whoever makes the call). A pool's reader threads take only
+ * such calls, so a read never waits behind writes that hold every other
+ * thread (a write waits for its fsync); the other threads take any call. */
+extern char sched_read_lane;
+#define SCHED_READ_LANE ((void *)&sched_read_lane)
+/* n_threads that take any call of kind, and n_readers more that take only
+ * calls whose target is SCHED_READ_LANE */
 int sched_pool_start(struct sched_pool **out, struct sched *s, enum syscall_kind kind,
-                     int n_threads, sched_exec_fn fn, void *ud);
+                     int n_threads, int n_readers, sched_exec_fn fn, void *ud);
 /* join the threads; call after sched_shutdown() */
 void sched_pool_stop(struct sched_pool *p);
 

@@ -270,7 +270,8 @@ enum sto_kind sto_leaf_kind(int dirfd, const char *leaf, struct stat *st)
     return STO_KIND_OTHER;
 }
 
-int sto_tmp_write(int dirfd, const void *data, size_t n, char *tmpname, char *err, size_t errlen)
+int sto_tmp_write(int dirfd, const void *data, size_t n, bool sync, char *tmpname, char *err,
+                  size_t errlen)
 {
     int fd = -1;
     for (int tries = 0; tries < 16 && fd < 0; tries++) {
@@ -298,7 +299,7 @@ int sto_tmp_write(int dirfd, const void *data, size_t n, char *tmpname, char *er
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0) {
+    if (sync && fsync(fd) != 0) {
         if (errno == ENOSPC || errno == EDQUOT) rc = AIOS_ENOSPC;
         snprintf(err, errlen, "fsync failed: %s", strerror(errno));
         goto fail;
@@ -311,14 +312,15 @@ fail:
     return rc;
 }
 
-int sto_tmp_commit(int dirfd, const char *tmpname, const char *leaf, char *err, size_t errlen)
+int sto_tmp_commit(int dirfd, const char *tmpname, const char *leaf, bool sync, char *err,
+                   size_t errlen)
 {
     if (renameat(dirfd, tmpname, dirfd, leaf) != 0) {
         snprintf(err, errlen, "rename failed: %s", strerror(errno));
         unlinkat(dirfd, tmpname, 0);
         return AIOS_EIO;
     }
-    if (fsync(dirfd) != 0) {
+    if (sync && fsync(dirfd) != 0) {
         snprintf(err, errlen, "fsync of the directory failed: %s", strerror(errno));
         return AIOS_EIO;
     }

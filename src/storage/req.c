@@ -336,6 +336,19 @@ const char *sto_op_name(enum sto_op op)
     return "?";
 }
 
+bool sto_req_reads_only(const struct sto_req *q)
+{
+    switch (q->op) {
+    case STO_OP_READ:
+    case STO_OP_LIST:
+    case STO_OP_HISTORY:
+    case STO_OP_RETRIEVE:
+    case STO_OP_SHARES:
+    case STO_OP_USAGE: return true;
+    default: return false;
+    }
+}
+
 void sto_req_free(void *p)
 {
     struct sto_req *q = p;

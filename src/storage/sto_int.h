@@ -25,6 +25,18 @@ struct sto {
      * set before any operation runs */
     sto_ns_policy_fn ns_policy;
     void *ns_ud;
+    /* Files written whose version is committed (dirty) but whose data and
+     * name may not be on disk yet: the cleaner thread syncs the file
+     * system (syncfs) and then clears their dirty marks (storage.c,
+     * "Writes"). pend_mu is a leaf lock (a writer takes it under its
+     * stripe). */
+    pthread_mutex_t pend_mu;
+    pthread_cond_t pend_cv;
+    struct sto_pend *pend;
+    size_t n_pend;
+    bool pend_stop, cleaner_started;
+    pthread_t cleaner;
+    int sync_fd; /* agents_dir, for syncfs */
 };
 
 /* ---- path.c: descriptor-relative walking, no symlink ever followed ---- */
@@ -42,10 +54,13 @@ int sto_walk(int rootfd, const char *norm, bool create, int *dirfd, const char *
 /* Open norm itself as a directory ("" = rootfd dup). */
 int sto_open_dir(int rootfd, const char *norm, int *fd, char *err, size_t errlen);
 enum sto_kind sto_leaf_kind(int dirfd, const char *leaf, struct stat *st);
-/* Write data to a new temp file in dirfd and fsync it; name out (>= 32 bytes). */
-int sto_tmp_write(int dirfd, const void *data, size_t n, char *tmpname, char *err, size_t errlen);
-/* rename tmp over leaf, then fsync the directory */
-int sto_tmp_commit(int dirfd, const char *tmpname, const char *leaf, char *err, size_t errlen);
+/* Write data to a new temp file in dirfd (and fsync it when sync); name
+ * out (>= 32 bytes). */
+int sto_tmp_write(int dirfd, const void *data, size_t n, bool sync, char *tmpname, char *err,
+                  size_t errlen);
+/* rename tmp over leaf (then fsync the directory when sync) */
+int sto_tmp_commit(int dirfd, const char *tmpname, const char *leaf, bool sync, char *err,
+                   size_t errlen);
 /* Read a regular file (never a link, fifo or device); at most max bytes,
  * else AIOS_ETOOBIG. *data malloc'd, NUL-terminated. */
 int sto_read_leaf(int dirfd, const char *leaf, int64_t max, char **data, size_t *n, char *err,

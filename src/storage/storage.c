@@ -10,16 +10,22 @@
  *                      content-addressed blobs, quotas, grants, search index
  *
  * A write (write, create_file, rollback) is atomic and durable, in this
- * order: (1) the content goes to a temp file in the target directory and is
- * fsynced; (2) one SQLite transaction checks the quota, stores the blob,
+ * order: (1) the content goes to a temp file in the target directory (no
+ * fsync); (2) one SQLite transaction checks the quota, stores the blob,
  * adds the version, prunes beyond max_versions, updates the index, and marks
- * the file dirty; (3) the temp file is renamed over the file and the
- * directory fsynced; (4) the dirty mark is cleared; only then is the call
- * answered. A crash before (2) commits leaves the old file and an orphan
- * temp file (swept at start); after (2) the start-up repair rewrites the file
- * from its blob. So an acknowledged write is always intact, a file is never
- * torn (it is only ever replaced by rename), and the history on disk always
- * matches the file.
+ * the file dirty; it is committed durably (fsync of the WAL, shared with
+ * the writes committing at the same moment: group commit, store.c);
+ * (3) the temp file is renamed over the file; only then is the call
+ * answered. (4) Later the cleaner thread syncs the file system (one
+ * syncfs for all files written meanwhile) and then clears the dirty marks.
+ * The version is durable from (2) on in the database, which holds its
+ * content: a crash (of the kernel or the machine) before (2) commits leaves
+ * the old file and an orphan temp file (swept at start); after it, and
+ * until (4), the start-up repair rewrites the file from its blob. So an
+ * acknowledged write is always intact, a file is never torn (it is only
+ * ever replaced by rename, and repaired from its blob while its data may
+ * not be on disk), and the history on disk always matches the file. A
+ * write costs one (shared) fsync before its answer.
  *
  * Isolation: every path goes through sto_path_norm() and descriptor-relative
  * walking (path.c) inside the owner's directory. Another agent's files are
@@ -36,11 +42,12 @@
  * Threads: the storage worker pool (several threads) and other managers
  * call in. Every mutation of one owner's tree (write, create_file,
  * create_dir, deletes, rollback, mount's import) holds that owner's stripe
- * mutex, a write from (1) to (4), so versions commit in the order files are
+ * mutex, a write from (1) to (3), so versions commit in the order files are
  * renamed and a delete never meets a half-made tree; reads take no lock
  * (rename is atomic) and answer 404 / 409 when a path changes under them.
- * Each thread uses its own store connection. No thread holds two of our
- * locks. */
+ * The store serialises its own writes (group commit, store.c). The cleaner
+ * thread (step 4) takes no stripe; pend_mu, its list's lock, is a leaf a
+ * writer takes under its stripe. No thread holds two locks otherwise. */
 #include "storage/sto_int.h"
 
 #include "kernel/config.h"
@@ -276,6 +283,85 @@ static void embed_file(struct sto *s, const char *owner, int64_t file_id, const 
     free(v);
 }
 
+/* ---- the cleaner: files whose version committed, not yet on disk ---- */
+
+/* at most this many wait for the cleaner; a writer past it waits too */
+#define STO_PEND_MAX 65536
+/* at least this long between two syncs of the file system: each flushes
+ * every dirty page of it (other programs' too), so fewer and larger is
+ * kinder to the writes that wait for the WAL's fsync meanwhile */
+#define STO_SYNC_INTERVAL_US 50000
+
+struct sto_pend {
+    int64_t file_id;
+    char sha[65];
+    struct sto_pend *next;
+};
+
+/* Sync the file system holding the storage root, then clear the dirty
+ * marks of every file pending at that moment (their data and names are on
+ * disk now). One syncfs covers any number of files written since the last
+ * one. Runs until sto_close, which it serves last. */
+static void *cleaner_main(void *arg)
+{
+    struct sto *s = arg;
+    int64_t t_last = 0;
+    pthread_mutex_lock(&s->pend_mu);
+    for (;;) {
+        while (!s->pend && !s->pend_stop) pthread_cond_wait(&s->pend_cv, &s->pend_mu);
+        if (!s->pend) break; /* stopping, nothing left */
+        int64_t wait = t_last + STO_SYNC_INTERVAL_US - util_now_us();
+        if (wait > 0 && !s->pend_stop) {
+            pthread_mutex_unlock(&s->pend_mu);
+            struct timespec ts = {wait / 1000000, (long)(wait % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&s->pend_mu);
+        }
+        t_last = util_now_us();
+        struct sto_pend *list = s->pend;
+        s->pend = NULL;
+        s->n_pend = 0;
+        pthread_cond_broadcast(&s->pend_cv); /* writers waiting for room */
+        pthread_mutex_unlock(&s->pend_mu);
+        bool synced = syncfs(s->sync_fd) == 0;
+        if (!synced) {
+            LOG_WARN("storage", "syncfs of %s failed (%s); syncing everything", s->agents_dir,
+                     strerror(errno));
+            sync();
+            synced = true;
+        }
+        for (struct sto_pend *p = list, *next; p; p = next) {
+            next = p->next;
+            if (synced) sto_st_clean(s, p->file_id, p->sha);
+            free(p);
+        }
+        pthread_mutex_lock(&s->pend_mu);
+    }
+    pthread_mutex_unlock(&s->pend_mu);
+    return NULL;
+}
+
+/* The write of file_id (version sha) was renamed into place without an
+ * fsync: the cleaner makes it durable on disk and clears its mark. Without
+ * a cleaner (or memory), do it now. */
+static void pend_add(struct sto *s, int64_t file_id, const char *sha)
+{
+    struct sto_pend *p = s->cleaner_started ? calloc(1, sizeof *p) : NULL;
+    if (!p) {
+        if (syncfs(s->sync_fd) == 0) sto_st_clean(s, file_id, sha);
+        return;
+    }
+    p->file_id = file_id;
+    snprintf(p->sha, sizeof p->sha, "%s", sha);
+    pthread_mutex_lock(&s->pend_mu);
+    while (s->n_pend >= STO_PEND_MAX && !s->pend_stop) pthread_cond_wait(&s->pend_cv, &s->pend_mu);
+    p->next = s->pend;
+    s->pend = p;
+    s->n_pend++;
+    pthread_cond_broadcast(&s->pend_cv);
+    pthread_mutex_unlock(&s->pend_mu);
+}
+
 static int put_locked(struct opctx *c, const char *owner, const char *norm, const char *data,
                       size_t n, const char *kind, int64_t *seq)
 {
@@ -342,7 +428,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
         free(old);
     }
     if (strcmp(kind, "import")) {
-        rc = sto_tmp_write(dirfd, data, n, tmp, e, sizeof e);
+        rc = sto_tmp_write(dirfd, data, n, false, tmp, e, sizeof e);
         if (rc == AIOS_ENOSPC) {
             rc = fail(c, 507, rc, "writing '%s': %s: the disk holding the storage root is full; "
                       "nothing was written (free space, or delete files or versions)", norm, e);
@@ -363,7 +449,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
         goto out;
     }
     if (tmp[0]) {
-        rc = sto_tmp_commit(dirfd, tmp, leaf, e, sizeof e);
+        rc = sto_tmp_commit(dirfd, tmp, leaf, false, e, sizeof e);
         if (rc) {
             rc = fail(c, 500, rc, "writing '%s': %s (the new version is recorded and will be "
                       "restored at the next start)", norm, e);
@@ -371,7 +457,8 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
         }
     }
     if (sto_st_file(s, owner, norm, &fi) == 0) {
-        sto_st_clean(s, fi.id, sha);
+        if (tmp[0]) pend_add(s, fi.id, sha);
+        else sto_st_clean(s, fi.id, sha);
         embed_file(s, owner, fi.id, data, index_len(data, n));
     }
     rc = 0;
@@ -1442,8 +1529,8 @@ static int repair_one(void *ud, const char *owner, const char *path, int64_t id,
     if (!rc) rc = sto_root_open(s, owner, true, &rootfd, e, sizeof e);
     if (!rc) rc = sto_walk(rootfd, path, true, &dirfd, &leaf, e, sizeof e);
     if (!rc && sto_leaf_kind(dirfd, leaf, NULL) == STO_KIND_DIR) rc = AIOS_EBUSY;
-    if (!rc) rc = sto_tmp_write(dirfd, data, n, tmp, e, sizeof e);
-    if (!rc) rc = sto_tmp_commit(dirfd, tmp, leaf, e, sizeof e);
+    if (!rc) rc = sto_tmp_write(dirfd, data, n, true, tmp, e, sizeof e);
+    if (!rc) rc = sto_tmp_commit(dirfd, tmp, leaf, true, e, sizeof e);
     if (!rc) rc = sto_st_clean(s, id, sha);
     if (rc) LOG_ERROR("storage", "could not restore %s/%s after a crash (%s)", owner, path, aios_strerror(rc));
     else LOG_INFO("storage", "restored %s/%s to its last committed version after a crash", owner, path);
@@ -1490,6 +1577,9 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
     s->cfg = *c;
     s->cfg.root_dir = NULL;
     for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_init(&s->stripes[i], NULL);
+    pthread_mutex_init(&s->pend_mu, NULL);
+    pthread_cond_init(&s->pend_cv, NULL);
+    s->sync_fd = -1;
     if (s->cfg.max_versions < 1) s->cfg.max_versions = STO_DEFAULT_MAX_VERSIONS;
     if (s->cfg.max_file_bytes <= 0) s->cfg.max_file_bytes = STO_DEFAULT_MAX_FILE_BYTES;
     if (s->cfg.n_threads <= 0) s->cfg.n_threads = STO_DEFAULT_THREADS;
@@ -1530,6 +1620,14 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
         close(top);
     }
     sto_st_each_dirty(s, repair_one, s);
+    s->sync_fd = open(s->agents_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->sync_fd < 0) {
+        snprintf(err, errlen, "storage.root_dir: cannot open %s: %s", s->agents_dir, strerror(errno));
+        rc = AIOS_EIO;
+        goto fail;
+    }
+    if (pthread_create(&s->cleaner, NULL, cleaner_main, s) == 0) s->cleaner_started = true;
+    else LOG_WARN("storage", "no cleaner thread: every write syncs the disk itself");
     LOG_INFO("storage", "storage at %s (max_versions %d, quota %lld bytes / %lld files per agent, "
              "%s store)", s->agents_dir, s->cfg.max_versions, (long long)s->cfg.quota_bytes,
              (long long)s->cfg.quota_files, s->ops->name);
@@ -1540,6 +1638,8 @@ fail:
     return rc;
 fail_early:
     for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_destroy(&s->stripes[i]);
+    pthread_mutex_destroy(&s->pend_mu);
+    pthread_cond_destroy(&s->pend_cv);
     free(s->agents_dir);
     free(s->cfg.root_dir);
     free(s);
@@ -1549,8 +1649,19 @@ fail_early:
 void sto_close(struct sto *s)
 {
     if (!s) return;
+    if (s->cleaner_started) { /* it syncs and clears what is pending, then ends */
+        pthread_mutex_lock(&s->pend_mu);
+        s->pend_stop = true;
+        pthread_cond_broadcast(&s->pend_cv);
+        pthread_mutex_unlock(&s->pend_mu);
+        pthread_join(s->cleaner, NULL);
+    }
+    assert(!s->pend);
+    if (s->sync_fd >= 0) close(s->sync_fd);
     if (s->st) s->ops->close(s->st);
     for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_destroy(&s->stripes[i]);
+    pthread_mutex_destroy(&s->pend_mu);
+    pthread_cond_destroy(&s->pend_cv);
     free(s->agents_dir);
     free(s->cfg.root_dir);
     free(s);

@@ -42,7 +42,7 @@ struct sto_config {
 #define STO_DEFAULT_QUOTA_BYTES ((int64_t)1 << 30)
 #define STO_DEFAULT_QUOTA_FILES 100000
 #define STO_DEFAULT_MAX_FILE_BYTES ((int64_t)16 << 20)
-#define STO_DEFAULT_THREADS 2
+#define STO_DEFAULT_THREADS 4
 #define STO_DEFAULT_RESERVE_BYTES ((int64_t)64 << 20)
 
 /* Read storage.* from the kernel config (root_dir resolved under data_dir)
@@ -176,6 +176,9 @@ struct sto_req {
 int sto_req_parse(const char *op, json_t *params, struct sto_req **out, int *http, char *err,
                   size_t errlen);
 void sto_req_free(void *req); /* a struct sto_req; NULL is fine */
+/* the operation changes no file (read, list, history, retrieve, shares,
+ * usage): it may run on the storage pool's read lane (SCHED_READ_LANE) */
+bool sto_req_reads_only(const struct sto_req *q);
 
 /* What an operation answers: 0 and out (the AIOS response object,
  * {"response_class":"storage","response_message",...}, owned by the

@@ -23,17 +23,24 @@
  * files.dirty = 1 means "this version committed, the rename on disk may not
  * have happened yet"; sto_open rewrites such files from their blob.
  *
- * Threads: each thread gets its own connection through a pthread key
- * (opened on first use, closed when the thread exits or at close).
- * Writers use BEGIN IMMEDIATE, so they queue on SQLite's write lock with a
- * busy timeout instead of failing; readers never block in WAL mode. conns_mu
- * only guards the list of connections and is never held with another lock. */
+ * Threads: writes of versions (put, clean, forget) and of vectors are jobs
+ * for one writer connection, run by group commit (util/sqlgc.c): the writes
+ * waiting at one moment share one transaction and one fsync, and each call
+ * returns only after the commit that covers it (clean and vectors are
+ * derived data: committed without an fsync, not kept waiting for one).
+ * Reads, and the rare grant, revoke and vec_model, use the calling thread's
+ * own connection through a pthread key (opened on first use, closed when
+ * the thread exits or at close); in WAL mode a reader never waits for the
+ * writer or its fsync, and the rare writers queue on SQLite's write lock
+ * (busy_wait: short sleeps). conns_mu only guards the list of connections
+ * and is never held with another lock; the group commit's lock is a leaf. */
 #include "storage/sto_store.h"
 
 #include "llm/embed.h"
 
 #include "util/err.h"
 #include "util/log.h"
+#include "util/sqlgc.h"
 #include "util/util.h"
 
 #include <ctype.h>
@@ -58,6 +65,8 @@ struct sto_store {
     bool key_made;
     pthread_mutex_t conns_mu;  /* guards conns (leaf lock) */
     struct sto_conn *conns;    /* every open connection, for close */
+    sqlite3 *writer;           /* the group commit's connection (its leader only) */
+    struct sqlgc *gc;
 };
 
 static const char *SCHEMA =
@@ -110,6 +119,19 @@ static void conn_destroy(void *p)
     free(c);
 }
 
+/* SQLite's own busy handler sleeps 1, 2, 5 ... 100 ms between tries; the
+ * writes that meet here are a commit or a checkpoint of well under a
+ * millisecond plus an fsync. Retry every 50 us for the first 5 ms, then
+ * every millisecond, for about 30 s in all. */
+static int busy_wait(void *ud, int n)
+{
+    (void)ud;
+    if (n >= 30100) return 0;
+    struct timespec ts = {0, n < 100 ? 50000L : 1000000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
 static sqlite3 *conn_open(struct sto_store *s, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
@@ -120,7 +142,7 @@ static sqlite3 *conn_open(struct sto_store *s, char *err, size_t errlen)
         sqlite3_close_v2(db);
         return NULL;
     }
-    sqlite3_busy_timeout(db, 30000);
+    sqlite3_busy_handler(db, busy_wait, NULL);
     char *msg = NULL;
     if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
                      " PRAGMA journal_size_limit=67108864;",
@@ -163,6 +185,8 @@ static void sq_close(struct sto_store *s)
 {
     if (!s) return;
     if (s->key_made) pthread_key_delete(s->key);
+    sqlgc_close(s->gc);
+    sqlite3_close_v2(s->writer);
     struct sto_conn *c = s->conns;
     while (c) {
         struct sto_conn *n = c->next;
@@ -204,6 +228,11 @@ static int sq_open(struct sto_store **out, const struct sto_store_cfg *c, char *
         snprintf(err, errlen, "storage database %s: %s (is FTS5 available?)", s->db_path,
                  msg ? msg : "?");
         sqlite3_free(msg);
+        rc = AIOS_EIO;
+    }
+    if (!rc && !(s->writer = conn_open(s, err, errlen))) rc = AIOS_EIO;
+    if (!rc && sqlgc_open(&s->gc, s->writer, s->writer, true)) {
+        snprintf(err, errlen, "storage database %s: cannot prepare the group commit", s->db_path);
         rc = AIOS_EIO;
     }
     if (rc) {
@@ -299,11 +328,9 @@ static int sq_file(struct sto_store *s, const char *owner, const char *path, str
     return rc;
 }
 
-static int sq_usage(struct sto_store *s, const char *owner, int64_t *bytes, int64_t *files)
+static int usage_of(sqlite3 *db, const char *owner, int64_t *bytes, int64_t *files)
 {
     *bytes = *files = 0;
-    sqlite3 *db = sq_db(s);
-    if (!db) return AIOS_EIO;
     sqlite3_stmt *st = prep(db, "SELECT n_bytes, n_files FROM usage WHERE owner = ?", "t", owner);
     if (!st) return AIOS_EIO;
     int rc = sqlite3_step(st);
@@ -315,17 +342,42 @@ static int sq_usage(struct sto_store *s, const char *owner, int64_t *bytes, int6
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : AIOS_EIO;
 }
 
-static int sq_put(struct sto_store *s, const char *owner, const char *path, const char *data, size_t n,
-               const char *sha, const char *kind, size_t n_index, int64_t *seq, int *http,
-               char *err, size_t errlen)
+static int sq_usage(struct sto_store *s, const char *owner, int64_t *bytes, int64_t *files)
 {
+    *bytes = *files = 0;
     sqlite3 *db = sq_db(s);
-    *http = 500;
-    if (!db) {
-        snprintf(err, errlen, "storage database unavailable");
-        return AIOS_EIO;
-    }
-    if (begin(db)) return sql_err(db, "begin", err, errlen);
+    return db ? usage_of(db, owner, bytes, files) : AIOS_EIO;
+}
+
+/* a write: fn(writer db, arg) in the next group commit (see the top) */
+static int write_job(struct sto_store *s, int (*fn)(void *db, void *arg), void *arg, bool durable)
+{
+    struct sqlgc_job j = {.fn = fn, .arg = arg, .durable = durable};
+    return sqlgc_run(s->gc, &j);
+}
+
+struct put_args {
+    struct sto_store *s;
+    const char *owner, *path, *data, *sha, *kind;
+    size_t n, n_index;
+    int64_t *seq;
+    int *http;
+    char *err;
+    size_t errlen;
+};
+
+/* sq_put's transaction (a group commit job on the writer) */
+static int put_job(void *conn, void *arg)
+{
+    sqlite3 *db = conn;
+    struct put_args *a = arg;
+    struct sto_store *s = a->s;
+    const char *owner = a->owner, *path = a->path, *data = a->data, *sha = a->sha;
+    const char *kind = a->kind;
+    size_t n = a->n, n_index = a->n_index;
+    char *err = a->err;
+    size_t errlen = a->errlen;
+    int *http = a->http;
     int64_t now = util_wall_us(), id = 0, old_size = 0, next_seq = 1;
     bool exists = false;
     sqlite3_stmt *st = prep(db, "SELECT id, size, next_seq FROM files WHERE owner = ? AND path = ?",
@@ -340,13 +392,12 @@ static int sq_put(struct sto_store *s, const char *owner, const char *path, cons
     sqlite3_finalize(st);
 
     int64_t ub, uf;
-    if (sq_usage(s, owner, &ub, &uf)) goto sqlfail;
+    if (usage_of(db, owner, &ub, &uf)) goto sqlfail;
     int64_t nb = ub - old_size + (int64_t)n, nf = uf + (exists ? 0 : 1);
     if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && nb > ub) {
         snprintf(err, errlen, "storage quota exceeded: this write would make %lld bytes, the "
                  "agent's limit is %lld (storage.quota_bytes); delete files or write less",
                  (long long)nb, (long long)s->cfg.quota_bytes);
-        rollback(db);
         *http = 507;
         return AIOS_ETOOBIG;
     }
@@ -354,7 +405,6 @@ static int sq_put(struct sto_store *s, const char *owner, const char *path, cons
         snprintf(err, errlen, "file quota exceeded: the agent already has %lld files, the limit "
                  "is %lld (storage.quota_files); delete files first",
                  (long long)uf, (long long)s->cfg.quota_files);
-        rollback(db);
         *http = 507;
         return AIOS_ETOOBIG;
     }
@@ -409,31 +459,51 @@ static int sq_put(struct sto_store *s, const char *owner, const char *path, cons
              " DO UPDATE SET n_bytes = excluded.n_bytes, n_files = excluded.n_files",
              "tii", owner, nb, nf))
         goto sqlfail;
-    if (commit(db)) goto sqlfail;
-    *seq = next_seq;
+    *a->seq = next_seq;
     *http = 200;
     return 0;
 sqlfail:
     sql_err(db, "write", err, errlen);
     if (sqlite3_errcode(db) == SQLITE_FULL) {
-        rollback(db);
         *http = 507;
         return AIOS_ENOSPC;
     }
-    rollback(db);
+    *http = 500;
     return AIOS_EIO;
+}
+
+static int sq_put(struct sto_store *s, const char *owner, const char *path, const char *data, size_t n,
+               const char *sha, const char *kind, size_t n_index, int64_t *seq, int *http,
+               char *err, size_t errlen)
+{
+    *http = 0;
+    struct put_args a = {s, owner, path, data, sha, kind, n, n_index, seq, http, err, errlen};
+    int rc = write_job(s, put_job, &a, true);
+    if (rc && (*http == 0 || *http == 200)) { /* the commit failed, not the job */
+        *http = rc == AIOS_ENOSPC ? 507 : 500;
+        snprintf(err, errlen, "storage database: write: %s",
+                 rc == AIOS_ENOSPC ? "the disk is full" : "the commit failed (see the kernel log)");
+    }
+    return rc;
+}
+
+struct clean_args {
+    int64_t file_id;
+    const char *sha;
+};
+
+static int clean_job(void *conn, void *arg)
+{
+    struct clean_args *a = arg;
+    return EXEC(conn, "UPDATE files SET dirty = 0 WHERE id = ? AND sha = ?", "it", a->file_id, a->sha);
 }
 
 static int sq_clean(struct sto_store *s, int64_t file_id, const char *sha)
 {
-    sqlite3 *db = sq_db(s);
-    if (!db) return AIOS_EIO;
     /* Not durable on purpose: losing this update only makes the start-up
-     * repair rewrite the same content, so it skips the WAL fsync. */
-    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-    int rc = EXEC(db, "UPDATE files SET dirty = 0 WHERE id = ? AND sha = ?", "it", file_id, sha);
-    sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
-    return rc;
+     * repair rewrite the same content, so it waits for no fsync. */
+    struct clean_args a = {file_id, sha};
+    return write_job(s, clean_job, &a, false);
 }
 
 static int sq_each_dirty(struct sto_store *s, sto_dirty_fn fn, void *ud)
@@ -552,12 +622,18 @@ static int sq_pick(struct sto_store *s, int64_t file_id, int n, int64_t t_us, ch
     return rc;
 }
 
-static int sq_forget(struct sto_store *s, const char *owner, const char *path, bool prefix, int *n_files)
+struct forget_args {
+    const char *owner, *path;
+    bool prefix;
+    int *n_files;
+};
+
+static int forget_job(void *conn, void *arg)
 {
-    *n_files = 0;
-    sqlite3 *db = sq_db(s);
-    if (!db) return AIOS_EIO;
-    if (begin(db)) return AIOS_EIO;
+    sqlite3 *db = conn;
+    struct forget_args *a = arg;
+    const char *owner = a->owner, *path = a->path;
+    bool prefix = a->prefix;
     char pfx[STO_PATH_MAX + 2];
     snprintf(pfx, sizeof pfx, "%s/", path);
     sqlite3_stmt *st = prefix
@@ -599,12 +675,19 @@ static int sq_forget(struct sto_store *s, const char *owner, const char *path, b
     if (nf && EXEC(db, "UPDATE usage SET n_bytes = n_bytes - ?, n_files = n_files - ? WHERE owner = ?",
                    "iit", bytes, (int64_t)nf, owner))
         goto fail;
-    if (commit(db)) goto fail;
-    *n_files = nf;
+    *a->n_files = nf;
     return 0;
 fail:
-    rollback(db);
     return AIOS_EIO;
+}
+
+static int sq_forget(struct sto_store *s, const char *owner, const char *path, bool prefix, int *n_files)
+{
+    *n_files = 0;
+    struct forget_args a = {owner, path, prefix, n_files};
+    int rc = write_job(s, forget_job, &a, true);
+    if (rc) *n_files = 0;
+    return rc;
 }
 
 /* ---- search terms -> an FTS5 expression ---- */
@@ -728,28 +811,42 @@ static int sq_vec_model(struct sto_store *s, const char *fingerprint, bool *rese
     return 0;
 }
 
-static int sq_vec_set(struct sto_store *s, int64_t file_id, const char *owner, const float *v, int dim,
-                   const char *text, size_t n)
+struct vec_args {
+    int64_t file_id;
+    const char *owner;
+    const float *v;
+    int dim;
+    const char *text;
+    size_t n;
+};
+
+static int vec_job(void *conn, void *arg)
 {
-    sqlite3 *db = sq_db(s);
-    if (!db) return AIOS_EIO;
-    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    sqlite3 *db = conn;
+    struct vec_args *a = arg;
     /* only while the file's indexed text still starts with the text that
      * was embedded: a search's back-fill runs without the owner's stripe,
      * and a write may have replaced (or a delete dropped) the file since
      * it read the text */
     sqlite3_stmt *st = prep(db, "INSERT OR REPLACE INTO fts_vec(rowid, owner, vec) SELECT rowid, ?, ?"
                             " FROM fts WHERE rowid = ? AND substr(body, 1, length(?4)) = ?4",
-                            "tbi", owner, (const void *)v, (size_t)dim * sizeof *v, file_id);
+                            "tbi", a->owner, (const void *)a->v, (size_t)a->dim * sizeof *a->v,
+                            a->file_id);
     int rc = AIOS_EIO;
     if (st) {
-        sqlite3_bind_text64(st, 4, text, n, SQLITE_STATIC, SQLITE_UTF8);
+        sqlite3_bind_text64(st, 4, a->text, a->n, SQLITE_STATIC, SQLITE_UTF8);
         rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AIOS_EIO;
         if (rc) LOG_ERROR("storage", "store a vector: %s", sqlite3_errmsg(db));
         sqlite3_finalize(st);
     }
-    sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     return rc;
+}
+
+static int sq_vec_set(struct sto_store *s, int64_t file_id, const char *owner, const float *v, int dim,
+                   const char *text, size_t n)
+{
+    struct vec_args a = {file_id, owner, v, dim, text, n};
+    return write_job(s, vec_job, &a, false);
 }
 
 static int sq_vec_missing(struct sto_store *s, const char *owner, int limit, size_t max_bytes, json_t **out)

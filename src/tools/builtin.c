@@ -21,6 +21,7 @@
 
 #include "kernel/query.h"
 #include "kernel/syscall.h"
+#include "sched/sched.h"
 #include "storage/storage.h"
 #include "util/err.h"
 #include "util/util.h"
@@ -122,7 +123,9 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
         return rc;
     }
     struct sto_wait *w = calloc(1, sizeof *w);
-    struct syscall *sc = w ? syscall_new(SYSCALL_KIND_STORAGE, env->agent, NULL, req, sto_req_free)
+    struct syscall *sc = w ? syscall_new(SYSCALL_KIND_STORAGE, env->agent,
+                                               sto_req_reads_only(req) ? SCHED_READ_LANE : NULL,
+                                               req, sto_req_free)
                            : (sto_req_free(req), NULL);
     if (!sc) {
         free(w);

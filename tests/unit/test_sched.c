@@ -2,7 +2,9 @@
  * timeouts, blocking workers woken by submit, RUNNING status and start time,
  * statistics, shutdown (queued calls failed with AIOS_ESHUTDOWN, workers
  * woken, later submits refused), policy lookup, reference counting, and a
- * many-producers / many-workers run where every call runs exactly once. */
+ * many-producers / many-workers run where every call runs exactly once,
+ * and a pool's reader threads serving reads while every other thread is
+ * held by a write. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -775,6 +777,76 @@ static void test_agent_cap(void **state)
     assert_int_equal(g_req_freed, 7);
 }
 
+/* ---- pools: the read lane ---- */
+
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_gate_cv = PTHREAD_COND_INITIALIZER;
+static bool g_gate_open;
+static int g_writes_running;
+
+/* a write (target NULL) waits at the gate, as a write waits for its
+ * fsync; a read (the read lane) finishes at once */
+static void lane_exec(struct syscall *sc, void *ud)
+{
+    (void)ud;
+    if (sc->target != SCHED_READ_LANE) {
+        pthread_mutex_lock(&g_gate_mu);
+        g_writes_running++;
+        pthread_cond_broadcast(&g_gate_cv);
+        while (!g_gate_open) pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+        pthread_mutex_unlock(&g_gate_mu);
+    }
+    syscall_finish(sc, NULL, NULL);
+}
+
+static bool is_final(struct syscall *sc)
+{
+    pthread_mutex_lock(&sc->mu);
+    bool f = syscall_status_final(sc->status);
+    pthread_mutex_unlock(&sc->mu);
+    return f;
+}
+
+/* Every thread that takes any call is held by a write; reads still run,
+ * on the reader threads, and a write queued behind waits for a free
+ * thread of its own. Then the writes finish. */
+static void test_pool_reads_pass_blocked_writes(void **state)
+{
+    struct sched *s = *state;
+    struct sched_pool *p = NULL;
+    g_gate_open = false;
+    g_writes_running = 0;
+    assert_int_equal(sched_pool_start(&p, s, SYSCALL_KIND_STORAGE, 2, 1, lane_exec, NULL), 0);
+    struct syscall *w[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = mk(SYSCALL_KIND_STORAGE, NULL, i);
+        assert_int_equal(sched_submit(s, w[i]), 0);
+    }
+    pthread_mutex_lock(&g_gate_mu);
+    while (g_writes_running < 2) pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+    struct syscall *r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = mk(SYSCALL_KIND_STORAGE, SCHED_READ_LANE, 10 + i);
+        assert_int_equal(sched_submit(s, r[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        while (!is_final(r[i])) sleep_ms(1); /* served while both writers are held */
+    assert_false(is_final(w[2]));            /* the reader never took a write */
+    pthread_mutex_lock(&g_gate_mu);
+    assert_int_equal(g_writes_running, 2);
+    g_gate_open = true;
+    pthread_cond_broadcast(&g_gate_cv);
+    pthread_mutex_unlock(&g_gate_mu);
+    for (int i = 0; i < 3; i++)
+        while (!is_final(w[i])) sleep_ms(1);
+    sched_shutdown(s);
+    sched_pool_stop(p);
+    for (int i = 0; i < 3; i++) syscall_unref(w[i]);
+    for (int i = 0; i < 4; i++) syscall_unref(r[i]);
+    assert_int_equal(g_req_freed, 7);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -798,6 +870,7 @@ int main(void)
         T(test_submit_invalid_kind),
         T(test_refcount_lifecycle),
         T(test_many_producers_workers),
+        T(test_pool_reads_pass_blocked_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
