@@ -158,7 +158,7 @@ int tool_storage_call(struct tool_mgr *m, const char *agent, struct sto_req *req
         sto_wait_unref(w);
         syscall_unref(sc);
         if (awaiting) {
-            snprintf(err, errlen, "denied: the write needs the operator's approval (it would not "
+            snprintf(err, errlen, "denied: the call needs the operator's approval (it would not "
                      "keep the old content) and none came within the tool's timeout");
             return AIOS_EPERM;
         }
