@@ -379,6 +379,33 @@ static void test_quotas(void **state)
     fx_close(f);
 }
 
+/* A database of the earlier layout (user_version 0, usage of current
+ * contents only, no per-agent content counts) is recounted at open. */
+static void test_old_layout_recounted(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    char err[1536];
+    assert_int_equal(run(f, "o", "write", "{\"file_path\":\"a\",\"content\":\"1234\"}", NULL, err), 200);
+    assert_int_equal(run(f, "o", "write", "{\"file_path\":\"a\",\"content\":\"56\"}", NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "o"), 4 + 2 + 2); /* two versions + "56" indexed */
+    sto_close(f->s);
+    char path[256];
+    snprintf(path, sizeof path, "%s/root/.lsfs/lsfs.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM owner_blobs; UPDATE usage SET n_bytes = 2;"
+                                      " UPDATE files SET n_index = 0; PRAGMA user_version = 0;",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char e2[512] = "";
+    if (sto_open(&f->s, &f->c, e2, sizeof e2)) fail_msg("sto_open: %s", e2);
+    assert_int_equal(usage_bytes(f, "o"), 8);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM owner_blobs WHERE owner = 'o'"), 2);
+    assert_int_equal(count_rows(f, "PRAGMA user_version"), 1);
+    fx_close(f);
+}
+
 static int64_t file_size(const char *path)
 {
     struct stat st;
@@ -972,7 +999,7 @@ int main(void)
         cmocka_unit_test(test_sha256),          cmocka_unit_test(test_path_norm),
         cmocka_unit_test(test_agent_dirname),   cmocka_unit_test(test_versions),
         cmocka_unit_test(test_symlinks_inside_root), cmocka_unit_test(test_quotas),
-        cmocka_unit_test(test_space_given_back),
+        cmocka_unit_test(test_space_given_back), cmocka_unit_test(test_old_layout_recounted),
         cmocka_unit_test(test_shares),          cmocka_unit_test(test_crash_repair),
         cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_retrieve_topk_matches_reference),
