@@ -1384,6 +1384,7 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
         close(top);
     }
     sto_st_each_dirty(s, repair_one, s);
+    sto_view_sweep(s); /* tool views a killed kernel left behind */
     LOG_INFO("storage", "storage at %s (max_versions %d, quota %lld bytes / %lld files per agent, "
              "%s store)", s->agents_dir, s->cfg.max_versions, (long long)s->cfg.quota_bytes,
              (long long)s->cfg.quota_files, s->ops->name);

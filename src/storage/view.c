@@ -393,3 +393,16 @@ void sto_view_changes_free(struct sto_view_change *v, size_t n)
     for (size_t i = 0; v && i < n; i++) free(v[i].data);
     free(v);
 }
+
+void sto_view_sweep(struct sto *s)
+{
+    char lsfs[PATH_MAX];
+    snprintf(lsfs, sizeof lsfs, "%s/.lsfs", s->agents_dir);
+    int fd = open(lsfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st;
+    if (fstatat(fd, "views", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+        sto_rmtree(fd, "views"))
+        LOG_WARN("storage", "old tool views in %s/views could not be removed", lsfs);
+    close(fd);
+}
