@@ -100,16 +100,16 @@ static int tools_storage_submit(void *ud, struct syscall *sc, char *err, size_t 
 
 /* tool views: the storage manager's copy of an agent's files for its tools */
 static int tools_view_make(void *ud, const char *agent, uid_t uid, char *dir, size_t dirlen,
-                           int64_t *budget, char *err, size_t errlen)
+                           int64_t *budget, json_t **manifest, char *err, size_t errlen)
 {
-    return sto_view_make(ud, agent, uid, dir, dirlen, budget, err, errlen);
+    return sto_view_make(ud, agent, uid, dir, dirlen, budget, manifest, err, errlen);
 }
 
-static int tools_view_changes(void *ud, const char *agent, const char *dir,
+static int tools_view_changes(void *ud, const char *dir, json_t *manifest,
                               struct sto_view_change **out, size_t *n, json_t *notes, char *err,
                               size_t errlen)
 {
-    return sto_view_changes(ud, agent, dir, out, n, notes, err, errlen);
+    return sto_view_changes(ud, dir, manifest, out, n, notes, err, errlen);
 }
 
 static void tools_view_drop(void *ud, const char *dir) { sto_view_drop(ud, dir); }

@@ -221,14 +221,15 @@ int sto_needs_approval(struct sto *s, const char *agent, const struct sto_req *q
  * root_dir/.lsfs/views (path in dir), owned by uid unless uid is
  * (uid_t)-1. *budget: the bytes the view may hold (the copy plus what the
  * agent's quota and the disk above storage.reserve_bytes allow), -1 for no
- * bound. */
+ * bound. *manifest: what was copied, {path: sha256} (the caller's). */
 int sto_view_make(struct sto *s, const char *agent, uid_t uid, char *dir, size_t dirlen,
-                  int64_t *budget, char *err, size_t errlen);
+                  int64_t *budget, json_t **manifest, char *err, size_t errlen);
 /* the disk a view takes now (blocks of everything in it) */
 int64_t sto_view_bytes(const char *dir);
-/* What the tool changed: writes (new or different regular files, content
- * read, up to storage.max_file_bytes) and deletes (files of the agent the
- * view lacks). What cannot become a storage call (links, special files,
+/* What the tool changed, against the manifest of the copy: writes (regular
+ * files new or different from what was copied, content read, up to
+ * storage.max_file_bytes) and deletes (copied files the view lacks); what
+ * the agent changed meanwhile through storage is not touched. What cannot become a storage call (links, special files,
  * names the path rules refuse, files too large) is appended to notes as
  * {"path","skipped"} when notes is an array. */
 struct sto_view_change {
@@ -237,7 +238,7 @@ struct sto_view_change {
     char *data; /* write: the content (malloc'd), len bytes */
     size_t len;
 };
-int sto_view_changes(struct sto *s, const char *agent, const char *dir,
+int sto_view_changes(struct sto *s, const char *dir, json_t *manifest,
                      struct sto_view_change **out, size_t *n, json_t *notes, char *err,
                      size_t errlen);
 void sto_view_changes_free(struct sto_view_change *v, size_t n);

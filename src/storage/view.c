@@ -6,10 +6,15 @@
  * directory below root_dir/.lsfs/views (owned by the tool's uid, 0700 /
  * 0600), and the sandbox binds that copy where the tool expects the root.
  * Whatever the tool does there (write, truncate, delete, rename, plant
- * links) only changes the copy. After the tool ends, sto_view_changes()
- * compares the copy with the agent's files: a regular file that is new or
- * whose content differs from the current version is a write, a file of the
- * agent missing from the copy is a delete. The tool manager sends each as
+ * links) only changes the copy. The copy's manifest ({path: sha256} of
+ * what was copied) stays with the caller. After the tool ends,
+ * sto_view_changes() compares the copy with that manifest, not with the
+ * agent's files as they are now: a regular file that is new or whose
+ * content differs from what was copied is a write, a copied file missing
+ * from the copy is a delete. A file the agent wrote through storage while
+ * the tool ran is therefore neither reverted nor deleted; when both
+ * changed the same file, the tool's content becomes the newer version
+ * (both are in the history). The tool manager sends each as
  * an ordinary storage syscall in the agent's name, so quotas, versions,
  * the approval of deletes and the audit apply exactly as to any other
  * call; then sto_view_drop() removes the copy.
@@ -24,9 +29,8 @@
  * named in the notes), as are names the path rules refuse.
  *
  * Threads: any thread; the functions share no state. The agent's tree is
- * read without its stripe: a storage call running at the same time may
- * make one change look like two (it is then imported as a new version, or
- * its delete asked for again), never lose a version. */
+ * copied without its stripe: a storage write running at the same time is
+ * either in the copy or not, and in neither case lost. */
 #include "storage/sto_int.h"
 
 #include "util/err.h"
@@ -53,14 +57,23 @@ static bool skip_name(const char *n)
            !strncmp(n, STO_TMP_PREFIX, strlen(STO_TMP_PREFIX));
 }
 
-static int copy_fd(int in, int out)
+/* copy in to out; sha = the hex digest of what was copied */
+static int copy_fd(int in, int out, char sha[65])
 {
     char buf[65536];
+    struct sto_sha256 h;
+    sto_sha256_init(&h);
     for (;;) {
         ssize_t r = read(in, buf, sizeof buf);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) return AIOS_EIO;
-        if (r == 0) return 0;
+        if (r == 0) {
+            uint8_t d[32];
+            sto_sha256_final(&h, d);
+            for (int i = 0; i < 32; i++) snprintf(sha + 2 * i, 3, "%02x", d[i]);
+            return 0;
+        }
+        sto_sha256_update(&h, buf, (size_t)r);
         for (ssize_t o = 0; o < r;) {
             ssize_t w = write(out, buf + o, (size_t)(r - o));
             if (w < 0 && errno == EINTR) continue;
@@ -70,9 +83,11 @@ static int copy_fd(int in, int out)
     }
 }
 
-/* copy the tree below src into dst (both directories), owned by uid when
- * uid != (uid_t)-1; *bytes += what was copied */
-static int copy_tree(int src, int dst, uid_t uid, int depth, int64_t *bytes)
+/* copy the tree below src (at rel) into dst (both directories), owned by
+ * uid when uid != (uid_t)-1; *bytes += what was copied, manifest[path] =
+ * its digest */
+static int copy_tree(int src, int dst, uid_t uid, int depth, const char *rel, json_t *manifest,
+                     int64_t *bytes)
 {
     if (depth > STO_DEPTH_MAX) return 0;
     int sfd = dup(src);
@@ -87,6 +102,9 @@ static int copy_tree(int src, int dst, uid_t uid, int depth, int64_t *bytes)
         if (skip_name(e->d_name)) continue;
         struct stat st;
         if (fstatat(src, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        char path[STO_PATH_MAX * 2];
+        snprintf(path, sizeof path, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name);
+        if (strlen(path) > STO_PATH_MAX) continue;
         if (S_ISDIR(st.st_mode)) {
             if (mkdirat(dst, e->d_name, 0700) != 0) {
                 rc = AIOS_EIO;
@@ -95,7 +113,8 @@ static int copy_tree(int src, int dst, uid_t uid, int depth, int64_t *bytes)
             int s2 = openat(src, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             int d2 = openat(dst, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (d2 >= 0 && uid != (uid_t)-1 && fchown(d2, uid, uid) != 0) rc = AIOS_EIO;
-            if (!rc && s2 >= 0 && d2 >= 0) rc = copy_tree(s2, d2, uid, depth + 1, bytes);
+            if (!rc && s2 >= 0 && d2 >= 0)
+                rc = copy_tree(s2, d2, uid, depth + 1, path, manifest, bytes);
             if (s2 >= 0) close(s2);
             if (d2 >= 0) close(d2);
             else rc = AIOS_EIO;
@@ -104,10 +123,14 @@ static int copy_tree(int src, int dst, uid_t uid, int depth, int64_t *bytes)
             if (in < 0) continue; /* gone meanwhile */
             int out = openat(dst, e->d_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                              0600);
+            char sha[65] = "";
             if (out < 0) rc = AIOS_EIO;
-            else if (!(rc = copy_fd(in, out)) && uid != (uid_t)-1 && fchown(out, uid, uid) != 0)
+            else if (!(rc = copy_fd(in, out, sha)) && uid != (uid_t)-1 && fchown(out, uid, uid) != 0)
                 rc = AIOS_EIO;
-            if (!rc) *bytes += st.st_size;
+            if (!rc) {
+                *bytes += st.st_size;
+                json_object_set_new(manifest, path, json_string(sha));
+            }
             close(in);
             if (out >= 0) close(out);
         }
@@ -117,9 +140,12 @@ static int copy_tree(int src, int dst, uid_t uid, int depth, int64_t *bytes)
 }
 
 int sto_view_make(struct sto *s, const char *agent, uid_t uid, char *dir, size_t dirlen,
-                  int64_t *budget, char *err, size_t errlen)
+                  int64_t *budget, json_t **manifest, char *err, size_t errlen)
 {
     *budget = -1;
+    *manifest = NULL;
+    json_t *man = json_object();
+    if (!man) return AIOS_ENOMEM;
     if (dirlen) dir[0] = 0;
     char views[PATH_MAX];
     snprintf(views, sizeof views, "%s/%s", s->agents_dir, VIEWS_DIR);
@@ -142,7 +168,7 @@ int sto_view_make(struct sto *s, const char *agent, uid_t uid, char *dir, size_t
     rc = sto_root_open(s, agent, true, &rootfd, err, errlen);
     if (rc) goto out;
     int64_t copied = 0;
-    rc = copy_tree(rootfd, vfd, uid, 0, &copied);
+    rc = copy_tree(rootfd, vfd, uid, 0, "", man, &copied);
     if (rc) {
         snprintf(err, errlen, "copying the agent's files into the tool's view failed%s",
                  rc == AIOS_ENOSPC ? ": the disk is full" : "");
@@ -160,7 +186,10 @@ int sto_view_make(struct sto *s, const char *agent, uid_t uid, char *dir, size_t
         if (room < 0 || disk < room) room = disk;
     }
     *budget = room < 0 ? -1 : copied + room;
+    *manifest = man;
+    man = NULL;
 out:
+    json_decref(man);
     if (vfd >= 0) close(vfd);
     if (rootfd >= 0) close(rootfd);
     if (rc && dir[0]) {
@@ -249,7 +278,7 @@ static int add_change(struct sto_view_change **v, size_t *n, size_t *cap, enum s
 
 struct diff {
     struct sto *s;
-    const char *agent;
+    json_t *manifest; /* what was copied: {path: sha} */
     json_t *seen;  /* view: paths of regular files (an object used as a set) */
     json_t *notes;
     struct sto_view_change *v;
@@ -309,9 +338,9 @@ static int scan_view(struct diff *df, int fd, const char *rel, int depth)
         }
         char sha[65];
         sto_sha256_hex(data, len, sha);
-        struct sto_file_info fi;
-        if (sto_st_file(df->s, df->agent, norm, &fi) == 0 && !strcmp(fi.sha, sha)) {
-            free(data); /* unchanged */
+        const char *was = json_string_value(json_object_get(df->manifest, norm));
+        if (was && !strcmp(was, sha)) {
+            free(data); /* as copied */
             continue;
         }
         if ((rc = add_change(&df->v, &df->n, &df->cap, STO_OP_WRITE, norm, data, len))) free(data);
@@ -320,47 +349,14 @@ static int scan_view(struct diff *df, int fd, const char *rel, int depth)
     return rc;
 }
 
-/* the agent's tree below fd (at rel): every regular file the view lacks */
-static int scan_gone(struct diff *df, int fd, const char *rel, int depth)
-{
-    if (depth > STO_DEPTH_MAX) return 0;
-    int f2 = dup(fd);
-    DIR *d = f2 >= 0 ? fdopendir(f2) : NULL;
-    if (!d) {
-        if (f2 >= 0) close(f2);
-        return AIOS_EIO;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while (!rc && (e = readdir(d))) {
-        if (skip_name(e->d_name)) continue;
-        char path[STO_PATH_MAX * 2];
-        snprintf(path, sizeof path, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name);
-        if (strlen(path) > STO_PATH_MAX) continue;
-        struct stat st;
-        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-        if (S_ISDIR(st.st_mode)) {
-            int c = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (c >= 0) {
-                rc = scan_gone(df, c, path, depth + 1);
-                close(c);
-            }
-        } else if (S_ISREG(st.st_mode) && !json_object_get(df->seen, path)) {
-            rc = add_change(&df->v, &df->n, &df->cap, STO_OP_DELETE_FILE, path, NULL, 0);
-        }
-    }
-    closedir(d);
-    return rc;
-}
-
-int sto_view_changes(struct sto *s, const char *agent, const char *dir,
+int sto_view_changes(struct sto *s, const char *dir, json_t *manifest,
                      struct sto_view_change **out, size_t *n_out, json_t *notes, char *err,
                      size_t errlen)
 {
     *out = NULL;
     *n_out = 0;
-    struct diff df = {.s = s, .agent = agent, .seen = json_object(), .notes = notes};
-    int rootfd = -1, rc;
+    struct diff df = {.s = s, .manifest = manifest, .seen = json_object(), .notes = notes};
+    int rc;
     int vfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (vfd < 0 || !df.seen) {
         snprintf(err, errlen, "the tool's view %s is gone", dir);
@@ -371,13 +367,15 @@ int sto_view_changes(struct sto *s, const char *agent, const char *dir,
         snprintf(err, errlen, "reading the tool's view failed");
         goto out;
     }
-    rc = sto_root_open(s, agent, false, &rootfd, err, errlen);
-    if (rc == AIOS_ENOTFOUND) rc = 0; /* nothing to delete */
-    else if (!rc && (rc = scan_gone(&df, rootfd, "", 0)))
-        snprintf(err, errlen, "reading the agent's files failed");
+    /* copied files the view no longer has: deleted by the tool */
+    const char *path;
+    json_t *v;
+    json_object_foreach(manifest, path, v) {
+        if (json_object_get(df.seen, path)) continue;
+        if ((rc = add_change(&df.v, &df.n, &df.cap, STO_OP_DELETE_FILE, path, NULL, 0))) break;
+    }
 out:
     if (vfd >= 0) close(vfd);
-    if (rootfd >= 0) close(rootfd);
     json_decref(df.seen);
     if (rc) {
         sto_view_changes_free(df.v, df.n);

@@ -37,7 +37,8 @@
  * files made by the storage manager and bound at the root's path. The
  * running calls of one agent share one view (as they shared the root), so
  * tools of an agent see each other's files; when the last of them ends,
- * what changed in the view goes back as ordinary storage calls in the
+ * what changed in the view since it was copied (its manifest) goes back as
+ * ordinary storage calls in the
  * agent's name (tool_storage_call: quota, versions, the approval of
  * deletes, the audit) and the view is removed. A call that starts while
  * its agent's view is being made or imported waits for that to finish, so
@@ -88,6 +89,7 @@ struct tool_view {
     enum view_state state;
     int refs;             /* running calls using it */
     int64_t budget;       /* bytes the view may hold; -1 = no bound */
+    json_t *manifest;     /* what was copied into it: {path: sha256} */
     atomic_llong last_check_us;
     atomic_bool over;     /* a check found it over budget */
     struct tool_view *next;
@@ -772,7 +774,7 @@ static struct tool_view *view_acquire(struct tool_mgr *m, const char *agent, cha
     pthread_mutex_unlock(&m->views_mu);
     uid_t uid = geteuid() == 0 ? TOOL_SANDBOX_UID : (uid_t)-1;
     int rc = m->deps.view.make(m->deps.view.ud, agent, uid, v->dir, sizeof v->dir, &v->budget,
-                               err, errlen);
+                               &v->manifest, err, errlen);
     pthread_mutex_lock(&m->views_mu);
     if (rc) { /* unlink it: the next call tries again */
         for (struct tool_view **p = &m->views; *p; p = &(*p)->next)
@@ -816,7 +818,7 @@ static json_t *view_release(struct tool_mgr *m, struct tool_view *v, const struc
         json_object_set_new(rep, "killed", json_string("the files written took more than the "
                                                        "agent's storage quota and the disk's "
                                                        "reserve allow"));
-    int rc = m->deps.view.changes(m->deps.view.ud, v->agent, v->dir, &ch, &n, notes, err,
+    int rc = m->deps.view.changes(m->deps.view.ud, v->dir, v->manifest, &ch, &n, notes, err,
                                   sizeof err);
     if (rc) json_object_set_new(rep, "error", json_string(err));
     for (size_t i = 0; !rc && i < n; i++) {
@@ -855,6 +857,7 @@ static json_t *view_release(struct tool_mgr *m, struct tool_view *v, const struc
         }
     pthread_cond_broadcast(&m->views_cv);
     pthread_mutex_unlock(&m->views_mu);
+    json_decref(v->manifest);
     free(v->agent);
     free(v);
     return rep;

@@ -106,8 +106,8 @@ typedef int (*tool_storage_submit_fn)(void *ud, struct syscall *sc, char *err, s
 struct sto_view_change;
 struct tool_view_ops {
     int (*make)(void *ud, const char *agent, uid_t uid, char *dir, size_t dirlen,
-                int64_t *budget, char *err, size_t errlen);
-    int (*changes)(void *ud, const char *agent, const char *dir, struct sto_view_change **out,
+                int64_t *budget, json_t **manifest, char *err, size_t errlen);
+    int (*changes)(void *ud, const char *dir, json_t *manifest, struct sto_view_change **out,
                    size_t *n, json_t *notes, char *err, size_t errlen);
     void (*drop)(void *ud, const char *dir);
     void *ud;
