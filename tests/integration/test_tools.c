@@ -668,6 +668,73 @@ static void test_tool_view(void **state)
     json_decref(j);
 }
 
+struct bg_call {
+    const char *agent, *calls;
+    long st;
+    json_t *j;
+};
+
+static void *bg_tool(void *p)
+{
+    struct bg_call *b = p;
+    b->st = tool_query(b->agent, b->calls, &b->j);
+    return NULL;
+}
+
+/* Writes the agent makes through storage while its tool runs are neither
+ * reverted nor deleted when the tool's view comes back: the view is
+ * compared with what was copied into it. The tool (conc.sh, barrier 2)
+ * waits inside until the test, having written, lets it go by raising the
+ * "arrived" count in its view. */
+static void test_tool_view_concurrent_writes(void **state)
+{
+    (void)state;
+    if (!g_bwrap) skip();
+    const char *A = "view/c";
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"doc.txt\",\"content\":\"old\"}", NULL), 200);
+    struct bg_call b = {A, "[{\"name\":\"test/conc_any\",\"parameters\":{\"barrier\":2}}]", 0, NULL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bg_tool, &b), 0);
+    /* the tool's view: the one directory below root/.lsfs/views with an "arrived" file */
+    char views[512], arrived[1024] = "";
+    snprintf(views, sizeof views, "%s/root/.lsfs/views", g_kf->dir);
+    for (int i = 0; i < 400 && !arrived[0]; i++) {
+        DIR *d = opendir(views);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s/arrived", views, e->d_name);
+            if (access(p, F_OK) == 0) snprintf(arrived, sizeof arrived, "%s", p);
+        }
+        if (d) closedir(d);
+        if (!arrived[0]) usleep(25000);
+    }
+    assert_true(arrived[0]);
+    /* meanwhile, through storage: a new file and a new version */
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"late.txt\",\"content\":\"late\"}", NULL), 200);
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"doc.txt\",\"content\":\"new\"}", NULL), 200);
+    FILE *f = fopen(arrived, "w");
+    assert_non_null(f);
+    fprintf(f, "9\n");
+    fclose(f);
+    pthread_join(th, NULL);
+    assert_int_equal(b.st, 200);
+    json_t *r0 = result_of(b.j, 0);
+    assert_true(json_is_true(json_object_get(json_object_get(r0, "result"), "barrier_met")));
+    json_t *files = json_object_get(r0, "files");
+    assert_null(files_entry(files, "deleted", "late.txt"));
+    assert_null(files_entry(files, "written", "doc.txt"));
+    assert_non_null(files_entry(files, "written", "max")); /* the tool's own file came back */
+    json_decref(b.j);
+    char *c = sto_read(A, "late.txt");
+    assert_string_equal(c, "late");
+    free(c);
+    c = sto_read(A, "doc.txt");
+    assert_string_equal(c, "new");
+    free(c);
+}
+
 /* A tool that writes more than the agent's quota into its view is killed,
  * and what it wrote past the quota is refused, naming the limit. */
 static void test_tool_view_quota(void **state)
@@ -741,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_fair_tool_pool),
         cmocka_unit_test(test_tmp_bounded),
         cmocka_unit_test(test_tool_view),
+        cmocka_unit_test(test_tool_view_concurrent_writes),
         cmocka_unit_test(test_tool_view_quota),
         cmocka_unit_test(test_shutdown_kills_tools),
     };
