@@ -185,7 +185,9 @@ int sto_view_make(struct sto *s, const char *agent, uid_t uid, char *dir, size_t
         if (disk < 0) disk = 0;
         if (room < 0 || disk < room) room = disk;
     }
-    *budget = room < 0 ? -1 : copied + room;
+    /* measured as sto_view_bytes measures (blocks), so a copy of many
+     * small files does not start over its budget */
+    *budget = room < 0 ? -1 : sto_view_bytes(dir) + room;
     *manifest = man;
     man = NULL;
 out:
