@@ -6,8 +6,9 @@
  * Each query becomes one syscall of the matching kind, except the LLM
  * actions call_tool and operate_file, which chain an LLM syscall with
  * tool / storage syscalls (see "LLM actions" below). LLM queries are
- * translated into the OpenAI request the engine already understands
- * (messages, temperature, max_new_tokens -> max_tokens, response_format,
+ * parsed once into the typed request the chat-completions route builds
+ * (struct llm_req), with the same field parsers (messages, temperature,
+ * top_p, seed, stop, max_new_tokens as the maximum length, response_format,
  * tools; `llms[0].name` picks the model, else the first one). Memory and
  * storage queries carry {operation_type, params}; tool queries carry
  * {tool_calls}. They go to the executor the matching manager registered
@@ -156,46 +157,35 @@ static enum MHD_Result kq_finish(struct api_req *r)
     return api_send_json(r, 200, with_times(sc, json_incref(res->response)));
 }
 
-/* query_data of an llm query -> OpenAI chat body */
-static json_t *llm_to_openai(struct kernel *k, json_t *qd, char *err, size_t errlen)
+/* The model an llm query names: query_data.llms[0].name, else the ones
+ * chosen with POST /user/select/llms, else the default core's name.
+ * *model malloc'd; NULL with a message (a 400) or, out of memory, "". */
+static char *llm_model_name(struct kernel *k, json_t *qd, char *err, size_t errlen)
 {
-    json_t *body = json_object();
     struct llm_core *dc = kernel_default_core(k);
     const char *model = dc ? dc->name : "";
     json_t *llms = json_object_get(qd, "llms");
-    /* no llms in the query: the ones chosen with POST /user/select/llms */
     json_t *selected = k->agents ? agent_selected_llms(k->agents) : NULL;
+    char *out = NULL;
     if ((!llms || json_is_null(llms)) && json_array_size(selected)) llms = selected;
     if (llms && !json_is_null(llms)) {
         if (!json_is_array(llms)) {
             snprintf(err, errlen, "query_data.llms must be a list of {\"name\", \"backend\"} or null");
-            goto fail;
+            goto done;
         }
         json_t *first = json_array_get(llms, 0);
         json_t *name = json_object_get(first, "name");
         if (first && !json_is_string(name)) {
             snprintf(err, errlen, "query_data.llms[0].name must be a string");
-            goto fail;
+            goto done;
         }
         if (name) model = json_string_value(name);
     }
-    json_object_set_new(body, "model", json_string(model));
-    json_decref(selected);
-    json_t *msgs = json_object_get(qd, "messages");
-    if (msgs) json_object_set(body, "messages", msgs);
-    static const char *copy[] = {"temperature", "response_format", "tools", "tool_choice", "seed",
-                                 "top_p", "stop", "parallel_tool_calls"};
-    for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
-        json_t *v = json_object_get(qd, copy[i]);
-        if (v && !json_is_null(v)) json_object_set(body, copy[i], v);
-    }
-    json_t *mnt = json_object_get(qd, "max_new_tokens");
-    if (mnt && !json_is_null(mnt)) json_object_set(body, "max_tokens", mnt);
-    return body;
-fail:
-    json_decref(selected);
-    json_decref(body);
-    return NULL;
+    out = strdup(model);
+    if (!out) snprintf(err, errlen, "out of memory");
+done:
+    json_decref(selected); /* model may point into it: copied above */
+    return out;
 }
 
 /* ---- LLM actions that run what the model asked for ----
@@ -522,6 +512,11 @@ static json_t *operate_file_tools(json_t *given, char *err, size_t errlen)
         goto fail;                               \
     } while (0)
 
+/* Parsed once, straight into the typed request: query_data's fields are
+ * read where they are (max_new_tokens is the maximum length), and what the
+ * action adds (a JSON response_format, operate_file's tools and system
+ * prompt, a forced tool choice) is handed to the same field parsers the
+ * chat-completions route uses, with no OpenAI body in between. */
 int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct llm_req **out,
                       struct llm_core **core_out, enum api_query_action *action_out,
                       unsigned *status, char *err, size_t errlen)
@@ -531,8 +526,9 @@ int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct ll
     *action_out = API_QUERY_CHAT;
     *status = 400;
     struct llm_req *req = NULL;
-    json_t *body = NULL;
+    json_t *own_rf = NULL, *own_tools = NULL, *own_msgs = NULL, *own_tc = NULL;
     char why[1024] = "";
+    int rc;
     json_t *action = json_object_get(qd, "action_type");
     if (action && !json_is_null(action)) {
         if (!json_is_string(action)) QFAIL(400, "query_data.action_type must be a string");
@@ -543,8 +539,23 @@ int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct ll
             QFAIL(400, "action_type '%s' is not known; one of chat, chat_with_json_output, "
                        "chat_with_tool_call_output, call_tool, operate_file", a);
     }
-    body = llm_to_openai(k, qd, why, sizeof why);
-    if (!body) QFAIL(400, "%s", why);
+    req = calloc(1, sizeof *req);
+    if (!req) QFAIL(500, "out of memory");
+    req->model = llm_model_name(k, qd, why, sizeof why);
+    if (!req->model) QFAIL(strcmp(why, "out of memory") ? 400 : 500, "%s", why);
+
+    /* the structured-output fields as the query gives them (null = absent) */
+    struct llm_structured_in sin = {0};
+    json_t **fields[] = {&sin.response_format, &sin.tools, &sin.tool_choice,
+                         &sin.parallel_tool_calls};
+    static const char *names[] = {"response_format", "tools", "tool_choice",
+                                  "parallel_tool_calls"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        json_t *v = json_object_get(qd, names[i]);
+        *fields[i] = v && !json_is_null(v) ? v : NULL;
+    }
+    sin.messages = json_object_get(qd, "messages");
+
     /* JSON output: the given response_format, else any JSON object;
      * tool call output: tools are required and a call is forced unless
      * tool_choice says otherwise */
@@ -552,8 +563,8 @@ int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct ll
     json_t *mrt = json_object_get(qd, "message_return_type");
     bool want_json = (act && !strcmp(act, "chat_with_json_output")) ||
                      (json_is_string(mrt) && !strcmp(json_string_value(mrt), "json"));
-    if (want_json && !json_object_get(body, "response_format"))
-        json_object_set_new(body, "response_format", json_pack("{s:s}", "type", "json_object"));
+    if (want_json && !sin.response_format)
+        sin.response_format = own_rf = json_pack("{s:s}", "type", "json_object");
     /* "tool_use": the older Cerebrum name of call_tool */
     bool call_tool = act && (!strcmp(act, "call_tool") || !strcmp(act, "tool_use"));
     bool operate_file = act && !strcmp(act, "operate_file");
@@ -562,37 +573,34 @@ int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct ll
         if (!k->pools[need])
             QFAIL(501, "action_type '%s' needs the %s manager, which is not available in this "
                        "kernel", act, syscall_kind_name(need));
-        if (want_json) json_object_del(body, "response_format"); /* the output is tool calls */
+        if (want_json) sin.response_format = NULL; /* the output is tool calls */
     }
     if (operate_file) {
         /* the storage operations as tools, and a system prompt first */
-        json_t *tl = operate_file_tools(json_object_get(body, "tools"), why, sizeof why);
-        json_t *msgs = json_object_get(body, "messages");
-        if (!tl) QFAIL(400, "%s", why);
-        if (!json_is_array(msgs)) {
-            json_decref(tl);
+        own_tools = operate_file_tools(sin.tools, why, sizeof why);
+        if (!own_tools) QFAIL(400, "%s", why);
+        if (!json_is_array(sin.messages))
             QFAIL(400, "query_data.messages must be a list of {\"role\", \"content\"}");
-        }
-        json_object_set_new(body, "tools", tl);
-        json_t *nm = json_array();
-        json_array_append_new(nm, json_pack("{s:s,s:s}", "role", "system", "content",
-                                            "You turn the user's file request into calls of the "
-                                            "storage operations given as tools. Paths are "
-                                            "relative to the agent's own storage root."));
-        json_array_extend(nm, msgs);
-        json_object_set_new(body, "messages", nm);
+        sin.tools = own_tools;
+        own_msgs = json_array();
+        json_array_append_new(own_msgs,
+                              json_pack("{s:s,s:s}", "role", "system", "content",
+                                        "You turn the user's file request into calls of the "
+                                        "storage operations given as tools. Paths are "
+                                        "relative to the agent's own storage root."));
+        json_array_extend(own_msgs, sin.messages);
+        sin.messages = own_msgs;
     }
     if (act && (!strcmp(act, "chat_with_tool_call_output") || call_tool || operate_file)) {
-        json_t *tl = json_object_get(body, "tools");
-        if (!json_is_array(tl) || json_array_size(tl) == 0)
+        if (!json_is_array(sin.tools) || json_array_size(sin.tools) == 0)
             QFAIL(400, "query_data.tools must list at least one tool for %s", act);
-        if (!json_object_get(body, "tool_choice") || call_tool || operate_file)
-            json_object_set_new(body, "tool_choice", json_string("required"));
+        if (!sin.tool_choice || call_tool || operate_file)
+            sin.tool_choice = own_tc = json_string("required");
     }
-    req = calloc(1, sizeof *req);
-    if (!req) QFAIL(500, "out of memory");
-    bool stream = false;
-    int rc = api_openai_parse_chat(body, req, &stream, why, sizeof why);
+
+    rc = api_chat_parse_messages(sin.messages, req, why, sizeof why);
+    if (!rc) rc = api_chat_parse_sampling(qd, "max_new_tokens", &req->p, why, sizeof why);
+    if (!rc) rc = llm_structured_parse_in(&sin, &req->structured, why, sizeof why);
     if (rc == AIOS_ENOMEM) QFAIL(500, "out of memory");
     if (rc) QFAIL(400, "query_data: %s", why);
     struct llm_core *core = kernel_find_core(k, req->model);
@@ -603,7 +611,10 @@ int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct ll
     rc = api_llm_prepare(k, core, req, why, sizeof why);
     if (rc == AIOS_ENOMEM) QFAIL(500, "out of memory");
     if (rc) QFAIL(400, "%s", why);
-    json_decref(body);
+    json_decref(own_rf);
+    json_decref(own_tools);
+    json_decref(own_msgs);
+    json_decref(own_tc);
     *out = req;
     *core_out = core;
     *action_out = call_tool ? API_QUERY_CALL_TOOL
@@ -611,7 +622,10 @@ int api_query_llm_req(struct kernel *k, const char *agent, json_t *qd, struct ll
     *status = 200;
     return 0;
 fail:
-    json_decref(body);
+    json_decref(own_rf);
+    json_decref(own_tools);
+    json_decref(own_msgs);
+    json_decref(own_tc);
     llm_req_free(req);
     return AIOS_EINVAL;
 }

@@ -107,6 +107,15 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
  * AIOS_EINVAL naming the first field aios does not support (accepted and
  * ignored ones pass; docs/api.md lists both). */
 int api_openai_check_chat_fields(json_t *body, char *err, size_t errlen);
+/* The parts every LLM front end shares, for a front end that builds the
+ * typed request itself (AIOS /query): the messages array into req->msgs,
+ * and the common sampling fields of obj (temperature, top_p, seed, stop,
+ * and the maximum length under the front end's own name max_tokens_key)
+ * into p, defaults set. 0, AIOS_EINVAL with a message naming the field,
+ * or AIOS_ENOMEM. */
+int api_chat_parse_messages(json_t *msgs, struct llm_req *req, char *err, size_t errlen);
+int api_chat_parse_sampling(json_t *obj, const char *max_tokens_key, struct llm_params *p,
+                            char *err, size_t errlen);
 /* Render structured output / tools for the core (llm/structured.c) and run
  * core->ops->prepare: what every LLM route does after parsing. */
 int api_llm_prepare(struct kernel *k, struct llm_core *core, struct llm_req *req, char *err,

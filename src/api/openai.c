@@ -174,15 +174,8 @@ int api_openai_check_chat_fields(json_t *body, char *err, size_t errlen)
     return 0;
 }
 
-/* Parse an OpenAI chat request into req (fields other than the prompt). */
-int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen)
+int api_chat_parse_messages(json_t *msgs, struct llm_req *req, char *err, size_t errlen)
 {
-    json_t *v = json_object_get(body, "model");
-    if (!v) BAD("missing required field 'model'");
-    if (!json_is_string(v)) BAD("'model' must be a string");
-    req->model = strdup(json_string_value(v));
-
-    json_t *msgs = json_object_get(body, "messages");
     if (!msgs) BAD("missing required field 'messages'");
     if (!json_is_array(msgs)) BAD("'messages' must be an array");
     if (json_array_size(msgs) == 0) BAD("'messages' must contain at least one message");
@@ -207,44 +200,31 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
         if (rc) return rc;
         if (!req->msgs[i].role) return AIOS_ENOMEM;
     }
+    return 0;
+}
 
-    struct llm_params *p = &req->p;
+int api_chat_parse_sampling(json_t *obj, const char *max_tokens_key, struct llm_params *p,
+                            char *err, size_t errlen)
+{
     p->temperature = 1.0f;
     p->top_p = 1.0f;
     double d;
     json_int_t n;
     int rc;
-    if ((rc = get_number(body, "temperature", 0, 2, &d, err, errlen)) < 0) return rc;
+    if ((rc = get_number(obj, "temperature", 0, 2, &d, err, errlen)) < 0) return rc;
     if (rc == 0) p->temperature = (float)d;
-    if ((rc = get_number(body, "top_p", 0, 1, &d, err, errlen)) < 0) return rc;
+    if ((rc = get_number(obj, "top_p", 0, 1, &d, err, errlen)) < 0) return rc;
     if (rc == 0) p->top_p = (float)d;
-    if ((rc = get_number(body, "min_p", 0, 1, &d, err, errlen)) < 0) return rc;
-    if (rc == 0) p->min_p = (float)d;
-    if ((rc = get_number(body, "frequency_penalty", -2, 2, &d, err, errlen)) < 0) return rc;
-    if (rc == 0) p->frequency_penalty = (float)d;
-    if ((rc = get_number(body, "presence_penalty", -2, 2, &d, err, errlen)) < 0) return rc;
-    if (rc == 0) p->presence_penalty = (float)d;
-    if ((rc = get_number(body, "repeat_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
-    if (rc == 0) p->repeat_penalty = (float)d;
-    if ((rc = get_number(body, "repetition_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
-    if (rc == 0) p->repeat_penalty = (float)d; /* vLLM's name for it */
-    if ((rc = get_int(body, "repeat_last_n", 0, 1 << 20, &n, err, errlen)) < 0) return rc;
-    if (rc == 0) p->penalty_last_n = (int)n;
-    if ((rc = get_int(body, "top_k", 0, 1000000, &n, err, errlen)) < 0) return rc;
-    if (rc == 0) p->top_k = (int)n;
-    if ((rc = get_int(body, "max_completion_tokens", 1, 1 << 24, &n, err, errlen)) < 0) return rc;
+    if ((rc = get_int(obj, max_tokens_key, 1, 1 << 24, &n, err, errlen)) < 0) return rc;
     if (rc == 0) p->max_tokens = (int)n;
-    if ((rc = get_int(body, "max_tokens", 1, 1 << 24, &n, err, errlen)) < 0) return rc;
-    if (rc == 0) p->max_tokens = (int)n;
-    if ((rc = get_int(body, "seed", INT64_MIN, INT64_MAX, &n, err, errlen)) < 0) return rc;
+    if ((rc = get_int(obj, "seed", INT64_MIN, INT64_MAX, &n, err, errlen)) < 0) return rc;
     if (rc == 0) {
         p->has_seed = true;
         p->seed = (uint32_t)((uint64_t)n ^ ((uint64_t)n >> 32));
     }
-    if ((rc = get_int(body, "n", 1, 1, &n, err, errlen)) < 0) BAD("only 'n': 1 is supported");
-
-    v = json_object_get(body, "stop");
+    json_t *v = json_object_get(obj, "stop");
     if (v && !json_is_null(v)) {
+        size_t i;
         if (json_is_string(v)) {
             if (json_string_length(v) == 0) BAD("'stop' strings must not be empty");
             p->stop[p->n_stop++] = strdup(json_string_value(v));
@@ -262,6 +242,45 @@ int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char 
         for (int k = 0; k < p->n_stop; k++)
             if (!p->stop[k]) return AIOS_ENOMEM;
     }
+    return 0;
+}
+
+/* Parse an OpenAI chat request into req (fields other than the prompt). */
+int api_openai_parse_chat(json_t *body, struct llm_req *req, bool *stream, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(body, "model");
+    if (!v) BAD("missing required field 'model'");
+    if (!json_is_string(v)) BAD("'model' must be a string");
+    req->model = strdup(json_string_value(v));
+    if (!req->model) return AIOS_ENOMEM;
+
+    int rc = api_chat_parse_messages(json_object_get(body, "messages"), req, err, errlen);
+    if (rc) return rc;
+
+    /* the sampling fields only the OpenAI front end reads; then the ones
+     * every front end reads (max_tokens last: it wins over
+     * max_completion_tokens) */
+    struct llm_params *p = &req->p;
+    double d;
+    json_int_t n;
+    if ((rc = get_number(body, "min_p", 0, 1, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->min_p = (float)d;
+    if ((rc = get_number(body, "frequency_penalty", -2, 2, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->frequency_penalty = (float)d;
+    if ((rc = get_number(body, "presence_penalty", -2, 2, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->presence_penalty = (float)d;
+    if ((rc = get_number(body, "repeat_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->repeat_penalty = (float)d;
+    if ((rc = get_number(body, "repetition_penalty", 0, 10, &d, err, errlen)) < 0) return rc;
+    if (rc == 0) p->repeat_penalty = (float)d; /* vLLM's name for it */
+    if ((rc = get_int(body, "repeat_last_n", 0, 1 << 20, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) p->penalty_last_n = (int)n;
+    if ((rc = get_int(body, "top_k", 0, 1000000, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) p->top_k = (int)n;
+    if ((rc = get_int(body, "max_completion_tokens", 1, 1 << 24, &n, err, errlen)) < 0) return rc;
+    if (rc == 0) p->max_tokens = (int)n;
+    if ((rc = get_int(body, "n", 1, 1, &n, err, errlen)) < 0) BAD("only 'n': 1 is supported");
+    if ((rc = api_chat_parse_sampling(body, "max_tokens", p, err, errlen))) return rc;
 
     v = json_object_get(body, "logprobs");
     if (v && !json_is_null(v)) {

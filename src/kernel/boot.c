@@ -100,6 +100,22 @@ static int tools_storage_submit(void *ud, struct syscall *sc, char *err, size_t 
     return rc == 0 ? sched_submit(k->sched, sc) : rc;
 }
 
+/* tool views: the storage manager's copy of an agent's files for its tools */
+static int tools_view_make(void *ud, const char *agent, uid_t uid, char *dir, size_t dirlen,
+                           int64_t *budget, json_t **manifest, char *err, size_t errlen)
+{
+    return sto_view_make(ud, agent, uid, dir, dirlen, budget, manifest, err, errlen);
+}
+
+static int tools_view_changes(void *ud, const char *dir, json_t *manifest,
+                              struct sto_view_change **out, size_t *n, json_t *notes, char *err,
+                              size_t errlen)
+{
+    return sto_view_changes(ud, dir, manifest, out, n, notes, err, errlen);
+}
+
+static void tools_view_drop(void *ud, const char *dir) { sto_view_drop(ud, dir); }
+
 /* The tool manager gets its `tools:` section, the storage root it runs
  * tools in, the scheduler and the storage path; its TOOL pool is
  * registered here with the per-agent cap of its threads. */
@@ -115,8 +131,12 @@ static int tools_start(struct kernel *k, char *err, size_t errlen)
         snprintf(err, errlen, "config: %s", tmp);
         return rc;
     }
-    struct tool_deps d = {k->sched, NULL, k};
-    if (k->storage && k->pools[SYSCALL_KIND_STORAGE]) d.storage_submit = tools_storage_submit;
+    struct tool_deps d = {.sched = k->sched, .storage_ud = k};
+    if (k->storage && k->pools[SYSCALL_KIND_STORAGE]) {
+        d.storage_submit = tools_storage_submit;
+        d.view = (struct tool_view_ops){tools_view_make, tools_view_changes, tools_view_drop,
+                                        k->storage};
+    }
     tool_mgr_set_deps(k->tools, &d);
     sched_set_agent_cap(k->sched, SYSCALL_KIND_TOOL, tool_mgr_calls_per_agent(k->tools));
     rc = kernel_register_executor(k, SYSCALL_KIND_TOOL, tool_mgr_pool_threads(k->tools), 0,

@@ -266,12 +266,20 @@ static int check_history(json_t *msgs, char *err, size_t errlen)
 
 int llm_structured_parse(json_t *body, struct llm_structured **out, char *err, size_t errlen)
 {
+    struct llm_structured_in in = {json_object_get(body, "response_format"),
+                                   json_object_get(body, "tools"),
+                                   json_object_get(body, "tool_choice"),
+                                   json_object_get(body, "parallel_tool_calls"),
+                                   json_object_get(body, "messages")};
+    return llm_structured_parse_in(&in, out, err, errlen);
+}
+
+int llm_structured_parse_in(const struct llm_structured_in *in, struct llm_structured **out,
+                            char *err, size_t errlen)
+{
     *out = NULL;
-    json_t *rf = json_object_get(body, "response_format");
-    json_t *tools = json_object_get(body, "tools");
-    json_t *tc = json_object_get(body, "tool_choice");
-    json_t *ptc = json_object_get(body, "parallel_tool_calls");
-    json_t *msgs = json_object_get(body, "messages");
+    json_t *rf = in->response_format, *tools = in->tools, *tc = in->tool_choice;
+    json_t *ptc = in->parallel_tool_calls, *msgs = in->messages;
     if (json_is_null(rf)) rf = NULL;
     if (json_is_null(tools) || (json_is_array(tools) && json_array_size(tools) == 0)) tools = NULL;
     if (json_is_null(tc)) tc = NULL;

@@ -55,6 +55,13 @@ struct llm_structured {
  * plain text request. 0, AIOS_EINVAL with a message naming the field (and
  * for schemas the keyword and path), AIOS_ENOMEM. */
 int llm_structured_parse(json_t *body, struct llm_structured **out, char *err, size_t errlen);
+/* The same fields given one by one (each borrowed, NULL when absent), for
+ * front ends whose requests name or derive them differently (AIOS /query). */
+struct llm_structured_in {
+    json_t *response_format, *tools, *tool_choice, *parallel_tool_calls, *messages;
+};
+int llm_structured_parse_in(const struct llm_structured_in *in, struct llm_structured **out,
+                            char *err, size_t errlen);
 void llm_structured_free(struct llm_structured *st);
 
 /* Grammar bounds from the config (llms.structured_output.max_string_length,

@@ -309,6 +309,16 @@ static struct mem_note *note_clone(const struct mem_note *s)
     return n;
 }
 
+/* a note refused by the store's quota (MEM_EQUOTA) */
+static void quota_msg(struct mem_manager *m, const char *agent, char *err, size_t errlen)
+{
+    int64_t used = 0;
+    if (m->st->used) m->st->used(m->store, agent, &used);
+    snprintf(err, errlen, "memory quota exceeded: agent '%s' has %lld bytes of notes stored and "
+             "this note would take it over its limit of %lld (memory.store_quota_bytes); remove "
+             "notes or store less", agent, (long long)used, (long long)m->o.store_quota_bytes);
+}
+
 static int check_size(struct mem_manager *m, const struct mem_note *n, char *err, size_t errlen)
 {
     size_t b = mem_note_bytes(n);
@@ -529,6 +539,7 @@ int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *
     if (rc == MEM_EEXISTS)
         snprintf(err, errlen, "agent '%s' already has a memory '%s'; use update_memory to change it",
                  a->name, p->id);
+    if (rc == MEM_EQUOTA) quota_msg(m, a->name, err, errlen);
     if (rc) goto fail;
     free(vec);
     if (stored && !copy) return AIOS_ENOMEM; /* stored all the same */
@@ -583,6 +594,7 @@ out:
     mem_note_free(priv);
     mem_note_free(n);
     if (rc == AIOS_ENOTFOUND) not_found(a->name, p->id, err, errlen);
+    if (rc == MEM_EQUOTA) quota_msg(m, a->name, err, errlen);
     return rc;
 }
 
@@ -687,6 +699,8 @@ int mem_stats(struct mem_manager *m, const char *ns, struct mem_stats *out)
     if (!a) return AIOS_ENOMEM;
     pthread_mutex_lock(&a->mu);
     int rc = m->st->count(m->store, a->name, &out->n_notes);
+    if (!rc && m->st->used) rc = m->st->used(m->store, a->name, &out->stored_bytes);
+    out->store_quota_bytes = m->o.store_quota_bytes;
     struct mem_lruk_node **v = a->lruk.n ? malloc(a->lruk.n * sizeof *v) : NULL;
     out->eviction_order = a->lruk.n ? calloc(a->lruk.n, sizeof *out->eviction_order) : NULL;
     if (a->lruk.n && (!v || !out->eviction_order) && !rc) rc = AIOS_ENOMEM;
@@ -718,6 +732,7 @@ static int status_for(int rc)
     case AIOS_ENOTFOUND: return 404;
     case MEM_EEXISTS: return 409;
     case AIOS_ETOOBIG: return 413;
+    case MEM_EQUOTA: return 507;
     case AIOS_ESHUTDOWN: return 503;
     default: return 500;
     }
@@ -817,7 +832,9 @@ static json_t *stats_json(const struct mem_stats *s)
             json_decref(ids);
             return NULL;
         }
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "n_notes", (json_int_t)s->n_notes,
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "n_notes", (json_int_t)s->n_notes,
+                     "stored_bytes", (json_int_t)s->stored_bytes, "store_quota_bytes",
+                     (json_int_t)s->store_quota_bytes,
                      "n_resident", (json_int_t)s->n_resident, "resident_bytes",
                      (json_int_t)s->resident_bytes, "quota_bytes", (json_int_t)s->quota_bytes,
                      "n_hits", (json_int_t)s->n_hits, "n_faults", (json_int_t)s->n_faults,
@@ -969,6 +986,10 @@ int mem_manager_open(struct mem_manager **out, const struct mem_opts *o,
         free(dir);
     }
     int rc = m->st->open(&m->store, m->o.db_path, m->o.full_sync, err, errlen);
+    if (!rc && m->st->set_quota && m->st->set_quota(m->store, m->o.store_quota_bytes)) {
+        snprintf(err, errlen, "memory database %s: cannot set memory.store_quota_bytes", m->o.db_path);
+        rc = AIOS_EIO;
+    }
     bool reset = false;
     if (!rc && m->o.emb) rc = m->st->vec_model(m->store, emb_fingerprint(m->o.emb), &reset);
     if (rc) {
@@ -1022,7 +1043,10 @@ int mem_opts_from_config(const struct aios_config *cfg, struct mem_opts *o, char
     memset(o, 0, sizeof *o);
     long long quota = (long long)MEM_DEFAULT_QUOTA, max_note = (long long)MEM_DEFAULT_MAX_NOTE;
     long long tokens = MEM_DEFAULT_AGENTIC_TOKENS, workers = MEM_DEFAULT_WORKERS;
+    long long store_quota = (long long)MEM_DEFAULT_STORE_QUOTA;
     int rc;
+    if ((rc = cfg_int(cfg, "memory.store_quota_bytes", 0, 1LL << 50, &store_quota, err, errlen)))
+        return rc;
     if ((rc = cfg_int(cfg, "memory.quota_bytes", 1024, 1LL << 40, &quota, err, errlen))) return rc;
     if ((rc = cfg_int(cfg, "memory.max_note_bytes", 256, 1LL << 30, &max_note, err, errlen)))
         return rc;
@@ -1030,6 +1054,7 @@ int mem_opts_from_config(const struct aios_config *cfg, struct mem_opts *o, char
     if ((rc = cfg_int(cfg, "memory.workers", 1, 64, &workers, err, errlen))) return rc;
     o->quota_bytes = (size_t)quota;
     o->max_note_bytes = (size_t)max_note;
+    o->store_quota_bytes = store_quota;
     o->agentic_max_tokens = (int)tokens;
     o->workers = (int)workers;
     o->full_sync = true;

@@ -25,6 +25,7 @@ struct sched;
 struct mem_opts {
     size_t quota_bytes;     /* working-set bytes per agent (memory.quota_bytes) */
     size_t max_note_bytes;  /* largest note accepted (memory.max_note_bytes) */
+    int64_t store_quota_bytes; /* stored notes' bytes per agent (memory.store_quota_bytes, 0 = none) */
     bool full_sync;         /* memory.synchronous: full (default) or normal */
     int agentic_max_tokens; /* tokens the model may spend analysing a note */
     int workers;            /* executor threads (memory.workers) */
@@ -43,6 +44,7 @@ struct mem_opts {
 
 #define MEM_DEFAULT_QUOTA ((size_t)4 << 20)
 #define MEM_DEFAULT_MAX_NOTE ((size_t)64 << 10)
+#define MEM_DEFAULT_STORE_QUOTA ((int64_t)256 << 20)
 #define MEM_DEFAULT_AGENTIC_TOKENS 64
 #define MEM_DEFAULT_WORKERS 4
 
@@ -128,6 +130,7 @@ int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retriev
 /* the namespace's two tiers (memory_stats) */
 struct mem_stats {
     long long n_notes;
+    int64_t stored_bytes, store_quota_bytes; /* what the notes take on disk, and the limit */
     size_t n_resident, resident_bytes, quota_bytes;
     uint64_t n_hits, n_faults, n_evictions;
     char **eviction_order; /* resident ids, next victim first (owned) */

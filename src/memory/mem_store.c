@@ -44,6 +44,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,19 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_GET_NID] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2",
 };
 
+/* the bytes a note takes in the quota: its text fields as stored (the
+ * id, content, keywords, tags, category, context, timestamp, links and
+ * extra; not last_accessed and retrieval_count, which reads change) */
+#define NOTE_BYTES(r)                                                                         \
+    "(length(CAST(" r ".id AS BLOB)) + length(CAST(" r ".content AS BLOB)) +"                   \
+    " length(CAST(" r ".keywords AS BLOB)) + length(CAST(" r ".tags AS BLOB)) +"                \
+    " length(CAST(" r ".category AS BLOB)) + length(CAST(" r ".context AS BLOB)) +"             \
+    " length(CAST(" r ".timestamp AS BLOB)) + length(CAST(" r ".links AS BLOB)) +"              \
+    " length(CAST(" r ".extra AS BLOB)))"
+#define NOTE_QUOTA "(SELECT value FROM note_limits WHERE key = 'quota_bytes')"
+#define NOTE_USED(a) "coalesce((SELECT n_bytes FROM note_usage WHERE agent = " a "), 0)"
+#define NOTE_FIELDS "content, keywords, tags, category, context, timestamp, links, extra"
+
 static const char k_schema[] =
     "CREATE TABLE IF NOT EXISTS notes("
     " nid INTEGER PRIMARY KEY, agent TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL,"
@@ -130,7 +144,28 @@ static const char k_schema[] =
     " DELETE FROM notes_vec WHERE nid = old.nid; END;"
     "CREATE TRIGGER IF NOT EXISTS notes_vu AFTER UPDATE OF content ON notes"
     " WHEN old.content IS NOT new.content BEGIN"
-    " DELETE FROM notes_vec WHERE nid = old.nid; END;";
+    " DELETE FROM notes_vec WHERE nid = old.nid; END;"
+    /* the per-agent quota (memory.store_quota_bytes, 0 = none): what each
+     * agent's notes take, kept by triggers in the transaction that changes
+     * them, and a write that would take the agent over it aborted before
+     * it is made (RAISE: SQLITE_CONSTRAINT_TRIGGER, MEM_EQUOTA) */
+    "CREATE TABLE IF NOT EXISTS note_usage(agent TEXT PRIMARY KEY, n_bytes INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS note_limits(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS notes_qi BEFORE INSERT ON notes"
+    " WHEN " NOTE_QUOTA " > 0 AND " NOTE_USED("new.agent") " + " NOTE_BYTES("new") " > " NOTE_QUOTA
+    " BEGIN SELECT RAISE(ABORT, 'memory store quota'); END;"
+    "CREATE TRIGGER IF NOT EXISTS notes_qu BEFORE UPDATE OF " NOTE_FIELDS " ON notes"
+    " WHEN " NOTE_QUOTA " > 0 AND " NOTE_BYTES("new") " > " NOTE_BYTES("old") " AND "
+    NOTE_USED("new.agent") " + " NOTE_BYTES("new") " - " NOTE_BYTES("old") " > " NOTE_QUOTA
+    " BEGIN SELECT RAISE(ABORT, 'memory store quota'); END;"
+    "CREATE TRIGGER IF NOT EXISTS notes_ui AFTER INSERT ON notes BEGIN"
+    " INSERT INTO note_usage(agent, n_bytes) VALUES(new.agent, " NOTE_BYTES("new") ")"
+    " ON CONFLICT(agent) DO UPDATE SET n_bytes = n_bytes + excluded.n_bytes; END;"
+    "CREATE TRIGGER IF NOT EXISTS notes_ud AFTER DELETE ON notes BEGIN"
+    " UPDATE note_usage SET n_bytes = n_bytes - " NOTE_BYTES("old") " WHERE agent = old.agent; END;"
+    "CREATE TRIGGER IF NOT EXISTS notes_uu AFTER UPDATE OF " NOTE_FIELDS " ON notes BEGIN"
+    " UPDATE note_usage SET n_bytes = n_bytes + " NOTE_BYTES("new") " - " NOTE_BYTES("old")
+    " WHERE agent = new.agent; END;";
 
 struct mem_conn {
     sqlite3 *db;
@@ -145,7 +180,13 @@ struct mem_store {
     struct sqlgc *gc;
     pthread_mutex_t mu; /* guards `free_list` only */
     struct mem_conn *free_list; /* readers */
+    atomic_uint n_deletes; /* every MEM_MERGE_EVERY-th delete merges the index */
 };
+
+/* Deleting a note leaves a tombstone in the FTS5 index until its segments
+ * are merged; every this many deletes the index is merged (bounded work:
+ * about 50 ms for 300 notes of 8 KB), so deleted notes leave the index. */
+#define MEM_MERGE_EVERY 32
 
 /* ---- ranking ----
  * aios_bm25(): Okapi BM25 over all columns with k1 = 1.2 and b = 0, i.e.
@@ -269,8 +310,10 @@ static int conn_open(struct mem_store *s, bool writer, struct mem_conn **out, ch
     /* the FTS index of 100k notes is tens of MB: read it through a memory
      * map and a 32 MiB page cache, not a read() per page (retrieval p99
      * at 100k notes, docs/performance.md) */
-    char pragmas[192];
-    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
+    char pragmas[256];
+    /* auto_vacuum first: it only takes before the first table is made */
+    snprintf(pragmas, sizeof pragmas, "PRAGMA auto_vacuum=INCREMENTAL; "
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
              "PRAGMA mmap_size=268435456; PRAGMA cache_size=-32768;%s",
              s->full_sync ? "FULL" : "NORMAL", writer ? "" : " PRAGMA query_only=1;");
     char *msg = NULL;
@@ -318,6 +361,47 @@ static void conn_give(struct mem_store *s, struct mem_conn *c)
     pthread_mutex_unlock(&s->mu);
 }
 
+static int64_t one_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* A database of the earlier layout (user_version 0): count what each
+ * agent's notes take, and rewrite the file once with incremental
+ * auto-vacuum so that deletes can give space back. */
+static int upgrade(struct mem_conn *c, char *err, size_t errlen)
+{
+    if (one_int(c->db, "PRAGMA user_version") >= 1) return 0;
+    char *msg = NULL;
+    if (sqlite3_exec(c->db,
+                     "BEGIN IMMEDIATE; DELETE FROM note_usage;"
+                     " INSERT INTO note_usage(agent, n_bytes) SELECT agent, sum(" NOTE_BYTES("notes")
+                     ") FROM notes GROUP BY agent; COMMIT;",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "memory database: counting the notes' bytes: %s", msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        return AIOS_EIO;
+    }
+    if (one_int(c->db, "PRAGMA auto_vacuum") != 2 &&
+        sqlite3_exec(c->db, "PRAGMA auto_vacuum=INCREMENTAL; VACUUM", NULL, NULL, &msg) != SQLITE_OK) {
+        LOG_WARN("memory", "VACUUM failed (%s); space of deleted notes is reused but not given "
+                 "back until it succeeds at a later start", msg ? msg : "?");
+        sqlite3_free(msg);
+        return 0;
+    }
+    if (sqlite3_exec(c->db, "PRAGMA user_version = 1", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "memory database: %s", sqlite3_errmsg(c->db));
+        return AIOS_EIO;
+    }
+    return 0;
+}
+
 int mem_store_open(struct mem_store **out, const char *path, bool full_sync, char *err,
                    size_t errlen)
 {
@@ -332,11 +416,13 @@ int mem_store_open(struct mem_store **out, const char *path, bool full_sync, cha
     s->full_sync = full_sync;
     pthread_mutex_init(&s->mu, NULL);
     int rc = conn_open(s, true, &s->writer, err, errlen); /* creates the schema */
+    if (!rc) rc = upgrade(s->writer, err, errlen);
     if (!rc && (rc = sqlgc_open(&s->gc, s->writer->db, s->writer, full_sync)))
         snprintf(err, errlen, "memory database %s: cannot prepare the group commit", path);
     struct mem_conn *c = NULL;
     if (!rc) rc = conn_open(s, false, &c, err, errlen); /* a reader; proves it works */
     if (rc) {
+        conn_close(c);
         mem_store_close(s);
         return rc;
     }
@@ -460,6 +546,7 @@ struct wargs {
     int dim;
     const char *fingerprint;
     bool *reset;
+    bool merge; /* delete: merge the search index too */
 };
 
 /* ---- operations ---- */
@@ -471,7 +558,8 @@ static int insert_one(struct mem_conn *c, const char *agent, const struct mem_no
     int rc = bind_note(st, agent, n, bufs);
     if (rc) goto out;
     int r = sqlite3_step(st);
-    if (r == SQLITE_CONSTRAINT) rc = MEM_EEXISTS;
+    if (r == SQLITE_CONSTRAINT)
+        rc = sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_TRIGGER ? MEM_EQUOTA : MEM_EEXISTS;
     else if (r != SQLITE_DONE) rc = sql_fail(c, "insert a note");
 out:
     sqlite3_reset(st);
@@ -538,7 +626,11 @@ static int job_update(void *conn, void *arg)
     char *bufs[4] = {0};
     int rc = bind_note(st, a->agent, a->note, bufs);
     if (!rc) {
-        if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "update a note");
+        int r = sqlite3_step(st);
+        if (r == SQLITE_CONSTRAINT &&
+            sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_TRIGGER)
+            rc = MEM_EQUOTA;
+        else if (r != SQLITE_DONE) rc = sql_fail(c, "update a note");
         else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
     }
     sqlite3_reset(st);
@@ -565,13 +657,34 @@ static int job_delete(void *conn, void *arg)
     else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
+    /* now and then drop the tombstones from the index, and give the freed
+     * pages back (the file shrinks at the next checkpoint). A failure only
+     * leaves them for reuse by later notes. */
+    if (!rc && a->merge &&
+        sqlite3_exec(c->db, "INSERT INTO notes_fts(notes_fts, rank) VALUES('merge', -16)", NULL,
+                     NULL, NULL) != SQLITE_OK)
+        LOG_WARN("memory", "merging the search index: %s", sqlite3_errmsg(c->db));
+    if (!rc && sqlite3_exec(c->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL) != SQLITE_OK)
+        LOG_WARN("memory", "giving freed space back: %s", sqlite3_errmsg(c->db));
     return rc;
 }
 
 int mem_store_delete(struct mem_store *s, const char *agent, const char *id)
 {
-    struct wargs a = {.agent = agent, .id = id};
-    return write_job(s, job_delete, &a, true);
+    struct wargs a = {.agent = agent, .id = id,
+                      .merge = (atomic_fetch_add(&s->n_deletes, 1) + 1) % MEM_MERGE_EVERY == 0};
+    int rc = write_job(s, job_delete, &a, true);
+    /* after the commit: apply the log to the file (which shrinks by the
+     * vacuumed pages) and empty it; from a reader, outside the writer's
+     * transactions; busy or failed, it is left to the automatic checkpoints */
+    struct mem_conn *c = rc ? NULL : conn_take(s);
+    if (c) {
+        int ck = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        if (ck != SQLITE_OK && ck != SQLITE_BUSY)
+            LOG_WARN("memory", "checkpoint after a delete: %s", sqlite3_errmsg(c->db));
+        conn_give(s, c);
+    }
+    return rc;
 }
 
 /* a retrieval's statistics, posted to the group commit (copies) */
@@ -797,6 +910,45 @@ int mem_store_search(struct mem_store *s, const char *agent, const char *text, i
     return 0;
 }
 
+static int job_set_quota(void *conn, void *arg)
+{
+    struct mem_conn *c = conn;
+    sqlite3_stmt *st = NULL;
+    int rc = AIOS_EIO;
+    if (sqlite3_prepare_v2(c->db, "INSERT INTO note_limits(key, value) VALUES('quota_bytes', ?)"
+                           " ON CONFLICT(key) DO UPDATE SET value = excluded.value", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, *(const int64_t *)arg);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(c, "set the quota");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int mem_store_set_quota(struct mem_store *s, int64_t bytes)
+{
+    return write_job(s, job_set_quota, &bytes, true);
+}
+
+int mem_store_used(struct mem_store *s, const char *agent, int64_t *bytes)
+{
+    *bytes = 0;
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    sqlite3_stmt *st = NULL;
+    int rc = AIOS_EIO;
+    if (sqlite3_prepare_v2(c->db, "SELECT n_bytes FROM note_usage WHERE agent = ?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) *bytes = sqlite3_column_int64(st, 0);
+        rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : sql_fail(c, "read the usage");
+    }
+    sqlite3_finalize(st);
+    conn_give(s, c);
+    return rc;
+}
+
 int mem_store_count(struct mem_store *s, const char *agent, long long *out)
 {
     *out = 0;
@@ -1013,6 +1165,8 @@ const struct mem_store_ops mem_store_sqlite = {
     .remove = mem_store_delete,
     .touch = mem_store_touch,
     .count = mem_store_count,
+    .set_quota = mem_store_set_quota,
+    .used = mem_store_used,
     .search = mem_store_search,
     .search_ids = mem_store_search_ids,
     .bm25_of = mem_store_bm25_of,

@@ -18,9 +18,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* returned by mem_store_insert when the agent already has a note with that id */
 #define MEM_EEXISTS AIOS_EBUSY
+/* returned by insert and update when the agent's notes would take more than
+ * the store's quota (set_quota) */
+#define MEM_EQUOTA AIOS_ENOSPC
 
 struct mem_store;
 
@@ -56,6 +60,10 @@ struct mem_store_ops {
     int (*touch)(struct mem_store *s, const char *agent, const char *const *ids, size_t n,
                  const char *ts);
     int (*count)(struct mem_store *s, const char *agent, long long *out);
+    /* the per-agent limit on the bytes of stored notes (0 = none), and what
+     * an agent's notes take now */
+    int (*set_quota)(struct mem_store *s, int64_t bytes);
+    int (*used)(struct mem_store *s, const char *agent, int64_t *bytes);
     /* BM25 retrieval */
     int (*search)(struct mem_store *s, const char *agent, const char *text, int k,
                   struct mem_hit **hits, size_t *n_hits);
@@ -113,6 +121,10 @@ int mem_store_touch(struct mem_store *s, const char *agent, const char *const *i
 int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
                      struct mem_hit **hits, size_t *n_hits);
 int mem_store_count(struct mem_store *s, const char *agent, long long *out);
+/* the quota on one agent's stored notes (bytes of their text fields, 0 =
+ * none), enforced by triggers in the database; and an agent's bytes now */
+int mem_store_set_quota(struct mem_store *s, int64_t bytes);
+int mem_store_used(struct mem_store *s, const char *agent, int64_t *bytes);
 
 /* ---- embedding vectors (hybrid retrieval) ----
  * One unit vector (float[dim]) per note in notes_vec; a note's vector is

@@ -358,6 +358,38 @@ void sto_req_free(void *p)
     free(q);
 }
 
+int sto_req_make(enum sto_op op, const char *path, const void *data, size_t len,
+                 const char *from, struct sto_req **out)
+{
+    *out = NULL;
+    assert(op == STO_OP_WRITE || op == STO_OP_DELETE_FILE);
+    if (strlen(path) > STO_PATH_MAX) return AIOS_ETOOBIG;
+    struct sto_req *q = calloc(1, sizeof *q + len + 1);
+    if (!q) return AIOS_ENOMEM;
+    q->op = op;
+    q->op_name = strdup(sto_op_name(op));
+    q->params = op == STO_OP_WRITE
+                    ? json_pack("{s:s,s:I,s:s}", "file_path", path, "bytes", (json_int_t)len,
+                                "from", from ? from : "")
+                    : json_pack("{s:s,s:s}", "file_path", path, "from", from ? from : "");
+    if (!q->op_name || !q->params) {
+        sto_req_free(q);
+        return AIOS_ENOMEM;
+    }
+    if (op == STO_OP_WRITE) {
+        char *buf = (char *)(q + 1); /* the content lives in the same block */
+        if (len) memcpy(buf, data, len);
+        buf[len] = 0;
+        snprintf(q->u.write.at.path, sizeof q->u.write.at.path, "%s", path);
+        q->u.write.content = buf;
+        q->u.write.len = len;
+    } else {
+        snprintf(q->u.del.at.path, sizeof q->u.del.at.path, "%s", path);
+    }
+    *out = q;
+    return 0;
+}
+
 int sto_req_parse(const char *op, json_t *params, struct sto_req **out, int *http, char *err,
                   size_t errlen)
 {

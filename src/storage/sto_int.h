@@ -68,6 +68,10 @@ int sto_read_leaf(int dirfd, const char *leaf, int64_t max, char **data, size_t 
 /* Remove a directory tree below dirfd/leaf without following links. */
 int sto_rmtree(int dirfd, const char *leaf);
 
+/* ---- view.c ---- */
+/* remove every tool view (at open: none is in use yet) */
+void sto_view_sweep(struct sto *s);
+
 /* ---- the metadata store, through its table (sto_store.h) ---- */
 #define sto_st_file(s, ...) ((s)->ops->file((s)->st, __VA_ARGS__))
 #define sto_st_put(s, ...) ((s)->ops->put((s)->st, __VA_ARGS__))

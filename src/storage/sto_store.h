@@ -24,7 +24,8 @@ struct sto_store_cfg {
     const char *root_dir;   /* absolute; the store may keep its data below root_dir/.lsfs */
     const char *url;        /* the database server's URL (PostgreSQL), else NULL */
     int max_versions;       /* versions kept per file (>= 1) */
-    int64_t quota_bytes;    /* per owner, bytes of current contents; 0 = unlimited */
+    int64_t quota_bytes;    /* per owner, bytes of every kept version's distinct content
+                             * plus indexed text; 0 = unlimited */
     int64_t quota_files;    /* per owner, files; 0 = unlimited */
 };
 
@@ -65,10 +66,11 @@ struct sto_store_ops {
      * digest) in one transaction: quota check, blob (deduplicated), version
      * row, prune beyond max_versions, file marked dirty, search index (the
      * first n_index bytes, 0 = none), usage. A quota refusal is
-     * AIOS_ETOOBIG with *http 507. *seq = the new version. */
+     * AIOS_ETOOBIG with *http 507. *seq = the new version. With dry, only
+     * the quota is checked (nothing is kept): 0 when the write would fit. */
     int (*put)(struct sto_store *st, const char *owner, const char *path, const char *data,
-               size_t n, const char *sha, const char *kind, size_t n_index, int64_t *seq,
-               int *http, char *err, size_t errlen);
+               size_t n, const char *sha, const char *kind, size_t n_index, bool dry,
+               int64_t *seq, int *http, char *err, size_t errlen);
     /* the rename happened: the file on disk is the version the row names */
     int (*clean)(struct sto_store *st, int64_t file_id, const char *sha);
     int (*each_dirty)(struct sto_store *st, sto_dirty_fn fn, void *ud);

@@ -419,13 +419,26 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
             int64_t oseq;
             int http;
             sto_sha256_hex(old, on, osha);
-            if (sto_st_put(s, owner, norm, old, on, osha, "import", index_len(old, on), &oseq,
-                           &http, e, sizeof e) == 0) {
+            if (sto_st_put(s, owner, norm, old, on, osha, "import", index_len(old, on), false,
+                           &oseq, &http, e, sizeof e) == 0) {
                 struct sto_file_info f2;
                 if (sto_st_file(s, owner, norm, &f2) == 0) sto_st_clean(s, f2.id, osha);
             }
         }
         free(old);
+    }
+    sto_sha256_hex(data, n, sha);
+    int http;
+    /* the quota, before anything is written: when the write might not fit
+     * (the agent's usage plus its size and index over the quota), the
+     * store checks it exactly without keeping anything */
+    int64_t ub, uf;
+    if (s->cfg.quota_bytes > 0 && sto_st_usage(s, owner, &ub, &uf) == 0 &&
+        ub + (int64_t)n + (int64_t)index_len(data, n) > s->cfg.quota_bytes &&
+        (rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), true, seq,
+                         &http, e, sizeof e))) {
+        rc = fail(c, http, rc, "%s", e);
+        goto out;
     }
     if (strcmp(kind, "import")) {
         rc = sto_tmp_write(dirfd, data, n, false, tmp, e, sizeof e);
@@ -439,10 +452,8 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
             goto out;
         }
     }
-    sto_sha256_hex(data, n, sha);
-    int http;
-    rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), seq, &http, e,
-                    sizeof e);
+    rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), false, seq, &http,
+                    e, sizeof e);
     if (rc) {
         if (tmp[0]) unlinkat(dirfd, tmp, 0);
         rc = fail(c, http, rc, "%s", e);
@@ -1620,6 +1631,7 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
         close(top);
     }
     sto_st_each_dirty(s, repair_one, s);
+    sto_view_sweep(s); /* tool views a killed kernel left behind */
     s->sync_fd = open(s->agents_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->sync_fd < 0) {
         snprintf(err, errlen, "storage.root_dir: cannot open %s: %s", s->agents_dir, strerror(errno));

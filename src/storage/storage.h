@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct aios_config;
 struct sto;
@@ -24,7 +25,8 @@ struct sto_store_ops;
 struct sto_config {
     char *root_dir;          /* absolute or relative to the cwd; owned */
     int max_versions;        /* versions kept per file (>= 1); default 20 */
-    int64_t quota_bytes;     /* per agent, bytes of current file contents; 0 = unlimited */
+    int64_t quota_bytes;     /* per agent, bytes of every kept version (each distinct content
+                              * once) and of the indexed text; 0 = unlimited */
     int64_t quota_files;     /* per agent, number of files; 0 = unlimited */
     int64_t max_file_bytes;  /* one file; default 16 MiB */
     int n_threads;           /* executor threads; default 2 */
@@ -179,6 +181,12 @@ void sto_req_free(void *req); /* a struct sto_req; NULL is fine */
 /* the operation changes no file (read, list, history, retrieve, shares,
  * usage): it may run on the storage pool's read lane (SCHED_READ_LANE) */
 bool sto_req_reads_only(const struct sto_req *q);
+/* A request made inside the kernel, not parsed: a write of len bytes of
+ * data (copied) or a delete_file, of path (already normalised, the
+ * caller's own tree). params (shown in approvals and the audit) say
+ * {file_path, bytes, from}. 0, AIOS_ENOMEM or AIOS_ETOOBIG. */
+int sto_req_make(enum sto_op op, const char *path, const void *data, size_t len,
+                 const char *from, struct sto_req **out);
 
 /* What an operation answers: 0 and out (the AIOS response object,
  * {"response_class":"storage","response_message",...}, owned by the
@@ -233,6 +241,37 @@ void sto_executor(struct syscall *sc, void *ud);
  * will fail anyway (missing file, no share). Read-only, any thread. */
 int sto_needs_approval(struct sto *s, const char *agent, const struct sto_req *q, bool deletes,
                        bool overwrites, char *what, size_t whatlen);
+
+/* ---- tool views (view.c) ----
+ * An external tool sees a copy of the agent's files, never the files
+ * themselves; what it changed there comes back as storage calls. */
+/* Copy agent's current files into a new directory below
+ * root_dir/.lsfs/views (path in dir), owned by uid unless uid is
+ * (uid_t)-1. *budget: the bytes the view may hold (the copy plus what the
+ * agent's quota and the disk above storage.reserve_bytes allow), -1 for no
+ * bound. *manifest: what was copied, {path: sha256} (the caller's). */
+int sto_view_make(struct sto *s, const char *agent, uid_t uid, char *dir, size_t dirlen,
+                  int64_t *budget, json_t **manifest, char *err, size_t errlen);
+/* the disk a view takes now (blocks of everything in it) */
+int64_t sto_view_bytes(const char *dir);
+/* What the tool changed, against the manifest of the copy: writes (regular
+ * files new or different from what was copied, content read, up to
+ * storage.max_file_bytes) and deletes (copied files the view lacks); what
+ * the agent changed meanwhile through storage is not touched. What cannot become a storage call (links, special files,
+ * names the path rules refuse, files too large) is appended to notes as
+ * {"path","skipped"} when notes is an array. */
+struct sto_view_change {
+    enum sto_op op; /* STO_OP_WRITE or STO_OP_DELETE_FILE */
+    char path[STO_PATH_MAX + 1];
+    char *data; /* write: the content (malloc'd), len bytes */
+    size_t len;
+};
+int sto_view_changes(struct sto *s, const char *dir, json_t *manifest,
+                     struct sto_view_change **out, size_t *n, json_t *notes, char *err,
+                     size_t errlen);
+void sto_view_changes_free(struct sto_view_change *v, size_t n);
+/* remove a view (after its changes were sent) */
+void sto_view_drop(struct sto *s, const char *dir);
 
 /* ---- share grants, for the access manager ----
  * A grant lets `grantee` use `owner`'s path (a file or a directory and

@@ -6,11 +6,17 @@
  *   blobs(sha, size, refs, data)    content-addressed version contents; one
  *                                   row per distinct content (dedup), refs =
  *                                   versions pointing at it, deleted at 0
- *   files(owner, path, sha, size, ..., next_seq, dirty)
- *                                   the current version of each file
+ *   owner_blobs(owner, sha, refs)   the same count per owner: an owner is
+ *                                   charged a content once, however many of
+ *                                   its versions name it
+ *   files(owner, path, sha, size, ..., next_seq, dirty, n_index)
+ *                                   the current version of each file; n_index
+ *                                   = bytes of it in the search index
  *   versions(file_id, seq, sha, size, t_us, kind)
  *                                   the history, newest max_versions kept
- *   usage(owner, n_bytes, n_files)  quota accounting (current contents)
+ *   usage(owner, n_bytes, n_files)  quota accounting: n_bytes = every
+ *                                   distinct content of every kept version
+ *                                   of the owner's files + their indexed text
  *   grants(owner, path, grantee, mode, t_created_us, t_expires_us)
  *   links(hash, owner, path, t_created_us, t_expires_us)
  *                                   read-only share links (GET /s/TOKEN):
@@ -18,8 +24,16 @@
  *                                   never stored; a revoked link is deleted
  *   fts (FTS5: body, owner, path)   search over current text contents,
  *                                   rowid = files.id
- * Invariant: after every committed transaction usage equals the sums over
- * files and blobs.refs equals the number of versions naming each sha.
+ * Invariant: after every committed transaction usage.n_bytes equals the
+ * sum of blobs.size over the owner's owner_blobs plus the sum of its
+ * files.n_index, usage.n_files its number of files, and blobs.refs
+ * (owner_blobs.refs) the number of versions (of that owner) naming each sha.
+ * A write is refused inside its transaction when the usage it would leave
+ * is over the quota and larger than before.
+ * Space: the database uses incremental auto-vacuum; pages freed by pruned
+ * versions are reused by later writes, and after a delete the free pages
+ * are given back to the filesystem (incremental_vacuum, then a truncating
+ * WAL checkpoint), so deleting data shrinks the data directory.
  * files.dirty = 1 means "this version committed, the rename on disk may not
  * have happened yet"; sto_open rewrites such files from their blob.
  *
@@ -45,6 +59,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,7 +82,16 @@ struct sto_store {
     struct sto_conn *conns;    /* every open connection, for close */
     sqlite3 *writer;           /* the group commit's connection (its leader only) */
     struct sqlgc *gc;
+    atomic_uint n_forgets;     /* every STO_MERGE_EVERY-th delete merges the index */
 };
+
+/* a delete leaves tombstones in the FTS5 index until its segments merge:
+ * every this many deletes, merge (bounded work) */
+#define STO_MERGE_EVERY 32
+
+/* what a dry put job answers when the write fits: not 0, so that the group
+ * commit undoes what it did */
+#define STO_DRY_FITS 1
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS blobs(id INTEGER PRIMARY KEY, sha TEXT NOT NULL UNIQUE,"
@@ -75,7 +99,10 @@ static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS files(id INTEGER PRIMARY KEY, owner TEXT NOT NULL,"
     "  path TEXT NOT NULL, sha TEXT NOT NULL, size INTEGER NOT NULL,"
     "  t_created_us INTEGER NOT NULL, t_modified_us INTEGER NOT NULL,"
-    "  next_seq INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 0, UNIQUE(owner, path));"
+    "  next_seq INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 0,"
+    "  n_index INTEGER NOT NULL DEFAULT 0, UNIQUE(owner, path));"
+    "CREATE TABLE IF NOT EXISTS owner_blobs(owner TEXT NOT NULL, sha TEXT NOT NULL,"
+    "  refs INTEGER NOT NULL, PRIMARY KEY(owner, sha));"
     "CREATE INDEX IF NOT EXISTS files_dirty ON files(dirty) WHERE dirty = 1;"
     "CREATE TABLE IF NOT EXISTS versions(file_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
     "  sha TEXT NOT NULL, size INTEGER NOT NULL, t_us INTEGER NOT NULL, kind TEXT NOT NULL,"
@@ -144,7 +171,10 @@ static sqlite3 *conn_open(struct sto_store *s, char *err, size_t errlen)
     }
     sqlite3_busy_handler(db, busy_wait, NULL);
     char *msg = NULL;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+    /* auto_vacuum first: on a new database it only takes before WAL mode
+     * and the first table (an older database is converted in sq_schema) */
+    if (sqlite3_exec(db, "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL;"
+                     " PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
                      " PRAGMA journal_size_limit=67108864;",
                      NULL, NULL, &msg) != SQLITE_OK) {
         if (err) snprintf(err, errlen, "cannot configure %s: %s", s->db_path, msg ? msg : "?");
@@ -199,6 +229,76 @@ static void sq_close(struct sto_store *s)
     free(s);
 }
 
+static void rollback(sqlite3 *db);
+
+static int one_int(sqlite3 *db, const char *sql, int64_t *v)
+{
+    sqlite3_stmt *st = NULL;
+    *v = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AIOS_EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : AIOS_EIO;
+}
+
+/* Create the tables, or bring a database of an earlier layout (user_version
+ * 0: usage counted current contents only, no auto-vacuum) to this one:
+ * per-owner content counts and indexed bytes rebuilt from the versions and
+ * the index, usage recomputed, the file rewritten once with incremental
+ * auto-vacuum. */
+static int sq_schema(sqlite3 *db, char *err, size_t errlen)
+{
+    int64_t ver = 0, has_files = 0;
+    char *msg = NULL;
+    if (one_int(db, "PRAGMA user_version", &ver) ||
+        one_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'files'", &has_files))
+        return sql_err(db, "read the layout", err, errlen);
+    if (has_files && ver < 1) /* may fail: the column exists already */
+        sqlite3_exec(db, "ALTER TABLE files ADD COLUMN n_index INTEGER NOT NULL DEFAULT 0", NULL,
+                     NULL, NULL);
+    if (sqlite3_exec(db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "storage database: %s (is FTS5 available?)", msg ? msg : "?");
+        sqlite3_free(msg);
+        return AIOS_EIO;
+    }
+    if (ver >= 1) return 0;
+    if (has_files) {
+        static const char *MIGRATE =
+            "BEGIN IMMEDIATE;"
+            "DELETE FROM owner_blobs;"
+            "INSERT INTO owner_blobs(owner, sha, refs) SELECT f.owner, v.sha, count(*)"
+            "  FROM versions v JOIN files f ON f.id = v.file_id GROUP BY f.owner, v.sha;"
+            "UPDATE files SET n_index = coalesce((SELECT length(CAST(body AS BLOB)) FROM fts"
+            "  WHERE fts.rowid = files.id), 0);"
+            "DELETE FROM usage;"
+            "INSERT INTO usage(owner, n_bytes, n_files) SELECT f.owner, sum(f.n_index) +"
+            "  (SELECT coalesce(sum(b.size), 0) FROM owner_blobs ob JOIN blobs b ON b.sha = ob.sha"
+            "   WHERE ob.owner = f.owner), count(*) FROM files f GROUP BY f.owner;"
+            "COMMIT;";
+        if (sqlite3_exec(db, MIGRATE, NULL, NULL, &msg) != SQLITE_OK) {
+            snprintf(err, errlen, "storage database: recounting usage: %s", msg ? msg : "?");
+            sqlite3_free(msg);
+            rollback(db);
+            return AIOS_EIO;
+        }
+        LOG_INFO("storage", "storage database upgraded: quotas now count every kept version; "
+                 "rewriting it once with incremental auto-vacuum");
+    }
+    int64_t av = 0;
+    if (one_int(db, "PRAGMA auto_vacuum", &av) == 0 && av != 2) {
+        if (sqlite3_exec(db, "PRAGMA auto_vacuum=INCREMENTAL; VACUUM", NULL, NULL, &msg) != SQLITE_OK) {
+            LOG_WARN("storage", "VACUUM failed (%s); space of deleted data is reused but not "
+                     "given back until it succeeds at a later start", msg ? msg : "?");
+            sqlite3_free(msg);
+            return 0; /* user_version stays 0: tried again at the next start */
+        }
+    }
+    if (sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL) != SQLITE_OK)
+        return sql_err(db, "set the layout version", err, errlen);
+    return 0;
+}
+
 static int sq_open(struct sto_store **out, const struct sto_store_cfg *c, char *err, size_t errlen)
 {
     *out = NULL;
@@ -220,15 +320,11 @@ static int sq_open(struct sto_store **out, const struct sto_store_cfg *c, char *
     s->key_made = true;
     int rc = 0;
     sqlite3 *db = sq_db(s);
-    char *msg = NULL;
     if (!db) {
         snprintf(err, errlen, "cannot open the storage database %s", s->db_path);
         rc = AIOS_EIO;
-    } else if (sqlite3_exec(db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "storage database %s: %s (is FTS5 available?)", s->db_path,
-                 msg ? msg : "?");
-        sqlite3_free(msg);
-        rc = AIOS_EIO;
+    } else {
+        rc = sq_schema(db, err, errlen);
     }
     if (!rc && !(s->writer = conn_open(s, err, errlen))) rc = AIOS_EIO;
     if (!rc && sqlgc_open(&s->gc, s->writer, s->writer, true)) {
@@ -299,6 +395,54 @@ static int blob_unref(sqlite3 *db, const char *sha)
     return EXEC(db, "DELETE FROM blobs WHERE sha = ? AND refs <= 0", "t", sha);
 }
 
+/* One more version of owner names sha (size bytes): *delta grows by size
+ * when it is the owner's first. */
+static int owner_ref(sqlite3 *db, const char *owner, const char *sha, int64_t size, int64_t *delta)
+{
+    if (EXEC(db, "UPDATE owner_blobs SET refs = refs + 1 WHERE owner = ? AND sha = ?", "tt", owner,
+             sha))
+        return AIOS_EIO;
+    if (sqlite3_changes(db) > 0) return 0;
+    *delta += size;
+    return EXEC(db, "INSERT INTO owner_blobs(owner, sha, refs) VALUES(?, ?, 1)", "tt", owner, sha);
+}
+
+/* One version fewer: *delta shrinks by size when it was the owner's last. */
+static int owner_unref(sqlite3 *db, const char *owner, const char *sha, int64_t size,
+                       int64_t *delta)
+{
+    if (EXEC(db, "UPDATE owner_blobs SET refs = refs - 1 WHERE owner = ? AND sha = ?", "tt", owner,
+             sha))
+        return AIOS_EIO;
+    if (EXEC(db, "DELETE FROM owner_blobs WHERE owner = ? AND sha = ? AND refs <= 0", "tt", owner,
+             sha))
+        return AIOS_EIO;
+    if (sqlite3_changes(db) > 0) *delta -= size;
+    return 0;
+}
+
+/* a version (owner, sha, size) goes: both counts */
+static int version_unref(sqlite3 *db, const char *owner, const char *sha, int64_t size,
+                         int64_t *delta)
+{
+    return blob_unref(db, sha) || owner_unref(db, owner, sha, size, delta) ? AIOS_EIO : 0;
+}
+
+/* Give the free pages of the database back to the filesystem and empty
+ * the write-ahead log (after a delete; not under a transaction). Failing
+ * here only leaves the space for reuse by later writes. */
+static void reclaim(struct sto_store *s, sqlite3 *db)
+{
+    if ((atomic_fetch_add(&s->n_forgets, 1) + 1) % STO_MERGE_EVERY == 0 &&
+        sqlite3_exec(db, "INSERT INTO fts(fts, rank) VALUES('merge', -16)", NULL, NULL, NULL) !=
+            SQLITE_OK)
+        LOG_WARN("storage", "merging the search index: %s", sqlite3_errmsg(db));
+    if (sqlite3_exec(db, "PRAGMA incremental_vacuum", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) != SQLITE_OK)
+        LOG_WARN("storage", "giving freed space back: %s (it is reused by later writes)",
+                 sqlite3_errmsg(db));
+}
+
 static int sq_file(struct sto_store *s, const char *owner, const char *path, struct sto_file_info *fi)
 {
     memset(fi, 0, sizeof *fi);
@@ -360,6 +504,7 @@ struct put_args {
     struct sto_store *s;
     const char *owner, *path, *data, *sha, *kind;
     size_t n, n_index;
+    bool dry; /* only check that it fits: the job answers STO_DRY_FITS */
     int64_t *seq;
     int *http;
     char *err;
@@ -375,32 +520,26 @@ static int put_job(void *conn, void *arg)
     const char *owner = a->owner, *path = a->path, *data = a->data, *sha = a->sha;
     const char *kind = a->kind;
     size_t n = a->n, n_index = a->n_index;
+    bool dry = a->dry;
     char *err = a->err;
     size_t errlen = a->errlen;
     int *http = a->http;
-    int64_t now = util_wall_us(), id = 0, old_size = 0, next_seq = 1;
+    int64_t now = util_wall_us(), id = 0, old_index = 0, next_seq = 1;
     bool exists = false;
-    sqlite3_stmt *st = prep(db, "SELECT id, size, next_seq FROM files WHERE owner = ? AND path = ?",
+    sqlite3_stmt *st = prep(db, "SELECT id, n_index, next_seq FROM files WHERE owner = ? AND path = ?",
                             "tt", owner, path);
     if (!st) goto sqlfail;
     if (sqlite3_step(st) == SQLITE_ROW) {
         exists = true;
         id = sqlite3_column_int64(st, 0);
-        old_size = sqlite3_column_int64(st, 1);
+        old_index = sqlite3_column_int64(st, 1);
         next_seq = sqlite3_column_int64(st, 2);
     }
     sqlite3_finalize(st);
 
     int64_t ub, uf;
     if (usage_of(db, owner, &ub, &uf)) goto sqlfail;
-    int64_t nb = ub - old_size + (int64_t)n, nf = uf + (exists ? 0 : 1);
-    if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && nb > ub) {
-        snprintf(err, errlen, "storage quota exceeded: this write would make %lld bytes, the "
-                 "agent's limit is %lld (storage.quota_bytes); delete files or write less",
-                 (long long)nb, (long long)s->cfg.quota_bytes);
-        *http = 507;
-        return AIOS_ETOOBIG;
-    }
+    int64_t nf = uf + (exists ? 0 : 1);
     if (s->cfg.quota_files > 0 && nf > s->cfg.quota_files && !exists) {
         snprintf(err, errlen, "file quota exceeded: the agent already has %lld files, the limit "
                  "is %lld (storage.quota_files); delete files first",
@@ -408,20 +547,20 @@ static int put_job(void *conn, void *arg)
         *http = 507;
         return AIOS_ETOOBIG;
     }
+    /* what the agent holds changes by: the content if it is new to the
+     * agent, the indexed text, minus contents only pruned versions held */
+    int64_t delta = (int64_t)n_index - old_index;
+    if (owner_ref(db, owner, sha, (int64_t)n, &delta)) goto sqlfail;
 
-    if (EXEC(db, "UPDATE blobs SET refs = refs + 1 WHERE sha = ?", "t", sha)) goto sqlfail;
-    if (sqlite3_changes(db) == 0 &&
-        EXEC(db, "INSERT INTO blobs(sha, size, refs, data) VALUES(?, ?, 1, ?)", "tib", sha,
-             (int64_t)n, data, n))
-        goto sqlfail;
     if (exists) {
         if (EXEC(db, "UPDATE files SET sha = ?, size = ?, t_modified_us = ?, next_seq = ?,"
-                 " dirty = 1 WHERE id = ?", "tiiii", sha, (int64_t)n, now, next_seq + 1, id))
+                 " dirty = 1, n_index = ? WHERE id = ?", "tiiiii", sha, (int64_t)n, now,
+                 next_seq + 1, (int64_t)n_index, id))
             goto sqlfail;
     } else {
         if (EXEC(db, "INSERT INTO files(owner, path, sha, size, t_created_us, t_modified_us,"
-                 " next_seq, dirty) VALUES(?, ?, ?, ?, ?, ?, 2, 1)", "tttiii", owner, path, sha,
-                 (int64_t)n, now, now))
+                 " next_seq, dirty, n_index) VALUES(?, ?, ?, ?, ?, ?, 2, 1, ?)", "tttiiii", owner,
+                 path, sha, (int64_t)n, now, now, (int64_t)n_index))
             goto sqlfail;
         id = sqlite3_last_insert_rowid(db);
     }
@@ -429,20 +568,40 @@ static int put_job(void *conn, void *arg)
              "iitiit", id, next_seq, sha, (int64_t)n, now, kind))
         goto sqlfail;
     /* prune: keep the newest max_versions */
-    st = prep(db, "SELECT seq, sha FROM versions WHERE file_id = ? ORDER BY seq DESC LIMIT -1 OFFSET ?",
-              "ii", id, (int64_t)s->cfg.max_versions);
+    st = prep(db, "SELECT seq, sha, size FROM versions WHERE file_id = ? ORDER BY seq DESC"
+              " LIMIT -1 OFFSET ?", "ii", id, (int64_t)s->cfg.max_versions);
     if (!st) goto sqlfail;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t old = sqlite3_column_int64(st, 0);
+        int64_t old = sqlite3_column_int64(st, 0), osize = sqlite3_column_int64(st, 2);
         char osha[65];
         snprintf(osha, sizeof osha, "%s", (const char *)sqlite3_column_text(st, 1));
         if (EXEC(db, "DELETE FROM versions WHERE file_id = ? AND seq = ?", "ii", id, old) ||
-            blob_unref(db, osha)) {
+            version_unref(db, owner, osha, osize, &delta)) {
             sqlite3_finalize(st);
             goto sqlfail;
         }
     }
     sqlite3_finalize(st);
+    int64_t nb = ub + delta;
+    if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && delta > 0) {
+        snprintf(err, errlen, "storage quota exceeded: the agent holds %lld bytes (every kept "
+                 "version and its indexed text) and this write would make %lld, over its limit "
+                 "of %lld (storage.quota_bytes); delete files or old versions, or write less",
+                 (long long)ub, (long long)nb, (long long)s->cfg.quota_bytes);
+        *http = 507;
+        return AIOS_ETOOBIG;
+    }
+    if (dry) { /* would it fit: yes (the group commit undoes the job) */
+        *http = 200;
+        return STO_DRY_FITS;
+    }
+    /* the content itself, last: a refused write never copies it (a pruned
+     * version of the same content may have just dropped the row) */
+    if (EXEC(db, "UPDATE blobs SET refs = refs + 1 WHERE sha = ?", "t", sha)) goto sqlfail;
+    if (sqlite3_changes(db) == 0 &&
+        EXEC(db, "INSERT INTO blobs(sha, size, refs, data) VALUES(?, ?, 1, ?)", "tib", sha,
+             (int64_t)n, data, n))
+        goto sqlfail;
     if (EXEC(db, "DELETE FROM fts WHERE rowid = ?", "i", id)) goto sqlfail;
     if (EXEC(db, "DELETE FROM fts_vec WHERE rowid = ?", "i", id)) goto sqlfail;
     if (n_index > 0) {
@@ -473,12 +632,14 @@ sqlfail:
 }
 
 static int sq_put(struct sto_store *s, const char *owner, const char *path, const char *data, size_t n,
-               const char *sha, const char *kind, size_t n_index, int64_t *seq, int *http,
-               char *err, size_t errlen)
+               const char *sha, const char *kind, size_t n_index, bool dry, int64_t *seq,
+               int *http, char *err, size_t errlen)
 {
     *http = 0;
-    struct put_args a = {s, owner, path, data, sha, kind, n, n_index, seq, http, err, errlen};
-    int rc = write_job(s, put_job, &a, true);
+    struct put_args a = {s, owner, path, data, sha, kind, n, n_index, dry, seq, http, err, errlen};
+    /* a dry run changes nothing: no fsync to wait for */
+    int rc = write_job(s, put_job, &a, !dry);
+    if (dry && rc == STO_DRY_FITS) return 0;
     if (rc && (*http == 0 || *http == 200)) { /* the commit failed, not the job */
         *http = rc == AIOS_ENOSPC ? 507 : 500;
         snprintf(err, errlen, "storage database: write: %s",
@@ -637,30 +798,33 @@ static int forget_job(void *conn, void *arg)
     char pfx[STO_PATH_MAX + 2];
     snprintf(pfx, sizeof pfx, "%s/", path);
     sqlite3_stmt *st = prefix
-        ? prep(db, "SELECT id, size FROM files WHERE owner = ? AND substr(path, 1, ?) = ?", "tit",
+        ? prep(db, "SELECT id, n_index FROM files WHERE owner = ? AND substr(path, 1, ?) = ?", "tit",
                owner, (int64_t)strlen(pfx), pfx)
-        : prep(db, "SELECT id, size FROM files WHERE owner = ? AND path = ?", "tt", owner, path);
+        : prep(db, "SELECT id, n_index FROM files WHERE owner = ? AND path = ?", "tt", owner, path);
     if (!st) goto fail;
-    int64_t bytes = 0;
+    int64_t delta = 0; /* what the owner holds changes by */
     json_t *ids = json_array();
     while (sqlite3_step(st) == SQLITE_ROW) {
         json_array_append_new(ids, json_integer(sqlite3_column_int64(st, 0)));
-        bytes += sqlite3_column_int64(st, 1);
+        delta -= sqlite3_column_int64(st, 1);
     }
     sqlite3_finalize(st);
     size_t i;
     json_t *v;
     json_array_foreach(ids, i, v) {
         int64_t id = json_integer_value(v);
-        st = prep(db, "SELECT sha FROM versions WHERE file_id = ?", "i", id);
+        st = prep(db, "SELECT sha, size FROM versions WHERE file_id = ?", "i", id);
         json_t *shas = json_array();
         while (st && sqlite3_step(st) == SQLITE_ROW)
-            json_array_append_new(shas, json_string((const char *)sqlite3_column_text(st, 0)));
+            json_array_append_new(shas, json_pack("[s,I]", sqlite3_column_text(st, 0),
+                                                  (json_int_t)sqlite3_column_int64(st, 1)));
         sqlite3_finalize(st);
         size_t j;
         json_t *h;
-        int bad = 0;
-        json_array_foreach(shas, j, h) bad |= blob_unref(db, json_string_value(h));
+        int bad = !st;
+        json_array_foreach(shas, j, h)
+            bad |= version_unref(db, owner, json_string_value(json_array_get(h, 0)),
+                                 json_integer_value(json_array_get(h, 1)), &delta);
         json_decref(shas);
         if (bad || EXEC(db, "DELETE FROM versions WHERE file_id = ?", "i", id) ||
             EXEC(db, "DELETE FROM fts WHERE rowid = ?", "i", id) ||
@@ -672,8 +836,8 @@ static int forget_job(void *conn, void *arg)
     }
     int nf = (int)json_array_size(ids);
     json_decref(ids);
-    if (nf && EXEC(db, "UPDATE usage SET n_bytes = n_bytes - ?, n_files = n_files - ? WHERE owner = ?",
-                   "iit", bytes, (int64_t)nf, owner))
+    if (nf && EXEC(db, "UPDATE usage SET n_bytes = n_bytes + ?, n_files = n_files - ? WHERE owner = ?",
+                   "iit", delta, (int64_t)nf, owner))
         goto fail;
     *a->n_files = nf;
     return 0;
@@ -687,6 +851,10 @@ static int sq_forget(struct sto_store *s, const char *owner, const char *path, b
     struct forget_args a = {owner, path, prefix, n_files};
     int rc = write_job(s, forget_job, &a, true);
     if (rc) *n_files = 0;
+    /* after the commit, on this thread's own connection (outside the
+     * writer's transactions): give the freed pages back */
+    sqlite3 *db = rc || !*n_files ? NULL : sq_db(s);
+    if (db) reclaim(s, db);
     return rc;
 }
 

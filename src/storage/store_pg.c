@@ -208,8 +208,8 @@ static int lock_owner(PGconn *c, const char *owner, int64_t *bytes, int64_t *fil
 static bool has_nul(const char *p, size_t n) { return memchr(p, 0, n) != NULL; }
 
 static int pq_put(struct sto_store *s, const char *owner, const char *path, const char *data,
-                  size_t n, const char *sha, const char *kind, size_t n_index, int64_t *seq,
-                  int *http, char *err, size_t errlen)
+                  size_t n, const char *sha, const char *kind, size_t n_index, bool dry,
+                  int64_t *seq, int *http, char *err, size_t errlen)
 {
     *http = 500;
     PGconn *c = pg_take(s->pool);
@@ -255,6 +255,12 @@ static int pq_put(struct sto_store *s, const char *owner, const char *path, cons
         pg_give(s->pool, c);
         *http = 507;
         return AIOS_ETOOBIG;
+    }
+    if (dry) { /* it fits */
+        rollback(c);
+        pg_give(s->pool, c);
+        *http = 200;
+        return 0;
     }
     {
         const char *v[3] = {sha, I64(b1, (int64_t)n), n ? data : ""};

@@ -101,31 +101,21 @@ static void sto_notify(struct syscall *sc, void *ud)
     if (first) sto_wait_unref(w);
 }
 
-static int storage_call(const struct tool_call_env *env, const char *op, json_t *params,
-                        json_t **result, char *err, size_t errlen)
+int tool_storage_call(struct tool_mgr *m, const char *agent, struct sto_req *req,
+                      int64_t deadline_us, json_t **result, char *err, size_t errlen)
 {
-    const struct tool_deps *deps = tool_mgr_deps(env->m);
+    const struct tool_deps *deps = tool_mgr_deps(m);
+    int rc;
     if (!deps->storage_submit) {
-        json_decref(params);
+        sto_req_free(req);
         snprintf(err, errlen, "the storage manager is not available in this kernel yet (storage "
                  "syscalls answer 501); file tools need it");
         return TOOL_EUNAVAILABLE;
     }
-    /* the model's arguments are parsed here, once, into a typed request */
-    struct sto_req *req = NULL;
-    int http;
-    int rc = sto_req_parse(op, params, &req, &http, err, errlen);
-    json_decref(params);
-    if (rc) {
-        char e[512];
-        snprintf(e, sizeof e, "%s", err);
-        snprintf(err, errlen, "storage: %s", e);
-        return rc;
-    }
     struct sto_wait *w = calloc(1, sizeof *w);
-    struct syscall *sc = w ? syscall_new(SYSCALL_KIND_STORAGE, env->agent,
-                                               sto_req_reads_only(req) ? SCHED_READ_LANE : NULL,
-                                               req, sto_req_free)
+    struct syscall *sc = w ? syscall_new(SYSCALL_KIND_STORAGE, agent,
+                                         sto_req_reads_only(req) ? SCHED_READ_LANE : NULL,
+                                         req, sto_req_free)
                            : (sto_req_free(req), NULL);
     if (!sc) {
         free(w);
@@ -150,7 +140,7 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
     }
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
-    int64_t left = env->deadline_us - util_now_us();
+    int64_t left = deadline_us - util_now_us();
     if (left < 0) left = 0;
     dl.tv_sec += left / 1000000;
     dl.tv_nsec += (left % 1000000) * 1000;
@@ -171,7 +161,7 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
         sto_wait_unref(w);
         syscall_unref(sc);
         if (awaiting) {
-            snprintf(err, errlen, "denied: the write needs the operator's approval (it would not "
+            snprintf(err, errlen, "denied: the call needs the operator's approval (it would not "
                      "keep the old content) and none came within the tool's timeout");
             return AIOS_EPERM;
         }
@@ -190,6 +180,29 @@ static int storage_call(const struct tool_call_env *env, const char *op, json_t 
     pthread_mutex_unlock(&sc->mu);
     syscall_unref(sc);
     return rc;
+}
+
+static int storage_call(const struct tool_call_env *env, const char *op, json_t *params,
+                        json_t **result, char *err, size_t errlen)
+{
+    if (!tool_mgr_deps(env->m)->storage_submit) {
+        json_decref(params);
+        snprintf(err, errlen, "the storage manager is not available in this kernel yet (storage "
+                 "syscalls answer 501); file tools need it");
+        return TOOL_EUNAVAILABLE;
+    }
+    /* the model's arguments are parsed here, once, into a typed request */
+    struct sto_req *req = NULL;
+    int http;
+    int rc = sto_req_parse(op, params, &req, &http, err, errlen);
+    json_decref(params);
+    if (rc) {
+        char e[512];
+        snprintf(e, sizeof e, "%s", err);
+        snprintf(err, errlen, "storage: %s", e);
+        return rc;
+    }
+    return tool_storage_call(env->m, env->agent, req, env->deadline_us, result, err, errlen);
 }
 
 static int b_read(const struct tool_call_env *env, json_t *args, json_t **result, char *err,

@@ -32,15 +32,34 @@
  * deadline; mcp.c gives up on a reply and restarts the server), so a job
  * always ends and a worker is never lost to a hung tool.
  *
+ * Agent files. An external tool never gets the agent's storage root: with
+ * a storage manager (deps.view), it gets a view, a copy of the agent's
+ * files made by the storage manager and bound at the root's path. The
+ * running calls of one agent share one view (as they shared the root), so
+ * tools of an agent see each other's files; when the last of them ends,
+ * what changed in the view since it was copied (its manifest) goes back as
+ * ordinary storage calls in the
+ * agent's name (tool_storage_call: quota, versions, the approval of
+ * deletes, the audit) and the view is removed. A call that starts while
+ * its agent's view is being made or imported waits for that to finish, so
+ * it always sees every earlier change. The last call's result carries the
+ * report ("files": written, deleted, refused, skipped). While tools run,
+ * each call checks the view's size (every VIEW_CHECK_US) against the
+ * budget the storage manager gave (the agent's quota and the disk's
+ * reserve left) and kills its tool beyond it.
+ *
  * Locks: one mutex (mu) guards the job queue, n_running of every tool, the
  * conflict group counters and every batch's counters; batches wait on their
- * own condvar with mu. No other lock is taken while mu is held. */
+ * own condvar with mu. views_mu guards the table of views (a leaf lock,
+ * never held with mu); copies, imports and storage calls run without it.
+ * No other lock is taken while mu is held. */
 #include "tools/tools.h"
 
 #include "kernel/query.h"
 #include "kernel/syscall.h"
 #include "llm/schema.h"
 #include "sched/sched.h"
+#include "storage/storage.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -60,6 +79,21 @@
 #include <unistd.h>
 
 #define TOOL_MAX_CALLS 64
+#define VIEW_CHECK_US 200000
+
+/* one agent's tool view (see the top comment) */
+enum view_state { VIEW_MAKING, VIEW_READY, VIEW_CLOSING };
+struct tool_view {
+    char *agent;
+    char dir[PATH_MAX];
+    enum view_state state;
+    int refs;             /* running calls using it */
+    int64_t budget;       /* bytes the view may hold; -1 = no bound */
+    json_t *manifest;     /* what was copied into it: {path: sha256} */
+    atomic_llong last_check_us;
+    atomic_bool over;     /* a check found it over budget */
+    struct tool_view *next;
+};
 
 struct tool_group {
     char *name;
@@ -114,6 +148,10 @@ struct tool_mgr {
      * thread (the scheduler's per-agent cap) */
     const char **job_agent;
     int max_jobs_per_agent, max_calls_per_agent;
+
+    pthread_mutex_t views_mu; /* guards views (leaf) */
+    pthread_cond_t views_cv;  /* a view became ready or went away */
+    struct tool_view *views;
 };
 
 const struct tool_deps *tool_mgr_deps(const struct tool_mgr *m) { return &m->deps; }
@@ -677,7 +715,8 @@ int tool_agent_dirname(const char *agent, char *out, size_t outlen)
 /* The agent's storage root (storage.root_dir/<dirname>), created; NULL
  * with a message when it cannot be, NULL without one when the manager has
  * no storage root (unit tests). */
-static char *agent_root(struct tool_mgr *m, const char *agent, char *err, size_t errlen)
+static char *agent_root(struct tool_mgr *m, const char *agent, bool hand_over, char *err,
+                        size_t errlen)
 {
     if (!m->storage_root) return NULL;
     char dn[128 * 3 + 1];
@@ -693,9 +732,9 @@ static char *agent_root(struct tool_mgr *m, const char *agent, char *err, size_t
         free(p);
         return NULL;
     }
-    /* under a root kernel tools run as TOOL_SANDBOX_UID: let them write
-     * here (files the storage manager wrote stay root's, read-only to tools) */
-    if (geteuid() == 0 && chown(p, TOOL_SANDBOX_UID, TOOL_SANDBOX_UID) != 0) {
+    /* without tool views (no storage manager), under a root kernel tools
+     * run as TOOL_SANDBOX_UID in the root itself: let them write here */
+    if (hand_over && geteuid() == 0 && chown(p, TOOL_SANDBOX_UID, TOOL_SANDBOX_UID) != 0) {
         snprintf(err, errlen, "cannot hand the agent's storage root %s to the sandbox uid: %s", p,
                  strerror(errno));
         free(p);
@@ -704,16 +743,164 @@ static char *agent_root(struct tool_mgr *m, const char *agent, char *err, size_t
     return p;
 }
 
+/* The agent's view, shared with its other running calls, or a new one
+ * (made here, outside views_mu). NULL with a message in err. */
+static struct tool_view *view_acquire(struct tool_mgr *m, const char *agent, char *err,
+                                      size_t errlen)
+{
+    pthread_mutex_lock(&m->views_mu);
+    for (;;) {
+        struct tool_view *v = m->views;
+        while (v && strcmp(v->agent, agent)) v = v->next;
+        if (!v) break;
+        if (v->state == VIEW_READY) {
+            v->refs++;
+            pthread_mutex_unlock(&m->views_mu);
+            return v;
+        }
+        pthread_cond_wait(&m->views_cv, &m->views_mu); /* being made or imported */
+    }
+    struct tool_view *v = calloc(1, sizeof *v);
+    if (!v || !(v->agent = strdup(agent))) {
+        pthread_mutex_unlock(&m->views_mu);
+        free(v);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    v->state = VIEW_MAKING;
+    v->refs = 1;
+    v->next = m->views;
+    m->views = v;
+    pthread_mutex_unlock(&m->views_mu);
+    uid_t uid = geteuid() == 0 ? TOOL_SANDBOX_UID : (uid_t)-1;
+    int rc = m->deps.view.make(m->deps.view.ud, agent, uid, v->dir, sizeof v->dir, &v->budget,
+                               &v->manifest, err, errlen);
+    pthread_mutex_lock(&m->views_mu);
+    if (rc) { /* unlink it: the next call tries again */
+        for (struct tool_view **p = &m->views; *p; p = &(*p)->next)
+            if (*p == v) {
+                *p = v->next;
+                break;
+            }
+        free(v->agent);
+        free(v);
+        v = NULL;
+    } else {
+        v->state = VIEW_READY;
+    }
+    pthread_cond_broadcast(&m->views_cv);
+    pthread_mutex_unlock(&m->views_mu);
+    return v;
+}
+
+static void report_add(json_t *rep, const char *key, json_t *item)
+{
+    json_t *a = json_object_get(rep, key);
+    if (!a) json_object_set_new(rep, key, a = json_array());
+    json_array_append_new(a, item);
+}
+
+/* The last running call of the view's agent ended: send what changed as
+ * storage calls, remove the view. The report, or NULL when other calls
+ * still use the view. */
+static json_t *view_release(struct tool_mgr *m, struct tool_view *v, const struct tool *t)
+{
+    pthread_mutex_lock(&m->views_mu);
+    bool last = --v->refs == 0;
+    if (last) v->state = VIEW_CLOSING;
+    pthread_mutex_unlock(&m->views_mu);
+    if (!last) return NULL;
+    json_t *rep = json_object(), *notes = json_array();
+    struct sto_view_change *ch = NULL;
+    size_t n = 0;
+    char err[1024] = "";
+    if (atomic_load(&v->over))
+        json_object_set_new(rep, "killed", json_string("the files written took more than the "
+                                                       "agent's storage quota and the disk's "
+                                                       "reserve allow"));
+    int rc = m->deps.view.changes(m->deps.view.ud, v->dir, v->manifest, &ch, &n, notes, err,
+                                  sizeof err);
+    if (rc) json_object_set_new(rep, "error", json_string(err));
+    for (size_t i = 0; !rc && i < n; i++) {
+        struct sto_req *q = NULL;
+        char from[256];
+        snprintf(from, sizeof from, "tool %s", t->name);
+        int e = sto_req_make(ch[i].op, ch[i].path, ch[i].data, ch[i].len, from, &q);
+        json_t *res = NULL;
+        char why[1024] = "";
+        /* deletes may wait for the operator's approval, within the tool's timeout */
+        if (!e)
+            e = tool_storage_call(m, v->agent, q, util_now_us() + (int64_t)t->timeout_ms * 1000,
+                                  &res, why, sizeof why);
+        const char *what = ch[i].op == STO_OP_WRITE ? "written" : "deleted";
+        if (!e) {
+            json_t *ver = json_object_get(res, "version");
+            report_add(rep, what, ver ? json_pack("{s:s,s:O}", "path", ch[i].path, "version", ver)
+                                      : json_pack("{s:s}", "path", ch[i].path));
+        } else {
+            report_add(rep, "refused",
+                       json_pack("{s:s,s:s,s:s}", "path", ch[i].path, "operation",
+                                 ch[i].op == STO_OP_WRITE ? "write" : "delete_file", "error",
+                                 why[0] ? why : aios_strerror(e)));
+        }
+        json_decref(res);
+    }
+    sto_view_changes_free(ch, n);
+    if (json_array_size(notes)) json_object_set_new(rep, "skipped", notes);
+    else json_decref(notes);
+    m->deps.view.drop(m->deps.view.ud, v->dir);
+    pthread_mutex_lock(&m->views_mu);
+    for (struct tool_view **p = &m->views; *p; p = &(*p)->next)
+        if (*p == v) {
+            *p = v->next;
+            break;
+        }
+    pthread_cond_broadcast(&m->views_cv);
+    pthread_mutex_unlock(&m->views_mu);
+    json_decref(v->manifest);
+    free(v->agent);
+    free(v);
+    return rep;
+}
+
+struct exec_watch {
+    struct tool_mgr *m;
+    struct tool_view *v;
+};
+
+/* polled while a tool runs: the kernel stops, or the agent's view grew
+ * past its budget */
+static bool exec_should_abort(void *ud)
+{
+    struct exec_watch *w = ud;
+    if (tool_mgr_stopping(w->m)) return true;
+    struct tool_view *v = w->v;
+    if (!v || v->budget < 0) return false;
+    if (atomic_load(&v->over)) return true;
+    int64_t now = util_now_us(), last = atomic_load(&v->last_check_us);
+    if (now - last < VIEW_CHECK_US || !atomic_compare_exchange_strong(&v->last_check_us, &last, now))
+        return false;
+    if (sto_view_bytes(v->dir) > v->budget) atomic_store(&v->over, true);
+    return atomic_load(&v->over);
+}
+
 static json_t *run_exec(struct tool_mgr *m, struct tool *t, const char *agent, json_t *args)
 {
     char err[1024] = "";
-    char *root = agent_root(m, agent, err, sizeof err);
+    char *root = agent_root(m, agent, !m->deps.view.make, err, sizeof err);
     if (!root && err[0]) return call_error("tool_error", err);
+    struct tool_view *view = NULL;
+    if (root && m->deps.view.make && !(view = view_acquire(m, agent, err, sizeof err))) {
+        free(root);
+        return call_error("tool_error", err);
+    }
+    struct exec_watch watch = {m, view};
     char *input = json_dumps(args, JSON_COMPACT);
     struct tool_spawn_opts o = {.argv = t->argv, .cwd = t->dir, .rw_dir = root,
+                                .rw_src = view ? view->dir : NULL,
                                 .network = t->network, .sandbox = true, .limits = t->limits,
                                 .agent = agent, .tool = t->name,
-                                .should_abort = tool_mgr_stopping, .abort_ud = m};
+                                .should_abort = exec_should_abort, .abort_ud = &watch};
     char *out = NULL, *errout = NULL;
     size_t n_out = 0;
     bool trunc = false;
@@ -724,8 +911,16 @@ static json_t *run_exec(struct tool_mgr *m, struct tool *t, const char *agent, j
                    : AIOS_ENOMEM;
     free(input);
     free(root);
+    bool over = view && atomic_load(&view->over);
+    json_t *files = view ? view_release(m, view, t) : NULL;
     json_t *res;
-    if (rc == AIOS_ESHUTDOWN) {
+    if (over) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s was killed: the files it wrote took more than the agent's "
+                 "storage quota (storage.quota_bytes) and the disk's reserve "
+                 "(storage.reserve_bytes) allow", t->name);
+        res = call_error("quota_exceeded", msg);
+    } else if (rc == AIOS_ESHUTDOWN) {
         res = call_error("shutdown", err);
     } else if (rc == AIOS_EBUSY) {
         char msg[256];
@@ -764,6 +959,7 @@ static json_t *run_exec(struct tool_mgr *m, struct tool *t, const char *agent, j
         res = v ? json_pack("{s:b,s:o,s:b}", "ok", 1, "result", v, "truncated", trunc)
                 : call_error("tool_error", "tool output could not be stored");
     }
+    if (files) json_object_set_new(res, "files", files);
     free(out);
     free(errout);
     return res;
@@ -1174,6 +1370,8 @@ int tool_mgr_create(struct tool_mgr **out, json_t *section, const char *storage_
     struct tool_mgr *m = calloc(1, sizeof *m);
     if (!m) return AIOS_ENOMEM;
     pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->views_mu, NULL);
+    pthread_cond_init(&m->views_cv, NULL);
     pthread_cond_init(&m->cv_work, NULL);
     m->storage_root = storage_root ? strdup(storage_root) : NULL;
     m->data_dir = data_dir ? strdup(data_dir) : NULL;
@@ -1227,6 +1425,8 @@ void tool_mgr_stop(struct tool_mgr *m)
     free(m->data_dir);
     tool_sandbox_cleanup();
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->views_mu);
+    pthread_cond_destroy(&m->views_cv);
     pthread_cond_destroy(&m->cv_work);
     free(m);
 }

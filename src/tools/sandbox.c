@@ -5,8 +5,10 @@
  *   - the system read-only: /usr /bin /sbin /lib* /etc (whatever exists);
  *   - a private /tmp (tmpfs), fresh /proc and a minimal /dev;
  *   - the tool's own folder (or its program's folder) read-only;
- *   - exactly one writable directory: the calling agent's storage root
- *     (storage.root_dir/<agent>), created if missing; nothing else;
+ *   - exactly one writable directory at the path of the calling agent's
+ *     storage root (storage.root_dir/<agent>): with a storage manager, a
+ *     copy of the agent's files (a tool view, rw_src; registry.c), else the
+ *     root itself; nothing else;
  *   - no network (--unshare-net) unless the tool declares network: true;
  *   - new pid, ipc and uts namespaces, a new session (no terminal
  *     injection), and --die-with-parent so nothing outlives us;
@@ -390,7 +392,7 @@ static void build_argv(struct strv *s, const struct tool_spawn_opts *o, bool dro
     char d[PATH_MAX];
     if (prog_dir(o, d, sizeof d)) bind(s, "--ro-bind", drop ? STAGE_PROG : d, d);
     if (o->cwd) bind(s, "--ro-bind", drop ? STAGE_CWD : o->cwd, o->cwd);
-    if (o->rw_dir) bind(s, "--bind", drop ? STAGE_RW : o->rw_dir, o->rw_dir);
+    if (o->rw_dir) bind(s, "--bind", drop ? STAGE_RW : o->rw_src ? o->rw_src : o->rw_dir, o->rw_dir);
     for (size_t i = 0; i < o->n_binds && i < MAX_BINDS; i++) {
         char st[64];
         stage_name(st, sizeof st, i);
@@ -633,7 +635,8 @@ static int spawn_impl(struct tool_proc *p, const struct tool_spawn_opts *o, bool
             if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) child_die("make mounts private");
             /* opened inside the new namespace (a bind from another one is
              * EINVAL) and before the tmpfs may hide them */
-            int f_rw = o->rw_dir ? open(o->rw_dir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+            int f_rw = o->rw_dir ? open(o->rw_src ? o->rw_src : o->rw_dir,
+                                        O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
             int f_pg = has_pdir ? open(pdir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
             int f_cw = o->cwd ? open(o->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
             if ((o->rw_dir && f_rw < 0) || (has_pdir && f_pg < 0) || (o->cwd && f_cw < 0))

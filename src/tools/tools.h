@@ -99,11 +99,32 @@ struct tool {
  * operator's approval; queued later) or a negative AIOS_E* with err, and
  * is NULL when the kernel has no storage manager. */
 typedef int (*tool_storage_submit_fn)(void *ud, struct syscall *sc, char *err, size_t errlen);
+/* How external tools see the agent's files (the storage manager's tool
+ * views, storage.h sto_view_*): a copy they may change, whose changes come
+ * back as storage calls. Absent (make NULL): tools get the agent's storage
+ * root itself (a kernel without a storage manager: there is no history). */
+struct sto_view_change;
+struct tool_view_ops {
+    int (*make)(void *ud, const char *agent, uid_t uid, char *dir, size_t dirlen,
+                int64_t *budget, json_t **manifest, char *err, size_t errlen);
+    int (*changes)(void *ud, const char *dir, json_t *manifest, struct sto_view_change **out,
+                   size_t *n, json_t *notes, char *err, size_t errlen);
+    void (*drop)(void *ud, const char *dir);
+    void *ud;
+};
 struct tool_deps {
     struct sched *sched;
     tool_storage_submit_fn storage_submit;
     void *storage_ud;
+    struct tool_view_ops view;
 };
+/* A storage call in agent's name through deps.storage_submit (the access
+ * manager may park it for approval), waited for until deadline_us; req is
+ * taken. 0 and *result (the storage response), or AIOS_E* / TOOL_EUNAVAILABLE
+ * with a message. Any thread but the storage pool's. */
+struct sto_req;
+int tool_storage_call(struct tool_mgr *m, const char *agent, struct sto_req *req,
+                      int64_t deadline_us, json_t **result, char *err, size_t errlen);
 void tool_mgr_set_deps(struct tool_mgr *m, const struct tool_deps *d);
 /* the TOOL pool's size and the per-agent cap of its threads (tools.*) */
 int tool_mgr_pool_threads(const struct tool_mgr *m);
@@ -180,6 +201,7 @@ struct tool_spawn_opts {
     char *const *argv;     /* program inside the sandbox and its arguments */
     const char *cwd;       /* bound read-only and used as working dir (may be NULL) */
     const char *rw_dir;    /* bound writable at the same path (may be NULL) */
+    const char *rw_src;    /* when set: this directory is bound at rw_dir instead (a tool view) */
     bool network;
     bool sandbox;          /* false: run directly (tests of the runner only) */
     struct tool_limits limits;

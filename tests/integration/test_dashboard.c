@@ -143,9 +143,10 @@ static void test_state_operator(void **state)
     double e = json_number_value(json_object_get(bob, "energy_j"));
     double want = json_number_value(json_object_get(bob, "engine_s")) * w;
     assert_true(e > want * 0.999 && e < want * 1.001);
-    /* usage against quotas: bob's one file of 10 bytes and one note */
+    /* usage against quotas: bob's one file of 10 bytes (and its 10
+     * indexed: the storage quota counts both) and one note */
     json_t *us = json_object_get(json_object_get(bob, "usage"), "storage");
-    assert_int_equal(json_integer_value(json_object_get(us, "bytes")), 10);
+    assert_int_equal(json_integer_value(json_object_get(us, "bytes")), 20);
     assert_int_equal(json_integer_value(json_object_get(us, "files")), 1);
     assert_true(json_integer_value(json_object_get(us, "quota_bytes")) > 0);
     json_t *um = json_object_get(json_object_get(bob, "usage"), "memory");

@@ -72,7 +72,7 @@ static void test_bad_queries(void **state)
     expect("{\"agent_name\":\"a\",\"query_type\":\"llm\",\"query_data\":{\"llms\":[{\"name\":\"nope\"}],"
            "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}}", 404, "nope");
     expect("{\"agent_name\":\"a\",\"query_type\":\"llm\",\"query_data\":{\"messages\":[{\"role\":\"user\","
-           "\"content\":\"hi\"}],\"max_new_tokens\":-4}}", 400, "max_tokens");
+           "\"content\":\"hi\"}],\"max_new_tokens\":-4}}", 400, "max_new_tokens");
     expect("{\"agent_name\":\"a\",\"query_type\":\"memory\",\"query_data\":{\"params\":{}}}", 400, "operation_type");
     expect("{\"agent_name\":\"a\",\"query_type\":\"tool\",\"query_data\":{\"tool_calls\":{}}}", 400, "tool_calls");
     expect("{\"agent_name\":\"a\",\"query_type\":\"storage\",\"query_data\":{\"operation_type\":\"write\",\"params\":[1]}}", 400, "params");

@@ -373,12 +373,19 @@ static void test_share(void **state)
 static void test_quotas(void **state)
 {
     (void)state;
+    /* the PostgreSQL store counts current contents only (docs/postgres.md,
+     * "What is left"): the byte counts below are the SQLite store's */
+    if (kf_pg_mode()) {
+        skip();
+        return;
+    }
     /* this kernel: quota_bytes 65536, quota_files 20, max_file_bytes 50000 */
     char *big = malloc(50002);
     memset(big, 'q', 50001);
     big[50001] = 0;
     sq_err("quo", "write", json_pack("{s:s,s:s}", "file_path", "huge", "content", big), 413, "storage.max_file_bytes");
-    big[40000] = 0;
+    /* a text file counts its content and its indexed text: 60000 */
+    big[30000] = 0;
     write_ok("quo", "one", big);
     sq_err("quo", "write", json_pack("{s:s,s:s}", "file_path", "two", "content", big), 507, "storage.quota_bytes");
     sq_err("quo", "read", json_pack("{s:s}", "file_path", "two"), 404, "no such file");
@@ -394,7 +401,10 @@ static void test_quotas(void **state)
     json_t *r = NULL;
     assert_int_equal(sq("quo", "usage", json_pack("{}"), &r), 200);
     assert_int_equal(json_integer_value(json_object_get(r, "files")), 20);
-    assert_int_equal(json_integer_value(json_object_get(r, "bytes")), 40000 + 19);
+    /* one: 30000 + 30000 indexed; the 19 "s" files: one content (1 byte,
+     * held once) + 19 indexed; small/0's new version "t": 1 more (its first
+     * version is kept) */
+    assert_int_equal(json_integer_value(json_object_get(r, "bytes")), 60000 + 1 + 19 + 1);
     json_decref(r);
     /* another agent is unaffected */
     write_ok("quo2", "x", "fine");

@@ -8,7 +8,11 @@
  * cap; MCP calls, paging, timeout and restart; the sandbox (no writes
  * outside the agent's root, no network unless allowed, a fork bomb
  * bounded); max_concurrency and conflict groups observed by a tool that
- * records how many of its kind run at once (no timing assertions). */
+ * records how many of its kind run at once (no timing assertions). Tools
+ * see the agent's files as a view: what they change comes back as new
+ * versions, their deletes wait for the operator's approval like any delete,
+ * they cannot touch the real files, and one that fills the view past the
+ * agent's quota is killed and its excess refused. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -60,9 +64,13 @@ static const char *CONFIG =
     "    - {name: test/conc_any, command: " FIX "/conc.sh}\n"
     "    - {name: test/conflict_a, command: " FIX "/conc.sh, conflicts: [printer]}\n"
     "    - {name: test/conflict_b, command: " FIX "/conc.sh, conflicts: [printer]}\n"
+    "    - {name: test/files, command: " FIX "/files.sh, timeout_ms: 1500}\n"
+    "    - {name: test/fill, command: " FIX "/fill.sh, timeout_ms: 20000}\n"
     "  folders: [" FIX "/wordcount]\n"
     "  mcp_servers:\n"
-    "    - {name: testmcp, command: " AIOS_MCP_TEST_SERVER ", timeout_ms: 1500}\n";
+    "    - {name: testmcp, command: " AIOS_MCP_TEST_SERVER ", timeout_ms: 1500}\n"
+    "storage:\n"
+    "  quota_bytes: 4194304\n";
 
 static int group_setup(void **state)
 {
@@ -588,6 +596,200 @@ static void *long_thread(void *arg)
 
 /* SIGTERM while a tool hangs (timeout 120 s): the tool is killed, the
  * caller gets an answer, the kernel exits cleanly and soon. Runs last. */
+/* a storage call for agent; the status, *out kept when asked */
+static long sto_q(const char *agent, const char *op, const char *params, json_t **out)
+{
+    char body[2048];
+    snprintf(body, sizeof body, "{\"agent_name\":\"%s\",\"query_type\":\"storage\","
+             "\"query_data\":{\"operation_type\":\"%s\",\"params\":%s}}", agent, op, params);
+    json_t *j = NULL;
+    long st = kf_call(g_kf, "POST", "/query", body, &j);
+    if (out) *out = json_incref(json_object_get(j, "response"));
+    json_decref(j);
+    return st;
+}
+
+static char *sto_read(const char *agent, const char *path)
+{
+    char p[512];
+    snprintf(p, sizeof p, "{\"file_path\":\"%s\"}", path);
+    json_t *r = NULL;
+    if (sto_q(agent, "read", p, &r) != 200) {
+        json_decref(r);
+        return NULL;
+    }
+    char *c = strdup(json_string_value(json_object_get(r, "content")));
+    json_decref(r);
+    return c;
+}
+
+static json_t *files_entry(json_t *files, const char *key, const char *path)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(files, key), i, e)
+        if (!strcmp(json_string_value(json_object_get(e, "path")) ?: "", path)) return e;
+    return NULL;
+}
+
+static void test_tool_view(void **state)
+{
+    (void)state;
+    if (!g_bwrap) skip();
+    const char *A = "view/a";
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"doc.txt\",\"content\":\"v1\"}", NULL), 200);
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"keep.txt\",\"content\":\"precious\"}", NULL), 200);
+    json_t *j = NULL;
+    assert_int_equal(tool_query(A, "[{\"name\":\"test/files\",\"parameters\":{\"read\":\"doc.txt\","
+                                   "\"write\":\"doc.txt\",\"content\":\"v2 by the tool\","
+                                   "\"delete\":\"keep.txt\",\"link\":\"ln\"}}]", &j), 200);
+    json_t *r0 = result_of(j, 0), *res = json_object_get(r0, "result");
+    /* the tool saw the agent's file, and believed its changes worked */
+    assert_string_equal(json_string_value(json_object_get(res, "read")), "v1");
+    assert_true(json_is_true(json_object_get(res, "wrote")));
+    assert_true(json_is_true(json_object_get(res, "deleted")));
+    json_t *files = json_object_get(r0, "files");
+    char *dump = json_dumps(r0, JSON_COMPACT);
+    fprintf(stderr, "tool view report: %s\n", dump);
+    free(dump);
+    /* its write became a new version; the first one is kept */
+    assert_non_null(files_entry(files, "written", "doc.txt"));
+    char *c = sto_read(A, "doc.txt");
+    assert_string_equal(c, "v2 by the tool");
+    free(c);
+    json_t *h = NULL;
+    assert_int_equal(sto_q(A, "history", "{\"file_path\":\"doc.txt\"}", &h), 200);
+    json_t *vs = json_object_get(h, "versions");
+    assert_int_equal(json_array_size(vs), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(vs, 1), "size")), 2);
+    json_decref(h);
+    /* its delete went to the operator's approval like a delete call, and
+     * with no approval within the tool's timeout it was refused: the file
+     * and its history are still there */
+    json_t *ref = files_entry(files, "refused", "keep.txt");
+    assert_non_null(ref);
+    assert_non_null(strstr(json_string_value(json_object_get(ref, "error")), "approval"));
+    c = sto_read(A, "keep.txt");
+    assert_string_equal(c, "precious");
+    free(c);
+    /* the link was not imported */
+    assert_non_null(files_entry(files, "skipped", "ln"));
+    json_decref(j);
+    /* the real files were never the tool's: still the kernel's, and no
+     * link among them */
+    char dn[256], p[1024];
+    assert_int_equal(tool_agent_dirname(A, dn, sizeof dn), 0);
+    snprintf(p, sizeof p, "%s/root/%s/doc.txt", g_kf->dir, dn);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_uid, geteuid());
+    snprintf(p, sizeof p, "%s/root/%s/ln", g_kf->dir, dn);
+    assert_int_not_equal(lstat(p, &st), 0);
+    /* the audit shows the tool's delete waiting for approval */
+    assert_int_equal(kf_call(g_kf, "GET", "/access/audit?agent=view%2Fa", NULL, &j), 200);
+    dump = json_dumps(j, JSON_COMPACT);
+    assert_non_null(strstr(dump, "awaiting_approval"));
+    free(dump);
+    json_decref(j);
+}
+
+struct bg_call {
+    const char *agent, *calls;
+    long st;
+    json_t *j;
+};
+
+static void *bg_tool(void *p)
+{
+    struct bg_call *b = p;
+    b->st = tool_query(b->agent, b->calls, &b->j);
+    return NULL;
+}
+
+/* Writes the agent makes through storage while its tool runs are neither
+ * reverted nor deleted when the tool's view comes back: the view is
+ * compared with what was copied into it. The tool (conc.sh, barrier 2)
+ * waits inside until the test, having written, lets it go by raising the
+ * "arrived" count in its view. */
+static void test_tool_view_concurrent_writes(void **state)
+{
+    (void)state;
+    if (!g_bwrap) skip();
+    const char *A = "view/c";
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"doc.txt\",\"content\":\"old\"}", NULL), 200);
+    struct bg_call b = {A, "[{\"name\":\"test/conc_any\",\"parameters\":{\"barrier\":2}}]", 0, NULL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bg_tool, &b), 0);
+    /* the tool's view: the one directory below root/.lsfs/views with an "arrived" file */
+    char views[512], arrived[1024] = "";
+    snprintf(views, sizeof views, "%s/root/.lsfs/views", g_kf->dir);
+    for (int i = 0; i < 400 && !arrived[0]; i++) {
+        DIR *d = opendir(views);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s/arrived", views, e->d_name);
+            if (access(p, F_OK) == 0) snprintf(arrived, sizeof arrived, "%s", p);
+        }
+        if (d) closedir(d);
+        if (!arrived[0]) usleep(25000);
+    }
+    assert_true(arrived[0]);
+    /* meanwhile, through storage: a new file and a new version */
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"late.txt\",\"content\":\"late\"}", NULL), 200);
+    assert_int_equal(sto_q(A, "write", "{\"file_path\":\"doc.txt\",\"content\":\"new\"}", NULL), 200);
+    FILE *f = fopen(arrived, "w");
+    assert_non_null(f);
+    fprintf(f, "9\n");
+    fclose(f);
+    pthread_join(th, NULL);
+    assert_int_equal(b.st, 200);
+    json_t *r0 = result_of(b.j, 0);
+    assert_true(json_is_true(json_object_get(json_object_get(r0, "result"), "barrier_met")));
+    json_t *files = json_object_get(r0, "files");
+    assert_null(files_entry(files, "deleted", "late.txt"));
+    assert_null(files_entry(files, "written", "doc.txt"));
+    assert_non_null(files_entry(files, "written", "max")); /* the tool's own file came back */
+    json_decref(b.j);
+    char *c = sto_read(A, "late.txt");
+    assert_string_equal(c, "late");
+    free(c);
+    c = sto_read(A, "doc.txt");
+    assert_string_equal(c, "new");
+    free(c);
+}
+
+/* A tool that writes more than the agent's quota into its view is killed,
+ * and what it wrote past the quota is refused, naming the limit. */
+static void test_tool_view_quota(void **state)
+{
+    (void)state;
+    if (!g_bwrap) skip();
+    json_t *j = NULL;
+    /* with a call that succeeds beside it, so the answer lists both */
+    long st = tool_query("view/fill", "[{\"name\":\"test/fill\",\"parameters\":{}},"
+                         "{\"name\":\"test/echo\",\"parameters\":{\"msg\":\"x\"}}]", &j);
+    assert_int_equal(st, 200);
+    json_t *r0 = result_of(j, 0);
+    char *dump = json_dumps(r0, JSON_COMPACT);
+    fprintf(stderr, "fill: %.600s\n", dump);
+    free(dump);
+    json_t *e = json_object_get(r0, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "type")), "quota_exceeded");
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "storage.quota_bytes"));
+    json_t *refused = json_object_get(json_object_get(r0, "files"), "refused");
+    assert_true(json_array_size(refused) > 0);
+    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(refused, 0), "error")),
+                           "storage.quota_bytes"));
+    json_decref(j);
+    json_t *u = NULL;
+    assert_int_equal(sto_q("view/fill", "usage", "{}", &u), 200);
+    assert_true(json_integer_value(json_object_get(u, "bytes")) <= 4194304);
+    assert_true(json_integer_value(json_object_get(u, "bytes")) > 0);
+    json_decref(u);
+}
+
 static void test_shutdown_kills_tools(void **state)
 {
     (void)state;
@@ -630,6 +832,9 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_fair_tool_pool),
         cmocka_unit_test(test_tmp_bounded),
+        cmocka_unit_test(test_tool_view),
+        cmocka_unit_test(test_tool_view_concurrent_writes),
+        cmocka_unit_test(test_tool_view_quota),
         cmocka_unit_test(test_shutdown_kills_tools),
     };
     return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "memory/mem.h"
@@ -453,6 +454,92 @@ static void test_policy_callbacks(void **state)
 
 /* A note with no word in it: keyword extraction finds nothing (and must not
  * hand qsort a NULL array: the sanitizer build aborted on it). */
+static int64_t disk_bytes(const char *db)
+{
+    char p[256];
+    int64_t n = 0;
+    struct stat st;
+    if (stat(db, &st) == 0) n += st.st_size;
+    snprintf(p, sizeof p, "%s-wal", db);
+    if (stat(p, &st) == 0) n += st.st_size;
+    return n;
+}
+
+static int64_t stored_bytes(struct mem_manager *m, const char *agent)
+{
+    json_t *r = exec(m, agent, "memory_stats", "{}", 200, NULL);
+    int64_t b = json_integer_value(json_object_get(json_object_get(r, "metadata"), "stored_bytes"));
+    json_decref(r);
+    return b;
+}
+
+/* memory.store_quota_bytes bounds what an agent's notes take on disk, is
+ * checked before the note is stored (adds and updates), and removing notes
+ * gives the bytes back, in the count and on disk. */
+static void test_store_quota(void **state)
+{
+    (void)state;
+    struct mem_opts o = {.quota_bytes = 1 << 20, .max_note_bytes = 1 << 16, .full_sync = false,
+                         .agentic_max_tokens = 4, .workers = 1, .store_quota_bytes = 4096,
+                         .db_path = path_in("quota.db")};
+    struct mem_manager *m = NULL;
+    char err[512] = "", p[12000], body[10000];
+    struct mem_deps d = {0};
+    if (mem_manager_open(&m, &o, &d, err, sizeof err)) fail_msg("open: %s", err);
+    memset(body, 'w', 1000);
+    body[1000] = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "{\"memory_id\":\"n%d\",\"content\":\"%s\"}", i, body);
+        json_decref(exec(m, "a", "add_memory", p, 200, NULL));
+    }
+    int64_t used = stored_bytes(m, "a");
+    assert_true(used > 3000 && used <= 4096);
+    snprintf(p, sizeof p, "{\"memory_id\":\"n9\",\"content\":\"%s\"}", body);
+    json_decref(exec(m, "a", "add_memory", p, 507, "memory.store_quota_bytes"));
+    assert_int_equal(stored_bytes(m, "a"), used); /* nothing of it stored */
+    /* another agent has its own */
+    json_decref(exec(m, "b", "add_memory", p, 200, NULL));
+    /* growing a note over the quota is refused too; shrinking is not */
+    memset(body, 'w', 2500);
+    body[2500] = 0;
+    snprintf(p, sizeof p, "{\"memory_id\":\"n0\",\"content\":\"%s\"}", body);
+    json_decref(exec(m, "a", "update_memory", p, 507, "memory.store_quota_bytes"));
+    json_decref(exec(m, "a", "update_memory", "{\"memory_id\":\"n0\",\"content\":\"short\"}",
+                     200, NULL));
+    assert_true(stored_bytes(m, "a") < used - 900);
+    json_decref(exec(m, "a", "remove_memory", "{\"memory_id\":\"n1\"}", 200, NULL));
+    memset(body, 'w', 1000);
+    body[1000] = 0;
+    snprintf(p, sizeof p, "{\"memory_id\":\"n9\",\"content\":\"%s\"}", body);
+    json_decref(exec(m, "a", "add_memory", p, 200, NULL));
+    mem_manager_close(m);
+
+    /* space on disk: 300 notes of 8 KB, then every one removed */
+    o.store_quota_bytes = 0;
+    o.db_path = path_in("space.db");
+    if (mem_manager_open(&m, &o, &d, err, sizeof err)) fail_msg("open: %s", err);
+    unsigned seed = 3;
+    for (int i = 0; i < 300; i++) {
+        /* words of 2..9 letters: text, not one 8000-letter token */
+        for (int j = 0; j < 8000; j++)
+            body[j] = rand_r(&seed) % 6 == 0 ? ' ' : (char)('a' + rand_r(&seed) % 26);
+        body[8000] = 0;
+        snprintf(p, sizeof p, "{\"memory_id\":\"s%d\",\"content\":\"%s\"}", i, body);
+        json_decref(exec(m, "c", "add_memory", p, 200, NULL));
+    }
+    int64_t before = disk_bytes(path_in("space.db"));
+    for (int i = 0; i < 300; i++) {
+        snprintf(p, sizeof p, "{\"memory_id\":\"s%d\"}", i);
+        json_decref(exec(m, "c", "remove_memory", p, 200, NULL));
+    }
+    int64_t after = disk_bytes(path_in("space.db"));
+    assert_int_equal(stored_bytes(m, "c"), 0);
+    print_message("memory database + log: %lld bytes with 300 notes of 8000 bytes, %lld after "
+                  "removing them\n", (long long)before, (long long)after);
+    assert_true(after < before / 4);
+    mem_manager_close(m);
+}
+
 static void test_agentic_no_word(void **state)
 {
     (void)state;
@@ -486,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_c_functions),
         cmocka_unit_test(test_policy_callbacks),
         cmocka_unit_test(test_agentic_no_word),
+        cmocka_unit_test(test_store_quota),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -311,26 +311,55 @@ static void test_symlinks_inside_root(void **state)
     fx_close(f);
 }
 
+static int64_t usage_bytes(struct fx *f, const char *agent)
+{
+    json_t *o;
+    assert_int_equal(run(f, agent, "usage", "{}", &o, NULL), 200);
+    int64_t b = json_integer_value(json_object_get(o, "bytes"));
+    json_decref(o);
+    return b;
+}
+
+/* The quota counts every kept version (each distinct content once per
+ * agent) and the indexed text of current versions; a refused write leaves
+ * nothing; deletes give the bytes back. */
 static void test_quotas(void **state)
 {
     (void)state;
-    struct fx *f = fx_open(5, 100, 3);
+    struct fx *f = fx_open(3, 300, 3);
     char err[1536], p[512], body[120];
     memset(body, 'x', 60);
     body[60] = 0;
     snprintf(p, sizeof p, "{\"file_path\":\"a\",\"content\":\"%s\"}", body);
     assert_int_equal(run(f, "q", "write", p, NULL, err), 200);
-    snprintf(p, sizeof p, "{\"file_path\":\"b\",\"content\":\"%s\"}", body);
-    assert_int_equal(run(f, "q", "write", p, NULL, err), 507);
-    assert_non_null(strstr(err, "storage.quota_bytes"));
-    assert_null(content_of(f, "q", "b")); /* refused write left nothing */
-    /* replacing a file counts the difference */
-    memset(body, 'y', 95);
-    body[95] = 0;
+    assert_int_equal(usage_bytes(f, "q"), 120); /* 60 content + 60 indexed */
+    /* a second version of a: the first still counts */
+    memset(body, 'y', 60);
     snprintf(p, sizeof p, "{\"file_path\":\"a\",\"content\":\"%s\"}", body);
     assert_int_equal(run(f, "q", "write", p, NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "q"), 180);
+    memset(body, 'z', 60);
+    snprintf(p, sizeof p, "{\"file_path\":\"b\",\"content\":\"%s\"}", body);
+    assert_int_equal(run(f, "q", "write", p, NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "q"), 300); /* exactly the quota */
+    /* one byte more is refused before anything is written */
+    assert_int_equal(run(f, "q", "write", "{\"file_path\":\"c\",\"content\":\"!\"}", NULL, err),
+                     507);
+    assert_non_null(strstr(err, "storage.quota_bytes"));
+    assert_null(content_of(f, "q", "c"));
+    assert_int_equal(usage_bytes(f, "q"), 300);
+    /* content the agent already holds (a's first version) costs nothing */
+    memset(body, 'x', 60);
+    snprintf(p, sizeof p, "{\"file_path\":\"a\",\"content\":\"%s\"}", body);
+    assert_int_equal(run(f, "q", "write", p, NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "q"), 300);
     /* other agents have their own quota */
     assert_int_equal(run(f, "r", "write", p, NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "r"), 120);
+    /* deleting b gives its version and index back */
+    assert_int_equal(run(f, "q", "delete_file", "{\"file_path\":\"b\"}", NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "q"), 180);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM owner_blobs WHERE owner = 'q'"), 2);
     /* files quota */
     assert_int_equal(run(f, "q", "create_file", "{\"file_path\":\"e1\"}", NULL, err), 200);
     assert_int_equal(run(f, "q", "create_file", "{\"file_path\":\"e2\"}", NULL, err), 200);
@@ -341,9 +370,81 @@ static void test_quotas(void **state)
     assert_int_equal(run(f, "q", "create_file", "{\"file_path\":\"e3\"}", NULL, err), 200);
     json_t *o;
     assert_int_equal(run(f, "q", "usage", "{}", &o, err), 200);
-    assert_int_equal(json_integer_value(json_object_get(o, "bytes")), 95);
+    assert_int_equal(json_integer_value(json_object_get(o, "bytes")), 180);
     assert_int_equal(json_integer_value(json_object_get(o, "files")), 3);
     json_decref(o);
+    /* the accounting survives a restart and matches the tables */
+    fx_reopen(f);
+    assert_int_equal(usage_bytes(f, "q"), 180);
+    fx_close(f);
+}
+
+/* A database of the earlier layout (user_version 0, usage of current
+ * contents only, no per-agent content counts) is recounted at open. */
+static void test_old_layout_recounted(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(5, 0, 0);
+    char err[1536];
+    assert_int_equal(run(f, "o", "write", "{\"file_path\":\"a\",\"content\":\"1234\"}", NULL, err), 200);
+    assert_int_equal(run(f, "o", "write", "{\"file_path\":\"a\",\"content\":\"56\"}", NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "o"), 4 + 2 + 2); /* two versions + "56" indexed */
+    sto_close(f->s);
+    char path[256];
+    snprintf(path, sizeof path, "%s/root/.lsfs/lsfs.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM owner_blobs; UPDATE usage SET n_bytes = 2;"
+                                      " UPDATE files SET n_index = 0; PRAGMA user_version = 0;",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char e2[512] = "";
+    if (sto_open(&f->s, &f->c, e2, sizeof e2)) fail_msg("sto_open: %s", e2);
+    assert_int_equal(usage_bytes(f, "o"), 8);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM owner_blobs WHERE owner = 'o'"), 2);
+    assert_int_equal(count_rows(f, "PRAGMA user_version"), 1);
+    fx_close(f);
+}
+
+static int64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* 20 versions of a 200 KiB text file count 20 times (the issue's attack:
+ * a quota of current contents let them take 20 times the quota), and
+ * deleting the file gives the space back to the filesystem: the database
+ * and its log shrink. */
+static void test_space_given_back(void **state)
+{
+    (void)state;
+    enum { N = 200 * 1024, V = 20 };
+    struct fx *f = fx_open(V, 0, 0);
+    char *body = malloc(N + 1), *p = malloc(N + 64), err[1536];
+    char db[256], wal[256];
+    snprintf(db, sizeof db, "%s/root/.lsfs/lsfs.db", f->dir);
+    snprintf(wal, sizeof wal, "%s/root/.lsfs/lsfs.db-wal", f->dir);
+    unsigned seed = 7;
+    for (int v = 0; v < V; v++) {
+        for (int i = 0; i < N; i++) body[i] = (char)('a' + (rand_r(&seed) % 26));
+        body[N] = 0;
+        snprintf(p, N + 64, "{\"file_path\":\"big\",\"content\":\"%s\"}", body);
+        assert_int_equal(run(f, "hog", "write", p, NULL, err), 200);
+    }
+    /* every version, and the current one's indexed text */
+    assert_int_equal(usage_bytes(f, "hog"), (int64_t)V * N + N);
+    int64_t before = file_size(db) + file_size(wal);
+    assert_true(before > (int64_t)V * N);
+    assert_int_equal(run(f, "hog", "delete_file", "{\"file_path\":\"big\"}", NULL, err), 200);
+    assert_int_equal(usage_bytes(f, "hog"), 0);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM blobs"), 0);
+    int64_t after = file_size(db) + file_size(wal);
+    print_message("storage database + log: %lld bytes with %d versions of %d bytes, %lld after "
+                  "the delete\n", (long long)before, V, N, (long long)after);
+    assert_true(after < before / 10);
+    free(body);
+    free(p);
     fx_close(f);
 }
 
@@ -901,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_sha256),          cmocka_unit_test(test_path_norm),
         cmocka_unit_test(test_agent_dirname),   cmocka_unit_test(test_versions),
         cmocka_unit_test(test_symlinks_inside_root), cmocka_unit_test(test_quotas),
+        cmocka_unit_test(test_space_given_back), cmocka_unit_test(test_old_layout_recounted),
         cmocka_unit_test(test_shares),          cmocka_unit_test(test_crash_repair),
         cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_retrieve_topk_matches_reference),
