@@ -139,6 +139,15 @@ int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, ch
 /* the X-Aios-Priority header's value -> *prio; AIOS_EINVAL with a message */
 int api_priority_header(const char *h, int *prio, char *err, size_t errlen);
 enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
+/* hub_routes.c */
+enum MHD_Result api_hub_tool_upload(struct api_req *r);
+enum MHD_Result api_hub_tool_download(struct api_req *r);
+enum MHD_Result api_hub_tool_list(struct api_req *r);
+enum MHD_Result api_hub_tool_updates(struct api_req *r);
+enum MHD_Result api_hub_agent_upload(struct api_req *r);
+enum MHD_Result api_hub_agent_download(struct api_req *r);
+enum MHD_Result api_hub_agent_list(struct api_req *r);
+enum MHD_Result api_hub_agent_updates(struct api_req *r);
 /* compat.c: under access.mode compat, refuse a tokenless request that a
  * web page could have sent (foreign Host or Origin: 403; a body that is
  * not application/json: 415). true: go on; false: answered, *sent holds

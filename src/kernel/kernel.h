@@ -15,6 +15,7 @@ struct sto;
 struct tool_mgr;
 struct acc_mgr;
 struct emb;
+struct hub;
 
 struct kernel {
     struct aios_config cfg;
@@ -33,6 +34,7 @@ struct kernel {
     struct sto *storage; /* storage manager (src/storage), NULL until started */
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     struct acc_mgr *access; /* access manager (src/access), NULL until started */
+    struct hub *hub; /* the local tool and agent hub (src/hub), NULL until started */
     struct emb *embed; /* embedding model (src/llm/embed.c), NULL when none is configured */
     int64_t t_start_us;
     const char *version;
