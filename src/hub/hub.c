@@ -35,6 +35,7 @@
 #include "util/util.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -144,6 +145,15 @@ unsigned char *hub_b64_decode(const char *s, size_t len, size_t *n)
 }
 
 /* ---- helpers ---- */
+
+bool hub_pathf(char *buf, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return r >= 0 && (size_t)r < n;
+}
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 {
@@ -431,7 +441,7 @@ int hub_publish(struct hub *h, enum hub_kind kind, json_t *payload, json_t **inf
     }
     for (size_t i = 0; i < nf && !rc; i++) {
         char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s/%s", fdir, pf[i].path);
+        (void)hub_pathf(p, sizeof p, "%s/%s", fdir, pf[i].path);
         rc = mkparents(fdir, pf[i].path);
         if (!rc) rc = write_all(p, pf[i].data, pf[i].n, 0644);
         if (rc) snprintf(err, errlen, "cannot write %s: %s", p, strerror(errno));
@@ -570,7 +580,7 @@ json_t *hub_list(struct hub *h, enum hub_kind kind)
         while (dn && (nm = readdir(dn))) {
             if (!hub_name_ok(nm->d_name)) continue;
             char pn[PATH_MAX];
-            snprintf(pn, sizeof pn, "%s/%s", pa, nm->d_name);
+            (void)hub_pathf(pn, sizeof pn, "%s/%s", pa, nm->d_name);
             DIR *dv = opendir(pn);
             struct dirent *v;
             while (dv && (v = readdir(dv))) {
@@ -580,7 +590,7 @@ json_t *hub_list(struct hub *h, enum hub_kind kind)
                 json_t *m = json_load_file(pm, 0, NULL);
                 if (!m) continue;
                 char key[3 * HUB_NAME_MAX];
-                snprintf(key, sizeof key, "%s/%s/%s", a->d_name, nm->d_name, v->d_name);
+                (void)hub_pathf(key, sizeof key, "%s/%s/%s", a->d_name, nm->d_name, v->d_name);
                 json_object_set_new(out, key, m);
                 n++;
             }

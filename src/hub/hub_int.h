@@ -23,4 +23,9 @@ struct hub {
     unsigned long seq;
 };
 
+/* vsnprintf into buf (a path, a list): false when it did not fit (the
+ * result is then cut); the callers' paths are bounded by the checks on
+ * names, versions and file paths */
+bool hub_pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

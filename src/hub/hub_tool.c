@@ -209,17 +209,17 @@ int hub_fill_cache(struct hub *h, const char *cache_home, uid_t uid, char *err, 
                 hub_newest(h, HUB_TOOL, a->d_name, nm->d_name, ver, sizeof ver))
                 continue;
             char da_[PATH_MAX], dn_[PATH_MAX + 80], from[PATH_MAX + 200], to[PATH_MAX + 200];
-            snprintf(da_, sizeof da_, "%s/%s", base, a->d_name);
-            snprintf(dn_, sizeof dn_, "%s/%s", da_, nm->d_name);
+            (void)hub_pathf(da_, sizeof da_, "%s/%s", base, a->d_name);
+            (void)hub_pathf(dn_, sizeof dn_, "%s/%s", da_, nm->d_name);
             if ((!made && mkdir_own(da_, uid)) || mkdir_own(dn_, uid)) {
                 rc = util_errf(err, errlen, AIOS_EIO, "cannot create %s: %s", dn_, strerror(errno));
                 break;
             }
             made = true;
-            snprintf(from, sizeof from, "%s/%s/%s/tool.zip", pa, nm->d_name, ver);
+            (void)hub_pathf(from, sizeof from, "%s/%s/%s/tool.zip", pa, nm->d_name, ver);
             for (char *c = ver; *c; c++)
                 if (*c == '.') *c = '-'; /* Cerebrum's _version_to_path */
-            snprintf(to, sizeof to, "%s/%s.tool", dn_, ver);
+            (void)hub_pathf(to, sizeof to, "%s/%s.tool", dn_, ver);
             if (copy_file(from, to, uid))
                 rc = util_errf(err, errlen, AIOS_EIO, "cannot copy %s to %s: %s", from, to,
                                strerror(errno));
@@ -412,8 +412,8 @@ static int bare_author(struct hub *h, const char *name, char *author, size_t ale
         char ver[48];
         if (!hub_name_ok(a->d_name) || hub_newest(h, HUB_TOOL, a->d_name, name, ver, sizeof ver))
             continue;
-        if (!n++) snprintf(author, alen, "%s", a->d_name);
-        snprintf(others + strlen(others), sizeof others - strlen(others), "%s%s/%s",
+        if (!n++) (void)hub_pathf(author, alen, "%s", a->d_name);
+        (void)hub_pathf(others + strlen(others), sizeof others - strlen(others), "%s%s/%s",
                  others[0] ? ", " : "", a->d_name, name);
     }
     if (da) closedir(da);
@@ -466,7 +466,7 @@ int hub_tool_resolve(void *ud, const char *name, struct tool **out, char *err, s
                        "installed on the kernel host", author, nm);
         goto out;
     }
-    snprintf(p, sizeof p, "%s/files/config.json", vd);
+    (void)hub_pathf(p, sizeof p, "%s/files/config.json", vd);
     config = json_load_file(p, 0, NULL);
     t->kind = TOOL_KIND_EXEC;
     if (asprintf(&t->name, "%s/%s", author, nm) < 0) t->name = NULL;
