@@ -127,8 +127,50 @@ static int group_setup(void **state)
         " \"meta\": {\"author\": \"hubtest\", \"version\": \"1.0.0\", \"license\": \"MIT\"},\n"
         " \"build\": {\"entry\": \"agent.py\", \"module\": \"HubAgent\"}}\n");
     put("hub_agent/agent.py", AGENT_PY);
+    /* network: both declare it, the operator allows one */
+    static const char NET_PY[] =
+        "import socket\n"
+        "class Net:\n"
+        "    def run(self, params):\n"
+        "        try:\n"
+        "            socket.create_connection(('127.0.0.1', int(params['port'])), timeout=3).close()\n"
+        "            return 'reached'\n"
+        "        except OSError as e:\n"
+        "            return 'blocked: %s' % e\n"
+        "    def get_tool_call_format(self):\n"
+        "        return {'type': 'function', 'function': {'name': 'net', 'parameters': {\n"
+        "            'type': 'object', 'properties': {'port': {'type': 'integer'}}}}}\n";
+    const char *nets[] = {"netok", "netno"};
+    for (int i = 0; i < 2; i++) {
+        char rel[64], cfg[512];
+        snprintf(rel, sizeof rel, "%s", nets[i]);
+        mk(rel);
+        snprintf(rel, sizeof rel, "%s/config.json", nets[i]);
+        snprintf(cfg, sizeof cfg, "{\"name\": \"%s\", \"meta\": {\"author\": \"hubtest\", "
+                 "\"version\": \"1.0\"}, \"build\": {\"entry\": \"net.py\", \"module\": "
+                 "\"Net\"}, \"aios\": {\"network\": true}}", nets[i]);
+        put(rel, cfg);
+        snprintf(rel, sizeof rel, "%s/net.py", nets[i]);
+        put(rel, NET_PY);
+    }
+    /* a package may lower its limits: this one times out */
+    mk("slow");
+    put("slow/config.json",
+        "{\"name\": \"slow\", \"meta\": {\"author\": \"hubtest\", \"version\": \"1.0\"},\n"
+        " \"build\": {\"entry\": \"slow.py\", \"module\": \"Slow\"},\n"
+        " \"aios\": {\"timeout_ms\": 2500}}\n");
+    put("slow/slow.py",
+        "import time\n"
+        "class Slow:\n"
+        "    def run(self, params):\n"
+        "        time.sleep(30)\n"
+        "        return 'woke'\n"
+        "    def get_tool_call_format(self):\n"
+        "        return {'type': 'function', 'function': {'name': 'slow', 'parameters': {'type': 'object'}}}\n");
     static char yaml[512];
     snprintf(yaml, sizeof yaml,
+             "hub:\n"
+             "  network: [hubtest/netok]\n"
              "access:\n"
              "  groups:\n"
              "    publishers: {publish: true}\n"
@@ -366,6 +408,37 @@ static void test_call_hub_tool(void **state)
     json_decref(j);
 }
 
+/* network only when declared and allowed; a package's own lower timeout */
+static void test_hub_tool_limits(void **state)
+{
+    (void)state;
+    char *out;
+    const char *names[] = {"netok", "netno", "slow"};
+    for (int i = 0; i < 3; i++) {
+        int rc = cli(&out, "hub add '%s/%s' --tool", g_dir, names[i]);
+        if (rc != 0) fail_msg("rc %d: %s", rc, out);
+        free(out);
+    }
+    json_t *j = NULL;
+    char params[64];
+    snprintf(params, sizeof params, "{\"port\":%d}", g_kf->child.port);
+    long st = tool_query("hubtest/netok", params, &j);
+    char *s = dump(j);
+    if (st != 200 || !strstr(s, "\"reached\"")) fail_msg("netok: %ld %s", st, s);
+    free(s);
+    json_decref(j);
+    st = tool_query("hubtest/netno", params, &j);
+    s = dump(j);
+    if (st != 200 || !strstr(s, "blocked")) fail_msg("netno: %ld %s", st, s);
+    free(s);
+    json_decref(j);
+    st = tool_query("hubtest/slow", "{}", &j);
+    s = dump(j);
+    if (st == 200 || !strstr(s, "within its timeout of 2500 ms")) fail_msg("slow: %ld %s", st, s);
+    free(s);
+    json_decref(j);
+}
+
 static void test_agent_from_hub(void **state)
 {
     (void)state;
@@ -403,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_publish_and_list),
         cmocka_unit_test(test_publish_rights),
         cmocka_unit_test(test_call_hub_tool),
+        cmocka_unit_test(test_hub_tool_limits),
         cmocka_unit_test(test_agent_from_hub),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
