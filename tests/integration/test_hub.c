@@ -59,11 +59,12 @@ static void put(const char *rel, const char *text)
 
 static const char GREETER_PY[] =
     "from cerebrum.tool.base import BaseTool\n"
+    "from cerebrum.utils import get_from_env\n"
     "\n"
     "class Greeter(BaseTool):\n"
     "    def __init__(self):\n"
     "        super().__init__()\n"
-    "        self.greeting = 'hello'\n"
+    "        self.greeting = get_from_env('GREETING_NOT_SET', 'hello')\n"
     "\n"
     "    def run(self, params):\n"
     "        print('noise on stdout')\n"
