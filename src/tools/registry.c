@@ -3,7 +3,10 @@
  *
  * Registry. Tools are registered once, during tool_mgr_create (built-ins,
  * `tools.external`, `tools.folders`, the tools each `tools.mcp_servers`
- * entry lists), and are immutable afterwards except for n_running. Names
+ * entry lists), and are immutable afterwards except for n_running. Tools
+ * published while the kernel runs (the hub, src/hub) are not registered:
+ * a name the registry does not hold goes to the resolver hook
+ * (tool_mgr_set_resolver), which hands back a tool it owns until stop. Names
  * are "author/name" and unique; MCP tools are "<server>/<tool>". The
  * manager knows nothing of the kernel: src/kernel/boot.c gives it the scheduler and
  * the file tools' way to storage (struct tool_deps) and registers its pool.
