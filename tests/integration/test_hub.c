@@ -79,7 +79,7 @@ static const char GREETER_PY[] =
 
 static const char AGENT_PY[] =
     "import json, os\n"
-    "from cerebrum.interface import AutoTool\n"
+    "from cerebrum.interface import AutoTool, AutoAgent\n"
     "from cerebrum.llm.apis import llm_call_tool\n"
     "from cerebrum.config.config_manager import config\n"
     "\n"
@@ -97,7 +97,9 @@ static const char AGENT_PY[] =
     "        messages = [{'role': 'user', 'content': task}]\n"
     "        r = llm_call_tool(self.agent_name, messages, self.tools)\n"
     "        resp = r['response']\n"
-    "        return {'cached': self.cached, 'local': self.local,\n"
+    "        hub_tools = sorted(t['name'] for t in AutoTool.TOOL_MANAGER.list_toolhub_tools())\n"
+    "        me = AutoAgent.from_preloaded('hubtest/hub_agent').__name__\n"
+    "        return {'cached': self.cached, 'local': self.local, 'hub_tools': hub_tools, 'me': me,\n"
     "                'kernel': resp.get('response_message'),\n"
     "                'called': [c.get('name') for c in resp.get('tool_calls') or []]}\n";
 
@@ -460,6 +462,13 @@ static void test_agent_from_hub(void **state)
     assert_string_equal(json_string_value(json_array_get(c, 0)), "0-2-0.tool");
     /* the newest version ran in the agent itself ... */
     assert_string_equal(json_string_value(json_object_get(r, "local")), "hello agent from greeter v2");
+    /* the hub's routes from inside the sandbox (its run channel), through
+     * Cerebrum's ToolManager and AutoAgent */
+    json_t *ht = json_object_get(r, "hub_tools");
+    char *hs = dump(ht);
+    if (!strstr(hs, "\"greeter\"") || !strstr(hs, "\"slow\"")) fail_msg("hub_tools: %s", hs);
+    free(hs);
+    assert_string_equal(json_string_value(json_object_get(r, "me")), "HubAgent");
     /* ... and in the kernel, through the model's forced tool call */
     const char *k = json_string_value(json_object_get(r, "kernel"));
     if (!k || !strstr(k, "from greeter v2")) fail_msg("kernel: %s\n%s", k ? k : "(null)", out);
