@@ -9,7 +9,7 @@
 /* a hub tool the resolver made: "author/name" at version, kept until
  * hub_close (the tool manager may be running it) */
 struct hub_tool_ent {
-    char key[2 * HUB_NAME_MAX + 40]; /* author/name@version */
+    char key[2 * HUB_NAME_MAX + 56]; /* author/name@version */
     struct tool *t;
 };
 
