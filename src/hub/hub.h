@@ -94,6 +94,12 @@ char *hub_agent_dir(struct hub *h, const char *ref);
  * host once to learn the schema). */
 int hub_tool_resolve(void *ud, const char *name, struct tool **out, char *err, size_t errlen);
 
+/* The hub tool a call name means, as "author/name" into out: the name
+ * itself when it has a '/', a bare name when exactly one author publishes
+ * it. 0, AIOS_ENOTFOUND (not in the hub), AIOS_EINVAL (ambiguous). No
+ * process is started (the API checks offered tools with it). */
+int hub_tool_canonical(struct hub *h, const char *name, char *out, size_t outlen);
+
 /* internal: the store's folders */
 const char *hub_root(const struct hub *h, enum hub_kind kind);
 /* internal: the newest version of author/name into ver (""): 0 or AIOS_ENOTFOUND */

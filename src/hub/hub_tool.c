@@ -436,6 +436,22 @@ static int bare_author(struct hub *h, const char *name, char *author, size_t ale
     return 0;
 }
 
+int hub_tool_canonical(struct hub *h, const char *name, char *out, size_t outlen)
+{
+    char author[HUB_NAME_MAX + 1], ver[48], why[8];
+    const char *sl = strchr(name, '/');
+    if (sl) {
+        if ((size_t)(sl - name) > HUB_NAME_MAX || strlen(sl + 1) > HUB_NAME_MAX) return AIOS_ENOTFOUND;
+        snprintf(author, sizeof author, "%.*s", (int)(sl - name), name);
+        if (hub_newest(h, HUB_TOOL, author, sl + 1, ver, sizeof ver)) return AIOS_ENOTFOUND;
+        return hub_pathf(out, outlen, "%s", name) ? 0 : AIOS_EINVAL;
+    }
+    if (strlen(name) > HUB_NAME_MAX || !hub_name_ok(name)) return AIOS_ENOTFOUND;
+    int rc = bare_author(h, name, author, sizeof author, why, sizeof why);
+    if (rc) return rc;
+    return hub_pathf(out, outlen, "%s/%s", author, name) ? 0 : AIOS_EINVAL;
+}
+
 int hub_tool_resolve(void *ud, const char *name, struct tool **out, char *err, size_t errlen)
 {
     struct hub *h = ud;

@@ -10,7 +10,8 @@
  * author/name`, finds its tool in the Cerebrum cache the kernel filled for
  * the run (no download), runs it in-process, and has the kernel run it
  * through llm_call_tool (the model's forced call, then the hub tool in the
- * tool sandbox). /query tool calls name the hub tool (author/name and the
+ * tool sandbox; its group allows exactly hubtest/greeter, which it offers
+ * under the bare name). /query tool calls name the hub tool (author/name and the
  * bare name); arguments are checked against the schema the class gave;
  * what the tool prints does not leak into its result; missing requirements
  * are named. Publishing: 401 without a token, 403 for an agent without the
@@ -178,7 +179,8 @@ static int group_setup(void **state)
              "  groups:\n"
              "    publishers: {publish: true}\n"
              "    readers: {tools: [\"*\"]}\n"
-             "  agents: {pubagent: publishers, reader: readers}\n");
+             "    hubonly: {tools: [hubtest/greeter]}\n"
+             "  agents: {pubagent: publishers, reader: readers, hub_agent: hubonly}\n");
     g_kf = kf_start_config(yaml);
     return 0;
 }
