@@ -88,6 +88,7 @@ static int fail_http(const char *what, long st, json_t *j)
 {
     const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
     if (st) fprintf(stderr, "aios hub %s: HTTP %ld: %s\n", what, st, m ? m : "(no message)");
+    else fprintf(stderr, "aios hub %s: cannot reach the kernel (is `aios serve` running? --url)\n", what);
     if (st == 401) fprintf(stderr, "  (set AIOS_TOKEN to the operator's token: cat DATA_DIR/admin.token)\n");
     json_decref(j);
     return 1;
