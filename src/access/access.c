@@ -26,6 +26,9 @@
  *     embeddings (OpenAI), GET /tools, GET /access/whoami and the read-only GET
  *     /core/llms/list and /user/selected/llms); everything else (/core/...,
  *     /agents/..., /access/...) needs the admin token: 403;
+ *   - the hub's routes (/cerebrum/...) are agent routes; publishing to it
+ *     (POST /cerebrum/tools/upload, /cerebrum/upload) needs the admin token
+ *     or an agent whose group has publish: true (else 403);
  *   - an agent token claiming another name (agent_name, the `user` field of
  *     a chat request, X-Aios-Agent) is 403: impersonation.
  * Every decision of the gate except the open routes is one audit row.
@@ -405,8 +408,25 @@ void acc_audit_row(struct acc_mgr *m, const char *agent, uint64_t sc_id, const c
     acc_audit_add(m->audit, &row);
 }
 
+/* the hub's publishing routes (Cerebrum's upload_tool / upload_agent) */
+static bool is_publish_route(const char *method, const char *url)
+{
+    return !strcmp(method, "POST") &&
+           (!strcmp(url, "/cerebrum/tools/upload") || !strcmp(url, "/cerebrum/upload"));
+}
+
+/* the hub's read routes (Cerebrum's download, list, check_updates) */
+static bool is_hub_read_route(const char *method, const char *url)
+{
+    return !strcmp(method, "GET") &&
+           (!strcmp(url, "/cerebrum/tools/download") || !strcmp(url, "/cerebrum/tools/list") ||
+            !strcmp(url, "/cerebrum/tools/check_updates") || !strcmp(url, "/cerebrum/download") ||
+            !strcmp(url, "/cerebrum/get_all_agents") || !strcmp(url, "/cerebrum/check_updates"));
+}
+
 static bool is_agent_route(const char *method, const char *url)
 {
+    if (is_publish_route(method, url) || is_hub_read_route(method, url)) return true;
     if (!strcmp(method, "POST"))
         return !strcmp(url, "/query") || !strcmp(url, "/v1/chat/completions") ||
                !strcmp(url, "/chat/completions") || !strcmp(url, "/v1/responses") ||
@@ -549,7 +569,21 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
         return deny(m, r, d, 403, name, url, action,
                     "%s %s needs the operator's admin token; agent '%s' may use /query, /v1/responses, "
                     "/v1/chat/completions, /v1/embeddings, GET /tools, GET /core/llms/list, GET "
-                    "/user/selected/llms, GET /access/budgets and GET /access/whoami", method, url, name);
+                    "/user/selected/llms, GET /access/budgets, GET /access/whoami and the hub's "
+                    "/cerebrum/... routes", method, url, name);
+
+    /* publishing to the hub: the operator, or an agent whose group has
+     * publish: true (agents without a group may not: the hub is shared) */
+    if (id == ID_AGENT && is_publish_route(method, url)) {
+        const char *gname = NULL;
+        json_t *grp = acc_group_of(m, name, &gname);
+        if (!json_is_true(json_object_get(grp, "publish")))
+            return deny(m, r, d, 403, name, url, action,
+                        "agent '%s' may not publish to the hub: its privilege group%s%s%s has no "
+                        "publish: true (the operator publishes with the admin token, e.g. aios hub "
+                        "add FOLDER)", name, gname ? " '" : "", gname ? gname : " (none)",
+                        gname ? "'" : "");
+    }
 
     /* what the request says about itself */
     json_t *body = NULL;
@@ -823,6 +857,12 @@ static int read_config(struct acc_mgr *m, const struct aios_config *cfg, char *e
                              lists[i]);
                     return AIOS_ECONFIG;
                 }
+            }
+            json_t *pub = json_object_get(g, "publish");
+            if (pub && !json_is_boolean(pub)) {
+                snprintf(err, errlen, "access.groups.%s.publish must be true or false (may its "
+                         "agents publish tools and agents to the hub)", gn);
+                return AIOS_ECONFIG;
             }
             int brc = acc_budget_config(g, gn, err, errlen);
             if (!brc) brc = acc_ns_config(g, gn, err, errlen);

@@ -3,7 +3,8 @@
  * Purpose. An agent is a package folder (config.json in AIOS's layout plus
  * an entry), found by name under the agents directory, then under the
  * example agents built next to the binary (<bin dir>/agents), or by
- * absolute path. agent_submit() launches it as its own OS process in a
+ * absolute path, then in the hub (src/hub: "author/name", through
+ * agent_hub_hooks). agent_submit() launches it as its own OS process in a
  * bubblewrap sandbox, through the tools' spawner (tool_proc_spawn in
  * tools/sandbox.c): a uid of its own per run (AGENT_UID_BASE + id under a
  * root kernel), the system, the package and the Python SDK read-only,
@@ -24,6 +25,8 @@
  *   AIOS_TASK, AIOS_RESULT_FILE           the task; where a result may go
  *   AIOS_AGENT_DIR                        the package folder
  *   PYTHONPATH                            the Python SDK, the package
+ *   XDG_CACHE_HOME                        run folder/.cache, where the hub
+ *                                         put Cerebrum's tool cache
  * plus PATH, HOME, LANG, and the task is also the last argument. Entries:
  * *.py run with python3 (with build.module set, through
  * sdk/python/aios_runner.py, which imports the file and calls
@@ -136,6 +139,7 @@ struct agent_factory {
     /* the API's acceptor for run channels (agent_set_channel) */
     agent_channel_fn chan_cb;
     void *chan_ud;
+    struct agent_hub_hooks hub; /* set once before the API starts */
     bool in_cb;
     pthread_cond_t cb_done;
     int efd;
@@ -143,6 +147,11 @@ struct agent_factory {
     pthread_t reaper;
     bool reaper_started;
 };
+
+void agent_factory_set_hub(struct agent_factory *f, const struct agent_hub_hooks *h)
+{
+    f->hub = *h;
+}
 
 const char *agent_status_name(enum agent_status s)
 {
@@ -1024,9 +1033,15 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
         if (strcmp(bundled, agents_dir) != 0 && is_dir(bundled)) dir = resolve_ref(bundled, ref);
         else bundled[0] = 0;
     }
+    /* then the hub's agents (author/name, newest version) */
+    if (!dir && f->hub.agent_dir && strchr(ref, '/') && ref[0] != '/') dir = f->hub.agent_dir(f->hub.ud, ref);
+    if (dir && !is_dir(dir)) {
+        free(dir);
+        dir = NULL;
+    }
     if (!dir) {
         json_decref(network);
-        snprintf(err, errlen, "no agent package '%s' (looked in %s%s%s; give a folder name there or "
+        snprintf(err, errlen, "no agent package '%s' (looked in %s%s%s and the hub; give a folder name there or "
                  "an absolute path to a folder with config.json)", ref, agents_dir,
                  bundled[0] ? " and " : "", bundled);
         return AIOS_ENOTFOUND;
@@ -1075,6 +1090,13 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
         snprintf(err, errlen, "cannot create the run folder for agent %s", pkg.name);
         rc = AIOS_EIO;
         goto fail;
+    }
+    /* Cerebrum's tool cache, filled from the hub: AutoTool.from_preloaded
+     * finds the hub's tools there, offline */
+    char cache_home[PATH_MAX + 16] = "";
+    if (f->hub.fill_cache) {
+        snprintf(cache_home, sizeof cache_home, "%s/.cache", p->run_dir);
+        if ((rc = f->hub.fill_cache(f->hub.ud, cache_home, uid, err, errlen))) goto fail;
     }
     /* the aios binary (its `forward` mode): this process, or $AIOS_BIN for
      * programs that link the kernel library (the unit tests) */
@@ -1152,6 +1174,7 @@ int agent_submit(struct agent_factory *f, const char *ref, const char *task,
     if (!rc) rc = strv_add(&envp, fmt("AIOS_TASK=%s", p->task));
     if (!rc) rc = strv_add(&envp, fmt("AIOS_RESULT_FILE=%s/result", p->run_dir));
     if (!rc) rc = strv_add(&envp, fmt("AIOS_AGENT_DIR=%s", pkg.dir));
+    if (!rc && cache_home[0]) rc = strv_add(&envp, fmt("XDG_CACHE_HOME=%s", cache_home));
     if (!rc) rc = strv_add(&envp, strdup("PYTHONUNBUFFERED=1"));
     if (!rc) rc = strv_add(&envp, strdup("PYTHONDONTWRITEBYTECODE=1"));
     if (!rc)

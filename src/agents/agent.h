@@ -68,6 +68,18 @@ void agent_factory_reconfigure(struct agent_factory *f, const struct aios_config
 /* The agents directory now in use (copy into out). */
 void agent_factory_agents_dir(struct agent_factory *f, char *out, size_t outlen);
 
+/* The hub's part in launching (src/hub; boot.c sets it before the API
+ * starts, read without a lock afterwards): fill_cache fills a run's
+ * XDG_CACHE_HOME with Cerebrum's tool cache (uid > 0: hand it to that
+ * uid), agent_dir finds a hub agent "author/name" (malloc'd folder or NULL)
+ * when no agents directory has it. */
+struct agent_hub_hooks {
+    int (*fill_cache)(void *ud, const char *cache_home, uid_t uid, char *err, size_t errlen);
+    char *(*agent_dir)(void *ud, const char *ref);
+    void *ud;
+};
+void agent_factory_set_hub(struct agent_factory *f, const struct agent_hub_hooks *h);
+
 /* Launch the package named ref (a folder name under the agents directory,
  * "author/name" (its last part is tried too), or an absolute folder path)
  * with task. kernel_url goes to the agent as AIOS_KERNEL_URL and

@@ -30,10 +30,12 @@
 
 #include "access/access.h"
 #include "agents/agent.h"
+#include "hub/hub.h"
 #include "kernel/query.h"
 #include "llm/structured.h"
 #include "memory/mem.h"
 #include "storage/storage.h"
+#include "tools/tools.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -655,8 +657,15 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
      * spent (the tool manager checks the tool that runs again) */
     for (size_t i = 0; act == API_QUERY_CALL_TOOL && req->structured && i < req->structured->n_tools;
          i++) {
-        if (acc_check_tool(r->k->access, agent, !r->acc_admin, 0, req->structured->tools[i].name,
-                           "call_tool offer", err, sizeof err)) {
+        /* a hub tool is checked by the author/name it runs as (a bare
+         * name as Cerebrum's tools call themselves) */
+        const char *name = req->structured->tools[i].name;
+        char canon[2 * HUB_NAME_MAX + 2];
+        if (r->k->hub && r->k->tools && !tool_find(r->k->tools, name) &&
+            hub_tool_canonical(r->k->hub, name, canon, sizeof canon) == 0)
+            name = canon;
+        if (acc_check_tool(r->k->access, agent, !r->acc_admin, 0, name, "call_tool offer", err,
+                           sizeof err)) {
             llm_req_free(req);
             return api_send_error(r, 403, "permission_error", "%s", err);
         }

@@ -169,6 +169,15 @@ enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
 /* share_routes.c: GET /s/{token}; the full link in a storage share answer */
 enum MHD_Result api_share_link_get(struct api_req *r);
 void api_share_link_fill(struct api_req *r, json_t *resp);
+/* hub_routes.c */
+enum MHD_Result api_hub_tool_upload(struct api_req *r);
+enum MHD_Result api_hub_tool_download(struct api_req *r);
+enum MHD_Result api_hub_tool_list(struct api_req *r);
+enum MHD_Result api_hub_tool_updates(struct api_req *r);
+enum MHD_Result api_hub_agent_upload(struct api_req *r);
+enum MHD_Result api_hub_agent_download(struct api_req *r);
+enum MHD_Result api_hub_agent_list(struct api_req *r);
+enum MHD_Result api_hub_agent_updates(struct api_req *r);
 /* compat.c: under access.mode compat, refuse a tokenless request that a
  * web page could have sent (foreign Host or Origin: 403; a body that is
  * not application/json: 415). true: go on; false: answered, *sent holds

@@ -50,6 +50,15 @@ static const struct api_route g_routes[] = {
     {"GET", "/tools", api_tools_list},
     /* read-only share links (share_routes.c): open, the token is the credential */
     {"GET", "/s/{token}", api_share_link_get},
+    /* the hub, as Cerebrum's SDK calls it (hub_routes.c) */
+    {"POST", "/cerebrum/tools/upload", api_hub_tool_upload},
+    {"GET", "/cerebrum/tools/download", api_hub_tool_download},
+    {"GET", "/cerebrum/tools/list", api_hub_tool_list},
+    {"GET", "/cerebrum/tools/check_updates", api_hub_tool_updates},
+    {"POST", "/cerebrum/upload", api_hub_agent_upload},
+    {"GET", "/cerebrum/download", api_hub_agent_download},
+    {"GET", "/cerebrum/get_all_agents", api_hub_agent_list},
+    {"GET", "/cerebrum/check_updates", api_hub_agent_updates},
     /* OpenAI-compatible */
     {"GET", "/v1/models", api_openai_models},
     {"GET", "/v1/models/{id*}", api_openai_model},

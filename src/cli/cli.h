@@ -32,5 +32,7 @@ int cli_approve_main(int argc, char **argv);
 int cli_deny_main(int argc, char **argv);
 int cli_register_agent_main(int argc, char **argv);
 void cli_load_token(void);
+/* hub_cli.c: aios hub add FOLDER [--tool|--agent] | aios hub list */
+int cli_hub_main(int argc, char **argv);
 
 #endif

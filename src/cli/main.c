@@ -47,6 +47,8 @@ static void usage(FILE *f)
             "  aios approvals | approve ID | deny ID [--reason R] [--url URL]\n"
             "  aios budgets [--agent A] [--json] [--url URL]   token budget usage\n"
             "  aios register-agent NAME [--url URL]   (prints the agent's token)\n"
+            "  aios hub add FOLDER [--tool|--agent] [--url URL]   publish a Cerebrum package\n"
+            "  aios hub list [--json] [--url URL]     the local tool and agent hub\n"
             "  aios version\n",
             AIOS_VERSION);
 }
@@ -221,6 +223,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "approve")) return cli_approve_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "deny")) return cli_deny_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "register-agent")) return cli_register_agent_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "hub")) return cli_hub_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cli_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "ps")) return cli_ps_main(argc - 1, argv + 1);

@@ -25,6 +25,7 @@
 #include "access/access.h"
 #include "agents/agent.h"
 #include "api/api.h"
+#include "hub/hub.h"
 #include "llm/embed.h"
 #include "resp/resp.h"
 #include "llm/remote.h"
@@ -149,6 +150,14 @@ static int tools_start(struct kernel *k, char *err, size_t errlen)
     return rc;
 }
 
+/* the agent factory's view of the hub */
+static int hub_fill_cache_hook(void *ud, const char *cache_home, uid_t uid, char *err,
+                               size_t errlen)
+{
+    return hub_fill_cache(ud, cache_home, uid, err, errlen);
+}
+static char *hub_agent_dir_hook(void *ud, const char *ref) { return hub_agent_dir(ud, ref); }
+
 int kernel_start(struct kernel *k, char *err, size_t errlen)
 {
     int rc;
@@ -259,6 +268,13 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (rc) goto fail;
     rc = tools_start(k, err, errlen);
     if (rc) goto fail;
+    /* the hub: its tools run through the tool manager (resolver), its
+     * tools reach agents through the factory (Cerebrum's cache) */
+    rc = hub_open(&k->hub, k->cfg.data_dir, config_lookup(&k->cfg, "hub"), err, errlen);
+    if (rc) goto fail;
+    tool_mgr_set_resolver(k->tools, hub_tool_resolve, k->hub);
+    struct agent_hub_hooks hh = {hub_fill_cache_hook, hub_agent_dir_hook, k->hub};
+    agent_factory_set_hub(k->agents, &hh);
     struct acc_deps ad = {&k->cfg, k->agents, k->sched, k->storage};
     rc = acc_start(&k->access, &ad, err, errlen);
     if (rc) goto fail;
@@ -308,6 +324,9 @@ void kernel_stop(struct kernel *k)
      * whose handlers use the process table) */
     agent_factory_destroy(k->agents);
     k->agents = NULL;
+    /* after the tool manager (its calls ran hub tools), the API and the factory */
+    hub_close(k->hub);
+    k->hub = NULL;
     for (size_t i = 0; i < k->n_cores; i++) k->cores[i]->ops->destroy(k->cores[i]);
     free(k->cores);
     k->cores = NULL;

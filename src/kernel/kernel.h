@@ -16,6 +16,7 @@ struct tool_mgr;
 struct acc_mgr;
 struct emb;
 struct resp_mgr;
+struct hub;
 
 struct kernel {
     struct aios_config cfg;
@@ -34,6 +35,7 @@ struct kernel {
     struct sto *storage; /* storage manager (src/storage), NULL until started */
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     struct acc_mgr *access; /* access manager (src/access), NULL until started */
+    struct hub *hub; /* the local tool and agent hub (src/hub), NULL until started */
     struct emb *embed; /* embedding model (src/llm/embed.c), NULL when none is configured */
     struct resp_mgr *responses; /* stored responses of /v1/responses (src/resp), NULL until started */
     struct llm_core *embed_core; /* its core for POST /v1/embeddings (embed_core.c), or NULL */

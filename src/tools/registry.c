@@ -3,7 +3,10 @@
  *
  * Registry. Tools are registered once, during tool_mgr_create (built-ins,
  * `tools.external`, `tools.folders`, the tools each `tools.mcp_servers`
- * entry lists), and are immutable afterwards except for n_running. Names
+ * entry lists), and are immutable afterwards except for n_running. Tools
+ * published while the kernel runs (the hub, src/hub) are not registered:
+ * a name the registry does not hold goes to the resolver hook
+ * (tool_mgr_set_resolver), which hands back a tool it owns until stop. Names
  * are "author/name" and unique; MCP tools are "<server>/<tool>". The
  * manager knows nothing of the kernel: src/kernel/boot.c gives it the scheduler and
  * the file tools' way to storage (struct tool_deps) and registers its pool.
@@ -132,6 +135,8 @@ struct tool_mgr {
     void *approval_ud;
     tool_permit_fn permit;
     void *permit_ud;
+    tool_resolve_fn resolve;
+    void *resolve_ud;
     int n_pool_threads;
 
     pthread_mutex_t mu;
@@ -178,6 +183,12 @@ void tool_mgr_set_permit(struct tool_mgr *m, tool_permit_fn fn, void *ud)
 {
     m->permit = fn;
     m->permit_ud = ud;
+}
+
+void tool_mgr_set_resolver(struct tool_mgr *m, tool_resolve_fn fn, void *ud)
+{
+    m->resolve = fn;
+    m->resolve_ud = ud;
 }
 
 void tool_free(struct tool *t)
@@ -593,8 +604,7 @@ static int add_mcp(struct tool_mgr *m, json_t *e, const char *where, char *err, 
     return 0;
 }
 
-/* exported for mcp.c: the properties and argv of a server entry */
-int tool_cfg_props(json_t *e, const char *where, struct tool *t, char *err, size_t errlen);
+/* exported for mcp.c and the hub: the properties of an entry */
 int tool_cfg_props(json_t *e, const char *where, struct tool *t, char *err, size_t errlen)
 {
     return parse_props(e, where, t, err, errlen);
@@ -1157,9 +1167,17 @@ int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, js
             continue;
         }
         struct tool *t = tool_find(m, name);
-        if (!t) {
-            snprintf(msg, sizeof msg, "no tool named '%s' (GET /tools lists the registered tools)", name);
+        rc = t || !m->resolve ? AIOS_ENOTFOUND : m->resolve(m->resolve_ud, name, &t, msg, sizeof msg);
+        if (!t && rc == AIOS_ENOTFOUND) {
+            snprintf(msg, sizeof msg, "no tool named '%s' (GET /tools lists the registered tools, "
+                     "GET /cerebrum/tools/list the hub's)", name);
             b.results[i] = call_error("not_found", msg);
+            json_decref(args);
+            continue;
+        }
+        if (!t) { /* a hub tool that cannot run here: the resolver says why */
+            b.results[i] = call_error(rc == TOOL_EUNAVAILABLE ? "unavailable"
+                                      : rc == AIOS_EINVAL ? "invalid_request" : "tool_error", msg);
             json_decref(args);
             continue;
         }

@@ -139,6 +139,18 @@ int tool_mgr_create(struct tool_mgr **out, json_t *section, const char *storage_
 void tool_mgr_set_approval(struct tool_mgr *m, tool_approval_fn fn, void *ud);
 void tool_mgr_set_permit(struct tool_mgr *m, tool_permit_fn fn, void *ud);
 
+/* Resolver of names the registry does not hold (the hub sets it: its
+ * tools are published while the kernel runs). Called on a TOOL pool
+ * thread with a call's name; may block (e.g. to start the tool once).
+ * Returns 0 with *out (owned by the resolver, valid until the manager
+ * stops), AIOS_ENOTFOUND (no such tool: the usual not_found), or another
+ * negative AIOS_E* with a message in err (TOOL_EUNAVAILABLE: the tool
+ * exists but cannot run here, e.g. missing packages; others: the call
+ * fails with that message). Set before the pool starts taking calls. */
+typedef int (*tool_resolve_fn)(void *ud, const char *name, struct tool **out, char *err,
+                               size_t errlen);
+void tool_mgr_set_resolver(struct tool_mgr *m, tool_resolve_fn fn, void *ud);
+
 /* The TOOL syscall executor (op "call", params {"tool_calls":[...]}). */
 void tool_exec_syscall(struct syscall *sc, void *ud);
 
@@ -163,6 +175,11 @@ struct tool *tool_find(struct tool_mgr *m, const char *name);
 int tool_register(struct tool_mgr *m, struct tool *t, char *err, size_t errlen);
 void tool_free(struct tool *t);
 int tool_builtins_register(struct tool_mgr *m, char *err, size_t errlen);
+/* a config mapping's tool properties (max_concurrency, conflicts,
+ * timeout_ms, max_output_bytes, irreversible, network, cpu_seconds,
+ * memory_mb, max_procs) into t, limits starting from tools.defaults;
+ * unknown keys are ignored. 0 or AIOS_ECONFIG naming where. */
+int tool_cfg_props(json_t *e, const char *where, struct tool *t, char *err, size_t errlen);
 /* Validate args against t->parameters. 0 or AIOS_EINVAL with a message. */
 int tool_validate_args(const struct tool *t, json_t *args, char *err, size_t errlen);
 

@@ -1,5 +1,8 @@
-"""A minimal stand-in for the Cerebrum SDK (agiresearch/Cerebrum), used by
+"""A stand-in for the Cerebrum SDK (agiresearch/Cerebrum), used by
 aios_runner.py only when the real `cerebrum` package is not installed. It
-maps Cerebrum's API modules onto aios_client so agents written for AIOS run
-unchanged: cerebrum.llm.apis, cerebrum.memory.apis, cerebrum.storage.apis,
-cerebrum.tool.apis, cerebrum.config.config_manager."""
+keeps Cerebrum's module names, classes and wire calls, with the standard
+library only: cerebrum.llm.apis, cerebrum.memory.apis,
+cerebrum.storage.apis, cerebrum.tool.apis (aios_client underneath),
+cerebrum.tool.base (BaseTool), cerebrum.interface (AutoTool, AutoAgent),
+cerebrum.manager.{tool,agent,package} (the hub client and Cerebrum's cache
+layout), cerebrum.config.config_manager (config), cerebrum.utils."""
