@@ -2,10 +2,13 @@
  * baseline in the same run (ratios; the machine may be shared):
  *
  *   bench_engine decode [MODEL] [--threads T] [--gen G] [--sizes 1,4,8,16,32] [--reps R]
+ *                       [--set KNOB=VALUE]... [--min-ratio X]
  *     decode throughput of the engine (through the scheduler, as the kernel
- *     runs it) at N concurrent sequences, against llama.cpp's own batched
- *     decode of the same model (one llama_batch of N tokens per step, one
- *     sampler chain per sequence: what llama.cpp's examples/batched does).
+ *     runs it, with its default knobs unless --set) at N concurrent
+ *     sequences, against llama.cpp's own batched decode of the same model
+ *     (one llama_batch of N tokens per step, one sampler chain per
+ *     sequence: what llama.cpp's examples/batched does). --min-ratio makes
+ *     it a regression guard (exit 1 below X; ctest bench/decode_guard).
  *   bench_engine switch [MODEL] [--threads T] [--lens 256,1024,4096]
  *     context switch: KV snapshot + restore of one sequence (context/
  *     kvsnap.c, in RAM and spilled to disk) against prefilling the same
@@ -88,11 +91,13 @@ static int eng_open(struct eng *t, int n_parallel, int kv_size, const char *extr
     char yaml[2048], err[512] = "";
     snprintf(t->dir, sizeof t->dir, "/tmp/aios-bench-XXXXXX");
     if (!mkdtemp(t->dir)) return -1;
+    char par[64] = ""; /* 0: the engine's default */
+    if (n_parallel > 0) snprintf(par, sizeof par, "      n_parallel: %d\n", n_parallel);
     snprintf(yaml, sizeof yaml,
              "llms:\n  models:\n    - name: m\n      backend: llamacpp\n      path: %s\n"
-             "      n_ctx: 4096\n      n_threads: %d\n      n_parallel: %d\n      kv_size: %d\n%s"
+             "      n_ctx: 4096\n      n_threads: %d\n%s      kv_size: %d\n%s"
              "data_dir: %s\n",
-             g_model, g_threads, n_parallel, kv_size, extra ? extra : "", t->dir);
+             g_model, g_threads, par, kv_size, extra ? extra : "", t->dir);
     if (config_load_string(&t->cfg, yaml, strlen(yaml), err, sizeof err) ||
         llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err)) {
         fprintf(stderr, "engine: %s\n", err);
@@ -223,10 +228,17 @@ static double baseline_decode(struct llama_model *m, int n, int gen, int plen)
     return (double)n * (gen - 1) / dt;
 }
 
-static double engine_decode(int n, int gen, int plen)
+/* The engine's decode phase: from the moment every call has its first
+ * token (all prompts prefilled; the baseline's untimed part) to the end of
+ * the last call, and the tokens generated in it. A call whose prompt went
+ * in an earlier llama_decode call of the same step has its first token a
+ * little earlier, but decodes nothing before the next step, so the window
+ * holds exactly the gen - 1 decode steps (every prompt here fits in one
+ * step: n x plen <= n_batch). */
+static double engine_decode(int n, int gen, int plen, const char *knobs)
 {
     struct eng t;
-    if (eng_open(&t, n, 8192, "      retain: false\n")) exit(1);
+    if (eng_open(&t, 0, 8192, knobs)) exit(1);
     struct syscall *sc[64];
     int32_t *p = malloc(sizeof *p * (size_t)plen);
     for (int i = 0; i < n; i++) {
@@ -235,47 +247,83 @@ static double engine_decode(int n, int gen, int plen)
     }
     eng_go(&t);
     wait_all(sc, n);
-    int64_t tmax = 0;
+    int64_t t_from = 0, t_to = 0;
     long toks = 0;
     for (int i = 0; i < n; i++) {
         struct llm_res *r = sc[i]->res;
         if (r) {
-            if (r->t_decode_us > tmax) tmax = r->t_decode_us;
+            if (r->t_first_tok_at_us > t_from) t_from = r->t_first_tok_at_us;
+            if (r->t_end_at_us > t_to) t_to = r->t_end_at_us;
             toks += r->n_gen > 0 ? r->n_gen - 1 : 0;
         }
         syscall_unref(sc[i]);
     }
     free(p);
     eng_close(&t);
-    return (double)toks / ((double)tmax / 1e6);
+    return t_to > t_from ? (double)toks / ((double)(t_to - t_from) / 1e6) : 0;
 }
 
+/* --set key=value (repeatable): an engine knob of the model entry
+ * (docs/configuration.md), e.g. --set batch_invariant=false; none: the
+ * engine's defaults. --min-ratio R: exit 1 if a size's ratio (best engine
+ * run / best baseline run) is below R (the ctest guard). */
 static int bench_decode(int argc, char **argv)
 {
     int sizes[8] = {1, 4, 8, 16, 32}, ns = 5, gen = 32, plen = 16, reps = 2;
+    double min_ratio = 0;
+    char knobs[1024] = "";
+    const char *only = getenv("BENCH_ONLY"); /* "engine" or "llama": one side (profiling) */
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = parse_list(argv[++i], sizes, 8);
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) gen = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-ratio") && i + 1 < argc) min_ratio = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            const char *kv = argv[++i], *eq = strchr(kv, '=');
+            size_t l = strlen(knobs);
+            if (!eq || eq == kv) {
+                fprintf(stderr, "--set %s: expected key=value\n", kv);
+                return 2;
+            }
+            snprintf(knobs + l, sizeof knobs - l, "      %.*s: %s\n", (int)(eq - kv), kv, eq + 1);
+        }
     }
+    for (int i = 0; i < ns; i++)
+        if (sizes[i] < 1 || sizes[i] > 64 || sizes[i] * plen > 512) {
+            fprintf(stderr, "--sizes: 1 to 32 sequences\n");
+            return 2;
+        }
+    if (reps < 1) reps = 1;
     struct llama_model *m = llama_model_load_from_file(g_model, llama_model_default_params());
     if (!m) return 1;
     printf("decode throughput, %s, %d threads, %d-token prompts, %d tokens each, best of %d "
-           "alternating runs\n", g_model, g_threads, plen, gen, reps);
-    printf("%4s %14s %14s %7s\n", "seqs", "llama.cpp t/s", "engine t/s", "ratio");
+           "alternating runs%s%s", g_model, g_threads, plen, gen, reps, *knobs ? ", engine knobs:\n" : "\n",
+           knobs);
+    printf("%4s %14s %14s %7s  %s\n", "seqs", "llama.cpp t/s", "engine t/s", "ratio",
+           "ratio of each pair (spread)");
+    int rc = 0;
     for (int i = 0; i < ns; i++) {
         double base = 0, eng = 0;
+        char pairs[256] = "";
         for (int r = 0; r < reps; r++) {
-            double b = baseline_decode(m, sizes[i], gen, plen);
-            double e = engine_decode(sizes[i], gen, plen);
+            double b = only && !strcmp(only, "engine") ? 1 : baseline_decode(m, sizes[i], gen, plen);
+            double e = only && !strcmp(only, "llama") ? 1 : engine_decode(sizes[i], gen, plen, knobs);
             if (b > base) base = b;
             if (e > eng) eng = e;
+            size_t l = strlen(pairs);
+            snprintf(pairs + l, sizeof pairs - l, "%s%.2f", r ? " " : "", b > 0 ? e / b : 0);
         }
-        printf("%4d %14.1f %14.1f %7.2f\n", sizes[i], base, eng, eng / base);
+        double ratio = base > 0 ? eng / base : 0;
+        printf("%4d %14.1f %14.1f %7.2f  %s\n", sizes[i], base, eng, ratio, pairs);
         fflush(stdout);
+        if (min_ratio > 0 && ratio < min_ratio) {
+            printf("FAIL: %d sequences: engine / llama.cpp %.2f is below %.2f\n", sizes[i], ratio,
+                   min_ratio);
+            rc = 1;
+        }
     }
     llama_model_free(m);
-    return 0;
+    return rc;
 }
 
 /* ---- context switch ---- */
