@@ -263,6 +263,12 @@ static double engine_decode(int n, int gen, int plen, const char *knobs)
     return t_to > t_from ? (double)toks / ((double)(t_to - t_from) / 1e6) : 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* --set key=value (repeatable): an engine knob of the model entry
  * (docs/configuration.md), e.g. --set batch_invariant=false; none: the
  * engine's defaults. --min-ratio R: exit 1 if a size's ratio (best engine
@@ -303,7 +309,7 @@ static int bench_decode(int argc, char **argv)
            "ratio of each pair (spread)");
     int rc = 0;
     for (int i = 0; i < ns; i++) {
-        double base = 0, eng = 0;
+        double base = 0, eng = 0, pr[32];
         char pairs[256] = "";
         for (int r = 0; r < reps; r++) {
             double b = only && !strcmp(only, "engine") ? 1 : baseline_decode(m, sizes[i], gen, plen);
@@ -311,14 +317,21 @@ static int bench_decode(int argc, char **argv)
             if (b > base) base = b;
             if (e > eng) eng = e;
             size_t l = strlen(pairs);
+            if (r < 32) pr[r] = b > 0 ? e / b : 0;
             snprintf(pairs + l, sizeof pairs - l, "%s%.2f", r ? " " : "", b > 0 ? e / b : 0);
         }
         double ratio = base > 0 ? eng / base : 0;
-        printf("%4d %14.1f %14.1f %7.2f  %s\n", sizes[i], base, eng, ratio, pairs);
+        int np = reps < 32 ? reps : 32;
+        qsort(pr, (size_t)np, sizeof pr[0], cmp_double);
+        double med = np % 2 ? pr[np / 2] : (pr[np / 2 - 1] + pr[np / 2]) / 2;
+        printf("%4d %14.1f %14.1f %7.2f  %s (median %.2f)\n", sizes[i], base, eng, ratio, pairs, med);
         fflush(stdout);
-        if (min_ratio > 0 && ratio < min_ratio) {
-            printf("FAIL: %d sequences: engine / llama.cpp %.2f is below %.2f\n", sizes[i], ratio,
-                   min_ratio);
+        /* a burst of other work on a shared machine slows whichever side
+         * runs then: a regression lowers both the best-vs-best ratio and
+         * the median pair, noise rarely both */
+        if (min_ratio > 0 && ratio < min_ratio && med < min_ratio) {
+            printf("FAIL: %d sequences: engine / llama.cpp %.2f (median pair %.2f) is below %.2f\n",
+                   sizes[i], ratio, med, min_ratio);
             rc = 1;
         }
     }
