@@ -2,12 +2,13 @@
  * baseline in the same run (ratios; the machine may be shared):
  *
  *   bench_engine decode [MODEL] [--threads T] [--gen G] [--sizes 1,4,8,16,32] [--reps R]
- *                       [--set KNOB=VALUE]... [--min-ratio X]
+ *                       [--prompt P] [--set KNOB=VALUE]... [--min-ratio X]
  *     decode throughput of the engine (through the scheduler, as the kernel
  *     runs it, with its default knobs unless --set) at N concurrent
  *     sequences, against llama.cpp's own batched decode of the same model
  *     (one llama_batch of N tokens per step, one sampler chain per
- *     sequence: what llama.cpp's examples/batched does). --min-ratio makes
+ *     sequence: what llama.cpp's examples/batched does); P-token prompts
+ *     (default 16; sequences x P <= 512). --min-ratio makes
  *     it a regression guard (exit 1 below X; ctest bench/decode_guard).
  *   bench_engine switch [MODEL] [--threads T] [--lens 256,1024,4096]
  *     context switch: KV snapshot + restore of one sequence (context/
@@ -284,6 +285,7 @@ static int bench_decode(int argc, char **argv)
         if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = parse_list(argv[++i], sizes, 8);
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-ratio") && i + 1 < argc) min_ratio = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) plen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             const char *kv = argv[++i], *eq = strchr(kv, '=');
             size_t l = strlen(knobs);
@@ -295,8 +297,9 @@ static int bench_decode(int argc, char **argv)
         }
     }
     for (int i = 0; i < ns; i++)
-        if (sizes[i] < 1 || sizes[i] > 64 || sizes[i] * plen > 512) {
-            fprintf(stderr, "--sizes: 1 to 32 sequences\n");
+        if (sizes[i] < 1 || sizes[i] > 64 || plen < 1 || sizes[i] * plen > 512) {
+            fprintf(stderr, "--sizes, --prompt: every prompt must fit one step (sequences x "
+                    "prompt tokens <= 512)\n");
             return 2;
         }
     if (reps < 1) reps = 1;
