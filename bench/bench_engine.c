@@ -151,11 +151,39 @@ static struct syscall *submit_tokens(struct eng *t, const int32_t *toks, int n, 
     return sc;
 }
 
+/* the process's CPU time (all threads), microseconds */
+static int64_t cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* (wall, CPU) samples taken by wait_all every 20 ms at most: the CPU time
+ * the engine spent in a window of wall time, interpolated (cpu_at) */
+#define N_CPU_SAMPLES 100000
+static int64_t g_cs_wall[N_CPU_SAMPLES], g_cs_cpu[N_CPU_SAMPLES];
+static int g_n_cs;
+
+static double cpu_at(int64_t wall)
+{
+    for (int i = 1; i < g_n_cs; i++)
+        if (g_cs_wall[i] >= wall) {
+            double f = g_cs_wall[i] > g_cs_wall[i - 1]
+                           ? (double)(wall - g_cs_wall[i - 1]) / (double)(g_cs_wall[i] - g_cs_wall[i - 1])
+                           : 1;
+            return (double)g_cs_cpu[i - 1] + f * (double)(g_cs_cpu[i] - g_cs_cpu[i - 1]);
+        }
+    return g_n_cs ? (double)g_cs_cpu[g_n_cs - 1] : 0;
+}
+
 static void wait_all(struct syscall **sc, int n)
 {
     pthread_mutex_lock(&g_mu);
     for (int i = 0; i < n; i++) {
         for (;;) {
+            if (g_n_cs < N_CPU_SAMPLES)
+                g_cs_wall[g_n_cs] = util_now_us(), g_cs_cpu[g_n_cs++] = cpu_us();
             pthread_mutex_lock(&sc[i]->mu);
             bool fin = syscall_status_final(sc[i]->status);
             pthread_mutex_unlock(&sc[i]->mu);
@@ -169,12 +197,13 @@ static void wait_all(struct syscall **sc, int n)
         if (sc[i]->status != SYSCALL_STATUS_DONE)
             fprintf(stderr, "call %d failed: %s\n", i, sc[i]->errmsg);
     }
+    if (g_n_cs < N_CPU_SAMPLES) g_cs_wall[g_n_cs] = util_now_us(), g_cs_cpu[g_n_cs++] = cpu_us();
     pthread_mutex_unlock(&g_mu);
 }
 
 /* ---- decode ---- */
 
-static double baseline_decode(struct llama_model *m, int n, int gen, int plen)
+static double baseline_decode(struct llama_model *m, int n, int gen, int plen, double *per_cpu_s)
 {
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = 8192;
@@ -209,6 +238,7 @@ static double baseline_decode(struct llama_model *m, int n, int gen, int plen)
     llama_decode(ctx, b);
     for (int i = 0; i < n; i++) tok[i] = llama_sampler_sample(sm[i], ctx, out[i]);
     double t0 = now_s();
+    int64_t c0 = cpu_us();
     for (int s = 1; s < gen; s++) {
         b.n_tokens = 0;
         for (int i = 0; i < n; i++) {
@@ -220,6 +250,7 @@ static double baseline_decode(struct llama_model *m, int n, int gen, int plen)
         for (int i = 0; i < n; i++) tok[i] = llama_sampler_sample(sm[i], ctx, i);
     }
     double dt = now_s() - t0;
+    *per_cpu_s = (double)n * (gen - 1) / ((double)(cpu_us() - c0) / 1e6);
     for (int i = 0; i < n; i++) llama_sampler_free(sm[i]);
     free(sm);
     free(tok);
@@ -236,7 +267,7 @@ static double baseline_decode(struct llama_model *m, int n, int gen, int plen)
  * little earlier, but decodes nothing before the next step, so the window
  * holds exactly the gen - 1 decode steps (every prompt here fits in one
  * step: n x plen <= n_batch). */
-static double engine_decode(int n, int gen, int plen, const char *knobs)
+static double engine_decode(int n, int gen, int plen, const char *knobs, double *per_cpu_s)
 {
     struct eng t;
     if (eng_open(&t, 0, 8192, knobs)) exit(1);
@@ -246,6 +277,7 @@ static double engine_decode(int n, int gen, int plen, const char *knobs)
         prompt_tokens(p, plen, i);
         sc[i] = submit_tokens(&t, p, plen, gen, 100u + (uint32_t)i, "bench");
     }
+    g_n_cs = 0;
     eng_go(&t);
     wait_all(sc, n);
     int64_t t_from = 0, t_to = 0;
@@ -261,6 +293,8 @@ static double engine_decode(int n, int gen, int plen, const char *knobs)
     }
     free(p);
     eng_close(&t);
+    double cpu = t_to > t_from ? cpu_at(t_to) - cpu_at(t_from) : 0;
+    *per_cpu_s = cpu > 0 ? (double)toks / (cpu / 1e6) : 0;
     return t_to > t_from ? (double)toks / ((double)(t_to - t_from) / 1e6) : 0;
 }
 
@@ -308,15 +342,18 @@ static int bench_decode(int argc, char **argv)
     printf("decode throughput, %s, %d threads, %d-token prompts, %d tokens each, best of %d "
            "alternating runs%s%s", g_model, g_threads, plen, gen, reps, *knobs ? ", engine knobs:\n" : "\n",
            knobs);
-    printf("%4s %14s %14s %7s  %s\n", "seqs", "llama.cpp t/s", "engine t/s", "ratio",
-           "ratio of each pair (spread)");
+    printf("%4s %14s %14s %7s  %s  %s\n", "seqs", "llama.cpp t/s", "engine t/s", "ratio",
+           "ratio of each pair (spread)", "cpu: tokens per CPU-second, best engine / best llama.cpp");
     int rc = 0;
     for (int i = 0; i < ns; i++) {
-        double base = 0, eng = 0, pr[32];
+        double base = 0, eng = 0, pr[32], base_c = 0, eng_c = 0;
         char pairs[256] = "";
         for (int r = 0; r < reps; r++) {
-            double b = only && !strcmp(only, "engine") ? 1 : baseline_decode(m, sizes[i], gen, plen);
-            double e = only && !strcmp(only, "llama") ? 1 : engine_decode(sizes[i], gen, plen, knobs);
+            double bc = 1, ec = 1;
+            double b = only && !strcmp(only, "engine") ? 1 : baseline_decode(m, sizes[i], gen, plen, &bc);
+            double e = only && !strcmp(only, "llama") ? 1 : engine_decode(sizes[i], gen, plen, knobs, &ec);
+            if (bc > base_c) base_c = bc;
+            if (ec > eng_c) eng_c = ec;
             if (b > base) base = b;
             if (e > eng) eng = e;
             size_t l = strlen(pairs);
@@ -327,7 +364,8 @@ static int bench_decode(int argc, char **argv)
         int np = reps < 32 ? reps : 32;
         qsort(pr, (size_t)np, sizeof pr[0], cmp_double);
         double med = np % 2 ? pr[np / 2] : (pr[np / 2 - 1] + pr[np / 2]) / 2;
-        printf("%4d %14.1f %14.1f %7.2f  %s (median %.2f)\n", sizes[i], base, eng, ratio, pairs, med);
+        printf("%4d %14.1f %14.1f %7.2f  %s (median %.2f)  cpu %.2f\n", sizes[i], base, eng, ratio,
+               pairs, med, base_c > 0 ? eng_c / base_c : 0);
         fflush(stdout);
         /* a burst of other work on a shared machine slows whichever side
          * runs then: a regression lowers both the best-vs-best ratio and

@@ -1211,6 +1211,7 @@ static void step(struct llama_engine *e)
         for (struct seq *s = e->seqs; s && !padded; s = s->next)
             padded = s->n_feed && s->exact && s->i_feed + s->n_feed == b->n_tokens;
         if (padded) batch_add(b, e->pad_tok, 0, e->pad_seq, false);
+        e->st.n_padded_steps += padded;
     }
     e->st.n_steps++;
     if (next_cut(0, b->n_tokens, tiled) < b->n_tokens) e->st.n_split_steps++;
@@ -1455,6 +1456,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "steps", json_integer((json_int_t)st.n_steps));
     json_object_set_new(en, "split_steps", json_integer((json_int_t)st.n_split_steps));
     json_object_set_new(en, "aborted_steps", json_integer((json_int_t)st.n_aborted_steps));
+    json_object_set_new(en, "padded_steps", json_integer((json_int_t)st.n_padded_steps));
     json_object_set_new(en, "prompt_tokens_tiled", json_integer((json_int_t)st.n_rows_tiled));
     json_object_set_new(en, "calls", json_integer((json_int_t)st.n_calls));
     json_object_set_new(en, "prompt_tokens_computed", json_integer((json_int_t)st.n_tokens_prefilled));

@@ -781,6 +781,75 @@ static void test_seeded_beside_unseeded(void **state)
     free(ref_next);
 }
 
+/* the engine's padded steps once n_calls calls are counted (statistics
+ * are published after the step that finished them) */
+static uint64_t padded_steps(struct eng *t, uint64_t n_calls)
+{
+    struct llm_engine_stats st = {0};
+    for (int i = 0; i < 400; i++) {
+        assert_int_equal(llm_engine_get_stats(t->core, &st), 0);
+        if (st.n_calls >= n_calls) break;
+        usleep(5000);
+    }
+    assert_int_equal(st.n_calls, n_calls);
+    return st.n_padded_steps;
+}
+
+/* The padding row of a lone batch-invariant decode row (step()) goes in
+ * only when the cache view can reach 512 cells (ggml's KV-split path for
+ * one query row), not always: a short seeded call alone decodes unpadded
+ * (one sequence at llama.cpp's speed), a long one padded. The bound is on
+ * the highest cell in use, not on the cells in use: a short seeded call
+ * whose cells lie above a 400-token unseeded call's (admitted after it)
+ * decodes alone once that call is done and its cells freed, with few
+ * cells in use but a view of 512; it is padded, and its text is that of
+ * its cold solo run. */
+static void test_pad_only_past_256_cells(void **state)
+{
+    (void)state;
+    char *big = malloc(8000);
+    assert_non_null(big);
+    big[0] = 0;
+    for (int i = 0; i < 400; i++) strcat(big, i % 2 ? "ocean " : "river ");
+    struct call_opts shrt = {.agent = "s", .user = "tell me a story about a cat", .temperature = 0.9f,
+                             .seed = 7, .max_tokens = 24};
+    struct call_opts lng = {.agent = "l", .user = big, .temperature = 0.9f, .seed = 8,
+                            .max_tokens = 6};
+    struct eng t;
+    eng_open(&t, "      retain: false\n", NULL);
+    struct syscall *sc = submit(&t, &shrt);
+    struct llm_res *r = run(sc);
+    char *solo = strdup(r->text);
+    int solo_gen = r->n_gen;
+    syscall_unref(sc);
+    assert_true(solo_gen >= 4);
+    assert_int_equal(padded_steps(&t, 1), 0);
+    sc = submit(&t, &lng);
+    r = run(sc);
+    assert_true(r->n_prompt > 300);
+    assert_true(r->n_gen >= 2);
+    int long_gen = r->n_gen;
+    syscall_unref(sc);
+    assert_true(padded_steps(&t, 2) >= (uint64_t)long_gen - 1);
+    eng_close(&t);
+
+    struct call_opts first = lng;
+    first.unseeded = true;
+    first.max_tokens = 1;
+    eng_create(&t, 2048, "      retain: false\n", NULL, false);
+    struct syscall *a = submit(&t, &first), *b = submit(&t, &shrt);
+    eng_start(&t);
+    run(a);
+    assert_string_equal(run(b)->text, solo);
+    /* alone from its second token on, its cells above the freed ones */
+    assert_true(padded_steps(&t, 2) >= (uint64_t)solo_gen - 2);
+    syscall_unref(a);
+    syscall_unref(b);
+    eng_close(&t);
+    free(solo);
+    free(big);
+}
+
 static void test_shared_prefix(void **state)
 {
     (void)state;
@@ -1170,6 +1239,7 @@ int main(void)
         cmocka_unit_test(test_split_decode_from_prefill),
         cmocka_unit_test(test_split_steps_under_kv_pressure),
         cmocka_unit_test(test_seeded_beside_unseeded),
+        cmocka_unit_test(test_pad_only_past_256_cells),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),
