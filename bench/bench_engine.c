@@ -2,13 +2,15 @@
  * baseline in the same run (ratios; the machine may be shared):
  *
  *   bench_engine decode [MODEL] [--threads T] [--gen G] [--sizes 1,4,8,16,32] [--reps R]
- *                       [--prompt P] [--set KNOB=VALUE]... [--min-ratio X]
+ *                       [--prompt P] [--unseeded] [--set KNOB=VALUE]... [--min-ratio X]
  *     decode throughput of the engine (through the scheduler, as the kernel
  *     runs it, with its default knobs unless --set) at N concurrent
  *     sequences, against llama.cpp's own batched decode of the same model
  *     (one llama_batch of N tokens per step, one sampler chain per
  *     sequence: what llama.cpp's examples/batched does); P-token prompts
- *     (default 16; sequences x P <= 512). --min-ratio makes
+ *     (default 16; sequences x P <= 512). The engine's calls are seeded,
+ *     so batch invariant under the default knobs, or not (--unseeded:
+ *     what agents send unless they ask for a seed). --min-ratio makes
  *     it a regression guard (exit 1 below X; ctest bench/decode_guard).
  *   bench_engine switch [MODEL] [--threads T] [--lens 256,1024,4096]
  *     context switch: KV snapshot + restore of one sequence (context/
@@ -132,6 +134,8 @@ static void on_notify(struct syscall *sc, void *ud)
     pthread_mutex_unlock(&g_mu);
 }
 
+static bool g_unseeded; /* decode --unseeded: the engine's calls give no seed */
+
 static struct syscall *submit_tokens(struct eng *t, const int32_t *toks, int n, int max_tokens,
                                      uint32_t seed, const char *agent)
 {
@@ -143,7 +147,7 @@ static struct syscall *submit_tokens(struct eng *t, const int32_t *toks, int n, 
     req->p.max_tokens = max_tokens;
     req->p.temperature = 1.0f;
     req->p.top_p = 1.0f;
-    req->p.has_seed = true;
+    req->p.has_seed = !g_unseeded;
     req->p.seed = seed;
     struct syscall *sc = syscall_new(SYSCALL_KIND_LLM, agent, t->core, req, llm_req_free);
     sc->notify = on_notify;
@@ -320,6 +324,7 @@ static int bench_decode(int argc, char **argv)
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-ratio") && i + 1 < argc) min_ratio = atof(argv[++i]);
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) plen = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--unseeded")) g_unseeded = true;
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             const char *kv = argv[++i], *eq = strchr(kv, '=');
             size_t l = strlen(knobs);
@@ -339,8 +344,9 @@ static int bench_decode(int argc, char **argv)
     if (reps < 1) reps = 1;
     struct llama_model *m = llama_model_load_from_file(g_model, llama_model_default_params());
     if (!m) return 1;
-    printf("decode throughput, %s, %d threads, %d-token prompts, %d tokens each, best of %d "
-           "alternating runs%s%s", g_model, g_threads, plen, gen, reps, *knobs ? ", engine knobs:\n" : "\n",
+    printf("decode throughput, %s, %d threads, %d-token prompts, %d tokens each, %s engine "
+           "calls, best of %d alternating runs%s%s", g_model, g_threads, plen, gen,
+           g_unseeded ? "unseeded" : "seeded (batch invariant)", reps, *knobs ? ", engine knobs:\n" : "\n",
            knobs);
     printf("%4s %14s %14s %7s  %s  %s\n", "seqs", "llama.cpp t/s", "engine t/s", "ratio",
            "ratio of each pair (spread)", "cpu: tokens per CPU-second, best engine / best llama.cpp");

@@ -160,9 +160,6 @@ struct llama_engine {
     bool step_abortable;
     bool prev_aborted; /* the last step was stopped: this one is not */
     int64_t t_abort_check_us;
-    /* an upper bound on the cache's used_max_p1 (one past its highest
-     * cell in use): see kv_may_split() */
-    int kv_hwm;
     char *kv_agents[ENGINE_MAX_SEQ]; /* agents reported non-zero last time */
     int n_kv_agents;
     int64_t t_kv_report_us;
@@ -700,9 +697,6 @@ static bool resume_switched(struct llama_engine *e)
             }
             ctx_snap_free(e->store, s->snap);
             s->snap = NULL;
-            /* restored cells go in one contiguous run, wherever it fits:
-             * no bound on the highest cell until the cache empties */
-            e->kv_hwm = e->kv_size;
         }
         s->id = slot;
         e->slots[slot].kind = SLOT_SEQ;
@@ -1085,43 +1079,6 @@ static void unfeed_from(struct llama_engine *e, int lo)
         if (s->n_feed && s->i_feed + s->n_feed > lo) s->n_feed = 0, s->i_out = -1;
 }
 
-/* Does a llama_decode call of one query row take ggml's KV-split flash
- * attention path (kv_may_split)? It does when the cache view, n_kv, spans 512 cells or
- * more (ggml-cpu ops.cpp), and llama.cpp makes n_kv the highest cell in
- * use plus one, rounded up to 256 (llama_kv_cache::get_n_kv): so only
- * once a cell past the first 256 is in use. The pad row doubles the
- * step's matrix work at one sequence (2-column GEMMs instead of dot
- * products: 0.58 of llama.cpp's decode at one sequence), so it goes in
- * only then.
- *
- * The engine does not see cell indices; it bounds them. llama.cpp places
- * a batch's tokens in the lowest free cells (find_slot scans from head,
- * every cell below head is in use, and removals move head down to the
- * first cell they free), so the highest cell in use never exceeds the
- * largest number of cells in use since the cache was last empty. kv_hwm
- * is that number, from the engine's own count (cells of every running,
- * paused and retained sequence; shared cells counted once per sharer:
- * an overcount, which only pads more), reset when the count is zero. A
- * restored snapshot is placed as one contiguous run wherever one fits,
- * so after one kv_hwm is the whole cache until it empties. n_new: the
- * rows about to be placed. */
-#define FA_SPLIT_MIN_KV 512 /* ggml: one row over this many cells splits */
-#define KV_VIEW_PAD 256     /* llama.cpp: n_kv rounded up to this */
-static bool kv_may_split(struct llama_engine *e, int n_new)
-{
-    int cells = 0;
-    for (int i = 0; i < e->n_slots; i++) {
-        struct slot *sl = &e->slots[i];
-        if (sl->kind == SLOT_RETAINED) cells += sl->n_toks;
-        else if ((sl->kind == SLOT_SEQ || sl->kind == SLOT_PAUSED) && sl->seq) cells += sl->seq->n_past;
-    }
-    if (cells == 0) e->kv_hwm = 0;
-    if (cells + n_new > e->kv_hwm) e->kv_hwm = cells + n_new;
-    int n_kv = (e->kv_hwm + KV_VIEW_PAD - 1) / KV_VIEW_PAD * KV_VIEW_PAD;
-    if (n_kv > e->kv_size) n_kv = e->kv_size;
-    return n_kv >= FA_SPLIT_MIN_KV;
-}
-
 static void step(struct llama_engine *e)
 {
     /* cancelled calls free their sequence now */
@@ -1205,9 +1162,12 @@ static void step(struct llama_engine *e)
      * (its own cell, no logits, removed after the call) keeps a batch-
      * invariant row from being alone in a call */
     bool padded = false;
-    /* every step: the bound must see every placement */
-    bool split = e->pad_seq >= 0 && kv_may_split(e, b->n_tokens + 1);
-    if (split && b->n_tokens - tiled == 1) {
+    /* always, not only past 512 cells: a one-row call also multiplies
+     * matrices another way (dot products, where two rows or more take
+     * tinyBLAS's GEMMs: other rounding), so a seeded call alone would not
+     * give its batched text (test_lone_seeded_row_padded). The price: at
+     * one sequence the step's matrix work doubles (docs/performance.md). */
+    if (e->pad_seq >= 0 && b->n_tokens - tiled == 1) {
         for (struct seq *s = e->seqs; s && !padded; s = s->next)
             padded = s->n_feed && s->exact && s->i_feed + s->n_feed == b->n_tokens;
         if (padded) batch_add(b, e->pad_tok, 0, e->pad_seq, false);
