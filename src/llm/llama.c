@@ -1164,9 +1164,9 @@ static void step(struct llama_engine *e)
     bool padded = false;
     /* always, not only past 512 cells: a one-row call also multiplies
      * matrices another way (dot products, where two rows or more take
-     * tinyBLAS's GEMMs: other rounding), so a seeded call alone would not
-     * give its batched text (test_lone_seeded_row_padded). The price: at
-     * one sequence the step's matrix work doubles (docs/performance.md). */
+     * tinyBLAS's GEMMs), which may round otherwise; padding only past 512
+     * cells was not shown exact. The price: at one sequence the step's
+     * matrix work doubles (docs/performance.md). */
     if (e->pad_seq >= 0 && b->n_tokens - tiled == 1) {
         for (struct seq *s = e->seqs; s && !padded; s = s->next)
             padded = s->n_feed && s->exact && s->i_feed + s->n_feed == b->n_tokens;
