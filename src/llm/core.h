@@ -71,6 +71,9 @@ struct llm_res {
     int n_prompt_computed;  /* of which were prefilled by this call */
     int n_gen;              /* generated tokens */
     int64_t t_prefill_us, t_decode_us;
+    /* local engine: util_now_us() when the first token was sampled and
+     * when the call finished (benchmarks line calls up on one clock) */
+    int64_t t_first_tok_at_us, t_end_at_us;
     /* remote cores: tool calls the upstream model made natively, as
      * [{"id", "name" (as sent upstream), "arguments" (JSON text)}], or
      * NULL; llm_structured_result maps and validates them */

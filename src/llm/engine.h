@@ -30,6 +30,7 @@ struct llm_engine_stats {
     uint64_t n_preemptions, n_resumes;
     uint64_t n_retained_hits, n_shared_hits, n_evictions;
     uint64_t n_aborted_steps; /* steps stopped for an urgent call (abort_cb in llama.c) */
+    uint64_t n_padded_steps;  /* lone batch-invariant rows padded (kv_may_split in llama.c) */
     /* retired by POST /core/refresh, drained, and its KV cache freed */
     bool released;
     struct ctx_store_stats snaps;

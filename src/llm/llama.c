@@ -693,6 +693,7 @@ static void seq_finish(struct llama_engine *e, struct seq *s, const char *reason
     int64_t now = util_now_us();
     res->n_prompt_computed = s->n_prompt - s->n_reused;
     res->t_decode_us = s->t_first_tok ? now - s->t_first_tok : 0;
+    res->t_end_at_us = now;
     e->st.n_tokens_generated += (uint64_t)res->n_gen;
     e->st.n_tokens_reused += (uint64_t)s->n_reused;
     e->st.n_calls++;
@@ -1068,6 +1069,7 @@ static void seq_sample(struct llama_engine *e, struct seq *s)
     if (!s->t_first_tok) {
         s->t_first_tok = util_now_us();
         res->t_prefill_us = s->t_first_tok - s->t_first_feed;
+        res->t_first_tok_at_us = s->t_first_tok;
     }
     if (llama_vocab_is_eog(e->vocab, tok)) {
         seq_finish(e, s, "stop");
@@ -1352,10 +1354,16 @@ static void step(struct llama_engine *e)
      * (its own cell, no logits, removed after the call) keeps a batch-
      * invariant row from being alone in a call */
     bool padded = false;
+    /* always, not only past 512 cells: a one-row call also multiplies
+     * matrices another way (dot products, where two rows or more take
+     * tinyBLAS's GEMMs), which may round otherwise; padding only past 512
+     * cells was not shown exact. The price: at one sequence the step's
+     * matrix work doubles (docs/performance.md). */
     if (e->pad_seq >= 0 && b->n_tokens - tiled == 1) {
         for (struct seq *s = e->seqs; s && !padded; s = s->next)
             padded = s->n_feed && s->exact && s->i_feed + s->n_feed == b->n_tokens;
         if (padded) batch_add(b, e->pad_tok, 0, e->pad_seq, false);
+        e->st.n_padded_steps += padded;
     }
     e->st.n_steps++;
     if (next_cut(0, b->n_tokens, tiled) < b->n_tokens) e->st.n_split_steps++;
@@ -1602,6 +1610,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "steps", json_integer((json_int_t)st.n_steps));
     json_object_set_new(en, "split_steps", json_integer((json_int_t)st.n_split_steps));
     json_object_set_new(en, "aborted_steps", json_integer((json_int_t)st.n_aborted_steps));
+    json_object_set_new(en, "padded_steps", json_integer((json_int_t)st.n_padded_steps));
     json_object_set_new(en, "prompt_tokens_tiled", json_integer((json_int_t)st.n_rows_tiled));
     json_object_set_new(en, "calls", json_integer((json_int_t)st.n_calls));
     json_object_set_new(en, "prompt_tokens_computed", json_integer((json_int_t)st.n_tokens_prefilled));

@@ -781,6 +781,56 @@ static void test_seeded_beside_unseeded(void **state)
     free(ref_next);
 }
 
+/* the engine's padded steps once n_calls calls are counted (statistics
+ * are published after the step that finished them) */
+static uint64_t padded_steps(struct eng *t, uint64_t n_calls)
+{
+    struct llm_engine_stats st = {0};
+    for (int i = 0; i < 400; i++) {
+        assert_int_equal(llm_engine_get_stats(t->core, &st), 0);
+        if (st.n_calls >= n_calls) break;
+        usleep(5000);
+    }
+    assert_int_equal(st.n_calls, n_calls);
+    return st.n_padded_steps;
+}
+
+/* A seeded call decoding alone gets a padding row in every step, short
+ * or long (step()), so its rows never go in a one-row llama_decode call
+ * (ggml's KV-split attention for one row past 512 cells, and dot products
+ * where two rows or more take GEMMs); padded_steps counts them. */
+static void test_lone_seeded_row_padded(void **state)
+{
+    (void)state;
+    char *big = malloc(8000);
+    assert_non_null(big);
+    big[0] = 0;
+    for (int i = 0; i < 400; i++) strcat(big, i % 2 ? "ocean " : "river ");
+    struct call_opts shrt = {.agent = "s", .user = "tell me a story about a cat", .temperature = 0.9f,
+                             .seed = 7, .max_tokens = 24};
+    struct call_opts lng = {.agent = "l", .user = big, .temperature = 0.9f, .seed = 8,
+                            .max_tokens = 6};
+    struct eng t;
+    eng_open(&t, "      retain: false\n", NULL);
+    struct syscall *sc = submit(&t, &shrt);
+    struct llm_res *r = run(sc);
+    char *solo = strdup(r->text);
+    int solo_gen = r->n_gen;
+    syscall_unref(sc);
+    assert_true(solo_gen >= 4);
+    assert_true(padded_steps(&t, 1) >= (uint64_t)solo_gen - 1);
+    sc = submit(&t, &lng);
+    r = run(sc);
+    assert_true(r->n_prompt > 300);
+    int long_gen = r->n_gen;
+    syscall_unref(sc);
+    assert_true(padded_steps(&t, 2) >= (uint64_t)(solo_gen - 1 + long_gen - 1));
+    eng_close(&t);
+
+    free(solo);
+    free(big);
+}
+
 static void test_shared_prefix(void **state)
 {
     (void)state;
@@ -1170,6 +1220,7 @@ int main(void)
         cmocka_unit_test(test_split_decode_from_prefill),
         cmocka_unit_test(test_split_steps_under_kv_pressure),
         cmocka_unit_test(test_seeded_beside_unseeded),
+        cmocka_unit_test(test_lone_seeded_row_padded),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),
