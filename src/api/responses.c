@@ -502,8 +502,13 @@ static int build_chat(struct kernel *k, json_t *body, struct rs_state *rs, json_
     json_t *prev = json_object_get(body, "previous_response_id");
     if (json_is_string(prev)) {
         char missing[160] = "";
-        rc = resp_chain(k->responses, rs->agent, json_string_value(prev), &chain, &n_chain, missing,
-                        sizeof missing);
+        if (k->responses) {
+            rc = resp_chain(k->responses, rs->agent, json_string_value(prev), &chain, &n_chain,
+                            missing, sizeof missing);
+        } else { /* no store: nothing to continue */
+            rc = AIOS_ENOTFOUND;
+            snprintf(missing, sizeof missing, "%s", json_string_value(prev));
+        }
         if (rc == AIOS_ENOTFOUND) {
             *status = 404;
             snprintf(err, errlen, "Previous response with id '%s' not found.", missing);
@@ -595,6 +600,20 @@ fail:
 }
 
 /* ---- the answer ---- */
+
+int api_responses_parse(struct kernel *k, json_t *body, json_t **chat, bool *stream,
+                        unsigned *status, char *err, size_t errlen)
+{
+    *chat = NULL;
+    struct rs_state *rs = calloc(1, sizeof *rs);
+    if (!rs || !(rs->agent = strdup("fuzz"))) {
+        free(rs);
+        return AIOS_ENOMEM;
+    }
+    int rc = build_chat(k, body, rs, chat, stream, status, err, errlen);
+    rs_free(rs);
+    return rc;
+}
 
 static json_t *response_json(struct rs_state *rs, const char *status, json_t *output,
                              json_t *usage, json_t *error, json_t *incomplete)
