@@ -280,7 +280,14 @@ static void test_kill(void **state)
     json_decref(j);
     /* an agent that ignores SIGTERM is SIGKILLed after the grace period */
     id = submit("stubborn", "t");
-    usleep(300000);
+    /* its trap is set once it has said so (a loaded machine starts it late) */
+    for (int i = 0; i < 300; i++) {
+        char *out = logs(id, "stdout");
+        bool up = strstr(out, "started") != NULL;
+        free(out);
+        if (up) break;
+        usleep(50000);
+    }
     snprintf(path, sizeof path, "/agents/%lld/kill", id);
     assert_int_equal(kf_call(g_kf, "POST", path, NULL, &j), 200);
     json_decref(j);
