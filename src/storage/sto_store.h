@@ -46,6 +46,14 @@ struct sto_terms {
     const char *all;
 };
 
+/* terms.c: t as one query text: any of t->any (joined by or_sep), and
+ * each of t->all (and_sep), every word between quote characters; "" when t
+ * has no words. SQLite: '"', " OR ", " AND "; PostgreSQL's to_tsquery:
+ * '\'', " | ", " & ". */
+#define STO_MATCH_MAX 6200
+void sto_terms_expr(const struct sto_terms *t, char quote, const char *or_sep,
+                    const char *and_sep, char match[STO_MATCH_MAX]);
+
 /* a file whose newest version committed but whose rename on disk may not
  * have happened (a crash): repair it from its blob */
 typedef int (*sto_dirty_fn)(void *ud, const char *owner, const char *path, int64_t id,

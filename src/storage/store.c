@@ -860,48 +860,17 @@ static int sq_forget(struct sto_store *s, const char *owner, const char *path, b
 
 /* ---- search terms -> an FTS5 expression ---- */
 
-/* words of s as FTS5 string literals joined by sep, appended to q */
-static size_t fts_terms(const char *s, const char *sep, char *q, size_t cap, size_t o, int *n_terms)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (p && *p) {
-        while (*p && !(isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
-        const unsigned char *b = p;
-        while (*p && (isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
-        if (p == b) continue;
-        size_t n = (size_t)(p - b);
-        if (o + n + strlen(sep) + 4 >= cap) break;
-        if (*n_terms) o += (size_t)snprintf(q + o, cap - o, "%s", sep);
-        q[o++] = '"';
-        memcpy(q + o, b, n);
-        o += n;
-        q[o++] = '"';
-        q[o] = 0;
-        (*n_terms)++;
-    }
-    return o;
-}
-
-#define MATCH_MAX 6200
-
 /* any of t->any (OR), and each of t->all (AND); "" when t has no words */
-static void fts_match(const struct sto_terms *t, char match[MATCH_MAX])
+static void fts_match(const struct sto_terms *t, char match[STO_MATCH_MAX])
 {
-    char q[4096] = "", kw[2048] = "";
-    int nq = 0, nk = 0;
-    match[0] = 0;
-    if (!t) return;
-    fts_terms(t->any, " OR ", q, sizeof q, 0, &nq);
-    fts_terms(t->all, " AND ", kw, sizeof kw, 0, &nk);
-    if (nq && nk) snprintf(match, MATCH_MAX, "(%s) AND %s", q, kw);
-    else snprintf(match, MATCH_MAX, "%s", nq ? q : kw);
+    sto_terms_expr(t, '"', " OR ", " AND ", match);
 }
 
 static int sq_search(struct sto_store *s, const char *owner, const struct sto_terms *t, int k,
                      bool with_id, json_t **out, char *err, size_t errlen)
 {
     *out = NULL;
-    char match[MATCH_MAX];
+    char match[STO_MATCH_MAX];
     fts_match(t, match);
     sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;
@@ -1058,7 +1027,7 @@ static int sq_score_of(struct sto_store *s, const struct sto_terms *t, const int
                        double *bm25)
 {
     for (size_t i = 0; i < n; i++) bm25[i] = 0;
-    char match[MATCH_MAX];
+    char match[STO_MATCH_MAX];
     fts_match(t, match);
     if (n == 0 || !match[0]) return 0;
     sqlite3 *db = sq_db(s);
@@ -1086,7 +1055,7 @@ static int sq_search_row(struct sto_store *s, const char *owner, int64_t file_id
                          const struct sto_terms *t, json_t **out)
 {
     *out = NULL;
-    char match[MATCH_MAX];
+    char match[STO_MATCH_MAX];
     fts_match(t, match);
     sqlite3 *db = sq_db(s);
     if (!db) return AIOS_EIO;

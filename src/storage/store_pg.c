@@ -519,42 +519,10 @@ fail:
 
 /* ---- search ---- */
 
-/* words of s ('x' quoted) joined by sep, appended at q[o]; the same words
- * as the SQLite store's (letters, digits, '_' and non-ASCII bytes) */
-static size_t ts_terms(const char *s, const char *sep, char *q, size_t cap, size_t o, int *n_terms)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (p && *p) {
-        while (*p && !(isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
-        const unsigned char *b = p;
-        while (*p && (isalnum(*p) || *p >= 0x80 || *p == '_')) p++;
-        if (p == b) continue;
-        size_t n = (size_t)(p - b);
-        if (o + n + strlen(sep) + 4 >= cap) break;
-        if (*n_terms) o += (size_t)snprintf(q + o, cap - o, "%s", sep);
-        q[o++] = '\'';
-        memcpy(q + o, b, n);
-        o += n;
-        q[o++] = '\'';
-        q[o] = 0;
-        (*n_terms)++;
-    }
-    return o;
-}
-
-#define MATCH_MAX 6200
-
 /* a to_tsquery text: any of t->any (|), and each of t->all (&) */
-static void ts_match(const struct sto_terms *t, char match[MATCH_MAX])
+static void ts_match(const struct sto_terms *t, char match[STO_MATCH_MAX])
 {
-    char q[4096] = "", kw[2048] = "";
-    int nq = 0, nk = 0;
-    match[0] = 0;
-    if (!t) return;
-    ts_terms(t->any, " | ", q, sizeof q, 0, &nq);
-    ts_terms(t->all, " & ", kw, sizeof kw, 0, &nk);
-    if (nq && nk) snprintf(match, MATCH_MAX, "(%s) & %s", q, kw);
-    else snprintf(match, MATCH_MAX, "%s", nq ? q : kw);
+    sto_terms_expr(t, '\'', " | ", " & ", match);
 }
 
 #define HEADLINE "'StartSel=[, StopSel=], MaxWords=16, MinWords=8, ShortWord=0'"
@@ -574,7 +542,7 @@ static int pq_search(struct sto_store *s, const char *owner, const struct sto_te
                      bool with_id, json_t **out, char *err, size_t errlen)
 {
     *out = NULL;
-    char match[MATCH_MAX], kb[32];
+    char match[STO_MATCH_MAX], kb[32];
     ts_match(t, match);
     json_t *arr = json_array();
     if (!arr) return AIOS_ENOMEM;
@@ -620,7 +588,7 @@ static int pq_score_of(struct sto_store *s, const struct sto_terms *t, const int
                        size_t n, double *bm25)
 {
     for (size_t i = 0; i < n; i++) bm25[i] = 0;
-    char match[MATCH_MAX];
+    char match[STO_MATCH_MAX];
     ts_match(t, match);
     if (n == 0 || !match[0]) return 0;
     json_t *arr = json_array();
@@ -655,7 +623,7 @@ static int pq_search_row(struct sto_store *s, const char *owner, int64_t file_id
                          const struct sto_terms *t, json_t **out)
 {
     *out = NULL;
-    char match[MATCH_MAX], b[32];
+    char match[STO_MATCH_MAX], b[32];
     ts_match(t, match);
     PGconn *c = pg_take(s->pool);
     if (!c) return AIOS_EIO;
