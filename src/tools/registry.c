@@ -887,7 +887,7 @@ static bool exec_should_abort(void *ud)
     struct tool_view *v = w->v;
     if (!v || v->budget < 0) return false;
     if (atomic_load(&v->over)) return true;
-    int64_t now = util_now_us(), last = atomic_load(&v->last_check_us);
+    long long now = (long long)util_now_us(), last = atomic_load(&v->last_check_us);
     if (now - last < VIEW_CHECK_US || !atomic_compare_exchange_strong(&v->last_check_us, &last, now))
         return false;
     if (sto_view_bytes(v->dir) > v->budget) atomic_store(&v->over, true);
