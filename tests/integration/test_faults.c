@@ -154,9 +154,9 @@ static char *conv_body(int i)
     size_t o = 0;
     for (int w = 0; w < 25 && o < sizeof words - 32; w++)
         o += (size_t)snprintf(words + o, sizeof words - o, "w%d_%d ", i * 7 + w * 13, w);
-    json_t *b = json_pack("{s:s,s:[{s:s,s:s}],s:i,s:i,s:f,s:b}", "model", "aios-tiny", "messages",
+    json_t *b = json_pack("{s:s,s:[{s:s,s:s}],s:i,s:i,s:f}", "model", "aios-tiny", "messages",
                           "role", "user", "content", words, "max_tokens", GEN_TOKENS, "seed", 100 + i,
-                          "temperature", 0.8, "ignore_eos", 1);
+                          "temperature", 0.8);
     char *s = json_dumps(b, JSON_COMPACT);
     json_decref(b);
     return s;
