@@ -1283,14 +1283,8 @@ static struct agent_proc *find_locked(struct agent_factory *f, uint64_t id)
 static json_t *iso_time(int64_t wall_us)
 {
     if (!wall_us) return json_null();
-    time_t s = (time_t)(wall_us / 1000000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    char buf[64];
-    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(wall_us % 1000000));
-    return json_string(buf);
+    char buf[40];
+    return json_string(util_iso_time(buf, sizeof buf, wall_us));
 }
 
 static json_t *usage_json(const struct agent_usage *u)

@@ -129,13 +129,8 @@ static int blob_unref(PGconn *c, const char *sha)
 
 static json_t *iso_time(int64_t t_us)
 {
-    time_t t = (time_t)(t_us / 1000000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char buf[64];
-    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(t_us % 1000000));
-    return json_string(buf);
+    char buf[40];
+    return json_string(util_iso_time(buf, sizeof buf, t_us));
 }
 
 /* ---- files and versions ---- */

@@ -105,6 +105,16 @@ int64_t util_wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+char *util_iso_time(char *buf, size_t n, int64_t wall_us)
+{
+    time_t t = (time_t)(wall_us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_us % 1000000));
+    return buf;
+}
+
 int util_mkdirs(const char *path)
 {
     char tmp[4096];

@@ -10,6 +10,9 @@
 
 int64_t util_now_us(void);  /* monotonic microseconds */
 int64_t util_wall_us(void); /* wall-clock microseconds since the epoch */
+/* wall_us (util_wall_us) as ISO 8601 UTC with microseconds,
+ * "2026-12-07T05:15:54.123456Z", into buf (at least 32 bytes); buf */
+char *util_iso_time(char *buf, size_t n, int64_t wall_us);
 /* mkdir -p; 0 or AIOS_EIO */
 int util_mkdirs(const char *path);
 /* ${XDG_CACHE_HOME:-$HOME/.cache}/aios, malloc'd */
