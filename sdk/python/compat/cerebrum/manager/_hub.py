@@ -51,6 +51,35 @@ def files_of(folder, only=None):
     return out
 
 
+def upload(manager, route, payload, what):
+    """POST a package to the kernel's hub (route: /cerebrum/tools/upload or
+    /cerebrum/upload); what: "Tool" or "Agent"."""
+    http("POST", manager.base_url + route, body=payload)
+    print("%s %s/%s (v%s) uploaded successfully." % (
+        what, payload.get("author"), payload.get("name"), payload.get("version")))
+
+
+def download(manager, route, package_cls, author, name, version=None):
+    """A package into the manager's cache, unless the asked (or newest
+    cached) version is there: (author, name, version)."""
+    from cerebrum.utils.manager import get_newest_version
+    if version is None:
+        version = get_newest_version(manager._get_cached_versions(author, name))
+    if version is not None and manager._get_cache_path(author, name, version).exists():
+        return author, name, version
+    params = {"author": author, "name": name}
+    if version:
+        params["version"] = version
+    data = http("GET", manager.base_url + route, params=params)
+    actual = data.get("version", version)
+    pkg = package_cls(manager._get_cache_path(author, name, actual))
+    pkg.metadata = {k: data.get(k) for k in ("author", "name", "version", "license",
+                                              "entry", "module")}
+    pkg.files = {f["path"]: base64.b64decode(f["content"]) for f in data["files"]}
+    pkg.save()
+    return author, name, actual
+
+
 def version_to_path(v):
     return v.replace(".", "-")
 

@@ -38,26 +38,10 @@ class AgentManager:
         return result
 
     def upload_agent(self, payload):
-        _hub.http("POST", self.base_url + "/cerebrum/upload", body=payload)
-        print("Agent %s/%s (v%s) uploaded successfully." % (
-            payload.get("author"), payload.get("name"), payload.get("version")))
+        _hub.upload(self, "/cerebrum/upload", payload, "Agent")
 
     def download_agent(self, author, name, version=None):
-        if version is None:
-            version = get_newest_version(self._get_cached_versions(author, name))
-        if version is not None and self._get_cache_path(author, name, version).exists():
-            return author, name, version
-        params = {"author": author, "name": name}
-        if version:
-            params["version"] = version
-        data = _hub.http("GET", self.base_url + "/cerebrum/download", params=params)
-        actual = data.get("version", version)
-        pkg = AgentPackage(self._get_cache_path(author, name, actual))
-        pkg.metadata = {k: data.get(k) for k in ("author", "name", "version", "license",
-                                                  "entry", "module")}
-        pkg.files = {f["path"]: base64.b64decode(f["content"]) for f in data["files"]}
-        pkg.save()
-        return author, name, actual
+        return _hub.download(self, "/cerebrum/download", AgentPackage, author, name, version)
 
     def list_agenthub_agents(self):
         agents = _hub.http("GET", self.base_url + "/cerebrum/get_all_agents")

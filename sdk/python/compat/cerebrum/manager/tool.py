@@ -42,27 +42,10 @@ class ToolManager:
         }
 
     def upload_tool(self, payload):
-        _hub.http("POST", self.base_url + "/cerebrum/tools/upload", body=payload)
-        print("Tool %s/%s (v%s) uploaded successfully." % (
-            payload.get("author"), payload.get("name"), payload.get("version")))
+        _hub.upload(self, "/cerebrum/tools/upload", payload, "Tool")
 
     def download_tool(self, author, name, version=None):
-        if version is None:
-            version = get_newest_version(self._get_cached_versions(author, name))
-        if version is not None and self._get_cache_path(author, name, version).exists():
-            return author, name, version
-        params = {"author": author, "name": name}
-        if version:
-            params["version"] = version
-        data = _hub.http("GET", self.base_url + "/cerebrum/tools/download", params=params)
-        actual = data.get("version", version)
-        pkg = ToolPackage(self._get_cache_path(author, name, actual))
-        pkg.metadata = {k: data.get(k) for k in ("author", "name", "version", "license",
-                                                  "entry", "module")}
-        import base64
-        pkg.files = {f["path"]: base64.b64decode(f["content"]) for f in data["files"]}
-        pkg.save()
-        return author, name, actual
+        return _hub.download(self, "/cerebrum/tools/download", ToolPackage, author, name, version)
 
     def check_reqs_installed(self, tool_path):
         pkg = ToolPackage(tool_path)
