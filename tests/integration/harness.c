@@ -478,6 +478,7 @@ static int on_chunk(const char *d, size_t n, void *ud)
                 r->bad_event = true;
             } else {
                 r->n_events++;
+                json_array_append(r->events, j);
                 json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
                 json_t *delta = json_object_get(ch, "delta");
                 if (r->n_events == 1 && json_is_string(json_object_get(delta, "role")))
@@ -516,6 +517,7 @@ int kf_stream(struct kernel_fixture *kf, const char *body, struct sse_result *ou
 {
     memset(out, 0, sizeof *out);
     out->text = calloc(1, 1);
+    out->events = json_array();
     struct sse_ctx c = {.r = out, .abort_after = abort_after_events, .cap_text = 1};
     char url[512];
     snprintf(url, sizeof url, "%s/v1/chat/completions", kf->child.base);
@@ -533,6 +535,7 @@ void sse_result_free(struct sse_result *r)
     free(r->text);
     json_decref(r->usage);
     json_decref(r->error);
+    json_decref(r->events);
     memset(r, 0, sizeof *r);
 }
 
@@ -559,6 +562,14 @@ int kf_start_tiny(struct tiny_kernel *t, const char *tag, const char *llms_extra
     const char *extra[] = {"--config", t->cfg, NULL};
     t->kf = kf_start(extra);
     return 0;
+}
+
+char *kf_embed_model(void)
+{
+    char err[512] = "", *model = NULL;
+    if (testmodel_cached(TESTMODEL_SHAPE_EMBED, &model, err, sizeof err))
+        fail_msg("embedding test model: %s", err);
+    return model;
 }
 
 void kf_stop_tiny(struct tiny_kernel *t)

@@ -45,6 +45,39 @@ struct tiny_kernel {
 int kf_start_tiny(struct tiny_kernel *t, const char *tag, const char *llms_extra);
 void kf_stop_tiny(struct tiny_kernel *t);
 
+/* llms_extra for kf_start_tiny: small structured-output bounds, which keep
+ * the random model's constrained answers short */
+#define KF_TINY_SHORT_OUTPUT                                                                       \
+    "  structured_output:\n"                                                                       \
+    "    max_string_length: 6\n"                                                                   \
+    "    max_items: 3\n"                                                                           \
+    "    max_depth: 2\n"                                                                           \
+    "    max_whitespace: 1\n"
+
+/* Defines g_tk and the cmocka group_setup/group_teardown of a test file
+ * whose group runs on one tiny kernel (kf_start_tiny(tag, llms_extra)),
+ * with g_kf pointing at it. */
+#define KF_TINY_GROUP(tag, llms_extra)                                                             \
+    static struct tiny_kernel g_tk;                                                                \
+    static int group_setup(void **state)                                                           \
+    {                                                                                              \
+        (void)state;                                                                               \
+        if (kf_start_tiny(&g_tk, (tag), (llms_extra))) return -1;                                  \
+        g_kf = g_tk.kf;                                                                            \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static int group_teardown(void **state)                                                        \
+    {                                                                                              \
+        (void)state;                                                                               \
+        kf_stop_tiny(&g_tk);                                                                       \
+        g_kf = NULL;                                                                               \
+        return 0;                                                                                  \
+    }
+
+/* The path of the cached embedding test model (TESTMODEL_SHAPE_EMBED),
+ * built on first use; malloc'd. Fails the test when it cannot be built. */
+char *kf_embed_model(void);
+
 const char *aios_bin(void);
 
 /* ---- PostgreSQL (docs/postgres.md, "Tests") ----
@@ -113,6 +146,7 @@ struct sse_result {
     json_t *usage;      /* from the usage chunk, if any */
     json_t *error;      /* error event, if any */
     bool bad_event;     /* an event that was not valid JSON */
+    json_t *events;     /* every data: event but [DONE], parsed, in order */
 };
 int kf_stream(struct kernel_fixture *kf, const char *body, struct sse_result *out,
               int abort_after_events);

@@ -29,40 +29,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "llm/testmodel.h"
-
-static char g_tmp[64], g_cfg[128];
 
 static int group_setup(void **state)
 {
     (void)state;
-    char err[512] = "", *model = NULL;
-    if (testmodel_cached(TESTMODEL_SHAPE_EMBED, &model, err, sizeof err)) {
-        fprintf(stderr, "embed test model: %s\n", err);
-        return -1;
-    }
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/aios-it-memembed-XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
-    snprintf(g_cfg, sizeof g_cfg, "%s/config.yaml", g_tmp);
-    FILE *f = fopen(g_cfg, "w");
-    if (!f) return -1;
-    fprintf(f, "embedding:\n  model: %s\n  n_ctx: 128\n  weight: 0.5\n"
-               "memory:\n  synchronous: normal\n  auto_extract: true\n"
-               "  auto_inject: {enabled: true, k: 2, max_tokens: 64}\n", model);
-    fclose(f);
+    char *model = kf_embed_model(), *yaml = NULL;
+    assert_true(asprintf(&yaml,
+                         "embedding:\n  model: %s\n  n_ctx: 128\n  weight: 0.5\n"
+                         "memory:\n  synchronous: normal\n  auto_extract: true\n"
+                         "  auto_inject: {enabled: true, k: 2, max_tokens: 64}\n",
+                         model) > 0);
+    g_kf = kf_start_config(yaml);
+    free(yaml);
     free(model);
-    const char *args[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(args);
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 /* POST /query of type qt; returns the "response" object (owned by *top) */
@@ -341,5 +321,5 @@ int main(void)
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_bad_model_path),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }

@@ -19,22 +19,7 @@
 #include <string.h>
 
 
-static struct tiny_kernel g_tk;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    if (kf_start_tiny(&g_tk, "orders", NULL)) return -1;
-    g_kf = g_tk.kf;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop_tiny(&g_tk);
-    return 0;
-}
+KF_TINY_GROUP("orders", NULL)
 
 static const char *const kinds[] = {
     "{\"role\":\"system\",\"content\":\"be brief\"}",

@@ -34,43 +34,23 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "llm/testmodel.h"
-
-static char g_tmp[64], g_cfg[128];
 
 static int group_setup(void **state)
 {
     (void)state;
-    char err[512] = "", *model = NULL;
-    if (testmodel_cached(TESTMODEL_SHAPE_EMBED, &model, err, sizeof err)) {
-        fprintf(stderr, "embed test model: %s\n", err);
-        return -1;
-    }
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/aios-it-oaicl-XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
-    snprintf(g_cfg, sizeof g_cfg, "%s/config.yaml", g_tmp);
-    FILE *f = fopen(g_cfg, "w");
-    if (!f) return -1;
-    fprintf(f, "embedding:\n  model: %s\n  n_ctx: 64\n  name: test-embed\n"
-               "access:\n  groups:\n    chatonly: {models: [aios-tiny], tools: []}\n"
-               "  agents: {nora: chatonly}\n", model);
-    fclose(f);
-    free(model);
+    char *model = kf_embed_model(), *yaml = NULL;
+    assert_true(asprintf(&yaml,
+                         "embedding:\n  model: %s\n  n_ctx: 64\n  name: test-embed\n"
+                         "access:\n  groups:\n    chatonly: {models: [aios-tiny], tools: []}\n"
+                         "  agents: {nora: chatonly}\n",
+                         model) > 0);
     /* debug: the kernel's per-request log lines (request ids) */
     setenv("AIOS_LOG", "debug", 1);
-    const char *args[] = {"--config", g_cfg, NULL};
-    g_kf = kf_start(args);
+    g_kf = kf_start_config(yaml);
     unsetenv("AIOS_LOG");
+    free(yaml);
+    free(model);
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop(g_kf);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 static long post(const char *path, const char *body, json_t **out)
@@ -414,38 +394,6 @@ static void test_logprobs_penalties(void **state)
     json_decref(b);
 }
 
-/* the data: events of a streamed call, parsed */
-struct events {
-    json_t *list;
-    char *buf;
-    size_t n, cap;
-};
-
-static int on_sse(const char *d, size_t n, void *ud)
-{
-    struct events *ev = ud;
-    if (ev->n + n + 1 > ev->cap) {
-        ev->cap = (ev->n + n + 1) * 2;
-        ev->buf = realloc(ev->buf, ev->cap);
-    }
-    memcpy(ev->buf + ev->n, d, n);
-    ev->n += n;
-    ev->buf[ev->n] = 0;
-    char *e;
-    while ((e = strstr(ev->buf, "\n\n"))) {
-        *e = 0;
-        if (!strncmp(ev->buf, "data: ", 6) && strcmp(ev->buf + 6, "[DONE]")) {
-            json_t *j = json_loads(ev->buf + 6, 0, NULL);
-            assert_non_null(j);
-            json_array_append_new(ev->list, j);
-        }
-        size_t used = (size_t)(e + 2 - ev->buf);
-        memmove(ev->buf, e + 2, ev->n - used + 1);
-        ev->n -= used;
-    }
-    return 0;
-}
-
 static void test_logprobs_stream(void **state)
 {
     (void)state;
@@ -461,17 +409,14 @@ static void test_logprobs_stream(void **state)
         json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"), "content");
     assert_true(json_array_size(want) > 0);
 
-    struct events ev = {.list = json_array()};
-    char url[512];
-    snprintf(url, sizeof url, "%s/v1/chat/completions", g_kf->child.base);
-    long status = 0;
-    assert_int_equal(hc_stream(url, streamed, on_sse, &ev, &status, 300), 0);
-    assert_int_equal(status, 200);
+    struct sse_result ev;
+    assert_int_equal(kf_stream(g_kf, streamed, &ev, 0), 0);
+    assert_int_equal(ev.status, 200);
     json_t *got = json_array();
     size_t i;
     json_t *c;
     int n_with = 0;
-    json_array_foreach(ev.list, i, c) {
+    json_array_foreach(ev.events, i, c) {
         json_t *c0 = json_array_get(json_object_get(c, "choices"), 0);
         json_t *delta = json_object_get(c0, "delta");
         json_t *lp = json_object_get(c0, "logprobs");
@@ -503,8 +448,7 @@ static void test_logprobs_stream(void **state)
         assert_int_equal(json_array_size(json_object_get(g, "top_logprobs")), 3);
     }
     json_decref(got);
-    json_decref(ev.list);
-    free(ev.buf);
+    sse_result_free(&ev);
     json_decref(j);
 }
 
@@ -790,5 +734,5 @@ int main(void)
         cmocka_unit_test(test_embeddings_access),
         cmocka_unit_test(test_request_id),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kf_group_teardown);
 }

@@ -263,40 +263,6 @@ static void test_streamed_chat(void **state)
     free(streamed);
 }
 
-struct lp_events {
-    json_t *entries; /* every chunk's choices[0].logprobs.content, in order */
-    char *buf;
-    size_t n, cap;
-};
-
-static int on_lp_chunk(const char *d, size_t n, void *ud)
-{
-    struct lp_events *ev = ud;
-    if (ev->n + n + 1 > ev->cap) {
-        ev->cap = (ev->n + n + 1) * 2;
-        ev->buf = realloc(ev->buf, ev->cap);
-    }
-    memcpy(ev->buf + ev->n, d, n);
-    ev->n += n;
-    ev->buf[ev->n] = 0;
-    char *e;
-    while ((e = strstr(ev->buf, "\n\n"))) {
-        *e = 0;
-        if (!strncmp(ev->buf, "data: {", 7)) {
-            json_t *j = json_loads(ev->buf + 6, 0, NULL);
-            json_t *c = json_object_get(
-                json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
-                "content");
-            if (json_is_array(c)) json_array_extend(ev->entries, c);
-            json_decref(j);
-        }
-        size_t used = (size_t)(e + 2 - ev->buf);
-        memmove(ev->buf, e + 2, ev->n - used + 1);
-        ev->n -= used;
-    }
-    return 0;
-}
-
 static json_t *lp_content(json_t *answer)
 {
     return json_object_get(
@@ -338,15 +304,18 @@ static void test_logprobs_pass_through(void **state)
                                                      "top_logprobs")), 3);
     char *streamed = chat_body("remote-tiny", 9, "\"logprobs\":true,\"top_logprobs\":3,"
                                                  "\"stream\":true");
-    struct lp_events ev = {.entries = json_array()};
-    char url[512];
-    snprintf(url, sizeof url, "%s/v1/chat/completions", g_k->child.base);
-    long status = 0;
-    assert_int_equal(hc_stream(url, streamed, on_lp_chunk, &ev, &status, 300), 0);
-    assert_int_equal(status, 200);
-    assert_same_entries(ev.entries, lp_content(u));
-    json_decref(ev.entries);
-    free(ev.buf);
+    struct sse_result ev;
+    assert_int_equal(kf_stream(g_k, streamed, &ev, 0), 0);
+    assert_int_equal(ev.status, 200);
+    json_t *entries = json_array(), *chunk;
+    size_t i;
+    json_array_foreach(ev.events, i, chunk) {
+        json_t *c = lp_content(chunk);
+        if (json_is_array(c)) json_array_extend(entries, c);
+    }
+    assert_same_entries(entries, lp_content(u));
+    json_decref(entries);
+    sse_result_free(&ev);
     free(streamed);
     json_decref(u);
     json_decref(r);

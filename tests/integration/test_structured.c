@@ -32,29 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct tiny_kernel g_tk;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    /* small output limits keep the random model's constrained answers short */
-    if (kf_start_tiny(&g_tk, "structured",
-                      "  structured_output:\n"
-                      "    max_string_length: 6\n"
-                      "    max_items: 3\n"
-                      "    max_depth: 2\n"
-                      "    max_whitespace: 1\n"))
-        return -1;
-    g_kf = g_tk.kf;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    kf_stop_tiny(&g_tk);
-    return 0;
-}
+KF_TINY_GROUP("structured", KF_TINY_SHORT_OUTPUT)
 
 static json_t *J(const char *text)
 {
