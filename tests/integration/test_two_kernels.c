@@ -35,7 +35,7 @@
 #define TOKEN_BUDGET 300
 #define CRASH_BUDGET 3000
 #define CRASH_MAX_TOKENS 2000
-#define LEASE_S 3
+#define LEASE_S 5
 
 static struct kernel_fixture *g_a, *g_b;
 static char g_tmp[64];
