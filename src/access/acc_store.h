@@ -129,7 +129,8 @@ struct acc_store_ops {
     /* Shared stores only: this kernel (id) is alive for lease_s more
      * seconds (the database's clock); kernels past their lease are
      * forgotten with their reservations and approvals (*n_gone: how many
-     * reservations went, *tokens_gone their tokens) */
+     * reservations went, *tokens_gone their tokens); lease_s 0: this
+     * kernel leaves (at a clean stop) */
     int (*kernel_beat)(struct acc_store *s, const char *kernel, int lease_s, int64_t *n_gone,
                        int64_t *tokens_gone, char *err, size_t errlen);
 

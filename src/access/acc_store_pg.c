@@ -363,7 +363,8 @@ static int pq_kernel_beat(struct acc_store *s, const char *kernel, int lease_s, 
                      " seen = EXCLUDED.seen, lease_s = EXCLUDED.lease_s", 2, v);
     if (!rc)
         rc = pg_exec(c, "kernel lease",
-                     "DELETE FROM acc_kernels WHERE seen + lease_s < " DB_NOW, 0, NULL);
+                     "DELETE FROM acc_kernels WHERE lease_s <= 0 OR seen + lease_s < " DB_NOW,
+                     0, NULL);
     if (!rc && !(r = pg_q(c, "kernel lease",
                           "WITH gone AS (DELETE FROM acc_budget_resv r WHERE NOT EXISTS"
                           " (SELECT 1 FROM acc_kernels k WHERE k.id = r.kernel) RETURNING amount)"

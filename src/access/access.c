@@ -940,6 +940,15 @@ static void mgr_free(struct acc_mgr *m)
     if (!m) return;
     acc_approvals_stop(m);
     if (m->audit) acc_budget_save(m); /* usage charged after the thread stopped */
+    if (m->shared && m->store && m->kernel_id[0]) {
+        /* the last calls' ends, then this kernel leaves: lease 0, so its
+         * row (and anything still held under it) goes at once */
+        acc_budget_flush(m);
+        int64_t n, tokens;
+        char err[512] = "";
+        if (m->sops->kernel_beat(m->store, m->kernel_id, 0, &n, &tokens, err, sizeof err))
+            LOG_WARN("access", "%s", err);
+    }
     acc_audit_close(m->audit);
     if (m->store) m->sops->close(m->store);
     json_decref(m->groups);
