@@ -4,7 +4,8 @@
  * other reads (notes, files); a registered agent's token works on both and,
  * once replaced on one, is refused by the other; the storage quota holds
  * across both under concurrent writes (the owner's row lock, not per-kernel
- * counters), counting every kept version as the SQLite store does; a
+ * counters), counting every kept version as the SQLite store does, and
+ * so does the memory store's quota (memory.store_quota_bytes); a
  * response made on one is continued (previous_response_id) on the other;
  * a storage approval parked on one is listed and decided on the other; a
  * third kernel SIGKILLed in the middle of a budgeted LLM call gives its
@@ -36,6 +37,8 @@
 #define CRASH_BUDGET 3000
 #define CRASH_MAX_TOKENS 2000
 #define LEASE_S 5
+#define MEM_QUOTA 131072
+#define NOTE_BYTES 30000
 
 static struct kernel_fixture *g_a, *g_b;
 static char g_tmp[64];
@@ -51,11 +54,12 @@ static int group_setup(void **state)
     /* every other agent (the crash test's) is in group crashy */
     snprintf(g_yaml, sizeof g_yaml,
              "storage:\n  root_dir: %s/root\n  quota_bytes: %d\n  quota_files: 1000\n"
+             "memory:\n  store_quota_bytes: %d\n"
              "access:\n  groups:\n    budgeted: {token_budgets: {aios-tiny: %d}}\n"
              "    crashy: {token_budgets: {aios-tiny: %d}}\n"
              "  agents: {spender: budgeted}\n  default_group: crashy\n"
              "state:\n  backend: postgres\n  url: %s\n  lease_s: %d\n",
-             g_tmp, QUOTA_BYTES, TOKEN_BUDGET, CRASH_BUDGET, url, LEASE_S);
+             g_tmp, QUOTA_BYTES, MEM_QUOTA, TOKEN_BUDGET, CRASH_BUDGET, url, LEASE_S);
     g_a = kf_start_config(g_yaml);
     g_b = kf_start_config(g_yaml);
     return 0;
@@ -290,6 +294,96 @@ static void test_quota_holds_across_kernels(void **state)
     assert_int_equal(query(g_b, "quota", "storage", "usage", json_object(), &r), 200);
     assert_int_equal(json_integer_value(json_object_get(r, "bytes")), 2000);
     json_decref(r);
+}
+
+struct mwriter {
+    struct kernel_fixture *kf;
+    int t, n_ok, n_507, n_other;
+};
+
+static void *note_writer(void *ud)
+{
+    struct mwriter *w = ud;
+    char *content = malloc(NOTE_BYTES + 1), id[32];
+    assert_non_null(content);
+    memset(content, 'm', NOTE_BYTES);
+    content[NOTE_BYTES] = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "big%d_%d", w->t, i);
+        long st = query(w->kf, "memq", "memory", "add_memory",
+                        json_pack("{s:s,s:s}", "content", content, "memory_id", id), NULL);
+        if (st == 200) w->n_ok++;
+        else if (st == 507) w->n_507++;
+        else w->n_other++;
+    }
+    free(content);
+    return NULL;
+}
+
+static long long mem_stored(struct kernel_fixture *kf)
+{
+    json_t *r = NULL;
+    assert_int_equal(query(kf, "memq", "memory", "memory_stats", json_object(), &r), 200);
+    long long b = (long long)json_integer_value(
+        json_object_get(json_object_get(r, "metadata"), "stored_bytes"));
+    json_decref(r);
+    return b;
+}
+
+static void test_memory_quota_holds_across_kernels(void **state)
+{
+    (void)state;
+    /* 4 writers (2 per kernel) of 3 notes of 30000 bytes against a
+     * memory.store_quota_bytes of 131072: exactly 4 fit */
+    struct mwriter w[4];
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++) {
+        w[t] = (struct mwriter){.kf = t % 2 ? g_b : g_a, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, note_writer, &w[t]), 0);
+    }
+    int ok = 0, full = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        ok += w[t].n_ok;
+        full += w[t].n_507;
+        assert_int_equal(w[t].n_other, 0);
+    }
+    assert_int_equal(ok, 4);
+    assert_int_equal(full, 8);
+    long long used = mem_stored(g_a);
+    assert_true(used > 4 * NOTE_BYTES && used <= MEM_QUOTA);
+    assert_int_equal(mem_stored(g_b), used);
+    /* which notes made it: found on B, grown on A (refused), removed on A,
+     * and the room it left is used on B */
+    char id[32] = "";
+    for (int t = 0; t < 4 && !id[0]; t++)
+        for (int i = 0; i < 3 && !id[0]; i++) {
+            char c[32];
+            snprintf(c, sizeof c, "big%d_%d", t, i);
+            char *n = get_note(g_b, "memq", c);
+            if (n) snprintf(id, sizeof id, "%s", c);
+            free(n);
+        }
+    assert_true(id[0] != 0);
+    char *content = malloc(NOTE_BYTES + 20001);
+    assert_non_null(content);
+    memset(content, 'g', NOTE_BYTES + 20000);
+    content[NOTE_BYTES + 20000] = 0;
+    json_t *r = NULL;
+    assert_int_equal(query(g_a, "memq", "memory", "update_memory",
+                           json_pack("{s:s,s:s}", "memory_id", id, "content", content), &r),
+                     507);
+    json_decref(r);
+    assert_int_equal(query(g_a, "memq", "memory", "remove_memory",
+                           json_pack("{s:s}", "memory_id", id), &r), 200);
+    json_decref(r);
+    assert_true(mem_stored(g_b) < used - NOTE_BYTES + 1);
+    content[NOTE_BYTES] = 0;
+    assert_int_equal(query(g_b, "memq", "memory", "add_memory",
+                           json_pack("{s:s,s:s}", "content", content, "memory_id", "again"), &r),
+                     200);
+    json_decref(r);
+    free(content);
 }
 
 struct samefile {
@@ -763,6 +857,7 @@ int main(void)
         cmocka_unit_test(test_write_on_one_read_on_other),
         cmocka_unit_test(test_token_replaced_on_one_refused_by_other),
         cmocka_unit_test(test_quota_holds_across_kernels),
+        cmocka_unit_test(test_memory_quota_holds_across_kernels),
         cmocka_unit_test(test_same_file_from_both_kernels),
         cmocka_unit_test(test_token_budget_holds_across_kernels),
         cmocka_unit_test(test_response_continued_on_other),
