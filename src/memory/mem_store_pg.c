@@ -202,12 +202,12 @@ static int lock_usage(PGconn *c, const char *agent, int64_t *used)
 {
     *used = 0;
     const char *v[1] = {agent};
-    if (pg_exec(c, "note usage",
-                "INSERT INTO mem_note_usage(agent, n_bytes) VALUES($1, 0)"
-                " ON CONFLICT (agent) DO NOTHING", 1, v))
-        return AIOS_EIO;
+    /* one round trip: the upsert locks the row (new or not) until the end
+     * of the transaction and answers its count */
     PGresult *r = pg_q(c, "note usage",
-                       "SELECT n_bytes FROM mem_note_usage WHERE agent = $1 FOR UPDATE", 1, v);
+                       "INSERT INTO mem_note_usage(agent, n_bytes) VALUES($1, 0)"
+                       " ON CONFLICT (agent) DO UPDATE SET n_bytes = mem_note_usage.n_bytes"
+                       " RETURNING n_bytes", 1, v);
     if (!r || PQntuples(r) != 1) {
         PQclear(r);
         return AIOS_EIO;
