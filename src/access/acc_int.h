@@ -45,6 +45,10 @@ struct acc_mgr {
     const struct acc_store_ops *sops; /* the durable state (acc_store.h) */
     struct acc_store *store;
     bool shared; /* the store is shared with other kernels (PostgreSQL) */
+    /* shared store: this process's id among the kernels (random, new at
+     * every start) and its lease (state.lease_s) */
+    char kernel_id[33];
+    int lease_s;
     json_t *groups; /* access.groups (copy) or NULL */
     json_t *agent_groups; /* access.agents (copy) or NULL */
     char *default_group;
@@ -71,7 +75,8 @@ struct acc_mgr {
     struct acc_mem_grant *mem_grants;
 };
 
-/* how often a kernel sharing its store reloads agents and grants */
+/* how often a kernel sharing its store reloads agents and grants, renews
+ * its lease and reads decisions of its approvals */
 #define SHARED_REFRESH_MS 250
 
 double acc_wall_s(void);
@@ -103,8 +108,15 @@ void acc_budget_flush(struct acc_mgr *m);
  * (-1 with d: 429, or 500 out of memory); 0 to queue it */
 int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision *d);
 
+/* shared store: renew this kernel's lease, forget dead kernels (logged) */
+void acc_kernel_beat(struct acc_mgr *m);
+
 /* approve.c */
 int acc_approvals_start(struct acc_mgr *m, char *err, size_t errlen);
+/* shared store: a new approval's row (its id into a->id); AIOS_EIO (logged) */
+int acc_appr_share(struct acc_mgr *m, struct approval *a, const char *kind);
+/* shared store: the approval ended (its row goes) */
+void acc_appr_unshare(struct acc_mgr *m, uint64_t id);
 /* deny every parked approval and join the thread */
 void acc_approvals_stop(struct acc_mgr *m);
 

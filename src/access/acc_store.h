@@ -45,6 +45,7 @@ struct acc_budget_row {
  * prompt + 1). */
 struct acc_budget_ask {
     const char *agent, *model;
+    const char *kernel; /* this kernel's id: its reservation is held under it */
     int64_t limit, window_s, prompt, gen;
     double now;
 };
@@ -52,14 +53,29 @@ struct acc_budget_answer {
     bool ok;
     int64_t need, used, reserved;
     double window_start;
+    int64_t resv_id; /* the reservation's row, when ok */
 };
 /* A call's end, applied to its row (shared stores): its reservation
- * released, n tokens charged (the window rolled first if over), calls
- * changed by calls_delta. */
+ * (resv_id; 0: none) released, n tokens charged (the window rolled first
+ * if over), calls changed by calls_delta. */
 struct acc_budget_settle {
     char agent[ACC_NAME_MAX], model[ACC_NAME_MAX];
-    int64_t window_s, release, n, calls_delta;
+    int64_t window_s, resv_id, n, calls_delta;
     double now;
+};
+
+/* a pending approval as several kernels share it (shared stores) */
+struct acc_appr_row {
+    int64_t id;
+    uint64_t sc_id;
+    const char *kernel, *agent, *tool, *args, *what, *kind; /* kind: storage, tool */
+    double created, deadline;
+};
+/* a decision another kernel (or this one) wrote for one of ours */
+struct acc_appr_decided {
+    int64_t id;
+    bool approved;
+    char reason[256];
 };
 
 /* a memory share grant (ns.c) */
@@ -110,6 +126,28 @@ struct acc_store_ops {
                           struct acc_budget_answer *a, char *err, size_t errlen);
     int (*budget_settle)(struct acc_store *s, const struct acc_budget_settle *x, size_t n,
                          char *err, size_t errlen);
+    /* Shared stores only: this kernel (id) is alive for lease_s more
+     * seconds (the database's clock); kernels past their lease are
+     * forgotten with their reservations and approvals (*n_gone: how many
+     * reservations went, *tokens_gone their tokens); lease_s 0: this
+     * kernel leaves (at a clean stop) */
+    int (*kernel_beat)(struct acc_store *s, const char *kernel, int lease_s, int64_t *n_gone,
+                       int64_t *tokens_gone, char *err, size_t errlen);
+
+    /* Shared stores only: approvals every kernel sees and decides. put:
+     * *id the new approval's id; list: the pending ones of live kernels
+     * (acc_approvals_json's shape); decide: 0, AIOS_ENOTFOUND (none
+     * pending or its kernel gone), AIOS_EINVAL (already decided); decided:
+     * kernel's approvals decided and not yet ended (*rows malloc'd);
+     * drop: the approval ended */
+    int (*appr_put)(struct acc_store *s, const struct acc_appr_row *a, int64_t *id, char *err,
+                    size_t errlen);
+    int (*appr_list)(struct acc_store *s, json_t **out, char *err, size_t errlen);
+    int (*appr_decide)(struct acc_store *s, int64_t id, bool approve, const char *reason,
+                       char *err, size_t errlen);
+    int (*appr_decided)(struct acc_store *s, const char *kernel, struct acc_appr_decided **rows,
+                        size_t *n, char *err, size_t errlen);
+    int (*appr_drop)(struct acc_store *s, int64_t id, char *err, size_t errlen);
 
     /* append rows to the audit log, one transaction */
     int (*audit_append)(struct acc_store *s, const struct acc_audit_rec *rows, size_t n,

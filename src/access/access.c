@@ -55,6 +55,12 @@
  * database shares; each kernel keeps its copy in memory and reloads both
  * every SHARED_REFRESH_MS (approve.c's thread), so a token replaced or a
  * grant withdrawn on one kernel is refused by every other within that.
+ * Each kernel has a random id for this run and a lease in the database
+ * (acc_kernel_beat, renewed by the same thread): token reservations and
+ * approvals are held under it, and a kernel that stops renewing it for
+ * state.lease_s seconds is taken for dead, its reservations given back and
+ * its approvals dropped. Approvals are listed and decided on any kernel
+ * (approve.c, "Several kernels").
  *
  * Locks: m->mu guards the registered agents and the approval list; it is
  * never held while taking another lock (the audit queue's lock, sc->mu,
@@ -665,16 +671,25 @@ int acc_tool_approval(void *ud, struct syscall *sc, const struct tool *t, json_t
     char res[256];
     snprintf(res, sizeof res, "tool:%s", t->name);
 
+    if (m->shared && acc_appr_share(m, a, "tool")) { /* its id: the row's */
+        free(a->args);
+        free(a);
+        snprintf(err, errlen, "denied: the approval cannot be recorded (the state database is "
+                 "unavailable)");
+        acc_audit_row(m, agent, sc_id, res, "tool_call", "denied", err);
+        return AIOS_EPERM;
+    }
     pthread_mutex_lock(&m->mu);
     if (m->stopping) {
         pthread_mutex_unlock(&m->mu);
+        if (m->shared) acc_appr_unshare(m, a->id);
         free(a->args);
         free(a);
         snprintf(err, errlen, "denied: the kernel is shutting down");
         acc_audit_row(m, agent, sc_id, res, "tool_call", "denied", err);
         return AIOS_EPERM;
     }
-    a->id = ++m->next_approval;
+    if (!m->shared) a->id = ++m->next_approval;
     a->next = m->approvals;
     m->approvals = a;
     uint64_t aid = a->id;
@@ -717,6 +732,7 @@ int acc_tool_approval(void *ud, struct syscall *sc, const struct tool *t, json_t
     appr_unlink_locked(m, a);
     bool stopping = m->stopping;
     pthread_mutex_unlock(&m->mu);
+    if (m->shared) acc_appr_unshare(m, aid);
     free(a->args);
     free(a);
     set_status(sc, SYSCALL_STATUS_RUNNING);
@@ -749,6 +765,12 @@ int acc_tool_approval(void *ud, struct syscall *sc, const struct tool *t, json_t
 
 json_t *acc_approvals_json(struct acc_mgr *m)
 {
+    if (m->shared) { /* every live kernel's */
+        json_t *all = NULL;
+        char err[512] = "";
+        if (!m->sops->appr_list(m->store, &all, err, sizeof err)) return all;
+        LOG_ERROR("access", "%s; listing this kernel's approvals only", err);
+    }
     json_t *arr = json_array();
     pthread_mutex_lock(&m->mu);
     for (struct approval *a = m->approvals; a; a = a->next) {
@@ -768,12 +790,19 @@ json_t *acc_approvals_json(struct acc_mgr *m)
 
 int acc_decide(struct acc_mgr *m, uint64_t id, bool approve, const char *reason)
 {
-    int rc = AIOS_ENOTFOUND;
+    if (m->shared) { /* the row decides (whichever kernel holds the call) */
+        char err[512] = "";
+        int rc = m->sops->appr_decide(m->store, (int64_t)id, approve, reason, err, sizeof err);
+        if (rc == AIOS_EIO) LOG_ERROR("access", "%s", err);
+        if (rc) return rc;
+        /* one of ours: ended now rather than at the next read of the rows */
+    }
+    int rc = m->shared ? 0 : AIOS_ENOTFOUND;
     pthread_mutex_lock(&m->mu);
     for (struct approval *a = m->approvals; a; a = a->next) {
         if (a->id != id) continue;
         if (a->state != APPR_PENDING) {
-            rc = AIOS_EINVAL;
+            if (!m->shared) rc = AIOS_EINVAL; /* shared: the row said it was pending */
             break;
         }
         a->state = approve ? APPR_APPROVED : APPR_DENIED;
@@ -911,6 +940,15 @@ static void mgr_free(struct acc_mgr *m)
     if (!m) return;
     acc_approvals_stop(m);
     if (m->audit) acc_budget_save(m); /* usage charged after the thread stopped */
+    if (m->shared && m->store && m->kernel_id[0]) {
+        /* the last calls' ends, then this kernel leaves: lease 0, so its
+         * row (and anything still held under it) goes at once */
+        acc_budget_flush(m);
+        int64_t n, tokens;
+        char err[512] = "";
+        if (m->sops->kernel_beat(m->store, m->kernel_id, 0, &n, &tokens, err, sizeof err))
+            LOG_WARN("access", "%s", err);
+    }
     acc_audit_close(m->audit);
     if (m->store) m->sops->close(m->store);
     json_decref(m->groups);
@@ -923,6 +961,19 @@ static void mgr_free(struct acc_mgr *m)
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
     free(m);
+}
+
+void acc_kernel_beat(struct acc_mgr *m)
+{
+    if (!m->shared) return;
+    int64_t n = 0, tokens = 0;
+    char err[512] = "";
+    if (m->sops->kernel_beat(m->store, m->kernel_id, m->lease_s, &n, &tokens, err, sizeof err))
+        LOG_WARN("access", "cannot renew this kernel's lease: %s", err);
+    else if (n)
+        LOG_WARN("access", "a kernel stopped renewing its lease (state.lease_s): %lld token "
+                 "reservation(s) of its running calls (%lld tokens) given back",
+                 (long long)n, (long long)tokens);
 }
 
 int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size_t errlen)
@@ -961,6 +1012,17 @@ int acc_start(struct acc_mgr **out, const struct acc_deps *deps, char *err, size
     m->sops = m->shared ? &acc_store_pg : &acc_store_sqlite;
     if ((rc = m->sops->open(&m->store, m->shared ? cfg->state_url : dbpath, err, errlen)))
         goto fail;
+    if (m->shared) { /* this run's id and lease among the kernels */
+        m->lease_s = cfg->state_lease_s;
+        if ((rc = random_hex(m->kernel_id, 16))) {
+            snprintf(err, errlen, "cannot read random bytes for the kernel's id");
+            goto fail;
+        }
+        int64_t n, tokens;
+        if ((rc = m->sops->kernel_beat(m->store, m->kernel_id, m->lease_s, &n, &tokens, err,
+                                       errlen)))
+            goto fail;
+    }
     if ((rc = acc_audit_open(&m->audit, m->sops, m->store, err, errlen))) goto fail;
     if ((rc = acc_reg_load(m, err, errlen))) goto fail;
     if ((rc = acc_ns_load(m, err, errlen))) goto fail;

@@ -192,7 +192,8 @@ void acc_audit_close(struct acc_audit *a);
 int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, size_t toklen,
                        char *err, size_t errlen);
 json_t *acc_approvals_json(struct acc_mgr *m);
-/* approve (true) or deny a pending approval; 0, AIOS_ENOTFOUND, AIOS_EINVAL (decided) */
+/* approve (true) or deny a pending approval (with a shared store, any kernel's); 0,
+ * AIOS_ENOTFOUND, AIOS_EINVAL (decided), AIOS_EIO (the shared store failed) */
 int acc_decide(struct acc_mgr *m, uint64_t id, bool approve, const char *reason);
 struct acc_audit *acc_mgr_audit(struct acc_mgr *m);
 

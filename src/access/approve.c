@@ -20,9 +20,19 @@
  * which. Every step is an audit row. The same thread saves the token
  * budget counters that changed (budget.c) every BUDGET_SAVE_MS.
  *
+ * Several kernels (a shared store): an approval is also a row of the
+ * database (acc_approvals, written by the kernel that holds the call,
+ * before anyone can be told its id, which is the row's), so the operator
+ * lists and decides it on any kernel. The call itself stays parked where
+ * it is; this thread reads the decisions of its own rows every
+ * SHARED_REFRESH_MS and ends the approvals as if decided here, and deletes
+ * a row when its approval ends. A kernel that dies leaves its rows behind
+ * until its lease runs out (then any kernel deletes them: acc_kernel_beat).
+ *
  * Locks: m->mu guards the approval list (shared with the tool approvals
  * of access.c); the thread never holds it while taking a syscall's lock
- * or the scheduler's: it snapshots under m->mu and acts after. */
+ * or the scheduler's, nor while talking to the database: it snapshots
+ * under m->mu and acts after. */
 #include "access/acc_int.h"
 
 #include "kernel/query.h"
@@ -45,7 +55,59 @@ static void set_status(struct syscall *sc, enum syscall_status s)
     pthread_mutex_unlock(&sc->mu);
 }
 
-/* 1 parked; AIOS_ENOMEM, or AIOS_ESHUTDOWN (audited) */
+int acc_appr_share(struct acc_mgr *m, struct approval *a, const char *kind)
+{
+    struct acc_appr_row row = {.sc_id = a->sc_id, .kernel = m->kernel_id, .agent = a->agent,
+                               .tool = a->tool, .args = a->args, .what = a->what, .kind = kind,
+                               .created = a->created, .deadline = a->deadline};
+    int64_t id = 0;
+    char err[512] = "";
+    int rc = m->sops->appr_put(m->store, &row, &id, err, sizeof err);
+    if (rc) {
+        LOG_ERROR("access", "%s", err);
+        return AIOS_EIO;
+    }
+    a->id = (uint64_t)id;
+    return 0;
+}
+
+void acc_appr_unshare(struct acc_mgr *m, uint64_t id)
+{
+    char err[512] = "";
+    if (m->sops->appr_drop(m->store, (int64_t)id, err, sizeof err))
+        LOG_WARN("access", "approval %llu stays listed until this kernel's lease ends: %s",
+                 (unsigned long long)id, err);
+}
+
+/* shared store: decisions written (by any kernel) for this kernel's
+ * approvals, applied to the list; the database is read without m->mu */
+static void appr_poll_shared(struct acc_mgr *m)
+{
+    pthread_mutex_lock(&m->mu);
+    bool any = m->approvals != NULL;
+    pthread_mutex_unlock(&m->mu);
+    if (!any) return;
+    struct acc_appr_decided *d = NULL;
+    size_t n = 0;
+    char err[512] = "";
+    if (m->sops->appr_decided(m->store, m->kernel_id, &d, &n, err, sizeof err)) {
+        LOG_WARN("access", "cannot read approval decisions: %s", err);
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < n; i++)
+        for (struct approval *a = m->approvals; a; a = a->next) {
+            if (a->id != (uint64_t)d[i].id || a->state != APPR_PENDING) continue;
+            a->state = d[i].approved ? APPR_APPROVED : APPR_DENIED;
+            snprintf(a->reason, sizeof a->reason, "%s", d[i].reason);
+        }
+    if (n) pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    free(d);
+}
+
+/* 1 parked; AIOS_ENOMEM, AIOS_EIO (the shared store failed; logged), or
+ * AIOS_ESHUTDOWN (audited) */
 static int park(struct acc_mgr *m, struct syscall *sc, const char *op, json_t *params,
                 const char *what)
 {
@@ -58,6 +120,11 @@ static int park(struct acc_mgr *m, struct syscall *sc, const char *op, json_t *p
     a->args = json_dumps(params, JSON_COMPACT);
     a->created = acc_wall_s();
     a->deadline = a->created + m->approval_timeout_s;
+    if (m->shared && acc_appr_share(m, a, "storage")) { /* its id: the row's */
+        free(a->args);
+        free(a);
+        return AIOS_EIO;
+    }
     syscall_ref(sc);
     a->parked_sc = sc;
     set_status(sc, SYSCALL_STATUS_AWAITING_APPROVAL);
@@ -67,7 +134,7 @@ static int park(struct acc_mgr *m, struct syscall *sc, const char *op, json_t *p
     pthread_mutex_lock(&m->mu);
     bool stopping = m->stopping;
     if (!stopping) {
-        a->id = ++m->next_approval;
+        if (!m->shared) a->id = ++m->next_approval;
         a->next = m->approvals;
         m->approvals = a;
         pthread_cond_broadcast(&m->cv);
@@ -75,6 +142,7 @@ static int park(struct acc_mgr *m, struct syscall *sc, const char *op, json_t *p
     uint64_t aid = a->id;
     pthread_mutex_unlock(&m->mu);
     if (stopping) {
+        if (m->shared) acc_appr_unshare(m, a->id);
         acc_audit_row(m, sc->agent, sc->id, res, "storage", "denied",
                       "the kernel is shutting down");
         set_status(sc, SYSCALL_STATUS_NEW);
@@ -110,7 +178,9 @@ int acc_storage_hold(struct acc_mgr *m, struct syscall *sc, char *err, size_t er
     int rc = park(m, sc, q->op_name, q->params, what);
     if (rc == 1) return 1;
     snprintf(err, errlen, "%s", rc == AIOS_ESHUTDOWN ? "the kernel is shutting down"
-                                                     : "out of memory");
+                                : rc == AIOS_EIO ? "the approval cannot be recorded: the state "
+                                                   "database is unavailable; try again"
+                                                 : "out of memory");
     return rc;
 }
 
@@ -132,7 +202,8 @@ int acc_before_submit(struct acc_mgr *m, bool admin, struct syscall *sc, struct 
     char err[128];
     int rc = acc_storage_hold(m, sc, err, sizeof err);
     if (rc >= 0) return rc;
-    if (rc == AIOS_ESHUTDOWN) acc_refuse_plain(d, 503, "service_unavailable", "%s", err);
+    if (rc == AIOS_ESHUTDOWN || rc == AIOS_EIO)
+        acc_refuse_plain(d, 503, "service_unavailable", "%s", err);
     else acc_refuse_plain(d, 500, "server_error", "%s", err);
     return -1;
 }
@@ -180,6 +251,7 @@ static void end_parked(struct acc_mgr *m, struct approval *a, enum outcome o)
         syscall_fail(sc, AIOS_ESHUTDOWN, 503, "%s", msg);
         break;
     }
+    if (m->shared) acc_appr_unshare(m, a->id);
     syscall_unref(sc);
     free(a->args);
     free(a);
@@ -194,6 +266,7 @@ static void *appr_main(void *ud)
     struct acc_mgr *m = ud;
     double last_save = acc_wall_s(), last_refresh = last_save;
     for (;;) {
+        if (m->shared) appr_poll_shared(m); /* decided on any kernel */
         /* which parked calls did their caller give up on? (sc->mu is
          * never taken while holding m->mu) */
         struct syscall *snap[SNAP_MAX];
@@ -261,7 +334,9 @@ static void *appr_main(void *ud)
         pthread_mutex_unlock(&m->mu);
         double tnow = acc_wall_s();
         if (m->shared && !exit_now && tnow - last_refresh >= SHARED_REFRESH_MS / 1000.0) {
-            /* what other kernels changed: tokens, memory grants */
+            /* this kernel is alive; what other kernels changed: tokens,
+             * memory grants */
+            acc_kernel_beat(m);
             char err[512] = "";
             if (acc_reg_load(m, err, sizeof err) || acc_ns_load(m, err, sizeof err))
                 LOG_WARN("access", "cannot refresh agents and grants: %s", err);

@@ -42,8 +42,11 @@
  * thread within SHARED_REFRESH_MS, or at once before an admission or a
  * budget report on this kernel (which therefore see their own calls).
  * Until then the call's reservation still counts, so the limit is never
- * passed, only approached late. A kernel killed with calls running leaves
- * their reservations counted (docs/postgres.md).
+ * passed, only approached late. A reservation is a row held by the kernel
+ * that admitted the call (acc_store_pg.c, acc_budget_resv): when that
+ * kernel dies (killed with calls running), its reservations stop counting
+ * once its lease (state.lease_s) runs out and any kernel's next beat
+ * deletes them, so the budget is whole again (docs/postgres.md).
  *
  * Locks: m->bmu guards uses and resv; a leaf lock, never held with another
  * (the audit queue's lock is taken after releasing it). */
@@ -73,9 +76,9 @@ struct acc_budget_resv {
     uint64_t sc_id;
     struct acc_budget_use *u; /* NULL with a shared store */
     int64_t amount;
-    /* shared store: the row and rule */
+    /* shared store: the row and rule, and the reservation's own row */
     char agent[ACC_NAME_MAX], model[ACC_NAME_MAX];
-    int64_t window_s;
+    int64_t window_s, resv_id;
 };
 
 int acc_budget_config(json_t *group, const char *gname, char *err, size_t errlen)
@@ -180,7 +183,8 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
     if (m->shared) {
         /* one transaction on the database's row (see the top) */
         acc_budget_flush(m);
-        struct acc_budget_ask q = {.agent = sc->agent, .model = model, .limit = limit,
+        struct acc_budget_ask q = {.agent = sc->agent, .model = model, .kernel = m->kernel_id,
+                                   .limit = limit,
                                    .window_s = window_s, .prompt = prompt, .gen = gen, .now = now};
         struct acc_budget_answer a;
         char err[512] = "";
@@ -203,6 +207,7 @@ int acc_budget_admit(struct acc_mgr *m, struct syscall *sc, struct acc_decision 
             }
             rv->sc_id = sc->id;
             rv->amount = need;
+            rv->resv_id = a.resv_id;
             snprintf(rv->agent, sizeof rv->agent, "%s", sc->agent);
             snprintf(rv->model, sizeof rv->model, "%s", model);
             rv->window_s = window_s;
@@ -286,7 +291,7 @@ refuse:;
  * waits: when the queue cannot grow, the end is lost and its reservation
  * stays counted (errs on the side of the limit). */
 static void settle_push(struct acc_mgr *m, const char *agent, const char *model, int64_t window_s,
-                        int64_t release, int64_t n, int64_t calls_delta, double now)
+                        int64_t resv_id, int64_t n, int64_t calls_delta, double now)
 {
     if (m->n_settles == m->cap_settles) {
         size_t nc = m->cap_settles ? m->cap_settles * 2 : 32;
@@ -302,7 +307,7 @@ static void settle_push(struct acc_mgr *m, const char *agent, const char *model,
     snprintf(e->agent, sizeof e->agent, "%s", agent);
     snprintf(e->model, sizeof e->model, "%s", model);
     e->window_s = window_s;
-    e->release = release;
+    e->resv_id = resv_id;
     e->n = n;
     e->calls_delta = calls_delta;
     e->now = now;
@@ -326,7 +331,7 @@ void acc_budget_flush(struct acc_mgr *m)
         LOG_WARN("access", "%s; will retry", err);
         pthread_mutex_lock(&m->bmu); /* back in the queue */
         for (size_t i = 0; i < n; i++)
-            settle_push(m, q[i].agent, q[i].model, q[i].window_s, q[i].release, q[i].n,
+            settle_push(m, q[i].agent, q[i].model, q[i].window_s, q[i].resv_id, q[i].n,
                         q[i].calls_delta, q[i].now);
         pthread_mutex_unlock(&m->bmu);
     }
@@ -342,7 +347,7 @@ void acc_budget_unreserve(struct acc_mgr *m, struct syscall *sc)
         struct acc_budget_resv *rv = *p;
         *p = rv->next;
         if (m->shared) {
-            settle_push(m, rv->agent, rv->model, rv->window_s, rv->amount, 0, -1, acc_wall_s());
+            settle_push(m, rv->agent, rv->model, rv->window_s, rv->resv_id, 0, -1, acc_wall_s());
         } else {
             rv->u->reserved -= rv->amount;
             rv->u->n_calls--;
@@ -368,17 +373,17 @@ void acc_budget_on_final(struct syscall *sc, void *ud)
     double now = acc_wall_s();
     pthread_mutex_lock(&m->bmu);
     if (m->shared) { /* queued for the database (see the top) */
-        int64_t release = 0, calls = 1;
+        int64_t resv_id = 0, calls = 1;
         for (struct acc_budget_resv **p = &m->resv; *p; p = &(*p)->next) {
             if ((*p)->sc_id != sc->id) continue;
             struct acc_budget_resv *rv = *p;
             *p = rv->next;
-            release = rv->amount;
+            resv_id = rv->resv_id;
             calls = 0; /* counted at admission */
             free(rv);
             break;
         }
-        settle_push(m, sc->agent, model, window_s, release, n, calls, now);
+        settle_push(m, sc->agent, model, window_s, resv_id, n, calls, now);
         pthread_mutex_unlock(&m->bmu);
         return;
     }

@@ -187,6 +187,9 @@ static enum MHD_Result decide(struct api_req *r, bool approve, const char *reaso
     if (rc == AIOS_EINVAL)
         return api_send_error(r, 409, "invalid_request_error", "approval %llu is already decided",
                               id);
+    if (rc)
+        return api_send_error(r, 503, "service_unavailable", "approval %llu cannot be decided: "
+                              "the state database is unavailable; try again", id);
     return api_send_json(r, 200, json_pack("{s:s,s:I,s:s}", "status", "success", "id",
                                            (json_int_t)id, "decision",
                                            approve ? "approved" : "denied"));

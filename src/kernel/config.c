@@ -812,6 +812,9 @@ static int cfg_apply(const struct cfg_ctx *cx, struct aios_config *cfg)
         return cfg_fail(cx, state, "backend", 0, "state.backend",
                         "unknown backend \"%.40s\" (use sqlite or postgres)", cfg->state_backend);
     if ((rc = cfg_string(cx, state, "url", "state.url", 0, &cfg->state_url))) return rc;
+    long long lease = cfg->state_lease_s;
+    if ((rc = cfg_int(cx, state, "lease_s", "state.lease_s", 1, 3600, &lease))) return rc;
+    cfg->state_lease_s = (int)lease;
     /* AIOS_STATE_URL (the environment) wins over the file: the same
      * kernel configuration can be pointed at a database server */
     const char *env_url = getenv("AIOS_STATE_URL");
@@ -876,6 +879,7 @@ void config_init_defaults(struct aios_config *cfg)
     cfg->sched_policy = strdup(CONFIG_DEFAULT_POLICY);
     cfg->storage_root = strdup(CONFIG_DEFAULT_STORAGE_ROOT);
     cfg->state_backend = strdup(CONFIG_DEFAULT_STATE_BACKEND);
+    cfg->state_lease_s = CONFIG_DEFAULT_STATE_LEASE_S;
     cfg->raw = json_object();
 }
 

@@ -39,6 +39,9 @@ struct aios_config {
     char *state_backend;   /* state.backend: "sqlite" (default) or "postgres" */
     char *state_url;       /* state.url: the PostgreSQL connection URL (NULL
                             * for sqlite; may hold a password: do not log it) */
+    int state_lease_s;     /* state.lease_s: a kernel silent this long on a
+                            * shared store is taken for dead; its token
+                            * reservations and approvals are dropped; default 10 */
     struct cfg_model *models;
     size_t n_models;
     json_t *raw; /* the whole document as JSON (owned; never NULL after a
@@ -48,6 +51,7 @@ struct aios_config {
 #define CONFIG_DEFAULT_HOST "127.0.0.1"
 #define CONFIG_DEFAULT_PORT 8000
 #define CONFIG_DEFAULT_DATA_DIR "./aios-data"
+#define CONFIG_DEFAULT_STATE_LEASE_S 10
 #define CONFIG_DEFAULT_MAX_BODY ((size_t)8 << 20)
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 4096
 #define CONFIG_DEFAULT_MAX_CONNECTIONS_PER_IP 1024

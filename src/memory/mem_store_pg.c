@@ -14,7 +14,17 @@
  *             agent, vec bytea)  one unit vector per note; a trigger drops
  *             it when the note's content changes
  *   mem_vec_meta(key PRIMARY KEY, value)  the embedding model's fingerprint
+ *   mem_note_usage(agent PRIMARY KEY, n_bytes)  what each agent's notes
+ *             take (the same bytes as the SQLite store counts: the text
+ *             fields as stored, not last_accessed and retrieval_count)
  * keywords, tags, links and extra are JSON text as in the SQLite store.
+ *
+ * The per-agent quota (memory.store_quota_bytes, set_quota; this kernel's
+ * setting): an insert, update or delete first locks the agent's usage row
+ * (SELECT ... FOR UPDATE), then checks and changes the note and the count
+ * in the same transaction, so the quota holds over every kernel on the
+ * database; a write that would take the agent over it is refused
+ * (MEM_EQUOTA) before it is made, one that shrinks is never refused.
  *
  * Ranking: the full-text query is the words of the text OR'ed
  * (to_tsquery, each word quoted), and the score is ts_rank (frequency of
@@ -44,6 +54,7 @@
 
 struct mem_store {
     struct pg_pool *pool;
+    int64_t quota; /* memory.store_quota_bytes; 0: none */
 };
 
 static const char k_schema[] =
@@ -64,7 +75,17 @@ static const char k_schema[] =
     " BEGIN DELETE FROM mem_notes_vec WHERE nid = OLD.nid; RETURN NEW; END $$;"
     "DROP TRIGGER IF EXISTS mem_notes_vu ON mem_notes;"
     "CREATE TRIGGER mem_notes_vu AFTER UPDATE OF content ON mem_notes FOR EACH ROW"
-    " WHEN (OLD.content IS DISTINCT FROM NEW.content) EXECUTE FUNCTION mem_notes_vec_drop();";
+    " WHEN (OLD.content IS DISTINCT FROM NEW.content) EXECUTE FUNCTION mem_notes_vec_drop();"
+    "CREATE TABLE IF NOT EXISTS mem_note_usage(agent TEXT PRIMARY KEY, n_bytes BIGINT NOT NULL);"
+    /* a database from before the count: counted once (under the lock) */
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM mem_vec_meta WHERE key = 'usage_counted') THEN"
+    "  DELETE FROM mem_note_usage;"
+    "  INSERT INTO mem_note_usage(agent, n_bytes) SELECT agent, sum(octet_length(id) +"
+    "   octet_length(content) + octet_length(keywords) + octet_length(tags) +"
+    "   octet_length(category) + octet_length(context) + octet_length(timestamp) +"
+    "   octet_length(links) + octet_length(extra)) FROM mem_notes GROUP BY agent;"
+    "  INSERT INTO mem_vec_meta(key, value) VALUES('usage_counted', '1');"
+    " END IF; END $$;";
 
 #define NOTE_COLS \
     "id, content, keywords, tags, category, context, timestamp, last_accessed, links, " \
@@ -166,16 +187,73 @@ static const char k_insert[] =
     "INSERT INTO mem_notes(agent, " NOTE_COLS ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
     " ON CONFLICT (agent, id) DO NOTHING";
 
-static int insert_one(PGconn *c, const char *agent, const struct mem_note *n)
+/* the bytes a note's parameters (note_params) take in the quota */
+static int64_t param_bytes(const char *const *v)
+{
+    static const int cols[] = {1, 2, 3, 4, 5, 6, 7, 9, 11};
+    int64_t b = 0;
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) b += (int64_t)strlen(v[cols[i]]);
+    return b;
+}
+
+/* Inside a transaction: lock the agent's usage row (created if missing);
+ * *used what its notes take. */
+static int lock_usage(PGconn *c, const char *agent, int64_t *used)
+{
+    *used = 0;
+    const char *v[1] = {agent};
+    /* one round trip: the upsert locks the row (new or not) until the end
+     * of the transaction and answers its count */
+    PGresult *r = pg_q(c, "note usage",
+                       "INSERT INTO mem_note_usage(agent, n_bytes) VALUES($1, 0)"
+                       " ON CONFLICT (agent) DO UPDATE SET n_bytes = mem_note_usage.n_bytes"
+                       " RETURNING n_bytes", 1, v);
+    if (!r || PQntuples(r) != 1) {
+        PQclear(r);
+        return AIOS_EIO;
+    }
+    *used = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+static int add_usage(PGconn *c, const char *agent, int64_t delta)
+{
+    char b[32];
+    const char *v[2] = {agent, pg_i64(b, delta)};
+    return pg_exec(c, "note usage",
+                   "UPDATE mem_note_usage SET n_bytes = n_bytes + $2 WHERE agent = $1", 2, v);
+}
+
+static int begin(PGconn *c) { return pg_exec(c, "begin", "BEGIN", 0, NULL); }
+
+/* end the transaction: COMMIT when rc is 0, else ROLLBACK; rc or the
+ * commit's failure */
+static int finish(PGconn *c, int rc)
+{
+    if (rc) {
+        PQclear(PQexec(c, "ROLLBACK"));
+        return rc;
+    }
+    return pg_exec(c, "commit", "COMMIT", 0, NULL);
+}
+
+/* inside a transaction holding the agent's usage row (*used: its count,
+ * kept up to date) */
+static int insert_one(struct mem_store *s, PGconn *c, const char *agent,
+                      const struct mem_note *n, int64_t *used)
 {
     const char *v[12];
     char *bufs[4] = {0}, cnt[32];
     int rc = note_params(agent, n, v, bufs, cnt);
+    int64_t b = rc ? 0 : param_bytes(v);
+    if (!rc && s->quota > 0 && *used + b > s->quota) rc = MEM_EQUOTA;
     if (!rc) {
         PGresult *r = pg_q(c, "insert a note", k_insert, 12, v);
         rc = !r ? AIOS_EIO : pg_changes(r) == 0 ? MEM_EEXISTS : 0;
         PQclear(r);
     }
+    if (!rc && !(rc = add_usage(c, agent, b))) *used += b;
     free_bufs(bufs);
     return rc;
 }
@@ -184,7 +262,13 @@ static int pg_insert(struct mem_store *s, const char *agent, const struct mem_no
 {
     PGconn *c = pg_take(s->pool);
     if (!c) return AIOS_EIO;
-    int rc = insert_one(c, agent, n);
+    int64_t used;
+    int rc = begin(c);
+    if (!rc) {
+        int e = lock_usage(c, agent, &used);
+        if (!e) e = insert_one(s, c, agent, n, &used);
+        rc = finish(c, e);
+    }
     pg_give(s->pool, c);
     return rc;
 }
@@ -194,13 +278,43 @@ static int pg_insert_many(struct mem_store *s, const char *agent, struct mem_not
 {
     PGconn *c = pg_take(s->pool);
     if (!c) return AIOS_EIO;
-    int rc = pg_exec(c, "begin", "BEGIN", 0, NULL);
-    for (size_t i = 0; i < count && !rc; i++) rc = insert_one(c, agent, n[i]);
-    if (rc) pg_exec(c, "rollback", "ROLLBACK", 0, NULL);
-    else rc = pg_exec(c, "commit", "COMMIT", 0, NULL);
+    int64_t used;
+    int rc = begin(c);
+    if (!rc) {
+        int e = lock_usage(c, agent, &used);
+        for (size_t i = 0; i < count && !e; i++) e = insert_one(s, c, agent, n[i], &used);
+        rc = finish(c, e);
+    }
     pg_give(s->pool, c);
     return rc;
 }
+
+static int pg_set_quota(struct mem_store *s, int64_t bytes)
+{
+    s->quota = bytes;
+    return 0;
+}
+
+static int pg_used(struct mem_store *s, const char *agent, int64_t *bytes)
+{
+    *bytes = 0;
+    PGconn *c = pg_take(s->pool);
+    if (!c) return AIOS_EIO;
+    const char *v[1] = {agent};
+    PGresult *r = pg_q(c, "note usage", "SELECT n_bytes FROM mem_note_usage WHERE agent = $1", 1,
+                       v);
+    if (r && PQntuples(r) == 1) *bytes = pg_get_i64(r, 0, 0);
+    int rc = r ? 0 : AIOS_EIO;
+    PQclear(r);
+    pg_give(s->pool, c);
+    return rc;
+}
+
+/* the bytes of the agent's note id as stored (in the quota) */
+#define ROW_BYTES                                                                              \
+    "octet_length(id) + octet_length(content) + octet_length(keywords) + octet_length(tags) +" \
+    " octet_length(category) + octet_length(context) + octet_length(timestamp) +"              \
+    " octet_length(links) + octet_length(extra)"
 
 static int pg_get(struct mem_store *s, const char *agent, const char *id, struct mem_note **out)
 {
@@ -223,15 +337,32 @@ static int pg_update(struct mem_store *s, const char *agent, const struct mem_no
     if (!c) return AIOS_EIO;
     const char *v[12];
     char *bufs[4] = {0}, cnt[32];
+    int64_t used = 0, oldb = 0;
     int rc = note_params(agent, n, v, bufs, cnt);
+    int64_t newb = rc ? 0 : param_bytes(v);
+    if (!rc) rc = begin(c);
     if (!rc) {
-        PGresult *r = pg_q(c, "update a note",
-                           "UPDATE mem_notes SET content=$3, keywords=$4, tags=$5, category=$6,"
-                           " context=$7, timestamp=$8, last_accessed=$9, links=$10,"
-                           " retrieval_count=$11, extra=$12 WHERE agent=$1 AND id=$2",
-                           12, v);
-        rc = !r ? AIOS_EIO : pg_changes(r) == 0 ? AIOS_ENOTFOUND : 0;
-        PQclear(r);
+        int e = lock_usage(c, agent, &used);
+        if (!e) {
+            PGresult *r = pg_q(c, "update a note",
+                               "SELECT " ROW_BYTES " FROM mem_notes WHERE agent=$1 AND id=$2"
+                               " FOR UPDATE", 2, v);
+            e = !r ? AIOS_EIO : PQntuples(r) == 0 ? AIOS_ENOTFOUND : 0;
+            if (!e) oldb = pg_get_i64(r, 0, 0);
+            PQclear(r);
+        }
+        if (!e && s->quota > 0 && newb > oldb && used + newb - oldb > s->quota) e = MEM_EQUOTA;
+        if (!e) {
+            PGresult *r = pg_q(c, "update a note",
+                               "UPDATE mem_notes SET content=$3, keywords=$4, tags=$5, category=$6,"
+                               " context=$7, timestamp=$8, last_accessed=$9, links=$10,"
+                               " retrieval_count=$11, extra=$12 WHERE agent=$1 AND id=$2",
+                               12, v);
+            e = !r ? AIOS_EIO : pg_changes(r) == 0 ? AIOS_ENOTFOUND : 0;
+            PQclear(r);
+        }
+        if (!e && newb != oldb) e = add_usage(c, agent, newb - oldb);
+        rc = finish(c, e);
     }
     free_bufs(bufs);
     pg_give(s->pool, c);
@@ -243,9 +374,20 @@ static int pg_delete(struct mem_store *s, const char *agent, const char *id)
     PGconn *c = pg_take(s->pool);
     if (!c) return AIOS_EIO;
     const char *v[2] = {agent, id};
-    PGresult *r = pg_q(c, "delete a note", "DELETE FROM mem_notes WHERE agent=$1 AND id=$2", 2, v);
-    int rc = !r ? AIOS_EIO : pg_changes(r) == 0 ? AIOS_ENOTFOUND : 0;
-    PQclear(r);
+    int64_t used;
+    int rc = begin(c);
+    if (!rc) {
+        int e = lock_usage(c, agent, &used);
+        if (!e) {
+            PGresult *r = pg_q(c, "delete a note",
+                               "DELETE FROM mem_notes WHERE agent=$1 AND id=$2 RETURNING " ROW_BYTES,
+                               2, v);
+            e = !r ? AIOS_EIO : PQntuples(r) == 0 ? AIOS_ENOTFOUND : 0;
+            if (!e) e = add_usage(c, agent, -pg_get_i64(r, 0, 0));
+            PQclear(r);
+        }
+        rc = finish(c, e);
+    }
     pg_give(s->pool, c);
     return rc;
 }
@@ -564,6 +706,8 @@ const struct mem_store_ops mem_store_pg = {
     .remove = pg_delete,
     .touch = pg_touch,
     .count = pg_count,
+    .set_quota = pg_set_quota,
+    .used = pg_used,
     .search = pg_search,
     .search_ids = pg_search_ids,
     .bm25_of = pg_bm25_of,

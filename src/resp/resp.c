@@ -2,7 +2,8 @@
  * conversation of a response, walked back through previous_response_id.
  *
  * The manager keeps nothing in memory: every call goes to the store, so a
- * kernel restarted on the same data_dir continues any stored chain. The
+ * kernel restarted on the same data_dir continues any stored chain, and
+ * with a shared store (PostgreSQL) any kernel continues any kernel's. The
  * engine's KV cache is a separate matter: the API rebuilds the prompt from
  * the chain every turn, and the engine reuses whatever prefix of it the
  * agent's retained conversation still holds (docs/api.md, "Responses"). */
@@ -38,6 +39,16 @@ int resp_mgr_open(struct resp_mgr **out, const struct aios_config *cfg, char *er
 {
     *out = NULL;
     struct resp_mgr *m = calloc(1, sizeof *m);
+    if (m && config_state_pg(cfg)) { /* shared by every kernel on the database */
+        m->ops = &resp_store_pg;
+        int rc = m->ops->open(&m->st, cfg->state_url, err, errlen);
+        if (rc) {
+            free(m);
+            return rc;
+        }
+        *out = m;
+        return 0;
+    }
     char *path = config_resolve_path(cfg, "responses.db");
     char *dir = path ? strdup(path) : NULL;
     int rc = AIOS_ENOMEM;

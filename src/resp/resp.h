@@ -11,10 +11,11 @@
  * Records belong to an agent: every call names the agent, and another
  * agent's id is simply absent (AIOS_ENOTFOUND, as for an unknown id).
  *
- * The durable store sits behind struct resp_store_ops; SQLite
- * (resp_sqlite.c, data_dir/responses.db) is the one implementation today.
- * Another store (a database server) is another table of functions; the
- * manager and the API do not change. */
+ * The durable store sits behind struct resp_store_ops: SQLite
+ * (resp_sqlite.c, data_dir/responses.db) by default, PostgreSQL
+ * (resp_pg.c, table resp_responses) with state.backend postgres, where
+ * every kernel on the database sees every stored response. The manager and
+ * the API do not know which one they talk to. */
 #ifndef AIOS_RESP_RESP_H
 #define AIOS_RESP_RESP_H
 
@@ -46,7 +47,8 @@ struct resp_store;
  * for a failure of the store. */
 struct resp_store_ops {
     const char *name;
-    int (*open)(struct resp_store **out, const char *path, char *err, size_t errlen);
+    /* where: the SQLite file's path, or the PostgreSQL connection URL */
+    int (*open)(struct resp_store **out, const char *where, char *err, size_t errlen);
     void (*close)(struct resp_store *s);
     int (*put)(struct resp_store *s, const struct resp_rec *r);
     /* *out: a new record (resp_rec_free) */
@@ -55,10 +57,12 @@ struct resp_store_ops {
 };
 
 extern const struct resp_store_ops resp_store_sqlite;
+extern const struct resp_store_ops resp_store_pg;
 
 struct resp_mgr;
 
-/* Open the store named by the config (responses.db under data_dir).
+/* Open the store named by the config (responses.db under data_dir, or
+ * state.url with state.backend postgres).
  * 0 or AIOS_EIO / AIOS_ENOMEM with a message. */
 int resp_mgr_open(struct resp_mgr **out, const struct aios_config *cfg, char *err, size_t errlen);
 void resp_mgr_close(struct resp_mgr *m);

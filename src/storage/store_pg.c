@@ -4,9 +4,18 @@
  * same shape, in tables prefixed sto_:
  *   sto_blobs(sha PRIMARY KEY, size, refs, data bytea)
  *                                  content-addressed version contents
- *   sto_files(id bigserial, owner, path, sha, size, ..., next_seq, dirty)
+ *   sto_owner_blobs(owner, sha, refs)
+ *                                  the same count per owner: an owner is
+ *                                  charged a content once, however many of
+ *                                  its versions name it
+ *   sto_files(id bigserial, owner, path, sha, size, ..., next_seq, dirty,
+ *             n_index)             n_index = bytes of it in the search index
  *   sto_versions(file_id, seq, sha, size, t_us, kind)
  *   sto_usage(owner, n_bytes, n_files)
+ *                                  quota accounting, as in the SQLite store:
+ *                                  n_bytes = every distinct content of every
+ *                                  kept version of the owner's files + their
+ *                                  indexed text
  *   sto_grants(owner, path, grantee, mode, t_created_us, t_expires_us)
  *   sto_fts(id = files.id, owner, body, tsv)  search over current text
  *                                  contents: tsv a stored generated
@@ -28,6 +37,12 @@
  * kernels on the database, and the quota check sees every committed write
  * of every kernel. Blob reference counts are changed with single
  * statements (upsert / decrement), which lock the blob's row.
+ * Invariant (as the SQLite store's): after every committed transaction
+ * sto_usage.n_bytes equals the sum of sto_blobs.size over the owner's
+ * sto_owner_blobs plus the sum of its sto_files.n_index; a write is
+ * refused inside its transaction, the usage row locked, when the usage it
+ * would leave is over the quota and larger than before, so the quota holds
+ * over every kernel on the database.
  *
  * Threads: each call takes a pooled connection (util/pg.h) for its
  * duration; a transaction never spans calls. */
@@ -79,7 +94,25 @@ static const char k_schema[] =
     "CREATE TABLE IF NOT EXISTS sto_vec_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS sto_links(hash TEXT PRIMARY KEY, owner TEXT NOT NULL,"
     " path TEXT NOT NULL, t_created_us BIGINT NOT NULL, t_expires_us BIGINT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS sto_links_owner ON sto_links(owner, path);";
+    "CREATE INDEX IF NOT EXISTS sto_links_owner ON sto_links(owner, path);"
+    "CREATE TABLE IF NOT EXISTS sto_owner_blobs(owner TEXT NOT NULL, sha TEXT NOT NULL,"
+    "  refs BIGINT NOT NULL, PRIMARY KEY(owner, sha));"
+    "ALTER TABLE sto_files ADD COLUMN IF NOT EXISTS n_index BIGINT NOT NULL DEFAULT 0;"
+    /* a database whose usage counted current contents only: recounted once
+     * (the schema runs under the advisory lock, so one kernel does it) */
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM sto_vec_meta WHERE key = 'usage_counts_versions')"
+    " THEN"
+    "  DELETE FROM sto_owner_blobs;"
+    "  INSERT INTO sto_owner_blobs(owner, sha, refs) SELECT f.owner, v.sha, count(*)"
+    "   FROM sto_versions v JOIN sto_files f ON f.id = v.file_id GROUP BY f.owner, v.sha;"
+    "  UPDATE sto_files f SET n_index = coalesce((SELECT octet_length(x.body) FROM sto_fts x"
+    "   WHERE x.id = f.id), 0);"
+    "  UPDATE sto_usage u SET n_bytes ="
+    "   coalesce((SELECT sum(f.n_index) FROM sto_files f WHERE f.owner = u.owner), 0) +"
+    "   coalesce((SELECT sum(b.size) FROM sto_owner_blobs ob JOIN sto_blobs b ON b.sha = ob.sha"
+    "   WHERE ob.owner = u.owner), 0);"
+    "  INSERT INTO sto_vec_meta(key, value) VALUES('usage_counts_versions', '1');"
+    " END IF; END $$;";
 
 /* ---- connections and small helpers ---- */
 
@@ -125,6 +158,43 @@ static int blob_unref(PGconn *c, const char *sha)
         return AIOS_EIO;
     return pg_exec(c, "storage: drop a blob", "DELETE FROM sto_blobs WHERE sha = $1 AND refs <= 0",
                    1, v);
+}
+
+/* One more version of owner names sha (size bytes): *delta grows by size
+ * when it is the owner's first. */
+static int owner_ref(PGconn *c, const char *owner, const char *sha, int64_t size, int64_t *delta)
+{
+    const char *v[2] = {owner, sha};
+    PGresult *r = pg_q(c, "storage: owner's contents",
+                       "INSERT INTO sto_owner_blobs(owner, sha, refs) VALUES($1, $2, 1)"
+                       " ON CONFLICT (owner, sha) DO UPDATE SET refs = sto_owner_blobs.refs + 1"
+                       " RETURNING refs", 2, v);
+    if (!r || PQntuples(r) != 1) {
+        PQclear(r);
+        return AIOS_EIO;
+    }
+    if (pg_get_i64(r, 0, 0) == 1) *delta += size;
+    PQclear(r);
+    return 0;
+}
+
+/* One version fewer, its blob's count too: *delta shrinks by size when it
+ * was the owner's last. */
+static int version_unref(PGconn *c, const char *owner, const char *sha, int64_t size,
+                         int64_t *delta)
+{
+    if (blob_unref(c, sha)) return AIOS_EIO;
+    const char *v[2] = {owner, sha};
+    if (pg_exec(c, "storage: owner's contents",
+                "UPDATE sto_owner_blobs SET refs = refs - 1 WHERE owner = $1 AND sha = $2", 2, v))
+        return AIOS_EIO;
+    PGresult *r = pg_q(c, "storage: owner's contents",
+                       "DELETE FROM sto_owner_blobs WHERE owner = $1 AND sha = $2 AND refs <= 0",
+                       2, v);
+    if (!r) return AIOS_EIO;
+    if (pg_changes(r) > 0) *delta -= size;
+    PQclear(r);
+    return 0;
 }
 
 static json_t *iso_time(int64_t t_us)
@@ -212,36 +282,30 @@ static int pq_put(struct sto_store *s, const char *owner, const char *path, cons
         snprintf(err, errlen, "storage database unavailable");
         return AIOS_EIO;
     }
-    char b1[32], b2[32], b3[32], b4[32];
-    int64_t now = util_wall_us(), id = 0, old_size = 0, next_seq = 1, ub = 0, uf = 0;
+    char b1[32], b2[32], b3[32], b4[32], b5[32];
+    int64_t now = util_wall_us(), id = 0, old_index = 0, next_seq = 1, ub = 0, uf = 0;
     bool exists = false;
+    /* PostgreSQL text holds no NUL byte: such a file is stored, not indexed */
+    if (n_index > 0 && has_nul(data, n_index)) n_index = 0;
     PGresult *r = NULL;
     int rc = begin(c);
     if (rc || (rc = lock_owner(c, owner, &ub, &uf))) goto fail;
     {
         const char *v[2] = {owner, path};
         r = pg_q(c, "storage: read a file",
-                 "SELECT id, size, next_seq FROM sto_files WHERE owner = $1 AND path = $2", 2, v);
+                 "SELECT id, n_index, next_seq FROM sto_files WHERE owner = $1 AND path = $2", 2,
+                 v);
         if (!r) goto fail;
         if (PQntuples(r) == 1) {
             exists = true;
             id = pg_get_i64(r, 0, 0);
-            old_size = pg_get_i64(r, 0, 1);
+            old_index = pg_get_i64(r, 0, 1);
             next_seq = pg_get_i64(r, 0, 2);
         }
         PQclear(r);
         r = NULL;
     }
-    int64_t nb = ub - old_size + (int64_t)n, nf = uf + (exists ? 0 : 1);
-    if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && nb > ub) {
-        snprintf(err, errlen, "storage quota exceeded: this write would make %lld bytes, the "
-                 "agent's limit is %lld (storage.quota_bytes); delete files or write less",
-                 (long long)nb, (long long)s->cfg.quota_bytes);
-        rollback(c);
-        pg_give(s->pool, c);
-        *http = 507;
-        return AIOS_ETOOBIG;
-    }
+    int64_t nf = uf + (exists ? 0 : 1);
     if (s->cfg.quota_files > 0 && nf > s->cfg.quota_files && !exists) {
         snprintf(err, errlen, "file quota exceeded: the agent already has %lld files, the limit "
                  "is %lld (storage.quota_files); delete files first",
@@ -251,34 +315,24 @@ static int pq_put(struct sto_store *s, const char *owner, const char *path, cons
         *http = 507;
         return AIOS_ETOOBIG;
     }
-    if (dry) { /* it fits */
-        rollback(c);
-        pg_give(s->pool, c);
-        *http = 200;
-        return 0;
-    }
-    {
-        const char *v[3] = {sha, I64(b1, (int64_t)n), n ? data : ""};
-        int lens[3] = {-1, -1, (int)n};
-        r = pg_qb(c, "storage: store a blob",
-                  "INSERT INTO sto_blobs(sha, size, refs, data) VALUES($1, $2, 1, $3)"
-                  " ON CONFLICT (sha) DO UPDATE SET refs = sto_blobs.refs + 1", 3, v, lens, false);
-        if (!r) goto fail;
-        PQclear(r);
-        r = NULL;
-    }
+    /* what the agent holds changes by: the content if it is new to the
+     * agent, the indexed text, minus contents only pruned versions held */
+    int64_t delta = (int64_t)n_index - old_index;
+    if (owner_ref(c, owner, sha, (int64_t)n, &delta)) goto fail;
     if (exists) {
-        const char *v[5] = {sha, I64(b1, (int64_t)n), I64(b2, now), I64(b3, next_seq + 1),
-                            I64(b4, id)};
+        const char *v[6] = {sha, I64(b1, (int64_t)n), I64(b2, now), I64(b3, next_seq + 1),
+                            I64(b4, id), I64(b5, (int64_t)n_index)};
         if (pg_exec(c, "storage: update a file",
                     "UPDATE sto_files SET sha = $1, size = $2, t_modified_us = $3, next_seq = $4,"
-                    " dirty = 1 WHERE id = $5", 5, v))
+                    " dirty = 1, n_index = $6 WHERE id = $5", 6, v))
             goto fail;
     } else {
-        const char *v[5] = {owner, path, sha, I64(b1, (int64_t)n), I64(b2, now)};
+        const char *v[6] = {owner, path, sha, I64(b1, (int64_t)n), I64(b2, now),
+                            I64(b3, (int64_t)n_index)};
         r = pg_q(c, "storage: add a file",
                  "INSERT INTO sto_files(owner, path, sha, size, t_created_us, t_modified_us,"
-                 " next_seq, dirty) VALUES($1, $2, $3, $4, $5, $5, 2, 1) RETURNING id", 5, v);
+                 " next_seq, dirty, n_index) VALUES($1, $2, $3, $4, $5, $5, 2, 1, $6) RETURNING id",
+                 6, v);
         if (!r || PQntuples(r) != 1) goto fail;
         id = pg_get_i64(r, 0, 0);
         PQclear(r);
@@ -297,11 +351,42 @@ static int pq_put(struct sto_store *s, const char *owner, const char *path, cons
         const char *v[2] = {I64(b1, id), I64(b2, (int64_t)s->cfg.max_versions)};
         r = pg_q(c, "storage: prune versions",
                  "DELETE FROM sto_versions WHERE file_id = $1 AND seq IN (SELECT seq FROM"
-                 " sto_versions WHERE file_id = $1 ORDER BY seq DESC OFFSET $2) RETURNING sha",
-                 2, v);
+                 " sto_versions WHERE file_id = $1 ORDER BY seq DESC OFFSET $2)"
+                 " RETURNING sha, size", 2, v);
         if (!r) goto fail;
         for (int i = 0; i < PQntuples(r); i++)
-            if (blob_unref(c, pg_get_s(r, i, 0))) goto fail;
+            if (version_unref(c, owner, pg_get_s(r, i, 0), pg_get_i64(r, i, 1), &delta))
+                goto fail;
+        PQclear(r);
+        r = NULL;
+    }
+    int64_t nb = ub + delta;
+    if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && delta > 0) {
+        snprintf(err, errlen, "storage quota exceeded: the agent holds %lld bytes (every kept "
+                 "version and its indexed text) and this write would make %lld, over its limit "
+                 "of %lld (storage.quota_bytes); delete files or old versions, or write less",
+                 (long long)ub, (long long)nb, (long long)s->cfg.quota_bytes);
+        rollback(c);
+        pg_give(s->pool, c);
+        *http = 507;
+        return AIOS_ETOOBIG;
+    }
+    if (dry) { /* it fits */
+        rollback(c);
+        pg_give(s->pool, c);
+        *http = 200;
+        return 0;
+    }
+    {
+        /* the content itself, after the check: a refused write never sends
+         * it (a pruned version of the same content may have just dropped
+         * the row; the upsert puts it back) */
+        const char *v[3] = {sha, I64(b1, (int64_t)n), n ? data : ""};
+        int lens[3] = {-1, -1, (int)n};
+        r = pg_qb(c, "storage: store a blob",
+                  "INSERT INTO sto_blobs(sha, size, refs, data) VALUES($1, $2, 1, $3)"
+                  " ON CONFLICT (sha) DO UPDATE SET refs = sto_blobs.refs + 1", 3, v, lens, false);
+        if (!r) goto fail;
         PQclear(r);
         r = NULL;
     }
@@ -310,8 +395,7 @@ static int pq_put(struct sto_store *s, const char *owner, const char *path, cons
         if (pg_exec(c, "storage: drop the index row", "DELETE FROM sto_fts WHERE id = $1", 1, v))
             goto fail;
     }
-    /* PostgreSQL text holds no NUL byte: such a file is stored, not indexed */
-    if (n_index > 0 && !has_nul(data, n_index)) {
+    if (n_index > 0) {
         char *body = strndup(data, n_index);
         if (!body) goto fail;
         const char *v[3] = {I64(b1, id), owner, body};
@@ -466,26 +550,28 @@ static int pq_forget(struct sto_store *s, const char *owner, const char *path, b
     if (!c) return AIOS_EIO;
     char pfx[STO_PATH_MAX + 2], b1[32], b2[32];
     snprintf(pfx, sizeof pfx, "%s/", path);
-    int64_t ub, uf, bytes = 0;
+    int64_t ub, uf, delta = 0; /* what the owner holds changes by */
     PGresult *r = NULL, *sh = NULL;
     if (begin(c) || lock_owner(c, owner, &ub, &uf)) goto fail;
     {
         const char *v[2] = {owner, prefix ? pfx : path};
         r = pg_q(c, "storage: forget",
-                 prefix ? "SELECT id, size FROM sto_files WHERE owner = $1 AND starts_with(path, $2)"
-                        : "SELECT id, size FROM sto_files WHERE owner = $1 AND path = $2",
+                 prefix ? "SELECT id, n_index FROM sto_files WHERE owner = $1 AND"
+                          " starts_with(path, $2)"
+                        : "SELECT id, n_index FROM sto_files WHERE owner = $1 AND path = $2",
                  2, v);
         if (!r) goto fail;
     }
     int nf = PQntuples(r);
     for (int i = 0; i < nf; i++) {
-        bytes += pg_get_i64(r, i, 1);
+        delta -= pg_get_i64(r, i, 1);
         const char *v[1] = {pg_get_s(r, i, 0)};
         sh = pg_q(c, "storage: forget versions",
-                  "DELETE FROM sto_versions WHERE file_id = $1 RETURNING sha", 1, v);
+                  "DELETE FROM sto_versions WHERE file_id = $1 RETURNING sha, size", 1, v);
         if (!sh) goto fail;
         for (int j = 0; j < PQntuples(sh); j++)
-            if (blob_unref(c, pg_get_s(sh, j, 0))) goto fail;
+            if (version_unref(c, owner, pg_get_s(sh, j, 0), pg_get_i64(sh, j, 1), &delta))
+                goto fail;
         PQclear(sh);
         sh = NULL;
         if (pg_exec(c, "storage: forget", "DELETE FROM sto_fts WHERE id = $1", 1, v) ||
@@ -493,9 +579,9 @@ static int pq_forget(struct sto_store *s, const char *owner, const char *path, b
             goto fail;
     }
     if (nf) {
-        const char *v[3] = {owner, I64(b1, bytes), I64(b2, nf)};
+        const char *v[3] = {owner, I64(b1, delta), I64(b2, nf)};
         if (pg_exec(c, "storage: usage",
-                    "UPDATE sto_usage SET n_bytes = n_bytes - $2, n_files = n_files - $3"
+                    "UPDATE sto_usage SET n_bytes = n_bytes + $2, n_files = n_files - $3"
                     " WHERE owner = $1", 3, v))
             goto fail;
     }

@@ -7,7 +7,8 @@
  * (through previous_response_id, and the Agents SDK's way of resending the
  * items), text.format json_schema, the streamed event order with
  * sequence numbers, a chain continued across a kernel restart (rebuilt from
- * the SQLite store; the same prompt, nothing reused), another agent's id as
+ * the store: SQLite, or PostgreSQL in the integration/pg/ variant; the
+ * same prompt, nothing reused), another agent's id as
  * a 404, delete, and bad input as 400s. The random-weight model's text is
  * noise; what is asserted is shape, grammar-held structure and token
  * accounting. */
