@@ -129,10 +129,16 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (r->request_id[0]) MHD_add_response_header(resp, "x-request-id", r->request_id);
     r->status = status;
-    if (r->t_arrived_us) { /* the kernel's time for this request (bench/bench_load.c) */
+    if (r->t_arrived_us) { /* the kernel's time for this request (docs/performance.md) */
+        long long total = (long long)(util_now_us() - r->t_arrived_us);
+        long long wait = (long long)r->queue_us < total ? (long long)r->queue_us : total;
         char kt[24];
-        snprintf(kt, sizeof kt, "%lld", (long long)(util_now_us() - r->t_arrived_us));
+        snprintf(kt, sizeof kt, "%lld", total);
         MHD_add_response_header(resp, "X-Aios-Kernel-Us", kt);
+        snprintf(kt, sizeof kt, "%lld", wait);
+        MHD_add_response_header(resp, "X-Aios-Queue-Us", kt);
+        snprintf(kt, sizeof kt, "%lld", total - wait);
+        MHD_add_response_header(resp, "X-Aios-Service-Us", kt);
     }
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == 405) {
@@ -215,6 +221,19 @@ json_t *api_parse_body(struct api_req *r, enum MHD_Result *sent)
 
 /* ---- waiting on a syscall ---- */
 
+/* r's syscall is final and its handler is about to be resumed: count
+ * what it waited (queued in the scheduler, then for this thread) */
+static void count_wait(struct api_req *r)
+{
+    struct syscall *sc = r->sc;
+    if (!sc) return;
+    int64_t now = util_now_us();
+    pthread_mutex_lock(&sc->mu);
+    int64_t w = sc->t_wait_us + (sc->t_end_us && now > sc->t_end_us ? now - sc->t_end_us : 0);
+    pthread_mutex_unlock(&sc->mu);
+    r->queue_us += w;
+}
+
 static void on_syscall_event(struct syscall *sc, void *ud)
 {
     struct api_req *r = ud;
@@ -260,6 +279,7 @@ enum MHD_Result api_submit_and_wait(struct api_req *r, struct syscall *sc, api_h
     if (syscall_status_final(sc->status)) {
         pthread_mutex_unlock(&sc->mu);
         r->resume = NULL;
+        count_wait(r);
         return resume(r);
     }
     sc->waiter_parked = true;
@@ -602,6 +622,7 @@ static enum MHD_Result handler_in(void *cls, struct MHD_Connection *conn, const 
         if (r->resume) {
             api_handler_fn fn = r->resume;
             r->resume = NULL;
+            count_wait(r);
             return fn(r);
         }
         *upload_data_size = 0;
