@@ -64,6 +64,9 @@ struct api_req {
      * each finished, the time until an HTTP thread took it up again
      * (X-Aios-Queue-Us; the rest is X-Aios-Service-Us) */
     int64_t queue_us;
+    /* the body parsed once by the access gate (a JSON object, or NULL);
+     * api_parse_body hands it to the route instead of parsing again */
+    json_t *json;
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */

@@ -197,6 +197,11 @@ enum MHD_Result api_send_error(struct api_req *r, unsigned status, const char *t
 
 json_t *api_parse_body(struct api_req *r, enum MHD_Result *sent)
 {
+    if (r->json) { /* parsed by the access gate: the caller's now */
+        json_t *j = r->json;
+        r->json = NULL;
+        return j;
+    }
     json_error_t je;
     if (r->n_body == 0) {
         *sent = api_send_error(r, 400, "invalid_request_error",
@@ -710,6 +715,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (r->state_free) r->state_free(r->state);
     stream_state_free(r->stream);
+    json_decref(r->json);
     for (int i = 0; i < r->n_params; i++) free(r->params[i]);
     free(r->body);
     free(r->url);
