@@ -7,8 +7,10 @@
 #   AIOS       the aios binary (e.g. build/aios)
 #   MIX        all | mem | sto (bench_load's -m)
 #   PREFILL_S  first run the mem mix natively for this long with 50
-#              connections (default 12 s: about 4,500 notes), so that
-#              retrievals search a store of some size
+#              connections (default 12 s; it prints how many notes that
+#              made: a retrieval's cost grows with them, so compare runs
+#              on stores of about the same size), so that retrievals
+#              search a store of some size
 #   OUT        prefix of the callgrind file and the bench output
 #              (default /tmp/callgrind_load)
 # Prints the requests answered, the instructions counted and their ratio,
@@ -38,6 +40,8 @@ if [ "$prefill" != 0 ]; then
     "$bench" -m mem -a 10 "$(head -1 "$d/data/ready")" "$d/data/admin.token" 50 "$prefill" >/dev/null
     kill $pid; wait $pid || true
     rm -f "$d/data/ready"
+    # a retrieval's cost grows with the notes: say how many there are
+    python3 -c "import sqlite3,sys; print('notes in the store:', sqlite3.connect(sys.argv[1]).execute('select count(*) from notes').fetchone()[0])" "$d/data/memory.db"
 fi
 serve valgrind --tool=callgrind --callgrind-out-file="$out.cg.%p" --dump-instr=no "$aios"; pid=$!
 wait_ready; sleep 1
