@@ -88,6 +88,7 @@ struct mem_agent {
     size_t bytes;
     struct mem_lruk lruk;
     uint64_t n_hits, n_faults, n_evictions;
+    uint64_t n_removed; /* remove_memory calls that removed a note (mem_add) */
     bool vec_complete; /* every note of the agent has a vector (hybrid retrieval) */
     struct mem_agent *next; /* in m->agents[] chain; immutable once linked */
 };
@@ -531,7 +532,13 @@ int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *
      * (else a remove could run between the insert and ws_put and leave a
      * deleted note resident). */
     bool fresh = !p->id;
-    if (fresh) rc = m->st->insert(m->store, a->name, n);
+    uint64_t removed0 = 0;
+    if (fresh) {
+        pthread_mutex_lock(&a->mu);
+        removed0 = a->n_removed;
+        pthread_mutex_unlock(&a->mu);
+        rc = m->st->insert(m->store, a->name, n);
+    }
     pthread_mutex_lock(&a->mu);
     if (!fresh) rc = m->st->insert(m->store, a->name, n);
     if (!rc && m->o.emb) {
@@ -545,9 +552,11 @@ int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *
     if (!rc) {
         snprintf(id_out, MEM_ID_MAX + 1, "%s", n->id);
         if (stored) copy = note_clone(n);
-        /* a retrieval that found the committed note before this lock
-         * already made it resident, with its access counted: keep that */
-        if (fresh && ws_find(a, n->id)) mem_note_free(n);
+        /* Between the commit and this lock a retrieval may have found
+         * the note and made it resident (with its access counted: keep
+         * that), and its caller may even have removed it: then it must
+         * not become resident again (the next access reads the store). */
+        if (fresh && (ws_find(a, n->id) || a->n_removed != removed0)) mem_note_free(n);
         else ws_put(m, a, n); /* takes n */
         n = NULL;
     }
@@ -620,7 +629,10 @@ int mem_remove(struct mem_manager *m, const char *ns, const char *id, char *err,
     if (!a) return AIOS_ENOMEM;
     pthread_mutex_lock(&a->mu);
     int rc = m->st->remove(m->store, a->name, id);
-    if (!rc) ws_drop(a, id);
+    if (!rc) {
+        ws_drop(a, id);
+        a->n_removed++;
+    }
     pthread_mutex_unlock(&a->mu);
     if (rc == AIOS_ENOTFOUND) not_found(a->name, id, err, errlen);
     return rc;
