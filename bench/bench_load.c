@@ -11,9 +11,12 @@
  * One thread and epoll, so the client costs little next to the kernel.
  * Prints requests/s, client latency p50/p99, kernel time p50/p99 per kind
  * (the answer's X-Aios-Kernel-Us header: from the whole request having
- * arrived to the answer being queued, so queueing, the access check, the
- * worker and fsyncs are in it, the network and this client are not) and
- * the syscall's run time p99 (end_times - start_times), errors (non-200
+ * arrived to the answer being queued; the network and this client are not
+ * in it), split into service (X-Aios-Service-Us: parsing, the access
+ * check, the syscall's own run including the fsync it waits for, the
+ * answer) and queue (X-Aios-Queue-Us: waiting for a worker, and for an
+ * HTTP thread once the syscall finished), the syscall's run time p99
+ * (end_times - start_times), errors (non-200
  * answers, closed or failed connections), and the kernel's RSS before and
  * after. With -f DIR it first and last measures the disk's floor: a 4 KiB
  * append plus fdatasync of a file in DIR (the kernel's data directory),
@@ -97,7 +100,7 @@ struct conn {
     bool connected;
 };
 
-static struct samples g_lat[N_OPS], g_kern[N_OPS], g_run[N_OPS];
+static struct samples g_lat[N_OPS], g_kern[N_OPS], g_svc[N_OPS], g_que[N_OPS], g_run[N_OPS];
 static unsigned long g_ok[N_OPS], g_err_status[N_OPS], g_err_conn;
 static char g_token[512];
 static int g_port;
@@ -270,6 +273,10 @@ static int take_answer(struct conn *c)
         sample_add(&g_lat[c->op], lat);
         const char *kt = strcasestr(c->buf, "\r\nX-Aios-Kernel-Us:");
         if (kt && kt < eoh) sample_add(&g_kern[c->op], strtod(kt + 19, NULL) / 1e6);
+        const char *sv = strcasestr(c->buf, "\r\nX-Aios-Service-Us:");
+        if (sv && sv < eoh) sample_add(&g_svc[c->op], strtod(sv + 20, NULL) / 1e6);
+        const char *qu = strcasestr(c->buf, "\r\nX-Aios-Queue-Us:");
+        if (qu && qu < eoh) sample_add(&g_que[c->op], strtod(qu + 18, NULL) / 1e6);
         const char *st = strstr(eoh, "\"start_times\":[");
         const char *en = strstr(eoh, "\"end_times\":[");
         if (st && en) sample_add(&g_run[c->op], strtod(en + 13, NULL) - strtod(st + 15, NULL));
@@ -444,21 +451,26 @@ int main(int argc, char **argv)
     if (fsync_dir)
         printf("disk floor (4 KiB append + fdatasync in %s): p50 %.3f / p99 %.3f ms before, "
                "p50 %.3f / p99 %.3f ms after\n", fsync_dir, f50a, f99a, f50b, f99b);
-    printf("%-16s %9s %10s %10s %14s %14s %12s\n", "kind", "ok", "p50 ms", "p99 ms",
-           "kernel p50 ms", "kernel p99 ms", "run p99 ms");
+    printf("times in ms: wall (client), kernel (X-Aios-Kernel-Us) = service (X-Aios-Service-Us)\n"
+           "+ queue (X-Aios-Queue-Us), run (the syscall's end_times - start_times)\n");
+    printf("%-16s %7s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "kind", "ok", "wall p50",
+           "wall p99", "kern p50", "kern p99", "serv p50", "serv p99", "queue p50", "queue p99",
+           "run p99");
     for (int o = 0; o < N_OPS; o++) {
         if (!g_ok[o] && !g_err_status[o]) continue;
-        qsort(g_lat[o].v, g_lat[o].n, sizeof(double), cmp_d);
-        qsort(g_kern[o].v, g_kern[o].n, sizeof(double), cmp_d);
-        qsort(g_run[o].v, g_run[o].n, sizeof(double), cmp_d);
-        char k50[32] = "-", k99[32] = "-", r99[32] = "-";
-        if (g_kern[o].n) {
-            snprintf(k50, sizeof k50, "%.3f", pct(&g_kern[o], 0.5) * 1e3);
-            snprintf(k99, sizeof k99, "%.3f", pct(&g_kern[o], 0.99) * 1e3);
+        struct samples *col[] = {&g_kern[o], &g_svc[o], &g_que[o], &g_run[o]};
+        char v[4][2][32];
+        for (int i = 0; i < 4; i++) {
+            qsort(col[i]->v, col[i]->n, sizeof(double), cmp_d);
+            for (int j = 0; j < 2; j++) {
+                if (col[i]->n) snprintf(v[i][j], 32, "%.3f", pct(col[i], j ? 0.99 : 0.5) * 1e3);
+                else snprintf(v[i][j], 32, "-");
+            }
         }
-        if (g_run[o].n) snprintf(r99, sizeof r99, "%.3f", pct(&g_run[o], 0.99) * 1e3);
-        printf("%-16s %9lu %10.2f %10.2f %14s %14s %12s\n", k_op_name[o], g_ok[o],
-               pct(&g_lat[o], 0.5) * 1e3, pct(&g_lat[o], 0.99) * 1e3, k50, k99, r99);
+        qsort(g_lat[o].v, g_lat[o].n, sizeof(double), cmp_d);
+        printf("%-16s %7lu %9.2f %9.2f %9s %9s %9s %9s %9s %9s %9s\n", k_op_name[o], g_ok[o],
+               pct(&g_lat[o], 0.5) * 1e3, pct(&g_lat[o], 0.99) * 1e3, v[0][0], v[0][1], v[1][0],
+               v[1][1], v[2][0], v[2][1], v[3][1]);
     }
     if (pid) {
         sleep(1);

@@ -27,6 +27,9 @@ struct acc_store {
     char *path;
     pthread_mutex_t wmu; /* guards wdb */
     sqlite3 *wdb;        /* the audit writer's connection */
+    /* its statements for audit_append, prepared on first use and kept
+     * (parsing them again for every batch was most of an append's cost) */
+    sqlite3_stmt *a_begin, *a_insert, *a_commit;
 };
 
 static const char k_schema[] =
@@ -76,6 +79,9 @@ static const char *col(sqlite3_stmt *st, int i)
 static void sq_close(struct acc_store *s)
 {
     if (!s) return;
+    sqlite3_finalize(s->a_begin);
+    sqlite3_finalize(s->a_insert);
+    sqlite3_finalize(s->a_commit);
     sqlite3_close(s->wdb);
     pthread_mutex_destroy(&s->wmu);
     free(s->path);
@@ -303,11 +309,22 @@ static int sq_audit_append(struct acc_store *s, const struct acc_audit_rec *rows
 {
     pthread_mutex_lock(&s->wmu);
     sqlite3 *db = s->wdb;
-    sqlite3_stmt *st = NULL;
     int rc = 0;
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO audit(t,agent,syscall_id,resource,action,decision,"
-                           "reason,request_id) VALUES(?,?,?,?,?,?,?,?)", -1, &st, NULL) != SQLITE_OK) {
+    const unsigned keep = SQLITE_PREPARE_PERSISTENT;
+    if ((!s->a_begin && sqlite3_prepare_v3(db, "BEGIN", -1, keep, &s->a_begin, NULL) != SQLITE_OK) ||
+        (!s->a_commit &&
+         sqlite3_prepare_v3(db, "COMMIT", -1, keep, &s->a_commit, NULL) != SQLITE_OK) ||
+        (!s->a_insert &&
+         sqlite3_prepare_v3(db, "INSERT INTO audit(t,agent,syscall_id,resource,action,decision,"
+                            "reason,request_id) VALUES(?,?,?,?,?,?,?,?)", -1, keep, &s->a_insert,
+                            NULL) != SQLITE_OK)) {
+        rc = db_fail(db, "audit log", err, errlen);
+        goto out;
+    }
+    sqlite3_stmt *st = s->a_insert;
+    int r = sqlite3_step(s->a_begin);
+    sqlite3_reset(s->a_begin);
+    if (r != SQLITE_DONE) {
         rc = db_fail(db, "audit log", err, errlen);
         goto out;
     }
@@ -328,11 +345,12 @@ static int sq_audit_append(struct acc_store *s, const struct acc_audit_rec *rows
             LOG_ERROR("access", "audit log: cannot write a row: %s", sqlite3_errmsg(db));
         sqlite3_reset(st);
     }
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        rc = db_fail(db, "audit log: commit failed", err, errlen);
+    sqlite3_clear_bindings(st);
+    r = sqlite3_step(s->a_commit);
+    sqlite3_reset(s->a_commit);
+    if (r != SQLITE_DONE) rc = db_fail(db, "audit log: commit failed", err, errlen);
 out:
-    sqlite3_finalize(st);
-    if (rc) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    if (rc && !sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     pthread_mutex_unlock(&s->wmu);
     return rc;
 }

@@ -593,7 +593,8 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
 
     /* what the request says about itself */
     json_t *body = NULL;
-    if (r->n_body && strcmp(method, "GET")) body = json_loadb(r->body, r->n_body, 0, NULL);
+    if (r->body_json) body = json_incref(r->body_json);
+    else if (r->n_body && strcmp(method, "GET")) body = json_loadb(r->body, r->n_body, 0, NULL);
     bool chat = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions") ||
                 !strcmp(url, "/v1/responses") || !strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings");
     bool query = !strcmp(url, "/query");

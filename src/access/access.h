@@ -98,6 +98,9 @@ struct acc_req {
     bool loopback;             /* the peer is 127.0.0.0/8 or ::1 */
     const char *body;          /* the complete body (n_body bytes) */
     size_t n_body;
+    /* the body already parsed by the caller (borrowed), or NULL: the
+     * gate parses it itself */
+    json_t *body_json;
     const char *default_model; /* the model an LLM call naming none gets */
     /* out: the acting agent ("admin" for the operator), whether the
      * admin token was used, whether compat mode trusted a tokenless call */

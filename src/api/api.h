@@ -59,6 +59,14 @@ struct api_req {
      * answer's X-Aios-Kernel-Us is the time from here to the answer being
      * queued: the kernel's own time, without the network or the client */
     int64_t t_arrived_us;
+    /* of that time, what the request spent waiting rather than being
+     * worked on: its syscalls' time in the scheduler's queue plus, after
+     * each finished, the time until an HTTP thread took it up again
+     * (X-Aios-Queue-Us; the rest is X-Aios-Service-Us) */
+    int64_t queue_us;
+    /* the body parsed once by the access gate (a JSON object, or NULL);
+     * api_parse_body hands it to the route instead of parsing again */
+    json_t *json;
 };
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body); /* steals body */

@@ -46,7 +46,11 @@
  * manager closes). Each agent has its own
  * mutex, held for the whole of one operation on that agent, including its
  * SQL, so the working set and the store change together and agents do not
- * wait on each other (except for SQLite's single writer). The two are never
+ * wait on each other (except for SQLite's single writer). One exception:
+ * add_memory of a note whose id the kernel makes inserts it (and waits
+ * for the fsync that covers it) before taking the agent's lock, since no
+ * other call can name that note yet; only the working-set update is
+ * locked. The two are never
  * held together: the agent is looked up under m->mu, m->mu is released,
  * then the agent's lock is taken. add_agentic_memory asks the LLM before
  * taking any lock.
@@ -84,6 +88,7 @@ struct mem_agent {
     size_t bytes;
     struct mem_lruk lruk;
     uint64_t n_hits, n_faults, n_evictions;
+    uint64_t n_removed; /* remove_memory calls that removed a note (mem_add) */
     bool vec_complete; /* every note of the agent has a vector (hybrid retrieval) */
     struct mem_agent *next; /* in m->agents[] chain; immutable once linked */
 };
@@ -519,8 +524,23 @@ int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *
         vec = NULL;
     }
 
+    /* A note with an id made here cannot be named by any other call
+     * before this one answers, so its insert (which waits for the group
+     * commit's fsync) runs without the agent's lock: the agent's reads
+     * and other adds do not wait behind that fsync. An id the agent chose
+     * can be updated or removed meanwhile, so that insert keeps the lock
+     * (else a remove could run between the insert and ws_put and leave a
+     * deleted note resident). */
+    bool fresh = !p->id;
+    uint64_t removed0 = 0;
+    if (fresh) {
+        pthread_mutex_lock(&a->mu);
+        removed0 = a->n_removed;
+        pthread_mutex_unlock(&a->mu);
+        rc = m->st->insert(m->store, a->name, n);
+    }
     pthread_mutex_lock(&a->mu);
-    rc = m->st->insert(m->store, a->name, n);
+    if (!fresh) rc = m->st->insert(m->store, a->name, n);
     if (!rc && m->o.emb) {
         const char *ids[1] = {n->id};
         if (!vec || m->st->vec_set(m->store, a->name, ids, vec, 1, emb_dim(m->o.emb))) {
@@ -532,7 +552,12 @@ int mem_add(struct mem_manager *m, const char *ns, const struct mem_add_params *
     if (!rc) {
         snprintf(id_out, MEM_ID_MAX + 1, "%s", n->id);
         if (stored) copy = note_clone(n);
-        ws_put(m, a, n); /* takes n */
+        /* Between the commit and this lock a retrieval may have found
+         * the note and made it resident (with its access counted: keep
+         * that), and its caller may even have removed it: then it must
+         * not become resident again (the next access reads the store). */
+        if (fresh && (ws_find(a, n->id) || a->n_removed != removed0)) mem_note_free(n);
+        else ws_put(m, a, n); /* takes n */
         n = NULL;
     }
     pthread_mutex_unlock(&a->mu);
@@ -604,7 +629,10 @@ int mem_remove(struct mem_manager *m, const char *ns, const char *id, char *err,
     if (!a) return AIOS_ENOMEM;
     pthread_mutex_lock(&a->mu);
     int rc = m->st->remove(m->store, a->name, id);
-    if (!rc) ws_drop(a, id);
+    if (!rc) {
+        ws_drop(a, id);
+        a->n_removed++;
+    }
     pthread_mutex_unlock(&a->mu);
     if (rc == AIOS_ENOTFOUND) not_found(a->name, id, err, errlen);
     return rc;

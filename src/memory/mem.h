@@ -46,7 +46,7 @@ struct mem_opts {
 #define MEM_DEFAULT_MAX_NOTE ((size_t)64 << 10)
 #define MEM_DEFAULT_STORE_QUOTA ((int64_t)256 << 20)
 #define MEM_DEFAULT_AGENTIC_TOKENS 64
-#define MEM_DEFAULT_WORKERS 4
+#define MEM_DEFAULT_WORKERS 16
 
 /* Read and validate the memory.* keys of the config (defaults for absent
  * ones). 0 or AIOS_ECONFIG with "memory.key: what is wrong" in err. */

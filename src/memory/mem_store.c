@@ -6,8 +6,10 @@
  *   notes(nid INTEGER PRIMARY KEY, agent, id, content, keywords, tags,
  *         category, context, timestamp, last_accessed, links,
  *         retrieval_count, extra, UNIQUE(agent, id))
- *   notes_fts: FTS5 over (content, keywords, tags, context), external
- *         content = notes, porter stemming, kept in step by triggers
+ *   notes_fts: FTS5 over (content, keywords, tags, context, agent),
+ *         external content = notes, porter stemming, kept in step by
+ *         triggers; text queries name the first four columns, the agent
+ *         column only narrows a retrieval to the caller's rows
  *
  * keywords, tags, links and extra are JSON text. Every statement names the
  * agent, so one agent's rows are never read or changed for another: the
@@ -41,6 +43,7 @@
 #include "util/err.h"
 #include "util/log.h"
 #include "util/sqlgc.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -83,7 +86,7 @@ static const char *const k_sql[ST__COUNT] = {
                  "WHERE agent=?1 AND id=?2",
     /* every match with its BM25 score, in row id order: scan_top() keeps
      * the best k of the agent's (see there for why not ORDER BY rank) */
-    [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts) FROM notes_fts f WHERE notes_fts MATCH ?1",
+    [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts, ?2, ?3) FROM notes_fts f WHERE notes_fts MATCH ?1",
     [ST_IS_AGENT] = "SELECT 1 FROM notes WHERE nid=?1 AND agent=?2",
     [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
     [ST_VEC_SET] = "INSERT OR REPLACE INTO notes_vec(nid, agent, vec) "
@@ -112,26 +115,37 @@ static const char *const k_sql[ST__COUNT] = {
 #define NOTE_USED(a) "coalesce((SELECT n_bytes FROM note_usage WHERE agent = " a "), 0)"
 #define NOTE_FIELDS "content, keywords, tags, category, context, timestamp, links, extra"
 
+/* The full-text index: the four text columns, and the owning agent's name
+ * as a fifth column, so that a retrieval can ask for the agent's rows in
+ * the index itself (fts_match) instead of scoring every agent's matches
+ * and looking up the owner of each (docs/memory.md). Queries of the
+ * notes' text are limited to the four text columns (FTS_TEXT_COLS), so an
+ * agent's name is never matched as text. */
+#define FTS_TEXT_COLS "{content keywords tags context}"
+#define FTS_SCHEMA                                                                              \
+    "CREATE VIRTUAL TABLE IF NOT EXISTS notes_fts USING fts5(content, keywords, tags, context,"  \
+    " agent, content='notes', content_rowid='nid', tokenize='porter unicode61');"              \
+    "CREATE TRIGGER IF NOT EXISTS notes_ai AFTER INSERT ON notes BEGIN"                         \
+    " INSERT INTO notes_fts(rowid, content, keywords, tags, context, agent)"                    \
+    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context, new.agent); END;"      \
+    "CREATE TRIGGER IF NOT EXISTS notes_ad AFTER DELETE ON notes BEGIN"                         \
+    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context, agent)"         \
+    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context, old.agent);" \
+    " END;"                                                                                     \
+    "CREATE TRIGGER IF NOT EXISTS notes_au AFTER UPDATE OF content, keywords, tags, context"    \
+    " ON notes BEGIN"                                                                           \
+    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context, agent)"         \
+    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context, old.agent);" \
+    " INSERT INTO notes_fts(rowid, content, keywords, tags, context, agent)"                    \
+    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context, new.agent); END;"
+
 static const char k_schema[] =
     "CREATE TABLE IF NOT EXISTS notes("
     " nid INTEGER PRIMARY KEY, agent TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL,"
     " keywords TEXT NOT NULL, tags TEXT NOT NULL, category TEXT NOT NULL, context TEXT NOT NULL,"
     " timestamp TEXT NOT NULL, last_accessed TEXT NOT NULL, links TEXT NOT NULL,"
     " retrieval_count INTEGER NOT NULL DEFAULT 0, extra TEXT NOT NULL, UNIQUE(agent, id));"
-    "CREATE VIRTUAL TABLE IF NOT EXISTS notes_fts USING fts5(content, keywords, tags, context,"
-    " content='notes', content_rowid='nid', tokenize='porter unicode61');"
-    "CREATE TRIGGER IF NOT EXISTS notes_ai AFTER INSERT ON notes BEGIN"
-    " INSERT INTO notes_fts(rowid, content, keywords, tags, context)"
-    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;"
-    "CREATE TRIGGER IF NOT EXISTS notes_ad AFTER DELETE ON notes BEGIN"
-    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context)"
-    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context); END;"
-    "CREATE TRIGGER IF NOT EXISTS notes_au AFTER UPDATE OF content, keywords, tags, context"
-    " ON notes BEGIN"
-    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context)"
-    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context);"
-    " INSERT INTO notes_fts(rowid, content, keywords, tags, context)"
-    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;"
+    FTS_SCHEMA
     /* embedding vectors (hybrid retrieval, when embedding.model is set):
      * one per note, dropped with the note and when its content changes, so
      * a vector never describes other text; vec_meta.model names the model
@@ -167,6 +181,31 @@ static const char k_schema[] =
     " UPDATE note_usage SET n_bytes = n_bytes + " NOTE_BYTES("new") " - " NOTE_BYTES("old")
     " WHERE agent = new.agent; END;";
 
+/* IDF of each phrase of a query, kept across queries (the store's
+ * idf_cache, a leaf lock). Counting the rows that hold a phrase walks its
+ * whole doclist: for a query whose words are in most notes that was over
+ * half of a retrieval's instructions and grew with every agent's notes
+ * (docs/performance.md). A kept entry is used while the index has changed
+ * by at most 1/IDF_DRIFT of its rows since it was counted, so a phrase's
+ * IDF is off by at most that share of the corpus; below IDF_MIN_ROWS rows
+ * it is always counted exactly. */
+#define IDF_SLOTS 256
+#define IDF_DRIFT 32
+#define IDF_MIN_ROWS 1024
+#define IDF_MAX_PHRASES 32
+
+struct idf_ent {
+    char *q; /* the FTS query text; NULL: empty slot */
+    sqlite3_int64 n_row;
+    int n_phrase;
+    double idf[IDF_MAX_PHRASES];
+};
+
+struct idf_cache {
+    pthread_mutex_t mu;
+    struct idf_ent e[IDF_SLOTS];
+};
+
 struct mem_conn {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
@@ -181,6 +220,7 @@ struct mem_store {
     pthread_mutex_t mu; /* guards `free_list` only */
     struct mem_conn *free_list; /* readers */
     atomic_uint n_deletes; /* every MEM_MERGE_EVERY-th delete merges the index */
+    struct idf_cache idf;  /* see aios_bm25 */
 };
 
 /* Deleting a note leaves a tombstone in the FTS5 index until its segments
@@ -201,9 +241,42 @@ struct mem_store {
  * kept as aux data. */
 
 struct rank_data {
-    int n_phrase;
+    int n_phrase, skip;
     double idf[];
 };
+
+static bool idf_lookup(struct idf_cache *c, const char *q, sqlite3_int64 n_row, int n_phrase,
+                       double *idf)
+{
+    struct idf_ent *e = &c->e[util_fnv1a32(q) % IDF_SLOTS];
+    bool hit = false;
+    pthread_mutex_lock(&c->mu);
+    if (e->q && e->n_phrase == n_phrase && !strcmp(e->q, q)) {
+        sqlite3_int64 d = n_row > e->n_row ? n_row - e->n_row : e->n_row - n_row;
+        if (d * IDF_DRIFT <= e->n_row) {
+            memcpy(idf, e->idf, (size_t)n_phrase * sizeof *idf);
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return hit;
+}
+
+static void idf_store(struct idf_cache *c, const char *q, sqlite3_int64 n_row, int n_phrase,
+                      const double *idf)
+{
+    char *copy = strdup(q);
+    if (!copy) return;
+    struct idf_ent *e = &c->e[util_fnv1a32(q) % IDF_SLOTS];
+    pthread_mutex_lock(&c->mu);
+    char *old = e->q;
+    e->q = copy;
+    e->n_row = n_row;
+    e->n_phrase = n_phrase;
+    memcpy(e->idf, idf, (size_t)n_phrase * sizeof *idf);
+    pthread_mutex_unlock(&c->mu);
+    free(old);
+}
 
 static int rank_count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud)
 {
@@ -213,28 +286,40 @@ static int rank_count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud
     return SQLITE_OK;
 }
 
+/* aios_bm25(notes_fts [, KEY [, SKIP]]): KEY, the text query, lets the IDFs
+ * come from the store's cache (struct idf_cache, the function's user data);
+ * the first SKIP phrases (the agent filter of fts_match) are not scored. */
 static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx,
                       int n_val, sqlite3_value **vals)
 {
-    (void)n_val;
-    (void)vals;
     const double k1 = 1.2;
     struct rank_data *d = api->xGetAuxdata(fts, 0);
     if (!d) {
-        int n = api->xPhraseCount(fts);
+        int n_all = api->xPhraseCount(fts);
+        int skip = n_val > 1 ? sqlite3_value_int(vals[1]) : 0;
+        if (skip < 0 || skip > n_all) skip = 0;
+        int n = n_all - skip;
         d = sqlite3_malloc64(sizeof *d + (size_t)n * sizeof(double));
         if (!d) {
             sqlite3_result_error_nomem(ctx);
             return;
         }
         d->n_phrase = n;
+        d->skip = skip;
         sqlite3_int64 n_row = 0;
         int rc = api->xRowCount(fts, &n_row);
-        for (int i = 0; i < n && rc == SQLITE_OK; i++) {
-            sqlite3_int64 hits = 0;
-            rc = api->xQueryPhrase(fts, i, &hits, rank_count_cb);
-            double idf = log(((double)n_row - (double)hits + 0.5) / ((double)hits + 0.5));
-            d->idf[i] = idf > 1e-6 ? idf : 1e-6;
+        struct idf_cache *cache = api->xUserData(fts);
+        const char *q = n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL;
+        bool cacheable = rc == SQLITE_OK && cache && q && n <= IDF_MAX_PHRASES &&
+                         n_row >= IDF_MIN_ROWS;
+        if (!cacheable || !idf_lookup(cache, q, n_row, n, d->idf)) {
+            for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+                sqlite3_int64 hits = 0;
+                rc = api->xQueryPhrase(fts, skip + i, &hits, rank_count_cb);
+                double idf = log(((double)n_row - (double)hits + 0.5) / ((double)hits + 0.5));
+                d->idf[i] = idf > 1e-6 ? idf : 1e-6;
+            }
+            if (rc == SQLITE_OK && cacheable) idf_store(cache, q, n_row, n, d->idf);
         }
         if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, d, sqlite3_free);
         else sqlite3_free(d);
@@ -247,14 +332,14 @@ static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
     for (int i = 0; i < d->n_phrase; i++) {
         Fts5PhraseIter it;
         int col = -1, off = 0, tf = 0;
-        if (api->xPhraseFirst(fts, i, &it, &col, &off) != SQLITE_OK) continue;
+        if (api->xPhraseFirst(fts, d->skip + i, &it, &col, &off) != SQLITE_OK) continue;
         for (; col >= 0; api->xPhraseNext(fts, &it, &col, &off)) tf++;
         if (tf) score += d->idf[i] * ((double)tf * (k1 + 1.0)) / ((double)tf + k1);
     }
     sqlite3_result_double(ctx, -score);
 }
 
-static int rank_register(sqlite3 *db)
+static int rank_register(sqlite3 *db, struct idf_cache *cache)
 {
     fts5_api *api = NULL;
     sqlite3_stmt *st = NULL;
@@ -263,7 +348,7 @@ static int rank_register(sqlite3 *db)
     sqlite3_step(st);
     sqlite3_finalize(st);
     if (!api || api->iVersion < 2) return AIOS_EIO;
-    return api->xCreateFunction(api, "aios_bm25", NULL, aios_bm25, NULL) == SQLITE_OK ? 0 : AIOS_EIO;
+    return api->xCreateFunction(api, "aios_bm25", cache, aios_bm25, NULL) == SQLITE_OK ? 0 : AIOS_EIO;
 }
 
 /* SQLite has one writer at a time; another connection that wants to write
@@ -302,7 +387,7 @@ static int conn_open(struct mem_store *s, bool writer, struct mem_conn **out, ch
         goto fail;
     }
     sqlite3_busy_handler(c->db, busy_wait, NULL);
-    if (rank_register(c->db)) {
+    if (rank_register(c->db, &s->idf)) {
         snprintf(err, errlen, "memory database %s: this SQLite has no FTS5 (it is needed for retrieval)",
                  s->path);
         goto fail;
@@ -374,9 +459,8 @@ static int64_t one_int(sqlite3 *db, const char *sql)
 /* A database of the earlier layout (user_version 0): count what each
  * agent's notes take, and rewrite the file once with incremental
  * auto-vacuum so that deletes can give space back. */
-static int upgrade(struct mem_conn *c, char *err, size_t errlen)
+static int upgrade_v1(struct mem_conn *c, char *err, size_t errlen)
 {
-    if (one_int(c->db, "PRAGMA user_version") >= 1) return 0;
     char *msg = NULL;
     if (sqlite3_exec(c->db,
                      "BEGIN IMMEDIATE; DELETE FROM note_usage;"
@@ -402,6 +486,34 @@ static int upgrade(struct mem_conn *c, char *err, size_t errlen)
     return 0;
 }
 
+/* user_version 1 -> 2: the full-text index gets the agent column; it is
+ * made again from the notes (once, at the first start of this version) */
+static int upgrade_v2(struct mem_conn *c, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(c->db,
+                     "BEGIN IMMEDIATE; DROP TRIGGER IF EXISTS notes_ai; DROP TRIGGER IF EXISTS "
+                     "notes_ad; DROP TRIGGER IF EXISTS notes_au; DROP TABLE IF EXISTS notes_fts; "
+                     FTS_SCHEMA " INSERT INTO notes_fts(notes_fts) VALUES('rebuild');"
+                     " PRAGMA user_version = 2; COMMIT;",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "memory database: rebuilding the full-text index: %s",
+                 msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        return AIOS_EIO;
+    }
+    return 0;
+}
+
+static int upgrade(struct mem_conn *c, char *err, size_t errlen)
+{
+    int64_t v = one_int(c->db, "PRAGMA user_version");
+    int rc = v < 1 ? upgrade_v1(c, err, errlen) : 0;
+    if (!rc && v < 2) rc = upgrade_v2(c, err, errlen);
+    return rc;
+}
+
 int mem_store_open(struct mem_store **out, const char *path, bool full_sync, char *err,
                    size_t errlen)
 {
@@ -415,6 +527,7 @@ int mem_store_open(struct mem_store **out, const char *path, bool full_sync, cha
     }
     s->full_sync = full_sync;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->idf.mu, NULL);
     int rc = conn_open(s, true, &s->writer, err, errlen); /* creates the schema */
     if (!rc) rc = upgrade(s->writer, err, errlen);
     if (!rc && (rc = sqlgc_open(&s->gc, s->writer->db, s->writer, full_sync)))
@@ -443,6 +556,8 @@ void mem_store_close(struct mem_store *s)
     sqlgc_close(s->gc);
     conn_close(s->writer);
     pthread_mutex_destroy(&s->mu);
+    for (int i = 0; i < IDF_SLOTS; i++) free(s->idf.e[i].q);
+    pthread_mutex_destroy(&s->idf.mu);
     free(s->path);
     free(s);
 }
@@ -850,11 +965,13 @@ static int hit_cmp_best_first(const void *a, const void *b)
 }
 
 /* out[0..k): the agent's best hits, best first (nid, score and bm25 set) */
-static int scan_top(struct mem_conn *c, const char *agent, const char *q, size_t k,
-                    struct mem_hit *out, size_t *n_out)
+static int scan_top(struct mem_conn *c, const char *agent, const char *match, const char *q,
+                    int skip, size_t k, struct mem_hit *out, size_t *n_out)
 {
     sqlite3_stmt *st = c->st[ST_SCAN], *own = c->st[ST_IS_AGENT];
-    sqlite3_bind_text(st, 1, q, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, skip);
     sqlite3_bind_text(own, 2, agent, -1, SQLITE_STATIC);
     size_t n = 0;
     int rc = 0, r;
@@ -1082,6 +1199,36 @@ int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, i
     return rc;
 }
 
+/* The MATCH text of a retrieval of agent's notes for the words q
+ * (mem_fts_query): `agent : "NAME" AND {text columns} : (q)`, *skip = 1
+ * (the agent's phrase is not scored). The agent's phrase is a filter that
+ * may let a few other agents' rows through (names that tokenize alike,
+ * "a-b" and "a.b"); scan_top checks each row's owner all the same. A name
+ * with no letter or digit would make an empty phrase, which matches
+ * nothing: then the text alone, *skip = 0. malloc'd; NULL: out of memory. */
+static char *fts_match(const char *agent, const char *q, int *skip)
+{
+    bool word = false;
+    for (const char *p = agent; *p && !word; p++)
+        word = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9');
+    size_t n = strlen(q) + 2 * strlen(agent) + 64;
+    char *m = malloc(n);
+    if (!m) return NULL;
+    size_t o = 0;
+    *skip = 0;
+    if (word) {
+        o += (size_t)snprintf(m + o, n - o, "agent : \"");
+        for (const char *p = agent; *p; p++) { /* a quote is doubled inside a string */
+            if (*p == '"') m[o++] = '"';
+            m[o++] = *p;
+        }
+        o += (size_t)snprintf(m + o, n - o, "\" AND ");
+        *skip = 1;
+    }
+    snprintf(m + o, n - o, FTS_TEXT_COLS " : (%s)", q);
+    return m;
+}
+
 int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,
                          struct mem_hit *out, size_t *n_out)
 {
@@ -1092,13 +1239,17 @@ int mem_store_search_ids(struct mem_store *s, const char *agent, const char *tex
         free(q);
         return 0;
     }
-    struct mem_conn *c = conn_take(s);
+    int skip = 0;
+    char *match = fts_match(agent, q, &skip);
+    struct mem_conn *c = match ? conn_take(s) : NULL;
     if (!c) {
+        free(match);
         free(q);
-        return AIOS_EIO;
+        return match ? AIOS_EIO : AIOS_ENOMEM;
     }
-    int rc = scan_top(c, agent, q, (size_t)k, out, n_out);
+    int rc = scan_top(c, agent, match, q, skip, (size_t)k, out, n_out);
     conn_give(s, c);
+    free(match);
     free(q);
     return rc;
 }
@@ -1113,9 +1264,19 @@ int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, 
     json_decref(ids);
     int rc = q && list ? 0 : AIOS_ENOMEM;
     struct mem_conn *c = !rc && q[0] ? conn_take(s) : NULL;
+    char *tq = NULL;
+    if (c) {
+        int skip0;
+        tq = fts_match("", q, &skip0); /* the text columns only */
+        if (!tq) {
+            conn_give(s, c);
+            c = NULL;
+            rc = AIOS_ENOMEM;
+        }
+    }
     if (c) {
         sqlite3_stmt *b = c->st[ST_BM25_SOME];
-        sqlite3_bind_text(b, 1, q, -1, SQLITE_STATIC);
+        sqlite3_bind_text(b, 1, tq, -1, SQLITE_STATIC);
         sqlite3_bind_text(b, 2, list, -1, SQLITE_STATIC);
         int r;
         while ((r = sqlite3_step(b)) == SQLITE_ROW) {
@@ -1130,6 +1291,7 @@ int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, 
     } else if (!rc && q[0]) {
         rc = AIOS_EIO;
     }
+    free(tq);
     free(q);
     free(list);
     return rc;

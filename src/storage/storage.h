@@ -29,7 +29,7 @@ struct sto_config {
                               * once) and of the indexed text; 0 = unlimited */
     int64_t quota_files;     /* per agent, number of files; 0 = unlimited */
     int64_t max_file_bytes;  /* one file; default 16 MiB */
-    int n_threads;           /* executor threads; default 2 */
+    int n_threads;           /* executor threads; default STO_DEFAULT_THREADS */
     /* a write that would leave less free space than this on the disk of
      * the storage root is refused (507), so the rest of the kernel (memory,
      * audit, other agents' small writes) keeps room; default 64 MiB */
@@ -44,7 +44,7 @@ struct sto_config {
 #define STO_DEFAULT_QUOTA_BYTES ((int64_t)1 << 30)
 #define STO_DEFAULT_QUOTA_FILES 100000
 #define STO_DEFAULT_MAX_FILE_BYTES ((int64_t)16 << 20)
-#define STO_DEFAULT_THREADS 4
+#define STO_DEFAULT_THREADS 16
 #define STO_DEFAULT_RESERVE_BYTES ((int64_t)64 << 20)
 
 /* Read storage.* from the kernel config (root_dir resolved under data_dir)

@@ -55,6 +55,7 @@
 #include "util/err.h"
 #include "util/log.h"
 #include "util/sqlgc.h"
+#include "util/stmtcache.h"
 #include "util/util.h"
 
 #include <ctype.h>
@@ -142,6 +143,7 @@ static void conn_destroy(void *p)
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     pthread_mutex_unlock(&s->conns_mu);
+    stc_forget(c->db);
     sqlite3_close_v2(c->db);
     free(c);
 }
@@ -216,10 +218,12 @@ static void sq_close(struct sto_store *s)
     if (!s) return;
     if (s->key_made) pthread_key_delete(s->key);
     sqlgc_close(s->gc);
+    stc_forget(s->writer);
     sqlite3_close_v2(s->writer);
     struct sto_conn *c = s->conns;
     while (c) {
         struct sto_conn *n = c->next;
+        stc_forget(c->db);
         sqlite3_close_v2(c->db);
         free(c);
         c = n;
@@ -340,11 +344,13 @@ static int sq_open(struct sto_store **out, const struct sto_store_cfg *c, char *
 }
 
 /* ---- small helpers: prepare + bind from a type string ----
- * t: const char * (text), i: int64_t, b: const void *, size_t (blob) */
+ * t: const char * (text), i: int64_t, b: const void *, size_t (blob).
+ * Statements come from the connection's cache (util/stmtcache.h) and go
+ * back with stc_put, never sqlite3_finalize. */
 static sqlite3_stmt *vprep(sqlite3 *db, const char *sql, const char *types, va_list ap)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    sqlite3_stmt *st = stc_get(db, sql); /* prepared once per connection */
+    if (!st) {
         LOG_ERROR("storage", "prepare failed: %s: %s", sqlite3_errmsg(db), sql);
         return NULL;
     }
@@ -381,7 +387,7 @@ static int EXEC(sqlite3 *db, const char *sql, const char *types, ...)
     va_end(ap);
     int rc = st && sqlite3_step(st) == SQLITE_DONE ? 0 : AIOS_EIO;
     if (rc) LOG_ERROR("storage", "%s: %s", sql, sqlite3_errmsg(db));
-    sqlite3_finalize(st);
+    stc_put(st);
     return rc;
 }
 
@@ -468,7 +474,7 @@ static int sq_file(struct sto_store *s, const char *owner, const char *path, str
     } else {
         rc = rc == SQLITE_DONE ? AIOS_ENOTFOUND : AIOS_EIO;
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     return rc;
 }
 
@@ -482,7 +488,7 @@ static int usage_of(sqlite3 *db, const char *owner, int64_t *bytes, int64_t *fil
         *bytes = sqlite3_column_int64(st, 0);
         *files = sqlite3_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : AIOS_EIO;
 }
 
@@ -535,7 +541,7 @@ static int put_job(void *conn, void *arg)
         old_index = sqlite3_column_int64(st, 1);
         next_seq = sqlite3_column_int64(st, 2);
     }
-    sqlite3_finalize(st);
+    stc_put(st);
 
     int64_t ub, uf;
     if (usage_of(db, owner, &ub, &uf)) goto sqlfail;
@@ -577,11 +583,11 @@ static int put_job(void *conn, void *arg)
         snprintf(osha, sizeof osha, "%s", (const char *)sqlite3_column_text(st, 1));
         if (EXEC(db, "DELETE FROM versions WHERE file_id = ? AND seq = ?", "ii", id, old) ||
             version_unref(db, owner, osha, osize, &delta)) {
-            sqlite3_finalize(st);
+            stc_put(st);
             goto sqlfail;
         }
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     int64_t nb = ub + delta;
     if (s->cfg.quota_bytes > 0 && nb > s->cfg.quota_bytes && delta > 0) {
         snprintf(err, errlen, "storage quota exceeded: the agent holds %lld bytes (every kept "
@@ -611,7 +617,7 @@ static int put_job(void *conn, void *arg)
         sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 4, path, -1, SQLITE_STATIC);
         int src = sqlite3_step(st);
-        sqlite3_finalize(st);
+        stc_put(st);
         if (src != SQLITE_DONE) goto sqlfail;
     }
     if (EXEC(db, "INSERT INTO usage(owner, n_bytes, n_files) VALUES(?, ?, ?) ON CONFLICT(owner)"
@@ -680,7 +686,7 @@ static int sq_each_dirty(struct sto_store *s, sto_dirty_fn fn, void *ud)
                                               sqlite3_column_text(st, 1),
                                               (json_int_t)sqlite3_column_int64(st, 2),
                                               sqlite3_column_text(st, 3)));
-    sqlite3_finalize(st);
+    stc_put(st);
     size_t i;
     json_t *r;
     int rc = 0;
@@ -716,7 +722,7 @@ static int sq_blob(struct sto_store *s, const char *sha, char **data, size_t *n)
             rc = 0;
         }
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     return rc;
 }
 
@@ -745,7 +751,7 @@ static int sq_history(struct sto_store *s, int64_t file_id, json_t **out)
                                              (json_int_t)t, "kind",
                                              sqlite3_column_text(st, 4)));
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     *out = arr;
     return 0;
 }
@@ -769,7 +775,7 @@ static int sq_pick(struct sto_store *s, int64_t file_id, int n, int64_t t_us, ch
         *seq = sqlite3_column_int64(st, 1);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     if (rc == AIOS_ENOTFOUND) {
         if (t_us > 0) snprintf(err, errlen, "the file has no version at or before that time");
         else snprintf(err, errlen, "cannot go back %d version(s): the history holds fewer "
@@ -803,7 +809,7 @@ static int forget_job(void *conn, void *arg)
         json_array_append_new(ids, json_integer(sqlite3_column_int64(st, 0)));
         delta -= sqlite3_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     size_t i;
     json_t *v;
     json_array_foreach(ids, i, v) {
@@ -813,7 +819,7 @@ static int forget_job(void *conn, void *arg)
         while (st && sqlite3_step(st) == SQLITE_ROW)
             json_array_append_new(shas, json_pack("[s,I]", sqlite3_column_text(st, 0),
                                                   (json_int_t)sqlite3_column_int64(st, 1)));
-        sqlite3_finalize(st);
+        stc_put(st);
         size_t j;
         json_t *h;
         int bad = !st;
@@ -930,7 +936,7 @@ static int sq_vec_model(struct sto_store *s, const char *fingerprint, bool *rese
     if (!st) return AIOS_EIO;
     bool same = sqlite3_step(st) == SQLITE_ROW &&
                 !strcmp((const char *)sqlite3_column_text(st, 0), fingerprint);
-    sqlite3_finalize(st);
+    stc_put(st);
     if (same) return 0;
     if (begin(db)) return AIOS_EIO;
     if (EXEC(db, "DELETE FROM fts_vec", "") ||
@@ -969,7 +975,7 @@ static int vec_job(void *conn, void *arg)
         sqlite3_bind_text64(st, 4, a->text, a->n, SQLITE_STATIC, SQLITE_UTF8);
         rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AIOS_EIO;
         if (rc) LOG_ERROR("storage", "store a vector: %s", sqlite3_errmsg(db));
-        sqlite3_finalize(st);
+        stc_put(st);
     }
     return rc;
 }
@@ -995,7 +1001,7 @@ static int sq_vec_missing(struct sto_store *s, const char *owner, int limit, siz
     while ((r = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(arr, json_pack("[I,s]", (json_int_t)sqlite3_column_int64(st, 0),
                                              (const char *)sqlite3_column_text(st, 1)));
-    sqlite3_finalize(st);
+    stc_put(st);
     if (r != SQLITE_DONE) {
         json_decref(arr);
         return AIOS_EIO;
@@ -1014,7 +1020,7 @@ static int sq_vec_scan(struct sto_store *s, const char *owner, const float *q, i
     sqlite3_stmt *st = prep(db, "SELECT rowid, vec FROM fts_vec WHERE owner = ?", "t", owner);
     if (!st) return AIOS_EIO;
     int rc = emb_scan(st, q, dim, out, n_out);
-    sqlite3_finalize(st);
+    stc_put(st);
     return rc;
 }
 
@@ -1042,7 +1048,7 @@ static int sq_score_of(struct sto_store *s, const struct sto_terms *t, const int
         for (size_t i = 0; i < n; i++)
             if (ids[i] == id) bm25[i] = -sqlite3_column_double(st, 1);
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     return r == SQLITE_DONE ? 0 : AIOS_EIO;
 }
 
@@ -1059,7 +1065,7 @@ static int sq_search_row(struct sto_store *s, const char *owner, int64_t file_id
                             "it", file_id, owner);
     if (!st) return AIOS_EIO;
     if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        stc_put(st);
         return AIOS_ENOTFOUND;
     }
     const char *path = (const char *)sqlite3_column_text(st, 0);
@@ -1079,14 +1085,14 @@ static int sq_search_row(struct sto_store *s, const char *owner, int64_t file_id
         bm = -sqlite3_column_double(b, 0);
         snprintf(snip, sizeof snip, "%s", (const char *)sqlite3_column_text(b, 1));
     }
-    sqlite3_finalize(b);
+    stc_put(b);
     *out = json_pack("{s:s,s:s,s:I,s:o,s:f,s:s,s:s,s:{s:s,s:s,s:o}}", "file_path", path,
                      "file_name", base ? base + 1 : path, "size",
                      (json_int_t)sqlite3_column_int64(st, 1), "last_modified",
                      iso_time(sqlite3_column_int64(st, 2)), "score", bm, "snippet", snip,
                      "document_summary", body, "metadata", "file_path", path, "file_name",
                      base ? base + 1 : path, "last_modified", iso_time(sqlite3_column_int64(st, 2)));
-    sqlite3_finalize(st);
+    stc_put(st);
     return *out ? 0 : AIOS_ENOMEM;
 }
 
@@ -1138,7 +1144,7 @@ static int sq_check(struct sto_store *s, const char *owner, const char *path, co
         int m = sqlite3_column_int(st, 0);
         rc = (m & (int)mode) == (int)mode ? 0 : AIOS_EPERM;
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     return rc;
 }
 
@@ -1156,7 +1162,7 @@ static json_t *grants_query(sqlite3 *db, const char *sql, const char *agent)
                                              "created", iso_time(sqlite3_column_int64(st, 4)),
                                              "expires", exp ? iso_time(exp) : json_null()));
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     return arr;
 }
 
@@ -1206,7 +1212,7 @@ static int sq_link_find(struct sto_store *s, const char *hash, char *owner, size
         snprintf(path, pathlen, "%s", (const char *)sqlite3_column_text(st, 1));
         rc = 0;
     }
-    sqlite3_finalize(st);
+    stc_put(st);
     return rc;
 }
 
@@ -1240,7 +1246,7 @@ static int sq_links(struct sto_store *s, const char *owner, json_t **out)
                                              sqlite3_column_text(st, 1), "created",
                                              iso_time(sqlite3_column_int64(st, 2)), "expires",
                                              iso_time(sqlite3_column_int64(st, 3))));
-    sqlite3_finalize(st);
+    stc_put(st);
     *out = arr;
     return arr ? 0 : AIOS_ENOMEM;
 }
