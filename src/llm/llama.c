@@ -26,8 +26,10 @@
  *      stream the text, finish sequences that are done.
  * An urgent call that arrives while a step computes stops it (abort_cb;
  * its rows go again later). If llama_decode finds no room in the KV
- * cache, retained conversations are evicted (least recently used first),
- * then the youngest running sequence is switched out, and the step is
+ * cache, retained conversations are evicted (those whose agents are
+ * expected back last first: idle agents' before those of agents waiting on
+ * a tool, least recently used among equals; retained_victim), then the
+ * youngest running sequence is switched out, and the step is
  * retried. An engine whose model was removed by POST /core/refresh
  * (core.retired) finishes what it has, then frees its context
  * (retire_release).
@@ -514,33 +516,54 @@ static bool abort_cb(void *data)
     return true;
 }
 
-/* A slot for a new or resuming sequence: a free one, else the least
- * recently used retained one (evicted). -1 if every slot runs a sequence. */
+/* The retained conversation to give up when a slot or KV cells are
+ * needed: the one whose agent is expected back last. The scheduler says
+ * when each agent is expected to make its next LLM call
+ * (sched_agents_next_llm): now when one is queued, when its tool returns
+ * while a call_tool waits on one (the tool manager's estimate), never
+ * when it is idle. Idle agents' conversations go first, least recently
+ * used first; then those of agents whose tool returns latest; an agent
+ * whose call is queued keeps its cells longest. -1 when none is
+ * retained. */
+static int retained_victim(struct llama_engine *e)
+{
+    int idx[ENGINE_MAX_SEQ], n = 0;
+    const char *agents[ENGINE_MAX_SEQ];
+    int64_t back[ENGINE_MAX_SEQ];
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].kind == SLOT_RETAINED) idx[n] = i, agents[n++] = e->slots[i].agent;
+    if (n == 0) return -1;
+    if (e->sched) sched_agents_next_llm(e->sched, agents, (size_t)n, back);
+    else
+        for (int k = 0; k < n; k++) back[k] = -1;
+    int v = 0;
+    for (int k = 1; k < n; k++) {
+        int64_t bk = back[k] < 0 ? INT64_MAX : back[k], bv = back[v] < 0 ? INT64_MAX : back[v];
+        if (bk > bv || (bk == bv && e->slots[idx[k]].t_used_us < e->slots[idx[v]].t_used_us))
+            v = k;
+    }
+    return idx[v];
+}
+
+/* A slot for a new or resuming sequence: a free one, else a retained one
+ * (retained_victim, evicted). -1 if every slot runs a sequence. */
 static int slot_take(struct llama_engine *e)
 {
-    int lru = -1;
-    for (int i = 0; i < e->n_slots; i++) {
+    for (int i = 0; i < e->n_slots; i++)
         if (e->slots[i].kind == SLOT_FREE) return i;
-        if (e->slots[i].kind == SLOT_RETAINED &&
-            (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
-            lru = i;
-    }
-    if (lru >= 0) {
-        slot_clear(e, lru);
+    int v = retained_victim(e);
+    if (v >= 0) {
+        slot_clear(e, v);
         e->st.n_evictions++;
     }
-    return lru;
+    return v;
 }
 
 static bool evict_one_retained(struct llama_engine *e)
 {
-    int lru = -1;
-    for (int i = 0; i < e->n_slots; i++)
-        if (e->slots[i].kind == SLOT_RETAINED &&
-            (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
-            lru = i;
-    if (lru < 0) return false;
-    slot_clear(e, lru);
+    int v = retained_victim(e);
+    if (v < 0) return false;
+    slot_clear(e, v);
     e->st.n_evictions++;
     return true;
 }
@@ -817,8 +840,8 @@ static bool resume_switched(struct llama_engine *e)
 
 /* The slot for a new sequence: a retained conversation of the same agent
  * that its prompt extends (taken over, tail trimmed), else any free slot,
- * else the retained slot sharing the longest prefix, else the least
- * recently used retained slot. Sets s->n_past to the tokens reused. */
+ * else the retained slot sharing the longest prefix, else the retained
+ * slot retained_victim names. Sets s->n_past to the tokens reused. */
 static int slot_for_new(struct llama_engine *e, struct seq *s)
 {
     const char *agent = s->sc->agent ? s->sc->agent : "";

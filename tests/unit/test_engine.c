@@ -11,6 +11,8 @@
  *   slot and when the KV cells run out (before any running sequence is
  *   switched out); an evicted agent's next turn recomputes its prompt and
  *   answers as a cold engine does;
+ * - but an idle agent's conversation goes before that of an agent whose
+ *   tool call is in flight (the scheduler's expected end);
  * - 4 agents with one long system prompt compute it once;
  * - penalties change the output and stay deterministic;
  * - a cancelled call frees its sequence, a stop ends everything with 503;
@@ -1183,6 +1185,98 @@ static void test_kv_full_evicts_retained_first(void **state)
     for (size_t i = 0; i < 2; i++) free(t1[i]);
 }
 
+/* KV cells run out while one agent waits on a tool: the engine gives up
+ * the conversation of the agent expected back last. bob answers, then
+ * calls a tool the scheduler expects to end in a minute (a TOOL syscall
+ * running, with sched_set_expected_end, as the tool manager marks it);
+ * alice answers after him and goes idle. carol's call needs the cells of
+ * one of them: alice's go (least recently used would take bob's, the
+ * older), and bob's next turn reuses his while alice recomputes hers. */
+static void test_kv_full_keeps_tool_waiters(void **state)
+{
+    (void)state;
+    int p[3];
+    const int g_ab = 40;
+    for (size_t i = 0; i < 3; i++) solo_ref(i, 1, &p[i], NULL);
+
+    struct eng t;
+    eng_open_ctx(&t, EVICT_N_CTX, "      n_parallel: 4\n      kv_size: 256\n" NO_SHARING, NULL);
+    struct llm_engine_stats st;
+    llm_engine_get_stats(t.core, &st);
+    const int kv = st.kv_size;
+    const int cells_a = p[0] + g_ab - 1, cells_b = p[1] + g_ab - 1;
+    const int max_ab = cells_a > cells_b ? cells_a : cells_b;
+    /* carol: more than is free beside both, no more than beside either */
+    const int g_c = kv - max_ab - 2 - p[2];
+    assert_true(p[2] + g_c > kv - cells_a - cells_b + 2);
+    assert_true(p[2] + g_c <= EVICT_N_CTX && g_c > 8);
+
+    /* bob, then alice: bob's conversation is the older */
+    const char *agents[] = {"alice", "bob"};
+    char *t1[2];
+    for (size_t k = 0; k < 2; k++) {
+        size_t i = 1 - k;
+        struct call_opts o = evict_call(i, agents[i], g_ab);
+        struct syscall *sc = submit(&t, &o);
+        struct llm_res *r = run(sc);
+        assert_int_equal(r->n_gen, g_ab);
+        t1[i] = strdup(r->text);
+        syscall_unref(sc);
+    }
+    stats_after(&t, 2, &st);
+    assert_int_equal(st.n_retained, 2);
+
+    /* bob's tool call, running (a pool thread took it), due in 60 s */
+    struct syscall *tool = syscall_new(SYSCALL_KIND_TOOL, "bob", NULL, NULL, NULL);
+    assert_non_null(tool);
+    assert_int_equal(sched_submit(t.sched, tool), 0);
+    struct syscall *taken = sched_next(t.sched, SYSCALL_KIND_TOOL, NULL, 0);
+    assert_ptr_equal(taken, tool);
+    sched_set_expected_end(t.sched, tool, util_now_us() + 60 * 1000000LL);
+
+    struct call_opts oc = evict_call(2, "carol", g_c);
+    struct syscall *sc = submit(&t, &oc);
+    assert_int_equal(run(sc)->n_gen, g_c);
+    stats_after(&t, 3, &st);
+    assert_int_equal(st.n_evictions, 1);
+    assert_int_equal(st.n_preemptions, 0);
+    syscall_unref(sc);
+
+    /* bob kept his cells; alice's were the ones given up */
+    struct call_opts b2 = evict_call(1, "bob", 8), a2 = evict_call(0, "alice", 8);
+    b2.assistant = t1[1];
+    b2.user2 = "go on";
+    a2.assistant = t1[0];
+    a2.user2 = "go on";
+    struct syscall *sb = submit(&t, &b2);
+    struct llm_res *rb = run(sb);
+    print_message("bob's second turn: prompt %d, reused %d\n", rb->n_prompt,
+                  rb->n_prompt - rb->n_prompt_computed);
+    assert_true(rb->n_prompt - rb->n_prompt_computed >= p[1] - 1);
+    struct syscall *sa = submit(&t, &a2);
+    struct llm_res *ra = run(sa);
+    assert_int_equal(ra->n_prompt_computed, ra->n_prompt);
+    syscall_unref(sa);
+    syscall_unref(sb);
+
+    /* the scheduler's view: a tool's agent is due when it ends, an idle
+     * agent never */
+    const char *who[] = {"bob", "carol", "nobody"};
+    int64_t back[3];
+    int64_t now = util_now_us();
+    sched_agents_next_llm(t.sched, who, 3, back);
+    assert_true(back[0] > now + 50 * 1000000LL);
+    assert_int_equal(back[1], -1);
+    assert_int_equal(back[2], -1);
+
+    syscall_finish(tool, NULL, NULL);
+    sched_done(t.sched, tool);
+    sched_agents_next_llm(t.sched, who, 1, back);
+    assert_int_equal(back[0], -1); /* its tool is done: idle */
+    eng_close(&t);
+    for (size_t i = 0; i < 2; i++) free(t1[i]);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1215,6 +1309,7 @@ int main(void)
         cmocka_unit_test(test_retention_many_agents),
         cmocka_unit_test(test_lru_eviction_slots),
         cmocka_unit_test(test_kv_full_evicts_retained_first),
+        cmocka_unit_test(test_kv_full_keeps_tool_waiters),
         cmocka_unit_test(test_latency_lane),
         cmocka_unit_test(test_urgent_stops_step),
         cmocka_unit_test(test_split_decode_from_prefill),
