@@ -30,6 +30,13 @@
  *     all but their last 32 tokens (as agents share a system prompt), or
  *     nothing with --own-prompts.
  *
+ *   bench_engine lone [MODEL] [--threads T] [--lens 16,300,1200] [--steps 8]
+ *                     [--kv-type f16|q8_0]
+ *     whether llama.cpp computes a decode row alone (a one-row call) bit
+ *     for bit as it does beside another row, which is what the engine's
+ *     padding row of batch-invariant calls assumes it does not (see
+ *     bench_lone).
+ *
  * MODEL defaults to /tmp/q05.gguf (aios model create-test /tmp/q05.gguf
  * --shape qwen2.5-0.5b). Prompts are synthetic token ids (a random-weight
  * model's text is noise anyway); sampling is temperature 1 with a seed. */
@@ -43,6 +50,7 @@
 
 #include <llama.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -607,10 +615,140 @@ static int bench_ideal(int argc, char **argv)
     return 0;
 }
 
+/* ---- lone: does a row decoded alone round as it does beside others? ----
+ *
+ * The engine keeps a batch-invariant call's row from being alone in a
+ * llama_decode call (step() pads it with a row of a reserved sequence).
+ * This asks llama.cpp directly, with the engine's context settings (flash
+ * attention, unified cache, F16 or Q8_0 K/V): sequence 0 has an L-token
+ * prompt and sequence 1 another (prefilled in calls of at most 63 rows,
+ * as batch-invariant prompts are); then for each of `steps` decode tokens
+ * of sequence 0 its logits are computed (a) alone, a one-row call, (b)
+ * beside a decode row of sequence 1, (c) beside the engine's padding row
+ * (sequence 2 at position 0), each time from the same cache, and compared
+ * bit for bit. (a) = (b) everywhere: the padding is not needed. */
+static void lone_prefill(struct llama_context *ctx, struct llama_batch *b, int seq, int L, int salt)
+{
+    int32_t *p = malloc(sizeof *p * (size_t)L);
+    prompt_tokens(p, L, salt);
+    for (int lo = 0; lo < L; lo += 63) {
+        b->n_tokens = 0;
+        for (int k = lo; k < L && k < lo + 63; k++) {
+            int j = b->n_tokens++;
+            b->token[j] = p[k], b->pos[j] = k, b->n_seq_id[j] = 1, b->seq_id[j][0] = seq;
+            b->logits[j] = 0;
+        }
+        if (llama_decode(ctx, *b)) fprintf(stderr, "lone: prefill failed\n");
+    }
+    free(p);
+}
+
+/* decode rows (seq, tok, pos) and copy the logits of the first into out */
+static int lone_decode(struct llama_context *ctx, struct llama_batch *b, int n, const int *seq,
+                       const int32_t *tok, const int *pos, float *out, int n_vocab)
+{
+    b->n_tokens = 0;
+    for (int i = 0; i < n; i++) {
+        int j = b->n_tokens++;
+        b->token[j] = tok[i], b->pos[j] = pos[i], b->n_seq_id[j] = 1, b->seq_id[j][0] = seq[i];
+        b->logits[j] = i == 0;
+    }
+    int rc = llama_decode(ctx, *b);
+    if (rc) return rc;
+    memcpy(out, llama_get_logits_ith(ctx, 0), sizeof *out * (size_t)n_vocab);
+    return 0;
+}
+
+static void lone_cmp(const float *x, const float *y, int n, int *n_diff, double *max_diff)
+{
+    for (int i = 0; i < n; i++)
+        if (memcmp(&x[i], &y[i], sizeof *x)) {
+            (*n_diff)++;
+            double d = fabs((double)x[i] - (double)y[i]);
+            if (d > *max_diff) *max_diff = d;
+        }
+}
+
+static int bench_lone(int argc, char **argv)
+{
+    int lens[8] = {16, 300, 1200}, n_lens = 3, steps = 8;
+    bool q8 = false;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--lens") && i + 1 < argc) n_lens = parse_list(argv[++i], lens, 8);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-type") && i + 1 < argc) q8 = !strcmp(argv[++i], "q8_0");
+    }
+    struct llama_model_params mp = llama_model_default_params();
+    struct llama_model *m = llama_model_load_from_file(g_model, mp);
+    if (!m) {
+        fprintf(stderr, "cannot load %s\n", g_model);
+        return 1;
+    }
+    int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(m));
+    float *a = malloc(sizeof *a * (size_t)n_vocab), *bb = malloc(sizeof *bb * (size_t)n_vocab),
+          *c = malloc(sizeof *c * (size_t)n_vocab);
+    int bad = 0;
+    printf("lone, %s, %d threads, %s K/V: logits of a row alone (a), beside another decode row "
+           "(b), beside the padding row (c), bit for bit over %d steps x %d logits\n",
+           g_model, g_threads, q8 ? "Q8_0" : "F16", steps, n_vocab);
+    printf("| prompt tokens each | cells spanned | logits a != b | max abs a - b | logits c != b |\n");
+    printf("|---:|---:|---:|---:|---:|\n");
+    for (int li = 0; li < n_lens; li++) {
+        int L = lens[li];
+        struct llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = (uint32_t)(2 * L + 2 * steps + 256);
+        cp.n_batch = cp.n_ubatch = 512;
+        cp.n_seq_max = 3;
+        cp.kv_unified = true;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        if (q8) cp.type_k = cp.type_v = GGML_TYPE_Q8_0;
+        cp.n_threads = cp.n_threads_batch = g_threads;
+        cp.no_perf = true;
+        struct llama_context *ctx = llama_init_from_model(m, cp);
+        if (!ctx) {
+            fprintf(stderr, "cannot make a context of %u cells\n", cp.n_ctx);
+            return 1;
+        }
+        struct llama_batch b = llama_batch_init(512, 0, 1);
+        lone_prefill(ctx, &b, 0, L, 1);
+        lone_prefill(ctx, &b, 1, L, 2);
+        llama_memory_t mem = llama_get_memory(ctx);
+        int n_ab = 0, n_cb = 0;
+        double max_ab = 0, max_cb = 0;
+        for (int k = 0; k < steps; k++) {
+            int32_t t0 = 2000 + 37 * k, t1 = 5000 + 91 * k, pad = 1;
+            int seq_a[] = {0}, pos_a[] = {L + k};
+            int seq_b[] = {0, 1}, pos_b[] = {L + k, L + k};
+            int seq_c[] = {0, 2}, pos_c[] = {L + k, 0};
+            int32_t tok_a[] = {t0}, tok_b[] = {t0, t1}, tok_c[] = {t0, pad};
+            if (lone_decode(ctx, &b, 1, seq_a, tok_a, pos_a, a, n_vocab)) break;
+            llama_memory_seq_rm(mem, 0, L + k, -1);
+            if (lone_decode(ctx, &b, 2, seq_c, tok_c, pos_c, c, n_vocab)) break;
+            llama_memory_seq_rm(mem, 0, L + k, -1);
+            llama_memory_seq_rm(mem, 2, -1, -1);
+            /* (b) last: its cells stay, as a batched step's would */
+            if (lone_decode(ctx, &b, 2, seq_b, tok_b, pos_b, bb, n_vocab)) break;
+            lone_cmp(a, bb, n_vocab, &n_ab, &max_ab);
+            lone_cmp(c, bb, n_vocab, &n_cb, &max_cb);
+        }
+        printf("| %d | %d | %d | %.3g | %d |\n", L, 2 * L + steps, n_ab, max_ab, n_cb);
+        fflush(stdout);
+        bad += n_ab > 0;
+        llama_batch_free(b);
+        llama_free(ctx);
+    }
+    free(a);
+    free(bb);
+    free(c);
+    llama_model_free(m);
+    printf("padding needed: %s\n", bad ? "yes (a lone row rounds otherwise)" : "not at these lengths");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine decode|switch|prefix|ideal [MODEL] [--threads T] ...\n");
+        fprintf(stderr, "usage: bench_engine decode|switch|prefix|ideal|lone [MODEL] [--threads T] ...\n");
         return 2;
     }
     int rest = 2;
@@ -623,6 +761,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "switch")) return bench_switch(argc - rest, argv + rest);
     if (!strcmp(argv[1], "prefix")) return bench_prefix(argc - rest, argv + rest);
     if (!strcmp(argv[1], "ideal")) return bench_ideal(argc - rest, argv + rest);
+    if (!strcmp(argv[1], "lone")) return bench_lone(argc - rest, argv + rest);
     fprintf(stderr, "unknown benchmark %s\n", argv[1]);
     return 2;
 }
