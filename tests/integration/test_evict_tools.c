@@ -2,8 +2,9 @@
  * cache is full, through the real daemon (tool manager, scheduler, engine
  * on the tiny test model with a 256-cell cache).
  *
- * bob answers, then calls a tool that hangs (a fixture script under the
- * sandbox, 120 s timeout), so his agent is waiting on a tool; alice
+ * bob answers, then calls a tool that hangs (a shell that sleeps a day,
+ * under the sandbox, one hour's timeout), so his agent is waiting on a
+ * tool; alice
  * answers after him and is idle. carol's call needs the cells of one of
  * the two. Least recently used would give up bob's (the older); the
  * engine gives up alice's, the idle agent's: bob's next turn reuses his
@@ -24,10 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#ifndef AIOS_TOOL_FIXTURES
-#error "built by tests/CMakeLists.txt with AIOS_TOOL_FIXTURES"
-#endif
 
 static char g_dir[256], g_model[300];
 
@@ -55,7 +52,7 @@ static int group_setup(void **state)
              "      prefix_share_min: 1000000\n"
              "tools:\n"
              "  external:\n"
-             "    - {name: test/hang, command: " AIOS_TOOL_FIXTURES "/sleepy.sh, timeout_ms: 120000}\n",
+             "    - {name: test/hang, command: [/bin/sh, -c, \"sleep 86400\"], timeout_ms: 3600000}\n",
              g_model);
     g_kf = kf_start_config(yaml);
     return 0;

@@ -2,6 +2,9 @@
  * (context/kvsnap.c), driving real llama.cpp on the tiny random-weight test
  * model through the scheduler, as the kernel does:
  * - a seeded call gives the same text alone and in a batch of 16;
+ * - a lone seeded row is padded, unless the model's one-row calls
+ *   multiply as calls of more rows do (Q8_0) and attention does not
+ *   split its cells;
  * - a call preempted every few tokens (KV snapshot out and back in, in RAM
  *   or spilled to disk) gives exactly the text of an uninterrupted run;
  * - llm_engine_preempt() switches a running call out and back;
@@ -40,6 +43,7 @@
 #include <cmocka.h>
 
 static char g_dir[256], g_model[300];
+static const char *g_use_model; /* the model eng_create loads (NULL: g_model) */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 
@@ -57,7 +61,7 @@ static void eng_create(struct eng *t, int n_ctx, const char *knobs, const char *
     snprintf(yaml, sizeof yaml,
              "llms:\n  models:\n    - name: t\n      backend: llamacpp\n      path: %s\n"
              "      n_ctx: %d\n      n_threads: 1\n%s%s\ndata_dir: %s\n",
-             g_model, n_ctx, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
+             g_use_model ? g_use_model : g_model, n_ctx, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
     assert_int_equal(config_load_string(&t->cfg, yaml, strlen(yaml), err, sizeof err), 0);
     int rc = llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err);
     if (rc) fail_msg("llm_llama_create: %s", err);
@@ -963,6 +967,56 @@ static void test_bad_knobs(void **state)
     }
 }
 
+/* A model whose one-row calls multiply matrices bit for bit as calls of
+ * more rows do (Q8_0 weights; the engine asks at load, lone_row_check)
+ * has a lone seeded row padded only where attention would split its
+ * cells (more than one thread and 512 cells: never here), and the call's
+ * text alone is still its text in a batch of 4. The tiny F32 model's
+ * one-row calls round otherwise: there it is padded (previous test). */
+static void test_lone_row_exact_unpadded(void **state)
+{
+    (void)state;
+    struct eng t;
+    struct llm_engine_stats st;
+    eng_open(&t, "      retain: false\n", NULL);
+    assert_int_equal(llm_engine_get_stats(t.core, &st), 0);
+    assert_false(st.lone_row_exact); /* F32 */
+    eng_close(&t);
+
+    char q8[300], err[256];
+    snprintf(q8, sizeof q8, "%s/tiny-q8.gguf", g_dir);
+    if (testmodel_create(q8, TESTMODEL_SHAPE_TINY_Q8, 0, 2, err, sizeof err))
+        fail_msg("tiny-q8: %s", err);
+    g_use_model = q8;
+    eng_open(&t, "      retain: false\n", NULL);
+    assert_int_equal(llm_engine_get_stats(t.core, &st), 0);
+    assert_true(st.lone_row_exact);
+    struct call_opts o[4];
+    for (int i = 0; i < 4; i++)
+        o[i] = (struct call_opts){.agent = "q", .user = g_users[i + 1], .temperature = 0.9f,
+                                  .seed = 40u + (uint32_t)i, .max_tokens = 24};
+    struct syscall *sc = submit(&t, &o[0]);
+    struct llm_res *r = run(sc);
+    char *solo = strdup(r->text);
+    assert_true(r->n_gen >= 4);
+    syscall_unref(sc);
+    assert_int_equal(padded_steps(&t, 1), 0);
+    eng_close(&t);
+
+    /* the same call admitted with three others */
+    eng_create(&t, 2048, "      retain: false\n", NULL, false);
+    struct syscall *b[4];
+    for (int i = 0; i < 4; i++) b[i] = submit(&t, &o[i]);
+    eng_start(&t);
+    for (int i = 0; i < 4; i++) run(b[i]);
+    assert_string_equal(((struct llm_res *)b[0]->res)->text, solo);
+    for (int i = 0; i < 4; i++) syscall_unref(b[i]);
+    eng_close(&t);
+    g_use_model = NULL;
+    unlink(q8);
+    free(solo);
+}
+
 /* ---- retained conversations under the KV budget ----
  *
  * Prefix sharing is off (prefix_share_min huge) so every sequence owns its
@@ -1226,13 +1280,14 @@ static void test_kv_full_keeps_tool_waiters(void **state)
     stats_after(&t, 2, &st);
     assert_int_equal(st.n_retained, 2);
 
-    /* bob's tool call, running (a pool thread took it), due in 60 s */
+    /* bob's tool call, running (a pool thread took it), due in an hour */
     struct syscall *tool = syscall_new(SYSCALL_KIND_TOOL, "bob", NULL, NULL, NULL);
     assert_non_null(tool);
     assert_int_equal(sched_submit(t.sched, tool), 0);
     struct syscall *taken = sched_next(t.sched, SYSCALL_KIND_TOOL, NULL, 0);
     assert_ptr_equal(taken, tool);
-    sched_set_expected_end(t.sched, tool, util_now_us() + 60 * 1000000LL);
+    const int64_t t_end = util_now_us() + 3600 * 1000000LL;
+    sched_set_expected_end(t.sched, tool, t_end);
 
     struct call_opts oc = evict_call(2, "carol", g_c);
     struct syscall *sc = submit(&t, &oc);
@@ -1263,9 +1318,8 @@ static void test_kv_full_keeps_tool_waiters(void **state)
      * agent never */
     const char *who[] = {"bob", "carol", "nobody"};
     int64_t back[3];
-    int64_t now = util_now_us();
     sched_agents_next_llm(t.sched, who, 3, back);
-    assert_true(back[0] > now + 50 * 1000000LL);
+    assert_int_equal(back[0], t_end);
     assert_int_equal(back[1], -1);
     assert_int_equal(back[2], -1);
 
@@ -1316,6 +1370,7 @@ int main(void)
         cmocka_unit_test(test_split_steps_under_kv_pressure),
         cmocka_unit_test(test_seeded_beside_unseeded),
         cmocka_unit_test(test_lone_seeded_row_padded),
+        cmocka_unit_test(test_lone_row_exact_unpadded),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),

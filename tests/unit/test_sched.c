@@ -802,10 +802,10 @@ static void test_agents_next_llm(void **state)
     assert_int_equal(back[4], -1);
     for (int i = 0; i < 3; i++) assert_ptr_equal(sched_next(s, SYSCALL_KIND_TOOL, NULL, 0), all[i]);
     int64_t now = util_now_us();
-    sched_set_expected_end(s, t1, now + 5000000);
-    sched_set_expected_end(s, t2, now + 2000000);
+    sched_set_expected_end(s, t1, now + 7200 * 1000000LL);
+    sched_set_expected_end(s, t2, now + 3600 * 1000000LL);
     sched_agents_next_llm(s, who, 5, back);
-    assert_int_equal(back[0], now + 2000000); /* the soonest of its tools */
+    assert_int_equal(back[0], now + 3600 * 1000000LL); /* the soonest of its tools */
     assert_int_equal(back[1], SCHED_ETA_UNKNOWN); /* running, no estimate */
     /* an overdue tool is due now, not in the past */
     sched_set_expected_end(s, t2, now - 1000000);
