@@ -37,6 +37,10 @@
  *     padding row of batch-invariant calls assumes it does not (see
  *     bench_lone).
  *
+ *   bench_engine cut [MODEL] [--threads T] [--ctx 900] [--delta 90] [--reps 3]
+ *     CPU time of a prompt delta of an unseeded call computed in one
+ *     llama_decode call against cut at whole 64-row tiles (bench_cut).
+ *
  * MODEL defaults to /tmp/q05.gguf (aios model create-test /tmp/q05.gguf
  * --shape qwen2.5-0.5b). Prompts are synthetic token ids (a random-weight
  * model's text is noise anyway); sampling is temperature 1 with a seed. */
@@ -750,10 +754,82 @@ static int bench_lone(int argc, char **argv)
     return 0;
 }
 
+/* ---- cut: a prompt delta in one call or cut at 64 rows ----
+ *
+ * What the engine does with an unseeded call's prompt rows (step()): whole
+ * 64-row tiles in one llama_decode call, the rest in calls of at most 63
+ * rows. Here an L-token context, then a D-token delta computed (a) in one
+ * call of D rows, (b) as 64 * (D / 64) rows and then the rest; CPU time
+ * of the delta, best of --reps alternating. */
+static int bench_cut(int argc, char **argv)
+{
+    int L = 900, D = 90, reps = 3;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--ctx") && i + 1 < argc) L = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--delta") && i + 1 < argc) D = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+    }
+    if (D < 65 || D > 500 || L < 1 || L > 6000) {
+        fprintf(stderr, "--delta 65..500, --ctx 1..6000\n");
+        return 2;
+    }
+    struct llama_model_params mp = llama_model_default_params();
+    struct llama_model *m = llama_model_load_from_file(g_model, mp);
+    if (!m) return 1;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)(L + D + 256);
+    cp.n_batch = cp.n_ubatch = 512;
+    cp.n_seq_max = 1;
+    cp.kv_unified = true;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    cp.n_threads = cp.n_threads_batch = g_threads;
+    cp.no_perf = true;
+    struct llama_context *ctx = llama_init_from_model(m, cp);
+    struct llama_batch b = llama_batch_init(512, 0, 1);
+    int32_t *p = malloc(sizeof *p * (size_t)(L + D));
+    prompt_tokens(p, L + D, 3);
+    for (int lo = 0; lo < L; lo += 512) {
+        b.n_tokens = 0;
+        for (int k = lo; k < L && k < lo + 512; k++) {
+            int j = b.n_tokens++;
+            b.token[j] = p[k], b.pos[j] = k, b.n_seq_id[j] = 1, b.seq_id[j][0] = 0, b.logits[j] = 0;
+        }
+        llama_decode(ctx, b);
+    }
+    double best[2] = {0, 0};
+    int cut = D / 64 * 64;
+    for (int r = 0; r < reps; r++)
+        for (int v = 0; v < 2; v++) {
+            int64_t c0 = cpu_us();
+            for (int lo = 0; lo < D;) {
+                int hi = v == 0 ? D : lo < cut ? cut : D;
+                b.n_tokens = 0;
+                for (int k = lo; k < hi; k++) {
+                    int j = b.n_tokens++;
+                    b.token[j] = p[L + k], b.pos[j] = L + k, b.n_seq_id[j] = 1, b.seq_id[j][0] = 0;
+                    b.logits[j] = k == D - 1;
+                }
+                llama_decode(ctx, b);
+                lo = hi;
+            }
+            double c = (double)(cpu_us() - c0) / 1e3;
+            if (best[v] == 0 || c < best[v]) best[v] = c;
+            llama_memory_seq_rm(llama_get_memory(ctx), 0, L, -1);
+        }
+    printf("cut, %s, %d threads: %d-token delta after %d tokens, CPU ms (best of %d): one call "
+           "%.1f, %d + %d rows %.1f, ratio %.3f\n", g_model, g_threads, D, L, reps, best[0], cut,
+           D - cut, best[1], best[0] > 0 ? best[1] / best[0] : 0);
+    free(p);
+    llama_batch_free(b);
+    llama_free(ctx);
+    llama_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine decode|switch|prefix|ideal|lone [MODEL] [--threads T] ...\n");
+        fprintf(stderr, "usage: bench_engine decode|switch|prefix|ideal|lone|cut [MODEL] [--threads T] ...\n");
         return 2;
     }
     int rest = 2;
@@ -767,6 +843,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "prefix")) return bench_prefix(argc - rest, argv + rest);
     if (!strcmp(argv[1], "ideal")) return bench_ideal(argc - rest, argv + rest);
     if (!strcmp(argv[1], "lone")) return bench_lone(argc - rest, argv + rest);
+    if (!strcmp(argv[1], "cut")) return bench_cut(argc - rest, argv + rest);
     fprintf(stderr, "unknown benchmark %s\n", argv[1]);
     return 2;
 }
