@@ -44,6 +44,7 @@
 
 static char g_dir[256], g_model[300];
 static const char *g_use_model; /* the model eng_create loads (NULL: g_model) */
+static int g_eng_threads = 1;    /* and its n_threads */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 
@@ -60,8 +61,8 @@ static void eng_create(struct eng *t, int n_ctx, const char *knobs, const char *
     char yaml[2048], err[512] = "";
     snprintf(yaml, sizeof yaml,
              "llms:\n  models:\n    - name: t\n      backend: llamacpp\n      path: %s\n"
-             "      n_ctx: %d\n      n_threads: 1\n%s%s\ndata_dir: %s\n",
-             g_use_model ? g_use_model : g_model, n_ctx, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
+             "      n_ctx: %d\n      n_threads: %d\n%s%s\ndata_dir: %s\n",
+             g_use_model ? g_use_model : g_model, n_ctx, g_eng_threads, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
     assert_int_equal(config_load_string(&t->cfg, yaml, strlen(yaml), err, sizeof err), 0);
     int rc = llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err);
     if (rc) fail_msg("llm_llama_create: %s", err);
@@ -970,8 +971,8 @@ static void test_bad_knobs(void **state)
 /* A model whose one-row calls multiply matrices bit for bit as calls of
  * more rows do (Q8_0 weights; the engine asks at load, lone_row_check)
  * has a lone seeded row padded only where attention would split its
- * cells (more than one thread and 512 cells: never here), and the call's
- * text alone is still its text in a batch of 4. The tiny F32 model's
+ * cells (more than one thread and 512 cells), and the call's text alone
+ * is still its text in a batch of 4. The tiny F32 model's
  * one-row calls round otherwise: there it is padded (previous test). */
 static void test_lone_row_exact_unpadded(void **state)
 {
@@ -1012,6 +1013,29 @@ static void test_lone_row_exact_unpadded(void **state)
     assert_string_equal(((struct llm_res *)b[0]->res)->text, solo);
     for (int i = 0; i < 4; i++) syscall_unref(b[i]);
     eng_close(&t);
+
+    /* on two threads, a lone row over 512 cells or more is padded (the
+     * split attention), one over fewer is not */
+    g_eng_threads = 2;
+    eng_open(&t, "      retain: false\n", NULL);
+    sc = submit(&t, &o[0]);
+    run(sc);
+    syscall_unref(sc);
+    assert_int_equal(padded_steps(&t, 1), 0);
+    char *big = malloc(8000);
+    assert_non_null(big);
+    big[0] = 0;
+    for (int i = 0; i < 400; i++) strcat(big, i % 2 ? "ocean " : "river ");
+    struct call_opts lng = {.agent = "l", .user = big, .temperature = 0.9f, .seed = 8, .max_tokens = 6};
+    sc = submit(&t, &lng);
+    r = run(sc);
+    assert_true(r->n_prompt > 300 && r->n_gen >= 2);
+    int long_gen = r->n_gen;
+    syscall_unref(sc);
+    assert_true(padded_steps(&t, 2) >= (uint64_t)long_gen - 1);
+    eng_close(&t);
+    free(big);
+    g_eng_threads = 1;
     g_use_model = NULL;
     unlink(q8);
     free(solo);
