@@ -30,6 +30,17 @@
  *     all but their last 32 tokens (as agents share a system prompt), or
  *     nothing with --own-prompts.
  *
+ *   bench_engine lone [MODEL] [--threads T] [--lens 16,300,1200] [--steps 8]
+ *                     [--kv-type f16|q8_0]
+ *     whether llama.cpp computes a decode row alone (a one-row call) bit
+ *     for bit as it does beside another row, which is what the engine's
+ *     padding row of batch-invariant calls assumes it does not (see
+ *     bench_lone).
+ *
+ *   bench_engine cut [MODEL] [--threads T] [--ctx 900] [--delta 90] [--reps 3]
+ *     CPU time of a prompt delta of an unseeded call computed in one
+ *     llama_decode call against cut at whole 64-row tiles (bench_cut).
+ *
  * MODEL defaults to /tmp/q05.gguf (aios model create-test /tmp/q05.gguf
  * --shape qwen2.5-0.5b). Prompts are synthetic token ids (a random-weight
  * model's text is noise anyway); sampling is temperature 1 with a seed. */
@@ -43,6 +54,7 @@
 
 #include <llama.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +283,7 @@ static double baseline_decode(struct llama_model *m, int n, int gen, int plen, d
  * little earlier, but decodes nothing before the next step, so the window
  * holds exactly the gen - 1 decode steps (every prompt here fits in one
  * step: n x plen <= n_batch). */
+static uint64_t g_padded_steps; /* the engine runs' padded steps (a lone exact row, step()) */
 static double engine_decode(int n, int gen, int plen, const char *knobs, double *per_cpu_s)
 {
     struct eng t;
@@ -296,6 +309,8 @@ static double engine_decode(int n, int gen, int plen, const char *knobs, double 
         syscall_unref(sc[i]);
     }
     free(p);
+    struct llm_engine_stats st;
+    if (!llm_engine_get_stats(t.core, &st)) g_padded_steps += st.n_padded_steps;
     eng_close(&t);
     double cpu = t_to > t_from ? cpu_at(t_to) - cpu_at(t_from) : 0;
     *per_cpu_s = cpu > 0 ? (double)toks / (cpu / 1e6) : 0;
@@ -370,8 +385,10 @@ static int bench_decode(int argc, char **argv)
         int np = reps < 32 ? reps : 32;
         qsort(pr, (size_t)np, sizeof pr[0], cmp_double);
         double med = np % 2 ? pr[np / 2] : (pr[np / 2 - 1] + pr[np / 2]) / 2;
-        printf("%4d %14.1f %14.1f %7.2f  %s (median %.2f)  cpu %.2f\n", sizes[i], base, eng, ratio,
-               pairs, med, base_c > 0 ? eng_c / base_c : 0);
+        printf("%4d %14.1f %14.1f %7.2f  %s (median %.2f)  cpu %.2f  padded steps %llu\n", sizes[i],
+               base, eng, ratio, pairs, med, base_c > 0 ? eng_c / base_c : 0,
+               (unsigned long long)g_padded_steps);
+        g_padded_steps = 0;
         fflush(stdout);
         /* a burst of other work on a shared machine slows whichever side
          * runs then: a regression lowers both the best-vs-best ratio and
@@ -607,10 +624,212 @@ static int bench_ideal(int argc, char **argv)
     return 0;
 }
 
+/* ---- lone: does a row decoded alone round as it does beside others? ----
+ *
+ * The engine keeps a batch-invariant call's row from being alone in a
+ * llama_decode call (step() pads it with a row of a reserved sequence).
+ * This asks llama.cpp directly, with the engine's context settings (flash
+ * attention, unified cache, F16 or Q8_0 K/V): sequence 0 has an L-token
+ * prompt and sequence 1 another (prefilled in calls of at most 63 rows,
+ * as batch-invariant prompts are); then for each of `steps` decode tokens
+ * of sequence 0 its logits are computed (a) alone, a one-row call, (b)
+ * beside a decode row of sequence 1, (c) beside the engine's padding row
+ * (sequence 2 at position 0), each time from the same cache, and compared
+ * bit for bit. (a) = (b) everywhere: the padding is not needed. */
+static void lone_prefill(struct llama_context *ctx, struct llama_batch *b, int seq, int L, int salt)
+{
+    int32_t *p = malloc(sizeof *p * (size_t)L);
+    prompt_tokens(p, L, salt);
+    for (int lo = 0; lo < L; lo += 63) {
+        b->n_tokens = 0;
+        for (int k = lo; k < L && k < lo + 63; k++) {
+            int j = b->n_tokens++;
+            b->token[j] = p[k], b->pos[j] = k, b->n_seq_id[j] = 1, b->seq_id[j][0] = seq;
+            b->logits[j] = 0;
+        }
+        if (llama_decode(ctx, *b)) fprintf(stderr, "lone: prefill failed\n");
+    }
+    free(p);
+}
+
+/* decode rows (seq, tok, pos) and copy the logits of the first into out */
+static int lone_decode(struct llama_context *ctx, struct llama_batch *b, int n, const int *seq,
+                       const int32_t *tok, const int *pos, float *out, int n_vocab)
+{
+    b->n_tokens = 0;
+    for (int i = 0; i < n; i++) {
+        int j = b->n_tokens++;
+        b->token[j] = tok[i], b->pos[j] = pos[i], b->n_seq_id[j] = 1, b->seq_id[j][0] = seq[i];
+        b->logits[j] = i == 0;
+    }
+    int rc = llama_decode(ctx, *b);
+    if (rc) return rc;
+    memcpy(out, llama_get_logits_ith(ctx, 0), sizeof *out * (size_t)n_vocab);
+    return 0;
+}
+
+static void lone_cmp(const float *x, const float *y, int n, int *n_diff, double *max_diff)
+{
+    for (int i = 0; i < n; i++)
+        if (memcmp(&x[i], &y[i], sizeof *x)) {
+            (*n_diff)++;
+            double d = fabs((double)x[i] - (double)y[i]);
+            if (d > *max_diff) *max_diff = d;
+        }
+}
+
+static int bench_lone(int argc, char **argv)
+{
+    int lens[8] = {16, 300, 1200}, n_lens = 3, steps = 8;
+    bool q8 = false;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--lens") && i + 1 < argc) n_lens = parse_list(argv[++i], lens, 8);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-type") && i + 1 < argc) q8 = !strcmp(argv[++i], "q8_0");
+    }
+    struct llama_model_params mp = llama_model_default_params();
+    struct llama_model *m = llama_model_load_from_file(g_model, mp);
+    if (!m) {
+        fprintf(stderr, "cannot load %s\n", g_model);
+        return 1;
+    }
+    int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(m));
+    float *a = malloc(sizeof *a * (size_t)n_vocab), *bb = malloc(sizeof *bb * (size_t)n_vocab),
+          *c = malloc(sizeof *c * (size_t)n_vocab);
+    int bad = 0;
+    printf("lone, %s, %d threads, %s K/V: logits of a row alone (a), beside another decode row "
+           "(b), beside the padding row (c), bit for bit over %d steps x %d logits\n",
+           g_model, g_threads, q8 ? "Q8_0" : "F16", steps, n_vocab);
+    printf("| prompt tokens each | cells spanned | logits a != b | max abs a - b | logits c != b |\n");
+    printf("|---:|---:|---:|---:|---:|\n");
+    for (int li = 0; li < n_lens; li++) {
+        int L = lens[li];
+        struct llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = (uint32_t)(2 * L + 2 * steps + 256);
+        cp.n_batch = cp.n_ubatch = 512;
+        cp.n_seq_max = 3;
+        cp.kv_unified = true;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        if (q8) cp.type_k = cp.type_v = GGML_TYPE_Q8_0;
+        cp.n_threads = cp.n_threads_batch = g_threads;
+        cp.no_perf = true;
+        struct llama_context *ctx = llama_init_from_model(m, cp);
+        if (!ctx) {
+            fprintf(stderr, "cannot make a context of %u cells\n", cp.n_ctx);
+            return 1;
+        }
+        struct llama_batch b = llama_batch_init(512, 0, 1);
+        lone_prefill(ctx, &b, 0, L, 1);
+        lone_prefill(ctx, &b, 1, L, 2);
+        llama_memory_t mem = llama_get_memory(ctx);
+        int n_ab = 0, n_cb = 0;
+        double max_ab = 0, max_cb = 0;
+        for (int k = 0; k < steps; k++) {
+            int32_t t0 = 2000 + 37 * k, t1 = 5000 + 91 * k, pad = 1;
+            int seq_a[] = {0}, pos_a[] = {L + k};
+            int seq_b[] = {0, 1}, pos_b[] = {L + k, L + k};
+            int seq_c[] = {0, 2}, pos_c[] = {L + k, 0};
+            int32_t tok_a[] = {t0}, tok_b[] = {t0, t1}, tok_c[] = {t0, pad};
+            if (lone_decode(ctx, &b, 1, seq_a, tok_a, pos_a, a, n_vocab)) break;
+            llama_memory_seq_rm(mem, 0, L + k, -1);
+            if (lone_decode(ctx, &b, 2, seq_c, tok_c, pos_c, c, n_vocab)) break;
+            llama_memory_seq_rm(mem, 0, L + k, -1);
+            llama_memory_seq_rm(mem, 2, -1, -1);
+            /* (b) last: its cells stay, as a batched step's would */
+            if (lone_decode(ctx, &b, 2, seq_b, tok_b, pos_b, bb, n_vocab)) break;
+            lone_cmp(a, bb, n_vocab, &n_ab, &max_ab);
+            lone_cmp(c, bb, n_vocab, &n_cb, &max_cb);
+        }
+        printf("| %d | %d | %d | %.3g | %d |\n", L, 2 * L + steps, n_ab, max_ab, n_cb);
+        fflush(stdout);
+        bad += n_ab > 0;
+        llama_batch_free(b);
+        llama_free(ctx);
+    }
+    free(a);
+    free(bb);
+    free(c);
+    llama_model_free(m);
+    printf("padding needed: %s\n", bad ? "yes (a lone row rounds otherwise)" : "not at these lengths");
+    return 0;
+}
+
+/* ---- cut: a prompt delta in one call or cut at 64 rows ----
+ *
+ * What the engine does with an unseeded call's prompt rows (step()): whole
+ * 64-row tiles in one llama_decode call, the rest in calls of at most 63
+ * rows. Here an L-token context, then a D-token delta computed (a) in one
+ * call of D rows, (b) as 64 * (D / 64) rows and then the rest; CPU time
+ * of the delta, best of --reps alternating. */
+static int bench_cut(int argc, char **argv)
+{
+    int L = 900, D = 90, reps = 3;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--ctx") && i + 1 < argc) L = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--delta") && i + 1 < argc) D = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+    }
+    if (D < 65 || D > 500 || L < 1 || L > 6000) {
+        fprintf(stderr, "--delta 65..500, --ctx 1..6000\n");
+        return 2;
+    }
+    struct llama_model_params mp = llama_model_default_params();
+    struct llama_model *m = llama_model_load_from_file(g_model, mp);
+    if (!m) return 1;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)(L + D + 256);
+    cp.n_batch = cp.n_ubatch = 512;
+    cp.n_seq_max = 1;
+    cp.kv_unified = true;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    cp.n_threads = cp.n_threads_batch = g_threads;
+    cp.no_perf = true;
+    struct llama_context *ctx = llama_init_from_model(m, cp);
+    struct llama_batch b = llama_batch_init(512, 0, 1);
+    int32_t *p = malloc(sizeof *p * (size_t)(L + D));
+    prompt_tokens(p, L + D, 3);
+    for (int lo = 0; lo < L; lo += 512) {
+        b.n_tokens = 0;
+        for (int k = lo; k < L && k < lo + 512; k++) {
+            int j = b.n_tokens++;
+            b.token[j] = p[k], b.pos[j] = k, b.n_seq_id[j] = 1, b.seq_id[j][0] = 0, b.logits[j] = 0;
+        }
+        llama_decode(ctx, b);
+    }
+    double best[2] = {0, 0};
+    int cut = D / 64 * 64;
+    for (int r = 0; r < reps; r++)
+        for (int v = 0; v < 2; v++) {
+            int64_t c0 = cpu_us();
+            for (int lo = 0; lo < D;) {
+                int hi = v == 0 ? D : lo < cut ? cut : D;
+                b.n_tokens = 0;
+                for (int k = lo; k < hi; k++) {
+                    int j = b.n_tokens++;
+                    b.token[j] = p[L + k], b.pos[j] = L + k, b.n_seq_id[j] = 1, b.seq_id[j][0] = 0;
+                    b.logits[j] = k == D - 1;
+                }
+                llama_decode(ctx, b);
+                lo = hi;
+            }
+            double c = (double)(cpu_us() - c0) / 1e3;
+            if (best[v] == 0 || c < best[v]) best[v] = c;
+            llama_memory_seq_rm(llama_get_memory(ctx), 0, L, -1);
+        }
+    printf("cut, %s, %d threads: %d-token delta after %d tokens, CPU ms (best of %d): one call "
+           "%.1f, %d + %d rows %.1f, ratio %.3f\n", g_model, g_threads, D, L, reps, best[0], cut,
+           D - cut, best[1], best[0] > 0 ? best[1] / best[0] : 0);
+    free(p);
+    llama_batch_free(b);
+    llama_free(ctx);
+    llama_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine decode|switch|prefix|ideal [MODEL] [--threads T] ...\n");
+        fprintf(stderr, "usage: bench_engine decode|switch|prefix|ideal|lone|cut [MODEL] [--threads T] ...\n");
         return 2;
     }
     int rest = 2;
@@ -623,6 +842,8 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "switch")) return bench_switch(argc - rest, argv + rest);
     if (!strcmp(argv[1], "prefix")) return bench_prefix(argc - rest, argv + rest);
     if (!strcmp(argv[1], "ideal")) return bench_ideal(argc - rest, argv + rest);
+    if (!strcmp(argv[1], "lone")) return bench_lone(argc - rest, argv + rest);
+    if (!strcmp(argv[1], "cut")) return bench_cut(argc - rest, argv + rest);
     fprintf(stderr, "unknown benchmark %s\n", argv[1]);
     return 2;
 }

@@ -4,7 +4,9 @@
  * endpoint. Every agent shares one system prompt of S words (a tool
  * catalogue) and has its own task; each turn asks for G tokens, then
  * appends the answer and an observation of O words, optionally after
- * sleeping tool_ms (the "tool" runs). Agents are stateless clients: they
+ * sleeping tool_ms (the "tool" runs; with --kernel-tool the agent calls
+ * a tool on the kernel instead, `bench/wait`, which sleeps tool_ms, so the
+ * kernel knows the agent waits on a tool). Agents are stateless clients: they
  * send the whole conversation every turn, as OpenAI SDK agents do. They
  * run concurrently (one client thread per agent, libcurl) or, with
  * --sequential, one after another (the no-OS baseline).
@@ -56,6 +58,7 @@ struct bench_opts {
     int n_agents, n_turns, sys_words, task_words, obs_words, gen, tool_ms;
     int inter_ms, inter_prio; /* the interactive agent: period (0: none), priority */
     bool sequential, json;
+    bool kernel_tool; /* --kernel-tool: the tool time is a TOOL call on the kernel */
     unsigned seed;
     bool request_seed; /* --request-seed: each call carries "seed" */
 };
@@ -70,6 +73,7 @@ struct agent {
     int idx;
     const struct bench_opts *o;
     const char *chat_url, *model;
+    const char *query_url; /* --kernel-tool: POST /query */
     const char *system;
     char task[4096];
     unsigned rng;
@@ -299,6 +303,35 @@ static void *interactive_main(void *p)
     return NULL;
 }
 
+/* --kernel-tool: the tool time as a call of bench/wait on the kernel (the
+ * agent's TOOL syscall) */
+static int agent_tool(struct agent *a, CURL *c)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"agent_name\":\"agent-%d\",\"query_type\":\"tool\","
+             "\"query_data\":{\"tool_calls\":[{\"name\":\"bench/wait\",\"parameters\":{}}]}}",
+             a->idx);
+    struct util_buf b = {0};
+    struct curl_slist *h = auth_header(curl_slist_append(NULL, "Content-Type: application/json"));
+    curl_easy_setopt(c, CURLOPT_URL, a->query_url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, util_buf_sink);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 7200L);
+    CURLcode cc = curl_easy_perform(c);
+    long st = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+    curl_slist_free_all(h);
+    json_t *j = b.s ? json_loads(b.s, 0, NULL) : NULL;
+    bool ok = cc == CURLE_OK && st == 200 &&
+              json_is_true(json_object_get(json_object_get(j, "response"), "finished"));
+    if (!ok) snprintf(a->err, sizeof a->err, "tool call: HTTP %ld: %.200s", st, b.s ? b.s : "");
+    json_decref(j);
+    free(b.s);
+    return ok ? 0 : AIOS_EIO;
+}
+
 static void *agent_main(void *p)
 {
     struct agent *a = p;
@@ -316,7 +349,9 @@ static void *agent_main(void *p)
             continue;
         }
         if (t + 1 == o->n_turns) break;
-        if (o->tool_ms > 0) {
+        if (o->tool_ms > 0 && o->kernel_tool) {
+            if (agent_tool(a, c)) a->n_errors++;
+        } else if (o->tool_ms > 0) {
             struct timespec ts = {o->tool_ms / 1000, (long)(o->tool_ms % 1000) * 1000000L};
             nanosleep(&ts, NULL);
         }
@@ -435,6 +470,8 @@ static void usage_bench(FILE *f)
             "workload:\n"
             "  --agents N (8) --turns T (4) --sys-words S (600) --task-words W (30)\n"
             "  --obs-words O (40) --gen G (24) --tool-ms MS (0) --seed N (1)\n"
+            "  --kernel-tool           (--kernel) the tool time is a call of a kernel tool that\n"
+            "                          sleeps MS (the kernel sees the agent wait on a tool)\n"
             "  --request-seed          calls carry the seed (default: none; on aios a seeded\n"
             "                          call is batch invariant under batch_invariant: seeded)\n"
             "  --sequential            agents one after another (baseline)\n"
@@ -482,6 +519,7 @@ static int bench_agents(int argc, char **argv)
         if (!strcmp(a, "--sequential")) { o.sequential = true; continue; }
         if (!strcmp(a, "--json")) { o.json = true; continue; }
         if (!strcmp(a, "--request-seed")) { o.request_seed = true; continue; }
+        if (!strcmp(a, "--kernel-tool")) { o.kernel_tool = true; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_bench(stdout); return 0; }
         if (!v) {
             fprintf(stderr, "aios bench agents: %s needs a value (or is unknown)\n", a);
@@ -585,6 +623,11 @@ static int bench_agents(int argc, char **argv)
         if (o.kv_type) fprintf(f, "      kv_type: \"%s\"\n", o.kv_type);
         if (o.batch_invariant) fprintf(f, "      batch_invariant: %s\n", o.batch_invariant);
         fprintf(f, "scheduler:\n  policy: %s\n", o.policy);
+        if (o.kernel_tool)
+            fprintf(f, "tools:\n  external:\n    - name: bench/wait\n"
+                       "      command: [/bin/sh, -c, \"sleep %d.%03d; echo '\\\"done\\\"'\"]\n"
+                       "      timeout_ms: %d\n",
+                    o.tool_ms / 1000, o.tool_ms % 1000, o.tool_ms * 4 + 10000);
         fclose(f);
         free(abs);
         char self[4096];
@@ -638,6 +681,12 @@ static int bench_agents(int argc, char **argv)
     }
     char chat_url[600];
     snprintf(chat_url, sizeof chat_url, "%s/v1/chat/completions", base);
+    char query_url[600];
+    snprintf(query_url, sizeof query_url, "%s/query", base);
+    if (o.kernel_tool && !o.kernel_model) {
+        fprintf(stderr, "aios bench agents: --kernel-tool needs --kernel\n");
+        goto out;
+    }
 
     sys_prompt = make_system(o.sys_words, o.seed);
     ags = calloc((size_t)o.n_agents, sizeof *ags);
@@ -648,6 +697,7 @@ static int bench_agents(int argc, char **argv)
         a->idx = i;
         a->o = &o;
         a->chat_url = chat_url;
+        a->query_url = query_url;
         a->model = model;
         a->system = sys_prompt;
         a->rng = o.seed * 7919u + (unsigned)i * 104729u + 17u;
@@ -774,6 +824,7 @@ static int bench_agents(int argc, char **argv)
             (json_int_t)(prompt - cached), "completion", (json_int_t)completion, "calls", n_lat,
             "errors", n_err);
         if (o.server_model) json_object_set_new(j, "slots", json_integer(o.slots));
+        if (o.kernel_tool) json_object_set_new(j, "kernel_tool", json_true());
         if (o.kernel_model) {
             json_t *en = engine_stats(base);
             if (en) json_object_set_new(j, "engine", en);
@@ -791,9 +842,10 @@ static int bench_agents(int argc, char **argv)
         free(s);
         json_decref(j);
     } else {
-        printf("aios bench agents: %s, %s%s%s, %d agents x %d turns (S=%d O=%d G=%d tool=%dms)\n",
+        printf("aios bench agents: %s, %s%s%s, %d agents x %d turns (S=%d O=%d G=%d tool=%dms%s)\n",
                mode, target, o.kernel_model ? " policy " : "", o.kernel_model ? o.policy : "",
-               o.n_agents, o.n_turns, o.sys_words, o.obs_words, o.gen, o.tool_ms);
+               o.n_agents, o.n_turns, o.sys_words, o.obs_words, o.gen, o.tool_ms,
+               o.kernel_tool ? " on the kernel" : "");
         printf("  %-28s %10.2f s\n", "makespan", makespan);
         printf("  %-28s %10.2f s\n", "call latency p50", p50);
         printf("  %-28s %10.2f s\n", "call latency p95", p95);

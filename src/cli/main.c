@@ -3,7 +3,7 @@
  *   aios serve [--config FILE] [--model FILE.gguf] [--host H] [--port P]
  *              [--data-dir D] [--ready-file F]
  *   aios demo                 the main job: a short tour over HTTP
- *   aios model create-test OUT [--shape tiny|qwen2.5-0.5b|embed] [--seed N]
+ *   aios model create-test OUT [--shape tiny|tiny-q8|qwen2.5-0.5b|embed] [--seed N]
  *   aios model info FILE.gguf
  *   aios bench agents ...     the multi-agent benchmark (bench.c)
  *   aios version
@@ -35,7 +35,7 @@ static void usage(FILE *f)
             "  aios serve [--config FILE] [--model FILE.gguf] [--host H] [--port P]\n"
             "             [--data-dir D] [--ready-file F]\n"
             "  aios demo                      start a kernel on the built-in model and tour it\n"
-            "  aios model create-test OUT [--shape tiny|qwen2.5-0.5b|embed] [--seed N]\n"
+            "  aios model create-test OUT [--shape tiny|tiny-q8|qwen2.5-0.5b|embed] [--seed N]\n"
             "  aios model info FILE.gguf\n"
             "  aios bench agents [--kernel M.gguf|--llama-server M.gguf|--url U] [...]\n"
             "  aios run PATH_OR_NAME --task \"...\" [--url URL]   run an agent, follow its output\n"

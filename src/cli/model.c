@@ -1,6 +1,6 @@
 /* `aios model`: make and inspect model files.
  *
- *   aios model create-test OUT [--shape tiny|qwen2.5-0.5b|embed] [--seed N] [--threads N]
+ *   aios model create-test OUT [--shape tiny|tiny-q8|qwen2.5-0.5b|embed] [--seed N] [--threads N]
  *   aios model info FILE.gguf
  *
  * create-test wraps testmodel_create() (llm/testmodel.c) and reports what it
@@ -31,7 +31,7 @@
 static void model_usage(FILE *f)
 {
     fprintf(f,
-            "usage: aios model create-test OUT [--shape tiny|qwen2.5-0.5b|embed] [--seed N]\n"
+            "usage: aios model create-test OUT [--shape tiny|tiny-q8|qwen2.5-0.5b|embed] [--seed N]\n"
             "                              [--threads N]\n"
             "       aios model info FILE.gguf\n"
             "\n"

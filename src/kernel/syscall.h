@@ -118,6 +118,7 @@ struct syscall {
     struct syscall *sched_run_prev, *sched_run_next; /* list of running calls */
     int64_t sched_t_run_us;       /* when its current slice began */
     bool sched_charged;           /* the worker called sched_charge() */
+    int64_t sched_t_expect_end_us; /* running: when its worker expects it to end (0: unknown) */
     /* owned by the worker that runs the call (e.g. the engine's saved KV
      * state of a preempted sequence); freed with the syscall */
     void *worker_state;

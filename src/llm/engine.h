@@ -30,7 +30,11 @@ struct llm_engine_stats {
     uint64_t n_preemptions, n_resumes;
     uint64_t n_retained_hits, n_shared_hits, n_evictions;
     uint64_t n_aborted_steps; /* steps stopped for an urgent call (abort_cb in llama.c) */
-    uint64_t n_padded_steps;  /* lone batch-invariant rows padded (kv_may_split in llama.c) */
+    uint64_t n_padded_steps;  /* lone batch-invariant rows padded (step() in llama.c) */
+    /* this model's one-row calls multiply matrices bit for bit as calls of
+     * more rows do (lone_row_check in llama.c): a lone batch-invariant row
+     * is then padded only where attention would split its cells */
+    bool lone_row_exact;
     /* retired by POST /core/refresh, drained, and its KV cache freed */
     bool released;
     struct ctx_store_stats snaps;

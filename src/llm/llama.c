@@ -26,8 +26,10 @@
  *      stream the text, finish sequences that are done.
  * An urgent call that arrives while a step computes stops it (abort_cb;
  * its rows go again later). If llama_decode finds no room in the KV
- * cache, retained conversations are evicted (least recently used first),
- * then the youngest running sequence is switched out, and the step is
+ * cache, retained conversations are evicted (those whose agents are
+ * expected back last first: idle agents' before those of agents waiting on
+ * a tool, least recently used among equals; retained_victim), then the
+ * youngest running sequence is switched out, and the step is
  * retried. An engine whose model was removed by POST /core/refresh
  * (core.retired) finishes what it has, then frees its context
  * (retire_release).
@@ -134,6 +136,10 @@ struct llama_engine {
     int prefix_share_min, debug_preempt_every;
     int urgent_prio, urgent_tokens, urgent_chunk; /* the latency lane */
     int pad_seq;    /* >= 0: the padding sequence of one-row calls (step()) */
+    bool lone_exact; /* a one-row call multiplies as a two-row one does (lone_row_check) */
+    /* an upper bound on the cache's used_max_p1 (one past its highest
+     * cell in use): see kv_may_split() */
+    int kv_hwm;
     bool kv_q8;            /* K and V cached in Q8_0 */
     int32_t pad_tok;
     int64_t t_urgent_us;                          /* last urgent admission */
@@ -514,33 +520,54 @@ static bool abort_cb(void *data)
     return true;
 }
 
-/* A slot for a new or resuming sequence: a free one, else the least
- * recently used retained one (evicted). -1 if every slot runs a sequence. */
+/* The retained conversation to give up when a slot or KV cells are
+ * needed: the one whose agent is expected back last. The scheduler says
+ * when each agent is expected to make its next LLM call
+ * (sched_agents_next_llm): now when one is queued, when its tool returns
+ * while a call_tool waits on one (the tool manager's estimate), never
+ * when it is idle. Idle agents' conversations go first, least recently
+ * used first; then those of agents whose tool returns latest; an agent
+ * whose call is queued keeps its cells longest. -1 when none is
+ * retained. */
+static int retained_victim(struct llama_engine *e)
+{
+    int idx[ENGINE_MAX_SEQ], n = 0;
+    const char *agents[ENGINE_MAX_SEQ];
+    int64_t back[ENGINE_MAX_SEQ];
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].kind == SLOT_RETAINED) idx[n] = i, agents[n++] = e->slots[i].agent;
+    if (n == 0) return -1;
+    if (e->sched) sched_agents_next_llm(e->sched, agents, (size_t)n, back);
+    else
+        for (int k = 0; k < n; k++) back[k] = -1;
+    int v = 0;
+    for (int k = 1; k < n; k++) {
+        int64_t bk = back[k] < 0 ? INT64_MAX : back[k], bv = back[v] < 0 ? INT64_MAX : back[v];
+        if (bk > bv || (bk == bv && e->slots[idx[k]].t_used_us < e->slots[idx[v]].t_used_us))
+            v = k;
+    }
+    return idx[v];
+}
+
+/* A slot for a new or resuming sequence: a free one, else a retained one
+ * (retained_victim, evicted). -1 if every slot runs a sequence. */
 static int slot_take(struct llama_engine *e)
 {
-    int lru = -1;
-    for (int i = 0; i < e->n_slots; i++) {
+    for (int i = 0; i < e->n_slots; i++)
         if (e->slots[i].kind == SLOT_FREE) return i;
-        if (e->slots[i].kind == SLOT_RETAINED &&
-            (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
-            lru = i;
-    }
-    if (lru >= 0) {
-        slot_clear(e, lru);
+    int v = retained_victim(e);
+    if (v >= 0) {
+        slot_clear(e, v);
         e->st.n_evictions++;
     }
-    return lru;
+    return v;
 }
 
 static bool evict_one_retained(struct llama_engine *e)
 {
-    int lru = -1;
-    for (int i = 0; i < e->n_slots; i++)
-        if (e->slots[i].kind == SLOT_RETAINED &&
-            (lru < 0 || e->slots[i].t_used_us < e->slots[lru].t_used_us))
-            lru = i;
-    if (lru < 0) return false;
-    slot_clear(e, lru);
+    int v = retained_victim(e);
+    if (v < 0) return false;
+    slot_clear(e, v);
     e->st.n_evictions++;
     return true;
 }
@@ -801,6 +828,9 @@ static bool resume_switched(struct llama_engine *e)
             }
             ctx_snap_free(e->store, s->snap);
             s->snap = NULL;
+            /* restored cells go in one contiguous run, wherever it fits:
+             * no bound on the highest cell until the cache empties */
+            e->kv_hwm = e->kv_size;
         }
         s->id = slot;
         e->slots[slot].kind = SLOT_SEQ;
@@ -817,8 +847,8 @@ static bool resume_switched(struct llama_engine *e)
 
 /* The slot for a new sequence: a retained conversation of the same agent
  * that its prompt extends (taken over, tail trimmed), else any free slot,
- * else the retained slot sharing the longest prefix, else the least
- * recently used retained slot. Sets s->n_past to the tokens reused. */
+ * else the retained slot sharing the longest prefix, else the retained
+ * slot retained_victim names. Sets s->n_past to the tokens reused. */
 static int slot_for_new(struct llama_engine *e, struct seq *s)
 {
     const char *agent = s->sc->agent ? s->sc->agent : "";
@@ -1271,6 +1301,45 @@ static void unfeed_from(struct llama_engine *e, int lo)
         if (s->n_feed && s->i_feed + s->n_feed > lo) s->n_feed = 0, s->i_out = -1;
 }
 
+/* Does a llama_decode call of one query row take ggml's KV-split flash
+ * attention path? It does when the cache view, n_kv, spans 512 cells or
+ * more (ggml-cpu ops.cpp) and the call runs on more than one thread (the
+ * cells are split between the threads, whose partial sums are merged:
+ * other rounding; on one thread there is one part, and the result is bit
+ * for bit that of a row beside others: `bench_engine lone`). llama.cpp
+ * makes n_kv the highest cell in use plus one, rounded up to 256
+ * (llama_kv_cache::get_n_kv): so only once a cell past the first 256 is
+ * in use.
+ *
+ * The engine does not see cell indices; it bounds them. llama.cpp places
+ * a batch's tokens in the lowest free cells (find_slot scans from head,
+ * every cell below head is in use, and removals move head down to the
+ * first cell they free), so the highest cell in use never exceeds the
+ * largest number of cells in use since the cache was last empty. kv_hwm
+ * is that number, from the engine's own count (cells of every running,
+ * paused and retained sequence; shared cells counted once per sharer:
+ * an overcount, which only pads more), reset when the count is zero. A
+ * restored snapshot is placed as one contiguous run wherever one fits,
+ * so after one kv_hwm is the whole cache until it empties. n_new: the
+ * rows about to be placed. Called every step: the bound must see every
+ * placement. */
+#define FA_SPLIT_MIN_KV 512 /* ggml: one row over this many cells splits */
+#define KV_VIEW_PAD 256     /* llama.cpp: n_kv rounded up to this */
+static bool kv_may_split(struct llama_engine *e, int n_new)
+{
+    int cells = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *sl = &e->slots[i];
+        if (sl->kind == SLOT_RETAINED) cells += sl->n_toks;
+        else if ((sl->kind == SLOT_SEQ || sl->kind == SLOT_PAUSED) && sl->seq) cells += sl->seq->n_past;
+    }
+    if (cells == 0) e->kv_hwm = 0;
+    if (cells + n_new > e->kv_hwm) e->kv_hwm = cells + n_new;
+    int n_kv = (e->kv_hwm + KV_VIEW_PAD - 1) / KV_VIEW_PAD * KV_VIEW_PAD;
+    if (n_kv > e->kv_size) n_kv = e->kv_size;
+    return e->n_threads > 1 && n_kv >= FA_SPLIT_MIN_KV;
+}
+
 static void step(struct llama_engine *e)
 {
     /* cancelled calls free their sequence now */
@@ -1354,12 +1423,14 @@ static void step(struct llama_engine *e)
      * (its own cell, no logits, removed after the call) keeps a batch-
      * invariant row from being alone in a call */
     bool padded = false;
-    /* always, not only past 512 cells: a one-row call also multiplies
-     * matrices another way (dot products, where two rows or more take
-     * tinyBLAS's GEMMs), which may round otherwise; padding only past 512
-     * cells was not shown exact. The price: at one sequence the step's
-     * matrix work doubles (docs/performance.md). */
-    if (e->pad_seq >= 0 && b->n_tokens - tiled == 1) {
+    /* A one-row call may also multiply matrices another way (dot
+     * products, where two rows or more take tinyBLAS's GEMMs): for F32
+     * weights it rounds otherwise, for Q8_0 it does not (measured with
+     * `bench_engine lone`); lone_row_check() asked this model at load.
+     * Where either differs the pad goes in: at one sequence the step's
+     * matrix work then doubles (docs/performance.md). */
+    bool split = e->pad_seq >= 0 && kv_may_split(e, b->n_tokens + 1);
+    if (e->pad_seq >= 0 && (split || !e->lone_exact) && b->n_tokens - tiled == 1) {
         for (struct seq *s = e->seqs; s && !padded; s = s->next)
             padded = s->n_feed && s->exact && s->i_feed + s->n_feed == b->n_tokens;
         if (padded) batch_add(b, e->pad_tok, 0, e->pad_seq, false);
@@ -1611,6 +1682,7 @@ static void eng_describe(struct llm_core *c, json_t *o)
     json_object_set_new(en, "split_steps", json_integer((json_int_t)st.n_split_steps));
     json_object_set_new(en, "aborted_steps", json_integer((json_int_t)st.n_aborted_steps));
     json_object_set_new(en, "padded_steps", json_integer((json_int_t)st.n_padded_steps));
+    json_object_set_new(en, "lone_row_exact", json_boolean(st.lone_row_exact));
     json_object_set_new(en, "prompt_tokens_tiled", json_integer((json_int_t)st.n_rows_tiled));
     json_object_set_new(en, "calls", json_integer((json_int_t)st.n_calls));
     json_object_set_new(en, "prompt_tokens_computed", json_integer((json_int_t)st.n_tokens_prefilled));
@@ -1804,6 +1876,41 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     return 0;
 }
 
+/* Does a one-row llama_decode call give the logits that the same row
+ * gets beside another row, bit for bit, for this model's matrices on this
+ * CPU? ggml multiplies one row with dot products and two rows or more
+ * with tinyBLAS's GEMMs where it has one for the weight type; whether they
+ * round alike depends on the type (F32: not; Q8_0: alike, `bench_engine
+ * lone`). Asked once at load, in the engine's own context while it is
+ * empty: 4 prompt tokens, then the 5th alone and again beside the padding
+ * row (attention over 5 cells is the same either way, so only the
+ * matrices can differ). false also when anything fails: then every lone
+ * batch-invariant row is padded, as is always exact. */
+static bool lone_row_check(struct llama_engine *e)
+{
+    int n_vocab = llama_vocab_n_tokens(e->vocab);
+    float *a = malloc(sizeof *a * (size_t)n_vocab);
+    struct llama_batch b = llama_batch_init(8, 0, 1);
+    bool same = false;
+    if (!a) goto out;
+    int32_t t0 = e->pad_tok, t1 = n_vocab > 300 ? 300 : n_vocab - 1;
+    for (int k = 0; k < 4; k++) batch_add(&b, k % 2 ? t1 : t0, k, 0, false);
+    if (llama_decode(e->ctx, b)) goto out;
+    b.n_tokens = 0;
+    batch_add(&b, t1, 4, 0, true);
+    if (llama_decode(e->ctx, b)) goto out;
+    memcpy(a, llama_get_logits_ith(e->ctx, 0), sizeof *a * (size_t)n_vocab);
+    llama_memory_seq_rm(mem(e), 0, 4, -1);
+    batch_add(&b, e->pad_tok, 0, e->pad_seq, false);
+    if (llama_decode(e->ctx, b)) goto out;
+    same = !memcmp(a, llama_get_logits_ith(e->ctx, 0), sizeof *a * (size_t)n_vocab);
+out:
+    llama_memory_clear(mem(e), true);
+    llama_batch_free(b);
+    free(a);
+    return same;
+}
+
 int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
                      const struct aios_config *cfg, char *err, size_t errlen)
 {
@@ -1919,6 +2026,8 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     }
     e->pad_tok = llama_vocab_bos(e->vocab) >= 0 ? llama_vocab_bos(e->vocab) : 0;
     e->batch = llama_batch_init(e->n_batch + 1, 0, 1); /* + a padding token */
+    if (e->pad_seq >= 0) e->lone_exact = lone_row_check(e);
+    e->st.lone_row_exact = e->lone_exact;
     e->st.n_parallel = e->n_parallel;
     e->st.kv_size = e->kv_size;
     e->st.n_ctx = e->n_ctx;

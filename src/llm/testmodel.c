@@ -97,6 +97,9 @@ static const struct shape_def g_shapes[] = {
      * the tiny geometry, mean pooling in the metadata, so llama.cpp run in
      * embeddings mode pools real (if meaningless) vectors */
     [TESTMODEL_SHAPE_EMBED] = {"embed", "aios-test-embed", 512, 64, 2, 4, 2, 128, false, 1},
+    /* the tiny geometry in Q8_0: matrices that ggml multiplies alike for
+     * one row and for several (the engine's padding of lone rows) */
+    [TESTMODEL_SHAPE_TINY_Q8] = {"tiny-q8", "aios-test-tiny-q8", 4096, 64, 2, 4, 2, 128, true, 0},
 };
 #define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
 

@@ -10,9 +10,10 @@ enum testmodel_shape {
     TESTMODEL_SHAPE_TINY,    /* 64 wide, 2 layers, F32; made in well under a second */
     TESTMODEL_SHAPE_QWEN05B, /* Qwen2.5-0.5B geometry, Q8_0 */
     TESTMODEL_SHAPE_EMBED,   /* tiny, with qwen2.pooling_type = mean: an embedding model */
+    TESTMODEL_SHAPE_TINY_Q8, /* the tiny geometry, Q8_0 (the engine's one-row tests) */
 };
 
-/* "tiny" | "qwen2.5-0.5b" | "embed" -> *out; AIOS_EINVAL for anything else */
+/* "tiny" | "qwen2.5-0.5b" | "embed" | "tiny-q8" -> *out; AIOS_EINVAL for anything else */
 int testmodel_shape_parse(const char *s, enum testmodel_shape *out);
 /* the name testmodel_shape_parse accepts, "?" for an unknown value */
 const char *testmodel_shape_name(enum testmodel_shape shape);

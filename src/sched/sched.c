@@ -67,6 +67,7 @@ struct sched_agent {
     double service;     /* attained service, see the top */
     int64_t n_queued, n_running;
     int n_running_kind[SYSCALL_KIND__COUNT]; /* running calls of each kind */
+    int n_queued_kind[SYSCALL_KIND__COUNT];  /* queued calls of each kind */
     struct sched_agent_stats st;
 };
 
@@ -512,6 +513,7 @@ int sched_submit(struct sched *s, struct syscall *sc)
     if (!sc->priority_set) sc->priority = a->priority;
     agent_activate(s, a);
     a->n_queued++;
+    a->n_queued_kind[sc->kind]++;
     a->st.n_calls++;
     a->st.n_calls_kind[sc->kind]++;
     sc->sched_agent = a;
@@ -557,6 +559,7 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
             sc->sched_slice_tokens = 0;
             struct sched_agent *a = sc->sched_agent;
             a->n_queued--;
+            if (a->n_queued_kind[kind]) a->n_queued_kind[kind]--;
             a->n_running++;
             a->n_running_kind[kind]++;
             run_link(s, sc);
@@ -865,6 +868,8 @@ int sched_preempt(struct sched *s, struct syscall *sc)
         run_release(s, sc);
         struct sched_agent *a = sc->sched_agent;
         if (a) a->n_queued++;
+        if (a) a->n_queued_kind[sc->kind]++;
+        sc->sched_t_expect_end_us = 0;
         sc->sched_t_enq_us = now;
         sc->sched_seq = ++s->seq;
         s->n_preempted++;
@@ -929,6 +934,41 @@ void sched_set_agent_kv(struct sched *s, const char *agent, int64_t bytes)
     pthread_mutex_unlock(&s->mu);
 }
 
+void sched_set_expected_end(struct sched *s, struct syscall *sc, int64_t t_end_us)
+{
+    pthread_mutex_lock(&s->mu);
+    sc->sched_t_expect_end_us = t_end_us;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* When agent a is expected to make its next LLM call (see sched.h; lock
+ * held): now with one queued, else the soonest expected end of its tool
+ * calls in flight (one without an estimate ranks after every estimated
+ * one), else -1. */
+static int64_t agent_next_llm(struct sched *s, const struct sched_agent *a, int64_t now)
+{
+    if (!a) return -1;
+    if (a->n_queued_kind[SYSCALL_KIND_LLM] > 0) return now;
+    if (a->n_running_kind[SYSCALL_KIND_TOOL] <= 0) return -1;
+    int64_t best = -1;
+    for (const struct syscall *sc = s->running[SYSCALL_KIND_TOOL]; sc; sc = sc->sched_run_next) {
+        if (sc->sched_agent != a) continue;
+        int64_t t = sc->sched_t_expect_end_us > 0 ? sc->sched_t_expect_end_us : SCHED_ETA_UNKNOWN;
+        if (t < now) t = now; /* overdue: any moment now */
+        if (best < 0 || t < best) best = t;
+    }
+    return best;
+}
+
+void sched_agents_next_llm(struct sched *s, const char *const *agents, size_t n, int64_t *out)
+{
+    int64_t now = util_now_us();
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++)
+        out[i] = agents[i] ? agent_next_llm(s, agent_get(s, agents[i], false), now) : -1;
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- shutdown and stats ---- */
 
 void sched_shutdown(struct sched *s)
@@ -948,6 +988,7 @@ void sched_shutdown(struct sched *s)
             queue_unlink(&s->q[k], sc);
             struct sched_agent *a = sc->sched_agent;
             if (a && a->n_queued) a->n_queued--;
+            if (a && a->n_queued_kind[k]) a->n_queued_kind[k]--;
             sc->next = drained;
             drained = sc;
         }

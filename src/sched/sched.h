@@ -132,6 +132,23 @@ int sched_preempt(struct sched *s, struct syscall *sc);
  * accounting; the engine sets it as it allocates and frees. */
 void sched_set_agent_kv(struct sched *s, const char *agent, int64_t bytes);
 
+/* ---- when an agent will be back: the engine's eviction hint ----
+ *
+ * A worker that can tell when a running call will end says so
+ * (sched_set_expected_end, monotonic microseconds; the tool manager does
+ * it for TOOL calls from the tool's observed mean duration or its
+ * timeout). sched_agents_next_llm() gives, for each of agents[0..n), when
+ * that agent is expected to make its next LLM call: now when one is
+ * queued; else the soonest expected end of its TOOL calls in flight (the
+ * answer of a call_tool chain goes back to the agent, whose next turn
+ * follows); SCHED_ETA_UNKNOWN for a tool in flight with no estimate; -1
+ * when the agent is idle (nothing queued, no tool running), the least
+ * likely to be back soon. The engine evicts the retained conversation
+ * whose agent is expected back last. Any thread. */
+#define SCHED_ETA_UNKNOWN (INT64_MAX / 2)
+void sched_set_expected_end(struct sched *s, struct syscall *sc, int64_t t_end_us);
+void sched_agents_next_llm(struct sched *s, const char *const *agents, size_t n, int64_t *out);
+
 /* The calls of `kind` for `target` (NULL: any) handed to a worker and not
  * yet done, oldest first: up to cap of them into out, each with a
  * reference the caller drops. Returns how many. */

@@ -3,7 +3,8 @@
  *
  * Registry. Tools are registered once, during tool_mgr_create (built-ins,
  * `tools.external`, `tools.folders`, the tools each `tools.mcp_servers`
- * entry lists), and are immutable afterwards except for n_running. Tools
+ * entry lists), and are immutable afterwards except for n_running and the
+ * moving mean of their duration (mean_us, n_timed). Tools
  * published while the kernel runs (the hub, src/hub) are not registered:
  * a name the registry does not hold goes to the resolver hook
  * (tool_mgr_set_resolver), which hands back a tool it owns until stop. Names
@@ -31,6 +32,13 @@
  * their limits allow, and each result is stored at its call's index and
  * attributed to its call id. No thread is made per request or per call.
  *
+ * When a TOOL syscall's jobs are queued, the scheduler is told when it is
+ * expected to end (sched_set_expected_end): now plus the longest expected
+ * duration of its tools (a tool's moving mean, its timeout before it was
+ * ever timed). The engine reads it when it must give up a retained
+ * conversation: an agent whose tool returns soon keeps its KV cells
+ * (docs/scheduling.md, "KV retention").
+ *
  * Timeouts are enforced by the executors (sandbox.c kills a process at its
  * deadline; mcp.c gives up on a reply and restarts the server), so a job
  * always ends and a worker is never lost to a hung tool.
@@ -51,7 +59,8 @@
  * budget the storage manager gave (the agent's quota and the disk's
  * reserve left) and kills its tool beyond it.
  *
- * Locks: one mutex (mu) guards the job queue, n_running of every tool, the
+ * Locks: one mutex (mu) guards the job queue, n_running and the timing of
+ * every tool, the
  * conflict group counters and every batch's counters; batches wait on their
  * own condvar with mu. views_mu guards the table of views (a leaf lock,
  * never held with mu); copies, imports and storage calls run without it.
@@ -710,6 +719,21 @@ static void acquire(struct tool_mgr *m, struct tool *t, int d)
     }
 }
 
+/* A tool's duration, for the scheduler's estimate of when its calls end
+ * (sched_set_expected_end, which the engine's eviction reads): the moving
+ * mean of its last calls (about TOOL_MEAN_WINDOW), its timeout before any
+ * was timed. Both with mu held. */
+static void note_duration(struct tool *t, int64_t dur_us)
+{
+    if (t->n_timed < TOOL_MEAN_WINDOW) t->n_timed++;
+    t->mean_us += (dur_us - t->mean_us) / t->n_timed;
+}
+
+static int64_t expected_us(const struct tool *t)
+{
+    return t->n_timed > 0 ? t->mean_us : (int64_t)t->timeout_ms * 1000;
+}
+
 static json_t *call_error(const char *type, const char *msg)
 {
     return json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "type", type, "message", msg);
@@ -1064,10 +1088,12 @@ static void *worker_main(void *arg)
 
         int64_t t0 = util_now_us();
         json_t *res = run_job(m, j);
-        if (res) json_object_set_new(res, "duration_ms", json_real((double)(util_now_us() - t0) / 1000.0));
+        int64_t dur = util_now_us() - t0;
+        if (res) json_object_set_new(res, "duration_ms", json_real((double)dur / 1000.0));
 
         pthread_mutex_lock(&m->mu);
         acquire(m, j->t, -1);
+        note_duration(j->t, dur);
         m->job_agent[slot] = NULL;
         struct tool_batch *b = j->b;
         b->results[j->idx] = res;
@@ -1222,13 +1248,21 @@ int tool_run_calls(struct tool_mgr *m, struct syscall *sc, const char *agent, js
         pthread_cond_destroy(&b.cv);
         return refused;
     }
+    /* the calls run in parallel where their limits allow: the batch is
+     * expected to end with its slowest call */
+    int64_t est_us = 0;
     pthread_mutex_lock(&m->mu);
+    for (struct tool_job *j = jobs; j; j = j->next)
+        if (expected_us(j->t) > est_us) est_us = expected_us(j->t);
     if (jobs) {
         if (m->q_tail) m->q_tail->next = jobs;
         else m->q_head = jobs;
         m->q_tail = jtail;
         pthread_cond_broadcast(&m->cv_work);
     }
+    pthread_mutex_unlock(&m->mu);
+    if (jobs && sc && m->deps.sched) sched_set_expected_end(m->deps.sched, sc, util_now_us() + est_us);
+    pthread_mutex_lock(&m->mu);
     while (b.n_left > 0) pthread_cond_wait(&b.cv, &m->mu);
     pthread_mutex_unlock(&m->mu);
 

@@ -90,7 +90,11 @@ struct tool {
     struct tool_limits limits;
     /* guarded by the manager's lock */
     int n_running;
+    int64_t mean_us; /* observed duration of its calls (moving mean), once n_timed > 0 */
+    int n_timed;     /* calls timed, up to TOOL_MEAN_WINDOW */
 };
+/* the mean of a tool's duration follows its last calls about this many */
+#define TOOL_MEAN_WINDOW 8
 
 /* What a running manager needs from the rest of the kernel, given once
  * after tool_mgr_create (src/kernel/boot.c wires it; all may be NULL in tests):

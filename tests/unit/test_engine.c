@@ -2,6 +2,9 @@
  * (context/kvsnap.c), driving real llama.cpp on the tiny random-weight test
  * model through the scheduler, as the kernel does:
  * - a seeded call gives the same text alone and in a batch of 16;
+ * - a lone seeded row is padded, unless the model's one-row calls
+ *   multiply as calls of more rows do (Q8_0) and attention does not
+ *   split its cells;
  * - a call preempted every few tokens (KV snapshot out and back in, in RAM
  *   or spilled to disk) gives exactly the text of an uninterrupted run;
  * - llm_engine_preempt() switches a running call out and back;
@@ -11,6 +14,8 @@
  *   slot and when the KV cells run out (before any running sequence is
  *   switched out); an evicted agent's next turn recomputes its prompt and
  *   answers as a cold engine does;
+ * - but an idle agent's conversation goes before that of an agent whose
+ *   tool call is in flight (the scheduler's expected end);
  * - 4 agents with one long system prompt compute it once;
  * - penalties change the output and stay deterministic;
  * - a cancelled call frees its sequence, a stop ends everything with 503;
@@ -38,6 +43,8 @@
 #include <cmocka.h>
 
 static char g_dir[256], g_model[300];
+static const char *g_use_model; /* the model eng_create loads (NULL: g_model) */
+static int g_eng_threads = 1;    /* and its n_threads */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 
@@ -54,8 +61,8 @@ static void eng_create(struct eng *t, int n_ctx, const char *knobs, const char *
     char yaml[2048], err[512] = "";
     snprintf(yaml, sizeof yaml,
              "llms:\n  models:\n    - name: t\n      backend: llamacpp\n      path: %s\n"
-             "      n_ctx: %d\n      n_threads: 1\n%s%s\ndata_dir: %s\n",
-             g_model, n_ctx, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
+             "      n_ctx: %d\n      n_threads: %d\n%s%s\ndata_dir: %s\n",
+             g_use_model ? g_use_model : g_model, n_ctx, g_eng_threads, knobs ? knobs : "", extra_top ? extra_top : "", g_dir);
     assert_int_equal(config_load_string(&t->cfg, yaml, strlen(yaml), err, sizeof err), 0);
     int rc = llm_llama_create(&t->core, &t->cfg.models[0], &t->cfg, err, sizeof err);
     if (rc) fail_msg("llm_llama_create: %s", err);
@@ -961,6 +968,79 @@ static void test_bad_knobs(void **state)
     }
 }
 
+/* A model whose one-row calls multiply matrices bit for bit as calls of
+ * more rows do (Q8_0 weights; the engine asks at load, lone_row_check)
+ * has a lone seeded row padded only where attention would split its
+ * cells (more than one thread and 512 cells), and the call's text alone
+ * is still its text in a batch of 4. The tiny F32 model's
+ * one-row calls round otherwise: there it is padded (previous test). */
+static void test_lone_row_exact_unpadded(void **state)
+{
+    (void)state;
+    struct eng t;
+    struct llm_engine_stats st;
+    eng_open(&t, "      retain: false\n", NULL);
+    assert_int_equal(llm_engine_get_stats(t.core, &st), 0);
+    assert_false(st.lone_row_exact); /* F32 */
+    eng_close(&t);
+
+    char q8[300], err[256];
+    snprintf(q8, sizeof q8, "%s/tiny-q8.gguf", g_dir);
+    if (testmodel_create(q8, TESTMODEL_SHAPE_TINY_Q8, 0, 2, err, sizeof err))
+        fail_msg("tiny-q8: %s", err);
+    g_use_model = q8;
+    eng_open(&t, "      retain: false\n", NULL);
+    assert_int_equal(llm_engine_get_stats(t.core, &st), 0);
+    assert_true(st.lone_row_exact);
+    struct call_opts o[4];
+    for (int i = 0; i < 4; i++)
+        o[i] = (struct call_opts){.agent = "q", .user = g_users[i + 1], .temperature = 0.9f,
+                                  .seed = 40u + (uint32_t)i, .max_tokens = 24};
+    struct syscall *sc = submit(&t, &o[0]);
+    struct llm_res *r = run(sc);
+    char *solo = strdup(r->text);
+    assert_true(r->n_gen >= 4);
+    syscall_unref(sc);
+    assert_int_equal(padded_steps(&t, 1), 0);
+    eng_close(&t);
+
+    /* the same call admitted with three others */
+    eng_create(&t, 2048, "      retain: false\n", NULL, false);
+    struct syscall *b[4];
+    for (int i = 0; i < 4; i++) b[i] = submit(&t, &o[i]);
+    eng_start(&t);
+    for (int i = 0; i < 4; i++) run(b[i]);
+    assert_string_equal(((struct llm_res *)b[0]->res)->text, solo);
+    for (int i = 0; i < 4; i++) syscall_unref(b[i]);
+    eng_close(&t);
+
+    /* on two threads, a lone row over 512 cells or more is padded (the
+     * split attention), one over fewer is not */
+    g_eng_threads = 2;
+    eng_open(&t, "      retain: false\n", NULL);
+    sc = submit(&t, &o[0]);
+    run(sc);
+    syscall_unref(sc);
+    assert_int_equal(padded_steps(&t, 1), 0);
+    char *big = malloc(8000);
+    assert_non_null(big);
+    big[0] = 0;
+    for (int i = 0; i < 400; i++) strcat(big, i % 2 ? "ocean " : "river ");
+    struct call_opts lng = {.agent = "l", .user = big, .temperature = 0.9f, .seed = 8, .max_tokens = 6};
+    sc = submit(&t, &lng);
+    r = run(sc);
+    assert_true(r->n_prompt > 300 && r->n_gen >= 2);
+    int long_gen = r->n_gen;
+    syscall_unref(sc);
+    assert_true(padded_steps(&t, 2) >= (uint64_t)long_gen - 1);
+    eng_close(&t);
+    free(big);
+    g_eng_threads = 1;
+    g_use_model = NULL;
+    unlink(q8);
+    free(solo);
+}
+
 /* ---- retained conversations under the KV budget ----
  *
  * Prefix sharing is off (prefix_share_min huge) so every sequence owns its
@@ -1183,6 +1263,98 @@ static void test_kv_full_evicts_retained_first(void **state)
     for (size_t i = 0; i < 2; i++) free(t1[i]);
 }
 
+/* KV cells run out while one agent waits on a tool: the engine gives up
+ * the conversation of the agent expected back last. bob answers, then
+ * calls a tool the scheduler expects to end in a minute (a TOOL syscall
+ * running, with sched_set_expected_end, as the tool manager marks it);
+ * alice answers after him and goes idle. carol's call needs the cells of
+ * one of them: alice's go (least recently used would take bob's, the
+ * older), and bob's next turn reuses his while alice recomputes hers. */
+static void test_kv_full_keeps_tool_waiters(void **state)
+{
+    (void)state;
+    int p[3];
+    const int g_ab = 40;
+    for (size_t i = 0; i < 3; i++) solo_ref(i, 1, &p[i], NULL);
+
+    struct eng t;
+    eng_open_ctx(&t, EVICT_N_CTX, "      n_parallel: 4\n      kv_size: 256\n" NO_SHARING, NULL);
+    struct llm_engine_stats st;
+    llm_engine_get_stats(t.core, &st);
+    const int kv = st.kv_size;
+    const int cells_a = p[0] + g_ab - 1, cells_b = p[1] + g_ab - 1;
+    const int max_ab = cells_a > cells_b ? cells_a : cells_b;
+    /* carol: more than is free beside both, no more than beside either */
+    const int g_c = kv - max_ab - 2 - p[2];
+    assert_true(p[2] + g_c > kv - cells_a - cells_b + 2);
+    assert_true(p[2] + g_c <= EVICT_N_CTX && g_c > 8);
+
+    /* bob, then alice: bob's conversation is the older */
+    const char *agents[] = {"alice", "bob"};
+    char *t1[2];
+    for (size_t k = 0; k < 2; k++) {
+        size_t i = 1 - k;
+        struct call_opts o = evict_call(i, agents[i], g_ab);
+        struct syscall *sc = submit(&t, &o);
+        struct llm_res *r = run(sc);
+        assert_int_equal(r->n_gen, g_ab);
+        t1[i] = strdup(r->text);
+        syscall_unref(sc);
+    }
+    stats_after(&t, 2, &st);
+    assert_int_equal(st.n_retained, 2);
+
+    /* bob's tool call, running (a pool thread took it), due in an hour */
+    struct syscall *tool = syscall_new(SYSCALL_KIND_TOOL, "bob", NULL, NULL, NULL);
+    assert_non_null(tool);
+    assert_int_equal(sched_submit(t.sched, tool), 0);
+    struct syscall *taken = sched_next(t.sched, SYSCALL_KIND_TOOL, NULL, 0);
+    assert_ptr_equal(taken, tool);
+    const int64_t t_end = util_now_us() + 3600 * 1000000LL;
+    sched_set_expected_end(t.sched, tool, t_end);
+
+    struct call_opts oc = evict_call(2, "carol", g_c);
+    struct syscall *sc = submit(&t, &oc);
+    assert_int_equal(run(sc)->n_gen, g_c);
+    stats_after(&t, 3, &st);
+    assert_int_equal(st.n_evictions, 1);
+    assert_int_equal(st.n_preemptions, 0);
+    syscall_unref(sc);
+
+    /* bob kept his cells; alice's were the ones given up */
+    struct call_opts b2 = evict_call(1, "bob", 8), a2 = evict_call(0, "alice", 8);
+    b2.assistant = t1[1];
+    b2.user2 = "go on";
+    a2.assistant = t1[0];
+    a2.user2 = "go on";
+    struct syscall *sb = submit(&t, &b2);
+    struct llm_res *rb = run(sb);
+    print_message("bob's second turn: prompt %d, reused %d\n", rb->n_prompt,
+                  rb->n_prompt - rb->n_prompt_computed);
+    assert_true(rb->n_prompt - rb->n_prompt_computed >= p[1] - 1);
+    struct syscall *sa = submit(&t, &a2);
+    struct llm_res *ra = run(sa);
+    assert_int_equal(ra->n_prompt_computed, ra->n_prompt);
+    syscall_unref(sa);
+    syscall_unref(sb);
+
+    /* the scheduler's view: a tool's agent is due when it ends, an idle
+     * agent never */
+    const char *who[] = {"bob", "carol", "nobody"};
+    int64_t back[3];
+    sched_agents_next_llm(t.sched, who, 3, back);
+    assert_int_equal(back[0], t_end);
+    assert_int_equal(back[1], -1);
+    assert_int_equal(back[2], -1);
+
+    syscall_finish(tool, NULL, NULL);
+    sched_done(t.sched, tool);
+    sched_agents_next_llm(t.sched, who, 1, back);
+    assert_int_equal(back[0], -1); /* its tool is done: idle */
+    eng_close(&t);
+    for (size_t i = 0; i < 2; i++) free(t1[i]);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1215,12 +1387,14 @@ int main(void)
         cmocka_unit_test(test_retention_many_agents),
         cmocka_unit_test(test_lru_eviction_slots),
         cmocka_unit_test(test_kv_full_evicts_retained_first),
+        cmocka_unit_test(test_kv_full_keeps_tool_waiters),
         cmocka_unit_test(test_latency_lane),
         cmocka_unit_test(test_urgent_stops_step),
         cmocka_unit_test(test_split_decode_from_prefill),
         cmocka_unit_test(test_split_steps_under_kv_pressure),
         cmocka_unit_test(test_seeded_beside_unseeded),
         cmocka_unit_test(test_lone_seeded_row_padded),
+        cmocka_unit_test(test_lone_row_exact_unpadded),
         cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_cancel_and_stop),

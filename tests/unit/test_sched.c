@@ -4,7 +4,8 @@
  * woken, later submits refused), policy lookup, reference counting, and a
  * many-producers / many-workers run where every call runs exactly once,
  * and a pool's reader threads serving reads while every other thread is
- * held by a write. */
+ * held by a write, and when each agent is expected to make its next LLM
+ * call (queued, waiting on a tool, idle). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +21,7 @@
 #include "kernel/syscall.h"
 #include "sched/sched.h"
 #include "util/err.h"
+#include "util/util.h"
 
 static int64_t now_ms(void)
 {
@@ -777,6 +779,51 @@ static void test_agent_cap(void **state)
     assert_int_equal(g_req_freed, 7);
 }
 
+/* ---- when an agent is expected back (the engine's eviction hint) ---- */
+
+static void test_agents_next_llm(void **state)
+{
+    struct sched *s = *state;
+    struct syscall *t1 = syscall_new(SYSCALL_KIND_TOOL, "tooly", NULL, NULL, NULL);
+    struct syscall *t2 = syscall_new(SYSCALL_KIND_TOOL, "tooly", NULL, NULL, NULL);
+    struct syscall *t3 = syscall_new(SYSCALL_KIND_TOOL, "vague", NULL, NULL, NULL);
+    struct syscall *l1 = syscall_new(SYSCALL_KIND_LLM, "asking", NULL, NULL, NULL);
+    struct syscall *all[] = {t1, t2, t3, l1};
+    for (int i = 0; i < 4; i++) assert_int_equal(sched_submit(s, all[i]), 0);
+    const char *who[] = {"tooly", "vague", "asking", "idle", NULL};
+    int64_t back[5];
+    /* tool calls still queued: nobody is waiting on a tool yet */
+    int64_t t0 = util_now_us();
+    sched_agents_next_llm(s, who, 5, back);
+    assert_int_equal(back[0], -1);
+    assert_int_equal(back[1], -1);
+    assert_true(back[2] >= t0 && back[2] <= util_now_us()); /* an LLM call queued: now */
+    assert_int_equal(back[3], -1);
+    assert_int_equal(back[4], -1);
+    for (int i = 0; i < 3; i++) assert_ptr_equal(sched_next(s, SYSCALL_KIND_TOOL, NULL, 0), all[i]);
+    int64_t now = util_now_us();
+    sched_set_expected_end(s, t1, now + 7200 * 1000000LL);
+    sched_set_expected_end(s, t2, now + 3600 * 1000000LL);
+    sched_agents_next_llm(s, who, 5, back);
+    assert_int_equal(back[0], now + 3600 * 1000000LL); /* the soonest of its tools */
+    assert_int_equal(back[1], SCHED_ETA_UNKNOWN); /* running, no estimate */
+    /* an overdue tool is due now, not in the past */
+    sched_set_expected_end(s, t2, now - 1000000);
+    sched_agents_next_llm(s, who, 1, back);
+    assert_true(back[0] >= now);
+    /* the LLM call taken: that agent is no longer waiting to run */
+    assert_ptr_equal(sched_next(s, SYSCALL_KIND_LLM, NULL, 0), l1);
+    sched_agents_next_llm(s, who, 5, back);
+    assert_int_equal(back[2], -1);
+    for (int i = 0; i < 4; i++) {
+        syscall_finish(all[i], NULL, NULL);
+        sched_done(s, all[i]);
+    }
+    sched_agents_next_llm(s, who, 5, back);
+    for (int i = 0; i < 5; i++) assert_int_equal(back[i], -1);
+    for (int i = 0; i < 4; i++) syscall_unref(all[i]);
+}
+
 /* ---- pools: the read lane ---- */
 
 static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -857,6 +904,7 @@ int main(void)
         T(test_fifo_per_kind),
         T(test_fifo_refill_after_empty),
         T(test_agent_cap),
+        T(test_agents_next_llm),
         T(test_target_filter),
         T(test_target_filter_threads),
         T(test_next_timeout),
