@@ -10,8 +10,11 @@
  * tokenized with the model's tokenizer and cut to embedding.n_ctx.
  *
  * Usage: bench_embed [--model M.gguf] [--n 256] [--reps 3] [--threads 1]
- *                    [--n-ctx 512] [--n-batch 2048] [--n-seq 32]
- * Default model: the `embed` test model (made in the user cache). */
+ *                    [--n-ctx 512] [--n-batch N] [--n-seq 32] [--pooling mean]
+ * Default model: the `embed` test model (made in the user cache); n_batch
+ * defaults to n_ctx as in the kernel; --pooling mean runs a chat model
+ * (e.g. `aios model create-test M.gguf --shape qwen2.5-0.5b`) as an
+ * embedder. */
 #include "llm/embed.h"
 #include "llm/testmodel.h"
 #include "util/util.h"
@@ -34,7 +37,7 @@ static double now_s(void) { return (double)util_now_us() / 1e6; }
 int main(int argc, char **argv)
 {
     const char *model = NULL;
-    int n = 256, reps = 3, threads = 1, n_ctx = 512, n_batch = 0, n_seq = 0;
+    int n = 256, reps = 3, threads = 1, n_ctx = 512, n_batch = 0, n_seq = 0, pooling = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--model") && v) model = v, i++;
@@ -44,9 +47,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--n-ctx") && v) n_ctx = atoi(v), i++;
         else if (!strcmp(a, "--n-batch") && v) n_batch = atoi(v), i++;
         else if (!strcmp(a, "--n-seq") && v) n_seq = atoi(v), i++;
+        else if (!strcmp(a, "--pooling") && v && !strcmp(v, "mean")) pooling = 1, i++;
         else {
             fprintf(stderr, "usage: bench_embed [--model M.gguf] [--n 256] [--reps 3] "
-                            "[--threads 1] [--n-ctx 512] [--n-batch 2048] [--n-seq 32]\n");
+                            "[--threads 1] [--n-ctx 512] [--n-batch N] [--n-seq 32] "
+                            "[--pooling mean]\n");
             return 2;
         }
     }
@@ -59,7 +64,7 @@ int main(int argc, char **argv)
         }
         model = path;
     }
-    struct emb_opts o = {.model = (char *)model, .pooling = -1, .threads = threads,
+    struct emb_opts o = {.model = (char *)model, .pooling = pooling, .threads = threads,
                          .n_ctx = n_ctx, .weight = 0.5, .n_batch = n_batch, .n_seq = n_seq};
     struct emb *e = NULL;
     if (emb_open(&e, &o, err, sizeof err)) {

@@ -142,9 +142,10 @@ static void test_batch(void **state)
     }
     fprintf(stderr, "batch vs alone: min cosine 1 - %.3g, max abs diff %.3g\n", 1 - min_cos,
             max_diff);
-    /* measured on the test model: 1 - 5.7e-9 and 3.0e-8 */
+    /* measured on the test model: 1 - 7e-9 and 3e-8 here, up to 1 - 3e-8
+     * and 2.5e-6 over bench_embed's 128 inputs (docs/api.md) */
     assert_true(min_cos > 1 - 1e-6);
-    assert_true(max_diff < 1e-6);
+    assert_true(max_diff < 1e-5);
     /* different texts still differ inside a batch */
     assert_true(emb_dot(batch[0], batch[1], d) < 0.9999);
     /* a batch of one is the input alone, bit for bit */
