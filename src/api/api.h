@@ -161,6 +161,22 @@ enum MHD_Result api_ui_state(struct api_req *r);
 double api_power_watts(struct kernel *k, const char **source);
 enum MHD_Result api_openai_chat(struct api_req *r);
 enum MHD_Result api_openai_embeddings(struct api_req *r); /* embeddings.c */
+/* What a POST /v1/embeddings body is checked against: the embedding
+ * model's id, width, tokens per input and vocabulary size, and its
+ * tokenizer (text -> malloc'd ids; 0, AIOS_ENOMEM or another error). */
+struct api_emb_model {
+    const char *name;
+    int dim, n_ctx, n_vocab;
+    int (*tokenize)(const void *ud, const char *text, size_t len, int32_t **out, int *n);
+    const void *ud;
+};
+#define API_EMB_MAX_INPUTS 2048
+/* The pure part of POST /v1/embeddings: a body (a JSON object) -> req
+ * (model, tokens, emb_lens, n_emb) and *base64 (encoding_format), with no
+ * engine. m NULL: the kernel has no embedding model. 0, AIOS_EINVAL (400,
+ * message in err), AIOS_ENOTFOUND (404, message in err) or AIOS_ENOMEM. */
+int api_embeddings_parse(json_t *body, const struct api_emb_model *m, struct llm_req *req,
+                         bool *base64, char *err, size_t errlen);
 enum MHD_Result api_route_status(struct api_req *r);
 enum MHD_Result api_aios_query(struct api_req *r);
 /* scheduler routes (sched_routes.c) */
@@ -173,6 +189,15 @@ int api_parse_priority(struct api_req *r, json_t *body, int *prio, bool *set, ch
                        size_t errlen);
 /* the X-Aios-Priority header's value -> *prio; AIOS_EINVAL with a message */
 int api_priority_header(const char *h, int *prio, char *err, size_t errlen);
+/* The request id of a request whose X-Request-Id header is h (NULL: none)
+ * into out[cap] (cap > 64): h when it is 1 to 64 characters of letters,
+ * digits and -_.:/+=@ (it goes into headers, logs and the audit log);
+ * otherwise one the kernel makes ("req_" and 20 hex digits). */
+void api_request_id(const char *h, char *out, size_t cap);
+/* Is an X-Aios-* header's value text: valid UTF-8 (no overlongs,
+ * surrogates or code points past U+10FFFF) with no control character but
+ * tab? (They become agent names, /metrics labels and log lines.) */
+bool api_header_text_ok(const char *s);
 enum MHD_Result api_tools_list(struct api_req *r); /* tools_routes.c */
 /* share_routes.c: GET /s/{token}; the full link in a storage share answer */
 enum MHD_Result api_share_link_get(struct api_req *r);

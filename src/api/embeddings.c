@@ -1,10 +1,12 @@
 /* POST /v1/embeddings: OpenAI's embeddings API on the configured embedding
  * model (embedding.model; src/llm/embed.c, embed_core.c).
  *
- * The body is parsed and every input tokenized on the HTTP thread: `input`
+ * The body is parsed and every input tokenized on the HTTP thread by
+ * api_embeddings_parse, a pure function of the body and the model's
+ * description (tests/fuzz/fuzz_embeddings.c runs it): `input`
  * as a string, a list of strings, a list of token ids or a list of lists
  * of token ids (what LangChain's OpenAIEmbeddings sends by default), at
- * most EMB_MAX_INPUTS inputs, each non-empty and at most the model's
+ * most API_EMB_MAX_INPUTS inputs, each non-empty and at most the model's
  * embedding.n_ctx tokens (a longer one is a 400, as with OpenAI: nothing
  * is cut silently). `encoding_format` "float" (default) or "base64" (the
  * little-endian float32 bytes), `dimensions` only when it equals the
@@ -24,8 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define EMB_MAX_INPUTS 2048
 
 struct emb_state {
     bool base64;
@@ -63,54 +63,58 @@ static int add_input(struct llm_req *req, int *cap, const int32_t *t, int n)
     return 0;
 }
 
-static int input_tokens(struct emb *e, json_t *v, const char *where, struct llm_req *req, int *cap,
-                        char *err, size_t errlen)
+static int input_tokens(const struct api_emb_model *m, json_t *v, const char *where,
+                        struct llm_req *req, int *cap, char *err, size_t errlen)
 {
     int32_t *t = NULL;
     int n = 0, rc;
     if (json_is_string(v)) {
         if (json_string_length(v) == 0) BAD("%s must not be an empty string", where);
-        rc = emb_tokenize(e, json_string_value(v), json_string_length(v), &t, &n);
+        rc = m->tokenize(m->ud, json_string_value(v), json_string_length(v), &t, &n);
         if (rc == AIOS_ENOMEM) return rc;
-        if (rc) BAD("%s could not be tokenized", where);
+        if (rc || n < 0) {
+            free(t);
+            BAD("%s could not be tokenized", where);
+        }
     } else if (json_is_array(v)) {
-        size_t m = json_array_size(v);
-        if (m == 0) BAD("%s must not be an empty list of tokens", where);
-        if (m > (size_t)emb_n_ctx(e))
+        size_t len = json_array_size(v);
+        if (len == 0) BAD("%s must not be an empty list of tokens", where);
+        if (len > (size_t)m->n_ctx)
             BAD("%s has %zu tokens; model '%s' takes at most %d per input (embedding.n_ctx)",
-                where, m, emb_name(e), emb_n_ctx(e));
-        t = malloc(sizeof *t * m);
+                where, len, m->name, m->n_ctx);
+        t = malloc(sizeof *t * len);
         if (!t) return AIOS_ENOMEM;
-        int nv = emb_n_vocab(e);
-        for (size_t i = 0; i < m; i++) {
+        for (size_t i = 0; i < len; i++) {
             json_t *x = json_array_get(v, i);
-            if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) >= nv) {
+            if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+                json_integer_value(x) >= m->n_vocab) {
                 free(t);
-                BAD("%s[%zu] must be a token id from 0 to %d", where, i, nv - 1);
+                BAD("%s[%zu] must be a token id from 0 to %d", where, i, m->n_vocab - 1);
             }
             t[i] = (int32_t)json_integer_value(x);
         }
-        n = (int)m;
+        n = (int)len;
     } else {
         BAD("%s must be a string or a list of token ids", where);
     }
-    if (n > emb_n_ctx(e)) {
+    if (n == 0 || n > m->n_ctx) {
         free(t);
+        if (n == 0) BAD("%s has no tokens", where);
         BAD("%s has %d tokens; model '%s' takes at most %d per input (embedding.n_ctx)", where, n,
-            emb_name(e), emb_n_ctx(e));
+            m->name, m->n_ctx);
     }
     rc = add_input(req, cap, t, n);
     free(t);
     return rc;
 }
 
-/* body -> req (tokens, emb_lens) and the answer's format. 0, AIOS_EINVAL
- * (400, message in err), AIOS_ENOTFOUND (404) or AIOS_ENOMEM. */
-static int parse(struct kernel *k, json_t *body, struct llm_req *req, struct emb_state *st,
-                 char *err, size_t errlen)
+int api_embeddings_parse(json_t *body, const struct api_emb_model *m, struct llm_req *req,
+                         bool *base64, char *err, size_t errlen)
 {
     const char *key;
     json_t *v;
+    *base64 = false;
+    if (!json_is_object(body)) BAD("the body must be a JSON object");
     json_object_foreach(body, key, v) {
         if (strcmp(key, "model") && strcmp(key, "input") && strcmp(key, "encoding_format") &&
             strcmp(key, "dimensions") && strcmp(key, "user") && strcmp(key, "priority") &&
@@ -121,32 +125,31 @@ static int parse(struct kernel *k, json_t *body, struct llm_req *req, struct emb
     v = json_object_get(body, "model");
     if (!v) BAD("missing required field 'model'");
     if (!json_is_string(v)) BAD("'model' must be a string");
-    struct emb *e = k->embed;
-    if (!e || strcmp(json_string_value(v), emb_name(e))) {
-        if (e)
+    if (!m || strcmp(json_string_value(v), m->name)) {
+        if (m)
             snprintf(err, errlen, "model '%s' is not an embedding model here; the embedding "
-                     "model is '%s'", json_string_value(v), emb_name(e));
+                     "model is '%s'", json_string_value(v), m->name);
         else
             snprintf(err, errlen, "model '%s': this kernel has no embedding model (configure "
                      "embedding.model)", json_string_value(v));
         return AIOS_ENOTFOUND;
     }
-    if (!(req->model = strdup(emb_name(e))) || !(st->model = strdup(emb_name(e))))
-        return AIOS_ENOMEM;
+    free(req->model);
+    if (!(req->model = strdup(m->name))) return AIOS_ENOMEM;
 
     v = json_object_get(body, "encoding_format");
     if (v && !json_is_null(v)) {
         const char *f = json_string_value(v);
         if (!f || (strcmp(f, "float") && strcmp(f, "base64")))
             BAD("'encoding_format' must be \"float\" or \"base64\"");
-        st->base64 = !strcmp(f, "base64");
+        *base64 = !strcmp(f, "base64");
     }
     v = json_object_get(body, "dimensions");
     if (v && !json_is_null(v)) {
         if (!json_is_integer(v)) BAD("'dimensions' must be an integer");
-        if (json_integer_value(v) != emb_dim(e))
+        if (json_integer_value(v) != m->dim)
             BAD("'dimensions': model '%s' makes vectors of %d dimensions and cannot shorten them",
-                emb_name(e), emb_dim(e));
+                m->name, m->dim);
     }
     v = json_object_get(body, "user");
     if (v && !json_is_null(v) && !json_is_string(v)) BAD("'user' must be a string");
@@ -158,18 +161,22 @@ static int parse(struct kernel *k, json_t *body, struct llm_req *req, struct emb
                 (json_is_string(json_array_get(in, 0)) || json_is_array(json_array_get(in, 0)));
     size_t n_in = many ? json_array_size(in) : 1;
     if (json_is_array(in) && json_array_size(in) == 0) BAD("'input' must not be an empty list");
-    if (n_in > EMB_MAX_INPUTS) BAD("'input' may hold at most %d inputs", EMB_MAX_INPUTS);
+    if (n_in > API_EMB_MAX_INPUTS) BAD("'input' may hold at most %d inputs", API_EMB_MAX_INPUTS);
+    free(req->emb_lens);
+    free(req->tokens);
+    req->tokens = NULL;
+    req->n_tokens = req->n_emb = 0;
     req->emb_lens = calloc(n_in, sizeof *req->emb_lens);
     if (!req->emb_lens) return AIOS_ENOMEM;
     int cap = 0, rc;
-    if (!many) return input_tokens(e, in, "'input'", req, &cap, err, errlen);
+    if (!many) return input_tokens(m, in, "'input'", req, &cap, err, errlen);
     for (size_t i = 0; i < n_in; i++) {
         char where[48];
         snprintf(where, sizeof where, "'input'[%zu]", i);
         json_t *x = json_array_get(in, i);
         if (!json_is_string(x) && !json_is_array(x))
             BAD("'input'[%zu] must be a string or a list of token ids (all inputs of one kind)", i);
-        if ((rc = input_tokens(e, x, where, req, &cap, err, errlen))) return rc;
+        if ((rc = input_tokens(m, x, where, req, &cap, err, errlen))) return rc;
     }
     return 0;
 }
@@ -243,6 +250,11 @@ static enum MHD_Result emb_finish(struct api_req *r)
     return api_send_json(r, 200, body);
 }
 
+static int tokenize_cb(const void *ud, const char *text, size_t len, int32_t **out, int *n)
+{
+    return emb_tokenize(ud, text, len, out, n);
+}
+
 enum MHD_Result api_openai_embeddings(struct api_req *r)
 {
     char err[512] = "";
@@ -251,7 +263,16 @@ enum MHD_Result api_openai_embeddings(struct api_req *r)
     if (!body) return sent;
     struct llm_req *req = calloc(1, sizeof *req);
     struct emb_state *st = calloc(1, sizeof *st);
-    int rc = req && st ? parse(r->k, body, req, st, err, sizeof err) : AIOS_ENOMEM;
+    int rc = AIOS_ENOMEM;
+    if (req && st) {
+        struct emb *e = r->k->embed;
+        struct api_emb_model m = {0};
+        if (e)
+            m = (struct api_emb_model){emb_name(e), emb_dim(e), emb_n_ctx(e), emb_n_vocab(e),
+                                       tokenize_cb, e};
+        rc = api_embeddings_parse(body, e ? &m : NULL, req, &st->base64, err, sizeof err);
+        if (!rc && !(st->model = strdup(req->model))) rc = AIOS_ENOMEM;
+    }
     const char *agent = NULL;
     int prio = 0;
     bool prio_set = false;

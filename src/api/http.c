@@ -452,9 +452,7 @@ struct header_scan {
     const char *bad; /* an X-Aios-* header that is not UTF-8 text */
 };
 
-/* valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF) with
- * no control character but tab */
-static bool header_text_ok(const char *s)
+bool api_header_text_ok(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
@@ -494,7 +492,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
         else if (strcmp(hs->cl, value) != 0) hs->cl_conflict = true;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         hs->te = true;
-    } else if (!hs->bad && strncasecmp(key, "X-Aios-", 7) == 0 && !header_text_ok(value)) {
+    } else if (!hs->bad && strncasecmp(key, "X-Aios-", 7) == 0 && !api_header_text_ok(value)) {
         hs->bad = key;
     }
     return MHD_YES;
@@ -511,12 +509,8 @@ static void printable(char *dst, size_t cap, const char *src)
 
 static uint64_t channel_run(struct MHD_Connection *c);
 
-/* A client's X-Request-Id is echoed when it is 1 to 64 characters of
- * letters, digits and -_.:/+=@ (it goes into headers, logs and the audit
- * log); otherwise, or when there is none, the kernel makes one. */
-static void request_id_of(struct MHD_Connection *conn, char *out, size_t cap)
+void api_request_id(const char *h, char *out, size_t cap)
 {
-    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     size_t n = h ? strlen(h) : 0;
     bool ok = n > 0 && n <= 64 && n < cap;
     for (size_t i = 0; ok && i < n; i++) {
@@ -532,6 +526,11 @@ static void request_id_of(struct MHD_Connection *conn, char *out, size_t cap)
     uint64_t c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
     snprintf(out, cap, "req_%012llx%08llx", (unsigned long long)(util_wall_us() & 0xffffffffffffULL),
              (unsigned long long)(c & 0xffffffffULL));
+}
+
+static void request_id_of(struct MHD_Connection *conn, char *out, size_t cap)
+{
+    api_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"), out, cap);
 }
 
 static enum MHD_Result handler_in(void *cls, struct MHD_Connection *conn, const char *url,

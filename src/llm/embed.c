@@ -11,6 +11,9 @@
  *     weight: 0.5          # cosine's share of the hybrid score
  *     name: my-embedder    # its model id on POST /v1/embeddings; default:
  *                          # the file name without .gguf
+ *     n_batch: 512         # tokens per decode of a batch (POST /v1/embeddings);
+ *                          # default n_ctx
+ *     n_seq: 32            # inputs per decode of a batch
  *
  * Then both add a vector per document and rank by a mix of BM25 and cosine
  * similarity (emb_hybrid). This file loads the model with llama.cpp into a
@@ -18,12 +21,21 @@
  * pooling from the model or the config) and turns a text into an
  * L2-normalised vector with llama_get_embeddings_seq().
  *
- * Invariants: one text per llama_decode, sequence 0, the context's memory
- * cleared before each, and the whole (cut) text in one micro-batch (n_batch
- * = n_ubatch = n_ctx, as pooling needs). So a text's vector does not depend
- * on what else was embedded before or at the same time: same text, same
- * bits. Vectors have unit length (or are all zero for an empty text), so a
- * dot product is the cosine.
+ * Invariants: emb_text() and emb_tokens() run one text per llama_decode,
+ * sequence 0, the context's memory cleared before each, and the whole (cut)
+ * text in one micro-batch. So the vector memory and storage keep for a text
+ * does not depend on what else was embedded before or at the same time:
+ * same text, same bits. emb_tokens_batch() (the embedding core's, for
+ * POST /v1/embeddings) puts up to n_seq inputs of up to n_batch tokens in
+ * all into one llama_decode, input i as sequence i: one micro-batch
+ * (n_batch = n_ubatch, a unified KV cache of n_batch cells), where the
+ * attention mask keeps sequences apart and pooling is per sequence; its
+ * vectors differ from the one-at-a-time ones only by float rounding (the
+ * kernels sum over a longer, masked row; flash attention is off, which
+ * keeps that near 1e-6). llama.cpp keeps n_batch x n_vocab floats of
+ * logits even in embeddings mode for models with an output head, which is
+ * why n_batch defaults to n_ctx (no more memory than one text needs). Vectors have unit length (or are
+ * all zero for an empty text), so a dot product is the cosine.
  *
  * Threads: emb_text() may be called from any thread; `mu` serialises use of
  * the one context (llama.cpp contexts are not thread safe). This is not the
@@ -63,6 +75,7 @@ struct emb {
     struct llama_context *ctx;
     const struct llama_vocab *vocab;
     int dim, n_ctx;
+    int n_batch, n_seq; /* emb_tokens_batch's limits */
     double weight;
     char fingerprint[512];
     char name[256]; /* the model id of POST /v1/embeddings */
@@ -70,7 +83,7 @@ struct emb {
     pthread_mutex_t mu; /* guards ctx, batch, tokens and the counters */
     struct llama_batch batch;
     llama_token *tokens;
-    uint64_t n_texts, n_tokens; /* embedded so far */
+    uint64_t n_texts, n_tokens, n_decodes; /* embedded so far */
     int64_t t_us;               /* time in llama_decode so far */
 };
 
@@ -93,6 +106,7 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
     o->threads = 1;
     o->n_ctx = EMB_DEFAULT_N_CTX;
     o->weight = EMB_DEFAULT_WEIGHT;
+    o->n_seq = EMB_DEFAULT_N_SEQ;
     json_t *e = config_lookup(cfg, "embedding");
     if (!e || json_is_null(e)) return 0;
     if (!json_is_object(e)) {
@@ -103,9 +117,10 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
     json_t *v;
     json_object_foreach(e, k, v) {
         if (strcmp(k, "model") && strcmp(k, "pooling") && strcmp(k, "threads") &&
-            strcmp(k, "n_ctx") && strcmp(k, "weight") && strcmp(k, "name")) {
+            strcmp(k, "n_ctx") && strcmp(k, "weight") && strcmp(k, "name") &&
+            strcmp(k, "n_batch") && strcmp(k, "n_seq")) {
             snprintf(err, errlen, "embedding.%s: unknown key (use model, pooling, threads, n_ctx, "
-                     "weight, name)", k);
+                     "weight, name, n_batch, n_seq)", k);
             return AIOS_ECONFIG;
         }
     }
@@ -129,8 +144,9 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
     static const struct {
         const char *key;
         long long lo, hi;
-    } ints[] = {{"threads", 1, 256}, {"n_ctx", 8, 131072}};
-    for (int i = 0; i < 2; i++) {
+    } ints[] = {{"threads", 1, 256}, {"n_ctx", 8, 131072}, {"n_batch", 8, 131072}, {"n_seq", 1, 256}};
+    int *dst[] = {&o->threads, &o->n_ctx, &o->n_batch, &o->n_seq};
+    for (int i = 0; i < 4; i++) {
         v = json_object_get(e, ints[i].key);
         if (!v || json_is_null(v)) continue;
         if (!json_is_integer(v) || json_integer_value(v) < ints[i].lo ||
@@ -139,8 +155,12 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
                      ints[i].lo, ints[i].hi);
             return AIOS_ECONFIG;
         }
-        if (i == 0) o->threads = (int)json_integer_value(v);
-        else o->n_ctx = (int)json_integer_value(v);
+        *dst[i] = (int)json_integer_value(v);
+    }
+    if (o->n_batch && o->n_batch < o->n_ctx) {
+        snprintf(err, errlen, "embedding.n_batch: %d is less than embedding.n_ctx (%d); a batch "
+                 "must hold the longest input", o->n_batch, o->n_ctx);
+        return AIOS_ECONFIG;
     }
     v = json_object_get(e, "weight");
     if (v && !json_is_null(v)) {
@@ -219,9 +239,20 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
     struct llama_context_params cp = llama_context_default_params();
     cp.embeddings = true;
     cp.pooling_type = (enum llama_pooling_type)o->pooling;
-    cp.n_ctx = (uint32_t)e->n_ctx;
-    cp.n_batch = cp.n_ubatch = (uint32_t)e->n_ctx;
-    cp.n_seq_max = 1;
+    e->n_batch = o->n_batch > 0 ? o->n_batch : e->n_ctx;
+    if (e->n_batch < e->n_ctx) e->n_batch = e->n_ctx; /* n_ctx was cut to n_train */
+    e->n_seq = o->n_seq > 0 ? o->n_seq : EMB_DEFAULT_N_SEQ;
+    /* one micro-batch per decode: all of a batch's inputs in it (pooling
+     * and non-causal attention need a whole sequence in one micro-batch),
+     * one KV cell per token of it, shared by the sequences */
+    cp.n_ctx = (uint32_t)e->n_batch;
+    cp.n_batch = cp.n_ubatch = (uint32_t)e->n_batch;
+    cp.n_seq_max = (uint32_t)e->n_seq;
+    cp.kv_unified = true;
+    /* plain attention: with llama.cpp's CPU flash attention a batched
+     * input's vector moves by up to 1e-4 per component from the same input
+     * alone, with plain attention by about 1e-6 (bench_embed) */
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.n_threads = cp.n_threads_batch = o->threads > 0 ? o->threads : 1;
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
@@ -244,7 +275,7 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
     e->dim = llama_model_n_embd_out(e->model);
     if (e->dim <= 0) e->dim = llama_model_n_embd(e->model);
     e->weight = o->weight;
-    e->batch = llama_batch_init(e->n_ctx, 0, 1);
+    e->batch = llama_batch_init(e->n_batch, 0, 1);
     e->tokens = malloc((size_t)e->n_ctx * sizeof *e->tokens);
     if (!e->tokens || !e->batch.token || !e->path) {
         rc = AIOS_ENOMEM;
@@ -260,11 +291,12 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
         size_t nl = strlen(e->name);
         if (nl > 5 && !strcmp(e->name + nl - 5, ".gguf")) e->name[nl - 5] = 0;
     }
-    snprintf(e->fingerprint, sizeof e->fingerprint, "%s|%lld bytes|%s|%s|dim %d|n_ctx %d",
+    snprintf(e->fingerprint, sizeof e->fingerprint, "%s|%lld bytes|%s|%s|dim %d|n_ctx %d|no fa",
              base ? base + 1 : o->model, (long long)st.st_size, desc, pooling_name(pool), e->dim,
              e->n_ctx);
     LOG_INFO("embed", "embedding model %s: %d dimensions, %s pooling, %d tokens per text, "
-             "cosine weight %.2f", o->model, e->dim, pooling_name(pool), e->n_ctx, e->weight);
+             "batches of %d tokens / %d inputs, cosine weight %.2f", o->model, e->dim,
+             pooling_name(pool), e->n_ctx, e->n_batch, e->n_seq, e->weight);
     *out = e;
     return 0;
 fail:
@@ -382,13 +414,19 @@ int emb_n_vocab(const struct emb *e) { return llama_vocab_n_tokens(e->vocab); }
 
 int emb_tokenize(const struct emb *e, const char *text, size_t len, int32_t **out, int *n_out)
 {
+    return emb_vocab_tokenize(e->vocab, text, len, out, n_out);
+}
+
+int emb_vocab_tokenize(const struct llama_vocab *vocab, const char *text, size_t len,
+                       int32_t **out, int *n_out)
+{
     *out = NULL;
     *n_out = 0;
     if (len > (size_t)INT32_MAX / 2) return AIOS_ETOOBIG;
     int32_t cap = (int32_t)len + 8;
     int32_t *t = malloc((size_t)cap * sizeof *t);
     if (!t) return AIOS_ENOMEM;
-    int32_t n = llama_tokenize(e->vocab, text, (int32_t)len, t, cap, true, false);
+    int32_t n = llama_tokenize(vocab, text, (int32_t)len, t, cap, true, false);
     if (n < 0) { /* more tokens than bytes (added special tokens) */
         int32_t *u = realloc(t, (size_t)(-n) * sizeof *t);
         if (!u) {
@@ -396,7 +434,7 @@ int emb_tokenize(const struct emb *e, const char *text, size_t len, int32_t **ou
             return AIOS_ENOMEM;
         }
         t = u;
-        n = llama_tokenize(e->vocab, text, (int32_t)len, t, -n, true, false);
+        n = llama_tokenize(vocab, text, (int32_t)len, t, -n, true, false);
     }
     if (n < 0) {
         free(t);
@@ -407,37 +445,78 @@ int emb_tokenize(const struct emb *e, const char *text, size_t len, int32_t **ou
     return 0;
 }
 
+/* the L2-normalised v[0..dim) into out */
+static void normalise(const float *v, int dim, float *out)
+{
+    double norm = 0;
+    for (int i = 0; i < dim; i++) norm += (double)v[i] * (double)v[i];
+    norm = sqrt(norm);
+    for (int i = 0; i < dim; i++) out[i] = norm > 0 ? (float)(v[i] / norm) : 0.0f;
+}
+
+/* inputs i of n as sequence i in one decode (e->mu held; the limits were
+ * checked); their vectors into out */
+static int embed_locked_n(struct emb *e, int n, const int32_t *const *tokens, const int *lens,
+                          float *out)
+{
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    if (mem) llama_memory_clear(mem, true);
+    int32_t k = 0;
+    for (int s = 0; s < n; s++) {
+        for (int32_t i = 0; i < lens[s]; i++, k++) {
+            e->batch.token[k] = tokens[s][i];
+            e->batch.pos[k] = i;
+            e->batch.n_seq_id[k] = 1;
+            e->batch.seq_id[k][0] = s;
+            e->batch.logits[k] = 1;
+        }
+    }
+    e->batch.n_tokens = k;
+    int64_t t0 = util_now_us();
+    int dr = llama_decode(e->ctx, e->batch);
+    e->t_us += util_now_us() - t0;
+    e->n_texts += (uint64_t)n;
+    e->n_tokens += (uint64_t)k;
+    e->n_decodes++;
+    if (dr != 0) {
+        LOG_ERROR("embed", "llama_decode failed for %d texts of %d tokens", n, (int)k);
+        return AIOS_EENGINE;
+    }
+    for (int s = 0; s < n; s++) {
+        const float *v = llama_get_embeddings_seq(e->ctx, s);
+        if (!v) return AIOS_EENGINE;
+        normalise(v, e->dim, out + (size_t)s * (size_t)e->dim);
+    }
+    return 0;
+}
+
 /* the vector of tokens[0..n) (n <= n_ctx) into out; e->mu held */
 static int embed_locked(struct emb *e, const int32_t *tokens, int32_t n, float *out)
 {
     memset(out, 0, (size_t)e->dim * sizeof *out);
     if (n == 0) return 0;
-    llama_memory_clear(llama_get_memory(e->ctx), true);
-    e->batch.n_tokens = n;
-    for (int32_t i = 0; i < n; i++) {
-        e->batch.token[i] = tokens[i];
-        e->batch.pos[i] = i;
-        e->batch.n_seq_id[i] = 1;
-        e->batch.seq_id[i][0] = 0;
-        e->batch.logits[i] = 1;
-    }
-    int64_t t0 = util_now_us();
-    int dr = llama_decode(e->ctx, e->batch);
-    e->t_us += util_now_us() - t0;
-    e->n_texts++;
-    e->n_tokens += (uint64_t)n;
-    if (dr != 0) {
-        LOG_ERROR("embed", "llama_decode failed for a text of %d tokens", n);
-        return AIOS_EENGINE;
-    }
-    const float *v = llama_get_embeddings_seq(e->ctx, 0);
-    if (!v) return AIOS_EENGINE;
-    double norm = 0;
-    for (int i = 0; i < e->dim; i++) norm += (double)v[i] * (double)v[i];
-    norm = sqrt(norm);
-    for (int i = 0; i < e->dim; i++) out[i] = norm > 0 ? (float)(v[i] / norm) : 0.0f;
-    return 0;
+    int len = n;
+    return embed_locked_n(e, 1, &tokens, &len, out);
 }
+
+int emb_tokens_batch(struct emb *e, int n, const int32_t *const *tokens, const int *lens,
+                     float *out)
+{
+    if (n < 1 || n > e->n_seq) return AIOS_ETOOBIG;
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        if (lens[i] < 1 || lens[i] > e->n_ctx) return AIOS_ETOOBIG;
+        sum += lens[i];
+    }
+    if (sum > e->n_batch) return AIOS_ETOOBIG;
+    pthread_mutex_lock(&e->mu);
+    int rc = embed_locked_n(e, n, tokens, lens, out);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int emb_batch_tokens(const struct emb *e) { return e->n_batch; }
+int emb_batch_seqs(const struct emb *e) { return e->n_seq; }
 
 int emb_tokens(struct emb *e, const int32_t *tokens, int n, float *out)
 {
@@ -480,10 +559,12 @@ out:
 json_t *emb_describe(struct emb *e)
 {
     pthread_mutex_lock(&e->mu);
-    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:f,s:I,s:I,s:f}", "model", e->path, "fingerprint",
-                          e->fingerprint, "dim", e->dim, "n_ctx", e->n_ctx, "weight", e->weight,
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:f,s:I,s:I,s:I,s:f}", "model", e->path,
+                          "fingerprint", e->fingerprint, "dim", e->dim, "n_ctx", e->n_ctx,
+                          "n_batch", e->n_batch, "n_seq", e->n_seq, "weight", e->weight,
                           "n_texts", (json_int_t)e->n_texts, "n_tokens", (json_int_t)e->n_tokens,
-                          "decode_s", (double)e->t_us / 1e6);
+                          "n_decodes", (json_int_t)e->n_decodes, "decode_s",
+                          (double)e->t_us / 1e6);
     pthread_mutex_unlock(&e->mu);
     return o;
 }

@@ -18,12 +18,17 @@ struct emb_opts {
     int n_ctx;     /* tokens per text (longer texts are cut); default 512 */
     double weight; /* cosine's share of the hybrid score, 0..1; default 0.5 */
     char *name;    /* model id on POST /v1/embeddings (owned); NULL: the file's */
+    int n_batch;   /* tokens per llama_decode of emb_tokens_batch (>= n_ctx);
+                    * 0: n_ctx */
+    int n_seq;     /* sequences per llama_decode of emb_tokens_batch; default 32 */
 };
 
 #define EMB_DEFAULT_N_CTX 512
 #define EMB_DEFAULT_WEIGHT 0.5
+#define EMB_DEFAULT_N_SEQ 32
 
-/* Read and validate embedding.* ({model, pooling, threads, n_ctx, weight}).
+/* Read and validate embedding.* ({model, pooling, threads, n_ctx, weight,
+ * name, n_batch, n_seq}).
  * No `embedding` key (or no model): 0 with o->model NULL. Otherwise 0 or
  * AIOS_ECONFIG with "embedding.key: what is wrong" in err. */
 int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char *err,
@@ -57,9 +62,26 @@ int emb_n_vocab(const struct emb *e);
  * *n tokens). Any thread, no lock (the vocabulary is read-only). 0,
  * AIOS_ENOMEM, AIOS_ETOOBIG or AIOS_EENGINE. */
 int emb_tokenize(const struct emb *e, const char *text, size_t len, int32_t **out, int *n);
+/* The same with a vocabulary (emb_tokenize's own; the fuzz target uses it
+ * with a vocabulary-only model). */
+struct llama_vocab;
+int emb_vocab_tokenize(const struct llama_vocab *vocab, const char *text, size_t len,
+                       int32_t **out, int *n);
 /* The L2-normalised embedding of tokens[0..n) (ids below emb_n_vocab(), n
  * at most emb_n_ctx(), else AIOS_ETOOBIG), like emb_text(). */
 int emb_tokens(struct emb *e, const int32_t *tokens, int n, float *out);
+
+/* Several inputs in one llama_decode, each its own sequence (pooled on
+ * its own): input i is tokens[i][0..lens[i]), its L2-normalised vector goes
+ * to out + i * emb_dim(). n at most emb_batch_seqs(), the lengths (each 1
+ * to emb_n_ctx()) add up to at most emb_batch_tokens(); else
+ * AIOS_ETOOBIG. The vectors agree with emb_tokens() of each input alone up
+ * to float rounding (docs/api.md, "Embeddings"), not bit for bit. 0 or
+ * AIOS_EENGINE. */
+int emb_tokens_batch(struct emb *e, int n, const int32_t *const *tokens, const int *lens,
+                     float *out);
+int emb_batch_tokens(const struct emb *e);
+int emb_batch_seqs(const struct emb *e);
 
 /* Dot product (cosine of normalised vectors), in double. */
 double emb_dot(const float *a, const float *b, int dim);
@@ -91,8 +113,9 @@ int emb_hit_cmp_id(const void *a, const void *b);
  * candidates (0 when the text did not match the query's words). */
 double emb_hybrid(double weight, double cosine, double bm25_norm);
 
-/* For GET /status: {model, fingerprint, dim, n_ctx, weight, n_texts,
- * n_tokens, decode_s (time in llama_decode)}. New object. */
+/* For GET /status: {model, fingerprint, dim, n_ctx, n_batch, n_seq,
+ * weight, n_texts, n_tokens, n_decodes, decode_s (time in llama_decode)}.
+ * New object. */
 json_t *emb_describe(struct emb *e);
 
 /* The embedding model as a core served by the scheduler (embed_core.c):

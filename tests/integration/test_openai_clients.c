@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ static int group_setup(void **state)
     char *model = kf_embed_model(), *yaml = NULL;
     assert_true(asprintf(&yaml,
                          "embedding:\n  model: %s\n  n_ctx: 64\n  name: test-embed\n"
+                         "  n_batch: 1024\n  n_seq: 32\n"
                          "access:\n  groups:\n    chatonly: {models: [aios-tiny], tools: []}\n"
                          "  agents: {nora: chatonly}\n",
                          model) > 0);
@@ -494,6 +496,34 @@ static size_t unb64(const char *s, float *out, size_t cap)
     return m;
 }
 
+/* vectors a and b (JSON float lists) agree up to the rounding that
+ * batching brings (docs/api.md, "Embeddings"): the same width, cosine
+ * above 1 - 1e-6 and no component more than 1e-5 apart */
+static void assert_vec_close(json_t *a, json_t *b)
+{
+    size_t n = json_array_size(a);
+    assert_true(n > 0);
+    assert_int_equal(json_array_size(b), n);
+    double dot = 0, na = 0, nb = 0, diff = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = json_number_value(json_array_get(a, i)), y = json_number_value(json_array_get(b, i));
+        dot += x * y, na += x * x, nb += y * y;
+        if (fabs(x - y) > diff) diff = fabs(x - y);
+    }
+    assert_true(dot / sqrt(na * nb) > 1 - 1e-6);
+    assert_true(diff < 1e-5);
+}
+
+static json_int_t embed_stat(const char *key)
+{
+    json_t *j = NULL;
+    long st = kf_call(g_kf, "GET", "/status", NULL, &j);
+    expect_status(st, 200, j);
+    json_int_t v = json_integer_value(json_object_get(json_object_get(j, "embedding"), key));
+    json_decref(j);
+    return v;
+}
+
 static void test_embeddings(void **state)
 {
     (void)state;
@@ -518,14 +548,15 @@ static void test_embeddings(void **state)
     assert_true(pt > 0);
     assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), pt);
 
-    /* a list: same text, same vector; other text, another one */
+    /* a list (one decode): same text, the same vector up to rounding;
+     * other text, another one */
     json_t *many = NULL;
     st = post("/v1/embeddings", "{\"input\":[\"a dog ran\",\"the cat sat on the mat\"],"
                                 "\"model\":\"test-embed\"}", &many);
     expect_status(st, 200, many);
     assert_int_equal(json_array_size(json_object_get(many, "data")), 2);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(many, "data"), 1), "index")), 1);
-    assert_true(json_equal(vec_of(many, 1), v));
+    assert_vec_close(vec_of(many, 1), v);
     assert_false(json_equal(vec_of(many, 0), v));
 
     /* base64 (what the Python SDK asks for by default) decodes to the
@@ -555,7 +586,50 @@ static void test_embeddings(void **state)
     expect_status(st, 200, t);
     assert_int_equal(json_array_size(json_object_get(t, "data")), 1);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(t, "usage"), "prompt_tokens")), 3);
+    /* the ids alone and the same ids batched with others: the same vector */
+    json_t *t2 = NULL;
+    st = post("/v1/embeddings", "{\"input\":[[13,14],[10,11,12],[7]],\"model\":\"test-embed\"}", &t2);
+    expect_status(st, 200, t2);
+    assert_vec_close(vec_of(t2, 1), vec_of(t, 0));
+    assert_false(json_equal(vec_of(t2, 0), vec_of(t, 0)));
+    json_decref(t2);
     json_decref(t);
+
+    /* a long list is split into batches (embedding.n_seq: 32 inputs a
+     * decode; about 600 tokens in all, under n_batch): 70 inputs in 3
+     * decodes, not 70, and each vector is the
+     * input's own (the first, one in the middle and the last, alone) */
+    json_int_t texts0 = embed_stat("n_texts"), dec0 = embed_stat("n_decodes");
+    char *lb = malloc(70 * 48 + 128);
+    assert_non_null(lb);
+    size_t o = (size_t)sprintf(lb, "{\"model\":\"test-embed\",\"input\":[");
+    for (int i = 0; i < 70; i++)
+        o += (size_t)sprintf(lb + o, "%s\"note %d about %s\"", i ? "," : "", i,
+                             i % 3 ? "the scheduler" : "a sandbox and its files");
+    strcpy(lb + o, "]}");
+    json_t *lj = NULL;
+    st = post("/v1/embeddings", lb, &lj);
+    expect_status(st, 200, lj);
+    free(lb);
+    assert_int_equal(json_array_size(json_object_get(lj, "data")), 70);
+    json_int_t dtexts = embed_stat("n_texts") - texts0, ddec = embed_stat("n_decodes") - dec0;
+    assert_true(dtexts >= 70);
+    assert_true(ddec >= 3 && ddec <= dtexts - 70 + 3); /* memory may embed a note meanwhile */
+    static const int probe[] = {0, 41, 69};
+    for (int p = 0; p < 3; p++) {
+        char ob[160];
+        snprintf(ob, sizeof ob, "{\"model\":\"test-embed\",\"input\":\"note %d about %s\"}",
+                 probe[p], probe[p] % 3 ? "the scheduler" : "a sandbox and its files");
+        json_t *oj = NULL;
+        st = post("/v1/embeddings", ob, &oj);
+        expect_status(st, 200, oj);
+        assert_int_equal(json_integer_value(json_object_get(
+                             json_array_get(json_object_get(lj, "data"), (size_t)probe[p]), "index")),
+                         probe[p]);
+        assert_vec_close(vec_of(lj, (size_t)probe[p]), vec_of(oj, 0));
+        json_decref(oj);
+    }
+    json_decref(lj);
 
     /* dimensions: equal is fine, another width is refused */
     char body[256];
@@ -597,6 +671,61 @@ static void test_embeddings(void **state)
     json_decref(t);
     json_decref(many);
     json_decref(one);
+}
+
+/* concurrent calls (which the worker may pack into shared decodes): every
+ * vector comes back to its own call, at its own index */
+struct emb_conc {
+    int id;
+    long status;
+    json_t *j;
+};
+
+static void *emb_conc_worker(void *p)
+{
+    struct emb_conc *a = p;
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"model\":\"test-embed\",\"input\":[\"caller %d first\",\"caller %d second text\","
+             "\"caller %d, the third and longest of its inputs\",[%d,%d,%d]]}",
+             a->id, a->id, a->id, 100 + a->id, 200 + a->id, 300 + a->id);
+    a->status = post("/v1/embeddings", body, &a->j);
+    return NULL;
+}
+
+static void test_embeddings_concurrent(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    pthread_t th[N];
+    struct emb_conc a[N];
+    json_int_t texts0 = embed_stat("n_texts"), dec0 = embed_stat("n_decodes");
+    for (int i = 0; i < N; i++) {
+        a[i] = (struct emb_conc){.id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, emb_conc_worker, &a[i]), 0);
+    }
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    fprintf(stderr, "%d concurrent calls: %lld inputs in %lld decodes\n", N,
+            (long long)(embed_stat("n_texts") - texts0), (long long)(embed_stat("n_decodes") - dec0));
+    for (int i = 0; i < N; i++) {
+        expect_status(a[i].status, 200, a[i].j);
+        assert_int_equal(json_array_size(json_object_get(a[i].j, "data")), 4);
+        /* each input alone gives the same vector as in the shared call */
+        char body[256];
+        snprintf(body, sizeof body, "{\"model\":\"test-embed\",\"input\":\"caller %d second text\"}", i);
+        json_t *one = NULL;
+        long st = post("/v1/embeddings", body, &one);
+        expect_status(st, 200, one);
+        assert_vec_close(vec_of(a[i].j, 1), vec_of(one, 0));
+        json_decref(one);
+        snprintf(body, sizeof body, "{\"model\":\"test-embed\",\"input\":[%d,%d,%d]}", 100 + i,
+                 200 + i, 300 + i);
+        st = post("/v1/embeddings", body, &one);
+        expect_status(st, 200, one);
+        assert_vec_close(vec_of(a[i].j, 3), vec_of(one, 0));
+        json_decref(one);
+        json_decref(a[i].j);
+    }
 }
 
 /* the privilege group binds the embedding model; the call is the agent's */
@@ -731,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_logprobs_penalties),
         cmocka_unit_test(test_logprobs_stream),
         cmocka_unit_test(test_embeddings),
+        cmocka_unit_test(test_embeddings_concurrent),
         cmocka_unit_test(test_embeddings_access),
         cmocka_unit_test(test_request_id),
     };
