@@ -132,7 +132,9 @@ setup() {
         export WL="--turns 4 --sys-words 600 --obs-words 40 --gen 24 --threads $THREADS --json"
     fi
     export JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
-    export BUILD="${BUILD:-build}"
+    # the variant's build dir is set once detect has run (build-cuda,
+    # build-vulkan, as `make GPU=...` names them; build for the CPU)
+    export BUILD="${BUILD:-}"
     export MODEL="$W/model-$SHAPE.gguf"
     mkdir -p "$W" "$OUT" "$LOGS" "$RES" "$W/bin"
 }
@@ -159,8 +161,10 @@ st_detect() {
         variant=cuda
         command -v nvcc >/dev/null 2>&1 || echo 'export PATH="/usr/local/cuda/bin:$PATH"' >"$W/path.env"
         cc=$(echo "$gpu" | awk -F', ' '{print $4}' | tr -d '.')
-        [ -n "$cc" ] && echo "CUDA_ARCH=$cc" >"$W/arch.env"
-        echo "nvcc: $(PATH=/usr/local/cuda/bin:$PATH nvcc --version | tail -n1)" >>"$W/env.txt"
+        # only the GPU's own architecture: a fraction of the compile time
+        # (scripts/llama.sh takes CUDA_ARCHITECTURES; "native" otherwise)
+        [ -n "$cc" ] && echo "export CUDA_ARCH=$cc CUDA_ARCHITECTURES=$cc-real" >"$W/arch.env"
+        echo "nvcc: $(PATH=/usr/local/cuda/bin:$PATH nvcc --version | grep -o 'release [0-9.]*' | head -n1)" >>"$W/env.txt"
     elif ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' && command -v glslc >/dev/null 2>&1 &&
         [ -f /usr/include/vulkan/vulkan.h ]; then
         variant=vulkan
@@ -241,13 +245,13 @@ st_sysroot() {
 # npm pack node-llama-cpp@3.22.1 answered from the carried .tgz (scripts/llama.sh
 # checks its sha256 as always); anything else goes to the real npm
 write_npm_shim() {
-    real=$(command -v npm 2>/dev/null || true)
-    case "$real" in "$W/bin/npm") real="" ;; esac
+    real=$(PATH=$(echo "$PATH" | tr ':' '\n' | grep -vx "$W/bin" | paste -sd:) command -v npm 2>/dev/null || true)
     cat >"$W/bin/npm" <<EOF
 #!/bin/sh
 if [ "\$1" = pack ] && [ -f "$ROOT/.gpu/$PKG_TGZ" ]; then
     for a in "\$@"; do
         if [ "\$a" = "$PKG" ]; then
+            echo "npm (gpu_suite shim): pack $PKG from the carried .gpu/$PKG_TGZ" >&2
             cp "$ROOT/.gpu/$PKG_TGZ" . && echo "$PKG_TGZ" && exit 0
         fi
     done
@@ -318,7 +322,7 @@ st_tools() {
         tree="$W/llama-tools-$variant"
         echo "fresh llama.cpp build tree $tree"
         arch=""
-        [ -f "$W/arch.env" ] && arch="-DCMAKE_CUDA_ARCHITECTURES=$(sed -n 's/^CUDA_ARCH=//p' "$W/arch.env")"
+        [ -n "${CUDA_ARCHITECTURES:-}" ] && arch="-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHITECTURES"
         cmake -S "$src" -B "$tree" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
             -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=OFF \
             -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=ON \
@@ -486,8 +490,10 @@ plan() {
     echo "gpu_suite plan ($MODE; whole budget ${BUDGET}s; estimates for an H100 with 16 cores):"
     echo "$PLAN" | while read -r n est cap; do
         skip_stage "$n" && note=" (skipped)" || note=""
-        printf '  %-8s ~%4ss  cap %4ss%s\n' "$n" "$est" "$cap" "$note"
+        printf '  %-8s ~%4ss  cap %4ss%s\n' "$n" "$est" "$((cap * CAP_SCALE))" "$note"
     done
+    echo "  (each cap is also cut to what is left of the budget; if the build runs long, the"
+    echo "  benchmarks can be run by a second call on the still-warm machine: --skip-build)"
     echo "  results: $OUT"
 }
 
@@ -502,7 +508,7 @@ skip_stage() {
 
 run_stage() { # name cap
     name=$1
-    cap=$2
+    cap=$(($2 * CAP_SCALE))
     now=$(date +%s)
     left=$(( $(cat "$W/deadline") - now ))
     [ "$name" = summary ] || left=$((left - 20))
@@ -528,6 +534,11 @@ run_stage() { # name cap
 }
 
 main() {
+    if [ "${1:-}" = __stage ]; then
+        shift
+        stage_main "$@"
+        exit $?
+    fi
     MODE=gpu
     ONLY=all
     BUDGET=""
@@ -540,12 +551,14 @@ main() {
             --skip-build) ONLY=bench ;;
             --budget) BUDGET=$2; shift ;;
             -h | --help) sed -n '2,/^set -eu/p' "$SELF" | sed 's/^# \{0,1\}//; /^set -eu/d'; exit 0 ;;
-            __stage) shift; stage_main "$@"; exit $? ;;
             *) die "unknown option $1 (see --help)" ;;
         esac
         shift
     done
-    [ -n "$BUDGET" ] || { [ "$MODE" = cpu ] && BUDGET=3600 || BUDGET=470; }
+    [ -n "$BUDGET" ] || { [ "$MODE" = cpu ] && BUDGET=7200 || BUDGET=470; }
+    # a 2-core machine builds llama.cpp's tools in minutes, not seconds
+    CAP_SCALE=1
+    [ "$MODE" = cpu ] && CAP_SCALE=8
     setup
     plan
     [ "${PLAN_ONLY:-0}" = 1 ] && exit 0
@@ -587,6 +600,12 @@ main() {
 
 stage_main() {
     name=$1
+    if [ -z "$BUILD" ] && [ -f "$W/variant" ]; then
+        v=$(cat "$W/variant")
+        BUILD=build
+        [ "$v" = cpu ] || BUILD=build-$v
+    fi
+    [ -f "$W/arch.env" ] && . "$W/arch.env"
     [ -f "$W/path.env" ] && . "$W/path.env"
     [ -f "$W/sysroot.env" ] && . "$W/sysroot.env"
     export PATH="$W/bin:$PATH"
