@@ -17,6 +17,8 @@
 #   bench/gpu_suite.sh               on the device (carry .gpu): detect, build, run
 #   bench/gpu_suite.sh --cpu         the whole flow on the CPU build with tiny
 #                                    sizes (alias --dry-run), to test the suite
+#   bench/gpu_suite.sh --variant vulkan --small   the Vulkan build (lavapipe
+#                                    where there is no GPU), tiny sizes
 #   bench/gpu_suite.sh --plan        print the plan and exit
 #   options: --only build (build stages only) / --skip-build (reuse a build of
 #            an earlier call on the same warm machine), --budget S (default 470)
@@ -30,7 +32,7 @@
 # Stages, each under its own time cap (and never past the whole budget):
 #   detect   nvcc -> CUDA (CMAKE_CUDA_ARCHITECTURES = the GPU's compute
 #            capability), else libvulkan + glslc -> Vulkan, else stop, saying
-#            what is missing; --cpu: the CPU build
+#            what is missing; --variant (or --cpu) chooses instead
 #   sysroot  the carried .debs, if pkg-config cannot find aios's libraries
 #   build    `make GPU=<variant> configure` (scripts/llama.sh builds the pinned
 #            llama.cpp; its `npm pack` is answered from the carried .tgz by a
@@ -38,8 +40,8 @@
 #   tools    llama-server and llama-batched-bench with the same backend: the
 #            llama.cpp build tree scripts/llama.sh left is reconfigured with the
 #            tools on, so the backend is not compiled twice (a fresh tree when
-#            none is found, or for the shared CPU cache of --cpu)
-#   model    aios model create-test, shape qwen2.5-0.5b (tiny with --cpu)
+#            none is found, and with --small/--cpu, whose caches are shared)
+#   model    aios model create-test, shape qwen2.5-0.5b (tiny with --small)
 #   decode   bench_engine decode at 1,4,8,16,32,64 sequences: the engine against
 #            llama.cpp's batched loop in the same process
 #   batched  llama-batched-bench, the same prompt and generation sizes
@@ -48,7 +50,7 @@
 #            llama-server -np N -ngl 99, same model, same workload as
 #            bench/agents_suite.sh
 #   summary  summary.md
-# Env: THREADS (CPU threads of both sides; 8, or 2 with --cpu), AGENTS
+# Env: THREADS (CPU threads of both sides; 8, or 2 with --small), AGENTS
 # ("8 32 128"), SIZES (decode, "1,4,8,16,32,64"), GPU_SUITE_DIR (work dir).
 set -eu
 
@@ -115,11 +117,11 @@ pack() {
 # ---- configuration shared with the stages (exported) -----------------------
 
 setup() {
-    export MODE BUDGET
+    export MODE VARIANT BUDGET
     export W="${GPU_SUITE_DIR:-$ROOT/build/gpu-suite}"
     export OUT="${OUT:-$W/out}"
     export LOGS="$W/logs" RES="$W/results"
-    if [ "$MODE" = cpu ]; then
+    if [ "$MODE" = small ]; then
         export THREADS="${THREADS:-2}" AGENTS="${AGENTS:-2 4}" SIZES="${SIZES:-1,4}"
         export SHAPE=tiny GEN="${GEN:-8}" REPS="${REPS:-1}" LENS="${LENS:-64,256}"
         export WL="--turns 2 --sys-words 60 --obs-words 10 --gen 8 --threads $THREADS --json"
@@ -155,25 +157,32 @@ st_detect() {
     fi
     [ -n "$gpu" ] && echo "gpu: $gpu" >>"$W/env.txt"
     missing=""
-    if [ "$MODE" = cpu ]; then
-        variant=cpu
-    elif command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+    nvcc=$(command -v nvcc 2>/dev/null || true)
+    [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+    vulkan=""
+    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' && command -v glslc >/dev/null 2>&1 &&
+        [ -f /usr/include/vulkan/vulkan.h ] && vulkan=1
+    if [ -n "$VARIANT" ]; then
+        variant=$VARIANT
+    elif [ -n "$nvcc" ]; then
         variant=cuda
-        command -v nvcc >/dev/null 2>&1 || echo 'export PATH="/usr/local/cuda/bin:$PATH"' >"$W/path.env"
+    elif [ -n "$vulkan" ]; then
+        variant=vulkan
+    else
+        variant=""
+        missing="$missing nvcc (the CUDA toolkit), or for Vulkan:"
+        ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || missing="$missing libvulkan1"
+        [ -f /usr/include/vulkan/vulkan.h ] || missing="$missing libvulkan-dev"
+        command -v glslc >/dev/null 2>&1 || missing="$missing glslc"
+    fi
+    if [ "$variant" = cuda ]; then
+        [ -n "$nvcc" ] || missing="$missing nvcc"
+        command -v nvcc >/dev/null 2>&1 || echo "export PATH=\"$(dirname "${nvcc:-/usr/local/cuda/bin/nvcc}"):\$PATH\"" >"$W/path.env"
+        [ -n "$nvcc" ] && echo "nvcc: $("$nvcc" --version | grep -o 'release [0-9.]*' | head -n1)" >>"$W/env.txt"
         cc=$(echo "$gpu" | awk -F', ' '{print $4}' | tr -d '.')
         # only the GPU's own architecture: a fraction of the compile time
         # (scripts/llama.sh takes CUDA_ARCHITECTURES; "native" otherwise)
         [ -n "$cc" ] && echo "export CUDA_ARCH=$cc CUDA_ARCHITECTURES=$cc-real" >"$W/arch.env"
-        echo "nvcc: $(PATH=/usr/local/cuda/bin:$PATH nvcc --version | grep -o 'release [0-9.]*' | head -n1)" >>"$W/env.txt"
-    elif ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' && command -v glslc >/dev/null 2>&1 &&
-        [ -f /usr/include/vulkan/vulkan.h ]; then
-        variant=vulkan
-    else
-        variant=""
-        command -v nvcc >/dev/null 2>&1 || missing="$missing nvcc (CUDA toolkit) or"
-        ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || missing="$missing libvulkan1"
-        [ -f /usr/include/vulkan/vulkan.h ] || missing="$missing libvulkan-dev"
-        command -v glslc >/dev/null 2>&1 || missing="$missing glslc"
     fi
     for t in cmake make cc c++ python3 flock; do
         command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
@@ -301,10 +310,10 @@ st_tools() {
         *) backend=""; flag="" ;;
     esac
     tree=""
-    # reuse scripts/llama.sh's tree (its backend objects are built) unless it
-    # is the shared CPU cache of this machine, which must not change
-    shared="${XDG_CACHE_HOME:-$HOME/.cache}/aios/llama.cpp-v0.5.0"
-    if [ "$cache" != "$shared" ] || [ "$MODE" != cpu ]; then
+    # reuse scripts/llama.sh's tree (its backend objects are built) on the
+    # device, or in a private cache (AIOS_LLAMA_CACHE); not in the shared
+    # caches of a development machine (--small), which must not change
+    if [ "$MODE" = full ] || [ -n "${AIOS_LLAMA_CACHE:-}" ]; then
         for c in "$cache"/*/CMakeCache.txt; do
             [ -f "$c" ] || continue
             grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$src\$" "$c" || continue
@@ -387,9 +396,9 @@ st_agents() {
 }
 
 st_summary() {
-    python3 - "$W" "$MODE" <<'EOF'
+    python3 - "$W" "$MODE" "$VARIANT" <<'EOF'
 import json, os, re, sys
-w, mode = sys.argv[1], sys.argv[2]
+w, mode, forced = sys.argv[1], sys.argv[2], sys.argv[3]
 res = os.path.join(w, "results")
 def read(p):
     try: return open(p).read()
@@ -398,9 +407,9 @@ env = dict(l.split(": ", 1) for l in read(os.path.join(w, "env.txt")).splitlines
 dev = env.get("gpu", "no GPU: " + env.get("cpu", "?"))
 out = []
 P = out.append
-P("### %s, %s build (`bench/gpu_suite.sh%s`, commit %s, %s)" % (
-    dev, env.get("variant", "?"), " --cpu" if mode == "cpu" else "", env.get("commit", "?"),
-    env.get("date", "?")))
+P("### %s, %s build (`bench/gpu_suite.sh%s%s`, commit %s, %s)" % (
+    dev, env.get("variant", "?"), " --variant " + forced if forced else "",
+    " --small" if mode == "small" else "", env.get("commit", "?"), env.get("date", "?")))
 P("")
 P("Host: %s, %s. %s" % (env.get("cpu", "?"), env.get("memory", "?"),
                         ("CUDA: " + env["nvcc"]) if "nvcc" in env else ""))
@@ -487,7 +496,7 @@ agents 90 200
 summary 2 20"
 
 plan() {
-    echo "gpu_suite plan ($MODE; whole budget ${BUDGET}s; estimates for an H100 with 16 cores):"
+    echo "gpu_suite plan (variant ${VARIANT:-detected}, $MODE sizes; whole budget ${BUDGET}s; estimates for an H100 with 16 cores):"
     echo "$PLAN" | while read -r n est cap; do
         skip_stage "$n" && note=" (skipped)" || note=""
         printf '  %-8s ~%4ss  cap %4ss%s\n' "$n" "$est" "$((cap * CAP_SCALE))" "$note"
@@ -539,13 +548,18 @@ main() {
         stage_main "$@"
         exit $?
     fi
-    MODE=gpu
+    MODE=full
+    VARIANT=""
     ONLY=all
     BUDGET=""
     while [ $# -gt 0 ]; do
         case $1 in
             --pack) pack; exit 0 ;;
-            --cpu | --dry-run) MODE=cpu ;;
+            --cpu | --dry-run) MODE=small VARIANT=cpu ;;
+            --small) MODE=small ;;
+            --variant)
+                case "${2:-}" in cpu | cuda | vulkan) VARIANT=$2 ;; *) die "--variant: cpu, cuda or vulkan" ;; esac
+                shift ;;
             --plan) PLAN_ONLY=1 ;;
             --only) [ "${2:-}" = build ] || die "--only takes: build"; ONLY=build; shift ;;
             --skip-build) ONLY=bench ;;
@@ -555,10 +569,10 @@ main() {
         esac
         shift
     done
-    [ -n "$BUDGET" ] || { [ "$MODE" = cpu ] && BUDGET=7200 || BUDGET=470; }
+    [ -n "$BUDGET" ] || { [ "$MODE" = small ] && BUDGET=7200 || BUDGET=470; }
     # a 2-core machine builds llama.cpp's tools in minutes, not seconds
     CAP_SCALE=1
-    [ "$MODE" = cpu ] && CAP_SCALE=8
+    [ "$MODE" = small ] && CAP_SCALE=8
     setup
     plan
     [ "${PLAN_ONLY:-0}" = 1 ] && exit 0
