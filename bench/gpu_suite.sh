@@ -353,31 +353,46 @@ st_model() {
 }
 
 st_decode() {
+    # past 32 sequences (the engine's default n_parallel) the engine must
+    # take them all in one batch, as the baseline does; ENGINE_SET: more
+    # KEY=VALUE engine knobs, space-separated
+    max=$(echo "$SIZES" | tr ',' '\n' | sort -n | tail -n1)
+    set --
+    [ "$max" -gt 32 ] && set -- --set "n_parallel=$max"
+    for kv in ${ENGINE_SET:-}; do set -- "$@" --set "$kv"; done
     set -x
     "$BUILD/bench/bench_engine" decode "$MODEL" --threads "$THREADS" --sizes "$SIZES" --prompt 8 \
-        --gen "$GEN" --reps "$REPS" ${ENGINE_SET:+--set "$ENGINE_SET"} | tee "$RES/decode.txt"
+        --gen "$GEN" --reps "$REPS" "$@" >"$RES/decode.txt" || rc=$?
+    cat "$RES/decode.txt"
+    return "${rc:-0}"
 }
 
 st_batched() {
     variant=$(cat "$W/variant")
     set -x
     "$W/tools-$variant/llama-batched-bench" -m "$MODEL" -c 8192 -b 2048 -ub 512 -ngl 99 \
-        -t "$THREADS" -tb "$THREADS" -npp 8 -ntg "$GEN" -npl "$SIZES" 2>&1 | tee "$RES/batched.txt"
+        -t "$THREADS" -tb "$THREADS" -npp 8 -ntg "$GEN" -npl "$SIZES" >"$RES/batched.txt" 2>&1 || rc=$?
+    cat "$RES/batched.txt"
+    return "${rc:-0}"
 }
 
 st_switch() {
     set -x
-    "$BUILD/bench/bench_engine" switch "$MODEL" --threads "$THREADS" --lens "$LENS" | tee "$RES/switch.txt"
+    "$BUILD/bench/bench_engine" switch "$MODEL" --threads "$THREADS" --lens "$LENS" >"$RES/switch.txt" || rc=$?
+    cat "$RES/switch.txt"
+    return "${rc:-0}"
 }
 
 st_agents() {
     variant=$(cat "$W/variant")
     srv="$W/tools-$variant/llama-server-ngl99"
+    bad=0
     for n in $AGENTS; do
         for side in aios server; do
-            left=$(( $(cat "$W/deadline") - $(date +%s) - 15 ))
+            left=$((STAGE_END - $(date +%s) - 5))
             if [ "$left" -lt 10 ]; then
                 echo "agents $n $side: skipped, no time left"
+                bad=1
                 continue
             fi
             cap=$(( left < ${AGENT_CAP:-100} ? left : ${AGENT_CAP:-100} ))
@@ -389,10 +404,11 @@ st_agents() {
             fi
             echo "+ aios bench agents $* $WL"
             timeout -k 5 "$cap" "$BUILD/aios" bench agents "$@" $WL >"$RES/agents-$n-$side.json" \
-                2>"$LOGS/agents-$n-$side.err" || echo "   (agents $n $side failed or timed out: rc $?)"
+                2>"$LOGS/agents-$n-$side.err" || { echo "   (agents $n $side failed or timed out: rc $?)"; bad=1; }
             tail -n 3 "$LOGS/agents-$n-$side.err" || true
         done
     done
+    return $bad
 }
 
 st_summary() {
@@ -528,6 +544,7 @@ run_stage() { # name cap
         return 1
     fi
     log "$name (cap ${cap}s)"
+    export STAGE_END=$((now + cap))
     rc=0
     timeout -k 5 "$cap" "$SELF" __stage "$name" >"$LOGS/$name.log" 2>&1 || rc=$?
     dt=$(( $(date +%s) - now ))
