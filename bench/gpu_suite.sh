@@ -281,9 +281,12 @@ st_build() {
     [ "$variant" = cpu ] || gpuarg="GPU=$variant"
     # -o deps: scripts/deps.sh would reach for apt-get; the sysroot stage
     # has checked the libraries instead. Warnings stay warnings: another
-    # compiler version must not stop a benchmark run.
-    echo "+ make -o deps $gpuarg BUILD=$BUILD CMAKE_ARGS=-DAIOS_WERROR=OFF configure"
-    make --no-print-directory -o deps $gpuarg BUILD="$BUILD" CMAKE_ARGS=-DAIOS_WERROR=OFF configure
+    # compiler version must not stop a benchmark run (on the device only:
+    # the option is cached in the build dir).
+    werror=""
+    [ "$MODE" = full ] && werror=-DAIOS_WERROR=OFF
+    echo "+ make -o deps $gpuarg BUILD=$BUILD CMAKE_ARGS=$werror configure"
+    make --no-print-directory -o deps $gpuarg BUILD="$BUILD" CMAKE_ARGS="$werror" configure
     prefix=$(prefix_of_build)
     [ -n "$prefix" ] || die "no LLAMA_PREFIX in $BUILD/CMakeCache.txt"
     echo "llama.cpp prefix: $prefix"
