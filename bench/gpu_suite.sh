@@ -416,7 +416,7 @@ st_agents() {
 }
 
 st_summary() {
-    python3 - "$W" "$MODE" "$VARIANT" <<'EOF'
+    python3 - "$W" "$MODE" "${VARIANT:-}" <<'EOF'
 import json, os, re, sys
 w, mode, forced = sys.argv[1], sys.argv[2], sys.argv[3]
 res = os.path.join(w, "results")
