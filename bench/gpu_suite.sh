@@ -356,6 +356,11 @@ st_model() {
     "$BUILD/aios" model create-test "$MODEL" --shape "$SHAPE"
 }
 
+# a command as the summary lists it (results/commands.txt)
+record() {
+    echo "$*" | sed "s#$MODEL#MODEL.gguf#g; s#$W/tools-[a-z]*/##g; s#^$ROOT/##" >>"$RES/commands.txt"
+}
+
 st_decode() {
     # past 32 sequences (the engine's default n_parallel) the engine must
     # take them all in one batch, as the baseline does; ENGINE_SET: more
@@ -364,6 +369,8 @@ st_decode() {
     set --
     [ "$max" -gt 32 ] && set -- --set "n_parallel=$max"
     for kv in ${ENGINE_SET:-}; do set -- "$@" --set "$kv"; done
+    record "$BUILD/bench/bench_engine" decode "$MODEL" --threads "$THREADS" --sizes "$SIZES" --prompt 8 \
+        --gen "$GEN" --reps "$REPS" "$@"
     set -x
     "$BUILD/bench/bench_engine" decode "$MODEL" --threads "$THREADS" --sizes "$SIZES" --prompt 8 \
         --gen "$GEN" --reps "$REPS" "$@" >"$RES/decode.txt" || rc=$?
@@ -373,6 +380,8 @@ st_decode() {
 
 st_batched() {
     variant=$(cat "$W/variant")
+    record llama-batched-bench -m "$MODEL" -c 8192 -b 2048 -ub 512 -ngl 99 \
+        -t "$THREADS" -tb "$THREADS" -npp 8 -ntg "$GEN" -npl "$SIZES"
     set -x
     "$W/tools-$variant/llama-batched-bench" -m "$MODEL" -c 8192 -b 2048 -ub 512 -ngl 99 \
         -t "$THREADS" -tb "$THREADS" -npp 8 -ntg "$GEN" -npl "$SIZES" >"$RES/batched.txt" 2>&1 || rc=$?
@@ -381,6 +390,7 @@ st_batched() {
 }
 
 st_switch() {
+    record "$BUILD/bench/bench_engine" switch "$MODEL" --threads "$THREADS" --lens "$LENS"
     set -x
     "$BUILD/bench/bench_engine" switch "$MODEL" --threads "$THREADS" --lens "$LENS" >"$RES/switch.txt" || rc=$?
     cat "$RES/switch.txt"
@@ -407,6 +417,7 @@ st_agents() {
                 set -- --llama-server "$MODEL" --server-bin "$srv" --slots "$n" --agents "$n"
             fi
             echo "+ aios bench agents $* $WL"
+            record "$BUILD/aios" bench agents "$@" $WL
             timeout -k 5 "$cap" "$BUILD/aios" bench agents "$@" $WL >"$RES/agents-$n-$side.json" \
                 2>"$LOGS/agents-$n-$side.err" || { echo "   (agents $n $side failed or timed out: rc $?)"; bad=1; }
             tail -n 3 "$LOGS/agents-$n-$side.err" || true
@@ -424,7 +435,9 @@ def read(p):
     try: return open(p).read()
     except OSError: return ""
 env = dict(l.split(": ", 1) for l in read(os.path.join(w, "env.txt")).splitlines() if ": " in l)
-dev = env.get("gpu", "no GPU: " + env.get("cpu", "?"))
+g = env.get("gpu", "").split(", ")
+dev = ("%s (%s, driver %s, compute capability %s)" % tuple(g[:4]) if len(g) >= 4
+       else "no GPU: " + env.get("cpu", "?"))
 out = []
 P = out.append
 P("### %s, %s build (`bench/gpu_suite.sh%s%s`, commit %s, %s)" % (
@@ -478,6 +491,15 @@ for f in sorted(os.listdir(res)) if os.path.isdir(res) else []:
     try: j = json.load(open(os.path.join(res, f)))
     except Exception: continue
     ag.append((int(m.group(1)), m.group(2), j))
+cmds = read(os.path.join(res, "commands.txt")).strip()
+if cmds:
+    P("Commands (MODEL.gguf: `aios model create-test MODEL.gguf --shape %s`; "
+      "llama-server: with -ngl 99):" % ("tiny" if mode == "small" else "qwen2.5-0.5b"))
+    P("")
+    P("```")
+    P(cmds)
+    P("```")
+    P("")
 if ag:
     P("Agents (aios bench agents, the workload of bench/agents_suite.sh; aios fair with n_parallel "
       "= agents, against llama-server -np agents -ngl 99)")
