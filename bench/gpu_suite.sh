@@ -543,6 +543,7 @@ plan() {
         skip_stage "$n" && note=" (skipped)" || note=""
         printf '  %-8s ~%4ss  cap %4ss%s\n' "$n" "$est" "$((cap * CAP_SCALE))" "$note"
     done
+    echo "  total ~$(echo "$PLAN" | awk '{t += $2} END {print t}')s (estimates: no GPU run has timed them yet)"
     echo "  (each cap is also cut to what is left of the budget; if the build runs long, the"
     echo "  benchmarks can be run by a second call on the still-warm machine: --skip-build)"
     echo "  results: $OUT"
