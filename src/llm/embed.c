@@ -40,6 +40,7 @@
 #include "kernel/config.h"
 #include "kernel/kernel.h"
 #include "llm/core.h"
+#include "llm/gpu.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -67,6 +68,8 @@ struct emb {
     char fingerprint[512];
     char name[256]; /* the model id of POST /v1/embeddings */
     char *path;
+    struct gpu_opts gpu;  /* where the model went (llm/gpu.c) */
+    struct gpu_plan plan;
     pthread_mutex_t mu; /* guards ctx, batch, tokens and the counters */
     struct llama_batch batch;
     llama_token *tokens;
@@ -103,12 +106,15 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
     json_t *v;
     json_object_foreach(e, k, v) {
         if (strcmp(k, "model") && strcmp(k, "pooling") && strcmp(k, "threads") &&
-            strcmp(k, "n_ctx") && strcmp(k, "weight") && strcmp(k, "name")) {
+            strcmp(k, "n_ctx") && strcmp(k, "weight") && strcmp(k, "name") && !gpu_is_key(k)) {
             snprintf(err, errlen, "embedding.%s: unknown key (use model, pooling, threads, n_ctx, "
-                     "weight, name)", k);
+                     "weight, name, n_gpu_layers, main_gpu, split_mode, tensor_split, "
+                     "offload_kqv, gpu_mem_bytes)", k);
             return AIOS_ECONFIG;
         }
     }
+    int rc = gpu_opts_read(e, "embedding", &o->gpu, err, errlen);
+    if (rc) return rc;
     v = json_object_get(e, "model");
     if (!v || json_is_null(v)) return 0;
     if (!json_is_string(v) || json_string_length(v) == 0) {
@@ -197,8 +203,10 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
     int rc = 0;
     llm_llama_global_init();
     struct llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = 0;
     mp.progress_callback = quiet_progress;
+    e->gpu = o->gpu;
+    rc = gpu_resolve(&e->gpu, "embedding", &e->plan, &mp, err, errlen);
+    if (rc) goto fail;
     e->model = llama_model_load_from_file(o->model, mp);
     if (!e->model) {
         snprintf(err, errlen, "embedding.model: llama.cpp cannot load '%s' (is it a GGUF model?)",
@@ -222,6 +230,7 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
     cp.n_ctx = (uint32_t)e->n_ctx;
     cp.n_batch = cp.n_ubatch = (uint32_t)e->n_ctx;
     cp.n_seq_max = 1;
+    cp.offload_kqv = e->gpu.offload_kqv;
     cp.n_threads = cp.n_threads_batch = o->threads > 0 ? o->threads : 1;
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
@@ -485,6 +494,7 @@ json_t *emb_describe(struct emb *e)
                           "n_texts", (json_int_t)e->n_texts, "n_tokens", (json_int_t)e->n_tokens,
                           "decode_s", (double)e->t_us / 1e6);
     pthread_mutex_unlock(&e->mu);
+    json_object_set_new(o, "placement", gpu_placement_json(&e->gpu, &e->plan, e->model));
     return o;
 }
 

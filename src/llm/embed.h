@@ -3,6 +3,8 @@
 #ifndef AIOS_LLM_EMBED_H
 #define AIOS_LLM_EMBED_H
 
+#include "llm/gpu.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,12 +20,14 @@ struct emb_opts {
     int n_ctx;     /* tokens per text (longer texts are cut); default 512 */
     double weight; /* cosine's share of the hybrid score, 0..1; default 0.5 */
     char *name;    /* model id on POST /v1/embeddings (owned); NULL: the file's */
+    struct gpu_opts gpu; /* device offload (llm/gpu.h): n_gpu_layers etc. */
 };
 
 #define EMB_DEFAULT_N_CTX 512
 #define EMB_DEFAULT_WEIGHT 0.5
 
-/* Read and validate embedding.* ({model, pooling, threads, n_ctx, weight}).
+/* Read and validate embedding.* ({model, pooling, threads, n_ctx, weight,
+ * name} and the offload knobs of llm/gpu.h).
  * No `embedding` key (or no model): 0 with o->model NULL. Otherwise 0 or
  * AIOS_ECONFIG with "embedding.key: what is wrong" in err. */
 int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char *err,
