@@ -11,10 +11,12 @@
 # of their own beside it (llama.cpp-v0.5.0-vulkan, llama.cpp-v0.5.0-cuda).
 # A GPU variant clones its source from the CPU cache when that holds the
 # pinned commit (git checks the commit id), else from the npm bundle as above.
-# The Vulkan variant applies scripts/llama-vulkan-glslc.patch, which keeps
-# two Intel-only shaders that need GL_KHR_cooperative_matrix out of the build
-# when glslc lacks that extension (Debian 12's glslc does); it changes nothing
-# when glslc has it. Each variant writes $PREFIX/link.txt: the extra libraries
+# The Vulkan variant applies scripts/llama-vulkan-debian12.patch, so that it
+# builds with Debian 12's glslc and Vulkan headers (1.3.239): two Intel-only
+# shaders that need GL_KHR_cooperative_matrix are left out when glslc lacks
+# that extension, and the validation layer's settings (VK_EXT_layer_settings,
+# a debug option) are skipped when the headers lack it; with newer tools it
+# changes nothing. Each variant writes $PREFIX/link.txt: the extra libraries
 # its backend needs at link time (a CMake list), read by CMakeLists.txt.
 #
 # The cache is complete only when the stamp file exists and names the pinned
@@ -87,7 +89,7 @@ check_gpu_host() {
         NVCC="$(command -v nvcc 2>/dev/null || true)"
         [ -z "$NVCC" ] && [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] && NVCC="${CUDA_HOME:-/usr/local/cuda}/bin/nvcc"
         if [ -z "$NVCC" ]; then
-            log "the CUDA build needs the CUDA toolkit: nvcc was not found on PATH nor in \${CUDA_HOME:-/usr/local/cuda}/bin"
+            log "the CUDA build needs the CUDA toolkit: nvcc was not found on PATH nor in ${CUDA_HOME:-/usr/local/cuda}/bin"
             log "install NVIDIA's CUDA toolkit (nvcc, cudart, cuBLAS; see docs/gpu.md) or set CUDA_HOME"
             exit 1
         fi ;;
@@ -191,7 +193,7 @@ else
     git -C "$CACHE/src" -c advice.detachedHead=false checkout -q "$COMMIT" >&2
     [ "$(git -C "$CACHE/src" rev-parse HEAD)" = "$COMMIT" ] || { log "bad commit"; exit 1; }
 
-    [ "$GPU" = vulkan ] && git -C "$CACHE/src" apply "$HERE/llama-vulkan-glslc.patch" >&2
+    [ "$GPU" = vulkan ] && git -C "$CACHE/src" apply "$HERE/llama-vulkan-debian12.patch" >&2
     set_gpu_args
 
     log "building static libraries${GPU:+ with the $GPU backend} with $JOBS jobs (first time only)"

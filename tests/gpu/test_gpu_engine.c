@@ -14,9 +14,12 @@
  * - gpu_mem_bytes bounds the KV budget: kv_size is cut to what fits beside
  *   the weights, and two calls that need more cells than that run to the
  *   end through a switch out and back, each with the tokens it has alone;
+ * - the embedding model goes to the device by default, gives the same
+ *   vector for the same text, and about the CPU's (cosine printed);
  * - bad offload knobs are refused with the field in the message. */
 #include "kernel/config.h"
 #include "llm/core.h"
+#include "llm/embed.h"
 #include "llm/engine.h"
 #include "llm/gpu.h"
 #include "llm/testmodel.h"
@@ -368,6 +371,48 @@ static void test_kv_budget_device_memory(void **state)
     assert_non_null(strstr(err, "device memory"));
 }
 
+static void test_embedding_on_device(void **state)
+{
+    (void)state;
+    char path[400], yaml[1024], err[512] = "";
+    snprintf(path, sizeof path, "%s/embed.gguf", g_dir);
+    assert_int_equal(testmodel_create(path, TESTMODEL_SHAPE_EMBED, 0, 2, err, sizeof err), 0);
+    float *v[3];
+    for (int k = 0; k < 2; k++) {
+        /* k 0: the defaults (all layers on the device); k 1: n_gpu_layers 0 */
+        snprintf(yaml, sizeof yaml, "embedding:\n  model: %s\n%s", path,
+                 k ? "  n_gpu_layers: 0\n" : "");
+        struct aios_config cfg;
+        assert_int_equal(config_load_string(&cfg, yaml, strlen(yaml), err, sizeof err), 0);
+        struct emb_opts o;
+        assert_int_equal(emb_opts_from_config(&cfg, &o, err, sizeof err), 0);
+        struct emb *e;
+        if (emb_open(&e, &o, err, sizeof err)) fail_msg("emb_open: %s", err);
+        json_t *d = emb_describe(e);
+        json_t *p = json_object_get(d, "placement");
+        assert_non_null(p);
+        assert_int_equal(pnum(p, "layers_offloaded"), k ? 0 : pnum(p, "n_layer"));
+        assert_int_equal(json_array_size(json_object_get(p, "devices")), k ? 0 : 1);
+        json_decref(d);
+        int dim = emb_dim(e);
+        const char *text = "the quick brown fox jumps over the lazy dog";
+        v[k] = calloc((size_t)dim, sizeof(float));
+        assert_int_equal(emb_text(e, text, strlen(text), v[k]), 0);
+        if (k == 0) {
+            v[2] = calloc((size_t)dim, sizeof(float));
+            assert_int_equal(emb_text(e, text, strlen(text), v[2]), 0);
+            assert_memory_equal(v[0], v[2], (size_t)dim * sizeof(float));
+        }
+        double dot = 0;
+        for (int i = 0; i < dim && k == 1; i++) dot += (double)v[0][i] * v[1][i];
+        if (k == 1) print_message("embedding: device vs CPU cosine %.6f\n", dot);
+        emb_close(e);
+        emb_opts_free(&o);
+        config_free(&cfg);
+    }
+    for (int k = 0; k < 3; k++) free(v[k]);
+}
+
 static void test_bad_knobs(void **state)
 {
     (void)state;
@@ -386,6 +431,16 @@ static void test_bad_knobs(void **state)
         {"      offload_kqv: 1\n", "llms.models[0].offload_kqv"},
         {"      gpu_mem_bytes: 10\n", "llms.models[0].gpu_mem_bytes"},
     };
+    /* the embedding model's knobs too */
+    char yaml[256], err[512] = "";
+    snprintf(yaml, sizeof yaml, "embedding:\n  model: %s\n  split_mode: rows\n", g_model);
+    struct aios_config cfg;
+    assert_int_equal(config_load_string(&cfg, yaml, strlen(yaml), err, sizeof err), 0);
+    struct emb_opts eo;
+    assert_int_equal(emb_opts_from_config(&cfg, &eo, err, sizeof err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "embedding.split_mode"));
+    emb_opts_free(&eo);
+    config_free(&cfg);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         struct eng t;
         char err[512] = "";
@@ -425,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_greedy_deterministic),
         cmocka_unit_test(test_switch_token_exact),
         cmocka_unit_test(test_kv_budget_device_memory),
+        cmocka_unit_test(test_embedding_on_device),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
