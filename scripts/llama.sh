@@ -82,7 +82,7 @@ check_gpu_host() {
         done
         [ -n "$spirv" ] || miss="$miss spirv-headers"
         if [ -n "$miss" ]; then
-            log "the Vulkan build needs:$miss (Debian: scripts/deps.sh --gpu vulkan, or apt-get install$miss)"
+            log "the Vulkan build needs:$miss (Debian: apt-get install$miss, which make GPU=vulkan does through scripts/deps.sh)"
             exit 1
         fi ;;
     cuda)
@@ -121,8 +121,9 @@ write_link_txt() {
     "") printf '' > "$PREFIX/link.txt" ;;
     vulkan) printf 'vulkan' > "$PREFIX/link.txt" ;;
     cuda)
-        cudalib="$(grep -m1 '^CUDAToolkit_LIBRARY_DIR:' "$CACHE/build/CMakeCache.txt" | cut -d= -f2)"
-        [ -n "$cudalib" ] || cudalib="$(dirname "$(dirname "$NVCC")")/lib64"
+        # the toolkit nvcc belongs to (libcudart, libcublas, libcublasLt);
+        # libcuda comes from the driver, its stub links where no driver is
+        cudalib="$(dirname "$(dirname "$NVCC")")/lib64"
         drv=""
         [ -e "$cudalib/stubs/libcuda.so" ] && drv="-L$cudalib/stubs;"
         printf '%s' "-L$cudalib;-Wl,-rpath,$cudalib;${drv}cudart;cublas;cublasLt;cuda" > "$PREFIX/link.txt" ;;
