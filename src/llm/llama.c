@@ -1888,7 +1888,12 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
     /* (mp points into e->gpu and e->plan, which outlive the load) */
     e->model = llama_model_load_from_file(e->path, mp);
     if (!e->model) {
-        snprintf(err, errlen, "model %s: %s is not a loadable GGUF model", m->name, e->path);
+        if (e->plan.n_gpu_layers > 0)
+            snprintf(err, errlen, "model %s: %s could not be loaded: not a GGUF model, or its "
+                     "layers do not fit in device memory (%lld MiB free; lower n_gpu_layers)",
+                     m->name, e->path, (long long)(e->plan.free_bytes >> 20));
+        else
+            snprintf(err, errlen, "model %s: %s is not a loadable GGUF model", m->name, e->path);
         goto fail;
     }
     e->vocab = llama_model_get_vocab(e->model);
