@@ -46,7 +46,8 @@ test: all
 # there is no GPU; GPU_TEST_DEVICE picks another (vulkaninfo --summary)
 GPU_TEST_DEVICE ?= 0
 gpu-test:
-	@$(MAKE) --no-print-directory all GPU=vulkan
+	@$(MAKE) --no-print-directory configure GPU=vulkan
+	@cmake --build build-vulkan -j $(JOBS) --target aios gpu-tests
 	@cd build-vulkan && GGML_VK_VISIBLE_DEVICES=$(GPU_TEST_DEVICE) \
 	  ctest --output-on-failure -L gpu --timeout 900
 

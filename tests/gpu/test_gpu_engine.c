@@ -433,7 +433,7 @@ static void test_bad_knobs(void **state)
         {"      gpu_mem_bytes: 10\n", "llms.models[0].gpu_mem_bytes"},
     };
     /* the embedding model's knobs too */
-    char yaml[256], err[512] = "";
+    char yaml[512], err[512] = "";
     snprintf(yaml, sizeof yaml, "embedding:\n  model: %s\n  split_mode: rows\n", g_model);
     struct aios_config cfg;
     assert_int_equal(config_load_string(&cfg, yaml, strlen(yaml), err, sizeof err), 0);
