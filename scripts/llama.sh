@@ -169,27 +169,27 @@ else
         log "cloning llama.cpp $COMMIT from $CPU_CACHE/src"
         git clone -q --no-checkout "$CPU_CACHE/src" "$CACHE/src" >&2
     else
-    mkdir -p "$CACHE/dl"
-    log "fetching $PKG from the npm registry"
-    (cd "$CACHE/dl" && npm pack --silent "$PKG" >/dev/null)
-    tgz="$CACHE/dl/node-llama-cpp-3.22.1.tgz"
-    got="$(sha256sum "$tgz" | cut -d' ' -f1)"
-    if [ "$got" != "$PKG_SHA" ]; then
-        log "sha256 mismatch for $tgz: got $got, want $PKG_SHA"
+        mkdir -p "$CACHE/dl"
+        log "fetching $PKG from the npm registry"
+        (cd "$CACHE/dl" && npm pack --silent "$PKG" >/dev/null)
+        tgz="$CACHE/dl/node-llama-cpp-3.22.1.tgz"
+        got="$(sha256sum "$tgz" | cut -d' ' -f1)"
+        if [ "$got" != "$PKG_SHA" ]; then
+            log "sha256 mismatch for $tgz: got $got, want $PKG_SHA"
+            rm -rf "$CACHE/dl"
+            exit 1
+        fi
+        tar -xzf "$tgz" -C "$CACHE/dl" package/llama/gitRelease.bundle
+        bundle="$CACHE/dl/package/llama/gitRelease.bundle"
+        got="$(sha256sum "$bundle" | cut -d' ' -f1)"
+        if [ "$got" != "$BUNDLE_SHA" ]; then
+            log "sha256 mismatch for the bundle: got $got, want $BUNDLE_SHA"
+            rm -rf "$CACHE/dl"
+            exit 1
+        fi
+        log "cloning llama.cpp $COMMIT"
+        git clone -q "$bundle" "$CACHE/src" >&2
         rm -rf "$CACHE/dl"
-        exit 1
-    fi
-    tar -xzf "$tgz" -C "$CACHE/dl" package/llama/gitRelease.bundle
-    bundle="$CACHE/dl/package/llama/gitRelease.bundle"
-    got="$(sha256sum "$bundle" | cut -d' ' -f1)"
-    if [ "$got" != "$BUNDLE_SHA" ]; then
-        log "sha256 mismatch for the bundle: got $got, want $BUNDLE_SHA"
-        rm -rf "$CACHE/dl"
-        exit 1
-    fi
-    log "cloning llama.cpp $COMMIT"
-    git clone -q "$bundle" "$CACHE/src" >&2
-    rm -rf "$CACHE/dl"
     fi
     git -C "$CACHE/src" -c advice.detachedHead=false checkout -q "$COMMIT" >&2
     [ "$(git -C "$CACHE/src" rev-parse HEAD)" = "$COMMIT" ] || { log "bad commit"; exit 1; }
