@@ -1959,14 +1959,17 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
             if (cells < need) {
                 size_t idx = 0;
                 model_entry(cfg, m->name, &idx);
+                const double mib = 1024.0 * 1024.0;
                 snprintf(err, errlen, "llms.models[%zu]: the KV cache of one sequence (n_ctx %d: "
-                         "%lld MiB) does not fit in device memory (%lld MiB left for KV of %lld "
-                         "MiB free%s, after %lld MiB of weights); lower n_ctx or n_gpu_layers, "
-                         "or raise gpu_mem_bytes", idx, e->n_ctx, (long long)(need * dev_cell >> 20),
-                         (long long)(e->kv_dev_avail > 0 ? e->kv_dev_avail >> 20 : 0),
-                         (long long)(e->plan.free_bytes >> 20),
+                         "%.1f MiB) does not fit in device memory (%.1f MiB left for KV of %.1f "
+                         "MiB free%s, after %.1f MiB of weights and %.1f MiB for computing); "
+                         "lower n_ctx or n_gpu_layers, or raise gpu_mem_bytes", idx, e->n_ctx,
+                         (double)(need * dev_cell) / mib,
+                         (double)(e->kv_dev_avail > 0 ? e->kv_dev_avail : 0) / mib,
+                         (double)e->plan.free_bytes / mib,
                          e->gpu.mem_bytes >= 0 ? ", capped by gpu_mem_bytes" : "",
-                         (long long)(gpu_model_bytes_on_device(&e->plan, e->model) >> 20));
+                         (double)gpu_model_bytes_on_device(&e->plan, e->model) / mib,
+                         (double)gpu_compute_reserve(&e->plan, e->model, e->n_batch) / mib);
                 goto fail;
             }
             e->kv_dev_cells = (int)cells;
