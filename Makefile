@@ -3,7 +3,23 @@
 # with AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/, `make
 # fuzz` builds the libFuzzer targets with clang into build-fuzz/ and runs
 # each for FUZZ_S seconds, keeping new corpus entries (tests/fuzz/).
+# `make GPU=vulkan` / `make GPU=cuda` build the same into build-vulkan/ or
+# build-cuda/ against a llama.cpp variant with that backend (docs/gpu.md);
+# `make gpu-test` builds the Vulkan variant and runs the GPU tests on Mesa's
+# lavapipe (a CPU implementation of Vulkan).
+GPU        ?=
+ifeq ($(GPU),)
 BUILD      ?= build
+GPU_DEPS   :=
+else ifeq ($(GPU),vulkan)
+BUILD      ?= build-vulkan
+GPU_DEPS   := libvulkan-dev glslc spirv-headers mesa-vulkan-drivers vulkan-tools
+else ifeq ($(GPU),cuda)
+BUILD      ?= build-cuda
+GPU_DEPS   :=
+else
+$(error GPU must be vulkan or cuda (or empty for the CPU build), not '$(GPU)')
+endif
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_TYPE ?= RelWithDebInfo
 
@@ -11,20 +27,29 @@ FUZZ_S       ?= 600
 FUZZ_TARGETS ?= chat query schema config path calc mcp remote agent headers responses hub embeddings
 FUZZ_JOBS    ?= 1
 
-.PHONY: all deps llama configure test run asan asan-test bench clean fuzz fuzz-build ui-test
+.PHONY: all deps llama configure test run asan asan-test bench clean fuzz fuzz-build ui-test gpu-test
 
 all: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh $(GPU_DEPS)
 
 configure: deps
-	@prefix="$$(scripts/llama.sh)" && \
+	@prefix="$$(scripts/llama.sh $(if $(GPU),--gpu $(GPU)))" && \
 	  cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DLLAMA_PREFIX="$$prefix" $(CMAKE_ARGS) >/dev/null
 
 test: all
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# the GPU tests (ctest label gpu) on the first Vulkan device, lavapipe where
+# there is no GPU; GPU_TEST_DEVICE picks another (vulkaninfo --summary)
+GPU_TEST_DEVICE ?= 0
+gpu-test:
+	@$(MAKE) --no-print-directory configure GPU=vulkan
+	@cmake --build build-vulkan -j $(JOBS) --target aios gpu-tests
+	@cd build-vulkan && GGML_VK_VISIBLE_DEVICES=$(GPU_TEST_DEVICE) \
+	  ctest --output-on-failure -L gpu --timeout 900
 
 run: all
 	@$(BUILD)/aios demo
@@ -64,4 +89,4 @@ fuzz: fuzz-build
 	  echo "fuzz: $$t: $$(grep DONE log.txt | tail -1 | grep -o "cov: [0-9]* ft: [0-9]*") $$(grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" log.txt | tr -s " " | tr "\n" " ")"'
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-vulkan build-cuda

@@ -3,7 +3,8 @@
 # As root it runs apt-get itself; otherwise it prints the exact command and
 # stops with status 1. Called by `make`, `make test` and `make run`; extra
 # package names given as arguments are installed too (`make ui-test` asks
-# for chromium this way).
+# for chromium this way; `make GPU=vulkan` and `make gpu-test` for the Vulkan
+# build's libvulkan-dev glslc spirv-headers mesa-vulkan-drivers vulkan-tools).
 set -eu
 
 PKGS="$* build-essential clang libclang-rt-14-dev cmake pkg-config git nodejs npm libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsqlite3-dev sqlite3 libpq-dev postgresql libcmocka-dev bubblewrap curl python3"

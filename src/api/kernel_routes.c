@@ -3,6 +3,7 @@
 #include "api/api.h"
 
 #include "llm/embed.h"
+#include "llm/gpu.h"
 #include "util/util.h"
 
 enum MHD_Result api_route_status(struct api_req *r)
@@ -31,5 +32,6 @@ enum MHD_Result api_route_status(struct api_req *r)
     json_object_set_new(json_object_get(body, "scheduler"), "preempted",
                         json_integer((json_int_t)st.n_preempted));
     if (k->embed) json_object_set_new(body, "embedding", emb_describe(k->embed)); /* llm/embed.c */
+    json_object_set_new(body, "devices", gpu_devices_json()); /* ggml's devices, llm/gpu.c */
     return api_send_json(r, 200, body);
 }

@@ -52,6 +52,7 @@
 #include "kernel/config.h"
 #include "kernel/kernel.h"
 #include "llm/core.h"
+#include "llm/gpu.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -80,6 +81,8 @@ struct emb {
     char fingerprint[512];
     char name[256]; /* the model id of POST /v1/embeddings */
     char *path;
+    struct gpu_opts gpu;  /* where the model went (llm/gpu.c) */
+    struct gpu_plan plan;
     pthread_mutex_t mu; /* guards ctx, batch, tokens and the counters */
     struct llama_batch batch;
     llama_token *tokens;
@@ -118,12 +121,15 @@ int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char
     json_object_foreach(e, k, v) {
         if (strcmp(k, "model") && strcmp(k, "pooling") && strcmp(k, "threads") &&
             strcmp(k, "n_ctx") && strcmp(k, "weight") && strcmp(k, "name") &&
-            strcmp(k, "n_batch") && strcmp(k, "n_seq")) {
+            strcmp(k, "n_batch") && strcmp(k, "n_seq") && !gpu_is_key(k)) {
             snprintf(err, errlen, "embedding.%s: unknown key (use model, pooling, threads, n_ctx, "
-                     "weight, name, n_batch, n_seq)", k);
+                     "weight, name, n_batch, n_seq, n_gpu_layers, main_gpu, split_mode, "
+                     "tensor_split, offload_kqv, gpu_mem_bytes)", k);
             return AIOS_ECONFIG;
         }
     }
+    int rc = gpu_opts_read(e, "embedding", &o->gpu, err, errlen);
+    if (rc) return rc;
     v = json_object_get(e, "model");
     if (!v || json_is_null(v)) return 0;
     if (!json_is_string(v) || json_string_length(v) == 0) {
@@ -217,8 +223,10 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
     int rc = 0;
     llm_llama_global_init();
     struct llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = 0;
     mp.progress_callback = quiet_progress;
+    e->gpu = o->gpu;
+    rc = gpu_resolve(&e->gpu, "embedding", &e->plan, &mp, err, errlen);
+    if (rc) goto fail;
     e->model = llama_model_load_from_file(o->model, mp);
     if (!e->model) {
         snprintf(err, errlen, "embedding.model: llama.cpp cannot load '%s' (is it a GGUF model?)",
@@ -253,6 +261,7 @@ int emb_open(struct emb **out, const struct emb_opts *o, char *err, size_t errle
      * input's vector moves by up to 1e-4 per component from the same input
      * alone, with plain attention by about 1e-6 (bench_embed) */
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.offload_kqv = e->gpu.offload_kqv;
     cp.n_threads = cp.n_threads_batch = o->threads > 0 ? o->threads : 1;
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
@@ -566,6 +575,7 @@ json_t *emb_describe(struct emb *e)
                           "n_decodes", (json_int_t)e->n_decodes, "decode_s",
                           (double)e->t_us / 1e6);
     pthread_mutex_unlock(&e->mu);
+    json_object_set_new(o, "placement", gpu_placement_json(&e->gpu, &e->plan, e->model));
     return o;
 }
 

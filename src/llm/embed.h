@@ -3,6 +3,8 @@
 #ifndef AIOS_LLM_EMBED_H
 #define AIOS_LLM_EMBED_H
 
+#include "llm/gpu.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +23,7 @@ struct emb_opts {
     int n_batch;   /* tokens per llama_decode of emb_tokens_batch (>= n_ctx);
                     * 0: n_ctx */
     int n_seq;     /* sequences per llama_decode of emb_tokens_batch; default 32 */
+    struct gpu_opts gpu; /* device offload (llm/gpu.h): n_gpu_layers etc. */
 };
 
 #define EMB_DEFAULT_N_CTX 512
@@ -28,7 +31,7 @@ struct emb_opts {
 #define EMB_DEFAULT_N_SEQ 32
 
 /* Read and validate embedding.* ({model, pooling, threads, n_ctx, weight,
- * name, n_batch, n_seq}).
+ * name, n_batch, n_seq} and the offload knobs of llm/gpu.h).
  * No `embedding` key (or no model): 0 with o->model NULL. Otherwise 0 or
  * AIOS_ECONFIG with "embedding.key: what is wrong" in err. */
 int emb_opts_from_config(const struct aios_config *cfg, struct emb_opts *o, char *err,

@@ -80,6 +80,7 @@
 #include "llm/engine.h"
 
 #include "llm/chat.h"
+#include "llm/gpu.h"
 #include "llm/structured.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -170,6 +171,13 @@ struct llama_engine {
 
     /* KV bytes per agent, reported to the scheduler's accounting */
     int64_t cell_bytes;
+    /* device offload (llm/gpu.c): the knobs, where the model went, and the
+     * device memory left for KV cells at load (-1: KV not on a device) */
+    struct gpu_opts gpu;
+    struct gpu_plan plan;
+    int64_t kv_dev_avail;
+    int kv_dev_cells;   /* cells that fit there; -1: no device bound */
+    bool kv_dev_limited; /* kv_size was lowered to kv_dev_cells */
     /* a step an urgent call may stop (abort_cb): set in step() around its
      * llama_decode calls; the time of the last look at the queue */
     bool step_abortable;
@@ -1699,6 +1707,24 @@ static void eng_describe(struct llm_core *c, json_t *o)
                         "spilled", (json_int_t)st.snaps.n_spilled, "bytes_ram",
                         (json_int_t)st.snaps.bytes_ram, "bytes_disk", (json_int_t)st.snaps.bytes_disk));
     json_object_set_new(o, "engine", en);
+    /* where the layers and the KV cache live, and the bytes they take */
+    json_t *g = gpu_placement_json(&e->gpu, &e->plan, e->model);
+    int nl = llama_model_n_layer(e->model);
+    int off = gpu_layers_offloaded(&e->plan, e->model);
+    int64_t kv_bytes = (int64_t)e->kv_size * e->cell_bytes;
+    int64_t kv_dev = e->gpu.offload_kqv && nl > 0 ? kv_bytes / nl * off : 0;
+    json_object_set_new(g, "kv_bytes", json_integer((json_int_t)kv_bytes));
+    json_object_set_new(g, "kv_bytes_on_device", json_integer((json_int_t)kv_dev));
+    json_object_set_new(g, "kv_on_device", json_boolean(kv_dev > 0));
+    json_object_set_new(g, "cell_bytes", json_integer((json_int_t)e->cell_bytes));
+    if (e->kv_dev_cells >= 0) {
+        json_object_set_new(g, "kv_bytes_device_budget", json_integer((json_int_t)e->kv_dev_avail));
+        json_object_set_new(g, "compute_reserve_bytes",
+                            json_integer((json_int_t)gpu_compute_reserve(&e->plan, e->model, e->n_batch)));
+        json_object_set_new(g, "kv_cells_device_max", json_integer(e->kv_dev_cells));
+        json_object_set_new(g, "kv_size_limited_by_device", json_boolean(e->kv_dev_limited));
+    }
+    json_object_set_new(o, "placement", g);
 }
 
 static const struct llm_core_ops eng_ops = {
@@ -1762,6 +1788,8 @@ struct eng_knobs {
     long long snap_ram, urgent_prio, urgent_tokens, urgent_chunk;
     int kv_type; /* KV_AUTO, KV_Q8, KV_F16 */
     bool retain;
+    bool kv_size_set;
+    struct gpu_opts gpu;
     int bi_mode;
     char *spill_dir;
 };
@@ -1798,6 +1826,10 @@ static int read_knobs(const struct aios_config *cfg, const struct cfg_model *m, 
     KNOB("prefix_share_min", 1, 1LL << 24, &k->share_min);
     KNOB("debug_preempt_every_tokens", 0, 1LL << 24, &k->debug_preempt);
 #undef KNOB
+    k->kv_size_set = k->kv_size >= 0;
+    snprintf(what, sizeof what, "llms.models[%zu]", idx);
+    rc = gpu_opts_read(ent, what, &k->gpu, err, errlen);
+    if (rc < 0) return rc;
     json_t *v = ent ? json_object_get(ent, "retain") : NULL;
     if (v && !json_is_null(v)) {
         if (!json_is_boolean(v)) {
@@ -1951,10 +1983,24 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
         goto fail;
     }
     struct llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = 0;
+    e->gpu = kn.gpu;
+    e->kv_dev_cells = -1;
+    {
+        char where[64];
+        size_t idx = 0;
+        model_entry(cfg, m->name, &idx);
+        snprintf(where, sizeof where, "llms.models[%zu]", idx);
+        if (gpu_resolve(&e->gpu, where, &e->plan, &mp, err, errlen)) goto fail;
+    }
+    /* (mp points into e->gpu and e->plan, which outlive the load) */
     e->model = llama_model_load_from_file(e->path, mp);
     if (!e->model) {
-        snprintf(err, errlen, "model %s: %s is not a loadable GGUF model", m->name, e->path);
+        if (e->plan.n_gpu_layers > 0)
+            snprintf(err, errlen, "model %s: %s could not be loaded: not a GGUF model, or its "
+                     "layers do not fit in device memory (%lld MiB free; lower n_gpu_layers)",
+                     m->name, e->path, (long long)(e->plan.free_bytes >> 20));
+        else
+            snprintf(err, errlen, "model %s: %s is not a loadable GGUF model", m->name, e->path);
         goto fail;
     }
     e->vocab = llama_model_get_vocab(e->model);
@@ -2004,6 +2050,46 @@ int llm_llama_create(struct llm_core **out, const struct cfg_model *m,
         e->pad_seq = e->n_slots;
     e->kv_q8 = q8;
     cp.n_seq_max = (uint32_t)e->n_slots + (e->pad_seq >= 0);
+    cp.offload_kqv = e->gpu.offload_kqv;
+    {
+        /* KV cells of the offloaded layers live on the devices: the budget
+         * is what fits there (gpu.c), in llama.cpp's units of 256 cells */
+        int nl = llama_model_n_layer(e->model);
+        int off = gpu_layers_offloaded(&e->plan, e->model);
+        if (off > 0 && e->gpu.offload_kqv && nl > 0) {
+            int64_t dev_cell = (int64_t)off * 2 * (int64_t)ggml_row_size(cp.type_k, head_dim * n_head_kv);
+            e->kv_dev_avail = gpu_kv_bytes_avail(&e->gpu, &e->plan, e->model, e->n_batch);
+            int64_t cells = e->kv_dev_avail > 0 ? e->kv_dev_avail / dev_cell : 0;
+            if (cells >= 256) cells = cells / 256 * 256;
+            if (cells > (1LL << 24)) cells = 1LL << 24;
+            int64_t need = ((int64_t)e->n_ctx + 255) / 256 * 256;
+            if (cells < need) {
+                size_t idx = 0;
+                model_entry(cfg, m->name, &idx);
+                const double mib = 1024.0 * 1024.0;
+                snprintf(err, errlen, "llms.models[%zu]: the KV cache of one sequence (n_ctx %d: "
+                         "%.1f MiB) does not fit in device memory (%.1f MiB left for KV of %.1f "
+                         "MiB free%s, after %.1f MiB of weights and %.1f MiB for computing); "
+                         "lower n_ctx or n_gpu_layers, or raise gpu_mem_bytes", idx, e->n_ctx,
+                         (double)(need * dev_cell) / mib,
+                         (double)(e->kv_dev_avail > 0 ? e->kv_dev_avail : 0) / mib,
+                         (double)e->plan.free_bytes / mib,
+                         e->gpu.mem_bytes >= 0 ? ", capped by gpu_mem_bytes" : "",
+                         (double)gpu_model_bytes_on_device(&e->plan, e->model) / mib,
+                         (double)gpu_compute_reserve(&e->plan, e->model, e->n_batch) / mib);
+                goto fail;
+            }
+            e->kv_dev_cells = (int)cells;
+            if (e->kv_size > cells) {
+                if (kn.kv_size_set)
+                    LOG_WARN("engine", "model %s: kv_size %d does not fit in device memory; "
+                             "using %lld cells", m->name, e->kv_size, (long long)cells);
+                e->kv_size = (int)cells;
+                e->kv_dev_limited = true;
+                cp.n_ctx = (uint32_t)e->kv_size;
+            }
+        }
+    }
     cp.n_threads = e->n_threads;
     cp.n_threads_batch = e->n_threads;
     cp.no_perf = true;

@@ -40,6 +40,29 @@ static void test_status_and_models(void **state)
     assert_string_equal(json_string_value(json_object_get(m, "name")), "aios-tiny");
     assert_true(json_is_true(json_object_get(m, "random_weights")));
     assert_string_equal(json_string_value(json_object_get(json_object_get(j, "scheduler"), "policy")), "fair");
+    /* the devices ggml enumerates (the CPU at least), and where the model's
+     * layers and KV cache live: all on a GPU when the build and host have
+     * one, else none (docs/gpu.md) */
+    json_t *devs = json_object_get(j, "devices"), *dv;
+    size_t i;
+    int n_cpu = 0, n_gpu = 0;
+    assert_true(json_array_size(devs) >= 1);
+    json_array_foreach(devs, i, dv) {
+        const char *ty = json_string_value(json_object_get(dv, "type"));
+        assert_non_null(ty);
+        assert_non_null(json_string_value(json_object_get(dv, "name")));
+        assert_true(json_integer_value(json_object_get(dv, "memory_total")) > 0);
+        n_cpu += !strcmp(ty, "cpu");
+        n_gpu += !strcmp(ty, "gpu") || !strcmp(ty, "igpu");
+    }
+    assert_int_equal(n_cpu, 1);
+    json_t *pl = json_object_get(m, "placement");
+    json_int_t n_layer = json_integer_value(json_object_get(pl, "n_layer"));
+    assert_true(n_layer > 0);
+    assert_int_equal(json_integer_value(json_object_get(pl, "layers_offloaded")), n_gpu ? n_layer : 0);
+    assert_true(json_integer_value(json_object_get(pl, "model_bytes")) > 0);
+    assert_true(json_integer_value(json_object_get(pl, "kv_bytes")) > 0);
+    assert_int_equal(json_is_true(json_object_get(pl, "kv_on_device")), n_gpu > 0);
     json_decref(j);
 
     assert_int_equal(kf_call(g_kf, "GET", "/v1/models", NULL, &j), 200);
