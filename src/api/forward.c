@@ -77,6 +77,7 @@ struct api_fwd_call {
     struct api_req *r; /* NULL once the request completed */
     enum fwd_state state;
     bool parked, cancelled;
+    bool stopping; /* ended by the kernel's shutdown: no fallback */
     long status;
     char ctype[128], served_by[80], why[256];
     char *buf; /* answer bytes not yet handed to MHD */
@@ -241,6 +242,7 @@ static void call_end(struct api_fwd *fw, struct api_fwd_call *f, CURLcode cc, bo
         snprintf(f->why, sizeof f->why, "%s", dropped ? "the kernel is stopping" : curl_easy_strerror(cc));
     snprintf(why, sizeof why, "%s", f->why);
     enum fwd_state was = f->state;
+    if (dropped && !cancelled) f->stopping = true;
     if (was == FWD_PENDING) f->state = FWD_FAILED; /* nothing reached the client */
     else f->state = cc == CURLE_OK && !dropped ? FWD_DONE : FWD_BROKEN;
     if (cc == CURLE_OK && was == FWD_PENDING && !f->why[0])
@@ -404,7 +406,11 @@ static enum MHD_Result fwd_resume(struct api_req *r)
     snprintf(ctype, sizeof ctype, "%s", f->ctype[0] ? f->ctype : "application/json");
     snprintf(served_by, sizeof served_by, "%s", f->served_by);
     snprintf(why, sizeof why, "%s", f->why);
+    bool stopping = f->stopping;
     pthread_mutex_unlock(&f->mu);
+    if (st == FWD_FAILED && stopping) /* the peer is not to blame, and this kernel is going */
+        return api_send_error(r, 503, "service_unavailable",
+                              "the kernel is shutting down; retry once it runs again");
     if (st == FWD_FAILED) {
         clu_forward_failed(f->clu, f->peer, f->agent, f->model, why);
         r->no_forward = true;
