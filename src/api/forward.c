@@ -27,7 +27,8 @@
  *
  * What comes back: the peer's status, Content-Type, X-Aios-Served-By and
  * body, byte for byte as they arrive (a stream stays a stream). If the
- * peer cannot be reached (refused, connect timeout) or answers 503 (it is
+ * peer cannot be reached (refused, connect timeout), hangs up without an
+ * answer, gives none within cluster.timeout_s, or answers 503 (it is
  * shutting down) before any byte reached the client, the peer sits out
  * (util/replicas.c), the affinity moves to this kernel and the route
  * handler runs again with r->no_forward: the call is served here. A peer
@@ -217,6 +218,7 @@ static int call_start(struct api_fwd *fw, struct api_fwd_call *f, const char *bo
     curl_easy_setopt(e, CURLOPT_PRIVATE, f);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)clu_connect_timeout_ms(f->clu));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)clu_timeout_s(f->clu));
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "aios-forward");
     if (curl_multi_add_handle(fw->multi, e) != CURLM_OK) {

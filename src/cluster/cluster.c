@@ -46,7 +46,7 @@ struct clu_mgr {
     char *name, *url;
     size_t n_peers;
     char **peer_names, **peer_urls;
-    int max_outstanding, connect_timeout_ms;
+    int max_outstanding, connect_timeout_ms, timeout_s;
     struct replica_set peers;
     char what[96];
     const struct clu_store_ops *ops;
@@ -87,6 +87,7 @@ int clu_start(struct clu_mgr **out, const struct aios_config *cfg, char *err, si
     }
     m->max_outstanding = cc->max_outstanding;
     m->connect_timeout_ms = cc->connect_timeout_ms;
+    m->timeout_s = cc->timeout_s;
     snprintf(m->what, sizeof m->what, "cluster kernel %s: peer", m->name);
     if (replicas_init(&m->peers, m->n_peers, cc->peer_down_s, m->what,
                       (const char *const *)m->peer_names))
@@ -123,6 +124,7 @@ const char *clu_name(const struct clu_mgr *m) { return m->name; }
 const char *clu_peer_name(const struct clu_mgr *m, size_t i) { return i < m->n_peers ? m->peer_names[i] : NULL; }
 const char *clu_peer_url(const struct clu_mgr *m, size_t i) { return i < m->n_peers ? m->peer_urls[i] : NULL; }
 int clu_connect_timeout_ms(const struct clu_mgr *m) { return m->connect_timeout_ms; }
+int clu_timeout_s(const struct clu_mgr *m) { return m->timeout_s; }
 
 static void count(uint64_t *c) { __atomic_add_fetch(c, 1, __ATOMIC_RELAXED); }
 

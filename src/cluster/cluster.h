@@ -42,6 +42,7 @@ void clu_forward_release(struct clu_mgr *m, size_t peer);
 const char *clu_peer_name(const struct clu_mgr *m, size_t i);
 const char *clu_peer_url(const struct clu_mgr *m, size_t i);
 int clu_connect_timeout_ms(const struct clu_mgr *m);
+int clu_timeout_s(const struct clu_mgr *m); /* a whole forwarded call */
 
 /* the forwarded request that arrived here (X-Aios-Forwarded) was served */
 void clu_note_forwarded_in(struct clu_mgr *m);

@@ -705,7 +705,7 @@ static bool http_url_ok(const char *s)
 }
 
 /* cluster: {name, url, peers: [{name, url}], max_outstanding, peer_down_s,
- * connect_timeout_ms}; AIOS_CLUSTER_NAME wins over cluster.name. Needs the
+ * connect_timeout_ms, timeout_s}; AIOS_CLUSTER_NAME wins over cluster.name. Needs the
  * postgres state (the affinity table is shared). */
 static int cfg_cluster_parse(const struct cfg_ctx *cx, struct aios_config *cfg, const json_t *root)
 {
@@ -718,6 +718,7 @@ static int cfg_cluster_parse(const struct cfg_ctx *cx, struct aios_config *cfg, 
     cl->max_outstanding = CONFIG_DEFAULT_CLUSTER_MAX_OUTSTANDING;
     cl->peer_down_s = CONFIG_DEFAULT_CLUSTER_PEER_DOWN_S;
     cl->connect_timeout_ms = CONFIG_DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS;
+    cl->timeout_s = CONFIG_DEFAULT_CLUSTER_TIMEOUT_S;
     if ((rc = cfg_string(cx, c, "name", "cluster.name", 0, &cl->name))) return rc;
     const char *env = getenv("AIOS_CLUSTER_NAME");
     if (env && *env) {
@@ -752,6 +753,9 @@ static int cfg_cluster_parse(const struct cfg_ctx *cx, struct aios_config *cfg, 
     if ((rc = cfg_int(cx, c, "connect_timeout_ms", "cluster.connect_timeout_ms", 1, 60000, &x)))
         return rc;
     cl->connect_timeout_ms = (int)x;
+    x = cl->timeout_s;
+    if ((rc = cfg_int(cx, c, "timeout_s", "cluster.timeout_s", 1, 86400, &x))) return rc;
+    cl->timeout_s = (int)x;
     json_t *list = c ? json_object_get(c, "peers") : NULL;
     if (!list || json_is_null(list)) return 0;
     if (!json_is_array(list)) {

@@ -40,6 +40,7 @@ struct cfg_cluster {
     int peer_down_s;       /* cluster.peer_down_s: a peer that failed sits out this long,
                             * doubling to 60 s; default 5 */
     int connect_timeout_ms; /* cluster.connect_timeout_ms: default 1000 */
+    int timeout_s;         /* cluster.timeout_s: a whole forwarded call; default 600 */
 };
 
 struct aios_config {
@@ -81,6 +82,7 @@ struct aios_config {
 #define CONFIG_DEFAULT_CLUSTER_MAX_OUTSTANDING 16
 #define CONFIG_DEFAULT_CLUSTER_PEER_DOWN_S 5
 #define CONFIG_DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS 1000
+#define CONFIG_DEFAULT_CLUSTER_TIMEOUT_S 600
 #define CONFIG_MAX_FILE_BYTES ((size_t)16 << 20)
 
 /* Overwrite *cfg with the defaults (strings malloc'd, raw an empty object).

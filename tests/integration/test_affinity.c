@@ -8,9 +8,14 @@
  * streamed answers and /query llm calls included. A client's forged
  * X-Aios-Forwarded header skips no token check and makes no loop. When k1
  * is killed, the call sent to k2 is served by k2 and the conversation
- * moves there (k2 reuses its own KV on the next call). Skipped (77)
+ * moves there (k2 reuses its own KV on the next call). A peer with
+ * cluster.max_outstanding calls unanswered is overloaded: the call is
+ * served here and the conversation moves; one that took the connection and
+ * drops it unanswered has its call served here too. Skipped (77)
  * without the PostgreSQL binaries. */
 #include "harness.h"
+
+#include "util/pg.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +24,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -32,12 +38,27 @@
 #include <unistd.h>
 
 static struct kernel_fixture *g_k1, *g_k2;
-static char g_tmp[64], g_cfg1[128], g_cfg2[128];
-static char g_alice[128], g_bob[128];
+static char g_tmp[64], g_cfg1[128], g_cfg2[128], g_db[512];
+static char g_alice[128], g_bob[128], g_carol[128];
+/* "k3": a peer in both kernels' lists that is a listening socket nobody
+ * accepts on: connections are made and never answered */
+static int g_k3_fd = -1;
 
 static const char *SYS =
     "You are a careful assistant of the aios project. You answer questions about kernels, "
     "schedulers, memory and storage in one short sentence, plainly and without lists.";
+
+static int listen_port(int *fd_out)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &n) != 0)
+        return -1;
+    *fd_out = fd;
+    return ntohs(a.sin_port);
+}
 
 static int free_port(void)
 {
@@ -171,17 +192,19 @@ static struct kernel_fixture *start(const char *cfg, int port)
     return kf_start(extra);
 }
 
-static void write_cfg(const char *path, const char *name, const char *db, int p1, int p2)
+static void write_cfg(const char *path, const char *name, const char *db, int p1, int p2,
+                      int p3)
 {
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
             "storage:\n  root_dir: %s/root\n"
             "state:\n  backend: postgres\n  url: %s\n"
-            "cluster:\n  name: %s\n  peer_down_s: 30\n  peers:\n"
+            "cluster:\n  name: %s\n  peer_down_s: 30\n  max_outstanding: 1\n  peers:\n"
             "    - {name: k1, url: \"http://127.0.0.1:%d\"}\n"
-            "    - {name: k2, url: \"http://127.0.0.1:%d/\"}\n",
-            g_tmp, db, name, p1, p2);
+            "    - {name: k2, url: \"http://127.0.0.1:%d/\"}\n"
+            "    - {name: k3, url: \"http://127.0.0.1:%d\"}\n",
+            g_tmp, db, name, p1, p2, p3);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -200,22 +223,26 @@ static int group_setup(void **state)
     (void)state;
     const char *url = kf_pg_new_db();
     if (!url) return -1;
-    char db[512];
-    snprintf(db, sizeof db, "%s", url);
+    char *db = g_db;
+    snprintf(g_db, sizeof g_db, "%s", url);
     snprintf(g_tmp, sizeof g_tmp, "/tmp/aios-aff-XXXXXX");
     if (!mkdtemp(g_tmp)) return -1;
     int p1 = free_port(), p2 = free_port();
     while (p2 == p1) p2 = free_port();
     snprintf(g_cfg1, sizeof g_cfg1, "%s/k1.yaml", g_tmp);
     snprintf(g_cfg2, sizeof g_cfg2, "%s/k2.yaml", g_tmp);
-    write_cfg(g_cfg1, "k1", db, p1, p2);
-    write_cfg(g_cfg2, "k2", db, p1, p2);
+    int p3 = listen_port(&g_k3_fd);
+    if (p3 < 0) return -1;
+    write_cfg(g_cfg1, "k1", db, p1, p2, p3);
+    write_cfg(g_cfg2, "k2", db, p1, p2, p3);
     g_k1 = start(g_cfg1, p1);
     g_k2 = start(g_cfg2, p2);
     kf_register_agent(g_k1, "alice", g_alice, sizeof g_alice);
     kf_register_agent(g_k1, "bob", g_bob, sizeof g_bob);
+    kf_register_agent(g_k1, "carol", g_carol, sizeof g_carol);
     wait_token(g_k2, g_alice);
     wait_token(g_k2, g_bob);
+    wait_token(g_k2, g_carol);
     return 0;
 }
 
@@ -321,6 +348,89 @@ static void test_forged_forward_header(void **state)
     free(b);
 }
 
+struct held_call {
+    const char *body;
+    struct resp r;
+    long status;
+};
+
+static void *held_call_main(void *arg)
+{
+    struct held_call *h = arg;
+    h->status = post(g_k2, "/v1/chat/completions", g_carol, NULL, h->body, &h->r);
+    return NULL;
+}
+
+/* GET /status on k2: cluster.peers[name].key */
+static json_t *k2_peer(const char *name, const char *key)
+{
+    json_t *s = NULL, *v = NULL;
+    assert_int_equal(kf_call(g_k2, "GET", "/status", NULL, &s), 200);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(json_object_get(s, "cluster"), "peers"), i, p)
+        if (!strcmp(json_string_value(json_object_get(p, "name")), name))
+            v = json_incref(json_object_get(p, key));
+    json_decref(s);
+    return v;
+}
+
+static void test_overloaded_or_silent_peer(void **state)
+{
+    (void)state;
+    /* carol's conversation is on k3 (as a kernel named k3 would record it) */
+    struct pg_pool *pool = NULL;
+    char err[256];
+    assert_int_equal(pg_pool_open(&pool, g_db, "test", NULL, err, sizeof err), 0);
+    PGconn *c = pg_take(pool);
+    assert_non_null(c);
+    const char *v[1] = {"carol"};
+    assert_int_equal(pg_exec(c, "test", "INSERT INTO clu_affinity VALUES($1, 'aios-tiny', 'k3', "
+                             "extract(epoch from now()))", 1, v), 0);
+    pg_give(pool, c);
+    pg_pool_close(pool);
+    json_int_t fb = cluster_count(g_k2, "fell_back");
+
+    /* the first call goes to k3, which takes the connection and never answers */
+    char *b = chat_body("What is storage?", NULL, NULL, false);
+    struct held_call h = {.body = b};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, held_call_main, &h), 0);
+    json_t *out = NULL;
+    for (int i = 0; i < 600 && json_integer_value(out) != 1; i++) {
+        json_decref(out);
+        usleep(20000);
+        out = k2_peer("k3", "outstanding");
+    }
+    assert_int_equal(json_integer_value(out), 1);
+    json_decref(out);
+
+    /* k3 has max_outstanding (1) calls: overloaded; the next one is served
+     * here and carol's conversation moves to k2 */
+    struct resp r;
+    assert_int_equal(post(g_k2, "/v1/chat/completions", g_carol, NULL, b, &r), 200);
+    assert_string_equal(r.served_by, "k2");
+    free(r.body);
+    assert_int_equal(cluster_count(g_k2, "fell_back"), fb + 1);
+
+    /* k3 hangs up without a word: the held call is served by k2 too, and
+     * k3 sits out */
+    int conn = accept(g_k3_fd, NULL, NULL);
+    assert_true(conn >= 0);
+    close(conn);
+    close(g_k3_fd);
+    g_k3_fd = -1;
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(h.status, 200);
+    assert_string_equal(h.r.served_by, "k2");
+    free(h.r.body);
+    assert_int_equal(cluster_count(g_k2, "fell_back"), fb + 2);
+    out = k2_peer("k3", "up");
+    assert_true(json_is_false(out));
+    json_decref(out);
+    free(b);
+}
+
 static void test_owner_killed_conversation_moves(void **state)
 {
     (void)state;
@@ -381,6 +491,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_second_call_goes_to_the_kernel_that_holds_the_conversation),
         cmocka_unit_test(test_forged_forward_header),
+        cmocka_unit_test(test_overloaded_or_silent_peer),
         cmocka_unit_test(test_owner_killed_conversation_moves),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
