@@ -5,7 +5,7 @@
  * on k1 leaves its conversation in k1's KV cache; its next calls sent to k2
  * are forwarded to k1 (X-Aios-Served-By: k1, k1's prefix reuse in
  * usage.prompt_tokens_details.cached_tokens, the counters in /status),
- * streamed answers and /query llm calls included. A client's forged
+ * streamed answers, /query llm and /v1/responses calls included. A client's forged
  * X-Aios-Forwarded header skips no token check and makes no loop. When k1
  * is killed, the call sent to k2 is served by k2 and the conversation
  * moves there (k2 reuses its own KV on the next call). A peer with
@@ -310,6 +310,18 @@ static void test_second_call_goes_to_the_kernel_that_holds_the_conversation(void
     assert_string_equal(r.served_by, "k1");
     free(r.body);
     free(qs);
+    /* and /v1/responses: the chain is stored where it is served */
+    st = post(g_k2, "/v1/responses", g_alice, NULL,
+              "{\"model\":\"aios-tiny\",\"input\":\"What is a kernel?\",\"max_output_tokens\":4}",
+              &r);
+    if (st != 200) fail_msg("/v1/responses via k2: %ld %s", st, r.body ? r.body : "");
+    assert_string_equal(r.served_by, "k1");
+    j = resp_json(&r);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/responses/%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    free(r.body);
+    assert_int_equal(kf_call_as(g_k1, g_alice, NULL, "GET", path, NULL, NULL), 200);
     free(b2);
     free(b3);
 }
