@@ -503,12 +503,21 @@ bool api_affinity_forward(struct api_req *r, const struct llm_core *core, api_ha
     clu_forward_begin(m, (size_t)peer);
     LOG_DEBUG("forward", "agent %s, model %s -> peer %s (%s)", agent, model,
               clu_peer_name(m, (size_t)peer), f->url);
+    pthread_mutex_lock(&fw->q_mu);
+    bool stopped = fw->stop;
+    if (!stopped) {
+        f->next = fw->queue;
+        fw->queue = f;
+    }
+    pthread_mutex_unlock(&fw->q_mu);
+    if (stopped) { /* the kernel is stopping: nobody would run it */
+        clu_forward_release(m, (size_t)peer);
+        f->refs = 1;
+        call_unref(f);
+        return false;
+    }
     r->fwd = f;
     r->resume = fwd_resume;
-    pthread_mutex_lock(&fw->q_mu);
-    f->next = fw->queue;
-    fw->queue = f;
-    pthread_mutex_unlock(&fw->q_mu);
     curl_multi_wakeup(fw->multi);
     /* park until the peer's headers (or its failure) arrive */
     pthread_mutex_lock(&f->mu);
