@@ -263,9 +263,13 @@ int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, siz
 
 enum ident { ID_NONE, ID_ADMIN, ID_AGENT };
 
-static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_t namelen)
+/* *shared: the identity is a registered agent's (its token digest is a row
+ * of the store, the same for every kernel on a shared store) */
+static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_t namelen,
+                           bool *shared)
 {
     name[0] = 0;
+    *shared = false;
     if (!tok || !*tok) return ID_NONE;
     if (ct_equal(tok, m->admin_token)) {
         snprintf(name, namelen, "admin");
@@ -289,6 +293,7 @@ static enum ident identify(struct acc_mgr *m, const char *tok, char *name, size_
         if (ct_equal(sha, m->reg[i].sha)) {
             snprintf(name, namelen, "%s", m->reg[i].name);
             r = ID_AGENT;
+            *shared = true;
             break;
         }
     }
@@ -550,7 +555,7 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
                         (unsigned long long)r->acc_run);
         id = ID_AGENT;
     } else {
-        id = identify(m, tok, name, sizeof name);
+        id = identify(m, tok, name, sizeof name, &r->acc_shared);
     }
     if (id == ID_NONE) {
         if (m->compat && !tok && r->loopback) {

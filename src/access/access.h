@@ -106,6 +106,10 @@ struct acc_req {
      * admin token was used, whether compat mode trusted a tokenless call */
     char acc_agent[ACC_NAME_MAX];
     bool acc_admin, acc_compat;
+    /* out: the identity is a registered agent's token (POST /access/agents),
+     * which every kernel sharing the store knows; not a run's, not the
+     * admin's (each kernel has its own) */
+    bool acc_shared;
     /* out: an agent's chat call that names no agent: the API names it
      * (X-Aios-Agent: acc_agent) */
     bool name_agent;

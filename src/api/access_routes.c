@@ -93,6 +93,7 @@ bool api_access_gate(struct api_req *r, enum MHD_Result *sent)
     snprintf(r->acc_agent, sizeof r->acc_agent, "%s", q.acc_agent);
     r->acc_admin = q.acc_admin;
     r->acc_compat = q.acc_compat;
+    r->acc_shared = q.acc_shared;
     if (!ok) {
         *sent = api_send_decision(r, &d);
         acc_decision_clear(&d);

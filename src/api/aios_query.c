@@ -652,6 +652,12 @@ static enum MHD_Result query_llm(struct api_req *r, const char *agent, json_t *q
     unsigned status;
     if (api_query_llm_req(r->k, agent, qd, &req, &core, &act, &status, err, sizeof err))
         return api_send_error(r, status, status_type(status), "%s", err);
+    /* KV affinity: the kernel that retains this agent's conversation */
+    enum MHD_Result fsent;
+    if (api_affinity_forward(r, core, api_aios_query, &fsent)) {
+        llm_req_free(req);
+        return fsent;
+    }
     /* call_tool runs what the model picks among the tools it is offered:
      * each one the agent may not call is refused now, before tokens are
      * spent (the tool manager checks the tool that runs again) */

@@ -10,6 +10,9 @@
 
 struct api_server;
 struct api_req;
+struct api_fwd;
+struct api_fwd_call;
+struct llm_core;
 
 #define API_MAX_PARAMS 4
 
@@ -48,6 +51,13 @@ struct api_req {
      * admin token was used, whether compat mode trusted a tokenless call */
     char acc_agent[128];
     bool acc_admin, acc_compat;
+    /* the token is a registered agent's, known to every kernel sharing the
+     * state: such a call may be forwarded to a peer (forward.c) */
+    bool acc_shared;
+    /* KV affinity (forward.c): the request's forward to a peer, if any;
+     * no_forward: serve it here (it came forwarded, or the peer failed) */
+    struct api_fwd_call *fwd;
+    bool no_forward;
     uint64_t acc_run; /* > 0: arrived on this agent run's own channel (http.c) */
     /* the x-request-id header of the answer: the client's X-Request-Id when
      * it is sane, else made here; also on its syscalls, log lines and audit
@@ -92,6 +102,24 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
 const char *api_stream_aux(struct api_req *r, size_t *n);
 /* Map an AIOS_E* code to an HTTP status and OpenAI error type. */
 unsigned api_status_for(int err, const char **type);
+
+/* ---- KV affinity (forward.c; docs/postgres.md, "KV affinity") ---- */
+/* the forwarder: its thread, when the kernel is in a cluster (*out NULL
+ * otherwise). Stop it (every forward ends, its connection woken) before
+ * the MHD daemon stops; free it after. */
+int api_fwd_start(struct api_fwd **out, struct kernel *k, char *err, size_t errlen);
+void api_fwd_stop(struct api_fwd *fw);
+void api_fwd_free(struct api_fwd *fw);
+struct api_fwd *api_server_fwd(struct api_server *s);
+/* An LLM call of agent r->acc_agent to core, about to be served: true when
+ * it was forwarded to the peer kernel that retains the conversation (*sent
+ * holds MHD's result; the answer comes from the peer). false: serve it
+ * here. If the peer cannot be reached, `self` (the route handler) runs
+ * again with r->no_forward set. */
+bool api_affinity_forward(struct api_req *r, const struct llm_core *core, api_handler_fn self,
+                          enum MHD_Result *sent);
+/* the request completed: let go of its forward (cancelled if still running) */
+void api_fwd_release(struct api_req *r);
 
 /* The route table lives in routes.c. A path segment written {name}
  * matches any one non-empty segment; its value lands in r->params. */

@@ -94,7 +94,17 @@ struct api_server {
      * test_lifecycle under ASan). poll(2) would avoid the race but served
      * 10-20% fewer requests a second (64 keep-alive clients, GET /status). */
     int closing;
+    struct api_fwd *fwd; /* KV affinity's forwarder (forward.c), or NULL */
 };
+
+struct api_fwd *api_server_fwd(struct api_server *s) { return s ? s->fwd : NULL; }
+
+/* X-Aios-Served-By: the kernel that served the request, in a cluster */
+static void served_by(struct api_req *r, struct MHD_Response *resp)
+{
+    if (r->k->cfg.cluster.name)
+        MHD_add_response_header(resp, "X-Aios-Served-By", r->k->cfg.cluster.name);
+}
 
 
 
@@ -128,6 +138,7 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (r->request_id[0]) MHD_add_response_header(resp, "x-request-id", r->request_id);
+    served_by(r, resp);
     r->status = status;
     if (r->t_arrived_us) { /* the kernel's time for this request (docs/performance.md) */
         long long total = (long long)(util_now_us() - r->t_arrived_us);
@@ -399,6 +410,7 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     if (r->request_id[0]) MHD_add_response_header(resp, "x-request-id", r->request_id);
+    served_by(r, resp);
     r->status = 200;
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
@@ -712,6 +724,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         }
         syscall_unref(r->sc);
     }
+    api_fwd_release(r);
     if (r->state_free) r->state_free(r->state);
     stream_state_free(r->stream);
     json_decref(r->json);
@@ -807,6 +820,12 @@ int api_start(struct api_server **out, struct kernel *k, char *err, size_t errle
             pick = p;
             break;
         }
+    int frc = api_fwd_start(&s->fwd, k, err, errlen);
+    if (frc) {
+        freeaddrinfo(ai);
+        free(s);
+        return frc;
+    }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (pick->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -831,6 +850,7 @@ int api_start(struct api_server **out, struct kernel *k, char *err, size_t errle
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this machine?)",
                  k->cfg.host, k->cfg.port);
+        api_fwd_free(s->fwd);
         free(s);
         return AIOS_EIO;
     }
@@ -858,6 +878,8 @@ void api_stop(struct api_server *s)
 {
     if (!s) return;
     agent_set_channel(s->k->agents, NULL, NULL); /* waits for a hand-over in progress */
+    api_fwd_stop(s->fwd); /* wakes every parked forward: MHD stops no suspended connection */
     if (s->d) MHD_stop_daemon(s->d);
+    api_fwd_free(s->fwd);
     free(s);
 }

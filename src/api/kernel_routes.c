@@ -2,6 +2,7 @@
  * Later issues add the AIOS /core and /agents routes here. */
 #include "api/api.h"
 
+#include "cluster/cluster.h"
 #include "llm/embed.h"
 #include "llm/gpu.h"
 #include "util/util.h"
@@ -33,5 +34,7 @@ enum MHD_Result api_route_status(struct api_req *r)
                         json_integer((json_int_t)st.n_preempted));
     if (k->embed) json_object_set_new(body, "embedding", emb_describe(k->embed)); /* llm/embed.c */
     json_object_set_new(body, "devices", gpu_devices_json()); /* ggml's devices, llm/gpu.c */
+    /* KV affinity: this kernel's name, its peers, calls forwarded (cluster.c) */
+    if (k->cluster) json_object_set_new(body, "cluster", clu_status_json(k->cluster));
     return api_send_json(r, 200, body);
 }

@@ -612,6 +612,13 @@ enum MHD_Result api_openai_chat(struct api_req *r)
         free(cs);
         return ret;
     }
+    /* KV affinity: the kernel that retains this agent's conversation */
+    if (api_affinity_forward(r, core, api_openai_chat, &sent)) {
+        json_decref(body);
+        llm_req_free(req);
+        free(cs);
+        return sent;
+    }
     const char *agent = NULL;
     json_t *u = json_object_get(body, "user");
     if (json_is_string(u)) agent = json_string_value(u);

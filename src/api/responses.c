@@ -914,6 +914,14 @@ enum MHD_Result api_responses_create(struct api_req *r)
     enum MHD_Result sent;
     json_t *body = api_parse_body(r, &sent);
     if (!body) return sent;
+    /* KV affinity: the kernel that retains this agent's conversation (and,
+     * having served it, holds its stored chain) */
+    const char *fmodel = json_string_value(json_object_get(body, "model"));
+    struct llm_core *fcore = fmodel ? kernel_find_core(r->k, fmodel) : NULL;
+    if (fcore && api_affinity_forward(r, fcore, api_responses_create, &sent)) {
+        json_decref(body);
+        return sent;
+    }
     struct rs_state *rs = calloc(1, sizeof *rs);
     struct llm_req *req = calloc(1, sizeof *req);
     json_t *chat = NULL;

@@ -24,6 +24,7 @@
 
 #include "access/access.h"
 #include "agents/agent.h"
+#include "cluster/cluster.h"
 #include "api/api.h"
 #include "hub/hub.h"
 #include "llm/embed.h"
@@ -284,6 +285,9 @@ int kernel_start(struct kernel *k, char *err, size_t errlen)
     if (k->tools) tool_mgr_set_permit(k->tools, acc_tool_permit, k->access);
     sched_set_final_hook(k->sched, acc_budget_on_final, k->access);
     if (k->storage) sto_set_ns_policy(k->storage, acc_ns_storage_policy, k->access);
+    /* KV affinity with the peer kernels (docs/postgres.md); NULL without cluster: */
+    rc = clu_start(&k->cluster, &k->cfg, err, errlen);
+    if (rc) goto fail;
     rc = api_start(&k->api, k, err, errlen);
     if (rc) goto fail;
     k->port = api_port(k->api);
@@ -317,6 +321,8 @@ void kernel_stop(struct kernel *k)
     k->api = NULL;
     resp_mgr_close(k->responses);
     k->responses = NULL;
+    clu_stop(k->cluster); /* after the API: its forwards ask it */
+    k->cluster = NULL;
     if (k->sched) sched_set_final_hook(k->sched, NULL, NULL); /* tools, storage: stopped */
     acc_stop(k->access);
     k->access = NULL;

@@ -688,6 +688,125 @@ static void lowercase(char *s)
     for (; s && *s; s++) *s = (char)tolower((unsigned char)*s);
 }
 
+/* a kernel's name in a cluster: 1..64 of letters, digits and -_. (it goes
+ * into a database column, headers and log lines) */
+static bool cluster_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("-_.", s[i])) return false;
+    return true;
+}
+
+static bool http_url_ok(const char *s)
+{
+    return (!strncmp(s, "http://", 7) && s[7]) || (!strncmp(s, "https://", 8) && s[8]);
+}
+
+/* cluster: {name, url, peers: [{name, url}], max_outstanding, peer_down_s,
+ * connect_timeout_ms, timeout_s}; AIOS_CLUSTER_NAME wins over cluster.name. Needs the
+ * postgres state (the affinity table is shared). */
+static int cfg_cluster_parse(const struct cfg_ctx *cx, struct aios_config *cfg, const json_t *root)
+{
+    struct cfg_cluster *cl = &cfg->cluster;
+    json_t *c;
+    int rc;
+    long long x;
+    char path[64], what[96];
+    if ((rc = cfg_mapping(cx, root, "cluster", "cluster", &c))) return rc;
+    cl->max_outstanding = CONFIG_DEFAULT_CLUSTER_MAX_OUTSTANDING;
+    cl->peer_down_s = CONFIG_DEFAULT_CLUSTER_PEER_DOWN_S;
+    cl->connect_timeout_ms = CONFIG_DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS;
+    cl->timeout_s = CONFIG_DEFAULT_CLUSTER_TIMEOUT_S;
+    if ((rc = cfg_string(cx, c, "name", "cluster.name", 0, &cl->name))) return rc;
+    const char *env = getenv("AIOS_CLUSTER_NAME");
+    if (env && *env) {
+        free(cl->name);
+        if (!(cl->name = strdup(env))) return AIOS_ENOMEM;
+        if (!cluster_name_ok(cl->name))
+            return cfg_fail(cx, root, "cluster", 0, "AIOS_CLUSTER_NAME",
+                            "\"%.40s\" is not a kernel name (1..64 letters, digits, -_.)", env);
+    }
+    if (!c && !cl->name) return 0;
+    if (!cl->name)
+        return cfg_fail(cx, c, "name", 0, "cluster.name",
+                        "required: this kernel's name among its peers (or AIOS_CLUSTER_NAME)");
+    if (!cluster_name_ok(cl->name))
+        return cfg_fail(cx, c, "name", 0, "cluster.name",
+                        "\"%.40s\" is not a kernel name (1..64 letters, digits, -_.)", cl->name);
+    if (!config_state_pg(cfg))
+        return cfg_fail(cx, root, "cluster", 0, "cluster",
+                        "kernels in a cluster share their state: set state.backend postgres "
+                        "and state.url (docs/postgres.md)");
+    if ((rc = cfg_string(cx, c, "url", "cluster.url", 0, &cl->url))) return rc;
+    if (cl->url && !http_url_ok(cl->url))
+        return cfg_fail(cx, c, "url", 0, "cluster.url", "\"%.60s\" must start with http:// or https://",
+                        cl->url);
+    x = cl->max_outstanding;
+    if ((rc = cfg_int(cx, c, "max_outstanding", "cluster.max_outstanding", 1, 100000, &x))) return rc;
+    cl->max_outstanding = (int)x;
+    x = cl->peer_down_s;
+    if ((rc = cfg_int(cx, c, "peer_down_s", "cluster.peer_down_s", 1, 60, &x))) return rc;
+    cl->peer_down_s = (int)x;
+    x = cl->connect_timeout_ms;
+    if ((rc = cfg_int(cx, c, "connect_timeout_ms", "cluster.connect_timeout_ms", 1, 60000, &x)))
+        return rc;
+    cl->connect_timeout_ms = (int)x;
+    x = cl->timeout_s;
+    if ((rc = cfg_int(cx, c, "timeout_s", "cluster.timeout_s", 1, 86400, &x))) return rc;
+    cl->timeout_s = (int)x;
+    json_t *list = c ? json_object_get(c, "peers") : NULL;
+    if (!list || json_is_null(list)) return 0;
+    if (!json_is_array(list)) {
+        describe(list, what, sizeof what);
+        return cfg_fail(cx, c, "peers", 0, "cluster.peers",
+                        "expected a list of {name, url}, got %s", what);
+    }
+    size_t n = json_array_size(list);
+    if (n > 64) return cfg_fail(cx, c, "peers", 0, "cluster.peers", "at most 64 peers");
+    if (n && !(cl->peers = calloc(n, sizeof *cl->peers))) return AIOS_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(list, i);
+        snprintf(path, sizeof path, "cluster.peers[%zu]", i);
+        if (!json_is_object(e)) {
+            describe(e, what, sizeof what);
+            return cfg_fail(cx, list, NULL, i, path, "expected a mapping {name, url}, got %s", what);
+        }
+        struct cfg_peer pe = {0};
+        char p2[80];
+        snprintf(p2, sizeof p2, "%s.name", path);
+        if ((rc = cfg_string(cx, e, "name", p2, CFG_REQUIRED, &pe.name))) return rc;
+        snprintf(p2, sizeof p2, "%s.url", path);
+        if ((rc = cfg_string(cx, e, "url", p2, CFG_REQUIRED, &pe.url))) {
+            free(pe.name);
+            return rc;
+        }
+        const char *bad = !cluster_name_ok(pe.name) ? "name" : !http_url_ok(pe.url) ? "url" : NULL;
+        for (size_t j = 0; !bad && j < cl->n_peers; j++)
+            if (!strcmp(cl->peers[j].name, pe.name)) bad = "dup";
+        if (bad) {
+            snprintf(p2, sizeof p2, "%s.%s", path, strcmp(bad, "dup") ? bad : "name");
+            rc = cfg_fail(cx, e, strcmp(bad, "dup") ? bad : "name", 0, p2,
+                          !strcmp(bad, "name") ? "\"%.40s\" is not a kernel name (1..64 letters, digits, -_.)"
+                          : !strcmp(bad, "url") ? "\"%.60s\" must start with http:// or https://"
+                                                : "\"%.40s\" is named twice",
+                          !strcmp(bad, "url") ? pe.url : pe.name);
+            free(pe.name);
+            free(pe.url);
+            return rc;
+        }
+        if (!strcmp(pe.name, cl->name)) { /* one list for every kernel: this one is left out */
+            if (!cl->url) cl->url = pe.url;
+            else free(pe.url);
+            free(pe.name);
+            continue;
+        }
+        cl->peers[cl->n_peers++] = pe;
+    }
+    return 0;
+}
+
 static int cfg_model_parse(const struct cfg_ctx *cx, struct aios_config *cfg, const json_t *list,
                            size_t i)
 {
@@ -830,6 +949,8 @@ static int cfg_apply(const struct cfg_ctx *cx, struct aios_config *cfg)
                         "state.backend postgres needs state.url (e.g. "
                         "postgresql://user@host:5432/aios)");
 
+    if ((rc = cfg_cluster_parse(cx, cfg, root))) return rc;
+
     if ((rc = cfg_mapping(cx, root, "scheduler", "scheduler", &sched))) return rc;
     if ((rc = cfg_string(cx, sched, "policy", "scheduler.policy", 0, &cfg->sched_policy)))
         return rc;
@@ -892,6 +1013,13 @@ void config_free(struct aios_config *cfg)
     free(cfg->storage_root);
     free(cfg->state_backend);
     free(cfg->state_url);
+    free(cfg->cluster.name);
+    free(cfg->cluster.url);
+    for (size_t i = 0; i < cfg->cluster.n_peers; i++) {
+        free(cfg->cluster.peers[i].name);
+        free(cfg->cluster.peers[i].url);
+    }
+    free(cfg->cluster.peers);
     for (size_t i = 0; i < cfg->n_models; i++) {
         free(cfg->models[i].name);
         free(cfg->models[i].backend);

@@ -22,6 +22,27 @@ struct cfg_model {
     double price_prompt, price_completion;
 };
 
+/* cluster.peers[]: another kernel on the same state (docs/postgres.md,
+ * "KV affinity") */
+struct cfg_peer {
+    char *name; /* its cluster.name */
+    char *url;  /* its API's base URL, http://host:port */
+};
+
+/* cluster: this kernel among others that share one PostgreSQL state */
+struct cfg_cluster {
+    char *name;            /* cluster.name, or AIOS_CLUSTER_NAME (wins); NULL: no cluster */
+    char *url;             /* cluster.url: where the peers reach this kernel (may be NULL) */
+    struct cfg_peer *peers; /* the other kernels (an entry named like this one is left out) */
+    size_t n_peers;
+    int max_outstanding;   /* cluster.max_outstanding: calls forwarded to one peer and not
+                            * answered yet past which it counts as overloaded; default 16 */
+    int peer_down_s;       /* cluster.peer_down_s: a peer that failed sits out this long,
+                            * doubling to 60 s; default 5 */
+    int connect_timeout_ms; /* cluster.connect_timeout_ms: default 1000 */
+    int timeout_s;         /* cluster.timeout_s: a whole forwarded call; default 600 */
+};
+
 struct aios_config {
     char *host;            /* server.host, default "127.0.0.1" ("localhost" kept as is) */
     int port;              /* server.port, default 8000 */
@@ -42,6 +63,7 @@ struct aios_config {
     int state_lease_s;     /* state.lease_s: a kernel silent this long on a
                             * shared store is taken for dead; its token
                             * reservations and approvals are dropped; default 10 */
+    struct cfg_cluster cluster;
     struct cfg_model *models;
     size_t n_models;
     json_t *raw; /* the whole document as JSON (owned; never NULL after a
@@ -61,6 +83,10 @@ struct aios_config {
 #define CONFIG_DEFAULT_STORAGE_ROOT "root"
 #define CONFIG_DEFAULT_STATE_BACKEND "sqlite"
 #define CONFIG_DEFAULT_N_CTX 4096
+#define CONFIG_DEFAULT_CLUSTER_MAX_OUTSTANDING 16
+#define CONFIG_DEFAULT_CLUSTER_PEER_DOWN_S 5
+#define CONFIG_DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS 1000
+#define CONFIG_DEFAULT_CLUSTER_TIMEOUT_S 600
 #define CONFIG_MAX_FILE_BYTES ((size_t)16 << 20)
 
 /* Overwrite *cfg with the defaults (strings malloc'd, raw an empty object).

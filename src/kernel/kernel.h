@@ -14,6 +14,7 @@ struct mem_manager;
 struct sto;
 struct tool_mgr;
 struct acc_mgr;
+struct clu_mgr;
 struct emb;
 struct resp_mgr;
 struct hub;
@@ -35,6 +36,7 @@ struct kernel {
     struct sto *storage; /* storage manager (src/storage), NULL until started */
     struct tool_mgr *tools; /* tool manager (src/tools), NULL until started */
     struct acc_mgr *access; /* access manager (src/access), NULL until started */
+    struct clu_mgr *cluster; /* KV affinity with peer kernels (src/cluster), NULL without cluster: */
     struct hub *hub; /* the local tool and agent hub (src/hub), NULL until started */
     struct emb *embed; /* embedding model (src/llm/embed.c), NULL when none is configured */
     struct resp_mgr *responses; /* stored responses of /v1/responses (src/resp), NULL until started */

@@ -21,7 +21,7 @@
  * upstream's tool calls go back in llm_res.tool_calls (res->upstream set),
  * checked by llm_structured_result.
  *
- * Routing and replicas: a call goes to the replica with the fewest
+ * Routing and replicas (util/replicas.c): a call goes to the replica with the fewest
  * outstanding requests among those that are up (ties rotate). A replica
  * that refuses connections, times out connecting or answers 5xx is marked
  * down for replica_down_s seconds, doubling with each consecutive failure
@@ -49,15 +49,18 @@
  * environment variable. Keys go only into request headers; they are never
  * logged or shown in /status.
  *
- * Locking: stats_mu guards the replica counters that /status reads
- * (describe() on HTTP threads); the core thread takes it briefly to update
- * them and calls nothing while holding it. Everything else in the core is
+ * Locking: the replicas' counters live in a struct replica_set
+ * (util/replicas.c, shared with the cluster's peer kernels) behind its own
+ * leaf mutex; stats_mu guards the core's call counters that /status reads
+ * (describe() on HTTP threads). The core thread takes each briefly, never
+ * both at once, and calls nothing while holding one. Everything else in the core is
  * touched only by its thread (after start) or by the main thread (create,
  * stop, destroy). */
 #include "llm/remote.h"
 
 #include "util/err.h"
 #include "util/log.h"
+#include "util/replicas.h"
 #include "util/util.h"
 
 #include <curl/curl.h>
@@ -74,13 +77,6 @@
 struct replica {
     char *url;      /* full endpoint */
     char *api_key;  /* may be NULL; never logged */
-    /* guarded by stats_mu (written by the core thread only) */
-    int n_outstanding;
-    int max_outstanding;
-    uint64_t n_sent, n_ok, n_failed;
-    int n_consec_fail;
-    int64_t t_down_until_us; /* 0: up */
-    char last_error[256];
 };
 
 struct remote_core {
@@ -89,6 +85,10 @@ struct remote_core {
     char *upstream_model;
     struct replica *reps;
     size_t n_reps;
+    /* the replicas' health and load (util/replicas.c), named by their URLs */
+    struct replica_set rs;
+    const char **rep_urls;
+    char what[160];
     /* settings */
     int timeout_s, connect_timeout_s, max_retries, backoff_ms, down_s, max_inflight;
     int default_max_tokens;
@@ -198,85 +198,6 @@ static int rem_prepare(struct llm_core *c, struct llm_req *req, char *err, size_
     return 0;
 }
 
-/* ---- replica choice and health (core thread) ---- */
-
-static int pick_replica(struct remote_core *rc, int avoid)
-{
-    int64_t now = util_now_us();
-    int best = -1, best_out = 0;
-    pthread_mutex_lock(&rc->stats_mu);
-    for (size_t k = 0; k < rc->n_reps; k++) {
-        int i = (int)((rc->rr + k) % rc->n_reps);
-        struct replica *r = &rc->reps[i];
-        if (r->t_down_until_us > now) continue;
-        if (i == avoid && rc->n_reps > 1) continue;
-        if (best < 0 || r->n_outstanding < best_out) {
-            best = i;
-            best_out = r->n_outstanding;
-        }
-    }
-    if (best < 0 && avoid >= 0 && rc->reps[avoid].t_down_until_us <= now) best = avoid;
-    if (best < 0) { /* all down: the one back soonest is probed */
-        for (size_t i = 0; i < rc->n_reps; i++)
-            if (best < 0 || rc->reps[i].t_down_until_us < rc->reps[best].t_down_until_us)
-                best = (int)i;
-    }
-    pthread_mutex_unlock(&rc->stats_mu);
-    rc->rr++;
-    return best;
-}
-
-/* is some replica other than `except` up now? */
-static bool other_up(struct remote_core *rc, int except)
-{
-    int64_t now = util_now_us();
-    bool up = false;
-    pthread_mutex_lock(&rc->stats_mu);
-    for (size_t i = 0; i < rc->n_reps; i++)
-        if ((int)i != except && rc->reps[i].t_down_until_us <= now) up = true;
-    pthread_mutex_unlock(&rc->stats_mu);
-    return up;
-}
-
-static void replica_result(struct remote_core *rc, int i, bool ok, bool mark_down, const char *why)
-{
-    struct replica *r = &rc->reps[i];
-    bool went_down = false, came_up = false;
-    int down_s = 0;
-    pthread_mutex_lock(&rc->stats_mu);
-    if (r->n_outstanding > 0) r->n_outstanding--;
-    if (ok) {
-        r->n_ok++;
-        came_up = r->n_consec_fail > 0 && r->t_down_until_us;
-        r->n_consec_fail = 0;
-        r->t_down_until_us = 0;
-    } else {
-        r->n_failed++;
-        if (why) snprintf(r->last_error, sizeof r->last_error, "%s", why);
-        if (mark_down) {
-            r->n_consec_fail++;
-            down_s = rc->down_s;
-            for (int k = 1; k < r->n_consec_fail && down_s < MAX_DOWN_S; k++) down_s *= 2;
-            if (down_s > MAX_DOWN_S) down_s = MAX_DOWN_S;
-            r->t_down_until_us = util_now_us() + (int64_t)down_s * 1000000;
-            went_down = true;
-        }
-    }
-    pthread_mutex_unlock(&rc->stats_mu);
-    if (went_down)
-        LOG_WARN("remote", "model %s: replica %s is down for %d s: %s", rc->core.name, r->url,
-                 down_s, why ? why : "");
-    if (came_up) LOG_INFO("remote", "model %s: replica %s is up again", rc->core.name, r->url);
-}
-
-/* a transfer ended without a verdict on the replica (cancelled, shutdown) */
-static void replica_release(struct remote_core *rc, int i)
-{
-    pthread_mutex_lock(&rc->stats_mu);
-    if (rc->reps[i].n_outstanding > 0) rc->reps[i].n_outstanding--;
-    pthread_mutex_unlock(&rc->stats_mu);
-}
-
 /* ---- transfers ---- */
 
 static int buf_append(struct rcall *cl, const char *p, size_t n)
@@ -365,7 +286,7 @@ static int call_start_attempt(struct rcall *cl)
 {
     struct remote_core *rc = cl->rc;
     int prev = cl->rep;
-    cl->rep = pick_replica(rc, prev);
+    cl->rep = replicas_pick(&rc->rs, prev);
     struct replica *r = &rc->reps[cl->rep];
     cl->attempt++;
     cl->t_retry_us = 0;
@@ -409,10 +330,8 @@ static int call_start_attempt(struct rcall *cl)
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     if (curl_multi_add_handle(rc->multi, e) != CURLM_OK) return AIOS_ENOMEM;
+    replicas_begin(&rc->rs, (size_t)cl->rep);
     pthread_mutex_lock(&rc->stats_mu);
-    r->n_sent++;
-    r->n_outstanding++;
-    if (r->n_outstanding > r->max_outstanding) r->max_outstanding = r->n_outstanding;
     if (cl->attempt > 1) rc->n_retries++;
     pthread_mutex_unlock(&rc->stats_mu);
     const char *prev_rid = log_set_request_id(cl->sc->request_id);
@@ -680,7 +599,7 @@ static void call_done_in(struct remote_core *rc, struct rcall *cl, CURLcode cc)
         }
     }
 
-    replica_result(rc, cl->rep, out == OUT_OK, out == OUT_RETRY_DOWN, out == OUT_OK ? NULL : msg);
+    replicas_end(&rc->rs, (size_t)cl->rep, out == OUT_OK, out == OUT_RETRY_DOWN, out == OUT_OK ? NULL : msg);
     if (out == OUT_OK) {
         call_reset_attempt(cl);
         call_succeed(rc, cl);
@@ -692,7 +611,7 @@ static void call_done_in(struct remote_core *rc, struct rcall *cl, CURLcode cc)
     if (retry && cl->n_emitted && call_resume_body(cl)) retry = false;
     if (retry) {
         int64_t delay_ms = 0;
-        if (out == OUT_RETRY || !other_up(rc, cl->rep)) {
+        if (out == OUT_RETRY || !replicas_other_up(&rc->rs, cl->rep)) {
             delay_ms = (int64_t)rc->backoff_ms << (cl->attempt - 1);
             if (retry_after > 0) delay_ms = (int64_t)retry_after * 1000;
             if (delay_ms > 30000) delay_ms = 30000;
@@ -767,7 +686,7 @@ static void fail_all(struct remote_core *rc, int err, int http, const char *why)
 {
     while (rc->calls) {
         struct rcall *cl = rc->calls;
-        if (cl->easy) replica_release(rc, cl->rep);
+        if (cl->easy) replicas_release(&rc->rs, (size_t)cl->rep);
         call_count(rc, false);
         if (err == AIOS_ECANCELLED) syscall_fail(cl->sc, err, http, "%s", why);
         else syscall_fail(cl->sc, err, http, "model '%s': %s", rc->core.name, why);
@@ -793,7 +712,7 @@ static void *remote_main(void *arg)
         for (struct rcall *cl = rc->calls, *nx; cl; cl = nx) {
             nx = cl->next;
             if (syscall_cancel_requested(cl->sc)) {
-                if (cl->easy) replica_release(rc, cl->rep);
+                if (cl->easy) replicas_release(&rc->rs, (size_t)cl->rep);
                 call_count(rc, false);
                 syscall_fail(cl->sc, AIOS_ECANCELLED, 499, "the caller went away");
                 call_end(rc, cl);
@@ -857,6 +776,8 @@ static void rem_destroy(struct llm_core *c)
         }
     }
     free(rc->reps);
+    replicas_destroy(&rc->rs);
+    free(rc->rep_urls);
     free(rc->upstream_model);
     pthread_mutex_destroy(&rc->stats_mu);
     free(c->name);
@@ -868,21 +789,14 @@ static void rem_describe(struct llm_core *c, json_t *o)
 {
     struct remote_core *rc = c->impl;
     json_t *reps = json_array();
-    int64_t now = util_now_us();
-    pthread_mutex_lock(&rc->stats_mu);
     for (size_t i = 0; i < rc->n_reps; i++) {
-        struct replica *r = &rc->reps[i];
-        bool up = r->t_down_until_us <= now;
-        json_t *j = json_pack("{s:s,s:b,s:i,s:i,s:I,s:I,s:I,s:b}", "url", r->url, "up", up,
-                              "outstanding", r->n_outstanding, "max_outstanding",
-                              r->max_outstanding, "sent", (json_int_t)r->n_sent, "ok",
-                              (json_int_t)r->n_ok, "failed", (json_int_t)r->n_failed, "has_key",
-                              r->api_key != NULL);
-        if (j && !up)
-            json_object_set_new(j, "retry_in_s", json_real((double)(r->t_down_until_us - now) / 1e6));
-        if (j && r->last_error[0]) json_object_set_new(j, "last_error", json_string(r->last_error));
+        json_t *j = json_pack("{s:s}", "url", rc->reps[i].url);
+        if (!j) continue;
+        replicas_describe(&rc->rs, i, j);
+        json_object_set_new(j, "has_key", json_boolean(rc->reps[i].api_key != NULL));
         json_array_append_new(reps, j);
     }
+    pthread_mutex_lock(&rc->stats_mu);
     json_t *calls = json_pack("{s:I,s:I,s:I,s:I,s:I}", "total", (json_int_t)rc->n_total, "ok",
                               (json_int_t)rc->n_ok, "failed", (json_int_t)rc->n_err, "retries",
                               (json_int_t)rc->n_retries, "resumed", (json_int_t)rc->n_resumed);
@@ -1051,6 +965,11 @@ int llm_remote_create(struct llm_core **out, const struct aios_config *cfg,
                  i + 1, n, rc->reps[i].url, bi->name, rc->upstream_model,
                  key ? ", with key" : "");
     }
+    rc->rep_urls = calloc(n, sizeof *rc->rep_urls);
+    if (!rc->rep_urls) goto nomem;
+    for (size_t i = 0; i < n; i++) rc->rep_urls[i] = rc->reps[i].url;
+    snprintf(rc->what, sizeof rc->what, "model %s", rc->core.name);
+    if (replicas_init(&rc->rs, n, rc->down_s, rc->what, rc->rep_urls)) goto nomem;
     *out = &rc->core;
     return 0;
 nomem:

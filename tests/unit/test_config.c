@@ -293,6 +293,67 @@ static void test_state_backend(void **state)
     unsetenv("AIOS_STATE_URL");
 }
 
+/* cluster: (KV affinity): this kernel, its peers, AIOS_CLUSTER_NAME */
+static void test_cluster(void **state)
+{
+    (void)state;
+    struct aios_config cfg;
+    char err[512] = "";
+    unsetenv("AIOS_STATE_URL");
+    unsetenv("AIOS_CLUSTER_NAME");
+    static const char pg[] = "state: {backend: postgres, url: \"postgresql://u@h/db\"}\n";
+    char y[1024];
+    assert_int_equal(load(&cfg, pg, err, sizeof err), 0);
+    assert_null(cfg.cluster.name);
+    config_free(&cfg);
+    /* one list for every kernel: its own entry is left out (and gives its url) */
+    snprintf(y, sizeof y, "%scluster:\n  name: k2\n  max_outstanding: 4\n  peers:\n"
+             "    - {name: k1, url: \"http://10.0.0.1:8000\"}\n"
+             "    - {name: k2, url: \"http://10.0.0.2:8000\"}\n"
+             "    - {name: k3, url: \"https://k3.example\"}\n", pg);
+    assert_int_equal(load(&cfg, y, err, sizeof err), 0);
+    assert_string_equal(cfg.cluster.name, "k2");
+    assert_string_equal(cfg.cluster.url, "http://10.0.0.2:8000");
+    assert_int_equal(cfg.cluster.n_peers, 2);
+    assert_string_equal(cfg.cluster.peers[0].name, "k1");
+    assert_string_equal(cfg.cluster.peers[1].url, "https://k3.example");
+    assert_int_equal(cfg.cluster.max_outstanding, 4);
+    assert_int_equal(cfg.cluster.peer_down_s, CONFIG_DEFAULT_CLUSTER_PEER_DOWN_S);
+    config_free(&cfg);
+    /* the environment names the kernel */
+    setenv("AIOS_CLUSTER_NAME", "k1", 1);
+    assert_int_equal(load(&cfg, y, err, sizeof err), 0);
+    assert_string_equal(cfg.cluster.name, "k1");
+    assert_int_equal(cfg.cluster.n_peers, 2);
+    assert_string_equal(cfg.cluster.peers[0].name, "k2");
+    config_free(&cfg);
+    setenv("AIOS_CLUSTER_NAME", "bad name", 1);
+    assert_int_equal(load(&cfg, y, err, sizeof err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "AIOS_CLUSTER_NAME"));
+    unsetenv("AIOS_CLUSTER_NAME");
+    /* mistakes */
+    static const struct { const char *yaml, *needle; } bad[] = {
+        {"cluster: {peers: []}\n", "cluster.name"},
+        {"cluster: {name: \"a/b\"}\n", "cluster.name"},
+        {"cluster: {name: k1, url: \"ftp://x\"}\n", "cluster.url"},
+        {"cluster: {name: k1, peers: {k2: x}}\n", "cluster.peers"},
+        {"cluster: {name: k1, peers: [k2]}\n", "cluster.peers[0]"},
+        {"cluster: {name: k1, peers: [{name: k2}]}\n", "cluster.peers[0].url"},
+        {"cluster: {name: k1, peers: [{name: k2, url: \"10.0.0.2:80\"}]}\n", "cluster.peers[0].url"},
+        {"cluster: {name: k1, peers: [{name: k2, url: \"http://a\"}, {name: k2, url: \"http://b\"}]}\n",
+         "named twice"},
+        {"cluster: {name: k1, max_outstanding: 0}\n", "cluster.max_outstanding"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(y, sizeof y, "%s%s", pg, bad[i].yaml);
+        assert_int_equal(load(&cfg, y, err, sizeof err), AIOS_ECONFIG);
+        if (!strstr(err, bad[i].needle)) fail_msg("%s: %s", bad[i].yaml, err);
+    }
+    /* a cluster shares its state: not with SQLite */
+    assert_int_equal(load(&cfg, "cluster: {name: k1}\n", err, sizeof err), AIOS_ECONFIG);
+    assert_non_null(strstr(err, "postgres"));
+}
+
 static void test_syntax_errors(void **state)
 {
     (void)state;
@@ -580,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_find_model),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_state_backend),
+        cmocka_unit_test(test_cluster),
         cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
