@@ -1351,6 +1351,7 @@ static void test_kv_full_keeps_tool_waiters(void **state)
     sched_done(t.sched, tool);
     sched_agents_next_llm(t.sched, who, 1, back);
     assert_int_equal(back[0], -1); /* its tool is done: idle */
+    syscall_unref(tool);
     eng_close(&t);
     for (size_t i = 0; i < 2; i++) free(t1[i]);
 }
