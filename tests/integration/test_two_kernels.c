@@ -217,10 +217,38 @@ static void test_token_replaced_on_one_refused_by_other(void **state)
             "A, B refused the old one after %.3f s\n", t_known, t_refused);
 }
 
+/* one writer thread of the quota tests: its kernel, its number, and how
+ * its writes were answered */
 struct qwriter {
     struct kernel_fixture *kf;
     int t, n_ok, n_507, n_other;
 };
+
+static void tally(struct qwriter *w, long st)
+{
+    if (st == 200) w->n_ok++;
+    else if (st == 507) w->n_507++;
+    else w->n_other++;
+}
+
+/* 4 writers, 2 per kernel, each running fn; *ok and *full: their 200s
+ * and 507s (any other answer fails the test) */
+static void run_writers(void *(*fn)(void *), int *ok, int *full)
+{
+    struct qwriter w[4];
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++) {
+        w[t] = (struct qwriter){.kf = t % 2 ? g_b : g_a, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, fn, &w[t]), 0);
+    }
+    *ok = *full = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        *ok += w[t].n_ok;
+        *full += w[t].n_507;
+        assert_int_equal(w[t].n_other, 0);
+    }
+}
 
 static void *quota_writer(void *ud)
 {
@@ -233,9 +261,7 @@ static void *quota_writer(void *ud)
         content[0] = (char)('0' + i); /* a distinct content per file */
         long st = query(w->kf, "quota", "storage", "write",
                         json_pack("{s:s,s:s}", "file_path", path, "content", content), NULL);
-        if (st == 200) w->n_ok++;
-        else if (st == 507) w->n_507++;
-        else w->n_other++;
+        tally(w, st);
     }
     return NULL;
 }
@@ -246,19 +272,8 @@ static void test_quota_holds_across_kernels(void **state)
     /* 4 writers (2 per kernel) of 5 text files of 1000 distinct bytes
      * each against a quota of 4096 bytes: each costs its content and its
      * indexed text, 2000 bytes, so exactly 2 may be acknowledged */
-    struct qwriter w[4];
-    pthread_t th[4];
-    for (int t = 0; t < 4; t++) {
-        w[t] = (struct qwriter){.kf = t % 2 ? g_b : g_a, .t = t};
-        assert_int_equal(pthread_create(&th[t], NULL, quota_writer, &w[t]), 0);
-    }
-    int ok = 0, full = 0;
-    for (int t = 0; t < 4; t++) {
-        pthread_join(th[t], NULL);
-        ok += w[t].n_ok;
-        full += w[t].n_507;
-        assert_int_equal(w[t].n_other, 0);
-    }
+    int ok, full;
+    run_writers(quota_writer, &ok, &full);
     assert_int_equal(ok, 2);
     assert_int_equal(full, 18);
     json_t *r = NULL;
@@ -296,14 +311,9 @@ static void test_quota_holds_across_kernels(void **state)
     json_decref(r);
 }
 
-struct mwriter {
-    struct kernel_fixture *kf;
-    int t, n_ok, n_507, n_other;
-};
-
 static void *note_writer(void *ud)
 {
-    struct mwriter *w = ud;
+    struct qwriter *w = ud;
     char *content = malloc(NOTE_BYTES + 1), id[32];
     assert_non_null(content);
     memset(content, 'm', NOTE_BYTES);
@@ -312,9 +322,7 @@ static void *note_writer(void *ud)
         snprintf(id, sizeof id, "big%d_%d", w->t, i);
         long st = query(w->kf, "memq", "memory", "add_memory",
                         json_pack("{s:s,s:s}", "content", content, "memory_id", id), NULL);
-        if (st == 200) w->n_ok++;
-        else if (st == 507) w->n_507++;
-        else w->n_other++;
+        tally(w, st);
     }
     free(content);
     return NULL;
@@ -335,19 +343,8 @@ static void test_memory_quota_holds_across_kernels(void **state)
     (void)state;
     /* 4 writers (2 per kernel) of 3 notes of 30000 bytes against a
      * memory.store_quota_bytes of 131072: exactly 4 fit */
-    struct mwriter w[4];
-    pthread_t th[4];
-    for (int t = 0; t < 4; t++) {
-        w[t] = (struct mwriter){.kf = t % 2 ? g_b : g_a, .t = t};
-        assert_int_equal(pthread_create(&th[t], NULL, note_writer, &w[t]), 0);
-    }
-    int ok = 0, full = 0;
-    for (int t = 0; t < 4; t++) {
-        pthread_join(th[t], NULL);
-        ok += w[t].n_ok;
-        full += w[t].n_507;
-        assert_int_equal(w[t].n_other, 0);
-    }
+    int ok, full;
+    run_writers(note_writer, &ok, &full);
     assert_int_equal(ok, 4);
     assert_int_equal(full, 8);
     long long used = mem_stored(g_a);
