@@ -439,6 +439,12 @@ void assert_error_body(json_t *j, const char *needle)
         fail_msg("error message \"%s\" does not mention \"%s\"", json_string_value(m), needle);
 }
 
+json_t *chat_logprobs(json_t *j)
+{
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    return json_object_get(json_object_get(c, "logprobs"), "content");
+}
+
 const char *chat_content(json_t *j)
 {
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);

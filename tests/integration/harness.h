@@ -154,5 +154,8 @@ void sse_result_free(struct sse_result *r);
 
 /* content of choices[0].message.content, or NULL */
 const char *chat_content(json_t *j);
+/* choices[0].logprobs.content of a chat answer or of one streamed chunk
+ * (borrowed), or NULL */
+json_t *chat_logprobs(json_t *j);
 
 #endif

@@ -266,10 +266,8 @@ static void test_logprobs_whole(void **state)
     json_t *a = NULL, *b = NULL;
     expect_status(post("/v1/chat/completions", seeded, &a), 200, a);
     expect_status(post("/v1/chat/completions", seeded, &b), 200, b);
-    json_t *ca = json_object_get(json_object_get(json_array_get(json_object_get(a, "choices"), 0),
-                                                 "logprobs"), "content");
-    json_t *cb = json_object_get(json_object_get(json_array_get(json_object_get(b, "choices"), 0),
-                                                 "logprobs"), "content");
+    json_t *ca = chat_logprobs(a);
+    json_t *cb = chat_logprobs(b);
     assert_true(json_array_size(ca) > 0);
     assert_true(json_equal(ca, cb));
     json_array_foreach(ca, i, e) check_entry(e, 0);
@@ -317,8 +315,7 @@ static void test_logprobs_grammar(void **state)
                        "\"top_logprobs\":20,\"response_format\":{\"type\":\"json_object\"}}";
     json_t *j = NULL;
     expect_status(post("/v1/chat/completions", body, &j), 200, j);
-    json_t *content = json_object_get(
-        json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"), "content");
+    json_t *content = chat_logprobs(j);
     assert_true(json_array_size(content) > 0);
     json_t *first = json_array_get(content, 0);
     json_t *top = json_object_get(first, "top_logprobs");
@@ -358,10 +355,8 @@ static void test_logprobs_penalties(void **state)
     json_t *a = NULL, *b = NULL;
     expect_status(post("/v1/chat/completions", plain, &a), 200, a);
     expect_status(post("/v1/chat/completions", pen, &b), 200, b);
-    json_t *ca = json_object_get(json_object_get(json_array_get(json_object_get(a, "choices"), 0),
-                                                 "logprobs"), "content");
-    json_t *cb = json_object_get(json_object_get(json_array_get(json_object_get(b, "choices"), 0),
-                                                 "logprobs"), "content");
+    json_t *ca = chat_logprobs(a);
+    json_t *cb = chat_logprobs(b);
     assert_int_equal(json_array_size(ca), 2);
     assert_int_equal(json_array_size(cb), 2);
     /* first position: the same numbers */
@@ -407,8 +402,7 @@ static void test_logprobs_stream(void **state)
                            "\"top_logprobs\":3,\"stream\":true}";
     json_t *j = NULL;
     expect_status(post("/v1/chat/completions", whole, &j), 200, j);
-    json_t *want = json_object_get(
-        json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"), "content");
+    json_t *want = chat_logprobs(j);
     assert_true(json_array_size(want) > 0);
 
     struct sse_result ev;

@@ -263,13 +263,6 @@ static void test_streamed_chat(void **state)
     free(streamed);
 }
 
-static json_t *lp_content(json_t *answer)
-{
-    return json_object_get(
-        json_object_get(json_array_get(json_object_get(answer, "choices"), 0), "logprobs"),
-        "content");
-}
-
 static void assert_same_entries(json_t *a, json_t *b)
 {
     assert_int_equal(json_array_size(a), json_array_size(b));
@@ -298,9 +291,9 @@ static void test_logprobs_pass_through(void **state)
     json_t *u = NULL, *r = NULL;
     assert_int_equal(kf_call(g_up_a, "POST", "/v1/chat/completions", direct, &u), 200);
     assert_int_equal(kf_call(g_k, "POST", "/v1/chat/completions", via, &r), 200);
-    assert_int_equal(json_array_size(lp_content(u)), 6);
-    assert_same_entries(lp_content(r), lp_content(u));
-    assert_int_equal(json_array_size(json_object_get(json_array_get(lp_content(r), 0),
+    assert_int_equal(json_array_size(chat_logprobs(u)), 6);
+    assert_same_entries(chat_logprobs(r), chat_logprobs(u));
+    assert_int_equal(json_array_size(json_object_get(json_array_get(chat_logprobs(r), 0),
                                                      "top_logprobs")), 3);
     char *streamed = chat_body("remote-tiny", 9, "\"logprobs\":true,\"top_logprobs\":3,"
                                                  "\"stream\":true");
@@ -310,10 +303,10 @@ static void test_logprobs_pass_through(void **state)
     json_t *entries = json_array(), *chunk;
     size_t i;
     json_array_foreach(ev.events, i, chunk) {
-        json_t *c = lp_content(chunk);
+        json_t *c = chat_logprobs(chunk);
         if (json_is_array(c)) json_array_extend(entries, c);
     }
-    assert_same_entries(entries, lp_content(u));
+    assert_same_entries(entries, chat_logprobs(u));
     json_decref(entries);
     sse_result_free(&ev);
     free(streamed);
