@@ -27,7 +27,7 @@ FUZZ_S       ?= 600
 FUZZ_TARGETS ?= chat query schema config path calc mcp remote agent headers responses hub embeddings
 FUZZ_JOBS    ?= 1
 
-.PHONY: all deps llama configure test run asan asan-test bench clean fuzz fuzz-build ui-test gpu-test
+.PHONY: all deps llama configure test run asan asan-test bench-guard clean fuzz fuzz-build ui-test gpu-test
 
 all: configure
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -39,8 +39,12 @@ configure: deps
 	@prefix="$$(scripts/llama.sh $(if $(GPU),--gpu $(GPU)))" && \
 	  cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DLLAMA_PREFIX="$$prefix" $(CMAKE_ARGS) >/dev/null
 
+# every test but timings (label bench: bench-guard, on a quiet machine)
 test: all
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600 -LE bench
+
+bench-guard: all
+	@cd $(BUILD) && ctest --output-on-failure -L bench --timeout 600
 
 # the GPU tests (ctest label gpu) on the first Vulkan device, lavapipe where
 # there is no GPU; GPU_TEST_DEVICE picks another (vulkaninfo --summary)
@@ -65,7 +69,7 @@ asan:
 	@$(MAKE) --no-print-directory all BUILD=build-asan BUILD_TYPE=Debug CMAKE_ARGS=-DAIOS_SANITIZE=ON
 
 asan-test: asan
-	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) --timeout 900
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) --timeout 900 -LE bench
 
 # Each target runs FUZZ_S seconds on a scratch corpus seeded from
 # tests/fuzz/corpus/<t>; then the inputs that reach new code (edges, not

@@ -593,27 +593,35 @@ static void seq_unlink(struct llama_engine *e, struct seq *s)
     }
 }
 
-/* Free everything of s; the syscall must already be final. With keep, a
- * successful sequence's slot becomes a retained conversation. */
-static void seq_end(struct llama_engine *e, struct seq *s, bool keep)
+static void publish_stats(struct llama_engine *e);
+
+/* A finished sequence's slot becomes a retained conversation (when the
+ * engine retains): s leaves the run list and gives up its slot. */
+static void seq_retain(struct llama_engine *e, struct seq *s)
+{
+    seq_unlink(e, s);
+    if (s->id < 0 || !e->retain || s->n_past <= 0) return;
+    struct slot *sl = &e->slots[s->id];
+    sl->kind = SLOT_RETAINED;
+    sl->seq = NULL;
+    sl->agent = strdup(s->sc->agent ? s->sc->agent : "");
+    sl->toks = s->toks;
+    sl->n_toks = s->n_past;
+    sl->n_exact = s->n_exact < s->n_past ? s->n_exact : s->n_past;
+    sl->t_used_us = util_now_us();
+    s->toks = NULL;
+    s->id = -1;
+    /* cells past n_past do not exist; nothing to trim */
+}
+
+/* Free everything of s; the syscall must already be final. A slot s
+ * still holds is cleared (seq_retain first keeps it). */
+static void seq_end(struct llama_engine *e, struct seq *s)
 {
     seq_unlink(e, s);
     if (s->id >= 0) {
-        struct slot *sl = &e->slots[s->id];
-        if (keep && e->retain && s->n_past > 0) {
-            sl->kind = SLOT_RETAINED;
-            sl->seq = NULL;
-            sl->agent = strdup(s->sc->agent ? s->sc->agent : "");
-            sl->toks = s->toks;
-            sl->n_toks = s->n_past;
-            sl->n_exact = s->n_exact < s->n_past ? s->n_exact : s->n_past;
-            sl->t_used_us = util_now_us();
-            s->toks = NULL;
-            /* cells past n_past do not exist; nothing to trim */
-        } else {
-            sl->kind = SLOT_SEQ; /* so slot_clear removes the cells */
-            slot_clear(e, s->id);
-        }
+        e->slots[s->id].kind = SLOT_SEQ; /* so slot_clear removes the cells */
+        slot_clear(e, s->id);
     }
     if (s->snap) ctx_snap_free(e->store, s->snap);
     if (s->smpl) llama_sampler_free(s->smpl);
@@ -629,7 +637,7 @@ static void seq_end(struct llama_engine *e, struct seq *s, bool keep)
 static void seq_fail(struct llama_engine *e, struct seq *s, int err, int http, const char *msg)
 {
     syscall_fail(s->sc, err, http, "%s", msg);
-    seq_end(e, s, false);
+    seq_end(e, s);
 }
 
 /* {"token","logprob","bytes"} of one token: its piece as text (invalid
@@ -739,8 +747,12 @@ static void seq_finish(struct llama_engine *e, struct seq *s, const char *reason
               res->t_decode_us / 1000.0);
     log_set_request_id(prev_rid);
     s->res = NULL;
+    /* the slot is retained and the statistics say so before the caller
+     * has its answer: what it reads next (GET /status) is not stale */
+    seq_retain(e, s);
+    publish_stats(e);
     syscall_finish(s->sc, res, llm_res_free);
-    seq_end(e, s, true);
+    seq_end(e, s);
 }
 
 /* ---- context switch ---- */
@@ -935,7 +947,7 @@ static void seq_start(struct llama_engine *e, struct syscall *sc)
     if (!s->smpl) {
         syscall_fail(sc, AIOS_EINVAL, 400, "could not create a sampler%s",
                      req->grammar ? " (the output grammar does not parse)" : "");
-        seq_end(e, s, false);
+        seq_end(e, s);
         return;
     }
     if (e->urgent_prio > 0 && sc->priority >= e->urgent_prio) e->t_urgent_us = util_now_us();
