@@ -17,10 +17,17 @@ struct sto {
     char *agents_dir;        /* root_dir (agent directories live right under it) */
     const struct sto_store_ops *ops; /* the metadata store (sto_store.h) */
     struct sto_store *st;
-    /* Mutations of one owner's files are serialised by the owner's stripe,
+    /* Mutations of one owner's files are serialised by the owner's stripe
+     * (a plain write until its version is queued for its commit; storage.c),
      * so the order of committed versions is the order of renames on disk.
      * A thread holds at most one stripe and no other lock of ours. */
     pthread_mutex_t stripes[STO_N_STRIPES];
+    /* Under each stripe: the writes queued for a commit and not yet
+     * renamed (storage.c, put), the mutations waiting for them to drain,
+     * and the condition both wait on. */
+    struct sto_flight *inflight[STO_N_STRIPES];
+    int draining[STO_N_STRIPES];
+    pthread_cond_t stripe_cv[STO_N_STRIPES];
     /* the access manager's namespace policy (sto_set_ns_policy), or NULL;
      * set before any operation runs */
     sto_ns_policy_fn ns_policy;

@@ -59,6 +59,16 @@ void sto_terms_expr(const struct sto_terms *t, char quote, const char *or_sep,
 typedef int (*sto_dirty_fn)(void *ud, const char *owner, const char *path, int64_t id,
                             const char *sha);
 
+/* How a put's caller follows the commit order (a store that commits
+ * writes in the order they are queued, like SQLite's group commit): once
+ * the write has its place in that order the store calls queued(arg), and
+ * the caller may let its next write of the same owner queue behind it. A
+ * store that does not call it has committed before put returns. */
+struct sto_put_hook {
+    void (*queued)(void *arg);
+    void *arg;
+};
+
 struct sto_store_ops {
     const char *name;
     /* open (creating) the store; err says what is wrong */
@@ -75,10 +85,13 @@ struct sto_store_ops {
      * row, prune beyond max_versions, file marked dirty, search index (the
      * first n_index bytes, 0 = none), usage. A quota refusal is
      * AIOS_ETOOBIG with *http 507. *seq = the new version. With dry, only
-     * the quota is checked (nothing is kept): 0 when the write would fit. */
+     * the quota is checked (nothing is kept): 0 when the write would fit.
+     * hook (may be NULL; see struct sto_put_hook) is the caller's view of
+     * the commit order; a store may ignore it. */
     int (*put)(struct sto_store *st, const char *owner, const char *path, const char *data,
                size_t n, const char *sha, const char *kind, size_t n_index, bool dry,
-               int64_t *seq, int *http, char *err, size_t errlen);
+               int64_t *seq, int *http, char *err, size_t errlen,
+               const struct sto_put_hook *hook);
     /* the rename happened: the file on disk is the version the row names */
     int (*clean)(struct sto_store *st, int64_t file_id, const char *sha);
     int (*each_dirty)(struct sto_store *st, sto_dirty_fn fn, void *ud);

@@ -40,14 +40,23 @@
  * sees SQLite, JSON params or struct kernel.
  *
  * Threads: the storage worker pool (several threads) and other managers
- * call in. Every mutation of one owner's tree (write, create_file,
- * create_dir, deletes, rollback, mount's import) holds that owner's stripe
- * mutex, a write from (1) to (3), so versions commit in the order files are
- * renamed and a delete never meets a half-made tree; reads take no lock
- * (rename is atomic) and answer 404 / 409 when a path changes under them.
- * The store serialises its own writes (group commit, store.c). The cleaner
- * thread (step 4) takes no stripe; pend_mu, its list's lock, is a leaf a
- * writer takes under its stripe. No thread holds two locks otherwise. */
+ * call in. Every mutation of one owner's tree takes that owner's stripe
+ * mutex. A plain write holds it from (1) until its version is queued for
+ * the group commit (store.c), then lets go and stays on the stripe's
+ * inflight list until its rename (3); a write renames only after the
+ * writes of the same file queued before it (they commit first), so
+ * versions of a path commit in the order its file is renamed, and the
+ * owner's next writes share the commit instead of waiting for its fsync. A write waits for a queued one only when one
+ * path is a directory above the other. Every other mutation (create_file,
+ * create_dir, deletes, rollback, mount's import) holds the stripe
+ * throughout and first waits for the stripe's queued writes to drain
+ * (the writes that come meanwhile wait for it), so it never meets a
+ * half-made tree. A store that commits before it returns (PostgreSQL)
+ * never queues: its writes hold the stripe from (1) to (3). Reads take no
+ * lock (rename is atomic) and answer 404 / 409 when a path changes under
+ * them. The cleaner thread (step 4) takes no stripe; pend_mu, its list's
+ * lock, is a leaf a writer takes under its stripe, and the group commit's
+ * lock is a leaf too. No thread holds two locks otherwise. */
 #include "storage/sto_int.h"
 
 #include "kernel/config.h"
@@ -215,10 +224,7 @@ static int get_owner(struct opctx *c, const char *o, const char *norm, enum sto_
     return 0;
 }
 
-static pthread_mutex_t *stripe(struct sto *s, const char *owner)
-{
-    return &s->stripes[util_fnv1a32(owner) % STO_N_STRIPES];
-}
+static size_t stripe_of(const char *owner) { return util_fnv1a32(owner) % STO_N_STRIPES; }
 
 /* The owner's tree, locked for a mutation: this kernel's stripe, then,
  * when the store is shared with other kernels (PostgreSQL), the owner's
@@ -228,18 +234,64 @@ static pthread_mutex_t *stripe(struct sto *s, const char *owner)
  * transaction still keeps quotas and history consistent). */
 struct owner_lock {
     struct sto *s;
+    size_t i; /* the stripe */
     pthread_mutex_t *m;
     void *held;
 };
 
-static void owner_lock(struct sto *s, const char *owner, struct owner_lock *l)
+/* A plain write from the moment its version is queued for a commit to
+ * its rename (put): on its stripe's inflight list (newest first), so that
+ * what must not overlap it waits. The write let go of the stripe
+ * meanwhile, so that the owner's next writes share its commit. */
+struct sto_flight {
+    const char *owner, *path;
+    struct owner_lock *lock;
+    bool queued;
+    struct sto_flight *next;
+};
+
+/* one of a and b is a directory above the other */
+static bool path_nested(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la == lb) return false;
+    const char *sh = la < lb ? a : b, *lo = la < lb ? b : a;
+    size_t ls = la < lb ? la : lb;
+    return !strncmp(sh, lo, ls) && lo[ls] == '/';
+}
+
+/* a queued write of owner that path's write must not overlap: one of
+ * the two paths a directory above the other (writes of the same path
+ * commit and rename in queue order; others do not meet) */
+static bool flight_conflict(const struct sto *s, size_t i, const char *owner, const char *path)
+{
+    for (const struct sto_flight *f = s->inflight[i]; f; f = f->next)
+        if (!strcmp(f->owner, owner) && path_nested(f->path, path)) return true;
+    return false;
+}
+
+static void owner_lock_at(struct sto *s, const char *owner, const char *path, struct owner_lock *l)
 {
     l->s = s;
-    l->m = stripe(s, owner);
+    l->i = stripe_of(owner);
+    l->m = &s->stripes[l->i];
     l->held = NULL;
     pthread_mutex_lock(l->m);
+    if (!path) { /* any other mutation: no write of the stripe in flight */
+        s->draining[l->i]++;
+        while (s->inflight[l->i]) pthread_cond_wait(&s->stripe_cv[l->i], l->m);
+        if (--s->draining[l->i] == 0) pthread_cond_broadcast(&s->stripe_cv[l->i]);
+    } else { /* a plain write: none that it must not overlap, no drain waiting */
+        while (s->draining[l->i] || flight_conflict(s, l->i, owner, path))
+            pthread_cond_wait(&s->stripe_cv[l->i], l->m);
+    }
     if (s->ops->lock_owner && s->ops->lock_owner(s->st, owner, &l->held))
         LOG_WARN("storage", "cannot take the shared lock of %s's files", owner);
+}
+
+static void owner_lock(struct sto *s, const char *owner, struct owner_lock *l)
+{
+    owner_lock_at(s, owner, NULL, l);
 }
 
 static void owner_unlock(struct owner_lock *l)
@@ -259,9 +311,6 @@ static int path_fail(struct opctx *c, int rc, const char *e)
 
 /* ------------------------------------------------------------ writing */
 
-/* Put data as the new version of owner/norm (steps 1-4 in the design
- * comment). Caller holds the owner's stripe. excl: fail with 409 if it
- * exists (create_file answers "already exists" itself before this). */
 /* ---- embeddings (hybrid search; only with cfg.emb) ---- */
 
 #define EMBED_TEXT_MAX ((size_t)32 << 10) /* bytes of a file given to the embedding model */
@@ -362,8 +411,53 @@ static void pend_add(struct sto *s, int64_t file_id, const char *sha)
     pthread_mutex_unlock(&s->pend_mu);
 }
 
+/* put's hook (struct sto_put_hook): the write is queued for its commit,
+ * so it goes on the stripe's inflight list and lets go of the stripe */
+static void flight_queued(void *arg)
+{
+    struct sto_flight *f = arg;
+    struct sto *s = f->lock->s;
+    f->queued = true;
+    f->next = s->inflight[f->lock->i];
+    s->inflight[f->lock->i] = f;
+    owner_unlock(f->lock);
+}
+
+/* f's version is committed: wait until every write of the same file
+ * queued before it has renamed its file (they committed before it), so
+ * that renames follow the commit order; writes of other files rename at
+ * once, each on its own thread */
+static void flight_turn(struct sto_flight *f)
+{
+    struct sto *s = f->lock->s;
+    pthread_mutex_lock(f->lock->m);
+    for (;;) {
+        const struct sto_flight *o = f->next;
+        while (o && (strcmp(o->owner, f->owner) || strcmp(o->path, f->path))) o = o->next;
+        if (!o) break;
+        pthread_cond_wait(&s->stripe_cv[f->lock->i], f->lock->m);
+    }
+    pthread_mutex_unlock(f->lock->m);
+}
+
+/* the write is answered: off the inflight list (the stripe is free) */
+static void flight_land(struct sto_flight *f)
+{
+    struct sto *s = f->lock->s;
+    pthread_mutex_lock(f->lock->m);
+    struct sto_flight **pp = &s->inflight[f->lock->i];
+    while (*pp != f) pp = &(*pp)->next;
+    *pp = f->next;
+    pthread_cond_broadcast(&s->stripe_cv[f->lock->i]);
+    pthread_mutex_unlock(f->lock->m);
+}
+
+/* Put data as the new version of owner/norm (steps 1-4 in the design
+ * comment). Caller holds the owner's stripe; with fl (a plain write, see
+ * put) the stripe is let go once the version is queued for its commit
+ * (flight_queued), and the rename waits for its turn (flight_turn). */
 static int put_locked(struct opctx *c, const char *owner, const char *norm, const char *data,
-                      size_t n, const char *kind, int64_t *seq)
+                      size_t n, const char *kind, int64_t *seq, struct sto_flight *fl)
 {
     struct sto *s = c->s;
     char e[1024] = "", tmp[32] = "", sha[65];
@@ -420,7 +514,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
             int http;
             sto_sha256_hex(old, on, osha);
             if (sto_st_put(s, owner, norm, old, on, osha, "import", index_len(old, on), false,
-                           &oseq, &http, e, sizeof e) == 0) {
+                           &oseq, &http, e, sizeof e, NULL) == 0) {
                 struct sto_file_info f2;
                 if (sto_st_file(s, owner, norm, &f2) == 0) sto_st_clean(s, f2.id, osha);
             }
@@ -436,7 +530,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
     if (s->cfg.quota_bytes > 0 && sto_st_usage(s, owner, &ub, &uf) == 0 &&
         ub + (int64_t)n + (int64_t)index_len(data, n) > s->cfg.quota_bytes &&
         (rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), true, seq,
-                         &http, e, sizeof e))) {
+                         &http, e, sizeof e, NULL))) {
         rc = fail(c, http, rc, "%s", e);
         goto out;
     }
@@ -452,14 +546,16 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
             goto out;
         }
     }
+    struct sto_put_hook hook = {flight_queued, fl};
     rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), false, seq, &http,
-                    e, sizeof e);
+                    e, sizeof e, fl ? &hook : NULL);
     if (rc) {
         if (tmp[0]) unlinkat(dirfd, tmp, 0);
         rc = fail(c, http, rc, "%s", e);
         goto out;
     }
     if (tmp[0]) {
+        if (fl && fl->queued) flight_turn(fl);
         rc = sto_tmp_commit(dirfd, tmp, leaf, false, e, sizeof e);
         if (rc) {
             rc = fail(c, 500, rc, "writing '%s': %s (the new version is recorded and will be "
@@ -479,13 +575,21 @@ out:
     return rc;
 }
 
+/* A plain write. It waits only for the owner's queued writes of a
+ * directory above its path or a file below it, and for a mutation that
+ * waits to drain the stripe; it holds the stripe until its version is
+ * queued for the group commit, so the owner's writes share commits and
+ * still commit and rename in the order they were queued (a store that
+ * commits before it returns keeps the stripe through, as before). */
 static int put(struct opctx *c, const char *owner, const char *norm, const char *data, size_t n,
                const char *kind, int64_t *seq)
 {
     struct owner_lock m;
-    owner_lock(c->s, owner, &m);
-    int rc = put_locked(c, owner, norm, data, n, kind, seq);
-    owner_unlock(&m);
+    struct sto_flight fl = {.owner = owner, .path = norm, .lock = &m};
+    owner_lock_at(c->s, owner, norm, &m);
+    int rc = put_locked(c, owner, norm, data, n, kind, seq, &fl);
+    if (fl.queued) flight_land(&fl);
+    else owner_unlock(&m);
     return rc;
 }
 
@@ -532,7 +636,7 @@ static int op_create_file(struct opctx *c, const struct sto_at *a, json_t **out)
     if (dirfd >= 0) close(dirfd);
     if (rootfd >= 0) close(rootfd);
     int64_t seq = 0;
-    if (!rc && !exists) rc = put_locked(c, owner, norm, "", 0, "create", &seq);
+    if (!rc && !exists) rc = put_locked(c, owner, norm, "", 0, "create", &seq, NULL);
     owner_unlock(&m);
     if (rc) return rc;
     *out = exists ? response("File already exists at: %s", norm)
@@ -806,7 +910,7 @@ static int op_rollback(struct opctx *c, const struct sto_rollback_args *a, json_
         rc = fail(c, 500, AIOS_EIO, "version blob of '%s' is missing", norm);
         goto out;
     }
-    rc = put_locked(c, owner, norm, data, len, "rollback", &seq);
+    rc = put_locked(c, owner, norm, data, len, "rollback", &seq, NULL);
 out:
     owner_unlock(&m);
     free(data);
@@ -1237,7 +1341,7 @@ static void import_tree(struct opctx *c, int dirfd, char *rel, size_t rlen, int 
             if (sto_st_file(c->s, c->agent, rel, &fi) == AIOS_ENOTFOUND &&
                 sto_read_leaf(dirfd, de->d_name, c->s->cfg.max_file_bytes, &data, &len, e, sizeof e) == 0) {
                 int64_t seq;
-                if (put_locked(c, c->agent, rel, data, len, "import", &seq) == 0) (*n)++;
+                if (put_locked(c, c->agent, rel, data, len, "import", &seq, NULL) == 0) (*n)++;
             }
             free(data);
         }
@@ -1587,7 +1691,10 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
     if (!s) return AIOS_ENOMEM;
     s->cfg = *c;
     s->cfg.root_dir = NULL;
-    for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_init(&s->stripes[i], NULL);
+    for (int i = 0; i < STO_N_STRIPES; i++) {
+        pthread_mutex_init(&s->stripes[i], NULL);
+        pthread_cond_init(&s->stripe_cv[i], NULL);
+    }
     pthread_mutex_init(&s->pend_mu, NULL);
     pthread_cond_init(&s->pend_cv, NULL);
     s->sync_fd = -1;
@@ -1649,7 +1756,10 @@ fail:
     sto_close(s);
     return rc;
 fail_early:
-    for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_destroy(&s->stripes[i]);
+    for (int i = 0; i < STO_N_STRIPES; i++) {
+        pthread_mutex_destroy(&s->stripes[i]);
+        pthread_cond_destroy(&s->stripe_cv[i]);
+    }
     pthread_mutex_destroy(&s->pend_mu);
     pthread_cond_destroy(&s->pend_cv);
     free(s->agents_dir);
@@ -1671,7 +1781,10 @@ void sto_close(struct sto *s)
     assert(!s->pend);
     if (s->sync_fd >= 0) close(s->sync_fd);
     if (s->st) s->ops->close(s->st);
-    for (int i = 0; i < STO_N_STRIPES; i++) pthread_mutex_destroy(&s->stripes[i]);
+    for (int i = 0; i < STO_N_STRIPES; i++) {
+        pthread_mutex_destroy(&s->stripes[i]);
+        pthread_cond_destroy(&s->stripe_cv[i]);
+    }
     pthread_mutex_destroy(&s->pend_mu);
     pthread_cond_destroy(&s->pend_cv);
     free(s->agents_dir);

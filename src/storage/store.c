@@ -639,12 +639,18 @@ sqlfail:
 
 static int sq_put(struct sto_store *s, const char *owner, const char *path, const char *data, size_t n,
                const char *sha, const char *kind, size_t n_index, bool dry, int64_t *seq,
-               int *http, char *err, size_t errlen)
+               int *http, char *err, size_t errlen, const struct sto_put_hook *hook)
 {
     *http = 0;
     struct put_args a = {s, owner, path, data, sha, kind, n, n_index, dry, seq, http, err, errlen};
     /* a dry run changes nothing: no fsync to wait for */
-    int rc = write_job(s, put_job, &a, !dry);
+    int rc;
+    if (hook && !dry) {
+        struct sqlgc_job j = {.fn = put_job, .arg = &a, .durable = true};
+        rc = sqlgc_run_queued(s->gc, &j, hook->queued, hook->arg);
+    } else {
+        rc = write_job(s, put_job, &a, !dry);
+    }
     if (dry && rc == STO_DRY_FITS) return 0;
     if (rc && (*http == 0 || *http == 200)) { /* the commit failed, not the job */
         *http = rc == AIOS_ENOSPC ? 507 : 500;

@@ -274,8 +274,10 @@ static bool has_nul(const char *p, size_t n) { return memchr(p, 0, n) != NULL; }
 
 static int pq_put(struct sto_store *s, const char *owner, const char *path, const char *data,
                   size_t n, const char *sha, const char *kind, size_t n_index, bool dry,
-                  int64_t *seq, int *http, char *err, size_t errlen)
+                  int64_t *seq, int *http, char *err, size_t errlen,
+                  const struct sto_put_hook *hook)
 {
+    (void)hook; /* committed before it returns, under the caller's owner lock */
     *http = 500;
     PGconn *c = pg_take(s->pool);
     if (!c) {

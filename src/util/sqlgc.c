@@ -13,7 +13,10 @@
  * job done with its result and wakes the waiters. Jobs that arrive while a
  * batch runs wait for the next one, whose leader is the first of them to
  * wake. A caller returns only when its job's commit is over, so a durable
- * job is answered after the fsync that covers it. A posted job
+ * job is answered after the fsync that covers it. Jobs commit in the
+ * order they were queued; sqlgc_run_queued tells its caller when its job
+ * has its place, so the caller can let go of its own lock before the
+ * fsync and still know what commits first. A posted job
  * (sqlgc_post) has no caller waiting: it joins the next batch when a
  * batch is running or a caller waits to lead one; otherwise its poster
  * commits it at once (no fsync: posted jobs are not durable). A leader
@@ -264,10 +267,20 @@ static void enqueue(struct sqlgc *g, struct sqlgc_job *j)
 
 int sqlgc_run(struct sqlgc *g, struct sqlgc_job *j)
 {
+    return sqlgc_run_queued(g, j, NULL, NULL);
+}
+
+int sqlgc_run_queued(struct sqlgc *g, struct sqlgc_job *j, void (*queued)(void *), void *qarg)
+{
     j->free = NULL;
     pthread_mutex_lock(&g->mu);
     enqueue(g, j);
     g->n_sync++;
+    if (queued) { /* a leader may take j meanwhile: the loop below sees it */
+        pthread_mutex_unlock(&g->mu);
+        queued(qarg);
+        pthread_mutex_lock(&g->mu);
+    }
     while (!j->done) {
         if (g->leading) pthread_cond_wait(&g->cv, &g->mu);
         else lead(g);

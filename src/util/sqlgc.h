@@ -43,6 +43,10 @@ void sqlgc_close(struct sqlgc *g);
 /* Run j in the next commit and wait for it: j->fn's result, or AIOS_EIO /
  * AIOS_ENOSPC (disk full) when the commit itself failed. Thread safe. */
 int sqlgc_run(struct sqlgc *g, struct sqlgc_job *j);
+/* sqlgc_run, calling queued(qarg) once j has its place in the queue (no
+ * lock of sqlgc held): a caller may then let a later write queue behind
+ * it, knowing that its job commits first (jobs commit in queue order). */
+int sqlgc_run_queued(struct sqlgc *g, struct sqlgc_job *j, void (*queued)(void *), void *qarg);
 
 /* Queue j for the next commit without waiting for it (derived data whose
  * loss in a crash costs only statistics). j is heap memory with j->free
