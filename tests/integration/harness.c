@@ -457,6 +457,7 @@ struct sse_ctx {
     size_t n, cap;
     size_t n_text, cap_text;
     int abort_after;
+    atomic_int *seen; /* kf_stream_watch: content events so far */
 };
 
 static int on_chunk(const char *d, size_t n, void *ud)
@@ -500,6 +501,7 @@ static int on_chunk(const char *d, size_t n, void *ud)
                     c->n_text += l;
                     r->text[c->n_text] = 0;
                     r->n_content++;
+                    if (c->seen) atomic_fetch_add(c->seen, 1);
                 }
                 json_t *f = json_object_get(ch, "finish_reason");
                 if (json_is_string(f)) snprintf(r->finish, sizeof r->finish, "%s", json_string_value(f));
@@ -521,10 +523,16 @@ static int on_chunk(const char *d, size_t n, void *ud)
 int kf_stream(struct kernel_fixture *kf, const char *body, struct sse_result *out,
               int abort_after_events)
 {
+    return kf_stream_watch(kf, body, out, abort_after_events, NULL);
+}
+
+int kf_stream_watch(struct kernel_fixture *kf, const char *body, struct sse_result *out,
+                    int abort_after_events, atomic_int *seen)
+{
     memset(out, 0, sizeof *out);
     out->text = calloc(1, 1);
     out->events = json_array();
-    struct sse_ctx c = {.r = out, .abort_after = abort_after_events, .cap_text = 1};
+    struct sse_ctx c = {.r = out, .abort_after = abort_after_events, .cap_text = 1, .seen = seen};
     char url[512];
     snprintf(url, sizeof url, "%s/v1/chat/completions", kf->child.base);
     char auth[300];

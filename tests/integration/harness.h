@@ -7,6 +7,7 @@
 #include "cli/client.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 struct kernel_fixture {
@@ -150,6 +151,11 @@ struct sse_result {
 };
 int kf_stream(struct kernel_fixture *kf, const char *body, struct sse_result *out,
               int abort_after_events);
+/* kf_stream that also counts the content events in *seen as they arrive,
+ * so another thread can tell that this stream is being served (its call
+ * was admitted and produced a token), not merely sent */
+int kf_stream_watch(struct kernel_fixture *kf, const char *body, struct sse_result *out,
+                    int abort_after_events, atomic_int *seen);
 void sse_result_free(struct sse_result *r);
 
 /* content of choices[0].message.content, or NULL */
