@@ -26,12 +26,12 @@
  *         preempt_margin, and the running call has had one time slice.
  *         A pick looks at one call per lane, not at every queued call:
  *         each queue also keeps its calls in per-(agent, target, priority)
- *         FIFO lanes, whose heads are the only candidates (why, above
- *         fair_peek); a pick costs O(lanes with queued calls), at most
- *         the number of agents with calls queued for each target and
- *         priority they use. sched_policy_fair_scan is the same order by a
- *         scan of the whole queue, the reference the tests and the
- *         benchmark compare against.
+ *         FIFO lanes, whose heads are the only candidates (why: at the
+ *         fair section below); a pick costs O(lanes with queued calls):
+ *         the agents with calls queued, times the targets and priorities
+ *         each of them uses. sched_policy_fair_scan is the same order by a
+ *         scan of the whole queue, the reference the benchmark compares
+ *         against (the unit test has a scan of its own).
  *
  * Accounting: the same per-agent record holds the counters reported by
  * /agents/{id}/stats and /metrics (calls, tokens computed vs reused,
