@@ -87,7 +87,8 @@ void sched_get_tuning(struct sched *s, struct sched_tuning *out);
  * (monotonic microseconds; NULL: util_now_us), so tests and benchmarks
  * can drive aging without sleeping. Entry times never go backwards: a
  * call entering the queue is given at least the previous call's time.
- * Before any submit. */
+ * now_us is called with the scheduler's lock held: it must only read a
+ * clock. Before any submit. */
 void sched_set_clock(struct sched *s, int64_t (*now_us)(void *ud), void *ud);
 void sched_set_tuning(struct sched *s, const struct sched_tuning *t);
 /* default priority for calls of `agent` that carry none of their own */
