@@ -106,6 +106,9 @@ struct syscall {
     int refs;                     /* atomic */
     struct syscall *next;         /* queue link, owned by the scheduler */
     /* owned by the scheduler, guarded by its lock */
+    struct syscall *sched_prev;   /* queue link back */
+    void *sched_lane;             /* fair: its (agent, target, priority) lane */
+    struct syscall *sched_lane_prev, *sched_lane_next; /* in that lane, oldest first */
     void *sched_agent;            /* the agent's record, set at submit */
     /* called once when the call becomes final, with no lock held, before
      * notify wakes the waiter (so accounting is never behind the answer) */

@@ -24,6 +24,14 @@
  *         running call when a waiting one has a higher effective priority,
  *         or the same and its agent is less served by more than
  *         preempt_margin, and the running call has had one time slice.
+ *         A pick looks at one call per lane, not at every queued call:
+ *         each queue also keeps its calls in per-(agent, target, priority)
+ *         FIFO lanes, whose heads are the only candidates (why: at the
+ *         fair section below); a pick costs O(lanes with queued calls):
+ *         the agents with calls queued, times the targets and priorities
+ *         each of them uses. sched_policy_fair_scan is the same order by a
+ *         scan of the whole queue, the reference the benchmark compares
+ *         against (the unit test has a scan of its own).
  *
  * Accounting: the same per-agent record holds the counters reported by
  * /agents/{id}/stats and /metrics (calls, tokens computed vs reused,
@@ -68,7 +76,19 @@ struct sched_agent {
     int64_t n_queued, n_running;
     int n_running_kind[SYSCALL_KIND__COUNT]; /* running calls of each kind */
     int n_queued_kind[SYSCALL_KIND__COUNT];  /* queued calls of each kind */
+    struct sched_lane *lanes; /* its lanes, every kind (policy->lanes) */
     struct sched_agent_stats st;
+};
+
+/* fair's per-(agent, target, priority) FIFO of queued calls of one kind
+ * (see sched.h's struct sched_queue) */
+struct sched_lane {
+    struct sched_lane *next_agent; /* the agent's lanes */
+    struct sched_lane *prev, *next; /* the queue's non-empty lanes */
+    struct sched_agent *agent;
+    void *target;
+    int kind, priority;
+    struct syscall *head, *tail; /* by sched_seq */
 };
 
 struct sched {
@@ -88,6 +108,9 @@ struct sched {
     int agent_cap[SYSCALL_KIND__COUNT];
     uint64_t n_submitted, n_finished, n_preempted;
     uint64_t seq; /* enqueue counter: arrival order, even within a microsecond */
+    int64_t t_last_enq; /* the latest queue entry time given (sched_enq_time) */
+    int64_t (*clock)(void *ud); /* sched_set_clock, or NULL: util_now_us */
+    void *clock_ud;
     struct syscall *running[SYSCALL_KIND__COUNT]; /* handed out, not done: newest first */
     struct sched_preemptor *pre; /* preempt.c, or NULL */
     bool stopping;
@@ -186,28 +209,81 @@ static bool eligible(const struct sched_queue *q, const struct syscall *sc, cons
 
 /* ---- queue primitives (lock held) ---- */
 
+static void lane_append(struct sched_queue *q, struct sched_lane *l, struct syscall *sc)
+{
+    sc->sched_lane_next = NULL;
+    sc->sched_lane_prev = l->tail;
+    if (l->tail) {
+        l->tail->sched_lane_next = sc;
+    } else {
+        l->head = sc;
+        /* the lane becomes non-empty: list it */
+        l->prev = NULL;
+        l->next = q->lanes;
+        if (q->lanes) q->lanes->prev = l;
+        q->lanes = l;
+        q->n_lanes++;
+    }
+    l->tail = sc;
+}
+
+static void lane_unlink(struct sched_queue *q, struct sched_lane *l, struct syscall *sc)
+{
+    if (sc->sched_lane_prev) sc->sched_lane_prev->sched_lane_next = sc->sched_lane_next;
+    else l->head = sc->sched_lane_next;
+    if (sc->sched_lane_next) sc->sched_lane_next->sched_lane_prev = sc->sched_lane_prev;
+    else l->tail = sc->sched_lane_prev;
+    sc->sched_lane_prev = sc->sched_lane_next = NULL;
+    if (l->head) return;
+    /* empty: off the list (it stays with its agent for the next call) */
+    if (l->prev) l->prev->next = l->next;
+    else q->lanes = l->next;
+    if (l->next) l->next->prev = l->prev;
+    l->prev = l->next = NULL;
+    assert(q->n_lanes > 0);
+    q->n_lanes--;
+}
+
 static void queue_append(struct sched_queue *q, struct syscall *sc)
 {
     sc->next = NULL;
+    sc->sched_prev = q->tail;
     if (q->tail) q->tail->next = sc;
     else q->head = sc;
     q->tail = sc;
     q->n++;
 }
 
+/* false when sc was not queued here */
 static bool queue_unlink(struct sched_queue *q, struct syscall *sc)
 {
-    struct syscall *prev = NULL;
-    for (struct syscall *x = q->head; x; prev = x, x = x->next) {
-        if (x != sc) continue;
-        if (prev) prev->next = x->next;
-        else q->head = x->next;
-        if (q->tail == x) q->tail = prev;
-        x->next = NULL;
-        q->n--;
-        return true;
-    }
-    return false;
+    if (!sc->sched_prev && q->head != sc) return false;
+    if (sc->sched_prev) sc->sched_prev->next = sc->next;
+    else q->head = sc->next;
+    if (sc->next) sc->next->sched_prev = sc->sched_prev;
+    else q->tail = sc->sched_prev;
+    sc->next = sc->sched_prev = NULL;
+    assert(q->n > 0);
+    q->n--;
+    if (sc->sched_lane) lane_unlink(q, sc->sched_lane, sc);
+    return true;
+}
+
+/* The lane of agent a for calls of kind to target at priority, made on
+ * first use; NULL when out of memory. Lanes live as long as their agent. */
+static struct sched_lane *lane_get(struct sched_agent *a, int kind, void *target, int priority)
+{
+    for (struct sched_lane *l = a->lanes; l; l = l->next_agent)
+        if (l->kind == kind && l->target == target && l->priority == priority) return l;
+    struct sched_lane *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->agent = a;
+    l->kind = kind;
+    l->target = target;
+    l->priority = priority;
+    l->next_agent = a->lanes;
+    a->lanes = l;
+    return l;
 }
 
 /* ---- FIFO: arrival order, no preemption (AIOS's default) ---- */
@@ -251,13 +327,23 @@ const struct sched_policy sched_policy_rr = {
     .should_preempt = rr_should_preempt, .slice_expired = rr_slice_expired,
 };
 
-/* ---- fair: least attained service per agent, priorities, aging ---- */
+/* ---- fair: least attained service per agent, priorities, aging ----
+ *
+ * The order: the highest effective priority first, then the least-served
+ * agent, then the lowest sched_seq (arrival). sched_seq is unique, so this
+ * is a strict total order and the first call under it does not depend on
+ * where a scan starts. Every call of a lane has the same priority, agent
+ * (so service) and target (so eligibility), and a later sched_seq comes
+ * with an entry time no earlier (sched_enq_time), so an effective priority
+ * no higher: the lane's head comes first among its calls, and the queue's
+ * first call is the first of the eligible lane heads. The highest priority
+ * waiting for a target is the highest of its lanes' priorities. */
 
 static int top_priority(struct sched_queue *q, void *target)
 {
     int top = SYSCALL_PRIORITY_MIN;
-    for (struct syscall *sc = q->head; sc; sc = sc->next)
-        if ((!target || sc->target == target) && sc->priority > top) top = sc->priority;
+    for (const struct sched_lane *l = q->lanes; l; l = l->next)
+        if ((!target || l->target == target) && l->priority > top) top = l->priority;
     return top;
 }
 
@@ -279,13 +365,23 @@ static bool fair_before(int pa, const struct syscall *a, int pb, const struct sy
     return a->sched_seq < b->sched_seq;
 }
 
+static int64_t sched_clock(const struct sched *s);
+
+static void fair_push(struct sched_queue *q, struct syscall *sc)
+{
+    assert(sc->sched_lane);
+    queue_append(q, sc);
+    lane_append(q, sc->sched_lane, sc);
+}
+
 static struct syscall *fair_peek(struct sched_queue *q, void *target)
 {
     int top = top_priority(q, target);
-    int64_t now = util_now_us();
+    int64_t now = sched_clock(q->s);
     struct syscall *best = NULL;
     int best_p = 0;
-    for (struct syscall *sc = q->head; sc; sc = sc->next) {
+    for (const struct sched_lane *l = q->lanes; l; l = l->next) {
+        struct syscall *sc = l->head;
         if (!eligible(q, sc, target)) continue;
         int p = eff_priority(q, sc, top, now);
         if (!best || fair_before(p, sc, best_p, best)) {
@@ -303,22 +399,74 @@ static struct syscall *fair_pick(struct sched_queue *q, void *target)
     return sc;
 }
 
-static bool fair_should_preempt(struct sched_queue *q, struct syscall *r, struct syscall *w)
+/* should running r give way to waiting w; top(): the highest priority
+ * waiting for a target */
+static bool fair_should_preempt_top(struct sched_queue *q, struct syscall *r, struct syscall *w,
+                                    int (*top_of)(struct sched_queue *, void *))
 {
     const struct sched_tuning *t = &q->s->tun;
     if (r->sched_agent == w->sched_agent) return false;
     /* one slice of guaranteed progress, so two calls cannot thrash */
     if (t->time_slice_us > 0 && util_now_us() - r->sched_t_run_us < t->time_slice_us) return false;
-    int top = top_priority(q, w->target);
+    int top = top_of(q, w->target);
     if (r->priority > top) top = r->priority;
-    int pw = eff_priority(q, w, top, util_now_us());
+    int pw = eff_priority(q, w, top, sched_clock(q->s));
     if (pw != r->priority) return pw > r->priority;
     return service_of(w) + t->preempt_margin < service_of(r);
 }
 
+static bool fair_should_preempt(struct sched_queue *q, struct syscall *r, struct syscall *w)
+{
+    return fair_should_preempt_top(q, r, w, top_priority);
+}
+
 const struct sched_policy sched_policy_fair = {
-    .name = "fair", .push = queue_append, .pick = fair_pick, .peek = fair_peek,
-    .should_preempt = fair_should_preempt, .slice_expired = NULL,
+    .name = "fair", .push = fair_push, .pick = fair_pick, .peek = fair_peek,
+    .should_preempt = fair_should_preempt, .slice_expired = NULL, .lanes = true,
+};
+
+/* the reference: the same order by scanning every queued call */
+
+static int scan_top_priority(struct sched_queue *q, void *target)
+{
+    int top = SYSCALL_PRIORITY_MIN;
+    for (struct syscall *sc = q->head; sc; sc = sc->next)
+        if ((!target || sc->target == target) && sc->priority > top) top = sc->priority;
+    return top;
+}
+
+static struct syscall *scan_peek(struct sched_queue *q, void *target)
+{
+    int top = scan_top_priority(q, target);
+    int64_t now = sched_clock(q->s);
+    struct syscall *best = NULL;
+    int best_p = 0;
+    for (struct syscall *sc = q->head; sc; sc = sc->next) {
+        if (!eligible(q, sc, target)) continue;
+        int p = eff_priority(q, sc, top, now);
+        if (!best || fair_before(p, sc, best_p, best)) {
+            best = sc;
+            best_p = p;
+        }
+    }
+    return best;
+}
+
+static struct syscall *scan_pick(struct sched_queue *q, void *target)
+{
+    struct syscall *sc = scan_peek(q, target);
+    if (sc) queue_unlink(q, sc);
+    return sc;
+}
+
+static bool scan_should_preempt(struct sched_queue *q, struct syscall *r, struct syscall *w)
+{
+    return fair_should_preempt_top(q, r, w, scan_top_priority);
+}
+
+const struct sched_policy sched_policy_fair_scan = {
+    .name = "fair_scan", .push = queue_append, .pick = scan_pick, .peek = scan_peek,
+    .should_preempt = scan_should_preempt, .slice_expired = NULL,
 };
 
 const struct sched_policy *sched_policy_find(const char *name)
@@ -328,6 +476,31 @@ const struct sched_policy *sched_policy_find(const char *name)
     if (!strcmp(name, "rr")) return &sched_policy_rr;
     if (!strcmp(name, "fair")) return &sched_policy_fair;
     return NULL;
+}
+
+/* ---- clock ---- */
+
+static int64_t sched_clock(const struct sched *s)
+{
+    return s->clock ? s->clock(s->clock_ud) : util_now_us();
+}
+
+/* the entry time of a call entering a queue now (lock held): never before
+ * the previous one's, so within a lane entry times follow sched_seq */
+static int64_t sched_enq_time(struct sched *s)
+{
+    int64_t t = sched_clock(s);
+    if (t < s->t_last_enq) t = s->t_last_enq;
+    s->t_last_enq = t;
+    return t;
+}
+
+void sched_set_clock(struct sched *s, int64_t (*now_us)(void *ud), void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    s->clock = now_us;
+    s->clock_ud = ud;
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- lifecycle and configuration ---- */
@@ -375,6 +548,12 @@ void sched_destroy(struct sched *s)
     struct sched_agent *a = s->agents;
     while (a) {
         struct sched_agent *n = a->next_all;
+        while (a->lanes) {
+            struct sched_lane *l = a->lanes;
+            a->lanes = l->next_agent;
+            assert(!l->head); /* shutdown drained every queue */
+            free(l);
+        }
         free(a->name);
         free(a);
         a = n;
@@ -500,7 +679,10 @@ int sched_submit(struct sched *s, struct syscall *sc)
 
     pthread_mutex_lock(&s->mu);
     struct sched_agent *a = s->stopping ? NULL : agent_get(s, sc->agent, true);
-    if (!a) {
+    int prio = a && !sc->priority_set ? a->priority : sc->priority;
+    struct sched_lane *lane = NULL;
+    if (a && s->policy->lanes) lane = lane_get(a, sc->kind, sc->target, prio);
+    if (!a || (s->policy->lanes && !lane)) {
         bool stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_lock(&sc->mu);
@@ -510,7 +692,8 @@ int sched_submit(struct sched *s, struct syscall *sc)
         syscall_unref(sc);
         return stopping ? AIOS_ESHUTDOWN : AIOS_ENOMEM;
     }
-    if (!sc->priority_set) sc->priority = a->priority;
+    sc->priority = prio;
+    sc->sched_lane = lane;
     agent_activate(s, a);
     a->n_queued++;
     a->n_queued_kind[sc->kind]++;
@@ -519,7 +702,7 @@ int sched_submit(struct sched *s, struct syscall *sc)
     sc->sched_agent = a;
     sc->on_final = account_final;
     sc->on_final_ud = s;
-    sc->sched_t_enq_us = now;
+    sc->sched_t_enq_us = sched_enq_time(s);
     sc->sched_seq = ++s->seq;
     s->policy->push(&s->q[sc->kind], sc);
     s->n_submitted++;
@@ -870,7 +1053,7 @@ int sched_preempt(struct sched *s, struct syscall *sc)
         if (a) a->n_queued++;
         if (a) a->n_queued_kind[sc->kind]++;
         sc->sched_t_expect_end_us = 0;
-        sc->sched_t_enq_us = now;
+        sc->sched_t_enq_us = sched_enq_time(s);
         sc->sched_seq = ++s->seq;
         s->n_preempted++;
         s->policy->push(&s->q[sc->kind], sc);

@@ -25,11 +25,24 @@ struct sched_policy {
     struct syscall *(*peek)(struct sched_queue *q, void *target);
     bool (*should_preempt)(struct sched_queue *q, struct syscall *running, struct syscall *waiting);
     bool (*slice_expired)(struct sched_queue *q, struct syscall *running);
+    /* the policy orders by lanes (see struct sched_queue): sched_submit
+     * gives each call its lane before push() */
+    bool lanes;
 };
 
+/* A queue: every queued call in arrival order (head..tail, doubly
+ * linked), and for policies with lanes, the same calls also in lanes: one
+ * FIFO per (agent, target, priority), the non-empty lanes listed in
+ * `lanes`. Within a lane every call has the same agent, target and
+ * priority and entered the queue no earlier than the one before it, so
+ * its head comes first among them under fair's order; a pick compares
+ * lane heads only (O(lanes with queued calls), not O(queued calls)). */
+struct sched_lane;
 struct sched_queue {
     struct syscall *head, *tail;
     size_t n;
+    struct sched_lane *lanes; /* non-empty lanes (policy->lanes) */
+    size_t n_lanes;
     struct sched *s; /* owner, for policies that read agent state/tuning */
 };
 
@@ -52,6 +65,11 @@ struct sched_stats {
 extern const struct sched_policy sched_policy_fifo;
 extern const struct sched_policy sched_policy_rr;
 extern const struct sched_policy sched_policy_fair;
+/* fair's order by a scan of the whole queue on every pick (O(queued
+ * calls), no lanes): the straightforward form that fair's lanes must
+ * agree with, kept as the reference for the benchmark (bench/bench_sched.c).
+ * Not selectable by configuration. */
+extern const struct sched_policy sched_policy_fair_scan;
 /* "fifo", "rr" or "fair"; NULL for an unknown name */
 const struct sched_policy *sched_policy_find(const char *name);
 
@@ -65,6 +83,13 @@ void sched_destroy(struct sched *s);
  * of the config module). */
 int sched_configure(struct sched *s, const void *cfg, char *err, size_t errlen);
 void sched_get_tuning(struct sched *s, struct sched_tuning *out);
+/* The clock the scheduler reads for queue entry times and aging
+ * (monotonic microseconds; NULL: util_now_us), so tests and benchmarks
+ * can drive aging without sleeping. Entry times never go backwards: a
+ * call entering the queue is given at least the previous call's time.
+ * now_us is called with the scheduler's lock held: it must only read a
+ * clock. Before any submit. */
+void sched_set_clock(struct sched *s, int64_t (*now_us)(void *ud), void *ud);
 void sched_set_tuning(struct sched *s, const struct sched_tuning *t);
 /* default priority for calls of `agent` that carry none of their own */
 int sched_set_agent_priority(struct sched *s, const char *agent, int priority);
