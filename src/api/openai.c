@@ -387,6 +387,24 @@ static json_t *usage_json(const struct llm_res *res)
                      res->n_prompt - res->n_prompt_computed);
 }
 
+/* llama-server's "timings" object, for a call of the embedded engine (a
+ * remote model's answer has none: NULL): the prompt tokens this call
+ * computed (prompt_n; cache_n were reused) and the time until its first
+ * token (prompt_ms), the tokens it generated (predicted_n) and the time
+ * from the first to the last (predicted_ms). Wall times of a batch the
+ * call shared with others. */
+static json_t *timings_json(const struct llm_res *res)
+{
+    if (res->upstream) return NULL;
+    double pms = (double)res->t_prefill_us / 1000.0, dms = (double)res->t_decode_us / 1000.0;
+    int pn = res->n_prompt_computed, dn = res->n_gen;
+    return json_pack("{s:i,s:i,s:f,s:f,s:f,s:i,s:f,s:f,s:f}", "cache_n", res->n_prompt - pn,
+                     "prompt_n", pn, "prompt_ms", pms, "prompt_per_token_ms", pn ? pms / pn : 0.0,
+                     "prompt_per_second", pms > 0 ? pn * 1000.0 / pms : 0.0, "predicted_n", dn,
+                     "predicted_ms", dms, "predicted_per_token_ms", dn ? dms / dn : 0.0,
+                     "predicted_per_second", dms > 0 ? dn * 1000.0 / dms : 0.0);
+}
+
 /* choices[].logprobs: {"content": entries, "refusal": null}; entries NULL:
  * what a remote upstream gave (null when it gave none) */
 static json_t *logprobs_json(json_t *entries, bool upstream)
@@ -454,6 +472,9 @@ static enum MHD_Result chat_finish(struct api_req *r)
                              "chat.completion", "created", (json_int_t)cs->created, "model",
                              cs->model, "choices", choice, "usage", usage_json(res), "aios",
                              timing_json(sc));
+    json_t *tm = timings_json(res);
+    if (body && tm) json_object_set_new(body, "timings", tm);
+    else json_decref(tm);
     chat_memory(r, json_object_get(body, "aios"));
     return api_send_json(r, 200, body);
 }
@@ -559,6 +580,9 @@ static int chat_stream_fmt(struct api_req *r, const char *delta, size_t n, bool 
         }
         json_t *c = chunk(cs, json_object(), sr.finish);
         if (c) json_object_set_new(c, "aios", timing_json(sc));
+        json_t *tm = timings_json(res);
+        if (c && tm) json_object_set_new(c, "timings", tm);
+        else json_decref(tm);
         if (c) chat_memory(r, json_object_get(c, "aios"));
         rc = append_event(out, n_out, cap_out, c);
         if (!rc && cs->include_usage) {

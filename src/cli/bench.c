@@ -67,6 +67,10 @@ struct call_rec {
     double t_start, t_end; /* seconds since the bench start */
     int prompt, cached, completion;
     long status;
+    /* the answer's "timings" (aios's embedded engine, llama-server), ms;
+     * has_timings false without them */
+    bool has_timings;
+    double prompt_ms, predicted_ms;
 };
 
 struct agent {
@@ -231,6 +235,12 @@ static int agent_turn(struct agent *a, CURL *c, json_t *msgs, int turn)
     r->completion = (int)json_integer_value(json_object_get(u, "completion_tokens"));
     r->cached = (int)json_integer_value(
         json_object_get(json_object_get(u, "prompt_tokens_details"), "cached_tokens"));
+    json_t *tm = json_object_get(j, "timings");
+    if (json_is_object(tm)) {
+        r->has_timings = true;
+        r->prompt_ms = json_number_value(json_object_get(tm, "prompt_ms"));
+        r->predicted_ms = json_number_value(json_object_get(tm, "predicted_ms"));
+    }
     json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "assistant", "content",
                                           json_is_string(content) ? json_string_value(content) : ""));
     json_decref(j);
@@ -782,7 +792,8 @@ static int bench_agents(int argc, char **argv)
         goto out;
     }
     int64_t prompt = 0, cached = 0, completion = 0;
-    int n_lat = 0, n_err = 0;
+    int n_lat = 0, n_err = 0, n_timed = 0;
+    double prompt_ms = 0, predicted_ms = 0; /* summed over the calls with timings */
     double sx = 0, sxx = 0;
     for (int i = 0; i < o.n_agents; i++) {
         struct agent *a = &ags[i];
@@ -794,6 +805,11 @@ static int bench_agents(int argc, char **argv)
             prompt += r->prompt;
             cached += r->cached;
             completion += r->completion;
+            if (r->status == 200 && r->has_timings) {
+                n_timed++;
+                prompt_ms += r->prompt_ms;
+                predicted_ms += r->predicted_ms;
+            }
         }
         /* sequential: an agent's own time starts when its first call does */
         double start = o.sequential ? a->calls[0].t_start : 0;
@@ -823,6 +839,10 @@ static int bench_agents(int argc, char **argv)
             (json_int_t)prompt, "prompt_cached", (json_int_t)cached, "prompt_computed",
             (json_int_t)(prompt - cached), "completion", (json_int_t)completion, "calls", n_lat,
             "errors", n_err);
+        if (n_timed)
+            json_object_set_new(j, "timings", json_pack("{s:i,s:f,s:f}", "calls", n_timed,
+                                                        "prompt_s", prompt_ms / 1000.0,
+                                                        "predicted_s", predicted_ms / 1000.0));
         if (o.server_model) json_object_set_new(j, "slots", json_integer(o.slots));
         if (o.kernel_tool) json_object_set_new(j, "kernel_tool", json_true());
         if (o.kernel_model) {
@@ -857,6 +877,11 @@ static int bench_agents(int argc, char **argv)
         printf("  %-28s %10lld\n", "  reused (cached)", (long long)cached);
         printf("  %-28s %10lld\n", "generated tokens", (long long)completion);
         printf("  %-28s %10d of %d\n", "calls ok", n_lat, total);
+        if (n_timed) { /* the server's own timings, summed over its calls */
+            printf("  %-28s %10.2f s over %d calls\n", "server: prompt (prefill)", prompt_ms / 1000.0,
+                   n_timed);
+            printf("  %-28s %10.2f s\n", "server: generation (decode)", predicted_ms / 1000.0);
+        }
         if (inter_on) {
             printf("  %-28s %6.2f / %.2f s over %d calls (priority %d)\n",
                    "interactive p50/p95", ip50, ip95, n_inter, o.inter_prio);

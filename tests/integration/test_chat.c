@@ -119,6 +119,17 @@ static void test_chat_shape(void **state)
     else assert_string_equal(fr, "stop");
     json_t *a = json_object_get(j, "aios");
     assert_true(json_number_value(json_object_get(a, "turnaround_time")) > 0);
+    /* llama-server's timings: the same token counts as usage */
+    json_t *tm = json_object_get(j, "timings");
+    assert_true(json_is_object(tm));
+    json_int_t pn = json_integer_value(json_object_get(tm, "prompt_n"));
+    assert_true(pn >= 1);
+    assert_int_equal(pn + json_integer_value(json_object_get(tm, "cache_n")), pt);
+    assert_int_equal(json_integer_value(json_object_get(tm, "predicted_n")), ct);
+    assert_true(json_number_value(json_object_get(tm, "prompt_ms")) > 0);
+    assert_true(json_number_value(json_object_get(tm, "predicted_ms")) >= 0);
+    assert_true(json_number_value(json_object_get(tm, "prompt_ms")) <=
+                1000.0 * json_number_value(json_object_get(a, "turnaround_time")));
     json_decref(j);
     free(b);
 }
