@@ -595,34 +595,35 @@ static void seq_unlink(struct llama_engine *e, struct seq *s)
 
 static void publish_stats(struct llama_engine *e);
 
-/* A finished sequence's slot becomes a retained conversation (when the
- * engine retains): s leaves the run list and gives up its slot. */
-static void seq_retain(struct llama_engine *e, struct seq *s)
+/* s leaves the run list and gives up its slot: with keep (a finished
+ * call, when the engine retains) the slot becomes a retained
+ * conversation, else its cells are removed. */
+static void seq_drop_slot(struct llama_engine *e, struct seq *s, bool keep)
 {
     seq_unlink(e, s);
-    if (s->id < 0 || !e->retain || s->n_past <= 0) return;
+    if (s->id < 0) return;
     struct slot *sl = &e->slots[s->id];
-    sl->kind = SLOT_RETAINED;
-    sl->seq = NULL;
-    sl->agent = strdup(s->sc->agent ? s->sc->agent : "");
-    sl->toks = s->toks;
-    sl->n_toks = s->n_past;
-    sl->n_exact = s->n_exact < s->n_past ? s->n_exact : s->n_past;
-    sl->t_used_us = util_now_us();
-    s->toks = NULL;
-    s->id = -1;
-    /* cells past n_past do not exist; nothing to trim */
-}
-
-/* Free everything of s; the syscall must already be final. A slot s
- * still holds is cleared (seq_retain first keeps it). */
-static void seq_end(struct llama_engine *e, struct seq *s)
-{
-    seq_unlink(e, s);
-    if (s->id >= 0) {
-        e->slots[s->id].kind = SLOT_SEQ; /* so slot_clear removes the cells */
+    if (keep && e->retain && s->n_past > 0) {
+        sl->kind = SLOT_RETAINED;
+        sl->seq = NULL;
+        sl->agent = strdup(s->sc->agent ? s->sc->agent : "");
+        sl->toks = s->toks;
+        sl->n_toks = s->n_past;
+        sl->n_exact = s->n_exact < s->n_past ? s->n_exact : s->n_past;
+        sl->t_used_us = util_now_us();
+        s->toks = NULL;
+        /* cells past n_past do not exist; nothing to trim */
+    } else {
+        sl->kind = SLOT_SEQ; /* so slot_clear removes the cells */
         slot_clear(e, s->id);
     }
+    s->id = -1;
+}
+
+/* Free everything of s; the syscall must already be final. */
+static void seq_end(struct llama_engine *e, struct seq *s)
+{
+    seq_drop_slot(e, s, false);
     if (s->snap) ctx_snap_free(e->store, s->snap);
     if (s->smpl) llama_sampler_free(s->smpl);
     free(s->g.raw);
@@ -747,9 +748,10 @@ static void seq_finish(struct llama_engine *e, struct seq *s, const char *reason
               res->t_decode_us / 1000.0);
     log_set_request_id(prev_rid);
     s->res = NULL;
-    /* the slot is retained and the statistics say so before the caller
-     * has its answer: what it reads next (GET /status) is not stale */
-    seq_retain(e, s);
+    /* the slot is retained (or freed) and the statistics say so before
+     * the caller has its answer: what it reads next (GET /status) is not
+     * stale */
+    seq_drop_slot(e, s, true);
     publish_stats(e);
     syscall_finish(s->sc, res, llm_res_free);
     seq_end(e, s);

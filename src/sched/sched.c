@@ -374,22 +374,31 @@ static void fair_push(struct sched_queue *q, struct syscall *sc)
     lane_append(q, sc->sched_lane, sc);
 }
 
+/* the first of the candidates in fair's order: a pick's running best */
+struct fair_best {
+    struct sched_queue *q;
+    void *target;
+    int top;
+    int64_t now;
+    struct syscall *sc;
+    int p;
+};
+
+static void fair_consider(struct fair_best *b, struct syscall *sc)
+{
+    if (!eligible(b->q, sc, b->target)) return;
+    int p = eff_priority(b->q, sc, b->top, b->now);
+    if (!b->sc || fair_before(p, sc, b->p, b->sc)) {
+        b->sc = sc;
+        b->p = p;
+    }
+}
+
 static struct syscall *fair_peek(struct sched_queue *q, void *target)
 {
-    int top = top_priority(q, target);
-    int64_t now = sched_clock(q->s);
-    struct syscall *best = NULL;
-    int best_p = 0;
-    for (const struct sched_lane *l = q->lanes; l; l = l->next) {
-        struct syscall *sc = l->head;
-        if (!eligible(q, sc, target)) continue;
-        int p = eff_priority(q, sc, top, now);
-        if (!best || fair_before(p, sc, best_p, best)) {
-            best = sc;
-            best_p = p;
-        }
-    }
-    return best;
+    struct fair_best b = {q, target, top_priority(q, target), sched_clock(q->s), NULL, 0};
+    for (const struct sched_lane *l = q->lanes; l; l = l->next) fair_consider(&b, l->head);
+    return b.sc;
 }
 
 static struct syscall *fair_pick(struct sched_queue *q, void *target)
@@ -437,19 +446,9 @@ static int scan_top_priority(struct sched_queue *q, void *target)
 
 static struct syscall *scan_peek(struct sched_queue *q, void *target)
 {
-    int top = scan_top_priority(q, target);
-    int64_t now = sched_clock(q->s);
-    struct syscall *best = NULL;
-    int best_p = 0;
-    for (struct syscall *sc = q->head; sc; sc = sc->next) {
-        if (!eligible(q, sc, target)) continue;
-        int p = eff_priority(q, sc, top, now);
-        if (!best || fair_before(p, sc, best_p, best)) {
-            best = sc;
-            best_p = p;
-        }
-    }
-    return best;
+    struct fair_best b = {q, target, scan_top_priority(q, target), sched_clock(q->s), NULL, 0};
+    for (struct syscall *sc = q->head; sc; sc = sc->next) fair_consider(&b, sc);
+    return b.sc;
 }
 
 static struct syscall *scan_pick(struct sched_queue *q, void *target)
