@@ -20,7 +20,7 @@ struct llm_engine_stats {
     int n_kv_cells;  /* cells those hold (running and paused calls' tokens so far, retained
                         conversations' tokens; a shared prefix counts once per holder) */
     /* totals */
-    uint64_t n_steps, n_calls;
+    uint64_t n_steps, n_calls;   /* n_steps is published as each step begins, the rest after it */
     uint64_t n_split_steps;      /* steps decoded in more than one llama_decode call (step()) */
     uint64_t n_rows_tiled;       /* prompt tokens computed in whole 64-row tiles (not batch
                                     invariant: other rounding, faster) */

@@ -1459,6 +1459,11 @@ static void step(struct llama_engine *e)
         e->st.n_padded_steps += padded;
     }
     e->st.n_steps++;
+    /* published as the step begins (the rest after it): a caller can see
+     * that a step is under way */
+    pthread_mutex_lock(&e->stats_mu);
+    e->pub.n_steps = e->st.n_steps;
+    pthread_mutex_unlock(&e->stats_mu);
     if (next_cut(0, b->n_tokens, tiled) < b->n_tokens) e->st.n_split_steps++;
     bool abortable = !lane && !padded && !e->prev_aborted;
     e->prev_aborted = false;

@@ -557,13 +557,16 @@ static void test_urgent_stops_step(void **state)
                            .priority = 10, .unseeded = true};
     struct eng t;
     eng_open_ctx(&t, 8192, "      n_batch: 8192\n      prefill_chunk: 8192\n      retain: false\n", NULL);
+    struct llm_engine_stats st0 = {0};
+    assert_int_equal(llm_engine_get_stats(t.core, &st0), 0);
     struct syscall *b = submit(&t, &lo);
-    /* admitted: its one prefill step starts now and takes a while */
-    for (int i = 0; i < 2000; i++) {
-        pthread_mutex_lock(&b->mu);
-        bool running = b->status == SYSCALL_STATUS_RUNNING;
-        pthread_mutex_unlock(&b->mu);
-        if (running) break;
+    /* its one prefill step has begun (n_steps is published as a step
+     * begins) and takes a while: the urgent call comes during it, not in
+     * time to be admitted into it */
+    for (int i = 0; i < 20000; i++) {
+        struct llm_engine_stats s1;
+        assert_int_equal(llm_engine_get_stats(t.core, &s1), 0);
+        if (s1.n_steps > st0.n_steps) break;
         usleep(500);
     }
     struct syscall *u = submit(&t, &ur);
