@@ -68,6 +68,8 @@ enum {
     ST_VEC_MISSING,
     ST_BM25_SOME,
     ST_GET_NID,
+    ST_IDF,
+    ST_TF,
     ST__COUNT
 };
 
@@ -86,7 +88,12 @@ static const char *const k_sql[ST__COUNT] = {
                  "WHERE agent=?1 AND id=?2",
     /* every match with its BM25 score, in row id order: scan_top() keeps
      * the best k of the agent's (see there for why not ORDER BY rank) */
-    [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts, ?2, ?3) FROM notes_fts f WHERE notes_fts MATCH ?1",
+    [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts, ?2, ?3, ?4) FROM notes_fts f WHERE notes_fts MATCH ?1",
+    /* the IDFs of a query's words (scan_pruned); no row: nothing matches */
+    [ST_IDF] = "SELECT aios_idf(notes_fts, ?2, ?3) FROM notes_fts WHERE notes_fts MATCH ?1 LIMIT 1",
+    /* the rows with some of a query's words, each with how often it holds
+     * every word of ?2 (scan_pruned) */
+    [ST_TF] = "SELECT f.rowid, aios_tf(notes_fts, ?2) FROM notes_fts f WHERE notes_fts MATCH ?1",
     [ST_IS_AGENT] = "SELECT 1 FROM notes WHERE nid=?1 AND agent=?2",
     [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
     [ST_VEC_SET] = "INSERT OR REPLACE INTO notes_vec(nid, agent, vec) "
@@ -181,27 +188,31 @@ static const char k_schema[] =
     " UPDATE note_usage SET n_bytes = n_bytes + " NOTE_BYTES("new") " - " NOTE_BYTES("old")
     " WHERE agent = new.agent; END;";
 
-/* IDF of each phrase of a query, kept across queries (the store's
- * idf_cache, a leaf lock). Counting the rows that hold a phrase walks its
- * whole doclist: for a query whose words are in most notes that was over
- * half of a retrieval's instructions and grew with every agent's notes
- * (docs/performance.md). A kept entry is used while the index has changed
- * by at most 1/IDF_DRIFT of its rows since it was counted, so a phrase's
- * IDF is off by at most that share of the corpus; below IDF_MIN_ROWS rows
- * it is always counted exactly. */
-#define IDF_SLOTS 256
+/* IDF of each word of a query, kept across queries (the store's
+ * idf_cache, a leaf lock), by word: a word common to many queries
+ * ("meeting") is counted once for all of them. Counting the rows that hold
+ * a word walks its whole doclist: for a query whose words are in most
+ * notes that was over half of a retrieval's instructions and grew with
+ * every agent's notes (docs/performance.md). A kept entry is used while at
+ * most 1/IDF_DRIFT as many notes as the index had when it was counted have
+ * been added, changed or removed since (n_changes), so a word's IDF is off
+ * by at most that share of the corpus; below IDF_MIN_ROWS rows it is
+ * always counted exactly. */
+#define IDF_SLOTS 1024
 #define IDF_DRIFT 32
 #define IDF_MIN_ROWS 1024
 #define IDF_MAX_PHRASES 32
+#define IDF_WORD_MAX 48
 
 struct idf_ent {
-    char *q; /* the FTS query text; NULL: empty slot */
+    char word[IDF_WORD_MAX]; /* the quoted word as in the FTS query; "": empty slot */
     sqlite3_int64 n_row;
-    int n_phrase;
-    double idf[IDF_MAX_PHRASES];
+    long long changes; /* n_changes when it was counted */
+    double idf, df; /* df: the rows that hold it */
 };
 
 struct idf_cache {
+    atomic_llong n_changes; /* notes added, changed or removed so far */
     pthread_mutex_t mu;
     struct idf_ent e[IDF_SLOTS];
 };
@@ -240,21 +251,24 @@ struct mem_store {
  * matters least. Per-query data (IDF of each phrase) is computed once and
  * kept as aux data. */
 
+#define RANK_K1 1.2
+
 struct rank_data {
     int n_phrase, skip;
     double idf[];
 };
 
-static bool idf_lookup(struct idf_cache *c, const char *q, sqlite3_int64 n_row, int n_phrase,
-                       double *idf)
+/* word: len bytes, shorter than IDF_WORD_MAX */
+static bool idf_lookup(struct idf_cache *c, const char *word, size_t len, double *idf, double *df)
 {
-    struct idf_ent *e = &c->e[util_fnv1a32(q) % IDF_SLOTS];
+    struct idf_ent *e = &c->e[util_fnv1a32_n(word, len) % IDF_SLOTS];
     bool hit = false;
+    long long now = atomic_load(&c->n_changes);
     pthread_mutex_lock(&c->mu);
-    if (e->q && e->n_phrase == n_phrase && !strcmp(e->q, q)) {
-        sqlite3_int64 d = n_row > e->n_row ? n_row - e->n_row : e->n_row - n_row;
-        if (d * IDF_DRIFT <= e->n_row) {
-            memcpy(idf, e->idf, (size_t)n_phrase * sizeof *idf);
+    if (len < IDF_WORD_MAX && !memcmp(e->word, word, len) && !e->word[len]) {
+        if ((now - e->changes) * IDF_DRIFT <= e->n_row) {
+            *idf = e->idf;
+            *df = e->df;
             hit = true;
         }
     }
@@ -262,20 +276,19 @@ static bool idf_lookup(struct idf_cache *c, const char *q, sqlite3_int64 n_row, 
     return hit;
 }
 
-static void idf_store(struct idf_cache *c, const char *q, sqlite3_int64 n_row, int n_phrase,
-                      const double *idf)
+static void idf_store(struct idf_cache *c, const char *word, size_t len, sqlite3_int64 n_row,
+                      double idf, double df)
 {
-    char *copy = strdup(q);
-    if (!copy) return;
-    struct idf_ent *e = &c->e[util_fnv1a32(q) % IDF_SLOTS];
+    struct idf_ent *e = &c->e[util_fnv1a32_n(word, len) % IDF_SLOTS];
+    long long now = atomic_load(&c->n_changes);
     pthread_mutex_lock(&c->mu);
-    char *old = e->q;
-    e->q = copy;
+    memcpy(e->word, word, len);
+    e->word[len] = 0;
     e->n_row = n_row;
-    e->n_phrase = n_phrase;
-    memcpy(e->idf, idf, (size_t)n_phrase * sizeof *idf);
+    e->changes = now;
+    e->idf = idf;
+    e->df = df;
     pthread_mutex_unlock(&c->mu);
-    free(old);
 }
 
 static int rank_count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud)
@@ -286,19 +299,77 @@ static int rank_count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud
     return SQLITE_OK;
 }
 
-/* aios_bm25(notes_fts [, KEY [, SKIP]]): KEY, the text query, lets the IDFs
- * come from the store's cache (struct idf_cache, the function's user data);
- * the first SKIP phrases (the agent filter of fts_match) are not scored. */
+/* The IDFs of phrases SKIP.. of the current query into idf (n of them),
+ * and into df (when not NULL) the number of rows that hold each.
+ * KEY, the text query (mem_fts_query: quoted words joined by OR), names
+ * the phrases for the store's cache: a word counted lately is taken from
+ * it, the others are counted (xQueryPhrase walks the phrase's doclist).
+ * Without KEY, or when its words are not the n phrases, all are counted. */
+static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *key, int skip,
+                    int n, double *idf, double *df)
+{
+    sqlite3_int64 n_row = 0;
+    double df_dummy;
+    int rc = api->xRowCount(fts, &n_row);
+    struct idf_cache *cache = api->xUserData(fts);
+    const char *word[IDF_MAX_PHRASES];
+    size_t len[IDF_MAX_PHRASES];
+    int n_word = 0;
+    bool cacheable = rc == SQLITE_OK && cache && key && n <= IDF_MAX_PHRASES && n_row >= IDF_MIN_ROWS;
+    for (const char *p = key; cacheable && (p = strchr(p, '"'));) {
+        const char *e = strchr(p + 1, '"');
+        if (!e || n_word == n) {
+            cacheable = false;
+            break;
+        }
+        word[n_word] = p;
+        len[n_word++] = (size_t)(e + 1 - p);
+        p = e + 1;
+    }
+    if (n_word != n) cacheable = false;
+    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+        bool keep = cacheable && len[i] < IDF_WORD_MAX;
+        double *dfi = df ? &df[i] : &df_dummy;
+        if (keep && idf_lookup(cache, word[i], len[i], &idf[i], dfi)) continue;
+        sqlite3_int64 hits = 0;
+        rc = api->xQueryPhrase(fts, skip + i, &hits, rank_count_cb);
+        double v = log(((double)n_row - (double)hits + 0.5) / ((double)hits + 0.5));
+        idf[i] = v > 1e-6 ? v : 1e-6;
+        *dfi = (double)hits;
+        if (rc == SQLITE_OK && keep) idf_store(cache, word[i], len[i], n_row, idf[i], *dfi);
+    }
+    return rc;
+}
+
+/* one word's part of a score: IDF x BM25's saturated term frequency (the
+ * one formula of aios_bm25 and scan_top's counted mode, so that both give
+ * the same bits) */
+static inline double rank_term(double idf, int tf)
+{
+    return idf * ((double)tf * (RANK_K1 + 1.0)) / ((double)tf + RANK_K1);
+}
+
+/* SKIP (argument 2, default 0), clamped to the query's phrases */
+static int rank_skip(const Fts5ExtensionApi *api, Fts5Context *fts, int n_val, sqlite3_value **vals)
+{
+    int n_all = api->xPhraseCount(fts);
+    int skip = n_val > 1 ? sqlite3_value_int(vals[1]) : 0;
+    return skip < 0 || skip > n_all ? 0 : skip;
+}
+
+/* aios_bm25(notes_fts [, KEY [, SKIP [, IDFS]]]): KEY, the text query, lets
+ * the IDFs come from the store's cache (struct idf_cache, the function's
+ * user data); the first SKIP phrases (the filters of fts_match) are not
+ * scored; IDFS, a blob of one double per scored phrase (from aios_idf),
+ * gives the IDFs to use, so that several queries of one retrieval score
+ * alike (scan_pruned). */
 static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx,
                       int n_val, sqlite3_value **vals)
 {
-    const double k1 = 1.2;
     struct rank_data *d = api->xGetAuxdata(fts, 0);
     if (!d) {
-        int n_all = api->xPhraseCount(fts);
-        int skip = n_val > 1 ? sqlite3_value_int(vals[1]) : 0;
-        if (skip < 0 || skip > n_all) skip = 0;
-        int n = n_all - skip;
+        int skip = rank_skip(api, fts, n_val, vals);
+        int n = api->xPhraseCount(fts) - skip;
         d = sqlite3_malloc64(sizeof *d + (size_t)n * sizeof(double));
         if (!d) {
             sqlite3_result_error_nomem(ctx);
@@ -306,21 +377,13 @@ static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
         }
         d->n_phrase = n;
         d->skip = skip;
-        sqlite3_int64 n_row = 0;
-        int rc = api->xRowCount(fts, &n_row);
-        struct idf_cache *cache = api->xUserData(fts);
-        const char *q = n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL;
-        bool cacheable = rc == SQLITE_OK && cache && q && n <= IDF_MAX_PHRASES &&
-                         n_row >= IDF_MIN_ROWS;
-        if (!cacheable || !idf_lookup(cache, q, n_row, n, d->idf)) {
-            for (int i = 0; i < n && rc == SQLITE_OK; i++) {
-                sqlite3_int64 hits = 0;
-                rc = api->xQueryPhrase(fts, skip + i, &hits, rank_count_cb);
-                double idf = log(((double)n_row - (double)hits + 0.5) / ((double)hits + 0.5));
-                d->idf[i] = idf > 1e-6 ? idf : 1e-6;
-            }
-            if (rc == SQLITE_OK && cacheable) idf_store(cache, q, n_row, n, d->idf);
-        }
+        int rc = SQLITE_OK;
+        if (n_val > 3 && sqlite3_value_type(vals[3]) == SQLITE_BLOB &&
+            sqlite3_value_bytes(vals[3]) == (int)((size_t)n * sizeof(double)))
+            memcpy(d->idf, sqlite3_value_blob(vals[3]), (size_t)n * sizeof(double));
+        else
+            rc = rank_idf(api, fts, n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL,
+                          skip, n, d->idf, NULL);
         if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, d, sqlite3_free);
         else sqlite3_free(d);
         if (rc != SQLITE_OK) {
@@ -334,9 +397,163 @@ static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
         int col = -1, off = 0, tf = 0;
         if (api->xPhraseFirst(fts, d->skip + i, &it, &col, &off) != SQLITE_OK) continue;
         for (; col >= 0; api->xPhraseNext(fts, &it, &col, &off)) tf++;
-        if (tf) score += d->idf[i] * ((double)tf * (k1 + 1.0)) / ((double)tf + k1);
+        if (tf) score += rank_term(d->idf[i], tf);
     }
     sqlite3_result_double(ctx, -score);
+}
+
+/* aios_idf(notes_fts, KEY, SKIP): the IDFs aios_bm25 would use, one
+ * double per phrase after SKIP, then as many of the rows that hold each:
+ * a blob of 2 x n doubles */
+static void aios_idf(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int n_val,
+                     sqlite3_value **vals)
+{
+    int skip = rank_skip(api, fts, n_val, vals);
+    int n = api->xPhraseCount(fts) - skip;
+    double *idf = sqlite3_malloc64((size_t)(n > 0 ? 2 * n : 1) * sizeof *idf);
+    if (!idf) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    int rc = rank_idf(api, fts, n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL, skip,
+                      n, idf, idf + n);
+    if (rc != SQLITE_OK) {
+        sqlite3_free(idf);
+        sqlite3_result_error_code(ctx, rc);
+        return;
+    }
+    sqlite3_result_blob(ctx, idf, (int)((size_t)(2 * n) * sizeof *idf), sqlite3_free);
+}
+
+/* aios_tf(notes_fts, Q): how often each word of Q (mem_fts_query's quoted
+ * words) occurs in the row's four text columns, counted by tokenizing the
+ * row's text with the table's own tokenizer (so the same tokens as the
+ * index, and a word of several tokens counts where they follow each other,
+ * as a phrase does): a blob of struct tf_row. It scores a row for words
+ * that are not in the query that found it (scan_pruned), where reading them
+ * from the index would mean seeking through their whole doclists. */
+#define TF_MAX_TOKENS 8 /* tokens of one word; more, or a token over 64 bytes: the plain scan */
+
+struct tf_word {
+    int n_tok;
+    char *tok[TF_MAX_TOKENS];
+    int len[TF_MAX_TOKENS];
+};
+
+struct tf_query {
+    int n_word;
+    struct tf_word w[IDF_MAX_PHRASES];
+};
+
+struct tf_row {
+    int64_t bytes; /* of text tokenized, for the caller's budget */
+    int32_t n_word; /* -1: a word of more than TF_MAX_TOKENS tokens */
+    int32_t tf[IDF_MAX_PHRASES];
+};
+
+/* the last tokens of the column being read, newest at (n - 1) % ring */
+struct tf_scan {
+    struct tf_query *q;
+    struct tf_row *row;
+    char buf[TF_MAX_TOKENS][64];
+    int len[TF_MAX_TOKENS]; /* -1: longer than the buffer (equal to no word's token) */
+    int n;
+    struct tf_word *fill; /* tokenizing a query word */
+};
+
+static void tf_query_free(void *p)
+{
+    struct tf_query *q = p;
+    for (int i = 0; q && i < q->n_word; i++)
+        for (int t = 0; t < q->w[i].n_tok; t++) sqlite3_free(q->w[i].tok[t]);
+    sqlite3_free(q);
+}
+
+static int tf_word_token(void *ctx, int flags, const char *tok, int n, int start, int end)
+{
+    (void)flags;
+    (void)start;
+    (void)end;
+    struct tf_word *w = ((struct tf_scan *)ctx)->fill;
+    if (w->n_tok == TF_MAX_TOKENS || n > (int)sizeof ((struct tf_scan *)ctx)->buf[0]) {
+        w->n_tok = TF_MAX_TOKENS + 1;
+        return SQLITE_DONE;
+    }
+    if (!(w->tok[w->n_tok] = sqlite3_malloc(n > 0 ? n : 1))) return SQLITE_NOMEM;
+    memcpy(w->tok[w->n_tok], tok, (size_t)n);
+    w->len[w->n_tok++] = n;
+    return SQLITE_OK;
+}
+
+static int tf_row_token(void *ctx, int flags, const char *tok, int n, int start, int end)
+{
+    (void)flags;
+    (void)start;
+    (void)end;
+    struct tf_scan *sc = ctx;
+    int at = sc->n++ % TF_MAX_TOKENS;
+    sc->len[at] = n <= (int)sizeof sc->buf[at] ? n : -1;
+    if (sc->len[at] > 0) memcpy(sc->buf[at], tok, (size_t)n);
+    for (int i = 0; i < sc->q->n_word; i++) {
+        const struct tf_word *w = &sc->q->w[i];
+        if (w->n_tok == 0 || w->n_tok > sc->n) continue;
+        bool eq = true;
+        for (int t = 0; t < w->n_tok && eq; t++) {
+            int r = (sc->n - w->n_tok + t) % TF_MAX_TOKENS;
+            eq = sc->len[r] == w->len[t] && !memcmp(sc->buf[r], w->tok[t], (size_t)w->len[t]);
+        }
+        if (eq) sc->row->tf[i]++;
+    }
+    return SQLITE_OK;
+}
+
+static void aios_tf(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int n_val,
+                    sqlite3_value **vals)
+{
+    struct tf_row row = {0};
+    struct tf_scan sc = {0};
+    struct tf_query *q = api->xGetAuxdata(fts, 0);
+    int rc = SQLITE_OK;
+    if (!q) {
+        const char *text = n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL;
+        if (!(q = sqlite3_malloc(sizeof *q))) {
+            sqlite3_result_error_nomem(ctx);
+            return;
+        }
+        memset(q, 0, sizeof *q);
+        for (const char *p = text; p && rc == SQLITE_OK && (p = strchr(p, '"'));) {
+            const char *e = strchr(p + 1, '"');
+            if (!e || q->n_word == IDF_MAX_PHRASES) break;
+            sc.fill = &q->w[q->n_word++];
+            rc = api->xTokenize(fts, p + 1, (int)(e - p - 1), &sc, tf_word_token);
+            if (rc == SQLITE_DONE) rc = SQLITE_OK;
+            p = e + 1;
+        }
+        if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, q, tf_query_free);
+        else tf_query_free(q);
+        if (rc != SQLITE_OK) {
+            sqlite3_result_error_code(ctx, rc);
+            return;
+        }
+    }
+    row.n_word = q->n_word;
+    for (int i = 0; i < q->n_word; i++)
+        if (q->w[i].n_tok > TF_MAX_TOKENS) row.n_word = -1;
+    sc.q = q;
+    sc.row = &row;
+    for (int col = 0; col < 4 && row.n_word > 0 && rc == SQLITE_OK; col++) {
+        const char *z = NULL;
+        int n = 0;
+        if ((rc = api->xColumnText(fts, col, &z, &n)) != SQLITE_OK || !z) break;
+        row.bytes += n;
+        sc.n = 0; /* a word does not run across columns */
+        rc = api->xTokenize(fts, z, n, &sc, tf_row_token);
+    }
+    if (rc != SQLITE_OK) {
+        sqlite3_result_error_code(ctx, rc);
+        return;
+    }
+    sqlite3_result_blob(ctx, &row, sizeof row, SQLITE_TRANSIENT);
 }
 
 static int rank_register(sqlite3 *db, struct idf_cache *cache)
@@ -348,7 +565,11 @@ static int rank_register(sqlite3 *db, struct idf_cache *cache)
     sqlite3_step(st);
     sqlite3_finalize(st);
     if (!api || api->iVersion < 2) return AIOS_EIO;
-    return api->xCreateFunction(api, "aios_bm25", cache, aios_bm25, NULL) == SQLITE_OK ? 0 : AIOS_EIO;
+    if (api->xCreateFunction(api, "aios_bm25", cache, aios_bm25, NULL) != SQLITE_OK ||
+        api->xCreateFunction(api, "aios_idf", cache, aios_idf, NULL) != SQLITE_OK ||
+        api->xCreateFunction(api, "aios_tf", cache, aios_tf, NULL) != SQLITE_OK)
+        return AIOS_EIO;
+    return 0;
 }
 
 /* SQLite has one writer at a time; another connection that wants to write
@@ -556,7 +777,6 @@ void mem_store_close(struct mem_store *s)
     sqlgc_close(s->gc);
     conn_close(s->writer);
     pthread_mutex_destroy(&s->mu);
-    for (int i = 0; i < IDF_SLOTS; i++) free(s->idf.e[i].q);
     pthread_mutex_destroy(&s->idf.mu);
     free(s->path);
     free(s);
@@ -692,6 +912,7 @@ static int job_insert(void *conn, void *arg)
 int mem_store_insert(struct mem_store *s, const char *agent, const struct mem_note *n)
 {
     struct wargs a = {.agent = agent, .note = n};
+    atomic_fetch_add(&s->idf.n_changes, 1);
     return write_job(s, job_insert, &a, true);
 }
 
@@ -707,6 +928,7 @@ int mem_store_insert_many(struct mem_store *s, const char *agent, struct mem_not
                           size_t count)
 {
     struct wargs a = {.agent = agent, .notes = n, .n = count};
+    atomic_fetch_add(&s->idf.n_changes, (long long)count);
     return write_job(s, job_insert_many, &a, true);
 }
 
@@ -757,6 +979,7 @@ static int job_update(void *conn, void *arg)
 int mem_store_update(struct mem_store *s, const char *agent, const struct mem_note *n)
 {
     struct wargs a = {.agent = agent, .note = n};
+    atomic_fetch_add(&s->idf.n_changes, 1);
     return write_job(s, job_update, &a, true);
 }
 
@@ -788,6 +1011,7 @@ int mem_store_delete(struct mem_store *s, const char *agent, const char *id)
 {
     struct wargs a = {.agent = agent, .id = id,
                       .merge = (atomic_fetch_add(&s->n_deletes, 1) + 1) % MEM_MERGE_EVERY == 0};
+    atomic_fetch_add(&s->idf.n_changes, 1);
     int rc = write_job(s, job_delete, &a, true);
     /* after the commit: apply the log to the file (which shrinks by the
      * vacuumed pages) and empty it; from a reader, outside the writer's
@@ -964,19 +1188,44 @@ static int hit_cmp_best_first(const void *a, const void *b)
     return hit_better(a, b) ? -1 : hit_better(b, a) ? 1 : 0;
 }
 
-/* out[0..k): the agent's best hits, best first (nid, score and bm25 set) */
+/* out[0..k): the agent's best hits, best first (nid, score and bm25 set).
+ * Plainly (tf NULL): st = ST_SCAN, every row scored by aios_bm25 with the
+ * IDFs idf[0..n_idf) (none: its own). Counted (tf set): st = ST_TF, every
+ * row's score summed here from aios_tf's counts and the IDFs, and *tf the
+ * bytes tokenized; past TF_BUDGET bytes, or if a word cannot be counted,
+ * AIOS_ETOOBIG (the caller scans plainly). */
+#define TF_BUDGET (256 * 1024)
+
 static int scan_top(struct mem_conn *c, const char *agent, const char *match, const char *q,
-                    int skip, size_t k, struct mem_hit *out, size_t *n_out)
+                    int skip, const double *idf, int n_idf, int64_t *tf, size_t k,
+                    struct mem_hit *out, size_t *n_out)
 {
-    sqlite3_stmt *st = c->st[ST_SCAN], *own = c->st[ST_IS_AGENT];
+    sqlite3_stmt *st = c->st[tf ? ST_TF : ST_SCAN], *own = c->st[ST_IS_AGENT];
     sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, skip);
+    if (!tf) {
+        sqlite3_bind_int(st, 3, skip);
+        sqlite3_bind_blob(st, 4, idf, (int)((size_t)n_idf * sizeof *idf), SQLITE_STATIC);
+    }
     sqlite3_bind_text(own, 2, agent, -1, SQLITE_STATIC);
     size_t n = 0;
     int rc = 0, r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        struct mem_hit cand = {.nid = sqlite3_column_int64(st, 0), .score = -sqlite3_column_double(st, 1)};
+        struct mem_hit cand = {.nid = sqlite3_column_int64(st, 0)};
+        if (tf) {
+            struct tf_row row;
+            if (sqlite3_column_bytes(st, 1) != (int)sizeof row) break; /* r: SQLITE_ROW, an error */
+            memcpy(&row, sqlite3_column_blob(st, 1), sizeof row);
+            *tf += row.bytes;
+            if (row.n_word != n_idf || *tf > TF_BUDGET) {
+                rc = AIOS_ETOOBIG;
+                break;
+            }
+            for (int i = 0; i < n_idf; i++)
+                if (row.tf[i]) cand.score += rank_term(idf[i], row.tf[i]);
+        } else {
+            cand.score = -sqlite3_column_double(st, 1);
+        }
         if (n == k && !hit_better(&cand, &out[0])) continue;
         sqlite3_bind_int64(own, 1, cand.nid);
         int ro = sqlite3_step(own);
@@ -1229,6 +1478,142 @@ static char *fts_match(const char *agent, const char *q, int *skip)
     return m;
 }
 
+/* ---- pruned top k (MaxScore) ----
+ * A word's part of a note's score is below its IDF x (k1 + 1), whatever
+ * the note, so a note that holds none of a set of words scores below the
+ * sum of their bounds. A retrieval therefore first reads only the notes
+ * that hold one of its rarest words (highest IDF), and counts every word
+ * of the query in each of them by tokenizing its text (aios_tf): if the
+ * k-th best of them already scores at least the bound of the other words,
+ * no other note can enter the top k, and the answer is exact, ties
+ * included. Else the set of words read doubles, up to all of them (the
+ * plain scan). A query of common and rare words ("meeting topic 42 room"
+ * over notes that all hold "meeting", "topic" and "room") then reads the
+ * notes with "42", not every note of the agent, and the doclists of the
+ * common words are not walked either. Tokenizing costs in proportion to
+ * the text read: past TF_BUDGET bytes (many or long notes) the plain scan
+ * takes over. Every query of one retrieval scores with the same IDFs
+ * (aios_idf's), so the scores are those of the plain scan, bit for bit
+ * (rank_term). docs/memory.md ("Retrieval"). */
+
+struct word {
+    const char *p; /* into the query text q: a quoted word */
+    size_t len;
+    double bound, df;
+};
+
+/* Counting a word by tokenizing a note costs about this many times what
+ * reading one entry of a word's list in the index costs: a round reads
+ * only words held by at most 1/TF_COST of the rows the plain scan walks
+ * (the sum of every word's rows), else the plain scan is cheaper. */
+#define TF_COST 16
+
+static int word_cmp_bound(const void *a, const void *b)
+{
+    const struct word *x = a, *y = b;
+    return x->bound > y->bound ? -1 : x->bound < y->bound ? 1 : x->p < y->p ? -1 : x->p > y->p;
+}
+
+/* the IDFs of q's phrases for the agent's retrieval, and the rows that
+ * hold each: *n_idf of them, into idf and df[IDF_MAX_PHRASES]; 0 when
+ * nothing of the agent matches, -1 when FTS5's phrases are not q's words */
+static int query_idf(struct mem_conn *c, const char *match, const char *q, int skip, double *idf,
+                     double *df, int *n_idf)
+{
+    sqlite3_stmt *st = c->st[ST_IDF];
+    sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, skip);
+    int rc = 0, r = sqlite3_step(st);
+    *n_idf = 0;
+    if (r == SQLITE_ROW) {
+        int bytes = sqlite3_column_bytes(st, 0);
+        if (bytes <= 0 || (size_t)bytes > 2 * IDF_MAX_PHRASES * sizeof *idf ||
+            bytes % (2 * sizeof *idf)) {
+            *n_idf = -1;
+        } else {
+            const double *v = sqlite3_column_blob(st, 0);
+            *n_idf = bytes / (int)(2 * sizeof *idf);
+            memcpy(idf, v, (size_t)*n_idf * sizeof *idf);
+            memcpy(df, v + *n_idf, (size_t)*n_idf * sizeof *df);
+        }
+    } else if (r != SQLITE_DONE) {
+        rc = sql_fail(c, "weigh the query's words");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *agent, const char *q,
+                       size_t k, struct mem_hit *out, size_t *n_out)
+{
+    *n_out = 0;
+    int skip = 0, n_idf = 0, rc;
+    double idf[IDF_MAX_PHRASES], df[IDF_MAX_PHRASES];
+    struct word w[IDF_MAX_PHRASES];
+    int n_w = 0;
+    for (const char *p = q; (p = strchr(p, '"')) && n_w < IDF_MAX_PHRASES;) {
+        const char *e = strchr(p + 1, '"');
+        if (!e) break;
+        w[n_w++] = (struct word){.p = p, .len = (size_t)(e + 1 - p)};
+        p = e + 1;
+    }
+    char *full = fts_match(agent, q, &skip);
+    char *need = malloc(strlen(q) + 1);
+    if (!full || !need) {
+        rc = AIOS_ENOMEM;
+        goto out;
+    }
+    /* the IDFs: from the cache when it has every word (no query), else
+     * from aios_idf, which also says when nothing matches */
+    n_idf = n_w;
+    for (int i = 0; i < n_w && n_idf; i++)
+        if (!idf_lookup(cache, w[i].p, w[i].len, &idf[i], &df[i])) n_idf = 0;
+    if (!n_idf && ((rc = query_idf(c, full, q, skip, idf, df, &n_idf)) || n_idf == 0)) goto out;
+    if (n_idf == n_w && n_w > 1) {
+        double all = 0, read = 0;
+        for (int i = 0; i < n_w; i++) {
+            w[i].bound = idf[i] * (RANK_K1 + 1.0);
+            w[i].df = df[i];
+            all += df[i];
+        }
+        qsort(w, (size_t)n_w, sizeof *w, word_cmp_bound);
+        int64_t tf = 0; /* bytes tokenized in all rounds */
+        for (int n_read = 1; n_read < n_w; n_read *= 2) {
+            size_t o = 0;
+            double rest = 0; /* the bound of the words not read */
+            read = 0;
+            for (int i = 0; i < n_read; i++) read += w[i].df;
+            if (read * TF_COST > all) break;
+            for (int i = 0; i < n_w; i++) {
+                if (i >= n_read) {
+                    rest += w[i].bound;
+                    continue;
+                }
+                if (i) o += (size_t)sprintf(need + o, " OR ");
+                memcpy(need + o, w[i].p, w[i].len);
+                o += w[i].len;
+            }
+            need[o] = 0;
+            int sk;
+            char *match = fts_match(agent, need, &sk);
+            rc = match ? scan_top(c, agent, match, q, sk, idf, n_idf, &tf, k, out, n_out)
+                       : AIOS_ENOMEM;
+            free(match);
+            if (rc == AIOS_ETOOBIG) break; /* the plain scan */
+            /* a note outside what was read scores below `rest`; the
+             * margin covers the rounding of the sums */
+            if (rc || (*n_out == k && out[k - 1].score >= rest * (1 + 1e-9) + 1e-12)) goto out;
+        }
+    }
+    rc = scan_top(c, agent, full, q, skip, idf, n_idf > 0 ? n_idf : 0, NULL, k, out, n_out);
+out:
+    free(need);
+    free(full);
+    return rc;
+}
+
 int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,
                          struct mem_hit *out, size_t *n_out)
 {
@@ -1239,17 +1624,9 @@ int mem_store_search_ids(struct mem_store *s, const char *agent, const char *tex
         free(q);
         return 0;
     }
-    int skip = 0;
-    char *match = fts_match(agent, q, &skip);
-    struct mem_conn *c = match ? conn_take(s) : NULL;
-    if (!c) {
-        free(match);
-        free(q);
-        return match ? AIOS_EIO : AIOS_ENOMEM;
-    }
-    int rc = scan_top(c, agent, match, q, skip, (size_t)k, out, n_out);
-    conn_give(s, c);
-    free(match);
+    struct mem_conn *c = conn_take(s);
+    int rc = c ? scan_pruned(c, &s->idf, agent, q, (size_t)k, out, n_out) : AIOS_EIO;
+    if (c) conn_give(s, c);
     free(q);
     return rc;
 }

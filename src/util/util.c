@@ -206,6 +206,13 @@ uint32_t util_fnv1a32(const char *s)
     return h;
 }
 
+uint32_t util_fnv1a32_n(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
 uint64_t util_fnv1a64(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ull;

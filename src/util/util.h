@@ -44,6 +44,7 @@ int util_pct_encode(const char *s, char *out, size_t outlen);
 
 /* FNV-1a hashes of a NUL-terminated string */
 uint32_t util_fnv1a32(const char *s);
+uint32_t util_fnv1a32_n(const char *s, size_t n); /* the same of n bytes */
 uint64_t util_fnv1a64(const char *s);
 
 #endif

@@ -278,32 +278,44 @@ static void get(struct mem_manager *m, const char *agent, const char *id)
     json_decref(r);
 }
 
-/* The store's top k (a scan with a bounded heap, mem_store.c) against
- * BM25 computed here from the corpus itself: 3 agents' notes interleaved,
- * words repeated (term frequency 1 to 3), queries of 1 to 4 words, k from
- * 1 to more than the matches. Same notes, same order (ties: older note
- * first), same scores. */
+/* The store's top k (a scan with a bounded heap, pruned by the words'
+ * bounds, mem_store.c) against BM25 computed here from the corpus itself:
+ * 3 agents' notes interleaved, words repeated (term frequency 1 to 3),
+ * queries of 1 to 6 words, k from 1 to more than the matches. Same notes,
+ * same order (ties: older note first), same scores. Twice: with skewed
+ * words, and with three words in every note besides (IDF near 0, as in a
+ * store where every note says "meeting"), which every query holds, so that
+ * the pruned scan reads the notes of the rare words only, and must still
+ * find the notes that hold only common words when the rare ones are too
+ * few. */
 #define REF_WORDS 24
-#define REF_NOTES 900
+#define REF_NOTES 1200 /* over IDF_MIN_ROWS: the IDF cache is used */
 static unsigned ref_rand(unsigned *x)
 {
     *x = *x * 1103515245u + 12345u;
     return (*x >> 16) & 0x7fff;
 }
 
-static void test_store_topk_matches_reference(void **state)
+static void topk_reference(const char *db, bool common)
 {
-    (void)state;
     char err[256] = "";
     struct mem_store *s = NULL;
-    assert_int_equal(mem_store_open(&s, path_in("topk.db"), false, err, sizeof err), 0);
+    assert_int_equal(mem_store_open(&s, path_in(db), false, err, sizeof err), 0);
     static int tf[REF_NOTES][REF_WORDS]; /* occurrences of word w in note i */
+    memset(tf, 0, sizeof tf);
     int df[REF_WORDS] = {0};
-    unsigned seed = 7;
+    unsigned seed = common ? 11 : 7;
     char text[512], id[16];
     for (int i = 0; i < REF_NOTES; i++) {
         size_t o = 0;
-        int words = 1 + (int)(ref_rand(&seed) % 6);
+        if (common) {
+            for (int w = 0; w < 3; w++) {
+                o += (size_t)snprintf(text + o, sizeof text - o, "w%dx ", w);
+                df[w]++;
+                tf[i][w]++;
+            }
+        }
+        int words = (common ? 0 : 1) + (int)(ref_rand(&seed) % 6);
         for (int j = 0; j < words; j++) {
             /* skewed: low word numbers are common */
             int w = (int)(ref_rand(&seed) % REF_WORDS);
@@ -323,17 +335,17 @@ static void test_store_topk_matches_reference(void **state)
         double v = log((REF_NOTES - df[w] + 0.5) / (df[w] + 0.5));
         idf[w] = v > 1e-6 ? v : 1e-6;
     }
-    for (int qi = 0; qi < 60; qi++) {
-        int qw[4], nq = 1 + qi % 4;
+    for (int qi = 0; qi < 120; qi++) {
+        int qw[6], nq = 1 + qi % 6;
         size_t o = 0;
         for (int j = 0; j < nq; j++) {
-            qw[j] = (int)(ref_rand(&seed) % REF_WORDS);
+            qw[j] = common && j < 2 ? j : (int)(ref_rand(&seed) % REF_WORDS);
             for (int t = 0; t < j; t++)
                 if (qw[t] == qw[j]) qw[j] = (qw[j] + 1) % REF_WORDS, t = -1;
             o += (size_t)snprintf(text + o, sizeof text - o, "w%dx ", qw[j]);
         }
         const char *agent = (const char *[]){"a", "b", "c"}[qi % 3];
-        int k = (int[]){1, 5, 20, 400}[qi % 4];
+        int k = (int[]){1, 5, 20, 400, 3}[qi % 5];
         /* the reference: every note of the agent that matches, by score,
          * then by insertion order */
         int ref[REF_NOTES / 3 + 1], nref = 0;
@@ -363,6 +375,92 @@ static void test_store_topk_matches_reference(void **state)
             assert_true(fabs(h[i].score - score[ref[i]]) < 1e-9);
         }
         mem_hits_free(h, nh);
+    }
+    mem_store_close(s);
+}
+
+static void test_store_topk_matches_reference(void **state)
+{
+    (void)state;
+    topk_reference("topk.db", false);
+    topk_reference("topk_common.db", true);
+}
+
+/* The pruned scan counts the words it did not search for by tokenizing
+ * the notes it read (aios_tf): stems, folded accents, words of several
+ * tokens ("foo\xe2\x80\x94" "bar": an em dash splits it), repeats across the
+ * four text columns, and notes too long to tokenize within the budget (the
+ * plain scan then), among many notes that hold only the common word. Its
+ * top k must be the plain scan's first k: same notes,
+ * same order, same scores to the bit (k = 1000 makes every round fall
+ * short, so that answer is the plain scan's). */
+static void test_store_topk_counted_words(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct mem_store *s = NULL;
+    assert_int_equal(mem_store_open(&s, path_in("counted.db"), false, err, sizeof err), 0);
+    static const char *const texts[] = {
+        "common running late, runs daily", "common ran a naive test", "common na\xc3\xafve running",
+        "common foo\xe2\x80\x94" "bar and bar foo", "common foo bar foo bar", "common bar",
+        "common", "common common common running runs run", "common foo\xe2\x80\x94" "bar foo\xe2\x80\x94" "bar",
+        "common rareword once", "other words only",
+    };
+    char id[32];
+    int n_id = 0;
+    for (int rep = 0; rep < 4; rep++)
+        for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+            snprintf(id, sizeof id, "n%d", n_id++);
+            struct mem_note *n = mk(id, texts[i]);
+            n->keywords = json_pack("[s]", rep % 2 ? "running" : "bar");
+            n->context = strdup(rep == 3 ? "foo bar context" : "");
+            assert_int_equal(mem_store_insert(s, rep == 2 ? "b" : "a", n), 0);
+            mem_note_free(n);
+        }
+    /* many notes with the common word only, so that the other words are
+     * rare enough for the pruned scan to read them first */
+    struct mem_note *filler[300];
+    for (int rep = 0; rep < 2; rep++) {
+        for (int i = 0; i < 300; i++) {
+            snprintf(id, sizeof id, "f%d", n_id++);
+            filler[i] = mk(id, "common filler");
+        }
+        assert_int_equal(mem_store_insert_many(s, rep ? "a" : "b", filler, 300), 0);
+        for (int i = 0; i < 300; i++) mem_note_free(filler[i]);
+    }
+    /* three notes of 120 KB with the rare word: past the tokenizing budget */
+    size_t big = 120 * 1024;
+    char *text = malloc(big + 1);
+    assert_non_null(text);
+    for (size_t o = 0; o < big; o++) text[o] = "common filler "[o % 14];
+    memcpy(text + big / 2, " rareword ", 10);
+    text[big] = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "big%d", i);
+        struct mem_note *n = mk(id, text);
+        assert_int_equal(mem_store_insert(s, "a", n), 0);
+        mem_note_free(n);
+    }
+    free(text);
+    static const char *const queries[] = {
+        "common running", "common foo\xe2\x80\x94" "bar", "common na\xc3\xafve run", "foo\xe2\x80\x94" "bar bar",
+        "bar foo common runs", "common rareword", "rareword filler", "context foo", "nothing here",
+    };
+    for (size_t qi = 0; qi < sizeof queries / sizeof *queries; qi++) {
+        struct mem_hit all[1000], top[5];
+        size_t n_all = 0;
+        assert_int_equal(mem_store_search_ids(s, "a", queries[qi], 1000, all, &n_all), 0);
+        for (int k = 1; k <= 5; k++) {
+            size_t n_top = 0;
+            assert_int_equal(mem_store_search_ids(s, "a", queries[qi], k, top, &n_top), 0);
+            assert_int_equal(n_top, n_all < (size_t)k ? n_all : (size_t)k);
+            for (size_t i = 0; i < n_top; i++) {
+                assert_int_equal(top[i].nid, all[i].nid);
+                assert_true(top[i].score == all[i].score);
+            }
+        }
+        if (!strcmp(queries[qi], "nothing here")) assert_int_equal(n_all, 0);
+        if (!strcmp(queries[qi], "common running")) assert_true(n_all > 30);
     }
     mem_store_close(s);
 }
@@ -655,6 +753,7 @@ int main(void)
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_store_search_ranking_and_scope),
         cmocka_unit_test(test_store_topk_matches_reference),
+        cmocka_unit_test(test_store_topk_counted_words),
         cmocka_unit_test(test_eviction_order_and_fault_back),
         cmocka_unit_test(test_note_larger_than_quota),
         cmocka_unit_test(test_namespaces_and_retrieval),
