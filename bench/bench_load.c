@@ -7,6 +7,9 @@
  *   mem  add_memory, get_memory (of the note the connection added last),
  *        retrieve_memory
  *   sto  storage write of a -b byte file (default 4096), storage read of it
+ *   status  GET /status only: the HTTP side alone, no syscall is queued
+ *   get  one add_memory, then nine get_memory of that note: the cost of a
+ *        queued syscall that does next to nothing (a hit in RAM)
  * Connection i acts as agent "load<i mod A>" (-a A, default 16).
  * One thread and epoll, so the client costs little next to the kernel.
  * Prints requests/s, client latency p50/p99, kernel time p50/p99 per kind
@@ -22,7 +25,7 @@
  * append plus fdatasync of a file in DIR (the kernel's data directory),
  * p50/p99 of 500 each.
  *
- * Usage: bench_load [-m all|mem|sto] [-a AGENTS] [-b BYTES] [-f DIR]
+ * Usage: bench_load [-m all|mem|sto|status|get] [-a AGENTS] [-b BYTES] [-f DIR]
  *        PORT TOKEN_FILE [CONNS=1000] [SECONDS=60] [KERNEL_PID] [THINK_MS=0]
  * e.g.  d=$(mktemp -d); build/aios serve --port 0 --data-dir $d \
  *         --ready-file $d/ready & pid=$!
@@ -52,6 +55,9 @@ static const char *k_op_name[N_OPS] = {"GET /status",     "memory add",    "memo
 static const int k_mix_all[] = {OP_STATUS, OP_MEM_ADD, OP_MEM_RETRIEVE, OP_STO_WRITE, OP_STO_READ};
 static const int k_mix_mem[] = {OP_MEM_ADD, OP_MEM_GET, OP_MEM_RETRIEVE};
 static const int k_mix_sto[] = {OP_STO_WRITE, OP_STO_READ};
+static const int k_mix_status[] = {OP_STATUS};
+static const int k_mix_get[] = {OP_MEM_ADD, OP_MEM_GET, OP_MEM_GET, OP_MEM_GET, OP_MEM_GET,
+                                OP_MEM_GET, OP_MEM_GET, OP_MEM_GET, OP_MEM_GET, OP_MEM_GET};
 static const int *g_mix = k_mix_all;
 static size_t g_n_mix = sizeof k_mix_all / sizeof *k_mix_all;
 static int g_agents = 16;
@@ -319,11 +325,17 @@ int main(int argc, char **argv)
         g_mix = k_mix_sto;
         g_n_mix = sizeof k_mix_sto / sizeof *k_mix_sto;
         if (!g_file_bytes) g_file_bytes = 4096;
+    } else if (!strcmp(mix, "status")) {
+        g_mix = k_mix_status;
+        g_n_mix = 1;
+    } else if (!strcmp(mix, "get")) {
+        g_mix = k_mix_get;
+        g_n_mix = sizeof k_mix_get / sizeof *k_mix_get;
     } else if (strcmp(mix, "all")) {
         argc = 0;
     }
     if (argc - optind < 2 || g_agents < 1 || g_file_bytes > 8000) {
-        fprintf(stderr, "usage: %s [-m all|mem|sto] [-a AGENTS] [-b BYTES<=8000] [-f DIR] PORT "
+        fprintf(stderr, "usage: %s [-m all|mem|sto|status|get] [-a AGENTS] [-b BYTES<=8000] [-f DIR] PORT "
                         "TOKEN_FILE [CONNS=1000] [SECONDS=60] [KERNEL_PID] [THINK_MS=0]\n",
                 argv[0]);
         return 2;

@@ -14,6 +14,7 @@
 #include "util/log.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 struct sched_pool {
@@ -45,14 +46,24 @@ static void run_lane(struct sched_pool *p, void *lane)
     }
 }
 
+/* "memory-w", "storage-r": the pool and lane in `top -H` and perf */
+static void name_thread(const struct sched_pool *p, const char *lane)
+{
+    char name[16];
+    snprintf(name, sizeof name, "%.7s-%s", syscall_kind_name(p->kind), lane);
+    pthread_setname_np(pthread_self(), name);
+}
+
 static void *pool_main(void *arg)
 {
+    name_thread(arg, "w");
     run_lane(arg, NULL);
     return NULL;
 }
 
 static void *pool_main_reads(void *arg)
 {
+    name_thread(arg, "r");
     run_lane(arg, SCHED_READ_LANE);
     return NULL;
 }
