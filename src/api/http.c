@@ -57,6 +57,7 @@
 #include "kernel/kernel.h"
 
 #include "util/err.h"
+#include "util/json_enc.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -170,21 +171,25 @@ enum MHD_Result api_send_raw(struct api_req *r, unsigned status, char *body, siz
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body)
 {
-    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    /* json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15))'s text, in
+     * a fraction of its instructions (util/json_enc.c), with room for the
+     * newline */
+    size_t n = 0;
+    char *s = body ? json_enc_compact(body, 15, 1, &n) : NULL;
     json_decref(body);
     if (!s) {
         s = strdup("{\"error\":{\"message\":\"could not encode the response\",\"type\":\"server_error\"}}");
         status = 500;
         if (!s) return MHD_NO;
-    }
-    size_t n = strlen(s);
-    /* newline-terminated, friendlier for curl users */
-    char *t = realloc(s, n + 2);
-    if (t) {
+        n = strlen(s);
+        /* room for the newline */
+        char *t = realloc(s, n + 2);
+        if (!t) return queue(r, status, s, n, "application/json");
         s = t;
-        s[n++] = '\n';
-        s[n] = 0;
     }
+    /* newline-terminated, friendlier for curl users */
+    s[n++] = '\n';
+    s[n] = 0;
     return queue(r, status, s, n, "application/json");
 }
 
