@@ -57,6 +57,7 @@
 #include "kernel/kernel.h"
 
 #include "util/err.h"
+#include "util/json_dec.h"
 #include "util/json_enc.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -224,7 +225,7 @@ json_t *api_parse_body(struct api_req *r, enum MHD_Result *sent)
                                "the request body is empty; send a JSON object");
         return NULL;
     }
-    json_t *j = json_loadb(r->body, r->n_body, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_dec_loadb(r->body, r->n_body, JSON_REJECT_DUPLICATES, &je); /* json_loadb's result, faster */
     if (!j) {
         *sent = api_send_error(r, 400, "invalid_request_error",
                                "the request body is not valid JSON: %s (line %d, column %d)",
