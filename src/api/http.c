@@ -129,6 +129,21 @@ unsigned api_status_for(int err, const char **type)
     return st;
 }
 
+/* "%lld" of v into out (24 bytes), without snprintf's cost */
+static void dec_text(char *out, long long v)
+{
+    char tmp[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) tmp[n++] = '-';
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    out[n] = 0;
+}
+
 static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, size_t len,
                              const char *ctype)
 {
@@ -146,11 +161,11 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
         long long total = (long long)(util_now_us() - r->t_arrived_us);
         long long wait = (long long)r->queue_us < total ? (long long)r->queue_us : total;
         char kt[24];
-        snprintf(kt, sizeof kt, "%lld", total);
+        dec_text(kt, total);
         MHD_add_response_header(resp, "X-Aios-Kernel-Us", kt);
-        snprintf(kt, sizeof kt, "%lld", wait);
+        dec_text(kt, wait);
         MHD_add_response_header(resp, "X-Aios-Queue-Us", kt);
-        snprintf(kt, sizeof kt, "%lld", total - wait);
+        dec_text(kt, total - wait);
         MHD_add_response_header(resp, "X-Aios-Service-Us", kt);
     }
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
