@@ -24,6 +24,7 @@
 #include "kernel/kernel.h"
 #include "util/err.h"
 #include "util/json_dec.h"
+#include "util/util.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -91,7 +92,7 @@ bool api_access_gate(struct api_req *r, enum MHD_Result *sent)
     };
     struct acc_decision d;
     bool ok = acc_gate(m, &q, &d);
-    snprintf(r->acc_agent, sizeof r->acc_agent, "%s", q.acc_agent);
+    util_copy(r->acc_agent, sizeof r->acc_agent, q.acc_agent);
     r->acc_admin = q.acc_admin;
     r->acc_compat = q.acc_compat;
     r->acc_shared = q.acc_shared;
