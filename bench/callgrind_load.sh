@@ -20,6 +20,8 @@
 # cannot decode the AVX-512 code of the llama.cpp build, and no LLM call is
 # made anyway. Counting starts after the kernel is ready (callgrind_control
 # -z) and ends when bench_load does (-d), so start-up is not counted.
+# GET /status lists ggml's devices, whose first listing runs ggml_cpu_init,
+# AVX-512 code too: bench/callgrind_shim.c, preloaded, makes valgrind skip it.
 set -euo pipefail
 aios=$(realpath "$1"); mix=$2; conns=$3; secs=$4; prefill=${5:-12}; out=${6:-/tmp/callgrind_load}
 bench=$(dirname "$aios")/bench/bench_load
@@ -35,6 +37,7 @@ EOF
 serve() { "$@" serve --config "$d/aios.yaml" --port 0 --data-dir "$d/data" --ready-file "$d/data/ready" 2>"$d/aios.log" & }
 wait_ready() { while [ ! -s "$d/data/ready" ]; do sleep 0.5; done; }
 mkdir -p "$d/data"
+cc -shared -fPIC -o "$d/shim.so" "$(dirname "$0")/callgrind_shim.c"
 if [ "$prefill" != 0 ]; then
     serve "$aios"; pid=$!; wait_ready
     "$bench" -m mem -a 10 "$(head -1 "$d/data/ready")" "$d/data/admin.token" 50 "$prefill" >/dev/null
@@ -43,7 +46,7 @@ if [ "$prefill" != 0 ]; then
     # a retrieval's cost grows with the notes: say how many there are
     python3 -c "import sqlite3,sys; print('notes in the store:', sqlite3.connect(sys.argv[1]).execute('select count(*) from notes').fetchone()[0])" "$d/data/memory.db"
 fi
-serve valgrind --tool=callgrind --callgrind-out-file="$out.cg.%p" --dump-instr=no "$aios"; pid=$!
+LD_PRELOAD="$d/shim.so" serve valgrind --tool=callgrind --callgrind-out-file="$out.cg.%p" --dump-instr=no "$aios"; pid=$!
 wait_ready; sleep 1
 callgrind_control -z $pid >/dev/null
 "$bench" -m "$mix" -a 10 "$(head -1 "$d/data/ready")" "$d/data/admin.token" "$conns" "$secs" > "$out.bench" || true

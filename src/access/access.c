@@ -486,11 +486,11 @@ static void decision_fill(struct acc_mgr *m, struct acc_decision *d, const char 
 {
     (void)m;
     (void)sc_id;
-    snprintf(d->agent, sizeof d->agent, "%s", agent);
-    snprintf(d->target, sizeof d->target, "%s", target);
-    snprintf(d->operation, sizeof d->operation, "%s", operation);
+    util_copy(d->agent, sizeof d->agent, agent);
+    util_copy(d->target, sizeof d->target, target);
+    util_copy(d->operation, sizeof d->operation, operation);
     d->decision = decision;
-    snprintf(d->reason, sizeof d->reason, "%s", reason);
+    util_copy(d->reason, sizeof d->reason, reason);
 }
 
 /* ... and written to it */
@@ -574,7 +574,7 @@ bool acc_gate(struct acc_mgr *m, struct acc_req *r, struct acc_decision *d)
         }
     }
     r->acc_admin = id == ID_ADMIN;
-    snprintf(r->acc_agent, sizeof r->acc_agent, "%s", name);
+    util_copy(r->acc_agent, sizeof r->acc_agent, name);
 
     if (id == ID_AGENT && !is_agent_route(method, url))
         return deny(m, r, d, 403, name, url, action,

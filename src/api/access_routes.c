@@ -23,6 +23,8 @@
 #include "api/api.h"
 #include "kernel/kernel.h"
 #include "util/err.h"
+#include "util/json_dec.h"
+#include "util/util.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -70,7 +72,7 @@ bool api_access_gate(struct api_req *r, enum MHD_Result *sent)
     /* parsed once here, as api_parse_body would (the route takes it); a
      * body it refuses is left to the gate's own parse and the route's 400 */
     if (r->n_body && strcmp(r->method, "GET") && !r->json) {
-        json_t *j = json_loadb(r->body, r->n_body, JSON_REJECT_DUPLICATES, NULL);
+        json_t *j = json_dec_loadb(r->body, r->n_body, JSON_REJECT_DUPLICATES, NULL);
         if (json_is_object(j)) r->json = j;
         else json_decref(j);
     }
@@ -90,7 +92,7 @@ bool api_access_gate(struct api_req *r, enum MHD_Result *sent)
     };
     struct acc_decision d;
     bool ok = acc_gate(m, &q, &d);
-    snprintf(r->acc_agent, sizeof r->acc_agent, "%s", q.acc_agent);
+    util_copy(r->acc_agent, sizeof r->acc_agent, q.acc_agent);
     r->acc_admin = q.acc_admin;
     r->acc_compat = q.acc_compat;
     r->acc_shared = q.acc_shared;

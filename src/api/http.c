@@ -57,6 +57,8 @@
 #include "kernel/kernel.h"
 
 #include "util/err.h"
+#include "util/json_dec.h"
+#include "util/json_enc.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -127,6 +129,21 @@ unsigned api_status_for(int err, const char **type)
     return st;
 }
 
+/* "%lld" of v into out (24 bytes), without snprintf's cost */
+static void dec_text(char *out, long long v)
+{
+    char tmp[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) tmp[n++] = '-';
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    out[n] = 0;
+}
+
 static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, size_t len,
                              const char *ctype)
 {
@@ -144,11 +161,11 @@ static enum MHD_Result queue(struct api_req *r, unsigned status, char *body, siz
         long long total = (long long)(util_now_us() - r->t_arrived_us);
         long long wait = (long long)r->queue_us < total ? (long long)r->queue_us : total;
         char kt[24];
-        snprintf(kt, sizeof kt, "%lld", total);
+        dec_text(kt, total);
         MHD_add_response_header(resp, "X-Aios-Kernel-Us", kt);
-        snprintf(kt, sizeof kt, "%lld", wait);
+        dec_text(kt, wait);
         MHD_add_response_header(resp, "X-Aios-Queue-Us", kt);
-        snprintf(kt, sizeof kt, "%lld", total - wait);
+        dec_text(kt, total - wait);
         MHD_add_response_header(resp, "X-Aios-Service-Us", kt);
     }
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -170,21 +187,25 @@ enum MHD_Result api_send_raw(struct api_req *r, unsigned status, char *body, siz
 
 enum MHD_Result api_send_json(struct api_req *r, unsigned status, json_t *body)
 {
-    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    /* json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15))'s text, in
+     * a fraction of its instructions (util/json_enc.c), with room for the
+     * newline */
+    size_t n = 0;
+    char *s = body ? json_enc_compact(body, 15, 1, &n) : NULL;
     json_decref(body);
     if (!s) {
         s = strdup("{\"error\":{\"message\":\"could not encode the response\",\"type\":\"server_error\"}}");
         status = 500;
         if (!s) return MHD_NO;
-    }
-    size_t n = strlen(s);
-    /* newline-terminated, friendlier for curl users */
-    char *t = realloc(s, n + 2);
-    if (t) {
+        n = strlen(s);
+        /* room for the newline */
+        char *t = realloc(s, n + 2);
+        if (!t) return queue(r, status, s, n, "application/json");
         s = t;
-        s[n++] = '\n';
-        s[n] = 0;
     }
+    /* newline-terminated, friendlier for curl users */
+    s[n++] = '\n';
+    s[n] = 0;
     return queue(r, status, s, n, "application/json");
 }
 
@@ -219,7 +240,7 @@ json_t *api_parse_body(struct api_req *r, enum MHD_Result *sent)
                                "the request body is empty; send a JSON object");
         return NULL;
     }
-    json_t *j = json_loadb(r->body, r->n_body, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_dec_loadb(r->body, r->n_body, JSON_REJECT_DUPLICATES, &je); /* json_loadb's result, faster */
     if (!j) {
         *sent = api_send_error(r, 400, "invalid_request_error",
                                "the request body is not valid JSON: %s (line %d, column %d)",

@@ -140,6 +140,15 @@ void sto_config_free(struct sto_config *c)
 static bool utf8_ok(const unsigned char *p, size_t n)
 {
     for (size_t i = 0; i < n;) {
+        /* ASCII, 8 bytes at a time */
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, sizeof w);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
         unsigned char c = p[i];
         size_t k;
         uint32_t cp;
@@ -522,14 +531,15 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
         free(old);
     }
     sto_sha256_hex(data, n, sha);
+    size_t n_index = index_len(data, n);
     int http;
     /* the quota, before anything is written: when the write might not fit
      * (the agent's usage plus its size and index over the quota), the
      * store checks it exactly without keeping anything */
     int64_t ub, uf;
     if (s->cfg.quota_bytes > 0 && sto_st_usage(s, owner, &ub, &uf) == 0 &&
-        ub + (int64_t)n + (int64_t)index_len(data, n) > s->cfg.quota_bytes &&
-        (rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), true, seq,
+        ub + (int64_t)n + (int64_t)n_index > s->cfg.quota_bytes &&
+        (rc = sto_st_put(s, owner, norm, data, n, sha, kind, n_index, true, seq,
                          &http, e, sizeof e, NULL))) {
         rc = fail(c, http, rc, "%s", e);
         goto out;
@@ -547,7 +557,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
         }
     }
     struct sto_put_hook hook = {flight_queued, fl};
-    rc = sto_st_put(s, owner, norm, data, n, sha, kind, index_len(data, n), false, seq, &http,
+    rc = sto_st_put(s, owner, norm, data, n, sha, kind, n_index, false, seq, &http,
                     e, sizeof e, fl ? &hook : NULL);
     if (rc) {
         if (tmp[0]) unlinkat(dirfd, tmp, 0);
@@ -566,7 +576,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
     if (sto_st_file(s, owner, norm, &fi) == 0) {
         if (tmp[0]) pend_add(s, fi.id, sha);
         else sto_st_clean(s, fi.id, sha);
-        embed_file(s, owner, fi.id, data, index_len(data, n));
+        embed_file(s, owner, fi.id, data, n_index);
     }
     rc = 0;
 out:

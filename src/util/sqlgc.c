@@ -8,9 +8,16 @@
  *
  * How (leader and followers, no thread of its own): a caller appends its
  * job to the queue. If no batch is running it becomes the leader: it takes
- * every queued job, runs them in one transaction, each inside a savepoint
- * (a failing job undoes only its own changes), commits once, marks each
- * job done with its result and wakes the waiters. Jobs that arrive while a
+ * every queued job, runs them in one transaction, commits once, marks each
+ * job done with its result and wakes the waiters. When a job of a batch
+ * fails, the leader undoes the whole transaction and runs the batch again
+ * with each job inside a savepoint (a failing job undoes only its own
+ * changes), so a job may run twice: its effects must be its SQL and what
+ * it writes into its own arg. Not a savepoint per job from the start
+ * because FTS5 (SQLite 3.40) writes its pending index out as a new
+ * segment at every savepoint and release: with one per job every job of a
+ * batch paid for a segment of its own, and for merging them later
+ * (docs/performance.md, "Where the time goes"). Jobs that arrive while a
  * batch runs wait for the next one, whose leader is the first of them to
  * wake. A caller returns only when its job's commit is over, so a durable
  * job is answered after the fsync that covers it. Jobs commit in the
@@ -145,6 +152,40 @@ static void fail_from(struct sqlgc_job *from, struct sqlgc_job *to, int e)
         if (!k->rc) k->rc = e;
 }
 
+/* The common case: list's jobs in one transaction without a savepoint
+ * each, committed. 1 when that worked (every job's rc is 0), 0 when a job
+ * failed or SQLite ended the transaction: then nothing of it is left and
+ * every rc is back to 0, except for a list of one job, whose outcome is
+ * final (the transaction held nothing else) and *done is set. */
+static int commit_plain(struct sqlgc *g, struct sqlgc_job *list, bool *done)
+{
+    *done = false;
+    int r = step(g, S_BEGIN);
+    if (r) return 0; /* the savepoint path begins again and reports */
+    bool ok = true;
+    for (struct sqlgc_job *j = list; j && ok; j = j->next) {
+        j->rc = j->fn(g->conn, j->arg);
+        ok = !j->rc && !sqlite3_get_autocommit(g->db);
+    }
+    if (ok) {
+        if (!(r = step(g, S_COMMIT))) return 1;
+        LOG_ERROR("sqlgc", "commit: %s", sqlite3_errmsg(g->db));
+        fail_from(list, NULL, err_of(r));
+        if (!sqlite3_get_autocommit(g->db)) step(g, S_ROLLBACK);
+        *done = true;
+        return 0;
+    }
+    bool ended = sqlite3_get_autocommit(g->db); /* SQLite rolled it back itself */
+    if (!ended) step(g, S_ROLLBACK);
+    if (!list->next) { /* as the savepoint path would end it */
+        if (!list->rc) list->rc = AIOS_EIO;
+        *done = true;
+        return 0;
+    }
+    for (struct sqlgc_job *j = list; j; j = j->next) j->rc = 0;
+    return 0;
+}
+
 /* Run list (all durable, or all not) in one transaction (or more, when
  * SQLite rolls one back by itself) and commit. Sets every job's rc. */
 static int commit_list(struct sqlgc *g, struct sqlgc_job *list, bool durable)
@@ -154,6 +195,9 @@ static int commit_list(struct sqlgc *g, struct sqlgc_job *list, bool durable)
         step(g, durable ? S_SYNC_FULL : S_SYNC_NORMAL);
         g->cur_sync = durable;
     }
+    bool done;
+    if (commit_plain(g, list, &done) || done) return !done;
+    /* a job failed: again, each job in a savepoint of its own */
     int r, n_commits = 0;
     struct sqlgc_job *open_from = list; /* the jobs in the open transaction */
     if ((r = step(g, S_BEGIN))) {

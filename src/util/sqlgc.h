@@ -18,7 +18,9 @@ struct sqlgc_job {
      * batch's transaction (never BEGIN/COMMIT of its own). conn is the
      * pointer given to sqlgc_open (the store's writer with its prepared
      * statements). 0, or a negative AIOS_E*: the job's changes are undone
-     * and the other jobs of the batch commit. */
+     * and the other jobs of the batch commit. It may run twice (when
+     * another job of its batch fails, the batch is undone and run again):
+     * its only effects are its SQL and what it writes into arg. */
     int (*fn)(void *conn, void *arg);
     void *arg;
     /* needs the fsync of a synchronous commit (with full_sync); false:

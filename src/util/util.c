@@ -219,3 +219,11 @@ uint64_t util_fnv1a64(const char *s)
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
     return h;
 }
+
+void util_copy(char *dst, size_t cap, const char *src)
+{
+    if (!src) src = "(null)";
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}

@@ -42,6 +42,11 @@ int util_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
  * 0, or AIOS_EINVAL when out is too small. */
 int util_pct_encode(const char *s, char *out, size_t outlen);
 
+/* What snprintf(dst, cap, "%s", src) writes (cut to cap - 1 bytes,
+ * NUL-terminated, "(null)" for NULL as glibc prints it), without the cost
+ * of a format; cap > 0. */
+void util_copy(char *dst, size_t cap, const char *src);
+
 /* FNV-1a hashes of a NUL-terminated string */
 uint32_t util_fnv1a32(const char *s);
 uint32_t util_fnv1a32_n(const char *s, size_t n); /* the same of n bytes */

@@ -60,7 +60,7 @@ static int insert_fn(void *conn, void *arg)
 static void *run_job(void *arg)
 {
     struct job *jb = arg;
-    jb->j.fn = insert_fn;
+    if (!jb->j.fn) jb->j.fn = insert_fn;
     jb->j.arg = jb;
     jb->rc = sqlgc_run(g_gc, &jb->j);
     return NULL;
@@ -170,6 +170,46 @@ static void test_failed_job_undoes_only_itself(void **state)
     assert_int_equal(commits, 2);
 }
 
+/* a failing job makes its batch run again, one savepoint per job: the
+ * jobs before it ran twice, and what the first try wrote is gone (a row
+ * twice would have failed the primary key); a job that fails alone
+ * leaves nothing and does not run twice */
+static int g_runs[128]; /* by key */
+
+static int counting_fn(void *conn, void *arg)
+{
+    struct job *jb = arg;
+    g_runs[jb->key]++;
+    return insert_fn(conn, arg);
+}
+
+static void test_failed_job_reruns_its_batch(void **state)
+{
+    (void)state;
+    struct job lead, f[N_FOLLOW];
+    memset(&lead, 0, sizeof lead);
+    memset(f, 0, sizeof f);
+    memset(g_runs, 0, sizeof g_runs);
+    f[5].fail = true;
+    for (int i = 0; i < N_FOLLOW; i++) f[i].j.fn = counting_fn; /* run_job keeps a set fn */
+    run_round(&lead, f, 0);
+    for (int i = 0; i < N_FOLLOW; i++) assert_int_equal(f[i].rc, i == 5 ? AIOS_EINVAL : 0);
+    /* the failing job ran in both tries; the ones queued before it too,
+     * the ones after it only in the second (the threads queue in any order) */
+    assert_int_equal(g_runs[5], 2);
+    for (int i = 0; i < N_FOLLOW; i++) assert_true(g_runs[i] == 1 || g_runs[i] == 2);
+    assert_int_equal(count_rows(), N_FOLLOW);
+    assert_false(has_row(5));
+    struct job alone = {.key = 50, .fail = true};
+    alone.j.fn = counting_fn;
+    memset(g_runs, 0, sizeof g_runs);
+    run_job(&alone);
+    assert_int_equal(alone.rc, AIOS_EINVAL);
+    assert_int_equal(g_runs[50], 1);
+    assert_false(has_row(50));
+    assert_int_equal(count_rows(), N_FOLLOW);
+}
+
 static void test_derived_jobs_commit_apart(void **state)
 {
     (void)state;
@@ -256,6 +296,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_waiting_jobs_share_one_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_job_undoes_only_itself, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_job_reruns_its_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_derived_jobs_commit_apart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sql_error_reaches_its_caller, setup, teardown),
         cmocka_unit_test_setup_teardown(test_posted_jobs, setup, teardown),

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,23 @@ static void test_buf_sink(void **state)
     free(b.s);
 }
 
+/* util_copy writes what snprintf("%s") writes */
+static void test_copy(void **state)
+{
+    (void)state;
+    static const char *srcs[] = {"", "a", "agent-7", "exactly8", "a longer string than the buffer", NULL};
+    for (size_t i = 0; i < sizeof srcs / sizeof *srcs; i++) {
+        for (size_t cap = 1; cap <= 12; cap++) {
+            char a[16], b[16];
+            memset(a, 'x', sizeof a);
+            memset(b, 'x', sizeof b);
+            util_copy(a, cap, srcs[i]);
+            snprintf(b, cap, "%s", srcs[i] ? srcs[i] : "(null)");
+            assert_memory_equal(a, b, sizeof a);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -82,6 +100,7 @@ int main(void)
         cmocka_unit_test(test_errf),
         cmocka_unit_test(test_fnv1a),
         cmocka_unit_test(test_buf_sink),
+        cmocka_unit_test(test_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
