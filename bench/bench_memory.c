@@ -32,8 +32,14 @@
  *   hyb cpu   its on-CPU time               vs  that of the BM25 retrieve
  * (the hybrid retrieve embeds its query: hyb cpu - eq cpu is the ranking)
  *
+ * With --shape load the notes and queries are those of bench_load's memory
+ * mix instead ("note S from connection C: the meeting about topic T moved
+ * to room R", queries "meeting topic T room"): three words in every note,
+ * one rare word per query, where the pruned retrieval reads few notes.
+ *
  * Usage: bench_memory [--sizes 1000,10000,100000] [--ops 1000]
- *                     [--sync full|normal] [--dir DIR] [--http] [--embed [MODEL]]
+ *                     [--sync full|normal] [--dir DIR] [--shape zipf|load]
+ *                     [--http] [--embed [MODEL]]
  * Prints one table row per size and kind: p50 and p99 in microseconds and
  * the ratio of the manager to the baseline. "retr cpu" is the retrieve's
  * on-CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID): on a shared
@@ -126,6 +132,26 @@ static void make_text(char *buf, size_t cap, int words, int lo)
         o += (size_t)snprintf(buf + o, cap - o, o ? " %s" : "%s", g_vocab[word_index(lo)]);
 }
 
+/* --shape load: the notes and queries of bench_load's memory mix, where
+ * three words are in every note and one word of each query is rare (a
+ * retrieval's words are mostly common; docs/memory.md, "Retrieval") */
+static bool g_shape_load;
+
+static void note_text(char *buf, size_t cap, long i)
+{
+    if (g_shape_load)
+        snprintf(buf, cap, "note %ld from connection %ld: the meeting about topic %ld moved to room %ld",
+                 i, i % 1000, i % 97, i % 13);
+    else
+        make_text(buf, cap, WORDS_PER_NOTE, 0);
+}
+
+static void query_text(char *buf, size_t cap)
+{
+    if (g_shape_load) snprintf(buf, cap, "meeting topic %d room", (int)(rnd() % 97));
+    else make_text(buf, cap, 3, N_STOP);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -201,6 +227,8 @@ int main(int argc, char **argv)
             full = !strcmp(argv[++i], "full");
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             snprintf(dir, sizeof dir, "%s", argv[++i]);
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            g_shape_load = !strcmp(argv[++i], "load");
         } else if (!strcmp(argv[i], "--http")) {
             http = true;
         } else if (!strcmp(argv[i], "--embed")) {
@@ -209,7 +237,7 @@ int main(int argc, char **argv)
             else if (testmodel_cached(TESTMODEL_SHAPE_EMBED, &embed_model, e, sizeof e)) die(e);
         } else {
             fprintf(stderr, "usage: %s [--sizes 1000,10000,100000] [--ops N] [--sync full|normal] "
-                            "[--dir DIR] [--http] [--embed [MODEL.gguf]]\n", argv[0]);
+                            "[--dir DIR] [--shape zipf|load] [--http] [--embed [MODEL.gguf]]\n", argv[0]);
             return 2;
         }
     }
@@ -251,7 +279,7 @@ int main(int argc, char **argv)
             for (; b < BATCH && done < N; b++, done++) {
                 struct mem_note *n = mem_note_new();
                 snprintf(id, sizeof id, "pre-%ld", done);
-                make_text(text, sizeof text, WORDS_PER_NOTE, 0);
+                note_text(text, sizeof text, done);
                 n->id = strdup(id);
                 n->content = strdup(text);
                 mem_ts_now(n->timestamp);
@@ -279,7 +307,7 @@ int main(int argc, char **argv)
         sql(db, "BEGIN");
         for (long i = 0; i < N; i++) {
             snprintf(id, sizeof id, "pre-%ld", i);
-            make_text(text, sizeof text, WORDS_PER_NOTE, 0);
+            note_text(text, sizeof text, i);
             sqlite3_bind_text(ins, 1, id, -1, SQLITE_TRANSIENT);
             sqlite3_bind_text(ins, 2, text, -1, SQLITE_TRANSIENT);
             sqlite3_step(ins);
@@ -292,7 +320,7 @@ int main(int argc, char **argv)
 
         /* add */
         for (int i = 0; i < ops; i++) {
-            make_text(text, sizeof text, WORDS_PER_NOTE, 0);
+            note_text(text, sizeof text, N + i);
             json_t *p = json_pack("{s:s}", "content", text);
             int64_t t0 = util_now_us();
             json_decref(exec(m, "add_memory", p));
@@ -325,7 +353,7 @@ int main(int argc, char **argv)
         /* retrieve */
         long hits = 0;
         for (int i = 0; i < ops; i++) {
-            make_text(text, sizeof text, 3, N_STOP);
+            query_text(text, sizeof text);
             json_t *p = json_pack("{s:s,s:i}", "content", text, "k", 5);
             int64_t c0 = cpu_us(), t0 = util_now_us();
             json_t *r = exec(m, "retrieve_memory", p);
