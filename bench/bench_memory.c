@@ -36,6 +36,9 @@
  * mix instead ("note S from connection C: the meeting about topic T moved
  * to room R", queries "meeting topic T room"): three words in every note,
  * one rare word per query, where the pruned retrieval reads few notes.
+ * With --agents N the prefilled notes belong to N agents in turn (note i
+ * to agent i mod N) and every timed call is the first agent's, as in a
+ * store that agents share; the baseline table holds that agent's notes.
  *
  * Usage: bench_memory [--sizes 1000,10000,100000] [--ops 1000]
  *                     [--sync full|normal] [--dir DIR] [--shape zipf|load]
@@ -136,6 +139,7 @@ static void make_text(char *buf, size_t cap, int words, int lo)
  * three words are in every note and one word of each query is rare (a
  * retrieval's words are mostly common; docs/memory.md, "Retrieval") */
 static bool g_shape_load;
+static int g_agents = 1; /* --agents: the notes spread over this many agents */
 
 static void note_text(char *buf, size_t cap, long i)
 {
@@ -227,6 +231,9 @@ int main(int argc, char **argv)
             full = !strcmp(argv[++i], "full");
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             snprintf(dir, sizeof dir, "%s", argv[++i]);
+        } else if (!strcmp(argv[i], "--agents") && i + 1 < argc) { /* see the top */
+            g_agents = atoi(argv[++i]);
+            if (g_agents < 1) g_agents = 1;
         } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
             g_shape_load = !strcmp(argv[++i], "load");
         } else if (!strcmp(argv[i], "--http")) {
@@ -237,7 +244,7 @@ int main(int argc, char **argv)
             else if (testmodel_cached(TESTMODEL_SHAPE_EMBED, &embed_model, e, sizeof e)) die(e);
         } else {
             fprintf(stderr, "usage: %s [--sizes 1000,10000,100000] [--ops N] [--sync full|normal] "
-                            "[--dir DIR] [--shape zipf|load] [--http] [--embed [MODEL.gguf]]\n", argv[0]);
+                            "[--dir DIR] [--shape zipf|load] [--agents N] [--http] [--embed [MODEL.gguf]]\n", argv[0]);
             return 2;
         }
     }
@@ -286,7 +293,16 @@ int main(int argc, char **argv)
                 memcpy(n->last_accessed, n->timestamp, sizeof n->timestamp);
                 batch[b] = n;
             }
-            if (mem_store_insert_many(mem_manager_store(m), "bench", batch, (size_t)b)) die("prefill");
+            /* note i belongs to agent i % g_agents: "bench", "bench1", ... */
+            for (int a = 0; a < g_agents; a++) {
+                struct mem_note *sub[BATCH];
+                size_t n_sub = 0;
+                for (int i = 0; i < b; i++)
+                    if ((done - b + i) % g_agents == a) sub[n_sub++] = batch[i];
+                char name[32] = "bench";
+                if (a) snprintf(name, sizeof name, "bench%d", a);
+                if (n_sub && mem_store_insert_many(mem_manager_store(m), name, sub, n_sub)) die("prefill");
+            }
             for (int i = 0; i < b; i++) mem_note_free(batch[i]);
         }
         free(batch);
@@ -305,7 +321,7 @@ int main(int argc, char **argv)
         sqlite3_prepare_v2(db, "SELECT rowid, bm25(f) FROM f WHERE f MATCH ?1 ORDER BY rank LIMIT 5", -1,
                            &fts, NULL);
         sql(db, "BEGIN");
-        for (long i = 0; i < N; i++) {
+        for (long i = 0; i < N; i += g_agents) { /* the notes of "bench" */
             snprintf(id, sizeof id, "pre-%ld", i);
             note_text(text, sizeof text, i);
             sqlite3_bind_text(ins, 1, id, -1, SQLITE_TRANSIENT);
@@ -337,7 +353,8 @@ int main(int argc, char **argv)
         struct pct am = pcts(tm, ops), ab = pcts(tb, ops);
         /* get: random prefilled ids (mostly faults from SQLite at 10k+) */
         for (int i = 0; i < ops; i++) {
-            snprintf(id, sizeof id, "pre-%ld", (long)(rnd() % (uint64_t)N));
+            snprintf(id, sizeof id, "pre-%ld",
+                     (long)(rnd() % (uint64_t)((N + g_agents - 1) / g_agents)) * g_agents);
             json_t *p = json_pack("{s:s}", "memory_id", id);
             int64_t t0 = util_now_us();
             json_decref(exec(m, "get_memory", p));
