@@ -28,6 +28,7 @@
  * at a time (SSE2) and copied once into the json_t; strings with escapes
  * are decoded into a buffer first. */
 #include "util/json_dec.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -54,23 +55,6 @@ static inline void skip_ws(struct dec *d)
         d->p++;
 }
 
-/* length of the valid UTF-8 sequence at p (first byte >= 0x80), 0 if
- * invalid: jansson's utf8_check_first and utf8_check_full */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char u = p[0];
-    if (u < 0xc2 || u > 0xf4) return 0;
-    size_t n = u <= 0xdf ? 2 : u <= 0xef ? 3 : 4;
-    if (n > avail) return 0;
-    uint32_t v = u & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        v = (v << 6) | (p[i] & 0x3f);
-    }
-    if (v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
-    if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000)) return 0; /* overlong */
-    return n;
-}
 
 /* from p, the first byte that is not plain ASCII string content (a
  * control character, '"', '\\' or a byte >= 0x80), or end */
@@ -133,7 +117,7 @@ static bool string_at(struct dec *d, const char **s, size_t *n)
             return true;
         }
         if (*q >= 0x80) {
-            size_t k = utf8_seq(q, (size_t)(d->end - q));
+            size_t k = util_utf8_seq(q, (size_t)(d->end - q));
             if (!k) return false;
             q += k;
             continue;
@@ -159,7 +143,7 @@ static bool string_at(struct dec *d, const char **s, size_t *n)
             return true;
         }
         if (*q >= 0x80) {
-            size_t k = utf8_seq(q, (size_t)(d->end - q));
+            size_t k = util_utf8_seq(q, (size_t)(d->end - q));
             if (!k) return false;
             memcpy(d->tmp + w, q, k);
             w += k;

@@ -34,6 +34,7 @@
  * a stack, searched only below depth CYCLE_FREE_DEPTH (a cycle makes the
  * path grow without end, so it is found there). */
 #include "util/json_enc.h"
+#include "util/util.h"
 
 #include <assert.h>
 #include <math.h>
@@ -107,22 +108,6 @@ static const unsigned char k_class[256] = {
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
 };
 
-/* length of the valid UTF-8 sequence at p (first byte >= 0xc2), 0 if
- * invalid: jansson's utf8_check_first and utf8_check_full */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char u = p[0];
-    size_t n = u <= 0xdf ? 2 : u <= 0xef ? 3 : 4;
-    if (n > avail) return 0;
-    uint32_t v = u & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        v = (v << 6) | (p[i] & 0x3f);
-    }
-    if (v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
-    if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000)) return 0; /* overlong */
-    return n;
-}
 
 /* the end of the run of bytes from i that are copied as they are */
 static inline size_t plain_run(const unsigned char *p, size_t i, size_t n)
@@ -191,7 +176,7 @@ static bool put_string(struct enc *e, const char *str, size_t n, bool is_key)
             break;
         }
         case 2: {
-            size_t k = utf8_seq(p + i, n - i);
+            size_t k = util_utf8_seq(p + i, n - i);
             if (!k) goto invalid;
             if (!put(e, str + i, k)) return false;
             i += k;

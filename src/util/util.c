@@ -206,6 +206,22 @@ uint32_t util_fnv1a32(const char *s)
     return h;
 }
 
+size_t util_utf8_seq(const unsigned char *p, size_t avail)
+{
+    unsigned char u = p[0];
+    if (u < 0xc2 || u > 0xf4) return 0;
+    size_t n = u <= 0xdf ? 2 : u <= 0xef ? 3 : 4;
+    if (n > avail) return 0;
+    uint32_t v = u & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        v = (v << 6) | (p[i] & 0x3f);
+    }
+    if (v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+    if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000)) return 0; /* overlong */
+    return n;
+}
+
 uint32_t util_fnv1a32_n(const char *s, size_t n)
 {
     uint32_t h = 2166136261u;

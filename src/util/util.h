@@ -47,6 +47,12 @@ int util_pct_encode(const char *s, char *out, size_t outlen);
  * of a format; cap > 0. */
 void util_copy(char *dst, size_t cap, const char *src);
 
+/* the length of the valid UTF-8 sequence at p (avail bytes there, p[0]
+ * from 0x80), 0 if it is not one: a leading byte 0xc2-0xf4, continuation
+ * bytes, no overlong form, no surrogate, at most U+10FFFF (jansson's
+ * utf8_check_first and utf8_check_full) */
+size_t util_utf8_seq(const unsigned char *p, size_t avail);
+
 /* FNV-1a hashes of a NUL-terminated string */
 uint32_t util_fnv1a32(const char *s);
 uint32_t util_fnv1a32_n(const char *s, size_t n); /* the same of n bytes */
