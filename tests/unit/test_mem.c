@@ -412,7 +412,9 @@ static void test_store_topk_counted_words(void **state)
         for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
             snprintf(id, sizeof id, "n%d", n_id++);
             struct mem_note *n = mk(id, texts[i]);
+            json_decref(n->keywords);
             n->keywords = json_pack("[s]", rep % 2 ? "running" : "bar");
+            free(n->context);
             n->context = strdup(rep == 3 ? "foo bar context" : "");
             assert_int_equal(mem_store_insert(s, rep == 2 ? "b" : "a", n), 0);
             mem_note_free(n);
