@@ -432,10 +432,12 @@ static void aios_idf(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_cont
  * as a phrase does): a blob of struct tf_row. It scores a row for words
  * that are not in the query that found it (scan_pruned), where reading them
  * from the index would mean seeking through their whole doclists. */
-#define TF_MAX_TOKENS 8 /* tokens of one word; more, or a token over 64 bytes: the plain scan */
+#define TF_MAX_TOKENS 8 /* tokens of one word; more, or a token over TF_TOKEN_MAX: the plain scan */
+#define TF_TOKEN_MAX 64
 
 struct tf_word {
     int n_tok;
+    bool uncountable; /* more than TF_MAX_TOKENS tokens, or one too long */
     char *tok[TF_MAX_TOKENS];
     int len[TF_MAX_TOKENS];
 };
@@ -447,7 +449,7 @@ struct tf_query {
 
 struct tf_row {
     int64_t bytes; /* of text tokenized, for the caller's budget */
-    int32_t n_word; /* -1: a word of more than TF_MAX_TOKENS tokens */
+    int32_t n_word; /* -1: a word that cannot be counted (tf_word) */
     int32_t tf[IDF_MAX_PHRASES];
 };
 
@@ -455,7 +457,7 @@ struct tf_row {
 struct tf_scan {
     struct tf_query *q;
     struct tf_row *row;
-    char buf[TF_MAX_TOKENS][64];
+    char buf[TF_MAX_TOKENS][TF_TOKEN_MAX];
     int len[TF_MAX_TOKENS]; /* -1: longer than the buffer (equal to no word's token) */
     int n;
     struct tf_word *fill; /* tokenizing a query word */
@@ -475,8 +477,8 @@ static int tf_word_token(void *ctx, int flags, const char *tok, int n, int start
     (void)start;
     (void)end;
     struct tf_word *w = ((struct tf_scan *)ctx)->fill;
-    if (w->n_tok == TF_MAX_TOKENS || n > (int)sizeof ((struct tf_scan *)ctx)->buf[0]) {
-        w->n_tok = TF_MAX_TOKENS + 1;
+    if (w->n_tok == TF_MAX_TOKENS || n > TF_TOKEN_MAX) {
+        w->uncountable = true;
         return SQLITE_DONE;
     }
     if (!(w->tok[w->n_tok] = sqlite3_malloc(n > 0 ? n : 1))) return SQLITE_NOMEM;
@@ -492,7 +494,7 @@ static int tf_row_token(void *ctx, int flags, const char *tok, int n, int start,
     (void)end;
     struct tf_scan *sc = ctx;
     int at = sc->n++ % TF_MAX_TOKENS;
-    sc->len[at] = n <= (int)sizeof sc->buf[at] ? n : -1;
+    sc->len[at] = n <= TF_TOKEN_MAX ? n : -1;
     if (sc->len[at] > 0) memcpy(sc->buf[at], tok, (size_t)n);
     for (int i = 0; i < sc->q->n_word; i++) {
         const struct tf_word *w = &sc->q->w[i];
@@ -538,7 +540,7 @@ static void aios_tf(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_conte
     }
     row.n_word = q->n_word;
     for (int i = 0; i < q->n_word; i++)
-        if (q->w[i].n_tok > TF_MAX_TOKENS) row.n_word = -1;
+        if (q->w[i].uncountable) row.n_word = -1;
     sc.q = q;
     sc.row = &row;
     for (int col = 0; col < 4 && row.n_word > 0 && rc == SQLITE_OK; col++) {

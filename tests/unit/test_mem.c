@@ -389,7 +389,8 @@ static void test_store_topk_matches_reference(void **state)
 /* The pruned scan counts the words it did not search for by tokenizing
  * the notes it read (aios_tf): stems, folded accents, words of several
  * tokens ("foo\xe2\x80\x94" "bar": an em dash splits it), repeats across the
- * four text columns, and notes too long to tokenize within the budget (the
+ * four text columns, words it cannot count (a token over 64 bytes, more
+ * than 8 tokens: the plain scan), and notes too long to tokenize within the budget (the
  * plain scan then), among many notes that hold only the common word. Its
  * top k must be the plain scan's first k: same notes,
  * same order, same scores to the bit (k = 1000 makes every round fall
@@ -405,6 +406,10 @@ static void test_store_topk_counted_words(void **state)
         "common foo\xe2\x80\x94" "bar and bar foo", "common foo bar foo bar", "common bar",
         "common", "common common common running runs run", "common foo\xe2\x80\x94" "bar foo\xe2\x80\x94" "bar",
         "common rareword once", "other words only",
+        /* words the pruned scan cannot count: one token longer than its
+         * 64-byte buffer, and a word of more than 8 tokens */
+        "common xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "common p1\xe2\x80\x94" "p2\xe2\x80\x94" "p3\xe2\x80\x94" "p4\xe2\x80\x94" "p5\xe2\x80\x94" "p6\xe2\x80\x94" "p7\xe2\x80\x94" "p8\xe2\x80\x94" "p9",
     };
     char id[32];
     int n_id = 0;
@@ -447,6 +452,8 @@ static void test_store_topk_counted_words(void **state)
     static const char *const queries[] = {
         "common running", "common foo\xe2\x80\x94" "bar", "common na\xc3\xafve run", "foo\xe2\x80\x94" "bar bar",
         "bar foo common runs", "common rareword", "rareword filler", "context foo", "nothing here",
+        "common xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "common p1\xe2\x80\x94" "p2\xe2\x80\x94" "p3\xe2\x80\x94" "p4\xe2\x80\x94" "p5\xe2\x80\x94" "p6\xe2\x80\x94" "p7\xe2\x80\x94" "p8\xe2\x80\x94" "p9",
     };
     for (size_t qi = 0; qi < sizeof queries / sizeof *queries; qi++) {
         struct mem_hit all[1000], top[5];
@@ -463,6 +470,7 @@ static void test_store_topk_counted_words(void **state)
         }
         if (!strcmp(queries[qi], "nothing here")) assert_int_equal(n_all, 0);
         if (!strcmp(queries[qi], "common running")) assert_true(n_all > 30);
+        if (qi >= 9) assert_true(n_all >= 4 && all[0].score > all[n_all - 1].score);
     }
     mem_store_close(s);
 }
