@@ -291,6 +291,25 @@ static void idf_store(struct idf_cache *c, const char *word, size_t len, sqlite3
     pthread_mutex_unlock(&c->mu);
 }
 
+/* The quoted words of a query of mem_fts_query ("a" OR "b" ...): the
+ * first `max` of them into word[] (at the opening quote) and len[] (with
+ * both quotes); returns how many there are in all. */
+static int quoted_words(const char *q, const char **word, size_t *len, int max)
+{
+    int n = 0;
+    for (const char *p = q; p && (p = strchr(p, '"'));) {
+        const char *e = strchr(p + 1, '"');
+        if (!e) break;
+        if (n < max) {
+            word[n] = p;
+            len[n] = (size_t)(e + 1 - p);
+        }
+        n++;
+        p = e + 1;
+    }
+    return n;
+}
+
 static int rank_count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud)
 {
     (void)api;
@@ -314,19 +333,8 @@ static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *k
     struct idf_cache *cache = api->xUserData(fts);
     const char *word[IDF_MAX_PHRASES];
     size_t len[IDF_MAX_PHRASES];
-    int n_word = 0;
-    bool cacheable = rc == SQLITE_OK && cache && key && n <= IDF_MAX_PHRASES && n_row >= IDF_MIN_ROWS;
-    for (const char *p = key; cacheable && (p = strchr(p, '"'));) {
-        const char *e = strchr(p + 1, '"');
-        if (!e || n_word == n) {
-            cacheable = false;
-            break;
-        }
-        word[n_word] = p;
-        len[n_word++] = (size_t)(e + 1 - p);
-        p = e + 1;
-    }
-    if (n_word != n) cacheable = false;
+    bool cacheable = rc == SQLITE_OK && cache && key && n <= IDF_MAX_PHRASES &&
+                     n_row >= IDF_MIN_ROWS && quoted_words(key, word, len, IDF_MAX_PHRASES) == n;
     for (int i = 0; i < n && rc == SQLITE_OK; i++) {
         bool keep = cacheable && len[i] < IDF_WORD_MAX;
         double *dfi = df ? &df[i] : &df_dummy;
@@ -523,13 +531,13 @@ static void aios_tf(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_conte
             return;
         }
         memset(q, 0, sizeof *q);
-        for (const char *p = text; p && rc == SQLITE_OK && (p = strchr(p, '"'));) {
-            const char *e = strchr(p + 1, '"');
-            if (!e || q->n_word == IDF_MAX_PHRASES) break;
-            sc.fill = &q->w[q->n_word++];
-            rc = api->xTokenize(fts, p + 1, (int)(e - p - 1), &sc, tf_word_token);
+        const char *word[IDF_MAX_PHRASES];
+        size_t len[IDF_MAX_PHRASES];
+        int n = quoted_words(text, word, len, IDF_MAX_PHRASES);
+        for (; q->n_word < n && q->n_word < IDF_MAX_PHRASES && rc == SQLITE_OK; q->n_word++) {
+            sc.fill = &q->w[q->n_word];
+            rc = api->xTokenize(fts, word[q->n_word] + 1, (int)len[q->n_word] - 2, &sc, tf_word_token);
             if (rc == SQLITE_DONE) rc = SQLITE_OK;
-            p = e + 1;
         }
         if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, q, tf_query_free);
         else tf_query_free(q);
@@ -1554,13 +1562,11 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *
     int skip = 0, n_idf = 0, rc;
     double idf[IDF_MAX_PHRASES], df[IDF_MAX_PHRASES];
     struct word w[IDF_MAX_PHRASES];
-    int n_w = 0;
-    for (const char *p = q; (p = strchr(p, '"')) && n_w < IDF_MAX_PHRASES;) {
-        const char *e = strchr(p + 1, '"');
-        if (!e) break;
-        w[n_w++] = (struct word){.p = p, .len = (size_t)(e + 1 - p)};
-        p = e + 1;
-    }
+    const char *wp[IDF_MAX_PHRASES];
+    size_t wl[IDF_MAX_PHRASES];
+    int n_w = quoted_words(q, wp, wl, IDF_MAX_PHRASES);
+    if (n_w > IDF_MAX_PHRASES) n_w = IDF_MAX_PHRASES; /* mem_fts_query keeps 32 */
+    for (int i = 0; i < n_w; i++) w[i] = (struct word){.p = wp[i], .len = wl[i]};
     char *full = fts_match(agent, q, &skip);
     char *need = malloc(strlen(q) + 1);
     if (!full || !need) {
@@ -1568,11 +1574,14 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *
         goto out;
     }
     /* the IDFs: from the cache when it has every word (no query), else
-     * from aios_idf, which also says when nothing matches */
+     * from aios_idf, which also says when nothing matches; a query of one
+     * word is scanned plainly, and aios_bm25 counts its IDF */
     n_idf = n_w;
     for (int i = 0; i < n_w && n_idf; i++)
         if (!idf_lookup(cache, w[i].p, w[i].len, &idf[i], &df[i])) n_idf = 0;
-    if (!n_idf && ((rc = query_idf(c, full, q, skip, idf, df, &n_idf)) || n_idf == 0)) goto out;
+    if (!n_idf && n_w > 1 &&
+        ((rc = query_idf(c, full, q, skip, idf, df, &n_idf)) || n_idf == 0))
+        goto out;
     if (n_idf == n_w && n_w > 1) {
         double all = 0, read = 0;
         for (int i = 0; i < n_w; i++) {
