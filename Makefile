@@ -24,7 +24,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_TYPE ?= RelWithDebInfo
 
 FUZZ_S       ?= 600
-FUZZ_TARGETS ?= chat query schema config path calc mcp remote agent headers responses hub embeddings json
+FUZZ_TARGETS ?= chat query schema config path calc mcp remote agent headers responses hub embeddings json retrieve
 FUZZ_JOBS    ?= 1
 
 .PHONY: all deps llama configure test run asan asan-test bench-guard clean fuzz fuzz-build ui-test gpu-test
