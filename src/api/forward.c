@@ -244,18 +244,24 @@ static void call_end(struct api_fwd *fw, struct api_fwd_call *f, CURLcode cc, bo
         snprintf(f->why, sizeof f->why, "%s", dropped ? "the kernel is stopping" : curl_easy_strerror(cc));
     snprintf(why, sizeof why, "%s", f->why);
     enum fwd_state was = f->state;
-    if (dropped && !cancelled) f->stopping = true;
-    if (was == FWD_PENDING) f->state = FWD_FAILED; /* nothing reached the client */
-    else f->state = cc == CURLE_OK && !dropped ? FWD_DONE : FWD_BROKEN;
+    enum fwd_state now = was == FWD_PENDING ? FWD_FAILED /* nothing reached the client */
+                         : cc == CURLE_OK && !dropped ? FWD_DONE : FWD_BROKEN;
     if (cc == CURLE_OK && was == FWD_PENDING && !f->why[0])
         snprintf(f->why, sizeof f->why, "its answer had no headers");
-    enum fwd_state now = f->state;
-    call_wake(f);
-    /* the verdict on the peer: a failure before any answer is the HTTP
-     * thread's to report (clu_forward_failed, with the fallback) */
+    pthread_mutex_unlock(&f->mu);
+    /* the verdict on the peer before the state says the call is over: from
+     * then on the client may have all of the answer and send its next
+     * call, which must find this one ended (not still outstanding, so the
+     * peer overloaded at cluster.max_outstanding). A failure before any
+     * answer is the HTTP thread's to report (clu_forward_failed, with the
+     * fallback). */
     if (cancelled || dropped) clu_forward_release(f->clu, f->peer);
     else if (now == FWD_DONE) clu_forward_end(f->clu, f->peer, true, NULL);
     else if (now == FWD_BROKEN) clu_forward_end(f->clu, f->peer, false, why);
+    pthread_mutex_lock(&f->mu);
+    if (dropped && !cancelled) f->stopping = true;
+    f->state = now;
+    call_wake(f);
     LOG_DEBUG("forward", "%s -> %s: %s%s%s", f->agent, f->url,
               now == FWD_DONE ? "answered" : now == FWD_FAILED ? "no answer" : "broken",
               why[0] ? ": " : "", why);
