@@ -70,6 +70,8 @@ enum {
     ST_GET_NID,
     ST_IDF,
     ST_TF,
+    ST_BEGIN,
+    ST_END,
     ST__COUNT
 };
 
@@ -107,6 +109,9 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_BM25_SOME] = "SELECT f.rowid, f.rank FROM notes_fts f WHERE notes_fts MATCH ?1 "
                      "AND f.rank MATCH 'aios_bm25()' AND f.rowid IN (SELECT value FROM json_each(?2))",
     [ST_GET_NID] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2",
+    /* a read transaction over several statements (read_begin) */
+    [ST_BEGIN] = "BEGIN",
+    [ST_END] = "COMMIT",
 };
 
 /* the bytes a note takes in the quota: its text fields as stored (the
@@ -623,15 +628,20 @@ static int conn_open(struct mem_store *s, bool writer, struct mem_conn **out, ch
                  s->path);
         goto fail;
     }
-    /* the FTS index of 100k notes is tens of MB: read it through a memory
-     * map and a 32 MiB page cache, not a read() per page (retrieval p99
-     * at 100k notes, docs/performance.md) */
+    /* No memory map: SQLite empties a reader's page cache at the start of
+     * every read transaction that follows a commit, and with a map it also
+     * unmaps the whole file then, so each page is faulted in again (TLB
+     * shootdowns on every core). Under a steady stream of writes that made
+     * retrieval 2 to 3 times dearer than pread through the page cache, and
+     * the quiet store at 100k notes is no slower without it
+     * (docs/performance.md, "Reads under writes"). A reader's cache is
+     * 8 MiB: one per reading thread; the writer's 32 MiB. */
     char pragmas[256];
     /* auto_vacuum first: it only takes before the first table is made */
     snprintf(pragmas, sizeof pragmas, "PRAGMA auto_vacuum=INCREMENTAL; "
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
-             "PRAGMA mmap_size=268435456; PRAGMA cache_size=-32768;%s",
-             s->full_sync ? "FULL" : "NORMAL", writer ? "" : " PRAGMA query_only=1;");
+             "PRAGMA mmap_size=0; PRAGMA cache_size=%s;",
+             s->full_sync ? "FULL" : "NORMAL", writer ? "-32768" : "-8192; PRAGMA query_only=1");
     char *msg = NULL;
     if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
         (writer && sqlite3_exec(c->db, k_schema, NULL, NULL, &msg) != SQLITE_OK)) {
@@ -675,6 +685,25 @@ static void conn_give(struct mem_store *s, struct mem_conn *c)
     c->next = s->free_list;
     s->free_list = c;
     pthread_mutex_unlock(&s->mu);
+}
+
+static int sql_fail(struct mem_conn *c, const char *what);
+
+/* One read transaction for the statements until read_end: they see one
+ * snapshot, and the connection's page cache is emptied at most once (at
+ * the first of them, when a write committed since its last read) rather
+ * than at each. */
+static int read_begin(struct mem_conn *c)
+{
+    int r = sqlite3_step(c->st[ST_BEGIN]);
+    sqlite3_reset(c->st[ST_BEGIN]);
+    return r == SQLITE_DONE ? 0 : sql_fail(c, "begin a read");
+}
+
+static void read_end(struct mem_conn *c)
+{
+    if (sqlite3_step(c->st[ST_END]) != SQLITE_DONE) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_reset(c->st[ST_END]);
 }
 
 static int64_t one_int(sqlite3 *db, const char *sql)
@@ -1263,6 +1292,10 @@ static int scan_top(struct mem_conn *c, const char *agent, const char *match, co
     return rc;
 }
 
+static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *agent, const char *q,
+                       size_t k, struct mem_hit *out, size_t *n_out);
+static int get_nids_on(struct mem_conn *c, const char *agent, struct mem_hit *h, size_t n);
+
 int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
                      struct mem_hit **hits, size_t *n_hits)
 {
@@ -1271,8 +1304,20 @@ int mem_store_search(struct mem_store *s, const char *agent, const char *text, i
     struct mem_hit *h = k > 0 ? calloc((size_t)k, sizeof *h) : NULL;
     if (k > 0 && !h) return AIOS_ENOMEM;
     size_t n = 0;
-    int rc = mem_store_search_ids(s, agent, text, k, h, &n);
-    if (!rc) rc = mem_store_get_nids(s, agent, h, n);
+    /* one read transaction for the scan and the notes: one snapshot, and
+     * SQLite empties a reader's page cache (and unmaps its file) at the
+     * start of every read transaction that follows a commit, which under
+     * a steady stream of writes was most of a retrieval's cost */
+    char *q = mem_fts_query(text);
+    struct mem_conn *c = q ? conn_take(s) : NULL;
+    int rc = !q ? AIOS_ENOMEM : !c ? AIOS_EIO : 0;
+    if (!rc && (rc = read_begin(c)) == 0) {
+        if (q[0] && k > 0) rc = scan_pruned(c, &s->idf, agent, q, (size_t)k, h, &n);
+        if (!rc) rc = get_nids_on(c, agent, h, n);
+        read_end(c);
+    }
+    if (c) conn_give(s, c);
+    free(q);
     if (rc) {
         mem_hits_free(h, n);
         return rc;
@@ -1685,10 +1730,8 @@ int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, 
     return rc;
 }
 
-int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h, size_t n)
+static int get_nids_on(struct mem_conn *c, const char *agent, struct mem_hit *h, size_t n)
 {
-    struct mem_conn *c = conn_take(s);
-    if (!c) return AIOS_EIO;
     int rc = 0;
     sqlite3_stmt *st = c->st[ST_GET_NID];
     for (size_t i = 0; i < n && !rc; i++) {
@@ -1700,6 +1743,18 @@ int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h
         sqlite3_reset(st);
     }
     sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h, size_t n)
+{
+    struct mem_conn *c = conn_take(s);
+    if (!c) return AIOS_EIO;
+    int rc = read_begin(c);
+    if (!rc) {
+        rc = get_nids_on(c, agent, h, n);
+        read_end(c);
+    }
     conn_give(s, c);
     return rc;
 }
