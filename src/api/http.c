@@ -284,9 +284,12 @@ static void on_syscall_event(struct syscall *sc, void *ud)
     if (wake) MHD_resume_connection(r->conn);
 }
 
-/* Attach sc to r (r owns the caller's reference from now on) and queue it.
- * On failure the error answer is already queued and *sent holds it. */
-static int attach_and_submit(struct api_req *r, struct syscall *sc, enum MHD_Result *sent)
+/* Attach sc to r (r owns the caller's reference from now on) and queue it;
+ * with `taken`, a cheap read may instead be handed back to run on this
+ * thread (sched_submit_here: *taken). On failure the error answer is
+ * already queued and *sent holds it. */
+static int attach_and_submit(struct api_req *r, struct syscall *sc, bool *taken,
+                             enum MHD_Result *sent)
 {
     r->sc = sc;
     if (!sc->request_id[0]) snprintf(sc->request_id, sizeof sc->request_id, "%s", r->request_id);
@@ -294,7 +297,7 @@ static int attach_and_submit(struct api_req *r, struct syscall *sc, enum MHD_Res
     sc->notify_ud = r;
     int g = api_access_before_submit(r, sc, sent); /* token budgets, storage approvals */
     if (g) return g < 0 ? AIOS_EPERM : 0;
-    int rc = sched_submit(r->k->sched, sc);
+    int rc = taken ? sched_submit_here(r->k->sched, sc, taken) : sched_submit(r->k->sched, sc);
     if (rc) {
         acc_budget_unreserve(r->k->access, sc);
         const char *type;
@@ -308,10 +311,12 @@ enum MHD_Result api_submit_and_wait(struct api_req *r, struct syscall *sc, api_h
 {
     enum MHD_Result sent;
     r->resume = resume;
-    if (attach_and_submit(r, sc, &sent)) {
+    bool here = false;
+    if (attach_and_submit(r, sc, &here, &sent)) {
         r->resume = NULL;
         return sent;
     }
+    if (here) sched_run_here(r->k->sched, sc); /* final when it returns */
     pthread_mutex_lock(&sc->mu);
     if (syscall_status_final(sc->status)) {
         pthread_mutex_unlock(&sc->mu);
@@ -424,7 +429,7 @@ enum MHD_Result api_submit_and_stream(struct api_req *r, struct syscall *sc,
     r->stream = ss;
     sc->stream = true;
     enum MHD_Result sent;
-    if (attach_and_submit(r, sc, &sent)) return sent;
+    if (attach_and_submit(r, sc, NULL, &sent)) return sent;
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, r, NULL);
     if (!resp) return MHD_NO;

@@ -64,6 +64,10 @@ struct syscall {
     void *req;                    /* kind-specific request, owned */
     void (*req_free)(void *);
     bool stream;                  /* caller wants incremental output */
+    /* a read that costs about as little as handing it to a worker (one
+     * note by id): it may run on the thread that submits it
+     * (sched_submit_here) */
+    bool run_here;
     /* made for an agent's own identity (its token), not by the operator:
      * the agent's privilege group binds the model this call runs and the
      * tools it runs (set by the access manager before submit) */

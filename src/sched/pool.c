@@ -6,7 +6,9 @@
  * its kind, runs the executor, and hands the syscall back with sched_done().
  * The first n_any threads take any call of the kind; the n_readers after
  * them take only calls on the read lane (SCHED_READ_LANE: memory and
- * storage reads), which therefore never wait behind writes (sched.h).
+ * storage reads), which therefore never wait behind writes (sched.h). The
+ * executor of a pool with readers also runs the cheap reads that the
+ * thread submitting them takes (sched_submit_here).
  * Threads exit when the scheduler shuts down (sched_next returns NULL). */
 #include "sched/sched.h"
 
@@ -31,19 +33,7 @@ char sched_read_lane;
 static void run_lane(struct sched_pool *p, void *lane)
 {
     struct syscall *sc;
-    while ((sc = sched_next(p->s, p->kind, lane, -1))) {
-        p->fn(sc, p->ud);
-        pthread_mutex_lock(&sc->mu);
-        bool final = syscall_status_final(sc->status);
-        pthread_mutex_unlock(&sc->mu);
-        if (!final) {
-            LOG_ERROR("sched", "%s executor left syscall %llu unfinished",
-                      syscall_kind_name(p->kind), (unsigned long long)sc->id);
-            syscall_fail(sc, AIOS_EENGINE, 500, "internal error: the %s executor did not answer",
-                         syscall_kind_name(p->kind));
-        }
-        sched_done(p->s, sc);
-    }
+    while ((sc = sched_next(p->s, p->kind, lane, -1))) sched_exec(p->s, sc, p->fn, p->ud);
 }
 
 /* "memory-w", "storage-r": the pool and lane in `top -H` and perf */
@@ -93,6 +83,7 @@ int sched_pool_start(struct sched_pool **out, struct sched *s, enum syscall_kind
             return AIOS_ENOMEM;
         }
     }
+    if (n_readers > 0) sched_set_here(s, kind, fn, ud);
     *out = p;
     return 0;
 }
@@ -100,6 +91,7 @@ int sched_pool_start(struct sched_pool **out, struct sched *s, enum syscall_kind
 void sched_pool_stop(struct sched_pool *p)
 {
     if (!p) return;
+    sched_clear_here(p->s, p->kind);
     for (int i = 0; i < p->n; i++) pthread_join(p->threads[i], NULL);
     free(p->threads);
     free(p);

@@ -120,6 +120,16 @@ struct sched {
     void *final_hook_ud;
     /* the price of an LLM call's target per token (sched_set_price_fn) */
     void (*price_fn)(const void *target, double *prompt, double *completion);
+    /* the read executor of a kind whose pool has reader threads, for
+     * calls that run on the thread that submits them (sched_submit_here);
+     * `running` counts such runs, and here_cv tells sched_clear_here that
+     * none is left */
+    struct {
+        sched_exec_fn fn;
+        void *ud;
+        int running;
+    } here[SYSCALL_KIND__COUNT];
+    pthread_cond_t here_cv;
     /* the timeline ring (sched_timeline): its own leaf lock, taken alone */
     pthread_mutex_t tl_mu;
     struct sched_call_rec *tl;
@@ -527,6 +537,7 @@ int sched_create(struct sched **out, const struct sched_policy *policy)
         pthread_cond_init(&s->cv_pool[k][1], &ca);
         s->q[k].s = s;
     }
+    pthread_cond_init(&s->here_cv, &ca);
     pthread_condattr_destroy(&ca);
     *out = s;
     return 0;
@@ -541,6 +552,7 @@ void sched_destroy(struct sched *s)
         pthread_cond_destroy(&s->cv_pool[k][0]);
         pthread_cond_destroy(&s->cv_pool[k][1]);
     }
+    pthread_cond_destroy(&s->here_cv);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->tl_mu);
     free(s->tl);
@@ -647,6 +659,30 @@ int sched_configure(struct sched *s, const void *vcfg, char *err, size_t errlen)
 
 static void account_final(struct syscall *sc, void *ud);
 
+/* a picked call leaves the queue for the running list (lock held) */
+static void take_locked(struct sched *s, struct syscall *sc, int64_t now)
+{
+    int kind = sc->kind;
+    s->n_running[kind]++;
+    sc->sched_t_run_us = now;
+    sc->sched_slice_tokens = 0;
+    struct sched_agent *a = sc->sched_agent;
+    a->n_queued--;
+    if (a->n_queued_kind[kind]) a->n_queued_kind[kind]--;
+    a->n_running++;
+    a->n_running_kind[kind]++;
+    run_link(s, sc);
+}
+
+/* a taken call starts running (no lock held) */
+static void run_begin(struct syscall *sc, int64_t now)
+{
+    syscall_slice_begin(sc, now);
+    pthread_mutex_lock(&sc->mu);
+    if (!syscall_status_final(sc->status)) sc->status = SYSCALL_STATUS_RUNNING;
+    pthread_mutex_unlock(&sc->mu);
+}
+
 /* lift an agent that becomes active to the least service among the active */
 static void agent_activate(struct sched *s, struct sched_agent *a)
 {
@@ -661,7 +697,13 @@ static void agent_activate(struct sched *s, struct sched_agent *a)
     if (any && a->service < min) a->service = min;
 }
 
-int sched_submit(struct sched *s, struct syscall *sc)
+/* Queue sc, or with `here` (a cheap read: syscall.run_here) hand it to
+ * the caller at once when its kind's readers would take it next anyway:
+ * no read of the kind is waiting that it could take (so it passes no one)
+ * and its agent is under the kind's cap. Then it is running as if a pool
+ * thread had picked it (*taken) and the caller runs it (sched_run_here):
+ * no worker's wake-up, no connection suspended and resumed. */
+static int submit(struct sched *s, struct syscall *sc, bool here, bool *taken)
 {
     if ((unsigned)sc->kind >= SYSCALL_KIND__COUNT) return AIOS_EINVAL;
     syscall_ref(sc);
@@ -705,6 +747,18 @@ int sched_submit(struct sched *s, struct syscall *sc)
     sc->sched_seq = ++s->seq;
     s->policy->push(&s->q[sc->kind], sc);
     s->n_submitted++;
+    if (here && sc->target == SCHED_READ_LANE && s->here[sc->kind].fn &&
+        s->policy->peek(&s->q[sc->kind], SCHED_READ_LANE) == sc) {
+        /* the one read its readers could take: take it as they would */
+        struct syscall *got = s->policy->pick(&s->q[sc->kind], SCHED_READ_LANE);
+        assert(got == sc);
+        take_locked(s, got, now);
+        s->here[sc->kind].running++;
+        *taken = true;
+        pthread_mutex_unlock(&s->mu);
+        run_begin(sc, now);
+        return 0;
+    }
     /* timed waiters (engines) as before; of the pool threads one that
      * takes any call, and one reader for a read. A thread that takes
      * another call instead looks at the queue again when it is done, so
@@ -714,6 +768,65 @@ int sched_submit(struct sched *s, struct syscall *sc)
     if (sc->target == SCHED_READ_LANE) pthread_cond_signal(&s->cv_pool[sc->kind][1]);
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+int sched_submit(struct sched *s, struct syscall *sc)
+{
+    bool taken = false;
+    return submit(s, sc, false, &taken);
+}
+
+int sched_submit_here(struct sched *s, struct syscall *sc, bool *taken)
+{
+    *taken = false;
+    return submit(s, sc, sc->run_here, taken);
+}
+
+void sched_run_here(struct sched *s, struct syscall *sc)
+{
+    pthread_mutex_lock(&s->mu);
+    sched_exec_fn fn = s->here[sc->kind].fn;
+    void *ud = s->here[sc->kind].ud;
+    pthread_mutex_unlock(&s->mu);
+    assert(fn); /* sched_clear_here waits for this run */
+    sched_exec(s, sc, fn, ud);
+    pthread_mutex_lock(&s->mu);
+    if (--s->here[sc->kind].running == 0) pthread_cond_broadcast(&s->here_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_set_here(struct sched *s, enum syscall_kind kind, sched_exec_fn fn, void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    s->here[kind].fn = fn;
+    s->here[kind].ud = ud;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_clear_here(struct sched *s, enum syscall_kind kind)
+{
+    pthread_mutex_lock(&s->mu);
+    s->here[kind].fn = NULL;
+    while (s->here[kind].running > 0) pthread_cond_wait(&s->here_cv, &s->mu);
+    s->here[kind].ud = NULL;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* run sc (handed out by sched_next or sched_submit_here) with fn, fail it
+ * if fn left it unfinished, and hand it back */
+void sched_exec(struct sched *s, struct syscall *sc, sched_exec_fn fn, void *ud)
+{
+    fn(sc, ud);
+    pthread_mutex_lock(&sc->mu);
+    bool final = syscall_status_final(sc->status);
+    pthread_mutex_unlock(&sc->mu);
+    if (!final) {
+        LOG_ERROR("sched", "%s executor left syscall %llu unfinished", syscall_kind_name(sc->kind),
+                  (unsigned long long)sc->id);
+        syscall_fail(sc, AIOS_EENGINE, 500, "internal error: the %s executor did not answer",
+                     syscall_kind_name(sc->kind));
+    }
+    sched_done(s, sc);
 }
 
 struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target, int timeout_ms)
@@ -735,16 +848,8 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
         if (s->stopping) break;
         sc = s->policy->pick(&s->q[kind], target);
         if (sc) {
-            s->n_running[kind]++;
             now = util_now_us();
-            sc->sched_t_run_us = now;
-            sc->sched_slice_tokens = 0;
-            struct sched_agent *a = sc->sched_agent;
-            a->n_queued--;
-            if (a->n_queued_kind[kind]) a->n_queued_kind[kind]--;
-            a->n_running++;
-            a->n_running_kind[kind]++;
-            run_link(s, sc);
+            take_locked(s, sc, now);
             break;
         }
         if (timeout_ms < 0 && (!target || target == SCHED_READ_LANE)) {
@@ -757,11 +862,7 @@ struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target
     }
     pthread_mutex_unlock(&s->mu);
     if (!sc) return NULL;
-
-    syscall_slice_begin(sc, now);
-    pthread_mutex_lock(&sc->mu);
-    if (!syscall_status_final(sc->status)) sc->status = SYSCALL_STATUS_RUNNING;
-    pthread_mutex_unlock(&sc->mu);
+    run_begin(sc, now);
     return sc;
 }
 

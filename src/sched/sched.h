@@ -271,6 +271,20 @@ struct sched_pool;
  * thread (a write waits for its fsync); the other threads take any call. */
 extern char sched_read_lane;
 #define SCHED_READ_LANE ((void *)&sched_read_lane)
+/* run sc (handed out by sched_next or sched_submit_here) with fn, fail it
+ * with a 500 if fn left it unfinished, and hand it back (sched_done) */
+void sched_exec(struct sched *s, struct syscall *sc, sched_exec_fn fn, void *ud);
+/* Cheap reads on the submitting thread. sched_submit_here is sched_submit,
+ * except that a call with run_here set whose kind has a read executor
+ * (sched_set_here) and that the kind's reader threads would take next (no
+ * read queued that it would pass, its agent under the kind's cap) is not
+ * left for them: *taken, it is running, and the caller must run it at once
+ * with sched_run_here. sched_pool_start sets the executor of a pool with
+ * readers, sched_pool_stop clears it and waits for the runs in progress. */
+int sched_submit_here(struct sched *s, struct syscall *sc, bool *taken);
+void sched_run_here(struct sched *s, struct syscall *sc);
+void sched_set_here(struct sched *s, enum syscall_kind kind, sched_exec_fn fn, void *ud);
+void sched_clear_here(struct sched *s, enum syscall_kind kind);
 /* n_threads that take any call of kind, and n_readers more that take only
  * calls whose target is SCHED_READ_LANE */
 int sched_pool_start(struct sched_pool **out, struct sched *s, enum syscall_kind kind,

@@ -894,6 +894,79 @@ static void test_pool_reads_pass_blocked_writes(void **state)
     assert_int_equal(g_req_freed, 7);
 }
 
+static void done_exec(struct syscall *sc, void *ud)
+{
+    (void)ud;
+    syscall_finish(sc, NULL, NULL);
+}
+
+/* A cheap read runs on the thread that submits it when the kind's readers
+ * would take it next; otherwise it is queued like any call: when a read
+ * is already waiting (it would pass it), when it is a write, when it is
+ * not marked cheap, when no executor is set, and after the pool's
+ * executor is cleared. */
+static void test_submit_here(void **state)
+{
+    struct sched *s = *state;
+    bool taken = true;
+    struct syscall *a = mk(SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 1);
+    a->run_here = true;
+    assert_int_equal(sched_submit_here(s, a, &taken), 0); /* no executor yet */
+    assert_false(taken);
+    sched_set_here(s, SYSCALL_KIND_MEMORY, done_exec, NULL);
+    struct syscall *b = mk(SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 2);
+    b->run_here = true;
+    assert_int_equal(sched_submit_here(s, b, &taken), 0); /* would pass a */
+    assert_false(taken);
+    assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 0), a);
+    sched_exec(s, a, done_exec, NULL);
+    assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 0), b);
+    sched_exec(s, b, done_exec, NULL);
+    struct sched_stats st0;
+    sched_get_stats(s, &st0);
+
+    struct syscall *c = mk(SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 3);
+    c->run_here = true;
+    assert_int_equal(sched_submit_here(s, c, &taken), 0);
+    assert_true(taken);
+    pthread_mutex_lock(&c->mu);
+    assert_int_equal(c->status, SYSCALL_STATUS_RUNNING);
+    pthread_mutex_unlock(&c->mu);
+    assert_null(sched_next(s, SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 0)); /* not queued */
+    sched_run_here(s, c);
+    assert_true(is_final(c));
+    struct sched_stats st1;
+    sched_get_stats(s, &st1);
+    assert_int_equal(st1.n_submitted, st0.n_submitted + 1);
+    assert_int_equal(st1.n_finished, st0.n_finished + 1);
+
+    struct syscall *w = mk(SYSCALL_KIND_MEMORY, NULL, 4); /* a write */
+    w->run_here = true;
+    struct syscall *d = mk(SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 5); /* not cheap */
+    assert_int_equal(sched_submit_here(s, w, &taken), 0);
+    assert_false(taken);
+    assert_int_equal(sched_submit_here(s, d, &taken), 0);
+    assert_false(taken);
+    assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, NULL, 0), w);
+    sched_exec(s, w, done_exec, NULL);
+    assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, NULL, 0), d);
+    sched_exec(s, d, done_exec, NULL);
+
+    sched_clear_here(s, SYSCALL_KIND_MEMORY);
+    struct syscall *e = mk(SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 6);
+    e->run_here = true;
+    assert_int_equal(sched_submit_here(s, e, &taken), 0);
+    assert_false(taken);
+    assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 0), e);
+    sched_exec(s, e, done_exec, NULL);
+    struct syscall *all[] = {a, b, c, w, d, e};
+    for (int i = 0; i < 6; i++) {
+        assert_true(is_final(all[i]));
+        syscall_unref(all[i]);
+    }
+    assert_int_equal(g_req_freed, 6);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -918,6 +991,7 @@ int main(void)
         T(test_submit_invalid_kind),
         T(test_refcount_lifecycle),
         T(test_many_producers_workers),
+        T(test_submit_here),
         T(test_pool_reads_pass_blocked_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
