@@ -764,10 +764,10 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
         kq_req_free(req);
         if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
         if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", merr);
-        bool get = mr->op == MEM_OP_GET;
+        bool get = mr->op == MEM_OP_GET && !mr->owner;
         sc = syscall_new(kind, agent, mem_req_reads_only(mr) ? SCHED_READ_LANE : NULL, mr,
                          mem_req_free);
-        if (sc) sc->run_here = get; /* one note by id: cheaper than a hand-off */
+        if (sc) sc->run_here = get; /* one own note by id: cheaper than a hand-off */
     } else {
         sc = syscall_new(kind, agent, NULL, req, kq_req_free);
     }

@@ -164,6 +164,20 @@ void syscall_slice_begin(struct syscall *sc, int64_t now)
     pthread_mutex_unlock(&sc->mu);
 }
 
+void syscall_slice_undo(struct syscall *sc)
+{
+    pthread_mutex_lock(&sc->mu);
+    int i = sc->n_slices > 0 ? slice_idx(sc->n_slices - 1) : -1;
+    if (i >= 0 && sc->t_slice_end_us[i] == 0) {
+        /* the wait before it is counted; it goes on from its start */
+        sc->t_queued_us = sc->t_slice_start_us[i];
+        sc->t_slice_start_us[i] = 0;
+        sc->n_slices--;
+        if (sc->n_slices == 0) sc->t_start_us = 0;
+    }
+    pthread_mutex_unlock(&sc->mu);
+}
+
 void syscall_slice_end(struct syscall *sc, int64_t now)
 {
     pthread_mutex_lock(&sc->mu);

@@ -68,6 +68,9 @@ struct syscall {
      * note by id): it may run on the thread that submits it
      * (sched_submit_here) */
     bool run_here;
+    /* set while it runs there (sched_run_here): the executor must not
+     * block, and leaves the call unfinished to hand it to a pool thread */
+    bool running_here;
     /* made for an agent's own identity (its token), not by the operator:
      * the agent's privilege group binds the model this call runs and the
      * tools it runs (set by the access manager before submit) */
@@ -158,6 +161,10 @@ bool syscall_cancel_requested(struct syscall *sc);
 /* Run slices (sc->mu taken inside). The scheduler begins one when it hands
  * the call to a worker and ends it when the call is preempted or final. */
 void syscall_slice_begin(struct syscall *sc, int64_t now_us);
+/* take back the slice just begun, which did no work (a call handed from
+ * the submitting thread to a pool thread: sched_run_here): it is waiting
+ * again since the slice's start */
+void syscall_slice_undo(struct syscall *sc);
 void syscall_slice_end(struct syscall *sc, int64_t now_us);
 /* Per-call priority, before submit: clamps to SYSCALL_PRIORITY_MIN..MAX. */
 void syscall_set_priority(struct syscall *sc, int priority);

@@ -876,8 +876,46 @@ int mem_analyze(struct mem_manager *m, const char *agent, const char *content,
     return mem_analysis_keywords(content, out);
 }
 
+/* a resident note of agent ns, cloned, without waiting for the agent's
+ * lock or the store: AIOS_EBUSY when either would be needed */
+static int mem_get_nowait(struct mem_manager *m, const char *ns, const char *id,
+                          struct mem_note **out)
+{
+    *out = NULL;
+    if (m->o.shared) return AIOS_EBUSY; /* the store's copy rules: a query */
+    struct mem_agent *a = agent_get(m, ns);
+    if (!a) return AIOS_ENOMEM;
+    if (pthread_mutex_trylock(&a->mu) != 0) return AIOS_EBUSY;
+    struct mem_entry *e = ws_find(a, id);
+    int rc = AIOS_EBUSY;
+    if (e) {
+        a->n_hits++;
+        rc = mem_lruk_access(&a->lruk, &e->lru);
+        if (!rc && !(*out = note_clone(e->note))) rc = AIOS_ENOMEM;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+static int exec(struct mem_manager *m, const char *agent, const struct mem_req *req, bool nowait,
+                json_t **resp, int *http_status, char *err, size_t errlen);
+
 int mem_manager_exec(struct mem_manager *m, const char *agent, const struct mem_req *req,
                      json_t **resp, int *http_status, char *err, size_t errlen)
+{
+    return exec(m, agent, req, false, resp, http_status, err, errlen);
+}
+
+int mem_manager_exec_nowait(struct mem_manager *m, const char *agent, const struct mem_req *req,
+                            json_t **resp, int *http_status, char *err, size_t errlen)
+{
+    *resp = NULL;
+    if (req->op != MEM_OP_GET || req->owner) return AIOS_EBUSY;
+    return exec(m, agent, req, true, resp, http_status, err, errlen);
+}
+
+static int exec(struct mem_manager *m, const char *agent, const struct mem_req *req, bool nowait,
+                json_t **resp, int *http_status, char *err, size_t errlen)
 {
     *resp = NULL;
     *http_status = 200;
@@ -910,7 +948,8 @@ int mem_manager_exec(struct mem_manager *m, const char *agent, const struct mem_
             rc = AIOS_ENOMEM;
         break;
     case MEM_OP_GET:
-        if ((rc = mem_get(m, ns, req->u.id.id, &note, err, errlen))) break;
+        if (nowait && (rc = mem_get_nowait(m, ns, req->u.id.id, &note))) break;
+        if (!nowait && (rc = mem_get(m, ns, req->u.id.id, &note, err, errlen))) break;
         r = resp_new(note->id);
         if (json_object_set_new(r, "content", json_string(note->content)) ||
             json_object_set_new(r, "metadata", mem_note_metadata(note)))

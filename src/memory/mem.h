@@ -147,6 +147,12 @@ void mem_stats_free(struct mem_stats *s);
  * (400, 403, 404, 409, 413, 500, 503) and a message in err. */
 int mem_manager_exec(struct mem_manager *m, const char *agent, const struct mem_req *req,
                      json_t **resp, int *http_status, char *err, size_t errlen);
+/* The same for a caller that must not block (an HTTP thread: sched_run_here):
+ * a get_memory of the caller's own note that is resident and whose agent is
+ * not busy is answered from RAM; anything else is AIOS_EBUSY at once, with
+ * nothing done, and belongs on a pool thread. */
+int mem_manager_exec_nowait(struct mem_manager *m, const char *agent, const struct mem_req *req,
+                            json_t **resp, int *http_status, char *err, size_t errlen);
 /* mem_req_parse() then mem_manager_exec() (tests, the benchmark); a parse
  * error is 400 (500 for no memory) */
 int mem_manager_exec_json(struct mem_manager *m, const char *agent, const char *op,

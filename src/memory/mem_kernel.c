@@ -74,7 +74,9 @@ static int k_analyze(void *ud, const char *agent, const char *content, int max_t
     return mem_agentic_analyze(kernel_default_core(k), k->sched, agent, content, max_tokens, out);
 }
 
-/* ---- the executor: one memory syscall on a pool thread ---- */
+/* ---- the executor: one memory syscall on a pool thread, or a cheap read
+ * on the HTTP thread that submitted it (sc->running_here: from RAM only,
+ * else left to a pool thread) ---- */
 
 static void mem_exec(struct syscall *sc, void *ud)
 {
@@ -83,8 +85,11 @@ static void mem_exec(struct syscall *sc, void *ud)
     json_t *resp = NULL;
     int status = 0;
     char err[SYSCALL_ERRMSG_MAX];
-    int rc = req ? mem_manager_exec(m, sc->agent, req, &resp, &status, err, sizeof err)
-                 : AIOS_EINVAL;
+    int rc = !req               ? AIOS_EINVAL
+             : sc->running_here ? mem_manager_exec_nowait(m, sc->agent, req, &resp, &status, err,
+                                                          sizeof err)
+                                : mem_manager_exec(m, sc->agent, req, &resp, &status, err, sizeof err);
+    if (rc == AIOS_EBUSY && sc->running_here) return; /* a pool thread serves it */
     if (!req) status = 400, snprintf(err, sizeof err, "a memory syscall without a request");
     if (rc) {
         syscall_fail(sc, rc == MEM_EEXISTS ? AIOS_EINVAL : rc, status, "%s", err);

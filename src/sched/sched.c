@@ -782,6 +782,36 @@ int sched_submit_here(struct sched *s, struct syscall *sc, bool *taken)
     return submit(s, sc, sc->run_here, taken);
 }
 
+/* sc, taken by sched_submit_here and left unfinished by the executor
+ * (it would have had to wait), goes to the pool threads as if it had been
+ * queued: the slice it began is taken back (its times show one run), it
+ * is queued again and a reader is woken */
+static void hand_off(struct sched *s, struct syscall *sc)
+{
+    syscall_slice_undo(sc);
+    pthread_mutex_lock(&sc->mu);
+    if (!syscall_status_final(sc->status)) sc->status = SYSCALL_STATUS_QUEUED;
+    pthread_mutex_unlock(&sc->mu);
+    pthread_mutex_lock(&s->mu);
+    bool stopping = s->stopping;
+    if (!stopping) {
+        run_release(s, sc);
+        struct sched_agent *a = sc->sched_agent;
+        a->n_queued++;
+        a->n_queued_kind[sc->kind]++;
+        sc->sched_t_enq_us = sched_enq_time(s);
+        sc->sched_seq = ++s->seq;
+        s->policy->push(&s->q[sc->kind], sc);
+        pthread_cond_signal(&s->cv_pool[sc->kind][0]);
+        pthread_cond_signal(&s->cv_pool[sc->kind][1]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (stopping) {
+        syscall_fail(sc, AIOS_ESHUTDOWN, 503, "the kernel is shutting down");
+        sched_done(s, sc);
+    }
+}
+
 void sched_run_here(struct sched *s, struct syscall *sc)
 {
     pthread_mutex_lock(&s->mu);
@@ -789,7 +819,14 @@ void sched_run_here(struct sched *s, struct syscall *sc)
     void *ud = s->here[sc->kind].ud;
     pthread_mutex_unlock(&s->mu);
     assert(fn); /* sched_clear_here waits for this run */
-    sched_exec(s, sc, fn, ud);
+    sc->running_here = true;
+    fn(sc, ud);
+    sc->running_here = false;
+    pthread_mutex_lock(&sc->mu);
+    bool final = syscall_status_final(sc->status);
+    pthread_mutex_unlock(&sc->mu);
+    if (final) sched_done(s, sc);
+    else hand_off(s, sc);
     pthread_mutex_lock(&s->mu);
     if (--s->here[sc->kind].running == 0) pthread_cond_broadcast(&s->here_cv);
     pthread_mutex_unlock(&s->mu);

@@ -279,8 +279,12 @@ void sched_exec(struct sched *s, struct syscall *sc, sched_exec_fn fn, void *ud)
  * (sched_set_here) and that the kind's reader threads would take next (no
  * read queued that it would pass, its agent under the kind's cap) is not
  * left for them: *taken, it is running, and the caller must run it at once
- * with sched_run_here. sched_pool_start sets the executor of a pool with
- * readers, sched_pool_stop clears it and waits for the runs in progress. */
+ * with sched_run_here. There the executor sees sc->running_here: it must
+ * not block (no lock another call may hold long, no I/O that may wait), and
+ * a call it cannot serve so it leaves unfinished, which hands it to the
+ * pool threads (queued again; the caller then waits for it as for any
+ * call). sched_pool_start sets the executor of a pool with readers,
+ * sched_pool_stop clears it and waits for the runs in progress. */
 int sched_submit_here(struct sched *s, struct syscall *sc, bool *taken);
 void sched_run_here(struct sched *s, struct syscall *sc);
 void sched_set_here(struct sched *s, enum syscall_kind kind, sched_exec_fn fn, void *ud);

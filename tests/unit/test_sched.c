@@ -900,6 +900,13 @@ static void done_exec(struct syscall *sc, void *ud)
     syscall_finish(sc, NULL, NULL);
 }
 
+/* on the submitting thread it would have to wait: left to a pool thread */
+static void pool_only_exec(struct syscall *sc, void *ud)
+{
+    (void)ud;
+    if (!sc->running_here) syscall_finish(sc, NULL, NULL);
+}
+
 /* A cheap read runs on the thread that submits it when the kind's readers
  * would take it next; otherwise it is queued like any call: when a read
  * is already waiting (it would pass it), when it is a write, when it is
@@ -952,6 +959,27 @@ static void test_submit_here(void **state)
     assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, NULL, 0), d);
     sched_exec(s, d, done_exec, NULL);
 
+    /* an executor that cannot serve it there hands it to the pool: queued
+     * again, a reader takes it, and it counts as one call */
+    sched_set_here(s, SYSCALL_KIND_MEMORY, pool_only_exec, NULL);
+    struct syscall *f = mk(SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 7);
+    f->run_here = true;
+    assert_int_equal(sched_submit_here(s, f, &taken), 0);
+    assert_true(taken);
+    sched_run_here(s, f);
+    assert_false(is_final(f));
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->status, SYSCALL_STATUS_QUEUED);
+    pthread_mutex_unlock(&f->mu);
+    assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 0), f);
+    sched_exec(s, f, pool_only_exec, NULL);
+    assert_true(is_final(f));
+    assert_int_equal(f->n_slices, 1); /* one run in its times, not two */
+    struct sched_stats st2;
+    sched_get_stats(s, &st2);
+    assert_int_equal(st2.n_submitted, st1.n_submitted + 3);
+    assert_int_equal(st2.n_finished, st1.n_finished + 3);
+
     sched_clear_here(s, SYSCALL_KIND_MEMORY);
     struct syscall *e = mk(SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 6);
     e->run_here = true;
@@ -959,12 +987,12 @@ static void test_submit_here(void **state)
     assert_false(taken);
     assert_ptr_equal(sched_next(s, SYSCALL_KIND_MEMORY, SCHED_READ_LANE, 0), e);
     sched_exec(s, e, done_exec, NULL);
-    struct syscall *all[] = {a, b, c, w, d, e};
-    for (int i = 0; i < 6; i++) {
+    struct syscall *all[] = {a, b, c, w, d, f, e};
+    for (int i = 0; i < 7; i++) {
         assert_true(is_final(all[i]));
         syscall_unref(all[i]);
     }
-    assert_int_equal(g_req_freed, 6);
+    assert_int_equal(g_req_freed, 7);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
