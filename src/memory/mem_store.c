@@ -633,7 +633,7 @@ static int conn_open(struct mem_store *s, bool writer, struct mem_conn **out, ch
      * unmaps the whole file then, so each page is faulted in again (TLB
      * shootdowns on every core). Under a steady stream of writes that made
      * retrieval 2 to 3 times dearer than pread through the page cache, and
-     * the quiet store at 100k notes is no slower without it
+     * one retrieval at a time at 100k notes is faster without it too
      * (docs/performance.md, "Reads under writes"). A reader's cache is
      * 8 MiB: one per reading thread; the writer's 32 MiB. */
     char pragmas[256];
