@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "storage/sha256.h"
+#include "storage/sto_int.h"
 #include "storage/storage.h"
 #include "util/err.h"
 #include "util/util.h"
@@ -717,6 +718,64 @@ static void *swap_racer(void *arg)
  * exchanging d with a link to a directory outside the root (atomically, with
  * renameat2 RENAME_EXCHANGE). Calls succeed or are refused, but nothing
  * lands outside and nothing is read from there. */
+static char *slurp_at(int dirfd, const char *leaf)
+{
+    static char buf[256];
+    int fd = openat(dirfd, leaf, O_RDONLY);
+    if (fd < 0) return NULL;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    return buf;
+}
+
+static int count_entries(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p && fscanf(p, "%d", &n) != 1) n = -1;
+    if (p) pclose(p);
+    return n;
+}
+
+/* A write's temp file takes the place of the old file (exchanged, the old
+ * one removed: no temp file is left), makes a new file, and never takes
+ * the place of a directory put there meanwhile: that answers an error and
+ * the directory and what it holds stay. */
+static void test_tmp_commit(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/aios_commit_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    assert_true(dfd >= 0);
+    char tmp[32], err[256];
+    assert_int_equal(sto_tmp_write(dfd, "old", 3, false, tmp, err, sizeof err), 0);
+    assert_int_equal(sto_tmp_commit(dfd, tmp, "f", false, err, sizeof err), 0); /* new file */
+    assert_string_equal(slurp_at(dfd, "f"), "old");
+    assert_int_equal(sto_tmp_write(dfd, "newer", 5, false, tmp, err, sizeof err), 0);
+    assert_int_equal(sto_tmp_commit(dfd, tmp, "f", false, err, sizeof err), 0); /* replaced */
+    assert_string_equal(slurp_at(dfd, "f"), "newer");
+    assert_int_equal(count_entries(dir), 1);
+    assert_int_equal(mkdirat(dfd, "d", 0755), 0);
+    int in = openat(dfd, "d/keep", O_WRONLY | O_CREAT, 0644);
+    assert_true(in >= 0);
+    close(in);
+    assert_int_equal(sto_tmp_write(dfd, "x", 1, false, tmp, err, sizeof err), 0);
+    assert_int_equal(sto_tmp_commit(dfd, tmp, "d", false, err, sizeof err), AIOS_EIO);
+    struct stat st;
+    assert_int_equal(fstatat(dfd, "d", &st, 0), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(fstatat(dfd, "d/keep", &st, 0), 0);
+    assert_int_equal(count_entries(dir), 2); /* f and d: the temp file is gone */
+    close(dfd);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_swap_race(void **state)
 {
     (void)state;
@@ -1013,6 +1072,7 @@ int main(void)
         cmocka_unit_test(test_mount_imports),   cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_retrieve_topk_matches_reference),
         cmocka_unit_test(test_concurrent_writes), cmocka_unit_test(test_swap_race),
+        cmocka_unit_test(test_tmp_commit),
         cmocka_unit_test(test_typed_requests), cmocka_unit_test(test_deletes_race_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
