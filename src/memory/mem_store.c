@@ -702,8 +702,15 @@ static int read_begin(struct mem_conn *c)
 
 static void read_end(struct mem_conn *c)
 {
-    if (sqlite3_step(c->st[ST_END]) != SQLITE_DONE) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    int r = sqlite3_step(c->st[ST_END]);
     sqlite3_reset(c->st[ST_END]);
+    if (r == SQLITE_DONE && sqlite3_get_autocommit(c->db)) return;
+    /* never back on the free list inside a transaction (its next BEGIN
+     * would fail, and it would keep an old snapshot): reset what may still
+     * run, and roll back */
+    for (sqlite3_stmt *p = sqlite3_next_stmt(c->db, NULL); p; p = sqlite3_next_stmt(c->db, p))
+        sqlite3_reset(p);
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 static int64_t one_int(sqlite3 *db, const char *sql)
