@@ -14,7 +14,9 @@
  *  3. Final call: run the route handler. A handler answers at once, or
  *     submits a syscall with api_submit_and_wait() (the connection is
  *     suspended; the syscall's notify callback resumes it when the call is
- *     final and the handler's `resume` function answers), or with
+ *     final and the handler's `resume` function answers; a cheap read the
+ *     scheduler hands back, sched_submit_here, runs right here without
+ *     blocking and is answered at once), or with
  *     api_submit_and_stream() (a 200 with a chunked body whose reader
  *     suspends the connection whenever no output is ready).
  *  4. Completion (MHD_OPTION_NOTIFY_COMPLETED): free the api_req. If the
