@@ -58,6 +58,11 @@ struct acc_mgr {
     pthread_cond_t cv; /* approvals decided (CLOCK_MONOTONIC) */
     struct reg_agent *reg;
     size_t n_reg, cap_reg;
+    /* counts this kernel's own changes to reg (acc_register_agent): a
+     * reload whose read began before one of them keeps reg as it is, or
+     * it would undo a registration (or bring a replaced token back) until
+     * the next reload */
+    uint64_t reg_gen;
     struct approval *approvals;
     uint64_t next_approval;
     bool stopping;

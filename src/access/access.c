@@ -180,11 +180,16 @@ static int admin_token_load(struct acc_mgr *m, const char *path, char *err, size
 /* ---- registered agents ---- */
 
 /* replace the registered agents with what the store holds (at start, and
- * every SHARED_REFRESH_MS when several kernels share the store) */
+ * every SHARED_REFRESH_MS when several kernels share the store), unless
+ * this kernel registered one while the store was read (reg_gen): that
+ * read may predate it, and the next reload sees it */
 int acc_reg_load(struct acc_mgr *m, char *err, size_t errlen)
 {
     struct acc_agent_row *rows = NULL;
     size_t n = 0;
+    pthread_mutex_lock(&m->mu);
+    uint64_t gen = m->reg_gen;
+    pthread_mutex_unlock(&m->mu);
     int rc = m->sops->agents(m->store, &rows, &n, err, errlen);
     if (rc) return rc;
     struct reg_agent *reg = n ? calloc(n, sizeof *reg) : NULL;
@@ -199,8 +204,12 @@ int acc_reg_load(struct acc_mgr *m, char *err, size_t errlen)
     free(rows);
     pthread_mutex_lock(&m->mu);
     struct reg_agent *old = m->reg;
-    m->reg = reg;
-    m->n_reg = m->cap_reg = n;
+    if (m->reg_gen == gen) {
+        m->reg = reg;
+        m->n_reg = m->cap_reg = n;
+    } else {
+        old = reg; /* stale: dropped */
+    }
     pthread_mutex_unlock(&m->mu);
     free(old);
     return 0;
@@ -233,9 +242,15 @@ int acc_register_agent(struct acc_mgr *m, const char *name, char *token_out, siz
     struct acc_agent_row row = {.created = acc_wall_s()};
     snprintf(row.name, sizeof row.name, "%s", name);
     memcpy(row.sha, sha, 65);
+    /* counted before the store changes: a reload that read the store
+     * before this row was in it cannot then install its read */
+    pthread_mutex_lock(&m->mu);
+    m->reg_gen++;
+    pthread_mutex_unlock(&m->mu);
     int rc = m->sops->agent_put(m->store, &row, err, errlen);
     if (rc) return rc;
     pthread_mutex_lock(&m->mu);
+    m->reg_gen++;
     size_t i;
     for (i = 0; i < m->n_reg; i++)
         if (!strcmp(m->reg[i].name, name)) break;
