@@ -78,13 +78,7 @@ static char g_vocab[VOCAB][16];
 static double g_cdf[VOCAB];
 static uint64_t g_rng = 88172645463325252ull;
 
-static uint64_t rnd(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
+static uint64_t rnd(void) { return util_xorshift64(&g_rng); }
 
 /* a rank >= lo drawn by Zipf's law */
 static int word_index(int lo)

@@ -17,6 +17,7 @@
  * 0: one priority class). Prints ns per push+pick and per peek. */
 #include "kernel/syscall.h"
 #include "sched/sched.h"
+#include "util/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,13 +31,7 @@ static char g_agents[MAX_AGENTS][16];
 static int g_n_agents = 16;
 static uint64_t g_rng = 88172645463325252ull;
 
-static uint32_t rnd(uint32_t n)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng % n);
-}
+static uint32_t rnd(uint32_t n) { return (uint32_t)(util_xorshift64(&g_rng) % n); }
 
 static int64_t now_ns(void)
 {

@@ -1,5 +1,6 @@
 /* Clocks, file-system helpers, growable buffers, error strings,
- * percent-encoding and FNV-1a hashes shared by every module. */
+ * percent-encoding, FNV-1a hashes and a repeatable pseudo-random
+ * sequence shared by every module. */
 #ifndef AIOS_UTIL_UTIL_H
 #define AIOS_UTIL_UTIL_H
 
@@ -29,6 +30,18 @@ struct util_buf {
  * struct util_buf in ud; returns 0, which stops the transfer, when out of
  * memory. */
 size_t util_buf_sink(char *p, size_t size, size_t nmemb, void *ud);
+
+/* Marsaglia's xorshift64 (13, 7, 17): the next of a fixed sequence of
+ * pseudo-random numbers from *state (not 0), for tests and benchmarks
+ * that must repeat themselves; not for anything secret */
+static inline uint64_t util_xorshift64(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
 
 /* printf into err when err is non-NULL and errlen non-zero; returns rc, so
  * that `return util_errf(err, errlen, AIOS_EINVAL, "...", ...);` reports and

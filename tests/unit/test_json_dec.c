@@ -4,6 +4,7 @@
  * column, position). Inputs: hand-made edge cases, generated documents,
  * and the generated documents with random edits. */
 #include "util/json_dec.h"
+#include "util/util.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,13 +18,7 @@
 #include <string.h>
 
 static uint64_t g_rs = 0x9e3779b97f4a7c15ULL;
-static uint64_t rnd(void)
-{
-    g_rs ^= g_rs << 13;
-    g_rs ^= g_rs >> 7;
-    g_rs ^= g_rs << 17;
-    return g_rs;
-}
+static uint64_t rnd(void) { return util_xorshift64(&g_rs); }
 static size_t pick(size_t n) { return (size_t)(rnd() % n); }
 
 static long g_ok, g_failed; /* inputs both accepted, both refused */

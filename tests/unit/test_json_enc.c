@@ -4,6 +4,7 @@
  * bit patterns, on numbers shaped like the kernel's (timestamps, durations,
  * scores), on ties of the rounding, and around every power of ten. */
 #include "util/json_enc.h"
+#include "util/util.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,13 +18,7 @@
 #include <string.h>
 
 static uint64_t g_rs = 88172645463325252ULL;
-static uint64_t rnd(void)
-{
-    g_rs ^= g_rs << 13;
-    g_rs ^= g_rs >> 7;
-    g_rs ^= g_rs << 17;
-    return g_rs;
-}
+static uint64_t rnd(void) { return util_xorshift64(&g_rs); }
 
 /* both encoders on v; fails the test, naming v, when they differ */
 static void same(const json_t *v, int precision)

@@ -23,6 +23,7 @@
 #include "kernel/syscall.h"
 #include "sched/sched.h"
 #include "util/err.h"
+#include "util/util.h"
 
 #define N_AGENTS 7
 #define MAX_CALLS 8192
@@ -35,13 +36,7 @@ static int64_t test_clock(void *ud)
 }
 
 static uint64_t g_rng;
-static uint32_t rnd(uint32_t n)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng % n);
-}
+static uint32_t rnd(uint32_t n) { return (uint32_t)(util_xorshift64(&g_rng) % n); }
 
 static int g_targets[2];
 static const char *const AGENTS[N_AGENTS] = {"a0", "a1", "a2", "a3", "a4", "a5", "a6"};
