@@ -1303,6 +1303,35 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *
                        size_t k, struct mem_hit *out, size_t *n_out);
 static int get_nids_on(struct mem_conn *c, const char *agent, struct mem_hit *h, size_t n);
 
+/* The best k of agent's notes for text into out (at most k), with their
+ * notes when `notes`: one read transaction for all its statements (the
+ * IDFs, the pruned rounds, the notes), so one snapshot, and SQLite
+ * empties a reader's page cache at the first read after a commit only
+ * once, not at each statement: under a steady stream of writes that was
+ * most of a retrieval's cost (docs/performance.md, "Reads under
+ * writes"). */
+static int search_read(struct mem_store *s, const char *agent, const char *text, int k,
+                       struct mem_hit *out, size_t *n_out, bool notes)
+{
+    *n_out = 0;
+    char *q = mem_fts_query(text);
+    if (!q) return AIOS_ENOMEM;
+    if (!q[0] || k <= 0) {
+        free(q);
+        return 0;
+    }
+    struct mem_conn *c = conn_take(s);
+    int rc = c ? read_begin(c) : AIOS_EIO;
+    if (!rc) {
+        rc = scan_pruned(c, &s->idf, agent, q, (size_t)k, out, n_out);
+        if (!rc && notes) rc = get_nids_on(c, agent, out, *n_out);
+        read_end(c);
+    }
+    if (c) conn_give(s, c);
+    free(q);
+    return rc;
+}
+
 int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
                      struct mem_hit **hits, size_t *n_hits)
 {
@@ -1311,25 +1340,13 @@ int mem_store_search(struct mem_store *s, const char *agent, const char *text, i
     struct mem_hit *h = k > 0 ? calloc((size_t)k, sizeof *h) : NULL;
     if (k > 0 && !h) return AIOS_ENOMEM;
     size_t n = 0;
-    /* one read transaction for the scan and the notes: one snapshot, and
-     * SQLite empties a reader's page cache (and unmaps its file) at the
-     * start of every read transaction that follows a commit, which under
-     * a steady stream of writes was most of a retrieval's cost */
-    char *q = mem_fts_query(text);
-    struct mem_conn *c = q ? conn_take(s) : NULL;
-    int rc = !q ? AIOS_ENOMEM : !c ? AIOS_EIO : 0;
-    if (!rc && (rc = read_begin(c)) == 0) {
-        if (q[0] && k > 0) rc = scan_pruned(c, &s->idf, agent, q, (size_t)k, h, &n);
-        if (!rc) rc = get_nids_on(c, agent, h, n);
-        read_end(c);
-    }
-    if (c) conn_give(s, c);
-    free(q);
+    int rc = search_read(s, agent, text, k, h, &n, true);
     if (rc) {
         mem_hits_free(h, n);
         return rc;
     }
-    /* a note removed between the scan and the read is left out */
+    /* the notes are read in the scan's snapshot; one not found there all
+     * the same (a damaged store) is left out rather than answered empty */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++)
         if (h[i].note) h[kept++] = h[i];
@@ -1680,18 +1697,7 @@ out:
 int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,
                          struct mem_hit *out, size_t *n_out)
 {
-    *n_out = 0;
-    char *q = mem_fts_query(text);
-    if (!q) return AIOS_ENOMEM;
-    if (!q[0] || k <= 0) {
-        free(q);
-        return 0;
-    }
-    struct mem_conn *c = conn_take(s);
-    int rc = c ? scan_pruned(c, &s->idf, agent, q, (size_t)k, out, n_out) : AIOS_EIO;
-    if (c) conn_give(s, c);
-    free(q);
-    return rc;
+    return search_read(s, agent, text, k, out, n_out, false);
 }
 
 int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, size_t n)
