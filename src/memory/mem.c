@@ -948,8 +948,9 @@ static int exec(struct mem_manager *m, const char *agent, const struct mem_req *
             rc = AIOS_ENOMEM;
         break;
     case MEM_OP_GET:
-        if (nowait && (rc = mem_get_nowait(m, ns, req->u.id.id, &note))) break;
-        if (!nowait && (rc = mem_get(m, ns, req->u.id.id, &note, err, errlen))) break;
+        rc = nowait ? mem_get_nowait(m, ns, req->u.id.id, &note)
+                    : mem_get(m, ns, req->u.id.id, &note, err, errlen);
+        if (rc) break;
         r = resp_new(note->id);
         if (json_object_set_new(r, "content", json_string(note->content)) ||
             json_object_set_new(r, "metadata", mem_note_metadata(note)))
