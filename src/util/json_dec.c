@@ -55,6 +55,22 @@ static inline void skip_ws(struct dec *d)
         d->p++;
 }
 
+/* after an object member or an array element: the closing byte (0, taken),
+ * a comma and the next item's start (1), or anything else (-1) */
+static int after_item(struct dec *d, char close)
+{
+    skip_ws(d);
+    if (d->p == d->end) return -1;
+    if (*d->p == close) {
+        d->p++;
+        return 0;
+    }
+    if (*d->p != ',') return -1;
+    d->p++;
+    skip_ws(d);
+    return 1;
+}
+
 
 /* from p, the first byte that is not plain ASCII string content (a
  * control character, '"', '\\' or a byte >= 0x80), or end */
@@ -287,15 +303,9 @@ static json_t *object_at(struct dec *d)
                   json_object_size(o) == before + 1;
         free(owned);
         if (!ok) goto fail;
-        skip_ws(d);
-        if (d->p == d->end) goto fail;
-        if (*d->p == '}') {
-            d->p++;
-            return o;
-        }
-        if (*d->p != ',') goto fail;
-        d->p++;
-        skip_ws(d);
+        int more = after_item(d, '}');
+        if (more < 0) goto fail;
+        if (!more) return o;
     }
 fail:
     json_decref(o);
@@ -314,15 +324,9 @@ static json_t *array_at(struct dec *d)
     }
     for (;;) {
         if (json_array_append_new(a, value_at(d))) goto fail;
-        skip_ws(d);
-        if (d->p == d->end) goto fail;
-        if (*d->p == ']') {
-            d->p++;
-            return a;
-        }
-        if (*d->p != ',') goto fail;
-        d->p++;
-        skip_ws(d);
+        int more = after_item(d, ']');
+        if (more < 0) goto fail;
+        if (!more) return a;
     }
 fail:
     json_decref(a);
