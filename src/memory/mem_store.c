@@ -6,10 +6,11 @@
  *   notes(nid INTEGER PRIMARY KEY, agent, id, content, keywords, tags,
  *         category, context, timestamp, last_accessed, links,
  *         retrieval_count, extra, UNIQUE(agent, id))
- *   notes_fts: FTS5 over (content, keywords, tags, context, agent),
- *         external content = notes, porter stemming, kept in step by
- *         triggers; text queries name the first four columns, the agent
- *         column only narrows a retrieval to the caller's rows
+ *   notes_fts: FTS5 over (content, keywords, tags, context), external
+ *         content = notes, porter stemming, kept in step by triggers
+ *   agent_slot(agent, slot): each agent's number; an agent's notes have
+ *         the row ids slot x 2^32 + 1, + 2, ... (NID_SPAN), so its rows are
+ *         one range of the index and a retrieval reads only that range
  *
  * keywords, tags, links and extra are JSON text. Every statement names the
  * agent, so one agent's rows are never read or changed for another: the
@@ -61,7 +62,9 @@ enum {
     ST_DELETE,
     ST_TOUCH,
     ST_SCAN,
-    ST_IS_AGENT,
+    ST_SLOT_GET,
+    ST_SLOT_ADD,
+    ST_NEXT_NID,
     ST_COUNT,
     ST_VEC_SET,
     ST_VEC_SCAN,
@@ -80,7 +83,8 @@ enum {
     "retrieval_count, extra"
 
 static const char *const k_sql[ST__COUNT] = {
-    [ST_INSERT] = "INSERT INTO notes(agent, " NOTE_COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+    [ST_INSERT] = "INSERT INTO notes(agent, " NOTE_COLS ", nid) "
+                  "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
     [ST_GET] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND id=?2",
     [ST_UPDATE] = "UPDATE notes SET content=?3, keywords=?4, tags=?5, category=?6, context=?7, "
                   "timestamp=?8, last_accessed=?9, links=?10, retrieval_count=?11, extra=?12 "
@@ -88,15 +92,27 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_DELETE] = "DELETE FROM notes WHERE agent=?1 AND id=?2",
     [ST_TOUCH] = "UPDATE notes SET retrieval_count=retrieval_count+1, last_accessed=?3 "
                  "WHERE agent=?1 AND id=?2",
-    /* every match with its BM25 score, in row id order: scan_top() keeps
-     * the best k of the agent's (see there for why not ORDER BY rank) */
-    [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts, ?2, ?3, ?4) FROM notes_fts f WHERE notes_fts MATCH ?1",
-    /* the IDFs of a query's words (scan_pruned); no row: nothing matches */
-    [ST_IDF] = "SELECT aios_idf(notes_fts, ?2, ?3) FROM notes_fts WHERE notes_fts MATCH ?1 LIMIT 1",
-    /* the rows with some of a query's words, each with how often it holds
-     * every word of ?2 (scan_pruned) */
-    [ST_TF] = "SELECT f.rowid, aios_tf(notes_fts, ?2) FROM notes_fts f WHERE notes_fts MATCH ?1",
-    [ST_IS_AGENT] = "SELECT 1 FROM notes WHERE nid=?1 AND agent=?2",
+    /* every match in the agent's rows (?5..?6, NID_SPAN) with its BM25
+     * score, in row id order: scan_top() keeps the best k (see there for
+     * why not ORDER BY rank). FTS5 starts each word's list at ?5 (its
+     * doclist index skips the pages before) and stops past ?6, so other
+     * agents' rows are not read at all. */
+    [ST_SCAN] = "SELECT f.rowid, aios_bm25(notes_fts, ?2, ?3) FROM notes_fts f "
+                "WHERE notes_fts MATCH ?1 AND f.rowid BETWEEN ?5 AND ?6",
+    /* the IDFs of a query's words (scan_pruned); no row: nothing of the
+     * agent's matches */
+    [ST_IDF] = "SELECT aios_idf(notes_fts, ?2) FROM notes_fts "
+               "WHERE notes_fts MATCH ?1 AND rowid BETWEEN ?5 AND ?6 LIMIT 1",
+    /* the agent's rows with some of a query's words, each with how often
+     * it holds every word of ?2 (scan_pruned) */
+    [ST_TF] = "SELECT f.rowid, aios_tf(notes_fts, ?2) FROM notes_fts f "
+              "WHERE notes_fts MATCH ?1 AND f.rowid BETWEEN ?5 AND ?6",
+    /* an agent's slot, a new one (the next number), and the next row id
+     * in a slot's range (?1: its first) */
+    [ST_SLOT_GET] = "SELECT slot FROM agent_slot WHERE agent=?1",
+    [ST_SLOT_ADD] = "INSERT INTO agent_slot(agent, slot) "
+                    "SELECT ?1, coalesce(max(slot), 0) + 1 FROM agent_slot",
+    [ST_NEXT_NID] = "SELECT coalesce(max(nid), ?1) + 1 FROM notes WHERE nid >= ?1 AND nid < ?2",
     [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
     [ST_VEC_SET] = "INSERT OR REPLACE INTO notes_vec(nid, agent, vec) "
                    "SELECT nid, agent, ?3 FROM notes WHERE agent=?1 AND id=?2",
@@ -127,29 +143,33 @@ static const char *const k_sql[ST__COUNT] = {
 #define NOTE_USED(a) "coalesce((SELECT n_bytes FROM note_usage WHERE agent = " a "), 0)"
 #define NOTE_FIELDS "content, keywords, tags, category, context, timestamp, links, extra"
 
-/* The full-text index: the four text columns, and the owning agent's name
- * as a fifth column, so that a retrieval can ask for the agent's rows in
- * the index itself (fts_match) instead of scoring every agent's matches
- * and looking up the owner of each (docs/memory.md). Queries of the
- * notes' text are limited to the four text columns (FTS_TEXT_COLS), so an
- * agent's name is never matched as text. */
-#define FTS_TEXT_COLS "{content keywords tags context}"
+/* The full-text index of the four text columns. An agent's rows are one
+ * range of row ids (NID_SPAN), so a retrieval asks FTS5 for that range
+ * and never reads another agent's entries: its cost follows the caller's
+ * notes, not the store's (docs/memory.md, "Retrieval"). */
 #define FTS_SCHEMA                                                                              \
     "CREATE VIRTUAL TABLE IF NOT EXISTS notes_fts USING fts5(content, keywords, tags, context,"  \
-    " agent, content='notes', content_rowid='nid', tokenize='porter unicode61');"              \
+    " content='notes', content_rowid='nid', tokenize='porter unicode61');"                     \
     "CREATE TRIGGER IF NOT EXISTS notes_ai AFTER INSERT ON notes BEGIN"                         \
-    " INSERT INTO notes_fts(rowid, content, keywords, tags, context, agent)"                    \
-    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context, new.agent); END;"      \
+    " INSERT INTO notes_fts(rowid, content, keywords, tags, context)"                           \
+    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;"                 \
     "CREATE TRIGGER IF NOT EXISTS notes_ad AFTER DELETE ON notes BEGIN"                         \
-    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context, agent)"         \
-    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context, old.agent);" \
-    " END;"                                                                                     \
+    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context)"                \
+    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context); END;"       \
     "CREATE TRIGGER IF NOT EXISTS notes_au AFTER UPDATE OF content, keywords, tags, context"    \
     " ON notes BEGIN"                                                                           \
-    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context, agent)"         \
-    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context, old.agent);" \
-    " INSERT INTO notes_fts(rowid, content, keywords, tags, context, agent)"                    \
-    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context, new.agent); END;"
+    " INSERT INTO notes_fts(notes_fts, rowid, content, keywords, tags, context)"                \
+    " VALUES ('delete', old.nid, old.content, old.keywords, old.tags, old.context);"            \
+    " INSERT INTO notes_fts(rowid, content, keywords, tags, context)"                           \
+    " VALUES (new.nid, new.content, new.keywords, new.tags, new.context); END;"
+
+/* Row ids: agent slot s (agent_slot, numbered from 1 in order of first
+ * note) owns (s x NID_SPAN, (s + 1) x NID_SPAN); its notes take the next
+ * id above its highest, so within an agent ids still follow the order
+ * notes were added (ties in ranking go to the older note). */
+#define NID_SPAN_SQL "4294967296" /* 2^32 */
+#define NID_SPAN INT64_C(4294967296)
+#define SLOT_MAX (INT64_MAX / NID_SPAN - 1)
 
 static const char k_schema[] =
     "CREATE TABLE IF NOT EXISTS notes("
@@ -157,6 +177,7 @@ static const char k_schema[] =
     " keywords TEXT NOT NULL, tags TEXT NOT NULL, category TEXT NOT NULL, context TEXT NOT NULL,"
     " timestamp TEXT NOT NULL, last_accessed TEXT NOT NULL, links TEXT NOT NULL,"
     " retrieval_count INTEGER NOT NULL DEFAULT 0, extra TEXT NOT NULL, UNIQUE(agent, id));"
+    "CREATE TABLE IF NOT EXISTS agent_slot(agent TEXT PRIMARY KEY, slot INTEGER NOT NULL UNIQUE);"
     FTS_SCHEMA
     /* embedding vectors (hybrid retrieval, when embedding.model is set):
      * one per note, dropped with the note and when its content changes, so
@@ -259,7 +280,7 @@ struct mem_store {
 #define RANK_K1 1.2
 
 struct rank_data {
-    int n_phrase, skip;
+    int n_phrase;
     double idf[];
 };
 
@@ -323,14 +344,14 @@ static int rank_count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud
     return SQLITE_OK;
 }
 
-/* The IDFs of phrases SKIP.. of the current query into idf (n of them),
+/* The IDFs of the n phrases of the current query into idf,
  * and into df (when not NULL) the number of rows that hold each.
  * KEY, the text query (mem_fts_query: quoted words joined by OR), names
  * the phrases for the store's cache: a word counted lately is taken from
  * it, the others are counted (xQueryPhrase walks the phrase's doclist).
  * Without KEY, or when its words are not the n phrases, all are counted. */
-static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *key, int skip,
-                    int n, double *idf, double *df)
+static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *key, int n,
+                    double *idf, double *df)
 {
     sqlite3_int64 n_row = 0;
     double df_dummy;
@@ -345,7 +366,7 @@ static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *k
         double *dfi = df ? &df[i] : &df_dummy;
         if (keep && idf_lookup(cache, word[i], len[i], &idf[i], dfi)) continue;
         sqlite3_int64 hits = 0;
-        rc = api->xQueryPhrase(fts, skip + i, &hits, rank_count_cb);
+        rc = api->xQueryPhrase(fts, i, &hits, rank_count_cb);
         double v = log(((double)n_row - (double)hits + 0.5) / ((double)hits + 0.5));
         idf[i] = v > 1e-6 ? v : 1e-6;
         *dfi = (double)hits;
@@ -362,41 +383,30 @@ static inline double rank_term(double idf, int tf)
     return idf * ((double)tf * (RANK_K1 + 1.0)) / ((double)tf + RANK_K1);
 }
 
-/* SKIP (argument 2, default 0), clamped to the query's phrases */
-static int rank_skip(const Fts5ExtensionApi *api, Fts5Context *fts, int n_val, sqlite3_value **vals)
-{
-    int n_all = api->xPhraseCount(fts);
-    int skip = n_val > 1 ? sqlite3_value_int(vals[1]) : 0;
-    return skip < 0 || skip > n_all ? 0 : skip;
-}
-
-/* aios_bm25(notes_fts [, KEY [, SKIP [, IDFS]]]): KEY, the text query, lets
- * the IDFs come from the store's cache (struct idf_cache, the function's
- * user data); the first SKIP phrases (the filters of fts_match) are not
- * scored; IDFS, a blob of one double per scored phrase (from aios_idf),
- * gives the IDFs to use, so that several queries of one retrieval score
- * alike (scan_pruned). */
+/* aios_bm25(notes_fts [, KEY [, IDFS]]): KEY, the text query, lets the
+ * IDFs come from the store's cache (struct idf_cache, the function's user
+ * data); IDFS, a blob of one double per phrase (from aios_idf), gives the
+ * IDFs to use, so that several queries of one retrieval score alike
+ * (scan_pruned). */
 static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx,
                       int n_val, sqlite3_value **vals)
 {
     struct rank_data *d = api->xGetAuxdata(fts, 0);
     if (!d) {
-        int skip = rank_skip(api, fts, n_val, vals);
-        int n = api->xPhraseCount(fts) - skip;
+        int n = api->xPhraseCount(fts);
         d = sqlite3_malloc64(sizeof *d + (size_t)n * sizeof(double));
         if (!d) {
             sqlite3_result_error_nomem(ctx);
             return;
         }
         d->n_phrase = n;
-        d->skip = skip;
         int rc = SQLITE_OK;
-        if (n_val > 3 && sqlite3_value_type(vals[3]) == SQLITE_BLOB &&
-            sqlite3_value_bytes(vals[3]) == (int)((size_t)n * sizeof(double)))
-            memcpy(d->idf, sqlite3_value_blob(vals[3]), (size_t)n * sizeof(double));
+        if (n_val > 1 && sqlite3_value_type(vals[1]) == SQLITE_BLOB &&
+            sqlite3_value_bytes(vals[1]) == (int)((size_t)n * sizeof(double)))
+            memcpy(d->idf, sqlite3_value_blob(vals[1]), (size_t)n * sizeof(double));
         else
             rc = rank_idf(api, fts, n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL,
-                          skip, n, d->idf, NULL);
+                          n, d->idf, NULL);
         if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, d, sqlite3_free);
         else sqlite3_free(d);
         if (rc != SQLITE_OK) {
@@ -408,28 +418,27 @@ static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
     for (int i = 0; i < d->n_phrase; i++) {
         Fts5PhraseIter it;
         int col = -1, off = 0, tf = 0;
-        if (api->xPhraseFirst(fts, d->skip + i, &it, &col, &off) != SQLITE_OK) continue;
+        if (api->xPhraseFirst(fts, i, &it, &col, &off) != SQLITE_OK) continue;
         for (; col >= 0; api->xPhraseNext(fts, &it, &col, &off)) tf++;
         if (tf) score += rank_term(d->idf[i], tf);
     }
     sqlite3_result_double(ctx, -score);
 }
 
-/* aios_idf(notes_fts, KEY, SKIP): the IDFs aios_bm25 would use, one
- * double per phrase after SKIP, then as many of the rows that hold each:
- * a blob of 2 x n doubles */
+/* aios_idf(notes_fts, KEY): the IDFs aios_bm25 would use, one double per
+ * phrase, then as many of the rows that hold each: a blob of 2 x n
+ * doubles */
 static void aios_idf(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int n_val,
                      sqlite3_value **vals)
 {
-    int skip = rank_skip(api, fts, n_val, vals);
-    int n = api->xPhraseCount(fts) - skip;
+    int n = api->xPhraseCount(fts);
     double *idf = sqlite3_malloc64((size_t)(n > 0 ? 2 * n : 1) * sizeof *idf);
     if (!idf) {
         sqlite3_result_error_nomem(ctx);
         return;
     }
-    int rc = rank_idf(api, fts, n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL, skip,
-                      n, idf, idf + n);
+    int rc = rank_idf(api, fts, n_val > 0 ? (const char *)sqlite3_value_text(vals[0]) : NULL, n,
+                      idf, idf + n);
     if (rc != SQLITE_OK) {
         sqlite3_free(idf);
         sqlite3_result_error_code(ctx, rc);
@@ -753,18 +762,34 @@ static int upgrade_v1(struct mem_conn *c, char *err, size_t errlen)
     return 0;
 }
 
-/* user_version 1 -> 2: the full-text index gets the agent column; it is
- * made again from the notes (once, at the first start of this version) */
-static int upgrade_v2(struct mem_conn *c, char *err, size_t errlen)
+/* user_version 1 or 2 -> 3: each agent gets its slot (in order of its
+ * first note), its notes the row ids of that slot's range in the order
+ * they were added (NID_SPAN), and the full-text index is made again from
+ * the notes without the agent column of version 2 (once, at the first
+ * start of this version; one transaction, so a crash leaves version 2). */
+static int upgrade_v3(struct mem_conn *c, char *err, size_t errlen)
 {
     char *msg = NULL;
     if (sqlite3_exec(c->db,
                      "BEGIN IMMEDIATE; DROP TRIGGER IF EXISTS notes_ai; DROP TRIGGER IF EXISTS "
-                     "notes_ad; DROP TRIGGER IF EXISTS notes_au; DROP TABLE IF EXISTS notes_fts; "
-                     FTS_SCHEMA " INSERT INTO notes_fts(notes_fts) VALUES('rebuild');"
-                     " PRAGMA user_version = 2; COMMIT;",
+                     "notes_ad; DROP TRIGGER IF EXISTS notes_au; DROP TABLE IF EXISTS notes_fts;"
+                     " DELETE FROM agent_slot;"
+                     " INSERT INTO agent_slot(agent, slot) SELECT agent, row_number() OVER"
+                     " (ORDER BY min(nid)) FROM notes GROUP BY agent;"
+                     " CREATE TEMP TABLE renum(old INTEGER PRIMARY KEY, new INTEGER NOT NULL);"
+                     " INSERT INTO renum(old, new) SELECT n.nid, s.slot * " NID_SPAN_SQL " + row_number()"
+                     " OVER (PARTITION BY n.agent ORDER BY n.nid) FROM notes n"
+                     " JOIN agent_slot s ON s.agent = n.agent;"
+                     " DELETE FROM notes_vec WHERE nid NOT IN (SELECT old FROM renum);"
+                     " UPDATE notes_vec SET nid = -(SELECT new FROM renum WHERE old = notes_vec.nid);"
+                     " UPDATE notes_vec SET nid = -nid;"
+                     " UPDATE notes SET nid = -(SELECT new FROM renum WHERE old = notes.nid);"
+                     " UPDATE notes SET nid = -nid;"
+                     " DROP TABLE renum;" FTS_SCHEMA
+                     " INSERT INTO notes_fts(notes_fts) VALUES('rebuild');"
+                     " PRAGMA user_version = 3; COMMIT;",
                      NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "memory database: rebuilding the full-text index: %s",
+        snprintf(err, errlen, "memory database: numbering the notes by agent: %s",
                  msg ? msg : "?");
         sqlite3_free(msg);
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
@@ -777,7 +802,7 @@ static int upgrade(struct mem_conn *c, char *err, size_t errlen)
 {
     int64_t v = one_int(c->db, "PRAGMA user_version");
     int rc = v < 1 ? upgrade_v1(c, err, errlen) : 0;
-    if (!rc && v < 2) rc = upgrade_v2(c, err, errlen);
+    if (!rc && v < 3) rc = upgrade_v3(c, err, errlen);
     return rc;
 }
 
@@ -932,12 +957,64 @@ struct wargs {
 
 /* ---- operations ---- */
 
+static int step_int(struct mem_conn *c, sqlite3_stmt *st, int64_t *v, const char *what);
+
+/* the agent's slot (agent_slot; 0: none, unless `add`) */
+static int agent_slot(struct mem_conn *c, const char *agent, bool add, int64_t *slot)
+{
+    *slot = 0;
+    sqlite3_stmt *st = c->st[ST_SLOT_GET];
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    int rc = step_int(c, st, slot, "read an agent's slot");
+    if (!rc && !*slot && add) {
+        sqlite3_stmt *ad = c->st[ST_SLOT_ADD];
+        sqlite3_bind_text(ad, 1, agent, -1, SQLITE_STATIC);
+        int r = sqlite3_step(ad);
+        sqlite3_reset(ad);
+        sqlite3_clear_bindings(ad);
+        rc = r == SQLITE_DONE ? step_int(c, st, slot, "read an agent's slot")
+                              : sql_fail(c, "give an agent a slot");
+        if (!rc && (*slot < 1 || *slot > SLOT_MAX)) {
+            LOG_ERROR("memory", "no agent slot is left (%lld)", (long long)*slot);
+            rc = AIOS_ENOSPC;
+        }
+    }
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/* one integer from st (stepped and reset); no row: *v = 0 */
+static int step_int(struct mem_conn *c, sqlite3_stmt *st, int64_t *v, const char *what)
+{
+    int r = sqlite3_step(st);
+    *v = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : sql_fail(c, what);
+}
+
+/* the row id of the agent's next note: above its highest (NID_SPAN) */
+static int next_nid(struct mem_conn *c, const char *agent, int64_t *nid)
+{
+    int64_t slot;
+    int rc = agent_slot(c, agent, true, &slot);
+    if (rc) return rc;
+    sqlite3_stmt *st = c->st[ST_NEXT_NID];
+    sqlite3_bind_int64(st, 1, slot * NID_SPAN);
+    sqlite3_bind_int64(st, 2, (slot + 1) * NID_SPAN);
+    rc = step_int(c, st, nid, "number a note");
+    if (!rc && *nid >= (slot + 1) * NID_SPAN) rc = AIOS_ENOSPC; /* 2^32 - 1 notes */
+    return rc;
+}
+
 static int insert_one(struct mem_conn *c, const char *agent, const struct mem_note *n)
 {
     sqlite3_stmt *st = c->st[ST_INSERT];
     char *bufs[4] = {0};
-    int rc = bind_note(st, agent, n, bufs);
+    int64_t nid = 0;
+    int rc = next_nid(c, agent, &nid);
+    if (!rc) rc = bind_note(st, agent, n, bufs);
     if (rc) goto out;
+    sqlite3_bind_int64(st, 13, nid);
     int r = sqlite3_step(st);
     if (r == SQLITE_CONSTRAINT)
         rc = sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_TRIGGER ? MEM_EQUOTA : MEM_EEXISTS;
@@ -1234,7 +1311,19 @@ static int hit_cmp_best_first(const void *a, const void *b)
     return hit_better(a, b) ? -1 : hit_better(b, a) ? 1 : 0;
 }
 
-/* out[0..k): the agent's best hits, best first (nid, score and bm25 set).
+/* the row ids of an agent's notes: [lo, hi] (NID_SPAN) */
+struct nid_range {
+    int64_t lo, hi;
+};
+
+static void bind_range(sqlite3_stmt *st, struct nid_range r)
+{
+    sqlite3_bind_int64(st, 5, r.lo);
+    sqlite3_bind_int64(st, 6, r.hi);
+}
+
+/* out[0..k): the best hits in the agent's rows `own`, best first (nid,
+ * score and bm25 set).
  * Plainly (tf NULL): st = ST_SCAN, every row scored by aios_bm25 with the
  * IDFs idf[0..n_idf) (none: its own). Counted (tf set): st = ST_TF, every
  * row's score summed here from aios_tf's counts and the IDFs, and *tf the
@@ -1242,18 +1331,15 @@ static int hit_cmp_best_first(const void *a, const void *b)
  * AIOS_ETOOBIG (the caller scans plainly). */
 #define TF_BUDGET (256 * 1024)
 
-static int scan_top(struct mem_conn *c, const char *agent, const char *match, const char *q,
-                    int skip, const double *idf, int n_idf, int64_t *tf, size_t k,
-                    struct mem_hit *out, size_t *n_out)
+static int scan_top(struct mem_conn *c, struct nid_range own, const char *match, const char *q,
+                    const double *idf, int n_idf, int64_t *tf, size_t k, struct mem_hit *out,
+                    size_t *n_out)
 {
-    sqlite3_stmt *st = c->st[tf ? ST_TF : ST_SCAN], *own = c->st[ST_IS_AGENT];
+    sqlite3_stmt *st = c->st[tf ? ST_TF : ST_SCAN];
     sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
-    if (!tf) {
-        sqlite3_bind_int(st, 3, skip);
-        sqlite3_bind_blob(st, 4, idf, (int)((size_t)n_idf * sizeof *idf), SQLITE_STATIC);
-    }
-    sqlite3_bind_text(own, 2, agent, -1, SQLITE_STATIC);
+    if (!tf) sqlite3_bind_blob(st, 3, idf, (int)((size_t)n_idf * sizeof *idf), SQLITE_STATIC);
+    bind_range(st, own);
     size_t n = 0;
     int rc = 0, r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1273,14 +1359,6 @@ static int scan_top(struct mem_conn *c, const char *agent, const char *match, co
             cand.score = -sqlite3_column_double(st, 1);
         }
         if (n == k && !hit_better(&cand, &out[0])) continue;
-        sqlite3_bind_int64(own, 1, cand.nid);
-        int ro = sqlite3_step(own);
-        sqlite3_reset(own);
-        if (ro == SQLITE_DONE) continue; /* another agent's note */
-        if (ro != SQLITE_ROW) {
-            rc = sql_fail(c, "search notes");
-            break;
-        }
         cand.bm25 = cand.score;
         if (n < k) {
             out[n] = cand;
@@ -1293,14 +1371,13 @@ static int scan_top(struct mem_conn *c, const char *agent, const char *match, co
     if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "search notes");
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    sqlite3_clear_bindings(own);
     qsort(out, n, sizeof *out, hit_cmp_best_first);
     *n_out = rc ? 0 : n;
     return rc;
 }
 
-static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *agent, const char *q,
-                       size_t k, struct mem_hit *out, size_t *n_out);
+static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, struct nid_range own,
+                       const char *q, size_t k, struct mem_hit *out, size_t *n_out);
 static int get_nids_on(struct mem_conn *c, const char *agent, struct mem_hit *h, size_t n);
 
 /* The best k of agent's notes for text into out (at most k), with their
@@ -1323,7 +1400,10 @@ static int search_read(struct mem_store *s, const char *agent, const char *text,
     struct mem_conn *c = conn_take(s);
     int rc = c ? read_begin(c) : AIOS_EIO;
     if (!rc) {
-        rc = scan_pruned(c, &s->idf, agent, q, (size_t)k, out, n_out);
+        int64_t slot;
+        rc = agent_slot(c, agent, false, &slot); /* none: no notes */
+        struct nid_range own = {slot * NID_SPAN, (slot + 1) * NID_SPAN - 1};
+        if (!rc && slot) rc = scan_pruned(c, &s->idf, own, q, (size_t)k, out, n_out);
         if (!rc && notes) rc = get_nids_on(c, agent, out, *n_out);
         read_end(c);
     }
@@ -1527,36 +1607,6 @@ int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, i
     return rc;
 }
 
-/* The MATCH text of a retrieval of agent's notes for the words q
- * (mem_fts_query): `agent : "NAME" AND {text columns} : (q)`, *skip = 1
- * (the agent's phrase is not scored). The agent's phrase is a filter that
- * may let a few other agents' rows through (names that tokenize alike,
- * "a-b" and "a.b"); scan_top checks each row's owner all the same. A name
- * with no letter or digit would make an empty phrase, which matches
- * nothing: then the text alone, *skip = 0. malloc'd; NULL: out of memory. */
-static char *fts_match(const char *agent, const char *q, int *skip)
-{
-    bool word = false;
-    for (const char *p = agent; *p && !word; p++)
-        word = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9');
-    size_t n = strlen(q) + 2 * strlen(agent) + 64;
-    char *m = malloc(n);
-    if (!m) return NULL;
-    size_t o = 0;
-    *skip = 0;
-    if (word) {
-        o += (size_t)snprintf(m + o, n - o, "agent : \"");
-        for (const char *p = agent; *p; p++) { /* a quote is doubled inside a string */
-            if (*p == '"') m[o++] = '"';
-            m[o++] = *p;
-        }
-        o += (size_t)snprintf(m + o, n - o, "\" AND ");
-        *skip = 1;
-    }
-    snprintf(m + o, n - o, FTS_TEXT_COLS " : (%s)", q);
-    return m;
-}
-
 /* ---- pruned top k (MaxScore) ----
  * A word's part of a note's score is below its IDF x (k1 + 1), whatever
  * the note, so a note that holds none of a set of words scores below the
@@ -1596,13 +1646,13 @@ static int word_cmp_bound(const void *a, const void *b)
 /* the IDFs of q's phrases for the agent's retrieval, and the rows that
  * hold each: *n_idf of them, into idf and df[IDF_MAX_PHRASES]; 0 when
  * nothing of the agent matches, -1 when FTS5's phrases are not q's words */
-static int query_idf(struct mem_conn *c, const char *match, const char *q, int skip, double *idf,
+static int query_idf(struct mem_conn *c, struct nid_range own, const char *q, double *idf,
                      double *df, int *n_idf)
 {
     sqlite3_stmt *st = c->st[ST_IDF];
-    sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, q, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, q, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, skip);
+    bind_range(st, own);
     int rc = 0, r = sqlite3_step(st);
     *n_idf = 0;
     if (r == SQLITE_ROW) {
@@ -1624,11 +1674,11 @@ static int query_idf(struct mem_conn *c, const char *match, const char *q, int s
     return rc;
 }
 
-static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *agent, const char *q,
-                       size_t k, struct mem_hit *out, size_t *n_out)
+static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, struct nid_range own,
+                       const char *q, size_t k, struct mem_hit *out, size_t *n_out)
 {
     *n_out = 0;
-    int skip = 0, n_idf = 0, rc;
+    int n_idf = 0, rc;
     double idf[IDF_MAX_PHRASES], df[IDF_MAX_PHRASES];
     struct word w[IDF_MAX_PHRASES];
     const char *wp[IDF_MAX_PHRASES];
@@ -1636,9 +1686,8 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *
     int n_w = quoted_words(q, wp, wl, IDF_MAX_PHRASES);
     if (n_w > IDF_MAX_PHRASES) n_w = IDF_MAX_PHRASES; /* mem_fts_query keeps 32 */
     for (int i = 0; i < n_w; i++) w[i] = (struct word){.p = wp[i], .len = wl[i]};
-    char *full = fts_match(agent, q, &skip);
     char *need = malloc(strlen(q) + 1);
-    if (!full || !need) {
+    if (!need) {
         rc = AIOS_ENOMEM;
         goto out;
     }
@@ -1649,7 +1698,7 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *
     for (int i = 0; i < n_w && n_idf; i++)
         if (!idf_lookup(cache, w[i].p, w[i].len, &idf[i], &df[i])) n_idf = 0;
     if (!n_idf && n_w > 1 &&
-        ((rc = query_idf(c, full, q, skip, idf, df, &n_idf)) || n_idf == 0))
+        ((rc = query_idf(c, own, q, idf, df, &n_idf)) || n_idf == 0))
         goto out;
     if (n_idf == n_w && n_w > 1) {
         double all = 0, read = 0;
@@ -1676,21 +1725,16 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, const char *
                 o += w[i].len;
             }
             need[o] = 0;
-            int sk;
-            char *match = fts_match(agent, need, &sk);
-            rc = match ? scan_top(c, agent, match, q, sk, idf, n_idf, &tf, k, out, n_out)
-                       : AIOS_ENOMEM;
-            free(match);
+            rc = scan_top(c, own, need, q, idf, n_idf, &tf, k, out, n_out);
             if (rc == AIOS_ETOOBIG) break; /* the plain scan */
             /* a note outside what was read scores below `rest`; the
              * margin covers the rounding of the sums */
             if (rc || (*n_out == k && out[k - 1].score >= rest * (1 + 1e-9) + 1e-12)) goto out;
         }
     }
-    rc = scan_top(c, agent, full, q, skip, idf, n_idf > 0 ? n_idf : 0, NULL, k, out, n_out);
+    rc = scan_top(c, own, q, q, idf, n_idf > 0 ? n_idf : 0, NULL, k, out, n_out);
 out:
     free(need);
-    free(full);
     return rc;
 }
 
@@ -1710,19 +1754,9 @@ int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, 
     json_decref(ids);
     int rc = q && list ? 0 : AIOS_ENOMEM;
     struct mem_conn *c = !rc && q[0] ? conn_take(s) : NULL;
-    char *tq = NULL;
-    if (c) {
-        int skip0;
-        tq = fts_match("", q, &skip0); /* the text columns only */
-        if (!tq) {
-            conn_give(s, c);
-            c = NULL;
-            rc = AIOS_ENOMEM;
-        }
-    }
     if (c) {
         sqlite3_stmt *b = c->st[ST_BM25_SOME];
-        sqlite3_bind_text(b, 1, tq, -1, SQLITE_STATIC);
+        sqlite3_bind_text(b, 1, q, -1, SQLITE_STATIC);
         sqlite3_bind_text(b, 2, list, -1, SQLITE_STATIC);
         int r;
         while ((r = sqlite3_step(b)) == SQLITE_ROW) {
@@ -1737,7 +1771,6 @@ int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, 
     } else if (!rc && q[0]) {
         rc = AIOS_EIO;
     }
-    free(tq);
     free(q);
     free(list);
     return rc;

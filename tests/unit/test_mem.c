@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "memory/mem.h"
+#include <sqlite3.h>
 #include "util/err.h"
 
 static char g_dir[64];
@@ -475,6 +476,118 @@ static void test_store_topk_counted_words(void **state)
     mem_store_close(s);
 }
 
+static int64_t sql_int(const char *db, const char *sql)
+{
+    sqlite3 *d;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(path_in(db), &d), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(d, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(d);
+    return v;
+}
+
+/* the ids of agent's hits for text, joined by spaces */
+static void search_ids(struct mem_store *s, const char *agent, const char *text, char *out,
+                       size_t len)
+{
+    struct mem_hit *h = NULL;
+    size_t nh = 0;
+    assert_int_equal(mem_store_search(s, agent, text, 10, &h, &nh), 0);
+    size_t o = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < nh; i++)
+        o += (size_t)snprintf(out + o, len - o, "%s%s", i ? " " : "", h[i].note->id);
+    mem_hits_free(h, nh);
+}
+
+/* An agent's notes are one range of row ids (slot x 2^32 + 1, + 2, ...),
+ * so that a retrieval reads only the caller's part of the index. A
+ * database of version 2 (row ids in the order notes came, agents
+ * interleaved, the agent a column of the full-text index) is numbered
+ * again at open: slots in order of each agent's first note, each agent's
+ * notes in the order they were added, their vectors with them (a vector
+ * of no note dropped), the index made again; and it answers as before. */
+static void test_store_nids_by_agent(void **state)
+{
+    (void)state;
+    char err[256] = "", ids[128];
+    struct mem_store *s = NULL;
+    assert_int_equal(mem_store_open(&s, path_in("slots.db"), false, err, sizeof err), 0);
+    const char *agents[] = {"b", "a", "c"};
+    for (int i = 0; i < 9; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "%s%d", agents[i % 3], i / 3);
+        struct mem_note *n = mk(id, i / 3 == 1 ? "apple apple pear" : "apple pear");
+        assert_int_equal(mem_store_insert(s, agents[i % 3], n), 0);
+        mem_note_free(n);
+    }
+    mem_store_close(s);
+    /* new layout: b's notes are slot 1, a's slot 2; ids in order */
+    assert_int_equal(sql_int("slots.db", "PRAGMA user_version"), 3);
+    assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM notes n JOIN agent_slot s USING"
+                                         " (agent) WHERE n.nid > s.slot * 4294967296 AND n.nid <="
+                                         " s.slot * 4294967296 + 3"), 9);
+    assert_int_equal(sql_int("slots.db", "SELECT slot FROM agent_slot WHERE agent = 'a'"), 2);
+
+    /* back to version 2: row ids 1..9 in the order of the notes' ids'
+     * numbers (as added), the agent column in the index, one vector of
+     * a1 and one of no note */
+    sqlite3 *d;
+    assert_int_equal(sqlite3_open(path_in("slots.db"), &d), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(d,
+                     "DROP TRIGGER notes_ai; DROP TRIGGER notes_ad; DROP TRIGGER notes_au;"
+                     " DROP TABLE notes_fts; DROP TABLE agent_slot;"
+                     " UPDATE notes SET nid = -(1 + 3 * CAST(substr(id, 2) AS INTEGER) +"
+                     " (CASE agent WHEN 'b' THEN 0 WHEN 'a' THEN 1 ELSE 2 END));"
+                     " UPDATE notes SET nid = -nid;"
+                     " INSERT INTO notes_vec(nid, agent, vec) VALUES (5, 'a', x'01'), (77, 'a', x'02');"
+                     " CREATE VIRTUAL TABLE notes_fts USING fts5(content, keywords, tags, context,"
+                     " agent, content='notes', content_rowid='nid', tokenize='porter unicode61');"
+                     " INSERT INTO notes_fts(notes_fts) VALUES('rebuild');"
+                     " PRAGMA user_version = 2;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(d);
+    assert_int_equal(sql_int("slots.db", "SELECT nid FROM notes WHERE id = 'a1'"), 5);
+
+    assert_int_equal(mem_store_open(&s, path_in("slots.db"), false, err, sizeof err), 0);
+    /* the same answers: a's notes only, a1 (apple twice) first, then by age */
+    search_ids(s, "a", "apple", ids, sizeof ids);
+    assert_string_equal(ids, "a1 a0 a2");
+    search_ids(s, "c", "pear", ids, sizeof ids);
+    assert_string_equal(ids, "c0 c1 c2"); /* pear once in each: by age */
+    search_ids(s, "nobody", "apple", ids, sizeof ids);
+    assert_string_equal(ids, "");
+    /* a new note of a takes the next id of a's range; a new agent a new slot */
+    struct mem_note *n = mk("a3", "apple apple apple");
+    assert_int_equal(mem_store_insert(s, "a", n), 0);
+    mem_note_free(n);
+    n = mk("d0", "apple");
+    assert_int_equal(mem_store_insert(s, "d", n), 0);
+    mem_note_free(n);
+    search_ids(s, "a", "apple", ids, sizeof ids);
+    assert_string_equal(ids, "a3 a1 a0 a2");
+    search_ids(s, "d", "apple", ids, sizeof ids);
+    assert_string_equal(ids, "d0");
+    mem_store_close(s);
+    assert_int_equal(sql_int("slots.db", "PRAGMA user_version"), 3);
+    assert_int_equal(sql_int("slots.db", "SELECT nid FROM notes WHERE id = 'a3'"),
+                     2 * 4294967296LL + 4);
+    assert_int_equal(sql_int("slots.db", "SELECT nid FROM notes WHERE id = 'd0'"),
+                     4 * 4294967296LL + 1);
+    assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM notes_vec"), 1);
+    assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM notes_vec v JOIN notes n"
+                                         " USING (nid) WHERE n.id = 'a1' AND v.vec = x'01'"), 1);
+    assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM pragma_table_info('notes_fts')"), 4);
+    /* the index holds each note once, under its new id */
+    assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM notes_fts WHERE notes_fts MATCH"
+                                         " 'apple' AND rowid > 4294967296"), 11);
+}
+
 static void test_eviction_order_and_fault_back(void **state)
 {
     (void)state;
@@ -764,6 +877,7 @@ int main(void)
         cmocka_unit_test(test_store_search_ranking_and_scope),
         cmocka_unit_test(test_store_topk_matches_reference),
         cmocka_unit_test(test_store_topk_counted_words),
+        cmocka_unit_test(test_store_nids_by_agent),
         cmocka_unit_test(test_eviction_order_and_fault_back),
         cmocka_unit_test(test_note_larger_than_quota),
         cmocka_unit_test(test_namespaces_and_retrieval),
