@@ -770,6 +770,10 @@ static int upgrade_v1(struct mem_conn *c, char *err, size_t errlen)
 static int upgrade_v3(struct mem_conn *c, char *err, size_t errlen)
 {
     char *msg = NULL;
+    int64_t n = one_int(c->db, "SELECT count(*) FROM notes");
+    if (n > 0)
+        LOG_INFO("memory", "numbering %lld notes by agent and rebuilding their index (once, for "
+                 "this version's layout)", (long long)n);
     if (sqlite3_exec(c->db,
                      "BEGIN IMMEDIATE; DROP TRIGGER IF EXISTS notes_ai; DROP TRIGGER IF EXISTS "
                      "notes_ad; DROP TRIGGER IF EXISTS notes_au; DROP TABLE IF EXISTS notes_fts;"
