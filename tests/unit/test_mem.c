@@ -583,6 +583,8 @@ static void test_store_nids_by_agent(void **state)
     assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM notes_vec v JOIN notes n"
                                          " USING (nid) WHERE n.id = 'a1' AND v.vec = x'01'"), 1);
     assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM pragma_table_info('notes_fts')"), 4);
+    assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM sqlite_master"
+                                         " WHERE name = 'notes_fts_docsize'"), 0); /* columnsize=0 */
     /* the index holds each note once, under its new id */
     assert_int_equal(sql_int("slots.db", "SELECT count(*) FROM notes_fts WHERE notes_fts MATCH"
                                          " 'apple' AND rowid > 4294967296"), 11);
