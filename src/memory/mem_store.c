@@ -305,12 +305,22 @@ static bool idf_lookup(struct idf_cache *c, const char *word, size_t len, double
     return hit;
 }
 
+/* A slot still valid for another word is kept: the word counted now is
+ * counted again next time. Replacing it would make the other word's next
+ * retrieval count it afresh, and two retrievals with no write between them
+ * could then score with different IDFs (the kept one may be up to
+ * 1/IDF_DRIFT old); kept this way, they score alike to the bit. */
 static void idf_store(struct idf_cache *c, const char *word, size_t len, sqlite3_int64 n_row,
                       double idf, double df)
 {
     struct idf_ent *e = &c->e[util_fnv1a32_n(word, len) % IDF_SLOTS];
     long long now = atomic_load(&c->n_changes);
     pthread_mutex_lock(&c->mu);
+    if (e->word[0] && (memcmp(e->word, word, len) || e->word[len]) &&
+        (now - e->changes) * IDF_DRIFT <= e->n_row) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     memcpy(e->word, word, len);
     e->word[len] = 0;
     e->n_row = n_row;
@@ -1275,12 +1285,9 @@ char *mem_fts_query(const char *text)
  * scores and sorts every match (no LIMIT reaches its sorter), and a query
  * of common words matches ~10k of 100k notes, so the sort was most of a
  * retrieval's tail (docs/performance.md, issue 6). Instead every match is
- * scored in row id order and a min-heap keeps the best k. Which agent a
- * row belongs to is asked (one primary-key lookup) only of rows that would
- * enter the heap, which for scores in no relation to row ids is about
- * k * ln(matches / k) rows, not every match (joining every match with
- * notes cost 12 ms at 10k matches). Ties go to the lower row id, the
- * older note. */
+ * scored in row id order and a min-heap keeps the best k. Only the
+ * caller's range of row ids is read (NID_SPAN), so every match is the
+ * caller's. Ties go to the lower row id, the older note. */
 
 /* a before b in the result: higher score, then the older row */
 static bool hit_better(const struct mem_hit *a, const struct mem_hit *b)

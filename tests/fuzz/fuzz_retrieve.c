@@ -64,7 +64,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (mem_store_search_ids(g_store, agent, query, k, top, &n_top)) abort();
             if (n_top != (n_all < (size_t)k ? n_all : (size_t)k)) abort();
             for (size_t i = 0; i < n_top; i++)
-                if (top[i].nid != all[i].nid || top[i].score != all[i].score) abort();
+                if (top[i].nid != all[i].nid || top[i].score != all[i].score) {
+                    fprintf(stderr, "MISMATCH agent %s k %d i %zu query [%s] n_all %zu\n", agent, k, i, query, n_all);
+                    for (size_t j = 0; j < n_all && j < 8; j++) fprintf(stderr, " all %lld %.17g\n", (long long)all[j].nid, all[j].score);
+                    for (size_t j = 0; j < n_top; j++) fprintf(stderr, " top %lld %.17g\n", (long long)top[j].nid, top[j].score);
+                    abort();
+                }
         }
     }
     free(text);
