@@ -287,6 +287,18 @@ struct rank_data {
     double idf[];
 };
 
+/* e holds word (len bytes, shorter than IDF_WORD_MAX) */
+static bool idf_ent_is(const struct idf_ent *e, const char *word, size_t len)
+{
+    return len < IDF_WORD_MAX && !memcmp(e->word, word, len) && !e->word[len];
+}
+
+/* e's count may still be used at `now` changes (at most 1/IDF_DRIFT old) */
+static bool idf_ent_fresh(const struct idf_ent *e, long long now)
+{
+    return (now - e->changes) * IDF_DRIFT <= e->n_row;
+}
+
 /* word: len bytes, shorter than IDF_WORD_MAX */
 static bool idf_lookup(struct idf_cache *c, const char *word, size_t len, double *idf, double *df)
 {
@@ -294,12 +306,10 @@ static bool idf_lookup(struct idf_cache *c, const char *word, size_t len, double
     bool hit = false;
     long long now = atomic_load(&c->n_changes);
     pthread_mutex_lock(&c->mu);
-    if (len < IDF_WORD_MAX && !memcmp(e->word, word, len) && !e->word[len]) {
-        if ((now - e->changes) * IDF_DRIFT <= e->n_row) {
-            *idf = e->idf;
-            *df = e->df;
-            hit = true;
-        }
+    if (idf_ent_is(e, word, len) && idf_ent_fresh(e, now)) {
+        *idf = e->idf;
+        *df = e->df;
+        hit = true;
     }
     pthread_mutex_unlock(&c->mu);
     return hit;
@@ -316,8 +326,7 @@ static void idf_store(struct idf_cache *c, const char *word, size_t len, sqlite3
     struct idf_ent *e = &c->e[util_fnv1a32_n(word, len) % IDF_SLOTS];
     long long now = atomic_load(&c->n_changes);
     pthread_mutex_lock(&c->mu);
-    if (e->word[0] && (memcmp(e->word, word, len) || e->word[len]) &&
-        (now - e->changes) * IDF_DRIFT <= e->n_row) {
+    if (e->word[0] && !idf_ent_is(e, word, len) && idf_ent_fresh(e, now)) {
         pthread_mutex_unlock(&c->mu);
         return;
     }
