@@ -108,11 +108,11 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_TF] = "SELECT f.rowid, aios_tf(notes_fts, ?2) FROM notes_fts f "
               "WHERE notes_fts MATCH ?1 AND f.rowid BETWEEN ?5 AND ?6",
     /* an agent's slot, a new one (the next number), and the next row id
-     * in a slot's range (?1: its first) */
+     * in a slot's range ?1..?2 (slot_range) */
     [ST_SLOT_GET] = "SELECT slot FROM agent_slot WHERE agent=?1",
     [ST_SLOT_ADD] = "INSERT INTO agent_slot(agent, slot) "
                     "SELECT ?1, coalesce(max(slot), 0) + 1 FROM agent_slot",
-    [ST_NEXT_NID] = "SELECT coalesce(max(nid), ?1) + 1 FROM notes WHERE nid >= ?1 AND nid < ?2",
+    [ST_NEXT_NID] = "SELECT coalesce(max(nid), ?1) + 1 FROM notes WHERE nid BETWEEN ?1 AND ?2",
     [ST_COUNT] = "SELECT count(*) FROM notes WHERE agent=?1",
     [ST_VEC_SET] = "INSERT OR REPLACE INTO notes_vec(nid, agent, vec) "
                    "SELECT nid, agent, ?3 FROM notes WHERE agent=?1 AND id=?2",
@@ -985,6 +985,23 @@ struct wargs {
 
 static int step_int(struct mem_conn *c, sqlite3_stmt *st, int64_t *v, const char *what);
 
+/* the row ids of an agent's notes: [lo, hi] (NID_SPAN) */
+struct nid_range {
+    int64_t lo, hi;
+};
+
+static struct nid_range slot_range(int64_t slot)
+{
+    return (struct nid_range){slot * NID_SPAN, (slot + 1) * NID_SPAN - 1};
+}
+
+/* the range as parameters 5 and 6 of a search statement */
+static void bind_range(sqlite3_stmt *st, struct nid_range r)
+{
+    sqlite3_bind_int64(st, 5, r.lo);
+    sqlite3_bind_int64(st, 6, r.hi);
+}
+
 /* the agent's slot (agent_slot; 0: none, unless `add`) */
 static int agent_slot(struct mem_conn *c, const char *agent, bool add, int64_t *slot)
 {
@@ -1024,11 +1041,12 @@ static int next_nid(struct mem_conn *c, const char *agent, int64_t *nid)
     int64_t slot;
     int rc = agent_slot(c, agent, true, &slot);
     if (rc) return rc;
+    struct nid_range own = slot_range(slot);
     sqlite3_stmt *st = c->st[ST_NEXT_NID];
-    sqlite3_bind_int64(st, 1, slot * NID_SPAN);
-    sqlite3_bind_int64(st, 2, (slot + 1) * NID_SPAN);
+    sqlite3_bind_int64(st, 1, own.lo);
+    sqlite3_bind_int64(st, 2, own.hi);
     rc = step_int(c, st, nid, "number a note");
-    if (!rc && *nid >= (slot + 1) * NID_SPAN) rc = AIOS_ENOSPC; /* 2^32 - 1 notes */
+    if (!rc && *nid > own.hi) rc = AIOS_ENOSPC; /* 2^32 - 1 notes */
     return rc;
 }
 
@@ -1334,17 +1352,6 @@ static int hit_cmp_best_first(const void *a, const void *b)
     return hit_better(a, b) ? -1 : hit_better(b, a) ? 1 : 0;
 }
 
-/* the row ids of an agent's notes: [lo, hi] (NID_SPAN) */
-struct nid_range {
-    int64_t lo, hi;
-};
-
-static void bind_range(sqlite3_stmt *st, struct nid_range r)
-{
-    sqlite3_bind_int64(st, 5, r.lo);
-    sqlite3_bind_int64(st, 6, r.hi);
-}
-
 /* out[0..k): the best hits in the agent's rows `own`, best first (nid,
  * score and bm25 set).
  * Plainly (tf NULL): st = ST_SCAN, every row scored by aios_bm25 with the
@@ -1425,8 +1432,7 @@ static int search_read(struct mem_store *s, const char *agent, const char *text,
     if (!rc) {
         int64_t slot;
         rc = agent_slot(c, agent, false, &slot); /* none: no notes */
-        struct nid_range own = {slot * NID_SPAN, (slot + 1) * NID_SPAN - 1};
-        if (!rc && slot) rc = scan_pruned(c, &s->idf, own, q, (size_t)k, out, n_out);
+        if (!rc && slot) rc = scan_pruned(c, &s->idf, slot_range(slot), q, (size_t)k, out, n_out);
         if (!rc && notes) rc = get_nids_on(c, agent, out, *n_out);
         read_end(c);
     }
