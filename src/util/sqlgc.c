@@ -56,7 +56,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-enum { S_BEGIN, S_COMMIT, S_ROLLBACK, S_SAVE, S_UNDO, S_RELEASE, S_SYNC_NORMAL, S_SYNC_FULL, S__N };
+enum { S_BEGIN, S_COMMIT, S_ROLLBACK, S_SAVE, S_UNDO, S_RELEASE, S__N };
 
 static const char *const k_sql[S__N] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -65,8 +65,6 @@ static const char *const k_sql[S__N] = {
     [S_SAVE] = "SAVEPOINT sqlgc_job",
     [S_UNDO] = "ROLLBACK TO sqlgc_job",
     [S_RELEASE] = "RELEASE sqlgc_job",
-    [S_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
-    [S_SYNC_FULL] = "PRAGMA synchronous=FULL",
 };
 
 struct sqlgc {
@@ -192,8 +190,12 @@ static int commit_list(struct sqlgc *g, struct sqlgc_job *list, bool durable)
 {
     if (!list) return 0;
     if (g->full_sync && g->cur_sync != (int)durable) {
-        step(g, durable ? S_SYNC_FULL : S_SYNC_NORMAL);
-        g->cur_sync = durable;
+        /* run from its text each time: SQLite applies PRAGMA synchronous
+         * when it compiles the statement, so the first step of a prepared
+         * one changed nothing (the first derived batch got an fsync) */
+        if (sqlite3_exec(g->db, durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                         NULL, NULL, NULL) == SQLITE_OK)
+            g->cur_sync = durable;
     }
     bool done;
     if (commit_plain(g, list, &done) || done) return !done;

@@ -2,7 +2,8 @@
  * storage stores, on a real SQLite file (WAL, synchronous=FULL): jobs that
  * wait while a batch runs share the next commit; a failing job undoes only
  * its own changes; derived (non-durable) jobs commit in their own
- * transaction; every caller sees its own result; a posted job is
+ * transaction, with synchronous=NORMAL where durable ones have FULL;
+ * every caller sees its own result; a posted job is
  * committed at once when nothing runs, else after the running batch. The first job holds its
  * batch open until the others are queued, so the grouping is certain
  * rather than left to timing. */
@@ -225,6 +226,44 @@ static void test_derived_jobs_commit_apart(void **state)
     assert_int_equal(jobs, N_FOLLOW + 1);
 }
 
+/* a job that records the connection's PRAGMA synchronous as it runs */
+struct sync_job {
+    struct sqlgc_job j;
+    int level; /* 1 NORMAL, 2 FULL */
+};
+
+static int sync_level_fn(void *conn, void *arg)
+{
+    struct sync_job *sj = arg;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(conn, "PRAGMA synchronous", -1, &st, NULL) != SQLITE_OK) return AIOS_EIO;
+    sj->level = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int run_sync_job(bool durable)
+{
+    struct sync_job sj = {.j = {.fn = sync_level_fn, .durable = durable}, .level = 0};
+    sj.j.arg = &sj;
+    assert_int_equal(sqlgc_run(g_gc, &sj.j), 0);
+    return sj.level;
+}
+
+/* derived jobs commit with synchronous=NORMAL (no fsync), durable ones
+ * with FULL, from the very first batch on (a prepared PRAGMA statement
+ * takes effect when compiled, not at its first step: the first derived
+ * batch used to run under FULL) */
+static void test_sync_level_per_kind(void **state)
+{
+    (void)state;
+    assert_int_equal(run_sync_job(false), 1);
+    assert_int_equal(run_sync_job(true), 2);
+    assert_int_equal(run_sync_job(false), 1);
+    assert_int_equal(run_sync_job(false), 1);
+    assert_int_equal(run_sync_job(true), 2);
+}
+
 /* a duplicate key fails inside SQLite; the job's own error comes back */
 static void test_sql_error_reaches_its_caller(void **state)
 {
@@ -298,6 +337,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_job_undoes_only_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_job_reruns_its_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_derived_jobs_commit_apart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_level_per_kind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sql_error_reaches_its_caller, setup, teardown),
         cmocka_unit_test_setup_teardown(test_posted_jobs, setup, teardown),
     };
