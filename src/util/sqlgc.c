@@ -194,8 +194,13 @@ static int commit_list(struct sqlgc *g, struct sqlgc_job *list, bool durable)
          * when it compiles the statement, so the first step of a prepared
          * one changed nothing (the first derived batch got an fsync) */
         if (sqlite3_exec(g->db, durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-                         NULL, NULL, NULL) == SQLITE_OK)
+                         NULL, NULL, NULL) == SQLITE_OK) {
             g->cur_sync = durable;
+        } else if (durable) { /* never commit a durable job without its fsync */
+            LOG_ERROR("sqlgc", "cannot set synchronous=FULL: %s", sqlite3_errmsg(g->db));
+            fail_from(list, NULL, AIOS_EIO);
+            return 0;
+        }
     }
     bool done;
     if (commit_plain(g, list, &done) || done) return !done;
