@@ -6,8 +6,18 @@
  * made for: log_request_id() of the deciding thread; NULL when none).
  *
  * Threads: callers (HTTP threads, tool pool threads) only copy the row into
- * an in-memory queue under `mu` and signal; one audit thread is the only
- * writer and appends whatever is queued in one store transaction.
+ * an in-memory queue under `mu`; one audit thread is the only writer and
+ * appends whatever is queued in one store transaction. While rows keep
+ * coming the writer looks at the queue every AUDIT_LINGER_MS by itself,
+ * and callers do not wake it: waking a sleeping thread is a futex call
+ * (and, with the other core idle, an interrupt to it) on the request's
+ * own path, which was 0.07 to 0.1 ms of a 0.15 ms get_memory on the
+ * development machine (docs/performance.md). After AUDIT_IDLE_MS without
+ * a row the writer sleeps until a caller signals it (it signals only
+ * then, or when the queue is half full), so an idle kernel has no timer
+ * running. A row reaches the store at most AUDIT_LINGER_MS (plus the
+ * write before it) after it was queued; acc_audit_flush wakes the writer
+ * at once.
  * Readers (GET /access/audit) query the store directly. A full
  * queue (AUDIT_MAX_QUEUE rows) makes the caller wait: no decision is
  * dropped. acc_audit_flush waits until the queue is empty and written.
@@ -23,8 +33,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #define AUDIT_MAX_QUEUE 4096
+#define AUDIT_LINGER_MS 10
+#define AUDIT_IDLE_MS 250
 
 struct arow {
     struct arow *next;
@@ -43,6 +56,7 @@ struct acc_audit {
     struct arow *head, *tail;
     int n_queued;
     bool writing;
+    bool asleep; /* the writer waits for a signal, with no timeout */
     bool stop;
 };
 
@@ -85,12 +99,42 @@ static void write_batch(struct acc_audit *a, struct arow *list)
     free(recs);
 }
 
+static struct timespec mono_in(long ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+static bool mono_past(const struct timespec *t)
+{
+    struct timespec n;
+    clock_gettime(CLOCK_MONOTONIC, &n);
+    return n.tv_sec > t->tv_sec || (n.tv_sec == t->tv_sec && n.tv_nsec >= t->tv_nsec);
+}
+
 static void *audit_main(void *ud)
 {
     struct acc_audit *a = ud;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        while (!a->head && !a->stop) pthread_cond_wait(&a->cv, &a->mu);
+        struct timespec idle_end = mono_in(AUDIT_IDLE_MS);
+        while (!a->head && !a->stop) {
+            if (mono_past(&idle_end)) { /* no row for a while: sleep until one comes */
+                a->asleep = true;
+                while (!a->head && !a->stop) pthread_cond_wait(&a->cv, &a->mu);
+                a->asleep = false;
+            } else {
+                struct timespec t = mono_in(AUDIT_LINGER_MS);
+                pthread_cond_timedwait(&a->cv, &a->mu, &t);
+            }
+        }
         if (!a->head && a->stop) break;
         struct arow *list = a->head;
         a->head = a->tail = NULL;
@@ -121,7 +165,11 @@ int acc_audit_open(struct acc_audit **out, const struct acc_store_ops *ops,
     a->ops = ops;
     a->st = st;
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&a->done_cv, NULL);
     if (pthread_create(&a->th, NULL, audit_main, a)) {
         snprintf(err, errlen, "cannot start the audit thread");
@@ -168,7 +216,7 @@ void acc_audit_add(struct acc_audit *a, const struct acc_audit_row *row)
     else a->head = r;
     a->tail = r;
     a->n_queued++;
-    pthread_cond_signal(&a->cv);
+    if (a->asleep || a->n_queued >= AUDIT_MAX_QUEUE / 2) pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -176,6 +224,7 @@ void acc_audit_flush(struct acc_audit *a)
 {
     if (!a) return;
     pthread_mutex_lock(&a->mu);
+    if (a->head) pthread_cond_signal(&a->cv); /* write it now, not after the linger */
     while (a->head || a->writing) pthread_cond_wait(&a->done_cv, &a->mu);
     pthread_mutex_unlock(&a->mu);
 }
