@@ -739,12 +739,7 @@ int acc_tool_approval(void *ud, struct syscall *sc, const struct tool *t, json_t
         pthread_mutex_lock(&m->mu);
         if (cancelled) break;
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        util_mono_in_ms(&ts, 200);
         if (a->state == APPR_PENDING && !m->stopping) pthread_cond_timedwait(&m->cv, &m->mu, &ts);
     }
     st = a->state;

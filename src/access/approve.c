@@ -42,6 +42,7 @@
 #include "storage/storage.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -319,16 +320,10 @@ static void *appr_main(void *ud)
         if (!done && !exit_now) {
             /* parked calls: look again in 200 ms (deadlines, callers gone);
              * else sleep until one is parked, a stop, or the budget save */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
             long step_ms = any_parked || m->stopping ? 200 : BUDGET_SAVE_MS;
             if (m->shared && step_ms > SHARED_REFRESH_MS) step_ms = SHARED_REFRESH_MS;
-            ts.tv_sec += step_ms / 1000;
-            ts.tv_nsec += (step_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts;
+            util_mono_in_ms(&ts, step_ms);
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         }
         pthread_mutex_unlock(&m->mu);

@@ -99,39 +99,20 @@ static void write_batch(struct acc_audit *a, struct arow *list)
     free(recs);
 }
 
-static struct timespec mono_in(long ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
-static bool mono_past(const struct timespec *t)
-{
-    struct timespec n;
-    clock_gettime(CLOCK_MONOTONIC, &n);
-    return n.tv_sec > t->tv_sec || (n.tv_sec == t->tv_sec && n.tv_nsec >= t->tv_nsec);
-}
-
 static void *audit_main(void *ud)
 {
     struct acc_audit *a = ud;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        struct timespec idle_end = mono_in(AUDIT_IDLE_MS);
+        int64_t idle_end_us = util_now_us() + AUDIT_IDLE_MS * 1000;
         while (!a->head && !a->stop) {
-            if (mono_past(&idle_end)) { /* no row for a while: sleep until one comes */
+            if (util_now_us() >= idle_end_us) { /* no row for a while: sleep until one comes */
                 a->asleep = true;
                 while (!a->head && !a->stop) pthread_cond_wait(&a->cv, &a->mu);
                 a->asleep = false;
             } else {
-                struct timespec t = mono_in(AUDIT_LINGER_MS);
+                struct timespec t;
+                util_mono_in_ms(&t, AUDIT_LINGER_MS);
                 pthread_cond_timedwait(&a->cv, &a->mu, &t);
             }
         }

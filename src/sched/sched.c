@@ -98,8 +98,8 @@ struct sched {
     pthread_cond_t cv[SYSCALL_KIND__COUNT];
     /* the pool threads' (sched_next without a timeout, target NULL: [0],
      * SCHED_READ_LANE: [1]). A submit wakes one thread that can take the
-     * call (wake_pool), not every thread of the kind: each woken thread scans the
-     * queue under the lock, and a herd of them on every submit was a
+     * call (wake_pool), not every thread of the kind: each woken thread
+     * scans the queue under the lock, and a herd of them on every submit was a
      * sixth of the kernel's CPU with 1,000 queued storage calls. */
     pthread_cond_t cv_pool[SYSCALL_KIND__COUNT][2];
     /* pool threads waiting on each, not yet chosen by wake_pool; and
@@ -886,15 +886,7 @@ void sched_exec(struct sched *s, struct syscall *sc, sched_exec_fn fn, void *ud)
 struct syscall *sched_next(struct sched *s, enum syscall_kind kind, void *target, int timeout_ms)
 {
     struct timespec deadline;
-    if (timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms >= 0) util_mono_in_ms(&deadline, timeout_ms);
     struct syscall *sc = NULL;
     int64_t now = 0;
     pthread_mutex_lock(&s->mu);

@@ -91,6 +91,17 @@ void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
     (void)w;
 }
 
+void util_mono_in_ms(struct timespec *out, long ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, out);
+    out->tv_sec += ms / 1000;
+    out->tv_nsec += (ms % 1000) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}
+
 int64_t util_now_us(void)
 {
     struct timespec ts;

@@ -10,6 +10,10 @@
 #include <sys/stat.h>
 
 int64_t util_now_us(void);  /* monotonic microseconds */
+struct timespec;
+/* CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on a condition
+ * variable made with that clock */
+void util_mono_in_ms(struct timespec *out, long ms);
 int64_t util_wall_us(void); /* wall-clock microseconds since the epoch */
 /* wall_us (util_wall_us) as ISO 8601 UTC with microseconds,
  * "2026-12-07T05:15:54.123456Z", into buf (at least 32 bytes); buf */
