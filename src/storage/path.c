@@ -33,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -268,84 +267,6 @@ enum sto_kind sto_leaf_kind(int dirfd, const char *leaf, struct stat *st)
     if (S_ISDIR(st->st_mode)) return STO_KIND_DIR;
     if (S_ISLNK(st->st_mode)) return STO_KIND_LINK;
     return STO_KIND_OTHER;
-}
-
-int sto_tmp_write(int dirfd, const void *data, size_t n, bool sync, char *tmpname, char *err,
-                  size_t errlen)
-{
-    int fd = -1;
-    for (int tries = 0; tries < 16 && fd < 0; tries++) {
-        uint64_t r = 0;
-        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)util_now_us() ^ (uint64_t)tries;
-        snprintf(tmpname, 32, "%s%016llx", STO_TMP_PREFIX, (unsigned long long)r);
-        fd = openat(dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd < 0 && errno != EEXIST) break;
-    }
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create a temporary file: %s", strerror(errno));
-        return AIOS_EIO;
-    }
-    const char *p = data;
-    size_t left = n;
-    int rc = AIOS_EIO;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            if (w < 0 && (errno == ENOSPC || errno == EDQUOT)) rc = AIOS_ENOSPC;
-            snprintf(err, errlen, "write failed: %s", strerror(errno));
-            goto fail;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (sync && fsync(fd) != 0) {
-        if (errno == ENOSPC || errno == EDQUOT) rc = AIOS_ENOSPC;
-        snprintf(err, errlen, "fsync failed: %s", strerror(errno));
-        goto fail;
-    }
-    close(fd);
-    return 0;
-fail:
-    close(fd);
-    unlinkat(dirfd, tmpname, 0);
-    return rc;
-}
-
-/* Put tmpname in leaf's place by exchanging the two and removing the old
- * file, now under tmpname: 1 done, 0 not done (leaf does not exist, or the
- * file system cannot exchange: rename then). Why not rename: ext4 (with
- * its default auto_da_alloc) starts writing the new file's data out at
- * once when a rename replaces a file, a disk write per storage write
- * that the cleaner's one syncfs later makes needless (docs/storage.md).
- * Only a regular file is exchanged: anything else put there meanwhile
- * (an agent's own process may) is exchanged back and the rename answers
- * as it would have. */
-static int exchange_file(int dirfd, const char *tmpname, const char *leaf)
-{
-    if (renameat2(dirfd, tmpname, dirfd, leaf, RENAME_EXCHANGE) != 0) return 0;
-    struct stat st;
-    if (fstatat(dirfd, tmpname, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-        unlinkat(dirfd, tmpname, 0) == 0)
-        return 1;
-    renameat2(dirfd, tmpname, dirfd, leaf, RENAME_EXCHANGE); /* as it was */
-    return 0;
-}
-
-int sto_tmp_commit(int dirfd, const char *tmpname, const char *leaf, bool sync, char *err,
-                   size_t errlen)
-{
-    if (!sync && exchange_file(dirfd, tmpname, leaf)) return 0;
-    if (renameat(dirfd, tmpname, dirfd, leaf) != 0) {
-        snprintf(err, errlen, "rename failed: %s", strerror(errno));
-        unlinkat(dirfd, tmpname, 0);
-        return AIOS_EIO;
-    }
-    if (sync && fsync(dirfd) != 0) {
-        snprintf(err, errlen, "fsync of the directory failed: %s", strerror(errno));
-        return AIOS_EIO;
-    }
-    return 0;
 }
 
 int sto_read_leaf(int dirfd, const char *leaf, int64_t max, char **data, size_t *n, char *err,

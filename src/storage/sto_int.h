@@ -44,6 +44,7 @@ struct sto {
     bool pend_stop, cleaner_started;
     pthread_t cleaner;
     int sync_fd; /* agents_dir, for syncfs */
+    struct sto_spares *spares; /* recycled files for writes (tmpfile.c), or NULL */
 };
 
 /* ---- path.c: descriptor-relative walking, no symlink ever followed ---- */
@@ -61,13 +62,26 @@ int sto_walk(int rootfd, const char *norm, bool create, int *dirfd, const char *
 /* Open norm itself as a directory ("" = rootfd dup). */
 int sto_open_dir(int rootfd, const char *norm, int *fd, char *err, size_t errlen);
 enum sto_kind sto_leaf_kind(int dirfd, const char *leaf, struct stat *st);
-/* Write data to a new temp file in dirfd (and fsync it when sync); name
- * out (>= 32 bytes). */
-int sto_tmp_write(int dirfd, const void *data, size_t n, bool sync, char *tmpname, char *err,
-                  size_t errlen);
-/* rename tmp over leaf (then fsync the directory when sync) */
-int sto_tmp_commit(int dirfd, const char *tmpname, const char *leaf, bool sync, char *err,
-                   size_t errlen);
+/* ---- tmpfile.c: a write's new content before it takes its file's place ---- */
+struct sto_spares; /* recycled files under root/.lsfs/spare */
+/* the pool for the storage root rootfd (emptied), or NULL: no pool */
+struct sto_spares *sto_spares_open(int rootfd);
+void sto_spares_close(struct sto_spares *sp);
+struct sto_tmp {
+    int dfd;       /* the directory holding name: the target's, or the spares' */
+    char name[32]; /* "" when there is none (not made, dropped, or now the file) */
+    unsigned spare; /* 1 + the spare's number, or 0: a temp file in the target directory */
+};
+/* Write data to a spare from sp (NULL: none) or a new temp file in dirfd
+ * (always when sync, which fsyncs it too). On an error nothing is left. */
+int sto_tmp_write(struct sto_spares *sp, int dirfd, const void *data, size_t n, bool sync,
+                  struct sto_tmp *t, char *err, size_t errlen);
+/* Put t in leaf's place (then fsync the directory when sync); on an error
+ * t is dropped. */
+int sto_tmp_commit(struct sto_spares *sp, int dirfd, struct sto_tmp *t, const char *leaf,
+                   bool sync, char *err, size_t errlen);
+/* Give up t (removed, or back to the pool) */
+void sto_tmp_drop(struct sto_spares *sp, struct sto_tmp *t);
 /* Read a regular file (never a link, fifo or device); at most max bytes,
  * else AIOS_ETOOBIG. *data malloc'd, NUL-terminated. */
 int sto_read_leaf(int dirfd, const char *leaf, int64_t max, char **data, size_t *n, char *err,

@@ -8,15 +8,16 @@
  *                      them); directory name from sto_agent_dirname()
  *   .lsfs/lsfs.db      the SQLite store (store.c): versions as
  *                      content-addressed blobs, quotas, grants, search index
+ *   .lsfs/spare/       recycled files for writes (tmpfile.c)
  *
  * A write (write, create_file, rollback) is atomic and durable, in this
- * order: (1) the content goes to a temp file in the target directory (no
- * fsync); (2) one SQLite transaction checks the quota, stores the blob,
- * adds the version, prunes beyond max_versions, updates the index, and marks
- * the file dirty; it is committed durably (fsync of the WAL, shared with
- * the writes committing at the same moment: group commit, store.c);
- * (3) the temp file is renamed over the file; only then is the call
- * answered. (4) Later the cleaner thread syncs the file system (one
+ * order: (1) the content goes to a file of its own, a recycled spare or a
+ * temp file in the target directory (tmpfile.c; no fsync); (2) one SQLite
+ * transaction checks the quota, stores the blob, adds the version, prunes
+ * beyond max_versions, updates the index, and marks the file dirty; it is
+ * committed durably (fsync of the WAL, shared with the writes committing
+ * at the same moment: group commit, store.c); (3) that file takes the
+ * file's place (exchanged or renamed); only then is the call answered. (4) Later the cleaner thread syncs the file system (one
  * syncfs for all files written meanwhile) and then clears the dirty marks.
  * The version is durable from (2) on in the database, which holds its
  * content: a crash (of the kernel or the machine) before (2) commits leaves
@@ -469,7 +470,8 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
                       size_t n, const char *kind, int64_t *seq, struct sto_flight *fl)
 {
     struct sto *s = c->s;
-    char e[1024] = "", tmp[32] = "", sha[65];
+    char e[1024] = "", sha[65];
+    struct sto_tmp tmp = {.dfd = -1};
     int rootfd = -1, dirfd = -1, rc;
     const char *leaf;
     if ((int64_t)n > s->cfg.max_file_bytes)
@@ -545,7 +547,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
         goto out;
     }
     if (strcmp(kind, "import")) {
-        rc = sto_tmp_write(dirfd, data, n, false, tmp, e, sizeof e);
+        rc = sto_tmp_write(s->spares, dirfd, data, n, false, &tmp, e, sizeof e);
         if (rc == AIOS_ENOSPC) {
             rc = fail(c, 507, rc, "writing '%s': %s: the disk holding the storage root is full; "
                       "nothing was written (free space, or delete files or versions)", norm, e);
@@ -560,13 +562,14 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
     rc = sto_st_put(s, owner, norm, data, n, sha, kind, n_index, false, seq, &http,
                     e, sizeof e, fl ? &hook : NULL);
     if (rc) {
-        if (tmp[0]) unlinkat(dirfd, tmp, 0);
+        sto_tmp_drop(s->spares, &tmp);
         rc = fail(c, http, rc, "%s", e);
         goto out;
     }
-    if (tmp[0]) {
+    bool wrote = tmp.name[0];
+    if (wrote) {
         if (fl && fl->queued) flight_turn(fl);
-        rc = sto_tmp_commit(dirfd, tmp, leaf, false, e, sizeof e);
+        rc = sto_tmp_commit(s->spares, dirfd, &tmp, leaf, false, e, sizeof e);
         if (rc) {
             rc = fail(c, 500, rc, "writing '%s': %s (the new version is recorded and will be "
                       "restored at the next start)", norm, e);
@@ -574,7 +577,7 @@ static int put_locked(struct opctx *c, const char *owner, const char *norm, cons
         }
     }
     if (sto_st_file(s, owner, norm, &fi) == 0) {
-        if (tmp[0]) pend_add(s, fi.id, sha);
+        if (wrote) pend_add(s, fi.id, sha);
         else sto_st_clean(s, fi.id, sha);
         embed_file(s, owner, fi.id, data, n_index);
     }
@@ -1645,7 +1648,8 @@ static int repair_one(void *ud, const char *owner, const char *path, int64_t id,
                       const char *sha)
 {
     struct sto *s = ud;
-    char e[512], tmp[32];
+    char e[512];
+    struct sto_tmp tmp;
     char *data = NULL;
     size_t n;
     int rootfd = -1, dirfd = -1, rc;
@@ -1654,8 +1658,8 @@ static int repair_one(void *ud, const char *owner, const char *path, int64_t id,
     if (!rc) rc = sto_root_open(s, owner, true, &rootfd, e, sizeof e);
     if (!rc) rc = sto_walk(rootfd, path, true, &dirfd, &leaf, e, sizeof e);
     if (!rc && sto_leaf_kind(dirfd, leaf, NULL) == STO_KIND_DIR) rc = AIOS_EBUSY;
-    if (!rc) rc = sto_tmp_write(dirfd, data, n, true, tmp, e, sizeof e);
-    if (!rc) rc = sto_tmp_commit(dirfd, tmp, leaf, true, e, sizeof e);
+    if (!rc) rc = sto_tmp_write(NULL, dirfd, data, n, true, &tmp, e, sizeof e);
+    if (!rc) rc = sto_tmp_commit(NULL, dirfd, &tmp, leaf, true, e, sizeof e);
     if (!rc) rc = sto_st_clean(s, id, sha);
     if (rc) LOG_ERROR("storage", "could not restore %s/%s after a crash (%s)", owner, path, aios_strerror(rc));
     else LOG_INFO("storage", "restored %s/%s to its last committed version after a crash", owner, path);
@@ -1745,8 +1749,11 @@ int sto_open(struct sto **out, const struct sto_config *c, char *err, size_t err
     int top = open(s->agents_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (top >= 0) {
         sweep_tmp(top, 0);
+        s->spares = sto_spares_open(top);
         close(top);
     }
+    if (!s->spares) LOG_WARN("storage", "no spare files under %s/.lsfs: every write makes a new "
+                             "file", s->agents_dir);
     sto_st_each_dirty(s, repair_one, s);
     sto_view_sweep(s); /* tool views a killed kernel left behind */
     s->sync_fd = open(s->agents_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1790,6 +1797,7 @@ void sto_close(struct sto *s)
     }
     assert(!s->pend);
     if (s->sync_fd >= 0) close(s->sync_fd);
+    sto_spares_close(s->spares);
     if (s->st) s->ops->close(s->st);
     for (int i = 0; i < STO_N_STRIPES; i++) {
         pthread_mutex_destroy(&s->stripes[i]);

@@ -751,26 +751,115 @@ static void test_tmp_commit(void **state)
     assert_non_null(mkdtemp(dir));
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     assert_true(dfd >= 0);
-    char tmp[32], err[256];
-    assert_int_equal(sto_tmp_write(dfd, "old", 3, false, tmp, err, sizeof err), 0);
-    assert_int_equal(sto_tmp_commit(dfd, tmp, "f", false, err, sizeof err), 0); /* new file */
+    struct sto_tmp tmp;
+    char err[256];
+    assert_int_equal(sto_tmp_write(NULL, dfd, "old", 3, false, &tmp, err, sizeof err), 0);
+    assert_int_equal(sto_tmp_commit(NULL, dfd, &tmp, "f", false, err, sizeof err), 0); /* new file */
     assert_string_equal(slurp_at(dfd, "f"), "old");
-    assert_int_equal(sto_tmp_write(dfd, "newer", 5, false, tmp, err, sizeof err), 0);
-    assert_int_equal(sto_tmp_commit(dfd, tmp, "f", false, err, sizeof err), 0); /* replaced */
+    assert_int_equal(sto_tmp_write(NULL, dfd, "newer", 5, false, &tmp, err, sizeof err), 0);
+    assert_int_equal(sto_tmp_commit(NULL, dfd, &tmp, "f", false, err, sizeof err), 0); /* replaced */
     assert_string_equal(slurp_at(dfd, "f"), "newer");
     assert_int_equal(count_entries(dir), 1);
     assert_int_equal(mkdirat(dfd, "d", 0755), 0);
     int in = openat(dfd, "d/keep", O_WRONLY | O_CREAT, 0644);
     assert_true(in >= 0);
     close(in);
-    assert_int_equal(sto_tmp_write(dfd, "x", 1, false, tmp, err, sizeof err), 0);
-    assert_int_equal(sto_tmp_commit(dfd, tmp, "d", false, err, sizeof err), AIOS_EIO);
+    assert_int_equal(sto_tmp_write(NULL, dfd, "x", 1, false, &tmp, err, sizeof err), 0);
+    assert_int_equal(sto_tmp_commit(NULL, dfd, &tmp, "d", false, err, sizeof err), AIOS_EIO);
     struct stat st;
     assert_int_equal(fstatat(dfd, "d", &st, 0), 0);
     assert_true(S_ISDIR(st.st_mode));
     assert_int_equal(fstatat(dfd, "d/keep", &st, 0), 0);
     assert_int_equal(count_entries(dir), 2); /* f and d: the temp file is gone */
     close(dfd);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static ino_t ino_at(int dirfd, const char *leaf)
+{
+    struct stat st;
+    assert_int_equal(fstatat(dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW), 0);
+    return st.st_ino;
+}
+
+static void put_spare(struct sto_spares *sp, int dfd, const char *leaf, const char *text, int want)
+{
+    struct sto_tmp t;
+    char err[256];
+    assert_int_equal(sto_tmp_write(sp, dfd, text, strlen(text), false, &t, err, sizeof err), 0);
+    assert_true(t.spare > 0);
+    assert_int_equal(sto_tmp_commit(sp, dfd, &t, leaf, false, err, sizeof err), want);
+}
+
+/* Writes through the spare pool (tmpfile.c): a replaced file's inode is
+ * reused for a later write, cut to the new length; never while a
+ * descriptor of it is open (the open read keeps the old content), never
+ * when it has another link, never in place of a directory. Nothing is
+ * left in the target directory, and a new pool starts empty. */
+static void test_tmp_spares(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/aios_spares_XXXXXX", sub[64], spd[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(sub, sizeof sub, "%s/a", dir);
+    snprintf(spd, sizeof spd, "%s/.lsfs/spare", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    char meta[64];
+    snprintf(meta, sizeof meta, "%s/.lsfs", dir);
+    assert_int_equal(mkdir(meta, 0755), 0);
+    int rootfd = open(dir, O_RDONLY | O_DIRECTORY), dfd = open(sub, O_RDONLY | O_DIRECTORY);
+    assert_true(rootfd >= 0 && dfd >= 0);
+    struct sto_spares *sp = sto_spares_open(rootfd);
+    assert_non_null(sp);
+    put_spare(sp, dfd, "f", "old content", 0); /* a new file: the spare becomes it */
+    assert_int_equal(count_entries(spd), 0);
+    ino_t first = ino_at(dfd, "f");
+    put_spare(sp, dfd, "f", "newer", 0); /* exchanged: the old file is idle */
+    assert_string_equal(slurp_at(dfd, "f"), "newer");
+    assert_int_equal(count_entries(spd), 1);
+    put_spare(sp, dfd, "f", "x", 0); /* reuses the first inode, cut to 1 byte */
+    assert_string_equal(slurp_at(dfd, "f"), "x");
+    assert_true(ino_at(dfd, "f") == first);
+    assert_int_equal(count_entries(sub), 1);
+
+    /* a read that opened the file before it was replaced keeps it */
+    int rd = openat(dfd, "f", O_RDONLY);
+    assert_true(rd >= 0);
+    put_spare(sp, dfd, "f", "second", 0); /* "x" is idle but open */
+    put_spare(sp, dfd, "f", "third, longer than the rest", 0);
+    char buf[64] = "";
+    assert_int_equal(pread(rd, buf, sizeof buf - 1, 0), 1);
+    assert_string_equal(buf, "x");
+    assert_true(ino_at(dfd, "f") != first);
+    close(rd);
+    assert_string_equal(slurp_at(dfd, "f"), "third, longer than the rest");
+
+    /* a file with another link is never reused */
+    assert_int_equal(linkat(dfd, "f", dfd, "g", 0), 0);
+    put_spare(sp, dfd, "f", "fourth", 0);
+    for (int i = 0; i < 4; i++) put_spare(sp, dfd, "f", "more", 0);
+    assert_string_equal(slurp_at(dfd, "g"), "third, longer than the rest");
+    assert_string_equal(slurp_at(dfd, "f"), "more");
+
+    /* never in a directory's place; the spare goes back to the pool */
+    assert_int_equal(mkdirat(dfd, "d", 0755), 0);
+    int n_spare = count_entries(spd);
+    put_spare(sp, dfd, "d", "y", AIOS_EIO);
+    struct stat st;
+    assert_int_equal(fstatat(dfd, "d", &st, 0), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(count_entries(spd), n_spare);
+    assert_int_equal(count_entries(sub), 3); /* f, g, d */
+
+    sto_spares_close(sp);
+    sp = sto_spares_open(rootfd);
+    assert_non_null(sp);
+    assert_int_equal(count_entries(spd), 0);
+    sto_spares_close(sp);
+    close(dfd);
+    close(rootfd);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);
@@ -1073,6 +1162,7 @@ int main(void)
         cmocka_unit_test(test_retrieve_topk_matches_reference),
         cmocka_unit_test(test_concurrent_writes), cmocka_unit_test(test_swap_race),
         cmocka_unit_test(test_tmp_commit),
+        cmocka_unit_test(test_tmp_spares),
         cmocka_unit_test(test_typed_requests), cmocka_unit_test(test_deletes_race_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,277 @@
+/* A write's new content on its way into its file's place: a temp file, or
+ * a recycled "spare".
+ *
+ * A storage write puts its content in a file of its own and then puts that
+ * file in the target's place in one step (storage.c, "Writes"), so nobody
+ * ever sees a torn file. The plain way makes a new temp file in the target
+ * directory, exchanges it with the file (renameat2 RENAME_EXCHANGE: a
+ * rename over the file would make ext4 start writing the new data out at
+ * once, its auto_da_alloc) and removes the old one. That creates one inode
+ * and frees one per write; on ext4 without a journal, allocating an inode
+ * skips every inode freed in the last seconds (recently_deleted, one inode
+ * table lookup each), so under a stream of writes the create alone was 8%
+ * of the kernel's CPU (docs/performance.md, "Recycled files").
+ *
+ * Spares keep the inodes. They live in root/.lsfs/spare, a directory of
+ * the kernel's own (no agent, tool or view ever reaches it), named s<N>.
+ * A write takes an idle spare, overwrites it from offset 0 and cuts it to
+ * the new length (not to 0 first: that too would start a write-out at
+ * close), and exchanges it with the target; the old file, now named s<N>,
+ * is the next idle spare. A new file (nothing to exchange with) takes the
+ * spare's name and the pool makes another when it needs one.
+ *
+ * A spare is reused only when nothing can see it. It is a regular file
+ * with one link (a hard link made to the old file would show its new
+ * content elsewhere), with the owner of a file the kernel makes there
+ * (not a file someone else put in an agent's tree), and no descriptor of it is open anywhere: the old
+ * file may still be open by a read that started before the exchange, and
+ * that read must get the old content, not the next write's (perhaps
+ * another agent's). The test is a write lease (fcntl F_SETLEASE F_WRLCK):
+ * Linux grants one only while no other descriptor or mapping of the inode
+ * exists, and it is let go at once (nobody can open the spare by name
+ * meanwhile). Whatever fails the tests (or a file system without leases)
+ * is removed and a fresh spare made, which is always safe. At most
+ * SPARE_IDLE_MAX idle spares of at most SPARE_KEEP_BYTES each are kept;
+ * the rest are removed as the plain way removes the old file. The
+ * directory is emptied at every start.
+ *
+ * A durable write (sync, the start-up repair) and a target on another
+ * file system than the spares take the plain way.
+ *
+ * Threads: any; the pool's mutex is a leaf lock, held only to pop or push
+ * a slot number (under a writer's stripe at most). */
+#include "storage/sto_int.h"
+
+#include "util/err.h"
+#include "util/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SPARE_DIR ".lsfs/spare"
+#define SPARE_IDLE_MAX 64
+#define SPARE_KEEP_BYTES (256 * 1024)
+
+struct sto_spares {
+    pthread_mutex_t mu;
+    int fd; /* root/.lsfs/spare */
+    dev_t dev;
+    uid_t uid; /* the owner a file the kernel makes there has: a spare */
+    gid_t gid; /* must have it (not a file someone else put in a tree) */
+    unsigned next;                   /* the next new name */
+    unsigned idle[SPARE_IDLE_MAX];   /* spares that exist and nobody uses */
+    int n_idle;
+};
+
+struct sto_spares *sto_spares_open(int rootfd)
+{
+    if (mkdirat(rootfd, SPARE_DIR, 0700) != 0 && errno != EEXIST) return NULL;
+    int fd = openat(rootfd, SPARE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    /* spares of the run before (all idle or half written: none matters) */
+    int dfd = dup(fd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d && dfd >= 0) close(dfd);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(fd, e->d_name, 0);
+    if (d) closedir(d);
+    struct stat pst;
+    int probe = openat(fd, "probe", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    bool ok = probe >= 0 && fstat(probe, &pst) == 0;
+    if (probe >= 0) {
+        close(probe);
+        unlinkat(fd, "probe", 0);
+    }
+    struct sto_spares *sp = ok ? calloc(1, sizeof *sp) : NULL;
+    if (!sp) {
+        close(fd);
+        return NULL;
+    }
+    pthread_mutex_init(&sp->mu, NULL);
+    sp->fd = fd;
+    sp->dev = st.st_dev;
+    sp->uid = pst.st_uid;
+    sp->gid = pst.st_gid;
+    return sp;
+}
+
+void sto_spares_close(struct sto_spares *sp)
+{
+    if (!sp) return;
+    close(sp->fd);
+    pthread_mutex_destroy(&sp->mu);
+    free(sp);
+}
+
+/* an idle spare back in the pool, or removed when the pool is full or the
+ * file is not worth keeping */
+static bool spare_like(const struct sto_spares *sp, const struct stat *st)
+{
+    return S_ISREG(st->st_mode) && !(st->st_mode & (S_ISUID | S_ISGID | S_ISVTX)) &&
+           st->st_nlink == 1 && st->st_uid == sp->uid && st->st_gid == sp->gid;
+}
+
+static void spare_put(struct sto_spares *sp, const char *name, unsigned id)
+{
+    struct stat st;
+    bool keep = fstatat(sp->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && spare_like(sp, &st) &&
+                st.st_size <= SPARE_KEEP_BYTES;
+    if (keep) {
+        pthread_mutex_lock(&sp->mu);
+        keep = sp->n_idle < SPARE_IDLE_MAX;
+        if (keep) sp->idle[sp->n_idle++] = id;
+        pthread_mutex_unlock(&sp->mu);
+    }
+    if (!keep) unlinkat(sp->fd, name, 0);
+}
+
+/* Open an idle spare that nothing else can see, for writing; -1 when it
+ * does not pass (then it is gone). */
+static int spare_reuse(struct sto_spares *sp, const char *name, off_t *size)
+{
+    int fd = openat(sp->fd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && spare_like(sp, &st) &&
+        fcntl(fd, F_SETLEASE, F_WRLCK) == 0) {
+        fcntl(fd, F_SETLEASE, F_UNLCK);
+        *size = st.st_size;
+        return fd;
+    }
+    if (fd >= 0) close(fd);
+    unlinkat(sp->fd, name, 0);
+    return -1;
+}
+
+/* A spare to write into: *fd open for writing, t named; false when the
+ * pool cannot serve dirfd (then the plain way). */
+static bool spare_take(struct sto_spares *sp, int dirfd, struct sto_tmp *t, int *fd,
+                       off_t *size)
+{
+    struct stat st;
+    if (!sp || fstat(dirfd, &st) != 0 || st.st_dev != sp->dev) return false;
+    for (int tries = 0; tries < 4; tries++) {
+        pthread_mutex_lock(&sp->mu);
+        bool idle = sp->n_idle > 0;
+        unsigned id = idle ? sp->idle[--sp->n_idle] : sp->next++;
+        pthread_mutex_unlock(&sp->mu);
+        snprintf(t->name, sizeof t->name, "s%u", id);
+        *size = 0;
+        *fd = idle ? spare_reuse(sp, t->name, size)
+                   : openat(sp->fd, t->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                            0644);
+        if (*fd < 0 && !idle && errno != EEXIST) break;
+        if (*fd >= 0) {
+            t->dfd = sp->fd;
+            t->spare = id + 1;
+            return true;
+        }
+    }
+    t->name[0] = 0;
+    return false;
+}
+
+static int write_all(int fd, const char *p, size_t n, off_t at, char *err, size_t errlen)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, at);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            snprintf(err, errlen, "write failed: %s", strerror(w < 0 ? errno : EIO));
+            return w < 0 && (errno == ENOSPC || errno == EDQUOT) ? AIOS_ENOSPC : AIOS_EIO;
+        }
+        p += w;
+        n -= (size_t)w;
+        at += w;
+    }
+    return 0;
+}
+
+int sto_tmp_write(struct sto_spares *sp, int dirfd, const void *data, size_t n, bool sync,
+                  struct sto_tmp *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    int fd = -1;
+    off_t old = 0;
+    if (sync || !spare_take(sp, dirfd, t, &fd, &old)) {
+        t->dfd = dirfd;
+        for (int tries = 0; tries < 16 && fd < 0; tries++) {
+            uint64_t r = 0;
+            if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+                r = (uint64_t)util_now_us() ^ (uint64_t)tries;
+            snprintf(t->name, sizeof t->name, "%s%016llx", STO_TMP_PREFIX, (unsigned long long)r);
+            fd = openat(dirfd, t->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (fd < 0 && errno != EEXIST) break;
+        }
+        if (fd < 0) {
+            snprintf(err, errlen, "cannot create a temporary file: %s", strerror(errno));
+            t->name[0] = 0;
+            return AIOS_EIO;
+        }
+    }
+    int rc = write_all(fd, data, n, 0, err, errlen);
+    if (!rc && old > (off_t)n && ftruncate(fd, (off_t)n) != 0) {
+        snprintf(err, errlen, "truncate failed: %s", strerror(errno));
+        rc = AIOS_EIO;
+    }
+    if (!rc && sync && fsync(fd) != 0) {
+        rc = errno == ENOSPC || errno == EDQUOT ? AIOS_ENOSPC : AIOS_EIO;
+        snprintf(err, errlen, "fsync failed: %s", strerror(errno));
+    }
+    close(fd);
+    if (rc) sto_tmp_drop(sp, t);
+    return rc;
+}
+
+void sto_tmp_drop(struct sto_spares *sp, struct sto_tmp *t)
+{
+    if (!t->name[0]) return;
+    if (t->spare) spare_put(sp, t->name, t->spare - 1);
+    else unlinkat(t->dfd, t->name, 0);
+    t->name[0] = 0;
+}
+
+/* Put t in leaf's place by exchanging the two: 1 done (the old file, now
+ * under t's name, is removed or becomes an idle spare), 0 not done (leaf
+ * does not exist, or the file system cannot exchange: rename then). Why
+ * not rename: see the top. Only a regular file is exchanged: anything
+ * else put there meanwhile (an agent's own process may) is exchanged back
+ * and the rename answers as it would have. */
+static int exchange_file(struct sto_spares *sp, int dirfd, struct sto_tmp *t, const char *leaf)
+{
+    if (renameat2(t->dfd, t->name, dirfd, leaf, RENAME_EXCHANGE) != 0) return 0;
+    struct stat st;
+    if (fstatat(t->dfd, t->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+        sto_tmp_drop(sp, t); /* the old file */
+        return 1;
+    }
+    renameat2(t->dfd, t->name, dirfd, leaf, RENAME_EXCHANGE); /* as it was */
+    return 0;
+}
+
+int sto_tmp_commit(struct sto_spares *sp, int dirfd, struct sto_tmp *t, const char *leaf,
+                   bool sync, char *err, size_t errlen)
+{
+    if (!sync && exchange_file(sp, dirfd, t, leaf)) return 0;
+    if (renameat(t->dfd, t->name, dirfd, leaf) != 0) {
+        snprintf(err, errlen, "rename failed: %s", strerror(errno));
+        sto_tmp_drop(sp, t);
+        return AIOS_EIO;
+    }
+    t->name[0] = 0; /* it is the file now */
+    if (sync && fsync(dirfd) != 0) {
+        snprintf(err, errlen, "fsync of the directory failed: %s", strerror(errno));
+        return AIOS_EIO;
+    }
+    return 0;
+}
