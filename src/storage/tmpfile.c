@@ -36,7 +36,9 @@
  * directory is emptied at every start.
  *
  * A durable write (sync, the start-up repair) and a target on another
- * file system than the spares take the plain way.
+ * file system than the spares take the plain way; a target on another
+ * mount of the same file system (a bind mount inside the root: rename
+ * answers EXDEV) gets the spare's content copied into a temp file.
  *
  * Threads: any; the pool's mutex is a leaf lock, held only to pop or push
  * a slot number (under a writer's stripe at most). */
@@ -197,27 +199,33 @@ static int write_all(int fd, const char *p, size_t n, off_t at, char *err, size_
     return 0;
 }
 
+/* a new temp file in dirfd, open for writing (t names it), or -1 */
+static int tmp_create(int dirfd, struct sto_tmp *t)
+{
+    int fd = -1;
+    t->dfd = dirfd;
+    t->spare = 0;
+    for (int tries = 0; tries < 16 && fd < 0; tries++) {
+        uint64_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            r = (uint64_t)util_now_us() ^ (uint64_t)tries;
+        snprintf(t->name, sizeof t->name, "%s%016llx", STO_TMP_PREFIX, (unsigned long long)r);
+        fd = openat(dirfd, t->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0) t->name[0] = 0;
+    return fd;
+}
+
 int sto_tmp_write(struct sto_spares *sp, int dirfd, const void *data, size_t n, bool sync,
                   struct sto_tmp *t, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
     int fd = -1;
     off_t old = 0;
-    if (sync || !spare_take(sp, dirfd, t, &fd, &old)) {
-        t->dfd = dirfd;
-        for (int tries = 0; tries < 16 && fd < 0; tries++) {
-            uint64_t r = 0;
-            if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
-                r = (uint64_t)util_now_us() ^ (uint64_t)tries;
-            snprintf(t->name, sizeof t->name, "%s%016llx", STO_TMP_PREFIX, (unsigned long long)r);
-            fd = openat(dirfd, t->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-            if (fd < 0 && errno != EEXIST) break;
-        }
-        if (fd < 0) {
-            snprintf(err, errlen, "cannot create a temporary file: %s", strerror(errno));
-            t->name[0] = 0;
-            return AIOS_EIO;
-        }
+    if ((sync || !spare_take(sp, dirfd, t, &fd, &old)) && (fd = tmp_create(dirfd, t)) < 0) {
+        snprintf(err, errlen, "cannot create a temporary file: %s", strerror(errno));
+        return AIOS_EIO;
     }
     int rc = write_all(fd, data, n, 0, err, errlen);
     if (!rc && old > (off_t)n && ftruncate(fd, (off_t)n) != 0) {
@@ -259,11 +267,40 @@ static int exchange_file(struct sto_spares *sp, int dirfd, struct sto_tmp *t, co
     return 0;
 }
 
+/* The target directory is on another mount than the spares (a bind mount
+ * inside the root: the same device, yet a rename between them answers
+ * EXDEV): copy the spare into a temp file there instead; the spare goes
+ * back to the pool. 0 done (t is that temp file), else t is unchanged. */
+static int spare_to_tmp(struct sto_spares *sp, int dirfd, struct sto_tmp *t)
+{
+    struct sto_tmp nt;
+    int in = openat(t->dfd, t->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), out = -1, rc = -1;
+    if (in >= 0 && (out = tmp_create(dirfd, &nt)) >= 0) {
+        char buf[16384];
+        off_t at = 0;
+        ssize_t r;
+        char e[8];
+        while ((r = read(in, buf, sizeof buf)) > 0 && !write_all(out, buf, (size_t)r, at, e, sizeof e))
+            at += r;
+        rc = r == 0 ? 0 : -1;
+        close(out);
+        if (rc) unlinkat(dirfd, nt.name, 0);
+    }
+    if (in >= 0) close(in);
+    if (!rc) {
+        sto_tmp_drop(sp, t);
+        *t = nt;
+    }
+    return rc;
+}
+
 int sto_tmp_commit(struct sto_spares *sp, int dirfd, struct sto_tmp *t, const char *leaf,
                    bool sync, char *err, size_t errlen)
 {
     if (!sync && exchange_file(sp, dirfd, t, leaf)) return 0;
     if (renameat(t->dfd, t->name, dirfd, leaf) != 0) {
+        if (errno == EXDEV && t->spare && spare_to_tmp(sp, dirfd, t) == 0)
+            return sto_tmp_commit(sp, dirfd, t, leaf, sync, err, errlen);
         snprintf(err, errlen, "rename failed: %s", strerror(errno));
         sto_tmp_drop(sp, t);
         return AIOS_EIO;
