@@ -12,19 +12,22 @@
  * table lookup each), so under a stream of writes the create alone was 8%
  * of the kernel's CPU (docs/performance.md, "Recycled files").
  *
- * Spares keep the inodes. They live in root/.lsfs/spare, a directory of
- * the kernel's own (no agent, tool or view ever reaches it), named s<N>.
- * A write takes an idle spare, overwrites it from offset 0 and cuts it to
- * the new length (not to 0 first: that too would start a write-out at
- * close), and exchanges it with the target; the old file, now named s<N>,
- * is the next idle spare. A new file (nothing to exchange with) takes the
- * spare's name and the pool makes another when it needs one.
+ * Spares keep the inodes. They live under root/.lsfs/spare, a directory
+ * of the kernel's own (no agent, tool or view ever reaches it), in a pool
+ * directory per kernel (k<random>, flock'ed while that kernel runs: several
+ * kernels may share one root), named s<N>. A write takes an idle spare,
+ * overwrites it from offset 0 and cuts it to the new length (not to 0
+ * first: that too would start a write-out at close), and exchanges it
+ * with the target; the old file, now named s<N>, is the next idle spare.
+ * A new file (nothing to exchange with) takes the spare's name and the
+ * pool makes another when it needs one. A kernel removes its pool when it
+ * closes, and at start the pools of kernels that are gone (unlocked).
  *
  * A spare is reused only when nothing can see it. It is a regular file
  * with one link (a hard link made to the old file would show its new
  * content elsewhere), with the owner of a file the kernel makes there
- * (not a file someone else put in an agent's tree), and no descriptor of it is open anywhere: the old
- * file may still be open by a read that started before the exchange, and
+ * (not a file someone else put in an agent's tree), and no descriptor of
+ * it is open anywhere: the old file may still be open by a read that started before the exchange, and
  * that read must get the old content, not the next write's (perhaps
  * another agent's). The test is a write lease (fcntl F_SETLEASE F_WRLCK):
  * Linux grants one only while no other descriptor or mapping of the inode
@@ -32,8 +35,7 @@
  * meanwhile). Whatever fails the tests (or a file system without leases)
  * is removed and a fresh spare made, which is always safe. At most
  * SPARE_IDLE_MAX idle spares of at most SPARE_KEEP_BYTES each are kept;
- * the rest are removed as the plain way removes the old file. The
- * directory is emptied at every start.
+ * the rest are removed as the plain way removes the old file.
  *
  * A durable write (sync, the start-up repair) and a target on another
  * file system than the spares take the plain way; a target on another
@@ -53,17 +55,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SPARE_DIR ".lsfs/spare"
 #define SPARE_IDLE_MAX 64
 #define SPARE_KEEP_BYTES (256 * 1024)
+#define SPARE_SWEEP_AGE_S 60
 
 struct sto_spares {
     pthread_mutex_t mu;
-    int fd; /* root/.lsfs/spare */
+    int top;      /* root/.lsfs/spare */
+    int fd;       /* top/<name>: this kernel's pool, flock'ed while it runs */
+    char name[32];
     dev_t dev;
     uid_t uid; /* the owner a file the kernel makes there has: a spare */
     gid_t gid; /* must have it (not a file someone else put in a tree) */
@@ -72,36 +79,90 @@ struct sto_spares {
     int n_idle;
 };
 
-struct sto_spares *sto_spares_open(int rootfd)
+/* remove the files in dirfd/name and the directory (a pool's: no subdirectories) */
+static void remove_pool_dir(int dirfd, const char *name)
 {
-    if (mkdirat(rootfd, SPARE_DIR, 0700) != 0 && errno != EEXIST) return NULL;
-    int fd = openat(rootfd, SPARE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        if (fd >= 0) close(fd);
-        return NULL;
-    }
-    /* spares of the run before (all idle or half written: none matters) */
-    int dfd = dup(fd);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-    if (!d && dfd >= 0) close(dfd);
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d && fd >= 0) close(fd);
     for (struct dirent *e; d && (e = readdir(d));)
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(fd, e->d_name, 0);
     if (d) closedir(d);
-    struct stat pst;
-    int probe = openat(fd, "probe", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    bool ok = probe >= 0 && fstat(probe, &pst) == 0;
+    unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+/* Remove the pools of kernels that are gone: a pool (k...) whose lock
+ * can be taken; a pool being made (n..., locked, then renamed to k...)
+ * that a crash left, once unchanged for SPARE_SWEEP_AGE_S; any file. */
+static void sweep_pools(int fd)
+{
+    int dfd = dup(fd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d && dfd >= 0) close(dfd);
+    time_t now = time(NULL);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        struct stat st;
+        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (!S_ISDIR(st.st_mode)) {
+            unlinkat(fd, e->d_name, 0);
+            continue;
+        }
+        if (e->d_name[0] != 'k' && now - st.st_mtime < SPARE_SWEEP_AGE_S) continue;
+        int k = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (k >= 0 && flock(k, LOCK_EX | LOCK_NB) == 0) remove_pool_dir(fd, e->d_name);
+        if (k >= 0) close(k);
+    }
+    if (d) closedir(d);
+}
+
+struct sto_spares *sto_spares_open(int rootfd)
+{
+    if (mkdirat(rootfd, SPARE_DIR, 0700) != 0 && errno != EEXIST) return NULL;
+    int top = openat(rootfd, SPARE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (top < 0) return NULL;
+    sweep_pools(top);
+    /* this kernel's pool: a directory of its own, locked while it runs
+     * (several kernels may share the root, docs/postgres.md) */
+    char name[32] = "", made[32];
+    int fd = -1;
+    for (int tries = 0; tries < 8 && fd < 0; tries++) {
+        uint64_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            r = (uint64_t)util_now_us() ^ (uint64_t)getpid();
+        snprintf(made, sizeof made, "n%016llx", (unsigned long long)r);
+        snprintf(name, sizeof name, "k%016llx", (unsigned long long)r);
+        if (mkdirat(top, made, 0700) != 0) continue;
+        fd = openat(top, made, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        /* locked before it has the name others sweep when unlocked */
+        if (fd >= 0 && (flock(fd, LOCK_EX | LOCK_NB) != 0 || renameat(top, made, top, name) != 0)) {
+            close(fd);
+            fd = -1;
+            unlinkat(top, made, AT_REMOVEDIR);
+        }
+    }
+    struct stat st, pst;
+    bool ok = fd >= 0 && fstat(fd, &st) == 0;
+    int probe = ok ? openat(fd, "probe", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)
+                   : -1;
+    ok = probe >= 0 && fstat(probe, &pst) == 0;
     if (probe >= 0) {
         close(probe);
         unlinkat(fd, "probe", 0);
     }
     struct sto_spares *sp = ok ? calloc(1, sizeof *sp) : NULL;
     if (!sp) {
-        close(fd);
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(top, name, AT_REMOVEDIR);
+        }
+        close(top);
         return NULL;
     }
     pthread_mutex_init(&sp->mu, NULL);
+    sp->top = top;
     sp->fd = fd;
+    snprintf(sp->name, sizeof sp->name, "%s", name);
     sp->dev = st.st_dev;
     sp->uid = pst.st_uid;
     sp->gid = pst.st_gid;
@@ -111,7 +172,9 @@ struct sto_spares *sto_spares_open(int rootfd)
 void sto_spares_close(struct sto_spares *sp)
 {
     if (!sp) return;
+    remove_pool_dir(sp->top, sp->name); /* while it is still locked */
     close(sp->fd);
+    close(sp->top);
     pthread_mutex_destroy(&sp->mu);
     free(sp);
 }

@@ -16,10 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage/sha256.h"
@@ -786,6 +788,23 @@ static ino_t ino_at(int dirfd, const char *leaf)
     return st.st_ino;
 }
 
+/* the one pool directory under dir/.lsfs/spare */
+static void pool_dir(const char *dir, char *out, size_t n)
+{
+    char top[80];
+    snprintf(top, sizeof top, "%s/.lsfs/spare", dir);
+    DIR *d = opendir(top);
+    assert_non_null(d);
+    out[0] = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] == 'k') {
+            assert_true(out[0] == 0);
+            snprintf(out, n, "%s/%.32s", top, e->d_name);
+        }
+    closedir(d);
+    assert_true(out[0] != 0);
+}
+
 static void put_spare(struct sto_spares *sp, int dfd, const char *leaf, const char *text, int want)
 {
     struct sto_tmp t;
@@ -803,10 +822,10 @@ static void put_spare(struct sto_spares *sp, int dfd, const char *leaf, const ch
 static void test_tmp_spares(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/aios_spares_XXXXXX", sub[64], spd[64];
+    char dir[] = "/tmp/aios_spares_XXXXXX", sub[64], spd[128];
     assert_non_null(mkdtemp(dir));
     snprintf(sub, sizeof sub, "%s/a", dir);
-    snprintf(spd, sizeof spd, "%s/.lsfs/spare", dir);
+
     assert_int_equal(mkdir(sub, 0755), 0);
     char meta[64];
     snprintf(meta, sizeof meta, "%s/.lsfs", dir);
@@ -815,6 +834,7 @@ static void test_tmp_spares(void **state)
     assert_true(rootfd >= 0 && dfd >= 0);
     struct sto_spares *sp = sto_spares_open(rootfd);
     assert_non_null(sp);
+    pool_dir(dir, spd, sizeof spd); /* the only pool: this one's */
     put_spare(sp, dfd, "f", "old content", 0); /* a new file: the spare becomes it */
     assert_int_equal(count_entries(spd), 0);
     ino_t first = ino_at(dfd, "f");
@@ -876,11 +896,29 @@ static void test_tmp_spares(void **state)
         fprintf(stderr, "test_tmp_spares: no bind mount (%s): that case not run\n", strerror(errno));
     }
 
+    /* pools of kernels that are gone go at the next open; a live one (its
+     * lock held) stays, however old; a kernel removes its own at close */
+    char dead[128], top[80];
+    snprintf(top, sizeof top, "%s/.lsfs/spare", dir);
+    snprintf(dead, sizeof dead, "%s/kdead", top);
+    assert_int_equal(mkdir(dead, 0700), 0);
+    char junk[160];
+    snprintf(junk, sizeof junk, "%s/s0", dead);
+    FILE *jf = fopen(junk, "w");
+    assert_non_null(jf);
+    fclose(jf);
+    struct timespec old_t[2] = {{.tv_sec = time(NULL) - 3600}, {.tv_sec = time(NULL) - 3600}};
+    assert_int_equal(utimensat(AT_FDCWD, dead, old_t, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, spd, old_t, 0), 0);
+    struct sto_spares *sp2 = sto_spares_open(rootfd);
+    assert_non_null(sp2);
+    struct stat pst;
+    assert_int_equal(stat(dead, &pst), -1);
+    assert_int_equal(stat(spd, &pst), 0);
+    assert_int_equal(count_entries(top), 2); /* sp's and sp2's */
+    sto_spares_close(sp2);
     sto_spares_close(sp);
-    sp = sto_spares_open(rootfd);
-    assert_non_null(sp);
-    assert_int_equal(count_entries(spd), 0);
-    sto_spares_close(sp);
+    assert_int_equal(count_entries(top), 0);
     close(dfd);
     close(rootfd);
     char cmd[600];
