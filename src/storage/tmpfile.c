@@ -75,8 +75,10 @@ struct sto_spares {
     uid_t uid; /* the owner a file the kernel makes there has: a spare */
     gid_t gid; /* must have it (not a file someone else put in a tree) */
     unsigned next;                   /* the next new name */
-    unsigned idle[SPARE_IDLE_MAX];   /* spares that exist and nobody uses */
-    int n_idle;
+    /* spares that exist and nobody uses, oldest first (a ring): the one
+     * put back longest ago is the least likely to be still open */
+    unsigned idle[SPARE_IDLE_MAX];
+    int idle_head, n_idle;
 };
 
 /* remove the files in dirfd/name and the directory (a pool's: no subdirectories) */
@@ -179,14 +181,14 @@ void sto_spares_close(struct sto_spares *sp)
     free(sp);
 }
 
-/* an idle spare back in the pool, or removed when the pool is full or the
- * file is not worth keeping */
 static bool spare_like(const struct sto_spares *sp, const struct stat *st)
 {
     return S_ISREG(st->st_mode) && !(st->st_mode & (S_ISUID | S_ISGID | S_ISVTX)) &&
            st->st_nlink == 1 && st->st_uid == sp->uid && st->st_gid == sp->gid;
 }
 
+/* an idle spare back in the pool, or removed when the pool is full or the
+ * file is not worth keeping */
 static void spare_put(struct sto_spares *sp, const char *name, unsigned id)
 {
     struct stat st;
@@ -195,7 +197,7 @@ static void spare_put(struct sto_spares *sp, const char *name, unsigned id)
     if (keep) {
         pthread_mutex_lock(&sp->mu);
         keep = sp->n_idle < SPARE_IDLE_MAX;
-        if (keep) sp->idle[sp->n_idle++] = id;
+        if (keep) sp->idle[(sp->idle_head + sp->n_idle++) % SPARE_IDLE_MAX] = id;
         pthread_mutex_unlock(&sp->mu);
     }
     if (!keep) unlinkat(sp->fd, name, 0);
@@ -228,7 +230,14 @@ static bool spare_take(struct sto_spares *sp, int dirfd, struct sto_tmp *t, int 
     for (int tries = 0; tries < 4; tries++) {
         pthread_mutex_lock(&sp->mu);
         bool idle = sp->n_idle > 0;
-        unsigned id = idle ? sp->idle[--sp->n_idle] : sp->next++;
+        unsigned id = sp->next;
+        if (idle) {
+            id = sp->idle[sp->idle_head];
+            sp->idle_head = (sp->idle_head + 1) % SPARE_IDLE_MAX;
+            sp->n_idle--;
+        } else {
+            sp->next++;
+        }
         pthread_mutex_unlock(&sp->mu);
         snprintf(t->name, sizeof t->name, "s%u", id);
         *size = 0;
@@ -252,8 +261,9 @@ static int write_all(int fd, const char *p, size_t n, off_t at, char *err, size_
         ssize_t w = pwrite(fd, p, n, at);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
-            snprintf(err, errlen, "write failed: %s", strerror(w < 0 ? errno : EIO));
-            return w < 0 && (errno == ENOSPC || errno == EDQUOT) ? AIOS_ENOSPC : AIOS_EIO;
+            int e = w < 0 ? errno : EIO;
+            snprintf(err, errlen, "write failed: %s", strerror(e));
+            return e == ENOSPC || e == EDQUOT ? AIOS_ENOSPC : AIOS_EIO;
         }
         p += w;
         n -= (size_t)w;

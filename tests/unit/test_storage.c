@@ -876,6 +876,34 @@ static void test_tmp_spares(void **state)
     assert_int_equal(count_entries(sub), 3); /* f, g, d */
     assert_int_equal(count_entries(spd), n_spare);
 
+    /* many writes in flight at once: at most 64 idle spares are kept, the
+     * ring of idle ones wraps, and every file ends with its own content */
+    for (int round = 0; round < 3; round++) {
+        struct sto_tmp many[70];
+        char text[70][32], err[256], leafn[16];
+        for (int i = 0; i < 70; i++) {
+            snprintf(text[i], sizeof text[i], "round %d file %d", round, i);
+            assert_int_equal(sto_tmp_write(sp, dfd, text[i], strlen(text[i]), false, &many[i], err,
+                                           sizeof err), 0);
+        }
+        for (int i = 0; i < 70; i++) {
+            snprintf(leafn, sizeof leafn, "m%d", i);
+            assert_int_equal(sto_tmp_commit(sp, dfd, &many[i], leafn, false, err, sizeof err), 0);
+        }
+        for (int i = 0; i < 70; i++) {
+            snprintf(leafn, sizeof leafn, "m%d", i);
+            assert_string_equal(slurp_at(dfd, leafn), text[i]);
+        }
+        /* round 0 made the files (each spare became one), later rounds
+         * replaced them (each old file came back; 64 are kept) */
+        assert_int_equal(count_entries(spd), round == 0 ? 0 : 64);
+    }
+    for (int i = 0; i < 70; i++) {
+        char leafn[16];
+        snprintf(leafn, sizeof leafn, "m%d", i);
+        assert_int_equal(unlinkat(dfd, leafn, 0), 0);
+    }
+
     /* a bind mount inside the root: same device, but renames across it
      * fail (EXDEV), so the spare's content is copied there instead */
     char bsrc[80], bdst[80];
