@@ -75,10 +75,11 @@ struct sto_spares {
     uid_t uid; /* the owner a file the kernel makes there has: a spare */
     gid_t gid; /* must have it (not a file someone else put in a tree) */
     unsigned next;                   /* the next new name */
-    /* spares that exist and nobody uses, oldest first (a ring): the one
-     * put back longest ago is the least likely to be still open */
+    /* spares that exist and nobody uses, a stack: the one put back last
+     * is reused first (its pages are the likeliest in memory and not
+     * being written out; oldest first measured slower, docs/performance.md) */
     unsigned idle[SPARE_IDLE_MAX];
-    int idle_head, n_idle;
+    int n_idle;
 };
 
 /* remove the files in dirfd/name and the directory (a pool's: no subdirectories) */
@@ -197,7 +198,7 @@ static void spare_put(struct sto_spares *sp, const char *name, unsigned id)
     if (keep) {
         pthread_mutex_lock(&sp->mu);
         keep = sp->n_idle < SPARE_IDLE_MAX;
-        if (keep) sp->idle[(sp->idle_head + sp->n_idle++) % SPARE_IDLE_MAX] = id;
+        if (keep) sp->idle[sp->n_idle++] = id;
         pthread_mutex_unlock(&sp->mu);
     }
     if (!keep) unlinkat(sp->fd, name, 0);
@@ -230,14 +231,7 @@ static bool spare_take(struct sto_spares *sp, int dirfd, struct sto_tmp *t, int 
     for (int tries = 0; tries < 4; tries++) {
         pthread_mutex_lock(&sp->mu);
         bool idle = sp->n_idle > 0;
-        unsigned id = sp->next;
-        if (idle) {
-            id = sp->idle[sp->idle_head];
-            sp->idle_head = (sp->idle_head + 1) % SPARE_IDLE_MAX;
-            sp->n_idle--;
-        } else {
-            sp->next++;
-        }
+        unsigned id = idle ? sp->idle[--sp->n_idle] : sp->next++;
         pthread_mutex_unlock(&sp->mu);
         snprintf(t->name, sizeof t->name, "s%u", id);
         *size = 0;

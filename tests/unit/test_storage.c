@@ -876,8 +876,8 @@ static void test_tmp_spares(void **state)
     assert_int_equal(count_entries(sub), 3); /* f, g, d */
     assert_int_equal(count_entries(spd), n_spare);
 
-    /* many writes in flight at once: at most 64 idle spares are kept, the
-     * ring of idle ones wraps, and every file ends with its own content */
+    /* many writes in flight at once: at most 64 idle spares are kept, and
+     * every file ends with its own content */
     for (int round = 0; round < 3; round++) {
         struct sto_tmp many[70];
         char text[70][32], err[256], leafn[16];
