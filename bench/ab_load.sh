@@ -8,7 +8,7 @@
 # Usage: bench/ab_load.sh MIX AGENTS CONNS SECONDS ROUNDS AIOS [AIOS ...]
 #   MIX      all | mem | sto | status | get (bench_load's -m)
 #   BL_ARGS  (environment) more bench_load options, e.g. BL_ARGS="-b 4096"
-# Example: bench/ab_load.sh all 16 1000 25 3 /tmp/aios_before build/aios
+# Example: bench/ab_load.sh all 16 1000 25 3 $OLD build/aios   ($OLD: an older build)
 set -eu
 [ $# -ge 6 ] || { sed -n 2,11p "$0"; exit 2; }
 mix=$1; agents=$2; conns=$3; secs=$4; rounds=$5; shift 5
