@@ -64,7 +64,8 @@ int sto_open_dir(int rootfd, const char *norm, int *fd, char *err, size_t errlen
 enum sto_kind sto_leaf_kind(int dirfd, const char *leaf, struct stat *st);
 /* ---- tmpfile.c: a write's new content before it takes its file's place ---- */
 struct sto_spares; /* recycled files under root/.lsfs/spare */
-/* the pool for the storage root rootfd (emptied), or NULL: no pool */
+/* this kernel's pool for the storage root rootfd (a new directory; the
+ * pools of kernels that are gone are removed), or NULL: no pool */
 struct sto_spares *sto_spares_open(int rootfd);
 void sto_spares_close(struct sto_spares *sp);
 struct sto_tmp {
