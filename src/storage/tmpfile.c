@@ -82,16 +82,12 @@ struct sto_spares {
     int n_idle;
 };
 
-/* remove the files in dirfd/name and the directory (a pool's: no subdirectories) */
-static void remove_pool_dir(int dirfd, const char *name)
+/* 64 random bits for a name (the clock when getrandom fails) */
+static unsigned long long name_bits(int salt)
 {
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d && fd >= 0) close(fd);
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(fd, e->d_name, 0);
-    if (d) closedir(d);
-    unlinkat(dirfd, name, AT_REMOVEDIR);
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)util_now_us() ^ (uint64_t)salt;
+    return (unsigned long long)r;
 }
 
 /* Remove the pools of kernels that are gone: a pool (k...) whose lock
@@ -113,7 +109,7 @@ static void sweep_pools(int fd)
         }
         if (e->d_name[0] != 'k' && now - st.st_mtime < SPARE_SWEEP_AGE_S) continue;
         int k = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (k >= 0 && flock(k, LOCK_EX | LOCK_NB) == 0) remove_pool_dir(fd, e->d_name);
+        if (k >= 0 && flock(k, LOCK_EX | LOCK_NB) == 0) sto_rmtree(fd, e->d_name);
         if (k >= 0) close(k);
     }
     if (d) closedir(d);
@@ -130,11 +126,9 @@ struct sto_spares *sto_spares_open(int rootfd)
     char name[32] = "", made[32];
     int fd = -1;
     for (int tries = 0; tries < 8 && fd < 0; tries++) {
-        uint64_t r = 0;
-        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
-            r = (uint64_t)util_now_us() ^ (uint64_t)getpid();
-        snprintf(made, sizeof made, "n%016llx", (unsigned long long)r);
-        snprintf(name, sizeof name, "k%016llx", (unsigned long long)r);
+        unsigned long long r = name_bits(tries);
+        snprintf(made, sizeof made, "n%016llx", r);
+        snprintf(name, sizeof name, "k%016llx", r);
         if (mkdirat(top, made, 0700) != 0) continue;
         fd = openat(top, made, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         /* locked before it has the name others sweep when unlocked */
@@ -175,7 +169,7 @@ struct sto_spares *sto_spares_open(int rootfd)
 void sto_spares_close(struct sto_spares *sp)
 {
     if (!sp) return;
-    remove_pool_dir(sp->top, sp->name); /* while it is still locked */
+    sto_rmtree(sp->top, sp->name); /* while it is still locked */
     close(sp->fd);
     close(sp->top);
     pthread_mutex_destroy(&sp->mu);
@@ -190,11 +184,12 @@ static bool spare_like(const struct sto_spares *sp, const struct stat *st)
 
 /* an idle spare back in the pool, or removed when the pool is full or the
  * file is not worth keeping */
-static void spare_put(struct sto_spares *sp, const char *name, unsigned id)
+static void spare_put(struct sto_spares *sp, const char *name, unsigned id, const struct stat *known)
 {
     struct stat st;
-    bool keep = fstatat(sp->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && spare_like(sp, &st) &&
-                st.st_size <= SPARE_KEEP_BYTES;
+    if (known) st = *known;
+    bool keep = (known || fstatat(sp->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) &&
+                spare_like(sp, &st) && st.st_size <= SPARE_KEEP_BYTES;
     if (keep) {
         pthread_mutex_lock(&sp->mu);
         keep = sp->n_idle < SPARE_IDLE_MAX;
@@ -273,10 +268,7 @@ static int tmp_create(int dirfd, struct sto_tmp *t)
     t->dfd = dirfd;
     t->spare = 0;
     for (int tries = 0; tries < 16 && fd < 0; tries++) {
-        uint64_t r = 0;
-        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
-            r = (uint64_t)util_now_us() ^ (uint64_t)tries;
-        snprintf(t->name, sizeof t->name, "%s%016llx", STO_TMP_PREFIX, (unsigned long long)r);
+        snprintf(t->name, sizeof t->name, "%s%016llx", STO_TMP_PREFIX, name_bits(tries));
         fd = openat(dirfd, t->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST) break;
     }
@@ -308,13 +300,16 @@ int sto_tmp_write(struct sto_spares *sp, int dirfd, const void *data, size_t n, 
     return rc;
 }
 
-void sto_tmp_drop(struct sto_spares *sp, struct sto_tmp *t)
+/* t given up; known: t's stat when the caller has it */
+static void tmp_drop(struct sto_spares *sp, struct sto_tmp *t, const struct stat *known)
 {
     if (!t->name[0]) return;
-    if (t->spare) spare_put(sp, t->name, t->spare - 1);
+    if (t->spare) spare_put(sp, t->name, t->spare - 1, known);
     else unlinkat(t->dfd, t->name, 0);
     t->name[0] = 0;
 }
+
+void sto_tmp_drop(struct sto_spares *sp, struct sto_tmp *t) { tmp_drop(sp, t, NULL); }
 
 /* Put t in leaf's place by exchanging the two: 1 done (the old file, now
  * under t's name, is removed or becomes an idle spare), 0 not done (leaf
@@ -327,7 +322,7 @@ static int exchange_file(struct sto_spares *sp, int dirfd, struct sto_tmp *t, co
     if (renameat2(t->dfd, t->name, dirfd, leaf, RENAME_EXCHANGE) != 0) return 0;
     struct stat st;
     if (fstatat(t->dfd, t->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
-        sto_tmp_drop(sp, t); /* the old file */
+        tmp_drop(sp, t, &st); /* the old file */
         return 1;
     }
     renameat2(t->dfd, t->name, dirfd, leaf, RENAME_EXCHANGE); /* as it was */
