@@ -12,6 +12,12 @@
  *         the row ids slot x 2^32 + 1, + 2, ... (NID_SPAN), so its rows are
  *         one range of the index and a retrieval reads only that range
  *
+ * Beside it, in RAM (mem_rix.c): per agent with many notes, each token's
+ * notes and counts, and for the store each token's number of notes; both
+ * follow every commit (the group commit's `committed` callback), and a
+ * retrieval reads them instead of FTS5 when they can answer it exactly
+ * (rix_top).
+ *
  * keywords, tags, links and extra are JSON text. Every statement names the
  * agent, so one agent's rows are never read or changed for another: the
  * namespace is (agent, id), and an id of another agent is simply absent.
@@ -38,6 +44,7 @@
  * database, so the writer never waits on SQLite's lock; the busy handler
  * (busy_wait: short sleeps, 5 s in all) covers another process. */
 #include "memory/mem_store.h"
+#include "memory/mem_rix.h"
 
 #include "llm/embed.h"
 
@@ -73,6 +80,9 @@ enum {
     ST_GET_NID,
     ST_IDF,
     ST_TF,
+    ST_RANGE_COUNT,
+    ST_RANGE_TEXT,
+    ST_OLD_TEXT,
     ST_BEGIN,
     ST_END,
     ST__COUNT
@@ -88,8 +98,9 @@ static const char *const k_sql[ST__COUNT] = {
     [ST_GET] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND id=?2",
     [ST_UPDATE] = "UPDATE notes SET content=?3, keywords=?4, tags=?5, category=?6, context=?7, "
                   "timestamp=?8, last_accessed=?9, links=?10, retrieval_count=?11, extra=?12 "
-                  "WHERE agent=?1 AND id=?2",
-    [ST_DELETE] = "DELETE FROM notes WHERE agent=?1 AND id=?2",
+                  "WHERE agent=?1 AND id=?2 RETURNING nid",
+    [ST_DELETE] = "DELETE FROM notes WHERE agent=?1 AND id=?2 "
+                  "RETURNING nid, content, keywords, tags, context",
     [ST_TOUCH] = "UPDATE notes SET retrieval_count=retrieval_count+1, last_accessed=?3 "
                  "WHERE agent=?1 AND id=?2",
     /* every match in the agent's rows (?5..?6, NID_SPAN) with its BM25
@@ -126,6 +137,14 @@ static const char *const k_sql[ST__COUNT] = {
                      "AND f.rank MATCH 'aios_bm25()' AND f.rowid IN (SELECT value FROM json_each(?2))",
     [ST_GET_NID] = "SELECT " NOTE_COLS " FROM notes WHERE agent=?1 AND nid=?2",
     /* a read transaction over several statements (read_begin) */
+    /* whether the agent (?1..?2) has enough notes for an index in RAM */
+    [ST_RANGE_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM notes WHERE nid BETWEEN ?1 AND ?2 "
+                       "LIMIT 256)",
+    /* what the index in RAM is built from: the indexed text of its notes */
+    [ST_RANGE_TEXT] = "SELECT nid, content, keywords, tags, context FROM notes "
+                      "WHERE nid BETWEEN ?1 AND ?2",
+    /* an update's note as it was, for the token counts in RAM */
+    [ST_OLD_TEXT] = "SELECT content, keywords, tags, context FROM notes WHERE agent=?1 AND id=?2",
     [ST_BEGIN] = "BEGIN",
     [ST_END] = "COMMIT",
 };
@@ -241,6 +260,7 @@ struct idf_ent {
 };
 
 struct idf_cache {
+    struct mem_rix *rix;    /* its token counts come first (mem_rix_idf); NULL: none */
     atomic_llong n_changes; /* notes added, changed or removed so far */
     pthread_mutex_t mu;
     struct idf_ent e[IDF_SLOTS];
@@ -261,7 +281,14 @@ struct mem_store {
     struct mem_conn *free_list; /* readers */
     atomic_uint n_deletes; /* every MEM_MERGE_EVERY-th delete merges the index */
     struct idf_cache idf;  /* see aios_bm25 */
+    struct mem_rix *rix;   /* the index in RAM (mem_rix.h); NULL: off */
+    atomic_bool rix_off;   /* retrievals do not use it (mem_store_rix_use) */
 };
+
+/* the bound on the indexes in RAM of one store (the environment's
+ * AIOS_MEM_RIX_MB overrides it, 0 turns them off: for side-by-side
+ * benchmarks) */
+#define MEM_RIX_MAX_BYTES ((size_t)64 << 20)
 
 /* Deleting a note leaves a tombstone in the FTS5 index until its segments
  * are merged; every this many deletes the index is merged (bounded work:
@@ -339,6 +366,14 @@ static void idf_store(struct idf_cache *c, const char *word, size_t len, sqlite3
     pthread_mutex_unlock(&c->mu);
 }
 
+/* a quoted word's IDF and rows: from the store's token counts in RAM,
+ * else from the cache (false: neither has it) */
+static bool known_idf(struct idf_cache *c, const char *word, size_t len, double *idf, double *df)
+{
+    if (c->rix && len >= 2 && mem_rix_idf(c->rix, word + 1, len - 2, idf, df)) return true;
+    return idf_lookup(c, word, len, idf, df);
+}
+
 /* The quoted words of a query of mem_fts_query ("a" OR "b" ...): the
  * first `max` of them into word[] (at the opening quote) and len[] (with
  * both quotes); returns how many there are in all. */
@@ -381,16 +416,18 @@ static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *k
     struct idf_cache *cache = api->xUserData(fts);
     const char *word[IDF_MAX_PHRASES];
     size_t len[IDF_MAX_PHRASES];
-    bool cacheable = rc == SQLITE_OK && cache && key && n <= IDF_MAX_PHRASES &&
-                     n_row >= IDF_MIN_ROWS && quoted_words(key, word, len, IDF_MAX_PHRASES) == n;
+    bool named = rc == SQLITE_OK && cache && key && n <= IDF_MAX_PHRASES &&
+                 quoted_words(key, word, len, IDF_MAX_PHRASES) == n;
+    bool cacheable = named && n_row >= IDF_MIN_ROWS;
     for (int i = 0; i < n && rc == SQLITE_OK; i++) {
         bool keep = cacheable && len[i] < IDF_WORD_MAX;
         double *dfi = df ? &df[i] : &df_dummy;
+        if (named && cache->rix && mem_rix_idf(cache->rix, word[i] + 1, len[i] - 2, &idf[i], dfi))
+            continue;
         if (keep && idf_lookup(cache, word[i], len[i], &idf[i], dfi)) continue;
         sqlite3_int64 hits = 0;
         rc = api->xQueryPhrase(fts, i, &hits, rank_count_cb);
-        double v = log(((double)n_row - (double)hits + 0.5) / ((double)hits + 0.5));
-        idf[i] = v > 1e-6 ? v : 1e-6;
+        idf[i] = mem_idf((double)n_row, (double)hits);
         *dfi = (double)hits;
         if (rc == SQLITE_OK && keep) idf_store(cache, word[i], len[i], n_row, idf[i], *dfi);
     }
@@ -402,8 +439,10 @@ static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *k
  * the same bits) */
 static inline double rank_term(double idf, int tf)
 {
-    return idf * ((double)tf * (RANK_K1 + 1.0)) / ((double)tf + RANK_K1);
+    return mem_rank_term(idf, tf);
 }
+_Static_assert(RANK_K1 == 1.2, "mem_rank_term's k1");
+_Static_assert(MEM_RIX_MIN_NOTES == 256, "ST_RANGE_COUNT's LIMIT");
 
 /* aios_bm25(notes_fts [, KEY [, IDFS]]): KEY, the text query, lets the
  * IDFs come from the store's cache (struct idf_cache, the function's user
@@ -602,14 +641,21 @@ static void aios_tf(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_conte
     sqlite3_result_blob(ctx, &row, sizeof row, SQLITE_TRANSIENT);
 }
 
-static int rank_register(sqlite3 *db, struct idf_cache *cache)
+/* the connection's FTS5 API (NULL: none) */
+static fts5_api *fts_api(sqlite3 *db)
 {
     fts5_api *api = NULL;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &st, NULL) != SQLITE_OK) return AIOS_EIO;
+    if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &st, NULL) != SQLITE_OK) return NULL;
     sqlite3_bind_pointer(st, 1, (void *)&api, "fts5_api_ptr", NULL);
     sqlite3_step(st);
     sqlite3_finalize(st);
+    return api;
+}
+
+static int rank_register(sqlite3 *db, struct idf_cache *cache)
+{
+    fts5_api *api = fts_api(db);
     if (!api || api->iVersion < 2) return AIOS_EIO;
     if (api->xCreateFunction(api, "aios_bm25", cache, aios_bm25, NULL) != SQLITE_OK ||
         api->xCreateFunction(api, "aios_idf", cache, aios_idf, NULL) != SQLITE_OK ||
@@ -850,6 +896,13 @@ int mem_store_open(struct mem_store **out, const char *path, bool full_sync, cha
     if (!rc) rc = upgrade(s->writer, err, errlen);
     if (!rc && (rc = sqlgc_open(&s->gc, s->writer->db, s->writer, full_sync)))
         snprintf(err, errlen, "memory database %s: cannot prepare the group commit", path);
+    const char *mb = getenv("AIOS_MEM_RIX_MB");
+    size_t rix_bytes = mb && *mb ? (size_t)strtoull(mb, NULL, 10) << 20 : MEM_RIX_MAX_BYTES;
+    if (!rc && rix_bytes && mem_rix_open(&s->rix, fts_api(s->writer->db), rix_bytes))
+        LOG_WARN("memory", "no index in RAM: retrievals read FTS5 only");
+    if (!rc && s->rix && mem_rix_load_counts(s->rix, s->writer->db))
+        LOG_WARN("memory", "cannot read the index's token counts: IDFs are counted by FTS5");
+    s->idf.rix = s->rix;
     struct mem_conn *c = NULL;
     if (!rc) rc = conn_open(s, false, &c, err, errlen); /* a reader; proves it works */
     if (rc) {
@@ -872,6 +925,7 @@ void mem_store_close(struct mem_store *s)
         c = n;
     }
     sqlgc_close(s->gc);
+    mem_rix_close(s->rix);
     conn_close(s->writer);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->idf.mu);
@@ -957,12 +1011,19 @@ static int sql_fail(struct mem_conn *c, const char *what)
     return AIOS_EIO;
 }
 
-/* a write: fn(writer, arg) in the next group commit (see the top) */
+/* a write: fn(writer, arg) in the next group commit (see the top);
+ * committed(arg), when given, once it is committed (sqlgc.h) */
+static int write_job_then(struct mem_store *s, int (*fn)(void *conn, void *arg), void *arg,
+                          bool durable, void (*committed)(void *arg))
+{
+    struct sqlgc_job j = {.fn = fn, .arg = arg, .durable = durable, .committed = committed};
+    return sqlgc_run(s->gc, &j);
+}
+
 static int write_job(struct mem_store *s, int (*fn)(void *conn, void *arg), void *arg,
                      bool durable)
 {
-    struct sqlgc_job j = {.fn = fn, .arg = arg, .durable = durable};
-    return sqlgc_run(s->gc, &j);
+    return write_job_then(s, fn, arg, durable, NULL);
 }
 
 /* what a write job is given */
@@ -979,7 +1040,100 @@ struct wargs {
     const char *fingerprint;
     bool *reset;
     bool merge; /* delete: merge the search index too */
+    /* for the index in RAM (mem_rix.h), set by the job: the note's row id,
+     * whether its statements changed notes (they may yet be undone), and
+     * the note's indexed text before and after (owned copies; insert_many:
+     * each note's row id and text) */
+    struct mem_store *s;
+    int64_t nid;
+    bool wrote;
+    struct note_text *old, *cur;
+    int64_t *many_nid;
+    struct note_text *many;
 };
+
+/* ---- the index in RAM: following the notes' changes ----
+ * After its commit, in commit order, each insert, update or delete tells
+ * the index in RAM its note's text before and after; a write whose
+ * outcome is unknown (a failed commit) makes it drop what it cannot know
+ * (mem_rix_lost). */
+
+/* a note's indexed columns (content, keywords, tags, context), owned */
+struct note_text {
+    char *col[4];
+};
+
+static void note_text_free(struct note_text *t)
+{
+    for (int i = 0; t && i < 4; i++) {
+        free(t->col[i]);
+        t->col[i] = NULL;
+    }
+}
+
+/* t := the four strings; AIOS_ENOMEM */
+static int note_text_set(struct note_text *t, const char *c0, const char *c1, const char *c2,
+                         const char *c3)
+{
+    note_text_free(t);
+    const char *c[4] = {c0, c1, c2, c3};
+    for (int i = 0; i < 4; i++)
+        if (!(t->col[i] = strdup(c[i] ? c[i] : ""))) return AIOS_ENOMEM;
+    return 0;
+}
+
+/* from a statement's columns at..at+3 */
+static int note_text_of(struct note_text *t, sqlite3_stmt *st, int at)
+{
+    return note_text_set(t, col_text(st, at), col_text(st, at + 1), col_text(st, at + 2),
+                         col_text(st, at + 3));
+}
+
+static struct mem_rix_text rix_text(const struct note_text *t)
+{
+    return (struct mem_rix_text){{t->col[0], t->col[1], t->col[2], t->col[3]}};
+}
+
+/* insert and update: the note's text before (none for an insert) and now */
+static void rix_note_set(void *arg)
+{
+    struct wargs *a = arg;
+    if (!a->s->rix) return;
+    struct mem_rix_text o = a->old && a->old->col[0] ? rix_text(a->old) : (struct mem_rix_text){0};
+    struct mem_rix_text t = rix_text(a->cur);
+    mem_rix_set(a->s->rix, a->nid / NID_SPAN, a->nid, o.col[0] ? &o : NULL, &t);
+}
+
+static void rix_note_gone(void *arg)
+{
+    struct wargs *a = arg;
+    if (!a->s->rix) return;
+    struct mem_rix_text o = rix_text(a->old);
+    mem_rix_set(a->s->rix, a->nid / NID_SPAN, a->nid, &o, NULL);
+}
+
+static void rix_notes_new(void *arg)
+{
+    struct wargs *a = arg;
+    for (size_t i = 0; a->s->rix && i < a->n; i++) {
+        struct mem_rix_text t = rix_text(&a->many[i]);
+        mem_rix_set(a->s->rix, a->many_nid[i] / NID_SPAN, a->many_nid[i], NULL, &t);
+    }
+}
+
+/* after write_job: a write that changed notes but failed (its commit, or
+ * a rerun of its batch) may or may not have stayed; the index cannot
+ * know which */
+static int rix_after(struct wargs *a, int rc)
+{
+    if (rc && a->wrote && a->s->rix) mem_rix_lost(a->s->rix, a->nid / NID_SPAN);
+    note_text_free(a->old);
+    note_text_free(a->cur);
+    for (size_t i = 0; a->many && i < a->n; i++) note_text_free(&a->many[i]);
+    free(a->many);
+    free(a->many_nid);
+    return rc;
+}
 
 /* ---- operations ---- */
 
@@ -1050,7 +1204,8 @@ static int next_nid(struct mem_conn *c, const char *agent, int64_t *nid)
     return rc;
 }
 
-static int insert_one(struct mem_conn *c, const char *agent, const struct mem_note *n)
+static int insert_one(struct mem_conn *c, const char *agent, const struct mem_note *n,
+                      struct wargs *a, size_t i)
 {
     sqlite3_stmt *st = c->st[ST_INSERT];
     char *bufs[4] = {0};
@@ -1063,6 +1218,13 @@ static int insert_one(struct mem_conn *c, const char *agent, const struct mem_no
     if (r == SQLITE_CONSTRAINT)
         rc = sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_TRIGGER ? MEM_EQUOTA : MEM_EEXISTS;
     else if (r != SQLITE_DONE) rc = sql_fail(c, "insert a note");
+    else {
+        a->nid = nid;
+        a->wrote = true;
+        rc = note_text_set(a->notes ? &a->many[i] : a->cur, n->content, bufs[0], bufs[1],
+                           n->context);
+        if (a->notes) a->many_nid[i] = nid;
+    }
 out:
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -1073,30 +1235,36 @@ out:
 static int job_insert(void *conn, void *arg)
 {
     struct wargs *a = arg;
-    return insert_one(conn, a->agent, a->note);
+    a->wrote = false; /* this run's (a batch may run twice) */
+    return insert_one(conn, a->agent, a->note, a, 0);
 }
 
 int mem_store_insert(struct mem_store *s, const char *agent, const struct mem_note *n)
 {
-    struct wargs a = {.agent = agent, .note = n};
+    struct note_text cur = {0};
+    struct wargs a = {.agent = agent, .note = n, .s = s, .cur = &cur};
     atomic_fetch_add(&s->idf.n_changes, 1);
-    return write_job(s, job_insert, &a, true);
+    return rix_after(&a, write_job_then(s, job_insert, &a, true, rix_note_set));
 }
 
 static int job_insert_many(void *conn, void *arg)
 {
     struct wargs *a = arg;
     int rc = 0;
-    for (size_t i = 0; i < a->n && !rc; i++) rc = insert_one(conn, a->agent, a->notes[i]);
+    a->wrote = false;
+    for (size_t i = 0; i < a->n && !rc; i++) rc = insert_one(conn, a->agent, a->notes[i], a, i);
     return rc;
 }
 
 int mem_store_insert_many(struct mem_store *s, const char *agent, struct mem_note *const *n,
                           size_t count)
 {
-    struct wargs a = {.agent = agent, .notes = n, .n = count};
+    struct wargs a = {.agent = agent, .notes = n, .n = count, .s = s,
+                      .many = calloc(count ? count : 1, sizeof *a.many),
+                      .many_nid = calloc(count ? count : 1, sizeof *a.many_nid)};
+    if (!a.many || !a.many_nid) return rix_after(&a, AIOS_ENOMEM);
     atomic_fetch_add(&s->idf.n_changes, (long long)count);
-    return write_job(s, job_insert_many, &a, true);
+    return rix_after(&a, write_job_then(s, job_insert_many, &a, true, rix_notes_new));
 }
 
 int mem_store_get(struct mem_store *s, const char *agent, const char *id, struct mem_note **out)
@@ -1126,16 +1294,36 @@ static int job_update(void *conn, void *arg)
 {
     struct mem_conn *c = conn;
     struct wargs *a = arg;
-    sqlite3_stmt *st = c->st[ST_UPDATE];
+    sqlite3_stmt *st = c->st[ST_UPDATE], *ot = c->st[ST_OLD_TEXT];
     char *bufs[4] = {0};
-    int rc = bind_note(st, a->agent, a->note, bufs);
+    a->wrote = false;
+    /* the text before, for the token counts */
+    sqlite3_bind_text(ot, 1, a->agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ot, 2, a->note->id, -1, SQLITE_STATIC);
+    int rc = 0, r = sqlite3_step(ot);
+    if (r == SQLITE_ROW) rc = note_text_of(a->old, ot, 0);
+    else if (r == SQLITE_DONE) rc = AIOS_ENOTFOUND;
+    else rc = sql_fail(c, "read a note");
+    sqlite3_reset(ot);
+    sqlite3_clear_bindings(ot);
+    if (!rc) rc = bind_note(st, a->agent, a->note, bufs);
     if (!rc) {
+        int64_t nid = 0;
         int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) { /* RETURNING nid: the change is made at the first step */
+            nid = sqlite3_column_int64(st, 0);
+            r = sqlite3_step(st);
+        }
         if (r == SQLITE_CONSTRAINT &&
             sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_TRIGGER)
             rc = MEM_EQUOTA;
         else if (r != SQLITE_DONE) rc = sql_fail(c, "update a note");
-        else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
+        else if (!nid) rc = AIOS_ENOTFOUND;
+        if (nid) {
+            a->nid = nid;
+            a->wrote = true;
+        }
+        if (!rc) rc = note_text_set(a->cur, a->note->content, bufs[0], bufs[1], a->note->context);
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -1145,9 +1333,10 @@ static int job_update(void *conn, void *arg)
 
 int mem_store_update(struct mem_store *s, const char *agent, const struct mem_note *n)
 {
-    struct wargs a = {.agent = agent, .note = n};
+    struct note_text old = {0}, cur = {0};
+    struct wargs a = {.agent = agent, .note = n, .s = s, .old = &old, .cur = &cur};
     atomic_fetch_add(&s->idf.n_changes, 1);
-    return write_job(s, job_update, &a, true);
+    return rix_after(&a, write_job_then(s, job_update, &a, true, rix_note_set));
 }
 
 static int job_delete(void *conn, void *arg)
@@ -1155,11 +1344,18 @@ static int job_delete(void *conn, void *arg)
     struct mem_conn *c = conn;
     struct wargs *a = arg;
     sqlite3_stmt *st = c->st[ST_DELETE];
+    a->wrote = false;
     sqlite3_bind_text(st, 1, a->agent, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, a->id, -1, SQLITE_STATIC);
-    int rc = 0;
-    if (sqlite3_step(st) != SQLITE_DONE) rc = sql_fail(c, "delete a note");
-    else if (sqlite3_changes(c->db) == 0) rc = AIOS_ENOTFOUND;
+    int rc = 0, r = sqlite3_step(st);
+    if (r == SQLITE_ROW) { /* RETURNING nid and the text, for the index in RAM */
+        a->nid = sqlite3_column_int64(st, 0);
+        a->wrote = true;
+        rc = note_text_of(a->old, st, 1);
+        r = sqlite3_step(st);
+    }
+    if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "delete a note");
+    else if (!rc && !a->wrote) rc = AIOS_ENOTFOUND;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     /* now and then drop the tombstones from the index, and give the freed
@@ -1176,10 +1372,12 @@ static int job_delete(void *conn, void *arg)
 
 int mem_store_delete(struct mem_store *s, const char *agent, const char *id)
 {
+    struct note_text old = {0};
     struct wargs a = {.agent = agent, .id = id,
-                      .merge = (atomic_fetch_add(&s->n_deletes, 1) + 1) % MEM_MERGE_EVERY == 0};
+                      .merge = (atomic_fetch_add(&s->n_deletes, 1) + 1) % MEM_MERGE_EVERY == 0,
+                      .s = s, .old = &old};
     atomic_fetch_add(&s->idf.n_changes, 1);
-    int rc = write_job(s, job_delete, &a, true);
+    int rc = rix_after(&a, write_job_then(s, job_delete, &a, true, rix_note_gone));
     /* after the commit: apply the log to the file (which shrinks by the
      * vacuumed pages) and empty it; from a reader, outside the writer's
      * transactions; busy or failed, it is left to the automatic checkpoints */
@@ -1409,6 +1607,120 @@ static int scan_top(struct mem_conn *c, struct nid_range own, const char *match,
 static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, struct nid_range own,
                        const char *q, size_t k, struct mem_hit *out, size_t *n_out);
 static int get_nids_on(struct mem_conn *c, const char *agent, struct mem_hit *h, size_t n);
+static int query_idf(struct mem_conn *c, struct nid_range own, const char *q, double *idf,
+                     double *df, int *n_idf);
+
+/* ---- retrieval from the index in RAM (mem_rix.h) ---- */
+
+struct top {
+    struct mem_hit *out;
+    size_t k, n;
+};
+
+/* one scored note into the best k (a heap with the worst at the root) */
+static void top_hit(void *ud, int64_t nid, double score)
+{
+    struct top *t = ud;
+    struct mem_hit cand = {.nid = nid, .score = score, .bm25 = score};
+    if (t->n == t->k && !hit_better(&cand, &t->out[0])) return;
+    if (t->n < t->k) {
+        t->out[t->n] = cand;
+        heap_sift_up(t->out, t->n++);
+    } else {
+        t->out[0] = cand;
+        heap_sift_down(t->out, t->n, 0);
+    }
+}
+
+/* The best k of the agent's notes for q from its index in RAM, scored
+ * with the IDFs a scan of FTS5 would use (the store's cache, or aios_idf
+ * in the caller's read transaction), so the same notes and scores to the
+ * bit. AIOS_ENOTFOUND: no index; AIOS_EINVAL: a word that FTS5 matches
+ * as a phrase of several tokens (the caller scans FTS5). */
+static int rix_top(struct mem_store *s, struct mem_conn *c, int64_t slot, const char *q, size_t k,
+                   struct mem_hit *out, size_t *n_out)
+{
+    const char *wp[IDF_MAX_PHRASES];
+    size_t wl[IDF_MAX_PHRASES];
+    double idf[IDF_MAX_PHRASES], df[IDF_MAX_PHRASES];
+    int n_w = quoted_words(q, wp, wl, IDF_MAX_PHRASES), n_idf = n_w, rc;
+    if (n_w < 1 || n_w > IDF_MAX_PHRASES) return AIOS_EINVAL;
+    for (int i = 0; i < n_w && n_idf; i++)
+        if (!known_idf(&s->idf, wp[i], wl[i], &idf[i], &df[i])) n_idf = 0;
+    if (!n_idf && (rc = query_idf(c, slot_range(slot), q, idf, df, &n_idf))) return rc;
+    if (n_idf == 0) return 0; /* nothing of the agent matches */
+    if (n_idf != n_w) return AIOS_EINVAL;
+    for (int i = 0; i < n_w; i++) { /* without the quotes */
+        wp[i]++;
+        wl[i] -= 2;
+    }
+    struct top t = {.out = out, .k = k};
+    rc = mem_rix_score(s->rix, slot, wp, wl, n_w, idf, top_hit, &t);
+    if (rc) return rc;
+    qsort(out, t.n, sizeof *out, hit_cmp_best_first);
+    *n_out = t.n;
+    return 0;
+}
+
+/* the next note of a build (mem_rix_build's next): rows of ST_RANGE_TEXT */
+struct rix_rows {
+    struct mem_conn *c;
+    struct nid_range own;
+    bool begun;
+};
+
+static int rix_next(void *ud, int64_t *nid, struct mem_rix_text *t)
+{
+    struct rix_rows *w = ud;
+    sqlite3_stmt *st = w->c->st[ST_RANGE_TEXT];
+    if (!w->begun) { /* the snapshot starts here, after the build began */
+        int rc = read_begin(w->c);
+        if (rc) return rc;
+        w->begun = true;
+        sqlite3_bind_int64(st, 1, w->own.lo);
+        sqlite3_bind_int64(st, 2, w->own.hi);
+    }
+    int r = sqlite3_step(st);
+    if (r == SQLITE_DONE) return 0;
+    if (r != SQLITE_ROW) return sql_fail(w->c, "read notes for the index in RAM");
+    *nid = sqlite3_column_int64(st, 0);
+    for (int i = 0; i < 4; i++) t->col[i] = col_text(st, 1 + i);
+    return 1;
+}
+
+/* In a read transaction of c: when the agent has no index in RAM and
+ * enough notes for one, build it. c's transaction is ended for the build
+ * (whose snapshot must start after it began) and begun again. */
+static int rix_maybe_build(struct mem_store *s, struct mem_conn *c, int64_t slot)
+{
+    if (!mem_rix_wanted(s->rix, slot)) return 0;
+    struct nid_range own = slot_range(slot);
+    sqlite3_stmt *st = c->st[ST_RANGE_COUNT];
+    sqlite3_bind_int64(st, 1, own.lo);
+    sqlite3_bind_int64(st, 2, own.hi);
+    int64_t n = 0;
+    int rc = step_int(c, st, &n, "count an agent's notes");
+    if (rc || n < MEM_RIX_MIN_NOTES) return rc;
+    read_end(c);
+    struct rix_rows w = {.c = c, .own = own};
+    rc = mem_rix_build(s->rix, slot, rix_next, &w);
+    sqlite3_reset(c->st[ST_RANGE_TEXT]);
+    sqlite3_clear_bindings(c->st[ST_RANGE_TEXT]);
+    if (w.begun) read_end(c);
+    if (rc && rc != AIOS_EBUSY)
+        LOG_WARN("memory", "building an index in RAM: %s", aios_strerror(rc));
+    return read_begin(c);
+}
+
+/* drop the hits whose note the snapshot does not hold (a note the index
+ * in RAM scored, removed or not yet visible to this transaction) */
+static size_t hits_with_notes(struct mem_hit *h, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        if (h[i].note) h[o++] = h[i];
+    return o;
+}
 
 /* The best k of agent's notes for text into out (at most k), with their
  * notes when `notes`: one read transaction for all its statements (the
@@ -1432,8 +1744,15 @@ static int search_read(struct mem_store *s, const char *agent, const char *text,
     if (!rc) {
         int64_t slot;
         rc = agent_slot(c, agent, false, &slot); /* none: no notes */
-        if (!rc && slot) rc = scan_pruned(c, &s->idf, slot_range(slot), q, (size_t)k, out, n_out);
+        int r = AIOS_ENOTFOUND; /* from the index in RAM: 0 */
+        if (!rc && slot && s->rix && !atomic_load(&s->rix_off)) {
+            r = rix_top(s, c, slot, q, (size_t)k, out, n_out);
+            if (r == AIOS_ENOTFOUND && !(rc = rix_maybe_build(s, c, slot)))
+                r = rix_top(s, c, slot, q, (size_t)k, out, n_out);
+        }
+        if (!rc && slot && r) rc = scan_pruned(c, &s->idf, slot_range(slot), q, (size_t)k, out, n_out);
         if (!rc && notes) rc = get_nids_on(c, agent, out, *n_out);
+        if (!rc && notes && !r) *n_out = hits_with_notes(out, *n_out);
         read_end(c);
     }
     if (c) conn_give(s, c);
@@ -1725,7 +2044,7 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, struct nid_r
      * word is scanned plainly, and aios_bm25 counts its IDF */
     n_idf = n_w;
     for (int i = 0; i < n_w && n_idf; i++)
-        if (!idf_lookup(cache, w[i].p, w[i].len, &idf[i], &df[i])) n_idf = 0;
+        if (!known_idf(cache, w[i].p, w[i].len, &idf[i], &df[i])) n_idf = 0;
     if (!n_idf && n_w > 1 &&
         ((rc = query_idf(c, own, q, idf, df, &n_idf)) || n_idf == 0))
         goto out;
@@ -1832,6 +2151,23 @@ int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h
     }
     conn_give(s, c);
     return rc;
+}
+
+void mem_store_rix_stats(struct mem_store *s, size_t *bytes, int *n_index)
+{
+    *bytes = 0;
+    *n_index = 0;
+    if (s->rix) mem_rix_stats(s->rix, bytes, n_index);
+}
+
+void mem_store_rix_use(struct mem_store *s, bool use)
+{
+    atomic_store(&s->rix_off, !use);
+}
+
+void mem_store_rix_drop(struct mem_store *s)
+{
+    if (s->rix) mem_rix_drop_all(s->rix);
 }
 
 const struct mem_store_ops mem_store_sqlite = {

@@ -151,6 +151,12 @@ int mem_store_search_ids(struct mem_store *s, const char *agent, const char *tex
 int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, size_t n);
 /* h[i].note = the agent's note with row id h[i].nid (NULL when gone). */
 int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h, size_t n);
+/* for tests and benchmarks: the agents' indexes in RAM now (bytes, how
+ * many; 0 and 0 when they are off), and whether retrievals use them (they
+ * do from open, unless AIOS_MEM_RIX_MB=0; false: FTS5 only) */
+void mem_store_rix_stats(struct mem_store *s, size_t *bytes, int *n_index);
+void mem_store_rix_use(struct mem_store *s, bool use);
+void mem_store_rix_drop(struct mem_store *s); /* every agent's index (built again when used) */
 
 /* The FTS5 query used for `text`: every word quoted, joined with OR; at most
  * 32 words. Empty string when text has no word. malloc'd. */

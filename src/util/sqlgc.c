@@ -261,6 +261,13 @@ static long long mark_done(struct sqlgc_job *list)
     return n;
 }
 
+/* the committed callbacks of list's jobs that committed, in order */
+static void call_committed(struct sqlgc_job *list)
+{
+    for (struct sqlgc_job *k = list; k; k = k->next)
+        if (!k->rc && k->committed) k->committed(k->arg);
+}
+
 /* Run one batch: every job queued now. Called and returns with mu held;
  * mu is released while the batch runs. Posted jobs are freed, the others
  * marked done (their callers wake on the broadcast). */
@@ -285,6 +292,7 @@ static void lead(struct sqlgc *g)
         }
     }
     int nc = commit_list(g, nd, false);
+    call_committed(nd);
     if (nd && du) { /* derived data need not wait for the fsync */
         pthread_mutex_lock(&g->mu);
         g->n_jobs += mark_done(nd);
@@ -293,6 +301,7 @@ static void lead(struct sqlgc *g)
         pthread_mutex_unlock(&g->mu);
     }
     nc += commit_list(g, du, true);
+    call_committed(du);
     pthread_mutex_lock(&g->mu);
     g->n_jobs += mark_done(nd) + mark_done(du);
     g->n_commits += nc;

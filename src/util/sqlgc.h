@@ -29,6 +29,11 @@ struct sqlgc_job {
     bool durable;
     /* sqlgc_post only: frees the job (and arg) once it is committed */
     void (*free)(struct sqlgc_job *j);
+    /* optional: called once the job is committed (its rc 0), by the thread
+     * that committed it, no lock of sqlgc held, before its caller wakes;
+     * the callbacks of all jobs run one at a time in commit order, so state
+     * derived from the database can follow it (mem_rix.c) */
+    void (*committed)(void *arg);
     /* private to sqlgc.c */
     int rc;
     bool done;

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "memory/mem.h"
@@ -376,6 +377,175 @@ static void topk_reference(const char *db, bool common)
             assert_true(fabs(h[i].score - score[ref[i]]) < 1e-9);
         }
         mem_hits_free(h, nh);
+    }
+    mem_store_close(s);
+}
+
+
+/* The index in RAM (mem_rix.c) against FTS5, in one store: every
+ * retrieval answered from it must be the FTS5 scan's answer (same notes,
+ * same order, the same scores to the bit), after inserts, updates and
+ * deletes, and after an index built while another thread kept writing
+ * (the writes committed during the build are replayed onto it). A word of
+ * two tokens (a no-break space inside it: FTS5 matches a phrase) goes to
+ * FTS5. The words repeat within notes (term frequency 1 to 3). */
+#define RIX_WORDS 40
+struct rix_writer {
+    struct mem_store *s;
+    atomic_bool stop;
+    atomic_int n;
+};
+
+static void rix_text(unsigned *seed, char *text, size_t cap)
+{
+    size_t o = 0;
+    int words = 2 + (int)(ref_rand(seed) % 8);
+    for (int j = 0; j < words && o + 40 < cap; j++) {
+        int w = (int)(ref_rand(seed) % RIX_WORDS);
+        w = (int)(ref_rand(seed) % (unsigned)(w + 1)); /* skewed */
+        int rep = 1 + (int)(ref_rand(seed) % 3);
+        for (int r = 0; r < rep; r++) {
+            if (w == 7) o += (size_t)snprintf(text + o, cap - o, "tw\xc2\xa0o ");
+            else o += (size_t)snprintf(text + o, cap - o, "Word%d ", w);
+        }
+    }
+}
+
+static void *rix_write(void *arg)
+{
+    struct rix_writer *w = arg;
+    unsigned seed = 99;
+    char text[400], id[32];
+    while (!atomic_load(&w->stop)) {
+        rix_text(&seed, text, sizeof text);
+        int op = (int)(ref_rand(&seed) % 4);
+        int nw = atomic_load(&w->n);
+        snprintf(id, sizeof id, "w%d", op == 0 ? nw : (int)(ref_rand(&seed) % (unsigned)(nw + 1)));
+        if (op == 0) atomic_store(&w->n, nw + 1);
+        struct mem_note *n = mk(id, text);
+        int rc = op == 3 ? mem_store_delete(w->s, "a", id)
+                 : op == 0 ? mem_store_insert(w->s, "a", n) : mem_store_update(w->s, "a", n);
+        assert_true(rc == 0 || rc == AIOS_ENOTFOUND || rc == MEM_EEXISTS);
+        mem_note_free(n);
+    }
+    return NULL;
+}
+
+static void rix_compare(struct mem_store *s, unsigned *seed, int rounds)
+{
+    static struct mem_hit a[500], b[500];
+    char q[200];
+    for (int i = 0; i < rounds; i++) {
+        rix_text(seed, q, sizeof q);
+        int k = (int[]){1, 5, 500}[i % 3];
+        size_t na = 0, nb = 0;
+        mem_store_rix_use(s, true);
+        assert_int_equal(mem_store_search_ids(s, "a", q, k, a, &na), 0);
+        mem_store_rix_use(s, false);
+        assert_int_equal(mem_store_search_ids(s, "a", q, k, b, &nb), 0);
+        assert_int_equal(na, nb);
+        for (size_t j = 0; j < na; j++) {
+            assert_int_equal(a[j].nid, b[j].nid);
+            assert_true(a[j].score == b[j].score);
+        }
+    }
+    mem_store_rix_use(s, true);
+}
+
+static void test_store_ram_index_matches_fts(void **state)
+{
+    (void)state;
+    char err[256] = "", id[32], text[400];
+    struct mem_store *s = NULL;
+    assert_int_equal(mem_store_open(&s, path_in("rix.db"), false, err, sizeof err), 0);
+    unsigned seed = 5;
+    for (int i = 0; i < 600; i++) { /* over MEM_RIX_MIN_NOTES, and an agent with few */
+        rix_text(&seed, text, sizeof text);
+        snprintf(id, sizeof id, "n%d", i);
+        struct mem_note *n = mk(id, text);
+        assert_int_equal(mem_store_insert(s, i % 50 ? "a" : "small", n), 0);
+        mem_note_free(n);
+    }
+    size_t bytes;
+    int n_index;
+    mem_store_rix_stats(s, &bytes, &n_index);
+    assert_int_equal(n_index, 0);
+    rix_compare(s, &seed, 60); /* the first retrieval builds it */
+    mem_store_rix_stats(s, &bytes, &n_index);
+    assert_int_equal(n_index, 1); /* "a" only: "small" has 12 notes */
+    assert_true(bytes > 0);
+    /* changes followed after the commit */
+    for (int i = 0; i < 300; i++) {
+        rix_text(&seed, text, sizeof text);
+        snprintf(id, sizeof id, "n%d", (int)(ref_rand(&seed) % 700));
+        struct mem_note *n = mk(id, text);
+        int op = i % 3, rc = op == 0 ? mem_store_insert(s, "a", n)
+                             : op == 1 ? mem_store_update(s, "a", n) : mem_store_delete(s, "a", id);
+        assert_true(rc == 0 || rc == AIOS_ENOTFOUND || rc == MEM_EEXISTS);
+        mem_note_free(n);
+        if (i % 10 == 0) rix_compare(s, &seed, 3);
+    }
+    mem_store_rix_stats(s, &bytes, &n_index);
+    assert_int_equal(n_index, 1);
+    /* a bulk insert is followed too; the index dropped and rebuilt while
+     * another thread writes */
+    struct mem_note *bulk[3];
+    for (int j = 0; j < 3; j++) {
+        snprintf(id, sizeof id, "bulk%d", j);
+        bulk[j] = mk(id, "Word1 Word2 Word2 Word39");
+    }
+    assert_int_equal(mem_store_insert_many(s, "a", bulk, 3), 0);
+    for (int j = 0; j < 3; j++) mem_note_free(bulk[j]);
+    rix_compare(s, &seed, 6);
+    struct rix_writer w = {.s = s};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, rix_write, &w), 0);
+    /* six rounds at least, and until the writer has inserted 40 notes */
+    for (int round = 0; round < 6 || (atomic_load(&w.n) < 40 && round < 5000); round++) {
+        struct mem_note *many[2];
+        for (int j = 0; j < 2; j++) {
+            snprintf(id, sizeof id, "m%d-%d", round, j);
+            many[j] = mk(id, "Word1 Word2 Word2");
+        }
+        assert_int_equal(mem_store_insert_many(s, "a", many, 2), 0);
+        for (int j = 0; j < 2; j++) mem_note_free(many[j]);
+        mem_store_rix_drop(s);
+        mem_store_rix_stats(s, &bytes, &n_index);
+        assert_int_equal(n_index, 0);
+        size_t nh;
+        struct mem_hit h[5];
+        for (int j = 0; j < 20; j++) /* builds, and reads while the writer writes */
+            assert_int_equal(mem_store_search_ids(s, "a", "Word3 Word1", 5, h, &nh), 0);
+    }
+    atomic_store(&w.stop, true);
+    pthread_join(t, NULL);
+    assert_true(atomic_load(&w.n) >= 40);
+    mem_store_rix_stats(s, &bytes, &n_index);
+    assert_int_equal(n_index, 1);
+    rix_compare(s, &seed, 90);
+    /* the token counts followed every change: the same answers, to the
+     * bit, from a store opened again (its counts read afresh from FTS5) */
+    enum { NQ = 40 };
+    static struct mem_hit before[NQ][20], after[20];
+    size_t n_before[NQ];
+    unsigned qseed = seed;
+    char q[200];
+    for (int i = 0; i < NQ; i++) {
+        rix_text(&qseed, q, sizeof q);
+        assert_int_equal(mem_store_search_ids(s, "a", q, 20, before[i], &n_before[i]), 0);
+    }
+    mem_store_close(s);
+    assert_int_equal(mem_store_open(&s, path_in("rix.db"), false, err, sizeof err), 0);
+    qseed = seed;
+    for (int i = 0; i < NQ; i++) {
+        size_t n = 0;
+        rix_text(&qseed, q, sizeof q);
+        assert_int_equal(mem_store_search_ids(s, "a", q, 20, after, &n), 0);
+        assert_int_equal(n, n_before[i]);
+        for (size_t j = 0; j < n; j++) {
+            assert_int_equal(after[j].nid, before[i][j].nid);
+            assert_true(after[j].score == before[i][j].score);
+        }
     }
     mem_store_close(s);
 }
@@ -879,6 +1049,7 @@ int main(void)
         cmocka_unit_test(test_store_search_ranking_and_scope),
         cmocka_unit_test(test_store_topk_matches_reference),
         cmocka_unit_test(test_store_topk_counted_words),
+        cmocka_unit_test(test_store_ram_index_matches_fts),
         cmocka_unit_test(test_store_nids_by_agent),
         cmocka_unit_test(test_eviction_order_and_fault_back),
         cmocka_unit_test(test_note_larger_than_quota),
