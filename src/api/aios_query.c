@@ -764,10 +764,14 @@ static enum MHD_Result query_kq(struct api_req *r, const char *agent, enum sysca
         kq_req_free(req);
         if (rc == AIOS_ENOMEM) return api_send_error(r, 500, "server_error", "out of memory");
         if (rc) return api_send_error(r, 400, "invalid_request_error", "%s", merr);
-        bool get = mr->op == MEM_OP_GET && !mr->owner;
+        /* one own note by id, or a retrieval of one's own notes: cheaper on
+         * this thread than a hand-off when the manager can answer from RAM
+         * without waiting (mem_manager_exec_nowait; else a pool thread) */
+        bool here = (mr->op == MEM_OP_GET || mr->op == MEM_OP_RETRIEVE ||
+                     mr->op == MEM_OP_RETRIEVE_RAW) && !mr->owner;
         sc = syscall_new(kind, agent, mem_req_reads_only(mr) ? SCHED_READ_LANE : NULL, mr,
                          mem_req_free);
-        if (sc) sc->run_here = get; /* one own note by id: cheaper than a hand-off */
+        if (sc) sc->run_here = here;
     } else {
         sc = syscall_new(kind, agent, NULL, req, kq_req_free);
     }

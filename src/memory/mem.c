@@ -638,11 +638,16 @@ int mem_remove(struct mem_manager *m, const char *ns, const char *id, char *err,
     return rc;
 }
 
-int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retrieve_params *p,
-                 bool count, struct mem_hit **hits_out, size_t *n_out, char *err, size_t errlen)
+/* mem_retrieve; nowait (an HTTP thread): only when neither the agent's
+ * lock nor the ranking would make it wait (the store answers from RAM,
+ * no embedding), else AIOS_EBUSY and nothing done */
+static int retrieve(struct mem_manager *m, const char *ns, const struct mem_retrieve_params *p,
+                    bool count, bool nowait, struct mem_hit **hits_out, size_t *n_out, char *err,
+                    size_t errlen)
 {
     *hits_out = NULL;
     *n_out = 0;
+    if (nowait && (m->o.emb || m->o.shared || !m->st->search_ram)) return AIOS_EBUSY;
     struct mem_agent *a = agent_get(m, ns);
     if (!a) return AIOS_ENOMEM;
     int k = p->k < 1 ? 1 : p->k > MEM_MAX_K ? MEM_MAX_K : p->k;
@@ -659,11 +664,13 @@ int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retriev
             return qv ? AIOS_EENGINE : AIOS_ENOMEM;
         }
     }
-    pthread_mutex_lock(&a->mu);
+    if (nowait && pthread_mutex_trylock(&a->mu) != 0) return AIOS_EBUSY;
+    if (!nowait) pthread_mutex_lock(&a->mu);
     /* backfill false (memory.auto_inject, on an HTTP thread): rank what has
      * vectors, embed nothing else now */
     int rc = qv ? hybrid_search(m, a, p->query, qv, k, p->backfill, &hits, &n_hits)
-                : m->st->search(m->store, a->name, p->query, k, &hits, &n_hits);
+             : nowait ? m->st->search_ram(m->store, a->name, p->query, k, &hits, &n_hits)
+                      : m->st->search(m->store, a->name, p->query, k, &hits, &n_hits);
     if (rc || !count || !n_hits) goto out;
     /* a retrieval is an access: count it in the store (committed after the
      * answer, without an fsync: mem_store_touch), then in RAM */
@@ -702,6 +709,12 @@ out:
     *hits_out = hits;
     *n_out = n_hits;
     return 0;
+}
+
+int mem_retrieve(struct mem_manager *m, const char *ns, const struct mem_retrieve_params *p,
+                 bool count, struct mem_hit **hits_out, size_t *n_out, char *err, size_t errlen)
+{
+    return retrieve(m, ns, p, count, false, hits_out, n_out, err, errlen);
 }
 
 static int cmp_victim(const void *x, const void *y)
@@ -910,7 +923,9 @@ int mem_manager_exec_nowait(struct mem_manager *m, const char *agent, const stru
                             json_t **resp, int *http_status, char *err, size_t errlen)
 {
     *resp = NULL;
-    if (req->op != MEM_OP_GET || req->owner) return AIOS_EBUSY;
+    if ((req->op != MEM_OP_GET && req->op != MEM_OP_RETRIEVE && req->op != MEM_OP_RETRIEVE_RAW) ||
+        req->owner)
+        return AIOS_EBUSY;
     return exec(m, agent, req, true, resp, http_status, err, errlen);
 }
 
@@ -967,7 +982,8 @@ static int exec(struct mem_manager *m, const char *agent, const struct mem_req *
     case MEM_OP_RETRIEVE:
     case MEM_OP_RETRIEVE_RAW: {
         bool raw = req->op == MEM_OP_RETRIEVE_RAW;
-        if ((rc = mem_retrieve(m, ns, &req->u.retrieve, !raw, &hits, &n_hits, err, errlen))) break;
+        if ((rc = retrieve(m, ns, &req->u.retrieve, !raw, nowait, &hits, &n_hits, err, errlen)))
+            break;
         x = hits_json(m, hits, n_hits, raw);
         r = resp_new(NULL);
         if (json_object_set_new(r, "search_results", x)) rc = AIOS_ENOMEM;

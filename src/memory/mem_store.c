@@ -1638,7 +1638,7 @@ static void top_hit(void *ud, int64_t nid, double score)
  * bit. AIOS_ENOTFOUND: no index; AIOS_EINVAL: a word that FTS5 matches
  * as a phrase of several tokens (the caller scans FTS5). */
 static int rix_top(struct mem_store *s, struct mem_conn *c, int64_t slot, const char *q, size_t k,
-                   struct mem_hit *out, size_t *n_out)
+                   bool ram_only, struct mem_hit *out, size_t *n_out)
 {
     const char *wp[IDF_MAX_PHRASES];
     size_t wl[IDF_MAX_PHRASES];
@@ -1647,6 +1647,7 @@ static int rix_top(struct mem_store *s, struct mem_conn *c, int64_t slot, const 
     if (n_w < 1 || n_w > IDF_MAX_PHRASES) return AIOS_EINVAL;
     for (int i = 0; i < n_w && n_idf; i++)
         if (!known_idf(&s->idf, wp[i], wl[i], &idf[i], &df[i])) n_idf = 0;
+    if (!n_idf && ram_only) return AIOS_EBUSY; /* counting walks doclists */
     if (!n_idf && (rc = query_idf(c, slot_range(slot), q, idf, df, &n_idf))) return rc;
     if (n_idf == 0) return 0; /* nothing of the agent matches */
     if (n_idf != n_w) return AIOS_EINVAL;
@@ -1712,25 +1713,16 @@ static int rix_maybe_build(struct mem_store *s, struct mem_conn *c, int64_t slot
     return read_begin(c);
 }
 
-/* drop the hits whose note the snapshot does not hold (a note the index
- * in RAM scored, removed or not yet visible to this transaction) */
-static size_t hits_with_notes(struct mem_hit *h, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++)
-        if (h[i].note) h[o++] = h[i];
-    return o;
-}
-
 /* The best k of agent's notes for text into out (at most k), with their
- * notes when `notes`: one read transaction for all its statements (the
+ * notes when `notes` (`ram_only`: ranked from the index in RAM or not at
+ * all, AIOS_EBUSY): one read transaction for all its statements (the
  * IDFs, the pruned rounds, the notes), so one snapshot, and SQLite
  * empties a reader's page cache at the first read after a commit only
  * once, not at each statement: under a steady stream of writes that was
  * most of a retrieval's cost (docs/performance.md, "Reads under
  * writes"). */
 static int search_read(struct mem_store *s, const char *agent, const char *text, int k,
-                       struct mem_hit *out, size_t *n_out, bool notes)
+                       struct mem_hit *out, size_t *n_out, bool notes, bool ram_only)
 {
     *n_out = 0;
     char *q = mem_fts_query(text);
@@ -1746,13 +1738,13 @@ static int search_read(struct mem_store *s, const char *agent, const char *text,
         rc = agent_slot(c, agent, false, &slot); /* none: no notes */
         int r = AIOS_ENOTFOUND; /* from the index in RAM: 0 */
         if (!rc && slot && s->rix && !atomic_load(&s->rix_off)) {
-            r = rix_top(s, c, slot, q, (size_t)k, out, n_out);
-            if (r == AIOS_ENOTFOUND && !(rc = rix_maybe_build(s, c, slot)))
-                r = rix_top(s, c, slot, q, (size_t)k, out, n_out);
+            r = rix_top(s, c, slot, q, (size_t)k, ram_only, out, n_out);
+            if (r == AIOS_ENOTFOUND && !ram_only && !(rc = rix_maybe_build(s, c, slot)))
+                r = rix_top(s, c, slot, q, (size_t)k, false, out, n_out);
         }
+        if (!rc && slot && r && ram_only) rc = AIOS_EBUSY;
         if (!rc && slot && r) rc = scan_pruned(c, &s->idf, slot_range(slot), q, (size_t)k, out, n_out);
         if (!rc && notes) rc = get_nids_on(c, agent, out, *n_out);
-        if (!rc && notes && !r) *n_out = hits_with_notes(out, *n_out);
         read_end(c);
     }
     if (c) conn_give(s, c);
@@ -1760,15 +1752,15 @@ static int search_read(struct mem_store *s, const char *agent, const char *text,
     return rc;
 }
 
-int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
-                     struct mem_hit **hits, size_t *n_hits)
+static int search_notes(struct mem_store *s, const char *agent, const char *text, int k,
+                        bool ram_only, struct mem_hit **hits, size_t *n_hits)
 {
     *hits = NULL;
     *n_hits = 0;
     struct mem_hit *h = k > 0 ? calloc((size_t)k, sizeof *h) : NULL;
     if (k > 0 && !h) return AIOS_ENOMEM;
     size_t n = 0;
-    int rc = search_read(s, agent, text, k, h, &n, true);
+    int rc = search_read(s, agent, text, k, h, &n, true, ram_only);
     if (rc) {
         mem_hits_free(h, n);
         return rc;
@@ -1781,6 +1773,24 @@ int mem_store_search(struct mem_store *s, const char *agent, const char *text, i
     *hits = h;
     *n_hits = kept;
     return 0;
+}
+
+int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
+                     struct mem_hit **hits, size_t *n_hits)
+{
+    return search_notes(s, agent, text, k, false, hits, n_hits);
+}
+
+/* from the agent's index in RAM and the token counts only: no build, no
+ * FTS5 (the caller is an HTTP thread that must not wait long); the notes
+ * are read from a reader connection, which never waits for the writer */
+int mem_store_search_ram(struct mem_store *s, const char *agent, const char *text, int k,
+                         struct mem_hit **hits, size_t *n_hits)
+{
+    *hits = NULL;
+    *n_hits = 0;
+    if (!s->rix || atomic_load(&s->rix_off)) return AIOS_EBUSY;
+    return search_notes(s, agent, text, k, true, hits, n_hits);
 }
 
 static int job_set_quota(void *conn, void *arg)
@@ -2089,7 +2099,7 @@ out:
 int mem_store_search_ids(struct mem_store *s, const char *agent, const char *text, int k,
                          struct mem_hit *out, size_t *n_out)
 {
-    return search_read(s, agent, text, k, out, n_out, false);
+    return search_read(s, agent, text, k, out, n_out, false, false);
 }
 
 int mem_store_bm25_of(struct mem_store *s, const char *text, struct mem_hit *h, size_t n)
@@ -2185,6 +2195,7 @@ const struct mem_store_ops mem_store_sqlite = {
     .used = mem_store_used,
     .search = mem_store_search,
     .search_ids = mem_store_search_ids,
+    .search_ram = mem_store_search_ram,
     .bm25_of = mem_store_bm25_of,
     .get_nids = mem_store_get_nids,
     .vec_model = mem_store_vec_model,

@@ -69,6 +69,12 @@ struct mem_store_ops {
                   struct mem_hit **hits, size_t *n_hits);
     int (*search_ids)(struct mem_store *s, const char *agent, const char *text, int k,
                       struct mem_hit *out, size_t *n_out);
+    /* search, only when the store can answer from RAM without waiting on a
+     * lock held through I/O or walking an index on disk (the caller is an
+     * HTTP thread); AIOS_EBUSY otherwise (then search on a pool thread).
+     * NULL: never. */
+    int (*search_ram)(struct mem_store *s, const char *agent, const char *text, int k,
+                      struct mem_hit **hits, size_t *n_hits);
     int (*bm25_of)(struct mem_store *s, const char *text, struct mem_hit *h, size_t n);
     int (*get_nids)(struct mem_store *s, const char *agent, struct mem_hit *h, size_t n);
     /* embedding vectors (hybrid retrieval) */
@@ -120,6 +126,8 @@ int mem_store_touch(struct mem_store *s, const char *agent, const char *const *i
  * mem_hits_free); *n_hits may be 0. */
 int mem_store_search(struct mem_store *s, const char *agent, const char *text, int k,
                      struct mem_hit **hits, size_t *n_hits);
+int mem_store_search_ram(struct mem_store *s, const char *agent, const char *text, int k,
+                         struct mem_hit **hits, size_t *n_hits);
 int mem_store_count(struct mem_store *s, const char *agent, long long *out);
 /* the quota on one agent's stored notes (bytes of their text fields, 0 =
  * none), enforced by triggers in the database; and an agent's bytes now */

@@ -201,6 +201,71 @@ static void test_isolation(void **state)
     json_decref(t1);
 }
 
+
+/* An agent with more notes than the index in RAM needs (docs/memory.md,
+ * "The index in RAM"): its retrievals are answered from RAM (the first
+ * builds the index on a pool thread, later ones run on the HTTP thread),
+ * follow updates and removals at once, count as accesses, and never see
+ * another agent's notes. */
+static void test_many_notes_from_ram(void **state)
+{
+    (void)state;
+    json_t *t, *t2;
+    char p[256], zebra[64] = "";
+    for (int i = 0; i < 300; i++) {
+        snprintf(p, sizeof p, "{\"content\":\"entry %d about topic t%d in room r%d%s\"}", i, i % 7,
+                 i % 5, i == 150 ? " for the zebra migration" : "");
+        json_t *r = ok("many", "add_memory", p, &t);
+        if (i == 150) snprintf(zebra, sizeof zebra, "%s", json_string_value(json_object_get(r, "memory_id")));
+        json_decref(t);
+    }
+    ok("other", "add_memory", "{\"content\":\"the zebra migration of another agent\"}", &t);
+    json_decref(t);
+    for (int round = 0; round < 3; round++) { /* builds, then from RAM */
+        json_t *r = ok("many", "retrieve_memory", "{\"content\":\"zebra migration\",\"k\":5}", &t);
+        json_t *res = json_object_get(r, "search_results");
+        assert_int_equal(json_array_size(res), 1);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(res, 0), "memory_id")), zebra);
+        json_decref(t);
+    }
+    /* common words: five, best first, the same five each time */
+    json_t *r = ok("many", "retrieve_memory", "{\"content\":\"entry topic t3 room\",\"k\":5}", &t);
+    json_t *a = json_object_get(r, "search_results");
+    assert_int_equal(json_array_size(a), 5);
+    for (size_t i = 1; i < 5; i++)
+        assert_true(json_number_value(json_object_get(json_array_get(a, i - 1), "score")) >=
+                    json_number_value(json_object_get(json_array_get(a, i), "score")));
+    r = ok("many", "retrieve_memory_raw", "{\"content\":\"entry topic t3 room\",\"k\":5}", &t2);
+    json_t *b = json_object_get(r, "search_results");
+    for (size_t i = 0; i < 5; i++) {
+        assert_string_equal(json_string_value(json_object_get(json_array_get(a, i), "memory_id")),
+                            json_string_value(json_object_get(json_array_get(b, i), "id")));
+        /* the retrieval before counted */
+        assert_true(json_integer_value(json_object_get(json_array_get(b, i), "retrieval_count")) >= 1);
+    }
+    json_decref(t);
+    json_decref(t2);
+    /* an update and a removal are seen by the next retrieval */
+    snprintf(p, sizeof p, "{\"memory_id\":\"%s\",\"content\":\"the yak migration\"}", zebra);
+    ok("many", "update_memory", p, &t);
+    json_decref(t);
+    r = ok("many", "retrieve_memory", "{\"content\":\"zebra\",\"k\":5}", &t);
+    assert_int_equal(json_array_size(json_object_get(r, "search_results")), 0);
+    json_decref(t);
+    r = ok("many", "retrieve_memory", "{\"content\":\"yak\",\"k\":5}", &t);
+    assert_int_equal(json_array_size(json_object_get(r, "search_results")), 1);
+    json_decref(t);
+    snprintf(p, sizeof p, "{\"memory_id\":\"%s\"}", zebra);
+    ok("many", "remove_memory", p, &t);
+    json_decref(t);
+    r = ok("many", "retrieve_memory", "{\"content\":\"yak migration\",\"k\":5}", &t);
+    assert_int_equal(json_array_size(json_object_get(r, "search_results")), 0);
+    json_decref(t);
+    r = ok("other", "retrieve_memory", "{\"content\":\"zebra migration\",\"k\":5}", &t);
+    assert_int_equal(json_array_size(json_object_get(r, "search_results")), 1);
+    json_decref(t);
+}
+
 static json_t *stats(const char *agent, json_t **top)
 {
     json_t *r = ok(agent, "memory_stats", "{}", top);
@@ -378,6 +443,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_operations),
         cmocka_unit_test(test_isolation),
+        cmocka_unit_test(test_many_notes_from_ram),
         cmocka_unit_test(test_eviction_and_fault_back),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_agentic_uses_the_model),
