@@ -49,7 +49,11 @@
 
 #define TOK_MAX 64         /* longest token kept (mem_store's TF_TOKEN_MAX) */
 #define N_BUCKET 256       /* agents' table */
-#define EVICT_PAUSE_S 30   /* an index dropped for room is not rebuilt for this long */
+/* an index dropped for room, or too big to build, is not built again for
+ * this long, twice as long each time it happens again, up to PAUSE_MAX_S:
+ * a build reads and tokenizes all of the agent's notes */
+#define EVICT_PAUSE_S 30
+#define PAUSE_MAX_S 3600
 #define COMPACT_MIN 1024   /* dead notes before a compaction is considered */
 
 struct post {
@@ -89,7 +93,8 @@ struct ent {
     bool building, poisoned;
     struct op *pend, **pend_tail;
     atomic_llong used; /* tick of the last search */
-    time_t evicted;
+    time_t evicted; /* when its index was last dropped for room or not built */
+    int pause_s;    /* how long after that no build starts (0: EVICT_PAUSE_S) */
     struct ent *next;
 };
 
@@ -401,6 +406,14 @@ static void ent_drop_idx(struct mem_rix *r, struct ent *e)
     e->idx = NULL;
 }
 
+/* write lock held: e's index was dropped for room or not built: no build
+ * for a while, longer each time */
+static void pause_after(struct ent *e)
+{
+    e->pause_s = !e->pause_s ? EVICT_PAUSE_S : e->pause_s >= PAUSE_MAX_S / 2 ? PAUSE_MAX_S : e->pause_s * 2;
+    e->evicted = time(NULL);
+}
+
 /* write lock held: drop the least recently searched indexes but keep's
  * until all fit */
 static void evict(struct mem_rix *r, const struct ent *keep)
@@ -413,7 +426,7 @@ static void evict(struct mem_rix *r, const struct ent *keep)
                     lru = e;
         if (!lru) return;
         ent_drop_idx(r, lru);
-        lru->evicted = time(NULL);
+        pause_after(lru);
     }
 }
 
@@ -728,7 +741,7 @@ bool mem_rix_wanted(struct mem_rix *r, int64_t slot)
 {
     pthread_rwlock_rdlock(&r->lock);
     struct ent *e = *ent_at(r, slot);
-    bool w = !e || (!e->idx && !e->building && time(NULL) - e->evicted >= EVICT_PAUSE_S);
+    bool w = !e || (!e->idx && !e->building && (!e->evicted || time(NULL) - e->evicted >= e->pause_s));
     pthread_rwlock_unlock(&r->lock);
     return w;
 }
@@ -794,7 +807,7 @@ int mem_rix_build(struct mem_rix *r, int64_t slot,
         atomic_store(&e->used, atomic_fetch_add(&r->tick, 1));
         evict(r, e);
     } else if (rc == AIOS_EBUSY || rc == AIOS_ENOMEM) {
-        e->evicted = time(NULL); /* not again at once */
+        pause_after(e); /* not again at once */
     }
     pthread_rwlock_unlock(&r->lock);
     idx_free(x);
