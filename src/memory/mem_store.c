@@ -139,7 +139,7 @@ static const char *const k_sql[ST__COUNT] = {
     /* a read transaction over several statements (read_begin) */
     /* whether the agent (?1..?2) has enough notes for an index in RAM */
     [ST_RANGE_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM notes WHERE nid BETWEEN ?1 AND ?2 "
-                       "LIMIT 256)",
+                       "LIMIT ?3)",
     /* what the index in RAM is built from: the indexed text of its notes */
     [ST_RANGE_TEXT] = "SELECT nid, content, keywords, tags, context FROM notes "
                       "WHERE nid BETWEEN ?1 AND ?2",
@@ -283,6 +283,7 @@ struct mem_store {
     struct idf_cache idf;  /* see aios_bm25 */
     struct mem_rix *rix;   /* the index in RAM (mem_rix.h); NULL: off */
     atomic_bool rix_off;   /* retrievals do not use it (mem_store_rix_use) */
+    atomic_int rix_min;    /* an agent's notes for an index (MEM_RIX_MIN_NOTES) */
 };
 
 /* the bound on the indexes in RAM of one store (the environment's
@@ -442,7 +443,6 @@ static inline double rank_term(double idf, int tf)
     return mem_rank_term(idf, tf);
 }
 _Static_assert(RANK_K1 == 1.2, "mem_rank_term's k1");
-_Static_assert(MEM_RIX_MIN_NOTES == 256, "ST_RANGE_COUNT's LIMIT");
 
 /* aios_bm25(notes_fts [, KEY [, IDFS]]): KEY, the text query, lets the
  * IDFs come from the store's cache (struct idf_cache, the function's user
@@ -890,6 +890,7 @@ int mem_store_open(struct mem_store **out, const char *path, bool full_sync, cha
         return AIOS_ENOMEM;
     }
     s->full_sync = full_sync;
+    atomic_store(&s->rix_min, MEM_RIX_MIN_NOTES);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->idf.mu, NULL);
     int rc = conn_open(s, true, &s->writer, err, errlen); /* creates the schema */
@@ -1697,11 +1698,13 @@ static int rix_maybe_build(struct mem_store *s, struct mem_conn *c, int64_t slot
     if (!mem_rix_wanted(s->rix, slot)) return 0;
     struct nid_range own = slot_range(slot);
     sqlite3_stmt *st = c->st[ST_RANGE_COUNT];
+    int min = atomic_load(&s->rix_min);
     sqlite3_bind_int64(st, 1, own.lo);
     sqlite3_bind_int64(st, 2, own.hi);
+    sqlite3_bind_int(st, 3, min);
     int64_t n = 0;
     int rc = step_int(c, st, &n, "count an agent's notes");
-    if (rc || n < MEM_RIX_MIN_NOTES) return rc;
+    if (rc || n < min) return rc;
     read_end(c);
     struct rix_rows w = {.c = c, .own = own};
     rc = mem_rix_build(s->rix, slot, rix_next, &w);
@@ -2173,6 +2176,11 @@ void mem_store_rix_stats(struct mem_store *s, size_t *bytes, int *n_index)
 void mem_store_rix_use(struct mem_store *s, bool use)
 {
     atomic_store(&s->rix_off, !use);
+}
+
+void mem_store_rix_min(struct mem_store *s, int notes)
+{
+    atomic_store(&s->rix_min, notes > 0 ? notes : 1);
 }
 
 void mem_store_rix_drop(struct mem_store *s)

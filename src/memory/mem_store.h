@@ -165,6 +165,7 @@ int mem_store_get_nids(struct mem_store *s, const char *agent, struct mem_hit *h
 void mem_store_rix_stats(struct mem_store *s, size_t *bytes, int *n_index);
 void mem_store_rix_use(struct mem_store *s, bool use);
 void mem_store_rix_drop(struct mem_store *s); /* every agent's index (built again when used) */
+void mem_store_rix_min(struct mem_store *s, int notes); /* agents from this many notes get one */
 
 /* The FTS5 query used for `text`: every word quoted, joined with OR; at most
  * 32 words. Empty string when text has no word. malloc'd. */

@@ -7,7 +7,8 @@
  * and the cache see a growing corpus of other agents' notes). The best k
  * for k = 1..4 must be the first k of the plain answer (k = 1000), the
  * same notes in the same order with the same scores, and no call may
- * fail. */
+ * fail. Every agent gets an index in RAM (mem_rix.c) from its first note,
+ * and the answer from it must be FTS5's, to the bit. */
 #include "fuzz.h"
 
 #include "memory/mem_note.h"
@@ -28,6 +29,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!mkdtemp(dir)) abort();
     snprintf(path, sizeof path, "%s/memory.db", dir);
     if (mem_store_open(&g_store, path, false, err, sizeof err)) abort();
+    mem_store_rix_min(g_store, 1);
     return 0;
 }
 
@@ -57,7 +59,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (query) {
         static struct mem_hit all[1000], top[4];
         size_t n_all = 0;
+        /* FTS5 alone, then the index in RAM (built by the first) */
+        static struct mem_hit ram[1000];
+        size_t n_ram = 0;
+        mem_store_rix_use(g_store, false);
         if (mem_store_search_ids(g_store, agent, query, 1000, all, &n_all)) abort();
+        mem_store_rix_use(g_store, true);
+        if (mem_store_search_ids(g_store, agent, query, 1000, ram, &n_ram)) abort();
+        if (mem_store_search_ids(g_store, agent, query, 1000, ram, &n_ram)) abort();
+        if (n_ram != n_all) abort();
+        for (size_t i = 0; i < n_all; i++)
+            if (ram[i].nid != all[i].nid || ram[i].score != all[i].score) {
+                fprintf(stderr, "RAM MISMATCH i %zu query [%s]: %lld %.17g / fts %lld %.17g\n", i,
+                        query, (long long)ram[i].nid, ram[i].score, (long long)all[i].nid, all[i].score);
+                abort();
+            }
         if (n_all > (size_t)n_notes) abort(); /* another agent's note */
         for (int k = 1; k <= 4; k++) {
             size_t n_top = 0;
