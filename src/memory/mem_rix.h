@@ -31,9 +31,10 @@ struct mem_rix;
 /* one word's part of a note's score: IDF x BM25's saturated term
  * frequency with k1 = 1.2 (the one formula of every ranking path, so that
  * they give the same bits) */
+#define MEM_RANK_K1 1.2
 static inline double mem_rank_term(double idf, int tf)
 {
-    return idf * ((double)tf * (1.2 + 1.0)) / ((double)tf + 1.2);
+    return idf * ((double)tf * (MEM_RANK_K1 + 1.0)) / ((double)tf + MEM_RANK_K1);
 }
 
 /* BM25's IDF of a word held by `hits` of `n_row` notes (FTS5's bm25()

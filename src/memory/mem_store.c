@@ -308,7 +308,7 @@ struct mem_store {
  * matters least. Per-query data (IDF of each phrase) is computed once and
  * kept as aux data. */
 
-#define RANK_K1 1.2
+#define RANK_K1 MEM_RANK_K1 /* mem_rix.h: the one formula */
 
 struct rank_data {
     int n_phrase;
@@ -442,7 +442,6 @@ static inline double rank_term(double idf, int tf)
 {
     return mem_rank_term(idf, tf);
 }
-_Static_assert(RANK_K1 == 1.2, "mem_rank_term's k1");
 
 /* aios_bm25(notes_fts [, KEY [, IDFS]]): KEY, the text query, lets the
  * IDFs come from the store's cache (struct idf_cache, the function's user
