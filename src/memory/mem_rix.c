@@ -119,8 +119,9 @@ struct mem_rix {
     bool counts_ok;
 };
 
-/* past this many distinct tokens the counts are given up (memory) */
-#define DFT_MAX (1u << 20)
+/* past this many distinct tokens the counts are given up (memory: the
+ * table and the tokens take about 40 MiB then) */
+#define DFT_MAX (1u << 19)
 
 /* ---- tokens ----
  * A blob: each kept token as one length byte and its bytes. */
