@@ -129,6 +129,7 @@ struct mem_rix {
 struct blob {
     unsigned char *b;
     size_t len, cap;
+    size_t n_left_out; /* tokens not kept (empty, or over TOK_MAX bytes) */
     bool oom;
 };
 
@@ -138,7 +139,10 @@ static int blob_token(void *ctx, int flags, const char *tok, int n, int start, i
     (void)start;
     (void)end;
     struct blob *bl = ctx;
-    if (n <= 0 || n > TOK_MAX) return SQLITE_OK;
+    if (n <= 0 || n > TOK_MAX) {
+        bl->n_left_out++;
+        return SQLITE_OK;
+    }
     if (bl->len + 1 + (size_t)n > bl->cap) {
         size_t cap = bl->cap ? bl->cap * 2 : 256;
         while (cap < bl->len + 1 + (size_t)n) cap *= 2;
@@ -627,7 +631,8 @@ static int one_token(struct tokr *k, const char *word, size_t len, unsigned char
     struct blob bl = {0};
     int rc = 0, tr = k->m.xTokenize(k->t, &bl, FTS5_TOKENIZE_QUERY, word, (int)len, blob_token);
     if (tr != SQLITE_OK || bl.oom) rc = AIOS_ENOMEM;
-    else if (bl.len == 0 || (size_t)bl.b[0] + 1 != bl.len) rc = AIOS_EINVAL; /* a token over TOK_MAX bytes is left out: 0 */
+    else if (bl.n_left_out || bl.len == 0 || (size_t)bl.b[0] + 1 != bl.len)
+        rc = AIOS_EINVAL; /* a token left out (too long) is a token too: FTS5 sees a phrase */
     else memcpy(tok, bl.b + 1, *n = bl.b[0]);
     free(bl.b);
     return rc;

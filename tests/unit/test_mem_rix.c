@@ -126,6 +126,15 @@ static void test_scores_and_changes(void **state)
     assert_true(score_of(&g, 101) == mem_rank_term(0.5, 2));
     /* a word of two tokens is FTS5's (a phrase) */
     score(r, 1, "e\xc2\xa0mail", 1.0, 0, &g, AIOS_EINVAL);
+    /* so is one whose second token is too long to be kept: still two
+     * tokens (fuzz retrieve found it matching "meetings" alone) */
+    char w[128] = "meetings\xc2\xa0";
+    memset(w + strlen(w), 'x', 80);
+    const char *wp[1] = {w};
+    size_t wl[1] = {strlen(w)};
+    double one = 1.0;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(mem_rix_score(r, 1, wp, wl, 1, &one, on_hit, &g), AIOS_EINVAL);
     /* changed, removed and added notes */
     struct mem_rix_text lunch = {{"lunch", "", "", ""}}, talk = {{"budget talk", "", "", ""}};
     mem_rix_set(r, 1, 102, &lunch, &talk);
