@@ -1041,7 +1041,8 @@ struct wargs {
     bool *reset;
     bool merge; /* delete: merge the search index too */
     /* for the index in RAM (mem_rix.h), set by the job: the note's row id,
-     * whether its statements changed notes (they may yet be undone), and
+     * whether its last run succeeded (`wrote`: its changes stand unless the
+     * commit fails; a job that fails is undone, which changes nothing), and
      * the note's indexed text before and after (owned copies; insert_many:
      * each note's row id and text) */
     struct mem_store *s;
@@ -1121,9 +1122,9 @@ static void rix_notes_new(void *arg)
     }
 }
 
-/* after write_job: a write that changed notes but failed (its commit, or
- * a rerun of its batch) may or may not have stayed; the index cannot
- * know which */
+/* after write_job: a write whose job succeeded but whose commit then
+ * failed may or may not have stayed; the index cannot know which. (A job
+ * that failed itself, a duplicate id say, was undone: nothing to drop.) */
 static int rix_after(struct wargs *a, int rc)
 {
     if (rc && a->wrote && a->s->rix) mem_rix_lost(a->s->rix, a->nid / NID_SPAN);
@@ -1220,7 +1221,6 @@ static int insert_one(struct mem_conn *c, const char *agent, const struct mem_no
     else if (r != SQLITE_DONE) rc = sql_fail(c, "insert a note");
     else {
         a->nid = nid;
-        a->wrote = true;
         rc = note_text_set(a->notes ? &a->many[i] : a->cur, n->content, bufs[0], bufs[1],
                            n->context);
         if (a->notes) a->many_nid[i] = nid;
@@ -1235,8 +1235,9 @@ out:
 static int job_insert(void *conn, void *arg)
 {
     struct wargs *a = arg;
-    a->wrote = false; /* this run's (a batch may run twice) */
-    return insert_one(conn, a->agent, a->note, a, 0);
+    int rc = insert_one(conn, a->agent, a->note, a, 0);
+    a->wrote = !rc; /* this run's (a batch may run twice) */
+    return rc;
 }
 
 int mem_store_insert(struct mem_store *s, const char *agent, const struct mem_note *n)
@@ -1251,8 +1252,8 @@ static int job_insert_many(void *conn, void *arg)
 {
     struct wargs *a = arg;
     int rc = 0;
-    a->wrote = false;
     for (size_t i = 0; i < a->n && !rc; i++) rc = insert_one(conn, a->agent, a->notes[i], a, i);
+    a->wrote = !rc;
     return rc;
 }
 
@@ -1296,7 +1297,6 @@ static int job_update(void *conn, void *arg)
     struct wargs *a = arg;
     sqlite3_stmt *st = c->st[ST_UPDATE], *ot = c->st[ST_OLD_TEXT];
     char *bufs[4] = {0};
-    a->wrote = false;
     /* the text before, for the token counts */
     sqlite3_bind_text(ot, 1, a->agent, -1, SQLITE_STATIC);
     sqlite3_bind_text(ot, 2, a->note->id, -1, SQLITE_STATIC);
@@ -1319,15 +1319,13 @@ static int job_update(void *conn, void *arg)
             rc = MEM_EQUOTA;
         else if (r != SQLITE_DONE) rc = sql_fail(c, "update a note");
         else if (!nid) rc = AIOS_ENOTFOUND;
-        if (nid) {
-            a->nid = nid;
-            a->wrote = true;
-        }
+        a->nid = nid;
         if (!rc) rc = note_text_set(a->cur, a->note->content, bufs[0], bufs[1], a->note->context);
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     free_bufs(bufs);
+    a->wrote = !rc;
     return rc;
 }
 
@@ -1344,18 +1342,17 @@ static int job_delete(void *conn, void *arg)
     struct mem_conn *c = conn;
     struct wargs *a = arg;
     sqlite3_stmt *st = c->st[ST_DELETE];
-    a->wrote = false;
     sqlite3_bind_text(st, 1, a->agent, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, a->id, -1, SQLITE_STATIC);
     int rc = 0, r = sqlite3_step(st);
-    if (r == SQLITE_ROW) { /* RETURNING nid and the text, for the index in RAM */
+    bool found = r == SQLITE_ROW;
+    if (found) { /* RETURNING nid and the text, for the index in RAM */
         a->nid = sqlite3_column_int64(st, 0);
-        a->wrote = true;
         rc = note_text_of(a->old, st, 1);
         r = sqlite3_step(st);
     }
     if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "delete a note");
-    else if (!rc && !a->wrote) rc = AIOS_ENOTFOUND;
+    else if (!rc && !found) rc = AIOS_ENOTFOUND;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     /* now and then drop the tombstones from the index, and give the freed
@@ -1367,6 +1364,7 @@ static int job_delete(void *conn, void *arg)
         LOG_WARN("memory", "merging the search index: %s", sqlite3_errmsg(c->db));
     if (!rc && sqlite3_exec(c->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL) != SQLITE_OK)
         LOG_WARN("memory", "giving freed space back: %s", sqlite3_errmsg(c->db));
+    a->wrote = !rc;
     return rc;
 }
 

@@ -487,6 +487,15 @@ static void test_store_ram_index_matches_fts(void **state)
     }
     mem_store_rix_stats(s, &bytes, &n_index);
     assert_int_equal(n_index, 1);
+    /* a write that fails itself (a duplicate id in a bulk insert) is undone
+     * whole: nothing for the index to drop */
+    struct mem_note *dup[2] = {mk("fresh-1", "Word1 Word5"), mk("n1", "Word1 Word6")};
+    assert_int_equal(mem_store_insert_many(s, "a", dup, 2), MEM_EEXISTS);
+    mem_note_free(dup[0]);
+    mem_note_free(dup[1]);
+    mem_store_rix_stats(s, &bytes, &n_index);
+    assert_int_equal(n_index, 1);
+    rix_compare(s, &seed, 6);
     /* a bulk insert is followed too; the index dropped and rebuilt while
      * another thread writes */
     struct mem_note *bulk[3];
