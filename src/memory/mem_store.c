@@ -308,7 +308,6 @@ struct mem_store {
  * matters least. Per-query data (IDF of each phrase) is computed once and
  * kept as aux data. */
 
-#define RANK_K1 MEM_RANK_K1 /* mem_rix.h: the one formula */
 
 struct rank_data {
     int n_phrase;
@@ -435,13 +434,6 @@ static int rank_idf(const Fts5ExtensionApi *api, Fts5Context *fts, const char *k
     return rc;
 }
 
-/* one word's part of a score: IDF x BM25's saturated term frequency (the
- * one formula of aios_bm25 and scan_top's counted mode, so that both give
- * the same bits) */
-static inline double rank_term(double idf, int tf)
-{
-    return mem_rank_term(idf, tf);
-}
 
 /* aios_bm25(notes_fts [, KEY [, IDFS]]): KEY, the text query, lets the
  * IDFs come from the store's cache (struct idf_cache, the function's user
@@ -480,7 +472,7 @@ static void aios_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
         int col = -1, off = 0, tf = 0;
         if (api->xPhraseFirst(fts, i, &it, &col, &off) != SQLITE_OK) continue;
         for (; col >= 0; api->xPhraseNext(fts, &it, &col, &off)) tf++;
-        if (tf) score += rank_term(d->idf[i], tf);
+        if (tf) score += mem_rank_term(d->idf[i], tf);
     }
     sqlite3_result_double(ctx, -score);
 }
@@ -1548,6 +1540,21 @@ static int hit_cmp_best_first(const void *a, const void *b)
     return hit_better(a, b) ? -1 : hit_better(b, a) ? 1 : 0;
 }
 
+/* cand (its score also as bm25) into the best k of h[0..*n), a heap with
+ * the worst at the root */
+static void heap_push_top(struct mem_hit *h, size_t k, size_t *n, struct mem_hit cand)
+{
+    if (*n == k && !hit_better(&cand, &h[0])) return;
+    cand.bm25 = cand.score;
+    if (*n < k) {
+        h[*n] = cand;
+        heap_sift_up(h, (*n)++);
+    } else {
+        h[0] = cand;
+        heap_sift_down(h, *n, 0);
+    }
+}
+
 /* out[0..k): the best hits in the agent's rows `own`, best first (nid,
  * score and bm25 set).
  * Plainly (tf NULL): st = ST_SCAN, every row scored by aios_bm25 with the
@@ -1580,19 +1587,11 @@ static int scan_top(struct mem_conn *c, struct nid_range own, const char *match,
                 break;
             }
             for (int i = 0; i < n_idf; i++)
-                if (row.tf[i]) cand.score += rank_term(idf[i], row.tf[i]);
+                if (row.tf[i]) cand.score += mem_rank_term(idf[i], row.tf[i]);
         } else {
             cand.score = -sqlite3_column_double(st, 1);
         }
-        if (n == k && !hit_better(&cand, &out[0])) continue;
-        cand.bm25 = cand.score;
-        if (n < k) {
-            out[n] = cand;
-            heap_sift_up(out, n++);
-        } else {
-            out[0] = cand;
-            heap_sift_down(out, n, 0);
-        }
+        heap_push_top(out, k, &n, cand);
     }
     if (!rc && r != SQLITE_DONE) rc = sql_fail(c, "search notes");
     sqlite3_reset(st);
@@ -1615,19 +1614,11 @@ struct top {
     size_t k, n;
 };
 
-/* one scored note into the best k (a heap with the worst at the root) */
+/* one scored note into the best k */
 static void top_hit(void *ud, int64_t nid, double score)
 {
     struct top *t = ud;
-    struct mem_hit cand = {.nid = nid, .score = score, .bm25 = score};
-    if (t->n == t->k && !hit_better(&cand, &t->out[0])) return;
-    if (t->n < t->k) {
-        t->out[t->n] = cand;
-        heap_sift_up(t->out, t->n++);
-    } else {
-        t->out[0] = cand;
-        heap_sift_down(t->out, t->n, 0);
-    }
+    heap_push_top(t->out, t->k, &t->n, (struct mem_hit){.nid = nid, .score = score});
 }
 
 /* The best k of the agent's notes for q from its index in RAM, scored
@@ -1981,7 +1972,7 @@ int mem_store_vec_scan(struct mem_store *s, const char *agent, const float *q, i
  * the text read: past TF_BUDGET bytes (many or long notes) the plain scan
  * takes over. Every query of one retrieval scores with the same IDFs
  * (aios_idf's), so the scores are those of the plain scan, bit for bit
- * (rank_term). docs/memory.md ("Retrieval"). */
+ * (mem_rank_term). docs/memory.md ("Retrieval"). */
 
 struct word {
     const char *p; /* into the query text q: a quoted word */
@@ -2061,7 +2052,7 @@ static int scan_pruned(struct mem_conn *c, struct idf_cache *cache, struct nid_r
     if (n_idf == n_w && n_w > 1) {
         double all = 0, read = 0;
         for (int i = 0; i < n_w; i++) {
-            w[i].bound = idf[i] * (RANK_K1 + 1.0);
+            w[i].bound = idf[i] * (MEM_RANK_K1 + 1.0);
             w[i].df = df[i];
             all += df[i];
         }
