@@ -47,7 +47,7 @@
 #include <string.h>
 #include <time.h>
 
-#define TOK_MAX 64         /* longest token kept (mem_store's TF_TOKEN_MAX) */
+#define TOK_MAX MEM_RIX_TOKEN_MAX /* longest token kept (mem_store's TF_TOKEN_MAX) */
 #define N_BUCKET 256       /* agents' table */
 /* an index dropped for room, or too big to build, is not built again for
  * this long, twice as long each time it happens again, up to PAUSE_MAX_S:
@@ -638,23 +638,34 @@ static int one_token(struct tokr *k, const char *word, size_t len, unsigned char
     return rc;
 }
 
-bool mem_rix_idf(struct mem_rix *r, const char *word, size_t len, double *idf, double *df)
+int mem_rix_query(struct mem_rix *r, const char *const *word, const size_t *len, int n,
+                  struct mem_rix_query *q)
 {
-    unsigned char tok[TOK_MAX];
-    size_t n = 0;
+    q->n = n;
+    if (n <= 0 || n > MEM_RIX_WORDS) return AIOS_EINVAL;
     struct tokr k = {0};
     int rc = tokr_open(r, &k);
-    if (!rc) rc = one_token(&k, word, len, tok, &n);
+    for (int i = 0; i < n && !rc; i++) rc = one_token(&k, word[i], len[i], q->tok[i], &q->len[i]);
     tokr_close(&k);
-    if (rc) return false;
+    return rc;
+}
+
+bool mem_rix_query_idf(struct mem_rix *r, const struct mem_rix_query *q, double *idf, double *df)
+{
     pthread_rwlock_rdlock(&r->lock);
     bool ok = r->counts_ok;
-    if (ok) {
-        *df = (double)dft_get(r, tok, n);
-        *idf = mem_idf((double)r->n_row, *df);
+    for (int i = 0; ok && i < q->n; i++) {
+        df[i] = (double)dft_get(r, q->tok[i], q->len[i]);
+        idf[i] = mem_idf((double)r->n_row, df[i]);
     }
     pthread_rwlock_unlock(&r->lock);
     return ok;
+}
+
+bool mem_rix_idf(struct mem_rix *r, const char *word, size_t len, double *idf, double *df)
+{
+    struct mem_rix_query q;
+    return !mem_rix_query(r, &word, &len, 1, &q) && mem_rix_query_idf(r, &q, idf, df);
 }
 
 /* The calling thread's scores, n zeroed doubles, kept from call to call:
@@ -705,19 +716,10 @@ static double *scratch(size_t n)
     return b->v;
 }
 
-int mem_rix_score(struct mem_rix *r, int64_t slot, const char *const *word, const size_t *len,
-                  int n, const double *idf, void (*hit)(void *ud, int64_t nid, double score),
-                  void *ud)
+int mem_rix_score(struct mem_rix *r, int64_t slot, const struct mem_rix_query *q,
+                  const double *idf, void (*hit)(void *ud, int64_t nid, double score), void *ud)
 {
-    /* each word must be one token, as FTS5 tokenizes a query's phrase */
-    unsigned char tok[32][TOK_MAX];
-    size_t tlen[32];
-    if (n <= 0 || n > 32) return AIOS_EINVAL;
-    struct tokr k = {0};
-    int rc = tokr_open(r, &k);
-    for (int i = 0; i < n && !rc; i++) rc = one_token(&k, word[i], len[i], tok[i], &tlen[i]);
-    tokr_close(&k);
-    if (rc) return rc;
+    int rc = 0;
     pthread_rwlock_rdlock(&r->lock);
     struct ent *e = *ent_at(r, slot);
     struct idx *x = e ? e->idx : NULL;
@@ -726,11 +728,12 @@ int mem_rix_score(struct mem_rix *r, int64_t slot, const char *const *word, cons
     else if (!acc) rc = AIOS_ENOMEM;
     if (!rc) {
         atomic_store(&e->used, atomic_fetch_add(&r->tick, 1));
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < q->n; i++) {
             /* a word's part for the common counts, the same expression */
             double part[TF_PARTS];
             for (int f = 1; f < TF_PARTS; f++) part[f] = mem_rank_term(idf[i], f);
-            const struct term *t = term_find(x, tok[i], tlen[i], hash_tok(tok[i], tlen[i]));
+            const struct term *t =
+                term_find(x, q->tok[i], q->len[i], hash_tok(q->tok[i], q->len[i]));
             for (uint32_t j = 0; t->tok && j < t->n; j++) {
                 uint32_t f = t->p[j].tf;
                 acc[t->p[j].note] += f < TF_PARTS ? part[f] : mem_rank_term(idf[i], (int)f);

@@ -70,21 +70,35 @@ void mem_rix_set(struct mem_rix *r, int64_t slot, int64_t nid, const struct mem_
  * and the store's token counts are no longer used */
 void mem_rix_lost(struct mem_rix *r, int64_t slot);
 
-/* The IDF of a word (one FTS5 phrase, without quotes) over the whole
- * store, from the counts kept here: true, with *idf and *df (the notes
- * that hold it); false when the word is not exactly one token or the
- * counts are not kept (the caller counts with FTS5). */
+/* A query's words as tokens, tokenized once for the calls below */
+#define MEM_RIX_WORDS 32
+#define MEM_RIX_TOKEN_MAX 64 /* longer tokens are not kept */
+struct mem_rix_query {
+    int n;
+    size_t len[MEM_RIX_WORDS];
+    unsigned char tok[MEM_RIX_WORDS][MEM_RIX_TOKEN_MAX];
+};
+
+/* The words word[0..n) (each the text of one FTS5 phrase, without
+ * quotes) as tokens into q. 0; AIOS_EINVAL: more than MEM_RIX_WORDS, or
+ * a word that is not exactly one kept token (FTS5 matches it as a phrase;
+ * the caller asks FTS5); AIOS_ENOMEM. */
+int mem_rix_query(struct mem_rix *r, const char *const *word, const size_t *len, int n,
+                  struct mem_rix_query *q);
+
+/* The IDFs of q's words over the whole store, from the counts kept here:
+ * true, with idf[i] and df[i] (the notes that hold it); false when the
+ * counts are not kept (the caller counts with FTS5). mem_rix_idf: the same
+ * for one word (false too when it is not exactly one token). */
+bool mem_rix_query_idf(struct mem_rix *r, const struct mem_rix_query *q, double *idf, double *df);
 bool mem_rix_idf(struct mem_rix *r, const char *word, size_t len, double *idf, double *df);
 
-/* Score the agent's notes for the words word[0..n) (each the text of one
- * FTS5 phrase, without quotes) with the IDFs idf[0..n): hit(ud, nid,
- * score) for every note that holds one of them, score summed word by word
- * in order (as aios_bm25 sums). 0; AIOS_ENOTFOUND: the agent has no index;
- * AIOS_EINVAL: a word is not exactly one token (FTS5 would match it as a
- * phrase; the caller asks FTS5). */
-int mem_rix_score(struct mem_rix *r, int64_t slot, const char *const *word, const size_t *len,
-                  int n, const double *idf, void (*hit)(void *ud, int64_t nid, double score),
-                  void *ud);
+/* Score the agent's notes for q's words with the IDFs idf[0..q->n):
+ * hit(ud, nid, score) for every note that holds one of them, score summed
+ * word by word in order (as aios_bm25 sums). 0; AIOS_ENOTFOUND: the agent
+ * has no index. */
+int mem_rix_score(struct mem_rix *r, int64_t slot, const struct mem_rix_query *q,
+                  const double *idf, void (*hit)(void *ud, int64_t nid, double score), void *ud);
 
 /* Whether a build for the agent should start now (none has an index or is
  * building, and its index was not dropped for room lately). */

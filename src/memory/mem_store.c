@@ -1629,24 +1629,28 @@ static void top_hit(void *ud, int64_t nid, double score)
 static int rix_top(struct mem_store *s, struct mem_conn *c, int64_t slot, const char *q, size_t k,
                    bool ram_only, struct mem_hit *out, size_t *n_out)
 {
-    const char *wp[IDF_MAX_PHRASES];
-    size_t wl[IDF_MAX_PHRASES];
+    const char *wp[IDF_MAX_PHRASES], *bare[IDF_MAX_PHRASES];
+    size_t wl[IDF_MAX_PHRASES], bare_len[IDF_MAX_PHRASES];
     double idf[IDF_MAX_PHRASES], df[IDF_MAX_PHRASES];
-    int n_w = quoted_words(q, wp, wl, IDF_MAX_PHRASES), n_idf = n_w, rc;
+    int n_w = quoted_words(q, wp, wl, IDF_MAX_PHRASES), rc;
     if (n_w < 1 || n_w > IDF_MAX_PHRASES) return AIOS_EINVAL;
-    for (int i = 0; i < n_w && n_idf; i++)
-        if (!known_idf(&s->idf, wp[i], wl[i], &idf[i], &df[i])) n_idf = 0;
-    if (!n_idf && ram_only) return AIOS_EBUSY; /* counting walks doclists */
-    if (!n_idf && (rc = query_idf(c, slot_range(slot), q, idf, df, &n_idf))) return rc;
-    if (n_idf == 0) return 0; /* nothing of the agent matches */
-    if (n_idf != n_w) return AIOS_EINVAL;
     for (int i = 0; i < n_w; i++) { /* without the quotes */
-        wp[i]++;
-        wl[i] -= 2;
+        bare[i] = wp[i] + 1;
+        bare_len[i] = wl[i] - 2;
+    }
+    struct mem_rix_query rq; /* tokenized once, for the IDFs and the scores */
+    if ((rc = mem_rix_query(s->rix, bare, bare_len, n_w, &rq))) return rc;
+    if (!mem_rix_query_idf(s->rix, &rq, idf, df)) { /* no counts: the cache, or FTS5 */
+        int n_idf = n_w;
+        for (int i = 0; i < n_w && n_idf; i++)
+            if (!idf_lookup(&s->idf, wp[i], wl[i], &idf[i], &df[i])) n_idf = 0;
+        if (!n_idf && ram_only) return AIOS_EBUSY; /* counting walks doclists */
+        if (!n_idf && (rc = query_idf(c, slot_range(slot), q, idf, df, &n_idf))) return rc;
+        if (n_idf == 0) return 0; /* nothing of the agent matches */
+        if (n_idf != n_w) return AIOS_EINVAL;
     }
     struct top t = {.out = out, .k = k};
-    rc = mem_rix_score(s->rix, slot, wp, wl, n_w, idf, top_hit, &t);
-    if (rc) return rc;
+    if ((rc = mem_rix_score(s->rix, slot, &rq, idf, top_hit, &t))) return rc;
     qsort(out, t.n, sizeof *out, hit_cmp_best_first);
     *n_out = t.n;
     return 0;

@@ -104,7 +104,10 @@ static void score(struct mem_rix *r, int64_t slot, const char *words, double idf
     for (int i = 0; i < n; i++) l[i] = strlen(w[i]);
     double idf[2] = {idf0, idf1};
     memset(g, 0, sizeof *g);
-    assert_int_equal(mem_rix_score(r, slot, w, l, n, idf, on_hit, g), want);
+    struct mem_rix_query q;
+    int rc = mem_rix_query(r, w, l, n, &q);
+    if (!rc) rc = mem_rix_score(r, slot, &q, idf, on_hit, g);
+    assert_int_equal(rc, want);
 }
 
 static void test_scores_and_changes(void **state)
@@ -132,9 +135,8 @@ static void test_scores_and_changes(void **state)
     memset(w + strlen(w), 'x', 80);
     const char *wp[1] = {w};
     size_t wl[1] = {strlen(w)};
-    double one = 1.0;
-    memset(&g, 0, sizeof g);
-    assert_int_equal(mem_rix_score(r, 1, wp, wl, 1, &one, on_hit, &g), AIOS_EINVAL);
+    struct mem_rix_query q;
+    assert_int_equal(mem_rix_query(r, wp, wl, 1, &q), AIOS_EINVAL);
     /* changed, removed and added notes */
     struct mem_rix_text lunch = {{"lunch", "", "", ""}}, talk = {{"budget talk", "", "", ""}};
     mem_rix_set(r, 1, 102, &lunch, &talk);
