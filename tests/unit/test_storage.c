@@ -972,8 +972,12 @@ static void test_swap_race(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, swap_racer, &r), 0);
     int ok = 0, refused = 0;
-    for (int i = 0; i < 150; i++) {
+    /* 150 calls at least, and until both outcomes were seen: a refused
+     * call takes microseconds, so on a loaded machine all 150 could fall
+     * in one phase of the racer (make test once saw none succeed) */
+    for (int i = 0; i < 150 || ((!ok || !refused) && i < 20000); i++) {
         char p[128];
+        if (i >= 150) usleep(200); /* let the racer turn */
         if (i % 3) {
             snprintf(p, sizeof p, "{\"file_path\":\"d/f%d.txt\",\"content\":\"x\"}", i);
             if (run(f, "a", "write", p, NULL, NULL) == 200) ok++;
